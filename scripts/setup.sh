@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Installs what building and testing need, idempotently: Debian packages (only when
+# missing), the Python reference parser, and a configured copy of the installed
+# nginx's source tree (what nginx-sys needs to generate bindings whose module
+# signature matches /usr/sbin/nginx).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROLE=${1:-run}   # run | test
+
+PKGS=(nginx libnginx-mod-http-lua libnginx-mod-http-ndk lua-resty-core lua-resty-lrucache
+      nginx-dev libclang-dev libpcre2-dev libssl-dev zlib1g-dev libluajit2-5.1-common
+      build-essential pkg-config curl)
+if [ "$ROLE" = test ]; then
+  PKGS+=(prometheus wrk python3-pip)
+fi
+
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -q
+  # policy-rc.d keeps the Debian nginx service from being started on install: we run our own.
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+# The Debian package starts a system nginx on :80; it is not ours and not needed.
+if [ "$(id -u)" = 0 ] && command -v systemctl >/dev/null && systemctl is-active -q nginx 2>/dev/null; then
+  systemctl stop nginx || true
+fi
+
+if [ "$ROLE" = test ]; then
+  python3 -c 'import prometheus_client' 2>/dev/null ||
+    python3 -m pip install -q prometheus-client 2>/dev/null ||
+    python3 -m pip install -q --break-system-packages prometheus-client
+fi
+
+# A configured nginx tree: nginx-dev ships sources without objs/.
+SRC=${NGINX_SOURCE_DIR:-$PWD/.build/nginx}
+NGINX_VERSION=$(nginx -v 2>&1 | sed 's|.*nginx/||')
+if [ ! -f "$SRC/objs/ngx_auto_config.h" ] || [ "$(cat "$SRC/.version" 2>/dev/null)" != "$NGINX_VERSION" ]; then
+  echo "setup: configuring nginx $NGINX_VERSION sources in $SRC"
+  rm -rf "$SRC"; mkdir -p "$(dirname "$SRC")"
+  cp -a /usr/share/nginx/src "$SRC"
+  (cd "$SRC" && . ./conf_flags && ./configure "${NGX_CONF_FLAGS[@]}" >configure.log 2>&1) ||
+    { echo "setup: nginx configure failed, see $SRC/configure.log" >&2; exit 1; }
+  echo "$NGINX_VERSION" >"$SRC/.version"
+fi
+
+# Rust toolchain components used by the checks.
+if [ "$ROLE" = test ]; then
+  rustup component list --installed 2>/dev/null | grep -q clippy || rustup component add clippy rustfmt || true
+fi

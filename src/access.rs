@@ -1,0 +1,105 @@
+//! Client address rules for the metrics endpoint: CIDR allow and deny lists.
+//!
+//! A client is refused when a deny rule matches it, or when allow rules exist and none
+//! matches. With no rules at all, only loopback clients get in: a metrics endpoint
+//! exposed by accident must not leak.
+
+use cidr_utils::cidr::IpCidr;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AccessRules {
+    pub allow: Vec<IpCidr>,
+    pub deny: Vec<IpCidr>,
+}
+
+/// Parses `1.2.3.0/24`, `::1`, `2001:db8::/32` or `all`. A network with host bits set
+/// (`10.0.0.1/8`) is refused: it is almost always a typo for a different rule.
+pub fn parse_rule(s: &str) -> Result<Vec<IpCidr>, String> {
+    if s == "all" {
+        return Ok(vec![IpCidr::from_str("0.0.0.0/0").unwrap(), IpCidr::from_str("::/0").unwrap()]);
+    }
+    let (addr, len) = match s.split_once('/') {
+        Some((a, l)) => (a, Some(l)),
+        None => (s, None),
+    };
+    let ip = IpAddr::from_str(addr).map_err(|_| format!("\"{s}\" is not an IP address or CIDR"))?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let len = match len {
+        None => max,
+        Some(l) => match l.parse::<u8>() {
+            Ok(n) if n <= max => n,
+            _ => return Err(format!("\"{s}\" has an invalid prefix length (0 to {max})")),
+        },
+    };
+    IpCidr::new(ip, len)
+        .map(|c| vec![c])
+        .map_err(|_| format!("\"{s}\" has host bits set after the /{len} prefix"))
+}
+
+impl AccessRules {
+    pub fn allows(&self, ip: IpAddr) -> bool {
+        // IPv4 clients on a dual-stack socket arrive as ::ffff:a.b.c.d.
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        if self.deny.iter().any(|c| c.contains(&ip)) {
+            return false;
+        }
+        if self.allow.is_empty() && self.deny.is_empty() {
+            return ip.is_loopback();
+        }
+        self.allow.is_empty() || self.allow.iter().any(|c| c.contains(&ip))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules(allow: &[&str], deny: &[&str]) -> AccessRules {
+        let p = |v: &[&str]| v.iter().flat_map(|s| parse_rule(s).unwrap()).collect();
+        AccessRules { allow: p(allow), deny: p(deny) }
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn parses_and_refuses() {
+        assert!(parse_rule("10.0.0.0/8").is_ok());
+        assert!(parse_rule("2001:db8::/32").is_ok());
+        assert!(parse_rule("::1").is_ok());
+        assert_eq!(parse_rule("all").unwrap().len(), 2);
+        assert!(parse_rule("10.0.0.1/8").unwrap_err().contains("host bits"));
+        assert!(parse_rule("10.0.0.0/33").unwrap_err().contains("prefix length"));
+        assert!(parse_rule("banana").unwrap_err().contains("\"banana\""));
+        assert!(parse_rule("2001:db8::1/32").unwrap_err().contains("host bits"));
+    }
+
+    #[test]
+    fn default_is_loopback_only() {
+        let r = AccessRules::default();
+        assert!(r.allows(ip("127.0.0.1")));
+        assert!(r.allows(ip("::1")));
+        assert!(!r.allows(ip("10.1.2.3")));
+        assert!(!r.allows(ip("2001:db8::1")));
+    }
+
+    #[test]
+    fn deny_wins_then_allow_must_match() {
+        let r = rules(&["127.0.0.1", "::1", "10.0.0.0/8"], &["10.9.0.0/16"]);
+        assert!(r.allows(ip("127.0.0.1")));
+        assert!(!r.allows(ip("127.0.0.2")));
+        assert!(r.allows(ip("10.1.1.1")));
+        assert!(!r.allows(ip("10.9.1.1")));
+        assert!(r.allows(ip("::ffff:10.1.1.1")));
+        assert!(r.allows(ip("::1")));
+        let only_deny = rules(&[], &["192.168.0.0/16"]);
+        assert!(only_deny.allows(ip("10.1.1.1")));
+        assert!(!only_deny.allows(ip("192.168.3.4")));
+    }
+}

@@ -1,0 +1,14 @@
+//! ngx_prometheus: Prometheus metrics for nginx and OpenResty.
+//!
+//! One `cdylib` with two roles: an nginx module (a shared zone, a metrics handler,
+//! nginx's connection counters) and a Lua module (registration through `mlua`, recording
+//! through plain `extern "C"` functions that LuaJIT's FFI calls and compiles).
+//!
+//! Layers, from the bottom: [`shm`] (the zone as atomic words), [`metrics`] (families,
+//! series, values), [`exposition`] (text format), [`access`] (CIDR rules); then the
+//! glue: `nginx` and `lua`, the only modules that talk to C.
+
+pub mod access;
+pub mod exposition;
+pub mod metrics;
+pub mod shm;

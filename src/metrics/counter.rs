@@ -1,0 +1,69 @@
+//! Counters: an integer word for whole increments (exact beyond 2^53, one `fetch_add`)
+//! and a float word for fractional ones. The value is their sum.
+
+use super::family::MetricType;
+use super::value::{add_f64, check, load_f64};
+use crate::shm::{Offset, Region};
+use std::sync::atomic::Ordering::Relaxed;
+
+pub const VALUE_WORDS: u64 = 2;
+const INT: Offset = 0;
+const FLOAT: Offset = 1;
+
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub enum CounterError {
+    BadHandle,
+    /// Counters only go up; NaN is not a number to count.
+    InvalidIncrement,
+}
+
+#[inline(always)]
+pub fn inc(r: &Region<'_>, handle: u64, n: u64) -> Result<(), CounterError> {
+    let h = check(r, handle, MetricType::Counter, VALUE_WORDS).ok_or(CounterError::BadHandle)?;
+    r.word(h + INT).fetch_add(n, Relaxed);
+    Ok(())
+}
+
+#[inline(always)]
+pub fn add(r: &Region<'_>, handle: u64, v: f64) -> Result<(), CounterError> {
+    let h = check(r, handle, MetricType::Counter, VALUE_WORDS).ok_or(CounterError::BadHandle)?;
+    // Whole, non-negative increments take the exact integer path.
+    if v >= 0.0 && v < 9.0e15 && v.fract() == 0.0 {
+        r.word(h + INT).fetch_add(v as u64, Relaxed);
+    } else if v >= 0.0 && v.is_finite() {
+        add_f64(r.word(h + FLOAT), v);
+    } else {
+        return Err(CounterError::InvalidIncrement);
+    }
+    Ok(())
+}
+
+/// `(integer part, fractional part)`; exposition prints the integer exactly when the
+/// fractional part is zero.
+pub fn read(r: &Region<'_>, h: Offset) -> (u64, f64) {
+    (r.load(h + INT), load_f64(r.word(h + FLOAT)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shm::region::heap_words;
+    use crate::metrics::value::tag;
+
+    #[test]
+    fn integer_and_float_increments_add_up() {
+        let mem = heap_words(8);
+        let r = Region::new(&mem);
+        r.store(3, tag(MetricType::Counter));
+        inc(&r, 4, 5).unwrap();
+        add(&r, 4, 2.0).unwrap();
+        add(&r, 4, 0.25).unwrap();
+        assert_eq!(read(&r, 4), (7, 0.25));
+        assert_eq!(add(&r, 4, -1.0), Err(CounterError::InvalidIncrement));
+        assert_eq!(add(&r, 4, f64::NAN), Err(CounterError::InvalidIncrement));
+        assert_eq!(inc(&r, 5, 1), Err(CounterError::BadHandle));
+        assert_eq!(inc(&r, 7, 1), Err(CounterError::BadHandle));
+        assert_eq!(inc(&r, 0, 1), Err(CounterError::BadHandle));
+        assert_eq!(read(&r, 4), (7, 0.25));
+    }
+}

@@ -1,0 +1,213 @@
+//! Histograms in an HDR layout: one count word per log-linear slot, a float sum and an
+//! overflow count for values above the family's `highest`. Prometheus buckets are
+//! cut from the slots at render time, so bucket bounds can change without losing data.
+
+use super::family::{HistogramSpec, MetricType};
+use super::hdr::HdrLayout;
+use super::value::{add_f64, check, load_f64};
+use crate::shm::{Offset, Region};
+use std::sync::atomic::Ordering::Relaxed;
+
+const LAYOUT: Offset = 0;
+const SCALE: Offset = 1;
+const HIGHEST: Offset = 2;
+const SUM: Offset = 3;
+const OVERFLOW: Offset = 4;
+const COUNTS: Offset = 5;
+
+pub fn value_words(layout: HdrLayout) -> u64 {
+    u64::from(COUNTS) + u64::from(layout.counts_len)
+}
+
+/// Writes the parameters an observation needs into a fresh (zeroed) series body.
+pub fn init(r: &Region<'_>, h: Offset, spec: &HistogramSpec, layout: HdrLayout) {
+    r.store(h + LAYOUT, layout.pack());
+    r.store(h + SCALE, spec.scale().to_bits());
+    r.store(h + HIGHEST, spec.highest_ticks());
+}
+
+/// Value to ticks; the same rounding for observations and bucket bounds keeps
+/// `v <= le` implying "counted in le".
+#[inline(always)]
+pub fn ticks(v: f64, scale: f64) -> u64 {
+    let t = (v * scale).round();
+    if t > 0.0 {
+        t as u64
+    } else {
+        0
+    }
+}
+
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub enum ObserveError {
+    BadHandle,
+    NotANumber,
+}
+
+#[inline(always)]
+pub fn observe(r: &Region<'_>, handle: u64, v: f64) -> Result<(), ObserveError> {
+    // The smallest histogram body; the slot index is range-checked against the layout.
+    let h = check(r, handle, MetricType::Histogram, u64::from(COUNTS) + 1).ok_or(ObserveError::BadHandle)?;
+    if v.is_nan() {
+        return Err(ObserveError::NotANumber);
+    }
+    let layout = HdrLayout::unpack(r.load(h + LAYOUT));
+    let t = ticks(v, f64::from_bits(r.load(h + SCALE)));
+    if t > r.load(h + HIGHEST) {
+        r.word(h + OVERFLOW).fetch_add(1, Relaxed);
+    } else {
+        let i = layout.index(t);
+        let slot = r.get(u64::from(h + COUNTS) + i as u64).ok_or(ObserveError::BadHandle)?;
+        debug_assert!(i < layout.counts_len as usize);
+        slot.fetch_add(1, Relaxed);
+    }
+    add_f64(r.word(h + SUM), v);
+    Ok(())
+}
+
+/// A consistent-enough copy of one series for rendering: counts are read once, and
+/// every bucket, `+Inf` and `_count` derive from that one read.
+pub struct Snapshot {
+    pub layout: HdrLayout,
+    pub counts: Vec<u64>,
+    pub overflow: u64,
+    pub sum: f64,
+}
+
+impl Snapshot {
+    pub fn read(r: &Region<'_>, h: Offset, into: Option<Snapshot>) -> Snapshot {
+        let layout = HdrLayout::unpack(r.load(h + LAYOUT));
+        let mut counts = into.map(|s| s.counts).unwrap_or_default();
+        counts.clear();
+        counts.extend((0..layout.counts_len).map(|i| r.load(h + COUNTS + i)));
+        Snapshot { layout, counts, overflow: r.load(h + OVERFLOW), sum: load_f64(r.word(h + SUM)) }
+    }
+
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum::<u64>() + self.overflow
+    }
+
+    /// Cumulative counts at each slot cut (see [`cuts`]), in order.
+    pub fn cumulative(&self, cuts: &[usize], out: &mut Vec<u64>) {
+        out.clear();
+        let mut acc = 0u64;
+        let mut from = 0usize;
+        for &cut in cuts {
+            let to = (cut + 1).min(self.counts.len());
+            if to > from {
+                acc += self.counts[from..to].iter().sum::<u64>();
+                from = to;
+            }
+            out.push(acc);
+        }
+    }
+
+    /// The reference histogram built from these counts (for quantiles).
+    pub fn to_hdr(&self) -> hdrhistogram::Histogram<u64> {
+        let highest = self.layout.highest_at(self.layout.counts_len as usize - 1).max(2);
+        let mut h = hdrhistogram::Histogram::new_with_bounds(1, highest, sigfig_of(self.layout))
+            .expect("layout parameters were validated at registration");
+        for (i, c) in self.counts.iter().enumerate() {
+            if *c > 0 {
+                // Every slot value is within the histogram's range by construction.
+                let _ = h.record_n(self.layout.value_at(i), *c);
+            }
+        }
+        h
+    }
+
+    /// Value at quantile `q` (0..=1) in the family's unit, `None` when empty.
+    /// Values above `highest` (overflow) are not included.
+    pub fn quantile(&self, q: f64, scale: f64) -> Option<f64> {
+        let h = self.to_hdr();
+        (!h.is_empty()).then(|| h.value_at_quantile(q) as f64 / scale)
+    }
+}
+
+/// The significant digits a layout was built for (inverse of `HdrLayout::new`).
+fn sigfig_of(layout: HdrLayout) -> u8 {
+    (1..=5u8)
+        .find(|d| HdrLayout::new(1 << 20, *d).map(|l| l.sub_bucket_count_magnitude) == Some(layout.sub_bucket_count_magnitude))
+        .unwrap_or(2)
+}
+
+/// For each bucket bound, the last slot whose values it counts.
+pub fn cuts(spec_scale: f64, layout: HdrLayout, bounds: &[f64]) -> Vec<usize> {
+    bounds
+        .iter()
+        .map(|b| layout.index(ticks(*b, spec_scale)).min(layout.counts_len as usize - 1))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::value::tag;
+    use crate::shm::region::heap_words;
+
+    fn series(spec: &HistogramSpec) -> (Vec<std::sync::atomic::AtomicU64>, u64) {
+        let layout = spec.layout().unwrap();
+        let mem = heap_words(2 + value_words(layout) as usize);
+        let r = Region::new(&mem);
+        r.store(1, tag(MetricType::Histogram));
+        init(&r, 2, spec, layout);
+        (mem, 2)
+    }
+
+    #[test]
+    fn buckets_and_quantiles_agree_with_the_crate() {
+        let spec = HistogramSpec::default();
+        let (mem, h) = series(&spec);
+        let r = Region::new(&mem);
+        let mut reference = hdrhistogram::Histogram::<u64>::new_with_bounds(1, spec.highest_ticks(), 2).unwrap();
+        // A deterministic spread from microseconds to tens of seconds.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut sum = 0.0;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let v = (x % 1_000_000) as f64 / 1e6 * 10f64.powi((x >> 40) as i32 % 8 - 6);
+            observe(&r, h, v).unwrap();
+            reference.record(ticks(v, spec.scale())).unwrap();
+            sum += v;
+        }
+        let snap = Snapshot::read(&r, h as Offset, None);
+        assert_eq!(snap.count(), 20_000);
+        assert!((snap.sum - sum).abs() < 1e-6 * sum);
+        let c = cuts(spec.scale(), snap.layout, &spec.buckets);
+        let mut cum = Vec::new();
+        snap.cumulative(&c, &mut cum);
+        for (b, got) in spec.buckets.iter().zip(&cum) {
+            assert_eq!(*got, reference.count_between(0, ticks(*b, spec.scale())), "le={b}");
+        }
+        for q in [0.0, 0.5, 0.9, 0.99, 0.999, 1.0] {
+            let want = reference.value_at_quantile(q) as f64 / spec.scale();
+            assert_eq!(snap.quantile(q, spec.scale()), Some(want), "q={q}");
+        }
+    }
+
+    #[test]
+    fn overflow_counts_only_in_total() {
+        let spec = HistogramSpec { highest: 1.0, buckets: vec![0.5], ..HistogramSpec::default() };
+        let (mem, h) = series(&spec);
+        let r = Region::new(&mem);
+        observe(&r, h, 0.25).unwrap();
+        observe(&r, h, 7.0).unwrap();
+        observe(&r, h, -3.0).unwrap();
+        assert_eq!(observe(&r, h, f64::NAN), Err(ObserveError::NotANumber));
+        let snap = Snapshot::read(&r, h as Offset, None);
+        let mut cum = Vec::new();
+        snap.cumulative(&cuts(spec.scale(), snap.layout, &spec.buckets), &mut cum);
+        assert_eq!(cum, vec![2]);
+        assert_eq!(snap.count(), 3);
+        assert_eq!(snap.sum, 4.25);
+    }
+
+    #[test]
+    fn precision_is_recovered_from_the_layout() {
+        for d in 1..=5u8 {
+            assert_eq!(sigfig_of(HdrLayout::new(60_000_000, d).unwrap()), d);
+        }
+    }
+}

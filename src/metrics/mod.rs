@@ -1,0 +1,13 @@
+//! Metric semantics over the shared-memory store: families, the three metric types and
+//! their value layouts. Pure, safe Rust: tested with `cargo test` over heap memory.
+
+pub mod counter;
+pub mod family;
+pub mod gauge;
+pub mod hdr;
+pub mod histogram;
+pub mod store;
+pub mod value;
+
+pub use family::{FamilySpec, HistogramSpec, MetricType, SpecError};
+pub use store::{Family, Reason, RegisterError, SeriesError, Store};

@@ -1,0 +1,597 @@
+//! The metric store kept in a zone: families and their series, over the shared-memory
+//! arena. Registration and series creation take the zone lock; recording never does.
+
+use super::family::{check_buckets, FamilySpec, HistogramSpec, MetricType, SpecError, MAX_LABEL_VALUE};
+use super::{counter, gauge, histogram, value};
+use crate::shm::{Arena, AttachError, Kind, Liveness, Offset, Region};
+use std::fmt;
+use std::sync::atomic::Ordering::{Relaxed, Release};
+
+/// Why something was refused or failed; each has a slot in the zone's error counters,
+/// exposed as `nginx_metric_errors_total{reason}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Reason {
+    ZoneFull = 0,
+    SeriesLimit = 1,
+    LabelCount = 2,
+    InvalidLabelValue = 3,
+    InvalidValue = 4,
+    BadHandle = 5,
+    Lua = 6,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 7] = [
+        Reason::ZoneFull,
+        Reason::SeriesLimit,
+        Reason::LabelCount,
+        Reason::InvalidLabelValue,
+        Reason::InvalidValue,
+        Reason::BadHandle,
+        Reason::Lua,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::ZoneFull => "zone_full",
+            Reason::SeriesLimit => "series_limit",
+            Reason::LabelCount => "label_count",
+            Reason::InvalidLabelValue => "invalid_label_value",
+            Reason::InvalidValue => "invalid_value",
+            Reason::BadHandle => "bad_handle",
+            Reason::Lua => "lua",
+        }
+    }
+
+    pub fn from_u32(v: u32) -> Option<Reason> {
+        Reason::ALL.get(v as usize).copied()
+    }
+}
+
+// Family body words.
+const F_META: Offset = 0;
+const F_HELP: Offset = 1;
+const F_LABELS: Offset = 2;
+const F_SERIES: Offset = 3;
+const F_LIMIT: Offset = 4;
+const F_LAYOUT: Offset = 5;
+const F_LOWEST: Offset = 6;
+const F_HIGHEST: Offset = 7;
+const F_PRECISION: Offset = 8;
+const F_BUCKETS: Offset = 9;
+const FAMILY_WORDS: usize = 12;
+
+/// A family as seen from a process: where it lives and what its series look like.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Family {
+    pub id: Offset,
+    body: Offset,
+    pub metric_type: MetricType,
+    pub label_count: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum RegisterError {
+    Spec(SpecError),
+    /// The name exists in the zone (perhaps from before a reload) with another shape.
+    Conflict { family: String, what: String },
+    ZoneFull { family: String },
+}
+
+impl fmt::Display for RegisterError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RegisterError::Spec(e) => e.fmt(f),
+            RegisterError::Conflict { family, what } => write!(
+                f,
+                "metric \"{family}\" is already registered in this zone with {what}; \
+                 use another name or a new zone"
+            ),
+            RegisterError::ZoneFull { family } => write!(f, "metric \"{family}\": zone is full"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum SeriesError {
+    LabelCount { family: String, expected: usize, got: usize },
+    InvalidLabelValue { family: String, label: String, why: &'static str },
+    SeriesLimit { family: String, limit: u64 },
+    ZoneFull { family: String },
+}
+
+impl SeriesError {
+    pub fn reason(&self) -> Reason {
+        match self {
+            SeriesError::LabelCount { .. } => Reason::LabelCount,
+            SeriesError::InvalidLabelValue { .. } => Reason::InvalidLabelValue,
+            SeriesError::SeriesLimit { .. } => Reason::SeriesLimit,
+            SeriesError::ZoneFull { .. } => Reason::ZoneFull,
+        }
+    }
+}
+
+impl fmt::Display for SeriesError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SeriesError::LabelCount { family, expected, got } => {
+                write!(f, "metric \"{family}\": expected {expected} label values, got {got}")
+            }
+            SeriesError::InvalidLabelValue { family, label, why } => {
+                write!(f, "metric \"{family}\": value of label \"{label}\" {why}")
+            }
+            SeriesError::SeriesLimit { family, limit } => {
+                write!(f, "metric \"{family}\": series limit {limit} reached, new series refused")
+            }
+            SeriesError::ZoneFull { family } => {
+                write!(f, "metric \"{family}\": zone is full, new series refused")
+            }
+        }
+    }
+}
+
+/// Encodes label values as a series key: each value as a little-endian `u32` length
+/// and its bytes.
+pub fn encode_key<V: AsRef<[u8]>>(values: &[V]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(values.iter().map(|v| v.as_ref().len() + 4).sum());
+    for v in values {
+        key.extend_from_slice(&(v.as_ref().len() as u32).to_le_bytes());
+        key.extend_from_slice(v.as_ref());
+    }
+    key
+}
+
+/// Splits a series key back into label values.
+pub fn decode_key(mut key: &[u8]) -> impl Iterator<Item = &[u8]> {
+    std::iter::from_fn(move || {
+        if key.len() < 4 {
+            return None;
+        }
+        let len = u32::from_le_bytes(key[..4].try_into().ok()?) as usize;
+        let v = key.get(4..4 + len)?;
+        key = &key[4 + len..];
+        Some(v)
+    })
+}
+
+fn f64s_to_bytes(v: &[f64]) -> Vec<u8> {
+    v.iter().flat_map(|b| b.to_le_bytes()).collect()
+}
+
+fn bytes_to_f64s(b: &[u8]) -> Vec<f64> {
+    b.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect()
+}
+
+/// A family's declaration read back from the zone.
+pub struct FamilyView {
+    pub family: Family,
+    pub spec: FamilySpec,
+    pub layout_cuts: Vec<usize>,
+}
+
+#[derive(Clone, Copy)]
+pub struct Store<'a> {
+    arena: Arena<'a>,
+}
+
+impl<'a> Store<'a> {
+    pub fn format(r: Region<'a>, now_unix: u64) -> Result<Store<'a>, AttachError> {
+        Ok(Store { arena: Arena::format(r, now_unix)? })
+    }
+
+    pub fn attach(r: Region<'a>) -> Result<Store<'a>, AttachError> {
+        Ok(Store { arena: Arena::attach(r)? })
+    }
+
+    pub fn arena(&self) -> &Arena<'a> {
+        &self.arena
+    }
+
+    pub fn region(&self) -> Region<'a> {
+        self.arena.region()
+    }
+
+    pub fn count_error(&self, reason: Reason) {
+        self.arena.count_error(reason as usize);
+    }
+
+    pub fn errors(&self, reason: Reason) -> u64 {
+        self.arena.errors(reason as usize)
+    }
+
+    fn family_at(&self, rec: Offset) -> Family {
+        let body = self.arena.body(rec);
+        let meta = self.region().load(body + F_META);
+        Family {
+            id: rec,
+            body,
+            metric_type: MetricType::from_u8(meta as u8).unwrap_or(MetricType::Gauge),
+            label_count: (meta >> 8) as u8 as usize,
+        }
+    }
+
+    pub fn family_by_name(&self, name: &str) -> Option<Family> {
+        self.arena.lookup(0, name.as_bytes()).map(|rec| self.family_at(rec))
+    }
+
+    /// The family with id `id`, if `id` names one (ids come back from Lua).
+    pub fn family(&self, id: u64) -> Option<Family> {
+        self.arena.live(Kind::Family).find(|rec| u64::from(*rec) == id).map(|rec| self.family_at(rec))
+    }
+
+    /// Registers a family, or returns the existing one of the same shape: every worker
+    /// registers at start, and a zone kept over a reload already has them. Help, buckets
+    /// and the series limit are updated in place; type, labels and HDR range must match.
+    pub fn register(&self, spec: &FamilySpec, me: u32, alive: Liveness<'_>) -> Result<Family, RegisterError> {
+        spec.validate().map_err(RegisterError::Spec)?;
+        if let Some(existing) = self.family_by_name(&spec.name) {
+            self.check_same_shape(existing, spec)?;
+            self.update(existing, spec, me, alive)?;
+            return Ok(existing);
+        }
+        let full = || RegisterError::ZoneFull { family: spec.name.clone() };
+        let g = self.arena.lock(me, alive);
+        // Another worker may have won the race while this one waited.
+        if let Some(existing) = self.family_by_name(&spec.name) {
+            drop(g);
+            self.check_same_shape(existing, spec)?;
+            return Ok(existing);
+        }
+        let labels = self.arena.make_blob(&g, &encode_key(&spec.label_names)).map_err(|_| full())?;
+        let help = self.arena.make_blob(&g, spec.help.as_bytes()).map_err(|_| full())?;
+        let (rec, body) =
+            self.arena.make_keyed(&g, Kind::Family, 0, spec.name.as_bytes(), FAMILY_WORDS).map_err(|_| full())?;
+        let r = self.region();
+        r.store(body + F_META, spec.metric_type as u64 | (spec.label_names.len() as u64) << 8);
+        r.store(body + F_HELP, u64::from(help));
+        r.store(body + F_LABELS, u64::from(labels));
+        r.store(body + F_LIMIT, spec.max_series);
+        if let Some(h) = &spec.histogram {
+            let buckets = self.arena.make_blob(&g, &f64s_to_bytes(&h.buckets)).map_err(|_| full())?;
+            let layout = h.layout().expect("validated");
+            r.store(body + F_LAYOUT, layout.pack());
+            r.store(body + F_LOWEST, h.lowest.to_bits());
+            r.store(body + F_HIGHEST, h.highest.to_bits());
+            r.store(body + F_PRECISION, u64::from(h.precision));
+            r.store(body + F_BUCKETS, u64::from(buckets));
+        }
+        self.arena.publish(&g, rec);
+        Ok(self.family_at(rec))
+    }
+
+    fn check_same_shape(&self, f: Family, spec: &FamilySpec) -> Result<(), RegisterError> {
+        let have = self.spec(f);
+        let conflict = |what: String| Err(RegisterError::Conflict { family: spec.name.clone(), what });
+        if have.metric_type != spec.metric_type {
+            return conflict(format!("type {}", have.metric_type.as_str()));
+        }
+        if have.label_names != spec.label_names {
+            return conflict(format!("labels [{}]", have.label_names.join(", ")));
+        }
+        if let (Some(a), Some(b)) = (&have.histogram, &spec.histogram) {
+            if (a.lowest, a.highest, a.precision) != (b.lowest, b.highest, b.precision) {
+                return conflict(format!(
+                    "histogram range {}..{} at precision {}",
+                    a.lowest, a.highest, a.precision
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn update(&self, f: Family, spec: &FamilySpec, me: u32, alive: Liveness<'_>) -> Result<(), RegisterError> {
+        let have = self.spec(f);
+        let r = self.region();
+        if have.max_series != spec.max_series {
+            r.word(f.body + F_LIMIT).store(spec.max_series, Relaxed);
+        }
+        if have.help != spec.help {
+            let g = self.arena.lock(me, alive);
+            let help = self
+                .arena
+                .make_blob(&g, spec.help.as_bytes())
+                .map_err(|_| RegisterError::ZoneFull { family: spec.name.clone() })?;
+            r.word(f.body + F_HELP).store(u64::from(help), Release);
+        }
+        if let (Some(a), Some(b)) = (&have.histogram, &spec.histogram) {
+            if a.buckets != b.buckets {
+                self.set_buckets(f, &b.buckets, me, alive)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Replaces a histogram family's bucket bounds. Counts are kept in HDR slots, so
+    /// nothing recorded is lost: the new buckets apply to past observations too.
+    pub fn set_buckets(&self, f: Family, buckets: &[f64], me: u32, alive: Liveness<'_>) -> Result<(), RegisterError> {
+        let spec = self.spec(f);
+        let Some(h) = &spec.histogram else {
+            return Err(RegisterError::Conflict { family: spec.name, what: format!("type {}", f.metric_type.as_str()) });
+        };
+        check_buckets(&spec.name, h, buckets).map_err(RegisterError::Spec)?;
+        let g = self.arena.lock(me, alive);
+        let blob = self
+            .arena
+            .make_blob(&g, &f64s_to_bytes(buckets))
+            .map_err(|_| RegisterError::ZoneFull { family: spec.name.clone() })?;
+        self.region().word(f.body + F_BUCKETS).store(u64::from(blob), Release);
+        Ok(())
+    }
+
+    /// Reads a family's declaration back.
+    pub fn spec(&self, f: Family) -> FamilySpec {
+        let r = self.region();
+        let mut name = Vec::new();
+        self.arena.read_key(f.id, &mut name);
+        let mut help = Vec::new();
+        self.arena.read_blob(r.load(f.body + F_HELP) as Offset, &mut help);
+        let mut labels = Vec::new();
+        self.arena.read_blob(r.load(f.body + F_LABELS) as Offset, &mut labels);
+        let histogram = (f.metric_type == MetricType::Histogram).then(|| {
+            let mut b = Vec::new();
+            self.arena.read_blob(r.load(f.body + F_BUCKETS) as Offset, &mut b);
+            HistogramSpec {
+                lowest: f64::from_bits(r.load(f.body + F_LOWEST)),
+                highest: f64::from_bits(r.load(f.body + F_HIGHEST)),
+                precision: r.load(f.body + F_PRECISION) as u8,
+                buckets: bytes_to_f64s(&b),
+            }
+        });
+        FamilySpec {
+            name: String::from_utf8_lossy(&name).into_owned(),
+            help: String::from_utf8_lossy(&help).into_owned(),
+            metric_type: f.metric_type,
+            label_names: decode_key(&labels).map(|l| String::from_utf8_lossy(l).into_owned()).collect(),
+            histogram,
+            max_series: r.load(f.body + F_LIMIT),
+        }
+    }
+
+    pub fn series_count(&self, f: Family) -> u64 {
+        self.region().load(f.body + F_SERIES)
+    }
+
+    /// The handle of the series with these label values, made if missing. Refusals are
+    /// counted in the zone's error counters before they are returned.
+    pub fn series<V: AsRef<[u8]>>(
+        &self,
+        f: Family,
+        values: &[V],
+        me: u32,
+        alive: Liveness<'_>,
+    ) -> Result<u64, SeriesError> {
+        self.find_or_make(f, values, me, alive).inspect_err(|e| self.count_error(e.reason()))
+    }
+
+    /// The handle of an existing series, without making it.
+    pub fn find_series<V: AsRef<[u8]>>(&self, f: Family, values: &[V]) -> Option<u64> {
+        let rec = self.arena.lookup(f.id, &encode_key(values))?;
+        Some(u64::from(self.arena.body(rec)) + 1)
+    }
+
+    fn find_or_make<V: AsRef<[u8]>>(
+        &self,
+        f: Family,
+        values: &[V],
+        me: u32,
+        alive: Liveness<'_>,
+    ) -> Result<u64, SeriesError> {
+        let name = || {
+            let mut n = Vec::new();
+            self.arena.read_key(f.id, &mut n);
+            String::from_utf8_lossy(&n).into_owned()
+        };
+        if values.len() != f.label_count {
+            return Err(SeriesError::LabelCount { family: name(), expected: f.label_count, got: values.len() });
+        }
+        let key = encode_key(values);
+        if let Some(rec) = self.arena.lookup(f.id, &key) {
+            return Ok(u64::from(self.arena.body(rec)) + 1);
+        }
+        for (i, v) in values.iter().enumerate() {
+            let why = if v.as_ref().len() > MAX_LABEL_VALUE {
+                Some("is longer than 4096 bytes")
+            } else if std::str::from_utf8(v.as_ref()).is_err() {
+                Some("is not valid UTF-8")
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                let spec = self.spec(f);
+                return Err(SeriesError::InvalidLabelValue { family: name(), label: spec.label_names[i].clone(), why });
+            }
+        }
+        let r = self.region();
+        let (words, hist) = match f.metric_type {
+            MetricType::Counter => (counter::VALUE_WORDS, None),
+            MetricType::Gauge => (gauge::VALUE_WORDS, None),
+            MetricType::Histogram => {
+                let spec = self.spec(f).histogram.expect("histogram family has a spec");
+                let layout = spec.layout().expect("validated at registration");
+                (histogram::value_words(layout), Some((spec, layout)))
+            }
+        };
+        let g = self.arena.lock(me, alive);
+        if let Some(rec) = self.arena.lookup(f.id, &key) {
+            return Ok(u64::from(self.arena.body(rec)) + 1);
+        }
+        let limit = r.load(f.body + F_LIMIT);
+        if limit > 0 && r.load(f.body + F_SERIES) >= limit {
+            return Err(SeriesError::SeriesLimit { family: name(), limit });
+        }
+        let (rec, body) = self
+            .arena
+            .make_keyed(&g, Kind::Series, f.id, &key, 1 + words as usize)
+            .map_err(|_| SeriesError::ZoneFull { family: name() })?;
+        r.store(body, value::tag(f.metric_type));
+        if let Some((spec, layout)) = hist {
+            histogram::init(&r, body + 1, &spec, layout);
+        }
+        r.word(f.body + F_SERIES).fetch_add(1, Relaxed);
+        self.arena.publish(&g, rec);
+        Ok(u64::from(body) + 1)
+    }
+
+    /// Families in registration order, each with its series handles in creation order.
+    pub fn families(&self) -> Vec<(Family, Vec<Offset>)> {
+        let mut out: Vec<(Family, Vec<Offset>)> =
+            self.arena.live(Kind::Family).map(|rec| (self.family_at(rec), Vec::new())).collect();
+        let index: std::collections::HashMap<Offset, usize> =
+            out.iter().enumerate().map(|(i, (f, _))| (f.id, i)).collect();
+        for rec in self.arena.live(Kind::Series) {
+            if let Some(i) = index.get(&self.arena.owner(rec)) {
+                out[*i].1.push(rec);
+            }
+        }
+        out
+    }
+
+    /// Appends a series record's label values (its key) to `out`.
+    pub fn series_key(&self, rec: Offset, out: &mut Vec<u8>) {
+        self.arena.read_key(rec, out);
+    }
+
+    /// First value word of a series record: what handles point at.
+    pub fn series_values(&self, rec: Offset) -> Offset {
+        self.arena.body(rec) + 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shm::region::heap_words;
+
+    const ALIVE: &dyn Fn(u32) -> bool = &|_| true;
+
+    fn counter_spec(name: &str, labels: &[&str]) -> FamilySpec {
+        FamilySpec {
+            name: name.into(),
+            help: "help".into(),
+            metric_type: MetricType::Counter,
+            label_names: labels.iter().map(|s| s.to_string()).collect(),
+            histogram: None,
+            max_series: 0,
+        }
+    }
+
+    #[test]
+    fn register_is_idempotent_and_checks_shape() {
+        let mem = heap_words(1 << 14);
+        let s = Store::format(Region::new(&mem), 0).unwrap();
+        let a = s.register(&counter_spec("req_total", &["code"]), 1, ALIVE).unwrap();
+        let b = s.register(&counter_spec("req_total", &["code"]), 2, ALIVE).unwrap();
+        assert_eq!(a, b);
+        let e = s.register(&counter_spec("req_total", &["status"]), 1, ALIVE).unwrap_err();
+        assert!(e.to_string().contains("labels [code]"), "{e}");
+        let mut g = counter_spec("req_total", &["code"]);
+        g.metric_type = MetricType::Gauge;
+        assert!(s.register(&g, 1, ALIVE).unwrap_err().to_string().contains("type counter"));
+        let mut changed = counter_spec("req_total", &["code"]);
+        changed.help = "new help".into();
+        s.register(&changed, 1, ALIVE).unwrap();
+        assert_eq!(s.spec(a).help, "new help");
+        assert_eq!(s.family(u64::from(a.id)), Some(a));
+        assert_eq!(s.family(12345), None);
+    }
+
+    #[test]
+    fn series_are_shared_and_counted() {
+        let mem = heap_words(1 << 14);
+        let s = Store::format(Region::new(&mem), 0).unwrap();
+        let f = s.register(&counter_spec("req_total", &["svc", "code"]), 1, ALIVE).unwrap();
+        let h1 = s.series(f, &["a", "200"], 1, ALIVE).unwrap();
+        let h2 = s.series(f, &["a", "200"], 2, ALIVE).unwrap();
+        let h3 = s.series(f, &["a", "500"], 2, ALIVE).unwrap();
+        assert_eq!(h1, h2);
+        assert_ne!(h1, h3);
+        assert_eq!(s.find_series(f, &["a", "500"]), Some(h3));
+        counter::inc(&s.region(), h1, 3).unwrap();
+        counter::inc(&s.region(), h2, 4).unwrap();
+        assert_eq!(counter::read(&s.region(), h1 as Offset), (7, 0.0));
+        let e = s.series(f, &["a"], 1, ALIVE).unwrap_err();
+        assert_eq!(e.reason(), Reason::LabelCount);
+        assert_eq!(s.errors(Reason::LabelCount), 1);
+        let e = s.series(f, &[&b"\xff"[..], b"200"], 1, ALIVE).unwrap_err();
+        assert!(e.to_string().contains("label \"svc\" is not valid UTF-8"), "{e}");
+        let fams = s.families();
+        assert_eq!(fams.len(), 1);
+        assert_eq!(fams[0].1.len(), 2);
+        assert_eq!(s.series_count(f), 2);
+    }
+
+    #[test]
+    fn a_full_zone_refuses_new_series_and_keeps_old_ones() {
+        let mem = heap_words(super::super::super::shm::arena::MIN_ZONE_BYTES / 8);
+        let s = Store::format(Region::new(&mem), 0).unwrap();
+        let f = s.register(&counter_spec("c", &["i"]), 1, ALIVE).unwrap();
+        let mut handles = Vec::new();
+        let refused = loop {
+            match s.series(f, &[handles.len().to_string()], 1, ALIVE) {
+                Ok(h) => handles.push(h),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(refused.reason(), Reason::ZoneFull);
+        assert_eq!(s.errors(Reason::ZoneFull), 1);
+        assert!(s.series(f, &["another"], 1, ALIVE).is_err());
+        assert_eq!(s.errors(Reason::ZoneFull), 2);
+        for h in &handles {
+            counter::inc(&s.region(), *h, 1).unwrap();
+        }
+        for (i, h) in handles.iter().enumerate() {
+            assert_eq!(s.series(f, &[i.to_string()], 1, ALIVE), Ok(*h));
+            assert_eq!(counter::read(&s.region(), *h as Offset).0, 1);
+        }
+    }
+
+    #[test]
+    fn series_limit_per_family() {
+        let mem = heap_words(1 << 14);
+        let s = Store::format(Region::new(&mem), 0).unwrap();
+        let mut spec = counter_spec("c", &["i"]);
+        spec.max_series = 2;
+        let f = s.register(&spec, 1, ALIVE).unwrap();
+        s.series(f, &["1"], 1, ALIVE).unwrap();
+        s.series(f, &["2"], 1, ALIVE).unwrap();
+        let e = s.series(f, &["3"], 1, ALIVE).unwrap_err();
+        assert_eq!(e.reason(), Reason::SeriesLimit);
+        assert!(s.series(f, &["1"], 1, ALIVE).is_ok());
+    }
+
+    #[test]
+    fn buckets_change_without_losing_counts() {
+        let mem = heap_words(1 << 16);
+        let s = Store::format(Region::new(&mem), 0).unwrap();
+        let spec = FamilySpec {
+            name: "lat".into(),
+            help: "".into(),
+            metric_type: MetricType::Histogram,
+            label_names: vec![],
+            histogram: Some(HistogramSpec::default()),
+            max_series: 0,
+        };
+        let f = s.register(&spec, 1, ALIVE).unwrap();
+        let h = s.series(f, &[] as &[&str], 1, ALIVE).unwrap();
+        for v in [0.001, 0.02, 0.3, 4.0] {
+            histogram::observe(&s.region(), h, v).unwrap();
+        }
+        s.set_buckets(f, &[0.01, 1.0], 1, ALIVE).unwrap();
+        let spec2 = s.spec(f);
+        assert_eq!(spec2.histogram.as_ref().unwrap().buckets, vec![0.01, 1.0]);
+        let snap = histogram::Snapshot::read(&s.region(), h as Offset, None);
+        assert_eq!(snap.count(), 4);
+        let mut different = spec.clone();
+        different.histogram.as_mut().unwrap().precision = 3;
+        assert!(s.register(&different, 1, ALIVE).unwrap_err().to_string().contains("precision 2"));
+    }
+
+    #[test]
+    fn key_encoding_round_trips() {
+        let values = ["", "a\"b", "\\\n", "ü"];
+        let key = encode_key(&values);
+        let back: Vec<&[u8]> = decode_key(&key).collect();
+        assert_eq!(back, values.iter().map(|v| v.as_bytes()).collect::<Vec<_>>());
+    }
+}

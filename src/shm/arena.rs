@@ -1,0 +1,518 @@
+//! The zone layout: a fixed header, a hash index, and an append-only arena of records.
+//!
+//! ```text
+//! word 0            header (HEADER_WORDS words: magic, sizes, bump pointer, lock, counters)
+//! HEADER_WORDS      hash index: 2^bits bucket heads (record offsets)
+//! arena_at          records, back to back, never freed, in creation order
+//! ```
+//! A record starts with one word `kind | state << 8 | size_words << 32`. Keyed records
+//! (families, series) follow it with `next` (hash chain), `hash`, `owner | key_len << 32`
+//! and the key bytes; blobs (help texts, label names, bucket lists) with `len` and bytes.
+//!
+//! Records are made under the zone lock and published in two release stores: first
+//! linked into their hash chain (now findable), then marked live (now rendered). Readers
+//! never lock: lookups walk chains, renders walk the arena up to the bump pointer. A
+//! record is never moved or freed, so an offset, once handed out, stays valid for the
+//! zone's life.
+
+use super::lock::{Guard, Liveness, ZoneLock};
+use super::region::{pack, words_for, Offset, Region};
+use std::sync::atomic::Ordering::*;
+
+const MAGIC: u64 = u64::from_le_bytes(*b"NGXPROM\0");
+/// Bump when the layout changes: a zone kept across `nginx -s reload` from an older
+/// module build is then re-created instead of misread.
+const LAYOUT_VERSION: u64 = 1;
+
+// Header words.
+const H_MAGIC: Offset = 0;
+const H_LAYOUT: Offset = 1;
+const H_WORDS: Offset = 2;
+const H_BUMP: Offset = 3;
+const H_LOCK: Offset = 4;
+const H_LAST: Offset = 5;
+const H_BUCKET_BITS: Offset = 6;
+const H_ARENA_AT: Offset = 7;
+const H_FAMILIES: Offset = 8;
+const H_SERIES: Offset = 9;
+const H_TAKEOVERS: Offset = 10;
+const H_CREATED: Offset = 11;
+const H_ERRORS: Offset = 16;
+pub const ERROR_SLOTS: usize = 16;
+pub const HEADER_WORDS: Offset = 32;
+
+/// Smallest zone that can hold the header, a minimal index and a few records.
+pub const MIN_ZONE_BYTES: usize = 64 * 1024;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    Family = 1,
+    Series = 2,
+    Blob = 3,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+enum State {
+    Writing = 0,
+    Live = 1,
+    Abandoned = 2,
+}
+
+// Keyed record words, relative to the record.
+const R_NEXT: Offset = 1;
+const R_HASH: Offset = 2;
+const R_OWNER: Offset = 3;
+const R_KEY: Offset = 4;
+// Blob words.
+const B_LEN: Offset = 1;
+const B_DATA: Offset = 2;
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum AttachError {
+    TooSmall { bytes: usize },
+    NotFormatted,
+    OtherLayout { found: u64 },
+    SizeMismatch { header: u64, actual: usize },
+}
+
+impl std::fmt::Display for AttachError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AttachError::TooSmall { bytes } => {
+                write!(f, "zone of {bytes} bytes is smaller than the minimum {MIN_ZONE_BYTES}")
+            }
+            AttachError::NotFormatted => f.write_str("zone is not formatted"),
+            AttachError::OtherLayout { found } => {
+                write!(f, "zone has layout {found}, this build uses {LAYOUT_VERSION}")
+            }
+            AttachError::SizeMismatch { header, actual } => {
+                write!(f, "zone header says {header} words, mapping has {actual}")
+            }
+        }
+    }
+}
+
+/// The zone has no room for the record.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub struct Full;
+
+#[derive(Clone, Copy)]
+pub struct Arena<'a> {
+    r: Region<'a>,
+    bucket_mask: u64,
+    arena_at: Offset,
+}
+
+/// FNV-1a over the owner and the key: lookups happen off the hot path (once per label
+/// set and worker), so a simple, dependency-free hash is enough.
+pub fn hash_key(owner: Offset, key: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in owner.to_le_bytes().iter().chain(key) {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+impl<'a> Arena<'a> {
+    /// Writes an empty layout over `r`, which must be zeroed.
+    pub fn format(r: Region<'a>, now_unix: u64) -> Result<Arena<'a>, AttachError> {
+        let words = r.len();
+        if words * 8 < MIN_ZONE_BYTES {
+            return Err(AttachError::TooSmall { bytes: words * 8 });
+        }
+        // About one bucket per 64 words of zone (the size of a small series record), as
+        // a power of two: chains stay short until the zone is nearly full.
+        let bits = ((words / 64).max(64) as u64).ilog2();
+        let arena_at = HEADER_WORDS as u64 + (1u64 << bits);
+        r.store(H_LAYOUT, LAYOUT_VERSION);
+        r.store(H_WORDS, words as u64);
+        r.store(H_BUCKET_BITS, u64::from(bits));
+        r.store(H_ARENA_AT, arena_at);
+        r.store(H_CREATED, now_unix);
+        r.word(H_BUMP).store(arena_at, Relaxed);
+        // The magic goes last, with release: a zone with the magic is fully formatted.
+        r.word(H_MAGIC).store(MAGIC, Release);
+        Self::attach(r)
+    }
+
+    /// Reads the layout of a zone formatted before (possibly by an earlier cycle).
+    pub fn attach(r: Region<'a>) -> Result<Arena<'a>, AttachError> {
+        if r.len() * 8 < MIN_ZONE_BYTES {
+            return Err(AttachError::TooSmall { bytes: r.len() * 8 });
+        }
+        if r.word(H_MAGIC).load(Acquire) != MAGIC {
+            return Err(AttachError::NotFormatted);
+        }
+        let layout = r.load(H_LAYOUT);
+        if layout != LAYOUT_VERSION {
+            return Err(AttachError::OtherLayout { found: layout });
+        }
+        let header = r.load(H_WORDS);
+        if header != r.len() as u64 {
+            return Err(AttachError::SizeMismatch { header, actual: r.len() });
+        }
+        Ok(Arena {
+            r,
+            bucket_mask: (1u64 << r.load(H_BUCKET_BITS)) - 1,
+            arena_at: r.load(H_ARENA_AT) as Offset,
+        })
+    }
+
+    pub fn region(&self) -> Region<'a> {
+        self.r
+    }
+
+    pub fn capacity_bytes(&self) -> u64 {
+        self.r.len() as u64 * 8
+    }
+
+    /// Bytes taken by the header, the index and every record made so far.
+    pub fn used_bytes(&self) -> u64 {
+        self.r.word(H_BUMP).load(Acquire) * 8
+    }
+
+    pub fn created_unix(&self) -> u64 {
+        self.r.load(H_CREATED)
+    }
+
+    pub fn lock_takeovers(&self) -> u64 {
+        self.r.load(H_TAKEOVERS)
+    }
+
+    pub fn count_error(&self, slot: usize) {
+        debug_assert!(slot < ERROR_SLOTS);
+        self.r.word(H_ERRORS + slot as Offset).fetch_add(1, Relaxed);
+    }
+
+    pub fn errors(&self, slot: usize) -> u64 {
+        self.r.load(H_ERRORS + slot as Offset)
+    }
+
+    pub fn families(&self) -> u64 {
+        self.r.load(H_FAMILIES)
+    }
+
+    pub fn series(&self) -> u64 {
+        self.r.load(H_SERIES)
+    }
+
+    /// Takes the zone lock, first repairing what a dead owner left behind.
+    pub fn lock(&self, me: u32, alive: Liveness<'_>) -> Guard<'a> {
+        let guard = ZoneLock::new(self.r.word(H_LOCK)).acquire(me, alive);
+        if guard.taken_over_from.is_some() {
+            self.r.word(H_TAKEOVERS).fetch_add(1, Relaxed);
+            self.recover(&guard);
+        }
+        guard
+    }
+
+    /// Finishes or abandons the last record, the only one a dead lock owner can have
+    /// left half-made (records are only made under the lock, one at a time).
+    fn recover(&self, _held: &Guard<'_>) {
+        let last = self.r.load(H_LAST) as Offset;
+        if last == 0 {
+            return;
+        }
+        let (kind, state, _) = self.header(last);
+        if state != State::Writing as u8 {
+            return;
+        }
+        let reachable = match kind {
+            k if k == Kind::Family as u8 || k == Kind::Series as u8 => {
+                let mut at = self.bucket_head(self.r.load(last + R_HASH));
+                while at != 0 && at != last {
+                    at = self.r.load(at + R_NEXT) as Offset;
+                }
+                at == last
+            }
+            _ => false,
+        };
+        if reachable {
+            // Linked means fully written: finish the publication.
+            self.set_state(last, State::Live);
+            self.count_created(kind);
+        } else {
+            self.set_state(last, State::Abandoned);
+        }
+    }
+
+    fn header(&self, rec: Offset) -> (u8, u8, u32) {
+        let h = self.r.word(rec).load(Acquire);
+        (h as u8, (h >> 8) as u8, (h >> 32) as u32)
+    }
+
+    fn set_state(&self, rec: Offset, state: State) {
+        let h = self.r.load(rec);
+        self.r.word(rec).store((h & !0xff00) | (state as u64) << 8, Release);
+    }
+
+    fn count_created(&self, kind: u8) {
+        if kind == Kind::Family as u8 {
+            self.r.word(H_FAMILIES).fetch_add(1, Relaxed);
+        } else if kind == Kind::Series as u8 {
+            self.r.word(H_SERIES).fetch_add(1, Relaxed);
+        }
+    }
+
+    fn bucket_head(&self, hash: u64) -> Offset {
+        self.r.word(HEADER_WORDS + (hash & self.bucket_mask) as Offset).load(Acquire) as Offset
+    }
+
+    /// Reserves `words` words for a new record and writes its first word. The bump
+    /// pointer moves only after that word is written, so a render walking up to the bump
+    /// pointer always finds a valid size.
+    fn alloc(&self, _held: &Guard<'_>, kind: Kind, words: usize) -> Result<Offset, Full> {
+        let at = self.r.word(H_BUMP).load(Relaxed);
+        let end = at + words as u64;
+        if end > self.r.len() as u64 || words > u32::MAX as usize {
+            return Err(Full);
+        }
+        let at = at as Offset;
+        self.r.store(at, kind as u64 | (State::Writing as u64) << 8 | (words as u64) << 32);
+        self.r.store(H_LAST, u64::from(at));
+        self.r.word(H_BUMP).store(end, Release);
+        Ok(at)
+    }
+
+    /// Finds a live or in-publication keyed record. Lock-free.
+    pub fn lookup(&self, owner: Offset, key: &[u8]) -> Option<Offset> {
+        let hash = hash_key(owner, key);
+        let packed = pack(key);
+        let want_owner = u64::from(owner) | (key.len() as u64) << 32;
+        let mut at = self.bucket_head(hash);
+        while at != 0 {
+            if self.r.load(at + R_HASH) == hash
+                && self.r.load(at + R_OWNER) == want_owner
+                && self.r.words_eq(at + R_KEY, &packed)
+                && self.header(at).1 != State::Abandoned as u8
+            {
+                return Some(at);
+            }
+            at = self.r.word(at + R_NEXT).load(Acquire) as Offset;
+        }
+        None
+    }
+
+    /// Makes a keyed record with `body_words` zeroed words after the key, not yet
+    /// published. Returns the record and the offset of its body.
+    pub fn make_keyed(
+        &self,
+        held: &Guard<'_>,
+        kind: Kind,
+        owner: Offset,
+        key: &[u8],
+        body_words: usize,
+    ) -> Result<(Offset, Offset), Full> {
+        let key_words = words_for(key.len());
+        let rec = self.alloc(held, kind, R_KEY as usize + key_words + body_words)?;
+        self.r.store(rec + R_HASH, hash_key(owner, key));
+        self.r.store(rec + R_OWNER, u64::from(owner) | (key.len() as u64) << 32);
+        self.r.write_bytes(rec + R_KEY, key);
+        Ok((rec, rec + R_KEY + key_words as Offset))
+    }
+
+    /// Publishes a keyed record made by [`make_keyed`](Self::make_keyed): findable, then live.
+    pub fn publish(&self, _held: &Guard<'_>, rec: Offset) {
+        let bucket = HEADER_WORDS + (self.r.load(rec + R_HASH) & self.bucket_mask) as Offset;
+        let head = self.r.load(bucket);
+        self.r.store(rec + R_NEXT, head);
+        self.r.word(bucket).store(u64::from(rec), Release);
+        self.set_state(rec, State::Live);
+        self.count_created(self.header(rec).0);
+    }
+
+    /// Stores an immutable byte string, live at once (nothing refers to it yet).
+    pub fn make_blob(&self, held: &Guard<'_>, bytes: &[u8]) -> Result<Offset, Full> {
+        let rec = self.alloc(held, Kind::Blob, B_DATA as usize + words_for(bytes.len()))?;
+        self.r.store(rec + B_LEN, bytes.len() as u64);
+        self.r.write_bytes(rec + B_DATA, bytes);
+        self.set_state(rec, State::Live);
+        Ok(rec)
+    }
+
+    pub fn read_blob(&self, rec: Offset, out: &mut Vec<u8>) {
+        if rec == 0 {
+            return;
+        }
+        let len = self.r.load(rec + B_LEN) as usize;
+        self.r.read_bytes(rec + B_DATA, len, out);
+    }
+
+    /// A keyed record's owner (for series: their family's record).
+    pub fn owner(&self, rec: Offset) -> Offset {
+        self.r.load(rec + R_OWNER) as Offset
+    }
+
+    pub fn key_len(&self, rec: Offset) -> usize {
+        (self.r.load(rec + R_OWNER) >> 32) as usize
+    }
+
+    pub fn read_key(&self, rec: Offset, out: &mut Vec<u8>) {
+        self.r.read_bytes(rec + R_KEY, self.key_len(rec), out);
+    }
+
+    /// First word after a keyed record's key.
+    pub fn body(&self, rec: Offset) -> Offset {
+        rec + R_KEY + words_for(self.key_len(rec)) as Offset
+    }
+
+    /// Live records of `kind`, in creation order.
+    pub fn live(&self, kind: Kind) -> impl Iterator<Item = Offset> + 'a {
+        let r = self.r;
+        let end = r.word(H_BUMP).load(Acquire);
+        let mut at = u64::from(self.arena_at);
+        std::iter::from_fn(move || {
+            while at < end {
+                let rec = at as Offset;
+                let h = r.word(rec).load(Acquire);
+                let size = h >> 32;
+                if size == 0 {
+                    // Cannot happen with a healthy zone; stop rather than spin.
+                    at = end;
+                    return None;
+                }
+                at += size;
+                if h as u8 == kind as u8 && (h >> 8) as u8 == State::Live as u8 {
+                    return Some(rec);
+                }
+            }
+            None
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shm::region::heap_words;
+
+    fn zone(words: usize) -> Vec<std::sync::atomic::AtomicU64> {
+        heap_words(words)
+    }
+
+    #[test]
+    fn format_then_attach() {
+        let mem = zone(MIN_ZONE_BYTES / 4);
+        let a = Arena::format(Region::new(&mem), 1234).unwrap();
+        assert_eq!(a.capacity_bytes(), 2 * MIN_ZONE_BYTES as u64);
+        assert!(a.used_bytes() > 0 && a.used_bytes() < a.capacity_bytes());
+        let b = Arena::attach(Region::new(&mem)).unwrap();
+        assert_eq!(b.created_unix(), 1234);
+        assert_eq!(Arena::attach(Region::new(&mem[..mem.len() - 8])).err().unwrap(),
+            AttachError::SizeMismatch { header: mem.len() as u64, actual: mem.len() - 8 });
+    }
+
+    #[test]
+    fn refuses_small_and_unformatted_zones() {
+        let small = zone(100);
+        assert!(matches!(Arena::format(Region::new(&small), 0), Err(AttachError::TooSmall { .. })));
+        let blank = zone(MIN_ZONE_BYTES / 8);
+        assert_eq!(Arena::attach(Region::new(&blank)).err(), Some(AttachError::NotFormatted));
+    }
+
+    #[test]
+    fn keyed_records_are_found_only_once_published() {
+        let mem = zone(MIN_ZONE_BYTES / 8);
+        let a = Arena::format(Region::new(&mem), 0).unwrap();
+        let g = a.lock(1, &|_| true);
+        let (rec, body) = a.make_keyed(&g, Kind::Series, 99, b"label\0value", 3).unwrap();
+        assert_eq!(a.body(rec), body);
+        assert_eq!(a.lookup(99, b"label\0value"), None);
+        assert_eq!(a.live(Kind::Series).count(), 0);
+        a.publish(&g, rec);
+        assert_eq!(a.lookup(99, b"label\0value"), Some(rec));
+        assert_eq!(a.lookup(98, b"label\0value"), None);
+        assert_eq!(a.lookup(99, b"label\0valuf"), None);
+        assert_eq!(a.live(Kind::Series).collect::<Vec<_>>(), vec![rec]);
+        let mut key = Vec::new();
+        a.read_key(rec, &mut key);
+        assert_eq!(key, b"label\0value");
+        assert_eq!(a.owner(rec), 99);
+        assert_eq!(a.series(), 1);
+    }
+
+    #[test]
+    fn many_records_share_buckets_and_stay_findable() {
+        let mem = zone(1 << 16);
+        let a = Arena::format(Region::new(&mem), 0).unwrap();
+        let g = a.lock(1, &|_| true);
+        let recs: Vec<_> = (0..5000u32)
+            .map(|i| {
+                let (rec, _) = a.make_keyed(&g, Kind::Series, 7, &i.to_le_bytes(), 1).unwrap();
+                a.publish(&g, rec);
+                rec
+            })
+            .collect();
+        for (i, rec) in recs.iter().enumerate() {
+            assert_eq!(a.lookup(7, &(i as u32).to_le_bytes()), Some(*rec));
+        }
+        assert_eq!(a.live(Kind::Series).collect::<Vec<_>>(), recs);
+    }
+
+    #[test]
+    fn a_full_zone_refuses_and_keeps_what_it_has() {
+        let mem = zone(MIN_ZONE_BYTES / 8);
+        let a = Arena::format(Region::new(&mem), 0).unwrap();
+        let g = a.lock(1, &|_| true);
+        let mut made = 0u32;
+        loop {
+            match a.make_keyed(&g, Kind::Series, 1, &made.to_le_bytes(), 30) {
+                Ok((rec, _)) => {
+                    a.publish(&g, rec);
+                    made += 1;
+                }
+                Err(Full) => break,
+            }
+        }
+        assert!(made > 100);
+        assert!(a.used_bytes() <= a.capacity_bytes());
+        assert!(a.make_blob(&g, b"x").is_ok() || a.used_bytes() + 24 > a.capacity_bytes());
+        for i in 0..made {
+            assert!(a.lookup(1, &i.to_le_bytes()).is_some());
+        }
+        assert_eq!(a.live(Kind::Series).count(), made as usize);
+    }
+
+    #[test]
+    fn takeover_finishes_a_linked_record() {
+        let mem = zone(MIN_ZONE_BYTES / 8);
+        let a = Arena::format(Region::new(&mem), 0).unwrap();
+        let rec = {
+            let g = a.lock(41, &|_| true);
+            let (rec, _) = a.make_keyed(&g, Kind::Series, 1, b"k", 1).unwrap();
+            // Link it like `publish` does, then "die" before marking it live.
+            let bucket = HEADER_WORDS + (a.r.load(rec + R_HASH) & a.bucket_mask) as Offset;
+            a.r.word(bucket).store(u64::from(rec), Release);
+            std::mem::forget(g);
+            rec
+        };
+        assert_eq!(a.live(Kind::Series).count(), 0);
+        let g = a.lock(7, &|pid| pid != 41);
+        assert_eq!(g.taken_over_from, Some(41));
+        assert_eq!(a.live(Kind::Series).collect::<Vec<_>>(), vec![rec]);
+        assert_eq!(a.lock_takeovers(), 1);
+        assert_eq!(a.series(), 1);
+    }
+
+    #[test]
+    fn takeover_abandons_an_unlinked_record() {
+        let mem = zone(MIN_ZONE_BYTES / 8);
+        let a = Arena::format(Region::new(&mem), 0).unwrap();
+        {
+            let g = a.lock(41, &|_| true);
+            a.make_keyed(&g, Kind::Series, 1, b"k", 1).unwrap();
+            std::mem::forget(g);
+        }
+        let g = a.lock(7, &|pid| pid != 41);
+        assert_eq!(a.lookup(1, b"k"), None);
+        assert_eq!(a.live(Kind::Series).count(), 0);
+        // The key can be made again, and the abandoned copy never shadows it.
+        let (rec, _) = a.make_keyed(&g, Kind::Series, 1, b"k", 1).unwrap();
+        a.publish(&g, rec);
+        assert_eq!(a.lookup(1, b"k"), Some(rec));
+        assert_eq!(a.live(Kind::Series).collect::<Vec<_>>(), vec![rec]);
+    }
+}

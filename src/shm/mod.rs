@@ -1,0 +1,10 @@
+//! Shared memory: the only layer that knows the zone is raw memory shared between
+//! processes. Everything above it sees offsets and atomics.
+
+pub mod arena;
+pub mod lock;
+pub mod region;
+
+pub use arena::{Arena, AttachError, Full, Kind};
+pub use lock::{Guard, Liveness};
+pub use region::{Offset, Region};
