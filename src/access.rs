@@ -18,7 +18,10 @@ pub struct AccessRules {
 /// (`10.0.0.1/8`) is refused: it is almost always a typo for a different rule.
 pub fn parse_rule(s: &str) -> Result<Vec<IpCidr>, String> {
     if s == "all" {
-        return Ok(vec![IpCidr::from_str("0.0.0.0/0").unwrap(), IpCidr::from_str("::/0").unwrap()]);
+        return Ok(vec![
+            IpCidr::from_str("0.0.0.0/0").unwrap(),
+            IpCidr::from_str("::/0").unwrap(),
+        ]);
     }
     let (addr, len) = match s.split_once('/') {
         Some((a, l)) => (a, Some(l)),
@@ -61,7 +64,10 @@ mod tests {
 
     fn rules(allow: &[&str], deny: &[&str]) -> AccessRules {
         let p = |v: &[&str]| v.iter().flat_map(|s| parse_rule(s).unwrap()).collect();
-        AccessRules { allow: p(allow), deny: p(deny) }
+        AccessRules {
+            allow: p(allow),
+            deny: p(deny),
+        }
     }
 
     fn ip(s: &str) -> IpAddr {
@@ -75,9 +81,13 @@ mod tests {
         assert!(parse_rule("::1").is_ok());
         assert_eq!(parse_rule("all").unwrap().len(), 2);
         assert!(parse_rule("10.0.0.1/8").unwrap_err().contains("host bits"));
-        assert!(parse_rule("10.0.0.0/33").unwrap_err().contains("prefix length"));
+        assert!(parse_rule("10.0.0.0/33")
+            .unwrap_err()
+            .contains("prefix length"));
         assert!(parse_rule("banana").unwrap_err().contains("\"banana\""));
-        assert!(parse_rule("2001:db8::1/32").unwrap_err().contains("host bits"));
+        assert!(parse_rule("2001:db8::1/32")
+            .unwrap_err()
+            .contains("host bits"));
     }
 
     #[test]

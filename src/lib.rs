@@ -12,3 +12,10 @@ pub mod access;
 pub mod exposition;
 pub mod metrics;
 pub mod shm;
+
+// The glue links against nginx and LuaJIT symbols that only exist inside nginx, so the
+// unit-test binary (plain `cargo test`) leaves it out.
+#[cfg(not(test))]
+pub mod lua;
+#[cfg(not(test))]
+pub mod nginx;

@@ -67,7 +67,11 @@ pub fn write_label_value(out: &mut String, v: &str) {
 
 /// `{a="x",b="y"` without the closing brace, or empty when there are no labels: the
 /// caller appends `le` or closes it (see [`close_labels`]).
-pub fn write_label_prefix<'v>(out: &mut String, names: &[String], values: impl Iterator<Item = &'v str>) {
+pub fn write_label_prefix<'v>(
+    out: &mut String,
+    names: &[String],
+    values: impl Iterator<Item = &'v str>,
+) {
     for (i, (n, v)) in names.iter().zip(values).enumerate() {
         out.push(if i == 0 { '{' } else { ',' });
         out.push_str(n);
@@ -127,7 +131,13 @@ pub fn write_f64(out: &mut String, v: f64) {
 }
 
 /// One sample line: `name{labels} value`.
-pub fn write_sample(out: &mut String, name: &str, suffix: &str, labels: &str, extra: Option<(&str, &str)>) {
+pub fn write_sample(
+    out: &mut String,
+    name: &str,
+    suffix: &str,
+    labels: &str,
+    extra: Option<(&str, &str)>,
+) {
     out.push_str(name);
     out.push_str(suffix);
     close_labels(out, labels, extra);
@@ -213,9 +223,21 @@ pub fn write_zone(out: &mut String, store: &Store<'_>, zone: &str, stub: Option<
 fn write_builtins(out: &mut String, store: &Store<'_>, zone: &str, stub: Option<&StubStatus>) {
     if let Some(s) = stub {
         for (name, help, v) in [
-            ("nginx_connections_accepted_total", "Client connections accepted by nginx.", s.accepted),
-            ("nginx_connections_handled_total", "Client connections handled by nginx.", s.handled),
-            ("nginx_requests_total", "Client requests received by nginx.", s.requests),
+            (
+                "nginx_connections_accepted_total",
+                "Client connections accepted by nginx.",
+                s.accepted,
+            ),
+            (
+                "nginx_connections_handled_total",
+                "Client connections handled by nginx.",
+                s.handled,
+            ),
+            (
+                "nginx_requests_total",
+                "Client requests received by nginx.",
+                s.requests,
+            ),
         ] {
             write_header(out, name, help, "counter");
             out.push_str(name);
@@ -223,8 +245,18 @@ fn write_builtins(out: &mut String, store: &Store<'_>, zone: &str, stub: Option<
             write_u64(out, v);
             out.push('\n');
         }
-        write_header(out, "nginx_connections", "Client connections by state.", "gauge");
-        for (state, v) in [("active", s.active), ("reading", s.reading), ("writing", s.writing), ("waiting", s.waiting)] {
+        write_header(
+            out,
+            "nginx_connections",
+            "Client connections by state.",
+            "gauge",
+        );
+        for (state, v) in [
+            ("active", s.active),
+            ("reading", s.reading),
+            ("writing", s.writing),
+            ("waiting", s.waiting),
+        ] {
             let _ = writeln!(out, "nginx_connections{{state=\"{state}\"}} {v}");
         }
     }
@@ -245,11 +277,33 @@ fn write_builtins(out: &mut String, store: &Store<'_>, zone: &str, stub: Option<
         );
     }
     let a = store.arena();
-    write_header(out, "nginx_metric_zone_bytes", "Bytes of the metrics zone, used and in all.", "gauge");
-    let _ = writeln!(out, "nginx_metric_zone_bytes{{zone=\"{zone_label}\",state=\"used\"}} {}", a.used_bytes());
-    let _ = writeln!(out, "nginx_metric_zone_bytes{{zone=\"{zone_label}\",state=\"capacity\"}} {}", a.capacity_bytes());
-    write_header(out, "nginx_metric_series", "Series kept in the metrics zone.", "gauge");
-    let _ = writeln!(out, "nginx_metric_series{{zone=\"{zone_label}\"}} {}", a.series());
+    write_header(
+        out,
+        "nginx_metric_zone_bytes",
+        "Bytes of the metrics zone, used and in all.",
+        "gauge",
+    );
+    let _ = writeln!(
+        out,
+        "nginx_metric_zone_bytes{{zone=\"{zone_label}\",state=\"used\"}} {}",
+        a.used_bytes()
+    );
+    let _ = writeln!(
+        out,
+        "nginx_metric_zone_bytes{{zone=\"{zone_label}\",state=\"capacity\"}} {}",
+        a.capacity_bytes()
+    );
+    write_header(
+        out,
+        "nginx_metric_series",
+        "Series kept in the metrics zone.",
+        "gauge",
+    );
+    let _ = writeln!(
+        out,
+        "nginx_metric_series{{zone=\"{zone_label}\"}} {}",
+        a.series()
+    );
 }
 
 #[cfg(test)]
@@ -267,7 +321,11 @@ mod tests {
         write_header(&mut out, "m", "a \\ b\nc \"q\"", "counter");
         assert_eq!(out, "# HELP m a \\\\ b\\nc \"q\"\n# TYPE m counter\n");
         let mut l = String::new();
-        write_label_prefix(&mut l, &["a".into(), "b".into()], ["x\"y", "p\\q\nr"].into_iter());
+        write_label_prefix(
+            &mut l,
+            &["a".into(), "b".into()],
+            ["x\"y", "p\\q\nr"].into_iter(),
+        );
         assert_eq!(l, "{a=\"x\\\"y\",b=\"p\\\\q\\nr\"");
         let mut out = String::new();
         close_labels(&mut out, &l, Some(("le", "0.5")));
@@ -327,7 +385,10 @@ mod tests {
                     help: "Latency.".into(),
                     metric_type: MetricType::Histogram,
                     label_names: vec![],
-                    histogram: Some(HistogramSpec { buckets: vec![0.1, 1.0], ..HistogramSpec::default() }),
+                    histogram: Some(HistogramSpec {
+                        buckets: vec![0.1, 1.0],
+                        ..HistogramSpec::default()
+                    }),
                     max_series: 0,
                 },
                 1,
@@ -362,7 +423,15 @@ latency_seconds_count 3
         assert!(out.contains("nginx_metric_series{zone=\"z\"} 3\n"));
         assert!(!out.contains("nginx_connections"));
         let mut with_stub = String::new();
-        let stub = StubStatus { accepted: 5, handled: 5, requests: 9, active: 1, reading: 0, writing: 1, waiting: 0 };
+        let stub = StubStatus {
+            accepted: 5,
+            handled: 5,
+            requests: 9,
+            active: 1,
+            reading: 0,
+            writing: 1,
+            waiting: 0,
+        };
         write_zone(&mut with_stub, &s, "z", Some(&stub));
         assert!(with_stub.contains("nginx_connections_accepted_total 5\n"));
         assert!(with_stub.contains("nginx_connections{state=\"writing\"} 1\n"));

@@ -47,8 +47,8 @@ pub fn read(r: &Region<'_>, h: Offset) -> (u64, f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::shm::region::heap_words;
     use crate::metrics::value::tag;
+    use crate::shm::region::heap_words;
 
     #[test]
     fn integer_and_float_increments_add_up() {

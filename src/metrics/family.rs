@@ -62,12 +62,19 @@ pub struct HistogramSpec {
 }
 
 /// Prometheus client libraries' default buckets, in seconds.
-pub const DEFAULT_BUCKETS: [f64; 11] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+pub const DEFAULT_BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 
 impl Default for HistogramSpec {
     /// 1 µs to 60 s at 2 significant digits: request latencies in seconds.
     fn default() -> Self {
-        HistogramSpec { lowest: 1e-6, highest: 60.0, precision: 2, buckets: DEFAULT_BUCKETS.to_vec() }
+        HistogramSpec {
+            lowest: 1e-6,
+            highest: 60.0,
+            precision: 2,
+            buckets: DEFAULT_BUCKETS.to_vec(),
+        }
     }
 }
 
@@ -102,10 +109,24 @@ pub struct FamilySpec {
 #[derive(Debug, Clone, PartialEq)]
 pub enum SpecError {
     MetricName(String),
-    LabelName { family: String, label: String, why: &'static str },
-    TooManyLabels { family: String, count: usize },
-    Help { family: String, why: &'static str },
-    Histogram { family: String, field: &'static str, why: String },
+    LabelName {
+        family: String,
+        label: String,
+        why: &'static str,
+    },
+    TooManyLabels {
+        family: String,
+        count: usize,
+    },
+    Help {
+        family: String,
+        why: &'static str,
+    },
+    Histogram {
+        family: String,
+        field: &'static str,
+        why: String,
+    },
 }
 
 impl fmt::Display for SpecError {
@@ -117,12 +138,21 @@ impl fmt::Display for SpecError {
                 n.escape_debug()
             ),
             SpecError::LabelName { family, label, why } => {
-                write!(f, "metric \"{family}\": invalid label name \"{}\": {why}", label.escape_debug())
+                write!(
+                    f,
+                    "metric \"{family}\": invalid label name \"{}\": {why}",
+                    label.escape_debug()
+                )
             }
             SpecError::TooManyLabels { family, count } => {
-                write!(f, "metric \"{family}\": {count} labels, at most {MAX_LABELS} allowed")
+                write!(
+                    f,
+                    "metric \"{family}\": {count} labels, at most {MAX_LABELS} allowed"
+                )
             }
-            SpecError::Help { family, why } => write!(f, "metric \"{family}\": invalid help: {why}"),
+            SpecError::Help { family, why } => {
+                write!(f, "metric \"{family}\": invalid help: {why}")
+            }
             SpecError::Histogram { family, field, why } => {
                 write!(f, "metric \"{family}\": invalid histogram {field}: {why}")
             }
@@ -136,7 +166,8 @@ pub fn valid_metric_name(name: &str) -> bool {
     let b = name.as_bytes();
     !b.is_empty()
         && (b[0].is_ascii_alphabetic() || b[0] == b'_' || b[0] == b':')
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_' || *c == b':')
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || *c == b'_' || *c == b':')
 }
 
 fn label_name_problem(name: &str, metric_type: MetricType) -> Option<&'static str> {
@@ -159,13 +190,20 @@ fn label_name_problem(name: &str, metric_type: MetricType) -> Option<&'static st
 /// Checks bucket bounds against a histogram's range; shared by registration and by
 /// later bucket changes.
 pub fn check_buckets(family: &str, h: &HistogramSpec, buckets: &[f64]) -> Result<(), SpecError> {
-    let bad = |why: String| SpecError::Histogram { family: family.to_string(), field: "buckets", why };
+    let bad = |why: String| SpecError::Histogram {
+        family: family.to_string(),
+        field: "buckets",
+        why,
+    };
     for (i, b) in buckets.iter().enumerate() {
         if !b.is_finite() || *b < 0.0 {
             return Err(bad(format!("bound {b} must be finite and >= 0")));
         }
         if i > 0 && *b <= buckets[i - 1] {
-            return Err(bad(format!("bounds must increase ({} then {b})", buckets[i - 1])));
+            return Err(bad(format!(
+                "bounds must increase ({} then {b})",
+                buckets[i - 1]
+            )));
         }
         if *b >= h.highest {
             return Err(bad(format!(
@@ -184,20 +222,38 @@ impl FamilySpec {
         }
         let family = || self.name.clone();
         if self.label_names.len() > MAX_LABELS {
-            return Err(SpecError::TooManyLabels { family: family(), count: self.label_names.len() });
+            return Err(SpecError::TooManyLabels {
+                family: family(),
+                count: self.label_names.len(),
+            });
         }
         for (i, label) in self.label_names.iter().enumerate() {
             if let Some(why) = label_name_problem(label, self.metric_type) {
-                return Err(SpecError::LabelName { family: family(), label: label.clone(), why });
+                return Err(SpecError::LabelName {
+                    family: family(),
+                    label: label.clone(),
+                    why,
+                });
             }
             if self.label_names[..i].contains(label) {
-                return Err(SpecError::LabelName { family: family(), label: label.clone(), why: "duplicate" });
+                return Err(SpecError::LabelName {
+                    family: family(),
+                    label: label.clone(),
+                    why: "duplicate",
+                });
             }
         }
         if self.help.len() > MAX_HELP {
-            return Err(SpecError::Help { family: family(), why: "longer than 4096 bytes" });
+            return Err(SpecError::Help {
+                family: family(),
+                why: "longer than 4096 bytes",
+            });
         }
-        let field_err = |field, why: String| SpecError::Histogram { family: family(), field, why };
+        let field_err = |field, why: String| SpecError::Histogram {
+            family: family(),
+            field,
+            why,
+        };
         match (&self.histogram, self.metric_type) {
             (None, MetricType::Histogram) => Err(field_err("spec", "missing".into())),
             (Some(_), t) if t != MetricType::Histogram => {
@@ -205,16 +261,28 @@ impl FamilySpec {
             }
             (Some(h), _) => {
                 if !(h.lowest.is_finite() && h.lowest > 0.0) {
-                    return Err(field_err("lowest", format!("{} must be a positive number", h.lowest)));
+                    return Err(field_err(
+                        "lowest",
+                        format!("{} must be a positive number", h.lowest),
+                    ));
                 }
                 if !(h.highest.is_finite() && h.highest >= 2.0 * h.lowest) {
-                    return Err(field_err("highest", format!("{} must be at least twice lowest", h.highest)));
+                    return Err(field_err(
+                        "highest",
+                        format!("{} must be at least twice lowest", h.highest),
+                    ));
                 }
                 if h.highest_ticks() > (1u64 << 53) {
-                    return Err(field_err("highest", format!("{} / lowest {} spans too many ticks", h.highest, h.lowest)));
+                    return Err(field_err(
+                        "highest",
+                        format!("{} / lowest {} spans too many ticks", h.highest, h.lowest),
+                    ));
                 }
                 if !(1..=5).contains(&h.precision) {
-                    return Err(field_err("precision", format!("{} must be 1 to 5 significant digits", h.precision)));
+                    return Err(field_err(
+                        "precision",
+                        format!("{} must be 1 to 5 significant digits", h.precision),
+                    ));
                 }
                 check_buckets(&self.name, h, &h.buckets)
             }
@@ -240,22 +308,42 @@ mod tests {
 
     #[test]
     fn accepts_good_names() {
-        spec("http_requests_total", MetricType::Counter, &["service", "code"]).validate().unwrap();
-        spec("ns:rule_1", MetricType::Gauge, &["_x"]).validate().unwrap();
-        spec("latency_seconds", MetricType::Histogram, &["route"]).validate().unwrap();
+        spec(
+            "http_requests_total",
+            MetricType::Counter,
+            &["service", "code"],
+        )
+        .validate()
+        .unwrap();
+        spec("ns:rule_1", MetricType::Gauge, &["_x"])
+            .validate()
+            .unwrap();
+        spec("latency_seconds", MetricType::Histogram, &["route"])
+            .validate()
+            .unwrap();
     }
 
     #[test]
     fn names_the_culprit() {
-        let e = spec("1bad", MetricType::Counter, &[]).validate().unwrap_err();
+        let e = spec("1bad", MetricType::Counter, &[])
+            .validate()
+            .unwrap_err();
         assert!(e.to_string().contains("\"1bad\""), "{e}");
-        let e = spec("ok", MetricType::Counter, &["a-b"]).validate().unwrap_err();
+        let e = spec("ok", MetricType::Counter, &["a-b"])
+            .validate()
+            .unwrap_err();
         assert!(e.to_string().contains("\"a-b\""), "{e}");
-        let e = spec("ok", MetricType::Counter, &["__x"]).validate().unwrap_err();
+        let e = spec("ok", MetricType::Counter, &["__x"])
+            .validate()
+            .unwrap_err();
         assert!(e.to_string().contains("reserved"), "{e}");
-        let e = spec("ok", MetricType::Histogram, &["le"]).validate().unwrap_err();
+        let e = spec("ok", MetricType::Histogram, &["le"])
+            .validate()
+            .unwrap_err();
         assert!(e.to_string().contains("\"le\""), "{e}");
-        let e = spec("ok", MetricType::Counter, &["a", "a"]).validate().unwrap_err();
+        let e = spec("ok", MetricType::Counter, &["a", "a"])
+            .validate()
+            .unwrap_err();
         assert!(e.to_string().contains("duplicate"), "{e}");
         let e = spec("", MetricType::Counter, &[]).validate().unwrap_err();
         assert!(matches!(e, SpecError::MetricName(_)));
@@ -268,9 +356,15 @@ mod tests {
         assert!(s.validate().unwrap_err().to_string().contains("increase"));
         s.histogram.as_mut().unwrap().buckets = vec![0.1, 120.0];
         assert!(s.validate().unwrap_err().to_string().contains("highest"));
-        s.histogram = Some(HistogramSpec { precision: 7, ..HistogramSpec::default() });
+        s.histogram = Some(HistogramSpec {
+            precision: 7,
+            ..HistogramSpec::default()
+        });
         assert!(s.validate().unwrap_err().to_string().contains("precision"));
-        s.histogram = Some(HistogramSpec { lowest: 0.0, ..HistogramSpec::default() });
+        s.histogram = Some(HistogramSpec {
+            lowest: 0.0,
+            ..HistogramSpec::default()
+        });
         assert!(s.validate().unwrap_err().to_string().contains("lowest"));
         let mut c = spec("c", MetricType::Counter, &[]);
         c.histogram = Some(HistogramSpec::default());

@@ -34,7 +34,12 @@ impl HdrLayout {
             bucket_count += 1;
         }
         let counts_len = (u32::from(bucket_count) + 1) * (sub_bucket_count as u32 / 2);
-        Some(HdrLayout { unit_magnitude: 0, sub_bucket_count_magnitude, bucket_count, counts_len })
+        Some(HdrLayout {
+            unit_magnitude: 0,
+            sub_bucket_count_magnitude,
+            bucket_count,
+            counts_len,
+        })
     }
 
     pub fn pack(self) -> u64 {
@@ -59,7 +64,8 @@ impl HdrLayout {
     pub fn index(self, value: u64) -> usize {
         let half_mag = u32::from(self.sub_bucket_count_magnitude) - 1;
         let mask = ((1u64 << self.sub_bucket_count_magnitude) - 1) << self.unit_magnitude;
-        let lzc_base = 64 - u32::from(self.unit_magnitude) - u32::from(self.sub_bucket_count_magnitude);
+        let lzc_base =
+            64 - u32::from(self.unit_magnitude) - u32::from(self.sub_bucket_count_magnitude);
         let bucket = lzc_base - (value | mask).leading_zeros();
         let sub_bucket = value >> (bucket + u32::from(self.unit_magnitude));
         (((bucket as u64 + 1) << half_mag) + sub_bucket - (1u64 << half_mag)) as usize
@@ -102,10 +108,20 @@ mod tests {
 
     #[test]
     fn layout_matches_the_crate() {
-        for &(highest, sigfig) in &[(60_000_000u64, 2u8), (60_000_000, 3), (3_600_000, 1), (1000, 5), (2, 1)] {
+        for &(highest, sigfig) in &[
+            (60_000_000u64, 2u8),
+            (60_000_000, 3),
+            (3_600_000, 1),
+            (1000, 5),
+            (2, 1),
+        ] {
             let ours = HdrLayout::new(highest, sigfig).unwrap();
             let theirs = reference(highest, sigfig);
-            assert_eq!(ours.counts_len as usize, theirs.distinct_values(), "{highest} {sigfig}");
+            assert_eq!(
+                ours.counts_len as usize,
+                theirs.distinct_values(),
+                "{highest} {sigfig}"
+            );
             assert_eq!(ours, HdrLayout::unpack(ours.pack()));
         }
     }
@@ -119,7 +135,11 @@ mod tests {
             let i = layout.index(v);
             assert!(i < layout.counts_len as usize);
             assert_eq!(layout.value_at(i), h.lowest_equivalent(v), "lowest of {v}");
-            assert_eq!(layout.highest_at(i), h.highest_equivalent(v), "highest of {v}");
+            assert_eq!(
+                layout.highest_at(i),
+                h.highest_equivalent(v),
+                "highest of {v}"
+            );
             v = v * 11 / 10 + 1;
         }
     }

@@ -47,7 +47,8 @@ pub enum ObserveError {
 #[inline(always)]
 pub fn observe(r: &Region<'_>, handle: u64, v: f64) -> Result<(), ObserveError> {
     // The smallest histogram body; the slot index is range-checked against the layout.
-    let h = check(r, handle, MetricType::Histogram, u64::from(COUNTS) + 1).ok_or(ObserveError::BadHandle)?;
+    let h = check(r, handle, MetricType::Histogram, u64::from(COUNTS) + 1)
+        .ok_or(ObserveError::BadHandle)?;
     if v.is_nan() {
         return Err(ObserveError::NotANumber);
     }
@@ -57,7 +58,9 @@ pub fn observe(r: &Region<'_>, handle: u64, v: f64) -> Result<(), ObserveError> 
         r.word(h + OVERFLOW).fetch_add(1, Relaxed);
     } else {
         let i = layout.index(t);
-        let slot = r.get(u64::from(h + COUNTS) + i as u64).ok_or(ObserveError::BadHandle)?;
+        let slot = r
+            .get(u64::from(h + COUNTS) + i as u64)
+            .ok_or(ObserveError::BadHandle)?;
         debug_assert!(i < layout.counts_len as usize);
         slot.fetch_add(1, Relaxed);
     }
@@ -80,7 +83,12 @@ impl Snapshot {
         let mut counts = into.map(|s| s.counts).unwrap_or_default();
         counts.clear();
         counts.extend((0..layout.counts_len).map(|i| r.load(h + COUNTS + i)));
-        Snapshot { layout, counts, overflow: r.load(h + OVERFLOW), sum: load_f64(r.word(h + SUM)) }
+        Snapshot {
+            layout,
+            counts,
+            overflow: r.load(h + OVERFLOW),
+            sum: load_f64(r.word(h + SUM)),
+        }
     }
 
     pub fn count(&self) -> u64 {
@@ -104,7 +112,10 @@ impl Snapshot {
 
     /// The reference histogram built from these counts (for quantiles).
     pub fn to_hdr(&self) -> hdrhistogram::Histogram<u64> {
-        let highest = self.layout.highest_at(self.layout.counts_len as usize - 1).max(2);
+        let highest = self
+            .layout
+            .highest_at(self.layout.counts_len as usize - 1)
+            .max(2);
         let mut h = hdrhistogram::Histogram::new_with_bounds(1, highest, sigfig_of(self.layout))
             .expect("layout parameters were validated at registration");
         for (i, c) in self.counts.iter().enumerate() {
@@ -127,7 +138,10 @@ impl Snapshot {
 /// The significant digits a layout was built for (inverse of `HdrLayout::new`).
 fn sigfig_of(layout: HdrLayout) -> u8 {
     (1..=5u8)
-        .find(|d| HdrLayout::new(1 << 20, *d).map(|l| l.sub_bucket_count_magnitude) == Some(layout.sub_bucket_count_magnitude))
+        .find(|d| {
+            HdrLayout::new(1 << 20, *d).map(|l| l.sub_bucket_count_magnitude)
+                == Some(layout.sub_bucket_count_magnitude)
+        })
         .unwrap_or(2)
 }
 
@@ -135,7 +149,11 @@ fn sigfig_of(layout: HdrLayout) -> u8 {
 pub fn cuts(spec_scale: f64, layout: HdrLayout, bounds: &[f64]) -> Vec<usize> {
     bounds
         .iter()
-        .map(|b| layout.index(ticks(*b, spec_scale)).min(layout.counts_len as usize - 1))
+        .map(|b| {
+            layout
+                .index(ticks(*b, spec_scale))
+                .min(layout.counts_len as usize - 1)
+        })
         .collect()
 }
 
@@ -159,7 +177,8 @@ mod tests {
         let spec = HistogramSpec::default();
         let (mem, h) = series(&spec);
         let r = Region::new(&mem);
-        let mut reference = hdrhistogram::Histogram::<u64>::new_with_bounds(1, spec.highest_ticks(), 2).unwrap();
+        let mut reference =
+            hdrhistogram::Histogram::<u64>::new_with_bounds(1, spec.highest_ticks(), 2).unwrap();
         // A deterministic spread from microseconds to tens of seconds.
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
         let mut sum = 0.0;
@@ -179,7 +198,11 @@ mod tests {
         let mut cum = Vec::new();
         snap.cumulative(&c, &mut cum);
         for (b, got) in spec.buckets.iter().zip(&cum) {
-            assert_eq!(*got, reference.count_between(0, ticks(*b, spec.scale())), "le={b}");
+            assert_eq!(
+                *got,
+                reference.count_between(0, ticks(*b, spec.scale())),
+                "le={b}"
+            );
         }
         for q in [0.0, 0.5, 0.9, 0.99, 0.999, 1.0] {
             let want = reference.value_at_quantile(q) as f64 / spec.scale();
@@ -189,7 +212,11 @@ mod tests {
 
     #[test]
     fn overflow_counts_only_in_total() {
-        let spec = HistogramSpec { highest: 1.0, buckets: vec![0.5], ..HistogramSpec::default() };
+        let spec = HistogramSpec {
+            highest: 1.0,
+            buckets: vec![0.5],
+            ..HistogramSpec::default()
+        };
         let (mem, h) = series(&spec);
         let r = Region::new(&mem);
         observe(&r, h, 0.25).unwrap();

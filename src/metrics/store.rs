@@ -1,7 +1,9 @@
 //! The metric store kept in a zone: families and their series, over the shared-memory
 //! arena. Registration and series creation take the zone lock; recording never does.
 
-use super::family::{check_buckets, FamilySpec, HistogramSpec, MetricType, SpecError, MAX_LABEL_VALUE};
+use super::family::{
+    check_buckets, FamilySpec, HistogramSpec, MetricType, SpecError, MAX_LABEL_VALUE,
+};
 use super::{counter, gauge, histogram, value};
 use crate::shm::{Arena, AttachError, Kind, Liveness, Offset, Region};
 use std::fmt;
@@ -75,8 +77,13 @@ pub struct Family {
 pub enum RegisterError {
     Spec(SpecError),
     /// The name exists in the zone (perhaps from before a reload) with another shape.
-    Conflict { family: String, what: String },
-    ZoneFull { family: String },
+    Conflict {
+        family: String,
+        what: String,
+    },
+    ZoneFull {
+        family: String,
+    },
 }
 
 impl fmt::Display for RegisterError {
@@ -95,10 +102,23 @@ impl fmt::Display for RegisterError {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum SeriesError {
-    LabelCount { family: String, expected: usize, got: usize },
-    InvalidLabelValue { family: String, label: String, why: &'static str },
-    SeriesLimit { family: String, limit: u64 },
-    ZoneFull { family: String },
+    LabelCount {
+        family: String,
+        expected: usize,
+        got: usize,
+    },
+    InvalidLabelValue {
+        family: String,
+        label: String,
+        why: &'static str,
+    },
+    SeriesLimit {
+        family: String,
+        limit: u64,
+    },
+    ZoneFull {
+        family: String,
+    },
 }
 
 impl SeriesError {
@@ -115,14 +135,24 @@ impl SeriesError {
 impl fmt::Display for SeriesError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SeriesError::LabelCount { family, expected, got } => {
-                write!(f, "metric \"{family}\": expected {expected} label values, got {got}")
+            SeriesError::LabelCount {
+                family,
+                expected,
+                got,
+            } => {
+                write!(
+                    f,
+                    "metric \"{family}\": expected {expected} label values, got {got}"
+                )
             }
             SeriesError::InvalidLabelValue { family, label, why } => {
                 write!(f, "metric \"{family}\": value of label \"{label}\" {why}")
             }
             SeriesError::SeriesLimit { family, limit } => {
-                write!(f, "metric \"{family}\": series limit {limit} reached, new series refused")
+                write!(
+                    f,
+                    "metric \"{family}\": series limit {limit} reached, new series refused"
+                )
             }
             SeriesError::ZoneFull { family } => {
                 write!(f, "metric \"{family}\": zone is full, new series refused")
@@ -160,7 +190,9 @@ fn f64s_to_bytes(v: &[f64]) -> Vec<u8> {
 }
 
 fn bytes_to_f64s(b: &[u8]) -> Vec<f64> {
-    b.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect()
+    b.chunks_exact(8)
+        .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+        .collect()
 }
 
 /// A family's declaration read back from the zone.
@@ -177,11 +209,15 @@ pub struct Store<'a> {
 
 impl<'a> Store<'a> {
     pub fn format(r: Region<'a>, now_unix: u64) -> Result<Store<'a>, AttachError> {
-        Ok(Store { arena: Arena::format(r, now_unix)? })
+        Ok(Store {
+            arena: Arena::format(r, now_unix)?,
+        })
     }
 
     pub fn attach(r: Region<'a>) -> Result<Store<'a>, AttachError> {
-        Ok(Store { arena: Arena::attach(r)? })
+        Ok(Store {
+            arena: Arena::attach(r)?,
+        })
     }
 
     pub fn arena(&self) -> &Arena<'a> {
@@ -212,25 +248,37 @@ impl<'a> Store<'a> {
     }
 
     pub fn family_by_name(&self, name: &str) -> Option<Family> {
-        self.arena.lookup(0, name.as_bytes()).map(|rec| self.family_at(rec))
+        self.arena
+            .lookup(0, name.as_bytes())
+            .map(|rec| self.family_at(rec))
     }
 
     /// The family with id `id`, if `id` names one (ids come back from Lua).
     pub fn family(&self, id: u64) -> Option<Family> {
-        self.arena.live(Kind::Family).find(|rec| u64::from(*rec) == id).map(|rec| self.family_at(rec))
+        self.arena
+            .live(Kind::Family)
+            .find(|rec| u64::from(*rec) == id)
+            .map(|rec| self.family_at(rec))
     }
 
     /// Registers a family, or returns the existing one of the same shape: every worker
     /// registers at start, and a zone kept over a reload already has them. Help, buckets
     /// and the series limit are updated in place; type, labels and HDR range must match.
-    pub fn register(&self, spec: &FamilySpec, me: u32, alive: Liveness<'_>) -> Result<Family, RegisterError> {
+    pub fn register(
+        &self,
+        spec: &FamilySpec,
+        me: u32,
+        alive: Liveness<'_>,
+    ) -> Result<Family, RegisterError> {
         spec.validate().map_err(RegisterError::Spec)?;
         if let Some(existing) = self.family_by_name(&spec.name) {
             self.check_same_shape(existing, spec)?;
             self.update(existing, spec, me, alive)?;
             return Ok(existing);
         }
-        let full = || RegisterError::ZoneFull { family: spec.name.clone() };
+        let full = || RegisterError::ZoneFull {
+            family: spec.name.clone(),
+        };
         let g = self.arena.lock(me, alive);
         // Another worker may have won the race while this one waited.
         if let Some(existing) = self.family_by_name(&spec.name) {
@@ -238,17 +286,31 @@ impl<'a> Store<'a> {
             self.check_same_shape(existing, spec)?;
             return Ok(existing);
         }
-        let labels = self.arena.make_blob(&g, &encode_key(&spec.label_names)).map_err(|_| full())?;
-        let help = self.arena.make_blob(&g, spec.help.as_bytes()).map_err(|_| full())?;
-        let (rec, body) =
-            self.arena.make_keyed(&g, Kind::Family, 0, spec.name.as_bytes(), FAMILY_WORDS).map_err(|_| full())?;
+        let labels = self
+            .arena
+            .make_blob(&g, &encode_key(&spec.label_names))
+            .map_err(|_| full())?;
+        let help = self
+            .arena
+            .make_blob(&g, spec.help.as_bytes())
+            .map_err(|_| full())?;
+        let (rec, body) = self
+            .arena
+            .make_keyed(&g, Kind::Family, 0, spec.name.as_bytes(), FAMILY_WORDS)
+            .map_err(|_| full())?;
         let r = self.region();
-        r.store(body + F_META, spec.metric_type as u64 | (spec.label_names.len() as u64) << 8);
+        r.store(
+            body + F_META,
+            spec.metric_type as u64 | (spec.label_names.len() as u64) << 8,
+        );
         r.store(body + F_HELP, u64::from(help));
         r.store(body + F_LABELS, u64::from(labels));
         r.store(body + F_LIMIT, spec.max_series);
         if let Some(h) = &spec.histogram {
-            let buckets = self.arena.make_blob(&g, &f64s_to_bytes(&h.buckets)).map_err(|_| full())?;
+            let buckets = self
+                .arena
+                .make_blob(&g, &f64s_to_bytes(&h.buckets))
+                .map_err(|_| full())?;
             let layout = h.layout().expect("validated");
             r.store(body + F_LAYOUT, layout.pack());
             r.store(body + F_LOWEST, h.lowest.to_bits());
@@ -262,7 +324,12 @@ impl<'a> Store<'a> {
 
     fn check_same_shape(&self, f: Family, spec: &FamilySpec) -> Result<(), RegisterError> {
         let have = self.spec(f);
-        let conflict = |what: String| Err(RegisterError::Conflict { family: spec.name.clone(), what });
+        let conflict = |what: String| {
+            Err(RegisterError::Conflict {
+                family: spec.name.clone(),
+                what,
+            })
+        };
         if have.metric_type != spec.metric_type {
             return conflict(format!("type {}", have.metric_type.as_str()));
         }
@@ -280,7 +347,13 @@ impl<'a> Store<'a> {
         Ok(())
     }
 
-    fn update(&self, f: Family, spec: &FamilySpec, me: u32, alive: Liveness<'_>) -> Result<(), RegisterError> {
+    fn update(
+        &self,
+        f: Family,
+        spec: &FamilySpec,
+        me: u32,
+        alive: Liveness<'_>,
+    ) -> Result<(), RegisterError> {
         let have = self.spec(f);
         let r = self.region();
         if have.max_series != spec.max_series {
@@ -291,7 +364,9 @@ impl<'a> Store<'a> {
             let help = self
                 .arena
                 .make_blob(&g, spec.help.as_bytes())
-                .map_err(|_| RegisterError::ZoneFull { family: spec.name.clone() })?;
+                .map_err(|_| RegisterError::ZoneFull {
+                    family: spec.name.clone(),
+                })?;
             r.word(f.body + F_HELP).store(u64::from(help), Release);
         }
         if let (Some(a), Some(b)) = (&have.histogram, &spec.histogram) {
@@ -304,18 +379,31 @@ impl<'a> Store<'a> {
 
     /// Replaces a histogram family's bucket bounds. Counts are kept in HDR slots, so
     /// nothing recorded is lost: the new buckets apply to past observations too.
-    pub fn set_buckets(&self, f: Family, buckets: &[f64], me: u32, alive: Liveness<'_>) -> Result<(), RegisterError> {
+    pub fn set_buckets(
+        &self,
+        f: Family,
+        buckets: &[f64],
+        me: u32,
+        alive: Liveness<'_>,
+    ) -> Result<(), RegisterError> {
         let spec = self.spec(f);
         let Some(h) = &spec.histogram else {
-            return Err(RegisterError::Conflict { family: spec.name, what: format!("type {}", f.metric_type.as_str()) });
+            return Err(RegisterError::Conflict {
+                family: spec.name,
+                what: format!("type {}", f.metric_type.as_str()),
+            });
         };
         check_buckets(&spec.name, h, buckets).map_err(RegisterError::Spec)?;
         let g = self.arena.lock(me, alive);
         let blob = self
             .arena
             .make_blob(&g, &f64s_to_bytes(buckets))
-            .map_err(|_| RegisterError::ZoneFull { family: spec.name.clone() })?;
-        self.region().word(f.body + F_BUCKETS).store(u64::from(blob), Release);
+            .map_err(|_| RegisterError::ZoneFull {
+                family: spec.name.clone(),
+            })?;
+        self.region()
+            .word(f.body + F_BUCKETS)
+            .store(u64::from(blob), Release);
         Ok(())
     }
 
@@ -325,12 +413,15 @@ impl<'a> Store<'a> {
         let mut name = Vec::new();
         self.arena.read_key(f.id, &mut name);
         let mut help = Vec::new();
-        self.arena.read_blob(r.load(f.body + F_HELP) as Offset, &mut help);
+        self.arena
+            .read_blob(r.load(f.body + F_HELP) as Offset, &mut help);
         let mut labels = Vec::new();
-        self.arena.read_blob(r.load(f.body + F_LABELS) as Offset, &mut labels);
+        self.arena
+            .read_blob(r.load(f.body + F_LABELS) as Offset, &mut labels);
         let histogram = (f.metric_type == MetricType::Histogram).then(|| {
             let mut b = Vec::new();
-            self.arena.read_blob(r.load(f.body + F_BUCKETS) as Offset, &mut b);
+            self.arena
+                .read_blob(r.load(f.body + F_BUCKETS) as Offset, &mut b);
             HistogramSpec {
                 lowest: f64::from_bits(r.load(f.body + F_LOWEST)),
                 highest: f64::from_bits(r.load(f.body + F_HIGHEST)),
@@ -342,7 +433,9 @@ impl<'a> Store<'a> {
             name: String::from_utf8_lossy(&name).into_owned(),
             help: String::from_utf8_lossy(&help).into_owned(),
             metric_type: f.metric_type,
-            label_names: decode_key(&labels).map(|l| String::from_utf8_lossy(l).into_owned()).collect(),
+            label_names: decode_key(&labels)
+                .map(|l| String::from_utf8_lossy(l).into_owned())
+                .collect(),
             histogram,
             max_series: r.load(f.body + F_LIMIT),
         }
@@ -361,7 +454,8 @@ impl<'a> Store<'a> {
         me: u32,
         alive: Liveness<'_>,
     ) -> Result<u64, SeriesError> {
-        self.find_or_make(f, values, me, alive).inspect_err(|e| self.count_error(e.reason()))
+        self.find_or_make(f, values, me, alive)
+            .inspect_err(|e| self.count_error(e.reason()))
     }
 
     /// The handle of an existing series, without making it.
@@ -383,7 +477,11 @@ impl<'a> Store<'a> {
             String::from_utf8_lossy(&n).into_owned()
         };
         if values.len() != f.label_count {
-            return Err(SeriesError::LabelCount { family: name(), expected: f.label_count, got: values.len() });
+            return Err(SeriesError::LabelCount {
+                family: name(),
+                expected: f.label_count,
+                got: values.len(),
+            });
         }
         let key = encode_key(values);
         if let Some(rec) = self.arena.lookup(f.id, &key) {
@@ -399,7 +497,11 @@ impl<'a> Store<'a> {
             };
             if let Some(why) = why {
                 let spec = self.spec(f);
-                return Err(SeriesError::InvalidLabelValue { family: name(), label: spec.label_names[i].clone(), why });
+                return Err(SeriesError::InvalidLabelValue {
+                    family: name(),
+                    label: spec.label_names[i].clone(),
+                    why,
+                });
             }
         }
         let r = self.region();
@@ -418,7 +520,10 @@ impl<'a> Store<'a> {
         }
         let limit = r.load(f.body + F_LIMIT);
         if limit > 0 && r.load(f.body + F_SERIES) >= limit {
-            return Err(SeriesError::SeriesLimit { family: name(), limit });
+            return Err(SeriesError::SeriesLimit {
+                family: name(),
+                limit,
+            });
         }
         let (rec, body) = self
             .arena
@@ -435,10 +540,16 @@ impl<'a> Store<'a> {
 
     /// Families in registration order, each with its series handles in creation order.
     pub fn families(&self) -> Vec<(Family, Vec<Offset>)> {
-        let mut out: Vec<(Family, Vec<Offset>)> =
-            self.arena.live(Kind::Family).map(|rec| (self.family_at(rec), Vec::new())).collect();
-        let index: std::collections::HashMap<Offset, usize> =
-            out.iter().enumerate().map(|(i, (f, _))| (f.id, i)).collect();
+        let mut out: Vec<(Family, Vec<Offset>)> = self
+            .arena
+            .live(Kind::Family)
+            .map(|rec| (self.family_at(rec), Vec::new()))
+            .collect();
+        let index: std::collections::HashMap<Offset, usize> = out
+            .iter()
+            .enumerate()
+            .map(|(i, (f, _))| (f.id, i))
+            .collect();
         for rec in self.arena.live(Kind::Series) {
             if let Some(i) = index.get(&self.arena.owner(rec)) {
                 out[*i].1.push(rec);
@@ -480,14 +591,24 @@ mod tests {
     fn register_is_idempotent_and_checks_shape() {
         let mem = heap_words(1 << 14);
         let s = Store::format(Region::new(&mem), 0).unwrap();
-        let a = s.register(&counter_spec("req_total", &["code"]), 1, ALIVE).unwrap();
-        let b = s.register(&counter_spec("req_total", &["code"]), 2, ALIVE).unwrap();
+        let a = s
+            .register(&counter_spec("req_total", &["code"]), 1, ALIVE)
+            .unwrap();
+        let b = s
+            .register(&counter_spec("req_total", &["code"]), 2, ALIVE)
+            .unwrap();
         assert_eq!(a, b);
-        let e = s.register(&counter_spec("req_total", &["status"]), 1, ALIVE).unwrap_err();
+        let e = s
+            .register(&counter_spec("req_total", &["status"]), 1, ALIVE)
+            .unwrap_err();
         assert!(e.to_string().contains("labels [code]"), "{e}");
         let mut g = counter_spec("req_total", &["code"]);
         g.metric_type = MetricType::Gauge;
-        assert!(s.register(&g, 1, ALIVE).unwrap_err().to_string().contains("type counter"));
+        assert!(s
+            .register(&g, 1, ALIVE)
+            .unwrap_err()
+            .to_string()
+            .contains("type counter"));
         let mut changed = counter_spec("req_total", &["code"]);
         changed.help = "new help".into();
         s.register(&changed, 1, ALIVE).unwrap();
@@ -500,7 +621,9 @@ mod tests {
     fn series_are_shared_and_counted() {
         let mem = heap_words(1 << 14);
         let s = Store::format(Region::new(&mem), 0).unwrap();
-        let f = s.register(&counter_spec("req_total", &["svc", "code"]), 1, ALIVE).unwrap();
+        let f = s
+            .register(&counter_spec("req_total", &["svc", "code"]), 1, ALIVE)
+            .unwrap();
         let h1 = s.series(f, &["a", "200"], 1, ALIVE).unwrap();
         let h2 = s.series(f, &["a", "200"], 2, ALIVE).unwrap();
         let h3 = s.series(f, &["a", "500"], 2, ALIVE).unwrap();
@@ -514,7 +637,10 @@ mod tests {
         assert_eq!(e.reason(), Reason::LabelCount);
         assert_eq!(s.errors(Reason::LabelCount), 1);
         let e = s.series(f, &[&b"\xff"[..], b"200"], 1, ALIVE).unwrap_err();
-        assert!(e.to_string().contains("label \"svc\" is not valid UTF-8"), "{e}");
+        assert!(
+            e.to_string().contains("label \"svc\" is not valid UTF-8"),
+            "{e}"
+        );
         let fams = s.families();
         assert_eq!(fams.len(), 1);
         assert_eq!(fams[0].1.len(), 2);
@@ -584,7 +710,11 @@ mod tests {
         assert_eq!(snap.count(), 4);
         let mut different = spec.clone();
         different.histogram.as_mut().unwrap().precision = 3;
-        assert!(s.register(&different, 1, ALIVE).unwrap_err().to_string().contains("precision 2"));
+        assert!(s
+            .register(&different, 1, ALIVE)
+            .unwrap_err()
+            .to_string()
+            .contains("precision 2"));
     }
 
     #[test]
@@ -592,6 +722,9 @@ mod tests {
         let values = ["", "a\"b", "\\\n", "ü"];
         let key = encode_key(&values);
         let back: Vec<&[u8]> = decode_key(&key).collect();
-        assert_eq!(back, values.iter().map(|v| v.as_bytes()).collect::<Vec<_>>());
+        assert_eq!(
+            back,
+            values.iter().map(|v| v.as_bytes()).collect::<Vec<_>>()
+        );
     }
 }

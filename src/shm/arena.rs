@@ -81,11 +81,17 @@ impl std::fmt::Display for AttachError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             AttachError::TooSmall { bytes } => {
-                write!(f, "zone of {bytes} bytes is smaller than the minimum {MIN_ZONE_BYTES}")
+                write!(
+                    f,
+                    "zone of {bytes} bytes is smaller than the minimum {MIN_ZONE_BYTES}"
+                )
             }
             AttachError::NotFormatted => f.write_str("zone is not formatted"),
             AttachError::OtherLayout { found } => {
-                write!(f, "zone has layout {found}, this build uses {LAYOUT_VERSION}")
+                write!(
+                    f,
+                    "zone has layout {found}, this build uses {LAYOUT_VERSION}"
+                )
             }
             AttachError::SizeMismatch { header, actual } => {
                 write!(f, "zone header says {header} words, mapping has {actual}")
@@ -152,7 +158,10 @@ impl<'a> Arena<'a> {
         }
         let header = r.load(H_WORDS);
         if header != r.len() as u64 {
-            return Err(AttachError::SizeMismatch { header, actual: r.len() });
+            return Err(AttachError::SizeMismatch {
+                header,
+                actual: r.len(),
+            });
         }
         Ok(Arena {
             r,
@@ -246,7 +255,9 @@ impl<'a> Arena<'a> {
 
     fn set_state(&self, rec: Offset, state: State) {
         let h = self.r.load(rec);
-        self.r.word(rec).store((h & !0xff00) | (state as u64) << 8, Release);
+        self.r
+            .word(rec)
+            .store((h & !0xff00) | (state as u64) << 8, Release);
     }
 
     fn count_created(&self, kind: u8) {
@@ -258,7 +269,9 @@ impl<'a> Arena<'a> {
     }
 
     fn bucket_head(&self, hash: u64) -> Offset {
-        self.r.word(HEADER_WORDS + (hash & self.bucket_mask) as Offset).load(Acquire) as Offset
+        self.r
+            .word(HEADER_WORDS + (hash & self.bucket_mask) as Offset)
+            .load(Acquire) as Offset
     }
 
     /// Reserves `words` words for a new record and writes its first word. The bump
@@ -271,7 +284,10 @@ impl<'a> Arena<'a> {
             return Err(Full);
         }
         let at = at as Offset;
-        self.r.store(at, kind as u64 | (State::Writing as u64) << 8 | (words as u64) << 32);
+        self.r.store(
+            at,
+            kind as u64 | (State::Writing as u64) << 8 | (words as u64) << 32,
+        );
         self.r.store(H_LAST, u64::from(at));
         self.r.word(H_BUMP).store(end, Release);
         Ok(at)
@@ -309,7 +325,8 @@ impl<'a> Arena<'a> {
         let key_words = words_for(key.len());
         let rec = self.alloc(held, kind, R_KEY as usize + key_words + body_words)?;
         self.r.store(rec + R_HASH, hash_key(owner, key));
-        self.r.store(rec + R_OWNER, u64::from(owner) | (key.len() as u64) << 32);
+        self.r
+            .store(rec + R_OWNER, u64::from(owner) | (key.len() as u64) << 32);
         self.r.write_bytes(rec + R_KEY, key);
         Ok((rec, rec + R_KEY + key_words as Offset))
     }
@@ -401,16 +418,29 @@ mod tests {
         assert!(a.used_bytes() > 0 && a.used_bytes() < a.capacity_bytes());
         let b = Arena::attach(Region::new(&mem)).unwrap();
         assert_eq!(b.created_unix(), 1234);
-        assert_eq!(Arena::attach(Region::new(&mem[..mem.len() - 8])).err().unwrap(),
-            AttachError::SizeMismatch { header: mem.len() as u64, actual: mem.len() - 8 });
+        assert_eq!(
+            Arena::attach(Region::new(&mem[..mem.len() - 8]))
+                .err()
+                .unwrap(),
+            AttachError::SizeMismatch {
+                header: mem.len() as u64,
+                actual: mem.len() - 8
+            }
+        );
     }
 
     #[test]
     fn refuses_small_and_unformatted_zones() {
         let small = zone(100);
-        assert!(matches!(Arena::format(Region::new(&small), 0), Err(AttachError::TooSmall { .. })));
+        assert!(matches!(
+            Arena::format(Region::new(&small), 0),
+            Err(AttachError::TooSmall { .. })
+        ));
         let blank = zone(MIN_ZONE_BYTES / 8);
-        assert_eq!(Arena::attach(Region::new(&blank)).err(), Some(AttachError::NotFormatted));
+        assert_eq!(
+            Arena::attach(Region::new(&blank)).err(),
+            Some(AttachError::NotFormatted)
+        );
     }
 
     #[test]
@@ -418,7 +448,9 @@ mod tests {
         let mem = zone(MIN_ZONE_BYTES / 8);
         let a = Arena::format(Region::new(&mem), 0).unwrap();
         let g = a.lock(1, &|_| true);
-        let (rec, body) = a.make_keyed(&g, Kind::Series, 99, b"label\0value", 3).unwrap();
+        let (rec, body) = a
+            .make_keyed(&g, Kind::Series, 99, b"label\0value", 3)
+            .unwrap();
         assert_eq!(a.body(rec), body);
         assert_eq!(a.lookup(99, b"label\0value"), None);
         assert_eq!(a.live(Kind::Series).count(), 0);
@@ -441,7 +473,9 @@ mod tests {
         let g = a.lock(1, &|_| true);
         let recs: Vec<_> = (0..5000u32)
             .map(|i| {
-                let (rec, _) = a.make_keyed(&g, Kind::Series, 7, &i.to_le_bytes(), 1).unwrap();
+                let (rec, _) = a
+                    .make_keyed(&g, Kind::Series, 7, &i.to_le_bytes(), 1)
+                    .unwrap();
                 a.publish(&g, rec);
                 rec
             })

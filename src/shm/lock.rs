@@ -34,15 +34,30 @@ impl<'a> ZoneLock<'a> {
         debug_assert_ne!(me, 0, "0 marks a free lock");
         let mut attempts: u32 = 0;
         loop {
-            let owner = match self.word.compare_exchange_weak(0, u64::from(me), Acquire, Relaxed) {
-                Ok(_) => return Guard { word: self.word, taken_over_from: None },
+            let owner = match self
+                .word
+                .compare_exchange_weak(0, u64::from(me), Acquire, Relaxed)
+            {
+                Ok(_) => {
+                    return Guard {
+                        word: self.word,
+                        taken_over_from: None,
+                    }
+                }
                 Err(owner) => owner,
             };
             attempts = attempts.wrapping_add(1);
             if owner != 0 && attempts % CHECK_EVERY == 0 && !alive(owner as u32) {
                 // Only one waiter wins the takeover; the others keep waiting on the winner.
-                if self.word.compare_exchange(owner, u64::from(me), Acquire, Relaxed).is_ok() {
-                    return Guard { word: self.word, taken_over_from: Some(owner as u32) };
+                if self
+                    .word
+                    .compare_exchange(owner, u64::from(me), Acquire, Relaxed)
+                    .is_ok()
+                {
+                    return Guard {
+                        word: self.word,
+                        taken_over_from: Some(owner as u32),
+                    };
                 }
             }
             if attempts % 64 == 0 {

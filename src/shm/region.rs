@@ -93,7 +93,10 @@ impl<'a> Region<'a> {
 
     /// Whether the words at `at` equal `packed` (bytes packed with [`pack`]).
     pub fn words_eq(&self, at: Offset, packed: &[u64]) -> bool {
-        packed.iter().enumerate().all(|(i, w)| self.load(at + i as Offset) == *w)
+        packed
+            .iter()
+            .enumerate()
+            .all(|(i, w)| self.load(at + i as Offset) == *w)
     }
 }
 

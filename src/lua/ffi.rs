@@ -1,0 +1,132 @@
+//! The hot path: plain C functions that LuaJIT's FFI calls (and compiles into traces).
+//! None of them allocates, locks or raises; a bad handle or value is counted in the
+//! zone's error counters and reported by the return value (0 ok, -1 refused).
+
+use super::slots;
+use crate::metrics::{counter, gauge, histogram, Reason, Store};
+use crate::nginx::request;
+use ngx::ffi::ngx_http_request_t;
+
+#[inline(always)]
+fn with<F: FnOnce(&crate::shm::Region<'static>, u64) -> Result<(), Reason>>(
+    handle: u64,
+    f: F,
+) -> i32 {
+    let (slot, offset) = slots::split(handle);
+    let Some(r) = slots::region(slot) else {
+        return -1;
+    };
+    match f(&r, offset) {
+        Ok(()) => 0,
+        Err(reason) => {
+            if let Ok(s) = Store::attach(r) {
+                s.count_error(reason);
+            }
+            -1
+        }
+    }
+}
+
+fn counter_reason(e: counter::CounterError) -> Reason {
+    match e {
+        counter::CounterError::BadHandle => Reason::BadHandle,
+        counter::CounterError::InvalidIncrement => Reason::InvalidValue,
+    }
+}
+
+fn observe_reason(e: histogram::ObserveError) -> Reason {
+    match e {
+        histogram::ObserveError::BadHandle => Reason::BadHandle,
+        histogram::ObserveError::NotANumber => Reason::InvalidValue,
+    }
+}
+
+/// Adds a whole number to a counter.
+#[no_mangle]
+pub extern "C" fn ngx_prom_counter_inc(handle: u64, n: u64) -> i32 {
+    with(handle, |r, h| counter::inc(r, h, n).map_err(counter_reason))
+}
+
+/// Adds a non-negative number to a counter.
+#[no_mangle]
+pub extern "C" fn ngx_prom_counter_add(handle: u64, v: f64) -> i32 {
+    with(handle, |r, h| counter::add(r, h, v).map_err(counter_reason))
+}
+
+#[no_mangle]
+pub extern "C" fn ngx_prom_gauge_set(handle: u64, v: f64) -> i32 {
+    with(handle, |r, h| gauge::set(r, h, v).ok_or(Reason::BadHandle))
+}
+
+#[no_mangle]
+pub extern "C" fn ngx_prom_gauge_add(handle: u64, v: f64) -> i32 {
+    with(handle, |r, h| gauge::add(r, h, v).ok_or(Reason::BadHandle))
+}
+
+#[no_mangle]
+pub extern "C" fn ngx_prom_histogram_observe(handle: u64, v: f64) -> i32 {
+    with(handle, |r, h| {
+        histogram::observe(r, h, v).map_err(observe_reason)
+    })
+}
+
+/// Counts an error that Lua detected (a wrong label count, a failed lookup).
+#[no_mangle]
+pub extern "C" fn ngx_prom_count_error(slot: u32, reason: u32) {
+    if let (Some(s), Some(reason)) = (slots::store(slot as usize), Reason::from_u32(reason)) {
+        s.count_error(reason);
+    }
+}
+
+/// Handles the log helper fills once per label set; 0 leaves a metric out.
+#[repr(C)]
+pub struct LogHandles {
+    pub requests: u64,
+    pub request_seconds: u64,
+    pub upstream_seconds: u64,
+    pub received_bytes: u64,
+    pub sent_bytes: u64,
+}
+
+/// The response status of request `r` (what the log helper picks a series by).
+///
+/// # Safety
+/// `r` is the current request, as `resty.core.base.get_request()` returns it.
+#[no_mangle]
+pub unsafe extern "C" fn ngx_prom_request_status(r: *const ngx_http_request_t) -> i32 {
+    if r.is_null() {
+        return 0;
+    }
+    // SAFETY: per the contract.
+    unsafe { (*r).headers_out.status as i32 }
+}
+
+/// Records one finished request: its count, latency, upstream latency and bytes.
+///
+/// # Safety
+/// `r` is the current request in its log phase; `h` points to a filled `LogHandles`.
+#[no_mangle]
+pub unsafe extern "C" fn ngx_prom_log_request(
+    r: *const ngx_http_request_t,
+    h: *const LogHandles,
+) -> i32 {
+    if r.is_null() || h.is_null() {
+        return -1;
+    }
+    // SAFETY: per the contract.
+    let (facts, h) = unsafe { (request::facts(r), &*h) };
+    let mut rc = ngx_prom_counter_inc(h.requests, 1);
+    if h.request_seconds != 0 {
+        rc |= ngx_prom_histogram_observe(h.request_seconds, facts.request_ms as f64 / 1000.0);
+    }
+    if let (true, Some(ms)) = (h.upstream_seconds != 0, facts.upstream_ms) {
+        rc |= ngx_prom_histogram_observe(h.upstream_seconds, ms as f64 / 1000.0);
+    }
+    if h.received_bytes != 0 {
+        rc |= ngx_prom_counter_inc(h.received_bytes, facts.received_bytes);
+    }
+    if h.sent_bytes != 0 {
+        rc |= ngx_prom_counter_inc(h.sent_bytes, facts.sent_bytes);
+    }
+    rc
+}

@@ -1,0 +1,297 @@
+//! The Lua module (`require "ngx_prometheus"`): the control plane. Registration,
+//! series lookup and rendering run here through mlua; recording goes through the
+//! plain C functions in [`ffi`], which LuaJIT compiles.
+
+pub mod ffi;
+pub mod slots;
+
+use crate::metrics::histogram::Snapshot;
+use crate::metrics::{FamilySpec, HistogramSpec, MetricType, Reason, RegisterError, Store};
+use crate::nginx::{stub_status, zone};
+use mlua::{Lua, Result as LuaResult, Table, Value};
+
+fn err(msg: impl Into<String>) -> mlua::Error {
+    mlua::Error::RuntimeError(msg.into())
+}
+
+fn opt_f64(t: &Table, key: &str, family: &str) -> LuaResult<Option<f64>> {
+    match t.get::<Value>(key)? {
+        Value::Nil => Ok(None),
+        Value::Number(n) => Ok(Some(n)),
+        Value::Integer(n) => Ok(Some(n as f64)),
+        other => Err(err(format!(
+            "metric \"{family}\": \"{key}\" must be a number, got {}",
+            other.type_name()
+        ))),
+    }
+}
+
+fn number_list(v: Value, what: &str) -> LuaResult<Vec<f64>> {
+    let Value::Table(t) = v else {
+        return Err(err(format!("{what} must be an array of numbers")));
+    };
+    t.sequence_values::<Value>()
+        .map(|v| match v? {
+            Value::Number(n) => Ok(n),
+            Value::Integer(n) => Ok(n as f64),
+            other => Err(err(format!(
+                "{what} must be numbers, got {}",
+                other.type_name()
+            ))),
+        })
+        .collect()
+}
+
+/// Reads a family declaration from a Lua table; raises naming the bad field.
+fn spec_from(t: &Table) -> LuaResult<FamilySpec> {
+    let name: String = match t.get::<Value>("name")? {
+        Value::String(s) => s.to_str()?.to_string(),
+        _ => return Err(err("metric name must be a string")),
+    };
+    let help: String = match t.get::<Value>("help")? {
+        Value::Nil => String::new(),
+        Value::String(s) => s.to_str()?.to_string(),
+        _ => return Err(err(format!("metric \"{name}\": help must be a string"))),
+    };
+    let type_name: String = t.get::<Option<String>>("type")?.unwrap_or_default();
+    let metric_type = MetricType::parse(&type_name).ok_or_else(|| {
+        err(format!(
+            "metric \"{name}\": unknown type \"{type_name}\" (counter, gauge or histogram)"
+        ))
+    })?;
+    let label_names = match t.get::<Value>("labels")? {
+        Value::Nil => Vec::new(),
+        Value::Table(l) => l
+            .sequence_values::<Value>()
+            .map(|v| match v? {
+                Value::String(s) => Ok(s.to_str()?.to_string()),
+                other => Err(err(format!(
+                    "metric \"{name}\": label names must be strings, got {}",
+                    other.type_name()
+                ))),
+            })
+            .collect::<LuaResult<Vec<_>>>()?,
+        _ => {
+            return Err(err(format!(
+                "metric \"{name}\": labels must be an array of strings"
+            )))
+        }
+    };
+    let histogram = if metric_type == MetricType::Histogram {
+        let d = HistogramSpec::default();
+        let buckets = match t.get::<Value>("buckets")? {
+            Value::Nil => d.buckets.clone(),
+            v => number_list(v, &format!("metric \"{name}\": buckets"))?,
+        };
+        let precision = opt_f64(t, "precision", &name)?.unwrap_or(f64::from(d.precision));
+        Some(HistogramSpec {
+            lowest: opt_f64(t, "lowest", &name)?.unwrap_or(d.lowest),
+            highest: opt_f64(t, "highest", &name)?.unwrap_or(d.highest),
+            precision: if (1.0..=5.0).contains(&precision) && precision.fract() == 0.0 {
+                precision as u8
+            } else {
+                0
+            },
+            buckets,
+        })
+    } else {
+        None
+    };
+    let max_series = opt_f64(t, "max_series", &name)?.unwrap_or(0.0);
+    if max_series < 0.0 || max_series.fract() != 0.0 {
+        return Err(err(format!(
+            "metric \"{name}\": max_series must be a whole number >= 0"
+        )));
+    }
+    let spec = FamilySpec {
+        name,
+        help,
+        metric_type,
+        label_names,
+        histogram,
+        max_series: max_series as u64,
+    };
+    spec.validate().map_err(|e| err(e.to_string()))?;
+    if crate::exposition::text::BUILTIN_FAMILIES.contains(&spec.name.as_str()) {
+        return Err(err(format!(
+            "metric \"{}\": the name is reserved for the module's own metrics",
+            spec.name
+        )));
+    }
+    Ok(spec)
+}
+
+fn store_of(slot: usize) -> LuaResult<Store<'static>> {
+    slots::store(slot).ok_or_else(|| err(format!("no zone attached in slot {slot}")))
+}
+
+fn family_of(store: &Store<'static>, id: u64) -> LuaResult<crate::metrics::Family> {
+    store
+        .family(id)
+        .ok_or_else(|| err(format!("no metric family with id {id}")))
+}
+
+fn label_values(v: Table) -> LuaResult<Vec<Vec<u8>>> {
+    v.sequence_values::<Value>()
+        .map(|v| match v? {
+            Value::String(s) => Ok(s.as_bytes().to_vec()),
+            Value::Integer(n) => Ok(n.to_string().into_bytes()),
+            Value::Number(n) => Ok(n.to_string().into_bytes()),
+            Value::Boolean(b) => Ok(b.to_string().into_bytes()),
+            other => Err(err(format!(
+                "label values must be strings, got {}",
+                other.type_name()
+            ))),
+        })
+        .collect()
+}
+
+#[mlua::lua_module(name = "ngx_prometheus")]
+fn module(lua: &Lua) -> LuaResult<Table> {
+    let m = lua.create_table()?;
+
+    // zone([name]) -> slot | nil, err
+    m.set(
+        "zone",
+        lua.create_function(|_, name: Option<String>| {
+            let name = name.unwrap_or_default();
+            match zone::lookup(&name) {
+                Some((real, store)) => match slots::attach(&real, &store) {
+                    Some(slot) => Ok((Some(slot), None)),
+                    None => Ok((None, Some(format!("more than {} zones", slots::MAX_ZONES)))),
+                },
+                None => {
+                    let known = zone::names();
+                    let why = if known.is_empty() {
+                        "no prometheus_zone in the running configuration (zones attach in workers, \
+                         not in init_by_lua)"
+                            .to_string()
+                    } else {
+                        format!("unknown zone \"{name}\" (declared: {})", known.join(", "))
+                    };
+                    Ok((None, Some(why)))
+                }
+            }
+        })?,
+    )?;
+
+    // validate(spec) -> true, raises naming the culprit
+    m.set(
+        "validate",
+        lua.create_function(|_, spec: Table| spec_from(&spec).map(|_| true))?,
+    )?;
+
+    // register(slot, spec) -> family id; raises on misuse, nil, err when the zone is full
+    m.set(
+        "register",
+        lua.create_function(|_, (slot, spec): (usize, Table)| {
+            let spec = spec_from(&spec)?;
+            let store = store_of(slot)?;
+            match store.register(&spec, zone::my_pid(), &zone::alive) {
+                Ok(f) => Ok((Some(u64::from(f.id)), None)),
+                Err(e @ RegisterError::ZoneFull { .. }) => Ok((None, Some(e.to_string()))),
+                Err(e) => Err(err(e.to_string())),
+            }
+        })?,
+    )?;
+
+    // series(slot, family, {values}) -> handle | nil, err (counted in the zone)
+    m.set(
+        "series",
+        lua.create_function(|_, (slot, family, values): (usize, u64, Table)| {
+            let store = store_of(slot)?;
+            let f = family_of(&store, family)?;
+            let values = label_values(values)?;
+            match store.series(f, &values, zone::my_pid(), &zone::alive) {
+                Ok(h) => Ok((Some(slots::join(slot, h)), None)),
+                Err(e) => Ok((None, Some(e.to_string()))),
+            }
+        })?,
+    )?;
+
+    // set_buckets(slot, family, {bounds}) -> true; raises on bad bounds
+    m.set(
+        "set_buckets",
+        lua.create_function(|_, (slot, family, buckets): (usize, u64, Value)| {
+            let store = store_of(slot)?;
+            let f = family_of(&store, family)?;
+            let buckets = number_list(buckets, "buckets")?;
+            store
+                .set_buckets(f, &buckets, zone::my_pid(), &zone::alive)
+                .map_err(|e| err(e.to_string()))?;
+            Ok(true)
+        })?,
+    )?;
+
+    // quantile(slot, family, {values}, q) -> number | nil
+    m.set(
+        "quantile",
+        lua.create_function(|_, (slot, family, values, q): (usize, u64, Table, f64)| {
+            let store = store_of(slot)?;
+            let f = family_of(&store, family)?;
+            let spec = store.spec(f);
+            let Some(h) = spec.histogram else {
+                return Err(err(format!("metric \"{}\" is not a histogram", spec.name)));
+            };
+            let Some(handle) = store.find_series(f, &label_values(values)?) else {
+                return Ok(None);
+            };
+            let snap = Snapshot::read(&store.region(), handle as u32, None);
+            Ok(snap.quantile(q.clamp(0.0, 1.0), h.scale()))
+        })?,
+    )?;
+
+    // render(slot) -> exposition text, as the metrics handler serves it
+    m.set(
+        "render",
+        lua.create_function(|lua, slot: usize| {
+            let store = store_of(slot)?;
+            let name = zone::names().into_iter().nth(slot).unwrap_or_default();
+            let mut out = String::new();
+            crate::exposition::write_zone(&mut out, &store, &name, stub_status::read().as_ref());
+            lua.create_string(out)
+        })?,
+    )?;
+
+    // status(slot) -> { capacity_bytes, used_bytes, families, series, errors = {reason = n} }
+    m.set(
+        "status",
+        lua.create_function(|lua, slot: usize| {
+            let store = store_of(slot)?;
+            let a = store.arena();
+            let t = lua.create_table()?;
+            t.set("capacity_bytes", a.capacity_bytes())?;
+            t.set("used_bytes", a.used_bytes())?;
+            t.set("families", a.families())?;
+            t.set("series", a.series())?;
+            let e = lua.create_table()?;
+            for r in Reason::ALL {
+                e.set(r.as_str(), store.errors(r))?;
+            }
+            t.set("errors", e)?;
+            Ok(t)
+        })?,
+    )?;
+
+    // count_error(slot, reason) for errors Lua detects itself
+    m.set(
+        "count_error",
+        lua.create_function(|_, (slot, reason): (usize, String)| {
+            let store = store_of(slot)?;
+            let r = Reason::ALL
+                .into_iter()
+                .find(|r| r.as_str() == reason)
+                .ok_or_else(|| err(format!("unknown reason \"{reason}\"")))?;
+            store.count_error(r);
+            Ok(())
+        })?,
+    )?;
+
+    let reasons = lua.create_table()?;
+    for r in Reason::ALL {
+        reasons.set(r.as_str(), r as u32)?;
+    }
+    m.set("reasons", reasons)?;
+    m.set("version", env!("CARGO_PKG_VERSION"))?;
+    Ok(m)
+}

@@ -1,0 +1,180 @@
+//! `prometheus_metrics [zone];` and its access rules: the content handler that serves
+//! the exposition text.
+
+use super::{args, conf_error, stub_status, zone, LocConf, MainConf, Module};
+use crate::access::{parse_rule, AccessRules};
+use crate::exposition::{self, CONTENT_TYPE};
+use ngx::core::Status;
+use ngx::ffi::{ngx_chain_t, ngx_command_t, ngx_conf_t, ngx_http_request_t, ngx_int_t};
+use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
+use std::ffi::{c_char, c_void};
+use std::net::IpAddr;
+
+pub extern "C" fn metrics_directive(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: nginx calls directive handlers with the configuration being parsed and
+    // this module's location conf (NGX_HTTP_LOC_CONF_OFFSET).
+    let (lcf, a) = unsafe { (&mut *conf.cast::<LocConf>(), args(cf)) };
+    if lcf.metrics_zone.is_some() {
+        return conf_error(cf, "prometheus_metrics: is duplicate");
+    }
+    let zone = a.first().copied().unwrap_or("").to_string();
+    // SAFETY: `cf` is valid; its main conf for this module exists inside http {}.
+    let (mcf, at) = unsafe {
+        let cf_ref = &*cf;
+        let Some(mcf) = Module::main_conf_mut(cf_ref) else {
+            return ngx::core::NGX_CONF_ERROR;
+        };
+        let file = (*cf_ref.conf_file).file.name.to_str().unwrap_or("?");
+        (
+            mcf as &mut MainConf,
+            format!("{file}:{}", (*cf_ref.conf_file).line),
+        )
+    };
+    mcf.references.push(zone::ZoneReference {
+        zone: zone.clone(),
+        at,
+    });
+    lcf.metrics_zone = Some(zone);
+    // SAFETY: the core module's location conf exists for every location.
+    let Some(clcf) = (unsafe { NgxHttpCoreModule::location_conf_mut(&*cf) }) else {
+        return ngx::core::NGX_CONF_ERROR;
+    };
+    clcf.handler = Some(metrics_handler);
+    ngx::core::NGX_CONF_OK
+}
+
+fn rules_directive(cf: *mut ngx_conf_t, conf: *mut c_void, deny: bool) -> *mut c_char {
+    // SAFETY: as for `metrics_directive`.
+    let (lcf, a) = unsafe { (&mut *conf.cast::<LocConf>(), args(cf)) };
+    let directive = if deny {
+        "prometheus_deny"
+    } else {
+        "prometheus_allow"
+    };
+    let rules = lcf.access.get_or_insert_with(AccessRules::default);
+    for arg in a {
+        match parse_rule(arg) {
+            Ok(cidrs) if deny => rules.deny.extend(cidrs),
+            Ok(cidrs) => rules.allow.extend(cidrs),
+            Err(why) => return conf_error(cf, &format!("{directive}: invalid address {why}")),
+        }
+    }
+    ngx::core::NGX_CONF_OK
+}
+
+pub extern "C" fn allow_directive(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    rules_directive(cf, conf, false)
+}
+
+pub extern "C" fn deny_directive(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    rules_directive(cf, conf, true)
+}
+
+/// The client's address: the TCP peer, never a header.
+fn peer_ip(r: &ngx_http_request_t) -> Option<IpAddr> {
+    // SAFETY: a request's connection and its sockaddr are valid for the request's life;
+    // the sockaddr's family tells which struct it is.
+    unsafe {
+        let sa = (*r.connection).sockaddr;
+        if sa.is_null() {
+            return None;
+        }
+        match i32::from((*sa).sa_family) {
+            libc::AF_INET => {
+                let sin = &*sa.cast::<libc::sockaddr_in>();
+                Some(IpAddr::from(
+                    u32::from_be(sin.sin_addr.s_addr).to_be_bytes(),
+                ))
+            }
+            libc::AF_INET6 => {
+                let sin6 = &*sa.cast::<libc::sockaddr_in6>();
+                Some(IpAddr::from(sin6.sin6_addr.s6_addr))
+            }
+            _ => None,
+        }
+    }
+}
+
+extern "C" fn metrics_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
+    // SAFETY: nginx calls content handlers with a live request.
+    let r = unsafe { &mut *r };
+    match serve(r) {
+        Ok(rc) | Err(rc) => rc,
+    }
+}
+
+/// Everything before the first byte of metric data decides whether any is sent.
+fn serve(r: &mut ngx_http_request_t) -> Result<ngx_int_t, ngx_int_t> {
+    let lcf = Module::location_conf(r).ok_or(Status::NGX_ERROR.0)?;
+    let allowed = match (peer_ip(r), &lcf.access) {
+        (Some(ip), Some(rules)) => rules.allows(ip),
+        (Some(ip), None) => AccessRules::default().allows(ip),
+        // Unix sockets are local by definition.
+        (None, _) => true,
+    };
+    if !allowed {
+        return Err(ngx::ffi::NGX_HTTP_FORBIDDEN as ngx_int_t);
+    }
+    let method = r.method as u32;
+    if method & (ngx::ffi::NGX_HTTP_GET | ngx::ffi::NGX_HTTP_HEAD) as u32 == 0 {
+        return Err(ngx::ffi::NGX_HTTP_NOT_ALLOWED as ngx_int_t);
+    }
+    // SAFETY: live request.
+    let rc = unsafe { ngx::ffi::ngx_http_discard_request_body(r) };
+    if rc != Status::NGX_OK.0 {
+        return Err(rc);
+    }
+    let zone_name = lcf.metrics_zone.as_deref().unwrap_or("");
+    let Some((name, store)) = zone::lookup(zone_name) else {
+        return Err(ngx::ffi::NGX_HTTP_SERVICE_UNAVAILABLE as ngx_int_t);
+    };
+    let mut body = String::with_capacity(64 * 1024);
+    exposition::write_zone(&mut body, &store, &name, stub_status::read().as_ref());
+    send(r, CONTENT_TYPE, body.as_bytes())
+}
+
+/// Sends a 200 response with `body` copied into one request-pool buffer.
+pub fn send(
+    r: &mut ngx_http_request_t,
+    content_type: &str,
+    body: &[u8],
+) -> Result<ngx_int_t, ngx_int_t> {
+    r.headers_out.status = ngx::ffi::NGX_HTTP_OK as _;
+    r.headers_out.content_length_n = body.len() as _;
+    r.headers_out.content_type.len = content_type.len();
+    r.headers_out.content_type.data = content_type.as_ptr().cast_mut();
+    r.headers_out.content_type_len = content_type.len();
+    // SAFETY: live request; headers are set above.
+    let rc = unsafe { ngx::ffi::ngx_http_send_header(r) };
+    if rc == Status::NGX_ERROR.0 || rc > Status::NGX_OK.0 || r.header_only() != 0 {
+        return Ok(rc);
+    }
+    // SAFETY: buffers and chain links come from the request pool and live as long as
+    // the request; `body` is copied into the buffer before the call returns.
+    unsafe {
+        let b = ngx::ffi::ngx_create_temp_buf(r.pool, body.len().max(1));
+        let cl = ngx::ffi::ngx_alloc_chain_link(r.pool);
+        if b.is_null() || cl.is_null() {
+            return Err(Status::NGX_ERROR.0);
+        }
+        std::ptr::copy_nonoverlapping(body.as_ptr(), (*b).last, body.len());
+        (*b).last = (*b).last.add(body.len());
+        (*b).set_last_buf(u32::from(std::ptr::eq(r as *const _, r.main)));
+        (*b).set_last_in_chain(1);
+        (*cl).buf = b;
+        (*cl).next = std::ptr::null_mut::<ngx_chain_t>();
+        Ok(ngx::ffi::ngx_http_output_filter(r, cl))
+    }
+}

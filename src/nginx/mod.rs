@@ -1,0 +1,155 @@
+//! nginx glue: the module table, its directives and their configuration structs.
+//! Everything here talks to nginx's C structures; the logic it calls is elsewhere.
+
+mod handler;
+pub mod request;
+pub mod stub_status;
+pub mod zone;
+
+use crate::access::AccessRules;
+use ngx::ffi::{
+    ngx_command_t, ngx_http_module_t, ngx_module_t, ngx_uint_t, NGX_CONF_1MORE, NGX_CONF_NOARGS,
+    NGX_CONF_TAKE1, NGX_CONF_TAKE2, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET,
+    NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_MODULE, NGX_HTTP_SRV_CONF,
+};
+use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, Merge, MergeConfigError};
+use ngx::ngx_string;
+use std::ptr;
+
+pub struct Module;
+
+impl HttpModule for Module {
+    fn module() -> &'static ngx_module_t {
+        // SAFETY: the module static is only written by nginx while it loads modules,
+        // before any configuration handler can run.
+        unsafe { &*ptr::addr_of!(ngx_http_prometheus_module) }
+    }
+
+    unsafe extern "C" fn init_main_conf(
+        cf: *mut ngx::ffi::ngx_conf_t,
+        conf: *mut std::ffi::c_void,
+    ) -> *mut std::ffi::c_char {
+        // SAFETY: nginx passes the configuration being parsed and our main conf.
+        unsafe { zone::check_references(cf, conf.cast()) }
+    }
+}
+
+// SAFETY: `MainConf` is the type `create_main_conf` allocates for this module.
+unsafe impl HttpModuleMainConf for Module {
+    type MainConf = MainConf;
+}
+
+// SAFETY: `LocConf` is the type `create_loc_conf` allocates for this module.
+unsafe impl HttpModuleLocationConf for Module {
+    type LocationConf = LocConf;
+}
+
+/// `http {}` level: the declared zones.
+#[derive(Default)]
+pub struct MainConf {
+    pub zones: Vec<zone::ZoneConf>,
+    /// `prometheus_metrics` uses, checked once the whole `http {}` block is read.
+    pub references: Vec<zone::ZoneReference>,
+}
+
+/// `location {}` level.
+#[derive(Default, Clone)]
+pub struct LocConf {
+    /// Zone served by `prometheus_metrics` here; `None` when the location serves none.
+    pub metrics_zone: Option<String>,
+    /// `prometheus_allow` / `prometheus_deny`, inherited from the enclosing level when
+    /// a location sets neither.
+    pub access: Option<AccessRules>,
+}
+
+impl Merge for LocConf {
+    fn merge(&mut self, prev: &LocConf) -> Result<(), MergeConfigError> {
+        if self.access.is_none() {
+            self.access = prev.access.clone();
+        }
+        Ok(())
+    }
+}
+
+static mut COMMANDS: [ngx_command_t; 5] = [
+    ngx_command_t {
+        name: ngx_string!("prometheus_zone"),
+        type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE2) as ngx_uint_t,
+        set: Some(zone::directive),
+        conf: NGX_HTTP_MAIN_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("prometheus_metrics"),
+        type_: (NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS | NGX_CONF_TAKE1) as ngx_uint_t,
+        set: Some(handler::metrics_directive),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("prometheus_allow"),
+        type_: (NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_1MORE)
+            as ngx_uint_t,
+        set: Some(handler::allow_directive),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("prometheus_deny"),
+        type_: (NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_1MORE)
+            as ngx_uint_t,
+        set: Some(handler::deny_directive),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
+    ngx_command_t::empty(),
+];
+
+static CTX: ngx_http_module_t = ngx_http_module_t {
+    preconfiguration: None,
+    postconfiguration: None,
+    create_main_conf: Some(Module::create_main_conf),
+    init_main_conf: Some(Module::init_main_conf),
+    create_srv_conf: None,
+    merge_srv_conf: None,
+    create_loc_conf: Some(Module::create_loc_conf),
+    merge_loc_conf: Some(Module::merge_loc_conf),
+};
+
+ngx::ngx_modules!(ngx_http_prometheus_module);
+
+#[used]
+#[allow(non_upper_case_globals)]
+pub static mut ngx_http_prometheus_module: ngx_module_t = ngx_module_t {
+    ctx: &raw const CTX as _,
+    // SAFETY: taking the address of a static; nginx reads the table, never frees it.
+    commands: unsafe { &raw mut COMMANDS[0] },
+    type_: NGX_HTTP_MODULE as ngx_uint_t,
+    ..ngx_module_t::default()
+};
+
+/// The directive's arguments, after the directive name.
+///
+/// # Safety
+/// `cf` is the configuration being parsed, as nginx passes it to directive handlers.
+pub(crate) unsafe fn args<'a>(cf: *mut ngx::ffi::ngx_conf_t) -> Vec<&'a str> {
+    // SAFETY: nginx fills `cf.args` with the directive's words (an array of `ngx_str_t`,
+    // allocated from the configuration pool that outlives the handler call).
+    unsafe {
+        debug_assert!(!(*cf).args.is_null());
+        (*(*cf).args).as_slice::<ngx::ffi::ngx_str_t>()[1..]
+            .iter()
+            .map(|s| s.to_str().unwrap_or("\u{fffd}"))
+            .collect()
+    }
+}
+
+/// Logs a configuration error (nginx appends the file and line) and fails the directive.
+pub(crate) fn conf_error(cf: *mut ngx::ffi::ngx_conf_t, msg: &str) -> *mut std::ffi::c_char {
+    ngx::ngx_conf_log_error!(ngx::ffi::NGX_LOG_EMERG, cf, "{}", msg);
+    ngx::core::NGX_CONF_ERROR
+}

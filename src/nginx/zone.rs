@@ -1,0 +1,240 @@
+//! `prometheus_zone name size;`: the shared zone that holds the store.
+//!
+//! The zone's memory comes from nginx (`ngx_shared_memory_add`), so it is mapped in the
+//! master and inherited by every worker. On `nginx -s reload` nginx hands a zone of the
+//! same name and size back to the init callback with the previous cycle's data: the
+//! store is attached again, not re-created, and every value survives.
+
+use super::{args, conf_error, MainConf, Module};
+use crate::metrics::Store;
+use crate::shm::arena::MIN_ZONE_BYTES;
+use crate::shm::Region;
+use ngx::ffi::{ngx_conf_t, ngx_int_t, ngx_shm_zone_t, ngx_slab_pool_t, ngx_str_t};
+use ngx::http::HttpModuleMainConf;
+use std::ffi::{c_char, c_void};
+
+/// Smallest accepted `size`: nginx's slab pool takes a few pages of it.
+pub const MIN_SIZE: usize = 2 * MIN_ZONE_BYTES;
+
+pub struct ZoneConf {
+    pub name: String,
+    pub shm: *mut ngx_shm_zone_t,
+}
+
+/// A `prometheus_metrics` use of a zone, checked when the `http {}` block ends.
+pub struct ZoneReference {
+    pub zone: String,
+    pub at: String,
+}
+
+pub extern "C" fn directive(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx::ffi::ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: nginx calls directive handlers with the configuration being parsed and
+    // the module's main conf (NGX_HTTP_MAIN_CONF_OFFSET), both valid for the call.
+    let (mcf, a) = unsafe { (&mut *conf.cast::<MainConf>(), args(cf)) };
+    let (name, size_arg) = (a[0], a[1]);
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return conf_error(
+            cf,
+            &format!(
+                "prometheus_zone: invalid zone name \"{name}\" (letters, digits, '_' and '-')"
+            ),
+        );
+    }
+    if mcf.zones.iter().any(|z| z.name == name) {
+        return conf_error(cf, &format!("prometheus_zone: duplicate zone \"{name}\""));
+    }
+    let mut size_str = ngx_str_t {
+        len: size_arg.len(),
+        data: size_arg.as_ptr().cast_mut(),
+    };
+    // SAFETY: ngx_parse_size only reads `len` bytes of the string.
+    let size = unsafe { ngx::ffi::ngx_parse_size(&mut size_str) };
+    if size < 0 {
+        return conf_error(
+            cf,
+            &format!("prometheus_zone \"{name}\": invalid size \"{size_arg}\""),
+        );
+    }
+    if (size as usize) < MIN_SIZE {
+        return conf_error(
+            cf,
+            &format!(
+                "prometheus_zone \"{name}\": size \"{size_arg}\" is too small, the minimum is {}k",
+                MIN_SIZE / 1024
+            ),
+        );
+    }
+    let mut zone_name = ngx_str_t {
+        len: name.len(),
+        data: name.as_ptr().cast_mut(),
+    };
+    // SAFETY: `cf` is valid; nginx copies nothing from `zone_name` it does not keep in
+    // the configuration pool (the name points into `cf->args`, which lives as long).
+    let shm = unsafe {
+        ngx::ffi::ngx_shared_memory_add(
+            cf,
+            &mut zone_name,
+            size as usize,
+            std::ptr::addr_of_mut!(super::ngx_http_prometheus_module).cast(),
+        )
+    };
+    // SAFETY: a non-null result is a zone entry owned by the cycle.
+    let Some(zone) = (unsafe { shm.as_mut() }) else {
+        return ngx::core::NGX_CONF_ERROR;
+    };
+    if !zone.data.is_null() {
+        return conf_error(
+            cf,
+            &format!("prometheus_zone: zone \"{name}\" is already used by another directive"),
+        );
+    }
+    zone.init = Some(init);
+    // Marks the entry as ours until init replaces it with the store's address.
+    zone.data = (mcf as *mut MainConf).cast();
+    mcf.zones.push(ZoneConf {
+        name: name.to_string(),
+        shm,
+    });
+    ngx::core::NGX_CONF_OK
+}
+
+/// Zone init callback: attach the previous cycle's store or format a new one.
+extern "C" fn init(shm_zone: *mut ngx_shm_zone_t, data: *mut c_void) -> ngx_int_t {
+    // SAFETY: nginx passes its zone entry, whose `shm` is mapped for the cycle.
+    let zone = unsafe { &mut *shm_zone };
+    if !data.is_null() {
+        // SAFETY: `data` is what this function stored in the same-named, same-sized
+        // zone of the previous cycle, whose memory nginx kept for this one.
+        if unsafe { store_at(data.cast()) }.is_some() {
+            zone.data = data;
+            return ngx::ffi::NGX_OK as ngx_int_t;
+        }
+    }
+    // SAFETY: nginx initialised a slab pool at the start of every shared zone.
+    let pool = unsafe { &mut *zone.shm.addr.cast::<ngx_slab_pool_t>() };
+    // SAFETY: reading the global page size nginx set at start.
+    let page = unsafe { ngx::ffi::ngx_pagesize };
+    // Everything the pool has, in one piece: the store manages its own space.
+    let bytes = pool.pfree * page;
+    // SAFETY: `pool` is a valid slab pool; the master is single-threaded here.
+    let mem = unsafe { ngx::ffi::ngx_slab_calloc(pool, bytes) };
+    if mem.is_null() {
+        return ngx::ffi::NGX_ERROR as ngx_int_t;
+    }
+    // SAFETY: `mem` is `bytes` zeroed bytes, page-aligned, mapped for the zone's life,
+    // and only ever accessed through atomics from here on.
+    let region = unsafe { Region::from_raw(mem.cast(), bytes) };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if Store::format(region, now).is_err() {
+        return ngx::ffi::NGX_ERROR as ngx_int_t;
+    }
+    zone.data = mem;
+    pool.data = mem;
+    ngx::ffi::NGX_OK as ngx_int_t
+}
+
+/// The store at `mem`, if one was formatted there.
+///
+/// # Safety
+/// `mem` is null or the start of a region this module's `init` formatted, still mapped.
+unsafe fn store_at(mem: *mut u8) -> Option<Store<'static>> {
+    if mem.is_null() {
+        return None;
+    }
+    // The header tells the size: read its first words, then the whole region.
+    // SAFETY: a formatted region is at least MIN_ZONE_BYTES long.
+    let head = unsafe { Region::from_raw(mem, MIN_ZONE_BYTES) };
+    let words = head.load(2) as usize;
+    if words < MIN_ZONE_BYTES / 8 {
+        return None;
+    }
+    // SAFETY: the header's word count is the region's size (Store::attach re-checks).
+    Store::attach(unsafe { Region::from_raw(mem, words * 8) }).ok()
+}
+
+/// Checks that every `prometheus_metrics` names a declared zone.
+///
+/// # Safety
+/// Called by nginx as `init_main_conf` with a valid `cf` and our main conf.
+pub unsafe fn check_references(cf: *mut ngx_conf_t, mcf: *mut MainConf) -> *mut c_char {
+    // SAFETY: per the function contract.
+    let mcf = unsafe { &*mcf };
+    for r in &mcf.references {
+        if !mcf
+            .zones
+            .iter()
+            .any(|z| r.zone.is_empty() || z.name == r.zone)
+        {
+            let msg = if r.zone.is_empty() {
+                format!(
+                    "prometheus_metrics at {}: no prometheus_zone is declared in http {{}}",
+                    r.at
+                )
+            } else {
+                format!(
+                    "prometheus_metrics at {}: unknown zone \"{}\"",
+                    r.at, r.zone
+                )
+            };
+            return conf_error(cf, &msg);
+        }
+    }
+    ngx::core::NGX_CONF_OK
+}
+
+/// A zone of the running cycle by name (`""`: the first declared), with its store.
+/// `None` outside a configured cycle (for example in `init_by_lua`).
+pub fn lookup(name: &str) -> Option<(String, Store<'static>)> {
+    // SAFETY: `ngx_cycle` is the current cycle, valid in a worker and in the master
+    // between configuration loads; our main conf in it, if any, lives as long.
+    let mcf = unsafe {
+        let cycle = ngx::ffi::ngx_cycle;
+        if cycle.is_null() {
+            return None;
+        }
+        Module::main_conf(&*cycle)?
+    };
+    let z = mcf
+        .zones
+        .iter()
+        .find(|z| name.is_empty() || z.name == name)?;
+    // SAFETY: zone entries and their data live as long as the cycle; `data` holds the
+    // store's address once `init` ran, which precedes any request or worker.
+    let store = unsafe { store_at((*z.shm).data.cast()) }?;
+    Some((z.name.clone(), store))
+}
+
+/// Zone names of the running cycle, for error messages.
+pub fn names() -> Vec<String> {
+    // SAFETY: as in `lookup`.
+    unsafe {
+        let cycle = ngx::ffi::ngx_cycle;
+        if cycle.is_null() {
+            return Vec::new();
+        }
+        Module::main_conf(&*cycle)
+            .map(|m| m.zones.iter().map(|z| z.name.clone()).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// `kill(pid, 0)`: whether a lock owner still runs.
+pub fn alive(pid: u32) -> bool {
+    // SAFETY: signal 0 performs only the existence and permission check.
+    let rc = unsafe { libc::kill(pid as libc::pid_t, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+pub fn my_pid() -> u32 {
+    std::process::id()
+}
