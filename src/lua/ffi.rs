@@ -98,7 +98,7 @@ pub unsafe extern "C" fn ngx_prom_request_status(r: *const ngx_http_request_t) -
         return 0;
     }
     // SAFETY: per the contract.
-    unsafe { (*r).headers_out.status as i32 }
+    unsafe { request::status(&*r) as i32 }
 }
 
 /// Records one finished request: its count, latency, upstream latency and bytes.
@@ -115,7 +115,10 @@ pub unsafe extern "C" fn ngx_prom_log_request(
     }
     // SAFETY: per the contract.
     let (facts, h) = unsafe { (request::facts(r), &*h) };
-    let mut rc = ngx_prom_counter_inc(h.requests, 1);
+    let mut rc = 0;
+    if h.requests != 0 {
+        rc |= ngx_prom_counter_inc(h.requests, 1);
+    }
     if h.request_seconds != 0 {
         rc |= ngx_prom_histogram_observe(h.request_seconds, facts.request_ms as f64 / 1000.0);
     }

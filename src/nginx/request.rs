@@ -14,6 +14,15 @@ pub struct RequestFacts {
     pub sent_bytes: u64,
 }
 
+/// The status nginx logs as `$status`: a special response's status wins.
+pub fn status(r: &ngx_http_request_t) -> u32 {
+    if r.err_status != 0 {
+        r.err_status as u32
+    } else {
+        r.headers_out.status as u32
+    }
+}
+
 /// # Safety
 /// `r` is a live request of the current worker, in or after its log phase.
 pub unsafe fn facts(r: *const ngx_http_request_t) -> RequestFacts {
@@ -35,7 +44,7 @@ pub unsafe fn facts(r: *const ngx_http_request_t) -> RequestFacts {
             upstream_ms = Some(total);
         }
         RequestFacts {
-            status: r.headers_out.status as u32,
+            status: status(r),
             request_ms: ms.max(0) as u64,
             upstream_ms,
             received_bytes: r.request_length.max(0) as u64,

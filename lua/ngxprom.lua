@@ -1,0 +1,298 @@
+-- ngxprom: Prometheus metrics in an nginx shared zone, recorded through LuaJIT FFI.
+--
+--   local prom = require "ngxprom"
+--   local metrics = prom.zone("metrics")            -- a `prometheus_zone` by name
+--   local reqs = metrics:counter("app_requests_total", "Requests.", {"route", "code"})
+--   reqs:labels("/api", "200"):inc()                -- resolve once, then FFI calls only
+--
+-- Declaring families works anywhere (init_by_lua too); they reach the zone on first
+-- use in a worker. Misuse (bad names, wrong argument types) raises, naming the
+-- culprit; runtime failures (a full zone, a wrong number of label values) never
+-- raise: they are logged once per worker, counted in `nginx_metric_errors_total`, and
+-- the update is dropped.
+
+local ffi = require "ffi"
+local core = require "ngx_prometheus"
+
+local C = ffi.C
+local type, select, setmetatable, error, pcall, ipairs = type, select, setmetatable, error, pcall, ipairs
+local ngx_log, ERR = ngx.log, ngx.ERR
+
+if not pcall(ffi.typeof, "ngx_prom_log_t") then
+    ffi.cdef [[
+    int  ngx_prom_counter_inc(uint64_t handle, uint64_t n);
+    int  ngx_prom_counter_add(uint64_t handle, double v);
+    int  ngx_prom_gauge_set(uint64_t handle, double v);
+    int  ngx_prom_gauge_add(uint64_t handle, double v);
+    int  ngx_prom_histogram_observe(uint64_t handle, double v);
+    void ngx_prom_count_error(uint32_t slot, uint32_t reason);
+    typedef struct {
+        uint64_t requests;
+        uint64_t request_seconds;
+        uint64_t upstream_seconds;
+        uint64_t received_bytes;
+        uint64_t sent_bytes;
+    } ngx_prom_log_t;
+    int  ngx_prom_request_status(const void *r);
+    int  ngx_prom_log_request(const void *r, const ngx_prom_log_t *h);
+    ]]
+end
+
+local counter_add = C.ngx_prom_counter_add
+local gauge_set = C.ngx_prom_gauge_set
+local gauge_add = C.ngx_prom_gauge_add
+local observe = C.ngx_prom_histogram_observe
+local count_error = C.ngx_prom_count_error
+local REASON = core.reasons
+
+local _M = { _VERSION = core.version, core = core }
+
+-- Runtime failures are logged once per worker and message.
+local logged = {}
+local function log_once(msg)
+    if not logged[msg] then
+        logged[msg] = true
+        ngx_log(ERR, "ngxprom: ", msg)
+    end
+end
+_M.log_once = log_once
+
+--------------------------------------------------------------------------------
+-- Children: one series of a family, holding its handle.
+
+-- Stands in for a series that could not be made: updates do nothing (the refusal was
+-- counted when it happened) and never raise.
+local function noop() return nil, "series unavailable" end
+local NULL = { handle = 0, inc = noop, add = noop, set = noop, dec = noop, observe = noop }
+
+local Counter = {}
+Counter.__index = Counter
+function Counter:inc(n)
+    if n == nil then n = 1 elseif type(n) ~= "number" then error("increment must be a number", 2) end
+    counter_add(self.handle, n)
+end
+Counter.add = Counter.inc
+
+local Gauge = {}
+Gauge.__index = Gauge
+function Gauge:set(v)
+    if type(v) ~= "number" then error("value must be a number", 2) end
+    gauge_set(self.handle, v)
+end
+function Gauge:inc(v)
+    if v == nil then v = 1 elseif type(v) ~= "number" then error("value must be a number", 2) end
+    gauge_add(self.handle, v)
+end
+function Gauge:dec(v)
+    if v == nil then v = 1 elseif type(v) ~= "number" then error("value must be a number", 2) end
+    gauge_add(self.handle, -v)
+end
+
+local Histogram = {}
+Histogram.__index = Histogram
+function Histogram:observe(v)
+    if type(v) ~= "number" then error("value must be a number", 2) end
+    observe(self.handle, v)
+end
+
+local CHILD = { counter = Counter, gauge = Gauge, histogram = Histogram }
+
+--------------------------------------------------------------------------------
+-- Families.
+
+local Family = {}
+Family.__index = Family
+
+-- Registers the family in its zone on first use in a worker.
+function Family:_ensure()
+    local id = self.id
+    if id then return id end
+    local slot, err = self.zone:_attach()
+    if not slot then return nil, err end
+    local ok, res, rerr = pcall(core.register, slot, self.spec)
+    if not ok then return nil, res end
+    if not res then return nil, rerr end
+    self.id, self.slot = res, slot
+    return res
+end
+
+-- Resolves label values (a Lua array) to a child, caching it under `node[last]`.
+function Family:_resolve(values, n)
+    local id, err = self:_ensure()
+    if not id then
+        log_once(err)
+        return NULL, err
+    end
+    if n ~= self.nlabels then
+        count_error(self.slot, REASON.label_count)
+        local msg = "metric \"" .. self.name .. "\": expected " .. self.nlabels
+            .. " label values, got " .. n
+        log_once(msg)
+        return NULL, msg
+    end
+    local handle, serr = core.series(self.slot, id, values)
+    if not handle then
+        log_once(serr)
+        return NULL, serr
+    end
+    local child = setmetatable({ handle = handle, family = self }, self.child_mt)
+    -- Cache along the path of label values; the leaf is the child.
+    local node = self.cache
+    for i = 1, n - 1 do
+        local v = values[i]
+        local nxt = node[v]
+        if nxt == nil then nxt = {}; node[v] = nxt end
+        node = nxt
+    end
+    if n == 0 then self.unlabelled = child else node[values[n]] = child end
+    return child
+end
+
+-- The child for these label values. Steady state: one table lookup per label, no
+-- allocation, so LuaJIT keeps the caller's trace.
+function Family:labels(...)
+    local n = self.nlabels
+    local node
+    if n == 0 then
+        node = self.unlabelled
+    else
+        local a, b, c, d = ...
+        node = self.cache[a]
+        if n > 1 and node then node = node[b] end
+        if n > 2 and node then node = node[c] end
+        if n > 3 and node then node = node[d] end
+        if n > 4 and node then
+            for i = 5, n do
+                node = node[(select(i, ...))]
+                if not node then break end
+            end
+        end
+    end
+    if node and select("#", ...) == n then return node end
+    return self:_resolve({ ... }, select("#", ...))
+end
+
+-- The child for a Lua array of label values.
+function Family:child(values)
+    local n = #values
+    if n == 0 then
+        return self.unlabelled or self:_resolve(values, 0)
+    end
+    local node = self.cache
+    for i = 1, n do
+        node = node[values[i]]
+        if node == nil then return self:_resolve(values, n) end
+    end
+    if n ~= self.nlabels then return self:_resolve(values, n) end
+    return node
+end
+
+function Family:inc(v, values) return self:child(values or {}):inc(v) end
+function Family:add(v, values) return self:child(values or {}):add(v) end
+function Family:set(v, values) return self:child(values or {}):set(v) end
+function Family:dec(v, values) return self:child(values or {}):dec(v) end
+function Family:observe(v, values) return self:child(values or {}):observe(v) end
+
+-- Replaces a histogram's bucket bounds; recorded data is kept.
+function Family:set_buckets(buckets)
+    local id, err = self:_ensure()
+    if not id then return nil, err end
+    local ok, res = pcall(core.set_buckets, self.slot, id, buckets)
+    if not ok then error(res, 2) end
+    self.spec.buckets = buckets
+    return true
+end
+
+-- The value at quantile q (0..1) of one histogram series, from its HDR counts.
+function Family:quantile(q, values)
+    local id, err = self:_ensure()
+    if not id then return nil, err end
+    return core.quantile(self.slot, id, values or {}, q)
+end
+
+--------------------------------------------------------------------------------
+-- Zones.
+
+local Zone = {}
+Zone.__index = Zone
+
+function Zone:_attach()
+    local slot = self.slot
+    if slot then return slot end
+    local err
+    slot, err = core.zone(self.name)
+    if not slot then return nil, err end
+    self.slot = slot
+    -- Families declared before the zone was reachable (in init_by_lua) register now,
+    -- in declaration order, which is the exposition's order.
+    for _, f in ipairs(self.order) do
+        local ok, ferr = f:_ensure()
+        if not ok then log_once(ferr) end
+    end
+    return slot
+end
+
+function Zone:_family(kind, name, help, labels, opts, level)
+    if type(name) ~= "string" then error("metric name must be a string", level) end
+    local f = self.families[name]
+    if f then
+        if f.kind ~= kind then
+            error("metric \"" .. name .. "\" is already declared as a " .. f.kind, level)
+        end
+        return f
+    end
+    opts = opts or {}
+    local spec = {
+        name = name, help = help, type = kind, labels = labels or {},
+        buckets = opts.buckets, lowest = opts.lowest, highest = opts.highest,
+        precision = opts.precision, max_series = opts.max_series,
+    }
+    local ok, err = pcall(core.validate, spec)
+    if not ok then error(err, level) end
+    f = setmetatable({
+        zone = self, name = name, kind = kind, spec = spec, nlabels = #spec.labels,
+        cache = {}, child_mt = CHILD[kind],
+    }, Family)
+    self.families[name] = f
+    self.order[#self.order + 1] = f
+    -- In a worker, register now so that a conflicting declaration raises here.
+    if self:_attach() then
+        local id, rerr = f:_ensure()
+        if not id then error(rerr, level) end
+    end
+    return f
+end
+
+function Zone:counter(name, help, labels, opts) return self:_family("counter", name, help, labels, opts, 3) end
+function Zone:gauge(name, help, labels, opts) return self:_family("gauge", name, help, labels, opts, 3) end
+function Zone:histogram(name, help, labels, opts) return self:_family("histogram", name, help, labels, opts, 3) end
+
+-- The exposition text, as `prometheus_metrics` serves it.
+function Zone:render()
+    local slot, err = self:_attach()
+    if not slot then return nil, err end
+    return core.render(slot)
+end
+
+-- { capacity_bytes, used_bytes, families, series, errors = { reason = n } }
+function Zone:status()
+    local slot, err = self:_attach()
+    if not slot then return nil, err end
+    return core.status(slot)
+end
+
+local zones = {}
+
+-- The zone declared by `prometheus_zone <name>`; nil name: the first one declared.
+function _M.zone(name)
+    if name ~= nil and type(name) ~= "string" then error("zone name must be a string", 2) end
+    local key = name or ""
+    local z = zones[key]
+    if not z then
+        z = setmetatable({ name = key, families = {}, order = {} }, Zone)
+        zones[key] = z
+    end
+    return z
+end
+
+return _M

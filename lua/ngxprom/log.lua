@@ -1,0 +1,131 @@
+-- ngxprom.log: per-request metrics from the log phase, read natively from the request.
+--
+--   local http = require("ngxprom.log").new(prom.zone("metrics"), { labels = {"route"} })
+--   log_by_lua_block { http:log(ngx.var.route) }
+--
+-- Families (prefix `namespace`, default "nginx_http"):
+--   <ns>_requests_total{<labels>,code}           counter   (status = true)
+--   <ns>_request_duration_seconds{<labels>}      histogram (latency = true)
+--   <ns>_upstream_duration_seconds{<labels>}     histogram (upstream_latency = true)
+--   <ns>_received_bytes_total{<labels>}          counter   (bandwidth = true)
+--   <ns>_sent_bytes_total{<labels>}              counter   (bandwidth = true)
+-- Status, times and sizes come from the request struct in one FFI call, not ngx.var.
+
+local ffi = require "ffi"
+local prom = require "ngxprom"
+local base = require "resty.core.base"
+
+local C = ffi.C
+local get_request = base.get_request
+local log_request = C.ngx_prom_log_request
+local request_status = C.ngx_prom_request_status
+local new_handles = ffi.typeof("ngx_prom_log_t")
+local count_error = C.ngx_prom_count_error
+local LABEL_COUNT = prom.core.reasons.label_count
+local tostring, select, error, type = tostring, select, error, type
+local log_once = prom.log_once
+
+local _M = {}
+local Logger = {}
+Logger.__index = Logger
+
+local function append(list, v)
+    local out = {}
+    for i = 1, #list do out[i] = list[i] end
+    out[#out + 1] = v
+    return out
+end
+
+function _M.new(zone, opts)
+    opts = opts or {}
+    local ns = opts.namespace or "nginx_http"
+    local labels = opts.labels or {}
+    if type(labels) ~= "table" then error("labels must be an array of names", 2) end
+    local function on(k) return opts[k] == nil or opts[k] end
+    local hist = { buckets = opts.buckets, lowest = opts.lowest, highest = opts.highest, precision = opts.precision }
+    local self = setmetatable({ nlabels = #labels, entries = {} }, Logger)
+    self.requests = zone:counter(ns .. "_requests_total", "Requests by response status code.",
+        append(labels, "code"), { max_series = opts.max_series })
+    self.status = on("status")
+    if on("latency") then
+        self.latency = zone:histogram(ns .. "_request_duration_seconds",
+            "Time from the first byte read from the client to the log phase.", labels, hist)
+    end
+    if on("upstream_latency") then
+        self.upstream = zone:histogram(ns .. "_upstream_duration_seconds",
+            "Time spent waiting for upstream responses, over every upstream tried.", labels, hist)
+    end
+    if on("bandwidth") then
+        self.received = zone:counter(ns .. "_received_bytes_total",
+            "Bytes received from clients, request line and headers included.", labels)
+        self.sent = zone:counter(ns .. "_sent_bytes_total", "Bytes sent to clients.", labels)
+    end
+    return self
+end
+
+-- One cached entry per label set: the FFI struct of handles and the per-code counters.
+function Logger:_entry(...)
+    local n = self.nlabels
+    local node = self.entries
+    for i = 1, n do
+        if node == nil then break end
+        node = node[(select(i, ...))]
+    end
+    if node ~= nil and n > 0 then return node end
+    if n == 0 and node.handles then return node end
+    local values = { ... }
+    if select("#", ...) ~= n or #values ~= n then
+        return nil, "expected " .. n .. " label values, got " .. select("#", ...)
+    end
+    local h = new_handles()
+    local function handle(f)
+        if not f then return 0 end
+        return f:child(values).handle
+    end
+    h.request_seconds = handle(self.latency)
+    h.upstream_seconds = handle(self.upstream)
+    h.received_bytes = handle(self.received)
+    h.sent_bytes = handle(self.sent)
+    local entry = { handles = h, codes = {}, values = values }
+    if n == 0 then
+        self.entries = entry
+        return entry
+    end
+    node = self.entries
+    for i = 1, n - 1 do
+        local nxt = node[values[i]]
+        if not nxt then nxt = {}; node[values[i]] = nxt end
+        node = nxt
+    end
+    node[values[n]] = entry
+    return entry
+end
+
+-- Records the current request. Call from log_by_lua with the label values, in order.
+-- Never raises: failures are counted and logged once.
+function Logger:log(...)
+    local r = get_request()
+    if not r then return nil, "no request" end
+    local entry, err = self:_entry(...)
+    if not entry then
+        local slot = self.requests.slot
+        if slot then count_error(slot, LABEL_COUNT) end
+        log_once("log helper: " .. err)
+        return nil, err
+    end
+    local status = request_status(r)
+    local code = entry.codes[status]
+    if not code then
+        local values = {}
+        for i = 1, self.nlabels do values[i] = entry.values[i] end
+        values[self.nlabels + 1] = tostring(status)
+        code = self.requests:child(values).handle
+        if code ~= 0 then entry.codes[status] = code end
+    end
+    local h = entry.handles
+    h.requests = code
+    log_request(r, h)
+    return true
+end
+
+return _M

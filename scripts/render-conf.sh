@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# render-conf.sh TEMPLATE PREFIX [KEY=VALUE...]: writes PREFIX/nginx.conf from a template
+# in nginx/, with the module copied to PREFIX/lib/ngx_prometheus.so (the name Lua's
+# `require "ngx_prometheus"` looks for). Used by `make run`.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+TEMPLATE=$1; PREFIX=$2; shift 2
+declare -A V=(
+  [MODULE]="$PREFIX/lib/ngx_prometheus.so" [ROOT]="$ROOT" [PREFIX]="$PREFIX" [LIBDIR]="$PREFIX/lib"
+  [PROXY_PORT]=8000 [UPSTREAM_PORT]=8081 [METRICS_PORT]=9542 [WORKERS]=2 [USER]=""
+)
+for kv in "$@"; do V[${kv%%=*}]=${kv#*=}; done
+# Started as root, nginx runs its workers as nobody: keep that, and say so.
+if [ -z "${V[USER]}" ] && [ "$(id -u)" = 0 ]; then V[USER]="user nobody nogroup;"; fi
+mkdir -p "$PREFIX"/{logs,lib,tmp}
+chmod 755 "$PREFIX" "$PREFIX"/{logs,lib,tmp}
+install -m 755 "$ROOT/target/release/libngx_prometheus.so" "$PREFIX/lib/ngx_prometheus.so"
+sed_args=()
+for k in "${!V[@]}"; do sed_args+=(-e "s|@$k@|${V[$k]}|g"); done
+sed "${sed_args[@]}" "$ROOT/$TEMPLATE" >"$PREFIX/nginx.conf"

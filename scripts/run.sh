@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Runs the demo gateway in the foreground: proxy :8000, demo upstream :8081, metrics
+# :9542/metrics. Ctrl-C stops nginx and its workers.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+PREFIX=${PREFIX:-$ROOT/run}
+"$ROOT/scripts/render-conf.sh" nginx/gateway.conf "$PREFIX" "$@"
+nginx -t -q -p "$PREFIX" -c "$PREFIX/nginx.conf"
+cat <<MSG
+ngx-prometheus gateway (prefix $PREFIX)
+  proxy    http://127.0.0.1:8000/        (try /slow too)
+  metrics  http://127.0.0.1:9542/metrics
+  logs     $PREFIX/logs/error.log
+Ctrl-C stops it.
+MSG
+# exec: nginx (master, daemon off) receives Ctrl-C itself and takes its workers down.
+exec nginx -p "$PREFIX" -c "$PREFIX/nginx.conf" -g "daemon off;"
