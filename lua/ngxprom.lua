@@ -47,6 +47,12 @@ local REASON = core.reasons
 
 local _M = { _VERSION = core.version, core = core }
 
+-- mlua raises error objects; Lua callers get the message alone, at their own level.
+local function message(err)
+    local s = tostring(err):match("^[^\n]*")
+    return (s:gsub("^runtime error: ", ""))
+end
+
 -- Runtime failures are logged once per worker and message.
 local logged = {}
 local function log_once(msg)
@@ -110,7 +116,7 @@ function Family:_ensure()
     local slot, err = self.zone:_attach()
     if not slot then return nil, err end
     local ok, res, rerr = pcall(core.register, slot, self.spec)
-    if not ok then return nil, res end
+    if not ok then return nil, message(res) end
     if not res then return nil, rerr end
     self.id, self.slot = res, slot
     return res
@@ -198,7 +204,7 @@ function Family:set_buckets(buckets)
     local id, err = self:_ensure()
     if not id then return nil, err end
     local ok, res = pcall(core.set_buckets, self.slot, id, buckets)
-    if not ok then error(res, 2) end
+    if not ok then error(message(res), 2) end
     self.spec.buckets = buckets
     return true
 end
@@ -239,6 +245,10 @@ function Zone:_family(kind, name, help, labels, opts, level)
         if f.kind ~= kind then
             error("metric \"" .. name .. "\" is already declared as a " .. f.kind, level)
         end
+        local have, want = table.concat(f.spec.labels, ", "), table.concat(labels or {}, ", ")
+        if have ~= want then
+            error("metric \"" .. name .. "\" is already declared with labels [" .. have .. "]", level)
+        end
         return f
     end
     opts = opts or {}
@@ -248,7 +258,7 @@ function Zone:_family(kind, name, help, labels, opts, level)
         precision = opts.precision, max_series = opts.max_series,
     }
     local ok, err = pcall(core.validate, spec)
-    if not ok then error(err, level) end
+    if not ok then error(message(err), level) end
     f = setmetatable({
         zone = self, name = name, kind = kind, spec = spec, nlabels = #spec.labels,
         cache = {}, child_mt = CHILD[kind],
@@ -263,9 +273,19 @@ function Zone:_family(kind, name, help, labels, opts, level)
     return f
 end
 
-function Zone:counter(name, help, labels, opts) return self:_family("counter", name, help, labels, opts, 3) end
-function Zone:gauge(name, help, labels, opts) return self:_family("gauge", name, help, labels, opts, 3) end
-function Zone:histogram(name, help, labels, opts) return self:_family("histogram", name, help, labels, opts, 3) end
+-- Not tail calls: errors raised at level 3 must find the caller's frame.
+function Zone:counter(name, help, labels, opts)
+    local f = self:_family("counter", name, help, labels, opts, 3)
+    return f
+end
+function Zone:gauge(name, help, labels, opts)
+    local f = self:_family("gauge", name, help, labels, opts, 3)
+    return f
+end
+function Zone:histogram(name, help, labels, opts)
+    local f = self:_family("histogram", name, help, labels, opts, 3)
+    return f
+end
 
 -- The exposition text, as `prometheus_metrics` serves it.
 function Zone:render()

@@ -23,7 +23,6 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}"
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
   $SUDO apt-get update -q
-  # policy-rc.d keeps the Debian nginx service from being started on install: we run our own.
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 # The Debian package starts a system nginx on :80; it is not ours and not needed.

@@ -1,1 +1,773 @@
-fn main() {}
+//! Integration tests: real nginx (2 workers) with the module and the Lua API loaded,
+//! real HTTP clients, the reference parser, promtool and a real Prometheus server.
+
+mod harness;
+
+use harness::*;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// A small application: counters and a histogram driven by HTTP calls.
+fn app_http(app: u16, metrics: u16, zone_size: &str, extra: &str) -> String {
+    format!(
+        r#"
+    client_body_buffer_size 4m;
+    client_max_body_size 16m;
+    prometheus_zone metrics {zone_size};
+    init_by_lua_block {{
+        local prom = require "ngxprom"
+        local z = prom.zone("metrics")
+        app = {{
+            z = z,
+            requests = z:counter("test_requests_total", "Requests to /hit.", {{}}),
+            hits = z:counter("test_hits_total", "Requests to /hit by worker pid.", {{"worker"}}),
+            labelled = z:counter("test_labelled_total", "Label round trip.", {{"value"}}),
+            values = z:histogram("test_values_seconds", "Observed values.", {{}},
+                {{ buckets = {{ 0.0001, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30 }} }}),
+            series = z:counter("test_series_total", "Many series.", {{"i"}}),
+        }}
+    }}
+    server {{
+        listen 127.0.0.1:{app} reuseport;
+        location = /hit {{
+            content_by_lua_block {{
+                app.requests:labels():inc()
+                app.hits:labels(tostring(ngx.worker.pid())):inc()
+                ngx.header["X-Worker"] = ngx.worker.pid()
+                ngx.say("ok")
+            }}
+        }}
+        location = /label {{
+            content_by_lua_block {{
+                app.labelled:labels(ngx.unescape_uri(ngx.var.arg_v)):inc()
+                ngx.say("ok")
+            }}
+        }}
+        location = /observe {{
+            content_by_lua_block {{
+                ngx.req.read_body()
+                local child = app.values:labels()
+                local n = 0
+                for v in ngx.req.get_body_data():gmatch("%S+") do
+                    child:observe(tonumber(v))
+                    n = n + 1
+                end
+                ngx.say(n)
+            }}
+        }}
+        location = /quantile {{
+            content_by_lua_block {{
+                ngx.say(string.format("%.17g", app.values:quantile(tonumber(ngx.var.arg_q))))
+            }}
+        }}
+        location = /make {{
+            # Makes series i = from .. to; says how many were made and refused.
+            content_by_lua_block {{
+                local made, refused = 0, 0
+                for i = tonumber(ngx.var.arg_from), tonumber(ngx.var.arg_to) do
+                    local child = app.series:labels(tostring(i))
+                    if child.handle ~= 0 then
+                        child:inc()
+                        made = made + 1
+                    else
+                        refused = refused + 1
+                    end
+                end
+                ngx.say(made, " ", refused)
+            }}
+        }}
+        {extra}
+    }}
+    server {{
+        listen 127.0.0.1:{metrics};
+        prometheus_allow 127.0.0.1;
+        location = /metrics {{ prometheus_metrics metrics; }}
+        location = /nginx_status {{ stub_status; }}
+    }}
+"#
+    )
+}
+
+struct App {
+    nginx: Nginx,
+    app: u16,
+    metrics: u16,
+}
+
+fn start_app(name: &str, zone_size: &str, extra: &str) -> App {
+    let (app, metrics) = (free_port(), free_port());
+    let nginx = Nginx::start(name, &app_http(app, metrics, zone_size, extra));
+    App {
+        nginx,
+        app,
+        metrics,
+    }
+}
+
+/// Sends `n` requests to /hit from `threads` clients; returns responses per worker pid.
+fn hit(port: u16, n: usize, threads: usize) -> BTreeMap<String, usize> {
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let mut per = BTreeMap::new();
+                for _ in (t..n).step_by(threads) {
+                    let r = get(port, "/hit");
+                    assert_eq!(r.status, 200);
+                    *per.entry(r.header("x-worker").unwrap().to_string())
+                        .or_insert(0) += 1;
+                }
+                per
+            })
+        })
+        .collect();
+    let mut all = BTreeMap::new();
+    for h in handles {
+        for (k, v) in h.join().unwrap() {
+            *all.entry(k).or_insert(0) += v;
+        }
+    }
+    all
+}
+
+#[test]
+fn requests_on_both_workers_are_all_counted() {
+    let a = start_app("workers", "8m", "");
+    let per_worker = hit(a.app, 600, 8);
+    assert_eq!(
+        per_worker.len(),
+        2,
+        "traffic reached one worker only: {per_worker:?}"
+    );
+    let (_, samples) = scrape(a.metrics, "/metrics");
+    assert_eq!(value(&samples, "test_requests_total", &[]), Some(600.0));
+    for (pid, n) in &per_worker {
+        assert_eq!(
+            value(&samples, "test_hits_total", &[("worker", pid)]),
+            Some(*n as f64),
+            "worker {pid}"
+        );
+    }
+    assert!(a.nginx.errors().is_empty(), "{:?}", a.nginx.errors());
+}
+
+#[test]
+fn values_survive_reload() {
+    let a = start_app("reload", "8m", "");
+    hit(a.app, 100, 4);
+    post(a.app, "/observe", b"0.002 0.2 3");
+    let old_workers = a.nginx.worker_pids();
+    a.nginx.reload();
+    assert!(a
+        .nginx
+        .worker_pids()
+        .iter()
+        .all(|p| !old_workers.contains(p)));
+    let (_, samples) = scrape(a.metrics, "/metrics");
+    assert_eq!(value(&samples, "test_requests_total", &[]), Some(100.0));
+    assert_eq!(value(&samples, "test_values_seconds_count", &[]), Some(3.0));
+    hit(a.app, 50, 4);
+    let (_, samples) = scrape(a.metrics, "/metrics");
+    assert_eq!(value(&samples, "test_requests_total", &[]), Some(150.0));
+    assert_eq!(
+        value(&samples, "test_values_seconds_bucket", &[("le", "0.005")]),
+        Some(1.0)
+    );
+}
+
+#[test]
+fn label_values_round_trip_through_the_exposition() {
+    let a = start_app("labels", "8m", "");
+    let values = [
+        "say \"hi\"",
+        "back\\slash",
+        "new\nline",
+        "ünïcødé ✓ 日本",
+        "all three: \\\"\n\\n",
+        "",
+        "{braces},=commas",
+    ];
+    for v in &values {
+        let r = get(a.app, &format!("/label?v={}", urlencode(v)));
+        assert_eq!(r.status, 200);
+    }
+    let (text, samples) = scrape(a.metrics, "/metrics");
+    for v in &values {
+        assert_eq!(
+            value(&samples, "test_labelled_total", &[("value", v)]),
+            Some(1.0),
+            "{v:?} in\n{text}"
+        );
+    }
+    assert!(
+        text.contains(r#"test_labelled_total{value="all three: \\\"\n\\n"} 1"#),
+        "{text}"
+    );
+}
+
+/// Deterministic values from 1 µs to 30 s, spread over every order of magnitude.
+fn spread(n: usize) -> Vec<f64> {
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let mantissa = (x % 1_000_000) as f64 / 1e6 + 0.000_001;
+            let exp = ((x >> 32) % 8) as i32 - 6;
+            (mantissa * 10f64.powi(exp)).min(30.0)
+        })
+        .collect()
+}
+
+#[test]
+fn histogram_buckets_and_quantiles_agree_with_hdrhistogram() {
+    let a = start_app("hdr", "8m", "");
+    let values = spread(5000);
+    for chunk in values.chunks(1000) {
+        let body: Vec<String> = chunk.iter().map(|v| format!("{v}")).collect();
+        let r = post(a.app, "/observe", body.join(" ").as_bytes());
+        assert_eq!(r.text().trim(), "1000");
+    }
+    let scale = 1.0 / 1e-6_f64;
+    let ticks = |v: f64| (v * scale).round() as u64;
+    let mut reference = hdrhistogram::Histogram::<u64>::new_with_bounds(1, ticks(60.0), 2).unwrap();
+    for v in &values {
+        reference.record(ticks(*v)).unwrap();
+    }
+    let (_, samples) = scrape(a.metrics, "/metrics");
+    for le in [
+        0.0001, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0,
+    ] {
+        let label = if le >= 1.0 {
+            format!("{le:.0}")
+        } else {
+            format!("{le}")
+        };
+        let got = value(&samples, "test_values_seconds_bucket", &[("le", &label)]).unwrap_or(-1.0);
+        assert_eq!(
+            got,
+            reference.count_between(0, ticks(le)) as f64,
+            "le={label}"
+        );
+    }
+    assert_eq!(
+        value(&samples, "test_values_seconds_bucket", &[("le", "+Inf")]),
+        Some(5000.0)
+    );
+    assert_eq!(
+        value(&samples, "test_values_seconds_count", &[]),
+        Some(5000.0)
+    );
+    let sum: f64 = values.iter().sum();
+    let got_sum = value(&samples, "test_values_seconds_sum", &[]).unwrap();
+    assert!((got_sum - sum).abs() <= 1e-9 * sum, "{got_sum} vs {sum}");
+    for q in [0.5, 0.9, 0.99, 0.999, 1.0] {
+        let got: f64 = get(a.app, &format!("/quantile?q={q}"))
+            .text()
+            .trim()
+            .parse()
+            .unwrap();
+        let want = reference.value_at_quantile(q) as f64 / scale;
+        assert_eq!(got, want, "q={q}");
+    }
+}
+
+#[test]
+fn refused_address_gets_403_and_no_data() {
+    let a = start_app("cidr", "8m", "");
+    hit(a.app, 3, 1);
+    let refused = request_from(
+        Some("127.0.0.2".parse::<IpAddr>().unwrap()),
+        a.metrics,
+        "GET",
+        "/metrics",
+        b"",
+    );
+    assert_eq!(refused.status, 403);
+    let body = refused.text();
+    assert!(
+        !body.contains("test_") && !body.contains("nginx_metric") && !body.contains("# TYPE"),
+        "{body}"
+    );
+    let ok = request_from(
+        Some("127.0.0.1".parse::<IpAddr>().unwrap()),
+        a.metrics,
+        "GET",
+        "/metrics",
+        b"",
+    );
+    assert_eq!(ok.status, 200);
+    assert!(ok.text().contains("test_requests_total 3\n"));
+    let head = request_from(None, a.metrics, "HEAD", "/metrics", b"");
+    assert_eq!(head.status, 200);
+    assert!(head.body.is_empty());
+    assert_eq!(post(a.metrics, "/metrics", b"x").status, 405);
+}
+
+#[test]
+fn a_full_zone_refuses_new_series_and_keeps_serving() {
+    let a = start_app("tiny", "128k", "");
+    // Far more series than 128k can hold.
+    let made_refused = get(a.app, "/make?from=1&to=5000").text();
+    let (made, refused): (u64, u64) = {
+        let mut it = made_refused.split_whitespace().map(|v| v.parse().unwrap());
+        (it.next().unwrap(), it.next().unwrap())
+    };
+    assert!(made > 100 && refused > 0, "made {made}, refused {refused}");
+    let (_, samples) = scrape(a.metrics, "/metrics");
+    let zone_full = |s: &[Sample]| {
+        value(
+            s,
+            "nginx_metric_errors_total",
+            &[("zone", "metrics"), ("reason", "zone_full")],
+        )
+        .unwrap()
+    };
+    assert_eq!(zone_full(&samples), refused as f64);
+    assert_eq!(
+        value(&samples, "nginx_metric_series", &[("zone", "metrics")]),
+        Some(made as f64)
+    );
+    // Old series keep counting; new ones are still refused and counted.
+    let again = get(a.app, &format!("/make?from=1&to={}", made + 10)).text();
+    assert_eq!(again.trim(), format!("{made} 10"));
+    let (_, samples) = scrape(a.metrics, "/metrics");
+    assert_eq!(zone_full(&samples), refused as f64 + 10.0);
+    for i in [1, made / 2, made] {
+        assert_eq!(
+            value(&samples, "test_series_total", &[("i", &i.to_string())]),
+            Some(2.0),
+            "series {i}"
+        );
+    }
+    // nginx keeps serving, nothing crashed, and the refusal was logged once per worker.
+    assert_eq!(hit(a.app, 20, 2).values().sum::<usize>(), 20);
+    assert!(a.nginx.crashes().is_empty());
+    let logged = a
+        .nginx
+        .error_log()
+        .lines()
+        .filter(|l| l.contains("\"test_series_total\": zone is full"))
+        .count();
+    assert!((1..=2).contains(&logged), "{logged} log lines");
+}
+
+#[test]
+fn connection_gauges_agree_with_stub_status() {
+    let a = start_app("stub", "8m", "");
+    hit(a.app, 10, 2);
+    let (_, m) = scrape(a.metrics, "/metrics");
+    let stub = get(a.metrics, "/nginx_status").text();
+    // "Active connections: 1 \nserver accepts handled requests\n 5 5 5 \nReading: 0 Writing: 1 Waiting: 0 \n"
+    let nums: Vec<f64> = stub
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().unwrap())
+        .collect();
+    let [active, accepted, handled, requests, reading, writing, waiting] = nums[..] else {
+        panic!("unexpected stub_status: {stub}")
+    };
+    // The stub_status request is one connection and one request after the scrape.
+    assert_eq!(
+        value(&m, "nginx_connections_accepted_total", &[]),
+        Some(accepted - 1.0)
+    );
+    assert_eq!(
+        value(&m, "nginx_connections_handled_total", &[]),
+        Some(handled - 1.0)
+    );
+    assert_eq!(value(&m, "nginx_requests_total", &[]), Some(requests - 1.0));
+    assert_eq!(
+        value(&m, "nginx_connections", &[("state", "active")]),
+        Some(active)
+    );
+    assert_eq!(
+        value(&m, "nginx_connections", &[("state", "reading")]),
+        Some(reading)
+    );
+    assert_eq!(
+        value(&m, "nginx_connections", &[("state", "writing")]),
+        Some(writing)
+    );
+    assert_eq!(
+        value(&m, "nginx_connections", &[("state", "waiting")]),
+        Some(waiting)
+    );
+    assert!(requests >= 12.0);
+}
+
+#[test]
+fn prometheus_scrapes_and_answers_promql() {
+    let a = start_app("prom", "8m", "");
+    hit(a.app, 25, 2);
+    let dir = prefix("prometheus-server");
+    let web = free_port();
+    std::fs::write(
+        dir.join("prometheus.yml"),
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: ngx\n    static_configs:\n      - targets: ['127.0.0.1:{}']\n",
+            a.metrics
+        ),
+    )
+    .unwrap();
+    let mut server = Command::new("prometheus")
+        .arg(format!(
+            "--config.file={}",
+            dir.join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{web}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("prometheus (Debian package)");
+    let query = |q: &str| -> Option<f64> {
+        let r =
+            std::panic::catch_unwind(|| get(web, &format!("/api/v1/query?query={}", urlencode(q))))
+                .ok()?;
+        let v: serde_json::Value = serde_json::from_slice(&r.body).ok()?;
+        v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+    };
+    let got = eventually(Duration::from_secs(60), || {
+        query("test_requests_total").filter(|v| *v == 25.0)
+    });
+    let up = query("up{job=\"ngx\"}");
+    let hits = query("sum(test_hits_total)");
+    let health = query("scrape_samples_scraped{job=\"ngx\"}");
+    let _ = server.kill();
+    let _ = server.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(got, Some(25.0), "PromQL never saw the count");
+    assert_eq!(up, Some(1.0));
+    assert_eq!(hits, Some(25.0));
+    assert!(health.unwrap_or(0.0) > 10.0);
+}
+
+#[test]
+fn invalid_configuration_is_rejected_naming_directive_and_value() {
+    let cases: [(&str, &str); 9] = [
+        ("prometheus_zone m 1k;", "prometheus_zone \"m\": size \"1k\" is too small, the minimum is 128k"),
+        ("prometheus_zone m lots;", "prometheus_zone \"m\": invalid size \"lots\""),
+        ("prometheus_zone \"b@d\" 1m;", "prometheus_zone: invalid zone name \"b@d\""),
+        ("prometheus_zone m 1m; prometheus_zone m 2m;", "prometheus_zone: duplicate zone \"m\""),
+        ("prometheus_zone m 1m 2m;", "invalid number of arguments in \"prometheus_zone\""),
+        (
+            "prometheus_zone m 1m; server { listen 127.0.0.1:1; location / { prometheus_metrics other; } }",
+            "unknown zone \"other\"",
+        ),
+        (
+            "server { listen 127.0.0.1:1; location / { prometheus_metrics; } }",
+            "no prometheus_zone is declared",
+        ),
+        ("prometheus_allow 10.0.0.1/8;", "prometheus_allow: invalid address \"10.0.0.1/8\" has host bits set"),
+        ("prometheus_deny banana;", "prometheus_deny: invalid address \"banana\" is not an IP address"),
+    ];
+    for (conf, want) in cases {
+        let err = nginx_t("badconf", conf).expect_err(conf);
+        assert!(
+            err.contains(want),
+            "config `{conf}`:\nwant {want}\ngot {err}"
+        );
+        assert!(err.contains("nginx.conf:"), "no file:line in {err}");
+    }
+    nginx_t(
+        "goodconf",
+        "prometheus_zone m 1m; prometheus_allow 10.0.0.0/8 ::1 2001:db8::/32; \
+         server { listen 127.0.0.1:1; location / { prometheus_metrics m; prometheus_deny 10.9.0.0/16; } }",
+    )
+    .unwrap();
+}
+
+#[test]
+fn lua_misuse_raises_and_runtime_errors_are_counted() {
+    let extra = r#"
+        location = /misuse {
+            content_by_lua_block {
+                local z = require("ngxprom").zone("metrics")
+                local out = {}
+                for _, f in ipairs({
+                    function() z:counter("1bad_name", "") end,
+                    function() z:counter("ok_total", "", { "bad-label" }) end,
+                    function() z:histogram("h_seconds", "", {}, { buckets = { 1, 0.5 } }) end,
+                    function() z:gauge("test_requests_total", "") end,
+                    function() z:counter("test_hits_total", "", { "other" }) end,
+                    function() z:counter("nginx_requests_total", "") end,
+                }) do
+                    local ok, err = pcall(f)
+                    out[#out + 1] = ok and "no error" or err
+                end
+                ngx.say(table.concat(out, "\n"))
+            }
+        }
+        location = /wrong_labels {
+            content_by_lua_block {
+                for i = 1, 5 do app.hits:labels("a", "b"):inc() end
+                app.hits:inc(1, { "x", "y", "z" })
+                app.values:labels():observe(0/0)
+                ngx.say("still here")
+            }
+        }
+    "#;
+    let a = start_app("misuse", "8m", extra);
+    let text = get(a.app, "/misuse").text();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 6, "{text}");
+    assert!(
+        lines[0].contains("invalid metric name \"1bad_name\""),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[1].contains("invalid label name \"bad-label\""),
+        "{}",
+        lines[1]
+    );
+    assert!(lines[2].contains("bounds must increase"), "{}", lines[2]);
+    assert!(
+        lines[3].contains("\"test_requests_total\" is already declared as a counter"),
+        "{}",
+        lines[3]
+    );
+    assert!(
+        lines[4].contains("already declared with labels [worker]"),
+        "{}",
+        lines[4]
+    );
+    assert!(lines[5].contains("reserved"), "{}", lines[5]);
+    // Errors carry the caller's position (error level 2), not the library's.
+    assert!(lines[0].contains("content_by_lua"), "{}", lines[0]);
+    let r = get(a.app, "/wrong_labels");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text().trim(), "still here");
+    get(a.app, "/wrong_labels");
+    let (_, samples) = scrape(a.metrics, "/metrics");
+    let errors = |reason| {
+        value(
+            &samples,
+            "nginx_metric_errors_total",
+            &[("zone", "metrics"), ("reason", reason)],
+        )
+    };
+    assert_eq!(errors("label_count"), Some(12.0));
+    assert_eq!(errors("invalid_value"), Some(2.0));
+    let log = a.nginx.error_log();
+    let logged = log
+        .lines()
+        .filter(|l| l.contains("expected 1 label values, got 2"))
+        .count();
+    assert!((1..=2).contains(&logged), "logged {logged} times:\n{log}");
+    assert!(a.nginx.crashes().is_empty());
+}
+
+#[test]
+fn log_helper_records_status_latency_and_bytes() {
+    let (proxy, upstream, metrics, dead) = (free_port(), free_port(), free_port(), free_port());
+    let prefix = prefix("loghelper");
+    let http = format!(
+        r#"
+    prometheus_zone metrics 8m;
+    log_format sizes "$status $request_length $bytes_sent";
+    init_by_lua_block {{
+        local prom = require "ngxprom"
+        http_metrics = require("ngxprom.log").new(prom.zone("metrics"), {{ labels = {{ "route" }} }})
+    }}
+    server {{
+        listen 127.0.0.1:{proxy};
+        access_log {prefix}/logs/sizes.log sizes;
+        location / {{ set $route root; proxy_pass http://127.0.0.1:{upstream}; }}
+        location /slow {{ set $route slow; proxy_pass http://127.0.0.1:{upstream}; }}
+        location /dead {{ set $route dead; proxy_pass http://127.0.0.1:{dead}; }}
+        location /local {{ set $route local; return 204; }}
+        log_by_lua_block {{ http_metrics:log(ngx.var.route) }}
+    }}
+    server {{
+        listen 127.0.0.1:{upstream};
+        location / {{ return 200 "hello\n"; }}
+        location /missing {{ return 404; }}
+        location /slow {{ content_by_lua_block {{ ngx.sleep(0.05) ngx.say("slow") }} }}
+    }}
+    server {{
+        listen 127.0.0.1:{metrics};
+        location = /metrics {{ prometheus_metrics; }}
+    }}
+"#,
+        prefix = prefix.display()
+    );
+    let conf = config(&prefix, &http);
+    let nginx = Nginx::start_with(prefix.clone(), conf);
+    for _ in 0..10 {
+        assert_eq!(get(proxy, "/").status, 200);
+    }
+    for _ in 0..3 {
+        assert_eq!(get(proxy, "/missing").status, 404);
+    }
+    for _ in 0..2 {
+        assert_eq!(post(proxy, "/slow", b"some request body").status, 200);
+    }
+    assert_eq!(get(proxy, "/dead").status, 502);
+    assert_eq!(get(proxy, "/local").status, 204);
+    let (_, s) = scrape(metrics, "/metrics");
+    let req = |route, code| {
+        value(
+            &s,
+            "nginx_http_requests_total",
+            &[("route", route), ("code", code)],
+        )
+    };
+    assert_eq!(req("root", "200"), Some(10.0));
+    assert_eq!(req("root", "404"), Some(3.0));
+    assert_eq!(req("slow", "200"), Some(2.0));
+    assert_eq!(req("dead", "502"), Some(1.0));
+    assert_eq!(req("local", "204"), Some(1.0));
+    let count = |fam, route| value(&s, &format!("{fam}_count"), &[("route", route)]);
+    assert_eq!(
+        count("nginx_http_request_duration_seconds", "root"),
+        Some(13.0)
+    );
+    assert_eq!(
+        count("nginx_http_upstream_duration_seconds", "root"),
+        Some(13.0)
+    );
+    // A request nginx answered itself has no upstream time.
+    assert_eq!(
+        count("nginx_http_upstream_duration_seconds", "local"),
+        Some(0.0)
+    );
+    assert_eq!(
+        count("nginx_http_request_duration_seconds", "local"),
+        Some(1.0)
+    );
+    let bucket = |fam: &str, route, le| {
+        value(
+            &s,
+            &format!("{fam}_bucket"),
+            &[("route", route), ("le", le)],
+        )
+    };
+    // The slow upstream sleeps 50 ms: never under 25 ms.
+    assert_eq!(
+        bucket("nginx_http_upstream_duration_seconds", "slow", "0.025"),
+        Some(0.0)
+    );
+    assert_eq!(
+        bucket("nginx_http_request_duration_seconds", "slow", "0.025"),
+        Some(0.0)
+    );
+    assert_eq!(
+        bucket("nginx_http_request_duration_seconds", "slow", "+Inf"),
+        Some(2.0)
+    );
+    // Bytes equal what nginx itself logs as $request_length and $bytes_sent.
+    let log = eventually(Duration::from_secs(5), || {
+        let l = std::fs::read_to_string(prefix.join("logs/sizes.log")).ok()?;
+        (l.lines().count() == 17).then_some(l)
+    })
+    .expect("17 access log lines");
+    let mut by_route: BTreeMap<&str, (f64, f64)> = BTreeMap::new();
+    for (line, route) in log.lines().zip(
+        std::iter::repeat_n("root", 13)
+            .chain(std::iter::repeat_n("slow", 2))
+            .chain(["dead", "local"]),
+    ) {
+        let f: Vec<f64> = line.split(' ').map(|x| x.parse().unwrap()).collect();
+        let e = by_route.entry(route).or_default();
+        e.0 += f[1];
+        e.1 += f[2];
+    }
+    for (route, (received, sent)) in by_route {
+        assert_eq!(
+            value(&s, "nginx_http_received_bytes_total", &[("route", route)]),
+            Some(received),
+            "{route}"
+        );
+        assert_eq!(
+            value(&s, "nginx_http_sent_bytes_total", &[("route", route)]),
+            Some(sent),
+            "{route}"
+        );
+    }
+    assert!(nginx.crashes().is_empty());
+}
+
+#[test]
+fn a_killed_worker_loses_nothing_recorded() {
+    let a = start_app("kill", "8m", "");
+    hit(a.app, 40, 4);
+    let victim = a.nginx.worker_pids()[0];
+    Command::new("kill")
+        .arg("-KILL")
+        .arg(victim.to_string())
+        .status()
+        .unwrap();
+    eventually(Duration::from_secs(10), || {
+        let w = a.nginx.worker_pids();
+        (w.len() == 2 && !w.contains(&victim)).then_some(())
+    })
+    .expect("master respawns the worker");
+    hit(a.app, 40, 4);
+    let (_, samples) = scrape(a.metrics, "/metrics");
+    assert_eq!(value(&samples, "test_requests_total", &[]), Some(80.0));
+}
+
+#[test]
+fn make_run_serves_metrics_and_ctrl_c_leaves_nothing_behind() {
+    let (proxy, upstream, metrics) = (free_port(), free_port(), free_port());
+    let dir = prefix("makerun");
+    let mut run = Command::new(root().join("scripts/run.sh"))
+        .env("PREFIX", &dir)
+        .args([
+            format!("PROXY_PORT={proxy}"),
+            format!("UPSTREAM_PORT={upstream}"),
+            format!("METRICS_PORT={metrics}"),
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let up = eventually(Duration::from_secs(20), || {
+        std::panic::catch_unwind(|| get(proxy, "/"))
+            .ok()
+            .filter(|r| r.status == 200)
+    });
+    assert!(up.is_some(), "gateway did not come up");
+    assert_eq!(get(proxy, "/slow").status, 200);
+    let (_, s) = scrape(metrics, "/metrics");
+    assert_eq!(
+        value(
+            &s,
+            "nginx_http_requests_total",
+            &[("service", "demo"), ("route", "root"), ("code", "200")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            &s,
+            "nginx_http_requests_total",
+            &[("service", "demo"), ("route", "slow"), ("code", "200")]
+        ),
+        Some(1.0)
+    );
+    // Ctrl-C: SIGINT to the foreground process (the script execs nginx).
+    Command::new("kill")
+        .arg("-INT")
+        .arg(run.id().to_string())
+        .status()
+        .unwrap();
+    let status = eventually(Duration::from_secs(10), || run.try_wait().unwrap());
+    assert!(status.is_some(), "nginx did not stop on SIGINT");
+    let left = Command::new("pgrep")
+        .args(["-f", &dir.display().to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        left.stdout.is_empty(),
+        "processes left: {}",
+        String::from_utf8_lossy(&left.stdout)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -183,9 +183,11 @@ pub fn write_zone(out: &mut String, store: &Store<'_>, zone: &str, stub: Option<
             match family.metric_type {
                 MetricType::Counter => {
                     write_sample(out, &spec.name, "", &labels, None);
-                    match counter::read(&r, h) {
-                        (n, f) if f == 0.0 => write_u64(out, n),
-                        (n, f) => write_f64(out, n as f64 + f),
+                    let (n, f) = counter::read(&r, h);
+                    if f == 0.0 {
+                        write_u64(out, n);
+                    } else {
+                        write_f64(out, n as f64 + f);
                     }
                     out.push('\n');
                 }

@@ -28,7 +28,7 @@ pub fn inc(r: &Region<'_>, handle: u64, n: u64) -> Result<(), CounterError> {
 pub fn add(r: &Region<'_>, handle: u64, v: f64) -> Result<(), CounterError> {
     let h = check(r, handle, MetricType::Counter, VALUE_WORDS).ok_or(CounterError::BadHandle)?;
     // Whole, non-negative increments take the exact integer path.
-    if v >= 0.0 && v < 9.0e15 && v.fract() == 0.0 {
+    if (0.0..9.0e15).contains(&v) && v.fract() == 0.0 {
         r.word(h + INT).fetch_add(v as u64, Relaxed);
     } else if v >= 0.0 && v.is_finite() {
         add_f64(r.word(h + FLOAT), v);

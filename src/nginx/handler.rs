@@ -10,7 +10,7 @@ use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 use std::ffi::{c_char, c_void};
 use std::net::IpAddr;
 
-pub extern "C" fn metrics_directive(
+pub(super) extern "C" fn metrics_directive(
     cf: *mut ngx_conf_t,
     _cmd: *mut ngx_command_t,
     conf: *mut c_void,
@@ -66,7 +66,7 @@ fn rules_directive(cf: *mut ngx_conf_t, conf: *mut c_void, deny: bool) -> *mut c
     ngx::core::NGX_CONF_OK
 }
 
-pub extern "C" fn allow_directive(
+pub(super) extern "C" fn allow_directive(
     cf: *mut ngx_conf_t,
     _cmd: *mut ngx_command_t,
     conf: *mut c_void,
@@ -74,7 +74,7 @@ pub extern "C" fn allow_directive(
     rules_directive(cf, conf, false)
 }
 
-pub extern "C" fn deny_directive(
+pub(super) extern "C" fn deny_directive(
     cf: *mut ngx_conf_t,
     _cmd: *mut ngx_command_t,
     conf: *mut c_void,
@@ -128,7 +128,7 @@ fn serve(r: &mut ngx_http_request_t) -> Result<ngx_int_t, ngx_int_t> {
         return Err(ngx::ffi::NGX_HTTP_FORBIDDEN as ngx_int_t);
     }
     let method = r.method as u32;
-    if method & (ngx::ffi::NGX_HTTP_GET | ngx::ffi::NGX_HTTP_HEAD) as u32 == 0 {
+    if method & (ngx::ffi::NGX_HTTP_GET | ngx::ffi::NGX_HTTP_HEAD) == 0 {
         return Err(ngx::ffi::NGX_HTTP_NOT_ALLOWED as ngx_int_t);
     }
     // SAFETY: live request.

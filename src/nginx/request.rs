@@ -30,7 +30,7 @@ pub unsafe fn facts(r: *const ngx_http_request_t) -> RequestFacts {
     unsafe {
         let r = &*r;
         let now = &*ngx::ffi::ngx_cached_time;
-        let ms = (now.sec - r.start_sec) as i64 * 1000 + now.msec as i64 - r.start_msec as i64;
+        let ms = (now.sec - r.start_sec) * 1000 + now.msec as i64 - r.start_msec as i64;
         let mut upstream_ms = None;
         if !r.upstream_states.is_null() && (*r.upstream_states).nelts > 0 {
             let states = (*r.upstream_states).as_slice::<ngx_http_upstream_state_t>();

@@ -27,7 +27,7 @@ pub struct ZoneReference {
     pub at: String,
 }
 
-pub extern "C" fn directive(
+pub(super) extern "C" fn directive(
     cf: *mut ngx_conf_t,
     _cmd: *mut ngx::ffi::ngx_command_t,
     conf: *mut c_void,

@@ -492,15 +492,14 @@ mod tests {
         let a = Arena::format(Region::new(&mem), 0).unwrap();
         let g = a.lock(1, &|_| true);
         let mut made = 0u32;
-        loop {
-            match a.make_keyed(&g, Kind::Series, 1, &made.to_le_bytes(), 30) {
-                Ok((rec, _)) => {
-                    a.publish(&g, rec);
-                    made += 1;
-                }
-                Err(Full) => break,
-            }
+        while let Ok((rec, _)) = a.make_keyed(&g, Kind::Series, 1, &made.to_le_bytes(), 30) {
+            a.publish(&g, rec);
+            made += 1;
         }
+        assert_eq!(
+            a.make_keyed(&g, Kind::Series, 1, b"one more", 30),
+            Err(Full)
+        );
         assert!(made > 100);
         assert!(a.used_bytes() <= a.capacity_bytes());
         assert!(a.make_blob(&g, b"x").is_ok() || a.used_bytes() + 24 > a.capacity_bytes());

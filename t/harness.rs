@@ -1,0 +1,512 @@
+//! Test harness: real nginx processes in temporary prefixes, a minimal HTTP client
+//! (with a choice of source address), the reference Python parser and promtool.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The module built for this profile: `target/<profile>/libngx_prometheus.so`.
+pub fn module_path() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().unwrap().parent().unwrap();
+    let so = profile_dir.join("libngx_prometheus.so");
+    assert!(
+        so.exists(),
+        "{} missing: run `cargo build --release` first",
+        so.display()
+    );
+    so
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+static PREFIX_SEQ: AtomicU32 = AtomicU32::new(0);
+
+pub struct Nginx {
+    pub prefix: PathBuf,
+    pub conf: String,
+}
+
+/// The common top of every test configuration; `http` is the body of `http {}`.
+pub fn config(prefix: &Path, http: &str) -> String {
+    let user = if unsafe_is_root() {
+        "user nobody nogroup;"
+    } else {
+        ""
+    };
+    format!(
+        r#"load_module /usr/lib/nginx/modules/ndk_http_module.so;
+load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;
+load_module {prefix}/lib/ngx_prometheus.so;
+{user}
+worker_processes 2;
+error_log {prefix}/logs/error.log info;
+pid {prefix}/nginx.pid;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/tmp/body;
+    proxy_temp_path {prefix}/tmp/proxy;
+    fastcgi_temp_path {prefix}/tmp/fastcgi;
+    uwsgi_temp_path {prefix}/tmp/uwsgi;
+    scgi_temp_path {prefix}/tmp/scgi;
+    lua_package_path "{root}/lua/?.lua;;";
+    lua_package_cpath "{prefix}/lib/?.so;;";
+{http}
+}}
+"#,
+        prefix = prefix.display(),
+        root = root().display(),
+    )
+}
+
+fn unsafe_is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0\n"))
+        .unwrap_or(false)
+}
+
+/// Makes a fresh prefix (mode 755: workers run as nobody) with the module copied in.
+pub fn prefix(name: &str) -> PathBuf {
+    let p = std::env::temp_dir().join(format!(
+        "ngxprom-{name}-{}-{}",
+        std::process::id(),
+        PREFIX_SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&p);
+    for d in ["logs", "lib", "tmp"] {
+        std::fs::create_dir_all(p.join(d)).unwrap();
+    }
+    std::fs::copy(module_path(), p.join("lib/ngx_prometheus.so")).unwrap();
+    Command::new("chmod")
+        .args(["-R", "755"])
+        .arg(&p)
+        .status()
+        .unwrap();
+    p
+}
+
+/// `nginx -t` on a configuration: Ok(stderr) or Err(stderr).
+pub fn nginx_t(name: &str, http: &str) -> Result<String, String> {
+    let p = prefix(name);
+    let conf = config(&p, http);
+    std::fs::write(p.join("nginx.conf"), &conf).unwrap();
+    let out = Command::new("nginx")
+        .arg("-t")
+        .arg("-p")
+        .arg(&p)
+        .arg("-c")
+        .arg(p.join("nginx.conf"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let _ = std::fs::remove_dir_all(&p);
+    if out.status.success() {
+        Ok(err)
+    } else {
+        Err(err)
+    }
+}
+
+impl Nginx {
+    pub fn start(name: &str, http: &str) -> Nginx {
+        let prefix = prefix(name);
+        let conf = config(&prefix, http);
+        Self::start_with(prefix, conf)
+    }
+
+    pub fn start_with(prefix: PathBuf, conf: String) -> Nginx {
+        std::fs::write(prefix.join("nginx.conf"), &conf).unwrap();
+        let n = Nginx { prefix, conf };
+        let out = n.nginx(&[]);
+        assert!(
+            out.status.success(),
+            "nginx failed to start:\n{}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            n.error_log()
+        );
+        n.wait_workers(2);
+        n
+    }
+
+    fn nginx(&self, extra: &[&str]) -> std::process::Output {
+        Command::new("nginx")
+            .arg("-p")
+            .arg(&self.prefix)
+            .arg("-c")
+            .arg(self.prefix.join("nginx.conf"))
+            .args(extra)
+            .output()
+            .unwrap()
+    }
+
+    pub fn master_pid(&self) -> u32 {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Ok(s) = std::fs::read_to_string(self.prefix.join("nginx.pid")) {
+                if let Ok(pid) = s.trim().parse() {
+                    return pid;
+                }
+            }
+            assert!(Instant::now() < deadline, "no pid file");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Worker pids: children of the master that are not cache processes.
+    pub fn worker_pids(&self) -> Vec<u32> {
+        let master = self.master_pid();
+        let out = Command::new("pgrep")
+            .arg("-P")
+            .arg(master.to_string())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .filter(|pid: &u32| {
+                std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+                    .map(|c| c.contains("worker process") && !c.contains("shutting down"))
+                    .unwrap_or(false)
+            })
+            .collect()
+    }
+
+    pub fn wait_workers(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.worker_pids().len() < n {
+            assert!(
+                Instant::now() < deadline,
+                "workers did not start:\n{}",
+                self.error_log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `nginx -s reload`, returning once the old workers are gone and new ones run.
+    pub fn reload(&self) {
+        let before = self.worker_pids();
+        let out = self.nginx(&["-s", "reload"]);
+        assert!(
+            out.status.success(),
+            "reload failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let now = self.worker_pids();
+            let alive_old = before
+                .iter()
+                .any(|p| Path::new(&format!("/proc/{p}")).exists());
+            if now.len() >= 2 && now.iter().all(|p| !before.contains(p)) && !alive_old {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "reload did not finish:\n{}",
+                self.error_log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn error_log(&self) -> String {
+        std::fs::read_to_string(self.prefix.join("logs/error.log")).unwrap_or_default()
+    }
+
+    /// Lines of the error log at `[error]` or worse, and worker crashes.
+    pub fn errors(&self) -> Vec<String> {
+        self.error_log()
+            .lines()
+            .filter(|l| {
+                l.contains("[error]")
+                    || l.contains("[alert]")
+                    || l.contains("[crit]")
+                    || l.contains("[emerg]")
+            })
+            .map(str::to_string)
+            .collect()
+    }
+
+    pub fn crashes(&self) -> Vec<String> {
+        self.error_log()
+            .lines()
+            .filter(|l| l.contains("exited on signal"))
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        if let Ok(s) = std::fs::read_to_string(self.prefix.join("nginx.pid")) {
+            if let Ok(pid) = s.trim().parse::<i32>() {
+                let _ = Command::new("kill")
+                    .arg("-QUIT")
+                    .arg(pid.to_string())
+                    .stderr(Stdio::null())
+                    .status();
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                let _ = Command::new("kill")
+                    .arg("-KILL")
+                    .arg(pid.to_string())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "--- error.log of {} ---\n{}",
+                self.prefix.display(),
+                self.error_log()
+            );
+        } else {
+            let _ = std::fs::remove_dir_all(&self.prefix);
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: BTreeMap<String, String>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get(&name.to_ascii_lowercase())
+            .map(String::as_str)
+    }
+}
+
+/// One HTTP/1.0 request (the server closes, no chunking), from `from` if given.
+pub fn request_from(
+    from: Option<IpAddr>,
+    port: u16,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> Response {
+    let to = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut stream: TcpStream = match from {
+        None => TcpStream::connect(to).unwrap(),
+        Some(ip) => {
+            let s =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            s.bind(&SocketAddr::new(ip, 0).into()).unwrap();
+            s.connect(&to.into()).unwrap();
+            s.into()
+        }
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.0\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    parse_response(&raw)
+}
+
+pub fn parse_response(raw: &[u8]) -> Response {
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("no header end");
+    let head = String::from_utf8_lossy(&raw[..split]);
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Response {
+        status,
+        headers,
+        body: raw[split + 4..].to_vec(),
+    }
+}
+
+pub fn get(port: u16, path: &str) -> Response {
+    request_from(None, port, "GET", path, b"")
+}
+
+pub fn post(port: u16, path: &str, body: &[u8]) -> Response {
+    request_from(None, port, "POST", path, body)
+}
+
+/// Percent-encodes every byte outside unreserved characters.
+pub fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A sample as the reference parser (Python prometheus_client) reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub value: f64,
+}
+
+/// Parses exposition text with `prometheus_client.parser`; panics if it refuses it.
+pub fn parse_with_reference(text: &str) -> Vec<Sample> {
+    let script = r#"
+import sys, json
+from prometheus_client.parser import text_string_to_metric_families
+out = []
+for fam in text_string_to_metric_families(sys.stdin.read()):
+    for s in fam.samples:
+        out.append([s.name, s.labels, s.value if s.value == s.value else "NaN"])
+json.dump(out, sys.stdout)
+"#;
+    let mut child = Command::new("python3")
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "reference parser refused the text: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|s| Sample {
+            name: s[0].as_str().unwrap().to_string(),
+            labels: s[1]
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+                .collect(),
+            value: s[2].as_f64().unwrap_or(f64::NAN),
+        })
+        .collect()
+}
+
+/// `promtool check metrics`: Ok(()) or the complaints.
+pub fn promtool_check(text: &str) -> Result<(), String> {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// The value of one sample: `name` with exactly `labels`.
+pub fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    samples
+        .iter()
+        .find(|s| {
+            s.name == name
+                && s.labels.len() == labels.len()
+                && labels
+                    .iter()
+                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|s| s.value)
+}
+
+/// Scrapes `path` on `port`, checks status, content type and promtool, and parses.
+pub fn scrape(port: u16, path: &str) -> (String, Vec<Sample>) {
+    let r = get(port, path);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    let text = r.text();
+    promtool_check(&text).unwrap_or_else(|e| panic!("promtool: {e}\n{text}"));
+    let samples = parse_with_reference(&text);
+    (text, samples)
+}
+
+/// Polls `f` until it returns Some or `timeout` passes.
+pub fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
