@@ -260,6 +260,7 @@ end
 -- worker (the two start within about a millisecond), then runs the case. A second
 -- request of a round that lands on a worker already holding one gets 409 and the
 -- client retries on a new connection (reuseport spreads connections over workers).
+-- With solo=1 there is no barrier: one worker runs the case alone.
 function M.hot()
     local args = ngx.req.get_uri_args()
     local case, n = arg_check(args)
@@ -272,11 +273,13 @@ function M.hot()
     end
     context()   -- resolve series before the barrier
     if case:sub(1, 4) == "log_" then ngx.status = 200 end
-    sync:incr("n:" .. round, 1, 0, 600)
-    local deadline = ngx.now() + 30
-    while (sync:get("n:" .. round) or 0) < 2 do
-        if ngx.now() > deadline then return ngx.exit(504) end
-        ngx.sleep(0.001)
+    if not args.solo then
+        sync:incr("n:" .. round, 1, 0, 600)
+        local deadline = ngx.now() + 30
+        while (sync:get("n:" .. round) or 0) < 2 do
+            if ngx.now() > deadline then return ngx.exit(504) end
+            ngx.sleep(0.001)
+        end
     end
     local line = run_case(case, n, case .. "-" .. round)
     ngx.status = 200
@@ -358,8 +361,9 @@ function M.setup_scrape()
     end
     local c = now_s()
     local st = prom.zone("scrape"):status()
-    ngx.say(fmt("ours_s=%.4f dict_s=%.4f dict_failed=%d zone_used=%d zone_capacity=%d series=%d errors_zone_full=%d",
-        b - a, c - b, failed, st.used_bytes, st.capacity_bytes, st.series, st.errors.zone_full or 0))
+    local dict_used = d.capacity and (d:capacity() - d:free_space()) or -1
+    ngx.say(fmt("ours_s=%.4f dict_s=%.4f dict_failed=%d zone_used=%d zone_capacity=%d series=%d errors_zone_full=%d dict_used=%d",
+        b - a, c - b, failed, st.used_bytes, st.capacity_bytes, st.series, st.errors.zone_full or 0, dict_used))
 end
 
 -- GET /knyar_metrics: stand-in for nginx-lua-prometheus's collect(): every key of the

@@ -177,6 +177,33 @@ fn values_survive_reload() {
 }
 
 #[test]
+fn reload_with_a_resized_zone_starts_it_afresh_without_crashing() {
+    let a = start_app("resize", "8m", "");
+    hit(a.app, 30, 3);
+    // Lua declarations run again in the master during the reload; they must not attach
+    // to the old zone, which nginx unmaps once the new cycle runs.
+    let conf = a.nginx.conf.replace(
+        "prometheus_zone metrics 8m;",
+        "prometheus_zone metrics 16m;",
+    );
+    std::fs::write(a.nginx.prefix.join("nginx.conf"), conf).unwrap();
+    a.nginx.reload();
+    hit(a.app, 20, 2);
+    let (_, samples) = scrape(a.metrics, "/metrics");
+    assert_eq!(value(&samples, "test_requests_total", &[]), Some(20.0));
+    assert_eq!(
+        value(
+            &samples,
+            "nginx_metric_zone_bytes",
+            &[("zone", "metrics"), ("state", "capacity")]
+        )
+        .map(|b| b > 15e6),
+        Some(true)
+    );
+    assert!(a.nginx.crashes().is_empty(), "{:?}", a.nginx.crashes());
+}
+
+#[test]
 fn label_values_round_trip_through_the_exposition() {
     let a = start_app("labels", "8m", "");
     let values = [

@@ -246,7 +246,7 @@ fn module(lua: &Lua) -> LuaResult<Table> {
         "render",
         lua.create_function(|lua, slot: usize| {
             let store = store_of(slot)?;
-            let name = zone::names().into_iter().nth(slot).unwrap_or_default();
+            let name = slots::name(slot).unwrap_or_default();
             let mut out = String::new();
             crate::exposition::write_zone(&mut out, &store, &name, stub_status::read().as_ref());
             lua.create_string(out)

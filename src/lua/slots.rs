@@ -45,6 +45,15 @@ pub fn attach(name: &str, store: &Store<'static>) -> Option<usize> {
     Some(i)
 }
 
+/// The zone name attached in slot `i`.
+pub fn name(i: usize) -> Option<String> {
+    NAMES
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(i)
+        .cloned()
+}
+
 /// The region of slot `i`.
 #[inline(always)]
 pub fn region(i: usize) -> Option<Region<'static>> {

@@ -90,15 +90,9 @@ pub(super) extern "C" fn directive(
     let Some(zone) = (unsafe { shm.as_mut() }) else {
         return ngx::core::NGX_CONF_ERROR;
     };
-    if !zone.data.is_null() {
-        return conf_error(
-            cf,
-            &format!("prometheus_zone: zone \"{name}\" is already used by another directive"),
-        );
-    }
+    // `data` stays null until `init` stores the store's address there: code that looks
+    // a zone up before that (Lua in init_by_lua) finds no store.
     zone.init = Some(init);
-    // Marks the entry as ours until init replaces it with the store's address.
-    zone.data = (mcf as *mut MainConf).cast();
     mcf.zones.push(ZoneConf {
         name: name.to_string(),
         shm,
@@ -192,40 +186,46 @@ pub unsafe fn check_references(cf: *mut ngx_conf_t, mcf: *mut MainConf) -> *mut 
     ngx::core::NGX_CONF_OK
 }
 
-/// A zone of the running cycle by name (`""`: the first declared), with its store.
-/// `None` outside a configured cycle (for example in `init_by_lua`).
-pub fn lookup(name: &str) -> Option<(String, Store<'static>)> {
-    // SAFETY: `ngx_cycle` is the current cycle, valid in a worker and in the master
-    // between configuration loads; our main conf in it, if any, lives as long.
-    let mcf = unsafe {
-        let cycle = ngx::ffi::ngx_cycle;
-        if cycle.is_null() {
+/// Our main conf in the running cycle, only where that cycle is final: in a worker
+/// (or a single-process nginx). In the master during a (re)load `ngx_cycle` is still the
+/// previous or the bootstrap cycle, whose zones may be unmapped once the load ends:
+/// nothing attaches there, and Lua declarations made in `init_by_lua` wait for a worker.
+fn running_main_conf() -> Option<&'static MainConf> {
+    // SAFETY: `ngx_process` and `ngx_cycle` are nginx globals, set before any Lua or
+    // request code runs; in a worker the cycle, its `conf_ctx` and our main conf in it
+    // live as long as the process.
+    unsafe {
+        let process = ngx::ffi::ngx_process as u32;
+        if process != ngx::ffi::NGX_PROCESS_WORKER && process != ngx::ffi::NGX_PROCESS_SINGLE {
             return None;
         }
-        Module::main_conf(&*cycle)?
-    };
+        let cycle = ngx::ffi::ngx_cycle;
+        if cycle.is_null() || (*cycle).conf_ctx.is_null() {
+            return None;
+        }
+        Module::main_conf(&*cycle)
+    }
+}
+
+/// A zone of the running cycle by name (`""`: the first declared), with its store.
+/// `None` outside a worker (for example in `init_by_lua`).
+pub fn lookup(name: &str) -> Option<(String, Store<'static>)> {
+    let mcf = running_main_conf()?;
     let z = mcf
         .zones
         .iter()
         .find(|z| name.is_empty() || z.name == name)?;
     // SAFETY: zone entries and their data live as long as the cycle; `data` holds the
-    // store's address once `init` ran, which precedes any request or worker.
+    // store's address once `init` ran, which precedes any worker.
     let store = unsafe { store_at((*z.shm).data.cast()) }?;
     Some((z.name.clone(), store))
 }
 
 /// Zone names of the running cycle, for error messages.
 pub fn names() -> Vec<String> {
-    // SAFETY: as in `lookup`.
-    unsafe {
-        let cycle = ngx::ffi::ngx_cycle;
-        if cycle.is_null() {
-            return Vec::new();
-        }
-        Module::main_conf(&*cycle)
-            .map(|m| m.zones.iter().map(|z| z.name.clone()).collect())
-            .unwrap_or_default()
-    }
+    running_main_conf()
+        .map(|m| m.zones.iter().map(|z| z.name.clone()).collect())
+        .unwrap_or_default()
 }
 
 /// `kill(pid, 0)`: whether a lock owner still runs.
