@@ -742,6 +742,59 @@ fn a_killed_worker_loses_nothing_recorded() {
 }
 
 #[test]
+fn a_worker_dying_with_the_zone_lock_does_not_wedge_the_others() {
+    let extra = r#"
+        location = /seize {
+            content_by_lua_block {
+                local ffi = require "ffi"
+                ffi.cdef "int ngx_prom_debug_seize_lock(uint32_t slot);"
+                app.requests:labels() -- attaches the zone
+                ngx.header["X-Worker"] = ngx.worker.pid()
+                ngx.say(ffi.C.ngx_prom_debug_seize_lock(app.z.slot))
+            }
+        }
+    "#;
+    let a = start_app("lockdeath", "8m", extra);
+    get(a.app, "/make?from=1&to=3");
+    let r = get(a.app, "/seize");
+    assert_eq!(r.text().trim(), "0");
+    let holder: u32 = r.header("x-worker").unwrap().parse().unwrap();
+    Command::new("kill")
+        .arg("-KILL")
+        .arg(holder.to_string())
+        .status()
+        .unwrap();
+    eventually(Duration::from_secs(10), || {
+        let w = a.nginx.worker_pids();
+        (w.len() == 2 && !w.contains(&holder)).then_some(())
+    })
+    .expect("worker respawned");
+    // New series need the lock: every worker must get it back.
+    for round in 0..4 {
+        let from = 100 + round * 10;
+        let made = get(a.app, &format!("/make?from={from}&to={}", from + 9)).text();
+        assert_eq!(made.trim(), "10 0", "round {round}");
+    }
+    let (_, samples) = scrape(a.metrics, "/metrics");
+    assert_eq!(
+        value(
+            &samples,
+            "nginx_metric_lock_takeovers_total",
+            &[("zone", "metrics")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&samples, "test_series_total", &[("i", "1")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&samples, "test_series_total", &[("i", "139")]),
+        Some(1.0)
+    );
+}
+
+#[test]
 fn make_run_serves_metrics_and_ctrl_c_leaves_nothing_behind() {
     let (proxy, upstream, metrics) = (free_port(), free_port(), free_port());
     let dir = prefix("makerun");

@@ -24,7 +24,7 @@ pub struct StubStatus {
 }
 
 /// Families written by the module itself; user families may not take these names.
-pub const BUILTIN_FAMILIES: [&str; 7] = [
+pub const BUILTIN_FAMILIES: [&str; 8] = [
     "nginx_connections_accepted_total",
     "nginx_connections_handled_total",
     "nginx_connections",
@@ -32,6 +32,7 @@ pub const BUILTIN_FAMILIES: [&str; 7] = [
     "nginx_metric_errors_total",
     "nginx_metric_zone_bytes",
     "nginx_metric_series",
+    "nginx_metric_lock_takeovers_total",
 ];
 
 /// `# HELP` and `# TYPE` lines. Help escapes `\` and newline.
@@ -305,6 +306,17 @@ fn write_builtins(out: &mut String, store: &Store<'_>, zone: &str, stub: Option<
         out,
         "nginx_metric_series{{zone=\"{zone_label}\"}} {}",
         a.series()
+    );
+    write_header(
+        out,
+        "nginx_metric_lock_takeovers_total",
+        "Times the zone lock was taken over from a process that died holding it.",
+        "counter",
+    );
+    let _ = writeln!(
+        out,
+        "nginx_metric_lock_takeovers_total{{zone=\"{zone_label}\"}} {}",
+        a.lock_takeovers()
     );
 }
 

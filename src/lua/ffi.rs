@@ -78,6 +78,22 @@ pub extern "C" fn ngx_prom_count_error(slot: u32, reason: u32) {
     }
 }
 
+/// Takes the zone lock and never releases it, as a worker that crashes while creating a
+/// series would. For failure-injection tests and drills only: the worker that calls it
+/// must then be killed, and the next process that needs the lock takes it over.
+/// Returns 0, or -1 for an unknown slot.
+#[no_mangle]
+pub extern "C" fn ngx_prom_debug_seize_lock(slot: u32) -> i32 {
+    let Some(s) = slots::store(slot as usize) else {
+        return -1;
+    };
+    std::mem::forget(
+        s.arena()
+            .lock(crate::nginx::zone::my_pid(), &crate::nginx::zone::alive),
+    );
+    0
+}
+
 /// Handles the log helper fills once per label set; 0 leaves a metric out.
 #[repr(C)]
 pub struct LogHandles {

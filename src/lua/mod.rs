@@ -264,6 +264,7 @@ fn module(lua: &Lua) -> LuaResult<Table> {
             t.set("used_bytes", a.used_bytes())?;
             t.set("families", a.families())?;
             t.set("series", a.series())?;
+            t.set("lock_takeovers", a.lock_takeovers())?;
             let e = lua.create_table()?;
             for r in Reason::ALL {
                 e.set(r.as_str(), store.errors(r))?;
