@@ -31,7 +31,7 @@ if [ "$SMOKE" = 1 ]; then
   N=${BENCH_N:-20000}; LOG_N=${BENCH_LOG_N:-5000}; REPS=${BENCH_REPS:-2}
   SERIES=${BENCH_SERIES:-200}; SCRAPES=${BENCH_SCRAPES:-2}
 else
-  N=${BENCH_N:-10000000}; LOG_N=${BENCH_LOG_N:-1000000}; REPS=${BENCH_REPS:-5}
+  N=${BENCH_N:-10000000}; LOG_N=${BENCH_LOG_N:-1000000}; REPS=${BENCH_REPS:-7}
   SERIES=${BENCH_SERIES:-10000}; SCRAPES=${BENCH_SCRAPES:-5}
 fi
 # A default-bucket histogram series takes ~20.5 KB of zone (HDR counts), a counter ~100 B.
@@ -132,7 +132,7 @@ hot_one() {
   for i in $(seq 500); do
     code=$(curl -s -o "$out" -w '%{http_code}' --max-time 900 "$url") || code=000
     [ "$code" = 200 ] && return 0
-    [ "$code" = 409 ] || { log "$url -> HTTP $code $(head -c 300 "$out" 2>/dev/null)"; return 1; }
+    [ "$code" = 409 ] || { log "$url -> HTTP $code $(head -c 300 "$out" 2>/dev/null | tr -s "\n" " ")"; return 1; }
   done
   log "$url: never reached the second worker"; return 1
 }
@@ -191,7 +191,7 @@ logphase() {  # case n rep
 }
 
 HOT_CASES=(ours_inc dict_incr ours_labels_inc ffi_inc ours_observe standin_observe)
-SOLO_CASES=(ours_inc dict_incr ours_observe standin_observe)
+SOLO_CASES=("${HOT_CASES[@]}")
 LOG_CASES=(log_native log_var)
 rotate() {  # rep items... -> items rotated by rep
   local k=$1 i; shift; local a=("$@") n=$#
@@ -270,9 +270,10 @@ if [ "$JITV" = yes ]; then
   count_aborts() { awk -F'\t' -v re="$1" '$1 ~ re' "$ABORTS_TSV" | wc -l; }
   count_nyi() { awk -F'\t' -v re="$1" '$1 ~ re && /NYI/' "$ABORTS_TSV" | wc -l; }
   A_HOT=$(count_aborts '^(ours_inc|ours_labels_inc|ffi_inc|ours_observe)$')
+  N_HOT=$(count_nyi '^(ours_inc|ours_labels_inc|ffi_inc|ours_observe)$')
   A_LOG=$(count_aborts '^log_native$'); N_LOG=$(count_nyi '^log_native$')
   A_BASE=$(count_aborts '^(dict_incr|standin_observe|log_var)$'); N_BASE=$(count_nyi '^(dict_incr|standin_observe|log_var)$')
-  JIT_LINE="jit.v ($JITDIR/jit/v.lua, $JIT_FILES traced requests): ngx-prometheus counter/histogram loops: $A_HOT trace aborts; log helper (logger:log): $A_LOG aborts ($N_LOG NYI); baselines (shared dict, ngx.var): $A_BASE aborts ($N_BASE NYI)."
+  JIT_LINE="jit.v ($JITDIR/jit/v.lua, $JIT_FILES traced requests): ngx-prometheus counter/histogram loops: $A_HOT trace aborts ($N_HOT NYI); log helper (logger:log): $A_LOG aborts ($N_LOG NYI); baselines (shared dict, ngx.var): $A_BASE aborts ($N_BASE NYI)."
   if [ -s "$ABORTS_TSV" ]; then
     JIT_DETAIL=$(awk -F'\t' '{print $1 ": " $2}' "$ABORTS_TSV" | sort | uniq -c | sort -rn | awk 'NR <= 15')
   fi
@@ -305,7 +306,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b <= 0) print "n/a"; else printf "
 
 declare -A MED LO HI CNT
 for key in hot:ours_inc hot:ours_labels_inc hot:ffi_inc hot:dict_incr hot:ours_observe hot:standin_observe \
-           solo:ours_inc solo:dict_incr solo:ours_observe solo:standin_observe \
+           solo:ours_inc solo:ours_labels_inc solo:ffi_inc solo:dict_incr solo:ours_observe solo:standin_observe \
            log:log_native log:log_var logphase:log_native logphase:log_var; do
   read -r MED[$key] LO[$key] HI[$key] CNT[$key] < <(sample "${key%%:*}" "${key#*:}")
   [ "${CNT[$key]}" -gt 0 ] || die "no samples for $key"
@@ -318,21 +319,28 @@ secs() { awk -v m="$1" -v lo="$2" -v hi="$3" 'BEGIN{printf "%.3f s (%.3f–%.3f)
 mb() { awk -v b="$1" -v t="$2" 'BEGIN{printf "%.1f MB, %.0f MB/s", b / 1e6, (t > 0 ? b / 1e6 / t : 0)}'; }
 
 cell() { fmt_ns "${MED[$1]}" "${LO[$1]}" "${HI[$1]}"; }
+row() {  # label key-ours key-base baseline-label
+  local base="" r=""
+  [ -z "$3" ] || { base="$(cell "$3")${4:+ $4}"; r=$(ratio "${MED[$3]}" "${MED[$2]}"); }
+  echo "| $1 | $(cell "$2") | $base | $r |"
+}
 TABLE=$(
-  echo "| Measurement | ngx-prometheus | Baseline (stand-in, same run) | Baseline ÷ ours |"
+  echo "| Measurement (per call) | ngx-prometheus | Baseline (stand-in, same run) | Baseline ÷ ours |"
   echo "|---|---|---|---|"
-  echo "| Counter inc, \`child:inc()\` (child resolved once) | $(cell hot:ours_inc) | $(cell hot:dict_incr) \`dict:incr(key, 1, 0)\` | $(ratio "${MED[hot:dict_incr]}" "${MED[hot:ours_inc]}") |"
-  echo "| Counter inc, \`family:labels(a, b):inc()\` | $(cell hot:ours_labels_inc) | $(cell hot:dict_incr) \`dict:incr(key, 1, 0)\` | $(ratio "${MED[hot:dict_incr]}" "${MED[hot:ours_labels_inc]}") |"
-  echo "| Histogram \`child:observe(v)\` | $(cell hot:ours_observe) | $(cell hot:standin_observe) linear search over 15 bounds + 3 \`incr\` | $(ratio "${MED[hot:standin_observe]}" "${MED[hot:ours_observe]}") |"
-  echo "| (floor) raw FFI \`ngx_prom_counter_add(handle, 1)\` | $(cell hot:ffi_inc) | | |"
-  echo "| Counter inc, \`child:inc()\`, one worker alone | $(cell solo:ours_inc) | $(cell solo:dict_incr) \`dict:incr(key, 1, 0)\` | $(ratio "${MED[solo:dict_incr]}" "${MED[solo:ours_inc]}") |"
-  echo "| Histogram \`child:observe(v)\`, one worker alone | $(cell solo:ours_observe) | $(cell solo:standin_observe) | $(ratio "${MED[solo:standin_observe]}" "${MED[solo:ours_observe]}") |"
-  echo "| Log helper per call, content phase (no upstream) | $(cell log:log_native) \`logger:log(...)\` | $(cell log:log_var) 5× \`ngx.var\` + FFI record calls | $(ratio "${MED[log:log_var]}" "${MED[log:log_native]}") |"
-  echo "| Log helper per call, log phase of a proxied request (1 worker) | $(cell logphase:log_native) | $(cell logphase:log_var) | $(ratio "${MED[logphase:log_var]}" "${MED[logphase:log_native]}") |"
-  echo "| Scrape, $SERIES histogram routes + $SERIES counters | $(secs "$S_OURS" "$S_OURS_LO" "$S_OURS_HI"); $(mb "$B_OURS" "$S_OURS") | $(secs "$S_KNY" "$S_KNY_LO" "$S_KNY_HI"); $(mb "$B_KNY" "$S_KNY") | $(ratio "$S_KNY" "$S_OURS") |"
+  row "Counter inc, \`child:inc()\` (child resolved once), 2 workers at once" hot:ours_inc hot:dict_incr "\`dict:incr(key, 1, 0)\`"
+  row "… same, 1 worker alone" solo:ours_inc solo:dict_incr ""
+  row "Counter inc, \`family:labels(a, b):inc()\`, 2 workers at once" hot:ours_labels_inc hot:dict_incr "\`dict:incr(key, 1, 0)\`"
+  row "… same, 1 worker alone" solo:ours_labels_inc solo:dict_incr ""
+  row "Histogram \`child:observe(v)\`, 2 workers at once" hot:ours_observe hot:standin_observe "15-bound linear search + 3 \`incr\`"
+  row "… same, 1 worker alone" solo:ours_observe solo:standin_observe ""
+  row "(floor) bare FFI \`ngx_prom_counter_add(handle, 1)\`, 2 workers at once" hot:ffi_inc "" ""
+  row "… same, 1 worker alone" solo:ffi_inc "" ""
+  row "Log helper, content phase (no upstream), 2 workers at once" log:log_native log:log_var "5× \`ngx.var\` + FFI record calls"
+  row "Log helper, log phase of a proxied request, 1 worker" logphase:log_native logphase:log_var "5× \`ngx.var\` + FFI record calls"
+  echo "| Scrape, $SERIES histogram routes + $SERIES counters | $(secs "$S_OURS" "$S_OURS_LO" "$S_OURS_HI"); $(mb "$B_OURS" "$S_OURS") | $(secs "$S_KNY" "$S_KNY_LO" "$S_KNY_HI"); $(mb "$B_KNY" "$S_KNY") (\`get_keys\` + sort + concat in Lua) | $(ratio "$S_KNY" "$S_OURS") |"
 )
 NOTES=$(
-  echo "- Hot path: ns per call, median (min–max) of $((REPS * 2)) samples ($REPS repetitions × 2 workers running at the same time; worker pids ${PIDS% }), or of $REPS samples for the \"one worker alone\" rows; N=$N iterations per loop ($N_SLOW for the shared-dict stand-ins), empty-loop cost subtracted (empty loop: median $(stats 7 -v p=hot -v c=ours_inc '$1==p && $2==c {print $f}' "$RESULTS" | awk '{printf "%.2f", $1}') ns/iteration). Both workers update the same series / the same dict keys."
+  echo "- Hot path: ns per call, median (min–max) of $((REPS * 2)) samples ($REPS repetitions × 2 workers running at the same time; worker pids ${PIDS% }), or of $REPS samples for the \"1 worker alone\" rows (the other worker idle); N=$N iterations per loop ($N_SLOW for the shared-dict stand-ins), empty-loop cost subtracted (empty loop: median $(stats 7 -v p=hot -v c=ours_inc '$1==p && $2==c {print $f}' "$RESULTS" | awk '{printf "%.2f", $1}') ns/iteration). Both workers update the same series / the same dict keys."
   echo "- Log helper: N=$LOG_N calls per loop; content phase in both workers at once ($((REPS * 2)) samples), log phase in one worker ($REPS samples)."
   echo "- Scrape: median (min–max) of $S_N scrapes each, alternating, curl \`time_total\`; exposition lines without comments: ours $OURS_LINES, stand-in $KNYAR_LINES. Zone: $ZONE_SERIES series in $((ZONE_USED / 1048576)) MiB. Setup (series creation, not part of the scrape): ours $(awk -v s="$SETUP_OURS" 'BEGIN{printf "%.2f", s}') s, stand-in dict $(awk -v s="$SETUP_DICT" 'BEGIN{printf "%.2f", s}') s."
   echo "- $JIT_LINE"
@@ -356,23 +364,28 @@ NGX_LUA_V=$(dpkg-query -W -f='${Version}' libnginx-mod-http-lua 2>/dev/null || e
 COMMENTARY=$(awk \
   -v inc="${MED[hot:ours_inc]}" -v linc="${MED[hot:ours_labels_inc]}" -v ffi="${MED[hot:ffi_inc]}" \
   -v dict="${MED[hot:dict_incr]}" -v obs="${MED[hot:ours_observe]}" -v sobs="${MED[hot:standin_observe]}" \
-  -v sinc="${MED[solo:ours_inc]}" -v sdict="${MED[solo:dict_incr]}" \
+  -v sinc="${MED[solo:ours_inc]}" -v sdict="${MED[solo:dict_incr]}" -v sffi="${MED[solo:ffi_inc]}" \
+  -v slinc="${MED[solo:ours_labels_inc]}" \
   -v sobs1="${MED[solo:ours_observe]}" -v ssobs="${MED[solo:standin_observe]}" \
   -v ln="${MED[log:log_native]}" -v lv="${MED[log:log_var]}" \
   -v pn="${MED[logphase:log_native]}" -v pv="${MED[logphase:log_var]}" \
   -v so="$S_OURS" -v sk="$S_KNY" -v bo="$B_OURS" -v bk="$B_KNY" -v series="$SERIES" \
-  -v zone="$ZONE_USED" -v dused="$DICT_USED" -v jitlog="$JIT_LOG_NATIVE" -v ahot="${A_HOT:-?}" '
+  -v zone="$ZONE_USED" -v dused="$DICT_USED" -v jitlog="$JIT_LOG_NATIVE" -v ahot="${A_HOT:-?}" -v nhot="${N_HOT:-?}" '
+  function wrapper(a, b) {
+    if (a - b < 1) return sprintf("costs nothing measurable over the bare FFI call (%.1f against %.1f ns)", a, b)
+    return sprintf("adds %.1f ns over the bare FFI call", a - b)
+  }
   function vs(a, b) {  # how a compares with b, in words
     if (a <= 0 || b <= 0) return "n/a"
     if (a <= b) return sprintf("%.1f× less", b / a)
     return sprintf("%.1f× more", a / b)
   }
   BEGIN {
-  printf "- **Counter increments**: %.1f ns with a resolved child, %.1f ns through the cached `labels()` lookup, while both workers update the same series; %.1f ns in one worker alone. The raw FFI call alone measures %.1f ns: the Lua wrapper (`Counter:inc`, `Family:labels`) is compiled away. The shared-dict stand-in pays %.1f ns per `incr` (%.1f ns alone), i.e. ours costs %s. That stand-in is a pessimistic model of nginx-lua-prometheus: the real `counter:inc` buffers increments in a per-worker Lua table and syncs them to the dict every second (ANCHORS.md: about 41–47 ns per call, with values lagging by up to the sync interval); against that, ours costs %s, with no lag.\n", inc, linc, sinc, ffi, dict, sdict, vs(inc, dict), vs(inc, 45)
-  printf "- **Histogram observations**: %.1f ns (%.1f ns alone) against %.1f ns (%.1f ns alone) for the stand-in (linear search + 3 dict `incr`), i.e. %s; ANCHORS.md has the real library at about 96–138 ns per `observe` (%s for ours against 117 ns).\n", obs, sobs1, sobs, ssobs, vs(obs, sobs), vs(obs, 117)
+  printf "- **Counter increments**: %.1f ns with a resolved child and %.1f ns through the cached `labels()` lookup when both workers update the same series at once; %.1f and %.1f ns in one worker alone. The difference is the cache line of the shared counter bouncing between the two cores (the bare FFI call shows the same: %.1f ns at once, %.1f ns alone). Alone, the Lua wrapper (`Counter:inc`, `Family:labels`) %s. The shared-dict stand-in pays %.1f ns per `incr` at once (%.1f ns alone), i.e. ours costs %s. That stand-in is a pessimistic model of nginx-lua-prometheus: the real `counter:inc` buffers increments in a per-worker Lua table and syncs them to the dict every second (ANCHORS.md, measured separately, not in this run: about 41–47 ns per call, with values lagging by up to the sync interval); against 45 ns, ours costs %s alone and %s with both workers on one series, with no lag.\n", inc, linc, sinc, slinc, ffi, sffi, wrapper(sinc, sffi), dict, sdict, vs(inc, dict), vs(sinc, 45), vs(inc, 45)
+  printf "- **Histogram observations**: %.1f ns (%.1f ns alone) against %.1f ns (%.1f ns alone) for the stand-in (linear search + 3 dict `incr`), i.e. %s; ANCHORS.md (not this run) has the real library at about 96–138 ns per `observe`: against 117 ns ours costs %s alone and %s at once.\n", obs, sobs1, sobs, ssobs, vs(obs, sobs), vs(sobs1, 117), vs(obs, 117)
   printf "- **Log helper**: `logger:log()` (request read natively, one FFI call to record) costs %.0f ns per call against %.0f ns for the `ngx.var` equivalent in a content phase (native: %s), and %.0f ns against %.0f ns in the log phase of a proxied request, where `$upstream_response_time` is set (native: %s).", ln, lv, vs(ln, lv), pn, pv, vs(pn, pv)
   if (jitlog != "") {
-    printf " These native numbers are mostly LuaJIT interpreter time: jit.v shows the traces through the helper aborting (`%s`), so `logger:log()` never stays compiled, unlike the counter and histogram paths (%s aborts).", jitlog, ahot
+    printf " These native numbers are mostly LuaJIT interpreter time: jit.v shows the traces through the helper aborting (`%s`), so `logger:log()` never stays compiled, unlike the counter and histogram paths (%s aborts, %s of them NYI; see the list above).", jitlog, ahot, nhot
     if (jitlog ~ /bytecode 50 at .*log\.lua/) printf " Bytecode 50 is UCLO (close upvalues): `Logger:_entry` in lua/ngxprom/log.lua creates a closure (`handle`) in the same function as its cached fast path, and LuaJIT cannot trace through that."
   }
   printf "\n"
@@ -401,7 +414,7 @@ COMMENTARY=$(awk \
   echo "## How it was measured"
   echo
   echo "$NOTES"
-  echo "- Timing: \`clock_gettime(CLOCK_MONOTONIC)\` through the FFI around a loop of N calls inside \`content_by_lua\` (or \`log_by_lua\`), minus the same loop with an empty body (the observe loops' \"empty\" loop computes the observed value too). A barrier in a shared dict starts both workers' loops within about a millisecond of each other. Cases rotate order in each repetition."
+  echo "- Timing: \`clock_gettime(CLOCK_MONOTONIC)\` through the FFI around a loop of N calls inside \`content_by_lua\` (or \`log_by_lua\`), minus the same loop with an empty body, timed just before and just after it (the lower of the two; the observe loops' \"empty\" loop computes the observed value too). A barrier in a shared dict starts both workers' loops within about a millisecond of each other. Cases rotate order in each repetition."
   echo "- The machine is shared and noisy: read the ratios, which come from interleaved measurements in the same run, rather than the absolute values."
   echo
   echo "## Commentary"

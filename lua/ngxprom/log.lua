@@ -63,35 +63,29 @@ function _M.new(zone, opts)
     return self
 end
 
--- One cached entry per label set: the FFI struct of handles and the per-code counters.
-function Logger:_entry(...)
-    local n = self.nlabels
-    local node = self.entries
-    for i = 1, n do
-        if node == nil then break end
-        node = node[(select(i, ...))]
-    end
-    if node ~= nil and n > 0 then return node end
-    if n == 0 and node.handles then return node end
+local function handle_of(family, values)
+    if not family then return 0 end
+    return family:child(values).handle
+end
+
+-- Slow path, once per label set and worker: resolves every family's series. Kept out
+-- of `_entry` so that the cached path has no closures or allocations and compiles.
+function Logger:_new_entry(n, ...)
     local values = { ... }
     if select("#", ...) ~= n or #values ~= n then
         return nil, "expected " .. n .. " label values, got " .. select("#", ...)
     end
     local h = new_handles()
-    local function handle(f)
-        if not f then return 0 end
-        return f:child(values).handle
-    end
-    h.request_seconds = handle(self.latency)
-    h.upstream_seconds = handle(self.upstream)
-    h.received_bytes = handle(self.received)
-    h.sent_bytes = handle(self.sent)
+    h.request_seconds = handle_of(self.latency, values)
+    h.upstream_seconds = handle_of(self.upstream, values)
+    h.received_bytes = handle_of(self.received, values)
+    h.sent_bytes = handle_of(self.sent, values)
     local entry = { handles = h, codes = {}, values = values }
     if n == 0 then
         self.entries = entry
         return entry
     end
-    node = self.entries
+    local node = self.entries
     for i = 1, n - 1 do
         local nxt = node[values[i]]
         if not nxt then nxt = {}; node[values[i]] = nxt end
@@ -99,6 +93,30 @@ function Logger:_entry(...)
     end
     node[values[n]] = entry
     return entry
+end
+
+-- The cached entry for a label set: the FFI struct of handles and per-code counters.
+-- Up to three labels are looked up without a loop: an inner loop of one to three
+-- iterations inside the caller's loop makes LuaJIT abort and blacklist the trace.
+function Logger:_entry(...)
+    local n = self.nlabels
+    if select("#", ...) == n then
+        local node = self.entries
+        if n > 0 then
+            local a, b, c = ...
+            node = node[a]
+            if n > 1 and node then node = node[b] end
+            if n > 2 and node then node = node[c] end
+            if n > 3 and node then
+                for i = 4, n do
+                    node = node[(select(i, ...))]
+                    if node == nil then break end
+                end
+            end
+        end
+        if node ~= nil and node.handles ~= nil then return node end
+    end
+    return self:_new_entry(n, ...)
 end
 
 -- Records the current request. Call from log_by_lua with the label values, in order.

@@ -255,10 +255,11 @@ impl<'a> Store<'a> {
 
     /// The family with id `id`, if `id` names one (ids come back from Lua).
     pub fn family(&self, id: u64) -> Option<Family> {
+        // A stale or forged id may point anywhere in the arena; `is_live` accepts only
+        // the first word of a live family record.
         self.arena
-            .live(Kind::Family)
-            .find(|rec| u64::from(*rec) == id)
-            .map(|rec| self.family_at(rec))
+            .is_live(id, Kind::Family)
+            .then(|| self.family_at(id as Offset))
     }
 
     /// Registers a family, or returns the existing one of the same shape: every worker
@@ -615,6 +616,10 @@ mod tests {
         assert_eq!(s.spec(a).help, "new help");
         assert_eq!(s.family(u64::from(a.id)), Some(a));
         assert_eq!(s.family(12345), None);
+        assert_eq!(s.family(u64::from(a.id) + 1), None);
+        assert_eq!(s.family(u64::MAX), None);
+        let series = s.series(a, &["200"], 1, ALIVE).unwrap();
+        assert_eq!(s.family(series), None);
     }
 
     #[test]

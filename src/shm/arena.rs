@@ -248,6 +248,17 @@ impl<'a> Arena<'a> {
         }
     }
 
+    /// Whether `rec` (an offset that came from outside, e.g. Lua) starts a live record
+    /// of `kind`. Checks bounds and the record header; O(1).
+    pub fn is_live(&self, rec: u64, kind: Kind) -> bool {
+        let end = self.r.word(H_BUMP).load(Acquire);
+        if rec < u64::from(self.arena_at) || rec >= end {
+            return false;
+        }
+        let (k, state, size) = self.header(rec as Offset);
+        k == kind as u8 && state == State::Live as u8 && size > 0 && rec + u64::from(size) <= end
+    }
+
     fn header(&self, rec: Offset) -> (u8, u8, u32) {
         let h = self.r.word(rec).load(Acquire);
         (h as u8, (h >> 8) as u8, (h >> 32) as u32)
