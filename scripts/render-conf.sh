@@ -12,8 +12,10 @@ declare -A V=(
 for kv in "$@"; do V[${kv%%=*}]=${kv#*=}; done
 # Started as root, nginx runs its workers as nobody: keep that, and say so.
 if [ -z "${V[USER]}" ] && [ "$(id -u)" = 0 ]; then V[USER]="user nobody nogroup;"; fi
-mkdir -p "$PREFIX"/{logs,lib,tmp}
-chmod 755 "$PREFIX" "$PREFIX"/{logs,lib,tmp}
+mkdir -p "$PREFIX"/{logs,lib,tmp,state}
+chmod 755 "$PREFIX" "$PREFIX"/{logs,lib,tmp,state}
+# The gateway's workers write its state (Admin API changes) under state/.
+if [ "$(id -u)" = 0 ]; then chown nobody:nogroup "$PREFIX/state"; fi
 install -m 755 "$ROOT/target/release/libngx_prometheus.so" "$PREFIX/lib/ngx_prometheus.so"
 sed_args=()
 for k in "${!V[@]}"; do sed_args+=(-e "s|@$k@|${V[$k]}|g"); done

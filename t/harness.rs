@@ -97,11 +97,20 @@ pub fn prefix(name: &str) -> PathBuf {
         std::fs::create_dir_all(p.join(d)).unwrap();
     }
     std::fs::copy(module_path(), p.join("lib/ngx_prometheus.so")).unwrap();
+    std::fs::create_dir_all(p.join("state")).unwrap();
     Command::new("chmod")
         .args(["-R", "755"])
         .arg(&p)
         .status()
         .unwrap();
+    // The gateway's workers (nobody, when tests run as root) write their state here.
+    if unsafe_is_root() {
+        Command::new("chown")
+            .arg("nobody:nogroup")
+            .arg(p.join("state"))
+            .status()
+            .unwrap();
+    }
     p
 }
 
@@ -230,6 +239,29 @@ impl Nginx {
         }
     }
 
+    /// Stops nginx (graceful) and waits for every process to exit; the prefix stays.
+    pub fn stop(&self) {
+        let pid = self.master_pid();
+        let _ = self.nginx(&["-s", "quit"]);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Path::new(&format!("/proc/{pid}")).exists() {
+            assert!(Instant::now() < deadline, "nginx did not stop");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = std::fs::remove_file(self.prefix.join("nginx.pid"));
+    }
+
+    /// Starts nginx again on the same prefix and configuration.
+    pub fn start_again(&self) {
+        let out = self.nginx(&[]);
+        assert!(
+            out.status.success(),
+            "nginx failed to start again:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.wait_workers(2);
+    }
+
     pub fn error_log(&self) -> String {
         std::fs::read_to_string(self.prefix.join("logs/error.log")).unwrap_or_default()
     }
@@ -316,6 +348,28 @@ pub fn request_from(
     path: &str,
     body: &[u8],
 ) -> Response {
+    request_full(from, port, method, path, &[], body)
+}
+
+/// One HTTP/1.0 request with extra headers (`Content-Type`, `Host`, ...).
+pub fn request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Response {
+    request_full(None, port, method, path, headers, body)
+}
+
+pub fn request_full(
+    from: Option<IpAddr>,
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Response {
     let to = SocketAddr::from(([127, 0, 0, 1], port));
     let mut stream: TcpStream = match from {
         None => TcpStream::connect(to).unwrap(),
@@ -330,10 +384,14 @@ pub fn request_from(
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
-    let head = format!(
-        "{method} {path} HTTP/1.0\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
+    let mut head = format!("{method} {path} HTTP/1.0\r\n");
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        head.push_str("Host: localhost\r\n");
+    }
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
     stream.write_all(head.as_bytes()).unwrap();
     stream.write_all(body).unwrap();
     let mut raw = Vec::new();
@@ -509,4 +567,86 @@ pub fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Opt
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// The gateway of `nginx/gateway.conf`, rendered for a test.
+pub struct Gateway {
+    pub nginx: Nginx,
+    pub proxy: u16,
+    pub admin: u16,
+    pub metrics: u16,
+    pub upstream: u16,
+}
+
+/// Renders `nginx/gateway.conf` like `scripts/render-conf.sh` does, with free ports;
+/// `vars` override placeholders (for example `("DECLARATIVE", "/path/kong.json")`).
+pub fn render_gateway(prefix: &Path, vars: &[(&str, String)]) -> (String, [u16; 4]) {
+    let ports = [free_port(), free_port(), free_port(), free_port()];
+    let user = if unsafe_is_root() {
+        "user nobody nogroup;"
+    } else {
+        ""
+    };
+    let mut v: Vec<(&str, String)> = vec![
+        (
+            "MODULE",
+            prefix.join("lib/ngx_prometheus.so").display().to_string(),
+        ),
+        ("ROOT", root().display().to_string()),
+        ("PREFIX", prefix.display().to_string()),
+        ("LIBDIR", prefix.join("lib").display().to_string()),
+        ("PROXY_PORT", ports[0].to_string()),
+        ("ADMIN_PORT", ports[1].to_string()),
+        ("METRICS_PORT", ports[2].to_string()),
+        ("UPSTREAM_PORT", ports[3].to_string()),
+        ("WORKERS", "2".into()),
+        ("USER", user.into()),
+        ("DECLARATIVE", String::new()),
+        ("SEED", String::new()),
+    ];
+    for (k, val) in vars {
+        v.retain(|(key, _)| key != k);
+        v.push((k, val.clone()));
+    }
+    let mut conf = std::fs::read_to_string(root().join("nginx/gateway.conf")).unwrap();
+    for (k, val) in &v {
+        conf = conf.replace(&format!("@{k}@"), val);
+    }
+    (conf, ports)
+}
+
+pub fn start_gateway(name: &str, vars: &[(&str, String)]) -> Gateway {
+    let prefix = prefix(name);
+    let (conf, [proxy, admin, metrics, upstream]) = render_gateway(&prefix, vars);
+    let nginx = Nginx::start_with(prefix, conf);
+    Gateway {
+        nginx,
+        proxy,
+        admin,
+        metrics,
+        upstream,
+    }
+}
+
+/// A JSON request to the Admin API; returns status and parsed body (Null if empty).
+pub fn admin(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let (headers, bytes): (Vec<(&str, &str)>, Vec<u8>) = match &body {
+        Some(b) => (
+            vec![("Content-Type", "application/json")],
+            b.to_string().into_bytes(),
+        ),
+        None => (vec![], vec![]),
+    };
+    let r = request(port, method, path, &headers, &bytes);
+    let v = if r.body.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_slice(&r.body).unwrap_or(serde_json::Value::String(r.text()))
+    };
+    (r.status, v)
 }

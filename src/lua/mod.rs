@@ -4,6 +4,7 @@
 
 pub mod ffi;
 pub mod slots;
+mod util;
 
 use crate::metrics::histogram::Snapshot;
 use crate::metrics::{FamilySpec, HistogramSpec, MetricType, Reason, RegisterError, Store};
@@ -294,5 +295,6 @@ fn module(lua: &Lua) -> LuaResult<Table> {
     }
     m.set("reasons", reasons)?;
     m.set("version", env!("CARGO_PKG_VERSION"))?;
+    util::register(lua, &m)?;
     Ok(m)
 }

@@ -1,0 +1,3 @@
+//! Admin API tests (entities, errors, persistence).
+
+mod harness;

@@ -1,0 +1,3 @@
+//! Gateway tests: proxying, plugins, metrics.
+
+mod harness;
