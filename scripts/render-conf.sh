@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# render-conf.sh TEMPLATE PREFIX [KEY=VALUE...]: writes PREFIX/nginx.conf from a template
+# render-conf.sh TEMPLATE PREFIX [KEY=VALUE...]: writes PREFIX/nginx.conf (and PREFIX/seed.json) from templates
 # in nginx/, with the module copied to PREFIX/lib/ngx_prometheus.so (the name Lua's
 # `require "ngx_prometheus"` looks for). Used by `make run`.
 set -euo pipefail
@@ -7,7 +7,8 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 TEMPLATE=$1; PREFIX=$2; shift 2
 declare -A V=(
   [MODULE]="$PREFIX/lib/ngx_prometheus.so" [ROOT]="$ROOT" [PREFIX]="$PREFIX" [LIBDIR]="$PREFIX/lib"
-  [PROXY_PORT]=8000 [UPSTREAM_PORT]=8081 [METRICS_PORT]=9542 [WORKERS]=2 [USER]=""
+  [PROXY_PORT]=8000 [ADMIN_PORT]=8001 [UPSTREAM_PORT]=8081 [METRICS_PORT]=9542 [WORKERS]=2 [USER]=""
+  [DECLARATIVE]="" [SEED]="$PREFIX/seed.json"
 )
 for kv in "$@"; do V[${kv%%=*}]=${kv#*=}; done
 # Started as root, nginx runs its workers as nobody: keep that, and say so.
@@ -20,3 +21,6 @@ install -m 755 "$ROOT/target/release/libngx_prometheus.so" "$PREFIX/lib/ngx_prom
 sed_args=()
 for k in "${!V[@]}"; do sed_args+=(-e "s|@$k@|${V[$k]}|g"); done
 sed "${sed_args[@]}" "$ROOT/$TEMPLATE" >"$PREFIX/nginx.conf"
+# The first start's entities (a demo service, routes, and the prometheus plugin).
+sed "${sed_args[@]}" "$ROOT/nginx/seed.json" >"$PREFIX/seed.json"
+chmod 644 "$PREFIX/seed.json"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs the demo gateway in the foreground: proxy :8000, demo upstream :8081, metrics
-# :9542/metrics. Ctrl-C stops nginx and its workers.
+# Runs the gateway in the foreground: proxy :8000, Admin API :8001, demo upstream
+# :8081, metrics :9542/metrics. Ctrl-C stops nginx and its workers.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PREFIX=${PREFIX:-$ROOT/run}
@@ -9,6 +9,7 @@ nginx -t -q -p "$PREFIX" -c "$PREFIX/nginx.conf"
 cat <<MSG
 ngx-prometheus gateway (prefix $PREFIX)
   proxy    http://127.0.0.1:8000/        (try /slow too)
+  admin    http://127.0.0.1:8001/        (curl localhost:8001/services)
   metrics  http://127.0.0.1:9542/metrics
   logs     $PREFIX/logs/error.log
 Ctrl-C stops it.

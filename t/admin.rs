@@ -1,3 +1,1151 @@
 //! Admin API tests (entities, errors, persistence).
 
 mod harness;
+
+use harness::{admin, request, start_gateway, Gateway, Response};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const FORM: (&str, &str) = ("Content-Type", "application/x-www-form-urlencoded");
+const JSON: (&str, &str) = ("Content-Type", "application/json");
+
+fn gateway(name: &str) -> Gateway {
+    start_gateway(name, &[])
+}
+
+fn body_of(r: &Response) -> Value {
+    if r.body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&r.body).unwrap_or_else(|_| Value::String(r.text()))
+    }
+}
+
+/// A JSON request that must answer `status`; returns the body.
+fn expect(port: u16, method: &str, path: &str, body: Option<Value>, status: u16) -> Value {
+    let (s, v) = admin(port, method, path, body);
+    assert_eq!(s, status, "{method} {path}: {v}");
+    v
+}
+
+/// A form request (what `curl -d` sends) that must answer `status`; returns the body.
+fn expect_form(port: u16, method: &str, path: &str, form: &str, status: u16) -> Value {
+    let r = request(port, method, path, &[FORM], form.as_bytes());
+    let v = body_of(&r);
+    assert_eq!(r.status, status, "{method} {path} {form}: {v}");
+    v
+}
+
+/// A raw body with a content type that must answer `status`.
+fn expect_raw(port: u16, method: &str, path: &str, ctype: &str, raw: &str, status: u16) -> Value {
+    let r = request(
+        port,
+        method,
+        path,
+        &[("Content-Type", ctype)],
+        raw.as_bytes(),
+    );
+    let v = body_of(&r);
+    assert_eq!(r.status, status, "{method} {path} {raw}: {v}");
+    v
+}
+
+fn id(v: &Value) -> String {
+    v["id"].as_str().expect("an id").to_string()
+}
+
+fn names(list: &Value, key: &str) -> BTreeSet<String> {
+    list["data"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|e| e[key].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+fn is_uuid(s: &str) -> bool {
+    let groups: Vec<&str> = s.split('-').collect();
+    groups.iter().map(|g| g.len()).collect::<Vec<_>>() == [8, 4, 4, 4, 12]
+        && groups
+            .iter()
+            .all(|g| g.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+fn state_file(gw: &Gateway) -> Value {
+    let text = std::fs::read_to_string(gw.nginx.prefix.join("state/gateway.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Every collection, fully listed: what must survive restarts unchanged.
+fn everything(port: u16) -> Value {
+    let mut all = serde_json::Map::new();
+    for path in [
+        "/services",
+        "/routes",
+        "/consumers",
+        "/plugins",
+        "/upstreams",
+        "/key-auths",
+    ] {
+        all.insert(
+            path.into(),
+            expect(port, "GET", &format!("{path}?size=1000"), None, 200),
+        );
+    }
+    all.insert(
+        "targets".into(),
+        expect(
+            port,
+            "GET",
+            "/upstreams/backend.internal/targets",
+            None,
+            200,
+        ),
+    );
+    Value::Object(all)
+}
+
+#[test]
+fn services_crud_with_put_upsert_and_patch() {
+    let gw = gateway("admin-services");
+    let p = gw.admin;
+    let s = expect(
+        p,
+        "POST",
+        "/services",
+        Some(json!({"name": "billing", "url": "https://billing.internal:8443/v1"})),
+        201,
+    );
+    assert!(is_uuid(s["id"].as_str().unwrap()), "{s}");
+    assert_eq!(s["protocol"], "https");
+    assert_eq!(s["host"], "billing.internal");
+    assert_eq!(s["port"], 8443);
+    assert_eq!(s["path"], "/v1");
+    assert_eq!(s["retries"], 5);
+    for t in ["connect_timeout", "write_timeout", "read_timeout"] {
+        assert_eq!(s[t], 60000, "{t}");
+    }
+    assert_eq!(s["tags"], Value::Null);
+    assert!(s["created_at"].as_u64().unwrap() > 1_600_000_000);
+    let sid = id(&s);
+
+    assert_eq!(expect(p, "GET", &format!("/services/{sid}"), None, 200), s);
+    assert_eq!(expect(p, "GET", "/services/billing", None, 200), s);
+
+    // PATCH changes what it names, nothing else.
+    let patched = expect(
+        p,
+        "PATCH",
+        "/services/billing",
+        Some(json!({"retries": 2, "tags": ["payments"]})),
+        200,
+    );
+    assert_eq!(patched["retries"], 2);
+    assert_eq!(patched["tags"], json!(["payments"]));
+    assert_eq!(patched["host"], "billing.internal");
+    assert_eq!(patched["id"], s["id"]);
+    assert_eq!(patched["created_at"], s["created_at"]);
+    // A url in a PATCH rewrites protocol, host, port and path (none: unset).
+    let moved = expect(
+        p,
+        "PATCH",
+        &format!("/services/{sid}"),
+        Some(json!({"url": "http://billing2.internal"})),
+        200,
+    );
+    assert_eq!(
+        (
+            &moved["protocol"],
+            &moved["host"],
+            &moved["port"],
+            &moved["path"]
+        ),
+        (
+            &json!("http"),
+            &json!("billing2.internal"),
+            &json!(80),
+            &Value::Null
+        )
+    );
+
+    // PUT replaces the whole entity: what it leaves out returns to the default.
+    let put = expect(
+        p,
+        "PUT",
+        &format!("/services/{sid}"),
+        Some(json!({"name": "billing", "host": "billing3.internal"})),
+        200,
+    );
+    assert_eq!(put["id"], s["id"]);
+    assert_eq!(put["created_at"], s["created_at"]);
+    assert_eq!(put["retries"], 5);
+    assert_eq!(put["tags"], Value::Null);
+    assert_eq!(put["host"], "billing3.internal");
+
+    // PUT on an unknown name or id creates the entity with it.
+    let ledger = expect(
+        p,
+        "PUT",
+        "/services/ledger",
+        Some(json!({"host": "ledger.internal"})),
+        200,
+    );
+    assert_eq!(ledger["name"], "ledger");
+    let new_id = "9a1f0c4e-4a55-4a47-9a8e-0d2f6c1b7e11";
+    let by_id = expect(
+        p,
+        "PUT",
+        &format!("/services/{new_id}"),
+        Some(json!({"host": "x.internal"})),
+        200,
+    );
+    assert_eq!(by_id["id"], new_id);
+
+    let list = expect(p, "GET", "/services", None, 200);
+    assert_eq!(
+        names(&list, "id"),
+        BTreeSet::from([sid.clone(), id(&ledger), new_id.to_string()])
+    );
+    assert_eq!(list["next"], Value::Null);
+
+    expect(p, "DELETE", "/services/ledger", None, 204);
+    expect(p, "GET", "/services/ledger", None, 404);
+    // Deleting what is not there succeeds, as in Kong.
+    expect(p, "DELETE", "/services/ledger", None, 204);
+    assert!(gw.nginx.errors().is_empty(), "{:?}", gw.nginx.errors());
+}
+
+#[test]
+fn routes_nested_and_form_bodies() {
+    let gw = gateway("admin-routes");
+    let p = gw.admin;
+    let web = expect_form(
+        p,
+        "POST",
+        "/services",
+        "name=web&host=web.internal&port=8080",
+        201,
+    );
+    assert_eq!(web["port"], 8080);
+
+    // Nested POST sets the service; repeated `paths[]`, repeated plain keys, booleans.
+    let api = expect_form(
+        p,
+        "POST",
+        "/services/web/routes",
+        "name=api&paths[]=/api&paths[]=/v2&methods=GET&methods=POST&strip_path=false&hosts=example.com",
+        201,
+    );
+    assert_eq!(api["paths"], json!(["/api", "/v2"]));
+    assert_eq!(api["methods"], json!(["GET", "POST"]));
+    assert_eq!(api["hosts"], json!(["example.com"]));
+    assert_eq!(api["strip_path"], false);
+    assert_eq!(api["preserve_host"], false);
+    assert_eq!(api["protocols"], json!(["http", "https"]));
+    assert_eq!(api["service"], json!({"id": web["id"]}));
+
+    // Indexed arrays and a dotted foreign key by name.
+    let indexed = expect_form(
+        p,
+        "POST",
+        "/routes",
+        "name=indexed&paths[1]=/one&paths[2]=/two&service.name=web",
+        201,
+    );
+    assert_eq!(indexed["paths"], json!(["/one", "/two"]));
+    assert_eq!(indexed["service"]["id"], web["id"]);
+    // An array given once is a scalar; a route needs no service.
+    let single = expect_form(p, "POST", "/routes", "paths=/single", 201);
+    assert_eq!(single["paths"], json!(["/single"]));
+    assert_eq!(single["service"], Value::Null);
+    // service.id in a form.
+    let by_id = expect_form(
+        p,
+        "POST",
+        "/routes",
+        &format!("hosts=by-id.example&service.id={}", id(&web)),
+        201,
+    );
+    assert_eq!(by_id["service"]["id"], web["id"]);
+
+    let nested = expect(p, "GET", "/services/web/routes", None, 200);
+    assert_eq!(
+        names(&nested, "id"),
+        BTreeSet::from([id(&api), id(&indexed), id(&by_id)])
+    );
+    expect(p, "GET", "/services/web/routes/api", None, 200);
+    // A route of another service (none) is not under this one.
+    expect(
+        p,
+        "GET",
+        &format!("/services/web/routes/{}", id(&single)),
+        None,
+        404,
+    );
+    expect(p, "GET", "/services/nope/routes", None, 404);
+
+    let patched = expect(
+        p,
+        "PATCH",
+        "/routes/api",
+        Some(json!({"paths": ["/api2"]})),
+        200,
+    );
+    assert_eq!(patched["paths"], json!(["/api2"]));
+    assert_eq!(patched["methods"], json!(["GET", "POST"]));
+    let put = expect(
+        p,
+        "PUT",
+        "/routes/api",
+        Some(json!({"paths": ["/api3"], "service": {"name": "web"}})),
+        200,
+    );
+    assert_eq!(put["id"], api["id"]);
+    assert_eq!(put["methods"], Value::Null);
+
+    // At least one of methods, hosts, paths.
+    let v = expect_form(p, "POST", "/routes", "name=empty", 400);
+    assert!(v["fields"]["@entity"][0]
+        .as_str()
+        .unwrap()
+        .contains("'paths'"));
+
+    for r in [&api, &indexed, &by_id] {
+        expect(p, "DELETE", &format!("/routes/{}", id(r)), None, 204);
+    }
+    expect(p, "DELETE", "/services/web", None, 204);
+}
+
+#[test]
+fn consumers_and_key_auth_credentials() {
+    let gw = gateway("admin-consumers");
+    let p = gw.admin;
+    let alice = expect(
+        p,
+        "POST",
+        "/consumers",
+        Some(json!({"username": "alice", "custom_id": "a-1"})),
+        201,
+    );
+    let v = expect_form(p, "POST", "/consumers", "username=alice", 409);
+    assert_eq!(v["fields"], json!({"username": "alice"}));
+    let v = expect_form(p, "POST", "/consumers", "custom_id=a-1", 409);
+    assert_eq!(v["fields"], json!({"custom_id": "a-1"}));
+    let v = expect(p, "POST", "/consumers", Some(json!({})), 400);
+    assert!(v["fields"]["@entity"].is_array(), "{v}");
+    assert_eq!(expect(p, "GET", "/consumers/alice", None, 200), alice);
+
+    // A generated key, and a chosen one.
+    let generated = expect(p, "POST", "/consumers/alice/key-auth", None, 201);
+    let key = generated["key"].as_str().unwrap();
+    assert!(
+        key.len() == 32 && key.chars().all(|c| c.is_ascii_hexdigit()),
+        "{key}"
+    );
+    assert_eq!(generated["consumer"], json!({"id": alice["id"]}));
+    let chosen = expect_form(p, "POST", "/consumers/alice/key-auth", "key=secret-1", 201);
+    assert_eq!(chosen["key"], "secret-1");
+    let v = expect_form(p, "POST", "/consumers/alice/key-auth", "key=secret-1", 409);
+    assert_eq!(v["fields"], json!({"key": "secret-1"}));
+    let creds = expect(p, "GET", "/consumers/alice/key-auth", None, 200);
+    assert_eq!(
+        names(&creds, "key"),
+        BTreeSet::from([key.to_string(), "secret-1".into()])
+    );
+    expect(
+        p,
+        "DELETE",
+        &format!("/consumers/alice/key-auth/{}", id(&generated)),
+        None,
+        204,
+    );
+    let creds = expect(p, "GET", "/key-auths", None, 200);
+    assert_eq!(
+        names(&creds, "key"),
+        BTreeSet::from(["secret-1".to_string()])
+    );
+    expect(
+        p,
+        "DELETE",
+        &format!("/consumers/nobody/key-auth/{}", id(&chosen)),
+        None,
+        404,
+    );
+
+    // A consumer takes its credentials and plugins with it.
+    expect_form(
+        p,
+        "POST",
+        "/consumers/alice/plugins",
+        "name=prometheus&config.per_consumer=true",
+        201,
+    );
+    let patched = expect_form(p, "PATCH", "/consumers/alice", "custom_id=a-2", 200);
+    assert_eq!(patched["custom_id"], "a-2");
+    expect(p, "DELETE", "/consumers/alice", None, 204);
+    assert_eq!(expect(p, "GET", "/key-auths", None, 200)["data"], json!([]));
+    assert_eq!(expect(p, "GET", "/plugins", None, 200)["data"], json!([]));
+    expect(
+        p,
+        "PATCH",
+        "/consumers/alice",
+        Some(json!({"custom_id": "x"})),
+        404,
+    );
+}
+
+#[test]
+fn plugins_with_forms_httpie_json_and_scopes() {
+    let gw = gateway("admin-plugins");
+    let p = gw.admin;
+    let global = expect_form(
+        p,
+        "POST",
+        "/plugins",
+        "name=prometheus&config.per_consumer=true",
+        201,
+    );
+    assert_eq!(global["config"]["per_consumer"], true);
+    for f in [
+        "status_code_metrics",
+        "latency_metrics",
+        "bandwidth_metrics",
+        "upstream_health_metrics",
+    ] {
+        assert_eq!(global["config"][f], false, "{f}");
+    }
+    assert_eq!(global["enabled"], true);
+    assert_eq!(
+        (&global["service"], &global["route"], &global["consumer"]),
+        (&Value::Null, &Value::Null, &Value::Null)
+    );
+    // One plugin of a name per scope.
+    let v = expect_form(p, "POST", "/plugins", "name=prometheus", 409);
+    assert_eq!(v["code"], 5);
+    assert_eq!(v["fields"]["name"], "prometheus");
+
+    // PATCH merges the config record.
+    let patched = expect(
+        p,
+        "PATCH",
+        &format!("/plugins/{}", id(&global)),
+        Some(json!({"config": {"bandwidth_metrics": true}})),
+        200,
+    );
+    assert_eq!(patched["config"]["per_consumer"], true);
+    assert_eq!(patched["config"]["bandwidth_metrics"], true);
+
+    // What `http :8001/services/s1/plugins name=prometheus config.latency_metrics=true`
+    // sends: a JSON object, string values, dotted keys.
+    expect(
+        p,
+        "POST",
+        "/services",
+        Some(json!({"name": "s1", "host": "s1.internal"})),
+        201,
+    );
+    let httpie = expect_raw(
+        p,
+        "POST",
+        "/services/s1/plugins",
+        "application/json",
+        r#"{"name": "prometheus", "config.latency_metrics": "true"}"#,
+        201,
+    );
+    assert_eq!(httpie["config"]["latency_metrics"], true);
+    assert_eq!(httpie["config"]["per_consumer"], false);
+    let s1 = expect(p, "GET", "/services/s1", None, 200);
+    assert_eq!(httpie["service"], json!({"id": s1["id"]}));
+
+    let route = expect_form(p, "POST", "/services/s1/routes", "name=r1&paths=/r1", 201);
+    let v = expect_form(
+        p,
+        "POST",
+        "/routes/r1/plugins",
+        "name=prometheus&config.per_consumer=notabool",
+        400,
+    );
+    assert_eq!(v["fields"]["config"]["per_consumer"], "expected a boolean");
+    assert_eq!(v["name"], "schema violation");
+
+    let key_auth = expect_form(p, "POST", "/routes/r1/plugins", "name=key-auth", 201);
+    assert_eq!(key_auth["config"]["key_names"], json!(["apikey"]));
+    assert_eq!(key_auth["config"]["hide_credentials"], false);
+    assert_eq!(key_auth["config"]["key_in_header"], true);
+    assert_eq!(key_auth["config"]["key_in_query"], true);
+    assert_eq!(key_auth["route"], json!({"id": route["id"]}));
+
+    let ip = expect_form(
+        p,
+        "POST",
+        "/services/s1/plugins",
+        "name=ip-restriction&config.allow[]=10.0.0.0/8&config.allow[]=127.0.0.1",
+        201,
+    );
+    assert_eq!(ip["config"]["allow"], json!(["10.0.0.0/8", "127.0.0.1"]));
+    assert_eq!(ip["config"]["status"], 403);
+
+    let v = expect(
+        p,
+        "POST",
+        "/plugins",
+        Some(json!({"name": "key-auth", "config": {"bogus": 1}})),
+        400,
+    );
+    assert_eq!(v["fields"]["config"]["bogus"], "unknown field");
+
+    assert_eq!(
+        names(&expect(p, "GET", "/services/s1/plugins", None, 200), "name"),
+        BTreeSet::from(["prometheus".to_string(), "ip-restriction".into()])
+    );
+    assert_eq!(
+        names(&expect(p, "GET", "/routes/r1/plugins", None, 200), "name"),
+        BTreeSet::from(["key-auth".to_string()])
+    );
+    let node = expect(p, "GET", "/", None, 200);
+    let listed = |k: &str| -> BTreeSet<String> {
+        node["plugins"][k]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n.as_str().unwrap().to_string())
+            .collect()
+    };
+    let three = BTreeSet::from([
+        "ip-restriction".to_string(),
+        "key-auth".into(),
+        "prometheus".into(),
+    ]);
+    assert!(listed("available_on_server").is_superset(&three));
+    assert_eq!(listed("enabled_in_cluster"), three);
+}
+
+#[test]
+fn upstreams_and_targets() {
+    let gw = gateway("admin-upstreams");
+    let p = gw.admin;
+    let up = expect(
+        p,
+        "POST",
+        "/upstreams",
+        Some(json!({"name": "backend.internal"})),
+        201,
+    );
+    assert_eq!(up["algorithm"], "round-robin");
+    assert_eq!(
+        up["healthchecks"],
+        json!({"passive": {"unhealthy": {"failures": 3, "http_statuses": [500, 502, 503, 504],
+                                         "timeouts": 3}, "readmit_after": 10}})
+    );
+    // A record PATCH keeps its siblings.
+    let patched = expect_form(
+        p,
+        "PATCH",
+        "/upstreams/backend.internal",
+        "healthchecks.passive.unhealthy.failures=0",
+        200,
+    );
+    assert_eq!(
+        patched["healthchecks"]["passive"]["unhealthy"]["failures"],
+        0
+    );
+    assert_eq!(
+        patched["healthchecks"]["passive"]["unhealthy"]["timeouts"],
+        3
+    );
+
+    let t1 = expect_form(
+        p,
+        "POST",
+        "/upstreams/backend.internal/targets",
+        "target=10.0.0.1",
+        201,
+    );
+    assert_eq!(t1["target"], "10.0.0.1:8000");
+    assert_eq!(t1["weight"], 100);
+    assert_eq!(t1["upstream"], json!({"id": up["id"]}));
+    let t2 = expect(
+        p,
+        "POST",
+        &format!("/upstreams/{}/targets", id(&up)),
+        Some(json!({"target": "10.0.0.2:9000", "weight": 5})),
+        201,
+    );
+    expect_form(
+        p,
+        "POST",
+        "/upstreams/backend.internal/targets",
+        "target=10.0.0.1:8000",
+        409,
+    );
+    let v = expect_form(
+        p,
+        "POST",
+        "/upstreams/backend.internal/targets",
+        "target=10.0.0.3&weight=70000",
+        400,
+    );
+    assert_eq!(v["fields"]["weight"], "value should be between 0 and 65535");
+    let list = expect(p, "GET", "/upstreams/backend.internal/targets", None, 200);
+    assert_eq!(
+        names(&list, "target"),
+        BTreeSet::from(["10.0.0.1:8000".to_string(), "10.0.0.2:9000".into()])
+    );
+
+    let v = expect(p, "DELETE", "/upstreams/backend.internal", None, 400);
+    assert_eq!(v["fields"]["@referenced_by"], "targets");
+    expect(
+        p,
+        "DELETE",
+        "/upstreams/backend.internal/targets/10.0.0.1:8000",
+        None,
+        204,
+    );
+    expect(
+        p,
+        "DELETE",
+        &format!("/upstreams/backend.internal/targets/{}", id(&t2)),
+        None,
+        204,
+    );
+    expect(p, "DELETE", "/upstreams/backend.internal", None, 204);
+    expect(p, "GET", &format!("/upstreams/{}", id(&up)), None, 404);
+}
+
+#[test]
+fn pagination_follows_next_until_null() {
+    let gw = gateway("admin-pages");
+    let p = gw.admin;
+    let mut created = Vec::new();
+    for i in 0..7 {
+        let s = expect_form(
+            p,
+            "POST",
+            "/services",
+            &format!("name=s{i}&host=h{i}.internal"),
+            201,
+        );
+        created.push(id(&s));
+    }
+    let mut seen = Vec::new();
+    let mut next = "/services?size=3".to_string();
+    let mut pages = 0;
+    loop {
+        let page = expect(p, "GET", &next, None, 200);
+        pages += 1;
+        let data = page["data"].as_array().unwrap();
+        assert!(data.len() <= 3, "{page}");
+        seen.extend(data.iter().map(id));
+        match &page["next"] {
+            Value::Null => {
+                assert!(page.get("offset").is_none(), "{page}");
+                break;
+            }
+            Value::String(n) => {
+                assert!(n.starts_with("/services?offset="), "{n}");
+                assert_eq!(page["offset"].as_str().map(str::is_empty), Some(false));
+                next = n.clone();
+            }
+            other => panic!("next: {other}"),
+        }
+    }
+    assert_eq!(pages, 3);
+    // Every service once, in creation order.
+    assert_eq!(seen, created);
+
+    let v = expect(p, "GET", "/services?size=0", None, 400);
+    assert_eq!(v["name"], "invalid size");
+    expect(p, "GET", "/services?size=1001", None, 400);
+    let v = expect(p, "GET", "/services?offset=bm9wZQ", None, 400);
+    assert_eq!(v["name"], "invalid offset");
+}
+
+#[test]
+fn every_error_class_has_its_status_and_names_the_field() {
+    let gw = gateway("admin-errors");
+    let p = gw.admin;
+
+    // 400: every bad field at once.
+    let v = expect(
+        p,
+        "POST",
+        "/services",
+        Some(
+            json!({"name": "bad name!", "host": "ok.internal", "port": 70000,
+                    "protocol": "ftp", "color": "blue"}),
+        ),
+        400,
+    );
+    assert_eq!(v["code"], 2);
+    assert_eq!(v["name"], "schema violation");
+    assert_eq!(v["fields"]["port"], "value should be between 0 and 65535");
+    assert_eq!(v["fields"]["protocol"], "expected one of: http, https");
+    assert_eq!(v["fields"]["color"], "unknown field");
+    assert!(v["fields"]["name"].is_string(), "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("4 schema violations ("),
+        "{v}"
+    );
+    let v = expect(p, "POST", "/services", Some(json!({})), 400);
+    assert_eq!(v["fields"]["host"], "required field missing");
+    // Elements of an array are reported at their index.
+    let v = expect(
+        p,
+        "POST",
+        "/routes",
+        Some(json!({"paths": ["/ok", "nope"]})),
+        400,
+    );
+    assert_eq!(v["fields"]["paths"], json!([null, "should start with: /"]));
+
+    // 400: unknown plugin.
+    let v = expect_form(p, "POST", "/plugins", "name=no-such-plugin", 400);
+    assert!(
+        v["fields"]["name"]
+            .as_str()
+            .unwrap()
+            .contains("plugin 'no-such-plugin' not enabled"),
+        "{v}"
+    );
+
+    // 409: unique name.
+    expect_form(p, "POST", "/services", "name=dup&host=a.internal", 201);
+    let v = expect_form(p, "POST", "/services", "name=dup&host=b.internal", 409);
+    assert_eq!(v["code"], 5);
+    assert_eq!(v["fields"], json!({"name": "dup"}));
+
+    // 404: unknown id, name or path.
+    expect(
+        p,
+        "GET",
+        "/services/4a5a2b1c-0d3e-4f60-8a7b-9c0d1e2f3a4b",
+        None,
+        404,
+    );
+    let v = expect(p, "GET", "/services/nope", None, 404);
+    assert_eq!(v["message"], "Not found");
+    expect(p, "GET", "/nowhere", None, 404);
+    expect(p, "GET", "/services/dup/nowhere", None, 404);
+    expect(
+        p,
+        "PATCH",
+        "/services/nope",
+        Some(json!({"retries": 1})),
+        404,
+    );
+
+    // 400: malformed JSON; 415: a body type we do not read.
+    let v = expect_raw(
+        p,
+        "POST",
+        "/services",
+        "application/json",
+        "{\"name\": ",
+        400,
+    );
+    assert!(v["message"].as_str().unwrap().contains("JSON"), "{v}");
+    expect_raw(p, "POST", "/services", "text/plain", "name=x", 415);
+
+    // 413: over client_max_body_size (1m), answered by nginx itself.
+    let big = json!({"name": "big", "host": "a.internal", "tags": ["x".repeat(1 << 20)]});
+    let v = expect(p, "POST", "/services", Some(big), 413);
+    assert!(v["message"].as_str().unwrap().contains("1m"), "{v}");
+
+    // 400: a reference to nothing.
+    let v = expect(
+        p,
+        "POST",
+        "/routes",
+        Some(json!({"paths": ["/x"], "service": {"id": "4a5a2b1c-0d3e-4f60-8a7b-9c0d1e2f3a4b"}})),
+        400,
+    );
+    assert_eq!(v["code"], 4);
+    assert_eq!(
+        v["fields"]["service"]["id"],
+        "4a5a2b1c-0d3e-4f60-8a7b-9c0d1e2f3a4b"
+    );
+    expect_form(
+        p,
+        "POST",
+        "/services/4a5a2b1c-0d3e-4f60-8a7b-9c0d1e2f3a4b/routes",
+        "paths=/x",
+        404,
+    );
+
+    // 400: deleting a service that routes still use.
+    expect_form(p, "POST", "/services/dup/routes", "paths=/dup", 201);
+    let v = expect(p, "DELETE", "/services/dup", None, 400);
+    assert_eq!(v["fields"]["@referenced_by"], "routes");
+    assert_eq!(
+        v["message"],
+        "an existing 'routes' entity references this 'services' entity"
+    );
+
+    // 405.
+    for (method, path) in [
+        ("PUT", "/services"),
+        ("DELETE", "/services"),
+        ("POST", "/services/dup"),
+        ("DELETE", "/"),
+        ("POST", "/metrics"),
+    ] {
+        let (s, v) = admin(p, method, path, None);
+        assert_eq!(s, 405, "{method} {path}: {v}");
+    }
+
+    // Every answer says which worker gave it and what configuration it had.
+    let r = request(p, "GET", "/services/nope", &[], b"");
+    assert!(r.header("x-gateway-worker").unwrap().parse::<u32>().is_ok());
+    assert!(r
+        .header("x-gateway-config-version")
+        .unwrap()
+        .parse::<u64>()
+        .is_ok());
+    // nginx logs the 413 itself; nothing else may be there.
+    let unexpected: Vec<String> = gw
+        .nginx
+        .errors()
+        .into_iter()
+        .filter(|l| !l.contains("client intended to send too large body"))
+        .collect();
+    assert!(unexpected.is_empty(), "{unexpected:?}");
+}
+
+fn populate(p: u16) {
+    let svc = expect(
+        p,
+        "POST",
+        "/services",
+        Some(json!({"name": "svc", "url": "http://backend.internal/base"})),
+        201,
+    );
+    expect_form(p, "POST", "/services/svc/routes", "name=r&paths[]=/r", 201);
+    expect_form(p, "POST", "/consumers", "username=carol", 201);
+    expect_form(p, "POST", "/consumers/carol/key-auth", "key=carol-key", 201);
+    expect_form(
+        p,
+        "POST",
+        "/plugins",
+        &format!(
+            "name=prometheus&service.id={}&config.status_code_metrics=true",
+            id(&svc)
+        ),
+        201,
+    );
+    expect_form(p, "POST", "/upstreams", "name=backend.internal", 201);
+    expect_form(
+        p,
+        "POST",
+        "/upstreams/backend.internal/targets",
+        "target=127.0.0.1:9",
+        201,
+    );
+}
+
+#[test]
+fn entities_survive_reload_and_restart() {
+    let gw = gateway("admin-persist");
+    let p = gw.admin;
+    populate(p);
+    let before = everything(p);
+    let node = expect(p, "GET", "/", None, 200)["node_id"].clone();
+    assert!(is_uuid(node.as_str().unwrap()));
+
+    gw.nginx.reload();
+    assert_eq!(everything(p), before);
+    assert_eq!(expect(p, "GET", "/", None, 200)["node_id"], node);
+
+    gw.nginx.stop();
+    gw.nginx.start_again();
+    assert_eq!(everything(p), before);
+    assert_eq!(expect(p, "GET", "/", None, 200)["node_id"], node);
+
+    let state = state_file(&gw);
+    assert_eq!(state["node_id"], node);
+    assert_eq!(state["_format_version"], "1");
+    assert_eq!(state["services"].as_array().unwrap().len(), 1);
+    assert_eq!(state["targets"].as_array().unwrap().len(), 1);
+    // References are stored as {"id": ...}.
+    assert_eq!(
+        state["routes"][0]["service"],
+        json!({"id": state["services"][0]["id"]})
+    );
+
+    // The workers (not root) can still write after the master rewrote nothing.
+    expect_form(
+        p,
+        "POST",
+        "/services",
+        "name=after&host=after.internal",
+        201,
+    );
+    gw.nginx.stop();
+    gw.nginx.start_again();
+    expect(p, "GET", "/services/after", None, 200);
+    assert!(gw.nginx.errors().is_empty(), "{:?}", gw.nginx.errors());
+}
+
+#[test]
+fn concurrent_writes_are_all_kept() {
+    let gw = gateway("admin-concurrent");
+    let p = gw.admin;
+    let handles: Vec<_> = (0..50)
+        .map(|i| {
+            std::thread::spawn(move || {
+                admin(
+                    p,
+                    "POST",
+                    "/services",
+                    Some(json!({"name": format!("svc-{i}"), "host": "h.internal"})),
+                )
+            })
+        })
+        .collect();
+    let mut ids = BTreeSet::new();
+    for h in handles {
+        let (status, v) = h.join().unwrap();
+        assert_eq!(status, 201, "{v}");
+        ids.insert(v["id"].as_str().unwrap().to_string());
+    }
+    assert_eq!(ids.len(), 50);
+    let list = expect(p, "GET", "/services?size=1000", None, 200);
+    let expected: BTreeSet<String> = (0..50).map(|i| format!("svc-{i}")).collect();
+    assert_eq!(names(&list, "name"), expected);
+    let state = state_file(&gw);
+    let stored: BTreeSet<String> = state["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(stored, expected);
+    assert!(gw.nginx.errors().is_empty(), "{:?}", gw.nginx.errors());
+}
+
+#[test]
+fn a_change_reaches_every_worker_within_a_second() {
+    let gw = gateway("admin-visibility");
+    let p = gw.admin;
+    let r = request(
+        p,
+        "POST",
+        "/services",
+        &[JSON],
+        br#"{"name": "fresh", "host": "fresh.internal"}"#,
+    );
+    let written = Instant::now();
+    assert_eq!(r.status, 201, "{}", r.text());
+    let version: u64 = r
+        .header("x-gateway-config-version")
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    // GET / answers from the worker's own snapshot (no catching up on the request):
+    // poll from several clients so that both workers answer, for two seconds.
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut seen = Vec::new();
+                while written.elapsed() < Duration::from_secs(2) {
+                    let r = request(p, "GET", "/", &[], b"");
+                    let pid: u32 = r.header("x-gateway-worker").unwrap().parse().unwrap();
+                    let v: u64 = r
+                        .header("x-gateway-config-version")
+                        .unwrap()
+                        .parse()
+                        .unwrap();
+                    seen.push((written.elapsed(), pid, v));
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                seen
+            })
+        })
+        .collect();
+    let seen: Vec<(Duration, u32, u64)> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    let mut first_new: BTreeMap<u32, Duration> = BTreeMap::new();
+    for &(t, pid, v) in &seen {
+        assert!(
+            v >= version || t < Duration::from_secs(1),
+            "worker {pid} still had version {v} < {version} {t:?} after the write"
+        );
+        if v >= version {
+            let e = first_new.entry(pid).or_insert(t);
+            *e = (*e).min(t);
+        }
+    }
+    assert!(
+        first_new.len() >= 2,
+        "the new version was seen on {first_new:?} only"
+    );
+    for (pid, t) in &first_new {
+        assert!(
+            *t < Duration::from_secs(1),
+            "worker {pid} saw it after {t:?}"
+        );
+    }
+}
+
+/// A directory and file the workers (nobody) can read.
+fn declarative_file(name: &str, content: &Value) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ngxprom-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("kong.json");
+    std::fs::write(&file, content.to_string()).unwrap();
+    Command::new("chmod").arg("755").arg(&dir).status().unwrap();
+    Command::new("chmod")
+        .arg("644")
+        .arg(&file)
+        .status()
+        .unwrap();
+    file
+}
+
+#[test]
+fn declarative_mode_serves_the_file_and_refuses_writes() {
+    // Kong's format: children nested in their parent, references by name.
+    let file = declarative_file(
+        "admin-declarative",
+        &json!({
+            "_format_version": "3.0",
+            "services": [{
+                "name": "demo", "url": "http://127.0.0.1:9/",
+                "routes": [{"name": "root", "paths": ["/"]}],
+                "plugins": [{"name": "prometheus", "config": {"status_code_metrics": true}}],
+            }],
+            "consumers": [{"username": "dave", "keyauth_credentials": [{"key": "dave-key"}]}],
+        }),
+    );
+    let gw = start_gateway(
+        "admin-declarative",
+        &[("DECLARATIVE", file.display().to_string())],
+    );
+    let p = gw.admin;
+    let services = expect(p, "GET", "/services", None, 200);
+    assert_eq!(
+        names(&services, "name"),
+        BTreeSet::from(["demo".to_string()])
+    );
+    let demo = &services["data"][0];
+    let route = expect(p, "GET", "/routes/root", None, 200);
+    assert_eq!(route["service"], json!({"id": demo["id"]}));
+    let plugins = expect(p, "GET", "/services/demo/plugins", None, 200);
+    assert_eq!(plugins["data"][0]["config"]["status_code_metrics"], true);
+    expect(p, "GET", "/consumers/dave/key-auth", None, 200);
+    assert_eq!(
+        expect(p, "GET", "/", None, 200)["configuration"]["database"],
+        "off"
+    );
+
+    let v = expect_form(p, "POST", "/services", "name=x&host=x.internal", 405);
+    assert!(v["message"].as_str().unwrap().contains("DB-less"), "{v}");
+    expect(p, "DELETE", "/services/demo", None, 405);
+    expect(
+        p,
+        "PATCH",
+        "/routes/root",
+        Some(json!({"paths": ["/x"]})),
+        405,
+    );
+
+    // Ids come from the file's content: the same after a reload.
+    gw.nginx.reload();
+    assert_eq!(
+        expect(p, "GET", "/services/demo", None, 200)["id"],
+        demo["id"]
+    );
+    let _ = std::fs::remove_dir_all(file.parent().unwrap());
+}
+
+/// Starts nginx on a rendered gateway configuration expecting it to fail; returns
+/// what it said.
+fn failed_start(name: &str, vars: &[(&str, String)]) -> String {
+    let prefix = harness::prefix(name);
+    let (conf, _) = harness::render_gateway(&prefix, vars);
+    std::fs::write(prefix.join("nginx.conf"), conf).unwrap();
+    let out = Command::new("nginx")
+        .arg("-p")
+        .arg(&prefix)
+        .arg("-c")
+        .arg(prefix.join("nginx.conf"))
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(prefix.join("logs/error.log")).unwrap_or_default()
+    );
+    assert!(!out.status.success(), "nginx started:\n{said}");
+    assert!(!Path::new(&prefix.join("nginx.pid")).exists());
+    let _ = std::fs::remove_dir_all(&prefix);
+    said
+}
+
+#[test]
+fn an_invalid_declarative_file_stops_nginx_naming_the_field() {
+    let file = declarative_file(
+        "admin-bad-declarative",
+        &json!({
+            "_format_version": "3.0",
+            "services": [
+                {"name": "fine", "host": "fine.internal"},
+                {"name": "broken", "host": "b.internal", "port": 70000},
+            ],
+        }),
+    );
+    let said = failed_start(
+        "admin-bad-declarative",
+        &[("DECLARATIVE", file.display().to_string())],
+    );
+    assert!(
+        said.contains("services[2] (name 'broken')")
+            && said.contains("port: value should be between 0 and 65535"),
+        "{said}"
+    );
+
+    // Nested entities are named by their path in the file.
+    std::fs::write(
+        &file,
+        json!({"_format_version": "3.0", "services": [
+            {"name": "s", "host": "s.internal", "routes": [{"paths": ["no-slash"]}]}]})
+        .to_string(),
+    )
+    .unwrap();
+    let said = failed_start(
+        "admin-bad-declarative",
+        &[("DECLARATIVE", file.display().to_string())],
+    );
+    assert!(
+        said.contains("services[1].routes[1]") && said.contains("paths.1: should start with: /"),
+        "{said}"
+    );
+    let _ = std::fs::remove_dir_all(file.parent().unwrap());
+}
+
+#[test]
+fn a_seed_file_is_loaded_once_then_the_state_wins() {
+    let file = declarative_file(
+        "admin-seed",
+        &json!({"_format_version": "1", "services": [{"name": "seeded", "host": "seed.internal"}]}),
+    );
+    let gw = start_gateway("admin-seed", &[("SEED", file.display().to_string())]);
+    let p = gw.admin;
+    expect(p, "GET", "/services/seeded", None, 200);
+    // Persisted at once: the state file holds the seed.
+    assert_eq!(state_file(&gw)["services"][0]["name"], "seeded");
+
+    expect(p, "DELETE", "/services/seeded", None, 204);
+    gw.nginx.stop();
+    gw.nginx.start_again();
+    expect(p, "GET", "/services/seeded", None, 404);
+    let _ = std::fs::remove_dir_all(file.parent().unwrap());
+}

@@ -1,3 +1,650 @@
-//! Gateway tests: proxying, plugins, metrics.
+//! Gateway tests: the Kong-style walkthrough, plugin scoping and precedence, per-consumer
+//! series, upstream health, error outcomes, ip-restriction and both metric namings.
 
 mod harness;
+
+use harness::*;
+use serde_json::json;
+use std::io::{Read, Write};
+use std::net::{IpAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn created(r: (u16, serde_json::Value)) -> serde_json::Value {
+    assert_eq!(r.0, 201, "{}", r.1);
+    r.1
+}
+
+fn ok(r: (u16, serde_json::Value)) -> serde_json::Value {
+    assert!(r.0 == 200 || r.0 == 201 || r.0 == 204, "{} {}", r.0, r.1);
+    r.1
+}
+
+/// Admin API changes reach every worker within a second (tested in t/admin.rs); wait
+/// a little longer than that before sending traffic that depends on them.
+fn settle(_g: &Gateway) {
+    std::thread::sleep(Duration::from_millis(1200));
+}
+
+fn service(g: &Gateway, name: &str, url: &str) -> serde_json::Value {
+    created(admin(
+        g.admin,
+        "POST",
+        "/services",
+        Some(json!({ "name": name, "url": url })),
+    ))
+}
+
+fn route(g: &Gateway, service: &str, name: &str, paths: &[&str]) -> serde_json::Value {
+    created(admin(
+        g.admin,
+        "POST",
+        &format!("/services/{service}/routes"),
+        Some(json!({ "name": name, "paths": paths })),
+    ))
+}
+
+fn all_switches() -> serde_json::Value {
+    json!({ "status_code_metrics": true, "latency_metrics": true, "bandwidth_metrics": true, "upstream_health_metrics": true })
+}
+
+fn requests(
+    s: &[Sample],
+    service: &str,
+    route: &str,
+    code: &str,
+    source: &str,
+    consumer: &str,
+) -> Option<f64> {
+    value(
+        s,
+        "gateway_http_requests_total",
+        &[
+            ("service", service),
+            ("route", route),
+            ("code", code),
+            ("source", source),
+            ("consumer", consumer),
+        ],
+    )
+}
+
+#[test]
+fn kong_style_walkthrough() {
+    let g = start_gateway("walkthrough", &[]);
+    let upstream = format!("http://127.0.0.1:{}", g.upstream);
+    service(&g, "example-service", &upstream);
+    route(&g, "example-service", "example-route", &["/example"]);
+    // `curl -X POST http://localhost:8001/plugins -d name=prometheus -d config.status_code_metrics=true ...`
+    let form = "name=prometheus&config.status_code_metrics=true&config.latency_metrics=true&config.bandwidth_metrics=true";
+    let r = request(
+        g.admin,
+        "POST",
+        "/plugins",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        form.as_bytes(),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    settle(&g);
+    for _ in 0..5 {
+        assert_eq!(get(g.proxy, "/example/").status, 200);
+    }
+    for _ in 0..2 {
+        assert_eq!(get(g.proxy, "/example/slow").status, 200);
+    }
+    assert_eq!(get(g.proxy, "/nowhere").status, 404);
+    let (_, s) = scrape(g.metrics, "/metrics");
+    assert_eq!(
+        requests(&s, "example-service", "example-route", "200", "service", ""),
+        Some(7.0)
+    );
+    assert_eq!(requests(&s, "", "", "404", "gateway", ""), Some(1.0));
+    let count = |fam: &str| {
+        value(
+            &s,
+            &format!("{fam}_count"),
+            &[("service", "example-service"), ("route", "example-route")],
+        )
+    };
+    assert_eq!(count("gateway_request_latency_seconds"), Some(7.0));
+    assert_eq!(count("gateway_upstream_latency_seconds"), Some(7.0));
+    assert_eq!(count("gateway_latency_seconds"), Some(7.0));
+    let slow = value(
+        &s,
+        "gateway_upstream_latency_seconds_bucket",
+        &[
+            ("service", "example-service"),
+            ("route", "example-route"),
+            ("le", "0.025"),
+        ],
+    );
+    assert_eq!(slow, Some(5.0), "the two /slow requests take 50 ms");
+    let bw = |dir| {
+        value(
+            &s,
+            "gateway_bandwidth_bytes_total",
+            &[
+                ("service", "example-service"),
+                ("route", "example-route"),
+                ("direction", dir),
+                ("consumer", ""),
+            ],
+        )
+    };
+    assert!(bw("ingress").unwrap() > 7.0 * 30.0);
+    assert!(bw("egress").unwrap() > 7.0 * 100.0);
+    // The Admin API serves the same exposition.
+    let from_admin = get(g.admin, "/metrics");
+    assert_eq!(from_admin.status, 200);
+    let admin_samples = parse_with_reference(&from_admin.text());
+    assert_eq!(
+        requests(
+            &admin_samples,
+            "example-service",
+            "example-route",
+            "200",
+            "service",
+            ""
+        ),
+        Some(7.0)
+    );
+    // Node, memory and timer gauges.
+    assert!(s
+        .iter()
+        .any(|x| x.name == "gateway_node_info" && x.value == 1.0));
+    assert!(s
+        .iter()
+        .any(|x| x.name == "gateway_memory_workers_lua_vms_bytes" && x.value > 0.0));
+    assert!(s
+        .iter()
+        .any(|x| x.name == "gateway_memory_lua_shared_dict_total_bytes"
+            && x.labels["shared_dict"] == "gateway_config"));
+    assert_eq!(value(&s, "gateway_datastore_reachable", &[]), Some(1.0));
+    let (status, st) = admin(g.admin, "GET", "/status", None);
+    assert_eq!(status, 200);
+    assert!(
+        st["metrics"]["capacity_bytes"].as_f64().unwrap() > 60e6,
+        "{st}"
+    );
+    assert!(st["metrics"]["series"].as_f64().unwrap() >= 5.0, "{st}");
+}
+
+#[test]
+fn plugin_scope_precedence_disable_delete_and_buckets() {
+    let g = start_gateway("scopes", &[]);
+    let upstream = format!("http://127.0.0.1:{}", g.upstream);
+    service(&g, "svc", &upstream);
+    let a = route(&g, "svc", "a", &["/a"]);
+    route(&g, "svc", "b", &["/b"]);
+    // Global: requests counted. Route a: only latency (more specific wins).
+    let global = created(admin(
+        g.admin,
+        "POST",
+        "/plugins",
+        Some(json!({ "name": "prometheus", "config": { "status_code_metrics": true } })),
+    ));
+    let on_a = created(admin(
+        g.admin,
+        "POST",
+        &format!("/routes/{}/plugins", a["id"].as_str().unwrap()),
+        Some(json!({ "name": "prometheus", "config": { "latency_metrics": true } })),
+    ));
+    settle(&g);
+    for path in ["/a", "/a", "/b", "/b", "/b"] {
+        assert_eq!(get(g.proxy, path).status, 200);
+    }
+    let (_, s) = scrape(g.metrics, "/metrics");
+    assert_eq!(requests(&s, "svc", "b", "200", "service", ""), Some(3.0));
+    assert_eq!(
+        requests(&s, "svc", "a", "200", "service", ""),
+        None,
+        "route a's plugin has no status metrics"
+    );
+    let lat_count = |s: &[Sample], r| {
+        value(
+            s,
+            "gateway_request_latency_seconds_count",
+            &[("service", "svc"), ("route", r)],
+        )
+    };
+    assert_eq!(lat_count(&s, "a"), Some(2.0));
+    assert_eq!(lat_count(&s, "b"), None);
+
+    // Changing buckets keeps every count. Families are shared, and their buckets follow
+    // the global plugin.
+    ok(admin(
+        g.admin,
+        "PATCH",
+        &format!("/plugins/{}", global["id"].as_str().unwrap()),
+        Some(
+            json!({ "config": { "status_code_metrics": true, "request_latency_buckets": [1, 10, 100, 1000] } }),
+        ),
+    ));
+    settle(&g);
+    let (_, s) = scrape(g.metrics, "/metrics");
+    assert_eq!(lat_count(&s, "a"), Some(2.0));
+    assert_eq!(
+        value(
+            &s,
+            "gateway_request_latency_seconds_bucket",
+            &[("service", "svc"), ("route", "a"), ("le", "0.01")]
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        value(
+            &s,
+            "gateway_request_latency_seconds_bucket",
+            &[("service", "svc"), ("route", "a"), ("le", "0.025")]
+        ),
+        None
+    );
+
+    // Disabled: route a falls back to the global plugin; global disabled: nothing.
+    ok(admin(
+        g.admin,
+        "PATCH",
+        &format!("/plugins/{}", on_a["id"].as_str().unwrap()),
+        Some(json!({ "enabled": false })),
+    ));
+    settle(&g);
+    get(g.proxy, "/a");
+    let (_, s) = scrape(g.metrics, "/metrics");
+    assert_eq!(requests(&s, "svc", "a", "200", "service", ""), Some(1.0));
+    ok(admin(
+        g.admin,
+        "PATCH",
+        &format!("/plugins/{}", global["id"].as_str().unwrap()),
+        Some(json!({ "enabled": false })),
+    ));
+    settle(&g);
+    get(g.proxy, "/a");
+    get(g.proxy, "/b");
+    let (_, s) = scrape(g.metrics, "/metrics");
+    assert_eq!(requests(&s, "svc", "a", "200", "service", ""), Some(1.0));
+    assert_eq!(requests(&s, "svc", "b", "200", "service", ""), Some(3.0));
+    assert_eq!(lat_count(&s, "a"), Some(2.0));
+    // Deleted: nothing either.
+    let (status, _) = admin(
+        g.admin,
+        "DELETE",
+        &format!("/plugins/{}", global["id"].as_str().unwrap()),
+        None,
+    );
+    assert_eq!(status, 204);
+    settle(&g);
+    get(g.proxy, "/b");
+    let (_, s) = scrape(g.metrics, "/metrics");
+    assert_eq!(requests(&s, "svc", "b", "200", "service", ""), Some(3.0));
+}
+
+#[test]
+fn per_consumer_series_need_the_switch_and_a_key() {
+    let g = start_gateway("consumers", &[]);
+    service(&g, "svc", &format!("http://127.0.0.1:{}", g.upstream));
+    route(&g, "svc", "open", &["/open"]);
+    let locked = route(&g, "svc", "locked", &["/locked"]);
+    let rid = locked["id"].as_str().unwrap();
+    created(admin(
+        g.admin,
+        "POST",
+        &format!("/routes/{rid}/plugins"),
+        Some(json!({ "name": "key-auth" })),
+    ));
+    created(admin(
+        g.admin,
+        "POST",
+        "/consumers",
+        Some(json!({ "username": "alice" })),
+    ));
+    created(admin(
+        g.admin,
+        "POST",
+        "/consumers/alice/key-auth",
+        Some(json!({ "key": "alice-secret" })),
+    ));
+    let plugin = created(admin(
+        g.admin,
+        "POST",
+        "/plugins",
+        Some(
+            json!({ "name": "prometheus", "config": { "status_code_metrics": true, "per_consumer": true } }),
+        ),
+    ));
+    settle(&g);
+    assert_eq!(get(g.proxy, "/locked").status, 401);
+    assert_eq!(get(g.proxy, "/locked?apikey=wrong").status, 401);
+    assert_eq!(get(g.proxy, "/locked?apikey=alice-secret").status, 200);
+    assert_eq!(
+        request(
+            g.proxy,
+            "GET",
+            "/locked",
+            &[("apikey", "alice-secret")],
+            b""
+        )
+        .status,
+        200
+    );
+    assert_eq!(get(g.proxy, "/open").status, 200);
+    let (_, s) = scrape(g.metrics, "/metrics");
+    assert_eq!(
+        requests(&s, "svc", "locked", "200", "service", "alice"),
+        Some(2.0)
+    );
+    assert_eq!(
+        requests(&s, "svc", "locked", "401", "gateway", ""),
+        Some(2.0)
+    );
+    assert_eq!(requests(&s, "svc", "open", "200", "service", ""), Some(1.0));
+    // Without per_consumer, the consumer label stays empty.
+    ok(admin(
+        g.admin,
+        "PATCH",
+        &format!("/plugins/{}", plugin["id"].as_str().unwrap()),
+        Some(json!({ "config": { "status_code_metrics": true, "per_consumer": false } })),
+    ));
+    settle(&g);
+    assert_eq!(get(g.proxy, "/locked?apikey=alice-secret").status, 200);
+    let (_, s) = scrape(g.metrics, "/metrics");
+    assert_eq!(
+        requests(&s, "svc", "locked", "200", "service", "alice"),
+        Some(2.0)
+    );
+    assert_eq!(
+        requests(&s, "svc", "locked", "200", "service", ""),
+        Some(1.0)
+    );
+}
+
+/// A tiny HTTP server that can be stopped and started again on the same port.
+struct Target {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Target {
+    fn start(port: u16) -> Target {
+        let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((mut s, _)) => {
+                        s.set_nonblocking(false).unwrap();
+                        let mut buf = [0u8; 4096];
+                        let _ = s.read(&mut buf);
+                        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\nConnection: close\r\n\r\ntarget\n");
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Target {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn stop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+    }
+}
+
+#[test]
+fn upstream_target_health_follows_failures_and_readmission() {
+    let g = start_gateway("health", &[]);
+    let port = free_port();
+    let mut flaky = Target::start(port);
+    created(admin(
+        g.admin,
+        "POST",
+        "/upstreams",
+        Some(
+            json!({ "name": "pool", "healthchecks": { "passive": { "unhealthy": { "failures": 2 }, "readmit_after": 2 } } }),
+        ),
+    ));
+    created(admin(
+        g.admin,
+        "POST",
+        "/upstreams/pool/targets",
+        Some(json!({ "target": format!("127.0.0.1:{}", g.upstream) })),
+    ));
+    created(admin(
+        g.admin,
+        "POST",
+        "/upstreams/pool/targets",
+        Some(json!({ "target": format!("127.0.0.1:{port}") })),
+    ));
+    created(admin(
+        g.admin,
+        "POST",
+        "/services",
+        Some(json!({ "name": "svc", "host": "pool", "port": 80 })),
+    ));
+    route(&g, "svc", "r", &["/"]);
+    created(admin(
+        g.admin,
+        "POST",
+        "/plugins",
+        Some(json!({ "name": "prometheus", "config": all_switches() })),
+    ));
+    settle(&g);
+    let health = |state: &str| {
+        let (_, s) = scrape(g.metrics, "/metrics");
+        value(
+            &s,
+            "gateway_upstream_target_health",
+            &[
+                ("upstream", "pool"),
+                ("target", &format!("127.0.0.1:{port}")),
+                ("address", &format!("127.0.0.1:{port}")),
+                ("state", state),
+            ],
+        )
+    };
+    for _ in 0..6 {
+        assert_eq!(get(g.proxy, "/").status, 200);
+    }
+    assert!(
+        eventually(Duration::from_secs(3), || (health("healthy") == Some(1.0))
+            .then_some(()))
+        .is_some()
+    );
+    flaky.stop();
+    // Connection refused: nginx retries on the other target; the client still gets 200.
+    for _ in 0..8 {
+        assert_eq!(get(g.proxy, "/").status, 200);
+    }
+    assert!(
+        eventually(Duration::from_secs(3), || (health("unhealthy")
+            == Some(1.0))
+        .then_some(()))
+        .is_some(),
+        "target never turned unhealthy"
+    );
+    assert_eq!(health("healthy"), Some(0.0));
+    let _flaky = Target::start(port);
+    // Re-admitted by its timer (2 s), then healthy again.
+    assert!(
+        eventually(Duration::from_secs(8), || (health("healthy") == Some(1.0))
+            .then_some(()))
+        .is_some(),
+        "target never re-admitted"
+    );
+    let served_by_target = (0..10)
+        .filter(|_| get(g.proxy, "/").text() == "target\n")
+        .count();
+    assert!(served_by_target > 0, "re-admitted target got no traffic");
+}
+
+#[test]
+fn no_route_upstream_errors_and_timeouts_are_answered_and_recorded() {
+    let g = start_gateway("outcomes", &[]);
+    let dead = free_port();
+    service(&g, "up", &format!("http://127.0.0.1:{}", g.upstream));
+    route(&g, "up", "up", &["/up"]);
+    created(admin(
+        g.admin,
+        "POST",
+        "/services",
+        Some(json!({ "name": "dead", "url": format!("http://127.0.0.1:{dead}"), "retries": 0 })),
+    ));
+    route(&g, "dead", "dead", &["/dead"]);
+    created(admin(
+        g.admin,
+        "POST",
+        "/services",
+        Some(
+            json!({ "name": "slow", "url": format!("http://127.0.0.1:{}/slow", g.upstream), "read_timeout": 10, "retries": 0 }),
+        ),
+    ));
+    route(&g, "slow", "slow", &["/slow"]);
+    created(admin(
+        g.admin,
+        "POST",
+        "/plugins",
+        Some(json!({ "name": "prometheus", "config": all_switches() })),
+    ));
+    settle(&g);
+    let nowhere = get(g.proxy, "/nowhere");
+    assert_eq!(nowhere.status, 404);
+    let body: serde_json::Value = serde_json::from_slice(&nowhere.body).unwrap();
+    assert_eq!(body["message"], "no Route matched with those values");
+    assert_eq!(get(g.proxy, "/dead").status, 502);
+    assert_eq!(get(g.proxy, "/slow").status, 504);
+    assert_eq!(get(g.proxy, "/up").status, 200);
+    let (_, s) = scrape(g.metrics, "/metrics");
+    assert_eq!(requests(&s, "", "", "404", "gateway", ""), Some(1.0));
+    assert_eq!(
+        requests(&s, "dead", "dead", "502", "gateway", ""),
+        Some(1.0)
+    );
+    assert_eq!(
+        requests(&s, "slow", "slow", "504", "gateway", ""),
+        Some(1.0)
+    );
+    assert_eq!(requests(&s, "up", "up", "200", "service", ""), Some(1.0));
+}
+
+#[test]
+fn ip_restriction_guards_a_route_that_exposes_metrics() {
+    let g = start_gateway("iprestrict", &[]);
+    service(
+        &g,
+        "metrics",
+        &format!("http://127.0.0.1:{}/metrics", g.metrics),
+    );
+    let r = route(&g, "metrics", "metrics", &["/metrics"]);
+    let bad = admin(
+        g.admin,
+        "POST",
+        &format!("/routes/{}/plugins", r["id"].as_str().unwrap()),
+        Some(json!({ "name": "ip-restriction", "config": { "allow": ["10.0.0.1/8"] } })),
+    );
+    assert_eq!(bad.0, 400, "{}", bad.1);
+    created(admin(
+        g.admin,
+        "POST",
+        &format!("/routes/{}/plugins", r["id"].as_str().unwrap()),
+        Some(
+            json!({ "name": "ip-restriction", "config": { "allow": ["127.0.0.2", "::1"], "status": 403, "message": "metrics are private" } }),
+        ),
+    ));
+    settle(&g);
+    let refused = request_from(
+        Some("127.0.0.1".parse::<IpAddr>().unwrap()),
+        g.proxy,
+        "GET",
+        "/metrics",
+        b"",
+    );
+    assert_eq!(refused.status, 403);
+    assert!(refused.text().contains("metrics are private"));
+    assert!(!refused.text().contains("# TYPE"));
+    let allowed = request_from(
+        Some("127.0.0.2".parse::<IpAddr>().unwrap()),
+        g.proxy,
+        "GET",
+        "/metrics",
+        b"",
+    );
+    assert_eq!(allowed.status, 200, "{}", allowed.text());
+    assert!(allowed
+        .text()
+        .contains("# TYPE nginx_metric_errors_total counter"));
+}
+
+#[test]
+fn kong_naming_emits_kong_families() {
+    let g = start_gateway("kongnames", &[]);
+    service(&g, "svc", &format!("http://127.0.0.1:{}", g.upstream));
+    route(&g, "svc", "r", &["/"]);
+    let mut conf = all_switches();
+    conf["naming"] = json!("kong");
+    created(admin(
+        g.admin,
+        "POST",
+        "/plugins",
+        Some(json!({ "name": "prometheus", "config": conf })),
+    ));
+    settle(&g);
+    for _ in 0..3 {
+        get(g.proxy, "/");
+    }
+    std::thread::sleep(Duration::from_millis(1100));
+    let (text, s) = scrape_unlinted(g.metrics, "/metrics");
+    let labels = [
+        ("service", "svc"),
+        ("route", "r"),
+        ("code", "200"),
+        ("source", "service"),
+        ("workspace", "default"),
+        ("consumer", ""),
+    ];
+    assert_eq!(value(&s, "kong_http_requests_total", &labels), Some(3.0));
+    let lat = [("service", "svc"), ("route", "r"), ("workspace", "default")];
+    assert_eq!(value(&s, "kong_request_latency_ms_count", &lat), Some(3.0));
+    assert_eq!(value(&s, "kong_kong_latency_ms_count", &lat), Some(3.0));
+    let le25 = [
+        ("service", "svc"),
+        ("route", "r"),
+        ("workspace", "default"),
+        ("le", "25"),
+    ];
+    assert_eq!(
+        value(&s, "kong_upstream_latency_ms_bucket", &le25),
+        Some(3.0)
+    );
+    assert!(
+        value(
+            &s,
+            // The reference parser names counter samples with `_total`; the text has
+            // Kong's name (checked below).
+            "kong_bandwidth_bytes_total",
+            &[
+                ("service", "svc"),
+                ("route", "r"),
+                ("direction", "egress"),
+                ("workspace", "default"),
+                ("consumer", "")
+            ]
+        )
+        .unwrap()
+            > 0.0
+    );
+    assert!(
+        text.contains("\nkong_bandwidth_bytes{service=\"svc\",route=\"r\",direction=\"egress\""),
+        "{text}"
+    );
+    assert!(value(&s, "kong_nginx_connections_total", &[("state", "accepted")]).unwrap() >= 3.0);
+    assert!(s.iter().any(|x| x.name == "kong_node_info"));
+    assert!(s.iter().any(|x| x.name == "kong_nginx_timers"));
+    assert_eq!(value(&s, "kong_datastore_reachable", &[]), Some(1.0));
+}

@@ -541,6 +541,16 @@ pub fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<
         .map(|s| s.value)
 }
 
+/// Scrapes and parses without promtool's lint: for Kong's family names, which break
+/// Prometheus naming conventions on purpose (`kong_latency_ms`, counters without `_total`).
+pub fn scrape_unlinted(port: u16, path: &str) -> (String, Vec<Sample>) {
+    let r = get(port, path);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let text = r.text();
+    let samples = parse_with_reference(&text);
+    (text, samples)
+}
+
 /// Scrapes `path` on `port`, checks status, content type and promtool, and parses.
 pub fn scrape(port: u16, path: &str) -> (String, Vec<Sample>) {
     let r = get(port, path);

@@ -796,7 +796,8 @@ fn a_worker_dying_with_the_zone_lock_does_not_wedge_the_others() {
 
 #[test]
 fn make_run_serves_metrics_and_ctrl_c_leaves_nothing_behind() {
-    let (proxy, upstream, metrics) = (free_port(), free_port(), free_port());
+    let (proxy, upstream, metrics, admin_port) =
+        (free_port(), free_port(), free_port(), free_port());
     let dir = prefix("makerun");
     let mut run = Command::new(root().join("scripts/run.sh"))
         .env("PREFIX", &dir)
@@ -804,6 +805,7 @@ fn make_run_serves_metrics_and_ctrl_c_leaves_nothing_behind() {
             format!("PROXY_PORT={proxy}"),
             format!("UPSTREAM_PORT={upstream}"),
             format!("METRICS_PORT={metrics}"),
+            format!("ADMIN_PORT={admin_port}"),
         ])
         .stdout(Stdio::null())
         .spawn()
@@ -815,23 +817,35 @@ fn make_run_serves_metrics_and_ctrl_c_leaves_nothing_behind() {
     });
     assert!(up.is_some(), "gateway did not come up");
     assert_eq!(get(proxy, "/slow").status, 200);
+    // The seeded configuration enables the prometheus plugin globally, every switch on.
     let (_, s) = scrape(metrics, "/metrics");
-    assert_eq!(
+    let requests = |route| {
         value(
             &s,
-            "nginx_http_requests_total",
-            &[("service", "demo"), ("route", "root"), ("code", "200")]
-        ),
-        Some(1.0)
-    );
-    assert_eq!(
+            "gateway_http_requests_total",
+            &[
+                ("service", "demo"),
+                ("route", route),
+                ("code", "200"),
+                ("source", "service"),
+                ("consumer", ""),
+            ],
+        )
+    };
+    assert_eq!(requests("root"), Some(1.0));
+    assert_eq!(requests("slow"), Some(1.0));
+    let slow_bucket = |le| {
         value(
             &s,
-            "nginx_http_requests_total",
-            &[("service", "demo"), ("route", "slow"), ("code", "200")]
-        ),
-        Some(1.0)
-    );
+            "gateway_upstream_latency_seconds_bucket",
+            &[("service", "demo"), ("route", "slow"), ("le", le)],
+        )
+    };
+    assert_eq!(slow_bucket("0.025"), Some(0.0));
+    assert_eq!(slow_bucket("+Inf"), Some(1.0));
+    let (status, services) = admin(admin_port, "GET", "/services", None);
+    assert_eq!(status, 200);
+    assert_eq!(services["data"][0]["name"], "demo");
     // Ctrl-C: SIGINT to the foreground process (the script execs nginx).
     Command::new("kill")
         .arg("-INT")

@@ -117,6 +117,48 @@ pub unsafe extern "C" fn ngx_prom_request_status(r: *const ngx_http_request_t) -
     unsafe { request::status(&*r) as i32 }
 }
 
+/// What `ngx_prom_request_facts` reports about a request, for Lua code that picks its
+/// series by more than the status (the gateway's plugin). Doubles: LuaJIT reads them as
+/// plain numbers, where 64-bit integers would come back boxed.
+#[repr(C)]
+pub struct Facts {
+    pub status: f64,
+    pub request_ms: f64,
+    /// -1 when the request was not proxied.
+    pub upstream_ms: f64,
+    pub received_bytes: f64,
+    pub sent_bytes: f64,
+    /// 1 when the response came from the upstream (it sent a header), else 0.
+    pub from_upstream: f64,
+}
+
+/// Fills `out` with the status, times and sizes of request `r`, read natively.
+///
+/// # Safety
+/// `r` is the current request in its log phase; `out` points to a writable `Facts`.
+#[no_mangle]
+pub unsafe extern "C" fn ngx_prom_request_facts(
+    r: *const ngx_http_request_t,
+    out: *mut Facts,
+) -> i32 {
+    if r.is_null() || out.is_null() {
+        return -1;
+    }
+    // SAFETY: per the contract.
+    unsafe {
+        let f = request::facts(r);
+        *out = Facts {
+            status: f64::from(f.status),
+            request_ms: f.request_ms as f64,
+            upstream_ms: f.upstream_ms.map_or(-1.0, |ms| ms as f64),
+            received_bytes: f.received_bytes as f64,
+            sent_bytes: f.sent_bytes as f64,
+            from_upstream: if f.from_upstream { 1.0 } else { 0.0 },
+        };
+    }
+    0
+}
+
 /// Records one finished request: its count, latency, upstream latency and bytes.
 ///
 /// # Safety

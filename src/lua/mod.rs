@@ -289,6 +289,54 @@ fn module(lua: &Lua) -> LuaResult<Table> {
         })?,
     )?;
 
+    // stub_status() -> { accepted, handled, requests, active, reading, writing, waiting }
+    // or nil on an nginx built without stub_status.
+    m.set(
+        "stub_status",
+        lua.create_function(|lua, ()| {
+            let Some(s) = stub_status::read() else {
+                return Ok(None);
+            };
+            let t = lua.create_table()?;
+            for (k, v) in [
+                ("accepted", s.accepted),
+                ("handled", s.handled),
+                ("requests", s.requests),
+                ("active", s.active),
+                ("reading", s.reading),
+                ("writing", s.writing),
+                ("waiting", s.waiting),
+            ] {
+                t.set(k, v)?;
+            }
+            Ok(Some(t))
+        })?,
+    )?;
+
+    // ip_rules({allow...}, {deny...}) -> rules | nil, err. `rules:allows(ip)` applies
+    // the metrics endpoint's semantics (deny wins; then allow, if given, must match).
+    m.set(
+        "ip_rules",
+        lua.create_function(
+            |_, (allow, deny): (Option<Vec<String>>, Option<Vec<String>>)| {
+                let parse = |list: Option<Vec<String>>| -> Result<Vec<_>, String> {
+                    let mut out = Vec::new();
+                    for s in list.unwrap_or_default() {
+                        out.extend(crate::access::parse_rule(&s)?);
+                    }
+                    Ok(out)
+                };
+                match (parse(allow), parse(deny)) {
+                    (Ok(allow), Ok(deny)) => Ok((
+                        Some(IpRules(crate::access::AccessRules { allow, deny })),
+                        None,
+                    )),
+                    (Err(e), _) | (_, Err(e)) => Ok((None, Some(e))),
+                }
+            },
+        )?,
+    )?;
+
     let reasons = lua.create_table()?;
     for r in Reason::ALL {
         reasons.set(r.as_str(), r as u32)?;
@@ -297,4 +345,19 @@ fn module(lua: &Lua) -> LuaResult<Table> {
     m.set("version", env!("CARGO_PKG_VERSION"))?;
     util::register(lua, &m)?;
     Ok(m)
+}
+
+/// Compiled IP rules, held by Lua.
+struct IpRules(crate::access::AccessRules);
+
+impl mlua::UserData for IpRules {
+    fn add_methods<M: mlua::UserDataMethods<Self>>(methods: &mut M) {
+        // rules:allows(ip) -> bool; an unparsable address is refused.
+        methods.add_method("allows", |_, this, ip: String| {
+            Ok(ip
+                .parse::<std::net::IpAddr>()
+                .map(|ip| this.0.allows(ip))
+                .unwrap_or(false))
+        });
+    }
 }

@@ -10,6 +10,9 @@ pub struct RequestFacts {
     pub request_ms: u64,
     /// Sum over every upstream tried; `None` when the request was not proxied.
     pub upstream_ms: Option<u64>,
+    /// Whether the last upstream tried sent a response header: the response came from
+    /// the service, not from nginx (an error page for a refused connection, a timeout).
+    pub from_upstream: bool,
     pub received_bytes: u64,
     pub sent_bytes: u64,
 }
@@ -32,6 +35,7 @@ pub unsafe fn facts(r: *const ngx_http_request_t) -> RequestFacts {
         let now = &*ngx::ffi::ngx_cached_time;
         let ms = (now.sec - r.start_sec) * 1000 + now.msec as i64 - r.start_msec as i64;
         let mut upstream_ms = None;
+        let mut from_upstream = false;
         if !r.upstream_states.is_null() && (*r.upstream_states).nelts > 0 {
             let states = (*r.upstream_states).as_slice::<ngx_http_upstream_state_t>();
             let mut total = 0u64;
@@ -42,11 +46,15 @@ pub unsafe fn facts(r: *const ngx_http_request_t) -> RequestFacts {
                 }
             }
             upstream_ms = Some(total);
+            from_upstream = states
+                .last()
+                .is_some_and(|s| s.header_time != ngx_msec_t::MAX);
         }
         RequestFacts {
             status: status(r),
             request_ms: ms.max(0) as u64,
             upstream_ms,
+            from_upstream,
             received_bytes: r.request_length.max(0) as u64,
             sent_bytes: (*r.connection).sent.max(0) as u64,
         }

@@ -1,0 +1,376 @@
+-- gateway.admin: the Admin API, with Kong's routes and response shapes.
+--
+--   GET /                                  node info
+--   GET /metrics, GET /status              gateway.status
+--   GET|POST /<collection>                 services, routes, consumers, plugins,
+--                                          upstreams, key-auths
+--   GET|PATCH|PUT|DELETE /<collection>/{id or name}
+--   GET|POST /<parent>/{id or name}/<children>, and .../<children>/{id or key}:
+--     services/routes, services/plugins, routes/plugins, consumers/plugins,
+--     consumers/key-auth, upstreams/targets
+--
+-- Entity reads come from this worker's snapshot, brought up to date first (a client
+-- reads its own writes whichever worker answers); writes go through db.write. Every
+-- response says which worker answered and which configuration version it had.
+
+local core = require "ngx_prometheus"
+local db = require "gateway.db"
+local entities = require "gateway.entities"
+local plugins = require "gateway.plugins"
+local body = require "gateway.body"
+local schema = require "gateway.schema"
+
+local defs = entities.defs
+local null, array_mt = core.null, core.array_mt
+local ipairs, next, type, tonumber, tostring = ipairs, next, type, tonumber, tostring
+local setmetatable, pcall, xpcall, traceback = setmetatable, pcall, xpcall, debug.traceback
+local fmt, sort = string.format, table.sort
+
+local _M = {}
+
+local DEFAULT_SIZE, MAX_SIZE = 100, 1000
+
+-- URL names of the top-level collections.
+local COLLECTIONS = {
+    services = "services",
+    routes = "routes",
+    consumers = "consumers",
+    plugins = "plugins",
+    upstreams = "upstreams",
+    ["key-auths"] = "keyauth_credentials",
+}
+
+-- /<parent>/{p}/<child>: the children reachable under each parent.
+local NESTED = {
+    services = { routes = "routes", plugins = "plugins" },
+    routes = { plugins = "plugins" },
+    consumers = { plugins = "plugins", ["key-auth"] = "keyauth_credentials" },
+    upstreams = { targets = "targets" },
+}
+
+local NOT_FOUND = { status = 404, body = { message = "Not found" } }
+
+--------------------------------------------------------------------------------
+-- Responses.
+
+local function stamp()
+    local snap = db.snapshot()
+    ngx.header["X-Gateway-Worker"] = ngx.worker.pid()
+    ngx.header["X-Gateway-Config-Version"] = snap and snap.version or 0
+end
+
+-- send(status, value): `value` as JSON (none for nil), with the worker headers.
+local function send(status, value)
+    ngx.status = status
+    stamp()
+    if value == nil then return end
+    local text, err = core.json_encode(value)
+    if not text then error("cannot encode the response: " .. tostring(err)) end
+    ngx.header.content_type = "application/json; charset=utf-8"
+    ngx.print(text)
+end
+_M.send = send
+
+local function send_error(err)
+    return send(err.status, err.body)
+end
+
+local function method_not_allowed(allowed)
+    ngx.header["Allow"] = allowed
+    return send(405, { message = "Method not allowed" })
+end
+
+-- An entity as Kong shows it: every field present, null when unset.
+function _M.render(kind, row)
+    local out = {}
+    for _, f in ipairs(defs[kind].schema.fields) do
+        local name = next(f)
+        local v = row[name]
+        if v == nil then v = null end
+        out[name] = v
+    end
+    return out
+end
+
+--------------------------------------------------------------------------------
+-- Lists, in creation order. The offset names the last entity of the previous page
+-- (and its creation time, should it be deleted before the next page is asked for).
+
+local positions_cache = setmetatable({}, { __mode = "k" })
+
+-- id -> index in snap.list[kind], once per snapshot.
+local function positions(snap, kind)
+    local cache = positions_cache[snap]
+    if not cache then
+        cache = {}
+        positions_cache[snap] = cache
+    end
+    local pos = cache[kind]
+    if not pos then
+        pos = {}
+        for i, r in ipairs(snap.list[kind]) do pos[r.id] = i end
+        cache[kind] = pos
+    end
+    return pos
+end
+
+local function encode_offset(row)
+    return ngx.encode_base64(row.created_at .. ":" .. row.id)
+end
+
+local function decode_offset(token)
+    local text = type(token) == "string" and ngx.decode_base64(token)
+    local created_at, id = (text or ""):match("^(%d+):(.+)$")
+    if not created_at then return nil end
+    return { created_at = tonumber(created_at), id = id }
+end
+
+-- Where the page after `after` starts. Without its anchor (deleted meanwhile) it
+-- starts with the anchor's second again: a client may see an entity twice, never miss one.
+local function first_index(snap, kind, after)
+    if not after then return 1 end
+    local i = positions(snap, kind)[after.id]
+    if i then return i + 1 end
+    local rows = snap.list[kind]
+    for j, row in ipairs(rows) do
+        if row.created_at >= after.created_at then return j end
+    end
+    return #rows + 1
+end
+
+local function belongs(row, scope)
+    if not scope then return true end
+    local ref = row[scope.field]
+    return ref ~= nil and ref.id == scope.id
+end
+
+local function page_size(args)
+    if args.size == nil then return DEFAULT_SIZE end
+    local size = tonumber(args.size)
+    if not size or size % 1 ~= 0 or size < 1 or size > MAX_SIZE then return nil end
+    return size
+end
+
+local function list(kind, scope, snap)
+    local args = ngx.req.get_uri_args()
+    local size = page_size(args)
+    if not size then
+        return send(400, { code = 9, name = "invalid size",
+                           message = fmt("size must be an integer between 1 and %d", MAX_SIZE) })
+    end
+    local after
+    if args.offset ~= nil then
+        after = decode_offset(args.offset)
+        if not after then
+            return send(400, { code = 7, name = "invalid offset",
+                               message = fmt("'%s' is not a valid offset", tostring(args.offset)) })
+        end
+    end
+    local rows, data, last, more = snap.list[kind], {}, nil, false
+    for i = first_index(snap, kind, after), #rows do
+        local row = rows[i]
+        if belongs(row, scope) then
+            if #data == size then
+                more = true
+                break
+            end
+            data[#data + 1] = _M.render(kind, row)
+            last = row
+        end
+    end
+    local offset = more and encode_offset(last) or nil
+    local next_page = null
+    if offset then
+        -- Kong's next page keeps the path; we keep an explicit size too.
+        next_page = fmt("%s?offset=%s%s", ngx.var.uri, ngx.escape_uri(offset),
+            args.size and "&size=" .. size or "")
+    end
+    return send(200, { data = setmetatable(data, array_mt), offset = offset, next = next_page })
+end
+
+--------------------------------------------------------------------------------
+-- Entity handlers. `scope` = { field, id } confines them to a parent's children.
+
+local function read_input(scope)
+    local input, status, message = body.read()
+    if not input then return nil, { status = status, body = { message = message } } end
+    -- Under a parent, the reference to it is the URL's, whatever the body says.
+    if scope then input[scope.field] = { id = scope.id } end
+    return input
+end
+
+local function create(kind, scope)
+    local input, err = read_input(scope)
+    if not input then return send_error(err) end
+    local row, werr = db.write(function(s, now)
+        return db.insert(s, kind, input, now)
+    end)
+    if not row then return send_error(werr) end
+    return send(201, _M.render(kind, row))
+end
+
+local function get(kind, key, scope, snap)
+    local row = db.find(snap, kind, key, scope)
+    if not row then return send_error(NOT_FOUND) end
+    return send(200, _M.render(kind, row))
+end
+
+local function patch(kind, key, scope)
+    local input, err = read_input(scope)
+    if not input then return send_error(err) end
+    local row, werr = db.write(function(s, now)
+        local old = db.find(s, kind, key, scope)
+        if not old then return nil, NOT_FOUND end
+        return db.update(s, kind, old, db.merge(kind, old, input), now)
+    end)
+    if not row then return send_error(werr) end
+    return send(200, _M.render(kind, row))
+end
+
+-- PUT: the body replaces the entity named by the URL, or creates it with that id or
+-- name (Kong's upsert).
+local function put(kind, key, scope)
+    local input, err = read_input(scope)
+    if not input then return send_error(err) end
+    local endpoint_key = defs[kind].endpoint_key
+    local row, werr = db.write(function(s, now)
+        local old = db.find(s, kind, key, scope)
+        if not schema.is_uuid(key) then
+            if not endpoint_key then return nil, NOT_FOUND end
+            input[endpoint_key] = key
+        elseif not old then
+            input.id = key
+        end
+        if old then return db.update(s, kind, old, input, now) end
+        return db.insert(s, kind, input, now)
+    end)
+    if not row then return send_error(werr) end
+    return send(200, _M.render(kind, row))
+end
+
+-- Deleting what does not exist succeeds, as in Kong.
+local function delete(kind, key, scope)
+    local ok, err = db.write(function(s)
+        local old = db.find(s, kind, key, scope)
+        if not old then return true end
+        return db.delete(s, kind, old)
+    end)
+    if not ok then return send_error(err) end
+    return send(204)
+end
+
+local ACTION = { POST = "create", PUT = "create or update", PATCH = "update", DELETE = "delete" }
+
+local function dbless_refusal(method, kind)
+    return send(405, { code = 12, name = "operation unsupported",
+                       message = fmt("cannot %s '%s' entities in DB-less mode", ACTION[method], kind) })
+end
+
+local function collection(method, kind, scope, snap)
+    if method == "GET" or method == "HEAD" then return list(kind, scope, snap) end
+    if method ~= "POST" then return method_not_allowed("GET, HEAD, POST") end
+    if db.dbless() then return dbless_refusal(method, kind) end
+    return create(kind, scope)
+end
+
+local ITEM_WRITES = { PATCH = patch, PUT = put, DELETE = delete }
+
+local function item(method, kind, key, scope, snap)
+    if method == "GET" or method == "HEAD" then return get(kind, key, scope, snap) end
+    local handler = ITEM_WRITES[method]
+    if not handler then return method_not_allowed("GET, HEAD, PATCH, PUT, DELETE") end
+    if db.dbless() then return dbless_refusal(method, kind) end
+    return handler(kind, key, scope)
+end
+
+--------------------------------------------------------------------------------
+-- Node endpoints.
+
+local function node_info(snap)
+    local available = {}
+    for i, name in ipairs(plugins.names()) do available[i] = name end
+    local enabled, seen = {}, {}
+    for _, p in ipairs(snap and snap.list.plugins or {}) do
+        if not seen[p.name] then
+            seen[p.name] = true
+            enabled[#enabled + 1] = p.name
+        end
+    end
+    sort(enabled)
+    return send(200, {
+        node_id = db.node_id(),
+        version = core.version,
+        hostname = ngx.var.hostname,
+        tagline = "Welcome to the ngx-prometheus gateway",
+        configuration = { database = db.dbless() and "off" or "file" },
+        plugins = {
+            available_on_server = setmetatable(available, array_mt),
+            enabled_in_cluster = setmetatable(enabled, array_mt),
+        },
+    })
+end
+
+local NODE = {
+    metrics = function()
+        stamp()
+        return require("gateway.status").metrics()
+    end,
+    status = function()
+        return send(200, require("gateway.status").status())
+    end,
+}
+
+--------------------------------------------------------------------------------
+-- Routing.
+
+local function parent_field(child, parent)
+    for _, fk in ipairs(defs[child].foreign) do
+        if fk.reference == parent then return fk.field end
+    end
+end
+
+local function segments()
+    local segs = {}
+    for seg in ngx.var.uri:gmatch("[^/]+") do segs[#segs + 1] = seg end
+    return segs
+end
+
+local function dispatch(method, segs)
+    local n = #segs
+    if n == 0 or n == 1 and NODE[segs[1]] then
+        if method ~= "GET" and method ~= "HEAD" then return method_not_allowed("GET, HEAD") end
+        -- Node info shows this worker's own snapshot, as the sync timer left it: how
+        -- far a change has spread is visible in its X-Gateway-Config-Version.
+        if n == 0 then return node_info(db.snapshot()) end
+        return NODE[segs[1]]()
+    end
+    local kind = COLLECTIONS[segs[1]]
+    if not kind or n > 4 then return send_error(NOT_FOUND) end
+    local snap = db.refresh()
+    local scope
+    if n >= 3 then
+        local child = NESTED[segs[1]] and NESTED[segs[1]][segs[3]]
+        if not child then return send_error(NOT_FOUND) end
+        local parent = db.find(snap, kind, segs[2])
+        if not parent then return send_error(NOT_FOUND) end
+        scope = { field = parent_field(child, kind), id = parent.id }
+        kind = child
+    end
+    if n == 1 or n == 3 then return collection(method, kind, scope, snap) end
+    return item(method, kind, segs[n], scope, snap)
+end
+
+-- The content handler of the Admin API's location. Never raises: a failure is logged
+-- and answered with a 500.
+function _M.serve()
+    local ok, err = xpcall(function()
+        return dispatch(ngx.req.get_method(), segments())
+    end, traceback)
+    if ok then return end
+    ngx.log(ngx.ERR, "gateway admin: ", err)
+    if not ngx.headers_sent then
+        pcall(send, 500, { message = "An unexpected error occurred" })
+    end
+end
+
+return _M

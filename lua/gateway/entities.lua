@@ -1,0 +1,370 @@
+-- gateway.entities: the schemas of the gateway's entities (Kong's shapes) and the
+-- relations the store enforces between them.
+--
+-- Each definition: { schema, endpoint_key (the field `/services/{id or name}`
+-- accepts besides the id), unique_together (fields unique as a combination),
+-- foreign (derived: { field, reference, on_delete = "restrict" | "cascade" }),
+-- updated_at (whether the store stamps it) }.
+
+local core = require "ngx_prometheus"
+local schema = require "gateway.schema"
+local plugins = require "gateway.plugins"
+
+local null, as_array = core.null, schema.as_array
+local ipairs, pairs, next, pcall, tonumber, type = ipairs, pairs, next, pcall, tonumber, type
+local fmt, concat = string.format, table.concat
+
+local _M = {}
+
+-- The document's lists, in the order they are written.
+_M.kinds = { "services", "routes", "consumers", "plugins", "upstreams", "targets", "keyauth_credentials" }
+
+-- The order in which a document is loaded: every reference points to an earlier kind.
+_M.load_order = { "services", "routes", "consumers", "keyauth_credentials", "upstreams", "targets", "plugins" }
+
+--------------------------------------------------------------------------------
+-- Field types shared by several entities.
+
+local function id_field()
+    return { id = { type = "string", uuid = true, default = core.uuid } }
+end
+
+local function created_at()
+    return { created_at = { type = "integer", between = { 0, 2 ^ 53 }, default = ngx.time } }
+end
+
+-- Stamped by the store on every write; accepted as input so that files round-trip.
+local function updated_at()
+    return { updated_at = { type = "integer", between = { 0, 2 ^ 53 } } }
+end
+
+local function tags()
+    return { tags = { type = "set", elements = { type = "string", len_min = 1, len_max = 128 } } }
+end
+
+local NAME = {
+    type = "string",
+    len_min = 1,
+    len_max = 128,
+    match = "^[%w%.%-_~]+$",
+    match_err = "the only accepted ascii characters are alphanumerics or ., -, _, and ~",
+}
+
+local function name_field(required)
+    local def = { unique = true, required = required }
+    for k, v in pairs(NAME) do def[k] = v end
+    return { name = def }
+end
+
+-- A DNS name or an IPv4 address (labels of letters, digits, '-' and '_').
+local function valid_host(h)
+    if #h == 0 or #h > 253 then return nil, "invalid hostname: " .. h end
+    for label in (h .. "."):gmatch("([^.]*)%.") do
+        if not label:find("^[%w_][%w_%-]*$") or #label > 63 then
+            return nil, "invalid hostname: " .. h
+        end
+    end
+    return true
+end
+
+local HOST = { type = "string", custom = valid_host }
+
+-- Route hosts may carry one wildcard, as the leftmost or rightmost label.
+local function valid_route_host(h)
+    local bare = h:gsub("^%*%.", "", 1)
+    if bare == h then bare = h:gsub("%.%*$", "", 1) end
+    if bare:find("*", 1, true) then
+        return nil, "invalid wildcard: must be placed at leftmost or rightmost label"
+    end
+    return valid_host(bare)
+end
+
+local PORT = { type = "integer", between = { 0, 65535 } }
+local TIMEOUT = { type = "integer", default = 60000, between = { 1, 2 ^ 31 - 2 } }
+local PATH = { type = "string", match = "^/", match_err = "should start with: /" }
+local PROTOCOL = { type = "string", one_of = { "http", "https" } }
+
+--------------------------------------------------------------------------------
+-- Services.
+
+local DEFAULT_PORT = { http = 80, https = 443 }
+
+-- `url` is shorthand for protocol, host, port and path; a missing path unsets it.
+local function expand_url(url)
+    if type(url) ~= "string" then return nil, "expected a string" end
+    local scheme, authority, path = url:match("^(%a[%w+.-]*)://([^/?#]+)([^?#]*)$")
+    if not scheme then return nil, "invalid url: " .. url end
+    scheme = scheme:lower()
+    local host, port = authority:match("^(.-):(%d+)$")
+    host = host or authority
+    return {
+        protocol = scheme,
+        host = host,
+        port = port and tonumber(port) or DEFAULT_PORT[scheme] or 80,
+        path = path ~= "" and path or null,
+    }
+end
+
+local services = {
+    schema = {
+        fields = {
+            id_field(),
+            created_at(),
+            updated_at(),
+            name_field(false),
+            { retries = { type = "integer", default = 5, between = { 0, 32767 } } },
+            { protocol = { type = "string", required = true, default = "http", one_of = PROTOCOL.one_of } },
+            { host = { type = "string", required = true, custom = valid_host } },
+            { port = { type = "integer", required = true, default = 80, between = PORT.between } },
+            { path = PATH },
+            { connect_timeout = TIMEOUT },
+            { write_timeout = TIMEOUT },
+            { read_timeout = TIMEOUT },
+            tags(),
+        },
+        shorthands = { url = expand_url },
+    },
+    endpoint_key = "name",
+}
+
+--------------------------------------------------------------------------------
+-- Routes.
+
+local routes = {
+    schema = {
+        fields = {
+            id_field(),
+            created_at(),
+            updated_at(),
+            name_field(false),
+            { protocols = { type = "set", elements = PROTOCOL, len_min = 1,
+                            default = as_array({ "http", "https" }) } },
+            { methods = { type = "set", elements = { type = "string", match = "^%u+$",
+                                                     match_err = "invalid method: must be uppercase letters" } } },
+            { hosts = { type = "array", elements = { type = "string", custom = valid_route_host } } },
+            { paths = { type = "array", elements = PATH } },
+            { strip_path = { type = "boolean", required = true, default = true } },
+            { preserve_host = { type = "boolean", required = true, default = false } },
+            { service = { type = "foreign", reference = "services" } },
+            tags(),
+        },
+        entity_checks = function(route)
+            for _, f in ipairs({ "methods", "hosts", "paths" }) do
+                if route[f] and #route[f] > 0 then return true end
+            end
+            return nil, { ["@entity"] = as_array({
+                "must set one of 'methods', 'hosts', 'paths' when 'protocols' is 'http' or 'https'",
+            }) }
+        end,
+    },
+    endpoint_key = "name",
+}
+
+--------------------------------------------------------------------------------
+-- Consumers.
+
+local consumers = {
+    schema = {
+        fields = {
+            id_field(),
+            created_at(),
+            updated_at(),
+            { username = { type = "string", unique = true, len_min = 1 } },
+            { custom_id = { type = "string", unique = true, len_min = 1 } },
+            tags(),
+        },
+        entity_checks = function(consumer)
+            if consumer.username or consumer.custom_id then return true end
+            return nil, { ["@entity"] = as_array({
+                "at least one of these fields must be non-empty: 'custom_id', 'username'",
+            }) }
+        end,
+    },
+    endpoint_key = "username",
+}
+
+--------------------------------------------------------------------------------
+-- Plugins.
+
+-- The plugin module for `name`, or nil and why not. A module that fails to load is
+-- reported as not enabled (and logged: its author wants the reason).
+local function plugin_module(name)
+    if type(name) ~= "string" then return nil end
+    local ok, mod = pcall(plugins.get, name)
+    if not ok then
+        ngx.log(ngx.ERR, "gateway: plugin '", name, "' failed to load: ", mod)
+        return nil
+    end
+    return mod
+end
+_M.plugin_module = plugin_module
+
+local function plugin_enabled(name)
+    if plugin_module(name) then return true end
+    return nil, fmt("plugin '%s' not enabled; available plugins: %s", name, concat(plugins.names(), ", "))
+end
+
+local plugin_entity = {
+    schema = {
+        fields = {
+            id_field(),
+            created_at(),
+            updated_at(),
+            { name = { type = "string", required = true, custom = plugin_enabled } },
+            { service = { type = "foreign", reference = "services" } },
+            { route = { type = "foreign", reference = "routes" } },
+            { consumer = { type = "foreign", reference = "consumers" } },
+            { config = { type = "record", schema_for = function(plugin)
+                local mod = plugin_module(plugin.name)
+                return mod and mod.schema
+            end } },
+            { enabled = { type = "boolean", required = true, default = true } },
+            tags(),
+        },
+        -- A plugin may refuse a scope (key-auth identifies consumers, so it cannot be
+        -- applied to one): its module says `no_consumer = true` (or no_service, no_route).
+        entity_checks = function(plugin)
+            local mod = plugin_module(plugin.name)
+            local errs
+            for _, scope in ipairs({ "consumer", "service", "route" }) do
+                if mod and mod["no_" .. scope] and plugin[scope] then
+                    errs = errs or {}
+                    errs[scope] = "value must be null"
+                end
+            end
+            if errs then return nil, errs end
+            return true
+        end,
+    },
+    -- One plugin of a name per (service, route, consumer) combination.
+    unique_together = { "name", "service", "route", "consumer" },
+}
+
+--------------------------------------------------------------------------------
+-- Upstreams and targets.
+
+local upstreams = {
+    schema = {
+        fields = {
+            id_field(),
+            created_at(),
+            updated_at(),
+            { name = { type = "string", required = true, unique = true, custom = valid_host } },
+            { algorithm = { type = "string", default = "round-robin", one_of = { "round-robin" } } },
+            { healthchecks = { type = "record", fields = {
+                { passive = { type = "record", fields = {
+                    { unhealthy = { type = "record", fields = {
+                        -- Consecutive failures before a target is taken out; 0 disables.
+                        { failures = { type = "integer", default = 3, between = { 0, 255 } } },
+                        { http_statuses = { type = "set", default = as_array({ 500, 502, 503, 504 }),
+                                            elements = { type = "integer", between = { 100, 999 } } } },
+                        { timeouts = { type = "integer", default = 3, between = { 0, 255 } } },
+                    } } },
+                    -- Seconds after which an unhealthy target gets traffic again.
+                    { readmit_after = { type = "number", default = 10, between = { 0, 65535 } } },
+                } } },
+            } } },
+            tags(),
+        },
+    },
+    endpoint_key = "name",
+}
+
+-- "host[:port]" -> "host:port" (Kong's default port, 8000).
+local function normalize_target(t)
+    local host, port = t:match("^%[([%x:.]+)%]:?(%d*)$")
+    if host then
+        host = "[" .. host .. "]"
+    else
+        host, port = t:match("^([^:]+):?(%d*)$")
+        if not host or not valid_host(host) then
+            return nil, fmt("Invalid target ('%s'); not a valid hostname or ip address", t)
+        end
+    end
+    port = port == "" and 8000 or tonumber(port)
+    if port < 1 or port > 65535 then
+        return nil, fmt("Invalid target ('%s'); port must be between 1 and 65535", t)
+    end
+    return host .. ":" .. port
+end
+
+local targets = {
+    schema = {
+        fields = {
+            id_field(),
+            created_at(),
+            updated_at(),
+            { upstream = { type = "foreign", reference = "upstreams", required = true } },
+            { target = { type = "string", required = true, normalize = normalize_target } },
+            { weight = { type = "integer", default = 100, between = { 0, 65535 } } },
+            tags(),
+        },
+    },
+    -- `/upstreams/{u}/targets/{host:port}` names a target within its upstream.
+    endpoint_key = "target",
+    endpoint_key_scope = "upstream",
+    unique_together = { "upstream", "target" },
+}
+
+--------------------------------------------------------------------------------
+-- Key-auth credentials.
+
+local function random_key()
+    return (core.uuid():gsub("-", ""))
+end
+
+local keyauth_credentials = {
+    schema = {
+        fields = {
+            id_field(),
+            created_at(),
+            { consumer = { type = "foreign", reference = "consumers", required = true } },
+            { key = { type = "string", unique = true, len_min = 1, default = random_key } },
+            tags(),
+        },
+    },
+    endpoint_key = "key",
+}
+
+--------------------------------------------------------------------------------
+
+_M.defs = {
+    services = services,
+    routes = routes,
+    consumers = consumers,
+    plugins = plugin_entity,
+    upstreams = upstreams,
+    targets = targets,
+    keyauth_credentials = keyauth_credentials,
+}
+
+-- What deleting a referenced entity does (Kong's choices): plugins and credentials go
+-- with what they belong to; routes keep a service, targets an upstream, from going.
+local ON_DELETE = {
+    plugins = "cascade",
+    keyauth_credentials = "cascade",
+}
+
+for kind, def in pairs(_M.defs) do
+    def.name = kind
+    def.fields = schema.fields_by_name(def.schema.fields)
+    def.foreign, def.unique = {}, {}
+    for _, f in ipairs(def.schema.fields) do
+        local name, field = next(f)
+        if field.type == "foreign" then
+            def.foreign[#def.foreign + 1] = {
+                field = name,
+                reference = field.reference,
+                on_delete = ON_DELETE[kind] or "restrict",
+            }
+        end
+        if field.unique then def.unique[#def.unique + 1] = name end
+    end
+    def.updated_at = def.fields.updated_at ~= nil
+end
+
+function _M.validate(kind, input, opts)
+    return schema.validate(_M.defs[kind].schema, input, opts)
+end
+
+return _M

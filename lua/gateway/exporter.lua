@@ -1,0 +1,305 @@
+-- The gateway's metrics: the families of the prometheus plugin in both namings, the
+-- per-request recording, and the gauges refreshed every second in each worker.
+--
+-- Naming 'prometheus' (namespace "gateway" by default) | naming 'kong':
+--   <ns>_http_requests_total{service,route,code,source,consumer}   | kong_http_requests_total{service,route,code,source,workspace,consumer}
+--   <ns>_request_latency_seconds{service,route}                    | kong_request_latency_ms{service,route,workspace}
+--   <ns>_upstream_latency_seconds{service,route}                   | kong_upstream_latency_ms{service,route,workspace}
+--   <ns>_latency_seconds{service,route}  (the gateway's own share) | kong_kong_latency_ms{service,route,workspace}
+--   <ns>_bandwidth_bytes_total{service,route,direction,consumer}   | kong_bandwidth_bytes{service,route,direction,workspace,consumer}
+--   <ns>_upstream_target_health{upstream,target,address,state}     | kong_upstream_target_health{...same}
+--   <ns>_memory_lua_shared_dict_bytes{shared_dict}                 | kong_memory_lua_shared_dict_bytes{shared_dict}
+--   <ns>_memory_lua_shared_dict_total_bytes{shared_dict}           | kong_memory_lua_shared_dict_total_bytes{shared_dict}
+--   <ns>_memory_workers_lua_vms_bytes{pid}                         | kong_memory_workers_lua_vms_bytes{pid}
+--   <ns>_nginx_timers{state}                                       | kong_nginx_timers{state}
+--   <ns>_node_info{node_id,version}                                | kong_node_info{node_id,version}
+--   <ns>_datastore_reachable                                       | kong_datastore_reachable
+--   (module: nginx_connections{state}, nginx_requests_total)       | kong_nginx_connections_total{state}, kong_nginx_requests_total
+--   (module: nginx_metric_errors_total{zone,reason})               | kong_nginx_metric_errors_total
+
+local ffi = require "ffi"
+local prom = require "ngxprom"
+local core = require "ngx_prometheus"
+local base = require "resty.core.base"
+
+local C = ffi.C
+local get_request = base.get_request
+local tostring, pairs, ipairs = tostring, pairs, ipairs
+
+if not pcall(ffi.typeof, "ngx_prom_facts_t") then
+    ffi.cdef [[
+    typedef struct {
+        double status, request_ms, upstream_ms, received_bytes, sent_bytes, from_upstream;
+    } ngx_prom_facts_t;
+    int ngx_prom_request_facts(const void *r, ngx_prom_facts_t *out);
+    ]]
+end
+local request_facts = C.ngx_prom_request_facts
+local facts = ffi.new("ngx_prom_facts_t")
+
+local VERSION = "0.1.0"
+local zone = prom.zone("metrics")
+
+local _M = {}
+
+-- Status codes as label strings, made once.
+local code_strings = setmetatable({}, {
+    __index = function(t, k)
+        local s = tostring(k)
+        t[k] = s
+        return s
+    end,
+})
+
+-- Histogram shape for latencies: nginx measures milliseconds; keep 1 ms to 1 h.
+local function latency_opts(kong, buckets_ms, limit)
+    -- Division, not multiplication by 0.001: 700 / 1000 is exactly the double 0.7.
+    local per_unit = kong and 1 or 1000
+    local buckets = {}
+    for i, b in ipairs(buckets_ms) do buckets[i] = b / per_unit end
+    return {
+        buckets = buckets, lowest = 1 / per_unit, highest = 3600000 / per_unit, precision = 2,
+        max_series = limit,
+    }
+end
+
+local sets = {}
+
+-- The family set of a naming; families register in the zone on first use.
+local function family_set(conf)
+    local kong = conf.naming == "kong"
+    local key = kong and "kong" or conf.namespace
+    local set = sets[key]
+    if set then return set end
+    local ns = kong and "kong" or conf.namespace
+    local limit = conf.series_limit
+    local reqs_labels = kong and { "service", "route", "code", "source", "workspace", "consumer" }
+        or { "service", "route", "code", "source", "consumer" }
+    local lat_labels = kong and { "service", "route", "workspace" } or { "service", "route" }
+    local bw_labels = kong and { "service", "route", "direction", "workspace", "consumer" }
+        or { "service", "route", "direction", "consumer" }
+    local unit = kong and "_ms" or "_seconds"
+    set = {
+        kong = kong,
+        requests = zone:counter(ns .. "_http_requests_total",
+            "HTTP requests by service, route, status code and source.", reqs_labels, { max_series = limit }),
+        request_latency = zone:histogram(ns .. "_request_latency" .. unit,
+            "Time from the first byte read from the client to the last byte sent.", lat_labels,
+            latency_opts(kong, conf.request_latency_buckets, limit)),
+        upstream_latency = zone:histogram(ns .. "_upstream_latency" .. unit,
+            "Time spent waiting for the upstream service.", lat_labels,
+            latency_opts(kong, conf.upstream_latency_buckets, limit)),
+        gateway_latency = zone:histogram(ns .. (kong and "_kong_latency_ms" or "_latency_seconds"),
+            "Time spent in the gateway itself: request latency minus upstream latency.", lat_labels,
+            latency_opts(kong, conf.gateway_latency_buckets, limit)),
+        bandwidth = zone:counter(ns .. (kong and "_bandwidth_bytes" or "_bandwidth_bytes_total"),
+            "Bytes received from clients (ingress) and sent to them (egress).", bw_labels, { max_series = limit }),
+        target_health = zone:gauge(ns .. "_upstream_target_health",
+            "Health of upstream targets: 1 for the target's current state, 0 for the others.",
+            { "upstream", "target", "address", "state" }),
+        dict_bytes = zone:gauge(ns .. "_memory_lua_shared_dict_bytes",
+            "Bytes allocated in each lua_shared_dict.", { "shared_dict" }),
+        dict_total = zone:gauge(ns .. "_memory_lua_shared_dict_total_bytes",
+            "Capacity of each lua_shared_dict in bytes.", { "shared_dict" }),
+        lua_vms = zone:gauge(ns .. "_memory_workers_lua_vms_bytes",
+            "Memory used by each worker's Lua VM, in bytes.", { "pid" }),
+        timers = zone:gauge(ns .. "_nginx_timers", "Lua timers in this worker, by state.", { "state" }),
+        node_info = zone:gauge(ns .. "_node_info", "The gateway node: id and version.", { "node_id", "version" }),
+        datastore = zone:gauge(ns .. "_datastore_reachable",
+            "1 when the configuration store can be read, 0 otherwise."),
+    }
+    if kong then
+        set.connections = zone:gauge("kong_nginx_connections_total", "nginx connections by state.", { "state" })
+        set.nginx_requests = zone:gauge("kong_nginx_requests_total", "Requests nginx received.")
+        set.metric_errors = zone:counter("kong_nginx_metric_errors_total",
+            "Errors while recording metrics (sum of nginx_metric_errors_total).")
+    end
+    sets[key] = set
+    return set
+end
+
+-- Records one request. `ctx` is ngx.ctx as the proxy filled it.
+function _M.log(conf, ctx)
+    local r = get_request()
+    if not r or request_facts(r, facts) ~= 0 then return end
+    local set = family_set(conf)
+    local service, route = ctx.service_label or "", ctx.route_label or ""
+    local consumer = ""
+    if conf.per_consumer and ctx.consumer then
+        consumer = ctx.consumer.username or ctx.consumer.id
+    end
+    local upstream_ms = facts.upstream_ms
+    if conf.status_code_metrics then
+        local code = code_strings[facts.status]
+        -- "service" when the upstream sent the response; otherwise the gateway made it
+        -- (no route, a plugin's refusal, an unreachable or timed-out upstream).
+        local source = facts.from_upstream == 1 and "service" or (set.kong and "kong" or "gateway")
+        if set.kong then
+            set.requests:labels(service, route, code, source, "default", consumer):inc()
+        else
+            set.requests:labels(service, route, code, source, consumer):inc()
+        end
+    end
+    if conf.latency_metrics then
+        local request_ms = facts.request_ms
+        local own_ms = request_ms
+        if set.kong then
+            set.request_latency:labels(service, route, "default"):observe(request_ms)
+        else
+            set.request_latency:labels(service, route):observe(request_ms / 1000)
+        end
+        if upstream_ms >= 0 then
+            own_ms = request_ms > upstream_ms and request_ms - upstream_ms or 0
+            if set.kong then
+                set.upstream_latency:labels(service, route, "default"):observe(upstream_ms)
+            else
+                set.upstream_latency:labels(service, route):observe(upstream_ms / 1000)
+            end
+        end
+        if set.kong then
+            set.gateway_latency:labels(service, route, "default"):observe(own_ms)
+        else
+            set.gateway_latency:labels(service, route):observe(own_ms / 1000)
+        end
+    end
+    if conf.bandwidth_metrics then
+        if set.kong then
+            set.bandwidth:labels(service, route, "ingress", "default", consumer):inc(facts.received_bytes)
+            set.bandwidth:labels(service, route, "egress", "default", consumer):inc(facts.sent_bytes)
+        else
+            set.bandwidth:labels(service, route, "ingress", consumer):inc(facts.received_bytes)
+            set.bandwidth:labels(service, route, "egress", consumer):inc(facts.sent_bytes)
+        end
+    end
+end
+
+--------------------------------------------------------------------------------
+-- Configuration changes and the per-second gauges.
+
+-- Prometheus plugin configurations of the current snapshot, by family set.
+local active = {}
+
+-- Called by the proxy on every new snapshot: declares the families of every naming in
+-- use and applies bucket changes (the global plugin's buckets win, then the oldest).
+function _M.configure(snapshot)
+    local by_set = {}
+    for _, p in ipairs(snapshot.list.plugins or {}) do
+        if p.name == "prometheus" and p.enabled ~= false then
+            local key = p.config.naming == "kong" and "kong" or p.config.namespace
+            local global = not (p.service or p.route or p.consumer)
+            local cur = by_set[key]
+            if not cur or (global and not cur.global) then
+                by_set[key] = { conf = p.config, global = global }
+            end
+        end
+    end
+    active = {}
+    for key, chosen in pairs(by_set) do
+        local conf = chosen.conf
+        local set = family_set(conf)
+        active[key] = { set = set, conf = conf, upstream_health = false }
+        for fam, field in pairs({ request_latency = "request_latency_buckets",
+                                   upstream_latency = "upstream_latency_buckets",
+                                   gateway_latency = "gateway_latency_buckets" }) do
+            local want = latency_opts(set.kong, conf[field]).buckets
+            local have = set[fam].spec.buckets or {}
+            local same = #want == #have
+            for i = 1, #want do same = same and want[i] == have[i] end
+            if not same then
+                local ok, err = pcall(set[fam].set_buckets, set[fam], want)
+                if not ok then prom.log_once("prometheus plugin: " .. tostring(err)) end
+            end
+        end
+    end
+    for _, p in ipairs(snapshot.list.plugins or {}) do
+        if p.name == "prometheus" and p.enabled ~= false and p.config.upstream_health_metrics then
+            local key = p.config.naming == "kong" and "kong" or p.config.namespace
+            if active[key] then active[key].upstream_health = true end
+        end
+    end
+    _M.snapshot = snapshot
+end
+
+local DICTS = { "gateway_config", "gateway_state" }
+local HEALTH_STATES = { "healthy", "unhealthy", "dns_error", "healthchecks_off" }
+
+-- Each worker, every second: its own VM memory and timers, and the shared gauges.
+local function refresh(health)
+    local pid = tostring(ngx.worker.pid())
+    local snapshot = _M.snapshot
+    for _, a in pairs(active) do
+        local set = a.set
+        set.lua_vms:labels(pid):set(collectgarbage("count") * 1024)
+        set.timers:labels("running"):set(ngx.timer.running_count())
+        set.timers:labels("pending"):set(ngx.timer.pending_count())
+        for _, name in ipairs(DICTS) do
+            local d = ngx.shared[name]
+            if d then
+                set.dict_total:labels(name):set(d:capacity())
+                set.dict_bytes:labels(name):set(d:capacity() - d:free_space())
+            end
+        end
+        if snapshot then
+            set.node_info:labels(snapshot.node_id or "", VERSION):set(1)
+        end
+        set.datastore:labels():set(snapshot and 1 or 0)
+        if set.kong then
+            local s = core.stub_status()
+            if s then
+                for _, state in ipairs({ "accepted", "handled", "active", "reading", "writing", "waiting" }) do
+                    set.connections:labels(state):set(s[state])
+                end
+                set.connections:labels("total"):set(s.requests)
+                set.nginx_requests:labels():set(s.requests)
+            end
+        end
+        if a.upstream_health and snapshot and health then
+            for _, t in ipairs(health.targets(snapshot)) do
+                for _, state in ipairs(HEALTH_STATES) do
+                    set.target_health:labels(t.upstream, t.target, t.address, state)
+                        :set(state == t.state and 1 or 0)
+                end
+            end
+        end
+    end
+end
+
+-- Module errors mirrored into kong_nginx_metric_errors_total, by one worker; the
+-- amount already mirrored lives in a shared dict so a restarted worker adds only news.
+local function mirror_errors()
+    local a = active.kong
+    if not a or ngx.worker.id() ~= 0 then return end
+    local st = zone:status()
+    if not st then return end
+    local total = 0
+    for _, n in pairs(st.errors) do total = total + n end
+    local state = ngx.shared.gateway_state
+    local mirrored = state:get("kong_metric_errors_mirrored") or 0
+    if total > mirrored then
+        a.set.metric_errors:labels():inc(total - mirrored)
+        state:set("kong_metric_errors_mirrored", total)
+    end
+end
+
+function _M.init_worker(health)
+    local ok, err = ngx.timer.every(1, function(premature)
+        if premature then return end
+        local fine, e = pcall(refresh, health)
+        if not fine then prom.log_once("metrics refresh: " .. tostring(e)) end
+        pcall(mirror_errors)
+    end)
+    if not ok then ngx.log(ngx.ERR, "gateway: cannot start the metrics timer: ", err) end
+    -- A first refresh right away, so a scrape just after start sees the gauges.
+    ngx.timer.at(0, function() pcall(refresh, health) end)
+end
+
+-- The exposition text, as the metrics port serves it (for the Admin API).
+function _M.render()
+    return zone:render()
+end
+
+function _M.status()
+    return zone:status()
+end
+
+return _M

@@ -1,0 +1,46 @@
+-- The gateway's phase handlers: thin, each hands over to the module that does the work.
+--   init (master)        db.configure: state file, declarative or seed file
+--   init_worker          db sync timer, proxy (router, balancer health, metric gauges)
+--   access / balancer / log   proxy.*
+
+local _M = {}
+
+local function nonempty(s)
+    if s and s ~= "" then return s end
+    return nil
+end
+
+function _M.init(opts)
+    local db = require "gateway.db"
+    local ok, err = db.configure({
+        state_file = opts.prefix .. "/state/gateway.json",
+        declarative_file = nonempty(opts.declarative),
+        seed_file = nonempty(opts.seed),
+    })
+    if not ok then
+        error("gateway: " .. tostring(err), 0)
+    end
+    -- Preload in the master: workers inherit the code and never read the checkout.
+    require "gateway.proxy"
+    require "gateway.admin"
+    require "gateway.status"
+end
+
+function _M.init_worker()
+    require("gateway.db").init_worker()
+    require("gateway.proxy").init_worker()
+end
+
+function _M.access()
+    return require("gateway.proxy").access()
+end
+
+function _M.balancer()
+    return require("gateway.proxy").balancer()
+end
+
+function _M.log()
+    return require("gateway.proxy").log()
+end
+
+return _M

@@ -1,0 +1,56 @@
+-- key-auth: identifies the consumer by an API key in a header or a query argument.
+local _M = {
+    name = "key-auth",
+    -- Runs before plugins that need to know the consumer.
+    priority = 1250,
+}
+
+_M.schema = {
+    fields = {
+        { key_names = { type = "array", elements = { type = "string", match = "^[%w%-_]+$" },
+            default = { "apikey" }, len_min = 1,
+            description = "Header or query argument names that carry the key, tried in order." } },
+        { hide_credentials = { type = "boolean", default = false,
+            description = "Remove the key from the request before proxying it." } },
+        { key_in_header = { type = "boolean", default = true, description = "Look for the key in headers." } },
+        { key_in_query = { type = "boolean", default = true, description = "Look for the key in the query string." } },
+    },
+}
+
+local function unauthorized(ctx, message)
+    ctx.exit_status, ctx.exit_message = 401, message
+    return false
+end
+
+-- Sets ctx.consumer, or stops the request with 401.
+function _M.access(conf, ctx)
+    local headers = conf.key_in_header and ngx.req.get_headers() or nil
+    local args = conf.key_in_query and ngx.req.get_uri_args() or nil
+    local key, where, name
+    for _, n in ipairs(conf.key_names) do
+        local v = headers and headers[n]
+        if v then key, where, name = v, "header", n break end
+        v = args and args[n]
+        if v then key, where, name = v, "query", n break end
+    end
+    if type(key) == "table" then key = key[1] end
+    if type(key) ~= "string" or key == "" then
+        return unauthorized(ctx, "No API key found in request")
+    end
+    local credential = ctx.snapshot.keyauth_by_key and ctx.snapshot.keyauth_by_key[key]
+    if not credential then
+        return unauthorized(ctx, "Invalid authentication credentials")
+    end
+    ctx.consumer = ctx.snapshot.consumers[credential.consumer.id]
+    if conf.hide_credentials then
+        if where == "header" then
+            ngx.req.clear_header(name)
+        else
+            args[name] = nil
+            ngx.req.set_uri_args(args)
+        end
+    end
+    return true
+end
+
+return _M

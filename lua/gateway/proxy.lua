@@ -1,0 +1,198 @@
+-- The proxy: routes a request (access), runs the access-phase plugins, picks the peer
+-- (balancer), and records the outcome (log: passive health, log-phase plugins).
+
+local db = require "gateway.db"
+local router_mod = require "gateway.router"
+local balancer = require "gateway.balancer"
+local exporter = require "gateway.exporter"
+local plugins = require "gateway.plugins"
+local core = require "ngx_prometheus"
+local ngx_balancer = require "ngx.balancer"
+
+local ngx, ipairs, tonumber = ngx, ipairs, tonumber
+
+local _M = {}
+
+-- Per worker, rebuilt on every configuration snapshot.
+local current = { snapshot = nil, router = nil, index = {}, access_plugins = {}, log_plugins = {} }
+
+-- Enabled plugins by name and scope key "route|service|consumer" (ids or "").
+local function build_index(snapshot)
+    local index, access, log = {}, {}, {}
+    local seen = {}
+    for _, p in ipairs(snapshot.list.plugins or {}) do
+        if p.enabled ~= false then
+            local key = (p.route and p.route.id or "") .. "|" .. (p.service and p.service.id or "")
+                .. "|" .. (p.consumer and p.consumer.id or "")
+            index[p.name] = index[p.name] or {}
+            index[p.name][key] = p
+            if not seen[p.name] then
+                seen[p.name] = true
+                local mod = plugins.get(p.name)
+                if mod and mod.access then access[#access + 1] = mod end
+                if mod and mod.log then log[#log + 1] = mod end
+            end
+        end
+    end
+    local by_priority = function(a, b) return a.priority > b.priority end
+    table.sort(access, by_priority)
+    table.sort(log, by_priority)
+    return index, access, log
+end
+
+local function install(snapshot)
+    -- Credentials by key, for key-auth.
+    local by_key = {}
+    for _, c in pairs(snapshot.keyauth_credentials or {}) do by_key[c.key] = c end
+    snapshot.keyauth_by_key = by_key
+    current.snapshot = snapshot
+    current.router = router_mod.build(snapshot)
+    current.index, current.access_plugins, current.log_plugins = build_index(snapshot)
+    balancer.build(snapshot)
+    exporter.configure(snapshot)
+end
+
+function _M.init_worker()
+    db.on_change(install)
+    exporter.init_worker(balancer)
+end
+
+-- The plugin `name` that applies, by Kong's precedence: consumer+route+service,
+-- consumer+route, consumer+service, route+service, consumer, route, service, global.
+local function resolve(name, route_id, service_id, consumer_id)
+    local scoped = current.index[name]
+    if not scoped then return nil end
+    local r, s, c = route_id or "", service_id or "", consumer_id or ""
+    local p = (c ~= "" and (scoped[r .. "|" .. s .. "|" .. c] or scoped[r .. "||" .. c] or scoped["|" .. s .. "|" .. c]))
+        or scoped[r .. "|" .. s .. "|"]
+        or (c ~= "" and scoped["||" .. c])
+        or scoped[r .. "||"] or scoped["|" .. s .. "|"] or scoped["||"]
+    return p
+end
+_M.resolve = resolve
+
+local function exit_json(status, message)
+    ngx.status = status
+    ngx.header.content_type = "application/json; charset=utf-8"
+    ngx.say((core.json_encode({ message = message })))
+    -- The response is out: end the request without a second (error page) body.
+    return ngx.exit(ngx.HTTP_OK)
+end
+
+-- Joins the service path and what is left of the request path.
+local function upstream_path(service_path, rest)
+    if not service_path or service_path == "" or service_path == "/" then
+        return rest ~= "" and rest or "/"
+    end
+    if rest == "" then return service_path end
+    if service_path:sub(-1) == "/" and rest:sub(1, 1) == "/" then
+        return service_path .. rest:sub(2)
+    end
+    return service_path .. rest
+end
+
+function _M.access()
+    local ctx = ngx.ctx
+    local snapshot = current.snapshot
+    if not snapshot then
+        ctx.exit_status = 503
+        return exit_json(503, "the gateway is starting, no configuration yet")
+    end
+    ctx.snapshot = snapshot
+    local uri = ngx.var.uri
+    local route, prefix = current.router:match(ngx.req.get_method(), ngx.var.http_host, uri)
+    if not route then
+        ctx.exit_status = 404
+        return exit_json(404, "no Route matched with those values")
+    end
+    ctx.route = route
+    local service = route.service and snapshot.services[route.service.id]
+    ctx.service = service
+    ctx.route_label = route.name or route.id
+    ctx.service_label = service and (service.name or service.id) or ""
+    local route_id, service_id = route.id, service and service.id
+    for _, plugin in ipairs(current.access_plugins) do
+        local p = resolve(plugin.name, route_id, service_id, nil)
+        if p and not plugin.access(p.config, ctx) then
+            return exit_json(ctx.exit_status or 403, ctx.exit_message or "forbidden")
+        end
+    end
+    if not service then
+        ctx.exit_status = 503
+        return exit_json(503, "no Service found with those values")
+    end
+    local rest = uri
+    if route.strip_path ~= false then
+        rest = uri:sub(#prefix + 1)
+        -- "/" stripped from "/x" leaves "x": keep the path absolute.
+        if rest ~= "" and rest:sub(1, 1) ~= "/" then rest = "/" .. rest end
+    end
+    local path = upstream_path(service.path, rest)
+    local args = ngx.var.args
+    ngx.var.upstream_uri = args and (path .. "?" .. args) or path
+    if route.preserve_host then
+        ngx.var.upstream_host = ngx.var.http_host or service.host
+    else
+        local default_port = service.protocol == "https" and 443 or 80
+        ngx.var.upstream_host = (service.port and service.port ~= default_port)
+            and (service.host .. ":" .. service.port) or service.host
+    end
+    local upstream = snapshot.by_name.upstreams and snapshot.by_name.upstreams[service.host]
+    ctx.upstream = upstream
+end
+
+function _M.balancer()
+    local ctx = ngx.ctx
+    local service, upstream = ctx.service, ctx.upstream
+    if not ctx.tries then
+        ctx.tries = 0
+        ngx_balancer.set_timeouts((service.connect_timeout or 60000) / 1000,
+            (service.write_timeout or 60000) / 1000, (service.read_timeout or 60000) / 1000)
+        local retries = service.retries or 5
+        if retries > 0 then ngx_balancer.set_more_tries(retries) end
+    elseif upstream and ctx.target then
+        -- The previous try failed (connection error or timeout): a passive failure.
+        balancer.report(upstream, ctx.target, false)
+    end
+    ctx.tries = ctx.tries + 1
+    local ip, port
+    if upstream then
+        local target, err = balancer.pick(upstream.id)
+        if not target then
+            ngx.log(ngx.ERR, "gateway: upstream ", upstream.name, ": ", err)
+            return ngx.exit(503)
+        end
+        ctx.target = target
+        ip, port = target.ip, target.port
+    else
+        ip = service.host == "localhost" and "127.0.0.1" or service.host
+        port = service.port or (service.protocol == "https" and 443 or 80)
+    end
+    local ok, err = ngx_balancer.set_current_peer(ip, port)
+    if not ok then
+        ngx.log(ngx.ERR, "gateway: cannot proxy to ", ip, ":", port, ": ", err)
+        return ngx.exit(502)
+    end
+end
+
+function _M.log()
+    local ctx = ngx.ctx
+    local upstream, target = ctx.upstream, ctx.target
+    if upstream and target then
+        local statuses = ngx.var.upstream_status
+        local status = statuses and tonumber(statuses:match("(%d+)$") or "")
+        balancer.report(upstream, target, status ~= nil and not balancer.failed_status(upstream, status))
+    end
+    local route, service, consumer = ctx.route, ctx.service, ctx.consumer
+    for _, plugin in ipairs(current.log_plugins) do
+        local p = resolve(plugin.name, route and route.id, service and service.id, consumer and consumer.id)
+        if p then
+            local ok, err = pcall(plugin.log, p.config, ctx)
+            if not ok then
+                require("ngxprom").log_once("plugin " .. plugin.name .. ": " .. tostring(err))
+            end
+        end
+    end
+end
+
+return _M

@@ -1,0 +1,417 @@
+-- gateway.schema: validates and normalizes input against Kong-like schemas.
+--
+--   local schema = require "gateway.schema"
+--   local entity, errors = schema.validate(def, input, { partial = false })
+--
+-- A schema is { fields = { { <name> = <field> }, ... }, entity_checks = fn,
+-- shorthands = { <name> = fn } }: fields are an ordered list of single-key tables.
+-- A field has a `type` (string, boolean, integer, number, array, set, record, map,
+-- foreign) and optional constraints: required, default (a value or a function),
+-- unique (checked by the store), match (a Lua pattern; `match_err` overrides the
+-- message), len_min, len_max, one_of, between, uuid, elements (array/set), keys and
+-- values (map), fields / entity_checks (record), schema_for (record: a function of the
+-- parent input returning a schema, for plugin configs), reference (foreign),
+-- normalize (fn(v) -> v' | nil, err, after the type checks) and custom
+-- (fn(v) -> true | nil, err, last).
+--
+-- Errors are nested like the input, with Kong's messages:
+--   { port = "value should be between 0 and 65535", config = { buckets = "..." },
+--     paths = { null, "should start with: /" } }
+-- Input from forms arrives as strings: "true"/"false" and numbers are coerced, and an
+-- array given once arrives as a scalar and is wrapped.
+
+local core = require "ngx_prometheus"
+
+local null, array_mt = core.null, core.array_mt
+local type, pairs, ipairs, next, tostring, tonumber = type, pairs, ipairs, next, tostring, tonumber
+-- mlua protects its array metatable (__metatable = false): only debug.getmetatable sees it.
+local setmetatable, getmetatable, floor, huge = setmetatable, debug.getmetatable, math.floor, math.huge
+local concat, sort = table.concat, table.sort
+
+local _M = { null = null }
+
+local function is_null(v)
+    return v == nil or v == null
+end
+_M.is_null = is_null
+
+local function is_uuid(s)
+    return type(s) == "string"
+        and s:find("^%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$") ~= nil
+end
+_M.is_uuid = is_uuid
+
+local function as_array(t)
+    return setmetatable(t, array_mt)
+end
+_M.as_array = as_array
+
+-- A table is a JSON array if it was decoded as one or is a sequence; an empty table
+-- without the array metatable is ambiguous (forms cannot say `[]`) and counts too.
+local function is_array(t)
+    if getmetatable(t) == array_mt then return true end
+    local n = 0
+    for k in pairs(t) do
+        if type(k) ~= "number" then return false end
+        n = n + 1
+    end
+    return n == #t
+end
+_M.is_array = is_array
+
+-- The field definition tables of a schema, by name (built once per schema table).
+local by_name_cache = setmetatable({}, { __mode = "k" })
+local function fields_by_name(fields)
+    local m = by_name_cache[fields]
+    if not m then
+        m = {}
+        for _, f in ipairs(fields) do
+            local name, def = next(f)
+            m[name] = def
+        end
+        by_name_cache[fields] = m
+    end
+    return m
+end
+_M.fields_by_name = fields_by_name
+
+--------------------------------------------------------------------------------
+-- Single values.
+
+local function coerce(def, v)
+    local t = def.type
+    if type(v) == "string" then
+        if t == "boolean" then
+            if v == "true" then return true elseif v == "false" then return false end
+        elseif t == "integer" or t == "number" then
+            return tonumber(v) or v
+        end
+    end
+    if (t == "array" or t == "set") and type(v) ~= "table" then
+        return { v }
+    end
+    if t == "foreign" and type(v) == "string" then
+        return is_uuid(v) and { id = v } or { name = v }
+    end
+    return v
+end
+
+local function list_text(values)
+    local out = {}
+    for i, v in ipairs(values) do out[i] = tostring(v) end
+    return concat(out, ", ")
+end
+
+local function check_one_of(def, v)
+    if not def.one_of then return true end
+    for _, allowed in ipairs(def.one_of) do
+        if v == allowed then return true end
+    end
+    return nil, "expected one of: " .. list_text(def.one_of)
+end
+
+local function check_length(def, n)
+    if def.len_min and n < def.len_min then
+        return nil, "length must be at least " .. def.len_min
+    end
+    if def.len_max and n > def.len_max then
+        return nil, "length must be at most " .. def.len_max
+    end
+    return true
+end
+
+local function check_string(def, v)
+    if type(v) ~= "string" then return nil, "expected a string" end
+    local ok, err = check_length(def, #v)
+    if not ok then return nil, err end
+    if def.uuid and not is_uuid(v) then return nil, "expected a valid UUID" end
+    if def.match and not v:find(def.match) then
+        return nil, def.match_err or ("invalid value: " .. v)
+    end
+    ok, err = check_one_of(def, v)
+    if not ok then return nil, err end
+    return v
+end
+
+local function check_number(def, v)
+    if type(v) ~= "number" or v ~= v or v == huge or v == -huge then
+        return nil, def.type == "integer" and "expected an integer" or "expected a number"
+    end
+    if def.type == "integer" and floor(v) ~= v then return nil, "expected an integer" end
+    local range = def.between
+    if range and (v < range[1] or v > range[2]) then
+        return nil, "value should be between " .. range[1] .. " and " .. range[2]
+    end
+    local ok, err = check_one_of(def, v)
+    if not ok then return nil, err end
+    return v
+end
+
+local function check_boolean(_, v)
+    if type(v) ~= "boolean" then return nil, "expected a boolean" end
+    return v
+end
+
+local validate_record, validate_value
+
+-- Arrays and sets: every element is checked; errors sit at the element's index, with
+-- nulls before it, as Kong (cjson) reports them.
+local function check_list(def, v, opts)
+    if type(v) ~= "table" or not is_array(v) then
+        return nil, def.type == "set" and "expected a set" or "expected an array"
+    end
+    local ok, err = check_length(def, #v)
+    if not ok then return nil, err end
+    local out, errs, last_bad, seen = {}, {}, 0, {}
+    for i = 1, #v do
+        local e, eerr = v[i], nil
+        if def.elements then
+            e, eerr = validate_value(def.elements, v[i], opts, v)
+        end
+        if eerr then
+            errs[i], last_bad = eerr, i
+        elseif def.type == "array" or not seen[e] then
+            seen[e] = true
+            out[#out + 1] = e
+        end
+    end
+    if last_bad > 0 then
+        for i = 1, last_bad do
+            if errs[i] == nil then errs[i] = null end
+        end
+        return nil, as_array(errs)
+    end
+    return as_array(out)
+end
+
+local function check_map(def, v, opts)
+    if type(v) ~= "table" or (next(v) ~= nil and is_array(v)) then
+        return nil, "expected a map"
+    end
+    local out, errs = {}, nil
+    for k, val in pairs(v) do
+        local nk, kerr = k, nil
+        if def.keys then nk, kerr = validate_value(def.keys, k, opts, v) end
+        local nv, verr = val, nil
+        if def.values then nv, verr = validate_value(def.values, val, opts, v) end
+        if kerr or verr then
+            errs = errs or {}
+            errs[tostring(k)] = kerr or verr
+        else
+            out[nk] = nv
+        end
+    end
+    if errs then return nil, errs end
+    return out
+end
+
+-- A reference to another entity: { id = <uuid> } or { name = <endpoint key> }; the
+-- store resolves it and keeps { id = ... }.
+local function check_foreign(_, v)
+    if type(v) ~= "table" or is_array(v) and next(v) ~= nil then
+        return nil, "expected a record"
+    end
+    local errs = {}
+    for k in pairs(v) do
+        if k ~= "id" and k ~= "name" then errs[tostring(k)] = "unknown field" end
+    end
+    if v.id ~= nil and v.name ~= nil then
+        errs.name = "only one of 'id' and 'name' may be given"
+    elseif v.id == nil and v.name == nil then
+        errs.id = "required field missing"
+    elseif v.id ~= nil and not is_uuid(v.id) then
+        errs.id = "expected a valid UUID"
+    elseif v.name ~= nil and type(v.name) ~= "string" then
+        errs.name = "expected a string"
+    end
+    if next(errs) then return nil, errs end
+    return v.id and { id = v.id } or { name = v.name }
+end
+
+local function check_record(def, v, opts, parent)
+    if type(v) ~= "table" or next(v) ~= nil and is_array(v) then
+        return nil, "expected a record"
+    end
+    local sch = def
+    if def.schema_for then
+        sch = def.schema_for(parent)
+        -- No schema (an unknown plugin): the parent reports why; nothing to check here.
+        if not sch then return v end
+    end
+    return validate_record(sch, v, opts)
+end
+
+local CHECK = {
+    string = check_string,
+    integer = check_number,
+    number = check_number,
+    boolean = check_boolean,
+    array = check_list,
+    set = check_list,
+    map = check_map,
+    record = check_record,
+    foreign = check_foreign,
+}
+
+local function default_of(def)
+    local d = def.default
+    if type(d) == "function" then return d() end
+    if type(d) == "table" then
+        -- A fresh copy: entities must never share (and later mutate) the schema's table.
+        local copy = {}
+        for k, v in pairs(d) do copy[k] = v end
+        return setmetatable(copy, getmetatable(d))
+    end
+    return d
+end
+
+-- validate_value(def, v, opts, parent) -> normalized | nil (absent) | nil, err
+function validate_value(def, v, opts, parent)
+    if is_null(v) then
+        if opts.partial then
+            -- PATCH-like input: null unsets, absent leaves alone; both stay as given.
+            if v == null and def.required then return nil, "required field missing" end
+            return v
+        end
+        if def.default ~= nil then
+            v = default_of(def)
+        elseif def.type == "record" then
+            -- Records are always present so that their defaults apply.
+            v = {}
+        elseif def.required then
+            return nil, "required field missing"
+        else
+            return nil
+        end
+    end
+    local check = CHECK[def.type]
+    if not check then
+        error("schema: unknown field type " .. tostring(def.type), 0)
+    end
+    local out, err = check(def, coerce(def, v), opts, parent)
+    if err then return nil, err end
+    if def.normalize then
+        out, err = def.normalize(out)
+        if err then return nil, err end
+    end
+    if def.custom then
+        local ok, cerr = def.custom(out)
+        if not ok then return nil, cerr end
+    end
+    return out
+end
+
+local function apply_shorthands(sch, input, errs)
+    if not sch.shorthands then return input end
+    local expanded
+    for name, expand in pairs(sch.shorthands) do
+        local v = input[name]
+        if v ~= nil then
+            if not expanded then
+                expanded = {}
+                for k, val in pairs(input) do expanded[k] = val end
+            end
+            expanded[name] = nil
+            local fields, err = expand(v)
+            if not fields then
+                errs[name] = err
+            else
+                for k, val in pairs(fields) do expanded[k] = val end
+            end
+        end
+    end
+    return expanded or input
+end
+
+-- validate_record(schema, input, opts) -> normalized | nil, errors
+function validate_record(sch, input, opts)
+    local errs = {}
+    input = apply_shorthands(sch, input, errs)
+    local known = fields_by_name(sch.fields)
+    for k in pairs(input) do
+        if type(k) ~= "string" or not known[k] then errs[tostring(k)] = "unknown field" end
+    end
+    local out = {}
+    for _, f in ipairs(sch.fields) do
+        local name, def = next(f)
+        if not opts.partial or input[name] ~= nil then
+            local v, err = validate_value(def, input[name], opts, input)
+            if err then errs[name] = err else out[name] = v end
+        end
+    end
+    if next(errs) == nil and sch.entity_checks and not opts.partial then
+        local ok, cerrs = sch.entity_checks(out)
+        if not ok then errs = cerrs end
+    end
+    if next(errs) ~= nil then return nil, errs end
+    return out
+end
+
+-- validate(schema, input, opts) -> entity with defaults | nil, errors
+function _M.validate(sch, input, opts)
+    opts = opts or {}
+    if type(input) ~= "table" or next(input) ~= nil and is_array(input) then
+        return nil, { ["@entity"] = as_array({ "expected a record" }) }
+    end
+    return validate_record(sch, input, opts)
+end
+
+local function is_record(t)
+    return type(t) == "table" and getmetatable(t) ~= array_mt and (next(t) == nil or not is_array(t))
+end
+
+-- merge(schema, old, patch) -> a new input: patch over old, as Kong's PATCH does it.
+-- A record given in both is merged field by field (so `config.x` alone changes only
+-- x); anything else is replaced; null unsets (the default, if any, applies again).
+-- Records whose fields depend on the entity (plugin configs) merge by shape.
+function _M.merge(sch, old, patch)
+    local fields = sch and sch.fields and fields_by_name(sch.fields)
+    local out = {}
+    for k, v in pairs(old) do out[k] = v end
+    for k, v in pairs(patch) do
+        local def = fields and fields[k]
+        if v == null then
+            out[k] = nil
+        elseif is_record(v) and is_record(out[k]) and (not fields or def and def.type == "record") then
+            out[k] = _M.merge(def and def.fields and def, out[k], v)
+        else
+            out[k] = v
+        end
+    end
+    return out
+end
+
+--------------------------------------------------------------------------------
+-- Error text.
+
+-- "path: message" for every leaf error, sorted; entity-wide ones ("@entity") bare.
+local function flatten(errs, prefix, out)
+    for k, v in pairs(errs) do
+        local path = prefix and (prefix .. "." .. tostring(k)) or tostring(k)
+        if k == "@entity" and type(v) == "table" then
+            for _, msg in ipairs(v) do out[#out + 1] = prefix and (prefix .. ": " .. msg) or msg end
+        elseif type(v) == "table" then
+            flatten(v, path, out)
+        elseif v ~= null then
+            out[#out + 1] = path .. ": " .. tostring(v)
+        end
+    end
+    return out
+end
+
+function _M.flatten(errs)
+    local out = flatten(errs, nil, {})
+    sort(out)
+    return out
+end
+
+-- Kong's summary: "schema violation (port: ...)" or "2 schema violations (a: ...; b: ...)".
+function _M.message(errs)
+    local lines = _M.flatten(errs)
+    if #lines == 1 then
+        return "schema violation (" .. lines[1] .. ")"
+    end
+    return #lines .. " schema violations (" .. concat(lines, "; ") .. ")"
+end
+
+return _M
