@@ -17,6 +17,8 @@
 #    of a proxied request (one worker, upstream state present).
 # 3. Scrape: 10k histogram routes + 10k counters, the module's prometheus_metrics
 #    vs a Lua get_keys/sort/concat renderer over a lua_shared_dict.
+# 4. End to end (bench/e2e.sh): wrk through the gateway with the prometheus plugin on
+#    (every switch) vs off vs nginx without Lua; requests/s, latency, worker CPU/request.
 # Cases alternate within each repetition; medians (and min-max) over all samples.
 #
 # Overrides (optional): BENCH_N, BENCH_LOG_N, BENCH_REPS, BENCH_SERIES, BENCH_SCRAPES,
@@ -355,6 +357,11 @@ echo
 echo "$NOTES"
 echo
 
+# 4. End to end through the gateway (bench/e2e.sh): plugin on / off / nginx without Lua.
+E2E=$("$ROOT/bench/e2e.sh") || { log "end-to-end benchmark failed"; exit 1; }
+echo "$E2E"
+echo
+
 [ "$SMOKE" = 1 ] && { log "smoke run OK ($SECONDS s)"; exit 0; }
 
 # --- BENCHMARKS.md (full mode only) -------------------------------------------------------
@@ -410,6 +417,8 @@ COMMENTARY=$(awk \
   echo "- Run time: $SECONDS s"
   echo
   echo "$TABLE"
+  echo
+  echo "$E2E"
   echo
   echo "## How it was measured"
   echo

@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# End-to-end: wrk through the gateway with the prometheus plugin on (every metric switch
+# true) vs the same configuration with the plugin disabled vs nginx proxying with no Lua
+# at all. Interleaved repetitions; medians of requests/s, latency percentiles and worker
+# CPU time per request (from /proc, steadier than requests/s on a shared machine).
+# Prints a markdown section. BENCH_SMOKE=1: one short repetition, only checks it runs.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+case "${BENCH_SMOKE:-0}" in 0 | "" | no | false) SMOKE=0 ;; *) SMOKE=1 ;; esac
+REPS=${BENCH_E2E_REPS:-$([ "$SMOKE" = 1 ] && echo 1 || echo 5)}
+DURATION=${BENCH_E2E_SECONDS:-$([ "$SMOKE" = 1 ] && echo 1 || echo 5)}
+CONNS=${BENCH_E2E_CONNECTIONS:-16}
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+log() { echo "e2e: $*" >&2; }
+
+GW=$(mktemp -d /tmp/ngxprom-e2e.XXXXXX); BARE=$(mktemp -d /tmp/ngxprom-bare.XXXXXX)
+chmod 755 "$GW" "$BARE"
+PROXY=$(free_port); ADMIN=$(free_port); METRICS=$(free_port); UPSTREAM=$(free_port)
+BPROXY=$(free_port); BUP=$(free_port)
+cleanup() {
+  for p in "$GW" "$BARE"; do
+    [ -f "$p/nginx.pid" ] && kill -QUIT "$(cat "$p/nginx.pid")" 2>/dev/null || true
+  done
+  sleep 0.5
+  rm -rf "$GW" "$BARE"
+}
+trap cleanup EXIT
+
+"$ROOT/scripts/render-conf.sh" nginx/gateway.conf "$GW" PROXY_PORT="$PROXY" ADMIN_PORT="$ADMIN" \
+  METRICS_PORT="$METRICS" UPSTREAM_PORT="$UPSTREAM"
+# The same access log setting on both sides; no per-request file write in the way.
+sed -i "s|access_log $GW/logs/access.log;|access_log off;|" "$GW/nginx.conf"
+nginx -p "$GW" -c "$GW/nginx.conf"
+
+mkdir -p "$BARE/logs"
+USER_LINE=$([ "$(id -u)" = 0 ] && echo "user nobody nogroup;" || true)
+cat >"$BARE/nginx.conf" <<CONF
+$USER_LINE
+worker_processes 2;
+error_log $BARE/logs/error.log notice;
+pid $BARE/nginx.pid;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    upstream bare_upstream { server 127.0.0.1:$BUP; keepalive 64; }
+    server {
+        listen 127.0.0.1:$BPROXY;
+        location / {
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_pass http://bare_upstream;
+        }
+    }
+    server {
+        listen 127.0.0.1:$BUP;
+        location / { default_type text/plain; return 200 "hello from the demo upstream\n"; }
+    }
+}
+CONF
+nginx -p "$BARE" -c "$BARE/nginx.conf"
+sleep 1
+
+PLUGIN=$(curl -fsS "localhost:$ADMIN/plugins" | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"][0]["id"])')
+set_plugin() {
+  curl -fsS -o /dev/null -X PATCH "localhost:$ADMIN/plugins/$PLUGIN" -H 'Content-Type: application/json' \
+    -d "{\"enabled\": $1}"
+  sleep 1.5  # every worker picks the change up within a second
+}
+
+workers_cpu() {  # utime+stime of the workers of the nginx whose prefix is $1, in clock ticks
+  local master; master=$(cat "$1/nginx.pid")
+  local total=0
+  for pid in $(pgrep -P "$master"); do
+    total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
+  done
+  echo "$total"
+}
+
+RESULTS=$(mktemp)
+run() {  # case port prefix
+  local before after out
+  before=$(workers_cpu "$3")
+  out=$(wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "http://127.0.0.1:$2/")
+  after=$(workers_cpu "$3")
+  awk -v c="$1" -v ticks=$((after - before)) -v hz="$(getconf CLK_TCK)" '
+    /Requests\/sec/ { rps = $2 }
+    /^ +50%/ { p50 = $2 } /^ +99%/ { p99 = $2 }
+    /requests in/ { n = $1 }
+    function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
+    END { printf "%s %s %s %s %s\n", c, rps, ms(p50), ms(p99), (n > 0 ? ticks / hz / n * 1e6 : 0) }' <<<"$out" >>"$RESULTS"
+  local non2xx; non2xx=$(awk '/Non-2xx/ {print $4}' <<<"$out")
+  [ -z "$non2xx" ] || { log "$1: $non2xx non-2xx responses"; exit 1; }
+}
+
+for rep in $(seq "$REPS"); do
+  set_plugin true;  run plugin_on "$PROXY" "$GW"
+  set_plugin false; run plugin_off "$PROXY" "$GW"
+  run bare_nginx "$BPROXY" "$BARE"
+  log "repetition $rep/$REPS done"
+done
+set_plugin true
+# The plugin really recorded: the scrape counts what wrk sent with the plugin on.
+COUNTED=$(curl -fsS "localhost:$METRICS/metrics" | awk -F' ' '/^gateway_http_requests_total\{service="demo",route="root",code="200"/ {s += $2} END {print s + 0}')
+[ "$COUNTED" -gt 0 ] || { log "the plugin recorded nothing"; exit 1; }
+
+median() { sort -g | awk '{a[NR] = $1} END {print (NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2)}'; }
+col() { awk -v c="$1" -v k="$2" '$1 == c {print $k}' "$RESULTS" | median; }
+for c in plugin_on plugin_off bare_nginx; do
+  declare "RPS_$c=$(col $c 2)" "P50_$c=$(col $c 3)" "P99_$c=$(col $c 4)" "CPU_$c=$(col $c 5)"
+done
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf (b > 0 ? "%.1f%%" : "n/a"), 100 * a / b }'; }
+
+echo "### End to end: the gateway with the prometheus plugin on, off, and nginx without Lua"
+echo
+echo "| configuration | requests/s | vs plugin off | p50 ms | p99 ms | worker CPU µs/request | vs plugin off |"
+echo "|---|---|---|---|---|---|---|"
+for c in plugin_on plugin_off bare_nginx; do
+  rps="RPS_$c"; p50="P50_$c"; p99="P99_$c"; cpu="CPU_$c"
+  printf '| %s | %.0f | %s | %.2f | %.2f | %.1f | %s |\n' "$c" "${!rps}" "$(ratio "${!rps}" "$RPS_plugin_off")" \
+    "${!p50}" "${!p99}" "${!cpu}" "$(ratio "${!cpu}" "$CPU_plugin_off")"
+done
+echo
+echo "- \`wrk -t1 -c$CONNS -d${DURATION}s --latency\`, $REPS interleaved repetitions, medians; 2 nginx workers; the proxy"
+echo "  and the upstream are the same nginx (\`nginx/gateway.conf\`, seeded demo service and route), access log off."
+echo "- plugin_on: the seeded global prometheus plugin with status, latency, bandwidth and upstream health"
+echo "  metrics; plugin_off: the same plugin disabled through the Admin API; bare_nginx: \`proxy_pass\` only."
+echo "- Worker CPU per request: utime+stime of the worker processes from /proc over the run, divided by the"
+echo "  requests wrk completed; it includes the upstream's share (same nginx)."
+rm -f "$RESULTS"
