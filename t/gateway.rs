@@ -648,3 +648,28 @@ fn kong_naming_emits_kong_families() {
     assert!(s.iter().any(|x| x.name == "kong_nginx_timers"));
     assert_eq!(value(&s, "kong_datastore_reachable", &[]), Some(1.0));
 }
+
+#[test]
+fn state_file_is_private_and_key_auth_is_not_for_consumers() {
+    use std::os::unix::fs::PermissionsExt;
+    let g = start_gateway("private", &[]);
+    created(admin(
+        g.admin,
+        "POST",
+        "/consumers",
+        Some(json!({ "username": "bob" })),
+    ));
+    let mode = std::fs::metadata(g.nginx.prefix.join("state/gateway.json"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "state file mode {mode:o}");
+    let (status, body) = admin(
+        g.admin,
+        "POST",
+        "/consumers/bob/plugins",
+        Some(json!({ "name": "key-auth" })),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body["fields"]["consumer"].is_string(), "{body}");
+}

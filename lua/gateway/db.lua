@@ -455,14 +455,15 @@ end
 
 -- The master cannot ngx.sleep; on a reload, old workers may be in the middle of a
 -- write, so it waits for their lock like any writer (blocking is fine in the master).
+-- nginx's clock only moves when told to: without update_time a lock would never
+-- expire in the master's eyes.
 local function master_lock()
-    local deadline = ngx.now() + LOCK_WAIT
-    while not state_dict():add(LOCK_KEY, "master", LOCK_TTL) do
-        ngx.update_time()
-        if ngx.now() >= deadline then return nil, "timed out waiting for the configuration lock" end
+    for _ = 1, LOCK_WAIT * 100 do
+        if state_dict():add(LOCK_KEY, "master", LOCK_TTL) then return true end
         ffi.C.poll(nil, 0, 10)
+        ngx.update_time()
     end
-    return true
+    return nil, "timed out waiting for the configuration lock"
 end
 
 local function publish(s, version)

@@ -67,8 +67,6 @@ local function valid_host(h)
     return true
 end
 
-local HOST = { type = "string", custom = valid_host }
-
 -- Route hosts may carry one wildcard, as the leftmost or rightmost label.
 local function valid_route_host(h)
     local bare = h:gsub("^%*%.", "", 1)
@@ -79,7 +77,6 @@ local function valid_route_host(h)
     return valid_host(bare)
 end
 
-local PORT = { type = "integer", between = { 0, 65535 } }
 local TIMEOUT = { type = "integer", default = 60000, between = { 1, 2 ^ 31 - 2 } }
 local PATH = { type = "string", match = "^/", match_err = "should start with: /" }
 local PROTOCOL = { type = "string", one_of = { "http", "https" } }
@@ -115,7 +112,7 @@ local services = {
             { retries = { type = "integer", default = 5, between = { 0, 32767 } } },
             { protocol = { type = "string", required = true, default = "http", one_of = PROTOCOL.one_of } },
             { host = { type = "string", required = true, custom = valid_host } },
-            { port = { type = "integer", required = true, default = 80, between = PORT.between } },
+            { port = { type = "integer", required = true, default = 80, between = { 0, 65535 } } },
             { path = PATH },
             { connect_timeout = TIMEOUT },
             { write_timeout = TIMEOUT },

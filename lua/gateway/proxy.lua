@@ -41,10 +41,6 @@ local function build_index(snapshot)
 end
 
 local function install(snapshot)
-    -- Credentials by key, for key-auth.
-    local by_key = {}
-    for _, c in pairs(snapshot.keyauth_credentials or {}) do by_key[c.key] = c end
-    snapshot.keyauth_by_key = by_key
     current.snapshot = snapshot
     current.router = router_mod.build(snapshot)
     current.index, current.access_plugins, current.log_plugins = build_index(snapshot)

@@ -12,7 +12,9 @@
 -- values (map), fields / entity_checks (record), schema_for (record: a function of the
 -- parent input returning a schema, for plugin configs), reference (foreign),
 -- normalize (fn(v) -> v' | nil, err, after the type checks) and custom
--- (fn(v) -> true | nil, err, last).
+-- (fn(v) -> true | nil, err, last); `description` is documentation only.
+-- With { partial = true } only the fields given are checked, without defaults,
+-- required fields or entity checks, and null is kept (it means "unset").
 --
 -- Errors are nested like the input, with Kong's messages:
 --   { port = "value should be between 0 and 65535", config = { buckets = "..." },
@@ -28,12 +30,11 @@ local type, pairs, ipairs, next, tostring, tonumber = type, pairs, ipairs, next,
 local setmetatable, getmetatable, floor, huge = setmetatable, debug.getmetatable, math.floor, math.huge
 local concat, sort = table.concat, table.sort
 
-local _M = { null = null }
+local _M = {}
 
 local function is_null(v)
     return v == nil or v == null
 end
-_M.is_null = is_null
 
 local function is_uuid(s)
     return type(s) == "string"
@@ -399,15 +400,10 @@ local function flatten(errs, prefix, out)
     return out
 end
 
-function _M.flatten(errs)
-    local out = flatten(errs, nil, {})
-    sort(out)
-    return out
-end
-
 -- Kong's summary: "schema violation (port: ...)" or "2 schema violations (a: ...; b: ...)".
 function _M.message(errs)
-    local lines = _M.flatten(errs)
+    local lines = flatten(errs, nil, {})
+    sort(lines)
     if #lines == 1 then
         return "schema violation (" .. lines[1] .. ")"
     end

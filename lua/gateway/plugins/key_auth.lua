@@ -3,6 +3,8 @@ local _M = {
     name = "key-auth",
     -- Runs before plugins that need to know the consumer.
     priority = 1250,
+    -- It identifies consumers: it cannot be configured on one.
+    no_consumer = true,
 }
 
 _M.schema = {
@@ -37,7 +39,7 @@ function _M.access(conf, ctx)
     if type(key) ~= "string" or key == "" then
         return unauthorized(ctx, "No API key found in request")
     end
-    local credential = ctx.snapshot.keyauth_by_key and ctx.snapshot.keyauth_by_key[key]
+    local credential = ctx.snapshot.by_name.keyauth_credentials[key]
     if not credential then
         return unauthorized(ctx, "Invalid authentication credentials")
     end
