@@ -673,3 +673,56 @@ fn state_file_is_private_and_key_auth_is_not_for_consumers() {
     assert_eq!(status, 400, "{body}");
     assert!(body["fields"]["consumer"].is_string(), "{body}");
 }
+
+/// The README's walkthrough, run as written (ports swapped for the test's).
+#[test]
+fn readme_walkthrough_runs_verbatim() {
+    let g = start_gateway("readme", &[]);
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let section = &readme[readme
+        .find("## The gateway, the Kong way")
+        .expect("walkthrough section")..];
+    let block = section
+        .split("```sh")
+        .nth(1)
+        .unwrap()
+        .split("```")
+        .next()
+        .unwrap();
+    // Join continuation lines, keep the commands, drop comments.
+    let script = block.replace("\\\n", " ");
+    let commands: Vec<&str> = script
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("curl"))
+        .collect();
+    assert!(commands.len() >= 5, "{commands:?}");
+    let mut last = String::new();
+    for (i, cmd) in commands.iter().enumerate() {
+        let cmd = cmd
+            .replace("localhost:8001", &format!("localhost:{}", g.admin))
+            .replace("localhost:8000", &format!("localhost:{}", g.proxy))
+            .replace("localhost:9542", &format!("localhost:{}", g.metrics))
+            .replace("127.0.0.1:8081", &format!("127.0.0.1:{}", g.upstream));
+        if i == commands.len() - 2 {
+            settle(&g); // the plugin reaches every worker before traffic is sent
+        }
+        let out = std::process::Command::new("bash")
+            .args(["-c", &cmd])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{cmd}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        last = String::from_utf8_lossy(&out.stdout).into_owned();
+    }
+    assert!(
+        last.contains(
+            "gateway_http_requests_total{service=\"example-service\",route=\"example-route\",code=\"200\",source=\"service\",consumer=\"\"} 1"
+        ),
+        "{last}"
+    );
+    assert!(last.contains("gateway_request_latency_seconds_bucket{service=\"example-service\",route=\"example-route\",le=\"0.025\"} 1"), "{last}");
+}
