@@ -865,3 +865,49 @@ fn make_run_serves_metrics_and_ctrl_c_leaves_nothing_behind() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn scrapes_render_off_the_event_loop_and_survive_clients_that_leave() {
+    let a = start_app("threads", "256m", "");
+    // Enough series for a render to take a while.
+    let r = get(a.app, "/make?from=1&to=60000").text();
+    assert_eq!(r.trim(), "60000 0");
+    post(a.app, "/observe", b"0.001 0.01 0.1");
+    // The default thread pool runs in every worker (nginx names its threads after it).
+    for pid in a.nginx.worker_pids() {
+        let threads = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .count();
+        assert!(threads > 1, "worker {pid} has no thread pool");
+    }
+    // Clients that send a scrape and go away at once, while their scrape renders.
+    for _ in 0..20 {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", a.metrics)).unwrap();
+        use std::io::Write;
+        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+        drop(s);
+    }
+    // The worker keeps serving while a big scrape renders; every scrape is complete.
+    let scrapes: Vec<_> = (0..3)
+        .map(|_| std::thread::spawn(move || get(a.metrics, "/metrics")))
+        .collect();
+    assert_eq!(hit(a.app, 20, 2).values().sum::<usize>(), 20);
+    for s in scrapes {
+        let r = s.join().unwrap();
+        assert_eq!(r.status, 200);
+        let text = r.text();
+        assert!(
+            text.ends_with("nginx_metric_lock_takeovers_total{zone=\"metrics\"} 0\n"),
+            "truncated scrape"
+        );
+        assert_eq!(text.matches("\ntest_series_total{").count(), 60000);
+    }
+    let (_, samples) = scrape(a.metrics, "/metrics");
+    assert_eq!(value(&samples, "test_values_seconds_count", &[]), Some(3.0));
+    assert!(a.nginx.crashes().is_empty(), "{:?}", a.nginx.crashes());
+    assert!(
+        a.nginx.errors().iter().all(|l| !l.contains("[alert]")),
+        "{:?}",
+        a.nginx.errors()
+    );
+}

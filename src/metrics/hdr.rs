@@ -12,6 +12,9 @@ pub struct HdrLayout {
     pub sub_bucket_count_magnitude: u8,
     pub bucket_count: u8,
     pub counts_len: u32,
+    /// Slots per chunk are `1 << chunk_shift`, so that at most 64 chunks cover every
+    /// slot: one bitmap word tells which chunks hold counts, and a render reads only those.
+    pub chunk_shift: u8,
 }
 
 impl HdrLayout {
@@ -34,11 +37,15 @@ impl HdrLayout {
             bucket_count += 1;
         }
         let counts_len = (u32::from(bucket_count) + 1) * (sub_bucket_count as u32 / 2);
+        let chunk_shift = (0..32u8)
+            .find(|s| counts_len.div_ceil(1 << s) <= 64)
+            .unwrap_or(31);
         Some(HdrLayout {
             unit_magnitude: 0,
             sub_bucket_count_magnitude,
             bucket_count,
             counts_len,
+            chunk_shift,
         })
     }
 
@@ -46,6 +53,7 @@ impl HdrLayout {
         u64::from(self.unit_magnitude)
             | u64::from(self.sub_bucket_count_magnitude) << 8
             | u64::from(self.bucket_count) << 16
+            | u64::from(self.chunk_shift) << 24
             | u64::from(self.counts_len) << 32
     }
 
@@ -54,6 +62,7 @@ impl HdrLayout {
             unit_magnitude: w as u8,
             sub_bucket_count_magnitude: (w >> 8) as u8,
             bucket_count: (w >> 16) as u8,
+            chunk_shift: (w >> 24) as u8,
             counts_len: (w >> 32) as u32,
         }
     }

@@ -1,6 +1,10 @@
 //! Histograms in an HDR layout: one count word per log-linear slot, a float sum and an
 //! overflow count for values above the family's `highest`. Prometheus buckets are
 //! cut from the slots at render time, so bucket bounds can change without losing data.
+//!
+//! A bitmap word marks the chunks of slots that hold counts (see
+//! `HdrLayout::chunk_shift`): latencies cluster, so a render reads a few chunks of a
+//! series rather than its thousands of slots.
 
 use super::family::{HistogramSpec, MetricType};
 use super::hdr::HdrLayout;
@@ -13,7 +17,8 @@ const SCALE: Offset = 1;
 const HIGHEST: Offset = 2;
 const SUM: Offset = 3;
 const OVERFLOW: Offset = 4;
-const COUNTS: Offset = 5;
+const CHUNKS: Offset = 5;
+const COUNTS: Offset = 6;
 
 pub fn value_words(layout: HdrLayout) -> u64 {
     u64::from(COUNTS) + u64::from(layout.counts_len)
@@ -58,6 +63,14 @@ pub fn observe(r: &Region<'_>, handle: u64, v: f64) -> Result<(), ObserveError> 
         r.word(h + OVERFLOW).fetch_add(1, Relaxed);
     } else {
         let i = layout.index(t);
+        // Mark the chunk before counting in it: a render that sees the count sees the
+        // mark too (both only grow). The plain load keeps the cache line shared in the
+        // steady state, where the bit is already set.
+        let bit = 1u64 << ((i >> layout.chunk_shift) & 63);
+        let chunks = r.word(h + CHUNKS);
+        if chunks.load(Relaxed) & bit == 0 {
+            chunks.fetch_or(bit, Relaxed);
+        }
         let slot = r
             .get(u64::from(h + COUNTS) + i as u64)
             .ok_or(ObserveError::BadHandle)?;
@@ -72,7 +85,8 @@ pub fn observe(r: &Region<'_>, handle: u64, v: f64) -> Result<(), ObserveError> 
 /// every bucket, `+Inf` and `_count` derive from that one read.
 pub struct Snapshot {
     pub layout: HdrLayout,
-    pub counts: Vec<u64>,
+    /// `(slot, count)` for every slot with a count, in slot order.
+    pub counts: Vec<(u32, u64)>,
     pub overflow: u64,
     pub sum: f64,
 }
@@ -82,7 +96,19 @@ impl Snapshot {
         let layout = HdrLayout::unpack(r.load(h + LAYOUT));
         let mut counts = into.map(|s| s.counts).unwrap_or_default();
         counts.clear();
-        counts.extend((0..layout.counts_len).map(|i| r.load(h + COUNTS + i)));
+        let mut chunks = r.load(h + CHUNKS);
+        while chunks != 0 {
+            let chunk = chunks.trailing_zeros();
+            chunks &= chunks - 1;
+            let from = chunk << layout.chunk_shift;
+            let to = ((chunk + 1) << layout.chunk_shift).min(layout.counts_len);
+            for i in from..to {
+                let c = r.load(h + COUNTS + i);
+                if c != 0 {
+                    counts.push((i, c));
+                }
+            }
+        }
         Snapshot {
             layout,
             counts,
@@ -92,19 +118,18 @@ impl Snapshot {
     }
 
     pub fn count(&self) -> u64 {
-        self.counts.iter().sum::<u64>() + self.overflow
+        self.counts.iter().map(|(_, c)| c).sum::<u64>() + self.overflow
     }
 
     /// Cumulative counts at each slot cut (see [`cuts`]), in order.
     pub fn cumulative(&self, cuts: &[usize], out: &mut Vec<u64>) {
         out.clear();
         let mut acc = 0u64;
-        let mut from = 0usize;
+        let mut next = self.counts.iter().peekable();
         for &cut in cuts {
-            let to = (cut + 1).min(self.counts.len());
-            if to > from {
-                acc += self.counts[from..to].iter().sum::<u64>();
-                from = to;
+            while let Some((slot, c)) = next.next_if(|(slot, _)| *slot as usize <= cut) {
+                debug_assert!(*slot as usize <= cut);
+                acc += c;
             }
             out.push(acc);
         }
@@ -118,11 +143,9 @@ impl Snapshot {
             .max(2);
         let mut h = hdrhistogram::Histogram::new_with_bounds(1, highest, sigfig_of(self.layout))
             .expect("layout parameters were validated at registration");
-        for (i, c) in self.counts.iter().enumerate() {
-            if *c > 0 {
-                // Every slot value is within the histogram's range by construction.
-                let _ = h.record_n(self.layout.value_at(i), *c);
-            }
+        for (i, c) in &self.counts {
+            // Every slot value is within the histogram's range by construction.
+            let _ = h.record_n(self.layout.value_at(*i as usize), *c);
         }
         h
     }

@@ -1,11 +1,11 @@
 //! `prometheus_metrics [zone];` and its access rules: the content handler that serves
 //! the exposition text.
 
+use super::render;
 use super::{args, conf_error, stub_status, zone, LocConf, MainConf, Module};
 use crate::access::{parse_rule, AccessRules};
-use crate::exposition::{self, CONTENT_TYPE};
 use ngx::core::Status;
-use ngx::ffi::{ngx_chain_t, ngx_command_t, ngx_conf_t, ngx_http_request_t, ngx_int_t};
+use ngx::ffi::{ngx_command_t, ngx_conf_t, ngx_http_request_t, ngx_int_t};
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 use std::ffi::{c_char, c_void};
 use std::net::IpAddr;
@@ -44,6 +44,11 @@ pub(super) extern "C" fn metrics_directive(
         return ngx::core::NGX_CONF_ERROR;
     };
     clcf.handler = Some(metrics_handler);
+    // Scrapes render in nginx's default thread pool (as `aio threads` uses), off the
+    // event loop; without it they would render in the worker.
+    // SAFETY: `cf` is valid; a null name means the default pool.
+    lcf.thread_pool =
+        std::ptr::NonNull::new(unsafe { ngx::ffi::ngx_thread_pool_add(cf, std::ptr::null_mut()) });
     ngx::core::NGX_CONF_OK
 }
 
@@ -140,41 +145,11 @@ fn serve(r: &mut ngx_http_request_t) -> Result<ngx_int_t, ngx_int_t> {
     let Some((name, store)) = zone::lookup(zone_name) else {
         return Err(ngx::ffi::NGX_HTTP_SERVICE_UNAVAILABLE as ngx_int_t);
     };
-    let mut body = String::with_capacity(64 * 1024);
-    exposition::write_zone(&mut body, &store, &name, stub_status::read().as_ref());
-    send(r, CONTENT_TYPE, body.as_bytes())
-}
-
-/// Sends a 200 response with `body` copied into one request-pool buffer.
-pub fn send(
-    r: &mut ngx_http_request_t,
-    content_type: &str,
-    body: &[u8],
-) -> Result<ngx_int_t, ngx_int_t> {
-    r.headers_out.status = ngx::ffi::NGX_HTTP_OK as _;
-    r.headers_out.content_length_n = body.len() as _;
-    r.headers_out.content_type.len = content_type.len();
-    r.headers_out.content_type.data = content_type.as_ptr().cast_mut();
-    r.headers_out.content_type_len = content_type.len();
-    // SAFETY: live request; headers are set above.
-    let rc = unsafe { ngx::ffi::ngx_http_send_header(r) };
-    if rc == Status::NGX_ERROR.0 || rc > Status::NGX_OK.0 || r.header_only() != 0 {
-        return Ok(rc);
-    }
-    // SAFETY: buffers and chain links come from the request pool and live as long as
-    // the request; `body` is copied into the buffer before the call returns.
-    unsafe {
-        let b = ngx::ffi::ngx_create_temp_buf(r.pool, body.len().max(1));
-        let cl = ngx::ffi::ngx_alloc_chain_link(r.pool);
-        if b.is_null() || cl.is_null() {
-            return Err(Status::NGX_ERROR.0);
-        }
-        std::ptr::copy_nonoverlapping(body.as_ptr(), (*b).last, body.len());
-        (*b).last = (*b).last.add(body.len());
-        (*b).set_last_buf(u32::from(std::ptr::eq(r as *const _, r.main)));
-        (*b).set_last_in_chain(1);
-        (*cl).buf = b;
-        (*cl).next = std::ptr::null_mut::<ngx_chain_t>();
-        Ok(ngx::ffi::ngx_http_output_filter(r, cl))
-    }
+    Ok(render::serve(
+        r,
+        lcf.thread_pool,
+        store,
+        name,
+        stub_status::read(),
+    ))
 }

@@ -2,6 +2,7 @@
 //! Everything here talks to nginx's C structures; the logic it calls is elsewhere.
 
 mod handler;
+mod render;
 pub mod request;
 pub mod stub_status;
 pub mod zone;
@@ -60,6 +61,8 @@ pub struct LocConf {
     /// `prometheus_allow` / `prometheus_deny`, inherited from the enclosing level when
     /// a location sets neither.
     pub access: Option<AccessRules>,
+    /// Where scrapes render (nginx's default thread pool), when available.
+    pub thread_pool: Option<std::ptr::NonNull<ngx::ffi::ngx_thread_pool_t>>,
 }
 
 impl Merge for LocConf {
