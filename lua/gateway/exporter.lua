@@ -31,11 +31,18 @@ if not pcall(ffi.typeof, "ngx_prom_facts_t") then
     typedef struct {
         double status, request_ms, upstream_ms, received_bytes, sent_bytes, from_upstream;
     } ngx_prom_facts_t;
+    typedef struct {
+        uint64_t requests, request_latency, upstream_latency, gateway_latency, ingress, egress;
+        double ms_per_unit;
+    } ngx_prom_request_handles_t;
     int ngx_prom_request_facts(const void *r, ngx_prom_facts_t *out);
+    int ngx_prom_record_request(const ngx_prom_facts_t *f, const ngx_prom_request_handles_t *h);
     ]]
 end
 local request_facts = C.ngx_prom_request_facts
+local record_request = C.ngx_prom_record_request
 local facts = ffi.new("ngx_prom_facts_t")
+local new_handles = ffi.typeof("ngx_prom_request_handles_t")
 
 local VERSION = "0.1.0"
 local zone = prom.zone("metrics")
@@ -118,59 +125,84 @@ local function family_set(conf)
     return set
 end
 
--- Records one request. `ctx` is ngx.ctx as the proxy filled it.
+local function handle_of(family, ...)
+    return family:labels(...).handle
+end
+
+-- The handles of one (service, route, consumer) for one plugin configuration; made once
+-- per worker, then reused by every request with those labels.
+local function new_entry(set, conf, service, route, consumer)
+    local h = new_handles()
+    h.ms_per_unit = set.kong and 1 or 1000
+    if conf.latency_metrics then
+        if set.kong then
+            h.request_latency = handle_of(set.request_latency, service, route, "default")
+            h.upstream_latency = handle_of(set.upstream_latency, service, route, "default")
+            h.gateway_latency = handle_of(set.gateway_latency, service, route, "default")
+        else
+            h.request_latency = handle_of(set.request_latency, service, route)
+            h.upstream_latency = handle_of(set.upstream_latency, service, route)
+            h.gateway_latency = handle_of(set.gateway_latency, service, route)
+        end
+    end
+    if conf.bandwidth_metrics then
+        if set.kong then
+            h.ingress = handle_of(set.bandwidth, service, route, "ingress", "default", consumer)
+            h.egress = handle_of(set.bandwidth, service, route, "egress", "default", consumer)
+        else
+            h.ingress = handle_of(set.bandwidth, service, route, "ingress", consumer)
+            h.egress = handle_of(set.bandwidth, service, route, "egress", consumer)
+        end
+    end
+    return { handles = h, codes = {}, service = service, route = route, consumer = consumer }
+end
+
+-- The request counter of an entry for a status and a source.
+local function code_handle(set, entry, status, from_upstream)
+    local key = status * 2 + from_upstream
+    local handle = entry.codes[key]
+    if handle then return handle end
+    -- "service" when the upstream sent the response; otherwise the gateway made it
+    -- (no route, a plugin's refusal, an unreachable or timed-out upstream).
+    local source = from_upstream == 1 and "service" or (set.kong and "kong" or "gateway")
+    local code = code_strings[status]
+    if set.kong then
+        handle = handle_of(set.requests, entry.service, entry.route, code, source, "default", entry.consumer)
+    else
+        handle = handle_of(set.requests, entry.service, entry.route, code, source, entry.consumer)
+    end
+    if handle ~= 0 then entry.codes[key] = handle end
+    return handle
+end
+
+-- Entries by plugin configuration (immutable per snapshot), then service, route, consumer.
+local entries = setmetatable({}, { __mode = "k" })
+
+-- Records one request. `ctx` is ngx.ctx as the proxy filled it. Steady state: two FFI
+-- calls (read the request, record it) and a few table lookups.
 function _M.log(conf, ctx)
     local r = get_request()
     if not r or request_facts(r, facts) ~= 0 then return end
-    local set = family_set(conf)
     local service, route = ctx.service_label or "", ctx.route_label or ""
     local consumer = ""
     if conf.per_consumer and ctx.consumer then
         consumer = ctx.consumer.username or ctx.consumer.id
     end
-    local upstream_ms = facts.upstream_ms
-    if conf.status_code_metrics then
-        local code = code_strings[facts.status]
-        -- "service" when the upstream sent the response; otherwise the gateway made it
-        -- (no route, a plugin's refusal, an unreachable or timed-out upstream).
-        local source = facts.from_upstream == 1 and "service" or (set.kong and "kong" or "gateway")
-        if set.kong then
-            set.requests:labels(service, route, code, source, "default", consumer):inc()
-        else
-            set.requests:labels(service, route, code, source, consumer):inc()
-        end
+    local by_conf = entries[conf]
+    if not by_conf then by_conf = {}; entries[conf] = by_conf end
+    local by_service = by_conf[service]
+    if not by_service then by_service = {}; by_conf[service] = by_service end
+    local by_route = by_service[route]
+    if not by_route then by_route = {}; by_service[route] = by_route end
+    local entry = by_route[consumer]
+    local set = family_set(conf)
+    if not entry then
+        entry = new_entry(set, conf, service, route, consumer)
+        by_route[consumer] = entry
     end
-    if conf.latency_metrics then
-        local request_ms = facts.request_ms
-        local own_ms = request_ms
-        if set.kong then
-            set.request_latency:labels(service, route, "default"):observe(request_ms)
-        else
-            set.request_latency:labels(service, route):observe(request_ms / 1000)
-        end
-        if upstream_ms >= 0 then
-            own_ms = request_ms > upstream_ms and request_ms - upstream_ms or 0
-            if set.kong then
-                set.upstream_latency:labels(service, route, "default"):observe(upstream_ms)
-            else
-                set.upstream_latency:labels(service, route):observe(upstream_ms / 1000)
-            end
-        end
-        if set.kong then
-            set.gateway_latency:labels(service, route, "default"):observe(own_ms)
-        else
-            set.gateway_latency:labels(service, route):observe(own_ms / 1000)
-        end
-    end
-    if conf.bandwidth_metrics then
-        if set.kong then
-            set.bandwidth:labels(service, route, "ingress", "default", consumer):inc(facts.received_bytes)
-            set.bandwidth:labels(service, route, "egress", "default", consumer):inc(facts.sent_bytes)
-        else
-            set.bandwidth:labels(service, route, "ingress", consumer):inc(facts.received_bytes)
-            set.bandwidth:labels(service, route, "egress", consumer):inc(facts.sent_bytes)
-        end
-    end
+    local h = entry.handles
+    h.requests = conf.status_code_metrics and code_handle(set, entry, facts.status, facts.from_upstream) or 0
+    record_request(facts, h)
 end
 
 --------------------------------------------------------------------------------

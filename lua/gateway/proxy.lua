@@ -14,7 +14,11 @@ local ngx, ipairs, tonumber = ngx, ipairs, tonumber
 local _M = {}
 
 -- Per worker, rebuilt on every configuration snapshot.
-local current = { snapshot = nil, router = nil, index = {}, access_plugins = {}, log_plugins = {} }
+local current = {
+    snapshot = nil, router = nil, index = {}, access_plugins = {}, log_plugins = {},
+    -- Memoized `resolve` results: name -> route id -> service id -> consumer id -> plugin | false.
+    resolved = {},
+}
 
 -- Enabled plugins by name and scope key "route|service|consumer" (ids or "").
 local function build_index(snapshot)
@@ -44,6 +48,7 @@ local function install(snapshot)
     current.snapshot = snapshot
     current.router = router_mod.build(snapshot)
     current.index, current.access_plugins, current.log_plugins = build_index(snapshot)
+    current.resolved = {}
     balancer.build(snapshot)
     exporter.configure(snapshot)
 end
@@ -55,15 +60,32 @@ end
 
 -- The plugin `name` that applies, by Kong's precedence: consumer+route+service,
 -- consumer+route, consumer+service, route+service, consumer, route, service, global.
-local function resolve(name, route_id, service_id, consumer_id)
+local function lookup(name, r, s, c)
     local scoped = current.index[name]
-    if not scoped then return nil end
-    local r, s, c = route_id or "", service_id or "", consumer_id or ""
+    if not scoped then return false end
     local p = (c ~= "" and (scoped[r .. "|" .. s .. "|" .. c] or scoped[r .. "||" .. c] or scoped["|" .. s .. "|" .. c]))
         or scoped[r .. "|" .. s .. "|"]
         or (c ~= "" and scoped["||" .. c])
         or scoped[r .. "||"] or scoped["|" .. s .. "|"] or scoped["||"]
-    return p
+    return p or false
+end
+
+-- Memoized per snapshot: the log phase asks for every request, and the answer only
+-- changes with the configuration.
+local function resolve(name, route_id, service_id, consumer_id)
+    local r, s, c = route_id or "", service_id or "", consumer_id or ""
+    local by_name = current.resolved[name]
+    if not by_name then by_name = {}; current.resolved[name] = by_name end
+    local by_route = by_name[r]
+    if not by_route then by_route = {}; by_name[r] = by_route end
+    local by_service = by_route[s]
+    if not by_service then by_service = {}; by_route[s] = by_service end
+    local p = by_service[c]
+    if p == nil then
+        p = lookup(name, r, s, c)
+        by_service[c] = p
+    end
+    return p or nil
 end
 _M.resolve = resolve
 

@@ -159,6 +159,60 @@ pub unsafe extern "C" fn ngx_prom_request_facts(
     0
 }
 
+/// The series one request of the gateway's plugin updates; 0 leaves one out.
+#[repr(C)]
+pub struct RequestHandles {
+    pub requests: u64,
+    pub request_latency: u64,
+    pub upstream_latency: u64,
+    pub gateway_latency: u64,
+    pub ingress: u64,
+    pub egress: u64,
+    /// Milliseconds per histogram unit: 1000 for seconds, 1 for milliseconds.
+    pub ms_per_unit: f64,
+}
+
+/// Records what `ngx_prom_request_facts` read into the series of `h`, in one call: the
+/// request count, the three latencies (the gateway's share is request minus upstream)
+/// and the bytes in each direction.
+///
+/// # Safety
+/// `f` and `h` point to valid structs.
+#[no_mangle]
+pub unsafe extern "C" fn ngx_prom_record_request(f: *const Facts, h: *const RequestHandles) -> i32 {
+    if f.is_null() || h.is_null() {
+        return -1;
+    }
+    // SAFETY: per the contract.
+    let (f, h) = unsafe { (&*f, &*h) };
+    let mut rc = 0;
+    if h.requests != 0 {
+        rc |= ngx_prom_counter_inc(h.requests, 1);
+    }
+    let unit = h.ms_per_unit;
+    if h.request_latency != 0 {
+        rc |= ngx_prom_histogram_observe(h.request_latency, f.request_ms / unit);
+    }
+    if h.upstream_latency != 0 && f.upstream_ms >= 0.0 {
+        rc |= ngx_prom_histogram_observe(h.upstream_latency, f.upstream_ms / unit);
+    }
+    if h.gateway_latency != 0 {
+        let own = if f.upstream_ms >= 0.0 {
+            (f.request_ms - f.upstream_ms).max(0.0)
+        } else {
+            f.request_ms
+        };
+        rc |= ngx_prom_histogram_observe(h.gateway_latency, own / unit);
+    }
+    if h.ingress != 0 {
+        rc |= ngx_prom_counter_inc(h.ingress, f.received_bytes as u64);
+    }
+    if h.egress != 0 {
+        rc |= ngx_prom_counter_inc(h.egress, f.sent_bytes as u64);
+    }
+    rc
+}
+
 /// Records one finished request: its count, latency, upstream latency and bytes.
 ///
 /// # Safety
