@@ -726,3 +726,85 @@ fn readme_walkthrough_runs_verbatim() {
     );
     assert!(last.contains("gateway_request_latency_seconds_bucket{service=\"example-service\",route=\"example-route\",le=\"0.025\"} 1"), "{last}");
 }
+
+/// Longest prefix wins; hosts and methods narrow a route; strip_path and the service
+/// path shape the upstream path (the demo upstream's `/slow` answers differently).
+#[test]
+fn routing_by_prefix_host_method_and_path_handling() {
+    let g = start_gateway("routing", &[]);
+    let up = format!("http://127.0.0.1:{}", g.upstream);
+    service(&g, "root", &up);
+    service(&g, "slowsvc", &format!("{up}/slow"));
+    route(&g, "root", "everything", &["/"]);
+    // `/api/slow` -> strip `/api` -> `/slow` on the upstream.
+    created(admin(
+        g.admin,
+        "POST",
+        "/services/root/routes",
+        Some(json!({ "name": "api", "paths": ["/api"] })),
+    ));
+    // Any path under /s for host example.test -> service path /slow.
+    created(admin(
+        g.admin,
+        "POST",
+        "/services/slowsvc/routes",
+        Some(json!({ "name": "by-host", "paths": ["/s"], "hosts": ["example.test"] })),
+    ));
+    // POST-only route, longer prefix than `/api`.
+    created(admin(
+        g.admin,
+        "POST",
+        "/services/slowsvc/routes",
+        Some(
+            json!({ "name": "posts", "paths": ["/api/p"], "methods": ["POST"], "strip_path": false }),
+        ),
+    ));
+    created(admin(
+        g.admin,
+        "POST",
+        "/plugins",
+        Some(json!({ "name": "prometheus", "config": { "status_code_metrics": true } })),
+    ));
+    settle(&g);
+    let slow = "slow hello from the demo upstream\n";
+    let fast = "hello from the demo upstream\n";
+    assert_eq!(
+        get(g.proxy, "/api/slow").text(),
+        slow,
+        "strip_path removes /api"
+    );
+    assert_eq!(get(g.proxy, "/slow").text(), slow);
+    assert_eq!(get(g.proxy, "/s").text(), fast, "no host: the / route");
+    assert_eq!(
+        request(g.proxy, "GET", "/s", &[("Host", "example.test")], b"").text(),
+        slow
+    );
+    assert_eq!(
+        request(g.proxy, "GET", "/s", &[("Host", "EXAMPLE.test:8000")], b"").text(),
+        slow
+    );
+    assert_eq!(
+        post(g.proxy, "/api/p", b"x").text(),
+        slow,
+        "POST takes the longer, method-bound route"
+    );
+    assert_eq!(
+        get(g.proxy, "/api/p").text(),
+        fast,
+        "GET falls back to /api (upstream path /p)"
+    );
+    let (_, s) = scrape(g.metrics, "/metrics");
+    assert_eq!(requests(&s, "root", "api", "200", "service", ""), Some(2.0));
+    assert_eq!(
+        requests(&s, "slowsvc", "by-host", "200", "service", ""),
+        Some(2.0)
+    );
+    assert_eq!(
+        requests(&s, "slowsvc", "posts", "200", "service", ""),
+        Some(1.0)
+    );
+    assert_eq!(
+        requests(&s, "root", "everything", "200", "service", ""),
+        Some(2.0)
+    );
+}
