@@ -256,6 +256,7 @@ function Zone:_family(kind, name, help, labels, opts, level)
         name = name, help = help, type = kind, labels = labels or {},
         buckets = opts.buckets, lowest = opts.lowest, highest = opts.highest,
         precision = opts.precision, max_series = opts.max_series,
+        unit = opts.unit, group = opts.group, quantiles = opts.quantiles,
     }
     local ok, err = pcall(core.validate, spec)
     if not ok then error(message(err), level) end
@@ -287,11 +288,14 @@ function Zone:histogram(name, help, labels, opts)
     return f
 end
 
--- The exposition text, as `prometheus_metrics` serves it.
-function Zone:render()
+-- The exposition, as `prometheus_metrics` serves it: format "text" (default),
+-- "openmetrics" or "json".
+function Zone:render(format)
     local slot, err = self:_attach()
     if not slot then return nil, err end
-    return core.render(slot)
+    local ok, res = pcall(core.render, slot, format)
+    if not ok then error(message(res), 2) end
+    return res
 end
 
 -- { capacity_bytes, used_bytes, families, series, errors = { reason = n } }

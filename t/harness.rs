@@ -660,3 +660,164 @@ pub fn admin(
     };
     (r.status, v)
 }
+
+/// A family as the reference OpenMetrics parser
+/// (`prometheus_client.openmetrics.parser`) reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OmFamily {
+    pub name: String,
+    pub typ: String,
+    pub unit: String,
+    pub help: String,
+    pub samples: Vec<Sample>,
+}
+
+/// Parses OpenMetrics text with the reference parser, which checks `# EOF`, name
+/// clashes, units, canonical `+Inf`, histogram consistency and counter-like values;
+/// panics if it refuses the text.
+pub fn parse_openmetrics_with_reference(text: &str) -> Vec<OmFamily> {
+    let script = r#"
+import sys, json, math
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+def num(v):
+    return v if math.isfinite(v) else str(v)
+out = []
+for fam in text_string_to_metric_families(sys.stdin.read()):
+    out.append([fam.name, fam.type, fam.unit, fam.documentation,
+                [[s.name, s.labels, num(s.value)] for s in fam.samples]])
+json.dump(out, sys.stdout)
+"#;
+    let mut child = Command::new("python3")
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "reference OpenMetrics parser refused the text: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let sample = |s: &serde_json::Value| Sample {
+        name: s[0].as_str().unwrap().to_string(),
+        labels: s[1]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+            .collect(),
+        value: s[2].as_f64().unwrap_or_else(|| match s[2].as_str() {
+            Some("inf") => f64::INFINITY,
+            Some("-inf") => f64::NEG_INFINITY,
+            _ => f64::NAN,
+        }),
+    };
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|f| OmFamily {
+            name: f[0].as_str().unwrap().to_string(),
+            typ: f[1].as_str().unwrap().to_string(),
+            unit: f[2].as_str().unwrap().to_string(),
+            help: f[3].as_str().unwrap().to_string(),
+            samples: f[4].as_array().unwrap().iter().map(sample).collect(),
+        })
+        .collect()
+}
+
+/// Every sample of parsed OpenMetrics families, in order.
+pub fn om_samples(families: &[OmFamily]) -> Vec<Sample> {
+    families.iter().flat_map(|f| f.samples.clone()).collect()
+}
+
+/// Decompresses a gzip body; panics if it is not one.
+pub fn gunzip(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(body)
+        .read_to_end(&mut out)
+        .expect("a gzip body");
+    out
+}
+
+/// A real Prometheus server (Debian package `prometheus`) in its own directory,
+/// scraping every second with the `scrape_configs` given; killed on drop.
+pub struct Prometheus {
+    child: std::process::Child,
+    pub dir: PathBuf,
+    pub web: u16,
+}
+
+impl Prometheus {
+    /// `scrape_configs` is the YAML list under `scrape_configs:` (indented two spaces).
+    pub fn start(scrape_configs: &str) -> Prometheus {
+        let dir = prefix("prometheus-server");
+        let web = free_port();
+        std::fs::write(
+            dir.join("prometheus.yml"),
+            format!("global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n{scrape_configs}"),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
+        let child = Command::new("prometheus")
+            .arg(format!(
+                "--config.file={}",
+                dir.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{web}"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("prometheus (Debian package)");
+        Prometheus { child, dir, web }
+    }
+
+    /// A GET on the HTTP API, parsed; None while the server is not up.
+    pub fn api(&self, path: &str) -> Option<serde_json::Value> {
+        let r = std::panic::catch_unwind(|| get(self.web, path)).ok()?;
+        serde_json::from_slice(&r.body).ok()
+    }
+
+    /// The first value of an instant query.
+    pub fn query(&self, q: &str) -> Option<f64> {
+        let v = self.api(&format!("/api/v1/query?query={}", urlencode(q)))?;
+        v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+    }
+
+    /// What the server logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("prometheus.log")).unwrap_or_default()
+    }
+
+    /// Log lines at warn or error level.
+    pub fn warnings(&self) -> Vec<String> {
+        self.log()
+            .lines()
+            .filter(|l| l.contains("level=warn") || l.contains("level=error"))
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- prometheus log ---\n{}", self.log());
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

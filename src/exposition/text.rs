@@ -1,12 +1,13 @@
-//! Prometheus text format 0.0.4: the encoder and the writer of a whole zone.
+//! Prometheus text format 0.0.4 and OpenMetrics 1.0.0 text: the encoders.
 //!
 //! Writes into a `String` through a few small functions tested byte for byte; the
-//! zone writer reads each series once and derives every line of it from that read.
+//! zone walker ([`super::walk`]) reads each series once and every line of it derives
+//! from that read.
 
-use crate::metrics::histogram::{self, Snapshot};
-use crate::metrics::store::{decode_key, Reason};
-use crate::metrics::{counter, gauge, MetricType, Store};
-use crate::shm::Offset;
+use super::{label_values, Kind, Meta, Point, Selection, Sink};
+use crate::metrics::family::counter_base;
+use crate::metrics::histogram::SUMMARY_QUANTILES;
+use crate::metrics::Store;
 use std::fmt::Write;
 
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -145,185 +146,286 @@ pub fn write_sample(
     out.push(' ');
 }
 
-/// Writes every family of the zone, then the module's own families.
+/// Writes every family of the zone, then the module's own families, in the text
+/// format 0.0.4.
 pub fn write_zone(out: &mut String, store: &Store<'_>, zone: &str, stub: Option<&StubStatus>) {
-    let r = store.region();
-    let mut key = Vec::new();
-    let mut labels = String::new();
-    let mut snapshot: Option<Snapshot> = None;
-    let mut cumulative = Vec::new();
-    for (family, series) in store.families() {
-        let spec = store.spec(family);
-        write_header(out, &spec.name, &spec.help, family.metric_type.as_str());
-        let (cuts, les) = match &spec.histogram {
-            Some(h) => {
-                let layout = h.layout().expect("validated at registration");
-                let les: Vec<String> = h
-                    .buckets
-                    .iter()
-                    .map(|b| {
-                        let mut s = String::new();
-                        write_f64(&mut s, *b);
-                        s
-                    })
-                    .collect();
-                (histogram::cuts(h.scale(), layout, &h.buckets), les)
-            }
-            None => (Vec::new(), Vec::new()),
-        };
-        for rec in series {
-            key.clear();
-            store.series_key(rec, &mut key);
-            labels.clear();
-            write_label_prefix(
-                &mut labels,
-                &spec.label_names,
-                decode_key(&key).map(|v| std::str::from_utf8(v).unwrap_or("")),
-            );
-            let h: Offset = store.series_values(rec);
-            match family.metric_type {
-                MetricType::Counter => {
-                    write_sample(out, &spec.name, "", &labels, None);
-                    let (n, f) = counter::read(&r, h);
-                    if f == 0.0 {
-                        write_u64(out, n);
-                    } else {
-                        write_f64(out, n as f64 + f);
-                    }
-                    out.push('\n');
-                }
-                MetricType::Gauge => {
-                    write_sample(out, &spec.name, "", &labels, None);
-                    write_f64(out, gauge::read(&r, h));
-                    out.push('\n');
-                }
-                MetricType::Histogram => {
-                    let snap = Snapshot::read(&r, h, snapshot.take());
-                    snap.cumulative(&cuts, &mut cumulative);
-                    for (le, c) in les.iter().zip(&cumulative) {
-                        write_sample(out, &spec.name, "_bucket", &labels, Some(("le", le)));
-                        write_u64(out, *c);
-                        out.push('\n');
-                    }
-                    let count = snap.count();
-                    write_sample(out, &spec.name, "_bucket", &labels, Some(("le", "+Inf")));
-                    write_u64(out, count);
-                    out.push('\n');
-                    write_sample(out, &spec.name, "_sum", &labels, None);
-                    write_f64(out, snap.sum);
-                    out.push('\n');
-                    write_sample(out, &spec.name, "_count", &labels, None);
-                    write_u64(out, count);
-                    out.push('\n');
-                    snapshot = Some(snap);
-                }
-            }
-        }
-    }
-    write_builtins(out, store, zone, stub);
+    // Nothing is filtered, so nothing can be missing.
+    let _ = super::walk(
+        &mut TextSink::new(out, false),
+        store,
+        zone,
+        stub,
+        &Selection::default(),
+    );
 }
 
-fn write_builtins(out: &mut String, store: &Store<'_>, zone: &str, stub: Option<&StubStatus>) {
-    if let Some(s) = stub {
-        for (name, help, v) in [
-            (
-                "nginx_connections_accepted_total",
-                "Client connections accepted by nginx.",
-                s.accepted,
-            ),
-            (
-                "nginx_connections_handled_total",
-                "Client connections handled by nginx.",
-                s.handled,
-            ),
-            (
-                "nginx_requests_total",
-                "Client requests received by nginx.",
-                s.requests,
-            ),
-        ] {
-            write_header(out, name, help, "counter");
-            out.push_str(name);
-            out.push(' ');
-            write_u64(out, v);
-            out.push('\n');
-        }
-        write_header(
-            out,
-            "nginx_connections",
-            "Client connections by state.",
-            "gauge",
-        );
-        for (state, v) in [
-            ("active", s.active),
-            ("reading", s.reading),
-            ("writing", s.writing),
-            ("waiting", s.waiting),
-        ] {
-            let _ = writeln!(out, "nginx_connections{{state=\"{state}\"}} {v}");
+/// Milliseconds as seconds, the shortest way (`1700000000.12`, `1234`): what
+/// `write_f64(ms / 1000)` prints, without formatting a float.
+pub fn write_ms_as_seconds(out: &mut String, ms: u64) {
+    write_u64(out, ms / 1000);
+    let frac = ms % 1000;
+    if frac != 0 {
+        let digits = [
+            b'0' + (frac / 100) as u8,
+            b'0' + (frac / 10 % 10) as u8,
+            b'0' + (frac % 10) as u8,
+        ];
+        let len = if frac % 100 == 0 {
+            1
+        } else if frac % 10 == 0 {
+            2
+        } else {
+            3
+        };
+        out.push('.');
+        out.push_str(std::str::from_utf8(&digits[..len]).unwrap_or("0"));
+    }
+}
+
+/// `# HELP` as OpenMetrics escapes it: `\`, newline and `"`.
+fn write_om_help(out: &mut String, help: &str) {
+    for c in help.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '"' => out.push_str("\\\""),
+            c => out.push(c),
         }
     }
-    let mut zone_label = String::new();
-    write_label_value(&mut zone_label, zone);
-    write_header(
-        out,
-        "nginx_metric_errors_total",
-        "Metric updates and series refused or failed, by reason.",
-        "counter",
-    );
-    for reason in Reason::ALL {
-        let _ = writeln!(
-            out,
-            "nginx_metric_errors_total{{zone=\"{zone_label}\",reason=\"{}\"}} {}",
-            reason.as_str(),
-            store.errors(reason)
-        );
+}
+
+/// A number as OpenMetrics wants `le` and `quantile` label values ("Canonical
+/// Numbers"): Go's `%g` with `.0` appended when there is neither a point nor an
+/// exponent: `0.005`, `1.0`, `10.0`, `100000.0`, `1e+06`, `1e-05`, `+Inf`.
+pub fn write_canonical(out: &mut String, v: f64) {
+    if v.is_nan() {
+        out.push_str("NaN");
+        return;
     }
-    let a = store.arena();
-    write_header(
-        out,
-        "nginx_metric_zone_bytes",
-        "Bytes of the metrics zone, used and in all.",
-        "gauge",
-    );
-    let _ = writeln!(
-        out,
-        "nginx_metric_zone_bytes{{zone=\"{zone_label}\",state=\"used\"}} {}",
-        a.used_bytes()
-    );
-    let _ = writeln!(
-        out,
-        "nginx_metric_zone_bytes{{zone=\"{zone_label}\",state=\"capacity\"}} {}",
-        a.capacity_bytes()
-    );
-    write_header(
-        out,
-        "nginx_metric_series",
-        "Series kept in the metrics zone.",
-        "gauge",
-    );
-    let _ = writeln!(
-        out,
-        "nginx_metric_series{{zone=\"{zone_label}\"}} {}",
-        a.series()
-    );
-    write_header(
-        out,
-        "nginx_metric_lock_takeovers_total",
-        "Times the zone lock was taken over from a process that died holding it.",
-        "counter",
-    );
-    let _ = writeln!(
-        out,
-        "nginx_metric_lock_takeovers_total{{zone=\"{zone_label}\"}} {}",
-        a.lock_takeovers()
-    );
+    if v.is_infinite() {
+        out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
+        return;
+    }
+    if v == 0.0 {
+        out.push_str("0.0");
+        return;
+    }
+    // Shortest round-trip digits, as Go's `%g` uses them.
+    let sci = format!("{v:e}");
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    if !(-4..6).contains(&exp) {
+        let _ = write!(
+            out,
+            "{mantissa}e{}{:02}",
+            if exp < 0 { '-' } else { '+' },
+            exp.abs()
+        );
+    } else {
+        let start = out.len();
+        let _ = write!(out, "{v}");
+        if !out[start..].contains('.') {
+            out.push_str(".0");
+        }
+    }
+}
+
+/// The Prometheus text format 0.0.4 or, with `openmetrics`, OpenMetrics 1.0.0.
+///
+/// OpenMetrics differs in: `# TYPE`, `# UNIT`, `# HELP` (in that order, `"` escaped in
+/// help, empty help and unit left out); counters named `<base>_total` are family
+/// `<base>` with samples `<base>_total` and `<base>_created`; counters without `_total`
+/// are `unknown` (their sample keeps its name in both formats); histograms and
+/// summaries get `_created`, and `_sum` (with `_count`, for histograms) only when the
+/// sum is not negative; `le` and `quantile` values are canonical; `# EOF` ends it.
+pub struct TextSink<'o> {
+    out: &'o mut String,
+    om: bool,
+    /// The current series' label prefix (`{a="x"`, no closing brace).
+    labels: String,
+    /// `le` values of the current family.
+    les: Vec<String>,
+    /// Quantile label values.
+    qs: [String; 5],
+    /// OpenMetrics: the current family is a counter exposed with `_total`/`_created`.
+    om_counter_base: Option<String>,
+}
+
+impl<'o> TextSink<'o> {
+    pub fn new(out: &'o mut String, openmetrics: bool) -> TextSink<'o> {
+        let qs = SUMMARY_QUANTILES.map(|q| {
+            let mut s = String::new();
+            if openmetrics {
+                write_canonical(&mut s, q);
+            } else {
+                write_f64(&mut s, q);
+            }
+            s
+        });
+        TextSink {
+            out,
+            om: openmetrics,
+            labels: String::new(),
+            les: Vec::new(),
+            qs,
+            om_counter_base: None,
+        }
+    }
+
+    fn value_line(&mut self, name: &str, suffix: &str, extra: Option<(&str, &str)>) {
+        write_sample(self.out, name, suffix, &self.labels, extra);
+    }
+
+    fn write_created(&mut self, name: &str, created: Option<u64>) {
+        if let (true, Some(ms)) = (self.om, created) {
+            self.value_line(name, "_created", None);
+            write_ms_as_seconds(self.out, ms);
+            self.out.push('\n');
+        }
+    }
+
+    fn write_sum_count(&mut self, name: &str, sum: f64, count: u64, histogram: bool) {
+        // OpenMetrics: a sum is a counter, never negative (or NaN); a histogram shows
+        // `_count` if and only if it shows `_sum`.
+        let show_sum = !self.om || sum >= 0.0;
+        if show_sum {
+            self.value_line(name, "_sum", None);
+            write_f64(self.out, sum);
+            self.out.push('\n');
+        }
+        if show_sum || !histogram {
+            self.value_line(name, "_count", None);
+            write_u64(self.out, count);
+            self.out.push('\n');
+        }
+    }
+}
+
+impl Sink for TextSink<'_> {
+    const SUMMARY_FAMILIES: bool = true;
+
+    fn family(&mut self, m: &Meta<'_>) {
+        self.les.clear();
+        for b in m.buckets {
+            let mut s = String::new();
+            if self.om {
+                write_canonical(&mut s, *b);
+            } else {
+                write_f64(&mut s, *b);
+            }
+            self.les.push(s);
+        }
+        if !self.om {
+            write_header(self.out, m.name, m.help, m.kind.as_str());
+            return;
+        }
+        self.om_counter_base = None;
+        let (family, t) = match m.kind {
+            Kind::Counter => match counter_base(m.name) {
+                Some(base) => {
+                    self.om_counter_base = Some(base.to_string());
+                    (base, "counter")
+                }
+                None => (m.name, "unknown"),
+            },
+            k => (m.name, k.as_str()),
+        };
+        let _ = writeln!(self.out, "# TYPE {family} {t}");
+        if !m.unit.is_empty() {
+            let _ = writeln!(self.out, "# UNIT {family} {}", m.unit);
+        }
+        if !m.help.is_empty() {
+            let _ = write!(self.out, "# HELP {family} ");
+            write_om_help(self.out, m.help);
+            self.out.push('\n');
+        }
+    }
+
+    fn series(&mut self, m: &Meta<'_>, labels: &[u8], p: &Point<'_>) {
+        self.labels.clear();
+        write_label_prefix(&mut self.labels, m.label_names, label_values(labels));
+        match *p {
+            Point::Counter {
+                int,
+                float,
+                created,
+            } => {
+                let base = self.om_counter_base.take();
+                let (name, suffix) = match &base {
+                    Some(b) => (b.as_str(), "_total"),
+                    None => (m.name, ""),
+                };
+                self.value_line(name, suffix, None);
+                if float == 0.0 {
+                    write_u64(self.out, int);
+                } else {
+                    write_f64(self.out, int as f64 + float);
+                }
+                self.out.push('\n');
+                if base.is_some() {
+                    self.write_created(name, created);
+                }
+                self.om_counter_base = base;
+            }
+            Point::Gauge(v) => {
+                self.value_line(m.name, "", None);
+                write_f64(self.out, v);
+                self.out.push('\n');
+            }
+            Point::Histogram {
+                cumulative,
+                count,
+                sum,
+                created,
+                ..
+            } => {
+                let les = std::mem::take(&mut self.les);
+                for (le, c) in les.iter().zip(cumulative) {
+                    self.value_line(m.name, "_bucket", Some(("le", le)));
+                    write_u64(self.out, *c);
+                    self.out.push('\n');
+                }
+                self.les = les;
+                self.value_line(m.name, "_bucket", Some(("le", "+Inf")));
+                write_u64(self.out, count);
+                self.out.push('\n');
+                self.write_sum_count(m.name, sum, count, true);
+                self.write_created(m.name, created);
+            }
+            Point::Summary {
+                quantiles,
+                count,
+                sum,
+                created,
+            } => {
+                let qs = std::mem::take(&mut self.qs);
+                for (q, v) in qs.iter().zip(quantiles) {
+                    self.value_line(m.name, "", Some(("quantile", q)));
+                    write_f64(self.out, *v);
+                    self.out.push('\n');
+                }
+                self.qs = qs;
+                self.write_sum_count(m.name, sum, count, false);
+                self.write_created(m.name, created);
+            }
+        }
+    }
+
+    fn end_family(&mut self, _m: &Meta<'_>) {}
+
+    fn finish(&mut self) {
+        if self.om {
+            self.out.push_str("# EOF\n");
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::{FamilySpec, HistogramSpec};
+    use crate::exposition::Selection;
+    use crate::metrics::family::QuantileMode;
+    use crate::metrics::{counter, histogram, FamilySpec, HistogramSpec, MetricType};
     use crate::shm::region::heap_words;
     use crate::shm::Region;
 
@@ -387,6 +489,9 @@ mod tests {
                     label_names: vec!["code".into()],
                     histogram: None,
                     max_series: 0,
+                    unit: String::new(),
+                    group: String::new(),
+                    quantiles: QuantileMode::Off,
                 },
                 1,
                 ALIVE,
@@ -404,6 +509,9 @@ mod tests {
                         ..HistogramSpec::default()
                     }),
                     max_series: 0,
+                    unit: String::new(),
+                    group: String::new(),
+                    quantiles: QuantileMode::Off,
                 },
                 1,
                 ALIVE,
@@ -450,5 +558,233 @@ latency_seconds_count 3
         assert!(with_stub.contains("nginx_connections_accepted_total 5\n"));
         assert!(with_stub.contains("nginx_connections{state=\"writing\"} 1\n"));
         assert!(with_stub.contains("nginx_requests_total 9\n"));
+    }
+
+    #[test]
+    fn milliseconds_print_as_seconds_do() {
+        for ms in [
+            0,
+            5,
+            10,
+            100,
+            120,
+            123,
+            1000,
+            1001,
+            1_700_000_000_000,
+            1_700_000_000_123,
+            1_700_000_000_620,
+            1_700_000_000_007,
+        ] {
+            let (mut a, mut b) = (String::new(), String::new());
+            write_ms_as_seconds(&mut a, ms);
+            write_f64(&mut b, ms as f64 / 1000.0);
+            assert_eq!(a, b, "{ms}");
+        }
+    }
+
+    #[test]
+    fn canonical_numbers_follow_the_openmetrics_examples() {
+        let cases: [(f64, &str); 22] = [
+            (0.0, "0.0"),
+            (0.001, "0.001"),
+            (0.002, "0.002"),
+            (0.01, "0.01"),
+            (0.1, "0.1"),
+            (0.9, "0.9"),
+            (0.95, "0.95"),
+            (0.99, "0.99"),
+            (0.999, "0.999"),
+            (1.0, "1.0"),
+            (1.7, "1.7"),
+            (10.0, "10.0"),
+            (1e-10, "1e-10"),
+            (1e-9, "1e-09"),
+            (1e-5, "1e-05"),
+            (0.0001, "0.0001"),
+            (100000.0, "100000.0"),
+            (1e6, "1e+06"),
+            (1e10, "1e+10"),
+            (1.1e23, "1.1e+23"),
+            (f64::INFINITY, "+Inf"),
+            (-2.5, "-2.5"),
+        ];
+        for (v, want) in cases {
+            let mut s = String::new();
+            write_canonical(&mut s, v);
+            assert_eq!(s, want, "{v}");
+        }
+    }
+
+    #[test]
+    fn openmetrics_renders_byte_for_byte() {
+        let mem = crate::exposition::tests::sample_zone();
+        let s = Store::attach(Region::new(&mem)).unwrap();
+        let mut out = String::new();
+        crate::exposition::render(
+            &mut out,
+            crate::exposition::Format::OpenMetrics,
+            &s,
+            "z",
+            None,
+            &Selection::default(),
+        )
+        .unwrap();
+        let want = r##"# TYPE http_requests counter
+# HELP http_requests Requests.
+http_requests_total{code="200"} 3
+http_requests_created{code="200"} 1700000000.123
+http_requests_total{code="a\"b\\\n"} 0.5
+http_requests_created{code="a\"b\\\n"} 1700000000.623
+# TYPE kong_bandwidth_bytes unknown
+# UNIT kong_bandwidth_bytes bytes
+kong_bandwidth_bytes 42
+# TYPE temperature_celsius gauge
+# UNIT temperature_celsius celsius
+# HELP temperature_celsius Say \"hot\"\\ or\ncold.
+temperature_celsius -1.5
+# TYPE latency_seconds histogram
+# UNIT latency_seconds seconds
+# HELP latency_seconds Latency.
+latency_seconds_bucket{route="/",le="0.005"} 0
+latency_seconds_bucket{route="/",le="0.1"} 1
+latency_seconds_bucket{route="/",le="1.0"} 2
+latency_seconds_bucket{route="/",le="+Inf"} 3
+latency_seconds_sum{route="/"} 5.55
+latency_seconds_count{route="/"} 3
+latency_seconds_created{route="/"} 1700000000.123
+# TYPE latency_seconds_quantiles summary
+# HELP latency_seconds_quantiles Latency.
+latency_seconds_quantiles{route="/",quantile="0.5"} 0.501759
+latency_seconds_quantiles{route="/",quantile="0.9"} 5.013503
+latency_seconds_quantiles{route="/",quantile="0.99"} 5.013503
+latency_seconds_quantiles{route="/",quantile="0.999"} 5.013503
+latency_seconds_quantiles{route="/",quantile="1.0"} 5.013503
+latency_seconds_quantiles_sum{route="/"} 5.55
+latency_seconds_quantiles_count{route="/"} 3
+latency_seconds_quantiles_created{route="/"} 1700000000.123
+# TYPE size_bytes summary
+size_bytes{quantile="0.5"} NaN
+size_bytes{quantile="0.9"} NaN
+size_bytes{quantile="0.99"} NaN
+size_bytes{quantile="0.999"} NaN
+size_bytes{quantile="1.0"} NaN
+size_bytes_sum 0
+size_bytes_count 0
+size_bytes_created 1700000000.123
+# TYPE nginx_metric_errors counter
+# HELP nginx_metric_errors Metric updates and series refused or failed, by reason.
+nginx_metric_errors_total{zone="z",reason="zone_full"} 0
+nginx_metric_errors_created{zone="z",reason="zone_full"} 1234
+nginx_metric_errors_total{zone="z",reason="series_limit"} 0
+nginx_metric_errors_created{zone="z",reason="series_limit"} 1234
+nginx_metric_errors_total{zone="z",reason="label_count"} 0
+nginx_metric_errors_created{zone="z",reason="label_count"} 1234
+nginx_metric_errors_total{zone="z",reason="invalid_label_value"} 0
+nginx_metric_errors_created{zone="z",reason="invalid_label_value"} 1234
+nginx_metric_errors_total{zone="z",reason="invalid_value"} 0
+nginx_metric_errors_created{zone="z",reason="invalid_value"} 1234
+nginx_metric_errors_total{zone="z",reason="bad_handle"} 0
+nginx_metric_errors_created{zone="z",reason="bad_handle"} 1234
+nginx_metric_errors_total{zone="z",reason="lua"} 0
+nginx_metric_errors_created{zone="z",reason="lua"} 1234
+# TYPE nginx_metric_zone_bytes gauge
+# UNIT nginx_metric_zone_bytes bytes
+# HELP nginx_metric_zone_bytes Bytes of the metrics zone, used and in all.
+nginx_metric_zone_bytes{zone="z",state="used"} 44896
+nginx_metric_zone_bytes{zone="z",state="capacity"} 524288
+# TYPE nginx_metric_series gauge
+# HELP nginx_metric_series Series kept in the metrics zone.
+nginx_metric_series{zone="z"} 6
+# TYPE nginx_metric_lock_takeovers counter
+# HELP nginx_metric_lock_takeovers Times the zone lock was taken over from a process that died holding it.
+nginx_metric_lock_takeovers_total{zone="z"} 0
+nginx_metric_lock_takeovers_created{zone="z"} 1234
+# EOF
+"##;
+        assert_eq!(out, want);
+    }
+
+    #[test]
+    fn text_summaries_and_options_render_byte_for_byte() {
+        let mem = crate::exposition::tests::sample_zone();
+        let s = Store::attach(Region::new(&mem)).unwrap();
+        let mut out = String::new();
+        write_zone(&mut out, &s, "z", None);
+        let want = r##"# HELP latency_seconds Latency.
+# TYPE latency_seconds histogram
+latency_seconds_bucket{route="/",le="0.005"} 0
+latency_seconds_bucket{route="/",le="0.1"} 1
+latency_seconds_bucket{route="/",le="1"} 2
+latency_seconds_bucket{route="/",le="+Inf"} 3
+latency_seconds_sum{route="/"} 5.55
+latency_seconds_count{route="/"} 3
+# HELP latency_seconds_quantiles Latency.
+# TYPE latency_seconds_quantiles summary
+latency_seconds_quantiles{route="/",quantile="0.5"} 0.501759
+latency_seconds_quantiles{route="/",quantile="0.9"} 5.013503
+latency_seconds_quantiles{route="/",quantile="0.99"} 5.013503
+latency_seconds_quantiles{route="/",quantile="0.999"} 5.013503
+latency_seconds_quantiles{route="/",quantile="1"} 5.013503
+latency_seconds_quantiles_sum{route="/"} 5.55
+latency_seconds_quantiles_count{route="/"} 3
+# HELP size_bytes 
+# TYPE size_bytes summary
+size_bytes{quantile="0.5"} NaN
+size_bytes{quantile="0.9"} NaN
+size_bytes{quantile="0.99"} NaN
+size_bytes{quantile="0.999"} NaN
+size_bytes{quantile="1"} NaN
+size_bytes_sum 0
+size_bytes_count 0
+"##;
+        assert!(out.contains(want), "{out}");
+        // The text format has no units, no _created and no EOF; counters keep their name.
+        assert!(out.contains("\nkong_bandwidth_bytes 42\n"));
+        assert!(!out.contains("# UNIT") && !out.contains("_created") && !out.contains("# EOF"));
+    }
+
+    #[test]
+    fn openmetrics_leaves_out_negative_sums() {
+        let mem = heap_words(1 << 16);
+        let s = Store::format(Region::new(&mem), 0).unwrap();
+        let mut h = crate::exposition::tests::spec("d", MetricType::Histogram, &[]);
+        h.histogram = Some(HistogramSpec {
+            buckets: vec![1.0],
+            ..HistogramSpec::default()
+        });
+        h.quantiles = QuantileMode::Beside;
+        let f = s.register(&h, 1, ALIVE).unwrap();
+        let d = s.series_at(f, &[] as &[&str], 1, ALIVE, 2000).unwrap();
+        histogram::observe(&s.region(), d, -3.0).unwrap();
+        let mut out = String::new();
+        crate::exposition::render(
+            &mut out,
+            crate::exposition::Format::OpenMetrics,
+            &s,
+            "z",
+            None,
+            &Selection {
+                names: vec!["d".into()],
+                ..Selection::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            "# TYPE d histogram\n\
+             d_bucket{le=\"1.0\"} 1\n\
+             d_bucket{le=\"+Inf\"} 1\n\
+             d_created 2\n\
+             # TYPE d_quantiles summary\n\
+             d_quantiles{quantile=\"0.5\"} 0\n\
+             d_quantiles{quantile=\"0.9\"} 0\n\
+             d_quantiles{quantile=\"0.99\"} 0\n\
+             d_quantiles{quantile=\"0.999\"} 0\n\
+             d_quantiles{quantile=\"1.0\"} 0\n\
+             d_quantiles_count 1\n\
+             d_quantiles_created 2\n\
+             # EOF\n"
+        );
     }
 }

@@ -6,6 +6,8 @@ pub mod ffi;
 pub mod slots;
 mod util;
 
+use crate::exposition::{Format, Selection};
+use crate::metrics::family::QuantileMode;
 use crate::metrics::histogram::Snapshot;
 use crate::metrics::{FamilySpec, HistogramSpec, MetricType, Reason, RegisterError, Store};
 use crate::nginx::{stub_status, zone};
@@ -104,6 +106,36 @@ fn spec_from(t: &Table) -> LuaResult<FamilySpec> {
             "metric \"{name}\": max_series must be a whole number >= 0"
         )));
     }
+    let opt_string = |key: &str| -> LuaResult<String> {
+        match t.get::<Value>(key)? {
+            Value::Nil => Ok(String::new()),
+            Value::String(s) => Ok(s.to_str()?.to_string()),
+            other => Err(err(format!(
+                "metric \"{name}\": \"{key}\" must be a string, got {}",
+                other.type_name()
+            ))),
+        }
+    };
+    let unit = opt_string("unit")?;
+    let group = opt_string("group")?;
+    let quantiles = match t.get::<Value>("quantiles")? {
+        Value::Nil | Value::Boolean(false) => QuantileMode::Off,
+        Value::String(s) => match QuantileMode::parse(&s.to_str()?) {
+            Some(QuantileMode::Off) | None => {
+                return Err(err(format!(
+                    "metric \"{name}\": quantiles must be \"beside\" or \"instead\", got \"{}\"",
+                    s.to_string_lossy()
+                )))
+            }
+            Some(m) => m,
+        },
+        other => {
+            return Err(err(format!(
+                "metric \"{name}\": quantiles must be \"beside\" or \"instead\", got {}",
+                other.type_name()
+            )))
+        }
+    };
     let spec = FamilySpec {
         name,
         help,
@@ -111,6 +143,9 @@ fn spec_from(t: &Table) -> LuaResult<FamilySpec> {
         label_names,
         histogram,
         max_series: max_series as u64,
+        unit,
+        group,
+        quantiles,
     };
     spec.validate().map_err(|e| err(e.to_string()))?;
     if crate::exposition::text::BUILTIN_FAMILIES.contains(&spec.name.as_str()) {
@@ -242,14 +277,31 @@ fn module(lua: &Lua) -> LuaResult<Table> {
         })?,
     )?;
 
-    // render(slot) -> exposition text, as the metrics handler serves it
+    // render(slot[, format]) -> the exposition, as the metrics handler serves it;
+    // format: "text" (default), "openmetrics" or "json"
     m.set(
         "render",
-        lua.create_function(|lua, slot: usize| {
+        lua.create_function(|lua, (slot, format): (usize, Option<String>)| {
             let store = store_of(slot)?;
+            let format = match format.as_deref() {
+                None => Format::Text,
+                Some(f) => Format::parse(f).ok_or_else(|| {
+                    err(format!(
+                        "unknown format \"{f}\": use text, openmetrics or json"
+                    ))
+                })?,
+            };
             let name = slots::name(slot).unwrap_or_default();
             let mut out = String::new();
-            crate::exposition::write_zone(&mut out, &store, &name, stub_status::read().as_ref());
+            // Nothing is filtered, so nothing can be missing.
+            let _ = crate::exposition::render(
+                &mut out,
+                format,
+                &store,
+                &name,
+                stub_status::read().as_ref(),
+                &Selection::default(),
+            );
             lua.create_string(out)
         })?,
     )?;

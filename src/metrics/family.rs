@@ -40,6 +40,55 @@ impl MetricType {
     }
 }
 
+/// The group of user families that name none (see [`FamilySpec::group`]).
+pub const DEFAULT_GROUP: &str = "app";
+/// The group of the module's own families (`nginx_connections*`, `nginx_metric_*`...).
+pub const BUILTIN_GROUP: &str = "nginx";
+
+/// Whether a histogram family is also, or instead, exposed as a summary of quantiles
+/// computed from its HDR counts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(u8)]
+pub enum QuantileMode {
+    /// Buckets only.
+    #[default]
+    Off = 0,
+    /// The histogram, then a summary family named `<name>_quantiles`.
+    Beside = 1,
+    /// A summary family under the histogram's own name, no buckets.
+    Instead = 2,
+}
+
+impl QuantileMode {
+    pub fn from_u8(v: u8) -> QuantileMode {
+        match v {
+            1 => QuantileMode::Beside,
+            2 => QuantileMode::Instead,
+            _ => QuantileMode::Off,
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<QuantileMode> {
+        match s {
+            "beside" => Some(QuantileMode::Beside),
+            "instead" => Some(QuantileMode::Instead),
+            "off" | "" => Some(QuantileMode::Off),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QuantileMode::Off => "off",
+            QuantileMode::Beside => "beside",
+            QuantileMode::Instead => "instead",
+        }
+    }
+}
+
+/// Suffix of the summary family a `beside` histogram gets.
+pub const QUANTILES_SUFFIX: &str = "_quantiles";
+
 /// At most this many labels per family: label sets are keys, keep them small.
 pub const MAX_LABELS: usize = 16;
 /// Longest help text kept.
@@ -103,6 +152,14 @@ pub struct FamilySpec {
     pub histogram: Option<HistogramSpec>,
     /// Series beyond this many are refused and counted (0: bounded by the zone only).
     pub max_series: u64,
+    /// OpenMetrics unit (`seconds`, `bytes`...), empty for none. The name must end with
+    /// `_<unit>` (counters: before `_total`).
+    pub unit: String,
+    /// The group the family is served in (`?group=`, `prometheus_metrics ... group=`);
+    /// empty means [`DEFAULT_GROUP`].
+    pub group: String,
+    /// Histograms only: quantile summaries beside or instead of the buckets.
+    pub quantiles: QuantileMode,
 }
 
 /// A declaration that can never produce valid exposition. Names the culprit.
@@ -123,6 +180,12 @@ pub enum SpecError {
         why: &'static str,
     },
     Histogram {
+        family: String,
+        field: &'static str,
+        why: String,
+    },
+    /// An invalid `unit`, `group` or `quantiles` option.
+    Option {
         family: String,
         field: &'static str,
         why: String,
@@ -156,6 +219,9 @@ impl fmt::Display for SpecError {
             SpecError::Histogram { family, field, why } => {
                 write!(f, "metric \"{family}\": invalid histogram {field}: {why}")
             }
+            SpecError::Option { family, field, why } => {
+                write!(f, "metric \"{family}\": invalid {field}: {why}")
+            }
         }
     }
 }
@@ -168,6 +234,77 @@ pub fn valid_metric_name(name: &str) -> bool {
         && (b[0].is_ascii_alphabetic() || b[0] == b'_' || b[0] == b':')
         && b.iter()
             .all(|c| c.is_ascii_alphanumeric() || *c == b'_' || *c == b':')
+}
+
+/// A group name: 1 to 64 letters, digits, `_` and `-`.
+pub fn valid_group(group: &str) -> bool {
+    (1..=64).contains(&group.len())
+        && group
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
+}
+
+/// The name an OpenMetrics counter family takes: the declared name without `_total`.
+/// `None` for a counter whose name lacks `_total` (exposed as `unknown` in OpenMetrics
+/// so that its samples keep their name in both formats).
+pub fn counter_base(name: &str) -> Option<&str> {
+    name.strip_suffix("_total").filter(|b| !b.is_empty())
+}
+
+/// Every family and sample name a family may use, in the text format or OpenMetrics:
+/// two families whose sets intersect cannot be exposed together (OpenMetrics forbids
+/// such clashes, and the text format would merge them).
+pub fn exposition_names(name: &str, t: MetricType) -> Vec<String> {
+    match t {
+        MetricType::Gauge => vec![name.to_string()],
+        MetricType::Counter => match counter_base(name) {
+            Some(base) => vec![
+                base.to_string(),
+                name.to_string(),
+                format!("{base}_created"),
+            ],
+            None => vec![name.to_string()],
+        },
+        MetricType::Histogram => {
+            let q = format!("{name}{QUANTILES_SUFFIX}");
+            let mut v: Vec<String> = ["", "_bucket", "_count", "_sum", "_created"]
+                .iter()
+                .map(|s| format!("{name}{s}"))
+                .collect();
+            v.extend(
+                ["", "_count", "_sum", "_created"]
+                    .iter()
+                    .map(|s| format!("{q}{s}")),
+            );
+            v
+        }
+    }
+}
+
+/// Names of families whose [`exposition_names`] may contain `n`: `n` itself, `n` as a
+/// counter base, and `n` without any suffix families add.
+pub fn possible_owners(n: &str) -> Vec<String> {
+    let mut out = vec![n.to_string(), format!("{n}_total")];
+    for suffix in [
+        "_total",
+        "_created",
+        "_bucket",
+        "_count",
+        "_sum",
+        QUANTILES_SUFFIX,
+    ] {
+        if let Some(stem) = n.strip_suffix(suffix) {
+            out.push(stem.to_string());
+            out.push(format!("{stem}_total"));
+            if let Some(inner) = stem.strip_suffix(QUANTILES_SUFFIX) {
+                out.push(inner.to_string());
+            }
+        }
+    }
+    out.retain(|s| !s.is_empty());
+    out.sort();
+    out.dedup();
+    out
 }
 
 fn label_name_problem(name: &str, metric_type: MetricType) -> Option<&'static str> {
@@ -216,6 +353,76 @@ pub fn check_buckets(family: &str, h: &HistogramSpec, buckets: &[f64]) -> Result
 }
 
 impl FamilySpec {
+    /// The group the family is served in.
+    pub fn group(&self) -> &str {
+        if self.group.is_empty() {
+            DEFAULT_GROUP
+        } else {
+            &self.group
+        }
+    }
+
+    fn validate_options(&self) -> Result<(), SpecError> {
+        let bad = |field, why: String| SpecError::Option {
+            family: self.name.clone(),
+            field,
+            why,
+        };
+        if !self.unit.is_empty() {
+            let u = self.unit.as_bytes();
+            if !(u[0].is_ascii_alphanumeric()
+                && u.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_'))
+            {
+                return Err(bad(
+                    "unit",
+                    format!(
+                        "\"{}\" must match [a-zA-Z0-9][a-zA-Z0-9_]*",
+                        self.unit.escape_debug()
+                    ),
+                ));
+            }
+            let (stem, whose) = match self.metric_type {
+                MetricType::Counter => match counter_base(&self.name) {
+                    Some(base) => (base, "the name before \"_total\""),
+                    None => (self.name.as_str(), "the name"),
+                },
+                _ => (self.name.as_str(), "the name"),
+            };
+            let suffix = format!("_{}", self.unit);
+            if !(stem.ends_with(&suffix) && stem.len() > suffix.len()) {
+                return Err(bad(
+                    "unit",
+                    format!(
+                        "\"{}\": {whose} must end with \"{suffix}\" (OpenMetrics)",
+                        self.unit
+                    ),
+                ));
+            }
+        }
+        if !self.group.is_empty() && !valid_group(&self.group) {
+            return Err(bad(
+                "group",
+                format!(
+                    "\"{}\" must be 1 to 64 letters, digits, '_' or '-'",
+                    self.group.escape_debug()
+                ),
+            ));
+        }
+        if self.quantiles != QuantileMode::Off && self.label_names.iter().any(|l| l == "quantile") {
+            return Err(bad(
+                "quantiles",
+                "the label \"quantile\" is reserved for summaries".to_string(),
+            ));
+        }
+        if self.quantiles != QuantileMode::Off && self.metric_type != MetricType::Histogram {
+            return Err(bad(
+                "quantiles",
+                format!("\"{}\" applies to histograms only", self.quantiles.as_str()),
+            ));
+        }
+        Ok(())
+    }
+
     pub fn validate(&self) -> Result<(), SpecError> {
         if !valid_metric_name(&self.name) {
             return Err(SpecError::MetricName(self.name.clone()));
@@ -249,6 +456,7 @@ impl FamilySpec {
                 why: "longer than 4096 bytes",
             });
         }
+        self.validate_options()?;
         let field_err = |field, why: String| SpecError::Histogram {
             family: family(),
             field,
@@ -303,6 +511,92 @@ mod tests {
             label_names: labels.iter().map(|s| s.to_string()).collect(),
             histogram: (t == MetricType::Histogram).then(HistogramSpec::default),
             max_series: 0,
+            unit: String::new(),
+            group: String::new(),
+            quantiles: QuantileMode::Off,
+        }
+    }
+
+    #[test]
+    fn units_groups_and_quantiles_are_checked() {
+        let mut c = spec("http_request_seconds_total", MetricType::Counter, &[]);
+        c.unit = "seconds".into();
+        c.validate().unwrap();
+        c.unit = "bytes".into();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("the name before \"_total\" must end with \"_bytes\""),
+            "{e}"
+        );
+        c.unit = "se conds".into();
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("invalid unit"));
+        let mut k = spec("kong_bandwidth_bytes", MetricType::Counter, &[]);
+        k.unit = "bytes".into();
+        k.validate().unwrap();
+        let mut h = spec("latency_seconds", MetricType::Histogram, &[]);
+        h.unit = "seconds".into();
+        h.quantiles = QuantileMode::Beside;
+        h.group = "http".into();
+        h.validate().unwrap();
+        assert_eq!(h.group(), "http");
+        h.unit = "seconds_x".into();
+        assert!(h.validate().is_err());
+        // The unit alone is not a name.
+        let mut u = spec("seconds", MetricType::Gauge, &[]);
+        u.unit = "seconds".into();
+        assert!(u.validate().is_err());
+        let mut g = spec("g", MetricType::Gauge, &[]);
+        assert_eq!(g.group(), DEFAULT_GROUP);
+        g.group = "b@d".into();
+        assert!(g
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("invalid group"));
+        g.group = String::new();
+        g.quantiles = QuantileMode::Instead;
+        assert!(g
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("histograms only"));
+        assert_eq!(QuantileMode::parse("beside"), Some(QuantileMode::Beside));
+        assert_eq!(QuantileMode::parse("both"), None);
+        for m in [
+            QuantileMode::Off,
+            QuantileMode::Beside,
+            QuantileMode::Instead,
+        ] {
+            assert_eq!(QuantileMode::from_u8(m as u8), m);
+        }
+    }
+
+    #[test]
+    fn exposition_names_cover_both_formats() {
+        assert_eq!(
+            exposition_names("req_total", MetricType::Counter),
+            vec!["req", "req_total", "req_created"]
+        );
+        assert_eq!(
+            exposition_names("kong_bytes", MetricType::Counter),
+            vec!["kong_bytes"]
+        );
+        let h = exposition_names("lat", MetricType::Histogram);
+        assert!(h.contains(&"lat_bucket".to_string()));
+        assert!(h.contains(&"lat_quantiles_count".to_string()));
+        // Every name is found again from its possible owners.
+        for (n, t) in [
+            ("req_total", MetricType::Counter),
+            ("lat", MetricType::Histogram),
+            ("g", MetricType::Gauge),
+        ] {
+            for x in exposition_names(n, t) {
+                assert!(possible_owners(&x).contains(&n.to_string()), "{x} -> {n}");
+            }
         }
     }
 

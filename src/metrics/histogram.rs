@@ -158,6 +158,51 @@ impl Snapshot {
     }
 }
 
+/// The quantiles a summary shows: p50, p90, p99, p99.9 and the maximum.
+pub const SUMMARY_QUANTILES: [f64; 5] = [0.5, 0.9, 0.99, 0.999, 1.0];
+
+impl Snapshot {
+    /// Values at each of `qs` (increasing, within 0..=1) in the family's unit, in one
+    /// pass over the slots in use. The same value as [`Snapshot::quantile`] (the
+    /// `hdrhistogram` crate's `value_at_quantile`: the highest value of the slot the
+    /// rank falls in) when nothing overflowed; here ranks count every observation, so a
+    /// rank among those above `highest` gives `+Inf`. `NaN` when there are none.
+    pub fn quantiles(&self, qs: &[f64], scale: f64, out: &mut Vec<f64>) {
+        out.clear();
+        let total = self.count();
+        if total == 0 {
+            out.extend(qs.iter().map(|_| f64::NAN));
+            return;
+        }
+        let mut slots = self.counts.iter();
+        let (mut acc, mut at) = (0u64, None::<u32>);
+        for &q in qs {
+            let q = q.clamp(0.0, 1.0);
+            let target = ((q * total as f64).ceil() as u64).max(1);
+            while acc < target {
+                match slots.next() {
+                    Some((slot, c)) => {
+                        acc += c;
+                        at = Some(*slot);
+                    }
+                    None => break,
+                }
+            }
+            out.push(match at {
+                Some(slot) if acc >= target => {
+                    let ticks = if q == 0.0 {
+                        self.layout.value_at(slot as usize)
+                    } else {
+                        self.layout.highest_at(slot as usize)
+                    };
+                    ticks as f64 / scale
+                }
+                _ => f64::INFINITY,
+            });
+        }
+    }
+}
+
 /// The significant digits a layout was built for (inverse of `HdrLayout::new`).
 fn sigfig_of(layout: HdrLayout) -> u8 {
     (1..=5u8)
@@ -252,6 +297,38 @@ mod tests {
         assert_eq!(cum, vec![2]);
         assert_eq!(snap.count(), 3);
         assert_eq!(snap.sum, 4.25);
+    }
+
+    #[test]
+    fn summary_quantiles_match_the_crate_and_count_overflow() {
+        let spec = HistogramSpec::default();
+        let (mem, h) = series(&spec);
+        let r = Region::new(&mem);
+        let mut out = Vec::new();
+        let empty = Snapshot::read(&r, h as Offset, None);
+        empty.quantiles(&SUMMARY_QUANTILES, spec.scale(), &mut out);
+        assert!(out.iter().all(|v| v.is_nan()));
+        let mut x: u64 = 0x1234_5678_9abc_def1;
+        for _ in 0..5000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            observe(&r, h, (x % 3_000_000) as f64 / 1e6).unwrap();
+        }
+        let snap = Snapshot::read(&r, h as Offset, None);
+        let qs = [0.0, 0.25, 0.5, 0.9, 0.99, 0.999, 1.0];
+        snap.quantiles(&qs, spec.scale(), &mut out);
+        for (q, got) in qs.iter().zip(&out) {
+            assert_eq!(Some(*got), snap.quantile(*q, spec.scale()), "q={q}");
+        }
+        // 10 observations above highest out of 5010: the top 0.2% is unknown.
+        for _ in 0..10 {
+            observe(&r, h, 1000.0).unwrap();
+        }
+        let snap = Snapshot::read(&r, h as Offset, None);
+        snap.quantiles(&SUMMARY_QUANTILES, spec.scale(), &mut out);
+        assert!(out[..3].iter().all(|v| v.is_finite()), "{out:?}");
+        assert_eq!(&out[3..], &[f64::INFINITY, f64::INFINITY]);
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! arena. Registration and series creation take the zone lock; recording never does.
 
 use super::family::{
-    check_buckets, FamilySpec, HistogramSpec, MetricType, SpecError, MAX_LABEL_VALUE,
+    check_buckets, exposition_names, possible_owners, FamilySpec, HistogramSpec, MetricType,
+    QuantileMode, SpecError, MAX_LABEL_VALUE,
 };
 use super::{counter, gauge, histogram, value};
 use crate::shm::{Arena, AttachError, Kind, Liveness, Offset, Region};
@@ -62,7 +63,27 @@ const F_LOWEST: Offset = 6;
 const F_HIGHEST: Offset = 7;
 const F_PRECISION: Offset = 8;
 const F_BUCKETS: Offset = 9;
+const F_UNIT: Offset = 10;
+const F_GROUP: Offset = 11;
 const FAMILY_WORDS: usize = 12;
+
+// Family meta word: type in bits 0..8, label count 8..16, quantile mode 16..24.
+fn meta_word(spec: &FamilySpec) -> u64 {
+    spec.metric_type as u64 | (spec.label_names.len() as u64) << 8 | (spec.quantiles as u64) << 16
+}
+
+// Series body words: the creation time, then the tag word that handles are checked
+// against, then the values (a handle is the offset of the first value word).
+const S_CREATED: Offset = 0;
+const S_TAG: Offset = 1;
+const S_VALUES: Offset = 2;
+
+/// Milliseconds since the Unix epoch, for series creation times.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
 
 /// A family as seen from a process: where it lives and what its series look like.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,12 +105,28 @@ pub enum RegisterError {
     ZoneFull {
         family: String,
     },
+    /// The family's sample names would clash with another family's in an exposition.
+    Clash {
+        family: String,
+        other: String,
+        names: Vec<String>,
+    },
 }
 
 impl fmt::Display for RegisterError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             RegisterError::Spec(e) => e.fmt(f),
+            RegisterError::Clash {
+                family,
+                other,
+                names,
+            } => write!(
+                f,
+                "metric \"{family}\" clashes with metric \"{other}\": both would expose {} \
+                 (text format or OpenMetrics); use another name",
+                names.join(", ")
+            ),
             RegisterError::Conflict { family, what } => write!(
                 f,
                 "metric \"{family}\" is already registered in this zone with {what}; \
@@ -195,6 +232,19 @@ fn bytes_to_f64s(b: &[u8]) -> Vec<f64> {
         .collect()
 }
 
+/// The module's own families and their types: user families may not take these names,
+/// nor names whose samples would clash with theirs.
+pub const BUILTINS: [(&str, MetricType); 8] = [
+    ("nginx_connections_accepted_total", MetricType::Counter),
+    ("nginx_connections_handled_total", MetricType::Counter),
+    ("nginx_connections", MetricType::Gauge),
+    ("nginx_requests_total", MetricType::Counter),
+    ("nginx_metric_errors_total", MetricType::Counter),
+    ("nginx_metric_zone_bytes", MetricType::Gauge),
+    ("nginx_metric_series", MetricType::Gauge),
+    ("nginx_metric_lock_takeovers_total", MetricType::Counter),
+];
+
 /// A family's declaration read back from the zone.
 pub struct FamilyView {
     pub family: Family,
@@ -287,6 +337,7 @@ impl<'a> Store<'a> {
             self.check_same_shape(existing, spec)?;
             return Ok(existing);
         }
+        self.check_no_clash(spec)?;
         let labels = self
             .arena
             .make_blob(&g, &encode_key(&spec.label_names))
@@ -295,18 +346,28 @@ impl<'a> Store<'a> {
             .arena
             .make_blob(&g, spec.help.as_bytes())
             .map_err(|_| full())?;
+        let blob_or_zero = |s: &str| -> Result<u64, RegisterError> {
+            if s.is_empty() {
+                return Ok(0);
+            }
+            self.arena
+                .make_blob(&g, s.as_bytes())
+                .map(u64::from)
+                .map_err(|_| full())
+        };
+        let unit = blob_or_zero(&spec.unit)?;
+        let group = blob_or_zero(&spec.group)?;
         let (rec, body) = self
             .arena
             .make_keyed(&g, Kind::Family, 0, spec.name.as_bytes(), FAMILY_WORDS)
             .map_err(|_| full())?;
         let r = self.region();
-        r.store(
-            body + F_META,
-            spec.metric_type as u64 | (spec.label_names.len() as u64) << 8,
-        );
+        r.store(body + F_META, meta_word(spec));
         r.store(body + F_HELP, u64::from(help));
         r.store(body + F_LABELS, u64::from(labels));
         r.store(body + F_LIMIT, spec.max_series);
+        r.store(body + F_UNIT, unit);
+        r.store(body + F_GROUP, group);
         if let Some(h) = &spec.histogram {
             let buckets = self
                 .arena
@@ -321,6 +382,44 @@ impl<'a> Store<'a> {
         }
         self.arena.publish(&g, rec);
         Ok(self.family_at(rec))
+    }
+
+    /// Refuses a new family whose exposition names intersect an existing family's (or
+    /// one of the module's own). Called under the zone lock, so two workers cannot
+    /// register clashing families at once.
+    fn check_no_clash(&self, spec: &FamilySpec) -> Result<(), RegisterError> {
+        let mine = exposition_names(&spec.name, spec.metric_type);
+        let clash = |other: &str, theirs: Vec<String>| -> Result<(), RegisterError> {
+            let names: Vec<String> = mine
+                .iter()
+                .filter(|n| theirs.contains(n))
+                .cloned()
+                .collect();
+            if names.is_empty() {
+                return Ok(());
+            }
+            Err(RegisterError::Clash {
+                family: spec.name.clone(),
+                other: other.to_string(),
+                names,
+            })
+        };
+        let mut seen = Vec::new();
+        for n in &mine {
+            for owner in possible_owners(n) {
+                if owner == spec.name || seen.contains(&owner) {
+                    continue;
+                }
+                if let Some(f) = self.family_by_name(&owner) {
+                    clash(&owner, exposition_names(&owner, f.metric_type))?;
+                }
+                if let Some((_, t)) = BUILTINS.iter().find(|(b, _)| *b == owner) {
+                    clash(&owner, exposition_names(&owner, *t))?;
+                }
+                seen.push(owner);
+            }
+        }
+        Ok(())
     }
 
     fn check_same_shape(&self, f: Family, spec: &FamilySpec) -> Result<(), RegisterError> {
@@ -359,6 +458,27 @@ impl<'a> Store<'a> {
         let r = self.region();
         if have.max_series != spec.max_series {
             r.word(f.body + F_LIMIT).store(spec.max_series, Relaxed);
+        }
+        if have.quantiles != spec.quantiles {
+            r.word(f.body + F_META).store(meta_word(spec), Release);
+        }
+        for (at, have, want) in [
+            (F_UNIT, &have.unit, &spec.unit),
+            (F_GROUP, &have.group, &spec.group),
+        ] {
+            if have != want {
+                let blob = if want.is_empty() {
+                    0
+                } else {
+                    let g = self.arena.lock(me, alive);
+                    u64::from(self.arena.make_blob(&g, want.as_bytes()).map_err(|_| {
+                        RegisterError::ZoneFull {
+                            family: spec.name.clone(),
+                        }
+                    })?)
+                };
+                r.word(f.body + at).store(blob, Release);
+            }
         }
         if have.help != spec.help {
             let g = self.arena.lock(me, alive);
@@ -430,6 +550,11 @@ impl<'a> Store<'a> {
                 buckets: bytes_to_f64s(&b),
             }
         });
+        let text = |at: Offset| {
+            let mut b = Vec::new();
+            self.arena.read_blob(r.load(f.body + at) as Offset, &mut b);
+            String::from_utf8_lossy(&b).into_owned()
+        };
         FamilySpec {
             name: String::from_utf8_lossy(&name).into_owned(),
             help: String::from_utf8_lossy(&help).into_owned(),
@@ -439,6 +564,9 @@ impl<'a> Store<'a> {
                 .collect(),
             histogram,
             max_series: r.load(f.body + F_LIMIT),
+            unit: text(F_UNIT),
+            group: text(F_GROUP),
+            quantiles: QuantileMode::from_u8((r.load(f.body + F_META) >> 16) as u8),
         }
     }
 
@@ -455,14 +583,27 @@ impl<'a> Store<'a> {
         me: u32,
         alive: Liveness<'_>,
     ) -> Result<u64, SeriesError> {
-        self.find_or_make(f, values, me, alive)
+        self.series_at(f, values, me, alive, now_ms())
+    }
+
+    /// [`series`](Self::series), with the creation time (ms since the epoch) a new
+    /// series records.
+    pub fn series_at<V: AsRef<[u8]>>(
+        &self,
+        f: Family,
+        values: &[V],
+        me: u32,
+        alive: Liveness<'_>,
+        created_ms: u64,
+    ) -> Result<u64, SeriesError> {
+        self.find_or_make(f, values, me, alive, created_ms)
             .inspect_err(|e| self.count_error(e.reason()))
     }
 
     /// The handle of an existing series, without making it.
     pub fn find_series<V: AsRef<[u8]>>(&self, f: Family, values: &[V]) -> Option<u64> {
         let rec = self.arena.lookup(f.id, &encode_key(values))?;
-        Some(u64::from(self.arena.body(rec)) + 1)
+        Some(u64::from(self.series_values(rec)))
     }
 
     fn find_or_make<V: AsRef<[u8]>>(
@@ -471,6 +612,7 @@ impl<'a> Store<'a> {
         values: &[V],
         me: u32,
         alive: Liveness<'_>,
+        created_ms: u64,
     ) -> Result<u64, SeriesError> {
         let name = || {
             let mut n = Vec::new();
@@ -486,7 +628,7 @@ impl<'a> Store<'a> {
         }
         let key = encode_key(values);
         if let Some(rec) = self.arena.lookup(f.id, &key) {
-            return Ok(u64::from(self.arena.body(rec)) + 1);
+            return Ok(u64::from(self.series_values(rec)));
         }
         for (i, v) in values.iter().enumerate() {
             let why = if v.as_ref().len() > MAX_LABEL_VALUE {
@@ -517,7 +659,7 @@ impl<'a> Store<'a> {
         };
         let g = self.arena.lock(me, alive);
         if let Some(rec) = self.arena.lookup(f.id, &key) {
-            return Ok(u64::from(self.arena.body(rec)) + 1);
+            return Ok(u64::from(self.series_values(rec)));
         }
         let limit = r.load(f.body + F_LIMIT);
         if limit > 0 && r.load(f.body + F_SERIES) >= limit {
@@ -528,15 +670,22 @@ impl<'a> Store<'a> {
         }
         let (rec, body) = self
             .arena
-            .make_keyed(&g, Kind::Series, f.id, &key, 1 + words as usize)
+            .make_keyed(
+                &g,
+                Kind::Series,
+                f.id,
+                &key,
+                S_VALUES as usize + words as usize,
+            )
             .map_err(|_| SeriesError::ZoneFull { family: name() })?;
-        r.store(body, value::tag(f.metric_type));
+        r.store(body + S_CREATED, created_ms);
+        r.store(body + S_TAG, value::tag(f.metric_type));
         if let Some((spec, layout)) = hist {
-            histogram::init(&r, body + 1, &spec, layout);
+            histogram::init(&r, body + S_VALUES, &spec, layout);
         }
         r.word(f.body + F_SERIES).fetch_add(1, Relaxed);
         self.arena.publish(&g, rec);
-        Ok(u64::from(body) + 1)
+        Ok(u64::from(body + S_VALUES))
     }
 
     /// Families in registration order, each with its series handles in creation order.
@@ -566,7 +715,12 @@ impl<'a> Store<'a> {
 
     /// First value word of a series record: what handles point at.
     pub fn series_values(&self, rec: Offset) -> Offset {
-        self.arena.body(rec) + 1
+        self.arena.body(rec) + S_VALUES
+    }
+
+    /// When a series record was made, in ms since the Unix epoch.
+    pub fn series_created_ms(&self, rec: Offset) -> u64 {
+        self.region().load(self.arena.body(rec) + S_CREATED)
     }
 }
 
@@ -585,7 +739,105 @@ mod tests {
             label_names: labels.iter().map(|s| s.to_string()).collect(),
             histogram: None,
             max_series: 0,
+            unit: String::new(),
+            group: String::new(),
+            quantiles: QuantileMode::Off,
         }
+    }
+
+    #[test]
+    fn a_counter_series_takes_64_bytes_plus_its_labels() {
+        let mem = heap_words(1 << 14);
+        let s = Store::format(Region::new(&mem), 0).unwrap();
+        let f = s
+            .register(&counter_spec("c_total", &["k"]), 1, ALIVE)
+            .unwrap();
+        let before = s.arena().used_bytes();
+        // 4 bytes of length and 4 of value: one word of key.
+        let h = s
+            .series_at(f, &["abcd"], 1, ALIVE, 1_700_000_000_123)
+            .unwrap();
+        assert_eq!(s.arena().used_bytes() - before, 64 + 8);
+        let (_, series) = &s.families()[0];
+        assert_eq!(s.series_created_ms(series[0]), 1_700_000_000_123);
+        assert_eq!(s.series_values(series[0]) as u64, h);
+        // Found again, the creation time stays.
+        assert_eq!(s.series_at(f, &["abcd"], 1, ALIVE, 5).unwrap(), h);
+        assert_eq!(s.series_created_ms(series[0]), 1_700_000_000_123);
+    }
+
+    #[test]
+    fn options_are_kept_and_may_change() {
+        let mem = heap_words(1 << 14);
+        let s = Store::format(Region::new(&mem), 0).unwrap();
+        let mut spec = counter_spec("sent_bytes_total", &[]);
+        spec.unit = "bytes".into();
+        spec.group = "http".into();
+        let f = s.register(&spec, 1, ALIVE).unwrap();
+        let back = s.spec(f);
+        assert_eq!((back.unit.as_str(), back.group()), ("bytes", "http"));
+        spec.group = String::new();
+        spec.unit = String::new();
+        s.register(&spec, 1, ALIVE).unwrap();
+        let back = s.spec(f);
+        assert_eq!((back.unit.as_str(), back.group()), ("", "app"));
+        let mut h = FamilySpec {
+            name: "lat_seconds".into(),
+            metric_type: MetricType::Histogram,
+            histogram: Some(HistogramSpec::default()),
+            ..counter_spec("x", &[])
+        };
+        let hf = s.register(&h, 1, ALIVE).unwrap();
+        assert_eq!(s.spec(hf).quantiles, QuantileMode::Off);
+        h.quantiles = QuantileMode::Beside;
+        s.register(&h, 1, ALIVE).unwrap();
+        assert_eq!(s.spec(hf).quantiles, QuantileMode::Beside);
+        assert_eq!(
+            s.family(u64::from(hf.id)).unwrap().metric_type,
+            MetricType::Histogram
+        );
+    }
+
+    #[test]
+    fn clashing_names_are_refused() {
+        let mem = heap_words(1 << 14);
+        let s = Store::format(Region::new(&mem), 0).unwrap();
+        s.register(&counter_spec("req_total", &[]), 1, ALIVE)
+            .unwrap();
+        let mut g = counter_spec("req", &[]);
+        g.metric_type = MetricType::Gauge;
+        let e = s.register(&g, 1, ALIVE).unwrap_err();
+        assert!(
+            e.to_string().contains(
+                "metric \"req\" clashes with metric \"req_total\": both would expose req"
+            ),
+            "{e}"
+        );
+        g.name = "req_created".into();
+        assert!(s.register(&g, 1, ALIVE).is_err());
+        let h = FamilySpec {
+            name: "lat".into(),
+            metric_type: MetricType::Histogram,
+            histogram: Some(HistogramSpec::default()),
+            ..counter_spec("x", &[])
+        };
+        s.register(&h, 1, ALIVE).unwrap();
+        g.name = "lat_quantiles".into();
+        assert!(s.register(&g, 1, ALIVE).is_err());
+        g.name = "lat_count".into();
+        assert!(s.register(&g, 1, ALIVE).is_err());
+        // The module's own families count too.
+        g.name = "nginx_requests".into();
+        assert!(s
+            .register(&g, 1, ALIVE)
+            .unwrap_err()
+            .to_string()
+            .contains("\"nginx_requests_total\""));
+        // Unrelated names are fine, and so is registering the same family again.
+        g.name = "req_rate".into();
+        s.register(&g, 1, ALIVE).unwrap();
+        s.register(&counter_spec("req_total", &[]), 1, ALIVE)
+            .unwrap();
     }
 
     #[test]
@@ -702,6 +954,9 @@ mod tests {
             label_names: vec![],
             histogram: Some(HistogramSpec::default()),
             max_series: 0,
+            unit: String::new(),
+            group: String::new(),
+            quantiles: QuantileMode::Off,
         };
         let f = s.register(&spec, 1, ALIVE).unwrap();
         let h = s.series(f, &[] as &[&str], 1, ALIVE).unwrap();

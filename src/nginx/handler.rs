@@ -1,9 +1,13 @@
-//! `prometheus_metrics [zone];` and its access rules: the content handler that serves
-//! the exposition text.
+//! `prometheus_metrics [zone] [group=a,b];` and its access rules: the content handler
+//! that serves the exposition. What a request asks for (format, gzip, families) is
+//! decided by [`crate::exposition::negotiate`]; this file only collects the header
+//! values and the query string.
 
 use super::render;
 use super::{args, conf_error, stub_status, zone, LocConf, MainConf, Module};
 use crate::access::{parse_rule, AccessRules};
+use crate::exposition::negotiate::negotiate;
+use crate::metrics::family::valid_group;
 use ngx::core::Status;
 use ngx::ffi::{ngx_command_t, ngx_conf_t, ngx_http_request_t, ngx_int_t};
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
@@ -21,7 +25,10 @@ pub(super) extern "C" fn metrics_directive(
     if lcf.metrics_zone.is_some() {
         return conf_error(cf, "prometheus_metrics: is duplicate");
     }
-    let zone = a.first().copied().unwrap_or("").to_string();
+    let (zone, groups) = match parse_metrics_args(&a) {
+        Ok(v) => v,
+        Err(msg) => return conf_error(cf, &format!("prometheus_metrics: {msg}")),
+    };
     // SAFETY: `cf` is valid; its main conf for this module exists inside http {}.
     let (mcf, at) = unsafe {
         let cf_ref = &*cf;
@@ -39,6 +46,7 @@ pub(super) extern "C" fn metrics_directive(
         at,
     });
     lcf.metrics_zone = Some(zone);
+    lcf.groups = groups;
     // SAFETY: the core module's location conf exists for every location.
     let Some(clcf) = (unsafe { NgxHttpCoreModule::location_conf_mut(&*cf) }) else {
         return ngx::core::NGX_CONF_ERROR;
@@ -50,6 +58,41 @@ pub(super) extern "C" fn metrics_directive(
     lcf.thread_pool =
         std::ptr::NonNull::new(unsafe { ngx::ffi::ngx_thread_pool_add(cf, std::ptr::null_mut()) });
     ngx::core::NGX_CONF_OK
+}
+
+/// `[zone] [group=a,b]`, in any order: the zone (`""`: the first declared) and the
+/// groups served (empty: all).
+fn parse_metrics_args(args: &[&str]) -> Result<(String, Vec<String>), String> {
+    let mut zone: Option<&str> = None;
+    let mut groups: Option<Vec<String>> = None;
+    for arg in args {
+        if let Some(list) = arg.strip_prefix("group=") {
+            if groups.is_some() {
+                return Err("\"group=\" is given twice".into());
+            }
+            let mut v: Vec<String> = Vec::new();
+            for g in list.split(',') {
+                if !valid_group(g) {
+                    return Err(format!(
+                        "invalid group \"{g}\" (1 to 64 letters, digits, '_' and '-')"
+                    ));
+                }
+                if !v.iter().any(|x| x == g) {
+                    v.push(g.to_string());
+                }
+            }
+            groups = Some(v);
+        } else if arg.contains('=') {
+            return Err(format!(
+                "unknown parameter \"{arg}\" (a zone name, or group=<groups>)"
+            ));
+        } else if let Some(z) = zone {
+            return Err(format!("more than one zone (\"{z}\", \"{arg}\")"));
+        } else {
+            zone = Some(arg);
+        }
+    }
+    Ok((zone.unwrap_or("").to_string(), groups.unwrap_or_default()))
 }
 
 fn rules_directive(cf: *mut ngx_conf_t, conf: *mut c_void, deny: bool) -> *mut c_char {
@@ -145,11 +188,57 @@ fn serve(r: &mut ngx_http_request_t) -> Result<ngx_int_t, ngx_int_t> {
     let Some((name, store)) = zone::lookup(zone_name) else {
         return Err(ngx::ffi::NGX_HTTP_SERVICE_UNAVAILABLE as ngx_int_t);
     };
-    Ok(render::serve(
-        r,
-        lcf.thread_pool,
-        store,
-        name,
-        stub_status::read(),
-    ))
+    let accept = header(r, "accept");
+    let accept_encoding = header(r, "accept-encoding");
+    // SAFETY: `args` points into the request line, valid for the request's life.
+    let query: &[u8] = unsafe {
+        if r.args.len == 0 || r.args.data.is_null() {
+            &[]
+        } else {
+            std::slice::from_raw_parts(r.args.data, r.args.len)
+        }
+    };
+    match negotiate(
+        accept.as_deref(),
+        accept_encoding.as_deref(),
+        query,
+        &lcf.groups,
+    ) {
+        Ok(n) => Ok(render::serve(
+            r,
+            lcf.thread_pool,
+            render::Scrape {
+                store,
+                zone: name,
+                stub: stub_status::read(),
+                format: n.format,
+                gzip: n.gzip,
+                selection: n.selection,
+            },
+        )),
+        Err(refusal) => Ok(render::refuse(r, refusal.status, refusal.message)),
+    }
+}
+
+/// Every value of request header `name` (lowercase), joined with `,` as HTTP allows;
+/// `None` when absent. Values that are not UTF-8 are left out.
+fn header(r: &ngx_http_request_t, name: &str) -> Option<String> {
+    // SAFETY: the request's header list is valid (and not modified) while its content
+    // handler runs.
+    let headers = unsafe { ngx::http::list_iterator(&r.headers_in.headers) };
+    let mut out: Option<String> = None;
+    for (k, v) in headers {
+        if !k.as_bytes().eq_ignore_ascii_case(name.as_bytes()) {
+            continue;
+        }
+        let Ok(v) = v.to_str() else { continue };
+        match &mut out {
+            Some(o) => {
+                o.push(',');
+                o.push_str(v);
+            }
+            None => out = Some(v.to_string()),
+        }
+    }
+    out
 }

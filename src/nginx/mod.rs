@@ -10,7 +10,7 @@ pub mod zone;
 use crate::access::AccessRules;
 use ngx::ffi::{
     ngx_command_t, ngx_http_module_t, ngx_module_t, ngx_uint_t, NGX_CONF_1MORE, NGX_CONF_NOARGS,
-    NGX_CONF_TAKE1, NGX_CONF_TAKE2, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET,
+    NGX_CONF_TAKE12, NGX_CONF_TAKE2, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET,
     NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_MODULE, NGX_HTTP_SRV_CONF,
 };
 use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, Merge, MergeConfigError};
@@ -58,6 +58,8 @@ pub struct MainConf {
 pub struct LocConf {
     /// Zone served by `prometheus_metrics` here; `None` when the location serves none.
     pub metrics_zone: Option<String>,
+    /// Groups served here (`prometheus_metrics [zone] group=a,b`); empty: all.
+    pub groups: Vec<String>,
     /// `prometheus_allow` / `prometheus_deny`, inherited from the enclosing level when
     /// a location sets neither.
     pub access: Option<AccessRules>,
@@ -85,7 +87,7 @@ static mut COMMANDS: [ngx_command_t; 5] = [
     },
     ngx_command_t {
         name: ngx_string!("prometheus_metrics"),
-        type_: (NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS | NGX_CONF_TAKE1) as ngx_uint_t,
+        type_: (NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS | NGX_CONF_TAKE12) as ngx_uint_t,
         set: Some(handler::metrics_directive),
         conf: NGX_HTTP_LOC_CONF_OFFSET,
         offset: 0,

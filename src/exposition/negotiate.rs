@@ -1,0 +1,566 @@
+//! What a scrape request asks for: the format (`?format=`, else `Accept`), gzip
+//! (`Accept-Encoding`) and the families (`?name[]=`, `?group=`). Pure, so that every
+//! rule is unit-tested; the handler only collects the header values and query string.
+//!
+//! Rules:
+//! - `?format=text|openmetrics|json` wins over `Accept`; any other value is a `400`.
+//! - `Accept` chooses between the text format 0.0.4 (`text/plain`, version absent or
+//!   `0.0.4`) and OpenMetrics 1.0.0 (`application/openmetrics-text`, version absent or
+//!   `1.0.0`); `*/*`, `text/*` and `application/*` match as usual. The highest `q`
+//!   wins; on a tie the more specific range, then the one listed first, then the text
+//!   format. No `Accept`, or one made only of malformed elements: the text format.
+//!   Malformed elements are skipped. A well-formed `Accept` that allows neither
+//!   format (`application/json`, `text/html`, `q=0`): `406`.
+//! - gzip when `Accept-Encoding` lists `gzip` (or `x-gzip`, or `*`) with `q > 0`.
+//! - `name`/`name[]` and `group`/`group[]` repeat or take comma-separated lists; each
+//!   must be a valid metric or group name (`400`). A group the location does not
+//!   serve is a `404`.
+
+use super::{Format, Selection};
+use crate::metrics::family::{valid_group, valid_metric_name};
+
+/// A request refused before any rendering; `message` is the whole response body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: u16,
+    pub message: String,
+}
+
+impl Refusal {
+    fn new(status: u16, message: String) -> Refusal {
+        Refusal { status, message }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Negotiated {
+    pub format: Format,
+    pub gzip: bool,
+    pub selection: Selection,
+}
+
+/// At most this many names and groups per request.
+pub const MAX_FILTERS: usize = 256;
+
+/// A value quoted for an error message: escaped, at most 64 characters.
+fn quoted(v: &str) -> String {
+    let mut s: String = v
+        .chars()
+        .take(64)
+        .collect::<String>()
+        .escape_debug()
+        .to_string();
+    if v.chars().count() > 64 {
+        s.push_str("...");
+    }
+    format!("\"{s}\"")
+}
+
+/// Decides what to serve. `accept` and `accept_encoding` are the header values (several
+/// headers of a name joined with `,`), `query` the raw query string, `served` the
+/// groups the location serves (empty: all).
+pub fn negotiate(
+    accept: Option<&str>,
+    accept_encoding: Option<&str>,
+    query: &[u8],
+    served: &[String],
+) -> Result<Negotiated, Refusal> {
+    let q = parse_query(query)?;
+    for g in &q.groups {
+        if !served.is_empty() && !served.contains(g) {
+            return Err(Refusal::new(
+                404,
+                format!(
+                    "unknown group {}: this location serves {}\n",
+                    quoted(g),
+                    served.join(", ")
+                ),
+            ));
+        }
+    }
+    let format = match q.format {
+        Some(f) => f,
+        None => choose_format(accept).ok_or_else(|| {
+            Refusal::new(
+                406,
+                "not acceptable: this endpoint serves text/plain; version=0.0.4 and \
+                 application/openmetrics-text; version=1.0.0 (or ?format=json)\n"
+                    .to_string(),
+            )
+        })?,
+    };
+    Ok(Negotiated {
+        format,
+        gzip: accepts_gzip(accept_encoding),
+        selection: Selection {
+            served: served.to_vec(),
+            groups: q.groups,
+            names: q.names,
+        },
+    })
+}
+
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Query {
+    format: Option<Format>,
+    names: Vec<String>,
+    groups: Vec<String>,
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Percent-decoding, `+` as space; a `%` not followed by two hex digits stays as is.
+pub fn percent_decode(s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        match s[i] {
+            b'%' if i + 2 < s.len() => match (hex(s[i + 1]), hex(s[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    out
+}
+
+fn parse_query(query: &[u8]) -> Result<Query, Refusal> {
+    let bad = |msg: String| Refusal::new(400, msg + "\n");
+    let mut q = Query::default();
+    let mut format_seen: Option<String> = None;
+    for pair in query.split(|b| *b == b'&').filter(|p| !p.is_empty()) {
+        let (k, v) = match pair.iter().position(|b| *b == b'=') {
+            Some(i) => (&pair[..i], &pair[i + 1..]),
+            None => (pair, &b""[..]),
+        };
+        let key = percent_decode(k);
+        let which = match key.as_slice() {
+            b"format" => "format",
+            b"name" | b"name[]" => "name",
+            b"group" | b"group[]" => "group",
+            // Other parameters (a scraper's own `params`) are none of our business.
+            _ => continue,
+        };
+        let value = String::from_utf8(percent_decode(v))
+            .map_err(|_| bad(format!("query parameter \"{which}\" is not valid UTF-8")))?;
+        if which == "format" {
+            let f = Format::parse(&value).ok_or_else(|| {
+                bad(format!(
+                    "unknown format {}: use text, openmetrics or json",
+                    quoted(&value)
+                ))
+            })?;
+            if let Some(prev) = &format_seen {
+                if *prev != value {
+                    return Err(bad(format!(
+                        "format given twice ({} and {})",
+                        quoted(prev),
+                        quoted(&value)
+                    )));
+                }
+            }
+            format_seen = Some(value);
+            q.format = Some(f);
+            continue;
+        }
+        for item in value.split(',') {
+            if item.is_empty() {
+                return Err(bad(format!("empty value for \"{which}\"")));
+            }
+            let (list, ok) = if which == "name" {
+                (&mut q.names, valid_metric_name(item))
+            } else {
+                (&mut q.groups, valid_group(item))
+            };
+            if !ok {
+                return Err(bad(if which == "name" {
+                    format!(
+                        "invalid metric name {}: must match [a-zA-Z_:][a-zA-Z0-9_:]*",
+                        quoted(item)
+                    )
+                } else {
+                    format!(
+                        "invalid group {}: 1 to 64 letters, digits, '_' or '-'",
+                        quoted(item)
+                    )
+                }));
+            }
+            if !list.iter().any(|x| x == item) {
+                list.push(item.to_string());
+            }
+            if q.names.len() + q.groups.len() > MAX_FILTERS {
+                return Err(bad(format!(
+                    "more than {MAX_FILTERS} names and groups in one request"
+                )));
+            }
+        }
+    }
+    Ok(q)
+}
+
+/// Splits a header value at `sep` outside double quotes.
+fn split_unquoted(s: &str, sep: char) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (mut start, mut quoted, mut escaped) = (0, false, false);
+    for (i, c) in s.char_indices() {
+        if escaped {
+            escaped = false;
+        } else if quoted && c == '\\' {
+            escaped = true;
+        } else if c == '"' {
+            quoted = !quoted;
+        } else if c == sep && !quoted {
+            out.push(&s[start..i]);
+            start = i + c.len_utf8();
+        }
+    }
+    out.push(&s[start..]);
+    out
+}
+
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// A `q` value: `0` to `1`, at most three decimals (RFC 9110 `qvalue`).
+fn parse_q(v: &str) -> Option<f64> {
+    let ok = match v.split_once('.') {
+        None => v == "0" || v == "1",
+        Some((i, d)) => {
+            d.len() <= 3
+                && d.bytes().all(|b| b.is_ascii_digit())
+                && (i == "0" || (i == "1" && d.bytes().all(|b| b == b'0')))
+        }
+    };
+    ok.then(|| v.parse().ok()).flatten()
+}
+
+/// One element of `Accept`: type, subtype, `version` parameter and `q`.
+#[derive(Debug, PartialEq)]
+struct Range {
+    t: String,
+    sub: String,
+    version: Option<String>,
+    q: f64,
+}
+
+/// `None` for a malformed element.
+fn parse_range(element: &str) -> Option<Range> {
+    let mut parts = split_unquoted(element, ';').into_iter();
+    let media = parts.next()?.trim();
+    let (t, sub) = media.split_once('/')?;
+    let (t, sub) = (t.trim(), sub.trim());
+    if !is_token(t) || !is_token(sub) || (t == "*" && sub != "*") {
+        return None;
+    }
+    let mut r = Range {
+        t: t.to_ascii_lowercase(),
+        sub: sub.to_ascii_lowercase(),
+        version: None,
+        q: 1.0,
+    };
+    for p in parts {
+        let p = p.trim();
+        if p.is_empty() {
+            continue;
+        }
+        let (k, v) = p.split_once('=')?;
+        let (k, v) = (k.trim().to_ascii_lowercase(), v.trim());
+        if !is_token(&k) {
+            return None;
+        }
+        let v = if let Some(inner) = v.strip_prefix('"') {
+            inner.strip_suffix('"')?.replace("\\\"", "\"")
+        } else if is_token(v) {
+            v.to_string()
+        } else {
+            return None;
+        };
+        match k.as_str() {
+            "q" => r.q = parse_q(&v)?,
+            "version" => r.version = Some(v),
+            _ => {}
+        }
+    }
+    Some(r)
+}
+
+/// The format `Accept` prefers; `None`: it allows neither (`406`).
+pub fn choose_format(accept: Option<&str>) -> Option<Format> {
+    let Some(accept) = accept else {
+        return Some(Format::Text);
+    };
+    let elements: Vec<&str> = split_unquoted(accept, ',')
+        .into_iter()
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .collect();
+    let ranges: Vec<Range> = elements.iter().filter_map(|e| parse_range(e)).collect();
+    if ranges.is_empty() {
+        // Nothing understandable: serve the default rather than refuse.
+        return Some(Format::Text);
+    }
+    // (format, type, subtype, version, preference on a full tie)
+    let offers = [
+        (Format::Text, "text", "plain", "0.0.4", 1),
+        (
+            Format::OpenMetrics,
+            "application",
+            "openmetrics-text",
+            "1.0.0",
+            0,
+        ),
+    ];
+    let mut best: Option<((f64, u8, i64, u8), Format)> = None;
+    for (format, t, sub, version, pref) in offers {
+        // The most specific range matching the offer gives its q (RFC 9110 12.5.1).
+        let mut found: Option<(u8, f64, i64)> = None;
+        for (i, r) in ranges.iter().enumerate() {
+            let specificity = if r.t == "*" {
+                0
+            } else if r.t != t {
+                continue;
+            } else if r.sub == "*" {
+                1
+            } else if r.sub != sub {
+                continue;
+            } else {
+                match &r.version {
+                    None => 2,
+                    Some(v) if v == version => 3,
+                    Some(_) => continue,
+                }
+            };
+            if !matches!(found, Some((s, _, _)) if s >= specificity) {
+                found = Some((specificity, r.q, -(i as i64)));
+            }
+        }
+        if let Some((specificity, q, order)) = found {
+            if q > 0.0 {
+                let score = (q, specificity, order, pref);
+                if !matches!(&best, Some((b, _)) if *b >= score) {
+                    best = Some((score, format));
+                }
+            }
+        }
+    }
+    best.map(|(_, f)| f)
+}
+
+/// Whether `Accept-Encoding` allows gzip.
+pub fn accepts_gzip(accept_encoding: Option<&str>) -> bool {
+    let Some(h) = accept_encoding else {
+        return false;
+    };
+    let (mut explicit, mut any) = (None, None);
+    for element in h.split(',') {
+        let mut parts = element.split(';');
+        let coding = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        let mut q = Some(1.0);
+        for p in parts {
+            if let Some((k, v)) = p.split_once('=') {
+                if k.trim().eq_ignore_ascii_case("q") {
+                    q = parse_q(v.trim());
+                }
+            }
+        }
+        let Some(q) = q else { continue };
+        match coding.as_str() {
+            "gzip" | "x-gzip" => explicit = Some(explicit.map_or(q, |e: f64| e.max(q))),
+            "*" => any = Some(q),
+            _ => {}
+        }
+    }
+    matches!(explicit.or(any), Some(q) if q > 0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PROMETHEUS_2_42: &str = "application/openmetrics-text;version=1.0.0,\
+        application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+
+    #[test]
+    fn accept_chooses_the_format() {
+        let cases: [(Option<&str>, Option<Format>); 22] = [
+            (None, Some(Format::Text)),
+            (Some(PROMETHEUS_2_42), Some(Format::OpenMetrics)),
+            (Some("*/*"), Some(Format::Text)),
+            (Some(""), Some(Format::Text)),
+            (Some("text/plain"), Some(Format::Text)),
+            (Some("text/plain;version=0.0.4"), Some(Format::Text)),
+            (
+                Some("application/openmetrics-text"),
+                Some(Format::OpenMetrics),
+            ),
+            (
+                Some("Application/OpenMetrics-Text; Version=\"1.0.0\""),
+                Some(Format::OpenMetrics),
+            ),
+            (Some("application/*"), Some(Format::OpenMetrics)),
+            (
+                Some("text/*;q=0.5, application/*;q=0.6"),
+                Some(Format::OpenMetrics),
+            ),
+            // Equal q: the more specific range wins, then the first listed.
+            (
+                Some("*/*, application/openmetrics-text"),
+                Some(Format::OpenMetrics),
+            ),
+            (
+                Some("application/openmetrics-text;version=1.0.0, text/plain;version=0.0.4"),
+                Some(Format::OpenMetrics),
+            ),
+            (
+                Some("text/plain;version=0.0.4, application/openmetrics-text;version=1.0.0"),
+                Some(Format::Text),
+            ),
+            // An explicit q=0 beats a wildcard for its own type.
+            (Some("text/plain;q=0, */*"), Some(Format::OpenMetrics)),
+            // A version we do not speak does not match.
+            (Some("application/openmetrics-text;version=0.0.1"), None),
+            (
+                Some("application/openmetrics-text;version=0.0.1, */*;q=0.1"),
+                Some(Format::Text),
+            ),
+            (Some("application/json"), None),
+            (Some("text/html, application/xhtml+xml"), None),
+            (Some("*/*;q=0"), None),
+            // Malformed elements are skipped; nothing understandable: the default.
+            (Some("garbage"), Some(Format::Text)),
+            (Some(";;;,/,text/plain;q=2"), Some(Format::Text)),
+            (
+                Some("banana, application/openmetrics-text;q=0.abc, application/*"),
+                Some(Format::OpenMetrics),
+            ),
+        ];
+        for (accept, want) in cases {
+            assert_eq!(choose_format(accept), want, "Accept: {accept:?}");
+        }
+    }
+
+    #[test]
+    fn gzip_when_accepted() {
+        for (h, want) in [
+            (None, false),
+            (Some("gzip"), true),
+            (Some("deflate, gzip;q=0.5"), true),
+            (Some("gzip;q=0"), false),
+            (Some("x-gzip"), true),
+            (Some("*"), true),
+            (Some("*, gzip;q=0"), false),
+            (Some("identity"), false),
+            (Some("br, deflate"), false),
+            (Some("gzip;q=bad"), false),
+            (Some("GZIP"), true),
+        ] {
+            assert_eq!(accepts_gzip(h), want, "Accept-Encoding: {h:?}");
+        }
+    }
+
+    #[test]
+    fn query_selects_format_and_families() {
+        let n = negotiate(
+            Some(PROMETHEUS_2_42),
+            Some("gzip"),
+            b"name%5B%5D=a_total&name[]=b&name=c,a_total&group=app&x=1&format=json",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(n.format, Format::Json);
+        assert!(n.gzip);
+        assert_eq!(n.selection.names, vec!["a_total", "b", "c"]);
+        assert_eq!(n.selection.groups, vec!["app"]);
+        let n = negotiate(Some("application/json"), None, b"format=text", &[]).unwrap();
+        assert_eq!(n.format, Format::Text);
+        assert_eq!(
+            negotiate(Some("application/json"), None, b"", &[])
+                .unwrap_err()
+                .status,
+            406
+        );
+        let served = vec!["http".to_string(), "nginx".to_string()];
+        let n = negotiate(None, None, b"group=http", &served).unwrap();
+        assert_eq!(n.selection.served, served);
+        let e = negotiate(None, None, b"group=app", &served).unwrap_err();
+        assert_eq!(
+            e,
+            Refusal {
+                status: 404,
+                message: "unknown group \"app\": this location serves http, nginx\n".into()
+            }
+        );
+    }
+
+    #[test]
+    fn bad_queries_are_400_with_a_clear_message() {
+        let cases: [(&[u8], &str); 8] = [
+            (
+                b"format=xml",
+                "unknown format \"xml\": use text, openmetrics or json\n",
+            ),
+            (
+                b"format=json&format=text",
+                "format given twice (\"json\" and \"text\")\n",
+            ),
+            (
+                b"name=1bad",
+                "invalid metric name \"1bad\": must match [a-zA-Z_:][a-zA-Z0-9_:]*\n",
+            ),
+            (b"name=", "empty value for \"name\"\n"),
+            (b"name=a,,b", "empty value for \"name\"\n"),
+            (
+                b"group=b%40d",
+                "invalid group \"b@d\": 1 to 64 letters, digits, '_' or '-'\n",
+            ),
+            (b"name=%ff", "query parameter \"name\" is not valid UTF-8\n"),
+            (
+                b"name=%3Cscript%3E%0A",
+                "invalid metric name \"<script>\\n\": must match [a-zA-Z_:][a-zA-Z0-9_:]*\n",
+            ),
+        ];
+        for (q, want) in cases {
+            let e = negotiate(None, None, q, &[]).unwrap_err();
+            assert_eq!(e.status, 400, "{}", String::from_utf8_lossy(q));
+            assert_eq!(e.message, want);
+        }
+        let many: Vec<u8> = (0..300)
+            .map(|i| format!("name=m{i}"))
+            .collect::<Vec<_>>()
+            .join("&")
+            .into_bytes();
+        assert!(negotiate(None, None, &many, &[])
+            .unwrap_err()
+            .message
+            .contains("more than 256"));
+        let long = format!("name={}-", "a".repeat(100));
+        let msg = negotiate(None, None, long.as_bytes(), &[])
+            .unwrap_err()
+            .message;
+        assert!(msg.contains(&format!("\"{}...\"", "a".repeat(64))), "{msg}");
+    }
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode(b"a%5Bb%5d+c"), b"a[b] c");
+        assert_eq!(percent_decode(b"100%"), b"100%");
+        assert_eq!(percent_decode(b"%g1%4"), b"%g1%4");
+    }
+}
