@@ -66,7 +66,9 @@ local function latency_opts(kong, buckets_ms, limit)
     for i, b in ipairs(buckets_ms) do buckets[i] = b / per_unit end
     return {
         buckets = buckets, lowest = 1 / per_unit, highest = 3600000 / per_unit, precision = 2,
-        max_series = limit,
+        max_series = limit, group = "http",
+        -- OpenMetrics' `# UNIT` only for base units: Kong's `_ms` families have none.
+        unit = (not kong) and "seconds" or nil,
     }
 end
 
@@ -89,7 +91,8 @@ local function family_set(conf)
     set = {
         kong = kong,
         requests = zone:counter(ns .. "_http_requests_total",
-            "HTTP requests by service, route, status code and source.", reqs_labels, { max_series = limit }),
+            "HTTP requests by service, route, status code and source.", reqs_labels,
+            { max_series = limit, group = "http" }),
         request_latency = zone:histogram(ns .. "_request_latency" .. unit,
             "Time from the first byte read from the client to the last byte sent.", lat_labels,
             latency_opts(kong, conf.request_latency_buckets, limit)),
@@ -100,7 +103,8 @@ local function family_set(conf)
             "Time spent in the gateway itself: request latency minus upstream latency.", lat_labels,
             latency_opts(kong, conf.gateway_latency_buckets, limit)),
         bandwidth = zone:counter(ns .. (kong and "_bandwidth_bytes" or "_bandwidth_bytes_total"),
-            "Bytes received from clients (ingress) and sent to them (egress).", bw_labels, { max_series = limit }),
+            "Bytes received from clients (ingress) and sent to them (egress).", bw_labels,
+            { max_series = limit, group = "http", unit = (not kong) and "bytes" or nil }),
         target_health = zone:gauge(ns .. "_upstream_target_health",
             "Health of upstream targets: 1 for the target's current state, 0 for the others.",
             { "upstream", "target", "address", "state" }),

@@ -42,10 +42,11 @@ function _M.new(zone, opts)
     local labels = opts.labels or {}
     if type(labels) ~= "table" then error("labels must be an array of names", 2) end
     local function on(k) return opts[k] == nil or opts[k] end
-    local hist = { buckets = opts.buckets, lowest = opts.lowest, highest = opts.highest, precision = opts.precision }
+    local hist = { buckets = opts.buckets, lowest = opts.lowest, highest = opts.highest, precision = opts.precision,
+        group = "http", unit = "seconds" }
     local self = setmetatable({ nlabels = #labels, entries = {} }, Logger)
     self.requests = zone:counter(ns .. "_requests_total", "Requests by response status code.",
-        append(labels, "code"), { max_series = opts.max_series })
+        append(labels, "code"), { max_series = opts.max_series, group = "http" })
     self.status = on("status")
     if on("latency") then
         self.latency = zone:histogram(ns .. "_request_duration_seconds",
@@ -57,8 +58,10 @@ function _M.new(zone, opts)
     end
     if on("bandwidth") then
         self.received = zone:counter(ns .. "_received_bytes_total",
-            "Bytes received from clients, request line and headers included.", labels)
-        self.sent = zone:counter(ns .. "_sent_bytes_total", "Bytes sent to clients.", labels)
+            "Bytes received from clients, request line and headers included.", labels,
+            { group = "http", unit = "bytes" })
+        self.sent = zone:counter(ns .. "_sent_bytes_total", "Bytes sent to clients.", labels,
+            { group = "http", unit = "bytes" })
     end
     return self
 end
