@@ -202,6 +202,12 @@ fn module(lua: &Lua) -> LuaResult<Table> {
                         "no prometheus_zone in the running configuration (zones attach in workers, \
                          not in init_by_lua)"
                             .to_string()
+                    } else if name.is_empty() || known.contains(&name) {
+                        format!(
+                            "zone \"{}\" is not ready yet: zones attach in workers \
+                             (init_worker_by_lua or later), not in init_by_lua",
+                            if name.is_empty() { &known[0] } else { &name }
+                        )
                     } else {
                         format!("unknown zone \"{name}\" (declared: {})", known.join(", "))
                     };

@@ -119,12 +119,13 @@ extern "C" fn init(shm_zone: *mut ngx_shm_zone_t, data: *mut c_void) -> ngx_int_
     // Everything the pool has, in one piece: the store manages its own space.
     let bytes = pool.pfree * page;
     // SAFETY: `pool` is a valid slab pool; the master is single-threaded here.
-    let mem = unsafe { ngx::ffi::ngx_slab_calloc(pool, bytes) };
+    let mem = unsafe { ngx::ffi::ngx_slab_alloc(pool, bytes) };
     if mem.is_null() {
         return ngx::ffi::NGX_ERROR as ngx_int_t;
     }
-    // SAFETY: `mem` is `bytes` zeroed bytes, page-aligned, mapped for the zone's life,
-    // and only ever accessed through atomics from here on.
+    zero_lazily(mem.cast(), bytes);
+    // SAFETY: `mem` is `bytes` zeroed bytes (`zero_lazily`), page-aligned, mapped for
+    // the zone's life, and only ever accessed through atomics from here on.
     let region = unsafe { Region::from_raw(mem.cast(), bytes) };
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -135,6 +136,22 @@ extern "C" fn init(shm_zone: *mut ngx_shm_zone_t, data: *mut c_void) -> ngx_int_
     zone.data = mem;
     pool.data = mem;
     ngx::ffi::NGX_OK as ngx_int_t
+}
+
+/// Zeroes `bytes` at `mem` without making them resident: `ngx_slab_calloc` would
+/// `memset` the whole zone at start (a 2 GB zone: 2 GB of RSS and a second of start-up
+/// before the first series exists). Shared anonymous memory is shmem-backed, so
+/// punching a hole (`MADV_REMOVE`) drops any contents and later reads fault in zero
+/// pages; where that is refused, fall back to writing zeros.
+fn zero_lazily(mem: *mut u8, bytes: usize) {
+    // SAFETY: `mem` is a page-aligned allocation of `bytes` bytes (whole slab pages)
+    // inside the zone's mapping; nothing else uses it yet.
+    unsafe {
+        debug_assert_eq!(mem as usize % 4096, 0);
+        if libc::madvise(mem.cast(), bytes, libc::MADV_REMOVE) != 0 {
+            std::ptr::write_bytes(mem, 0, bytes);
+        }
+    }
 }
 
 /// The store at `mem`, if one was formatted there.
