@@ -64,6 +64,30 @@ function M.init(opts)
         sent = z:counter("bench_var_sent_bytes_total", "ngx.var log equivalent.", { "service", "route" }),
     }
 
+    -- Hot-path variants: 1 vs 3 labels, counter / gauge / histogram (default precision).
+    S.c1 = z:counter("bench_c1_total", "Counter, 1 label.", { "route" })
+    S.c3 = z:counter("bench_c3_total", "Counter, 3 labels.", { "service", "route", "method" })
+    S.g1 = z:gauge("bench_g1", "Gauge, 1 label.", { "route" })
+    S.g3 = z:gauge("bench_g3", "Gauge, 3 labels.", { "service", "route", "method" })
+    S.h1 = z:histogram("bench_h1_seconds", "Histogram, 1 label.", { "route" })
+    S.h3 = z:histogram("bench_h3_seconds", "Histogram, 3 labels.", { "service", "route", "method" })
+
+    -- Scrape sizes (1k/10k/100k series, grown in place): per route one counter and one
+    -- default-precision histogram (1 us..60 s, 2 digits).
+    local sz = prom.zone("sizes")
+    S.size_hist = sz:histogram("bench_size_latency_seconds", "Latency per route.", { "route" })
+    S.size_cnt = sz:counter("bench_size_requests_total", "Requests per route.", { "route" })
+
+    -- Zone bytes per series: one family per type and histogram precision.
+    S.mem_zone = prom.zone("mem")
+    S.mem = {
+        counter = S.mem_zone:counter("bench_mem_total", "Bytes probe: counter.", { "route" }),
+        gauge = S.mem_zone:gauge("bench_mem_gauge", "Bytes probe: gauge.", { "route" }),
+        p1 = S.mem_zone:histogram("bench_mem_p1_seconds", "Bytes probe: precision 1.", { "route" }, { precision = 1 }),
+        p2 = S.mem_zone:histogram("bench_mem_p2_seconds", "Bytes probe: precision 2.", { "route" }, { precision = 2 }),
+        p3 = S.mem_zone:histogram("bench_mem_p3_seconds", "Bytes probe: precision 3.", { "route" }, { precision = 3 }),
+    }
+
     local s = prom.zone("scrape")
     S.route_hist = s:histogram("bench_route_latency_seconds", "Latency per route.", { "route" })
     S.route_cnt = s:counter("bench_route_requests_total", "Requests per route.", { "route" })
@@ -208,11 +232,131 @@ function L.log_var(n, c)
     for _ = 1, n do var_log(c, "bench", "/api/items") end
 end
 
+-- Variants through `family:labels(...)` on every call (the per-request form of a
+-- plugin): 1 vs 3 labels; counter inc, gauge set, histogram observe. The label values
+-- come from the case context (see case_ctx): the same series in both workers, one
+-- series per worker, or one per worker placed far apart in the zone. Each value is
+-- read from a 2-slot array at a varying index (both slots hold the same string):
+-- with constant keys LuaJIT hoists the cache lookups out of the loop, and the loop
+-- would no longer measure them.
+function L.c1(n, c)
+    local f, a = c.fam, c.av
+    for i = 1, n do f:labels(a[band(i, 1) + 1]):inc() end
+end
+
+function L.c3(n, c)
+    local f, a, b, m = c.fam, c.av, c.bv, c.mv
+    for i = 1, n do
+        local k = band(i, 1) + 1
+        f:labels(a[k], b[k], m[k]):inc()
+    end
+end
+
+function L.g1(n, c)
+    local f, a = c.fam, c.av
+    for i = 1, n do f:labels(a[band(i, 1) + 1]):set(band(i, 1023) * 0.0005) end
+end
+
+function L.g3(n, c)
+    local f, a, b, m = c.fam, c.av, c.bv, c.mv
+    for i = 1, n do
+        local k = band(i, 1) + 1
+        f:labels(a[k], b[k], m[k]):set(band(i, 1023) * 0.0005)
+    end
+end
+
+function L.h1(n, c)
+    local f, a = c.fam, c.av
+    for i = 1, n do f:labels(a[band(i, 1) + 1]):observe(band(i, 1023) * 0.0005) end
+end
+
+function L.h3(n, c)
+    local f, a, b, m = c.fam, c.av, c.bv, c.mv
+    for i = 1, n do
+        local k = band(i, 1) + 1
+        f:labels(a[k], b[k], m[k]):observe(band(i, 1023) * 0.0005)
+    end
+end
+
 local OVERHEAD = {
     ours_inc = "empty", ours_labels_inc = "empty", ffi_inc = "empty", dict_incr = "empty",
     ours_observe = "empty_v", standin_observe = "empty_v",
     log_native = "empty", log_var = "empty",
 }
+
+-- case -> { loop, mode }: <kind><labels>_<mode>, e.g. c3_diff. Names have no "-"
+-- (run.sh splits jit.v file names on it).
+local VARIANTS = {}
+for _, fn in ipairs({ "c1", "c3", "g1", "g3", "h1", "h3" }) do
+    for _, mode in ipairs({ "same", "diff" }) do
+        local case = fn .. "_" .. mode
+        VARIANTS[case] = { fn = fn, mode = mode }
+        L[case] = L[fn]
+        OVERHEAD[case] = "empty_v"
+    end
+end
+-- Counter, 1 label, one series per worker with other series between them (>= 256
+-- bytes apart), to tell cache-line sharing between neighbours from a shared series.
+VARIANTS.c1_apart = { fn = "c1", mode = "apart" }
+L.c1_apart = L.c1
+OVERHEAD.c1_apart = "empty_v"
+local APART_PADDING = 4
+
+-- The label values of a variant: "same" is one label set for both workers; "diff" and
+-- "apart" one per worker (ngx.worker.id() in the route). Every worker resolves the
+-- series of every worker in the same order, so the zone holds them in that order
+-- (each made once, by whichever worker gets there first): "diff" series are
+-- neighbours in the arena, "apart" ones have APART_PADDING series between them.
+local FAMILY_OF = { c1 = "c1", c3 = "c3", g1 = "g1", g3 = "g3", h1 = "h1", h3 = "h3" }
+local function labels_for(fn, route)
+    if fn:sub(2, 2) == "1" then return route end
+    return SERVICE, route, METHOD
+end
+
+local function resolve_variants()
+    for _, fn in ipairs({ "c1", "c3", "g1", "g3", "h1", "h3" }) do
+        local f = S[FAMILY_OF[fn]]
+        f:labels(labels_for(fn, ROUTE))
+        f:labels(labels_for(fn, ROUTE .. "/w0"))
+        f:labels(labels_for(fn, ROUTE .. "/w1"))
+    end
+    S.c1:labels("/apart/w0")
+    for i = 1, APART_PADDING do S.c1:labels("/apart/pad" .. i) end
+    S.c1:labels("/apart/w1")
+end
+
+local case_ctxs = {}
+local function case_ctx(case)
+    local cc = case_ctxs[case]
+    if cc then return cc end
+    local v = VARIANTS[case]
+    resolve_variants()
+    local route = ROUTE
+    if v.mode == "diff" then
+        route = ROUTE .. "/w" .. ngx.worker.id()
+    elseif v.mode == "apart" then
+        route = "/apart/w" .. ngx.worker.id()
+    end
+    local a, b, m = labels_for(v.fn, route)
+    cc = { fam = S[FAMILY_OF[v.fn]], av = { a, a }, bv = { b, b }, mv = { m, m } }
+    case_ctxs[case] = cc
+    return cc
+end
+
+-- GET /series_layout: how far apart (bytes between value words) the two workers'
+-- series of each variant are.
+function M.series_layout()
+    resolve_variants()
+    for _, fn in ipairs({ "c1", "c3", "g1", "g3", "h1", "h3" }) do
+        local f = S[FAMILY_OF[fn]]
+        local h0 = f:labels(labels_for(fn, ROUTE .. "/w0")).handle
+        local h1 = f:labels(labels_for(fn, ROUTE .. "/w1")).handle
+        ngx.say(fmt("%s_diff %d", fn, math.abs(tonumber(h1) - tonumber(h0)) * 8))
+    end
+    local a0, a1 = S.c1:labels("/apart/w0").handle, S.c1:labels("/apart/w1").handle
+    ngx.say(fmt("c1_apart %d", math.abs(tonumber(a1) - tonumber(a0)) * 8))
+    ngx.say("padding ", APART_PADDING)
+end
 
 local function elapsed_ns(f, n, c)
     C.ngxbench_clock_gettime(CLOCK_MONOTONIC, t0)
@@ -237,6 +381,7 @@ end
 -- result line.
 local function run_case(case, n, tag)
     local c = context()
+    if VARIANTS[case] then c = case_ctx(case) end
     local f, o = L[case], L[OVERHEAD[case]]
     collectgarbage()
     local jv = jit_on(tag)
@@ -251,6 +396,23 @@ local function run_case(case, n, tag)
     jit_off()
     return fmt("pid=%d case=%s n=%d loop_ns=%.4f empty_ns=%.4f net_ns=%.4f jitv=%s",
         ngx.worker.pid(), case, n, t / n, e / n, (t - e) / n, jv)
+end
+
+-- GET /count?case=&n=: the case's loop alone (after a warm-up), untimed: for counting
+-- instructions under callgrind (run.sh zeroes the counters before, dumps them after).
+function M.count()
+    local args = ngx.req.get_uri_args()
+    local case, n = args.case, tonumber(args.n)
+    if type(case) ~= "string" or not L[case] or not OVERHEAD[case] or not n then return ngx.exit(400) end
+    local c = context()
+    if VARIANTS[case] then c = case_ctx(case) end
+    local f = L[case]
+    if args.warm then
+        f(20000, c)
+    else
+        f(n, c)
+    end
+    ngx.say("ok")
 end
 
 local function arg_check(args)
@@ -277,6 +439,7 @@ function M.hot()
         return ngx.exit(409)
     end
     context()   -- resolve series before the barrier
+    if VARIANTS[case] then case_ctx(case) end
     if case:sub(1, 4) == "log_" then ngx.status = 200 end
     if not args.solo then
         sync:incr("n:" .. round, 1, 0, 600)
@@ -369,6 +532,59 @@ function M.setup_scrape()
     local dict_used = d.capacity and (d:capacity() - d:free_space()) or -1
     ngx.say(fmt("ours_s=%.4f dict_s=%.4f dict_failed=%d zone_used=%d zone_capacity=%d series=%d errors_zone_full=%d dict_used=%d",
         b - a, c - b, failed, st.used_bytes, st.capacity_bytes, st.series, st.errors.zone_full or 0, dict_used))
+end
+
+-- GET /setup_sizes?from=&to=: routes /r/<from>../r/<to> in the "sizes" zone, each one
+-- counter series and one default-precision histogram series (3 observations).
+function M.setup_sizes()
+    local args = ngx.req.get_uri_args()
+    local from, to = tonumber(args.from), tonumber(args.to)
+    if not from or not to then return ngx.exit(400) end
+    local hist, cnt = S.size_hist, S.size_cnt
+    local a = now_s()
+    for i = from, to do
+        local route = "/r/" .. i
+        cnt:labels(route):inc(1 + i % 7)
+        local h = hist:labels(route)
+        h:observe(0.002 * (1 + i % 5))
+        h:observe(0.04)
+        h:observe(0.7 + i % 3)
+    end
+    local b = now_s()
+    local st = prom.zone("sizes"):status()
+    ngx.say(fmt("pid=%d setup_s=%.4f zone_used=%d zone_capacity=%d series=%d errors_zone_full=%d",
+        ngx.worker.pid(), b - a, st.used_bytes, st.capacity_bytes, st.series, st.errors.zone_full or 0))
+end
+
+-- GET /setup_mem?kind=counter|gauge|p1|p2|p3&from=&to=: series /route/<6 digits> (13
+-- bytes of label value each) in that family of the "mem" zone, one update each.
+-- kind=attach only registers the zone's families in this worker (nothing else made).
+-- Answers the zone's used bytes before and after, as nginx_metric_zone_bytes shows it.
+function M.setup_mem()
+    local args = ngx.req.get_uri_args()
+    local kind = args.kind
+    local z = S.mem_zone
+    local before = z:status()   -- attaches: the families are registered from here on
+    if kind == "attach" then
+        ngx.say(fmt("pid=%d used=%d", ngx.worker.pid(), before.used_bytes))
+        return
+    end
+    local f = S.mem[kind]
+    local from, to = tonumber(args.from), tonumber(args.to)
+    if not f or not from or not to then return ngx.exit(400) end
+    local label_bytes = 0
+    for i = from, to do
+        local route = fmt("/route/%06d", i)
+        label_bytes = label_bytes + #route
+        local child = f:labels(route)
+        if kind == "counter" then child:inc()
+        elseif kind == "gauge" then child:set(i)
+        else child:observe(0.001 * (1 + i % 100)) end
+    end
+    local after = z:status()
+    ngx.say(fmt("pid=%d kind=%s n=%d label_bytes=%d used_before=%d used_after=%d series=%d errors_zone_full=%d",
+        ngx.worker.pid(), kind, to - from + 1, label_bytes, before.used_bytes, after.used_bytes,
+        after.series, after.errors.zone_full or 0))
 end
 
 -- GET /knyar_metrics: stand-in for nginx-lua-prometheus's collect(): every key of the

@@ -110,6 +110,15 @@ for c in plugin_on plugin_off bare_nginx; do
   declare "RPS_$c=$(col $c 2)" "P50_$c=$(col $c 3)" "P99_$c=$(col $c 4)" "CPU_$c=$(col $c 5)"
 done
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf (b > 0 ? "%.1f%%" : "n/a"), 100 * a / b }'; }
+# For run.sh's Targets section: the medians, one "config rps p50 p99 cpu" line each,
+# then every repetition as "rep config rps p50 p99 cpu".
+if [ -n "${BENCH_E2E_SUMMARY:-}" ]; then
+  for c in plugin_on plugin_off bare_nginx; do
+    rps="RPS_$c"; p50="P50_$c"; p99="P99_$c"; cpu="CPU_$c"
+    echo "$c ${!rps} ${!p50} ${!p99} ${!cpu}"
+  done >"$BENCH_E2E_SUMMARY"
+  sed 's/^/rep /' "$RESULTS" >>"$BENCH_E2E_SUMMARY"   # each repetition: config rps p50 p99 cpu
+fi
 
 echo "### End to end: the gateway with the prometheus plugin on, off, and nginx without Lua"
 echo

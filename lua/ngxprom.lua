@@ -38,6 +38,7 @@ if not pcall(ffi.typeof, "ngx_prom_log_t") then
     ]]
 end
 
+local counter_inc = C.ngx_prom_counter_inc
 local counter_add = C.ngx_prom_counter_add
 local gauge_set = C.ngx_prom_gauge_set
 local gauge_add = C.ngx_prom_gauge_add
@@ -74,7 +75,12 @@ local NULL = { handle = 0, inc = noop, add = noop, set = noop, dec = noop, obser
 local Counter = {}
 Counter.__index = Counter
 function Counter:inc(n)
-    if n == nil then n = 1 elseif type(n) ~= "number" then error("increment must be a number", 2) end
+    if n == nil then
+        -- The common case takes the integer entry: no float checks on the C side.
+        counter_inc(self.handle, 1)
+        return
+    end
+    if type(n) ~= "number" then error("increment must be a number", 2) end
     counter_add(self.handle, n)
 end
 Counter.add = Counter.inc

@@ -278,7 +278,9 @@ fn send(r: &mut ngx_http_request_t, job: &Job) -> ngx_int_t {
     r.headers_out.content_length_n = body.len() as _;
     r.headers_out.content_type.len = out.content_type.len();
     r.headers_out.content_type.data = out.content_type.as_ptr().cast_mut();
-    r.headers_out.content_type_len = out.content_type.len();
+    // The media type alone, without `; version=...`: what nginx's `*_types` directives
+    // (gzip_types, charset_types, sub_filter_types...) compare against.
+    r.headers_out.content_type_len = out.content_type.find(';').unwrap_or(out.content_type.len());
     // SAFETY: live request; the buffer and chain link come from the request pool and
     // the memory they point to (the job's body) is freed only with that pool.
     unsafe {
