@@ -453,6 +453,24 @@ pub struct Sample {
     pub value: f64,
 }
 
+/// Runs `program args` with `input` on its standard input; returns what it did.
+pub fn pipe_through(program: &str, args: &[&str], input: &str) -> std::process::Output {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
 /// Parses exposition text with `prometheus_client.parser`; panics if it refuses it.
 pub fn parse_with_reference(text: &str) -> Vec<Sample> {
     let script = r#"
@@ -464,20 +482,7 @@ for fam in text_string_to_metric_families(sys.stdin.read()):
         out.append([s.name, s.labels, s.value if s.value == s.value else "NaN"])
 json.dump(out, sys.stdout)
 "#;
-    let mut child = Command::new("python3")
-        .args(["-c", script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = pipe_through("python3", &["-c", script], text);
     assert!(
         out.status.success(),
         "reference parser refused the text: {}",
@@ -502,20 +507,8 @@ json.dump(out, sys.stdout)
 
 /// `promtool check metrics`: Ok(()) or the complaints.
 pub fn promtool_check(text: &str) -> Result<(), String> {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian package prometheus)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    // promtool comes with the Debian package prometheus.
+    let out = pipe_through("promtool", &["check", "metrics"], text);
     if out.status.success() {
         Ok(())
     } else {
@@ -687,20 +680,7 @@ for fam in text_string_to_metric_families(sys.stdin.read()):
                 [[s.name, s.labels, num(s.value)] for s in fam.samples]])
 json.dump(out, sys.stdout)
 "#;
-    let mut child = Command::new("python3")
-        .args(["-c", script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = pipe_through("python3", &["-c", script], text);
     assert!(
         out.status.success(),
         "reference OpenMetrics parser refused the text: {}\n{text}",
