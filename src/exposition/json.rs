@@ -64,6 +64,19 @@ impl<'o> JsonSink<'o> {
         }
     }
 
+    /// `,"quantiles":{"p50":..,...}`: histograms and summaries share it.
+    fn quantiles(&mut self, quantiles: &[f64]) {
+        self.out.push_str(",\"quantiles\":{");
+        for (i, (k, v)) in QUANTILE_KEYS.iter().zip(quantiles).enumerate() {
+            if i > 0 {
+                self.out.push(',');
+            }
+            let _ = write!(self.out, "\"{k}\":");
+            write_number(self.out, *v);
+        }
+        self.out.push('}');
+    }
+
     fn created(&mut self, created: Option<u64>) {
         if let Some(ms) = created {
             self.out.push_str(",\"created\":");
@@ -156,15 +169,8 @@ impl Sink for JsonSink<'_> {
                     super::text::write_u64(self.out, *c);
                     self.out.push('}');
                 }
-                self.out.push_str("],\"quantiles\":{");
-                for (i, (k, v)) in QUANTILE_KEYS.iter().zip(quantiles).enumerate() {
-                    if i > 0 {
-                        self.out.push(',');
-                    }
-                    let _ = write!(self.out, "\"{k}\":");
-                    write_number(self.out, *v);
-                }
-                self.out.push('}');
+                self.out.push(']');
+                self.quantiles(quantiles);
                 self.created(created);
             }
             // JSON carries quantiles inside histograms (SUMMARY_FAMILIES is false).
@@ -178,15 +184,7 @@ impl Sink for JsonSink<'_> {
                 super::text::write_u64(self.out, count);
                 self.out.push_str(",\"sum\":");
                 write_number(self.out, sum);
-                self.out.push_str(",\"quantiles\":{");
-                for (i, (k, v)) in QUANTILE_KEYS.iter().zip(quantiles).enumerate() {
-                    if i > 0 {
-                        self.out.push(',');
-                    }
-                    let _ = write!(self.out, "\"{k}\":");
-                    write_number(self.out, *v);
-                }
-                self.out.push('}');
+                self.quantiles(quantiles);
                 self.created(created);
             }
         }
