@@ -12,7 +12,7 @@ PKGS=(nginx libnginx-mod-http-lua libnginx-mod-http-ndk lua-resty-core lua-resty
       nginx-dev libclang-dev libpcre2-dev libssl-dev zlib1g-dev libluajit2-5.1-common
       build-essential pkg-config curl)
 if [ "$ROLE" = test ]; then
-  PKGS+=(prometheus wrk python3-pip)
+  PKGS+=(prometheus prometheus-pushgateway wrk python3-pip openssl iproute2)
 fi
 
 missing=()
@@ -25,10 +25,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update -q
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
-# The Debian package starts a system nginx on :80; it is not ours and not needed.
-if [ "$(id -u)" = 0 ] && command -v systemctl >/dev/null && systemctl is-active -q nginx 2>/dev/null; then
-  systemctl stop nginx || true
-fi
+# The Debian packages start a system nginx on :80 and a Pushgateway on :9091; they are
+# not ours (tests start their own) and not needed.
+for svc in nginx prometheus-pushgateway prometheus; do
+  if [ "$(id -u)" = 0 ] && command -v systemctl >/dev/null && systemctl is-active -q "$svc" 2>/dev/null; then
+    systemctl stop "$svc" || true
+  fi
+done
 
 if [ "$ROLE" = test ]; then
   python3 -c 'import prometheus_client' 2>/dev/null ||

@@ -5,12 +5,16 @@
 //! through plain `extern "C"` functions that LuaJIT's FFI calls and compiles).
 //!
 //! Layers, from the bottom: [`shm`] (the zone as atomic words), [`metrics`] (families,
-//! series, values), [`exposition`] (text format), [`access`] (CIDR rules); then the
+//! series, values), [`exposition`] (text format), [`access`] (CIDR rules), [`auth`] (credentials, trusted proxies); then the
 //! glue: `nginx` and `lua`, the only modules that talk to C.
 
 pub mod access;
+pub mod auth;
 pub mod exposition;
+pub mod identity;
 pub mod metrics;
+pub mod process;
+pub mod push;
 pub mod shm;
 
 // The glue links against nginx and LuaJIT symbols that only exist inside nginx, so the

@@ -19,6 +19,8 @@ fn app_http(app: u16, metrics: u16) -> String {
     format!(
         r#"
     prometheus_zone metrics 8m;
+    # The process group is tested in t/identity.rs; here it stays empty.
+    prometheus_process_metrics off;
     client_body_buffer_size 1m;
     log_format scrapes "$request_uri|$status|$sent_http_content_type|$sent_http_content_encoding|$http_accept";
     init_by_lua_block {{
@@ -508,6 +510,7 @@ fn names_and_groups_select_families() {
                 "nginx_metric_zone_bytes",
                 "nginx_metric_series",
                 "nginx_metric_lock_takeovers_total",
+                "nginx_prometheus_build_info",
             ],
         ),
     ];

@@ -581,10 +581,9 @@ pub struct Gateway {
     pub upstream: u16,
 }
 
-/// Renders `nginx/gateway.conf` like `scripts/render-conf.sh` does, with free ports;
-/// `vars` override placeholders (for example `("DECLARATIVE", "/path/kong.json")`).
-pub fn render_gateway(prefix: &Path, vars: &[(&str, String)]) -> (String, [u16; 4]) {
-    let ports = [free_port(), free_port(), free_port(), free_port()];
+/// Renders a template of `nginx/` like `scripts/render-conf.sh` does: the common
+/// placeholders (module, paths, worker user) plus `vars`, which win.
+pub fn render_template(template: &str, prefix: &Path, vars: &[(&str, String)]) -> String {
     let user = if unsafe_is_root() {
         "user nobody nogroup;"
     } else {
@@ -598,12 +597,39 @@ pub fn render_gateway(prefix: &Path, vars: &[(&str, String)]) -> (String, [u16; 
         ("ROOT", root().display().to_string()),
         ("PREFIX", prefix.display().to_string()),
         ("LIBDIR", prefix.join("lib").display().to_string()),
+        ("WORKERS", "2".into()),
+        ("USER", user.into()),
+    ];
+    for (k, val) in vars {
+        v.retain(|(key, _)| key != k);
+        v.push((k, val.clone()));
+    }
+    let mut conf = std::fs::read_to_string(root().join(template)).unwrap();
+    for (k, val) in &v {
+        conf = conf.replace(&format!("@{k}@"), val);
+    }
+    let left = conf
+        .split('@')
+        .skip(1)
+        .step_by(2)
+        .find(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'));
+    assert!(
+        left.is_none(),
+        "{template}: @{}@ is left unset",
+        left.unwrap_or("")
+    );
+    conf
+}
+
+/// Renders `nginx/gateway.conf` with free ports; `vars` override placeholders (for
+/// example `("DECLARATIVE", "/path/kong.json")`).
+pub fn render_gateway(prefix: &Path, vars: &[(&str, String)]) -> (String, [u16; 4]) {
+    let ports = [free_port(), free_port(), free_port(), free_port()];
+    let mut v: Vec<(&str, String)> = vec![
         ("PROXY_PORT", ports[0].to_string()),
         ("ADMIN_PORT", ports[1].to_string()),
         ("METRICS_PORT", ports[2].to_string()),
         ("UPSTREAM_PORT", ports[3].to_string()),
-        ("WORKERS", "2".into()),
-        ("USER", user.into()),
         ("DECLARATIVE", String::new()),
         ("SEED", String::new()),
     ];
@@ -611,11 +637,7 @@ pub fn render_gateway(prefix: &Path, vars: &[(&str, String)]) -> (String, [u16; 
         v.retain(|(key, _)| key != k);
         v.push((k, val.clone()));
     }
-    let mut conf = std::fs::read_to_string(root().join("nginx/gateway.conf")).unwrap();
-    for (k, val) in &v {
-        conf = conf.replace(&format!("@{k}@"), val);
-    }
-    (conf, ports)
+    (render_template("nginx/gateway.conf", prefix, &v), ports)
 }
 
 pub fn start_gateway(name: &str, vars: &[(&str, String)]) -> Gateway {

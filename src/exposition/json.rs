@@ -221,7 +221,16 @@ mod tests {
         let mem = crate::exposition::tests::sample_zone();
         let s = Store::attach(Region::new(&mem)).unwrap();
         let mut out = String::new();
-        render(&mut out, Format::Json, &s, "z", None, &Selection::default()).unwrap();
+        render(
+            &mut out,
+            Format::Json,
+            &s,
+            "z",
+            None,
+            &Selection::default(),
+            None,
+        )
+        .unwrap();
         let want = r##"{"zone":"z","families":[{"name":"http_requests_total","type":"counter","help":"Requests.","unit":"","group":"app","labels":["code"],"series":[{"labels":{"code":"200"},"value":3,"created":1700000000.123},{"labels":{"code":"a\"b\\\n"},"value":0.5,"created":1700000000.623}]},{"name":"kong_bandwidth_bytes","type":"counter","help":"","unit":"bytes","group":"http","labels":[],"series":[{"labels":{},"value":42,"created":1700000000.123}]},{"name":"temperature_celsius","type":"gauge","help":"Say \"hot\"\\ or\ncold.","unit":"celsius","group":"app","labels":[],"series":[{"labels":{},"value":-1.5}]},{"name":"latency_seconds","type":"histogram","help":"Latency.","unit":"seconds","group":"app","labels":["route"],"series":[{"labels":{"route":"/"},"count":3,"sum":5.55,"buckets":[{"le":0.005,"count":0},{"le":0.1,"count":1},{"le":1,"count":2}],"quantiles":{"p50":0.501759,"p90":5.013503,"p99":5.013503,"p999":5.013503,"max":5.013503},"created":1700000000.123}]},{"name":"size_bytes","type":"histogram","help":"","unit":"","group":"http","labels":[],"series":[{"labels":{},"count":0,"sum":0,"buckets":[{"le":100,"count":0}],"quantiles":{"p50":null,"p90":null,"p99":null,"p999":null,"max":null},"created":1700000000.123}]},{"name":"nginx_metric_errors_total","type":"counter","help":"Metric updates and series refused or failed, by reason.","unit":"","group":"nginx","labels":["zone","reason"],"series":[{"labels":{"zone":"z","reason":"zone_full"},"value":0,"created":1234},{"labels":{"zone":"z","reason":"series_limit"},"value":0,"created":1234},{"labels":{"zone":"z","reason":"label_count"},"value":0,"created":1234},{"labels":{"zone":"z","reason":"invalid_label_value"},"value":0,"created":1234},{"labels":{"zone":"z","reason":"invalid_value"},"value":0,"created":1234},{"labels":{"zone":"z","reason":"bad_handle"},"value":0,"created":1234},{"labels":{"zone":"z","reason":"lua"},"value":0,"created":1234}]},{"name":"nginx_metric_zone_bytes","type":"gauge","help":"Bytes of the metrics zone, used and in all.","unit":"bytes","group":"nginx","labels":["zone","state"],"series":[{"labels":{"zone":"z","state":"used"},"value":44896},{"labels":{"zone":"z","state":"capacity"},"value":524288}]},{"name":"nginx_metric_series","type":"gauge","help":"Series kept in the metrics zone.","unit":"","group":"nginx","labels":["zone"],"series":[{"labels":{"zone":"z"},"value":6}]},{"name":"nginx_metric_lock_takeovers_total","type":"counter","help":"Times the zone lock was taken over from a process that died holding it.","unit":"","group":"nginx","labels":["zone"],"series":[{"labels":{"zone":"z"},"value":0,"created":1234}]}]}
 "##;
         assert_eq!(out, want);

@@ -10,6 +10,7 @@ pub mod json;
 pub mod negotiate;
 pub mod text;
 
+use crate::identity::{ConstLabels, Identity, REVISION, VERSION};
 use crate::metrics::family::{FamilySpec, QuantileMode, BUILTIN_GROUP, QUANTILES_SUFFIX};
 use crate::metrics::histogram::{self, Snapshot, SUMMARY_QUANTILES};
 use crate::metrics::store::{decode_key, encode_key, Reason};
@@ -225,34 +226,119 @@ pub fn label_values(key: &[u8]) -> impl Iterator<Item = &str> {
 }
 
 /// The module's own families, with the group they are in.
-fn builtin_names(stub: bool) -> impl Iterator<Item = &'static str> {
+fn builtin_names(stub: bool, identity: bool) -> impl Iterator<Item = &'static str> {
     text::BUILTIN_FAMILIES.into_iter().filter(move |n| {
-        stub || !(n.starts_with("nginx_connections") || *n == "nginx_requests_total")
+        (stub || !(n.starts_with("nginx_connections") || *n == "nginx_requests_total"))
+            && (identity || *n != BUILD_INFO)
     })
+}
+
+/// The info family: always 1, its labels tell the build.
+pub const BUILD_INFO: &str = "nginx_prometheus_build_info";
+
+/// Puts the constant labels in front of every series' own labels, for any sink.
+struct WithConstLabels<'c, S> {
+    inner: &'c mut S,
+    consts: &'c ConstLabels,
+    /// The constant values as a key prefix (keys are concatenated values).
+    prefix: Vec<u8>,
+    names: Vec<String>,
+    key: Vec<u8>,
+}
+
+impl<S: Sink> Sink for WithConstLabels<'_, S> {
+    const SUMMARY_FAMILIES: bool = S::SUMMARY_FAMILIES;
+
+    fn family(&mut self, m: &Meta<'_>) {
+        self.names = self.consts.family_names(m.label_names);
+        self.inner.family(&Meta {
+            label_names: &self.names,
+            ..*m
+        });
+    }
+
+    fn series(&mut self, m: &Meta<'_>, labels: &[u8], p: &Point<'_>) {
+        self.key.clear();
+        self.key.extend_from_slice(&self.prefix);
+        self.key.extend_from_slice(labels);
+        let meta = Meta {
+            label_names: &self.names,
+            ..*m
+        };
+        self.inner.series(&meta, &self.key, p);
+    }
+
+    fn end_family(&mut self, m: &Meta<'_>) {
+        self.inner.end_family(&Meta {
+            label_names: &self.names,
+            ..*m
+        });
+    }
+
+    fn finish(&mut self) {
+        self.inner.finish();
+    }
 }
 
 /// Renders `store` (zone `zone`) into `sink`: the families `sel` selects, then the
 /// module's own. Checks `sel` first: nothing is written when it names a group or
-/// family that is not here.
+/// family that is not here. With an identity, every series gets its constant labels
+/// and the build info family is written.
 pub fn walk<S: Sink>(
     sink: &mut S,
     store: &Store<'_>,
     zone: &str,
     stub: Option<&StubStatus>,
     sel: &Selection,
+    identity: Option<&Identity>,
 ) -> Result<(), NotFound> {
     let families = store.families();
     let specs: Vec<FamilySpec> = families.iter().map(|(f, _)| store.spec(*f)).collect();
     let mut known: Vec<(&str, &str)> = specs.iter().map(|s| (s.name.as_str(), s.group())).collect();
-    known.extend(builtin_names(stub.is_some()).map(|n| (n, BUILTIN_GROUP)));
+    known.extend(builtin_names(stub.is_some(), identity.is_some()).map(|n| (n, BUILTIN_GROUP)));
     sel.check(&known)?;
+    match identity {
+        Some(id) if !id.labels.is_empty() => {
+            let mut labelled = WithConstLabels {
+                inner: sink,
+                consts: &id.labels,
+                prefix: encode_key(&id.labels.values),
+                names: Vec::new(),
+                key: Vec::new(),
+            };
+            write_families(
+                &mut labelled,
+                store,
+                &families,
+                &specs,
+                zone,
+                stub,
+                sel,
+                identity,
+            );
+        }
+        _ => write_families(sink, store, &families, &specs, zone, stub, sel, identity),
+    }
+    Ok(())
+}
 
+#[allow(clippy::too_many_arguments)]
+fn write_families<S: Sink>(
+    sink: &mut S,
+    store: &Store<'_>,
+    families: &[(crate::metrics::Family, Vec<crate::shm::Offset>)],
+    specs: &[FamilySpec],
+    zone: &str,
+    stub: Option<&StubStatus>,
+    sel: &Selection,
+    identity: Option<&Identity>,
+) {
     let r = store.region();
     let mut key = Vec::new();
     let mut snapshot: Option<Snapshot> = None;
     let mut cumulative = Vec::new();
     let mut quantiles = Vec::new();
-    for ((family, series), spec) in families.iter().zip(&specs) {
+    for ((family, series), spec) in families.iter().zip(specs) {
         if !sel.includes(&spec.name, spec.group()) {
             continue;
         }
@@ -372,9 +458,8 @@ pub fn walk<S: Sink>(
             }
         }
     }
-    write_builtins(sink, store, zone, stub, sel);
+    write_builtins(sink, store, zone, stub, sel, identity);
     sink.finish();
-    Ok(())
 }
 
 /// The module's own families, through the same sink.
@@ -384,6 +469,7 @@ fn write_builtins<S: Sink>(
     zone: &str,
     stub: Option<&StubStatus>,
     sel: &Selection,
+    identity: Option<&Identity>,
 ) {
     let a = store.arena();
     let zone_created = Some(a.created_unix() * 1000);
@@ -496,6 +582,19 @@ fn write_builtins<S: Sink>(
         &["zone"],
         &[(&[zone], count(a.lock_takeovers(), zone_created))],
     );
+    if let Some(id) = identity {
+        emit(
+            BUILD_INFO,
+            "The ngx-prometheus module serving this scrape: version, commit and nginx version.",
+            Kind::Gauge,
+            "",
+            &["version", "revision", "nginx_version"],
+            &[(
+                &[VERSION, REVISION, id.nginx_version.as_str()],
+                Point::Gauge(1.0),
+            )],
+        );
+    }
 }
 
 /// Renders a zone in `format` into `out`; see [`walk`].
@@ -506,11 +605,34 @@ pub fn render(
     zone: &str,
     stub: Option<&StubStatus>,
     sel: &Selection,
+    identity: Option<&Identity>,
 ) -> Result<(), NotFound> {
+    let (st, id) = (stub, identity);
     match format {
-        Format::Text => walk(&mut text::TextSink::new(out, false), store, zone, stub, sel),
-        Format::OpenMetrics => walk(&mut text::TextSink::new(out, true), store, zone, stub, sel),
-        Format::Json => walk(&mut json::JsonSink::new(out, zone), store, zone, stub, sel),
+        Format::Text => walk(
+            &mut text::TextSink::new(out, false),
+            store,
+            zone,
+            st,
+            sel,
+            id,
+        ),
+        Format::OpenMetrics => walk(
+            &mut text::TextSink::new(out, true),
+            store,
+            zone,
+            st,
+            sel,
+            id,
+        ),
+        Format::Json => walk(
+            &mut json::JsonSink::new(out, zone),
+            store,
+            zone,
+            st,
+            sel,
+            id,
+        ),
     }
 }
 
@@ -596,7 +718,7 @@ pub(crate) mod tests {
         let mem = sample_zone();
         let s = Store::attach(Region::new(&mem)).unwrap();
         let mut out = String::new();
-        render(&mut out, format, &s, "z", None, sel).map(|()| out)
+        render(&mut out, format, &s, "z", None, sel, None).map(|()| out)
     }
 
     fn families_of(text: &str) -> Vec<&str> {

@@ -25,7 +25,7 @@ pub struct StubStatus {
 }
 
 /// Families written by the module itself; user families may not take these names.
-pub const BUILTIN_FAMILIES: [&str; 8] = [
+pub const BUILTIN_FAMILIES: [&str; 9] = [
     "nginx_connections_accepted_total",
     "nginx_connections_handled_total",
     "nginx_connections",
@@ -34,6 +34,7 @@ pub const BUILTIN_FAMILIES: [&str; 8] = [
     "nginx_metric_zone_bytes",
     "nginx_metric_series",
     "nginx_metric_lock_takeovers_total",
+    super::BUILD_INFO,
 ];
 
 /// `# HELP` and `# TYPE` lines. Help escapes `\` and newline.
@@ -156,6 +157,7 @@ pub fn write_zone(out: &mut String, store: &Store<'_>, zone: &str, stub: Option<
         zone,
         stub,
         &Selection::default(),
+        None,
     );
 }
 
@@ -628,6 +630,7 @@ latency_seconds_count 3
             "z",
             None,
             &Selection::default(),
+            None,
         )
         .unwrap();
         let want = r##"# TYPE http_requests counter
@@ -768,6 +771,7 @@ size_bytes_count 0
                 names: vec!["d".into()],
                 ..Selection::default()
             },
+            None,
         )
         .unwrap();
         assert_eq!(

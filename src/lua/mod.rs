@@ -184,6 +184,7 @@ fn label_values(v: Table) -> LuaResult<Vec<Vec<u8>>> {
 
 #[mlua::lua_module(name = "ngx_prometheus")]
 fn module(lua: &Lua) -> LuaResult<Table> {
+    crate::nginx::process::remember_lua(lua);
     let m = lua.create_table()?;
 
     // zone([name]) -> slot | nil, err
@@ -307,6 +308,7 @@ fn module(lua: &Lua) -> LuaResult<Table> {
                 &name,
                 stub_status::read().as_ref(),
                 &Selection::default(),
+                crate::nginx::zone::identity(),
             );
             lua.create_string(out)
         })?,

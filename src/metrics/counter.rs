@@ -38,6 +38,19 @@ pub fn add(r: &Region<'_>, handle: u64, v: f64) -> Result<(), CounterError> {
     Ok(())
 }
 
+/// Sets a counter that one process alone writes and that only ever grows (a process's
+/// CPU time): the value lives in the float word, replaced in one store, so a reader
+/// never sees a half-written value.
+pub fn set_single_writer(r: &Region<'_>, handle: u64, v: f64) -> Result<(), CounterError> {
+    let h = check(r, handle, MetricType::Counter, VALUE_WORDS).ok_or(CounterError::BadHandle)?;
+    if !(v >= 0.0 && v.is_finite()) {
+        return Err(CounterError::InvalidIncrement);
+    }
+    r.word(h + INT).store(0, Relaxed);
+    r.word(h + FLOAT).store(v.to_bits(), Relaxed);
+    Ok(())
+}
+
 /// `(integer part, fractional part)`; exposition prints the integer exactly when the
 /// fractional part is zero.
 pub fn read(r: &Region<'_>, h: Offset) -> (u64, f64) {

@@ -234,7 +234,7 @@ fn bytes_to_f64s(b: &[u8]) -> Vec<f64> {
 
 /// The module's own families and their types: user families may not take these names,
 /// nor names whose samples would clash with theirs.
-pub const BUILTINS: [(&str, MetricType); 8] = [
+pub const BUILTINS: [(&str, MetricType); 9] = [
     ("nginx_connections_accepted_total", MetricType::Counter),
     ("nginx_connections_handled_total", MetricType::Counter),
     ("nginx_connections", MetricType::Gauge),
@@ -243,6 +243,7 @@ pub const BUILTINS: [(&str, MetricType); 8] = [
     ("nginx_metric_zone_bytes", MetricType::Gauge),
     ("nginx_metric_series", MetricType::Gauge),
     ("nginx_metric_lock_takeovers_total", MetricType::Counter),
+    ("nginx_prometheus_build_info", MetricType::Gauge),
 ];
 
 /// A family's declaration read back from the zone.

@@ -6,6 +6,7 @@
 use super::render;
 use super::{args, conf_error, stub_status, zone, LocConf, MainConf, Module};
 use crate::access::{parse_rule, AccessRules};
+use crate::auth::{client_address, Credentials, Verdict};
 use crate::exposition::negotiate::negotiate;
 use crate::metrics::family::valid_group;
 use ngx::core::Status;
@@ -13,6 +14,7 @@ use ngx::ffi::{ngx_command_t, ngx_conf_t, ngx_http_request_t, ngx_int_t};
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 use std::ffi::{c_char, c_void};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 pub(super) extern "C" fn metrics_directive(
     cf: *mut ngx_conf_t,
@@ -130,7 +132,72 @@ pub(super) extern "C" fn deny_directive(
     rules_directive(cf, conf, true)
 }
 
-/// The client's address: the TCP peer, never a header.
+/// `prometheus_auth_file <path> | off;`: read and checked now, so `nginx -t` fails on a
+/// missing, unreadable or malformed file and names it. A relative path is relative to
+/// nginx's configuration directory, as for `auth_basic_user_file`.
+pub(super) extern "C" fn auth_file_directive(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: as for `metrics_directive`.
+    let (lcf, a) = unsafe { (&mut *conf.cast::<LocConf>(), args(cf)) };
+    if lcf.credentials.is_some() {
+        return conf_error(cf, "prometheus_auth_file: is duplicate");
+    }
+    if a[0] == "off" {
+        lcf.credentials = Some(None);
+        return ngx::core::NGX_CONF_OK;
+    }
+    let path = if a[0].starts_with('/') {
+        a[0].to_string()
+    } else {
+        // SAFETY: `cf.cycle` is the cycle being configured; its conf prefix is set.
+        let prefix = unsafe { (*(*cf).cycle).conf_prefix.to_str().unwrap_or("") };
+        format!("{prefix}{}", a[0])
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) => {
+            return conf_error(
+                cf,
+                &format!("prometheus_auth_file: cannot read \"{path}\": {e}"),
+            )
+        }
+    };
+    match Credentials::parse(&text) {
+        Ok(c) => {
+            lcf.credentials = Some(Some(Arc::new(c)));
+            ngx::core::NGX_CONF_OK
+        }
+        Err(why) => conf_error(cf, &format!("prometheus_auth_file \"{path}\": {why}")),
+    }
+}
+
+/// `prometheus_trusted_proxies <cidr>...;`
+pub(super) extern "C" fn trusted_proxies_directive(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: as for `metrics_directive`.
+    let (lcf, a) = unsafe { (&mut *conf.cast::<LocConf>(), args(cf)) };
+    let list = lcf.trusted_proxies.get_or_insert_with(Vec::new);
+    for arg in a {
+        match parse_rule(arg) {
+            Ok(cidrs) => list.extend(cidrs),
+            Err(why) => {
+                return conf_error(
+                    cf,
+                    &format!("prometheus_trusted_proxies: invalid address {why}"),
+                )
+            }
+        }
+    }
+    ngx::core::NGX_CONF_OK
+}
+
+/// The TCP peer's address.
 fn peer_ip(r: &ngx_http_request_t) -> Option<IpAddr> {
     // SAFETY: a request's connection and its sockaddr are valid for the request's life;
     // the sockaddr's family tells which struct it is.
@@ -166,14 +233,53 @@ extern "C" fn metrics_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
 /// Everything before the first byte of metric data decides whether any is sent.
 fn serve(r: &mut ngx_http_request_t) -> Result<ngx_int_t, ngx_int_t> {
     let lcf = Module::location_conf(r).ok_or(Status::NGX_ERROR.0)?;
-    let allowed = match (peer_ip(r), &lcf.access) {
+    let client = match peer_ip(r) {
+        Some(peer) => {
+            let trusted = lcf.trusted_proxies.as_deref().unwrap_or(&[]);
+            let forwarded = header_values(r, "x-forwarded-for");
+            match client_address(peer, trusted, &forwarded) {
+                Ok(ip) => Some(ip),
+                Err(bad) => return Ok(render::refuse(r, 400, format!("{}\n", bad.0), &[])),
+            }
+        }
+        // Unix sockets are local by definition.
+        None => None,
+    };
+    let allowed = match (client, &lcf.access) {
         (Some(ip), Some(rules)) => rules.allows(ip),
         (Some(ip), None) => AccessRules::default().allows(ip),
-        // Unix sockets are local by definition.
         (None, _) => true,
     };
     if !allowed {
-        return Err(ngx::ffi::NGX_HTTP_FORBIDDEN as ngx_int_t);
+        return Ok(render::refuse(r, 403, "Forbidden\n".into(), &[]));
+    }
+    if let Some(Some(credentials)) = &lcf.credentials {
+        match credentials.check(&header_values(r, "authorization")) {
+            Verdict::Granted => {}
+            Verdict::Unauthorized => {
+                let mut challenges: Vec<(&'static str, &'static str)> = Vec::new();
+                if credentials.has_basic() {
+                    challenges.push(("WWW-Authenticate", BASIC_CHALLENGE));
+                }
+                if credentials.has_bearer() {
+                    challenges.push(("WWW-Authenticate", BEARER_CHALLENGE));
+                }
+                return Ok(render::refuse(
+                    r,
+                    401,
+                    "Unauthorized: valid credentials are required\n".into(),
+                    &challenges,
+                ));
+            }
+            Verdict::Malformed => {
+                return Ok(render::refuse(
+                    r,
+                    400,
+                    "Bad Request: one Authorization header of at most 1024 bytes\n".into(),
+                    &[],
+                ))
+            }
+        }
     }
     let method = r.method as u32;
     if method & (ngx::ffi::NGX_HTTP_GET | ngx::ffi::NGX_HTTP_HEAD) == 0 {
@@ -214,10 +320,25 @@ fn serve(r: &mut ngx_http_request_t) -> Result<ngx_int_t, ngx_int_t> {
                 format: n.format,
                 gzip: n.gzip,
                 selection: n.selection,
+                identity: zone::identity(),
             },
         )),
-        Err(refusal) => Ok(render::refuse(r, refusal.status, refusal.message)),
+        Err(refusal) => Ok(render::refuse(r, refusal.status, refusal.message, &[])),
     }
+}
+
+const BASIC_CHALLENGE: &str = "Basic realm=\"metrics\", charset=\"UTF-8\"";
+const BEARER_CHALLENGE: &str = "Bearer realm=\"metrics\"";
+
+/// The raw values of every request header `name` (lowercase), in order.
+fn header_values<'r>(r: &'r ngx_http_request_t, name: &str) -> Vec<&'r [u8]> {
+    // SAFETY: the request's header list is valid (and not modified) while its content
+    // handler runs; the values live in the request's buffers.
+    let headers = unsafe { ngx::http::list_iterator(&r.headers_in.headers) };
+    headers
+        .filter(|(k, _)| k.as_bytes().eq_ignore_ascii_case(name.as_bytes()))
+        .map(|(_, v)| v.as_bytes())
+        .collect()
 }
 
 /// Every value of request header `name` (lowercase), joined with `,` as HTTP allows;

@@ -2,20 +2,26 @@
 //! Everything here talks to nginx's C structures; the logic it calls is elsewhere.
 
 mod handler;
+mod identity;
+pub mod process;
+mod push;
 mod render;
 pub mod request;
 pub mod stub_status;
 pub mod zone;
 
 use crate::access::AccessRules;
+use crate::auth::Credentials;
+use cidr_utils::cidr::IpCidr;
 use ngx::ffi::{
     ngx_command_t, ngx_http_module_t, ngx_module_t, ngx_uint_t, NGX_CONF_1MORE, NGX_CONF_NOARGS,
-    NGX_CONF_TAKE12, NGX_CONF_TAKE2, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET,
+    NGX_CONF_TAKE1, NGX_CONF_TAKE12, NGX_CONF_TAKE2, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET,
     NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_MODULE, NGX_HTTP_SRV_CONF,
 };
 use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, Merge, MergeConfigError};
 use ngx::ngx_string;
 use std::ptr;
+use std::sync::Arc;
 
 pub struct Module;
 
@@ -31,7 +37,23 @@ impl HttpModule for Module {
         conf: *mut std::ffi::c_void,
     ) -> *mut std::ffi::c_char {
         // SAFETY: nginx passes the configuration being parsed and our main conf.
-        unsafe { zone::check_references(cf, conf.cast()) }
+        let rc = unsafe { zone::check_references(cf, conf.cast()) };
+        if rc != ngx::core::NGX_CONF_OK {
+            return rc;
+        }
+        // SAFETY: as above; nothing else holds the main conf during this call.
+        let mcf = unsafe { &mut *conf.cast::<MainConf>() };
+        let z = &mcf.process.zone;
+        if mcf.process.enabled && !z.is_empty() && !mcf.zones.iter().any(|d| &d.name == z) {
+            return conf_error(
+                cf,
+                &format!("prometheus_process_metrics: unknown zone \"{z}\""),
+            );
+        }
+        match identity::resolve(cf, mcf).and_then(|()| push::resolve(cf, mcf)) {
+            Ok(()) => ngx::core::NGX_CONF_OK,
+            Err(rc) => rc,
+        }
     }
 }
 
@@ -51,6 +73,20 @@ pub struct MainConf {
     pub zones: Vec<zone::ZoneConf>,
     /// `prometheus_metrics` uses, checked once the whole `http {}` block is read.
     pub references: Vec<zone::ZoneReference>,
+    /// `prometheus_node_id_file`, and the id read from it.
+    pub node_id_file: Option<String>,
+    pub node_id: Option<String>,
+    pub hostname: String,
+    /// `prometheus_const_labels` as written, resolved into `identity`.
+    pub const_labels: Vec<String>,
+    pub identity: crate::identity::Identity,
+    /// `prometheus_process_metrics`; `process_set` once the directive was seen.
+    pub process: process::ProcessConf,
+    pub process_set: bool,
+    /// `prometheus_push`, with its headers and credentials once the block is read.
+    pub push: Option<push::PushConf>,
+    pub push_headers: Vec<(String, String)>,
+    pub push_basic_auth: Option<(String, String)>,
 }
 
 /// `location {}` level.
@@ -63,6 +99,10 @@ pub struct LocConf {
     /// `prometheus_allow` / `prometheus_deny`, inherited from the enclosing level when
     /// a location sets neither.
     pub access: Option<AccessRules>,
+    /// `prometheus_auth_file`: `Some(None)` is an explicit `off`; inherited when unset.
+    pub credentials: Option<Option<Arc<Credentials>>>,
+    /// `prometheus_trusted_proxies`: peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Option<Vec<IpCidr>>,
     /// Where scrapes render (nginx's default thread pool), when available.
     pub thread_pool: Option<std::ptr::NonNull<ngx::ffi::ngx_thread_pool_t>>,
 }
@@ -72,11 +112,17 @@ impl Merge for LocConf {
         if self.access.is_none() {
             self.access = prev.access.clone();
         }
+        if self.credentials.is_none() {
+            self.credentials = prev.credentials.clone();
+        }
+        if self.trusted_proxies.is_none() {
+            self.trusted_proxies = prev.trusted_proxies.clone();
+        }
         Ok(())
     }
 }
 
-static mut COMMANDS: [ngx_command_t; 5] = [
+static mut COMMANDS: [ngx_command_t; 13] = [
     ngx_command_t {
         name: ngx_string!("prometheus_zone"),
         type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE2) as ngx_uint_t,
@@ -111,6 +157,72 @@ static mut COMMANDS: [ngx_command_t; 5] = [
         offset: 0,
         post: ptr::null_mut(),
     },
+    ngx_command_t {
+        name: ngx_string!("prometheus_auth_file"),
+        type_: (NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1)
+            as ngx_uint_t,
+        set: Some(handler::auth_file_directive),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("prometheus_trusted_proxies"),
+        type_: (NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_1MORE)
+            as ngx_uint_t,
+        set: Some(handler::trusted_proxies_directive),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("prometheus_node_id_file"),
+        type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1) as ngx_uint_t,
+        set: Some(identity::node_id_file_directive),
+        conf: NGX_HTTP_MAIN_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("prometheus_const_labels"),
+        type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE) as ngx_uint_t,
+        set: Some(identity::const_labels_directive),
+        conf: NGX_HTTP_MAIN_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("prometheus_process_metrics"),
+        type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE) as ngx_uint_t,
+        set: Some(process::directive),
+        conf: NGX_HTTP_MAIN_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("prometheus_push"),
+        type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE) as ngx_uint_t,
+        set: Some(push::push_directive),
+        conf: NGX_HTTP_MAIN_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("prometheus_push_header"),
+        type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE2) as ngx_uint_t,
+        set: Some(push::header_directive),
+        conf: NGX_HTTP_MAIN_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("prometheus_push_basic_auth"),
+        type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE2) as ngx_uint_t,
+        set: Some(push::basic_auth_directive),
+        conf: NGX_HTTP_MAIN_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
     ngx_command_t::empty(),
 ];
 
@@ -134,8 +246,22 @@ pub static mut ngx_http_prometheus_module: ngx_module_t = ngx_module_t {
     // SAFETY: taking the address of a static; nginx reads the table, never frees it.
     commands: unsafe { &raw mut COMMANDS[0] },
     type_: NGX_HTTP_MODULE as ngx_uint_t,
+    init_process: Some(init_process),
+    exit_process: Some(exit_process),
     ..ngx_module_t::default()
 };
+
+/// In every new worker: process metrics, and the pusher in worker 0.
+unsafe extern "C" fn init_process(cycle: *mut ngx::ffi::ngx_cycle_t) -> ngx::ffi::ngx_int_t {
+    // SAFETY: nginx calls init_process with the running cycle.
+    let rc = unsafe { process::init_process(cycle) };
+    push::start(cycle);
+    rc
+}
+
+unsafe extern "C" fn exit_process(_cycle: *mut ngx::ffi::ngx_cycle_t) {
+    push::stop();
+}
 
 /// The directive's arguments, after the directive name.
 ///

@@ -33,6 +33,7 @@ pub struct Scrape {
     pub format: Format,
     pub gzip: bool,
     pub selection: Selection,
+    pub identity: Option<&'static crate::identity::Identity>,
 }
 
 /// The response, made by `render`.
@@ -84,7 +85,12 @@ pub fn serve(
 
 /// Answers `status` with `message` as a plain-text body (a refused request: no
 /// rendering, no metric data).
-pub fn refuse(r: &mut ngx_http_request_t, status: u16, message: String) -> ngx_int_t {
+pub fn refuse(
+    r: &mut ngx_http_request_t,
+    status: u16,
+    message: String,
+    headers: &[(&'static str, &'static str)],
+) -> ngx_int_t {
     let job = Job {
         scrape: None,
         out: Output {
@@ -95,6 +101,12 @@ pub fn refuse(r: &mut ngx_http_request_t, status: u16, message: String) -> ngx_i
         },
         done: AtomicBool::new(true),
     };
+    for (k, v) in headers {
+        // SAFETY: live request, headers not sent yet.
+        if unsafe { push_header(r, k, v) }.is_null() {
+            return Status::NGX_ERROR.0;
+        }
+    }
     match own(r, job) {
         Some(job) => send(r, job),
         None => Status::NGX_ERROR.0,
@@ -140,6 +152,7 @@ fn output(s: &Scrape) -> Output {
         &s.zone,
         s.stub.as_ref(),
         &s.selection,
+        s.identity,
     ) {
         Ok(()) => {
             let gzipped = if s.gzip { gzip(text.as_bytes()) } else { None };

@@ -207,7 +207,7 @@ pub unsafe fn check_references(cf: *mut ngx_conf_t, mcf: *mut MainConf) -> *mut 
 /// (or a single-process nginx). In the master during a (re)load `ngx_cycle` is still the
 /// previous or the bootstrap cycle, whose zones may be unmapped once the load ends:
 /// nothing attaches there, and Lua declarations made in `init_by_lua` wait for a worker.
-fn running_main_conf() -> Option<&'static MainConf> {
+pub(super) fn running_main_conf() -> Option<&'static MainConf> {
     // SAFETY: `ngx_process` and `ngx_cycle` are nginx globals, set before any Lua or
     // request code runs; in a worker the cycle, its `conf_ctx` and our main conf in it
     // live as long as the process.
@@ -236,6 +236,11 @@ pub fn lookup(name: &str) -> Option<(String, Store<'static>)> {
     // store's address once `init` ran, which precedes any worker.
     let store = unsafe { store_at((*z.shm).data.cast()) }?;
     Some((z.name.clone(), store))
+}
+
+/// The identity (constant labels, versions) of the running cycle.
+pub fn identity() -> Option<&'static crate::identity::Identity> {
+    running_main_conf().map(|m| &m.identity)
 }
 
 /// Zone names of the running cycle, for error messages.

@@ -1,0 +1,69 @@
+//! `prometheus_node_id_file <path>;` and `prometheus_const_labels name=value ...;`:
+//! resolved once the whole `http {}` block is read (the labels may name `$node_id`
+//! whichever directive comes first), so errors reach `nginx -t`.
+
+use super::{args, conf_error, MainConf};
+use crate::identity::{hostname, node_id, ConstLabels, Identity};
+use ngx::ffi::{ngx_command_t, ngx_conf_t};
+use std::ffi::{c_char, c_void};
+
+pub(super) extern "C" fn node_id_file_directive(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: nginx calls directive handlers with the configuration being parsed and
+    // this module's main conf (NGX_HTTP_MAIN_CONF_OFFSET).
+    let (mcf, a) = unsafe { (&mut *conf.cast::<MainConf>(), args(cf)) };
+    if mcf.node_id_file.is_some() {
+        return conf_error(cf, "prometheus_node_id_file: is duplicate");
+    }
+    mcf.node_id_file = Some(a[0].to_string());
+    ngx::core::NGX_CONF_OK
+}
+
+pub(super) extern "C" fn const_labels_directive(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: as above.
+    let (mcf, a) = unsafe { (&mut *conf.cast::<MainConf>(), args(cf)) };
+    if !mcf.const_labels.is_empty() {
+        return conf_error(cf, "prometheus_const_labels: is duplicate");
+    }
+    mcf.const_labels = a.iter().map(|s| s.to_string()).collect();
+    ngx::core::NGX_CONF_OK
+}
+
+/// Reads or makes the node id and builds the identity every scrape and push uses.
+pub(super) fn resolve(cf: *mut ngx_conf_t, mcf: &mut MainConf) -> Result<(), *mut c_char> {
+    let host = hostname().map_err(|e| conf_error(cf, &format!("prometheus_const_labels: {e}")))?;
+    let id = match &mcf.node_id_file {
+        Some(path) => Some(
+            node_id(std::path::Path::new(path))
+                .map_err(|e| conf_error(cf, &format!("prometheus_node_id_file: {e}")))?,
+        ),
+        None => None,
+    };
+    let mut vars: Vec<(&str, &str)> = vec![("hostname", host.as_str())];
+    if let Some(id) = &id {
+        vars.push(("node_id", id.as_str()));
+    }
+    let words: Vec<&str> = mcf.const_labels.iter().map(String::as_str).collect();
+    let labels = ConstLabels::parse(&words, &vars).map_err(|e| {
+        let hint = if e.contains("$node_id") && id.is_none() {
+            " ($node_id needs prometheus_node_id_file)"
+        } else {
+            ""
+        };
+        conf_error(cf, &format!("prometheus_const_labels: {e}{hint}"))
+    })?;
+    mcf.hostname = host;
+    mcf.node_id = id;
+    mcf.identity = Identity {
+        labels,
+        nginx_version: ngx::ffi::NGINX_VERSION.to_str().unwrap_or("").to_string(),
+    };
+    Ok(())
+}

@@ -1,0 +1,330 @@
+//! Per-worker process metrics: every worker samples itself on a timer (memory, CPU,
+//! descriptors, its LuaJIT VM, nginx's pending timers and its connections) and writes
+//! the figures into a zone, labelled `worker="<n>"`, in the `process` group.
+//!
+//! `prometheus_process_metrics [zone=<name>] [interval=<time>] | off;` (default: on,
+//! the first zone, every 5 s). The timer is cancelable: a worker shutting down
+//! gracefully neither waits for it nor samples again.
+
+use super::{args, conf_error, zone, MainConf};
+use crate::metrics::family::{FamilySpec, QuantileMode};
+use crate::metrics::{counter, gauge, MetricType, Store};
+use crate::process;
+use ngx::ffi::{ngx_command_t, ngx_conf_t, ngx_cycle_t, ngx_event_t, ngx_int_t, ngx_msec_t};
+use std::cell::RefCell;
+use std::ffi::{c_char, c_void};
+use std::mem::MaybeUninit;
+
+/// The group these families are served in.
+pub const GROUP: &str = "process";
+const DEFAULT_INTERVAL_MS: ngx_msec_t = 5000;
+
+/// `prometheus_process_metrics` as configured.
+#[derive(Clone, Debug)]
+pub struct ProcessConf {
+    pub enabled: bool,
+    /// `""`: the first declared zone.
+    pub zone: String,
+    pub interval_ms: ngx_msec_t,
+}
+
+impl Default for ProcessConf {
+    fn default() -> Self {
+        ProcessConf {
+            enabled: true,
+            zone: String::new(),
+            interval_ms: DEFAULT_INTERVAL_MS,
+        }
+    }
+}
+
+pub(super) extern "C" fn directive(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: nginx calls directive handlers with the configuration being parsed and
+    // this module's main conf (NGX_HTTP_MAIN_CONF_OFFSET).
+    let (mcf, a) = unsafe { (&mut *conf.cast::<MainConf>(), args(cf)) };
+    if mcf.process_set {
+        return conf_error(cf, "prometheus_process_metrics: is duplicate");
+    }
+    mcf.process_set = true;
+    match parse(&a) {
+        Ok(p) => {
+            mcf.process = p;
+            ngx::core::NGX_CONF_OK
+        }
+        Err(why) => conf_error(cf, &format!("prometheus_process_metrics: {why}")),
+    }
+}
+
+fn parse(a: &[&str]) -> Result<ProcessConf, String> {
+    let mut p = ProcessConf::default();
+    if a == ["off"] {
+        p.enabled = false;
+        return Ok(p);
+    }
+    for arg in a {
+        if let Some(z) = arg.strip_prefix("zone=") {
+            p.zone = z.to_string();
+        } else if let Some(t) = arg.strip_prefix("interval=") {
+            let mut s = ngx::ffi::ngx_str_t {
+                len: t.len(),
+                data: t.as_ptr().cast_mut(),
+            };
+            // SAFETY: ngx_parse_time only reads `len` bytes of the string.
+            let ms = unsafe { ngx::ffi::ngx_parse_time(&mut s, 0) };
+            if ms <= 0 || ms == ngx::ffi::NGX_ERROR as ngx_int_t {
+                return Err(format!(
+                    "invalid interval \"{t}\" (for example 5s or 500ms)"
+                ));
+            }
+            p.interval_ms = ms as ngx_msec_t;
+        } else {
+            return Err(format!(
+                "unknown parameter \"{arg}\" (off, zone=<name>, interval=<time>)"
+            ));
+        }
+    }
+    Ok(p)
+}
+
+/// The families, in the order of [`Handles`].
+const FAMILIES: [(&str, &str, MetricType, &str); 9] = [
+    (
+        "nginx_worker_resident_memory_bytes",
+        "Resident memory of the worker process.",
+        MetricType::Gauge,
+        "bytes",
+    ),
+    (
+        "nginx_worker_virtual_memory_bytes",
+        "Virtual memory of the worker process.",
+        MetricType::Gauge,
+        "bytes",
+    ),
+    (
+        "nginx_worker_cpu_seconds_total",
+        "User and system CPU time of the worker process.",
+        MetricType::Counter,
+        "seconds",
+    ),
+    (
+        "nginx_worker_open_fds",
+        "Open file descriptors of the worker process.",
+        MetricType::Gauge,
+        "",
+    ),
+    (
+        "nginx_worker_max_fds",
+        "Most file descriptors the worker process may open.",
+        MetricType::Gauge,
+        "",
+    ),
+    (
+        "nginx_worker_start_time_seconds",
+        "When the worker process started, in seconds since the epoch.",
+        MetricType::Gauge,
+        "seconds",
+    ),
+    (
+        "nginx_worker_lua_memory_bytes",
+        "Memory held by the worker's LuaJIT VM.",
+        MetricType::Gauge,
+        "bytes",
+    ),
+    (
+        "nginx_worker_timers",
+        "nginx timers pending in the worker.",
+        MetricType::Gauge,
+        "",
+    ),
+    (
+        "nginx_worker_connections",
+        "Connections the worker holds (clients, upstreams and others).",
+        MetricType::Gauge,
+        "",
+    ),
+];
+
+struct Worker {
+    store: Store<'static>,
+    /// Series handles in [`FAMILIES`] order; 0 where a family could not be made.
+    handles: [u64; 9],
+    interval_ms: ngx_msec_t,
+    start: f64,
+}
+
+thread_local! {
+    /// Only the worker's own thread (the event loop) touches it.
+    static WORKER: RefCell<Option<Worker>> = const { RefCell::new(None) };
+    /// The worker's Lua VM, once our Lua module was loaded in it.
+    static LUA: RefCell<Option<mlua::WeakLua>> = const { RefCell::new(None) };
+}
+
+static mut TIMER: MaybeUninit<ngx_event_t> = MaybeUninit::zeroed();
+
+/// Lets the sampler report this Lua VM's memory (called when Lua loads our module).
+pub fn remember_lua(lua: &mlua::Lua) {
+    LUA.with(|l| *l.borrow_mut() = Some(lua.weak()));
+}
+
+fn family_spec(name: &str, help: &str, t: MetricType, unit: &str) -> FamilySpec {
+    FamilySpec {
+        name: name.to_string(),
+        help: help.to_string(),
+        metric_type: t,
+        label_names: vec!["worker".to_string()],
+        histogram: None,
+        max_series: 0,
+        unit: unit.to_string(),
+        group: GROUP.to_string(),
+        quantiles: QuantileMode::Off,
+    }
+}
+
+/// Module `init_process`: in a worker, makes the series and starts the timer.
+pub(super) unsafe fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
+    let ok = ngx::ffi::NGX_OK as ngx_int_t;
+    // SAFETY: nginx calls init_process with the running cycle, in the new process.
+    let log = unsafe { (*cycle).log };
+    let Some(conf) = zone::running_main_conf().map(|m| m.process.clone()) else {
+        return ok;
+    };
+    if !conf.enabled {
+        return ok;
+    }
+    let Some((zone_name, store)) = zone::lookup(&conf.zone) else {
+        return ok;
+    };
+    // SAFETY: reading the worker number nginx set before calling init_process.
+    let worker = unsafe { ngx::ffi::ngx_worker }.to_string();
+    let mut handles = [0u64; 9];
+    for (i, (name, help, t, unit)) in FAMILIES.iter().enumerate() {
+        let spec = family_spec(name, help, *t, unit);
+        let made = store
+            .register(&spec, zone::my_pid(), &zone::alive)
+            .map_err(|e| e.to_string())
+            .and_then(|f| {
+                store
+                    .series(f, &[worker.as_str()], zone::my_pid(), &zone::alive)
+                    .map_err(|e| e.to_string())
+            });
+        match made {
+            Ok(h) => handles[i] = h,
+            Err(why) => {
+                ngx::ngx_log_error!(
+                    ngx::ffi::NGX_LOG_ERR,
+                    log,
+                    "prometheus_process_metrics: {name} in zone \"{zone_name}\": {why}"
+                );
+            }
+        }
+    }
+    WORKER.with(|w| {
+        *w.borrow_mut() = Some(Worker {
+            store,
+            handles,
+            interval_ms: conf.interval_ms,
+            start: process::now_seconds(),
+        })
+    });
+    sample_now();
+    // SAFETY: the timer event is a static only this thread touches; nginx keeps a
+    // pointer to it while it is armed, and it lives as long as the process.
+    unsafe {
+        let ev = (*std::ptr::addr_of_mut!(TIMER)).as_mut_ptr();
+        (*ev).handler = Some(tick);
+        (*ev).log = log;
+        (*ev).data = std::ptr::null_mut();
+        (*ev).set_cancelable(1);
+        ngx::ffi::ngx_add_timer(ev, conf.interval_ms);
+    }
+    ok
+}
+
+unsafe extern "C" fn tick(ev: *mut ngx_event_t) {
+    // SAFETY: reading nginx's shutdown flags from its own (only) thread.
+    let stopping = unsafe {
+        ngx::ffi::ngx_exiting != 0 || ngx::ffi::ngx_quit != 0 || ngx::ffi::ngx_terminate != 0
+    };
+    if stopping {
+        return;
+    }
+    let interval = sample_now();
+    if let Some(ms) = interval {
+        // SAFETY: `ev` is the static timer event, fired and not armed now.
+        unsafe { ngx::ffi::ngx_add_timer(ev, ms) };
+    }
+}
+
+/// Writes one sample; returns the interval to the next.
+fn sample_now() -> Option<ngx_msec_t> {
+    let lua_bytes = LUA.with(|l| {
+        l.borrow()
+            .as_ref()
+            .and_then(|w| w.try_upgrade())
+            .map(|lua| lua.used_memory() as f64)
+    });
+    WORKER.with(|w| {
+        let w = w.borrow();
+        let w = w.as_ref()?;
+        let s = process::sample();
+        let r = w.store.region();
+        let gauges = [
+            (0, Some(s.resident_bytes)),
+            (1, Some(s.virtual_bytes)),
+            (3, Some(s.open_fds)),
+            (4, Some(s.max_fds)),
+            (5, Some(w.start)),
+            (6, lua_bytes),
+            (7, Some(pending_timers() as f64)),
+            (8, Some(connections() as f64)),
+        ];
+        for (i, v) in gauges {
+            if let (Some(v), h) = (v, w.handles[i]) {
+                if h != 0 {
+                    let _ = gauge::set(&r, h, v);
+                }
+            }
+        }
+        if w.handles[2] != 0 {
+            let _ = counter::set_single_writer(&r, w.handles[2], s.cpu_seconds);
+        }
+        Some(w.interval_ms)
+    })
+}
+
+/// Timers armed in this worker: nodes of nginx's timer tree.
+fn pending_timers() -> usize {
+    // SAFETY: the timer tree is this worker's, read from its only thread between
+    // events; nodes stay valid while nothing runs that could add or remove one.
+    unsafe {
+        let tree = std::ptr::addr_of!(ngx::ffi::ngx_event_timer_rbtree);
+        let sentinel = (*tree).sentinel;
+        let mut stack = vec![(*tree).root];
+        let mut n = 0;
+        while let Some(node) = stack.pop() {
+            if node.is_null() || node == sentinel {
+                continue;
+            }
+            n += 1;
+            stack.push((*node).left);
+            stack.push((*node).right);
+        }
+        n
+    }
+}
+
+/// Connections of this worker in use.
+fn connections() -> usize {
+    // SAFETY: the running cycle, read from the worker's own thread.
+    unsafe {
+        let c = ngx::ffi::ngx_cycle;
+        if c.is_null() {
+            return 0;
+        }
+        (*c).connection_n.saturating_sub((*c).free_connection_n)
+    }
+}

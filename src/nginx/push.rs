@@ -1,0 +1,466 @@
+//! Push mode: one thread in worker 0 renders a zone and `PUT`s it to a Prometheus
+//! Pushgateway every `interval`, off the event loop, so a slow or absent gateway never
+//! holds up a request.
+//!
+//! ```text
+//! prometheus_push http://pushgw:9091 [zone=<name>] [interval=15s] [timeout=5s]
+//!                 ["job=nginx-${hostname}"];
+//! prometheus_push_header <name> <value>;           # repeatable
+//! prometheus_push_basic_auth <user> <password file>;
+//! ```
+//!
+//! Exactly one process per nginx pushes: worker 0 (a new one after a reload; the old
+//! one stops as soon as it is told to shut down). Failures are logged when they start
+//! and when they end, counted by reason, and retried after 1 s, 2 s, 4 s... up to the
+//! larger of the interval and a minute.
+
+use super::{args, conf_error, stub_status, zone, MainConf};
+use crate::exposition::{self, Format, Selection};
+use crate::identity::expand;
+use crate::metrics::family::{FamilySpec, QuantileMode};
+use crate::metrics::{counter, gauge, MetricType, Store};
+use crate::push::client::{self, Backoff, Endpoint};
+use ngx::ffi::{ngx_command_t, ngx_conf_t, ngx_cycle_t, ngx_int_t, ngx_log_t};
+use std::ffi::{c_char, c_void};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// `prometheus_push` and its companions, as configured.
+#[derive(Clone, Debug)]
+pub struct PushConf {
+    pub url: String,
+    pub endpoint: Endpoint,
+    pub zone: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// The job template, expanded once the identity is known.
+    pub job_template: String,
+    pub job: String,
+    pub headers: Vec<(String, String)>,
+    pub basic_auth: Option<(String, String)>,
+}
+
+/// Set when the worker exits: the thread stops at its next look.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+fn parse_time(t: &str) -> Option<Duration> {
+    let mut s = ngx::ffi::ngx_str_t {
+        len: t.len(),
+        data: t.as_ptr().cast_mut(),
+    };
+    // SAFETY: ngx_parse_time only reads `len` bytes of the string.
+    let ms = unsafe { ngx::ffi::ngx_parse_time(&mut s, 0) };
+    (ms > 0 && ms != ngx::ffi::NGX_ERROR as ngx_int_t).then(|| Duration::from_millis(ms as u64))
+}
+
+fn parse(a: &[&str]) -> Result<PushConf, String> {
+    let endpoint = client::parse_url(a[0])?;
+    let mut p = PushConf {
+        url: a[0].to_string(),
+        endpoint,
+        zone: String::new(),
+        interval: Duration::from_secs(15),
+        timeout: Duration::from_secs(5),
+        job_template: "nginx".into(),
+        job: String::new(),
+        headers: Vec::new(),
+        basic_auth: None,
+    };
+    for arg in &a[1..] {
+        let (k, v) = arg.split_once('=').unwrap_or((arg, ""));
+        match k {
+            "zone" => p.zone = v.to_string(),
+            "interval" | "timeout" => {
+                let d = parse_time(v)
+                    .ok_or_else(|| format!("invalid {k} \"{v}\" (for example 15s or 500ms)"))?;
+                if k == "interval" {
+                    p.interval = d;
+                } else {
+                    p.timeout = d;
+                }
+            }
+            "job" if !v.is_empty() => p.job_template = v.to_string(),
+            _ => {
+                return Err(format!(
+                    "unknown parameter \"{arg}\" (zone=, interval=, timeout=, job=)"
+                ))
+            }
+        }
+    }
+    if p.timeout > p.interval {
+        p.timeout = p.interval;
+    }
+    Ok(p)
+}
+
+pub(super) extern "C" fn push_directive(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: nginx calls directive handlers with the configuration being parsed and
+    // this module's main conf (NGX_HTTP_MAIN_CONF_OFFSET).
+    let (mcf, a) = unsafe { (&mut *conf.cast::<MainConf>(), args(cf)) };
+    if mcf.push.is_some() {
+        return conf_error(cf, "prometheus_push: is duplicate");
+    }
+    match parse(&a) {
+        Ok(p) => {
+            mcf.push = Some(p);
+            ngx::core::NGX_CONF_OK
+        }
+        Err(why) => conf_error(cf, &format!("prometheus_push: {why}")),
+    }
+}
+
+pub(super) extern "C" fn header_directive(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: as above.
+    let (mcf, a) = unsafe { (&mut *conf.cast::<MainConf>(), args(cf)) };
+    if let Err(why) = client::check_header(a[0], a[1]) {
+        return conf_error(cf, &format!("prometheus_push_header: {why}"));
+    }
+    mcf.push_headers.push((a[0].to_string(), a[1].to_string()));
+    ngx::core::NGX_CONF_OK
+}
+
+pub(super) extern "C" fn basic_auth_directive(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: as above.
+    let (mcf, a) = unsafe { (&mut *conf.cast::<MainConf>(), args(cf)) };
+    if mcf.push_basic_auth.is_some() {
+        return conf_error(cf, "prometheus_push_basic_auth: is duplicate");
+    }
+    let (user, file) = (a[0], a[1]);
+    if user.is_empty() || user.contains(':') {
+        return conf_error(
+            cf,
+            &format!("prometheus_push_basic_auth: invalid user \"{user}\" (no ':')"),
+        );
+    }
+    // The password stays out of nginx.conf, which is often world-readable.
+    let password = match std::fs::read_to_string(file) {
+        Ok(s) => s.trim_end_matches(['\r', '\n']).to_string(),
+        Err(e) => {
+            return conf_error(
+                cf,
+                &format!("prometheus_push_basic_auth: cannot read \"{file}\": {e}"),
+            )
+        }
+    };
+    if password.is_empty() || password.contains('\n') {
+        return conf_error(
+            cf,
+            &format!("prometheus_push_basic_auth: \"{file}\" must hold one line, the password"),
+        );
+    }
+    mcf.push_basic_auth = Some((user.to_string(), password));
+    ngx::core::NGX_CONF_OK
+}
+
+/// Called once the `http {}` block is read: completes the push configuration.
+pub(super) fn resolve(cf: *mut ngx_conf_t, mcf: &mut MainConf) -> Result<(), *mut c_char> {
+    let headers = std::mem::take(&mut mcf.push_headers);
+    let auth = mcf.push_basic_auth.take();
+    let Some(p) = mcf.push.as_mut() else {
+        if !headers.is_empty() || auth.is_some() {
+            return Err(conf_error(
+                cf,
+                "prometheus_push_header and prometheus_push_basic_auth need prometheus_push",
+            ));
+        }
+        return Ok(());
+    };
+    if !p.zone.is_empty() && !mcf.zones.iter().any(|z| z.name == p.zone) {
+        return Err(conf_error(
+            cf,
+            &format!("prometheus_push: unknown zone \"{}\"", p.zone),
+        ));
+    }
+    if mcf.zones.is_empty() {
+        return Err(conf_error(
+            cf,
+            "prometheus_push: no prometheus_zone is declared",
+        ));
+    }
+    let mut vars: Vec<(&str, &str)> = vec![("hostname", mcf.hostname.as_str())];
+    if let Some(id) = &mcf.node_id {
+        vars.push(("node_id", id.as_str()));
+    }
+    p.job = expand(&p.job_template, &vars)
+        .map_err(|e| conf_error(cf, &format!("prometheus_push: job {e}")))?;
+    p.headers = headers;
+    p.basic_auth = auth;
+    Ok(())
+}
+
+const FAMILIES: [(&str, &str, MetricType, &[&str]); 3] = [
+    (
+        "nginx_push_total",
+        "Pushes to the Pushgateway, by result (ok, or why they failed).",
+        MetricType::Counter,
+        &["result"],
+    ),
+    (
+        "nginx_push_last_success_timestamp_seconds",
+        "When a push last succeeded, in seconds since the epoch.",
+        MetricType::Gauge,
+        &[],
+    ),
+    (
+        "nginx_push_duration_seconds",
+        "How long the last push took, rendering included.",
+        MetricType::Gauge,
+        &[],
+    ),
+];
+
+const RESULTS: [&str; 7] = [
+    "ok",
+    "resolve",
+    "connect",
+    "timeout",
+    "io",
+    "bad_response",
+    "http_status",
+];
+
+/// Series handles the thread writes (plain atomics in the zone).
+struct Handles {
+    results: [u64; RESULTS.len()],
+    last_success: u64,
+    duration: u64,
+}
+
+fn spec(name: &str, help: &str, t: MetricType, labels: &[&str]) -> FamilySpec {
+    FamilySpec {
+        name: name.to_string(),
+        help: help.to_string(),
+        metric_type: t,
+        label_names: labels.iter().map(|s| s.to_string()).collect(),
+        histogram: None,
+        max_series: 0,
+        unit: if name.ends_with("_seconds") {
+            "seconds".into()
+        } else {
+            String::new()
+        },
+        group: crate::metrics::family::BUILTIN_GROUP.to_string(),
+        quantiles: QuantileMode::Off,
+    }
+}
+
+/// Makes the push families' series (in the worker: creation takes the zone lock).
+fn make_series(store: &Store<'static>) -> Result<Handles, String> {
+    let me = zone::my_pid();
+    let mut fams = Vec::new();
+    for (name, help, t, labels) in FAMILIES {
+        let f = store
+            .register(&spec(name, help, t, labels), me, &zone::alive)
+            .map_err(|e| format!("{name}: {e}"))?;
+        fams.push(f);
+    }
+    let mut results = [0u64; RESULTS.len()];
+    for (i, r) in RESULTS.iter().enumerate() {
+        results[i] = store
+            .series(fams[0], &[*r], me, &zone::alive)
+            .map_err(|e| e.to_string())?;
+    }
+    let none: &[&str] = &[];
+    Ok(Handles {
+        results,
+        last_success: store
+            .series(fams[1], none, me, &zone::alive)
+            .map_err(|e| e.to_string())?,
+        duration: store
+            .series(fams[2], none, me, &zone::alive)
+            .map_err(|e| e.to_string())?,
+    })
+}
+
+/// A log the thread may write to: nginx's cycle log, whose `ngx_log_error` ends in a
+/// `write(2)` per message (what nginx's own thread pools do from their threads).
+struct Log(*mut ngx_log_t);
+// SAFETY: the log lives as long as the cycle, which outlives the worker's threads;
+// writing to it from another thread is what nginx's thread pools do.
+unsafe impl Send for Log {}
+
+impl Log {
+    fn write(&self, level: u32, msg: &str) {
+        ngx::ngx_log_error!(level as ngx::ffi::ngx_uint_t, self.0, "{}", msg);
+    }
+}
+
+/// Module `init_process` part: starts the pushing thread in worker 0.
+pub(super) fn start(cycle: *mut ngx_cycle_t) {
+    // SAFETY: nginx calls init_process with the running cycle; `ngx_worker` is set.
+    let (log, worker) = unsafe { ((*cycle).log, ngx::ffi::ngx_worker) };
+    let Some(mcf) = zone::running_main_conf() else {
+        return;
+    };
+    let Some(conf) = mcf.push.clone() else { return };
+    if worker != 0 {
+        return;
+    }
+    let Some((zone_name, store)) = zone::lookup(&conf.zone) else {
+        return;
+    };
+    let log = Log(log);
+    let handles = match make_series(&store) {
+        Ok(h) => h,
+        Err(why) => {
+            log.write(
+                ngx::ffi::NGX_LOG_ERR,
+                &format!("prometheus_push: cannot count pushes in zone \"{zone_name}\": {why}"),
+            );
+            return;
+        }
+    };
+    let identity = zone::identity();
+    log.write(
+        ngx::ffi::NGX_LOG_NOTICE,
+        &format!(
+            "prometheus_push: process {} pushes zone \"{zone_name}\" to {} as job \"{}\" every {:?}",
+            zone::my_pid(),
+            conf.url,
+            conf.job,
+            conf.interval
+        ),
+    );
+    let spawned = std::thread::Builder::new()
+        .name("prometheus-push".into())
+        .spawn(move || run(conf, store, zone_name, identity, handles, log));
+    if let Err(e) = spawned {
+        ngx::ngx_log_error!(
+            ngx::ffi::NGX_LOG_ERR,
+            log_of(cycle),
+            "prometheus_push: cannot start the push thread: {}",
+            e
+        );
+    }
+}
+
+fn log_of(cycle: *mut ngx_cycle_t) -> *mut ngx_log_t {
+    // SAFETY: the running cycle's log.
+    unsafe { (*cycle).log }
+}
+
+/// Module `exit_process` part.
+pub(super) fn stop() {
+    STOP.store(true, Ordering::Relaxed);
+}
+
+/// Whether the worker is shutting down (nginx's flags, set by its signal handler).
+fn stopping() -> bool {
+    if STOP.load(Ordering::Relaxed) {
+        return true;
+    }
+    // SAFETY: word-sized flags nginx sets once; a stale read only delays the stop
+    // by one look.
+    unsafe {
+        std::ptr::read_volatile(std::ptr::addr_of!(ngx::ffi::ngx_quit)) != 0
+            || std::ptr::read_volatile(std::ptr::addr_of!(ngx::ffi::ngx_terminate)) != 0
+            || std::ptr::read_volatile(std::ptr::addr_of!(ngx::ffi::ngx_exiting)) != 0
+    }
+}
+
+/// Sleeps until `deadline` or a stop; false on a stop.
+fn wait_until(deadline: Instant) -> bool {
+    loop {
+        if stopping() {
+            return false;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return true;
+        }
+        std::thread::sleep((deadline - now).min(Duration::from_millis(100)));
+    }
+}
+
+fn run(
+    conf: PushConf,
+    store: Store<'static>,
+    zone_name: String,
+    identity: Option<&'static crate::identity::Identity>,
+    h: Handles,
+    log: Log,
+) {
+    let path = client::grouping_path(&conf.endpoint.path, &conf.job, &[]);
+    let auth = conf
+        .basic_auth
+        .as_ref()
+        .map(|(u, p)| (u.as_str(), p.as_str()));
+    let mut backoff = Backoff::new(conf.interval);
+    let mut failing: Option<&'static str> = None;
+    let mut next = Instant::now();
+    while wait_until(next) {
+        let started = Instant::now();
+        let mut body = String::with_capacity(64 * 1024);
+        let _ = exposition::render(
+            &mut body,
+            Format::Text,
+            &store,
+            &zone_name,
+            stub_status::read().as_ref(),
+            &Selection::default(),
+            identity,
+        );
+        let result = client::push(
+            &conf.endpoint,
+            &path,
+            &conf.headers,
+            auth,
+            body.as_bytes(),
+            conf.timeout,
+        );
+        let r = store.region();
+        let took = started.elapsed();
+        let _ = gauge::set(&r, h.duration, took.as_secs_f64());
+        match result {
+            Ok(_) => {
+                let _ = counter::inc(&r, h.results[0], 1);
+                let _ = gauge::set(&r, h.last_success, crate::process::now_seconds());
+                if let Some(reason) = failing.take() {
+                    log.write(
+                        ngx::ffi::NGX_LOG_NOTICE,
+                        &format!(
+                            "prometheus_push: {} works again after {} failed pushes ({reason})",
+                            conf.url,
+                            backoff.failures()
+                        ),
+                    );
+                }
+                backoff.success();
+                next = started + backoff.next_delay_ok();
+            }
+            Err(e) => {
+                let reason = e.reason();
+                if let Some(i) = RESULTS.iter().position(|x| *x == reason) {
+                    let _ = counter::inc(&r, h.results[i], 1);
+                }
+                let delay = backoff.fail();
+                // The first failure and every change of cause are logged; a gateway
+                // that stays down does not fill the log.
+                if failing != Some(reason) {
+                    log.write(
+                        ngx::ffi::NGX_LOG_ERR,
+                        &format!(
+                            "prometheus_push: push to {} failed: {e}; retrying with backoff \
+                             (next in {delay:?})",
+                            conf.url
+                        ),
+                    );
+                }
+                failing = Some(reason);
+                next = Instant::now() + delay;
+            }
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! Push mode: sending the registry to a Prometheus Pushgateway.
+//!
+//! [`client`] is the half that needs neither nginx nor `unsafe`: URL parsing, label
+//! templates, the grouping-key path, the HTTP/1.1 exchange and the retry schedule. It is
+//! kept apart so the unit tests can drive it against plain sockets.
+
+pub mod client;

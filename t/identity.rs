@@ -1,0 +1,259 @@
+//! Where metrics come from: constant labels with a persisted node id and the host
+//! name, the build info family, and per-worker process metrics, against real nginx.
+
+mod harness;
+
+use harness::*;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// A zone, a family with a label that collides with a constant one, and a metrics
+/// location; `top` goes first in `http {}`.
+fn http(top: &str, app: u16, metrics: u16) -> String {
+    format!(
+        r#"
+    prometheus_zone metrics 4m;
+    {top}
+    init_by_lua_block {{
+        local z = require("ngxprom").zone("metrics")
+        hits = z:counter("app_hits_total", "Hits by datacenter.", {{ "dc", "code" }})
+    }}
+    init_worker_by_lua_block {{
+        -- One timer per worker that the process metrics must count.
+        ngx.timer.at(3600, function() end)
+    }}
+    server {{
+        listen 127.0.0.1:{app};
+        location = /hit {{
+            content_by_lua_block {{
+                hits:labels("local", "200"):inc(2)
+                ngx.say("ok")
+            }}
+        }}
+        location = /grow {{
+            content_by_lua_block {{
+                grown = {{}}
+                for i = 1, 200000 do grown[i] = "x" .. i end
+                ngx.say(#grown)
+            }}
+        }}
+    }}
+    server {{
+        listen 127.0.0.1:{metrics};
+        location = /metrics {{ prometheus_metrics metrics; }}
+        location = /process {{ prometheus_metrics metrics group=process; }}
+    }}
+"#
+    )
+}
+
+#[test]
+fn constant_labels_and_node_id() {
+    let (app, metrics) = (free_port(), free_port());
+    let p = prefix("identity");
+    let node_file = p.join("state/node_id");
+    let top = format!(
+        "prometheus_node_id_file {};\n    \
+         prometheus_const_labels node_id=$node_id hostname=${{hostname}} dc=eu-west-1;",
+        node_file.display()
+    );
+    // `${` must be quoted for nginx: the test writes it as the README says.
+    let top = top.replace("hostname=${hostname}", "\"hostname=${hostname}\"");
+    let nginx = Nginx::start_with(p.clone(), config(&p, &http(&top, app, metrics)));
+    assert_eq!(get(app, "/hit").status, 200);
+    let node_id = std::fs::read_to_string(&node_file)
+        .unwrap()
+        .trim()
+        .to_string();
+    assert_eq!(node_id.len(), 36, "{node_id}");
+    let host = hostname();
+    let (text, samples) = scrape(metrics, "/metrics");
+    // Every series has the constant labels, first; the family's own `dc` is kept
+    // as `exported_dc`.
+    let want = format!(
+        "app_hits_total{{node_id=\"{node_id}\",hostname=\"{host}\",dc=\"eu-west-1\",\
+         exported_dc=\"local\",code=\"200\"}} 2"
+    );
+    assert!(text.contains(&want), "{want}\n{text}");
+    for s in &samples {
+        assert_eq!(s.labels.get("node_id"), Some(&node_id), "{s:?}");
+        assert_eq!(s.labels.get("hostname"), Some(&host), "{s:?}");
+    }
+    let info = samples
+        .iter()
+        .find(|s| s.name == "nginx_prometheus_build_info")
+        .unwrap_or_else(|| panic!("no build info:\n{text}"));
+    assert_eq!(info.value, 1.0);
+    assert_eq!(info.labels["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(info.labels["nginx_version"], "1.22.1");
+    assert!(!info.labels["revision"].is_empty());
+    // OpenMetrics and JSON carry them too.
+    let om = request(
+        metrics,
+        "GET",
+        "/metrics",
+        &[("Accept", "application/openmetrics-text; version=1.0.0")],
+        b"",
+    );
+    let om_samples = om_samples(&parse_openmetrics_with_reference(&om.text()));
+    assert!(om_samples
+        .iter()
+        .all(|s| s.labels.get("node_id") == Some(&node_id)));
+    let json: serde_json::Value =
+        serde_json::from_slice(&get(metrics, "/metrics?format=json").body).unwrap();
+    let fam = json["families"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "app_hits_total")
+        .unwrap();
+    assert_eq!(fam["series"][0]["labels"]["node_id"], node_id.as_str());
+    assert_eq!(fam["series"][0]["labels"]["exported_dc"], "local");
+
+    // The id is kept: a restart and a reload read the same one.
+    nginx.stop();
+    nginx.start_again();
+    nginx.reload();
+    let (_, samples) = scrape(metrics, "/metrics?name[]=nginx_prometheus_build_info");
+    assert_eq!(samples[0].labels.get("node_id"), Some(&node_id));
+    assert!(nginx.crashes().is_empty());
+}
+
+#[test]
+fn identity_configuration_errors() {
+    let cases = [
+        (
+            "prometheus_const_labels node=$node_id;".to_string(),
+            "unknown variable \"node_id\"",
+        ),
+        (
+            "prometheus_const_labels 9lives=x;".into(),
+            "invalid label name \"9lives\"",
+        ),
+        (
+            "prometheus_const_labels le=1;".into(),
+            "invalid label name \"le\"",
+        ),
+        ("prometheus_const_labels dc=a dc=b;".into(), "given twice"),
+        (
+            "prometheus_const_labels dc;".into(),
+            "\"dc\" is not name=value",
+        ),
+        (
+            "prometheus_node_id_file /nonexistent-dir/node_id;".into(),
+            "prometheus_node_id_file: cannot create \"/nonexistent-dir/node_id\"",
+        ),
+        (
+            "prometheus_process_metrics interval=soon;".into(),
+            "invalid interval \"soon\"",
+        ),
+        (
+            "prometheus_process_metrics zone=nope;".into(),
+            "prometheus_process_metrics: unknown zone \"nope\"",
+        ),
+    ];
+    for (directive, want) in cases {
+        let err = nginx_t(
+            "identity-bad",
+            &format!("prometheus_zone m 1m;\n{directive}"),
+        )
+        .unwrap_err();
+        assert!(err.contains(want), "{directive}: {err}");
+    }
+}
+
+#[test]
+fn worker_process_metrics() {
+    let (app, metrics) = (free_port(), free_port());
+    let started = now();
+    let nginx = Nginx::start(
+        "process",
+        &http("prometheus_process_metrics interval=200ms;", app, metrics),
+    );
+    assert_eq!(get(app, "/grow").status, 200);
+    std::thread::sleep(Duration::from_millis(600));
+    let (text, samples) = scrape(metrics, "/process");
+    // Only the process group here.
+    assert!(!text.contains("app_hits_total"), "{text}");
+    let pids = nginx.worker_pids();
+    assert_eq!(pids.len(), 2);
+    let v = |name: &str, worker: &str| {
+        value(&samples, name, &[("worker", worker)])
+            .unwrap_or_else(|| panic!("no {name}{{worker=\"{worker}\"}}:\n{text}"))
+    };
+    for worker in ["0", "1"] {
+        let rss = v("nginx_worker_resident_memory_bytes", worker);
+        // The kernel's own figure for one of the workers is close to it.
+        let close = pids.iter().any(|pid| {
+            let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).unwrap();
+            let pages: f64 = statm.split(' ').nth(1).unwrap().parse().unwrap();
+            (pages * 4096.0 - rss).abs() < rss * 0.25
+        });
+        assert!(close, "worker {worker}: rss {rss}");
+        assert!(v("nginx_worker_virtual_memory_bytes", worker) >= rss);
+        assert!(v("nginx_worker_cpu_seconds_total", worker) > 0.0);
+        let fds = v("nginx_worker_open_fds", worker);
+        assert!(
+            fds >= 5.0 && fds <= v("nginx_worker_max_fds", worker),
+            "{fds}"
+        );
+        let start = v("nginx_worker_start_time_seconds", worker);
+        assert!(
+            start >= started - 1.0 && start <= now(),
+            "{start} vs {started}"
+        );
+        // The Lua timer each worker armed at least.
+        assert!(v("nginx_worker_timers", worker) >= 1.0);
+        assert!(v("nginx_worker_lua_memory_bytes", worker) > 100_000.0);
+    }
+    // One worker ran /grow: its VM holds 200k strings.
+    let lua: Vec<f64> = ["0", "1"]
+        .iter()
+        .map(|w| v("nginx_worker_lua_memory_bytes", w))
+        .collect();
+    assert!(
+        lua.iter().cloned().fold(0.0, f64::max) > 4_000_000.0,
+        "{lua:?}"
+    );
+    // The scraping worker holds at least this connection.
+    let conns = v("nginx_worker_connections", "0") + v("nginx_worker_connections", "1");
+    assert!(conns >= 1.0, "{conns}");
+    promtool_check(&text).unwrap();
+
+    // After a reload, the new workers take the same labels: still two series each.
+    nginx.reload();
+    let reloaded = now();
+    let fresh = eventually(Duration::from_secs(5), || {
+        let (_, s) = scrape(metrics, "/process");
+        let starts: Vec<f64> = s
+            .iter()
+            .filter(|x| x.name == "nginx_worker_start_time_seconds")
+            .map(|x| x.value)
+            .collect();
+        (starts.len() == 2 && starts.iter().all(|t| *t >= reloaded - 1.0)).then_some(s)
+    });
+    assert!(fresh.is_some(), "new workers never reported");
+    assert!(nginx.crashes().is_empty());
+
+    // Off: no such families at all.
+    let (app2, metrics2) = (free_port(), free_port());
+    let _off = Nginx::start(
+        "process-off",
+        &http("prometheus_process_metrics off;", app2, metrics2),
+    );
+    let (text, _) = scrape(metrics2, "/metrics");
+    assert!(!text.contains("nginx_worker_"), "{text}");
+}

@@ -1,0 +1,334 @@
+//! Push mode against a real Prometheus Pushgateway (the Debian package): what is
+//! pushed equals what is scraped, one process pushes, failures are counted and retried
+//! with backoff while requests go on, and bad configuration is refused.
+
+mod harness;
+
+use harness::*;
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A Pushgateway on `port`, with Basic auth for `pusher` / `push-pass` when `auth`.
+struct Pushgateway {
+    child: Child,
+    port: u16,
+}
+
+impl Pushgateway {
+    fn start(dir: &Path, port: u16, auth: bool) -> Pushgateway {
+        let mut cmd = Command::new("prometheus-pushgateway");
+        cmd.arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--persistence.file=")
+            .arg("--log.level=warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if auth {
+            // bcrypt at the lowest cost, made with the system's crypt(3).
+            let out = Command::new("python3")
+                .args([
+                    "-W",
+                    "ignore",
+                    "-c",
+                    "import crypt; print(crypt.crypt('push-pass', \
+                     crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16)))",
+                ])
+                .output()
+                .unwrap();
+            let hash = String::from_utf8(out.stdout).unwrap();
+            assert!(hash.starts_with("$2b$"), "no bcrypt: {hash}");
+            let web = dir.join("pushgateway-web.yml");
+            std::fs::write(
+                &web,
+                format!("basic_auth_users:\n  pusher: '{}'\n", hash.trim()),
+            )
+            .unwrap();
+            cmd.arg(format!("--web.config.file={}", web.display()));
+        }
+        let child = cmd.spawn().expect("prometheus-pushgateway runs");
+        let pg = Pushgateway { child, port };
+        let up = eventually(Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+        });
+        assert!(up.is_some(), "the Pushgateway did not start");
+        pg
+    }
+
+    /// The Pushgateway's own exposition, parsed.
+    fn samples(&self) -> Vec<Sample> {
+        let r = request(
+            self.port,
+            "GET",
+            "/metrics",
+            &[("Authorization", "Basic cHVzaGVyOnB1c2gtcGFzcw==")],
+            b"",
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        parse_with_reference(&r.text())
+    }
+}
+
+impl Drop for Pushgateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+fn app(app: u16, metrics: u16, push: &str) -> String {
+    format!(
+        r#"
+    prometheus_zone metrics 8m;
+    {push}
+    init_by_lua_block {{
+        local z = require("ngxprom").zone("metrics")
+        app = {{
+            requests = z:counter("app_requests_total", "Requests.", {{ "code" }}),
+            temp = z:gauge("app_temperature_celsius", "Temperature.", {{}}),
+            latency = z:histogram("app_latency_seconds", "Latency.", {{ "route" }},
+                {{ buckets = {{ 0.01, 0.1, 1 }}, quantiles = "beside" }}),
+        }}
+    }}
+    server {{
+        listen 127.0.0.1:{app};
+        location = /record {{
+            content_by_lua_block {{
+                app.requests:labels("200"):inc(5)
+                app.requests:labels("503"):inc()
+                app.temp:labels():set(-3.25)
+                local l = app.latency:labels("/api")
+                for _, v in ipairs({{ 0.004, 0.05, 0.2, 3 }}) do l:observe(v) end
+                ngx.say("ok")
+            }}
+        }}
+    }}
+    server {{
+        listen 127.0.0.1:{metrics};
+        location = /metrics {{ prometheus_metrics metrics; }}
+    }}
+"#
+    )
+}
+
+fn push_count(metrics: u16, result: &str) -> f64 {
+    let (_, s) = scrape(metrics, "/metrics?name[]=nginx_push_total");
+    // Constant labels may come with it: match on `result` alone.
+    s.iter()
+        .find(|x| {
+            x.name == "nginx_push_total"
+                && x.labels.get("result").map(String::as_str) == Some(result)
+        })
+        .map_or(0.0, |x| x.value)
+}
+
+/// Lines of the error log containing `needle`.
+fn log_lines(nginx: &Nginx, needle: &str) -> Vec<String> {
+    nginx
+        .error_log()
+        .lines()
+        .filter(|l| l.contains(needle))
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn pushed_values_equal_scraped_ones() {
+    let p = prefix("push");
+    let pg = Pushgateway::start(&p, free_port(), true);
+    std::fs::write(p.join("push.password"), "push-pass\n").unwrap();
+    let (app_port, metrics) = (free_port(), free_port());
+    let push = format!(
+        "prometheus_node_id_file {dir}/state/node_id;\n    \
+         prometheus_const_labels node_id=$node_id;\n    \
+         prometheus_push http://127.0.0.1:{port} interval=300ms \"job=nginx-${{hostname}}\";\n    \
+         prometheus_push_header X-Scope-OrgID team-a;\n    \
+         prometheus_push_basic_auth pusher {dir}/push.password;",
+        dir = p.display(),
+        port = pg.port,
+    );
+    let nginx = Nginx::start_with(p.clone(), config(&p, &app(app_port, metrics, &push)));
+    assert_eq!(get(app_port, "/record").status, 200);
+    // Two pushes after the traffic: the gateway holds the final values.
+    let before = push_count(metrics, "ok");
+    let pushed = eventually(Duration::from_secs(10), || {
+        (push_count(metrics, "ok") >= before + 2.0).then_some(())
+    });
+    assert!(pushed.is_some(), "no pushes: {}", nginx.error_log());
+
+    let job = format!("nginx-{}", hostname());
+    let node_id = std::fs::read_to_string(p.join("state/node_id")).unwrap();
+    let (_, ours) = scrape(metrics, "/metrics");
+    let theirs: Vec<Sample> = pg
+        .samples()
+        .into_iter()
+        .filter(|s| s.labels.get("job") == Some(&job))
+        .collect();
+    let key = |s: &Sample| {
+        let mut l: BTreeMap<String, String> = s.labels.clone();
+        l.remove("job");
+        l.remove("instance");
+        (s.name.clone(), l)
+    };
+    let theirs: BTreeMap<_, f64> = theirs.iter().map(|s| (key(s), s.value)).collect();
+    let mut compared = 0;
+    for s in ours.iter().filter(|s| s.name.starts_with("app_")) {
+        assert_eq!(s.labels.get("node_id"), Some(&node_id.trim().to_string()));
+        let got = theirs.get(&key(s));
+        assert_eq!(got, Some(&s.value), "{s:?} pushed as {got:?}");
+        compared += 1;
+    }
+    // 2 counters, 1 gauge, 6 histogram samples (4 buckets, sum, count) + summary.
+    assert!(compared >= 15, "compared {compared}");
+    // The gateway stamps each successful push.
+    assert!(theirs.keys().any(|(n, _)| n == "push_time_seconds"));
+
+    // Exactly one process pushes, and after a reload exactly one new one.
+    let starts = log_lines(&nginx, "prometheus_push: process");
+    assert_eq!(starts.len(), 1, "{starts:?}");
+    nginx.reload();
+    let restarted = eventually(Duration::from_secs(10), || {
+        (log_lines(&nginx, "prometheus_push: process").len() == 2).then_some(())
+    });
+    assert!(restarted.is_some(), "{}", nginx.error_log());
+    let after = push_count(metrics, "ok");
+    let went_on = eventually(Duration::from_secs(10), || {
+        (push_count(metrics, "ok") >= after + 2.0).then_some(())
+    });
+    assert!(went_on.is_some());
+    // Over 1.5 s at 300 ms, one pusher makes about 5 pushes; two would make 10.
+    let a = push_count(metrics, "ok");
+    std::thread::sleep(Duration::from_millis(1500));
+    let pushes = push_count(metrics, "ok") - a;
+    assert!((3.0..=7.0).contains(&pushes), "{pushes} pushes in 1.5 s");
+    assert!(nginx.crashes().is_empty());
+}
+
+#[test]
+fn failures_are_counted_retried_and_never_block_requests() {
+    let p = prefix("push-fail");
+    // A port that accepts connections and never answers: every push times out.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    let gw_port = free_port();
+    let (app_port, metrics) = (free_port(), free_port());
+    let push = format!("prometheus_push http://127.0.0.1:{silent_port} interval=200ms timeout=2s;");
+    let nginx = Nginx::start_with(p.clone(), config(&p, &app(app_port, metrics, &push)));
+    // While the pusher waits on a gateway that never answers, requests are served.
+    std::thread::sleep(Duration::from_millis(300));
+    for _ in 0..20 {
+        let t = Instant::now();
+        assert_eq!(get(app_port, "/record").status, 200);
+        assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    }
+    let timeouts = eventually(Duration::from_secs(10), || {
+        (push_count(metrics, "timeout") >= 1.0).then_some(())
+    });
+    assert!(timeouts.is_some(), "{}", nginx.error_log());
+    drop(silent);
+    drop(nginx);
+
+    // Nobody listening: connection errors, logged once, retried after 1 s, 2 s...
+    let p2 = prefix("push-retry");
+    std::fs::write(p2.join("push.password"), "wrong-pass\n").unwrap();
+    let push = format!(
+        "prometheus_push http://127.0.0.1:{gw_port} interval=200ms;\n    \
+         prometheus_push_basic_auth pusher {}/push.password;",
+        p2.display()
+    );
+    let (app_port, metrics) = (free_port(), free_port());
+    let nginx = Nginx::start_with(p2.clone(), config(&p2, &app(app_port, metrics, &push)));
+    std::thread::sleep(Duration::from_millis(2500));
+    let refused = push_count(metrics, "connect");
+    // Without backoff that would be about 12.
+    assert!(
+        (1.0..=4.0).contains(&refused),
+        "{refused} attempts in 2.5 s"
+    );
+    assert_eq!(log_lines(&nginx, "failed: cannot connect").len(), 1);
+    // The gateway comes up, with a password the pusher does not have: 401, counted.
+    let pg = Pushgateway::start(&p2, gw_port, true);
+    let rejected = eventually(Duration::from_secs(10), || {
+        (push_count(metrics, "http_status") >= 1.0).then_some(())
+    });
+    assert!(rejected.is_some(), "{}", nginx.error_log());
+    assert!(nginx.error_log().contains("pushgateway answered 401"));
+    drop(pg);
+    drop(nginx);
+
+    // Once the gateway takes the pushes, they succeed and the log says so.
+    let p3 = prefix("push-recover");
+    let (app_port, metrics) = (free_port(), free_port());
+    let push = format!("prometheus_push http://127.0.0.1:{gw_port} interval=200ms;");
+    let nginx = Nginx::start_with(p3.clone(), config(&p3, &app(app_port, metrics, &push)));
+    std::thread::sleep(Duration::from_millis(1200));
+    assert!(push_count(metrics, "connect") >= 1.0);
+    let _pg = Pushgateway::start(&p3, gw_port, false);
+    let ok = eventually(Duration::from_secs(15), || {
+        (push_count(metrics, "ok") >= 1.0).then_some(())
+    });
+    assert!(ok.is_some(), "{}", nginx.error_log());
+    let back = eventually(Duration::from_secs(5), || {
+        (!log_lines(&nginx, "works again").is_empty()).then_some(())
+    });
+    assert!(back.is_some(), "{}", nginx.error_log());
+    assert!(nginx.crashes().is_empty());
+}
+
+#[test]
+fn push_configuration_errors() {
+    let dir = prefix("push-conf");
+    let d = dir.display();
+    let cases = [
+        (
+            "prometheus_push https://pg:9091;".to_string(),
+            "https is not supported",
+        ),
+        ("prometheus_push pg:9091;".into(), "must start with http://"),
+        (
+            "prometheus_push http://pg:9091 interval=often;".into(),
+            "invalid interval \"often\"",
+        ),
+        (
+            "prometheus_push http://pg:9091 every=1s;".into(),
+            "unknown parameter \"every=1s\"",
+        ),
+        (
+            "prometheus_push http://pg:9091 zone=other;".into(),
+            "prometheus_push: unknown zone \"other\"",
+        ),
+        (
+            "prometheus_push http://pg:9091 job=nginx-$node;".into(),
+            "unknown variable \"node\"",
+        ),
+        (
+            "prometheus_push_header X-A b;".into(),
+            "need prometheus_push",
+        ),
+        (
+            "prometheus_push http://pg:9091; prometheus_push_header Host x;".into(),
+            "prometheus_push_header",
+        ),
+        (
+            format!("prometheus_push http://pg:9091; prometheus_push_basic_auth u {d}/none;"),
+            "prometheus_push_basic_auth: cannot read",
+        ),
+    ];
+    for (directive, want) in cases {
+        let err = nginx_t("push-bad", &format!("prometheus_zone m 1m;\n{directive}")).unwrap_err();
+        assert!(err.contains(want), "{directive}: {err}");
+    }
+    nginx_t(
+        "push-good",
+        "prometheus_zone m 1m;\nprometheus_push http://pg:9091 interval=10s \"job=a-${hostname}\";",
+    )
+    .unwrap();
+}
