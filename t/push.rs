@@ -208,7 +208,8 @@ fn pushed_values_equal_scraped_ones() {
     let a = push_count(metrics, "ok");
     std::thread::sleep(Duration::from_millis(1500));
     let pushes = push_count(metrics, "ok") - a;
-    assert!((3.0..=7.0).contains(&pushes), "{pushes} pushes in 1.5 s");
+    // (A loaded machine makes fewer, never more.)
+    assert!((1.0..=7.0).contains(&pushes), "{pushes} pushes in 1.5 s");
     assert!(nginx.crashes().is_empty());
 }
 
@@ -227,7 +228,12 @@ fn failures_are_counted_retried_and_never_block_requests() {
     for _ in 0..20 {
         let t = Instant::now();
         assert_eq!(get(app_port, "/record").status, 200);
-        assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+        // A push blocked in the event loop would hold this for its 2 s timeout.
+        assert!(
+            t.elapsed() < Duration::from_millis(1500),
+            "{:?}",
+            t.elapsed()
+        );
     }
     let timeouts = eventually(Duration::from_secs(10), || {
         (push_count(metrics, "timeout") >= 1.0).then_some(())

@@ -6,8 +6,7 @@
 //! the first zone, every 5 s). The timer is cancelable: a worker shutting down
 //! gracefully neither waits for it nor samples again.
 
-use super::{args, conf_error, zone, MainConf};
-use crate::metrics::family::{FamilySpec, QuantileMode};
+use super::{args, conf_error, own_family, parse_time_ms, zone, MainConf};
 use crate::metrics::{counter, gauge, MetricType, Store};
 use crate::process;
 use ngx::ffi::{ngx_command_t, ngx_conf_t, ngx_cycle_t, ngx_event_t, ngx_int_t, ngx_msec_t};
@@ -69,18 +68,9 @@ fn parse(a: &[&str]) -> Result<ProcessConf, String> {
         if let Some(z) = arg.strip_prefix("zone=") {
             p.zone = z.to_string();
         } else if let Some(t) = arg.strip_prefix("interval=") {
-            let mut s = ngx::ffi::ngx_str_t {
-                len: t.len(),
-                data: t.as_ptr().cast_mut(),
-            };
-            // SAFETY: ngx_parse_time only reads `len` bytes of the string.
-            let ms = unsafe { ngx::ffi::ngx_parse_time(&mut s, 0) };
-            if ms <= 0 || ms == ngx::ffi::NGX_ERROR as ngx_int_t {
-                return Err(format!(
-                    "invalid interval \"{t}\" (for example 5s or 500ms)"
-                ));
-            }
-            p.interval_ms = ms as ngx_msec_t;
+            p.interval_ms = parse_time_ms(t)
+                .ok_or_else(|| format!("invalid interval \"{t}\" (for example 5s or 500ms)"))?
+                as ngx_msec_t;
         } else {
             return Err(format!(
                 "unknown parameter \"{arg}\" (off, zone=<name>, interval=<time>)"
@@ -170,20 +160,6 @@ pub fn remember_lua(lua: &mlua::Lua) {
     LUA.with(|l| *l.borrow_mut() = Some(lua.weak()));
 }
 
-fn family_spec(name: &str, help: &str, t: MetricType, unit: &str) -> FamilySpec {
-    FamilySpec {
-        name: name.to_string(),
-        help: help.to_string(),
-        metric_type: t,
-        label_names: vec!["worker".to_string()],
-        histogram: None,
-        max_series: 0,
-        unit: unit.to_string(),
-        group: GROUP.to_string(),
-        quantiles: QuantileMode::Off,
-    }
-}
-
 /// Module `init_process`: in a worker, makes the series and starts the timer.
 pub(super) unsafe fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
     let ok = ngx::ffi::NGX_OK as ngx_int_t;
@@ -202,7 +178,7 @@ pub(super) unsafe fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
     let worker = unsafe { ngx::ffi::ngx_worker }.to_string();
     let mut handles = [0u64; 9];
     for (i, (name, help, t, unit)) in FAMILIES.iter().enumerate() {
-        let spec = family_spec(name, help, *t, unit);
+        let spec = own_family(name, help, *t, &["worker"], unit, GROUP);
         let made = store
             .register(&spec, zone::my_pid(), &zone::alive)
             .map_err(|e| e.to_string())

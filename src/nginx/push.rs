@@ -14,13 +14,13 @@
 //! and when they end, counted by reason, and retried after 1 s, 2 s, 4 s... up to the
 //! larger of the interval and a minute.
 
-use super::{args, conf_error, stub_status, zone, MainConf};
+use super::{args, conf_error, own_family, parse_time_ms, stub_status, zone, MainConf};
 use crate::exposition::{self, Format, Selection};
 use crate::identity::expand;
-use crate::metrics::family::{FamilySpec, QuantileMode};
+use crate::metrics::family::BUILTIN_GROUP;
 use crate::metrics::{counter, gauge, MetricType, Store};
 use crate::push::client::{self, Backoff, Endpoint};
-use ngx::ffi::{ngx_command_t, ngx_conf_t, ngx_cycle_t, ngx_int_t, ngx_log_t};
+use ngx::ffi::{ngx_command_t, ngx_conf_t, ngx_cycle_t, ngx_log_t};
 use std::ffi::{c_char, c_void};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -43,16 +43,6 @@ pub struct PushConf {
 /// Set when the worker exits: the thread stops at its next look.
 static STOP: AtomicBool = AtomicBool::new(false);
 
-fn parse_time(t: &str) -> Option<Duration> {
-    let mut s = ngx::ffi::ngx_str_t {
-        len: t.len(),
-        data: t.as_ptr().cast_mut(),
-    };
-    // SAFETY: ngx_parse_time only reads `len` bytes of the string.
-    let ms = unsafe { ngx::ffi::ngx_parse_time(&mut s, 0) };
-    (ms > 0 && ms != ngx::ffi::NGX_ERROR as ngx_int_t).then(|| Duration::from_millis(ms as u64))
-}
-
 fn parse(a: &[&str]) -> Result<PushConf, String> {
     let endpoint = client::parse_url(a[0])?;
     let mut p = PushConf {
@@ -71,7 +61,8 @@ fn parse(a: &[&str]) -> Result<PushConf, String> {
         match k {
             "zone" => p.zone = v.to_string(),
             "interval" | "timeout" => {
-                let d = parse_time(v)
+                let d = parse_time_ms(v)
+                    .map(Duration::from_millis)
                     .ok_or_else(|| format!("invalid {k} \"{v}\" (for example 15s or 500ms)"))?;
                 if k == "interval" {
                     p.interval = d;
@@ -200,24 +191,35 @@ pub(super) fn resolve(cf: *mut ngx_conf_t, mcf: &mut MainConf) -> Result<(), *mu
     Ok(())
 }
 
-const FAMILIES: [(&str, &str, MetricType, &[&str]); 3] = [
+type FamilyRow = (
+    &'static str,
+    &'static str,
+    MetricType,
+    &'static [&'static str],
+    &'static str,
+);
+
+const FAMILIES: [FamilyRow; 3] = [
     (
         "nginx_push_total",
         "Pushes to the Pushgateway, by result (ok, or why they failed).",
         MetricType::Counter,
         &["result"],
+        "",
     ),
     (
         "nginx_push_last_success_timestamp_seconds",
         "When a push last succeeded, in seconds since the epoch.",
         MetricType::Gauge,
         &[],
+        "seconds",
     ),
     (
         "nginx_push_duration_seconds",
         "How long the last push took, rendering included.",
         MetricType::Gauge,
         &[],
+        "seconds",
     ),
 ];
 
@@ -238,31 +240,17 @@ struct Handles {
     duration: u64,
 }
 
-fn spec(name: &str, help: &str, t: MetricType, labels: &[&str]) -> FamilySpec {
-    FamilySpec {
-        name: name.to_string(),
-        help: help.to_string(),
-        metric_type: t,
-        label_names: labels.iter().map(|s| s.to_string()).collect(),
-        histogram: None,
-        max_series: 0,
-        unit: if name.ends_with("_seconds") {
-            "seconds".into()
-        } else {
-            String::new()
-        },
-        group: crate::metrics::family::BUILTIN_GROUP.to_string(),
-        quantiles: QuantileMode::Off,
-    }
-}
-
 /// Makes the push families' series (in the worker: creation takes the zone lock).
 fn make_series(store: &Store<'static>) -> Result<Handles, String> {
     let me = zone::my_pid();
     let mut fams = Vec::new();
-    for (name, help, t, labels) in FAMILIES {
+    for (name, help, t, labels, unit) in FAMILIES {
         let f = store
-            .register(&spec(name, help, t, labels), me, &zone::alive)
+            .register(
+                &own_family(name, help, t, labels, unit, BUILTIN_GROUP),
+                me,
+                &zone::alive,
+            )
             .map_err(|e| format!("{name}: {e}"))?;
         fams.push(f);
     }
