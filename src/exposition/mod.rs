@@ -833,4 +833,157 @@ pub(crate) mod tests {
         )
         .unwrap();
     }
+
+    #[test]
+    fn constant_labels_come_first_in_every_format() {
+        let mem = heap_words(1 << 14);
+        let s = Store::format(Region::new(&mem), 1234).unwrap();
+        let f = s
+            .register(
+                &spec("hits_total", MetricType::Counter, &["dc", "code"]),
+                1,
+                ALIVE,
+            )
+            .unwrap();
+        let h = s.series_at(f, &["local", "200"], 1, ALIVE, T0).unwrap();
+        counter::inc(&s.region(), h, 2).unwrap();
+        let id = Identity {
+            labels: ConstLabels::parse(&["node_id=n-1", "dc=eu"], &[]).unwrap(),
+            nginx_version: "1.22.1".into(),
+        };
+        let sel = Selection {
+            names: vec!["hits_total".into(), BUILD_INFO.into()],
+            ..Selection::default()
+        };
+        let mut out = String::new();
+        render(&mut out, Format::Text, &s, "z", None, &sel, Some(&id)).unwrap();
+        let want = format!(
+            "# HELP hits_total \n\
+             # TYPE hits_total counter\n\
+             hits_total{{node_id=\"n-1\",dc=\"eu\",exported_dc=\"local\",code=\"200\"}} 2\n\
+             # HELP nginx_prometheus_build_info The ngx-prometheus module serving this scrape: \
+             version, commit and nginx version.\n\
+             # TYPE nginx_prometheus_build_info gauge\n\
+             nginx_prometheus_build_info{{node_id=\"n-1\",dc=\"eu\",version=\"{VERSION}\",\
+             revision=\"{REVISION}\",nginx_version=\"1.22.1\"}} 1\n"
+        );
+        assert_eq!(out, want);
+        out.clear();
+        render(&mut out, Format::Json, &s, "z", None, &sel, Some(&id)).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(
+            v["families"][0]["series"][0]["labels"],
+            serde_json::json!({"node_id": "n-1", "dc": "eu", "exported_dc": "local", "code": "200"})
+        );
+        // Without an identity: neither the labels nor the build info.
+        out.clear();
+        render(
+            &mut out,
+            Format::Text,
+            &s,
+            "z",
+            None,
+            &Selection::default(),
+            None,
+        )
+        .unwrap();
+        assert!(
+            out.contains("hits_total{dc=\"local\",code=\"200\"} 2\n"),
+            "{out}"
+        );
+        assert!(!out.contains(BUILD_INFO));
+    }
+
+    /// What constant labels cost a scrape: the same zone (counters with three labels)
+    /// rendered as text without an identity, with one but no constant labels, and with
+    /// three constant labels, alternating; prints medians and ratios to the first.
+    /// A measurement, not a check: `bench/run.sh` runs it (`RENDER_SERIES`, default 100k).
+    #[test]
+    #[ignore = "a measurement, run by bench/run.sh"]
+    fn render_cost_of_constant_labels() {
+        let series: usize = std::env::var("RENDER_SERIES")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(100_000);
+        let mem = heap_words(series * 40 + (1 << 16));
+        let store = Store::format(Region::new(&mem), 0).expect("zone");
+        let alive = |_: u32| true;
+        let spec = FamilySpec {
+            name: "http_requests_total".into(),
+            help: "Requests.".into(),
+            metric_type: MetricType::Counter,
+            label_names: vec!["service".into(), "route".into(), "code".into()],
+            histogram: None,
+            max_series: 0,
+            unit: String::new(),
+            group: String::new(),
+            quantiles: QuantileMode::Off,
+        };
+        let f = store.register(&spec, 1, &alive).expect("family");
+        for i in 0..series {
+            let (svc, route) = (format!("svc-{}", i % 100), format!("/route/{i}"));
+            let h = store
+                .series(f, &[svc.as_str(), route.as_str(), "200"], 1, &alive)
+                .expect("series");
+            counter::inc(&store.region(), h, i as u64).expect("inc");
+        }
+        let plain = Identity {
+            labels: ConstLabels::default(),
+            nginx_version: "1.22.1".into(),
+        };
+        let labelled = Identity {
+            labels: ConstLabels::parse(
+                &[
+                    "node_id=3f1c2d9e-6a4b-4f0e-9c1d-2b7a8e5f4c3b",
+                    "hostname=web-17.eu-west-1.example.com",
+                    "zone=eu-west-1",
+                ],
+                &[],
+            )
+            .expect("labels"),
+            nginx_version: "1.22.1".into(),
+        };
+        let cases: [(&str, Option<&Identity>); 3] = [
+            ("no identity", None),
+            ("identity, no labels", Some(&plain)),
+            ("3 constant labels", Some(&labelled)),
+        ];
+        let reps = 9;
+        let mut times = vec![Vec::new(); cases.len()];
+        let mut bytes = vec![0; cases.len()];
+        let mut out = String::new();
+        for _ in 0..reps {
+            for (i, (_, id)) in cases.iter().enumerate() {
+                out.clear();
+                let t = std::time::Instant::now();
+                render(
+                    &mut out,
+                    Format::Text,
+                    &store,
+                    "z",
+                    None,
+                    &Selection::default(),
+                    *id,
+                )
+                .expect("render");
+                times[i].push(t.elapsed().as_secs_f64() * 1000.0);
+                bytes[i] = out.len();
+            }
+        }
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            v[v.len() / 2]
+        };
+        let base = median(&mut times[0].clone());
+        println!("| case | median ms | ratio | bytes |");
+        println!("|---|---|---|---|");
+        for (i, (name, _)) in cases.iter().enumerate() {
+            let m = median(&mut times[i]);
+            println!(
+                "| {name} ({series} series) | {m:.1} | {:.2} | {} |",
+                m / base,
+                bytes[i]
+            );
+        }
+    }
 }
