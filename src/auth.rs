@@ -33,6 +33,9 @@ struct Credential {
     kind: Kind,
     /// The user (Basic) or a name for the token (bearer, only for the operator).
     name: String,
+    /// SHA-256 of the name: users are compared by digest, so that the time taken does
+    /// not depend on how long the right name is.
+    name_digest: [u8; 32],
     salt: Vec<u8>,
     digest: [u8; 32],
 }
@@ -143,6 +146,7 @@ impl Credentials {
             entries.push(Credential {
                 kind,
                 name: name.to_string(),
+                name_digest: sha256(b"", name.as_bytes()),
                 salt: salt.as_bytes().to_vec(),
                 digest,
             });
@@ -192,11 +196,12 @@ impl Credentials {
             return false;
         };
         let (user, password) = (&decoded[..colon], &decoded[colon + 1..]);
+        let user = sha256(b"", user);
         let mut ok = false;
         for e in self.entries.iter().filter(|e| e.kind == Kind::Basic) {
             let digest = sha256(&e.salt, password);
             // Both comparisons always run: no early exit on the user name.
-            let user_ok = same(e.name.as_bytes(), user);
+            let user_ok = same(&e.name_digest, &user);
             let pass_ok = same(&digest, &e.digest);
             ok |= user_ok & pass_ok;
         }

@@ -259,8 +259,41 @@ fn credentials_file_errors_fail_the_configuration() {
         err.contains("prometheus_trusted_proxies: invalid address"),
         "{err}"
     );
-    // Not readable by its owner: only meaningful when the test is not root.
+    // Unreadable: a root-only file, and `nginx -t` run as the unprivileged user.
+    let q = prefix("auth-unreadable");
+    let secret = q.join("root-only.credentials");
+    std::fs::write(&secret, credential("basic", "p", "x")).unwrap();
+    let conf = config(&q, &server(&secret.display().to_string()));
+    std::fs::write(q.join("nginx.conf"), conf).unwrap();
+    let chown = |owner: &str, path: &Path| {
+        let ok = Command::new("chown").args(["-R", owner]).arg(path).status();
+        assert!(ok.unwrap().success());
+    };
+    chown("nobody:nogroup", &q);
+    chown("root:root", &secret);
+    Command::new("chmod")
+        .arg("600")
+        .arg(&secret)
+        .status()
+        .unwrap();
+    let out = Command::new("runuser")
+        .args(["-u", "nobody", "--", "nginx", "-t", "-p"])
+        .arg(&q)
+        .arg("-c")
+        .arg(q.join("nginx.conf"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "cannot read \"{}\": Permission denied",
+            secret.display()
+        )),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(&p);
+    let _ = std::fs::remove_dir_all(&q);
 }
 
 #[test]

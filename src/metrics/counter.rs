@@ -79,4 +79,25 @@ mod tests {
         assert_eq!(inc(&r, 0, 1), Err(CounterError::BadHandle));
         assert_eq!(read(&r, 4), (7, 0.25));
     }
+
+    #[test]
+    fn a_single_writer_sets_the_value() {
+        let mem = heap_words(8);
+        let r = Region::new(&mem);
+        r.store(3, tag(MetricType::Counter));
+        set_single_writer(&r, 4, 1.5).unwrap();
+        assert_eq!(read(&r, 4), (0, 1.5));
+        set_single_writer(&r, 4, 2.25).unwrap();
+        assert_eq!(read(&r, 4), (0, 2.25));
+        assert_eq!(
+            set_single_writer(&r, 4, f64::NAN),
+            Err(CounterError::InvalidIncrement)
+        );
+        assert_eq!(
+            set_single_writer(&r, 4, -1.0),
+            Err(CounterError::InvalidIncrement)
+        );
+        assert_eq!(set_single_writer(&r, 5, 1.0), Err(CounterError::BadHandle));
+        assert_eq!(read(&r, 4), (0, 2.25));
+    }
 }
