@@ -617,3 +617,46 @@ fn a_client_on_another_host() {
     assert_eq!(code, 200, "{body}");
     assert!(nginx.crashes().is_empty());
 }
+
+#[test]
+fn a_refused_request_body_never_passes_for_another_request() {
+    let (app_port, port) = (free_port(), free_port());
+    let p = prefix("smuggle");
+    let creds = write_credentials(&p);
+    let server = format!(
+        r#"}}
+    server {{
+        listen 127.0.0.1:{port};
+        prometheus_allow 127.0.0.0/8;
+        prometheus_auth_file {creds};
+        location = /metrics {{ prometheus_metrics metrics; }}"#
+    );
+    let nginx = Nginx::start_with(p.clone(), config(&p, &app(app_port, &server)));
+    assert_eq!(get(app_port, "/record").status, 200);
+    // The body of a refused POST holds a request with valid credentials; on a kept-alive
+    // connection it must be read away as a body, not answered as a request.
+    let inner = format!(
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\n\r\n",
+        basic("prometheus", "s3cret pass")
+    );
+    let raw = format!(
+        "POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{inner}\
+         GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        inner.len()
+    );
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(raw.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let out = String::from_utf8_lossy(&out);
+    let statuses: Vec<&str> = out.lines().filter(|l| l.starts_with("HTTP/1.1 ")).collect();
+    assert_eq!(
+        statuses,
+        ["HTTP/1.1 401 Unauthorized", "HTTP/1.1 401 Unauthorized"],
+        "{out}"
+    );
+    assert!(!out.contains("app_secret"), "{out}");
+    assert!(nginx.crashes().is_empty());
+}

@@ -233,6 +233,13 @@ extern "C" fn metrics_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
 /// Everything before the first byte of metric data decides whether any is sent.
 fn serve(r: &mut ngx_http_request_t) -> Result<ngx_int_t, ngx_int_t> {
     let lcf = Module::location_conf(r).ok_or(Status::NGX_ERROR.0)?;
+    // A body is never used here; read it away before any answer, so that on a kept-alive
+    // connection its bytes cannot pass for the next request.
+    // SAFETY: live request.
+    let rc = unsafe { ngx::ffi::ngx_http_discard_request_body(r) };
+    if rc != Status::NGX_OK.0 {
+        return Err(rc);
+    }
     let client = match peer_ip(r) {
         Some(peer) => {
             let trusted = lcf.trusted_proxies.as_deref().unwrap_or(&[]);
@@ -284,11 +291,6 @@ fn serve(r: &mut ngx_http_request_t) -> Result<ngx_int_t, ngx_int_t> {
     let method = r.method as u32;
     if method & (ngx::ffi::NGX_HTTP_GET | ngx::ffi::NGX_HTTP_HEAD) == 0 {
         return Err(ngx::ffi::NGX_HTTP_NOT_ALLOWED as ngx_int_t);
-    }
-    // SAFETY: live request.
-    let rc = unsafe { ngx::ffi::ngx_http_discard_request_body(r) };
-    if rc != Status::NGX_OK.0 {
-        return Err(rc);
     }
     let zone_name = lcf.metrics_zone.as_deref().unwrap_or("");
     let Some((name, store)) = zone::lookup(zone_name) else {
