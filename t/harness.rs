@@ -214,6 +214,11 @@ impl Nginx {
 
     /// `nginx -s reload`, returning once the old workers are gone and new ones run.
     pub fn reload(&self) {
+        self.reload_to(2);
+    }
+
+    /// `nginx -s reload` of a configuration that runs `workers` worker processes.
+    pub fn reload_to(&self, workers: usize) {
         let before = self.worker_pids();
         let out = self.nginx(&["-s", "reload"]);
         assert!(
@@ -227,7 +232,7 @@ impl Nginx {
             let alive_old = before
                 .iter()
                 .any(|p| Path::new(&format!("/proc/{p}")).exists());
-            if now.len() >= 2 && now.iter().all(|p| !before.contains(p)) && !alive_old {
+            if now.len() >= workers && now.iter().all(|p| !before.contains(p)) && !alive_old {
                 return;
             }
             assert!(

@@ -246,6 +246,35 @@ fn worker_process_metrics() {
         (starts.len() == 2 && starts.iter().all(|t| *t >= reloaded - 1.0)).then_some(s)
     });
     assert!(fresh.is_some(), "new workers never reported");
+
+    // Down to one worker: the zone keeps worker 1's last figures, but no scrape and no
+    // format shows them any more (a sum over workers would count a process that is gone).
+    let conf = nginx
+        .conf
+        .replace("worker_processes 2;", "worker_processes 1;");
+    assert_ne!(conf, nginx.conf);
+    std::fs::write(nginx.prefix.join("nginx.conf"), conf).unwrap();
+    nginx.reload_to(1);
+    assert_eq!(nginx.worker_pids().len(), 1);
+    let (text, samples) = scrape(metrics, "/process");
+    let workers: std::collections::BTreeSet<&str> = samples
+        .iter()
+        .filter(|s| s.name.starts_with("nginx_worker_"))
+        .map(|s| s.labels["worker"].as_str())
+        .collect();
+    assert_eq!(workers.into_iter().collect::<Vec<_>>(), ["0"], "{text}");
+    let om = request(
+        metrics,
+        "GET",
+        "/process",
+        &[("Accept", "application/openmetrics-text; version=1.0.0")],
+        b"",
+    );
+    assert!(om.text().contains("worker=\"0\""), "{}", om.text());
+    assert!(!om.text().contains("worker=\"1\""), "{}", om.text());
+    let json = get(metrics, "/process?format=json").text();
+    assert!(json.contains("\"worker\":\"0\""), "{json}");
+    assert!(!json.contains("\"worker\":\"1\""), "{json}");
     assert!(nginx.crashes().is_empty());
 
     // Off: no such families at all.

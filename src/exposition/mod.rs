@@ -65,6 +65,11 @@ pub struct Selection {
     pub groups: Vec<String>,
     /// Families the request asks for (`?name[]=`); empty: all.
     pub names: Vec<String>,
+    /// How many worker processes nginx runs now (None: show every worker). The zone
+    /// outlives a reload, so after one that lowered `worker_processes` the series of
+    /// the [`PROCESS_GROUP`] labelled with a `worker` that no longer exists would keep
+    /// their last values for ever; they are left out instead.
+    pub workers: Option<u32>,
 }
 
 impl Selection {
@@ -75,6 +80,29 @@ impl Selection {
     fn group_selected(&self, group: &str) -> bool {
         self.group_served(group)
             && (self.groups.is_empty() || self.groups.iter().any(|g| g == group))
+    }
+
+    /// Where a family's series carry a worker number that [`Selection::workers`] may
+    /// retire: the position of its `worker` label.
+    fn worker_label(&self, spec: &FamilySpec) -> Option<usize> {
+        self.workers?;
+        if spec.group() != PROCESS_GROUP {
+            return None;
+        }
+        spec.label_names.iter().position(|l| l == "worker")
+    }
+
+    /// Whether a series (its encoded label values) belongs to a worker that still runs.
+    fn worker_runs(&self, label: usize, key: &[u8]) -> bool {
+        let Some(n) = self.workers else { return true };
+        let value = decode_key(key).nth(label).unwrap_or_default();
+        match std::str::from_utf8(value)
+            .ok()
+            .and_then(|v| v.parse::<u32>().ok())
+        {
+            Some(w) => w < n,
+            None => true,
+        }
     }
 
     /// Whether the family `name` of `group` is shown.
@@ -236,6 +264,9 @@ fn builtin_names(stub: bool, identity: bool) -> impl Iterator<Item = &'static st
 /// The info family: always 1, its labels tell the build.
 pub const BUILD_INFO: &str = "nginx_prometheus_build_info";
 
+/// The group of the per-worker process families (`worker` label).
+pub const PROCESS_GROUP: &str = "process";
+
 /// Puts the constant labels in front of every series' own labels, for any sink.
 struct WithConstLabels<'c, S> {
     inner: &'c mut S,
@@ -338,10 +369,23 @@ fn write_families<S: Sink>(
     let mut snapshot: Option<Snapshot> = None;
     let mut cumulative = Vec::new();
     let mut quantiles = Vec::new();
+    let mut running = Vec::new();
     for ((family, series), spec) in families.iter().zip(specs) {
         if !sel.includes(&spec.name, spec.group()) {
             continue;
         }
+        let series: &[crate::shm::Offset] = match sel.worker_label(spec) {
+            Some(label) => {
+                running.clear();
+                running.extend(series.iter().copied().filter(|&rec| {
+                    key.clear();
+                    store.series_key(rec, &mut key);
+                    sel.worker_runs(label, &key)
+                }));
+                &running
+            }
+            None => series,
+        };
         let mut meta = Meta {
             name: &spec.name,
             help: &spec.help,
@@ -743,6 +787,7 @@ pub(crate) mod tests {
             served: served.iter().map(|s| s.to_string()).collect(),
             groups: groups.iter().map(|s| s.to_string()).collect(),
             names: names.iter().map(|s| s.to_string()).collect(),
+            workers: None,
         };
         let text = render_str(Format::Text, &sel(&[], &["http"], &[])).unwrap();
         assert_eq!(
@@ -802,6 +847,7 @@ pub(crate) mod tests {
             served: served.iter().map(|s| s.to_string()).collect(),
             groups: groups.iter().map(|s| s.to_string()).collect(),
             names: names.iter().map(|s| s.to_string()).collect(),
+            workers: None,
         };
         let cases = [
             (sel(&[], &[], &["nope_total"]), "unknown metric family \"nope_total\""),
@@ -832,6 +878,64 @@ pub(crate) mod tests {
             &sel(&[], &["nginx"], &["nginx_metric_series"]),
         )
         .unwrap();
+    }
+
+    #[test]
+    fn series_of_workers_a_reload_took_away_are_left_out() {
+        let mem = heap_words(1 << 14);
+        let s = Store::format(Region::new(&mem), 1234).unwrap();
+        let per_worker = FamilySpec {
+            group: PROCESS_GROUP.into(),
+            ..spec("nginx_worker_open_fds", MetricType::Gauge, &["worker"])
+        };
+        // Same label, other group: an application's own family is never filtered.
+        let app = spec("jobs_total", MetricType::Counter, &["queue", "worker"]);
+        let (fw, fa) = (
+            s.register(&per_worker, 1, ALIVE).unwrap(),
+            s.register(&app, 1, ALIVE).unwrap(),
+        );
+        for w in ["0", "1", "2", "3", "x"] {
+            let h = s.series_at(fw, &[w], 1, ALIVE, T0).unwrap();
+            gauge::set(&s.region(), h, 7.0).unwrap();
+            s.series_at(fa, &["q", w], 1, ALIVE, T0).unwrap();
+        }
+        let shown = |workers: Option<u32>, format: Format| {
+            let sel = Selection {
+                workers,
+                ..Selection::default()
+            };
+            let mut out = String::new();
+            render(&mut out, format, &s, "z", None, &sel, None).unwrap();
+            out
+        };
+        let count =
+            |text: &str, prefix: &str| text.lines().filter(|l| l.starts_with(prefix)).count();
+        for format in [Format::Text, Format::OpenMetrics] {
+            let all = shown(None, format);
+            assert_eq!(count(&all, "nginx_worker_open_fds{"), 5, "{all}");
+            let two = shown(Some(2), format);
+            assert!(
+                two.contains("nginx_worker_open_fds{worker=\"0\"} 7\n"),
+                "{two}"
+            );
+            assert!(
+                two.contains("nginx_worker_open_fds{worker=\"1\"} 7\n"),
+                "{two}"
+            );
+            // A value that is no worker number is not ours to judge: it stays.
+            assert!(
+                two.contains("nginx_worker_open_fds{worker=\"x\"} 7\n"),
+                "{two}"
+            );
+            assert_eq!(count(&two, "nginx_worker_open_fds{"), 3, "{two}");
+            assert_eq!(count(&two, "jobs_total{"), 5, "{two}");
+        }
+        let json = shown(Some(1), Format::Json);
+        assert!(
+            json.contains("{\"labels\":{\"worker\":\"0\"},\"value\":7}"),
+            "{json}"
+        );
+        assert!(!json.contains("{\"labels\":{\"worker\":\"1\"}"), "{json}");
     }
 
     #[test]

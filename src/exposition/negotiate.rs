@@ -96,6 +96,7 @@ pub fn negotiate(
             served: served.to_vec(),
             groups: q.groups,
             names: q.names,
+            workers: None,
         },
     })
 }

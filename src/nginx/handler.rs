@@ -4,10 +4,11 @@
 //! values and the query string.
 
 use super::render;
-use super::{args, conf_error, stub_status, zone, LocConf, MainConf, Module};
+use super::{args, conf_error, process, stub_status, zone, LocConf, MainConf, Module};
 use crate::access::{parse_rule, AccessRules};
 use crate::auth::{client_address, Credentials, Verdict};
 use crate::exposition::negotiate::negotiate;
+use crate::exposition::Selection;
 use crate::metrics::family::valid_group;
 use ngx::core::Status;
 use ngx::ffi::{ngx_command_t, ngx_conf_t, ngx_http_request_t, ngx_int_t};
@@ -321,7 +322,10 @@ fn serve(r: &mut ngx_http_request_t) -> Result<ngx_int_t, ngx_int_t> {
                 stub: stub_status::read(),
                 format: n.format,
                 gzip: n.gzip,
-                selection: n.selection,
+                selection: Selection {
+                    workers: process::worker_count(),
+                    ..n.selection
+                },
                 identity: zone::identity(),
             },
         )),

@@ -254,6 +254,8 @@ pub static mut ngx_http_prometheus_module: ngx_module_t = ngx_module_t {
 /// In every new worker: process metrics, and the pusher in worker 0.
 unsafe extern "C" fn init_process(cycle: *mut ngx::ffi::ngx_cycle_t) -> ngx::ffi::ngx_int_t {
     // SAFETY: nginx calls init_process with the running cycle.
+    unsafe { process::remember_worker_count(cycle) };
+    // SAFETY: as above.
     let rc = unsafe { process::init_process(cycle) };
     push::start(cycle);
     rc

@@ -13,9 +13,10 @@ use ngx::ffi::{ngx_command_t, ngx_conf_t, ngx_cycle_t, ngx_event_t, ngx_int_t, n
 use std::cell::RefCell;
 use std::ffi::{c_char, c_void};
 use std::mem::MaybeUninit;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 /// The group these families are served in.
-pub const GROUP: &str = "process";
+pub const GROUP: &str = crate::exposition::PROCESS_GROUP;
 const DEFAULT_INTERVAL_MS: ngx_msec_t = 5000;
 
 /// `prometheus_process_metrics` as configured.
@@ -154,6 +155,45 @@ thread_local! {
 }
 
 static mut TIMER: MaybeUninit<ngx_event_t> = MaybeUninit::zeroed();
+
+/// `worker_processes` of the running configuration; 0 until a worker starts.
+static WORKER_COUNT: AtomicU32 = AtomicU32::new(0);
+
+/// Module `init_process` part: remembers how many workers this configuration runs, so
+/// that renders leave out the series of workers a reload took away.
+///
+/// # Safety
+/// `cycle` is the running cycle, as nginx passes it to `init_process`.
+pub(super) unsafe fn remember_worker_count(cycle: *mut ngx_cycle_t) {
+    // SAFETY (per the bullets):
+    // - the core module's configuration is made for every cycle, before any module's
+    //   `init_process`, and lives as long as the cycle;
+    // - `conf_ctx` is indexed by module index, as `ngx_get_conf` does.
+    let n = unsafe {
+        debug_assert!(!cycle.is_null() && !(*cycle).conf_ctx.is_null());
+        let ccf = *(*cycle)
+            .conf_ctx
+            .add(ngx::ffi::ngx_core_module.index)
+            .cast::<*const ngx::ffi::ngx_core_conf_t>();
+        if ccf.is_null() {
+            return;
+        }
+        (*ccf).worker_processes
+    };
+    // With `master_process off` the one process is worker 0; counts never drop below it.
+    WORKER_COUNT.store(
+        u32::try_from(n).unwrap_or(u32::MAX).max(1),
+        Ordering::Relaxed,
+    );
+}
+
+/// How many workers this configuration runs, once a worker has started.
+pub fn worker_count() -> Option<u32> {
+    match WORKER_COUNT.load(Ordering::Relaxed) {
+        0 => None,
+        n => Some(n),
+    }
+}
 
 /// Lets the sampler report this Lua VM's memory (called when Lua loads our module).
 pub fn remember_lua(lua: &mlua::Lua) {

@@ -397,7 +397,10 @@ fn run(
             &store,
             &zone_name,
             stub_status::read().as_ref(),
-            &Selection::default(),
+            &Selection {
+                workers: super::process::worker_count(),
+                ..Selection::default()
+            },
             identity,
         );
         let result = client::push(
