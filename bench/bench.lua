@@ -556,10 +556,15 @@ function M.setup_sizes()
         ngx.worker.pid(), b - a, st.used_bytes, st.capacity_bytes, st.series, st.errors.zone_full or 0))
 end
 
--- GET /setup_mem?kind=counter|gauge|p1|p2|p3&from=&to=: series /route/<6 digits> (13
--- bytes of label value each) in that family of the "mem" zone, one update each.
+-- GET /setup_mem?kind=counter|gauge|p1|p2|p3|p1w|p2n|p2w|p3w&from=&to=: series of 13
+-- bytes of label value each in that family of the "mem" zone. Counters and gauges get
+-- one update, p1/p2/p3 histograms one value (the least a histogram series takes), and
+-- the spread kinds 200 values each, log-spaced: "n" over 10-100 ms (one decade), "w"
+-- over 1 ms-1 s (three); their routes differ from the one-value series of the family.
 -- kind=attach only registers the zone's families in this worker (nothing else made).
 -- Answers the zone's used bytes before and after, as nginx_metric_zone_bytes shows it.
+local MEM_SPREAD = { n = { 0.010, 10, "/narow/" }, w = { 0.001, 1000, "/wider/" } }
+
 function M.setup_mem()
     local args = ngx.req.get_uri_args()
     local kind = args.kind
@@ -569,16 +574,19 @@ function M.setup_mem()
         ngx.say(fmt("pid=%d used=%d", ngx.worker.pid(), before.used_bytes))
         return
     end
-    local f = S.mem[kind]
+    local f = S.mem[kind] or S.mem[kind:sub(1, 2)]
+    local spread = #kind == 3 and MEM_SPREAD[kind:sub(3)] or nil
     local from, to = tonumber(args.from), tonumber(args.to)
-    if not f or not from or not to then return ngx.exit(400) end
+    if not f or (#kind == 3 and not spread) or not from or not to then return ngx.exit(400) end
     local label_bytes = 0
     for i = from, to do
-        local route = fmt("/route/%06d", i)
+        local route = fmt("%s%06d", spread and spread[3] or "/route/", i)
         label_bytes = label_bytes + #route
         local child = f:labels(route)
         if kind == "counter" then child:inc()
         elseif kind == "gauge" then child:set(i)
+        elseif spread then
+            for k = 0, 199 do child:observe(spread[1] * spread[2] ^ (k / 199)) end
         else child:observe(0.001 * (1 + i % 100)) end
     end
     local after = z:status()

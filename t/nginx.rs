@@ -338,6 +338,8 @@ fn refused_address_gets_403_and_no_data() {
 #[test]
 fn a_full_zone_refuses_new_series_and_keeps_serving() {
     let a = start_app("tiny", "128k", "");
+    // A histogram value before the zone fills: its chunk of counts exists from now on.
+    assert_eq!(post(a.app, "/observe", b"0.001").text().trim(), "1");
     // Far more series than 128k can hold.
     let made_refused = get(a.app, "/make?from=1&to=5000").text();
     let (made, refused): (u64, u64) = {
@@ -355,9 +357,10 @@ fn a_full_zone_refuses_new_series_and_keeps_serving() {
         .unwrap()
     };
     assert_eq!(zone_full(&samples), refused as f64);
+    // And the histogram's series.
     assert_eq!(
         value(&samples, "nginx_metric_series", &[("zone", "metrics")]),
-        Some(made as f64)
+        Some(made as f64 + 1.0)
     );
     // Old series keep counting; new ones are still refused and counted.
     let again = get(a.app, &format!("/make?from=1&to={}", made + 10)).text();
@@ -371,6 +374,18 @@ fn a_full_zone_refuses_new_series_and_keeps_serving() {
             "series {i}"
         );
     }
+    // A value in the histogram's existing chunk counts; one that needs a new chunk is
+    // refused whole (neither in a bucket nor in _count or _sum) and counted.
+    assert_eq!(post(a.app, "/observe", b"0.00101 20").text().trim(), "2");
+    let (_, samples) = scrape(a.metrics, "/metrics");
+    assert_eq!(zone_full(&samples), refused as f64 + 11.0);
+    assert_eq!(value(&samples, "test_values_seconds_count", &[]), Some(2.0));
+    let sum = value(&samples, "test_values_seconds_sum", &[]).unwrap();
+    assert!((sum - 0.00201).abs() < 1e-12, "{sum}");
+    assert_eq!(
+        value(&samples, "test_values_seconds_bucket", &[("le", "0.005")]),
+        Some(2.0)
+    );
     // nginx keeps serving, nothing crashed, and the refusal was logged once per worker.
     assert_eq!(hit(a.app, 20, 2).values().sum::<usize>(), 20);
     assert!(a.nginx.crashes().is_empty());

@@ -684,7 +684,7 @@ pub fn render(
 pub(crate) mod tests {
     use super::*;
     use crate::metrics::family::HistogramSpec;
-    use crate::metrics::{counter, gauge, histogram};
+    use crate::metrics::{counter, gauge};
     use crate::shm::region::heap_words;
     use crate::shm::Region;
     use std::sync::atomic::AtomicU64;
@@ -742,7 +742,7 @@ pub(crate) mod tests {
         let h = reg(&h);
         let hs = s.series_at(h, &["/"], 1, ALIVE, T0).unwrap();
         for v in [0.05, 0.5, 5.0] {
-            histogram::observe(&r, hs, v).unwrap();
+            s.observe(hs, v, 1, ALIVE).unwrap();
         }
         let mut i = spec("size_bytes", MetricType::Histogram, &[]);
         i.quantiles = QuantileMode::Instead;

@@ -427,7 +427,7 @@ mod tests {
     use super::*;
     use crate::exposition::Selection;
     use crate::metrics::family::QuantileMode;
-    use crate::metrics::{counter, histogram, FamilySpec, HistogramSpec, MetricType};
+    use crate::metrics::{counter, FamilySpec, HistogramSpec, MetricType};
     use crate::shm::region::heap_words;
     use crate::shm::Region;
 
@@ -525,7 +525,7 @@ mod tests {
         counter::add(&s.region(), quote, 0.5).unwrap();
         let lat = s.series(h, &[] as &[&str], 1, ALIVE).unwrap();
         for v in [0.05, 0.5, 5.0] {
-            histogram::observe(&s.region(), lat, v).unwrap();
+            s.observe(lat, v, 1, ALIVE).unwrap();
         }
         let mut out = String::new();
         write_zone(&mut out, &s, "z", None);
@@ -694,7 +694,7 @@ nginx_metric_errors_created{zone="z",reason="lua"} 1234
 # TYPE nginx_metric_zone_bytes gauge
 # UNIT nginx_metric_zone_bytes bytes
 # HELP nginx_metric_zone_bytes Bytes of the metrics zone, used and in all.
-nginx_metric_zone_bytes{zone="z",state="used"} 44896
+nginx_metric_zone_bytes{zone="z",state="used"} 12392
 nginx_metric_zone_bytes{zone="z",state="capacity"} 524288
 # TYPE nginx_metric_series gauge
 # HELP nginx_metric_series Series kept in the metrics zone.
@@ -759,7 +759,7 @@ size_bytes_count 0
         h.quantiles = QuantileMode::Beside;
         let f = s.register(&h, 1, ALIVE).unwrap();
         let d = s.series_at(f, &[] as &[&str], 1, ALIVE, 2000).unwrap();
-        histogram::observe(&s.region(), d, -3.0).unwrap();
+        s.observe(d, -3.0, 1, ALIVE).unwrap();
         let mut out = String::new();
         crate::exposition::render(
             &mut out,

@@ -1,10 +1,12 @@
 //! The hot path: plain C functions that LuaJIT's FFI calls (and compiles into traces).
-//! None of them allocates, locks or raises; a bad handle or value is counted in the
-//! zone's error counters and reported by the return value (0 ok, -1 refused).
+//! None of them allocates on the heap or raises, and only a histogram's first value in
+//! a chunk of its range takes the zone lock (to make that chunk: a few times in a
+//! series' life); a bad handle or value, or a full zone, is counted in the zone's error
+//! counters and reported by the return value (0 ok, -1 refused).
 
 use super::slots;
 use crate::metrics::{counter, gauge, histogram, Reason, Store};
-use crate::nginx::request;
+use crate::nginx::{request, zone};
 use ngx::ffi::ngx_http_request_t;
 
 #[inline(always)]
@@ -38,6 +40,7 @@ fn observe_reason(e: histogram::ObserveError) -> Reason {
     match e {
         histogram::ObserveError::BadHandle => Reason::BadHandle,
         histogram::ObserveError::NotANumber => Reason::InvalidValue,
+        histogram::ObserveError::ZoneFull => Reason::ZoneFull,
     }
 }
 
@@ -66,7 +69,12 @@ pub extern "C" fn ngx_prom_gauge_add(handle: u64, v: f64) -> i32 {
 #[no_mangle]
 pub extern "C" fn ngx_prom_histogram_observe(handle: u64, v: f64) -> i32 {
     with(handle, |r, h| {
-        histogram::observe(r, h, v).map_err(observe_reason)
+        histogram::observe(r, h, v, |pointer, slots| {
+            let store = Store::attach(*r).ok()?;
+            let held = store.arena().lock(zone::my_pid(), &zone::alive);
+            store.arena().chunk(&held, pointer, slots as usize).ok()
+        })
+        .map_err(observe_reason)
     })
 }
 
@@ -87,10 +95,7 @@ pub extern "C" fn ngx_prom_debug_seize_lock(slot: u32) -> i32 {
     let Some(s) = slots::store(slot as usize) else {
         return -1;
     };
-    std::mem::forget(
-        s.arena()
-            .lock(crate::nginx::zone::my_pid(), &crate::nginx::zone::alive),
-    );
+    std::mem::forget(s.arena().lock(zone::my_pid(), &zone::alive));
     0
 }
 

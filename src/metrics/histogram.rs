@@ -2,15 +2,16 @@
 //! overflow count for values above the family's `highest`. Prometheus buckets are
 //! cut from the slots at render time, so bucket bounds can change without losing data.
 //!
-//! A bitmap word marks the chunks of slots that hold counts (see
-//! `HdrLayout::chunk_shift`): latencies cluster, so a render reads a few chunks of a
-//! series rather than its thousands of slots.
+//! Slots come in chunks (see `HdrLayout::chunk_shift`, at most 64 per series), made in
+//! the zone on a chunk's first observation: latencies cluster, so a series keeps the
+//! few chunks its values fall in rather than thousands of slots, and a render reads only
+//! those. The series body holds one word per chunk: its offset, 0 until it is made.
 
 use super::family::{HistogramSpec, MetricType};
 use super::hdr::HdrLayout;
 use super::value::{add_f64, check, load_f64};
 use crate::shm::{Offset, Region};
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::Ordering::{Acquire, Relaxed};
 
 const LAYOUT: Offset = 0;
 const SCALE: Offset = 1;
@@ -18,10 +19,20 @@ const HIGHEST: Offset = 2;
 const SUM: Offset = 3;
 const OVERFLOW: Offset = 4;
 const CHUNKS: Offset = 5;
-const COUNTS: Offset = 6;
 
+/// Chunks a series of `layout` may have.
+pub fn chunk_count(layout: HdrLayout) -> u32 {
+    layout.counts_len.div_ceil(chunk_slots(layout))
+}
+
+/// Slots (count words) in one chunk.
+pub fn chunk_slots(layout: HdrLayout) -> u32 {
+    1 << layout.chunk_shift
+}
+
+/// Words of a series body: the parameters and one offset per chunk (chunks are apart).
 pub fn value_words(layout: HdrLayout) -> u64 {
-    u64::from(COUNTS) + u64::from(layout.counts_len)
+    u64::from(CHUNKS) + u64::from(chunk_count(layout))
 }
 
 /// Writes the parameters an observation needs into a fresh (zeroed) series body.
@@ -47,12 +58,23 @@ pub fn ticks(v: f64, scale: f64) -> u64 {
 pub enum ObserveError {
     BadHandle,
     NotANumber,
+    /// The value's chunk did not exist and the zone had no room for it: nothing counted.
+    ZoneFull,
 }
 
+/// Counts `v` in series `handle`. `make_chunk(pointer, slots)` is called the first time
+/// a value falls in a chunk: it makes the chunk (zeroed), stores its offset in the word
+/// at `pointer` and returns it, or `None` when the zone is full. Everything else is
+/// lock-free.
 #[inline(always)]
-pub fn observe(r: &Region<'_>, handle: u64, v: f64) -> Result<(), ObserveError> {
-    // The smallest histogram body; the slot index is range-checked against the layout.
-    let h = check(r, handle, MetricType::Histogram, u64::from(COUNTS) + 1)
+pub fn observe(
+    r: &Region<'_>,
+    handle: u64,
+    v: f64,
+    make_chunk: impl FnOnce(Offset, u32) -> Option<Offset>,
+) -> Result<(), ObserveError> {
+    // The smallest histogram body; the chunk index is range-checked against the layout.
+    let h = check(r, handle, MetricType::Histogram, u64::from(CHUNKS) + 1)
         .ok_or(ObserveError::BadHandle)?;
     if v.is_nan() {
         return Err(ObserveError::NotANumber);
@@ -62,19 +84,23 @@ pub fn observe(r: &Region<'_>, handle: u64, v: f64) -> Result<(), ObserveError> 
     if t > r.load(h + HIGHEST) {
         r.word(h + OVERFLOW).fetch_add(1, Relaxed);
     } else {
-        let i = layout.index(t);
-        // Mark the chunk before counting in it: a render that sees the count sees the
-        // mark too (both only grow). The plain load keeps the cache line shared in the
-        // steady state, where the bit is already set.
-        let bit = 1u64 << ((i >> layout.chunk_shift) & 63);
-        let chunks = r.word(h + CHUNKS);
-        if chunks.load(Relaxed) & bit == 0 {
-            chunks.fetch_or(bit, Relaxed);
+        let i = layout.index(t) as u64;
+        debug_assert!(i < u64::from(layout.counts_len));
+        let chunk = i >> layout.chunk_shift;
+        if chunk >= u64::from(chunk_count(layout)) {
+            return Err(ObserveError::BadHandle);
         }
+        let pointer = h + CHUNKS + chunk as Offset;
+        // Acquire pairs with the release that published the chunk (made zeroed, so this
+        // orders nothing today; it keeps the pairing honest if chunks are ever reused).
+        let made = match r.get(u64::from(pointer)).map(|w| w.load(Acquire)) {
+            None => return Err(ObserveError::BadHandle),
+            Some(0) => make_chunk(pointer, chunk_slots(layout)).ok_or(ObserveError::ZoneFull)?,
+            Some(at) => at as Offset,
+        };
         let slot = r
-            .get(u64::from(h + COUNTS) + i as u64)
+            .get(u64::from(made) + (i & u64::from(chunk_slots(layout) - 1)))
             .ok_or(ObserveError::BadHandle)?;
-        debug_assert!(i < layout.counts_len as usize);
         slot.fetch_add(1, Relaxed);
     }
     add_f64(r.word(h + SUM), v);
@@ -96,16 +122,18 @@ impl Snapshot {
         let layout = HdrLayout::unpack(r.load(h + LAYOUT));
         let mut counts = into.map(|s| s.counts).unwrap_or_default();
         counts.clear();
-        let mut chunks = r.load(h + CHUNKS);
-        while chunks != 0 {
-            let chunk = chunks.trailing_zeros();
-            chunks &= chunks - 1;
-            let from = chunk << layout.chunk_shift;
-            let to = ((chunk + 1) << layout.chunk_shift).min(layout.counts_len);
-            for i in from..to {
-                let c = r.load(h + COUNTS + i);
+        let per_chunk = chunk_slots(layout);
+        for chunk in 0..chunk_count(layout) {
+            let made = r.word(h + CHUNKS + chunk).load(Acquire) as Offset;
+            if made == 0 {
+                continue;
+            }
+            let from = chunk * per_chunk;
+            let slots = per_chunk.min(layout.counts_len - from);
+            for j in 0..slots {
+                let c = r.load(made + j);
                 if c != 0 {
-                    counts.push((i, c));
+                    counts.push((from + j, c));
                 }
             }
         }
@@ -231,20 +259,48 @@ mod tests {
     use crate::metrics::value::tag;
     use crate::shm::region::heap_words;
 
-    fn series(spec: &HistogramSpec) -> (Vec<std::sync::atomic::AtomicU64>, u64) {
-        let layout = spec.layout().unwrap();
-        let mem = heap_words(2 + value_words(layout) as usize);
-        let r = Region::new(&mem);
-        r.store(1, tag(MetricType::Histogram));
-        init(&r, 2, spec, layout);
-        (mem, 2)
+    /// A series in a heap of its own, with room after it for every chunk.
+    struct Series {
+        mem: Vec<std::sync::atomic::AtomicU64>,
+        h: u64,
+        next: std::cell::Cell<Offset>,
+    }
+
+    impl Series {
+        fn new(spec: &HistogramSpec) -> Series {
+            let layout = spec.layout().unwrap();
+            let body = 2 + value_words(layout) as usize;
+            let mem = heap_words(body + layout.counts_len as usize + 64);
+            let r = Region::new(&mem);
+            r.store(1, tag(MetricType::Histogram));
+            init(&r, 2, spec, layout);
+            Series {
+                mem,
+                h: 2,
+                next: std::cell::Cell::new(body as Offset),
+            }
+        }
+
+        fn region(&self) -> Region<'_> {
+            Region::new(&self.mem)
+        }
+
+        fn observe(&self, v: f64) -> Result<(), ObserveError> {
+            let r = self.region();
+            observe(&r, self.h, v, |pointer, slots| {
+                let at = self.next.get();
+                self.next.set(at + slots);
+                r.store(pointer, u64::from(at));
+                Some(at)
+            })
+        }
     }
 
     #[test]
     fn buckets_and_quantiles_agree_with_the_crate() {
         let spec = HistogramSpec::default();
-        let (mem, h) = series(&spec);
-        let r = Region::new(&mem);
+        let series = Series::new(&spec);
+        let (r, h) = (series.region(), series.h);
         let mut reference =
             hdrhistogram::Histogram::<u64>::new_with_bounds(1, spec.highest_ticks(), 2).unwrap();
         // A deterministic spread from microseconds to tens of seconds.
@@ -255,7 +311,7 @@ mod tests {
             x ^= x >> 7;
             x ^= x << 17;
             let v = (x % 1_000_000) as f64 / 1e6 * 10f64.powi((x >> 40) as i32 % 8 - 6);
-            observe(&r, h, v).unwrap();
+            series.observe(v).unwrap();
             reference.record(ticks(v, spec.scale())).unwrap();
             sum += v;
         }
@@ -285,12 +341,12 @@ mod tests {
             buckets: vec![0.5],
             ..HistogramSpec::default()
         };
-        let (mem, h) = series(&spec);
-        let r = Region::new(&mem);
-        observe(&r, h, 0.25).unwrap();
-        observe(&r, h, 7.0).unwrap();
-        observe(&r, h, -3.0).unwrap();
-        assert_eq!(observe(&r, h, f64::NAN), Err(ObserveError::NotANumber));
+        let series = Series::new(&spec);
+        let (r, h) = (series.region(), series.h);
+        series.observe(0.25).unwrap();
+        series.observe(7.0).unwrap();
+        series.observe(-3.0).unwrap();
+        assert_eq!(series.observe(f64::NAN), Err(ObserveError::NotANumber));
         let snap = Snapshot::read(&r, h as Offset, None);
         let mut cum = Vec::new();
         snap.cumulative(&cuts(spec.scale(), snap.layout, &spec.buckets), &mut cum);
@@ -300,10 +356,39 @@ mod tests {
     }
 
     #[test]
+    fn chunks_are_made_where_values_fall_and_only_once() {
+        let spec = HistogramSpec::default();
+        let series = Series::new(&spec);
+        let layout = spec.layout().unwrap();
+        let chunk_words = chunk_slots(layout);
+        let first = series.next.get();
+        // 2048..4095 µs: one power of two of ticks, 128 slots, two chunks.
+        for i in 0..2048 {
+            series.observe(0.002048 + f64::from(i) * 1e-6).unwrap();
+        }
+        assert_eq!(series.next.get() - first, 2 * chunk_words);
+        series.observe(0.0025).unwrap();
+        assert_eq!(series.next.get() - first, 2 * chunk_words);
+        let snap = Snapshot::read(&series.region(), series.h as Offset, None);
+        assert_eq!(snap.count(), 2049);
+        assert_eq!(snap.counts.len(), 128, "{:?}", snap.counts);
+        // A full zone: the value is refused whole (neither counted nor summed); values
+        // in a chunk that exists still count.
+        let sum = snap.sum;
+        let r = series.region();
+        let refused = observe(&r, series.h, 30.0, |_, _| None);
+        assert_eq!(refused, Err(ObserveError::ZoneFull));
+        observe(&r, series.h, 0.003, |_, _| unreachable!()).unwrap();
+        let snap = Snapshot::read(&r, series.h as Offset, None);
+        assert_eq!(snap.count(), 2050);
+        assert_eq!(snap.sum, sum + 0.003);
+    }
+
+    #[test]
     fn summary_quantiles_match_the_crate_and_count_overflow() {
         let spec = HistogramSpec::default();
-        let (mem, h) = series(&spec);
-        let r = Region::new(&mem);
+        let series = Series::new(&spec);
+        let (r, h) = (series.region(), series.h);
         let mut out = Vec::new();
         let empty = Snapshot::read(&r, h as Offset, None);
         empty.quantiles(&SUMMARY_QUANTILES, spec.scale(), &mut out);
@@ -313,7 +398,7 @@ mod tests {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            observe(&r, h, (x % 3_000_000) as f64 / 1e6).unwrap();
+            series.observe((x % 3_000_000) as f64 / 1e6).unwrap();
         }
         let snap = Snapshot::read(&r, h as Offset, None);
         let qs = [0.0, 0.25, 0.5, 0.9, 0.99, 0.999, 1.0];
@@ -323,7 +408,7 @@ mod tests {
         }
         // 10 observations above highest out of 5010: the top 0.2% is unknown.
         for _ in 0..10 {
-            observe(&r, h, 1000.0).unwrap();
+            series.observe(1000.0).unwrap();
         }
         let snap = Snapshot::read(&r, h as Offset, None);
         snap.quantiles(&SUMMARY_QUANTILES, spec.scale(), &mut out);

@@ -287,6 +287,21 @@ impl<'a> Store<'a> {
         self.arena.errors(reason as usize)
     }
 
+    /// Counts `v` in histogram series `handle`, making the chunk it falls in under the
+    /// zone lock the first time (see [`histogram::observe`]).
+    pub fn observe(
+        &self,
+        handle: u64,
+        v: f64,
+        me: u32,
+        alive: Liveness<'_>,
+    ) -> Result<(), histogram::ObserveError> {
+        histogram::observe(&self.region(), handle, v, |pointer, slots| {
+            let held = self.arena.lock(me, alive);
+            self.arena.chunk(&held, pointer, slots as usize).ok()
+        })
+    }
+
     fn family_at(&self, rec: Offset) -> Family {
         let body = self.arena.body(rec);
         let meta = self.region().load(body + F_META);
@@ -962,7 +977,7 @@ mod tests {
         let f = s.register(&spec, 1, ALIVE).unwrap();
         let h = s.series(f, &[] as &[&str], 1, ALIVE).unwrap();
         for v in [0.001, 0.02, 0.3, 4.0] {
-            histogram::observe(&s.region(), h, v).unwrap();
+            s.observe(h, v, 1, ALIVE).unwrap();
         }
         s.set_buckets(f, &[0.01, 1.0], 1, ALIVE).unwrap();
         let spec2 = s.spec(f);
@@ -976,6 +991,67 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("precision 2"));
+    }
+
+    fn histogram_spec(name: &str) -> FamilySpec {
+        FamilySpec {
+            metric_type: MetricType::Histogram,
+            histogram: Some(HistogramSpec::default()),
+            ..counter_spec(name, &[])
+        }
+    }
+
+    #[test]
+    fn a_histogram_series_grows_by_chunks_made_once() {
+        let mem = heap_words(1 << 16);
+        let s = Store::format(Region::new(&mem), 0).unwrap();
+        let f = s.register(&histogram_spec("lat"), 1, ALIVE).unwrap();
+        let before = s.arena().used_bytes();
+        let h = s.series(f, &[] as &[&str], 1, ALIVE).unwrap();
+        // Header word, hash chain, hash, owner, an empty key; the created time and tag;
+        // 5 parameter words and 40 chunk offsets (2,560 slots in chunks of 64).
+        let empty = s.arena().used_bytes() - before;
+        assert_eq!(empty, (4 + 2 + 5 + 40) * 8);
+        // Four threads, the same values at once: each chunk is made by one of them.
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(|| {
+                    for i in 0..5000u32 {
+                        // 1 ms..~1.3 s: eleven powers of two of microseconds.
+                        let v = 0.001 * 1.0015f64.powi(i as i32 % 4800);
+                        s.observe(h, v, 1, ALIVE).unwrap();
+                    }
+                });
+            }
+        });
+        let snap = histogram::Snapshot::read(&s.region(), h as Offset, None);
+        assert_eq!(snap.count(), 20_000);
+        let chunks: std::collections::BTreeSet<u32> =
+            snap.counts.iter().map(|(i, _)| i / 64).collect();
+        let grown = s.arena().used_bytes() - before - empty;
+        assert_eq!(grown, chunks.len() as u64 * (1 + 64) * 8, "{chunks:?}");
+        assert!(chunks.len() <= 24, "{chunks:?}");
+    }
+
+    #[test]
+    fn a_full_zone_refuses_new_chunks_and_keeps_counting_in_old_ones() {
+        let mem = heap_words(super::super::super::shm::arena::MIN_ZONE_BYTES / 8);
+        let s = Store::format(Region::new(&mem), 0).unwrap();
+        let f = s.register(&histogram_spec("lat"), 1, ALIVE).unwrap();
+        let h = s.series(f, &[] as &[&str], 1, ALIVE).unwrap();
+        s.observe(h, 0.001, 1, ALIVE).unwrap();
+        let c = s.register(&counter_spec("c", &["i"]), 1, ALIVE).unwrap();
+        let mut i = 0;
+        while s.series(c, &[i.to_string()], 1, ALIVE).is_ok() {
+            i += 1;
+        }
+        assert_eq!(
+            s.observe(h, 30.0, 1, ALIVE),
+            Err(histogram::ObserveError::ZoneFull)
+        );
+        s.observe(h, 0.001, 1, ALIVE).unwrap();
+        let snap = histogram::Snapshot::read(&s.region(), h as Offset, None);
+        assert_eq!((snap.count(), snap.sum), (2, 0.002));
     }
 
     #[test]

@@ -7,7 +7,9 @@
 //! ```
 //! A record starts with one word `kind | state << 8 | size_words << 32`. Keyed records
 //! (families, series) follow it with `next` (hash chain), `hash`, `owner | key_len << 32`
-//! and the key bytes; blobs (help texts, label names, bucket lists) with `len` and bytes.
+//! and the key bytes; blobs (help texts, label names, bucket lists) with `len` and bytes;
+//! chunks (a histogram's counts for one range of values, made on first use) with their
+//! zeroed words, found through the word of their series that holds their offset.
 //!
 //! Records are made under the zone lock and published in two release stores: first
 //! linked into their hash chain (now findable), then marked live (now rendered). Readers
@@ -22,7 +24,7 @@ use std::sync::atomic::Ordering::*;
 const MAGIC: u64 = u64::from_le_bytes(*b"NGXPROM\0");
 /// Bump when the layout changes: a zone kept across `nginx -s reload` from an older
 /// module build is then re-created instead of misread.
-const LAYOUT_VERSION: u64 = 3;
+const LAYOUT_VERSION: u64 = 4;
 
 // Header words.
 const H_MAGIC: Offset = 0;
@@ -50,6 +52,7 @@ pub enum Kind {
     Family = 1,
     Series = 2,
     Blob = 3,
+    Chunk = 4,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -359,6 +362,24 @@ impl<'a> Arena<'a> {
         self.r.write_bytes(rec + B_DATA, bytes);
         self.set_state(rec, State::Live);
         Ok(rec)
+    }
+
+    /// The chunk of `words` zeroed words whose offset the word at `pointer` holds, made
+    /// and published there if it holds none yet. Under the lock, so that processes that
+    /// miss at once make one chunk between them.
+    pub fn chunk(&self, held: &Guard<'_>, pointer: Offset, words: usize) -> Result<Offset, Full> {
+        let made = self.r.word(pointer).load(Acquire);
+        if made != 0 {
+            return Ok(made as Offset);
+        }
+        let rec = self.alloc(held, Kind::Chunk, 1 + words)?;
+        // Words past the bump pointer were never written (the zone starts zeroed and the
+        // pointer only grows), so the chunk's counts start at zero without a store.
+        debug_assert!((1..=words as Offset).all(|i| self.r.load(rec + i) == 0));
+        // Live before published: a lock takeover never abandons a chunk in use.
+        self.set_state(rec, State::Live);
+        self.r.word(pointer).store(u64::from(rec + 1), Release);
+        Ok(rec + 1)
     }
 
     pub fn read_blob(&self, rec: Offset, out: &mut Vec<u8>) {
