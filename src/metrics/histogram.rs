@@ -84,13 +84,11 @@ pub fn observe(
     if t > r.load(h + HIGHEST) {
         r.word(h + OVERFLOW).fetch_add(1, Relaxed);
     } else {
+        // `t <= highest`, so the slot and its chunk are within the layout (as the slot
+        // word was before chunks); every word touched is bounds-checked by the region.
         let i = layout.index(t) as u64;
         debug_assert!(i < u64::from(layout.counts_len));
-        let chunk = i >> layout.chunk_shift;
-        if chunk >= u64::from(chunk_count(layout)) {
-            return Err(ObserveError::BadHandle);
-        }
-        let pointer = h + CHUNKS + chunk as Offset;
+        let pointer = h + CHUNKS + (i >> layout.chunk_shift) as Offset;
         // Acquire pairs with the release that published the chunk (made zeroed, so this
         // orders nothing today; it keeps the pairing honest if chunks are ever reused).
         let made = match r.get(u64::from(pointer)).map(|w| w.load(Acquire)) {
