@@ -580,4 +580,41 @@ mod tests {
         assert_eq!(a.lookup(1, b"k"), Some(rec));
         assert_eq!(a.live(Kind::Series).collect::<Vec<_>>(), vec![rec]);
     }
+
+    #[test]
+    fn a_chunk_is_made_once_and_a_half_made_one_is_abandoned() {
+        let mem = zone(MIN_ZONE_BYTES / 8);
+        let a = Arena::format(Region::new(&mem), 0).unwrap();
+        let r = Region::new(&mem);
+        let (pointer, other) = {
+            let g = a.lock(1, &|_| true);
+            let (_, body) = a.make_keyed(&g, Kind::Series, 1, b"h", 2).unwrap();
+            (body, body + 1)
+        };
+        let g = a.lock(1, &|_| true);
+        let chunk = a.chunk(&g, pointer, 64).unwrap();
+        assert_eq!(r.load(pointer), u64::from(chunk));
+        // Asked again (another process that missed at the same time): the same chunk.
+        assert_eq!(a.chunk(&g, pointer, 64), Ok(chunk));
+        assert!((0..64).all(|i| r.load(chunk + i) == 0));
+        assert_eq!(a.live(Kind::Chunk).collect::<Vec<_>>(), vec![chunk - 1]);
+        drop(g);
+        // A process dies after reserving a chunk, before publishing it: the next lock
+        // holder abandons the record, and the series gets a fresh chunk.
+        {
+            let g = a.lock(41, &|_| true);
+            a.alloc(&g, Kind::Chunk, 65).unwrap();
+            std::mem::forget(g);
+        }
+        let g = a.lock(7, &|pid| pid != 41);
+        assert_eq!(r.load(other), 0);
+        let fresh = a.chunk(&g, other, 64).unwrap();
+        assert_eq!(a.live(Kind::Chunk).count(), 2);
+        assert_eq!(r.load(other), u64::from(fresh));
+        // A zone without room for a chunk says so and publishes nothing.
+        let (_, body) = a.make_keyed(&g, Kind::Series, 1, b"x", 1).unwrap();
+        while a.make_blob(&g, &[0u8; 256]).is_ok() {}
+        assert_eq!(a.chunk(&g, body, 64), Err(Full));
+        assert_eq!(r.load(body), 0);
+    }
 }
