@@ -706,19 +706,17 @@ impl<'a> Store<'a> {
 
     /// Families in registration order, each with its series handles in creation order.
     pub fn families(&self) -> Vec<(Family, Vec<Offset>)> {
-        let mut out: Vec<(Family, Vec<Offset>)> = self
-            .arena
-            .live(Kind::Family)
-            .map(|rec| (self.family_at(rec), Vec::new()))
-            .collect();
-        let index: std::collections::HashMap<Offset, usize> = out
-            .iter()
-            .enumerate()
-            .map(|(i, (f, _))| (f.id, i))
-            .collect();
-        for rec in self.arena.live(Kind::Series) {
-            if let Some(i) = index.get(&self.arena.owner(rec)) {
-                out[*i].1.push(rec);
+        // One walk: a family's record always comes before its series' (they name it).
+        let mut out: Vec<(Family, Vec<Offset>)> = Vec::new();
+        let mut index: std::collections::HashMap<Offset, usize> = Default::default();
+        for (kind, rec) in self.arena.live_any() {
+            if kind == Kind::Family as u8 {
+                index.insert(rec, out.len());
+                out.push((self.family_at(rec), Vec::new()));
+            } else if kind == Kind::Series as u8 {
+                if let Some(i) = index.get(&self.arena.owner(rec)) {
+                    out[*i].1.push(rec);
+                }
             }
         }
         out
@@ -1029,7 +1027,7 @@ mod tests {
         let chunks: std::collections::BTreeSet<u32> =
             snap.counts.iter().map(|(i, _)| i / 64).collect();
         let grown = s.arena().used_bytes() - before - empty;
-        assert_eq!(grown, chunks.len() as u64 * (1 + 64) * 8, "{chunks:?}");
+        assert_eq!(grown, chunks.len() as u64 * 64 * 8, "{chunks:?}");
         assert!(chunks.len() <= 24, "{chunks:?}");
     }
 

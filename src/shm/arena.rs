@@ -1,15 +1,19 @@
 //! The zone layout: a fixed header, a hash index, and an append-only arena of records.
 //!
 //! ```text
-//! word 0            header (HEADER_WORDS words: magic, sizes, bump pointer, lock, counters)
+//! word 0            header (HEADER_WORDS words: magic, sizes, bump pointers, lock, counters)
 //! HEADER_WORDS      hash index: 2^bits bucket heads (record offsets)
 //! arena_at          records, back to back, never freed, in creation order
+//!   ...             never written yet (zero)
+//! chunks_at         histogram chunks, made downwards from the end of the zone
 //! ```
 //! A record starts with one word `kind | state << 8 | size_words << 32`. Keyed records
 //! (families, series) follow it with `next` (hash chain), `hash`, `owner | key_len << 32`
-//! and the key bytes; blobs (help texts, label names, bucket lists) with `len` and bytes;
-//! chunks (a histogram's counts for one range of values, made on first use) with their
-//! zeroed words, found through the word of their series that holds their offset.
+//! and the key bytes; blobs (help texts, label names, bucket lists) with `len` and bytes.
+//! Chunks (a histogram's counts for one range of values, made on first use) are bare
+//! zeroed words at the other end of the zone, found only through the word of their
+//! series that holds their offset: renders walk the records, and with the chunks kept
+//! apart that walk stays over densely packed records.
 //!
 //! Records are made under the zone lock and published in two release stores: first
 //! linked into their hash chain (now findable), then marked live (now rendered). Readers
@@ -39,6 +43,8 @@ const H_FAMILIES: Offset = 8;
 const H_SERIES: Offset = 9;
 const H_TAKEOVERS: Offset = 10;
 const H_CREATED: Offset = 11;
+/// Lowest word of the chunk area (the zone's end while there is none).
+const H_CHUNKS_AT: Offset = 12;
 const H_ERRORS: Offset = 16;
 pub const ERROR_SLOTS: usize = 16;
 pub const HEADER_WORDS: Offset = 32;
@@ -52,7 +58,6 @@ pub enum Kind {
     Family = 1,
     Series = 2,
     Blob = 3,
-    Chunk = 4,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -141,6 +146,7 @@ impl<'a> Arena<'a> {
         r.store(H_BUCKET_BITS, u64::from(bits));
         r.store(H_ARENA_AT, arena_at);
         r.store(H_CREATED, now_unix);
+        r.store(H_CHUNKS_AT, words as u64);
         r.word(H_BUMP).store(arena_at, Relaxed);
         // The magic goes last, with release: a zone with the magic is fully formatted.
         r.word(H_MAGIC).store(MAGIC, Release);
@@ -181,9 +187,10 @@ impl<'a> Arena<'a> {
         self.r.len() as u64 * 8
     }
 
-    /// Bytes taken by the header, the index and every record made so far.
+    /// Bytes taken by the header, the index, every record and every chunk made so far.
     pub fn used_bytes(&self) -> u64 {
-        self.r.word(H_BUMP).load(Acquire) * 8
+        let chunks = self.r.len() as u64 - self.r.load(H_CHUNKS_AT);
+        (self.r.word(H_BUMP).load(Acquire) + chunks) * 8
     }
 
     pub fn created_unix(&self) -> u64 {
@@ -294,7 +301,7 @@ impl<'a> Arena<'a> {
     fn alloc(&self, _held: &Guard<'_>, kind: Kind, words: usize) -> Result<Offset, Full> {
         let at = self.r.word(H_BUMP).load(Relaxed);
         let end = at + words as u64;
-        if end > self.r.len() as u64 || words > u32::MAX as usize {
+        if end > self.r.load(H_CHUNKS_AT) || words > u32::MAX as usize {
             return Err(Full);
         }
         let at = at as Offset;
@@ -367,19 +374,24 @@ impl<'a> Arena<'a> {
     /// The chunk of `words` zeroed words whose offset the word at `pointer` holds, made
     /// and published there if it holds none yet. Under the lock, so that processes that
     /// miss at once make one chunk between them.
-    pub fn chunk(&self, held: &Guard<'_>, pointer: Offset, words: usize) -> Result<Offset, Full> {
+    pub fn chunk(&self, _held: &Guard<'_>, pointer: Offset, words: usize) -> Result<Offset, Full> {
         let made = self.r.word(pointer).load(Acquire);
         if made != 0 {
             return Ok(made as Offset);
         }
-        let rec = self.alloc(held, Kind::Chunk, 1 + words)?;
-        // Words past the bump pointer were never written (the zone starts zeroed and the
-        // pointer only grows), so the chunk's counts start at zero without a store.
-        debug_assert!((1..=words as Offset).all(|i| self.r.load(rec + i) == 0));
-        // Live before published: a lock takeover never abandons a chunk in use.
-        self.set_state(rec, State::Live);
-        self.r.word(pointer).store(u64::from(rec + 1), Release);
-        Ok(rec + 1)
+        let low = self.r.load(H_CHUNKS_AT);
+        let records_end = self.r.word(H_BUMP).load(Relaxed);
+        if low < records_end + words as u64 {
+            return Err(Full);
+        }
+        let at = (low - words as u64) as Offset;
+        // Words between the records and the chunks were never written (the zone starts
+        // zeroed and both ends only move towards each other): the counts start at zero.
+        debug_assert!((0..words as Offset).all(|i| self.r.load(at + i) == 0));
+        self.r.store(H_CHUNKS_AT, u64::from(at));
+        // A process that dies between these two stores leaks the chunk, nothing more.
+        self.r.word(pointer).store(u64::from(at), Release);
+        Ok(at)
     }
 
     pub fn read_blob(&self, rec: Offset, out: &mut Vec<u8>) {
@@ -410,6 +422,13 @@ impl<'a> Arena<'a> {
 
     /// Live records of `kind`, in creation order.
     pub fn live(&self, kind: Kind) -> impl Iterator<Item = Offset> + 'a {
+        self.live_any()
+            .filter(move |(k, _)| *k == kind as u8)
+            .map(|(_, rec)| rec)
+    }
+
+    /// Every live record with its kind, in creation order: one pass over the arena.
+    pub fn live_any(&self) -> impl Iterator<Item = (u8, Offset)> + 'a {
         let r = self.r;
         let end = r.word(H_BUMP).load(Acquire);
         let mut at = u64::from(self.arena_at);
@@ -424,8 +443,8 @@ impl<'a> Arena<'a> {
                     return None;
                 }
                 at += size;
-                if h as u8 == kind as u8 && (h >> 8) as u8 == State::Live as u8 {
-                    return Some(rec);
+                if (h >> 8) as u8 == State::Live as u8 {
+                    return Some((h as u8, rec));
                 }
             }
             None
@@ -582,39 +601,30 @@ mod tests {
     }
 
     #[test]
-    fn a_chunk_is_made_once_and_a_half_made_one_is_abandoned() {
+    fn chunks_are_made_once_from_the_end_and_meet_the_records() {
         let mem = zone(MIN_ZONE_BYTES / 8);
         let a = Arena::format(Region::new(&mem), 0).unwrap();
         let r = Region::new(&mem);
-        let (pointer, other) = {
-            let g = a.lock(1, &|_| true);
-            let (_, body) = a.make_keyed(&g, Kind::Series, 1, b"h", 2).unwrap();
-            (body, body + 1)
-        };
         let g = a.lock(1, &|_| true);
+        let (rec, pointer) = a.make_keyed(&g, Kind::Series, 1, b"h", 2).unwrap();
+        a.publish(&g, rec);
+        let used = a.used_bytes();
         let chunk = a.chunk(&g, pointer, 64).unwrap();
+        assert_eq!(chunk as usize, mem.len() - 64);
         assert_eq!(r.load(pointer), u64::from(chunk));
+        assert_eq!(a.used_bytes(), used + 64 * 8);
         // Asked again (another process that missed at the same time): the same chunk.
         assert_eq!(a.chunk(&g, pointer, 64), Ok(chunk));
         assert!((0..64).all(|i| r.load(chunk + i) == 0));
-        assert_eq!(a.live(Kind::Chunk).collect::<Vec<_>>(), vec![chunk - 1]);
-        drop(g);
-        // A process dies after reserving a chunk, before publishing it: the next lock
-        // holder abandons the record, and the series gets a fresh chunk.
-        {
-            let g = a.lock(41, &|_| true);
-            a.alloc(&g, Kind::Chunk, 65).unwrap();
-            std::mem::forget(g);
-        }
-        let g = a.lock(7, &|pid| pid != 41);
-        assert_eq!(r.load(other), 0);
-        let fresh = a.chunk(&g, other, 64).unwrap();
-        assert_eq!(a.live(Kind::Chunk).count(), 2);
-        assert_eq!(r.load(other), u64::from(fresh));
-        // A zone without room for a chunk says so and publishes nothing.
-        let (_, body) = a.make_keyed(&g, Kind::Series, 1, b"x", 1).unwrap();
+        // The next one goes below it; the walk over records never meets chunks.
+        let below = a.chunk(&g, pointer + 1, 64).unwrap();
+        assert_eq!(below, chunk - 64);
+        assert_eq!(a.live(Kind::Series).collect::<Vec<_>>(), vec![rec]);
+        // Records and chunks share the free middle: once records fill it, no chunk fits.
+        let (_, other) = a.make_keyed(&g, Kind::Series, 1, b"x", 1).unwrap();
         while a.make_blob(&g, &[0u8; 256]).is_ok() {}
-        assert_eq!(a.chunk(&g, body, 64), Err(Full));
-        assert_eq!(r.load(body), 0);
+        assert!(a.capacity_bytes() - a.used_bytes() < 34 * 8);
+        assert_eq!(a.chunk(&g, other, 64), Err(Full));
+        assert_eq!(r.load(other), 0);
     }
 }
