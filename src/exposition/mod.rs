@@ -66,9 +66,9 @@ pub struct Selection {
     /// Families the request asks for (`?name[]=`); empty: all.
     pub names: Vec<String>,
     /// How many worker processes nginx runs now (None: show every worker). The zone
-    /// outlives a reload, so after one that lowered `worker_processes` the series of
-    /// the [`PROCESS_GROUP`] labelled with a `worker` that no longer exists would keep
-    /// their last values for ever; they are left out instead.
+    /// outlives a reload, so after one that lowered `worker_processes` the module's
+    /// per-worker series (`nginx_worker_*` in the [`PROCESS_GROUP`]) of a worker that
+    /// no longer exists would keep their last values for ever; they are left out.
     pub workers: Option<u32>,
 }
 
@@ -86,7 +86,7 @@ impl Selection {
     /// retire: the position of its `worker` label.
     fn worker_label(&self, spec: &FamilySpec) -> Option<usize> {
         self.workers?;
-        if spec.group() != PROCESS_GROUP {
+        if spec.group() != PROCESS_GROUP || !spec.name.starts_with(WORKER_FAMILY_PREFIX) {
             return None;
         }
         spec.label_names.iter().position(|l| l == "worker")
@@ -266,6 +266,8 @@ pub const BUILD_INFO: &str = "nginx_prometheus_build_info";
 
 /// The group of the per-worker process families (`worker` label).
 pub const PROCESS_GROUP: &str = "process";
+/// How the module's per-worker families are named.
+pub const WORKER_FAMILY_PREFIX: &str = "nginx_worker_";
 
 /// Puts the constant labels in front of every series' own labels, for any sink.
 struct WithConstLabels<'c, S> {
@@ -888,8 +890,11 @@ pub(crate) mod tests {
             group: PROCESS_GROUP.into(),
             ..spec("nginx_worker_open_fds", MetricType::Gauge, &["worker"])
         };
-        // Same label, other group: an application's own family is never filtered.
-        let app = spec("jobs_total", MetricType::Counter, &["queue", "worker"]);
+        // Same label, even the same group: an application's own family is never filtered.
+        let app = FamilySpec {
+            group: PROCESS_GROUP.into(),
+            ..spec("jobs_total", MetricType::Counter, &["queue", "worker"])
+        };
         let (fw, fa) = (
             s.register(&per_worker, 1, ALIVE).unwrap(),
             s.register(&app, 1, ALIVE).unwrap(),
