@@ -615,7 +615,7 @@ fn log_helper_records_status_latency_and_bytes() {
     let http = format!(
         r#"
     prometheus_zone metrics 8m;
-    log_format sizes "$status $request_length $bytes_sent";
+    log_format sizes "$route $status $request_length $bytes_sent";
     init_by_lua_block {{
         local prom = require "ngxprom"
         http_metrics = require("ngxprom.log").new(prom.zone("metrics"), {{ labels = {{ "route" }} }})
@@ -712,17 +712,20 @@ fn log_helper_records_status_latency_and_bytes() {
         (l.lines().count() == 17).then_some(l)
     })
     .expect("17 access log lines");
+    // Lines come in the order workers finish their log phase, which two workers may
+    // swap for back-to-back requests: each line names its route.
     let mut by_route: BTreeMap<&str, (f64, f64)> = BTreeMap::new();
-    for (line, route) in log.lines().zip(
-        std::iter::repeat_n("root", 13)
-            .chain(std::iter::repeat_n("slow", 2))
-            .chain(["dead", "local"]),
-    ) {
-        let f: Vec<f64> = line.split(' ').map(|x| x.parse().unwrap()).collect();
+    for line in log.lines() {
+        let (route, rest) = line.split_once(' ').unwrap();
+        let f: Vec<f64> = rest.split(' ').map(|x| x.parse().unwrap()).collect();
         let e = by_route.entry(route).or_default();
         e.0 += f[1];
         e.1 += f[2];
     }
+    assert_eq!(
+        by_route.keys().copied().collect::<Vec<_>>(),
+        ["dead", "local", "root", "slow"]
+    );
     for (route, (received, sent)) in by_route {
         assert_eq!(
             value(&s, "nginx_http_received_bytes_total", &[("route", route)]),
