@@ -82,27 +82,15 @@ impl Selection {
             && (self.groups.is_empty() || self.groups.iter().any(|g| g == group))
     }
 
-    /// Where a family's series carry a worker number that [`Selection::workers`] may
-    /// retire: the position of its `worker` label.
-    fn worker_label(&self, spec: &FamilySpec) -> Option<usize> {
-        self.workers?;
+    /// For a family whose series [`Selection::workers`] may retire: the position of its
+    /// `worker` label and the number of workers running.
+    fn worker_label(&self, spec: &FamilySpec) -> Option<(usize, u32)> {
+        let workers = self.workers?;
         if spec.group() != PROCESS_GROUP || !spec.name.starts_with(WORKER_FAMILY_PREFIX) {
             return None;
         }
-        spec.label_names.iter().position(|l| l == "worker")
-    }
-
-    /// Whether a series (its encoded label values) belongs to a worker that still runs.
-    fn worker_runs(&self, label: usize, key: &[u8]) -> bool {
-        let Some(n) = self.workers else { return true };
-        let value = decode_key(key).nth(label).unwrap_or_default();
-        match std::str::from_utf8(value)
-            .ok()
-            .and_then(|v| v.parse::<u32>().ok())
-        {
-            Some(w) => w < n,
-            None => true,
-        }
+        let label = spec.label_names.iter().position(|l| l == "worker")?;
+        Some((label, workers))
     }
 
     /// Whether the family `name` of `group` is shown.
@@ -264,6 +252,19 @@ fn builtin_names(stub: bool, identity: bool) -> impl Iterator<Item = &'static st
 /// The info family: always 1, its labels tell the build.
 pub const BUILD_INFO: &str = "nginx_prometheus_build_info";
 
+/// Whether a series (its encoded label values) belongs to a worker below `workers`;
+/// a `worker` value that is no number is not ours to judge.
+fn worker_runs(label: usize, workers: u32, key: &[u8]) -> bool {
+    let value = decode_key(key).nth(label).unwrap_or_default();
+    match std::str::from_utf8(value)
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+    {
+        Some(w) => w < workers,
+        None => true,
+    }
+}
+
 /// The group of the per-worker process families (`worker` label).
 pub const PROCESS_GROUP: &str = "process";
 /// How the module's per-worker families are named.
@@ -377,12 +378,12 @@ fn write_families<S: Sink>(
             continue;
         }
         let series: &[crate::shm::Offset] = match sel.worker_label(spec) {
-            Some(label) => {
+            Some((label, workers)) => {
                 running.clear();
                 running.extend(series.iter().copied().filter(|&rec| {
                     key.clear();
                     store.series_key(rec, &mut key);
-                    sel.worker_runs(label, &key)
+                    worker_runs(label, workers, &key)
                 }));
                 &running
             }

@@ -70,9 +70,9 @@ pub extern "C" fn ngx_prom_gauge_add(handle: u64, v: f64) -> i32 {
 pub extern "C" fn ngx_prom_histogram_observe(handle: u64, v: f64) -> i32 {
     with(handle, |r, h| {
         histogram::observe(r, h, v, |pointer, slots| {
-            let store = Store::attach(*r).ok()?;
-            let held = store.arena().lock(zone::my_pid(), &zone::alive);
-            store.arena().chunk(&held, pointer, slots as usize).ok()
+            Store::attach(*r)
+                .ok()?
+                .make_chunk(pointer, slots, zone::my_pid(), &zone::alive)
         })
         .map_err(observe_reason)
     })

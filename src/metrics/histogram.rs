@@ -73,7 +73,7 @@ pub fn observe(
     v: f64,
     make_chunk: impl FnOnce(Offset, u32) -> Option<Offset>,
 ) -> Result<(), ObserveError> {
-    // The smallest histogram body; the chunk index is range-checked against the layout.
+    // The smallest histogram body; the chunk's offset word is bounds-checked below.
     let h = check(r, handle, MetricType::Histogram, u64::from(CHUNKS) + 1)
         .ok_or(ObserveError::BadHandle)?;
     if v.is_nan() {

@@ -287,8 +287,8 @@ impl<'a> Store<'a> {
         self.arena.errors(reason as usize)
     }
 
-    /// Counts `v` in histogram series `handle`, making the chunk it falls in under the
-    /// zone lock the first time (see [`histogram::observe`]).
+    /// Counts `v` in histogram series `handle`, making the chunk it falls in the first
+    /// time (see [`histogram::observe`]).
     pub fn observe(
         &self,
         handle: u64,
@@ -297,9 +297,22 @@ impl<'a> Store<'a> {
         alive: Liveness<'_>,
     ) -> Result<(), histogram::ObserveError> {
         histogram::observe(&self.region(), handle, v, |pointer, slots| {
-            let held = self.arena.lock(me, alive);
-            self.arena.chunk(&held, pointer, slots as usize).ok()
+            self.make_chunk(pointer, slots, me, alive)
         })
+    }
+
+    /// What [`histogram::observe`] calls on a value's first chunk miss: makes the chunk
+    /// under the zone lock (once, however many processes miss at once); `None` when
+    /// the zone is full.
+    pub fn make_chunk(
+        &self,
+        pointer: Offset,
+        slots: u32,
+        me: u32,
+        alive: Liveness<'_>,
+    ) -> Option<Offset> {
+        let held = self.arena.lock(me, alive);
+        self.arena.chunk(&held, pointer, slots as usize).ok()
     }
 
     fn family_at(&self, rec: Offset) -> Family {
