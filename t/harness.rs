@@ -28,13 +28,37 @@ pub fn module_path() -> PathBuf {
     so
 }
 
-/// A port nobody listens on right now.
+/// A port nobody listens on right now, never handed out before in this process.
+///
+/// Ports come from below the kernel's ephemeral range: `bind(":0")` and outgoing
+/// connections only take ports from inside it, so a port chosen here cannot be
+/// handed to a parallel test's `bind(":0")` (CI once saw the same port twice, and an
+/// app server block answered the metrics port's request) or to a client's socket
+/// in the gap before nginx binds it.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let (low, high) = (10_000u32, ephemeral_start().clamp(10_500, 32_768));
+    let span = high - low;
+    // Test binaries run one after another; starting each at a different offset
+    // keeps a previous binary's lingering listeners out of the way.
+    let start = std::process::id().wrapping_mul(7919) % span;
+    for _ in 0..span {
+        let step = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (low + (start + step) % span) as u16;
+        let bindable = |ip: &str| TcpListener::bind((ip, port)).is_ok();
+        if bindable("0.0.0.0") && bindable("127.0.0.1") {
+            return port;
+        }
+    }
+    panic!("no free port in {low}..{high}");
+}
+
+/// The first port of `net.ipv4.ip_local_port_range` (32768 if unreadable).
+fn ephemeral_start() -> u32 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
 }
 
 static PREFIX_SEQ: AtomicU32 = AtomicU32::new(0);
