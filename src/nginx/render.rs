@@ -18,7 +18,7 @@ use ngx::ffi::{
 use ngx::http::HttpModule;
 use std::ffi::c_void;
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// Content type of error messages.
 const TEXT_PLAIN: &str = "text/plain; charset=utf-8";
@@ -142,9 +142,15 @@ fn render(job: &mut Job) {
     job.done.store(true, Ordering::Release);
 }
 
+/// Length of this process's last rendered text. A scrape reserves a little more than
+/// that up front: growing the buffer by doubling copied tens of megabytes at 100k
+/// series. Capacity a smaller scrape leaves unused is never touched, so never resident.
+static LAST_TEXT_LEN: AtomicUsize = AtomicUsize::new(0);
+
 /// Checks the selection, renders and compresses: everything that reads the zone.
 fn output(s: &Scrape) -> Output {
-    let mut text = String::with_capacity(64 * 1024);
+    let hint = LAST_TEXT_LEN.load(Ordering::Relaxed);
+    let mut text = String::with_capacity((hint + hint / 8).max(64 * 1024));
     match exposition::render(
         &mut text,
         s.format,
@@ -155,6 +161,7 @@ fn output(s: &Scrape) -> Output {
         s.identity,
     ) {
         Ok(()) => {
+            LAST_TEXT_LEN.store(text.len(), Ordering::Relaxed);
             let gzipped = if s.gzip { gzip(text.as_bytes()) } else { None };
             Output {
                 status: 200,

@@ -51,6 +51,13 @@ impl<'a> Region<'a> {
         &self.words[at as usize]
     }
 
+    /// The `len` words from `at` on, for loops over a run of words (one bounds check
+    /// instead of one per word). Panics out of range, as [`Region::word`] does.
+    #[inline(always)]
+    pub fn words(&self, at: Offset, len: u32) -> &'a [AtomicU64] {
+        &self.words[at as usize..at as usize + len as usize]
+    }
+
     #[inline(always)]
     pub fn get(&self, at: u64) -> Option<&'a AtomicU64> {
         self.words.get(usize::try_from(at).ok()?)
