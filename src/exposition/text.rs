@@ -87,19 +87,27 @@ pub fn write_label_prefix<'v>(
 /// Closes a label prefix, adding one more label if given.
 pub fn close_labels(out: &mut String, prefix: &str, extra: Option<(&str, &str)>) {
     out.push_str(prefix);
+    // Pushed piece by piece: this runs for every bucket line, and `write!` through
+    // `fmt` was a tenth of a large render.
     match (prefix.is_empty(), extra) {
         (true, None) => {}
-        (true, Some((n, v))) => {
-            let _ = write!(out, "{{{n}=\"{v}\"}}");
-        }
         (false, None) => out.push('}'),
-        (false, Some((n, v))) => {
-            let _ = write!(out, ",{n}=\"{v}\"}}");
+        (empty, Some((n, v))) => {
+            out.push(if empty { '{' } else { ',' });
+            out.push_str(n);
+            out.push_str("=\"");
+            out.push_str(v);
+            out.push_str("\"}");
         }
     }
 }
 
 pub fn write_u64(out: &mut String, mut n: u64) {
+    // Most bucket counts of most series are a single digit.
+    if n < 10 {
+        out.push(char::from(b'0' + n as u8));
+        return;
+    }
     let mut buf = [0u8; 20];
     let mut i = buf.len();
     loop {

@@ -13,7 +13,7 @@ pub struct HdrLayout {
     pub bucket_count: u8,
     pub counts_len: u32,
     /// Slots per chunk are `1 << chunk_shift`, so that at most 64 chunks cover every
-    /// slot: one bitmap word tells which chunks hold counts, and a render reads only those.
+    /// slot: a series body keeps one word per chunk (see `histogram`).
     pub chunk_shift: u8,
 }
 

@@ -112,9 +112,9 @@ pub fn observe(
         let k = i & u64::from(chunk_slots(layout) - 1);
         // Marked before the count, and never unmarked: a render that sees a count's
         // mark reads it, and once seen a mark stays (the word only gains bits).
-        let mark = 1u64 << (MARKS + (k >> mark_shift(layout)) as u32);
-        if seen & mark == 0 {
-            word.fetch_or(mark, Relaxed);
+        let mark = MARKS + (k >> mark_shift(layout)) as u32;
+        if seen >> mark & 1 == 0 {
+            word.fetch_or(1 << mark, Relaxed);
         }
         let slot = r.get(u64::from(made) + k).ok_or(ObserveError::BadHandle)?;
         slot.fetch_add(1, Relaxed);
