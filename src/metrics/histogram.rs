@@ -21,15 +21,27 @@ use std::sync::atomic::Ordering::{Acquire, Relaxed};
 const LAYOUT: Offset = 0;
 const SCALE: Offset = 1;
 const HIGHEST: Offset = 2;
-const SUM: Offset = 3;
-const OVERFLOW: Offset = 4;
-const CHUNKS: Offset = 5;
+const CHUNKS: Offset = 3;
+// The overflow count and the sum follow the chunk words (see `overflow_at`).
 /// Mark bits in a chunk word (its high half).
 const MARKS: u32 = 32;
 
 /// Chunks a series of `layout` may have.
+#[inline(always)]
 pub fn chunk_count(layout: HdrLayout) -> u32 {
-    layout.counts_len.div_ceil(chunk_slots(layout))
+    // `div_ceil` by a power of two, spelled so that it compiles to a shift.
+    (layout.counts_len + chunk_slots(layout) - 1) >> layout.chunk_shift
+}
+
+/// Where the overflow count sits; the float sum is the word after it.
+///
+/// Both are written by every observation, the words before them (parameters, chunk
+/// words) are only read: kept a few cache lines apart, two workers observing into one
+/// series bounce the line with the sum between them but each keeps its copy of the
+/// parameters, instead of losing it to the other's every write.
+#[inline(always)]
+fn overflow_at(layout: HdrLayout) -> Offset {
+    CHUNKS + chunk_count(layout)
 }
 
 /// Slots (count words) in one chunk.
@@ -42,9 +54,10 @@ fn mark_shift(layout: HdrLayout) -> u32 {
     u32::from(layout.chunk_shift).saturating_sub(MARKS.trailing_zeros())
 }
 
-/// Words of a series body: the parameters and one offset per chunk (chunks are apart).
+/// Words of a series body: the parameters, one word per chunk (chunks are apart), the
+/// overflow count and the sum.
 pub fn value_words(layout: HdrLayout) -> u64 {
-    u64::from(CHUNKS) + u64::from(chunk_count(layout))
+    u64::from(overflow_at(layout)) + 2
 }
 
 /// Writes the parameters an observation needs into a fresh (zeroed) series body.
@@ -85,16 +98,21 @@ pub fn observe(
     v: f64,
     make_chunk: impl FnOnce(Offset, u32) -> Option<Offset>,
 ) -> Result<(), ObserveError> {
-    // The smallest histogram body; the chunk's offset word is bounds-checked below.
+    // The smallest histogram body; the words past the parameters are bounds-checked
+    // below (the layout word says where they are).
     let h = check(r, handle, MetricType::Histogram, u64::from(CHUNKS) + 1)
         .ok_or(ObserveError::BadHandle)?;
     if v.is_nan() {
         return Err(ObserveError::NotANumber);
     }
     let layout = HdrLayout::unpack(r.load(h + LAYOUT));
+    let overflow = h + overflow_at(layout);
+    let sum = r
+        .get(u64::from(overflow) + 1)
+        .ok_or(ObserveError::BadHandle)?;
     let t = ticks(v, f64::from_bits(r.load(h + SCALE)));
     if t > r.load(h + HIGHEST) {
-        r.word(h + OVERFLOW).fetch_add(1, Relaxed);
+        r.word(overflow).fetch_add(1, Relaxed);
     } else {
         // `t <= highest`, so the slot and its chunk are within the layout (as the slot
         // word was before chunks); every word touched is bounds-checked by the region.
@@ -119,7 +137,7 @@ pub fn observe(
         let slot = r.get(u64::from(made) + k).ok_or(ObserveError::BadHandle)?;
         slot.fetch_add(1, Relaxed);
     }
-    add_f64(r.word(h + SUM), v);
+    add_f64(sum, v);
     Ok(())
 }
 
@@ -165,8 +183,8 @@ impl Snapshot {
         Snapshot {
             layout,
             counts,
-            overflow: r.load(h + OVERFLOW),
-            sum: load_f64(r.word(h + SUM)),
+            overflow: r.load(h + overflow_at(layout)),
+            sum: load_f64(r.word(h + overflow_at(layout) + 1)),
         }
     }
 

@@ -28,7 +28,7 @@ use std::sync::atomic::Ordering::*;
 const MAGIC: u64 = u64::from_le_bytes(*b"NGXPROM\0");
 /// Bump when the layout changes: a zone kept across `nginx -s reload` from an older
 /// module build is then re-created instead of misread.
-const LAYOUT_VERSION: u64 = 5;
+const LAYOUT_VERSION: u64 = 6;
 
 // Header words.
 const H_MAGIC: Offset = 0;
