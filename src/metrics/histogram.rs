@@ -158,6 +158,7 @@ impl Snapshot {
         counts.clear();
         let per_chunk = chunk_slots(layout);
         let per_mark = 1 << mark_shift(layout);
+        let overflow = h + overflow_at(layout);
         for chunk in 0..chunk_count(layout) {
             let word = r.word(h + CHUNKS + chunk).load(Acquire);
             let made = word as Offset;
@@ -183,8 +184,8 @@ impl Snapshot {
         Snapshot {
             layout,
             counts,
-            overflow: r.load(h + overflow_at(layout)),
-            sum: load_f64(r.word(h + overflow_at(layout) + 1)),
+            overflow: r.load(overflow),
+            sum: load_f64(r.word(overflow + 1)),
         }
     }
 
