@@ -998,7 +998,7 @@ COMMENTARY=$(awk \
   printf "- **Scrape** of %d histogram routes + %d counters: %.3f s for %.1f MB from the module against %.3f s for %.1f MB from the Lua stand-in, i.e. the module takes %s time. ANCHORS.md measured the real library at 0.74–1.8 s for 10,000 routes (21-bucket histograms, 14.6 MB); the stand-in skips that library'"'"'s bucket-label fix-ups, HELP/TYPE lines and per-worker sync, so it flatters the baseline rather than ours.\n", series, series, so, bo / 1e6, sk, bk / 1e6, vs(so, sk)
   printf "- **Memory**: a histogram series with the default range (1 µs..60 s, 2 significant digits) keeps its 2,560 HDR count words in chunks of 64 made as values arrive; the %d routes took %.0f MiB of zone", series, zone / 1048576
   if (dused > 0) printf " where the stand-in dict holds the same values in about %.0f MiB", dused / 1048576
-  printf ". Every scrape reads the chunks in use.\n"
+  printf ". Every scrape reads the marked runs of the chunks in use.\n"
 }')
 
 {

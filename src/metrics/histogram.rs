@@ -314,7 +314,8 @@ mod tests {
         fn new(spec: &HistogramSpec) -> Series {
             let layout = spec.layout().unwrap();
             let body = 2 + value_words(layout) as usize;
-            let mem = heap_words(body + layout.counts_len as usize + 64);
+            let every_chunk = chunk_count(layout) * chunk_slots(layout);
+            let mem = heap_words(body + every_chunk as usize);
             let r = Region::new(&mem);
             r.store(1, tag(MetricType::Histogram));
             init(&r, 2, spec, layout);

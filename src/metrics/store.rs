@@ -1020,9 +1020,10 @@ mod tests {
         let before = s.arena().used_bytes();
         let h = s.series(f, &[] as &[&str], 1, ALIVE).unwrap();
         // Header word, hash chain, hash, owner, an empty key; the created time and tag;
-        // 5 parameter words and 40 chunk offsets (2,560 slots in chunks of 64).
+        // 3 parameter words, 40 chunk words (2,560 slots in chunks of 64), the overflow
+        // count and the sum.
         let empty = s.arena().used_bytes() - before;
-        assert_eq!(empty, (4 + 2 + 5 + 40) * 8);
+        assert_eq!(empty, (4 + 2 + 3 + 40 + 2) * 8);
         // Four threads, the same values at once: each chunk is made by one of them.
         std::thread::scope(|scope| {
             for _ in 0..4 {
