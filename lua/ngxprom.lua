@@ -54,13 +54,25 @@ local function message(err)
     return (s:gsub("^runtime error: ", ""))
 end
 
--- Runtime failures are logged once per worker and message.
-local logged = {}
+-- Runtime failures are logged once per worker and message. Messages may carry label
+-- values a client chose: they are logged in printable form, and at most
+-- MAX_LOGGED distinct ones are remembered (then one line says the rest are dropped).
+local MAX_LOGGED = 1000
+local logged, n_logged = {}, 0
+local printable = core.printable
 local function log_once(msg)
-    if not logged[msg] then
-        logged[msg] = true
-        ngx_log(ERR, "ngxprom: ", msg)
+    if logged[msg] then return end
+    if n_logged >= MAX_LOGGED then
+        if n_logged == MAX_LOGGED then
+            n_logged = n_logged + 1
+            ngx_log(ERR, "ngxprom: more than ", MAX_LOGGED, " distinct errors: no more are logged",
+                " by this worker (nginx_metric_errors_total still counts them)")
+        end
+        return
     end
+    logged[msg] = true
+    n_logged = n_logged + 1
+    ngx_log(ERR, "ngxprom: ", printable(msg))
 end
 _M.log_once = log_once
 

@@ -660,3 +660,109 @@ fn a_refused_request_body_never_passes_for_another_request() {
     assert!(!out.contains("app_secret"), "{out}");
     assert!(nginx.crashes().is_empty());
 }
+
+#[test]
+fn protected_locations_follow_the_metrics_rules() {
+    let (app_port, port) = (free_port(), free_port());
+    let p = prefix("protect");
+    write_credentials(&p);
+    let server = format!(
+        r#"}}
+    server {{
+        listen 127.0.0.1:{port};
+        prometheus_allow 127.0.0.1;
+        prometheus_auth_file metrics.credentials;
+        location = /metrics {{ prometheus_metrics metrics; }}
+        location = /nginx_status {{ prometheus_protect on; stub_status; }}
+        location /files/ {{
+            prometheus_protect on;
+            alias {files}/;
+            location /files/open/ {{ prometheus_protect off; alias {files}/; }}
+        }}
+        location = /unguarded {{ return 200 "anyone\n"; }}"#,
+        files = p.join("html").display()
+    );
+    std::fs::create_dir_all(p.join("html")).unwrap();
+    std::fs::write(p.join("html/report.txt"), "private report\n").unwrap();
+    Command::new("chmod")
+        .args(["-R", "755"])
+        .arg(p.join("html"))
+        .status()
+        .unwrap();
+    let nginx = Nginx::start_with(p.clone(), config(&p, &app(app_port, &server)));
+    let other: IpAddr = "127.0.0.2".parse().unwrap();
+    let good = basic("prometheus", "s3cret pass");
+    for path in ["/metrics", "/nginx_status", "/files/report.txt"] {
+        // Refused address: 403 before credentials are looked at.
+        let r = request_full(
+            Some(other),
+            port,
+            "GET",
+            path,
+            &[("Authorization", &good)],
+            b"",
+        );
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (403, "Forbidden\n"),
+            "{path}"
+        );
+        // No credentials: 401 with the challenge.
+        let r = request_full(None, port, "GET", path, &[], b"");
+        assert_eq!(r.status, 401, "{path}: {}", r.text());
+        // (Basic and Bearer: the harness keeps the last of repeated headers.)
+        assert!(r.header("www-authenticate").is_some(), "{path}");
+        assert!(
+            !r.text().contains("private") && !r.text().contains("Active"),
+            "{path}"
+        );
+        // Garbage: 400. A refused POST's body is read away, not taken as a request.
+        let r = request_full(
+            None,
+            port,
+            "GET",
+            path,
+            &[("Authorization", "Basic !!")],
+            b"",
+        );
+        assert_eq!(r.status, 401, "{path}");
+        let r = request_full(
+            None,
+            port,
+            "POST",
+            path,
+            &[],
+            b"GET /unguarded HTTP/1.0\r\n\r\n",
+        );
+        assert_eq!(r.status, 401, "{path}");
+        assert!(!r.text().contains("anyone"), "{path}");
+        // Allowed and authenticated: the location's own content.
+        let r = request_full(None, port, "GET", path, &[("Authorization", &good)], b"");
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+    }
+    let r = request_full(
+        None,
+        port,
+        "GET",
+        "/files/report.txt",
+        &[("Authorization", &good)],
+        b"",
+    );
+    assert_eq!(r.text(), "private report\n");
+    // `off` below, and locations that never asked, serve everyone as before.
+    let r = request_full(Some(other), port, "GET", "/files/open/report.txt", &[], b"");
+    assert_eq!(r.status, 200);
+    let r = request_full(Some(other), port, "GET", "/unguarded", &[], b"");
+    assert_eq!(r.text(), "anyone\n");
+    assert!(nginx.errors().is_empty(), "{:?}", nginx.errors());
+
+    let err = nginx_t(
+        "protect-bad",
+        "server { listen 127.0.0.1:1; location / { prometheus_protect maybe; } }",
+    )
+    .unwrap_err();
+    assert!(
+        err.contains("prometheus_protect: invalid value \"maybe\" (on or off)"),
+        "{err}"
+    );
+}

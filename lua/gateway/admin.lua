@@ -114,14 +114,16 @@ local function positions(snap, kind)
     return pos
 end
 
+-- Creation times are integers up to 2^53 (the schema's bound): written in full
+-- digits, never as "1e+15", so every accepted value round-trips.
 local function encode_offset(row)
-    return ngx.encode_base64(row.created_at .. ":" .. row.id)
+    return ngx.encode_base64(fmt("%.0f:%s", row.created_at, row.id))
 end
 
 local function decode_offset(token)
     local text = type(token) == "string" and ngx.decode_base64(token)
     local created_at, id = (text or ""):match("^(%d+):(.+)$")
-    if not created_at then return nil end
+    if not created_at or not schema.is_uuid(id) then return nil end
     return { created_at = tonumber(created_at), id = id }
 end
 
@@ -146,6 +148,7 @@ end
 
 local function page_size(args)
     if args.size == nil then return DEFAULT_SIZE end
+    if type(args.size) ~= "string" then return nil end
     local size = tonumber(args.size)
     if not size or size % 1 ~= 0 or size < 1 or size > MAX_SIZE then return nil end
     return size
@@ -159,11 +162,13 @@ local function list(kind, scope, snap)
                            message = fmt("size must be an integer between 1 and %d", MAX_SIZE) })
     end
     local after
-    if args.offset ~= nil then
+    if type(args.offset) == "table" then
+        return send(400, { code = 7, name = "invalid offset", message = "offset is given more than once" })
+    elseif args.offset ~= nil then
         after = decode_offset(args.offset)
         if not after then
             return send(400, { code = 7, name = "invalid offset",
-                               message = fmt("'%s' is not a valid offset", tostring(args.offset)) })
+                               message = fmt("'%s' is not a valid offset", schema.shown(tostring(args.offset))) })
         end
     end
     local rows, data, last, more = snap.list[kind], {}, nil, false
@@ -367,7 +372,7 @@ function _M.serve()
         return dispatch(ngx.req.get_method(), segments())
     end, traceback)
     if ok then return end
-    ngx.log(ngx.ERR, "gateway admin: ", err)
+    ngx.log(ngx.ERR, "gateway admin: ", core.printable(tostring(err)))
     if not ngx.headers_sent then
         pcall(send, 500, { message = "An unexpected error occurred" })
     end

@@ -9,6 +9,7 @@
 local core = require "ngx_prometheus"
 
 local type, pairs, ipairs, tonumber, tostring = type, pairs, ipairs, tonumber, tostring
+local fmt, printable = string.format, core.printable
 -- debug's: mlua's array metatable hides itself from getmetatable.
 local getmetatable, sort = debug.getmetatable, table.sort
 
@@ -17,14 +18,30 @@ local _M = {}
 -- A key part `[]`: append to the array.
 local APPEND = {}
 
--- "config.allow[]" -> { "config", "allow", APPEND }; "paths[2]" -> { "paths", 2 }
+-- Indexes beyond this are refused: no list of any entity may be that long.
+local MAX_INDEX = 1000
+
+-- "config.allow[]" -> { "config", "allow", APPEND }; "paths[2]" -> { "paths", 2 };
+-- "config.headers[x]" -> { "config", "headers", "x" }. An index is 1 to MAX_INDEX in
+-- decimal digits; anything else in brackets is a map key (never a number: `[nan]`,
+-- `[1e9]` and `[0x10]` are keys, so a list given them is refused as not a list).
 local function parse_key(key)
     local path = {}
     for part in key:gmatch("[^.]+") do
         local name, rest = part:match("^([^%[]*)(.*)$")
         if name ~= "" then path[#path + 1] = name end
         for sub in rest:gmatch("%[([^%]]*)%]") do
-            path[#path + 1] = sub == "" and APPEND or tonumber(sub) or sub
+            if sub == "" then
+                path[#path + 1] = APPEND
+            elseif sub:find("^%d+$") then
+                local i = tonumber(sub)
+                if i < 1 or i > MAX_INDEX then
+                    return nil, fmt("%s: index %s is not between 1 and %d", printable(key), sub, MAX_INDEX)
+                end
+                path[#path + 1] = i
+            else
+                path[#path + 1] = sub
+            end
         end
     end
     return path
@@ -60,7 +77,8 @@ local function expand(args)
     end
     sort(compound)
     for _, k in ipairs(compound) do
-        local path = parse_key(k)
+        local path, err = parse_key(k)
+        if not path then return nil, err end
         if #path > 0 then assign(out, path, args[k]) end
     end
     return out
@@ -80,6 +98,12 @@ local function raw_body()
     return data
 end
 
+local function expanded(args)
+    local out, err = expand(args)
+    if not out then return nil, 400, "Invalid key " .. err end
+    return out
+end
+
 -- read() -> table | nil, status, message
 function _M.read()
     local raw, err = raw_body()
@@ -95,12 +119,12 @@ function _M.read()
         if type(v) ~= "table" or getmetatable(v) == core.array_mt then
             return nil, 400, "Cannot parse JSON body: expected an object"
         end
-        return expand(v)
+        return expanded(v)
     end
     if ctype == "" or ctype:find("application/x-www-form-urlencoded", 1, true) then
-        return expand(ngx.decode_args(raw, 0))
+        return expanded(ngx.decode_args(raw, 0))
     end
-    return nil, 415, "Unsupported Content-Type: " .. ctype
+    return nil, 415, "Unsupported Content-Type: " .. printable(ctype)
 end
 
 return _M

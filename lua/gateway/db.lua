@@ -23,6 +23,7 @@ local schema = require "gateway.schema"
 local entities = require "gateway.entities"
 
 local defs, kinds = entities.defs, entities.kinds
+local printable = core.printable
 local is_uuid, is_array, as_array = schema.is_uuid, schema.is_array, schema.as_array
 local ipairs, pairs, type, tostring, tonumber, pcall, next = ipairs, pairs, type, tostring, tonumber, pcall, next
 local fmt, concat, sort = string.format, table.concat, table.sort
@@ -33,6 +34,8 @@ local _M = {}
 local FORMAT_VERSION = "1"
 -- Kong's declarative formats, accepted in declarative and seed files.
 local FORMATS = { ["1"] = true, ["1.1"] = true, ["2.1"] = true, ["3.0"] = true }
+
+
 
 -- Writers serialize on this key in gateway_state. The TTL frees the lock of a worker
 -- that died holding it; waiters wait longer than the TTL so that they outlive it.
@@ -47,6 +50,13 @@ local callbacks = {}  -- on_change handlers
 local function config_dict() return ngx.shared.gateway_config end
 local function state_dict() return ngx.shared.gateway_state end
 
+-- The whole configuration, as JSON, is at most half of lua_shared_dict gateway_config
+-- (8 MiB with the 16m of nginx/gateway.conf): every change re-encodes it, every worker
+-- decodes it once per change, and a new copy always fits beside the old one.
+local function max_document()
+    return math.floor(config_dict():capacity() / 2)
+end
+
 --------------------------------------------------------------------------------
 -- Errors: { status, body } with Kong's codes and messages.
 
@@ -56,7 +66,7 @@ end
 
 -- Kong prints keys as Lua tables: {name="x"} (sorted keys).
 local function repr(v)
-    if type(v) == "string" then return fmt("%q", v) end
+    if type(v) == "string" then return '"' .. printable(v) .. '"' end
     if v == core.null then return "null" end
     if type(v) ~= "table" then return tostring(v) end
     local keys = {}
@@ -94,8 +104,30 @@ local function unique_error(fields)
 end
 
 local function internal_error(message)
-    ngx_log(ERR, "gateway: ", message)
+    ngx_log(ERR, "gateway: ", printable(message))
     return fail(500, 8, "database error", message)
+end
+
+local function too_large_error(size)
+    return fail(400, 13, "configuration too large", fmt(
+        "the configuration would take %d bytes of JSON, more than the limit of %d "
+        .. "(half of lua_shared_dict gateway_config)", size, max_document()))
+end
+
+-- "global", or the scope of a plugin: "route <id>, consumer <id>".
+local function scope_text(p)
+    local parts = {}
+    for _, f in ipairs({ "service", "route", "consumer" }) do
+        if p[f] then parts[#parts + 1] = f .. " " .. p[f].id end
+    end
+    return #parts == 0 and "global" or concat(parts, ", ")
+end
+
+local function plugin_conflict_error(row, other, why)
+    return fail(400, 2, "schema violation", fmt(
+        "plugin '%s' %s (%s) conflicts with plugin '%s' %s (%s): %s",
+        row.name, row.id, scope_text(row), other.name, other.id, scope_text(other), why),
+        { config = why })
 end
 
 --------------------------------------------------------------------------------
@@ -205,6 +237,18 @@ local function prepare(s, kind, input, old, now)
                 or ref.name and s.by_name[fk.reference][ref.name]
             if not target then return nil, foreign_key_error(fk.field, fk.reference, ref) end
             row[fk.field] = { id = target.id }
+        end
+    end
+
+    if kind == "plugins" then
+        local mod = entities.plugin_module(row.name)
+        if mod and mod.conflict then
+            for _, other in ipairs(s.list.plugins) do
+                if other.name == row.name and other.id ~= row.id then
+                    local why = mod.conflict(row.config, other.config)
+                    if why then return nil, plugin_conflict_error(row, other, why) end
+                end
+            end
         end
     end
 
@@ -387,16 +431,19 @@ end
 local function describe(kind, input)
     local key = defs[kind].endpoint_key
     local v = key and input[key]
-    if type(v) == "string" then return fmt(" (%s '%s')", key, v) end
+    if type(v) == "string" then return fmt(" (%s '%s')", key, printable(v)) end
     return ""
 end
 
 -- load_document(doc, source) -> s | nil, err naming the entity and the field.
 local function load_document(doc, source)
-    if type(doc) ~= "table" or is_array(doc) then return nil, source .. ": expected a JSON object" end
+    -- Decoded JSON arrays carry array_mt; `{}` is an object (an empty configuration).
+    if type(doc) ~= "table" or debug.getmetatable(doc) == core.array_mt then
+        return nil, source .. ": expected a JSON object"
+    end
     for k in pairs(doc) do
         if k ~= "_format_version" and k ~= "node_id" and not defs[k] then
-            return nil, fmt("%s: %s: unknown field", source, tostring(k))
+            return nil, fmt("%s: %s: unknown field", source, printable(tostring(k)))
         end
     end
     local format = doc._format_version
@@ -551,7 +598,7 @@ local function install(s)
     current = s
     for _, fn in ipairs(callbacks) do
         local ok, err = pcall(fn, s)
-        if not ok then ngx_log(ERR, "gateway: configuration change handler failed: ", err) end
+        if not ok then ngx_log(ERR, "gateway: configuration change handler failed: ", printable(tostring(err))) end
     end
 end
 
@@ -577,7 +624,7 @@ function _M.init_worker()
     local ok, err = ngx.timer.every(SYNC_INTERVAL, function(premature)
         if premature then return end
         local synced, serr = pcall(sync)
-        if not synced then ngx_log(ERR, "gateway: configuration sync failed: ", serr) end
+        if not synced then ngx_log(ERR, "gateway: configuration sync failed: ", printable(tostring(serr))) end
     end)
     if not ok then ngx_log(ERR, "gateway: cannot start the configuration sync timer: ", err) end
 end
@@ -599,7 +646,7 @@ function _M.on_change(fn)
     callbacks[#callbacks + 1] = fn
     if current then
         local ok, err = pcall(fn, current)
-        if not ok then ngx_log(ERR, "gateway: configuration change handler failed: ", err) end
+        if not ok then ngx_log(ERR, "gateway: configuration change handler failed: ", printable(tostring(err))) end
     end
 end
 
@@ -637,6 +684,7 @@ end
 local function commit(s, token, old_text, version)
     local text, err = encode(s)
     if not text then return nil, internal_error("cannot encode the configuration: " .. err) end
+    if #text > max_document() then return nil, too_large_error(#text) end
     -- A writer that outlived its lock must not overwrite a newer configuration.
     if state_dict():get(LOCK_KEY) ~= token or config_dict():get("version") ~= version then
         return nil, internal_error("the configuration lock expired during the write; nothing was changed")

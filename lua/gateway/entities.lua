@@ -10,7 +10,7 @@ local core = require "ngx_prometheus"
 local schema = require "gateway.schema"
 local plugins = require "gateway.plugins"
 
-local null, as_array = core.null, schema.as_array
+local null, as_array, shown = core.null, schema.as_array, schema.shown
 local ipairs, pairs, next, pcall, tonumber, type = ipairs, pairs, next, pcall, tonumber, type
 local fmt, concat = string.format, table.concat
 
@@ -38,8 +38,21 @@ local function updated_at()
     return { updated_at = { type = "integer", between = { 0, 2 ^ 53 } } }
 end
 
+-- How long the lists an Admin call can grow may be (README: "Limits"). Each one is
+-- read on every request or every scrape (routes, buckets, address rules) or stored in
+-- every copy of the configuration, so none may grow without bound.
+local LIMITS = {
+    tags = 64,
+    paths = 64,
+    hosts = 64,
+    methods = 16,
+    http_statuses = 32,
+}
+_M.LIMITS = LIMITS
+
 local function tags()
-    return { tags = { type = "set", elements = { type = "string", len_min = 1, len_max = 128 } } }
+    return { tags = { type = "set", len_max = LIMITS.tags,
+                      elements = { type = "string", len_min = 1, len_max = 128 } } }
 end
 
 local NAME = {
@@ -58,10 +71,10 @@ end
 
 -- A DNS name or an IPv4 address (labels of letters, digits, '-' and '_').
 local function valid_host(h)
-    if #h == 0 or #h > 253 then return nil, "invalid hostname: " .. h end
+    if #h == 0 or #h > 253 then return nil, "invalid hostname: " .. shown(h) end
     for label in (h .. "."):gmatch("([^.]*)%.") do
         if not label:find("^[%w_][%w_%-]*$") or #label > 63 then
-            return nil, "invalid hostname: " .. h
+            return nil, "invalid hostname: " .. shown(h)
         end
     end
     return true
@@ -78,7 +91,28 @@ local function valid_route_host(h)
 end
 
 local TIMEOUT = { type = "integer", default = 60000, between = { 1, 2 ^ 31 - 2 } }
-local PATH = { type = "string", match = "^/", match_err = "should start with: /" }
+-- Paths are stored escaped, as they are sent upstream: RFC 3986 path characters and
+-- %XX escapes only (Kong's rule), and no control character even escaped (a stored
+-- CR LF must never become a header, whatever later decodes it).
+local function valid_path(p)
+    local bad = p:find("[^%w%-%._~!$&'()*+,;=:@/%%]")
+    if bad then
+        return nil, fmt("invalid path: '%s' (characters outside of the reserved list of RFC 3986 found)", shown(p))
+    end
+    for esc in p:gmatch("%%(.?.?)") do
+        if not esc:find("^%x%x$") then
+            return nil, fmt("invalid path: '%s' (a %% must start an escape: %%XX)", shown(p))
+        end
+        local b = tonumber(esc, 16)
+        if b < 32 or b == 127 then
+            return nil, fmt("invalid path: '%s' (control characters are not allowed, even escaped)", shown(p))
+        end
+    end
+    return true
+end
+
+local PATH = { type = "string", match = "^/", match_err = "should start with: /", len_max = 1024,
+               custom = valid_path }
 local PROTOCOL = { type = "string", one_of = { "http", "https" } }
 
 --------------------------------------------------------------------------------
@@ -90,7 +124,7 @@ local DEFAULT_PORT = { http = 80, https = 443 }
 local function expand_url(url)
     if type(url) ~= "string" then return nil, "expected a string" end
     local scheme, authority, path = url:match("^(%a[%w+.-]*)://([^/?#]+)([^?#]*)$")
-    if not scheme then return nil, "invalid url: " .. url end
+    if not scheme then return nil, "invalid url: " .. shown(url) end
     scheme = scheme:lower()
     local host, port = authority:match("^(.-):(%d+)$")
     host = host or authority
@@ -136,10 +170,12 @@ local routes = {
             name_field(false),
             { protocols = { type = "set", elements = PROTOCOL, len_min = 1,
                             default = as_array({ "http", "https" }) } },
-            { methods = { type = "set", elements = { type = "string", match = "^%u+$",
-                                                     match_err = "invalid method: must be uppercase letters" } } },
-            { hosts = { type = "array", elements = { type = "string", custom = valid_route_host } } },
-            { paths = { type = "array", elements = PATH } },
+            { methods = { type = "set", len_max = LIMITS.methods,
+                          elements = { type = "string", match = "^%u+$", len_max = 32,
+                                       match_err = "invalid method: must be uppercase letters" } } },
+            { hosts = { type = "array", len_max = LIMITS.hosts,
+                        elements = { type = "string", custom = valid_route_host } } },
+            { paths = { type = "array", len_max = LIMITS.paths, elements = PATH } },
             { strip_path = { type = "boolean", required = true, default = true } },
             { preserve_host = { type = "boolean", required = true, default = false } },
             { service = { type = "foreign", reference = "services" } },
@@ -166,8 +202,8 @@ local consumers = {
             id_field(),
             created_at(),
             updated_at(),
-            { username = { type = "string", unique = true, len_min = 1 } },
-            { custom_id = { type = "string", unique = true, len_min = 1 } },
+            { username = { type = "string", unique = true, len_min = 1, len_max = 256 } },
+            { custom_id = { type = "string", unique = true, len_min = 1, len_max = 256 } },
             tags(),
         },
         entity_checks = function(consumer)
@@ -198,7 +234,7 @@ _M.plugin_module = plugin_module
 
 local function plugin_enabled(name)
     if plugin_module(name) then return true end
-    return nil, fmt("plugin '%s' not enabled; available plugins: %s", name, concat(plugins.names(), ", "))
+    return nil, fmt("plugin '%s' not enabled; available plugins: %s", shown(name), concat(plugins.names(), ", "))
 end
 
 local plugin_entity = {
@@ -254,7 +290,7 @@ local upstreams = {
                         -- Consecutive failures before a target is taken out; 0 disables.
                         { failures = { type = "integer", default = 3, between = { 0, 255 } } },
                         { http_statuses = { type = "set", default = as_array({ 500, 502, 503, 504 }),
-                                            elements = { type = "integer", between = { 100, 999 } } } },
+                                            len_max = LIMITS.http_statuses, elements = { type = "integer", between = { 100, 999 } } } },
                         { timeouts = { type = "integer", default = 3, between = { 0, 255 } } },
                     } } },
                     -- Seconds after which an unhealthy target gets traffic again.
@@ -275,12 +311,12 @@ local function normalize_target(t)
     else
         host, port = t:match("^([^:]+):?(%d*)$")
         if not host or not valid_host(host) then
-            return nil, fmt("Invalid target ('%s'); not a valid hostname or ip address", t)
+            return nil, fmt("Invalid target ('%s'); not a valid hostname or ip address", shown(t))
         end
     end
     port = port == "" and 8000 or tonumber(port)
     if port < 1 or port > 65535 then
-        return nil, fmt("Invalid target ('%s'); port must be between 1 and 65535", t)
+        return nil, fmt("Invalid target ('%s'); port must be between 1 and 65535", shown(t))
     end
     return host .. ":" .. port
 end
@@ -316,7 +352,7 @@ local keyauth_credentials = {
             id_field(),
             created_at(),
             { consumer = { type = "foreign", reference = "consumers", required = true } },
-            { key = { type = "string", unique = true, len_min = 1, default = random_key } },
+            { key = { type = "string", unique = true, len_min = 1, len_max = 1024, default = random_key } },
             tags(),
         },
     },

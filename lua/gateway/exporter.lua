@@ -72,61 +72,105 @@ local function latency_opts(kong, buckets_ms, limit)
     }
 end
 
-local sets = {}
-
--- The family set of a naming; families register in the zone on first use.
-local function family_set(conf)
+-- The families of a plugin configuration's naming, one descriptor each: the field
+-- of the family set, type, name, help, labels, and `buckets` (the config field of a
+-- latency histogram) or `http` (request families: group "http", `series_limit`).
+local function descriptors(conf)
     local kong = conf.naming == "kong"
-    local key = kong and "kong" or conf.namespace
-    local set = sets[key]
-    if set then return set end
     local ns = kong and "kong" or conf.namespace
-    local limit = conf.series_limit
     local reqs_labels = kong and { "service", "route", "code", "source", "workspace", "consumer" }
         or { "service", "route", "code", "source", "consumer" }
     local lat_labels = kong and { "service", "route", "workspace" } or { "service", "route" }
     local bw_labels = kong and { "service", "route", "direction", "workspace", "consumer" }
         or { "service", "route", "direction", "consumer" }
     local unit = kong and "_ms" or "_seconds"
-    set = {
-        kong = kong,
-        requests = zone:counter(ns .. "_http_requests_total",
-            "HTTP requests by service, route, status code and source.", reqs_labels,
-            { max_series = limit, group = "http" }),
-        request_latency = zone:histogram(ns .. "_request_latency" .. unit,
-            "Time from the first byte read from the client to the last byte sent.", lat_labels,
-            latency_opts(kong, conf.request_latency_buckets, limit)),
-        upstream_latency = zone:histogram(ns .. "_upstream_latency" .. unit,
-            "Time spent waiting for the upstream service.", lat_labels,
-            latency_opts(kong, conf.upstream_latency_buckets, limit)),
-        gateway_latency = zone:histogram(ns .. (kong and "_kong_latency_ms" or "_latency_seconds"),
-            "Time spent in the gateway itself: request latency minus upstream latency.", lat_labels,
-            latency_opts(kong, conf.gateway_latency_buckets, limit)),
-        bandwidth = zone:counter(ns .. (kong and "_bandwidth_bytes" or "_bandwidth_bytes_total"),
-            "Bytes received from clients (ingress) and sent to them (egress).", bw_labels,
-            { max_series = limit, group = "http", unit = (not kong) and "bytes" or nil }),
-        target_health = zone:gauge(ns .. "_upstream_target_health",
-            "Health of upstream targets: 1 for the target's current state, 0 for the others.",
-            { "upstream", "target", "address", "state" }),
-        dict_bytes = zone:gauge(ns .. "_memory_lua_shared_dict_bytes",
-            "Bytes allocated in each lua_shared_dict.", { "shared_dict" }),
-        dict_total = zone:gauge(ns .. "_memory_lua_shared_dict_total_bytes",
-            "Capacity of each lua_shared_dict in bytes.", { "shared_dict" }),
-        lua_vms = zone:gauge(ns .. "_memory_workers_lua_vms_bytes",
-            "Memory used by each worker's Lua VM, in bytes.", { "pid" }),
-        timers = zone:gauge(ns .. "_nginx_timers", "Lua timers in this worker, by state.", { "state" }),
-        node_info = zone:gauge(ns .. "_node_info", "The gateway node: id and version.", { "node_id", "version" }),
-        datastore = zone:gauge(ns .. "_datastore_reachable",
-            "1 when the configuration store can be read, 0 otherwise."),
+    local list = {
+        { field = "requests", type = "counter", name = ns .. "_http_requests_total", http = true,
+          help = "HTTP requests by service, route, status code and source.", labels = reqs_labels },
+        { field = "request_latency", type = "histogram", name = ns .. "_request_latency" .. unit,
+          buckets = "request_latency_buckets", labels = lat_labels,
+          help = "Time from the first byte read from the client to the last byte sent." },
+        { field = "upstream_latency", type = "histogram", name = ns .. "_upstream_latency" .. unit,
+          buckets = "upstream_latency_buckets", labels = lat_labels,
+          help = "Time spent waiting for the upstream service." },
+        { field = "gateway_latency", type = "histogram",
+          name = ns .. (kong and "_kong_latency_ms" or "_latency_seconds"),
+          buckets = "gateway_latency_buckets", labels = lat_labels,
+          help = "Time spent in the gateway itself: request latency minus upstream latency." },
+        { field = "bandwidth", type = "counter", http = true, unit = (not kong) and "bytes" or nil,
+          name = ns .. (kong and "_bandwidth_bytes" or "_bandwidth_bytes_total"), labels = bw_labels,
+          help = "Bytes received from clients (ingress) and sent to them (egress)." },
+        { field = "target_health", type = "gauge", name = ns .. "_upstream_target_health",
+          help = "Health of upstream targets: 1 for the target's current state, 0 for the others.",
+          labels = { "upstream", "target", "address", "state" } },
+        { field = "dict_bytes", type = "gauge", name = ns .. "_memory_lua_shared_dict_bytes",
+          help = "Bytes allocated in each lua_shared_dict.", labels = { "shared_dict" } },
+        { field = "dict_total", type = "gauge", name = ns .. "_memory_lua_shared_dict_total_bytes",
+          help = "Capacity of each lua_shared_dict in bytes.", labels = { "shared_dict" } },
+        { field = "lua_vms", type = "gauge", name = ns .. "_memory_workers_lua_vms_bytes",
+          help = "Memory used by each worker's Lua VM, in bytes.", labels = { "pid" } },
+        { field = "timers", type = "gauge", name = ns .. "_nginx_timers",
+          help = "Lua timers in this worker, by state.", labels = { "state" } },
+        { field = "node_info", type = "gauge", name = ns .. "_node_info",
+          help = "The gateway node: id and version.", labels = { "node_id", "version" } },
+        { field = "datastore", type = "gauge", name = ns .. "_datastore_reachable",
+          help = "1 when the configuration store can be read, 0 otherwise." },
     }
     if kong then
-        set.connections = zone:gauge("kong_nginx_connections_total", "nginx connections by state.", { "state" })
-        set.nginx_requests = zone:gauge("kong_nginx_requests_total", "Requests nginx received.")
-        set.metric_errors = zone:counter("kong_nginx_metric_errors_total",
-            "Errors while recording metrics (sum of nginx_metric_errors_total).")
+        list[#list + 1] = { field = "connections", type = "gauge", name = "kong_nginx_connections_total",
+            help = "nginx connections by state.", labels = { "state" } }
+        list[#list + 1] = { field = "nginx_requests", type = "gauge", name = "kong_nginx_requests_total",
+            help = "Requests nginx received." }
+        list[#list + 1] = { field = "metric_errors", type = "counter", name = "kong_nginx_metric_errors_total",
+            help = "Errors while recording metrics (sum of nginx_metric_errors_total)." }
+    end
+    return list, kong
+end
+
+-- Plugin configurations with the same key share one family set.
+local function set_key(conf)
+    if conf.naming == "kong" then return "kong" end
+    return "prometheus:" .. conf.namespace
+end
+
+local sets = {}
+
+-- The family set of a naming; families register in the zone on first use.
+local function family_set(conf)
+    local key = set_key(conf)
+    local set = sets[key]
+    if set then return set end
+    local list, kong = descriptors(conf)
+    set = { kong = kong }
+    for _, d in ipairs(list) do
+        local opts
+        if d.buckets then
+            opts = latency_opts(kong, conf[d.buckets], conf.series_limit)
+        elseif d.http then
+            opts = { max_series = conf.series_limit, group = "http", unit = d.unit }
+        end
+        set[d.field] = zone[d.type](zone, d.name, d.help, d.labels, opts)
     end
     sets[key] = set
     return set
+end
+
+-- Whether two plugin configurations would expose a family name (or a sample name)
+-- in common without sharing their families: `namespace = "foo"` and
+-- `namespace = "foo_request"` both make `foo_request_latency_seconds`. Returns the
+-- two families that clash, or nil.
+function _M.clash(a, b)
+    if set_key(a) == set_key(b) then return nil end
+    local exposed = {}
+    for _, d in ipairs((descriptors(a))) do
+        for _, n in ipairs(core.exposition_names(d.name, d.type)) do exposed[n] = d.name end
+    end
+    for _, d in ipairs((descriptors(b))) do
+        for _, n in ipairs(core.exposition_names(d.name, d.type)) do
+            if exposed[n] then return exposed[n], d.name end
+        end
+    end
+    return nil
 end
 
 local function handle_of(family, ...)
@@ -221,7 +265,7 @@ function _M.configure(snapshot)
     local by_set = {}
     for _, p in ipairs(snapshot.list.plugins or {}) do
         if p.name == "prometheus" and p.enabled ~= false then
-            local key = p.config.naming == "kong" and "kong" or p.config.namespace
+            local key = set_key(p.config)
             local global = not (p.service or p.route or p.consumer)
             local cur = by_set[key]
             if not cur or (global and not cur.global) then
@@ -249,7 +293,7 @@ function _M.configure(snapshot)
     end
     for _, p in ipairs(snapshot.list.plugins or {}) do
         if p.name == "prometheus" and p.enabled ~= false and p.config.upstream_health_metrics then
-            local key = p.config.naming == "kong" and "kong" or p.config.namespace
+            local key = set_key(p.config)
             if active[key] then active[key].upstream_health = true end
         end
     end

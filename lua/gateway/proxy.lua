@@ -97,7 +97,7 @@ local function exit_json(status, message)
     return ngx.exit(ngx.HTTP_OK)
 end
 
--- Joins the service path and what is left of the request path.
+-- Joins the service path and what is left of the request path (both escaped).
 local function upstream_path(service_path, rest)
     if not service_path or service_path == "" or service_path == "/" then
         return rest ~= "" and rest or "/"
@@ -107,6 +107,68 @@ local function upstream_path(service_path, rest)
         return service_path .. rest:sub(2)
     end
     return service_path .. rest
+end
+
+--------------------------------------------------------------------------------
+-- The path sent upstream. Routes match nginx's decoded, normalized `$uri`; what is
+-- forwarded is the client's own escaped form of the same path (Kong's behaviour), so
+-- `%20`, `%3F`, `%2F` and `%0D%0A` reach the upstream as escapes, never as raw bytes
+-- that would end the request line or start a header.
+
+local byte, char, fmt = string.byte, string.char, string.format
+
+-- RFC 3986 pchar plus "/": what may stand unescaped in a path.
+local UNSAFE = "[^%w%-%._~!$&'()*+,;=:@/]"
+local UNSAFE_OR_PERCENT = "[^%w%-%._~!$&'()*+,;=:@/%%]"
+
+local function escape_byte(c)
+    return fmt("%%%02X", byte(c))
+end
+
+-- An escaped path with every byte outside pchar escaped, and every "%" that does not
+-- start a valid escape written as %25 (nginx refuses those in the request line, so
+-- this only guards against a future change).
+local function reescape(raw)
+    if not raw:find(UNSAFE_OR_PERCENT) and not raw:find("%", 1, true) then return raw end
+    raw = raw:gsub("%%(%x?%x?)", function(hex)
+        if #hex == 2 then return nil end
+        return "%25" .. hex
+    end)
+    return (raw:gsub(UNSAFE_OR_PERCENT, escape_byte))
+end
+
+-- A decoded path, escaped.
+local function escape(decoded)
+    return (decoded:gsub(UNSAFE, escape_byte))
+end
+
+local function unescape(raw)
+    return (raw:gsub("%%(%x%x)", function(hex) return char(tonumber(hex, 16)) end))
+end
+
+-- The escaped form of `uri:sub(skip + 1)` (what is left of the decoded path after the
+-- route's prefix): taken from the raw request path when decoding it gives `uri`
+-- back, else (nginx merged slashes or resolved dot segments) `uri`'s rest escaped.
+local function escaped_rest(uri, skip)
+    local raw = ngx.var.request_uri or ""
+    local q = raw:find("?", 1, true)
+    if q then raw = raw:sub(1, q - 1) end
+    if not raw:find("%", 1, true) then
+        if raw == uri then return reescape(raw:sub(skip + 1)) end
+        return escape(uri:sub(skip + 1))
+    end
+    if unescape(raw) ~= uri then return escape(uri:sub(skip + 1)) end
+    local i = 1
+    for _ = 1, skip do
+        i = i + (byte(raw, i) == 37 and 3 or 1)
+    end
+    return reescape(raw:sub(i))
+end
+
+-- The query string as received, with anything that could end the request line escaped.
+local function safe_args(args)
+    if not args or not args:find("[%c ]") then return args end
+    return (args:gsub("[%c ]", escape_byte))
 end
 
 function _M.access()
@@ -139,14 +201,11 @@ function _M.access()
         ctx.exit_status = 503
         return exit_json(503, "no Service found with those values")
     end
-    local rest = uri
-    if route.strip_path ~= false then
-        rest = uri:sub(#prefix + 1)
-        -- "/" stripped from "/x" leaves "x": keep the path absolute.
-        if rest ~= "" and rest:sub(1, 1) ~= "/" then rest = "/" .. rest end
-    end
+    local rest = escaped_rest(uri, route.strip_path ~= false and #prefix or 0)
+    -- "/" stripped from "/x" leaves "x": keep the path absolute.
+    if rest ~= "" and rest:sub(1, 1) ~= "/" then rest = "/" .. rest end
     local path = upstream_path(service.path, rest)
-    local args = ngx.var.args
+    local args = safe_args(ngx.var.args)
     ngx.var.upstream_uri = args and (path .. "?" .. args) or path
     if route.preserve_host then
         ngx.var.upstream_host = ngx.var.http_host or service.host

@@ -25,6 +25,7 @@
 local core = require "ngx_prometheus"
 
 local null, array_mt = core.null, core.array_mt
+local utf8_valid, printable = core.utf8_valid, core.printable
 local type, pairs, ipairs, next, tostring, tonumber = type, pairs, ipairs, next, tostring, tonumber
 -- mlua protects its array metatable (__metatable = false): only debug.getmetatable sees it.
 local setmetatable, getmetatable, floor, huge = setmetatable, debug.getmetatable, math.floor, math.huge
@@ -121,13 +122,24 @@ local function check_length(def, n)
     return true
 end
 
+-- A value as an error message shows it: printable, and cut after 100 bytes.
+local function shown(v)
+    if #v > 100 then return printable(v:sub(1, 100)) .. "..." end
+    return printable(v)
+end
+_M.shown = shown
+
+-- Every string stored is valid UTF-8 without control characters: it may end up in a
+-- JSON answer, a log line, a header or a label value.
 local function check_string(def, v)
     if type(v) ~= "string" then return nil, "expected a string" end
+    if not utf8_valid(v) then return nil, "invalid UTF-8: " .. shown(v) end
+    if v:find("%c") then return nil, "control characters are not allowed: " .. shown(v) end
     local ok, err = check_length(def, #v)
     if not ok then return nil, err end
     if def.uuid and not is_uuid(v) then return nil, "expected a valid UUID" end
     if def.match and not v:find(def.match) then
-        return nil, def.match_err or ("invalid value: " .. v)
+        return nil, def.match_err or ("invalid value: " .. shown(v))
     end
     ok, err = check_one_of(def, v)
     if not ok then return nil, err end
@@ -197,7 +209,7 @@ local function check_map(def, v, opts)
         if def.values then nv, verr = validate_value(def.values, val, opts, v) end
         if kerr or verr then
             errs = errs or {}
-            errs[tostring(k)] = kerr or verr
+            errs[printable(tostring(k))] = kerr or verr
         else
             out[nk] = nv
         end
@@ -214,7 +226,7 @@ local function check_foreign(_, v)
     end
     local errs = {}
     for k in pairs(v) do
-        if k ~= "id" and k ~= "name" then errs[tostring(k)] = "unknown field" end
+        if k ~= "id" and k ~= "name" then errs[printable(tostring(k))] = "unknown field" end
     end
     if v.id ~= nil and v.name ~= nil then
         errs.name = "only one of 'id' and 'name' may be given"
@@ -330,7 +342,7 @@ function validate_record(sch, input, opts)
     input = apply_shorthands(sch, input, errs)
     local known = fields_by_name(sch.fields)
     for k in pairs(input) do
-        if type(k) ~= "string" or not known[k] then errs[tostring(k)] = "unknown field" end
+        if type(k) ~= "string" or not known[k] then errs[printable(tostring(k))] = "unknown field" end
     end
     local out = {}
     for _, f in ipairs(sch.fields) do

@@ -224,6 +224,18 @@ fn module(lua: &Lua) -> LuaResult<Table> {
         lua.create_function(|_, spec: Table| spec_from(&spec).map(|_| true))?,
     )?;
 
+    // exposition_names(name, type) -> { names }: every family and sample name a
+    // family of that type exposes in either format; two families clash when these
+    // intersect.
+    m.set(
+        "exposition_names",
+        lua.create_function(|_, (name, metric_type): (String, String)| {
+            let t = MetricType::parse(&metric_type)
+                .ok_or_else(|| err(format!("unknown metric type \"{metric_type}\"")))?;
+            Ok(crate::metrics::family::exposition_names(&name, t))
+        })?,
+    )?;
+
     // register(slot, spec) -> family id; raises on misuse, nil, err when the zone is full
     m.set(
         "register",

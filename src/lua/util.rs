@@ -1,5 +1,5 @@
 //! Small utilities the gateway's Lua code needs and LuaJIT lacks: JSON with explicit
-//! arrays and nulls, random UUIDs.
+//! arrays and nulls, random UUIDs, UTF-8 checks and a printable form of hostile bytes.
 
 use mlua::{Lua, LuaSerdeExt, Result as LuaResult, Table, Value};
 
@@ -25,6 +25,18 @@ pub fn register(lua: &Lua, m: &Table) -> LuaResult<()> {
                 Err(e) => Ok((None, Some(format!("cannot encode as JSON: {e}")))),
             },
         )?,
+    )?;
+    // utf8_valid(s) -> whether `s` is valid UTF-8.
+    m.set(
+        "utf8_valid",
+        lua.create_function(
+            |_, s: mlua::LuaString| Ok(std::str::from_utf8(&s.as_bytes()).is_ok()),
+        )?,
+    )?;
+    // printable(s) -> `s` safe to put in a log line, a header or an error message.
+    m.set(
+        "printable",
+        lua.create_function(|_, s: mlua::LuaString| Ok(printable(&s.as_bytes())))?,
     )?;
     m.set("null", lua.null())?;
     m.set("array_mt", lua.array_metatable())?;
@@ -66,6 +78,29 @@ pub fn register(lua: &Lua, m: &Table) -> LuaResult<()> {
     Ok(())
 }
 
+/// `bytes` with every control character, backslash and byte that is not part of valid
+/// UTF-8 written as `\xNN`: one line of valid UTF-8 that says which bytes were sent.
+pub fn printable(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if c.is_control() || c == '\\' {
+                let mut buf = [0u8; 4];
+                for b in c.encode_utf8(&mut buf).bytes() {
+                    let _ = write!(out, "\\x{b:02X}");
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        for b in chunk.invalid() {
+            let _ = write!(out, "\\x{b:02X}");
+        }
+    }
+    out
+}
+
 fn write_atomic(path: &std::path::Path, contents: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
@@ -98,4 +133,23 @@ fn write_atomic(path: &std::path::Path, contents: &[u8]) -> std::io::Result<()> 
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::printable;
+
+    #[test]
+    fn printable_escapes_controls_backslashes_and_invalid_utf8_only() {
+        assert_eq!(printable(b"plain /path?q=1"), "plain /path?q=1");
+        assert_eq!(printable("café ☃".as_bytes()), "café ☃");
+        assert_eq!(printable(b"a\r\nX-Evil: 1"), "a\\x0D\\x0AX-Evil: 1");
+        assert_eq!(printable(b"bad\xFFname"), "bad\\xFFname");
+        assert_eq!(printable(b"\\x41"), "\\x5Cx41");
+        assert_eq!(printable(b"\x00\x7F"), "\\x00\\x7F");
+        // C1 controls are characters of their own in UTF-8: each byte is shown.
+        assert_eq!(printable("\u{85}".as_bytes()), "\\xC2\\x85");
+        // A truncated sequence is invalid: its bytes are shown, what follows kept.
+        assert_eq!(printable(b"\xE2\x98ok"), "\\xE2\\x98ok");
+    }
 }

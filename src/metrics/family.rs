@@ -95,6 +95,9 @@ pub const MAX_LABELS: usize = 16;
 pub const MAX_HELP: usize = 4096;
 /// Longest label value accepted.
 pub const MAX_LABEL_VALUE: usize = 4096;
+/// At most this many bucket bounds per histogram: every bound is a sample line per
+/// series in every scrape.
+pub const MAX_BUCKETS: usize = 128;
 
 /// The HDR range and precision of a histogram family, plus the Prometheus buckets
 /// rendered from it.
@@ -332,6 +335,12 @@ pub fn check_buckets(family: &str, h: &HistogramSpec, buckets: &[f64]) -> Result
         field: "buckets",
         why,
     };
+    if buckets.len() > MAX_BUCKETS {
+        return Err(bad(format!(
+            "{} bounds, at most {MAX_BUCKETS} are allowed",
+            buckets.len()
+        )));
+    }
     for (i, b) in buckets.iter().enumerate() {
         if !b.is_finite() || *b < 0.0 {
             return Err(bad(format!("bound {b} must be finite and >= 0")));
@@ -650,6 +659,12 @@ mod tests {
         assert!(s.validate().unwrap_err().to_string().contains("increase"));
         s.histogram.as_mut().unwrap().buckets = vec![0.1, 120.0];
         assert!(s.validate().unwrap_err().to_string().contains("highest"));
+        let many: Vec<f64> = (0..=MAX_BUCKETS).map(|i| i as f64 * 0.001).collect();
+        s.histogram.as_mut().unwrap().buckets = many[..MAX_BUCKETS].to_vec();
+        assert!(s.validate().is_ok());
+        s.histogram.as_mut().unwrap().buckets = many;
+        let e = s.validate().unwrap_err().to_string();
+        assert!(e.contains("129 bounds, at most 128"), "{e}");
         s.histogram = Some(HistogramSpec {
             precision: 7,
             ..HistogramSpec::default()

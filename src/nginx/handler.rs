@@ -231,23 +231,37 @@ extern "C" fn metrics_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     }
 }
 
-/// Everything before the first byte of metric data decides whether any is sent.
-fn serve(r: &mut ngx_http_request_t) -> Result<ngx_int_t, ngx_int_t> {
-    let lcf = Module::location_conf(r).ok_or(Status::NGX_ERROR.0)?;
-    // A body is never used here; read it away before any answer, so that on a kept-alive
-    // connection its bytes cannot pass for the next request.
-    // SAFETY: live request.
-    let rc = unsafe { ngx::ffi::ngx_http_discard_request_body(r) };
-    if rc != Status::NGX_OK.0 {
-        return Err(rc);
+/// Why a client may not have what a location serves: the one-line answer it gets.
+struct Refusal {
+    status: u16,
+    message: String,
+    challenges: Vec<(&'static str, &'static str)>,
+}
+
+impl Refusal {
+    fn new(status: u16, message: impl Into<String>) -> Refusal {
+        Refusal {
+            status,
+            message: message.into(),
+            challenges: Vec::new(),
+        }
     }
+
+    fn send(self, r: &mut ngx_http_request_t) -> ngx_int_t {
+        render::refuse(r, self.status, self.message, &self.challenges)
+    }
+}
+
+/// The address rules (with trusted proxies), then the credentials: whether this
+/// location's access rules let the client in.
+fn admit(r: &ngx_http_request_t, lcf: &LocConf) -> Result<(), Refusal> {
     let client = match peer_ip(r) {
         Some(peer) => {
             let trusted = lcf.trusted_proxies.as_deref().unwrap_or(&[]);
             let forwarded = header_values(r, "x-forwarded-for");
             match client_address(peer, trusted, &forwarded) {
                 Ok(ip) => Some(ip),
-                Err(bad) => return Ok(render::refuse(r, 400, format!("{}\n", bad.0), &[])),
+                Err(bad) => return Err(Refusal::new(400, format!("{}\n", bad.0))),
             }
         }
         // Unix sockets are local by definition.
@@ -259,35 +273,56 @@ fn serve(r: &mut ngx_http_request_t) -> Result<ngx_int_t, ngx_int_t> {
         (None, _) => true,
     };
     if !allowed {
-        return Ok(render::refuse(r, 403, "Forbidden\n".into(), &[]));
+        return Err(Refusal::new(403, "Forbidden\n"));
     }
     if let Some(Some(credentials)) = &lcf.credentials {
         match credentials.check(&header_values(r, "authorization")) {
             Verdict::Granted => {}
             Verdict::Unauthorized => {
-                let mut challenges: Vec<(&'static str, &'static str)> = Vec::new();
+                let mut refusal =
+                    Refusal::new(401, "Unauthorized: valid credentials are required\n");
                 if credentials.has_basic() {
-                    challenges.push(("WWW-Authenticate", BASIC_CHALLENGE));
+                    refusal
+                        .challenges
+                        .push(("WWW-Authenticate", BASIC_CHALLENGE));
                 }
                 if credentials.has_bearer() {
-                    challenges.push(("WWW-Authenticate", BEARER_CHALLENGE));
+                    refusal
+                        .challenges
+                        .push(("WWW-Authenticate", BEARER_CHALLENGE));
                 }
-                return Ok(render::refuse(
-                    r,
-                    401,
-                    "Unauthorized: valid credentials are required\n".into(),
-                    &challenges,
-                ));
+                return Err(refusal);
             }
             Verdict::Malformed => {
-                return Ok(render::refuse(
-                    r,
+                return Err(Refusal::new(
                     400,
-                    "Bad Request: one Authorization header of at most 1024 bytes\n".into(),
-                    &[],
+                    "Bad Request: one Authorization header of at most 1024 bytes\n",
                 ))
             }
         }
+    }
+    Ok(())
+}
+
+/// Reads a request body away, so that on a kept-alive connection its bytes cannot
+/// pass for the next request.
+fn discard_body(r: &mut ngx_http_request_t) -> Result<(), ngx_int_t> {
+    // SAFETY: live request.
+    let rc = unsafe { ngx::ffi::ngx_http_discard_request_body(r) };
+    if rc == Status::NGX_OK.0 {
+        Ok(())
+    } else {
+        Err(rc)
+    }
+}
+
+/// Everything before the first byte of metric data decides whether any is sent.
+fn serve(r: &mut ngx_http_request_t) -> Result<ngx_int_t, ngx_int_t> {
+    let lcf = Module::location_conf(r).ok_or(Status::NGX_ERROR.0)?;
+    // A body is never used here: read it away before any answer.
+    discard_body(r)?;
+    if let Err(refusal) = admit(r, lcf) {
+        return Ok(refusal.send(r));
     }
     let method = r.method as u32;
     if method & (ngx::ffi::NGX_HTTP_GET | ngx::ffi::NGX_HTTP_HEAD) == 0 {
@@ -331,6 +366,77 @@ fn serve(r: &mut ngx_http_request_t) -> Result<ngx_int_t, ngx_int_t> {
         )),
         Err(refusal) => Ok(render::refuse(r, refusal.status, refusal.message, &[])),
     }
+}
+
+/// `prometheus_protect on;`: the location's own content (`stub_status`, a file, a
+/// proxied status page) is served only to the clients `prometheus_metrics` would
+/// serve there, refused with the same answers. Runs in the access phase of every
+/// request; subrequests never reach it (nginx skips access checks for them).
+pub(super) extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
+    // SAFETY: nginx calls phase handlers with a live request.
+    let r = unsafe { &mut *r };
+    let Some(lcf) = Module::location_conf(r) else {
+        return Status::NGX_DECLINED.0;
+    };
+    // A metrics location checks in its content handler, where a refusal is sent.
+    if lcf.protect != Some(true) || lcf.metrics_zone.is_some() {
+        return Status::NGX_DECLINED.0;
+    }
+    let Err(refusal) = admit(r, lcf) else {
+        return Status::NGX_OK.0;
+    };
+    let rc = match discard_body(r) {
+        Ok(()) => refusal.send(r),
+        Err(rc) => rc,
+    };
+    // The answer is out (or failed): finish the request here, as the content phase
+    // would, and stop the phases.
+    // SAFETY: live request; finalized once, by this call.
+    unsafe { ngx::ffi::ngx_http_finalize_request(r, rc) };
+    Status::NGX_DONE.0
+}
+
+/// `prometheus_protect on | off;`
+pub(super) extern "C" fn protect_directive(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: as for `metrics_directive`.
+    let (lcf, a) = unsafe { (&mut *conf.cast::<LocConf>(), args(cf)) };
+    if lcf.protect.is_some() {
+        return conf_error(cf, "prometheus_protect: is duplicate");
+    }
+    lcf.protect = match a[0] {
+        "on" => Some(true),
+        "off" => Some(false),
+        other => {
+            return conf_error(
+                cf,
+                &format!("prometheus_protect: invalid value \"{other}\" (on or off)"),
+            )
+        }
+    };
+    ngx::core::NGX_CONF_OK
+}
+
+/// Puts [`access_handler`] in the access phase (the module's postconfiguration).
+pub(super) extern "C" fn add_access_handler(cf: *mut ngx_conf_t) -> ngx_int_t {
+    // SAFETY: nginx calls postconfiguration with the http {} configuration being read;
+    // the core module's main conf and its phase arrays exist then.
+    unsafe {
+        let Some(cmcf) = NgxHttpCoreModule::main_conf_mut(&*cf) else {
+            return Status::NGX_ERROR.0;
+        };
+        let phase = &mut cmcf.phases[ngx::ffi::ngx_http_phases_NGX_HTTP_ACCESS_PHASE as usize];
+        let slot =
+            ngx::ffi::ngx_array_push(&mut phase.handlers).cast::<ngx::ffi::ngx_http_handler_pt>();
+        if slot.is_null() {
+            return Status::NGX_ERROR.0;
+        }
+        *slot = Some(access_handler);
+    }
+    Status::NGX_OK.0
 }
 
 const BASIC_CHALLENGE: &str = "Basic realm=\"metrics\", charset=\"UTF-8\"";

@@ -103,6 +103,8 @@ pub struct LocConf {
     pub credentials: Option<Option<Arc<Credentials>>>,
     /// `prometheus_trusted_proxies`: peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Option<Vec<IpCidr>>,
+    /// `prometheus_protect`: apply the rules above to the location's own content.
+    pub protect: Option<bool>,
     /// Where scrapes render (nginx's default thread pool), when available.
     pub thread_pool: Option<std::ptr::NonNull<ngx::ffi::ngx_thread_pool_t>>,
 }
@@ -118,11 +120,14 @@ impl Merge for LocConf {
         if self.trusted_proxies.is_none() {
             self.trusted_proxies = prev.trusted_proxies.clone();
         }
+        if self.protect.is_none() {
+            self.protect = prev.protect;
+        }
         Ok(())
     }
 }
 
-static mut COMMANDS: [ngx_command_t; 13] = [
+static mut COMMANDS: [ngx_command_t; 14] = [
     ngx_command_t {
         name: ngx_string!("prometheus_zone"),
         type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE2) as ngx_uint_t,
@@ -171,6 +176,15 @@ static mut COMMANDS: [ngx_command_t; 13] = [
         type_: (NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_1MORE)
             as ngx_uint_t,
         set: Some(handler::trusted_proxies_directive),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("prometheus_protect"),
+        type_: (NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1)
+            as ngx_uint_t,
+        set: Some(handler::protect_directive),
         conf: NGX_HTTP_LOC_CONF_OFFSET,
         offset: 0,
         post: ptr::null_mut(),
@@ -228,7 +242,7 @@ static mut COMMANDS: [ngx_command_t; 13] = [
 
 static CTX: ngx_http_module_t = ngx_http_module_t {
     preconfiguration: None,
-    postconfiguration: None,
+    postconfiguration: Some(handler::add_access_handler),
     create_main_conf: Some(Module::create_main_conf),
     init_main_conf: Some(Module::init_main_conf),
     create_srv_conf: None,

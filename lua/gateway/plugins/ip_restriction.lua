@@ -8,6 +8,9 @@ local _M = {
     priority = 3000,
 }
 
+-- Rules are checked one by one on every request: a list is at most this long.
+local MAX_RULES = 256
+
 local function valid_rule(v)
     local rules, err = core.ip_rules({ v }, {})
     if not rules then return nil, err end
@@ -16,13 +19,15 @@ end
 
 _M.schema = {
     fields = {
-        { allow = { type = "array", elements = { type = "string", custom = valid_rule },
+        { allow = { type = "array", len_max = MAX_RULES, elements = { type = "string", custom = valid_rule },
             description = "Addresses or CIDRs allowed; when set, every other client is refused." } },
-        { deny = { type = "array", elements = { type = "string", custom = valid_rule },
+        { deny = { type = "array", len_max = MAX_RULES, elements = { type = "string", custom = valid_rule },
             description = "Addresses or CIDRs refused; checked before allow." } },
-        { status = { type = "integer", default = 403, between = { 100, 599 },
-            description = "Status sent to a refused client." } },
-        { message = { type = "string", default = "Your IP address is not allowed",
+        -- A final error status only: 1xx would leave the client waiting for the real
+        -- answer (101 switches protocols), 2xx and 3xx would pass for success.
+        { status = { type = "integer", default = 403, between = { 400, 599 },
+            description = "Status sent to a refused client (400 to 599)." } },
+        { message = { type = "string", default = "Your IP address is not allowed", len_max = 1024,
             description = "Message sent to a refused client." } },
     },
     entity_checks = function(conf)

@@ -9,8 +9,8 @@ local _M = {
 
 _M.schema = {
     fields = {
-        { key_names = { type = "array", elements = { type = "string", match = "^[%w%-_]+$" },
-            default = { "apikey" }, len_min = 1,
+        { key_names = { type = "array", elements = { type = "string", match = "^[%w%-_]+$", len_max = 64 },
+            default = { "apikey" }, len_min = 1, len_max = 16,
             description = "Header or query argument names that carry the key, tried in order." } },
         { hide_credentials = { type = "boolean", default = false,
             description = "Remove the key from the request before proxying it." } },

@@ -12,8 +12,12 @@ local _M = {
 local KONG_LATENCY_MS = { 1, 2, 5, 7, 10, 15, 20, 30, 50, 75, 100, 200, 500, 750, 1000, 3000, 6000 }
 local KONG_UPSTREAM_MS = { 25, 50, 80, 100, 250, 400, 700, 1000, 2000, 5000, 10000, 30000, 60000 }
 
+-- Every bound is one sample line per series in every scrape.
+local MAX_BUCKETS = 64
+
 local function buckets_field(default, what)
-    return { type = "array", elements = { type = "number", between = { 0, 3600000 } }, default = default,
+    return { type = "array", len_max = MAX_BUCKETS, elements = { type = "number", between = { 0, 3600000 } },
+        default = default,
         description = "Bucket bounds in milliseconds for the " .. what .. " histogram. "
             .. "Can change at any time: counts are kept at full resolution and re-cut." }
 end
@@ -55,6 +59,23 @@ _M.schema = {
         return true
     end,
 }
+
+-- Two instances whose families would meet without being the same families (the
+-- Admin API refuses the second, naming both): `namespace = "foo"` and
+-- `namespace = "foo_request"` would both write `foo_request_latency_seconds`, and
+-- `namespace = "kong"` would write Kong naming's families with other labels.
+function _M.conflict(conf, other)
+    local mine, theirs = exporter.clash(conf, other)
+    if not mine then return nil end
+    local function naming(c)
+        return c.naming == "kong" and "naming kong" or ('namespace "' .. c.namespace .. '"')
+    end
+    if mine == theirs then
+        return string.format("both would write family %s (%s, %s)", mine, naming(conf), naming(other))
+    end
+    return string.format("family %s (%s) and family %s (%s) would expose the same names",
+        mine, naming(conf), theirs, naming(other))
+end
 
 function _M.log(conf, ctx)
     exporter.log(conf, ctx)
