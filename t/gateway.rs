@@ -808,3 +808,49 @@ fn routing_by_prefix_host_method_and_path_handling() {
         Some(2.0)
     );
 }
+
+#[test]
+fn wildcard_hosts_exact_hosts_first_and_escaped_route_paths() {
+    let g = start_gateway("routing-hosts", &[]);
+    let up = format!("http://127.0.0.1:{}", g.upstream);
+    service(&g, "root", &up);
+    service(&g, "slowsvc", &format!("{up}/slow"));
+    let hosts_route = |name: &str, svc: &str, hosts: serde_json::Value| {
+        created(admin(
+            g.admin,
+            "POST",
+            &format!("/services/{svc}/routes"),
+            Some(json!({ "name": name, "paths": ["/h"], "hosts": hosts })),
+        ))
+    };
+    hosts_route("wild", "slowsvc", json!(["*.wild.test", "api.*"]));
+    hosts_route("exact", "root", json!(["x.wild.test"]));
+    // Stored escaped, matched decoded.
+    created(admin(
+        g.admin,
+        "POST",
+        "/services/slowsvc/routes",
+        Some(json!({ "name": "umlaut", "paths": ["/b%C3%A4r"] })),
+    ));
+    settle(&g);
+    let slow = "slow hello from the demo upstream\n";
+    let fast = "hello from the demo upstream\n";
+    let with_host = |host: &str| request(g.proxy, "GET", "/h", &[("Host", host)], b"");
+    assert_eq!(with_host("a.wild.test").text(), slow);
+    assert_eq!(with_host("a.b.wild.test:8000").text(), slow);
+    assert_eq!(with_host("api.example.org").text(), slow);
+    assert_eq!(
+        with_host("x.wild.test").text(),
+        fast,
+        "an exact host beats a wildcard"
+    );
+    assert_eq!(
+        with_host("wild.test").status,
+        404,
+        "*.wild.test needs a label more"
+    );
+    assert_eq!(with_host("apix.example").status, 404);
+    assert_eq!(get(g.proxy, "/b%C3%A4r").text(), slow);
+    assert_eq!(get(g.proxy, "/b%c3%a4r").text(), slow);
+    assert_eq!(get(g.proxy, "/bar").status, 404);
+}

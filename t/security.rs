@@ -665,3 +665,80 @@ fn an_empty_declarative_file_is_an_empty_configuration() {
     assert_clean_log(&gw);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn hidden_credentials_leave_every_other_argument_as_sent() {
+    let gw = start_gateway("security-hide", &[]);
+    let p = gw.admin;
+    let up = Recorder::start();
+    created(admin(
+        p,
+        "POST",
+        "/services",
+        Some(json!({"name": "echo", "url": format!("http://127.0.0.1:{}", up.port)})),
+    ));
+    created(form(p, "POST", "/services/echo/routes", "name=r&paths[]=/"));
+    created(form(p, "POST", "/consumers", "username=alice"));
+    created(form(
+        p,
+        "POST",
+        "/consumers/alice/key-auth",
+        "key=alice-key",
+    ));
+    created(admin(
+        p,
+        "POST",
+        "/plugins",
+        Some(json!({"name": "key-auth", "config": {"hide_credentials": true}})),
+    ));
+    settle();
+    // 150 arguments (more than ngx.req.get_uri_args returns), escapes of every kind;
+    // the key among the first 100.
+    let mut args: Vec<String> = (0..150).map(|i| format!("a{i}=v%20{i}+x%2B")).collect();
+    args.insert(3, "apikey=alice-key".into());
+    args.push("flag".into());
+    let r = get(gw.proxy, &format!("/q?{}", args.join("&")));
+    assert_eq!(r.status, 200, "{}", r.text());
+    args.remove(3);
+    assert_eq!(r.text(), format!("GET /q?{} HTTP/1.1\n", args.join("&")));
+    assert_clean_log(&gw);
+}
+
+#[test]
+fn an_upstream_has_a_bounded_number_of_targets() {
+    let gw = start_gateway("security-targets", &[]);
+    let p = gw.admin;
+    created(form(p, "POST", "/upstreams", "name=up.test"));
+    created(form(p, "POST", "/upstreams", "name=other.test"));
+    for i in 0..256 {
+        let target = format!("target=10.0.{}.{}:80", i / 256, i % 256);
+        created(form(p, "POST", "/upstreams/up.test/targets", &target));
+    }
+    let (status, v) = form(
+        p,
+        "POST",
+        "/upstreams/up.test/targets",
+        "target=10.1.0.1:80",
+    );
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(
+        v["fields"]["upstream"], "at most 256 targets per upstream",
+        "{v}"
+    );
+    // Per upstream: another one still takes targets; a deleted one makes room.
+    created(form(
+        p,
+        "POST",
+        "/upstreams/other.test/targets",
+        "target=10.1.0.1:80",
+    ));
+    let (status, _) = admin(p, "DELETE", "/upstreams/up.test/targets/10.0.0.0:80", None);
+    assert_eq!(status, 204);
+    created(form(
+        p,
+        "POST",
+        "/upstreams/up.test/targets",
+        "target=10.1.0.1:80",
+    ));
+    assert_clean_log(&gw);
+}

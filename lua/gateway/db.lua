@@ -240,6 +240,17 @@ local function prepare(s, kind, input, old, now)
         end
     end
 
+    local cap = def.per_parent
+    if cap and row[cap.field] then
+        local parent, n = row[cap.field].id, 0
+        for _, r in ipairs(s.list[kind]) do
+            if r.id ~= row.id and r[cap.field] and r[cap.field].id == parent then n = n + 1 end
+        end
+        if n >= cap.limit then
+            return nil, schema_error({ [cap.field] = fmt("at most %d %s per %s", cap.limit, kind, cap.field) })
+        end
+    end
+
     if kind == "plugins" then
         local mod = entities.plugin_module(row.name)
         if mod and mod.conflict then

@@ -3,6 +3,7 @@
 --
 -- Each definition: { schema, endpoint_key (the field `/services/{id or name}`
 -- accepts besides the id), unique_together (fields unique as a combination),
+-- per_parent ({ field, limit }: at most `limit` entities per referenced parent),
 -- foreign (derived: { field, reference, on_delete = "restrict" | "cascade" }),
 -- updated_at (whether the store stamps it) }.
 
@@ -335,6 +336,8 @@ local targets = {
     },
     -- `/upstreams/{u}/targets/{host:port}` names a target within its upstream.
     endpoint_key = "target",
+    -- The balancer looks at every target of an upstream on every request.
+    per_parent = { field = "upstream", limit = 256 },
     endpoint_key_scope = "upstream",
     unique_together = { "upstream", "target" },
 }

@@ -19,6 +19,17 @@ _M.schema = {
     },
 }
 
+-- The query string as received, less every `name=...` pair: the other arguments reach
+-- the upstream byte for byte (decoding and re-encoding them would change their
+-- escapes, and ngx.req.get_uri_args stops at 100 arguments).
+local function without_arg(query, name)
+    local kept = {}
+    for pair in query:gmatch("[^&]+") do
+        if ngx.unescape_uri(pair:match("^[^=]*")) ~= name then kept[#kept + 1] = pair end
+    end
+    return table.concat(kept, "&")
+end
+
 local function unauthorized(ctx, message)
     ctx.exit_status, ctx.exit_message = 401, message
     return false
@@ -48,8 +59,7 @@ function _M.access(conf, ctx)
         if where == "header" then
             ngx.req.clear_header(name)
         else
-            args[name] = nil
-            ngx.req.set_uri_args(args)
+            ngx.req.set_uri_args(without_arg(ngx.var.args or "", name))
         end
     end
     return true
