@@ -28,6 +28,8 @@
 #    nginx_metric_zone_bytes{state="used"} deltas; worker RSS before and after 100k series.
 # 6. End to end (bench/e2e.sh): wrk through the gateway with the prometheus plugin on
 #    (every switch) vs off vs nginx without Lua; requests/s, latency, worker CPU/request.
+# 7. Routing (bench/routing.sh): the proxy and Admin writes with 3 routes vs 2,000 routes
+#    of 64 paths each; requests/s, p99, worker CPU/request, write latency.
 # Cases alternate within each repetition; medians (and min-max) over all samples. The
 # full run ends with a "Targets" section: each target of issue 4, measured, met or not.
 #
@@ -836,6 +838,11 @@ E2E=$(BENCH_E2E_SUMMARY="$E2E_SUMMARY" "$ROOT/bench/e2e.sh") || { log "end-to-en
 echo "$E2E"
 echo
 
+# 7. Routing and publishing against the size of the configuration (bench/routing.sh).
+ROUTING=$("$ROOT/bench/routing.sh") || { log "routing benchmark failed"; exit 1; }
+echo "$ROUTING"
+echo
+
 # --- report: targets (issue 4) -----------------------------------------------------------------
 # verdict MEASURED LIMIT UNIT [higher] -> "met" / "missed by X UNIT (Y×)"; lower is better
 # unless the 4th argument is "higher".
@@ -1027,6 +1034,8 @@ COMMENTARY=$(awk \
   echo "$TABLE"
   echo
   echo "$E2E"
+  echo
+  echo "$ROUTING"
   echo
   echo "$SECTIONS"
   echo

@@ -718,12 +718,45 @@ local function commit(s, token, old_text, version)
     return true
 end
 
+-- A working copy of snapshot `snap`: its lists and indexes copied (cheap: references
+-- only), its entities shared. Entities are never changed in place (a change makes a
+-- new one), so the snapshot the worker serves from stays as it was.
+local function working_copy(snap)
+    local function copy(t)
+        local out = {}
+        for k, v in pairs(t) do out[k] = v end
+        return out
+    end
+    local s = { node_id = snap.node_id, list = {}, by_name = {}, unique = {}, together = {} }
+    for _, kind in ipairs(kinds) do
+        local def = defs[kind]
+        s.list[kind] = as_array(copy(snap.list[kind]))
+        s[kind] = copy(snap[kind])
+        s.together[kind] = copy(snap.together[kind])
+        s.unique[kind] = {}
+        for f, by_value in pairs(snap.unique[kind]) do s.unique[kind][f] = copy(by_value) end
+        if def.endpoint_key and not def.endpoint_key_scope then
+            s.by_name[kind] = s.unique[kind][def.endpoint_key]
+        end
+    end
+    return s
+end
+
 local function write_locked(token, fn)
     local text, version = config_dict():get("config")
     if not text then return nil, internal_error("the shared configuration is missing") end
-    local doc, err = core.json_decode(text)
-    if doc == nil then return nil, internal_error("cannot decode the shared configuration: " .. err) end
-    local s = index(doc)
+    -- This worker's snapshot is that version, unless another worker's write is not
+    -- installed here yet: then install it first (what the sync timer would do).
+    local snap = current
+    if not snap or snap.version ~= version then snap = sync() end
+    local s
+    if snap and snap.version == version then
+        s = working_copy(snap)
+    else
+        local doc, err = core.json_decode(text)
+        if doc == nil then return nil, internal_error("cannot decode the shared configuration: " .. err) end
+        s = index(doc)
+    end
     local result, ferr = fn(s, ngx.time())
     if result == nil then return nil, ferr end
     if s.changed then

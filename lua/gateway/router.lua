@@ -7,7 +7,7 @@
 -- request's host come first (exact host, then wildcard hosts), then routes for any
 -- host; among those, routes that name methods first, then creation order.
 
-local ipairs, pairs, next, sort = ipairs, pairs, next, table.sort
+local ipairs, sort = ipairs, table.sort
 local sub, find, lower = string.sub, string.find, string.lower
 
 local _M = {}
@@ -19,61 +19,74 @@ local function unescape(p)
 end
 Router.__index = Router
 
-local function by_specificity(a, b)
-    if a.has_methods ~= b.has_methods then return a.has_methods end
-    return a.order < b.order
+-- Adds candidate `c` to `list`, keeping routes with methods first and, within each
+-- kind, creation order (candidates arrive in creation order: no sort needed).
+local function add(list, c)
+    local n = #list
+    if c.has_methods then
+        local i = n
+        while i > 0 and not list[i].has_methods do
+            list[i + 1] = list[i]
+            i = i - 1
+        end
+        list[i + 1] = c
+    else
+        list[n + 1] = c
+    end
 end
 
-local function append(map, key, c)
-    local list = map[key]
+local function add_for_host(bucket, h, c)
+    h = lower(h)
+    local field = find(h, "*", 1, true) and "wildcard" or "exact"
+    local map = bucket[field]
+    if not map then
+        map = {}
+        bucket[field] = map
+    end
+    local list = map[h]
     if not list then
         list = {}
-        map[key] = list
+        map[h] = list
     end
-    list[#list + 1] = c
+    add(list, c)
 end
 
+-- A bucket is the list of candidates for any host (its array part) plus, when some
+-- route names hosts for that prefix, `exact` and `wildcard` maps of host -> list. One
+-- candidate per route, shared by all its paths: building costs about one table per
+-- distinct path.
 function _M.build(snapshot)
-    -- prefix -> { exact = { host -> list }, wildcard = { "*.x" | "x.*" -> list }, any = list }
-    local buckets, lengths, seen_length, order = {}, {}, {}, 0
-    for _, route in ipairs(snapshot.list.routes or {}) do
+    local buckets, lengths, seen_length = {}, {}, {}
+    for order, route in ipairs(snapshot.list.routes or {}) do
         local methods
         if route.methods and #route.methods > 0 then
             methods = {}
             for _, m in ipairs(route.methods) do methods[m:upper()] = true end
         end
+        local c = { route = route, methods = methods, has_methods = methods ~= nil, order = order }
         local hosts = route.hosts and #route.hosts > 0 and route.hosts or nil
         local paths = (route.paths and #route.paths > 0) and route.paths or { "/" }
         for _, stored in ipairs(paths) do
             -- Route paths are stored escaped; requests match in nginx's decoded `$uri`.
             local path = unescape(stored)
-            order = order + 1
-            local c = { route = route, prefix = path, methods = methods, has_methods = methods ~= nil, order = order }
             local b = buckets[path]
             if not b then
-                b = { exact = {}, wildcard = {}, any = {} }
+                b = {}
                 buckets[path] = b
+                local len = #path
+                if not seen_length[len] then
+                    seen_length[len] = true
+                    lengths[#lengths + 1] = len
+                end
             end
             if hosts then
-                for _, h in ipairs(hosts) do
-                    h = lower(h)
-                    append(find(h, "*", 1, true) and b.wildcard or b.exact, h, c)
-                end
+                for _, h in ipairs(hosts) do add_for_host(b, h, c) end
             else
-                b.any[#b.any + 1] = c
-            end
-            if not seen_length[#path] then
-                seen_length[#path] = true
-                lengths[#lengths + 1] = #path
+                add(b, c)
             end
         end
     end
-    for _, b in pairs(buckets) do
-        for _, list in pairs(b.exact) do sort(list, by_specificity) end
-        for _, list in pairs(b.wildcard) do sort(list, by_specificity) end
-        sort(b.any, by_specificity)
-    end
-    sort(lengths, function(a, b) return a > b end)
+    sort(lengths, function(x, y) return x > y end)
     return setmetatable({ buckets = buckets, lengths = lengths }, Router)
 end
 
@@ -89,7 +102,7 @@ end
 -- Wildcard hosts that cover `host`: "*.b.c" and "*.c" for "a.b.c" (leftmost
 -- wildcard, any depth), then "a.*" and "a.b.*" (rightmost).
 local function wildcard_match(wildcard, host, method)
-    if not next(wildcard) then return nil end
+    if not wildcard then return nil end
     local dot = find(host, ".", 1, true)
     while dot do
         local c = first(wildcard["*" .. sub(host, dot)], method)
@@ -113,11 +126,12 @@ function Router:match(method, host, path)
     local buckets, n = self.buckets, #path
     for _, len in ipairs(self.lengths) do
         if len <= n then
-            local b = buckets[sub(path, 1, len)]
+            local prefix = sub(path, 1, len)
+            local b = buckets[prefix]
             if b then
-                local c = host and (first(b.exact[host], method) or wildcard_match(b.wildcard, host, method))
-                    or first(b.any, method)
-                if c then return c.route, c.prefix end
+                local c = host and (b.exact and first(b.exact[host], method)
+                    or wildcard_match(b.wildcard, host, method)) or first(b, method)
+                if c then return c.route, prefix end
             end
         end
     end
