@@ -11,7 +11,8 @@ REPS=${BENCH_E2E_REPS:-$([ "$SMOKE" = 1 ] && echo 1 || echo 5)}
 DURATION=${BENCH_E2E_SECONDS:-$([ "$SMOKE" = 1 ] && echo 1 || echo 5)}
 CONNS=${BENCH_E2E_CONNECTIONS:-16}
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=bench/gateway-common.sh
+. "$ROOT/bench/gateway-common.sh"
 log() { echo "e2e: $*" >&2; }
 
 GW=$(mktemp -d /tmp/ngxprom-e2e.XXXXXX); BARE=$(mktemp -d /tmp/ngxprom-bare.XXXXXX)
@@ -27,11 +28,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$ROOT/scripts/render-conf.sh" nginx/gateway.conf "$GW" PROXY_PORT="$PROXY" ADMIN_PORT="$ADMIN" \
-  METRICS_PORT="$METRICS" UPSTREAM_PORT="$UPSTREAM"
-# The same access log setting on both sides; no per-request file write in the way.
-sed -i "s|access_log $GW/logs/access.log;|access_log off;|" "$GW/nginx.conf"
-nginx -p "$GW" -c "$GW/nginx.conf"
+# The same access log setting (off) on both sides.
+start_gateway "$GW" "$PROXY" "$ADMIN" "$METRICS" "$UPSTREAM"
 
 mkdir -p "$BARE/logs"
 USER_LINE=$([ "$(id -u)" = 0 ] && echo "user nobody nogroup;" || true)
@@ -68,27 +66,13 @@ set_plugin() {
   sleep 1.5  # every worker picks the change up within a second
 }
 
-workers_cpu() {  # utime+stime of the workers of the nginx whose prefix is $1, in clock ticks
-  local master; master=$(cat "$1/nginx.pid")
-  local total=0
-  for pid in $(pgrep -P "$master"); do
-    total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
-  done
-  echo "$total"
-}
-
 RESULTS=$(mktemp)
 run() {  # case port prefix
   local before after out
   before=$(workers_cpu "$3")
   out=$(wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "http://127.0.0.1:$2/")
   after=$(workers_cpu "$3")
-  awk -v c="$1" -v ticks=$((after - before)) -v hz="$(getconf CLK_TCK)" '
-    /Requests\/sec/ { rps = $2 }
-    /^ +50%/ { p50 = $2 } /^ +99%/ { p99 = $2 }
-    /requests in/ { n = $1 }
-    function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
-    END { printf "%s %s %s %s %s\n", c, rps, ms(p50), ms(p99), (n > 0 ? ticks / hz / n * 1e6 : 0) }' <<<"$out" >>"$RESULTS"
+  wrk_summary "$1" $((after - before)) "$out" >>"$RESULTS"
   local non2xx; non2xx=$(awk '/Non-2xx/ {print $4}' <<<"$out")
   [ -z "$non2xx" ] || { log "$1: $non2xx non-2xx responses"; exit 1; }
 }
@@ -104,7 +88,6 @@ set_plugin true
 COUNTED=$(curl -fsS "localhost:$METRICS/metrics" | awk -F' ' '/^gateway_http_requests_total\{service="demo",route="root",code="200"/ {s += $2} END {print s + 0}')
 [ "$COUNTED" -gt 0 ] || { log "the plugin recorded nothing"; exit 1; }
 
-median() { sort -g | awk '{a[NR] = $1} END {print (NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2)}'; }
 col() { awk -v c="$1" -v k="$2" '$1 == c {print $k}' "$RESULTS" | median; }
 for c in plugin_on plugin_off bare_nginx; do
   declare "RPS_$c=$(col $c 2)" "P50_$c=$(col $c 3)" "P99_$c=$(col $c 4)" "CPU_$c=$(col $c 5)"

@@ -15,7 +15,8 @@ ROUTES=${BENCH_ROUTES:-$([ "$SMOKE" = 1 ] && echo 50 || echo 2000)}
 WRITES=${BENCH_ROUTING_WRITES:-$([ "$SMOKE" = 1 ] && echo 3 || echo 20)}
 CONNS=16
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=bench/gateway-common.sh
+. "$ROOT/bench/gateway-common.sh"
 log() { echo "routing: $*" >&2; }
 
 GW=$(mktemp -d /tmp/ngxprom-routing.XXXXXX)
@@ -29,10 +30,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$ROOT/scripts/render-conf.sh" nginx/gateway.conf "$GW" PROXY_PORT="$PROXY" ADMIN_PORT="$ADMIN" \
-  METRICS_PORT="$METRICS" UPSTREAM_PORT="$UPSTREAM"
-sed -i "s|access_log $GW/logs/access.log;|access_log off;|" "$GW/nginx.conf"
-nginx -p "$GW" -c "$GW/nginx.conf"
+start_gateway "$GW" "$PROXY" "$ADMIN" "$METRICS" "$UPSTREAM"
 sleep 1
 
 STATE="$GW/state/gateway.json"
@@ -60,23 +58,12 @@ use() {  # few|many: that state, loaded by a reload
   curl -fsS -o /dev/null "http://127.0.0.1:$PROXY/nomatch/x" || { log "no answer with $1"; exit 1; }
 }
 
-workers_cpu() {
-  local total=0
-  for pid in $(pgrep -P "$(cat "$GW/nginx.pid")"); do
-    total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
-  done
-  echo "$total"
-}
-
-wrk_run() {  # case -> "case rps p99_ms cpu_us_per_request"
+wrk_run() {  # case -> "case rps p50_ms p99_ms cpu_us_per_request"
   local before after out
-  before=$(workers_cpu)
+  before=$(workers_cpu "$GW")
   out=$(wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "http://127.0.0.1:$PROXY/nomatch/x")
-  after=$(workers_cpu)
-  awk -v c="$1" -v ticks=$((after - before)) -v hz="$(getconf CLK_TCK)" '
-    /Requests\/sec/ { rps = $2 } /^ +99%/ { p99 = $2 } /requests in/ { n = $1 }
-    function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
-    END { printf "%s %s %s %s\n", c, rps, ms(p99), (n > 0 ? ticks / hz / n * 1e6 : 0) }' <<<"$out"
+  after=$(workers_cpu "$GW")
+  wrk_summary "$1" $((after - before)) "$out"
 }
 
 # Admin writes: PATCH the seeded `slow` route's tags, one after another.
@@ -101,7 +88,6 @@ for rep in $(seq "$REPS"); do
   log "repetition $rep/$REPS done"
 done
 
-median() { sort -g | awk '{a[NR] = $1} END {print (NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2)}'; }
 col() { awk -v c="$1" -v k="$2" '$1 == c {print $k}' "$RESULTS" | median; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf (b > 0 ? "%.2f" : "n/a"), a / b }'; }
 BYTES_FEW=$(stat -c %s "$GW/few.json"); BYTES_MANY=$(stat -c %s "$GW/many.json")
@@ -111,10 +97,10 @@ echo
 echo "| | few (3 routes, $BYTES_FEW B) | many ($((ROUTES + 3)) routes, $((ROUTES * 64 + 2)) paths, $BYTES_MANY B) | many / few |"
 echo "|---|---|---|---|"
 printf '| proxy requests/s | %.0f | %.0f | %s |\n' "$(col few 2)" "$(col many 2)" "$(ratio "$(col many 2)" "$(col few 2)")"
-printf '| proxy p99 ms | %.2f | %.2f | %s |\n' "$(col few 3)" "$(col many 3)" "$(ratio "$(col many 3)" "$(col few 3)")"
-printf '| worker CPU µs/request | %.1f | %.1f | %s |\n' "$(col few 4)" "$(col many 4)" "$(ratio "$(col many 4)" "$(col few 4)")"
+printf '| proxy p99 ms | %.2f | %.2f | %s |\n' "$(col few 4)" "$(col many 4)" "$(ratio "$(col many 4)" "$(col few 4)")"
+printf '| worker CPU µs/request | %.1f | %.1f | %s |\n' "$(col few 5)" "$(col many 5)" "$(ratio "$(col many 5)" "$(col few 5)")"
 printf '| Admin write (PATCH) ms | %.1f | %.1f | %s |\n' "$(col write_few 2)" "$(col write_many 2)" "$(ratio "$(col write_many 2)" "$(col write_few 2)")"
-printf '| proxy p99 ms during writes | %.2f | %.2f | %s |\n' "$(col during_writes_few 3)" "$(col during_writes_many 3)" "$(ratio "$(col during_writes_many 3)" "$(col during_writes_few 3)")"
+printf '| proxy p99 ms during writes | %.2f | %.2f | %s |\n' "$(col during_writes_few 4)" "$(col during_writes_many 4)" "$(ratio "$(col during_writes_many 4)" "$(col during_writes_few 4)")"
 echo
 echo "- \`GET /nomatch/x\` with \`wrk -t1 -c$CONNS -d${DURATION}s --latency\`: routed past every route's paths to"
 echo "  the seeded \`/\` route; $REPS interleaved repetitions (the state swapped by \`nginx -s reload\`), medians."

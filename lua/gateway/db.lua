@@ -718,28 +718,17 @@ local function commit(s, token, old_text, version)
     return true
 end
 
--- A working copy of snapshot `snap`: its lists and indexes copied (cheap: references
--- only), its entities shared. Entities are never changed in place (a change makes a
--- new one), so the snapshot the worker serves from stays as it was.
+-- A working copy of snapshot `snap`: new lists and indexes over the same entities
+-- (no decoding). Entities are never changed in place (a change makes a new one), so
+-- the snapshot the worker serves from stays as it was.
 local function working_copy(snap)
-    local function copy(t)
-        local out = {}
-        for k, v in pairs(t) do out[k] = v end
-        return out
-    end
-    local s = { node_id = snap.node_id, list = {}, by_name = {}, unique = {}, together = {} }
+    local doc = { node_id = snap.node_id }
     for _, kind in ipairs(kinds) do
-        local def = defs[kind]
-        s.list[kind] = as_array(copy(snap.list[kind]))
-        s[kind] = copy(snap[kind])
-        s.together[kind] = copy(snap.together[kind])
-        s.unique[kind] = {}
-        for f, by_value in pairs(snap.unique[kind]) do s.unique[kind][f] = copy(by_value) end
-        if def.endpoint_key and not def.endpoint_key_scope then
-            s.by_name[kind] = s.unique[kind][def.endpoint_key]
-        end
+        local list = as_array({})
+        for i, row in ipairs(snap.list[kind]) do list[i] = row end
+        doc[kind] = list
     end
-    return s
+    return index(doc)
 end
 
 local function write_locked(token, fn)

@@ -1,0 +1,33 @@
+# Sourced by the gateway benchmarks (e2e.sh, routing.sh): ports, the gateway of
+# nginx/gateway.conf started in a prefix, worker CPU from /proc, wrk's summary, medians.
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# start_gateway PREFIX PROXY ADMIN METRICS UPSTREAM: nginx/gateway.conf, access log off
+# (no per-request file write in the way of what is measured).
+start_gateway() {
+  "$ROOT/scripts/render-conf.sh" nginx/gateway.conf "$1" PROXY_PORT="$2" ADMIN_PORT="$3" \
+    METRICS_PORT="$4" UPSTREAM_PORT="$5"
+  sed -i "s|access_log $1/logs/access.log;|access_log off;|" "$1/nginx.conf"
+  nginx -p "$1" -c "$1/nginx.conf"
+}
+
+workers_cpu() {  # utime+stime of the workers of the nginx whose prefix is $1, in clock ticks
+  local total=0
+  for pid in $(pgrep -P "$(cat "$1/nginx.pid")"); do
+    total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
+  done
+  echo "$total"
+}
+
+# wrk_summary CASE TICKS WRK_OUTPUT -> "case rps p50_ms p99_ms cpu_us_per_request"
+wrk_summary() {
+  awk -v c="$1" -v ticks="$2" -v hz="$(getconf CLK_TCK)" '
+    /Requests\/sec/ { rps = $2 }
+    /^ +50%/ { p50 = $2 } /^ +99%/ { p99 = $2 }
+    /requests in/ { n = $1 }
+    function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
+    END { printf "%s %s %s %s %s\n", c, rps, ms(p50), ms(p99), (n > 0 ? ticks / hz / n * 1e6 : 0) }' <<<"$3"
+}
+
+median() { sort -g | awk '{a[NR] = $1} END {print (NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2)}'; }
