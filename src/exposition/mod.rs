@@ -422,6 +422,8 @@ fn write_families<S: Sink>(
                 let mut beside: Vec<SummaryPoint> = Vec::new();
                 sink.family(&meta);
                 for &rec in series {
+                    // A series deleted while it is read is left out (see `still_the_same`).
+                    let tag = store.series_tag(rec);
                     key.clear();
                     store.series_key(rec, &mut key);
                     let snap = Snapshot::read(&r, store.series_values(rec), snapshot.take());
@@ -447,6 +449,10 @@ fn write_families<S: Sink>(
                             }
                         }
                     };
+                    if !store.still_the_same(rec, tag) {
+                        snapshot = Some(snap);
+                        continue;
+                    }
                     sink.series(&meta, &key, &point);
                     if mode == QuantileMode::Beside {
                         beside.push(SummaryPoint {
@@ -486,6 +492,7 @@ fn write_families<S: Sink>(
             (t, _) => {
                 sink.family(&meta);
                 for &rec in series {
+                    let tag = store.series_tag(rec);
                     key.clear();
                     store.series_key(rec, &mut key);
                     let h = store.series_values(rec);
@@ -499,6 +506,9 @@ fn write_families<S: Sink>(
                     } else {
                         Point::Gauge(gauge::read(&r, h))
                     };
+                    if !store.still_the_same(rec, tag) {
+                        continue;
+                    }
                     sink.series(&meta, &key, &point);
                 }
                 sink.end_family(&meta);

@@ -699,10 +699,12 @@ nginx_metric_errors_total{zone="z",reason="bad_handle"} 0
 nginx_metric_errors_created{zone="z",reason="bad_handle"} 1234
 nginx_metric_errors_total{zone="z",reason="lua"} 0
 nginx_metric_errors_created{zone="z",reason="lua"} 1234
+nginx_metric_errors_total{zone="z",reason="stale_handle"} 0
+nginx_metric_errors_created{zone="z",reason="stale_handle"} 1234
 # TYPE nginx_metric_zone_bytes gauge
 # UNIT nginx_metric_zone_bytes bytes
 # HELP nginx_metric_zone_bytes Bytes of the metrics zone, used and in all.
-nginx_metric_zone_bytes{zone="z",state="used"} 12368
+nginx_metric_zone_bytes{zone="z",state="used"} 14992
 nginx_metric_zone_bytes{zone="z",state="capacity"} 524288
 # TYPE nginx_metric_series gauge
 # HELP nginx_metric_series Series kept in the metrics zone.

@@ -5,6 +5,7 @@
 //! counters and reported by the return value (0 ok, -1 refused).
 
 use super::slots;
+use crate::metrics::value::HandleError;
 use crate::metrics::{counter, gauge, histogram, Reason, Store};
 use crate::nginx::{request, zone};
 use ngx::ffi::ngx_http_request_t;
@@ -14,31 +15,48 @@ fn with<F: FnOnce(&crate::shm::Region<'static>, u64) -> Result<(), Reason>>(
     handle: u64,
     f: F,
 ) -> i32 {
-    let (slot, offset) = slots::split(handle);
+    let (slot, handle) = slots::split(handle);
     let Some(r) = slots::region(slot) else {
         return -1;
     };
-    match f(&r, offset) {
+    match f(&r, handle) {
         Ok(()) => 0,
         Err(reason) => {
             if let Ok(s) = Store::attach(r) {
                 s.count_error(reason);
             }
-            -1
+            if reason == Reason::StaleHandle {
+                STALE
+            } else {
+                -1
+            }
         }
     }
 }
 
+/// What an update through the handle of a deleted series returns: resolve the labels
+/// again (the update was dropped, and counted as `stale_handle`).
+const STALE: i32 = -2;
+
 fn counter_reason(e: counter::CounterError) -> Reason {
     match e {
         counter::CounterError::BadHandle => Reason::BadHandle,
+        counter::CounterError::Stale => Reason::StaleHandle,
         counter::CounterError::InvalidIncrement => Reason::InvalidValue,
+    }
+}
+
+fn handle_reason(e: HandleError) -> Reason {
+    match e {
+        HandleError::Bad => Reason::BadHandle,
+        HandleError::Stale => Reason::StaleHandle,
     }
 }
 
 fn observe_reason(e: histogram::ObserveError) -> Reason {
     match e {
         histogram::ObserveError::BadHandle => Reason::BadHandle,
+        histogram::ObserveError::Stale => Reason::StaleHandle,
         histogram::ObserveError::NotANumber => Reason::InvalidValue,
         histogram::ObserveError::ZoneFull => Reason::ZoneFull,
     }
@@ -58,12 +76,12 @@ pub extern "C" fn ngx_prom_counter_add(handle: u64, v: f64) -> i32 {
 
 #[no_mangle]
 pub extern "C" fn ngx_prom_gauge_set(handle: u64, v: f64) -> i32 {
-    with(handle, |r, h| gauge::set(r, h, v).ok_or(Reason::BadHandle))
+    with(handle, |r, h| gauge::set(r, h, v).map_err(handle_reason))
 }
 
 #[no_mangle]
 pub extern "C" fn ngx_prom_gauge_add(handle: u64, v: f64) -> i32 {
-    with(handle, |r, h| gauge::add(r, h, v).ok_or(Reason::BadHandle))
+    with(handle, |r, h| gauge::add(r, h, v).map_err(handle_reason))
 }
 
 #[no_mangle]
@@ -71,8 +89,8 @@ pub extern "C" fn ngx_prom_histogram_observe(handle: u64, v: f64) -> i32 {
     with(handle, |r, h| {
         histogram::observe(r, h, v, |pointer, slots| {
             Store::attach(*r)
-                .ok()?
-                .make_chunk(pointer, slots, zone::my_pid(), &zone::alive)
+                .map_err(|_| histogram::ObserveError::BadHandle)?
+                .make_chunk(h, pointer, slots, zone::my_pid(), &zone::alive)
         })
         .map_err(observe_reason)
     })

@@ -75,8 +75,10 @@ pub fn store(i: usize) -> Option<Store<'static>> {
 }
 
 #[inline(always)]
+/// A Lua handle's zone slot (bits 32..40) and the zone's own handle (the rest: the
+/// offset and the series' generation).
 pub fn split(handle: u64) -> (usize, u64) {
-    (((handle >> 32) & 0xff) as usize, handle & 0xffff_ffff)
+    (((handle >> 32) & 0xff) as usize, handle & !(0xff << 32))
 }
 
 pub fn join(slot: usize, offset: u64) -> u64 {

@@ -2,7 +2,7 @@
 //! and a float word for fractional ones. The value is their sum.
 
 use super::family::MetricType;
-use super::value::{add_f64, check, load_f64};
+use super::value::{add_f64, check, load_f64, HandleError};
 use crate::shm::{Offset, Region};
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -13,20 +13,30 @@ const FLOAT: Offset = 1;
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
 pub enum CounterError {
     BadHandle,
+    /// The series was deleted: resolve its labels again.
+    Stale,
     /// Counters only go up; NaN is not a number to count.
     InvalidIncrement,
 }
 
 #[inline(always)]
+fn handle_error(e: HandleError) -> CounterError {
+    match e {
+        HandleError::Bad => CounterError::BadHandle,
+        HandleError::Stale => CounterError::Stale,
+    }
+}
+
+#[inline(always)]
 pub fn inc(r: &Region<'_>, handle: u64, n: u64) -> Result<(), CounterError> {
-    let h = check(r, handle, MetricType::Counter, VALUE_WORDS).ok_or(CounterError::BadHandle)?;
+    let h = check(r, handle, MetricType::Counter, VALUE_WORDS).map_err(handle_error)?;
     r.word(h + INT).fetch_add(n, Relaxed);
     Ok(())
 }
 
 #[inline(always)]
 pub fn add(r: &Region<'_>, handle: u64, v: f64) -> Result<(), CounterError> {
-    let h = check(r, handle, MetricType::Counter, VALUE_WORDS).ok_or(CounterError::BadHandle)?;
+    let h = check(r, handle, MetricType::Counter, VALUE_WORDS).map_err(handle_error)?;
     // Whole, non-negative increments take the exact integer path.
     if (0.0..9.0e15).contains(&v) && v.fract() == 0.0 {
         r.word(h + INT).fetch_add(v as u64, Relaxed);
@@ -42,7 +52,7 @@ pub fn add(r: &Region<'_>, handle: u64, v: f64) -> Result<(), CounterError> {
 /// CPU time): the value lives in the float word, replaced in one store, so a reader
 /// never sees a half-written value.
 pub fn set_single_writer(r: &Region<'_>, handle: u64, v: f64) -> Result<(), CounterError> {
-    let h = check(r, handle, MetricType::Counter, VALUE_WORDS).ok_or(CounterError::BadHandle)?;
+    let h = check(r, handle, MetricType::Counter, VALUE_WORDS).map_err(handle_error)?;
     if !(v >= 0.0 && v.is_finite()) {
         return Err(CounterError::InvalidIncrement);
     }
@@ -67,7 +77,7 @@ mod tests {
     fn integer_and_float_increments_add_up() {
         let mem = heap_words(8);
         let r = Region::new(&mem);
-        r.store(3, tag(MetricType::Counter));
+        r.store(2, tag(MetricType::Counter, 0));
         inc(&r, 4, 5).unwrap();
         add(&r, 4, 2.0).unwrap();
         add(&r, 4, 0.25).unwrap();
@@ -84,7 +94,7 @@ mod tests {
     fn a_single_writer_sets_the_value() {
         let mem = heap_words(8);
         let r = Region::new(&mem);
-        r.store(3, tag(MetricType::Counter));
+        r.store(2, tag(MetricType::Counter, 0));
         set_single_writer(&r, 4, 1.5).unwrap();
         assert_eq!(read(&r, 4), (0, 1.5));
         set_single_writer(&r, 4, 2.25).unwrap();

@@ -14,7 +14,7 @@
 
 use super::family::{HistogramSpec, MetricType};
 use super::hdr::HdrLayout;
-use super::value::{add_f64, check, load_f64};
+use super::value::{add_f64, check, load_f64, HandleError};
 use crate::shm::{Offset, Region};
 use std::sync::atomic::Ordering::{Acquire, Relaxed};
 
@@ -60,6 +60,13 @@ pub fn value_words(layout: HdrLayout) -> u64 {
     u64::from(overflow_at(layout)) + 2
 }
 
+/// The words of series `h` that hold its chunks' offsets, and the slots in a chunk:
+/// what deleting the series frees.
+pub fn chunk_words(r: &Region<'_>, h: Offset) -> (std::ops::Range<Offset>, u32) {
+    let layout = HdrLayout::unpack(r.load(h + LAYOUT));
+    (h + CHUNKS..h + overflow_at(layout), chunk_slots(layout))
+}
+
 /// Writes the parameters an observation needs into a fresh (zeroed) series body.
 pub fn init(r: &Region<'_>, h: Offset, spec: &HistogramSpec, layout: HdrLayout) {
     r.store(h + LAYOUT, layout.pack());
@@ -82,6 +89,8 @@ pub fn ticks(v: f64, scale: f64) -> u64 {
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
 pub enum ObserveError {
     BadHandle,
+    /// The series was deleted: resolve its labels again.
+    Stale,
     NotANumber,
     /// The value's chunk did not exist and the zone had no room for it: nothing counted.
     ZoneFull,
@@ -89,19 +98,22 @@ pub enum ObserveError {
 
 /// Counts `v` in series `handle`. `make_chunk(pointer, slots)` is called the first time
 /// a value falls in a chunk: it makes the chunk (zeroed), stores its offset in the word
-/// at `pointer` and returns it, or `None` when the zone is full. Everything else is
-/// lock-free.
+/// at `pointer` and returns it, or why not (the zone is full, the series was deleted
+/// meanwhile). Everything else is lock-free.
 #[inline(always)]
 pub fn observe(
     r: &Region<'_>,
     handle: u64,
     v: f64,
-    make_chunk: impl FnOnce(Offset, u32) -> Option<Offset>,
+    make_chunk: impl FnOnce(Offset, u32) -> Result<Offset, ObserveError>,
 ) -> Result<(), ObserveError> {
     // The smallest histogram body; the words past the parameters are bounds-checked
     // below (the layout word says where they are).
-    let h = check(r, handle, MetricType::Histogram, u64::from(CHUNKS) + 1)
-        .ok_or(ObserveError::BadHandle)?;
+    let h =
+        check(r, handle, MetricType::Histogram, u64::from(CHUNKS) + 1).map_err(|e| match e {
+            HandleError::Bad => ObserveError::BadHandle,
+            HandleError::Stale => ObserveError::Stale,
+        })?;
     if v.is_nan() {
         return Err(ObserveError::NotANumber);
     }
@@ -124,7 +136,7 @@ pub fn observe(
         let word = r.get(u64::from(pointer)).ok_or(ObserveError::BadHandle)?;
         let seen = word.load(Acquire);
         let made = match seen as Offset {
-            0 => make_chunk(pointer, chunk_slots(layout)).ok_or(ObserveError::ZoneFull)?,
+            0 => make_chunk(pointer, chunk_slots(layout))?,
             at => at,
         };
         let k = i & u64::from(chunk_slots(layout) - 1);
@@ -317,7 +329,7 @@ mod tests {
             let every_chunk = chunk_count(layout) * chunk_slots(layout);
             let mem = heap_words(body + every_chunk as usize);
             let r = Region::new(&mem);
-            r.store(1, tag(MetricType::Histogram));
+            r.store(0, tag(MetricType::Histogram, 0));
             init(&r, 2, spec, layout);
             Series {
                 mem,
@@ -336,7 +348,7 @@ mod tests {
                 let at = self.next.get();
                 self.next.set(at + slots);
                 r.store(pointer, u64::from(at));
-                Some(at)
+                Ok(at)
             })
         }
     }
@@ -421,7 +433,7 @@ mod tests {
         // in a chunk that exists still count.
         let sum = snap.sum;
         let r = series.region();
-        let refused = observe(&r, series.h, 30.0, |_, _| None);
+        let refused = observe(&r, series.h, 30.0, |_, _| Err(ObserveError::ZoneFull));
         assert_eq!(refused, Err(ObserveError::ZoneFull));
         observe(&r, series.h, 0.003, |_, _| unreachable!()).unwrap();
         let snap = Snapshot::read(&r, series.h as Offset, None);

@@ -1,14 +1,17 @@
 //! The metric store kept in a zone: families and their series, over the shared-memory
-//! arena. Registration and series creation take the zone lock; recording never does.
+//! arena. Registration, series creation and deletion take the zone lock; recording
+//! never does. A series handle carries the series' generation: once the series is
+//! deleted the handle is refused as stale (see [`value::check`]), even after its block
+//! holds another series.
 
 use super::family::{
     check_buckets, exposition_names, possible_owners, FamilySpec, HistogramSpec, MetricType,
     QuantileMode, SpecError, MAX_LABEL_VALUE,
 };
 use super::{counter, gauge, histogram, value};
-use crate::shm::{Arena, AttachError, Kind, Liveness, Offset, Region};
+use crate::shm::{Arena, AttachError, Guard, Kind, Liveness, Offset, Region};
 use std::fmt;
-use std::sync::atomic::Ordering::{Relaxed, Release};
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 
 /// Why something was refused or failed; each has a slot in the zone's error counters,
 /// exposed as `nginx_metric_errors_total{reason}`.
@@ -22,10 +25,12 @@ pub enum Reason {
     InvalidValue = 4,
     BadHandle = 5,
     Lua = 6,
+    /// An update through the handle of a deleted series: dropped.
+    StaleHandle = 7,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 7] = [
+    pub const ALL: [Reason; 8] = [
         Reason::ZoneFull,
         Reason::SeriesLimit,
         Reason::LabelCount,
@@ -33,6 +38,7 @@ impl Reason {
         Reason::InvalidValue,
         Reason::BadHandle,
         Reason::Lua,
+        Reason::StaleHandle,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -44,6 +50,7 @@ impl Reason {
             Reason::InvalidValue => "invalid_value",
             Reason::BadHandle => "bad_handle",
             Reason::Lua => "lua",
+            Reason::StaleHandle => "stale_handle",
         }
     }
 
@@ -72,11 +79,13 @@ fn meta_word(spec: &FamilySpec) -> u64 {
     spec.metric_type as u64 | (spec.label_names.len() as u64) << 8 | (spec.quantiles as u64) << 16
 }
 
-// Series body words: the creation time, then the tag word that handles are checked
-// against, then the values (a handle is the offset of the first value word).
-const S_CREATED: Offset = 0;
-const S_TAG: Offset = 1;
+// Series body words: the tag word that handles are checked against (first: a reused
+// block keeps it, with the generation the deleted series left), the creation time,
+// then the values (a handle is the offset of the first value word).
+const S_TAG: Offset = 0;
+const S_CREATED: Offset = 1;
 const S_VALUES: Offset = 2;
+const _: () = assert!(S_VALUES as u64 - S_TAG as u64 == value::TAG_DISTANCE);
 
 /// Milliseconds since the Unix epoch, for series creation times.
 pub fn now_ms() -> u64 {
@@ -297,22 +306,64 @@ impl<'a> Store<'a> {
         alive: Liveness<'_>,
     ) -> Result<(), histogram::ObserveError> {
         histogram::observe(&self.region(), handle, v, |pointer, slots| {
-            self.make_chunk(pointer, slots, me, alive)
+            self.make_chunk(handle, pointer, slots, me, alive)
         })
     }
 
     /// What [`histogram::observe`] calls on a value's first chunk miss: makes the chunk
-    /// under the zone lock (once, however many processes miss at once); `None` when
-    /// the zone is full.
+    /// under the zone lock (once, however many processes miss at once), unless series
+    /// `handle` was deleted since the caller checked it (its chunk would never be freed).
     pub fn make_chunk(
         &self,
+        handle: u64,
         pointer: Offset,
         slots: u32,
         me: u32,
         alive: Liveness<'_>,
-    ) -> Option<Offset> {
-        let held = self.arena.lock(me, alive);
-        self.arena.chunk(&held, pointer, slots as usize).ok()
+    ) -> Result<Offset, histogram::ObserveError> {
+        let held = self.lock(me, alive);
+        if value::check(&self.region(), handle, MetricType::Histogram, 1).is_err() {
+            return Err(histogram::ObserveError::Stale);
+        }
+        self.arena
+            .chunk(&held, pointer, slots as usize, now_ms())
+            .map_err(|_| histogram::ObserveError::ZoneFull)
+    }
+
+    /// Takes the zone lock. After a takeover, first finishes the delete the dead owner
+    /// may have left half done (the arena has already finished or dropped a record it
+    /// was making), and counts the series again.
+    fn lock(&self, me: u32, alive: Liveness<'_>) -> Guard<'a> {
+        let g = self.arena.lock(me, alive);
+        if g.taken_over_from.is_some() {
+            let rec = self.arena.deleting();
+            if rec != 0 {
+                self.delete_locked(&g, rec, now_ms());
+            }
+            self.recount(&g);
+        }
+        g
+    }
+
+    /// Sets every family's series count, and the zone's, from a walk over the arena.
+    fn recount(&self, g: &Guard<'_>) {
+        let mut per_family: std::collections::HashMap<Offset, u64> = Default::default();
+        let mut total = 0;
+        for (kind, rec) in self.arena.live_any() {
+            if kind == Kind::Family as u8 {
+                per_family.entry(rec).or_insert(0);
+            } else if kind == Kind::Series as u8 {
+                *per_family.entry(self.arena.owner(rec)).or_insert(0) += 1;
+                total += 1;
+            }
+        }
+        let r = self.region();
+        for (f, n) in per_family {
+            if self.arena.is_live(u64::from(f), Kind::Family) {
+                r.store(self.arena.body(f) + F_SERIES, n);
+            }
+        }
+        self.arena.set_series_count(g, total);
     }
 
     fn family_at(&self, rec: Offset) -> Family {
@@ -359,7 +410,7 @@ impl<'a> Store<'a> {
         let full = || RegisterError::ZoneFull {
             family: spec.name.clone(),
         };
-        let g = self.arena.lock(me, alive);
+        let g = self.lock(me, alive);
         // Another worker may have won the race while this one waited.
         if let Some(existing) = self.family_by_name(&spec.name) {
             drop(g);
@@ -388,7 +439,7 @@ impl<'a> Store<'a> {
         let group = blob_or_zero(&spec.group)?;
         let (rec, body) = self
             .arena
-            .make_keyed(&g, Kind::Family, 0, spec.name.as_bytes(), FAMILY_WORDS)
+            .make_keyed(&g, Kind::Family, 0, spec.name.as_bytes(), FAMILY_WORDS, 0)
             .map_err(|_| full())?;
         let r = self.region();
         r.store(body + F_META, meta_word(spec));
@@ -499,7 +550,7 @@ impl<'a> Store<'a> {
                 let blob = if want.is_empty() {
                     0
                 } else {
-                    let g = self.arena.lock(me, alive);
+                    let g = self.lock(me, alive);
                     u64::from(self.arena.make_blob(&g, want.as_bytes()).map_err(|_| {
                         RegisterError::ZoneFull {
                             family: spec.name.clone(),
@@ -510,7 +561,7 @@ impl<'a> Store<'a> {
             }
         }
         if have.help != spec.help {
-            let g = self.arena.lock(me, alive);
+            let g = self.lock(me, alive);
             let help = self
                 .arena
                 .make_blob(&g, spec.help.as_bytes())
@@ -544,7 +595,7 @@ impl<'a> Store<'a> {
             });
         };
         check_buckets(&spec.name, h, buckets).map_err(RegisterError::Spec)?;
-        let g = self.arena.lock(me, alive);
+        let g = self.lock(me, alive);
         let blob = self
             .arena
             .make_blob(&g, &f64s_to_bytes(buckets))
@@ -631,8 +682,29 @@ impl<'a> Store<'a> {
 
     /// The handle of an existing series, without making it.
     pub fn find_series<V: AsRef<[u8]>>(&self, f: Family, values: &[V]) -> Option<u64> {
-        let rec = self.arena.lookup(f.id, &encode_key(values))?;
-        Some(u64::from(self.series_values(rec)))
+        self.live_handle(f, &encode_key(values))
+    }
+
+    /// The handle of the live series of `f` with `key`, found without the lock.
+    fn live_handle(&self, f: Family, key: &[u8]) -> Option<u64> {
+        let rec = self.arena.lookup(f.id, key)?;
+        let tag_word = self.region().word(self.arena.body(rec) + S_TAG);
+        let tag = tag_word.load(Acquire);
+        if !value::is_live_tag(tag) || !self.arena.is_published(rec) {
+            return None;
+        }
+        // The block may have been freed and reused since the lookup: it is this series
+        // only if it still has this key and the tag did not change while it was read.
+        if !self.arena.key_is(rec, f.id, key) || tag_word.load(Acquire) != tag {
+            return None;
+        }
+        Some(value::handle(self.series_values(rec), tag))
+    }
+
+    /// The handle of series record `rec` (under the lock, where it cannot change).
+    fn handle_of(&self, rec: Offset) -> u64 {
+        let tag = self.region().load(self.arena.body(rec) + S_TAG);
+        value::handle(self.series_values(rec), tag)
     }
 
     fn find_or_make<V: AsRef<[u8]>>(
@@ -656,8 +728,8 @@ impl<'a> Store<'a> {
             });
         }
         let key = encode_key(values);
-        if let Some(rec) = self.arena.lookup(f.id, &key) {
-            return Ok(u64::from(self.series_values(rec)));
+        if let Some(handle) = self.live_handle(f, &key) {
+            return Ok(handle);
         }
         for (i, v) in values.iter().enumerate() {
             let why = if v.as_ref().len() > MAX_LABEL_VALUE {
@@ -686,9 +758,9 @@ impl<'a> Store<'a> {
                 (histogram::value_words(layout), Some((spec, layout)))
             }
         };
-        let g = self.arena.lock(me, alive);
+        let g = self.lock(me, alive);
         if let Some(rec) = self.arena.lookup(f.id, &key) {
-            return Ok(u64::from(self.series_values(rec)));
+            return Ok(self.handle_of(rec));
         }
         let limit = r.load(f.body + F_LIMIT);
         if limit > 0 && r.load(f.body + F_SERIES) >= limit {
@@ -705,34 +777,162 @@ impl<'a> Store<'a> {
                 f.id,
                 &key,
                 S_VALUES as usize + words as usize,
+                created_ms,
             )
             .map_err(|_| SeriesError::ZoneFull { family: name() })?;
+        // A reused block's tag word holds the generation its deleted series left.
+        let tag = value::tag(f.metric_type, value::next_generation(r.load(body + S_TAG)));
         r.store(body + S_CREATED, created_ms);
-        r.store(body + S_TAG, value::tag(f.metric_type));
+        r.store(body + S_TAG, tag);
         if let Some((spec, layout)) = hist {
             histogram::init(&r, body + S_VALUES, &spec, layout);
         }
         r.word(f.body + F_SERIES).fetch_add(1, Relaxed);
         self.arena.publish(&g, rec);
-        Ok(u64::from(body + S_VALUES))
+        Ok(value::handle(body + S_VALUES, tag))
     }
 
-    /// Families in registration order, each with its series handles in creation order.
+    /// Deletes the series of `f` with these label values; false when there is none.
+    /// Its memory is reused by later series; its handles are refused from now on.
+    pub fn delete_series<V: AsRef<[u8]>>(
+        &self,
+        f: Family,
+        values: &[V],
+        me: u32,
+        alive: Liveness<'_>,
+    ) -> bool {
+        self.delete_series_at(f, values, me, alive, now_ms())
+    }
+
+    /// [`delete_series`](Self::delete_series) at time `now` (ms since the epoch: when
+    /// its memory was freed, for the wait before reuse).
+    pub fn delete_series_at<V: AsRef<[u8]>>(
+        &self,
+        f: Family,
+        values: &[V],
+        me: u32,
+        alive: Liveness<'_>,
+        now: u64,
+    ) -> bool {
+        if values.len() != f.label_count {
+            return false;
+        }
+        let key = encode_key(values);
+        let g = self.lock(me, alive);
+        match self.arena.lookup(f.id, &key) {
+            Some(rec) => {
+                self.delete_locked(&g, rec, now);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Deletes every series of `f` whose label values `doomed` says so (given them as
+    /// the encoded key, see [`decode_key`]); returns how many. One walk over the zone,
+    /// under the lock.
+    pub fn delete_where(
+        &self,
+        f: Family,
+        me: u32,
+        alive: Liveness<'_>,
+        now: u64,
+        doomed: impl Fn(&[u8]) -> bool,
+    ) -> u64 {
+        let g = self.lock(me, alive);
+        let mut key = Vec::new();
+        let recs: Vec<Offset> = self
+            .arena
+            .live(Kind::Series)
+            .filter(|&rec| {
+                key.clear();
+                self.arena.read_key(rec, &mut key);
+                self.arena.owner(rec) == f.id && doomed(&key)
+            })
+            .collect();
+        for &rec in &recs {
+            self.delete_locked(&g, rec, now);
+        }
+        recs.len() as u64
+    }
+
+    /// Deletes every series of `f`.
+    pub fn reset(&self, f: Family, me: u32, alive: Liveness<'_>) -> u64 {
+        self.delete_where(f, me, alive, now_ms(), |_| true)
+    }
+
+    /// Deletes series record `rec`, or finishes its delete after a takeover: every step
+    /// can be done again. The order keeps a process that dies on the way harmless: its
+    /// handles are dead first; then it is marked as the delete in progress, unlinked,
+    /// its chunks and its block freed (a step cut short leaks, never frees twice).
+    fn delete_locked(&self, g: &Guard<'_>, rec: Offset, now: u64) {
+        let r = self.region();
+        let body = self.arena.body(rec);
+        let tag = r.load(body + S_TAG);
+        if value::is_live_tag(tag) {
+            r.word(body + S_TAG).store(value::dead_tag(tag), Release);
+        }
+        self.arena.set_deleting(g, rec);
+        let family = self.family_at(self.arena.owner(rec));
+        let was_live = self.arena.is_published(rec);
+        self.arena.unlink(g, rec);
+        if family.metric_type == MetricType::Histogram {
+            let (pointers, slots) = histogram::chunk_words(&r, body + S_VALUES);
+            for pointer in pointers {
+                let at = r.load(pointer) as Offset;
+                if at != 0 {
+                    r.store(pointer, 0);
+                    self.arena.release_chunk(g, at, slots as usize, now);
+                }
+            }
+        }
+        self.arena.release(g, rec, now);
+        if was_live {
+            r.word(family.body + F_SERIES).fetch_sub(1, Relaxed);
+        }
+        self.arena.set_deleting(g, 0);
+    }
+
+    /// Families in registration order, each with its series records in the order
+    /// they sit in the zone (creation order, but for series made in a deleted one's
+    /// block).
     pub fn families(&self) -> Vec<(Family, Vec<Offset>)> {
-        // One walk: a family's record always comes before its series' (they name it).
+        // One walk. A series usually comes after its family's record; one in a reused
+        // block may come before it, and is placed once the walk has seen the family.
         let mut out: Vec<(Family, Vec<Offset>)> = Vec::new();
         let mut index: std::collections::HashMap<Offset, usize> = Default::default();
+        let mut early = Vec::new();
         for (kind, rec) in self.arena.live_any() {
             if kind == Kind::Family as u8 {
                 index.insert(rec, out.len());
                 out.push((self.family_at(rec), Vec::new()));
             } else if kind == Kind::Series as u8 {
-                if let Some(i) = index.get(&self.arena.owner(rec)) {
-                    out[*i].1.push(rec);
+                match index.get(&self.arena.owner(rec)) {
+                    Some(i) => out[*i].1.push(rec),
+                    None => early.push(rec),
                 }
             }
         }
+        for rec in early {
+            if let Some(i) = index.get(&self.arena.owner(rec)) {
+                out[*i].1.push(rec);
+            }
+        }
         out
+    }
+
+    /// A series record's tag word, read before its values: with
+    /// [`still_the_same`](Self::still_the_same) after them, a render knows whether
+    /// what it read belongs to one live series.
+    pub fn series_tag(&self, rec: Offset) -> u64 {
+        self.region()
+            .word(self.arena.body(rec) + S_TAG)
+            .load(Acquire)
+    }
+
+    /// Whether series record `rec` is still the live series whose tag was `tag`.
+    pub fn still_the_same(&self, rec: Offset, tag: u64) -> bool {
+        value::is_live_tag(tag) && self.arena.is_published(rec) && self.series_tag(rec) == tag
     }
 
     /// Appends a series record's label values (its key) to `out`.
@@ -755,6 +955,7 @@ impl<'a> Store<'a> {
 mod tests {
     use super::*;
     use crate::shm::region::heap_words;
+    use std::sync::atomic::AtomicU64;
 
     const ALIVE: &dyn Fn(u32) -> bool = &|_| true;
 
@@ -1075,5 +1276,239 @@ mod tests {
             back,
             values.iter().map(|v| v.as_bytes()).collect::<Vec<_>>()
         );
+    }
+
+    const LATER: u64 = crate::shm::arena::REUSE_AFTER_MS;
+
+    #[test]
+    fn a_deleted_series_block_is_reused_and_its_handles_are_stale() {
+        let mem = heap_words(1 << 14);
+        let s = Store::format(Region::new(&mem), 0).unwrap();
+        let r = s.region();
+        let f = s
+            .register(&counter_spec("c_total", &["k"]), 1, ALIVE)
+            .unwrap();
+        let a = s.series_at(f, &["a"], 1, ALIVE, 1000).unwrap();
+        counter::inc(&r, a, 5).unwrap();
+        let used = s.arena().used_bytes();
+        assert!(s.delete_series_at(f, &["a"], 1, ALIVE, 2000));
+        assert!(
+            !s.delete_series_at(f, &["a"], 1, ALIVE, 2000),
+            "deleted once"
+        );
+        assert_eq!(counter::inc(&r, a, 1), Err(counter::CounterError::Stale));
+        assert_eq!((s.series_count(f), s.arena().series()), (0, 0));
+        assert_eq!(s.find_series(f, &["a"]), None);
+        // Too soon: a new block. Later: the freed one, whatever the key (same size).
+        let b = s.series_at(f, &["b"], 1, ALIVE, 2000 + LATER - 1).unwrap();
+        assert!(s.arena().used_bytes() > used);
+        let used = s.arena().used_bytes();
+        let c = s.series_at(f, &["c"], 1, ALIVE, 2000 + LATER).unwrap();
+        assert_eq!(s.arena().used_bytes(), used);
+        assert_eq!(c & 0xffff_ffff, a & 0xffff_ffff, "same block");
+        assert_ne!(c, a, "another generation");
+        // The old handle never reaches the new series; the new one starts at zero.
+        assert_eq!(counter::inc(&r, a, 1), Err(counter::CounterError::Stale));
+        counter::inc(&r, c, 2).unwrap();
+        counter::inc(&r, b, 3).unwrap();
+        let (_, series) = s.families().remove(0);
+        let values: Vec<(Vec<u8>, u64)> = series
+            .iter()
+            .map(|&rec| {
+                let mut k = Vec::new();
+                s.series_key(rec, &mut k);
+                (k, counter::read(&r, s.series_values(rec)).0)
+            })
+            .collect();
+        assert_eq!(
+            values,
+            vec![(encode_key(&["c"]), 2), (encode_key(&["b"]), 3)]
+        );
+        assert_eq!(s.series_created_ms(series[0]), 2000 + LATER);
+        assert_eq!((s.series_count(f), s.arena().series()), (2, 2));
+        // "a" again: a new series from zero.
+        let a2 = s.series_at(f, &["a"], 1, ALIVE, 9000).unwrap();
+        assert_ne!(a2, a);
+        assert_eq!(counter::read(&r, a2 as Offset).0, 0);
+    }
+
+    #[test]
+    fn a_histograms_chunks_are_freed_and_reused_zeroed() {
+        let mem = heap_words(1 << 15);
+        let s = Store::format(Region::new(&mem), 0).unwrap();
+        let f = s.register(&histogram_spec("lat"), 1, ALIVE).unwrap();
+        let a = s.series_at(f, &[] as &[&str], 1, ALIVE, 0).unwrap();
+        for v in [0.001, 0.01, 0.1, 1.0] {
+            s.observe(a, v, 1, ALIVE).unwrap();
+        }
+        let used = s.arena().used_bytes();
+        assert!(s.delete_series_at(f, &[] as &[&str], 1, ALIVE, 0));
+        assert_eq!(
+            s.observe(a, 0.1, 1, ALIVE),
+            Err(histogram::ObserveError::Stale)
+        );
+        // Reused later: the block and the same chunks, every count back at zero.
+        // (Chunks reuse by real time: the store stamps them with the clock.)
+        let b = s.series_at(f, &[] as &[&str], 1, ALIVE, LATER).unwrap();
+        assert_eq!(b & 0xffff_ffff, a & 0xffff_ffff);
+        let snap = histogram::Snapshot::read(&s.region(), b as Offset, None);
+        assert_eq!((snap.count(), snap.sum), (0, 0.0));
+        assert!(snap.counts.is_empty());
+        assert_eq!(s.arena().used_bytes(), used - 4 * 64 * 8 + 4 * 64 * 8);
+    }
+
+    #[test]
+    fn reset_and_delete_where_pick_their_series_only() {
+        let mem = heap_words(1 << 14);
+        let s = Store::format(Region::new(&mem), 0).unwrap();
+        let f = s
+            .register(&counter_spec("a_total", &["route", "code"]), 1, ALIVE)
+            .unwrap();
+        let g = s
+            .register(&counter_spec("b_total", &["route"]), 1, ALIVE)
+            .unwrap();
+        for (route, code) in [("r1", "200"), ("r1", "500"), ("r2", "200")] {
+            s.series(f, &[route, code], 1, ALIVE).unwrap();
+        }
+        s.series(g, &["r1"], 1, ALIVE).unwrap();
+        let r1 = encode_key(&["r1"]);
+        let deleted = s.delete_where(f, 1, ALIVE, 0, |key| {
+            decode_key(key).next() == decode_key(&r1).next()
+        });
+        assert_eq!(deleted, 2);
+        assert_eq!((s.series_count(f), s.series_count(g)), (1, 1));
+        assert!(s.find_series(f, &["r2", "200"]).is_some());
+        assert!(s.find_series(g, &["r1"]).is_some());
+        assert_eq!(s.reset(f, 1, ALIVE), 1);
+        assert_eq!((s.series_count(f), s.arena().series()), (0, 1));
+        assert_eq!(s.families()[0].1.len(), 0);
+    }
+
+    #[test]
+    fn churn_of_mixed_sizes_stays_within_a_bound() {
+        // 200,000 label sets of 1 to 120 bytes made over time, at most 500 alive at
+        // once, each deleted 250 "ms" after the next 250 were made: the zone holds the
+        // live series plus what waits out REUSE_AFTER_MS, and stops growing.
+        let mem = heap_words(1 << 17);
+        let s = Store::format(Region::new(&mem), 0).unwrap();
+        let f = s
+            .register(&counter_spec("churn_total", &["k"]), 1, ALIVE)
+            .unwrap();
+        let mut alive: std::collections::VecDeque<String> = Default::default();
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let at_start = s.arena().used_bytes();
+        let mut peak = 0;
+        let mut at_half = 0;
+        for i in 0..200_000u64 {
+            let now = i * 10; // a series every 10 ms
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = 1 + (x % 120) as usize;
+            let value = format!("{i:x}{}", "v".repeat(len));
+            s.series_at(f, &[value.as_str()], 1, ALIVE, now).unwrap();
+            alive.push_back(value);
+            if alive.len() > 500 {
+                let old = alive.pop_front().unwrap();
+                assert!(s.delete_series_at(f, &[old.as_str()], 1, ALIVE, now));
+            }
+            peak = peak.max(s.arena().used_bytes());
+            if i == 100_000 {
+                at_half = s.arena().used_bytes();
+            }
+        }
+        assert_eq!(s.series_count(f), 500);
+        // The zone's fixed part, then 500 live + 300 waiting (3 s at 100/s), at most
+        // 48 + 8 + 128 bytes each, a quarter more in a reused bigger block.
+        let fixed = at_start;
+        let bound = fixed + 800 * (48 + 8 + 128) * 5 / 4;
+        eprintln!("churn: fixed {fixed} B, peak {peak} B, bound {bound} B");
+        assert!(peak < bound, "peak {peak} over {bound}");
+        // No growth in the second half: the free lists feed every new series.
+        let end = s.arena().used_bytes();
+        assert!(end <= at_half + 4096, "{at_half} -> {end}");
+    }
+
+    #[test]
+    fn a_takeover_finishes_a_half_done_delete() {
+        let mem = heap_words(1 << 14);
+        let s = Store::format(Region::new(&mem), 0).unwrap();
+        let f = s
+            .register(&counter_spec("c_total", &["k"]), 1, ALIVE)
+            .unwrap();
+        let a = s.series_at(f, &["a"], 1, ALIVE, 0).unwrap();
+        s.series_at(f, &["b"], 1, ALIVE, 0).unwrap();
+        let rec = s.arena().lookup(f.id, &encode_key(&["a"])).unwrap();
+        {
+            // Process 41 starts deleting "a" (handles dead, marked in progress,
+            // unlinked) and dies holding the lock.
+            let g = s.arena().lock(41, ALIVE);
+            let r = s.region();
+            let tag_at = s.arena().body(rec) + S_TAG;
+            r.store(tag_at, value::dead_tag(r.load(tag_at)));
+            s.arena().set_deleting(&g, rec);
+            s.arena().unlink(&g, rec);
+            std::mem::forget(g);
+        }
+        assert_eq!(
+            counter::inc(&s.region(), a, 1),
+            Err(counter::CounterError::Stale)
+        );
+        // The next process takes the lock over and finishes: "a" is gone, its block
+        // free for reuse, the counts right.
+        let dead_41: &dyn Fn(u32) -> bool = &|pid| pid != 41;
+        let b2 = s
+            .series_at(f, &["c"], 7, dead_41, now_ms() + LATER)
+            .unwrap();
+        assert_eq!(s.arena().lock_takeovers(), 1);
+        assert_eq!(s.arena().deleting(), 0);
+        assert_eq!(
+            b2 & 0xffff_ffff,
+            a & 0xffff_ffff,
+            "the freed block is reused"
+        );
+        assert_eq!((s.series_count(f), s.arena().series()), (2, 2));
+        assert_eq!(s.find_series(f, &["a"]), None);
+    }
+
+    #[test]
+    fn stale_handles_never_reach_the_series_that_reuses_the_block() {
+        // Real time (the wait before reuse is the guarantee): four threads keep
+        // updating series A through their handle while A is deleted and, once the
+        // wait is over, its block is reused by B; B gets exactly what went to B.
+        let mem = heap_words(1 << 14);
+        let s = Store::format(Region::new(&mem), 0).unwrap();
+        let r = s.region();
+        let f = s
+            .register(&counter_spec("c_total", &["k"]), 1, ALIVE)
+            .unwrap();
+        let a = s.series(f, &["a"], 1, ALIVE).unwrap();
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let (landed, stale) = (AtomicU64::new(0), AtomicU64::new(0));
+        let b = std::thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(|| {
+                    while !stop.load(Relaxed) {
+                        match counter::inc(&r, a, 1) {
+                            Ok(()) => landed.fetch_add(1, Relaxed),
+                            Err(_) => stale.fetch_add(1, Relaxed),
+                        };
+                    }
+                });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            assert!(s.delete_series(f, &["a"], 1, ALIVE));
+            std::thread::sleep(std::time::Duration::from_millis(LATER + 100));
+            let b = s.series(f, &["b"], 1, ALIVE).unwrap();
+            assert_eq!(b & 0xffff_ffff, a & 0xffff_ffff, "A's block");
+            for _ in 0..100_000 {
+                counter::inc(&r, b, 1).unwrap();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            stop.store(true, Relaxed);
+            b
+        });
+        assert_eq!(counter::read(&r, b as Offset), (100_000, 0.0));
+        assert!(landed.load(Relaxed) > 0 && stale.load(Relaxed) > 0);
     }
 }

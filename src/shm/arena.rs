@@ -1,15 +1,30 @@
-//! The zone layout: a fixed header, a hash index, and an append-only arena of records.
+//! The zone layout: a fixed header, a hash index, an arena of records and, from the
+//! other end, histogram chunks.
 //!
 //! ```text
-//! word 0            header (HEADER_WORDS words: magic, sizes, bump pointers, lock, counters)
-//! HEADER_WORDS      hash index: 2^bits bucket heads (record offsets)
-//! arena_at          records, back to back, never freed, in creation order
+//! word 0            header (HEADER_WORDS words: magic, sizes, bump pointers, lock,
+//!                   counters, free lists)
+//! FREE_AT           free lists: head and tail of each (series blocks by size, chunks)
+//! index_at          hash index: 2^bits bucket heads (record offsets)
+//! arena_at          records, back to back, in creation order (series blocks are reused)
 //!   ...             never written yet (zero)
 //! chunks_at         histogram chunks, made downwards from the end of the zone
 //! ```
 //! A record starts with one word `kind | state << 8 | size_words << 32`. Keyed records
-//! (families, series) follow it with `next` (hash chain), `hash`, `owner | key_len << 32`
-//! and the key bytes; blobs (help texts, label names, bucket lists) with `len` and bytes.
+//! (families, series) follow it with `next` (hash chain), `hash`,
+//! `owner | key_len << 32 | body_words << 52`, the body, then the key bytes; blobs
+//! (help texts, label names, bucket lists) with `len` and bytes. The body comes first
+//! so that it sits at the same place in a block whatever the key's length: a reused
+//! series block keeps its first body word (the layer above keeps a generation there,
+//! which stale handles are checked against).
+//!
+//! Series can be deleted: a deleted series' block goes on a free list for its size and
+//! is reused, whole, by a later series of that size or up to a quarter smaller, never
+//! split or merged, so the arena stays a walkable sequence of blocks and a block's
+//! body never moves. A histogram's chunks go on a free list for their size. Nothing
+//! freed is reused before [`REUSE_AFTER_MS`] has passed: a process that checked a
+//! handle just before the delete finishes its update into the old block, never into
+//! the next series.
 //! Chunks (a histogram's counts for one range of values, made on first use) are bare
 //! zeroed words at the other end of the zone, found only through the word of their
 //! series that holds their offset: renders walk the records, and with the chunks kept
@@ -18,8 +33,7 @@
 //! Records are made under the zone lock and published in two release stores: first
 //! linked into their hash chain (now findable), then marked live (now rendered). Readers
 //! never lock: lookups walk chains, renders walk the arena up to the bump pointer. A
-//! record is never moved or freed, so an offset, once handed out, stays valid for the
-//! zone's life.
+//! record is never moved; families and blobs are never freed.
 
 use super::lock::{Guard, Liveness, ZoneLock};
 use super::region::{pack, words_for, Offset, Region};
@@ -28,7 +42,11 @@ use std::sync::atomic::Ordering::*;
 const MAGIC: u64 = u64::from_le_bytes(*b"NGXPROM\0");
 /// Bump when the layout changes: a zone kept across `nginx -s reload` from an older
 /// module build is then re-created instead of misread.
-const LAYOUT_VERSION: u64 = 6;
+const LAYOUT_VERSION: u64 = 7;
+
+/// Freed series blocks and chunks wait this long before they are reused (see the
+/// module documentation).
+pub const REUSE_AFTER_MS: u64 = 3000;
 
 // Header words.
 const H_MAGIC: Offset = 0;
@@ -45,9 +63,21 @@ const H_TAKEOVERS: Offset = 10;
 const H_CREATED: Offset = 11;
 /// Lowest word of the chunk area (the zone's end while there is none).
 const H_CHUNKS_AT: Offset = 12;
+/// The series record whose delete is in progress (0: none), for a lock takeover.
+const H_DELETING: Offset = 13;
 const H_ERRORS: Offset = 16;
 pub const ERROR_SLOTS: usize = 16;
-pub const HEADER_WORDS: Offset = 32;
+/// Free lists, two words each (head, tail: first in, first out, so that the oldest
+/// block, the first past its wait, is at the head).
+const FREE_AT: Offset = 32;
+/// Series blocks of each size below 128 words have a list of their own...
+const EXACT_LISTS: usize = 128;
+/// ...larger ones one per power of two: [128 * 2^k, 128 * 2^(k+1)) words.
+const RANGE_LISTS: usize = 16;
+/// Chunks: one list per size (2^k words).
+const CHUNK_LISTS: usize = 20;
+const LISTS: usize = EXACT_LISTS + RANGE_LISTS + CHUNK_LISTS;
+pub const HEADER_WORDS: Offset = FREE_AT + 2 * LISTS as Offset;
 
 /// Smallest zone that can hold the header, a minimal index and a few records.
 pub const MIN_ZONE_BYTES: usize = 64 * 1024;
@@ -66,13 +96,26 @@ enum State {
     Writing = 0,
     Live = 1,
     Abandoned = 2,
+    /// A deleted series' block, on a free list (or leaked by a process that died while
+    /// freeing it).
+    Free = 3,
 }
 
-// Keyed record words, relative to the record.
+// Keyed record words, relative to the record. A free block keeps its free-list link
+// in R_NEXT and the time it was freed (ms) in R_HASH.
 const R_NEXT: Offset = 1;
 const R_HASH: Offset = 2;
 const R_OWNER: Offset = 3;
-const R_KEY: Offset = 4;
+const R_BODY: Offset = 4;
+// R_OWNER's fields.
+const KEY_LEN_BITS: u32 = 20;
+const MAX_BODY_WORDS: usize = (1 << (64 - 32 - KEY_LEN_BITS)) - 1;
+// A free chunk's words.
+const C_NEXT: Offset = 0;
+const C_FREED: Offset = 1;
+/// Longest hash chain a lock-free lookup follows: chains are short, but a chain
+/// walked while its records are freed and reused can lead into others.
+const MAX_CHAIN_STEPS: usize = 1 << 16;
 // Blob words.
 const B_LEN: Offset = 1;
 const B_DATA: Offset = 2;
@@ -141,6 +184,9 @@ impl<'a> Arena<'a> {
         // a power of two: chains stay short until the zone is nearly full.
         let bits = ((words / 64).max(64) as u64).ilog2();
         let arena_at = HEADER_WORDS as u64 + (1u64 << bits);
+        if arena_at as usize + 64 > words {
+            return Err(AttachError::TooSmall { bytes: words * 8 });
+        }
         r.store(H_LAYOUT, LAYOUT_VERSION);
         r.store(H_WORDS, words as u64);
         r.store(H_BUCKET_BITS, u64::from(bits));
@@ -230,7 +276,7 @@ impl<'a> Arena<'a> {
 
     /// Finishes or abandons the last record, the only one a dead lock owner can have
     /// left half-made (records are only made under the lock, one at a time).
-    fn recover(&self, _held: &Guard<'_>) {
+    fn recover(&self, held: &Guard<'_>) {
         let last = self.r.load(H_LAST) as Offset;
         if last == 0 {
             return;
@@ -253,9 +299,23 @@ impl<'a> Arena<'a> {
             // Linked means fully written: finish the publication.
             self.set_state(last, State::Live);
             self.count_created(kind);
+        } else if kind == Kind::Series as u8 {
+            // Its block is as good as any free one (the layer above keeps a generation
+            // in the first body word whatever state it finds it in).
+            self.release(held, last, 0);
         } else {
             self.set_state(last, State::Abandoned);
         }
+    }
+
+    /// The series record whose delete a process started and may not have finished
+    /// (0: none).
+    pub fn deleting(&self) -> Offset {
+        self.r.load(H_DELETING) as Offset
+    }
+
+    pub fn set_deleting(&self, _held: &Guard<'_>, rec: Offset) {
+        self.r.store(H_DELETING, u64::from(rec));
     }
 
     /// Whether `rec` (an offset that came from outside, e.g. Lua) starts a live record
@@ -267,6 +327,11 @@ impl<'a> Arena<'a> {
         }
         let (k, state, size) = self.header(rec as Offset);
         k == kind as u8 && state == State::Live as u8 && size > 0 && rec + u64::from(size) <= end
+    }
+
+    /// Whether `rec` is a live record (made, published, not deleted).
+    pub fn is_published(&self, rec: Offset) -> bool {
+        self.header(rec).1 == State::Live as u8
     }
 
     fn header(&self, rec: Offset) -> (u8, u8, u32) {
@@ -289,6 +354,128 @@ impl<'a> Arena<'a> {
         }
     }
 
+    /// Sets the zone's series count (after a takeover, from a walk over the arena).
+    pub fn set_series_count(&self, _held: &Guard<'_>, n: u64) {
+        self.r.store(H_SERIES, n);
+    }
+
+    /// The free list for series blocks of `words` words.
+    fn block_list(words: usize) -> usize {
+        if words < EXACT_LISTS {
+            words
+        } else {
+            EXACT_LISTS + ((words / EXACT_LISTS).ilog2() as usize).min(RANGE_LISTS - 1)
+        }
+    }
+
+    /// The free list for chunks of `words` (a power of two) words.
+    fn chunk_list(words: usize) -> usize {
+        EXACT_LISTS + RANGE_LISTS + (words.ilog2() as usize).min(CHUNK_LISTS - 1)
+    }
+
+    /// Appends `at` to free list `list`; `link` and `freed` are the words of the block
+    /// that hold the link and the time.
+    fn push_free(&self, list: usize, at: Offset, link: Offset, freed: Offset, now_ms: u64) {
+        let (head, tail) = (
+            FREE_AT + 2 * list as Offset,
+            FREE_AT + 2 * list as Offset + 1,
+        );
+        self.r.store(at + link, 0);
+        self.r.store(at + freed, now_ms);
+        match self.r.load(tail) as Offset {
+            0 => self.r.store(head, u64::from(at)),
+            last => self.r.store(last + link, u64::from(at)),
+        }
+        self.r.store(tail, u64::from(at));
+    }
+
+    /// Takes the head of free list `list` if it has waited long enough and `fits`.
+    fn pop_free(
+        &self,
+        list: usize,
+        link: Offset,
+        freed: Offset,
+        now_ms: u64,
+        fits: impl Fn(Offset) -> bool,
+    ) -> Option<Offset> {
+        let (head, tail) = (
+            FREE_AT + 2 * list as Offset,
+            FREE_AT + 2 * list as Offset + 1,
+        );
+        let at = self.r.load(head) as Offset;
+        if at == 0 || self.r.load(at + freed).saturating_add(REUSE_AFTER_MS) > now_ms || !fits(at) {
+            return None;
+        }
+        let next = self.r.load(at + link);
+        self.r.store(head, next);
+        if next == 0 {
+            self.r.store(tail, 0);
+        }
+        Some(at)
+    }
+
+    /// A freed series block of at least `words` words that may be reused now: one of
+    /// that size, else up to a quarter bigger.
+    fn reusable_block(&self, words: usize, now_ms: u64) -> Option<Offset> {
+        let size = |at: Offset| self.header(at).2 as usize;
+        let largest = words + words / 4;
+        for w in words..=largest.min(EXACT_LISTS - 1) {
+            if let Some(at) = self.pop_free(w, R_NEXT, R_HASH, now_ms, |_| true) {
+                return Some(at);
+            }
+        }
+        if largest >= EXACT_LISTS {
+            let first = Self::block_list(words.max(EXACT_LISTS));
+            for list in first..=Self::block_list(largest) {
+                let fits = |at| (words..=largest).contains(&size(at));
+                if let Some(at) = self.pop_free(list, R_NEXT, R_HASH, now_ms, fits) {
+                    return Some(at);
+                }
+            }
+        }
+        None
+    }
+
+    /// Marks series record `rec` free and puts its block on the free list for its size.
+    /// Its first body word (the generation) is kept; the caller has unlinked it.
+    pub fn release(&self, _held: &Guard<'_>, rec: Offset, now_ms: u64) {
+        let (_, state, size) = self.header(rec);
+        if state == State::Free as u8 {
+            return;
+        }
+        if state == State::Live as u8 {
+            self.r.word(H_SERIES).fetch_sub(1, Relaxed);
+        }
+        // Free before listed: a process dying in between leaks the block, never lists
+        // it twice.
+        self.set_state(rec, State::Free);
+        self.push_free(Self::block_list(size as usize), rec, R_NEXT, R_HASH, now_ms);
+    }
+
+    /// Removes keyed record `rec` from its hash chain; false if it was not in it.
+    pub fn unlink(&self, _held: &Guard<'_>, rec: Offset) -> bool {
+        let bucket = HEADER_WORDS + (self.r.load(rec + R_HASH) & self.bucket_mask) as Offset;
+        let next = self.r.load(rec + R_NEXT);
+        let mut link = bucket;
+        loop {
+            let at = self.r.load(link) as Offset;
+            if at == 0 {
+                return false;
+            }
+            if at == rec {
+                // Readers on `rec` go on to `next`: the chain stays whole for them.
+                self.r.word(link).store(next, Release);
+                return true;
+            }
+            link = at + R_NEXT;
+        }
+    }
+
+    /// Puts the chunk of `words` words at `at` on the free list for its size.
+    pub fn release_chunk(&self, _held: &Guard<'_>, at: Offset, words: usize, now_ms: u64) {
+        self.push_free(Self::chunk_list(words), at, C_NEXT, C_FREED, now_ms);
+    }
+
     fn bucket_head(&self, hash: u64) -> Offset {
         self.r
             .word(HEADER_WORDS + (hash & self.bucket_mask) as Offset)
@@ -300,6 +487,7 @@ impl<'a> Arena<'a> {
     /// pointer always finds a valid size.
     fn alloc(&self, _held: &Guard<'_>, kind: Kind, words: usize) -> Result<Offset, Full> {
         let at = self.r.word(H_BUMP).load(Relaxed);
+        debug_assert!(!matches!(kind, Kind::Series) || words > 0);
         let end = at + words as u64;
         if end > self.r.load(H_CHUNKS_AT) || words > u32::MAX as usize {
             return Err(Full);
@@ -314,17 +502,29 @@ impl<'a> Arena<'a> {
         Ok(at)
     }
 
-    /// Finds a live or in-publication keyed record. Lock-free.
+    /// Finds a live or in-publication keyed record. Lock-free, so the answer may be
+    /// out of date by the time it is used: a series may be deleted at any time (the
+    /// layer above checks its generation), and a lookup that runs into records being
+    /// freed may miss (then the caller looks again under the lock).
     pub fn lookup(&self, owner: Offset, key: &[u8]) -> Option<Offset> {
         let hash = hash_key(owner, key);
         let packed = pack(key);
         let want_owner = u64::from(owner) | (key.len() as u64) << 32;
+        let owner_mask = (1u64 << (32 + KEY_LEN_BITS)) - 1;
         let mut at = self.bucket_head(hash);
-        while at != 0 {
+        let end = self.r.len() as u64;
+        for _ in 0..MAX_CHAIN_STEPS {
+            if at == 0 || u64::from(at) + u64::from(R_BODY) >= end {
+                return None;
+            }
+            let owner_word = self.r.load(at + R_OWNER);
+            let key_at = u64::from(at) + u64::from(R_BODY) + (owner_word >> (32 + KEY_LEN_BITS));
+            let state = self.header(at).1;
             if self.r.load(at + R_HASH) == hash
-                && self.r.load(at + R_OWNER) == want_owner
-                && self.r.words_eq(at + R_KEY, &packed)
-                && self.header(at).1 != State::Abandoned as u8
+                && owner_word & owner_mask == want_owner
+                && key_at + packed.len() as u64 <= end
+                && self.r.words_eq(key_at as Offset, &packed)
+                && (state == State::Live as u8 || state == State::Writing as u8)
             {
                 return Some(at);
             }
@@ -333,8 +533,11 @@ impl<'a> Arena<'a> {
         None
     }
 
-    /// Makes a keyed record with `body_words` zeroed words after the key, not yet
-    /// published. Returns the record and the offset of its body.
+    /// Makes a keyed record with a body of `body_words` words followed by the key, not
+    /// yet published. Returns the record and the offset of its body. A series may get
+    /// the block of a deleted one (freed at least [`REUSE_AFTER_MS`] before `now_ms`):
+    /// its body is zeroed but for its first word, which keeps what the deleted series
+    /// left there; a new block's body is all zero.
     pub fn make_keyed(
         &self,
         held: &Guard<'_>,
@@ -342,14 +545,41 @@ impl<'a> Arena<'a> {
         owner: Offset,
         key: &[u8],
         body_words: usize,
+        now_ms: u64,
     ) -> Result<(Offset, Offset), Full> {
-        let key_words = words_for(key.len());
-        let rec = self.alloc(held, kind, R_KEY as usize + key_words + body_words)?;
+        if key.len() >= 1 << KEY_LEN_BITS || body_words > MAX_BODY_WORDS {
+            return Err(Full);
+        }
+        let words = R_BODY as usize + body_words + words_for(key.len());
+        let reused = match kind {
+            Kind::Series => self.reusable_block(words, now_ms),
+            _ => None,
+        };
+        let rec = match reused {
+            Some(rec) => {
+                let size = self.header(rec).2;
+                self.r.store(
+                    rec,
+                    kind as u64 | (State::Writing as u64) << 8 | u64::from(size) << 32,
+                );
+                self.r.store(H_LAST, u64::from(rec));
+                for w in (R_BODY + 1)..size {
+                    self.r.store(rec + w, 0);
+                }
+                rec
+            }
+            None => self.alloc(held, kind, words)?,
+        };
+        self.r.store(rec + R_NEXT, 0);
         self.r.store(rec + R_HASH, hash_key(owner, key));
-        self.r
-            .store(rec + R_OWNER, u64::from(owner) | (key.len() as u64) << 32);
-        self.r.write_bytes(rec + R_KEY, key);
-        Ok((rec, rec + R_KEY + key_words as Offset))
+        self.r.store(
+            rec + R_OWNER,
+            u64::from(owner)
+                | (key.len() as u64) << 32
+                | (body_words as u64) << (32 + KEY_LEN_BITS),
+        );
+        self.r.write_bytes(rec + R_BODY + body_words as Offset, key);
+        Ok((rec, rec + R_BODY))
     }
 
     /// Publishes a keyed record made by [`make_keyed`](Self::make_keyed): findable, then live.
@@ -372,12 +602,27 @@ impl<'a> Arena<'a> {
     }
 
     /// The chunk of `words` zeroed words whose offset the word at `pointer` holds, made
-    /// and published there if it holds none yet. Under the lock, so that processes that
-    /// miss at once make one chunk between them.
-    pub fn chunk(&self, _held: &Guard<'_>, pointer: Offset, words: usize) -> Result<Offset, Full> {
-        let made = self.r.word(pointer).load(Acquire);
+    /// and published there if it holds none yet (a freed one of that size reused, else
+    /// a new one). Under the lock, so that processes that miss at once make one chunk
+    /// between them.
+    pub fn chunk(
+        &self,
+        _held: &Guard<'_>,
+        pointer: Offset,
+        words: usize,
+        now_ms: u64,
+    ) -> Result<Offset, Full> {
+        let made = self.r.word(pointer).load(Acquire) as Offset;
         if made != 0 {
-            return Ok(made as Offset);
+            return Ok(made);
+        }
+        let list = Self::chunk_list(words);
+        if let Some(at) = self.pop_free(list, C_NEXT, C_FREED, now_ms, |_| true) {
+            for w in 0..words as Offset {
+                self.r.store(at + w, 0);
+            }
+            self.r.word(pointer).store(u64::from(at), Release);
+            return Ok(at);
         }
         let low = self.r.load(H_CHUNKS_AT);
         let records_end = self.r.word(H_BUMP).load(Relaxed);
@@ -408,16 +653,29 @@ impl<'a> Arena<'a> {
     }
 
     pub fn key_len(&self, rec: Offset) -> usize {
-        (self.r.load(rec + R_OWNER) >> 32) as usize
+        ((self.r.load(rec + R_OWNER) >> 32) & ((1 << KEY_LEN_BITS) - 1)) as usize
+    }
+
+    /// Whether keyed record `rec` has this owner and key.
+    pub fn key_is(&self, rec: Offset, owner: Offset, key: &[u8]) -> bool {
+        let owner_word = self.r.load(rec + R_OWNER);
+        let want = u64::from(owner) | (key.len() as u64) << 32;
+        let key_at = u64::from(rec) + u64::from(R_BODY) + (owner_word >> (32 + KEY_LEN_BITS));
+        let packed = pack(key);
+        owner_word & ((1u64 << (32 + KEY_LEN_BITS)) - 1) == want
+            && key_at + packed.len() as u64 <= self.r.len() as u64
+            && self.r.words_eq(key_at as Offset, &packed)
     }
 
     pub fn read_key(&self, rec: Offset, out: &mut Vec<u8>) {
-        self.r.read_bytes(rec + R_KEY, self.key_len(rec), out);
+        let body_words = (self.r.load(rec + R_OWNER) >> (32 + KEY_LEN_BITS)) as Offset;
+        self.r
+            .read_bytes(rec + R_BODY + body_words, self.key_len(rec), out);
     }
 
-    /// First word after a keyed record's key.
+    /// A keyed record's body: the same word for every record, whatever its key.
     pub fn body(&self, rec: Offset) -> Offset {
-        rec + R_KEY + words_for(self.key_len(rec)) as Offset
+        rec + R_BODY
     }
 
     /// Live records of `kind`, in creation order.
@@ -500,7 +758,7 @@ mod tests {
         let a = Arena::format(Region::new(&mem), 0).unwrap();
         let g = a.lock(1, &|_| true);
         let (rec, body) = a
-            .make_keyed(&g, Kind::Series, 99, b"label\0value", 3)
+            .make_keyed(&g, Kind::Series, 99, b"label\0value", 3, 0)
             .unwrap();
         assert_eq!(a.body(rec), body);
         assert_eq!(a.lookup(99, b"label\0value"), None);
@@ -525,7 +783,7 @@ mod tests {
         let recs: Vec<_> = (0..5000u32)
             .map(|i| {
                 let (rec, _) = a
-                    .make_keyed(&g, Kind::Series, 7, &i.to_le_bytes(), 1)
+                    .make_keyed(&g, Kind::Series, 7, &i.to_le_bytes(), 1, 0)
                     .unwrap();
                 a.publish(&g, rec);
                 rec
@@ -543,12 +801,12 @@ mod tests {
         let a = Arena::format(Region::new(&mem), 0).unwrap();
         let g = a.lock(1, &|_| true);
         let mut made = 0u32;
-        while let Ok((rec, _)) = a.make_keyed(&g, Kind::Series, 1, &made.to_le_bytes(), 30) {
+        while let Ok((rec, _)) = a.make_keyed(&g, Kind::Series, 1, &made.to_le_bytes(), 30, 0) {
             a.publish(&g, rec);
             made += 1;
         }
         assert_eq!(
-            a.make_keyed(&g, Kind::Series, 1, b"one more", 30),
+            a.make_keyed(&g, Kind::Series, 1, b"one more", 30, 0),
             Err(Full)
         );
         assert!(made > 100);
@@ -566,7 +824,7 @@ mod tests {
         let a = Arena::format(Region::new(&mem), 0).unwrap();
         let rec = {
             let g = a.lock(41, &|_| true);
-            let (rec, _) = a.make_keyed(&g, Kind::Series, 1, b"k", 1).unwrap();
+            let (rec, _) = a.make_keyed(&g, Kind::Series, 1, b"k", 1, 0).unwrap();
             // Link it like `publish` does, then "die" before marking it live.
             let bucket = HEADER_WORDS + (a.r.load(rec + R_HASH) & a.bucket_mask) as Offset;
             a.r.word(bucket).store(u64::from(rec), Release);
@@ -587,14 +845,14 @@ mod tests {
         let a = Arena::format(Region::new(&mem), 0).unwrap();
         {
             let g = a.lock(41, &|_| true);
-            a.make_keyed(&g, Kind::Series, 1, b"k", 1).unwrap();
+            a.make_keyed(&g, Kind::Series, 1, b"k", 1, 0).unwrap();
             std::mem::forget(g);
         }
         let g = a.lock(7, &|pid| pid != 41);
         assert_eq!(a.lookup(1, b"k"), None);
         assert_eq!(a.live(Kind::Series).count(), 0);
         // The key can be made again, and the abandoned copy never shadows it.
-        let (rec, _) = a.make_keyed(&g, Kind::Series, 1, b"k", 1).unwrap();
+        let (rec, _) = a.make_keyed(&g, Kind::Series, 1, b"k", 1, 0).unwrap();
         a.publish(&g, rec);
         assert_eq!(a.lookup(1, b"k"), Some(rec));
         assert_eq!(a.live(Kind::Series).collect::<Vec<_>>(), vec![rec]);
@@ -606,25 +864,25 @@ mod tests {
         let a = Arena::format(Region::new(&mem), 0).unwrap();
         let r = Region::new(&mem);
         let g = a.lock(1, &|_| true);
-        let (rec, pointer) = a.make_keyed(&g, Kind::Series, 1, b"h", 2).unwrap();
+        let (rec, pointer) = a.make_keyed(&g, Kind::Series, 1, b"h", 2, 0).unwrap();
         a.publish(&g, rec);
         let used = a.used_bytes();
-        let chunk = a.chunk(&g, pointer, 64).unwrap();
+        let chunk = a.chunk(&g, pointer, 64, 0).unwrap();
         assert_eq!(chunk as usize, mem.len() - 64);
         assert_eq!(r.load(pointer), u64::from(chunk));
         assert_eq!(a.used_bytes(), used + 64 * 8);
         // Asked again (another process that missed at the same time): the same chunk.
-        assert_eq!(a.chunk(&g, pointer, 64), Ok(chunk));
+        assert_eq!(a.chunk(&g, pointer, 64, 0), Ok(chunk));
         assert!((0..64).all(|i| r.load(chunk + i) == 0));
         // The next one goes below it; the walk over records never meets chunks.
-        let below = a.chunk(&g, pointer + 1, 64).unwrap();
+        let below = a.chunk(&g, pointer + 1, 64, 0).unwrap();
         assert_eq!(below, chunk - 64);
         assert_eq!(a.live(Kind::Series).collect::<Vec<_>>(), vec![rec]);
         // Records and chunks share the free middle: once records fill it, no chunk fits.
-        let (_, other) = a.make_keyed(&g, Kind::Series, 1, b"x", 1).unwrap();
+        let (_, other) = a.make_keyed(&g, Kind::Series, 1, b"x", 1, 0).unwrap();
         while a.make_blob(&g, &[0u8; 256]).is_ok() {}
         assert!(a.capacity_bytes() - a.used_bytes() < 34 * 8);
-        assert_eq!(a.chunk(&g, other, 64), Err(Full));
+        assert_eq!(a.chunk(&g, other, 64, 0), Err(Full));
         assert_eq!(r.load(other), 0);
     }
 }
