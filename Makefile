@@ -28,7 +28,7 @@ lint:
 	cargo clippy --release --locked --all-targets -- -D warnings
 
 integration:
-	cargo test --release --locked --test nginx --test admin --test gateway --test endpoint --test access --test identity --test push --test security -- --test-threads=2
+	cargo test --release --locked --test nginx --test admin --test gateway --test endpoint --test access --test identity --test push --test security --test lifecycle -- --test-threads=2
 
 bench: setup-test build
 	./bench/run.sh

@@ -16,6 +16,7 @@ local core = require "ngx_prometheus"
 
 local C = ffi.C
 local type, select, setmetatable, error, pcall, ipairs = type, select, setmetatable, error, pcall, ipairs
+local unpack = unpack
 local ngx_log, ERR = ngx.log, ngx.ERR
 
 if not pcall(ffi.typeof, "ngx_prom_log_t") then
@@ -77,46 +78,79 @@ end
 _M.log_once = log_once
 
 --------------------------------------------------------------------------------
--- Children: one series of a family, holding its handle.
+-- Children: one series of a family, holding its handle and its label values.
+--
+-- An update through the handle of a series that was deleted (by `del`, `reset`, or
+-- another worker) returns STALE: it was dropped and counted as `stale_handle`. The
+-- child then resolves its labels again (making the series anew) and retries once, so
+-- a child kept anywhere goes on working.
+
+local STALE = -2
 
 -- Stands in for a series that could not be made: updates do nothing (the refusal was
 -- counted when it happened) and never raise.
 local function noop() return nil, "series unavailable" end
-local NULL = { handle = 0, inc = noop, add = noop, set = noop, dec = noop, observe = noop }
+local NULL = { handle = 0, inc = noop, add = noop, set = noop, dec = noop, observe = noop, del = noop }
 
-local Counter = {}
+-- A new handle for a child whose series was deleted; false when it cannot be made
+-- (counted and logged like any refusal).
+local function renew(child)
+    local family = child.family
+    local handle, err = core.series(family.slot, family.id, child.values)
+    if not handle then
+        log_once(err)
+        return false
+    end
+    child.handle = handle
+    return true
+end
+
+-- For helpers that keep raw handles (ngxprom.log, the gateway): after an update came
+-- back STALE, `renew(child)` gives the child a live handle again.
+_M.STALE = STALE
+_M.renew = function(child)
+    if child.family then return renew(child) end
+    return false
+end
+
+-- Deletes this child's series (see Family:del).
+local function del(child)
+    return child.family:del(unpack(child.values, 1, child.family.nlabels))
+end
+
+local Counter = { del = del }
 Counter.__index = Counter
 function Counter:inc(n)
     if n == nil then
         -- The common case takes the integer entry: no float checks on the C side.
-        counter_inc(self.handle, 1)
+        if counter_inc(self.handle, 1) == STALE and renew(self) then counter_inc(self.handle, 1) end
         return
     end
     if type(n) ~= "number" then error("increment must be a number", 2) end
-    counter_add(self.handle, n)
+    if counter_add(self.handle, n) == STALE and renew(self) then counter_add(self.handle, n) end
 end
 Counter.add = Counter.inc
 
-local Gauge = {}
+local Gauge = { del = del }
 Gauge.__index = Gauge
 function Gauge:set(v)
     if type(v) ~= "number" then error("value must be a number", 2) end
-    gauge_set(self.handle, v)
+    if gauge_set(self.handle, v) == STALE and renew(self) then gauge_set(self.handle, v) end
 end
 function Gauge:inc(v)
     if v == nil then v = 1 elseif type(v) ~= "number" then error("value must be a number", 2) end
-    gauge_add(self.handle, v)
+    if gauge_add(self.handle, v) == STALE and renew(self) then gauge_add(self.handle, v) end
 end
 function Gauge:dec(v)
     if v == nil then v = 1 elseif type(v) ~= "number" then error("value must be a number", 2) end
-    gauge_add(self.handle, -v)
+    if gauge_add(self.handle, -v) == STALE and renew(self) then gauge_add(self.handle, -v) end
 end
 
-local Histogram = {}
+local Histogram = { del = del }
 Histogram.__index = Histogram
 function Histogram:observe(v)
     if type(v) ~= "number" then error("value must be a number", 2) end
-    observe(self.handle, v)
+    if observe(self.handle, v) == STALE and renew(self) then observe(self.handle, v) end
 end
 
 local CHILD = { counter = Counter, gauge = Gauge, histogram = Histogram }
@@ -159,7 +193,7 @@ function Family:_resolve(values, n)
         log_once(serr)
         return NULL, serr
     end
-    local child = setmetatable({ handle = handle, family = self }, self.child_mt)
+    local child = setmetatable({ handle = handle, family = self, values = values }, self.child_mt)
     -- Cache along the path of label values; the leaf is the child.
     local node = self.cache
     for i = 1, n - 1 do
@@ -216,6 +250,46 @@ function Family:add(v, values) return self:child(values or {}):add(v) end
 function Family:set(v, values) return self:child(values or {}):set(v) end
 function Family:dec(v, values) return self:child(values or {}):dec(v) end
 function Family:observe(v, values) return self:child(values or {}):observe(v) end
+
+-- Deletes the series with these label values, in every worker: its memory is reused,
+-- and a child of it kept anywhere makes it anew on its next update (from zero).
+-- Returns true, false when there was no such series, or nil and why (a wrong number
+-- of label values: counted and logged once).
+function Family:del(...)
+    local id, err = self:_ensure()
+    if not id then return nil, err end
+    local n = select("#", ...)
+    if n ~= self.nlabels then
+        count_error(self.slot, REASON.label_count)
+        local msg = "metric \"" .. self.name .. "\": del expected " .. self.nlabels
+            .. " label values, got " .. n
+        log_once(msg)
+        return nil, msg
+    end
+    local values = { ... }
+    -- This worker's cache forgets the child: the next labels() makes the series anew.
+    if n == 0 then
+        self.unlabelled = nil
+    else
+        local node = self.cache
+        for i = 1, n - 1 do
+            node = node[values[i]]
+            if node == nil then break end
+        end
+        if node then node[values[n]] = nil end
+    end
+    local ok, res = pcall(core.delete_series, self.slot, id, values)
+    if not ok then error(message(res), 2) end
+    return res
+end
+
+-- Deletes every series of the family; returns how many.
+function Family:reset()
+    local id, err = self:_ensure()
+    if not id then return nil, err end
+    self.cache, self.unlabelled = {}, nil
+    return core.reset(self.slot, id)
+end
 
 -- Replaces a histogram's bucket bounds; recorded data is kept.
 function Family:set_buckets(buckets)
@@ -312,6 +386,20 @@ function Zone:render(format)
     local slot, err = self:_attach()
     if not slot then return nil, err end
     local ok, res = pcall(core.render, slot, format)
+    if not ok then error(message(res), 2) end
+    return res
+end
+
+-- Deletes the series of family `name` (if the zone has it: it is not declared here)
+-- whose labels have every value of `match` ({ label = value }); returns how many. This
+-- worker's children of that family are forgotten (they make their series anew if used
+-- again; other workers' find theirs stale on their next update and do the same).
+function Zone:delete_labelled(name, match)
+    local slot, err = self:_attach()
+    if not slot then return nil, err end
+    local f = self.families[name]
+    if f then f.cache, f.unlabelled = {}, nil end
+    local ok, res = pcall(core.delete_labelled, slot, name, match)
     if not ok then error(message(res), 2) end
     return res
 end

@@ -19,6 +19,7 @@ local entities = require "gateway.entities"
 local plugins = require "gateway.plugins"
 local body = require "gateway.body"
 local schema = require "gateway.schema"
+local exporter = require "gateway.exporter"
 
 local defs = entities.defs
 local null, array_mt = core.null, core.array_mt
@@ -220,15 +221,49 @@ local function get(kind, key, scope, snap)
     return send(200, _M.render(kind, row))
 end
 
+-- The prometheus plugins' configurations in `s`: the namings whose families may hold
+-- series of an entity.
+local function metric_configs(s)
+    local out = {}
+    for _, p in ipairs(s.list.plugins) do
+        if p.name == "prometheus" then out[#out + 1] = p.config end
+    end
+    return out
+end
+
+-- Series labelled with entities that are gone (or renamed) leave every family, so
+-- that the next scrape no longer shows them. After the change is stored; a failure
+-- here is logged, never the answer's.
+local function forget(gone, configs)
+    if not gone or #gone == 0 then return end
+    local ok, err = pcall(exporter.forget, gone, configs)
+    if not ok then
+        ngx.log(ngx.ERR, "gateway admin: deleting the series of removed entities: ", core.printable(tostring(err)))
+    end
+end
+
+-- An update that renames an entity (its label value) leaves its old series behind:
+-- they go as if it had been deleted.
+local function renamed(kind, old, new, s)
+    local label = { services = "name", routes = "name", consumers = "username", upstreams = "name" }
+    local f = label[kind]
+    if not f or old[f] == new[f] then return nil end
+    return { { kind = kind, row = old } }, metric_configs(s)
+end
+
 local function patch(kind, key, scope)
     local input, err = read_input(scope)
     if not input then return send_error(err) end
+    local gone, configs
     local row, werr = db.write(function(s, now)
         local old = db.find(s, kind, key, scope)
         if not old then return nil, NOT_FOUND end
-        return db.update(s, kind, old, db.merge(kind, old, input), now)
+        local new, uerr = db.update(s, kind, old, db.merge(kind, old, input), now)
+        if new then gone, configs = renamed(kind, old, new, s) end
+        return new, uerr
     end)
     if not row then return send_error(werr) end
+    forget(gone, configs)
     return send(200, _M.render(kind, row))
 end
 
@@ -238,6 +273,7 @@ local function put(kind, key, scope)
     local input, err = read_input(scope)
     if not input then return send_error(err) end
     local endpoint_key = defs[kind].endpoint_key
+    local gone, configs
     local row, werr = db.write(function(s, now)
         local old = db.find(s, kind, key, scope)
         if not schema.is_uuid(key) then
@@ -246,21 +282,37 @@ local function put(kind, key, scope)
         elseif not old then
             input.id = key
         end
-        if old then return db.update(s, kind, old, input, now) end
-        return db.insert(s, kind, input, now)
+        if not old then return db.insert(s, kind, input, now) end
+        local new, uerr = db.update(s, kind, old, input, now)
+        if new then gone, configs = renamed(kind, old, new, s) end
+        return new, uerr
     end)
     if not row then return send_error(werr) end
+    forget(gone, configs)
     return send(200, _M.render(kind, row))
 end
 
--- Deleting what does not exist succeeds, as in Kong.
+-- Deleting what does not exist succeeds, as in Kong. The series labelled with what
+-- was deleted leave the zone.
 local function delete(kind, key, scope)
+    local gone, configs
     local ok, err = db.write(function(s)
         local old = db.find(s, kind, key, scope)
         if not old then return true end
-        return db.delete(s, kind, old)
+        configs = metric_configs(s)
+        local derr
+        gone, derr = db.delete(s, kind, old)
+        if not gone then return nil, derr end
+        for _, g in ipairs(gone) do
+            if g.kind == "targets" then
+                local u = s.upstreams[g.row.upstream.id]
+                g.upstream_name = u and u.name
+            end
+        end
+        return true
     end)
     if not ok then return send_error(err) end
+    forget(gone, configs)
     return send(204)
 end
 

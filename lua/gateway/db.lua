@@ -334,8 +334,9 @@ local function dependents(s, kind, row, out)
     return out
 end
 
--- delete(s, kind, row) -> true | nil, err: with the plugins and credentials that
--- belong to it; refused while routes (targets) reference a service (upstream).
+-- delete(s, kind, row) -> gone | nil, err: with the plugins and credentials that
+-- belong to it; refused while routes (targets) reference a service (upstream). `gone`
+-- lists every entity deleted, as { kind, row }.
 function _M.delete(s, kind, row)
     local gone, err = dependents(s, kind, row, {})
     if not gone then return nil, err end
@@ -352,7 +353,7 @@ function _M.delete(s, kind, row)
         s.list[k] = kept
     end
     s.changed = true
-    return true
+    return gone
 end
 
 --------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ local ffi = require "ffi"
 local prom = require "ngxprom"
 local core = require "ngx_prometheus"
 local base = require "resty.core.base"
+local db = require "gateway.db"
 
 local C = ffi.C
 local get_request = base.get_request
@@ -173,8 +174,14 @@ function _M.clash(a, b)
     return nil
 end
 
+-- While an entry is made again after a STALE record (a series it used was deleted),
+-- every child it uses first resolves its labels again.
+local renewing = false
+
 local function handle_of(family, ...)
-    return family:labels(...).handle
+    local child = family:labels(...)
+    if renewing then prom.renew(child) end
+    return child.handle
 end
 
 -- The handles of one (service, route, consumer) for one plugin configuration; made once
@@ -226,6 +233,18 @@ end
 -- Entries by plugin configuration (immutable per snapshot), then service, route, consumer.
 local entries = setmetatable({}, { __mode = "k" })
 
+-- Whether the service, route and consumer of a request are in the latest
+-- configuration.
+local function still_configured(ctx)
+    local latest = db.refresh()
+    if not latest then return false end
+    for field, kind in pairs({ service = "services", route = "routes", consumer = "consumers" }) do
+        local e = ctx[field]
+        if e and not latest[kind][e.id] then return false end
+    end
+    return true
+end
+
 -- Records one request. `ctx` is ngx.ctx as the proxy filled it. Steady state: two FFI
 -- calls (read the request, record it) and a few table lookups.
 function _M.log(conf, ctx)
@@ -245,12 +264,79 @@ function _M.log(conf, ctx)
     local entry = by_route[consumer]
     local set = family_set(conf)
     if not entry then
+        -- Once per label set and worker: a worker still on the previous configuration
+        -- for a moment must not bring back the series of a route (service, consumer)
+        -- the Admin API just deleted.
+        if not still_configured(ctx) then return end
         entry = new_entry(set, conf, service, route, consumer)
         by_route[consumer] = entry
     end
     local h = entry.handles
     h.requests = conf.status_code_metrics and code_handle(set, entry, facts.status, facts.from_upstream) or 0
-    record_request(facts, h)
+    if record_request(facts, h) == prom.STALE then
+        -- A series of this entry was deleted (an Admin API delete): this request's
+        -- update to it was dropped and counted. The next request resolves the labels
+        -- again, unless what they name is gone from the latest configuration (this
+        -- request was routed by the one before): then its series must not come back.
+        by_route[consumer] = nil
+        if not still_configured(ctx) then return end
+        renewing = true
+        local ok, fresh = pcall(function()
+            local e = new_entry(set, conf, service, route, consumer)
+            for key in pairs(entry.codes) do
+                code_handle(set, e, (key - key % 2) / 2, key % 2)
+            end
+            return e
+        end)
+        renewing = false
+        if ok then by_route[consumer] = fresh end
+    end
+end
+
+-- The label each kind of entity gives the gateway's series, and its value for one.
+local LABELS = {
+    services = function(e) return "service", e.name or e.id end,
+    routes = function(e) return "route", e.name or e.id end,
+    consumers = function(e) return "consumer", e.username or e.id end,
+    upstreams = function(e) return "upstream", e.name end,
+}
+
+-- Deletes, from every family of both namings (and of every namespace `configs`
+-- name), the series labelled with entities that are gone: `gone` lists
+-- { kind, row } (targets need their upstream: `upstream_name`). Returns how many
+-- series were deleted.
+function _M.forget(gone, configs)
+    local families = {}
+    local namings = { { naming = "kong" }, { naming = "prometheus", namespace = "gateway" } }
+    for _, c in ipairs(configs or {}) do namings[#namings + 1] = c end
+    for _, c in ipairs(namings) do
+        for _, d in ipairs((descriptors(c))) do families[d.name] = d.labels or {} end
+    end
+    local deleted = 0
+    for _, g in ipairs(gone) do
+        local match
+        if g.kind == "targets" then
+            match = { upstream = g.upstream_name, target = g.row.target }
+        elseif LABELS[g.kind] then
+            local label, value = LABELS[g.kind](g.row)
+            match = { [label] = value }
+        end
+        if match then
+            for name, labels in pairs(families) do
+                local has_all = true
+                for label in pairs(match) do
+                    local found = false
+                    for _, l in ipairs(labels) do found = found or l == label end
+                    has_all = has_all and found
+                end
+                if has_all then
+                    local n = zone:delete_labelled(name, match)
+                    deleted = deleted + (n or 0)
+                end
+            end
+        end
+    end
+    return deleted
 end
 
 --------------------------------------------------------------------------------

@@ -22,8 +22,9 @@ local request_status = C.ngx_prom_request_status
 local new_handles = ffi.typeof("ngx_prom_log_t")
 local count_error = C.ngx_prom_count_error
 local LABEL_COUNT = prom.core.reasons.label_count
-local tostring, select, error, type = tostring, select, error, type
+local tostring, select, error, type, pairs = tostring, select, error, type, pairs
 local log_once = prom.log_once
+local renew, STALE = prom.renew, prom.STALE
 
 local _M = {}
 local Logger = {}
@@ -145,8 +146,28 @@ function Logger:log(...)
     end
     local h = entry.handles
     h.requests = code
-    log_request(r, h)
+    if log_request(r, h) == STALE then self:_renew(entry) end
     return true
+end
+
+-- A series of `entry` was deleted (this request's update to it was dropped and
+-- counted): its children resolve their labels again, for the next request.
+function Logger:_renew(entry)
+    local values = entry.values
+    local h = entry.handles
+    for field, family in pairs({ request_seconds = self.latency, upstream_seconds = self.upstream,
+                                 received_bytes = self.received, sent_bytes = self.sent }) do
+        local child = family:child(values)
+        renew(child)
+        h[field] = child.handle
+    end
+    for status in pairs(entry.codes) do
+        local with_code = {}
+        for i = 1, self.nlabels do with_code[i] = values[i] end
+        with_code[self.nlabels + 1] = tostring(status)
+        renew(self.requests:child(with_code))
+    end
+    entry.codes = {}
 end
 
 return _M

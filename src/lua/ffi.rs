@@ -117,6 +117,44 @@ pub extern "C" fn ngx_prom_debug_seize_lock(slot: u32) -> i32 {
     0
 }
 
+/// What several updates in one call came to: 0 when all went in, STALE when one
+/// was through a deleted series' handle (the caller resolves its labels again), else -1.
+#[derive(Default)]
+struct Outcome {
+    stale: bool,
+    failed: bool,
+}
+
+impl Outcome {
+    fn add(&mut self, rc: i32) {
+        self.stale |= rc == STALE;
+        self.failed |= rc != 0;
+    }
+
+    fn code(&self) -> i32 {
+        if self.stale {
+            STALE
+        } else if self.failed {
+            -1
+        } else {
+            0
+        }
+    }
+}
+
+/// Starts deleting the series of `handle` and keeps the zone lock, as a worker killed
+/// in the middle of a delete would. For failure-injection tests and drills only: the
+/// worker that calls it must then be killed; the next process that needs the lock
+/// takes it over and finishes the delete. Returns 0, or -1 for a bad handle.
+#[no_mangle]
+pub extern "C" fn ngx_prom_debug_delete_and_die(handle: u64) -> i32 {
+    let (slot, handle) = slots::split(handle);
+    match slots::store(slot) {
+        Some(s) if s.begin_delete_and_keep_lock(handle, zone::my_pid(), &zone::alive) => 0,
+        _ => -1,
+    }
+}
+
 /// Handles the log helper fills once per label set; 0 leaves a metric out.
 #[repr(C)]
 pub struct LogHandles {
@@ -208,16 +246,22 @@ pub unsafe extern "C" fn ngx_prom_record_request(f: *const Facts, h: *const Requ
     }
     // SAFETY: per the contract.
     let (f, h) = unsafe { (&*f, &*h) };
-    let mut rc = 0;
+    let mut rc = Outcome::default();
     if h.requests != 0 {
-        rc |= ngx_prom_counter_inc(h.requests, 1);
+        rc.add(ngx_prom_counter_inc(h.requests, 1));
     }
     let unit = h.ms_per_unit;
     if h.request_latency != 0 {
-        rc |= ngx_prom_histogram_observe(h.request_latency, f.request_ms / unit);
+        rc.add(ngx_prom_histogram_observe(
+            h.request_latency,
+            f.request_ms / unit,
+        ));
     }
     if h.upstream_latency != 0 && f.upstream_ms >= 0.0 {
-        rc |= ngx_prom_histogram_observe(h.upstream_latency, f.upstream_ms / unit);
+        rc.add(ngx_prom_histogram_observe(
+            h.upstream_latency,
+            f.upstream_ms / unit,
+        ));
     }
     if h.gateway_latency != 0 {
         let own = if f.upstream_ms >= 0.0 {
@@ -225,15 +269,15 @@ pub unsafe extern "C" fn ngx_prom_record_request(f: *const Facts, h: *const Requ
         } else {
             f.request_ms
         };
-        rc |= ngx_prom_histogram_observe(h.gateway_latency, own / unit);
+        rc.add(ngx_prom_histogram_observe(h.gateway_latency, own / unit));
     }
     if h.ingress != 0 {
-        rc |= ngx_prom_counter_inc(h.ingress, f.received_bytes as u64);
+        rc.add(ngx_prom_counter_inc(h.ingress, f.received_bytes as u64));
     }
     if h.egress != 0 {
-        rc |= ngx_prom_counter_inc(h.egress, f.sent_bytes as u64);
+        rc.add(ngx_prom_counter_inc(h.egress, f.sent_bytes as u64));
     }
-    rc
+    rc.code()
 }
 
 /// Records one finished request: its count, latency, upstream latency and bytes.
@@ -250,21 +294,27 @@ pub unsafe extern "C" fn ngx_prom_log_request(
     }
     // SAFETY: per the contract.
     let (facts, h) = unsafe { (request::facts(r), &*h) };
-    let mut rc = 0;
+    let mut rc = Outcome::default();
     if h.requests != 0 {
-        rc |= ngx_prom_counter_inc(h.requests, 1);
+        rc.add(ngx_prom_counter_inc(h.requests, 1));
     }
     if h.request_seconds != 0 {
-        rc |= ngx_prom_histogram_observe(h.request_seconds, facts.request_ms as f64 / 1000.0);
+        rc.add(ngx_prom_histogram_observe(
+            h.request_seconds,
+            facts.request_ms as f64 / 1000.0,
+        ));
     }
     if let (true, Some(ms)) = (h.upstream_seconds != 0, facts.upstream_ms) {
-        rc |= ngx_prom_histogram_observe(h.upstream_seconds, ms as f64 / 1000.0);
+        rc.add(ngx_prom_histogram_observe(
+            h.upstream_seconds,
+            ms as f64 / 1000.0,
+        ));
     }
     if h.received_bytes != 0 {
-        rc |= ngx_prom_counter_inc(h.received_bytes, facts.received_bytes);
+        rc.add(ngx_prom_counter_inc(h.received_bytes, facts.received_bytes));
     }
     if h.sent_bytes != 0 {
-        rc |= ngx_prom_counter_inc(h.sent_bytes, facts.sent_bytes);
+        rc.add(ngx_prom_counter_inc(h.sent_bytes, facts.sent_bytes));
     }
-    rc
+    rc.code()
 }

@@ -264,6 +264,61 @@ fn module(lua: &Lua) -> LuaResult<Table> {
         })?,
     )?;
 
+    // delete_series(slot, family, {values}) -> whether a series was deleted
+    m.set(
+        "delete_series",
+        lua.create_function(|_, (slot, family, values): (usize, u64, Table)| {
+            let store = store_of(slot)?;
+            let f = family_of(&store, family)?;
+            let values = label_values(values)?;
+            Ok(store.delete_series(f, &values, zone::my_pid(), &zone::alive))
+        })?,
+    )?;
+
+    // reset(slot, family) -> how many series were deleted
+    m.set(
+        "reset",
+        lua.create_function(|_, (slot, family): (usize, u64)| {
+            let store = store_of(slot)?;
+            let f = family_of(&store, family)?;
+            Ok(store.reset(f, zone::my_pid(), &zone::alive))
+        })?,
+    )?;
+
+    // delete_labelled(slot, family_name, {label = value, ...}) -> how many series of the
+    // family (if it exists; it is not made) carry all those label values were deleted
+    m.set(
+        "delete_labelled",
+        lua.create_function(|_, (slot, name, wanted): (usize, String, Table)| {
+            let store = store_of(slot)?;
+            let Some(f) = store.family_by_name(&name) else {
+                return Ok(0);
+            };
+            let spec = store.spec(f);
+            let mut want: Vec<(usize, Vec<u8>)> = Vec::new();
+            for pair in wanted.pairs::<String, mlua::LuaString>() {
+                let (label, value) = pair?;
+                match spec.label_names.iter().position(|l| *l == label) {
+                    Some(i) => want.push((i, value.as_bytes().to_vec())),
+                    // The family has no such label: none of its series carry it.
+                    None => return Ok(0),
+                }
+            }
+            let doomed = |key: &[u8]| {
+                let values: Vec<&[u8]> = crate::metrics::store::decode_key(key).collect();
+                want.iter()
+                    .all(|(i, v)| values.get(*i) == Some(&v.as_slice()))
+            };
+            Ok(store.delete_where(
+                f,
+                zone::my_pid(),
+                &zone::alive,
+                crate::metrics::store::now_ms(),
+                doomed,
+            ))
+        })?,
+    )?;
+
     // set_buckets(slot, family, {bounds}) -> true; raises on bad bounds
     m.set(
         "set_buckets",

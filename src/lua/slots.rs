@@ -1,6 +1,6 @@
 //! Process-local table of attached zones. A series handle carries its zone's slot
-//! number in bits 32..40 and the series offset in bits 0..32, so the hot path finds
-//! the zone with one indexed load, no lookup by name.
+//! number in bits 32..36 (beside the series offset in bits 0..32 and its generation
+//! above), so the hot path finds the zone with one indexed load, no lookup by name.
 
 use crate::metrics::Store;
 use crate::shm::Region;
@@ -75,10 +75,10 @@ pub fn store(i: usize) -> Option<Store<'static>> {
 }
 
 #[inline(always)]
-/// A Lua handle's zone slot (bits 32..40) and the zone's own handle (the rest: the
+/// A Lua handle's zone slot (bits 32..36) and the zone's own handle (the rest: the
 /// offset and the series' generation).
 pub fn split(handle: u64) -> (usize, u64) {
-    (((handle >> 32) & 0xff) as usize, handle & !(0xff << 32))
+    (((handle >> 32) & 0xf) as usize, handle & !(0xf << 32))
 }
 
 pub fn join(slot: usize, offset: u64) -> u64 {

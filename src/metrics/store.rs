@@ -856,6 +856,30 @@ impl<'a> Store<'a> {
         recs.len() as u64
     }
 
+    /// For failure drills: starts deleting the series of `handle` (its handles dead,
+    /// marked as the delete in progress, unlinked) and keeps the zone lock, as a
+    /// process killed in the middle of a delete leaves it. The caller must die next.
+    pub fn begin_delete_and_keep_lock(&self, handle: u64, me: u32, alive: Liveness<'_>) -> bool {
+        let g = self.lock(me, alive);
+        let r = self.region();
+        let Some(rec) = [
+            MetricType::Counter,
+            MetricType::Gauge,
+            MetricType::Histogram,
+        ]
+        .into_iter()
+        .find_map(|t| value::check(&r, handle, t, 1).ok())
+        .map(|values| self.arena.record_of_body(values - S_VALUES)) else {
+            return false;
+        };
+        let tag_at = self.arena.body(rec) + S_TAG;
+        r.store(tag_at, value::dead_tag(r.load(tag_at)));
+        self.arena.set_deleting(&g, rec);
+        self.arena.unlink(&g, rec);
+        std::mem::forget(g);
+        true
+    }
+
     /// Deletes every series of `f`.
     pub fn reset(&self, f: Family, me: u32, alive: Liveness<'_>) -> u64 {
         self.delete_where(f, me, alive, now_ms(), |_| true)
@@ -1438,18 +1462,9 @@ mod tests {
             .unwrap();
         let a = s.series_at(f, &["a"], 1, ALIVE, 0).unwrap();
         s.series_at(f, &["b"], 1, ALIVE, 0).unwrap();
-        let rec = s.arena().lookup(f.id, &encode_key(&["a"])).unwrap();
-        {
-            // Process 41 starts deleting "a" (handles dead, marked in progress,
-            // unlinked) and dies holding the lock.
-            let g = s.arena().lock(41, ALIVE);
-            let r = s.region();
-            let tag_at = s.arena().body(rec) + S_TAG;
-            r.store(tag_at, value::dead_tag(r.load(tag_at)));
-            s.arena().set_deleting(&g, rec);
-            s.arena().unlink(&g, rec);
-            std::mem::forget(g);
-        }
+        // Process 41 starts deleting "a" (handles dead, marked in progress, unlinked)
+        // and dies holding the lock.
+        assert!(s.begin_delete_and_keep_lock(a, 41, ALIVE));
         assert_eq!(
             counter::inc(&s.region(), a, 1),
             Err(counter::CounterError::Stale)

@@ -5,7 +5,8 @@ use crate::shm::{Offset, Region};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// A series handle is the offset of its first value word, with the series' generation
-/// in bits 40..64 (bits 32..40 are the zone slot's, added by the Lua glue). The word
+/// in bits 36..53 (bits 32..36 are the zone slot's, added by the Lua glue): 53 bits in
+/// all, so that a handle is exact as a Lua number. The word
 /// [`TAG_DISTANCE`] before the values, the tag, holds a magic number, the generation
 /// and the metric type; deleting a series bumps the generation and clears the type, and the next
 /// series in that block keeps the bumped generation. So a handle whose series was
@@ -14,7 +15,8 @@ const SERIES_MAGIC: u64 = 0x5e71_e5ab << 32;
 /// How far before a series' first value word its tag is (the creation time is
 /// between them).
 pub const TAG_DISTANCE: u64 = 2;
-const GENERATIONS: u64 = 1 << 24;
+const GENERATIONS: u64 = 1 << 17;
+const GENERATION_SHIFT: u32 = 36;
 
 pub fn tag(t: MetricType, generation: u64) -> u64 {
     SERIES_MAGIC | (generation % GENERATIONS) << 8 | t as u64
@@ -27,7 +29,7 @@ pub fn dead_tag(live: u64) -> u64 {
 
 /// Whether a tag word is a live series' (not deleted, not a fresh block's zero).
 pub fn is_live_tag(tag: u64) -> bool {
-    tag & !(GENERATIONS - 1) << 8 == SERIES_MAGIC && tag & 0xff != 0
+    tag >> 32 == SERIES_MAGIC >> 32 && tag & 0xff != 0
 }
 
 /// The generation a series made in a block whose tag word holds `previous` gets: the
@@ -49,7 +51,7 @@ fn generation_of(tag: u64) -> u64 {
 
 /// The handle of the series whose values start at `values` and whose tag is `tag`.
 pub fn handle(values: Offset, tag: u64) -> u64 {
-    u64::from(values) | generation_of(tag) << 40
+    u64::from(values) | generation_of(tag) << GENERATION_SHIFT
 }
 
 /// Why a handle was refused.
@@ -76,7 +78,7 @@ pub fn check(
         return Err(HandleError::Bad);
     }
     let have = r.word((at - TAG_DISTANCE) as Offset).load(Relaxed);
-    if have == tag(t, handle >> 40) {
+    if have == tag(t, handle >> GENERATION_SHIFT) {
         return Ok(at as Offset);
     }
     // The tag of a series of this type (or of none: deleted), another generation.

@@ -673,6 +673,11 @@ impl<'a> Arena<'a> {
             .read_bytes(rec + R_BODY + body_words, self.key_len(rec), out);
     }
 
+    /// The keyed record whose body starts at `body`.
+    pub fn record_of_body(&self, body: Offset) -> Offset {
+        body - R_BODY
+    }
+
     /// A keyed record's body: the same word for every record, whatever its key.
     pub fn body(&self, rec: Offset) -> Offset {
         rec + R_BODY
