@@ -283,6 +283,18 @@ function Family:del(...)
     return res
 end
 
+-- Series of the family not updated for `seconds` are deleted by the module's sweep
+-- (0: never). Same as the `expire` option; may change at any time.
+function Family:set_expire(seconds)
+    if type(seconds) ~= "number" then error("expire must be a number", 2) end
+    local id, err = self:_ensure()
+    if not id then return nil, err end
+    local ok, res = pcall(core.set_expire, self.slot, id, seconds)
+    if not ok then error(message(res), 2) end
+    self.spec.expire = seconds
+    return true
+end
+
 -- Deletes every series of the family; returns how many.
 function Family:reset()
     local id, err = self:_ensure()
@@ -347,7 +359,7 @@ function Zone:_family(kind, name, help, labels, opts, level)
     local spec = {
         name = name, help = help, type = kind, labels = labels or {},
         buckets = opts.buckets, lowest = opts.lowest, highest = opts.highest,
-        precision = opts.precision, max_series = opts.max_series,
+        precision = opts.precision, max_series = opts.max_series, expire = opts.expire,
         unit = opts.unit, group = opts.group, quantiles = opts.quantiles,
     }
     local ok, err = pcall(core.validate, spec)

@@ -27,6 +27,8 @@ fn app_http(app: u16, metrics: u16, zone_size: &str) -> String {
             counter = z:counter("lc_total", "Lifecycle.", {{"k"}}),
             hist = z:histogram("lc_seconds", "Lifecycle.", {{"k"}}),
             churn = z:counter("lc_churn_total", "Churned label sets.", {{"i"}}),
+            exp = z:counter("lc_exp_total", "Expiring.", {{"k"}}, {{ expire = 1 }}),
+            exp_churn = z:counter("lc_exp_churn_total", "Churned, expiring.", {{"i"}}, {{ expire = 1 }}),
         }}
     }}
     server {{
@@ -90,6 +92,29 @@ fn app_http(app: u16, metrics: u16, zone_size: &str) -> String {
                     if i > window then lc.churn:del(string.format("%06d", i - window)) end
                 end
                 ngx.say(refused)
+            }}
+        }}
+        location = /exp {{
+            content_by_lua_block {{
+                lc.exp:labels(ngx.var.arg_k):inc()
+                ngx.say("ok")
+            }}
+        }}
+        location = /exp_churn {{
+            content_by_lua_block {{
+                local refused = 0
+                for i = tonumber(ngx.var.arg_from), tonumber(ngx.var.arg_to) do
+                    local child = lc.exp_churn:labels(string.format("%06d", i))
+                    if child.handle == 0 then refused = refused + 1 else child:inc() end
+                end
+                ngx.say(refused)
+            }}
+        }}
+        location = /bad_expire {{
+            content_by_lua_block {{
+                local ok, err = pcall(lc.z.counter, lc.z, "bad_total", "x", {{}}, {{ expire = tonumber(ngx.var.arg_v) or ngx.var.arg_v }})
+                local ok2, err2 = pcall(lc.exp.set_expire, lc.exp, -1)
+                ngx.say(tostring(err), "|", tostring(err2))
             }}
         }}
         location = /die_deleting {{
@@ -457,4 +482,86 @@ fn a_deleted_route_leaves_the_exposition_and_prometheus() {
         .query(r#"kong_http_requests_total{route="kept"}"#)
         .is_some());
     assert!(g.nginx.errors().is_empty(), "{:?}", g.nginx.errors());
+}
+
+#[test]
+fn expired_series_leave_and_come_back_from_zero() {
+    let a = start_app("lifecycle-expire", "8m");
+    assert_eq!(get(a.app, "/exp?k=idle").status, 200);
+    let text = get(a.metrics, "/metrics?format=openmetrics").text();
+    let created_before = text
+        .lines()
+        .find(|l| l.starts_with("lc_exp_created{k=\"idle\"}"))
+        .unwrap()
+        .to_string();
+    // "busy" is updated every 300 ms; "idle" never again: the sweep deletes it once a
+    // second has passed without an update (and within a pass of the sweep).
+    let started = Instant::now();
+    let gone = loop {
+        assert_eq!(get(a.app, "/exp?k=busy").status, 200);
+        let (_, s) = scrape(a.metrics, "/metrics");
+        if value(&s, "lc_exp_total", &[("k", "idle")]).is_none() {
+            break started.elapsed();
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "never expired");
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert!(gone >= Duration::from_millis(900), "{gone:?}");
+    let (_, s) = scrape(a.metrics, "/metrics");
+    assert!(value(&s, "lc_exp_total", &[("k", "busy")]).unwrap() >= 3.0);
+    // Back, from zero, with a new creation time.
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(get(a.app, "/exp?k=idle").status, 200);
+    assert_eq!(get(a.app, "/exp?k=idle").status, 200);
+    let (_, s) = scrape(a.metrics, "/metrics");
+    assert_eq!(value(&s, "lc_exp_total", &[("k", "idle")]), Some(2.0));
+    let text = get(a.metrics, "/metrics?format=openmetrics").text();
+    let created_after = text
+        .lines()
+        .find(|l| l.starts_with("lc_exp_created{k=\"idle\"}"))
+        .unwrap();
+    let secs = |l: &str| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap();
+    assert!(
+        secs(created_after) > secs(&created_before) + 1.0,
+        "{created_before} {created_after}"
+    );
+    // Misuse names the value.
+    assert_eq!(
+        get(a.app, "/bad_expire?v=-1").text(),
+        "metric \"bad_total\": expire must be a whole number of seconds >= 0 (0: never), got -1|expire must be a whole number of seconds >= 0 (0: never), got -1\n"
+    );
+    assert!(get(a.app, "/bad_expire?v=soon")
+        .text()
+        .contains("\"expire\""));
+}
+
+#[test]
+fn churn_with_expire_through_a_small_zone_stays_within_its_bound() {
+    // 60,000 label sets through a 4 MB zone at about 5,000 a second, never deleted
+    // by the application: the sweep deletes each a second or two after its only
+    // update, and their memory is reused 3 s later.
+    let a = start_app("lifecycle-expire-churn", "4m");
+    let mut peak = 0.0f64;
+    let started = Instant::now();
+    for batch in 0..30 {
+        let (from, to) = (batch * 2000 + 1, batch * 2000 + 2000);
+        let r = get(a.app, &format!("/exp_churn?from={from}&to={to}"));
+        assert_eq!(r.text().trim(), "0", "batch {batch} refused some");
+        let (_, s) = scrape(a.metrics, "/metrics");
+        peak = peak.max(used_bytes(&s));
+        let due = started + Duration::from_millis(400 * (batch as u64 + 1));
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+    }
+    let (_, s) = scrape(a.metrics, "/metrics");
+    assert_eq!(errors(&s, "zone_full"), 0.0);
+    let live = s.iter().filter(|x| x.name == "lc_exp_churn_total").count();
+    // Alive: what the last ~2.5 s made (expire, a sweep pass), at most.
+    assert!(live <= 15_000, "{live} alive");
+    // Bound: the fixed part and (5,000/s for 1 s expire + 1 s sweep + 3 s reuse delay
+    // + 1 s slack) series of 80 bytes.
+    let bound = 70_000.0 + 5000.0 * 6.0 * 80.0;
+    eprintln!("expire churn: peak {peak} bytes used of a 4 MB zone (bound {bound}), {live} alive");
+    assert!(peak < bound, "peak {peak} over {bound}");
 }

@@ -147,8 +147,9 @@ local function family_set(conf)
         local opts
         if d.buckets then
             opts = latency_opts(kong, conf[d.buckets], conf.series_limit)
+            opts.expire = conf.expire
         elseif d.http then
-            opts = { max_series = conf.series_limit, group = "http", unit = d.unit }
+            opts = { max_series = conf.series_limit, group = "http", unit = d.unit, expire = conf.expire }
         end
         set[d.field] = zone[d.type](zone, d.name, d.help, d.labels, opts)
     end
@@ -364,6 +365,14 @@ function _M.configure(snapshot)
         local conf = chosen.conf
         local set = family_set(conf)
         active[key] = { set = set, conf = conf, upstream_health = false }
+        -- The request families expire as the chosen instance says (as its buckets).
+        for _, fam in ipairs({ set.requests, set.request_latency, set.upstream_latency,
+                               set.gateway_latency, set.bandwidth }) do
+            if (fam.spec.expire or 0) ~= (conf.expire or 0) then
+                local ok, err = pcall(fam.set_expire, fam, conf.expire or 0)
+                if not ok then prom.log_once("prometheus plugin: " .. tostring(err)) end
+            end
+        end
         for fam, field in pairs({ request_latency = "request_latency_buckets",
                                    upstream_latency = "upstream_latency_buckets",
                                    gateway_latency = "gateway_latency_buckets" }) do

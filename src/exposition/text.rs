@@ -499,6 +499,7 @@ mod tests {
                     label_names: vec!["code".into()],
                     histogram: None,
                     max_series: 0,
+                    expire_s: 0,
                     unit: String::new(),
                     group: String::new(),
                     quantiles: QuantileMode::Off,
@@ -519,6 +520,7 @@ mod tests {
                         ..HistogramSpec::default()
                     }),
                     max_series: 0,
+                    expire_s: 0,
                     unit: String::new(),
                     group: String::new(),
                     quantiles: QuantileMode::Off,
@@ -704,7 +706,7 @@ nginx_metric_errors_created{zone="z",reason="stale_handle"} 1234
 # TYPE nginx_metric_zone_bytes gauge
 # UNIT nginx_metric_zone_bytes bytes
 # HELP nginx_metric_zone_bytes Bytes of the metrics zone, used and in all.
-nginx_metric_zone_bytes{zone="z",state="used"} 14992
+nginx_metric_zone_bytes{zone="z",state="used"} 15080
 nginx_metric_zone_bytes{zone="z",state="capacity"} 524288
 # TYPE nginx_metric_series gauge
 # HELP nginx_metric_series Series kept in the metrics zone.

@@ -106,6 +106,13 @@ fn spec_from(t: &Table) -> LuaResult<FamilySpec> {
             "metric \"{name}\": max_series must be a whole number >= 0"
         )));
     }
+    let expire = opt_f64(t, "expire", &name)?.unwrap_or(0.0);
+    if !(0.0..=4.0e9).contains(&expire) || expire.fract() != 0.0 {
+        return Err(err(format!(
+            "metric \"{name}\": expire must be a whole number of seconds >= 0 (0: never), got {expire}"
+        )));
+    }
+    let expire_s = expire as u64;
     let opt_string = |key: &str| -> LuaResult<String> {
         match t.get::<Value>(key)? {
             Value::Nil => Ok(String::new()),
@@ -143,6 +150,7 @@ fn spec_from(t: &Table) -> LuaResult<FamilySpec> {
         label_names,
         histogram,
         max_series: max_series as u64,
+        expire_s,
         unit,
         group,
         quantiles,
@@ -261,6 +269,22 @@ fn module(lua: &Lua) -> LuaResult<Table> {
                 Ok(h) => Ok((Some(slots::join(slot, h)), None)),
                 Err(e) => Ok((None, Some(e.to_string()))),
             }
+        })?,
+    )?;
+
+    // set_expire(slot, family, seconds) -> true; raises on a bad number
+    m.set(
+        "set_expire",
+        lua.create_function(|_, (slot, family, seconds): (usize, u64, f64)| {
+            let store = store_of(slot)?;
+            let f = family_of(&store, family)?;
+            if !(0.0..=4.0e9).contains(&seconds) || seconds.fract() != 0.0 {
+                return Err(err(format!(
+                    "expire must be a whole number of seconds >= 0 (0: never), got {seconds}"
+                )));
+            }
+            store.set_expire(f, seconds as u64);
+            Ok(true)
         })?,
     )?;
 

@@ -77,7 +77,7 @@ mod tests {
     fn integer_and_float_increments_add_up() {
         let mem = heap_words(8);
         let r = Region::new(&mem);
-        r.store(2, tag(MetricType::Counter, 0));
+        r.store(1, tag(MetricType::Counter, 0));
         inc(&r, 4, 5).unwrap();
         add(&r, 4, 2.0).unwrap();
         add(&r, 4, 0.25).unwrap();
@@ -94,7 +94,7 @@ mod tests {
     fn a_single_writer_sets_the_value() {
         let mem = heap_words(8);
         let r = Region::new(&mem);
-        r.store(2, tag(MetricType::Counter, 0));
+        r.store(1, tag(MetricType::Counter, 0));
         set_single_writer(&r, 4, 1.5).unwrap();
         assert_eq!(read(&r, 4), (0, 1.5));
         set_single_writer(&r, 4, 2.25).unwrap();

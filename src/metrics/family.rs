@@ -155,6 +155,8 @@ pub struct FamilySpec {
     pub histogram: Option<HistogramSpec>,
     /// Series beyond this many are refused and counted (0: bounded by the zone only).
     pub max_series: u64,
+    /// Seconds after its last update a series is deleted by the sweep (0: never).
+    pub expire_s: u64,
     /// OpenMetrics unit (`seconds`, `bytes`...), empty for none. The name must end with
     /// `_<unit>` (counters: before `_total`).
     pub unit: String,
@@ -520,6 +522,7 @@ mod tests {
             label_names: labels.iter().map(|s| s.to_string()).collect(),
             histogram: (t == MetricType::Histogram).then(HistogramSpec::default),
             max_series: 0,
+            expire_s: 0,
             unit: String::new(),
             group: String::new(),
             quantiles: QuantileMode::Off,

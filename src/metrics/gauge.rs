@@ -36,9 +36,9 @@ mod tests {
         let mem = heap_words(4);
         let r = Region::new(&mem);
         r.store(0, tag(MetricType::Gauge, 0));
-        set(&r, 2, 10.5).unwrap();
-        add(&r, 2, -0.5).unwrap();
-        assert_eq!(read(&r, 2), 10.0);
-        assert!(set(&r, 3, 1.0).is_err());
+        set(&r, 3, 10.5).unwrap();
+        add(&r, 3, -0.5).unwrap();
+        assert_eq!(read(&r, 3), 10.0);
+        assert!(set(&r, 2, 1.0).is_err());
     }
 }

@@ -67,6 +67,13 @@ pub fn chunk_words(r: &Region<'_>, h: Offset) -> (std::ops::Range<Offset>, u32) 
     (h + CHUNKS..h + overflow_at(layout), chunk_slots(layout))
 }
 
+/// The overflow count and the sum of series `h`: every observation but one of exactly
+/// 0 changes one of them (what the sweep watches for updates).
+pub fn activity_words(r: &Region<'_>, h: Offset) -> (Offset, Offset) {
+    let overflow = h + overflow_at(HdrLayout::unpack(r.load(h + LAYOUT)));
+    (overflow, overflow + 1)
+}
+
 /// Writes the parameters an observation needs into a fresh (zeroed) series body.
 pub fn init(r: &Region<'_>, h: Offset, spec: &HistogramSpec, layout: HdrLayout) {
     r.store(h + LAYOUT, layout.pack());
@@ -325,15 +332,15 @@ mod tests {
     impl Series {
         fn new(spec: &HistogramSpec) -> Series {
             let layout = spec.layout().unwrap();
-            let body = 2 + value_words(layout) as usize;
+            let body = 3 + value_words(layout) as usize;
             let every_chunk = chunk_count(layout) * chunk_slots(layout);
             let mem = heap_words(body + every_chunk as usize);
             let r = Region::new(&mem);
             r.store(0, tag(MetricType::Histogram, 0));
-            init(&r, 2, spec, layout);
+            init(&r, 3, spec, layout);
             Series {
                 mem,
-                h: 2,
+                h: 3,
                 next: std::cell::Cell::new(body as Offset),
             }
         }

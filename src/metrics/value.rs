@@ -12,9 +12,9 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 /// series in that block keeps the bumped generation. So a handle whose series was
 /// deleted, even if its block now holds another series, is caught with one load.
 const SERIES_MAGIC: u64 = 0x5e71_e5ab << 32;
-/// How far before a series' first value word its tag is (the creation time is
-/// between them).
-pub const TAG_DISTANCE: u64 = 2;
+/// How far before a series' first value word its tag is (the sweep's word and the
+/// creation time are between them).
+pub const TAG_DISTANCE: u64 = 3;
 const GENERATIONS: u64 = 1 << 17;
 const GENERATION_SHIFT: u32 = 36;
 
@@ -117,21 +117,21 @@ mod tests {
         let mem = heap_words(8);
         let r = Region::new(&mem);
         let first = tag(MetricType::Counter, next_generation(0));
-        r.store(2, first);
+        r.store(1, first);
         let old = handle(4, first);
         assert_eq!(check(&r, old, MetricType::Counter, 2), Ok(4));
         assert_eq!(check(&r, old, MetricType::Gauge, 1), Err(HandleError::Bad));
         // Deleted: stale.
         let dead = dead_tag(first);
         assert!(!is_live_tag(dead) && is_live_tag(first));
-        r.store(2, dead);
+        r.store(1, dead);
         assert_eq!(
             check(&r, old, MetricType::Counter, 2),
             Err(HandleError::Stale)
         );
         // The block reused by another counter: the old handle stays stale, the new works.
         let second = tag(MetricType::Counter, next_generation(dead));
-        r.store(2, second);
+        r.store(1, second);
         let new = handle(4, second);
         assert_ne!(new, old);
         assert_eq!(
@@ -145,13 +145,13 @@ mod tests {
         let last = tag(MetricType::Gauge, GENERATIONS - 1);
         assert_eq!(next_generation(dead_tag(last)), 0);
         // Not a tag at all, out of range, zero: bad.
-        r.store(2, 12345);
+        r.store(1, 12345);
         assert_eq!(
             check(&r, old, MetricType::Counter, 2),
             Err(HandleError::Bad)
         );
         assert_eq!(check(&r, 7, MetricType::Counter, 2), Err(HandleError::Bad));
         assert_eq!(check(&r, 0, MetricType::Counter, 1), Err(HandleError::Bad));
-        assert_eq!(check(&r, 1, MetricType::Counter, 1), Err(HandleError::Bad));
+        assert_eq!(check(&r, 2, MetricType::Counter, 1), Err(HandleError::Bad));
     }
 }

@@ -8,6 +8,7 @@ mod push;
 mod render;
 pub mod request;
 pub mod stub_status;
+mod sweep;
 pub mod zone;
 
 use crate::access::AccessRules;
@@ -265,13 +266,15 @@ pub static mut ngx_http_prometheus_module: ngx_module_t = ngx_module_t {
     ..ngx_module_t::default()
 };
 
-/// In every new worker: process metrics, and the pusher in worker 0.
+/// In every new worker: process metrics, and the pusher and the expiry sweep in worker 0.
 unsafe extern "C" fn init_process(cycle: *mut ngx::ffi::ngx_cycle_t) -> ngx::ffi::ngx_int_t {
     // SAFETY: nginx calls init_process with the running cycle.
     unsafe { process::remember_worker_count(cycle) };
     // SAFETY: as above.
     let rc = unsafe { process::init_process(cycle) };
     push::start(cycle);
+    // SAFETY: as above.
+    unsafe { sweep::start(cycle) };
     rc
 }
 
@@ -322,6 +325,7 @@ pub(crate) fn own_family(
         label_names: labels.iter().map(|s| s.to_string()).collect(),
         histogram: None,
         max_series: 0,
+        expire_s: 0,
         unit: unit.to_string(),
         group: group.to_string(),
         quantiles: crate::metrics::family::QuantileMode::Off,

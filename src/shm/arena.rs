@@ -65,6 +65,8 @@ const H_CREATED: Offset = 11;
 const H_CHUNKS_AT: Offset = 12;
 /// The series record whose delete is in progress (0: none), for a lock takeover.
 const H_DELETING: Offset = 13;
+/// Where the next sweep starts (a record's offset; 0: the arena's start).
+const H_SWEEP_AT: Offset = 14;
 const H_ERRORS: Offset = 16;
 pub const ERROR_SLOTS: usize = 16;
 /// Free lists, two words each (head, tail: first in, first out, so that the oldest
@@ -688,6 +690,38 @@ impl<'a> Arena<'a> {
         self.live_any()
             .filter(move |(k, _)| *k == kind as u8)
             .map(|(_, rec)| rec)
+    }
+
+    /// Up to `budget` records (the live ones are returned, with their kind) from the
+    /// sweep's cursor on, and moves the cursor past them; at the end of the arena the
+    /// cursor goes back to its start, for the next batch. Lock-free: a record start
+    /// stays a record start (blocks are never split or merged).
+    pub fn sweep_batch(&self, budget: usize) -> Vec<(u8, Offset)> {
+        let end = self.r.word(H_BUMP).load(Acquire);
+        let mut at = self.r.load(H_SWEEP_AT);
+        if at < u64::from(self.arena_at) || at >= end {
+            at = u64::from(self.arena_at);
+        }
+        let mut out = Vec::new();
+        for _ in 0..budget {
+            if at >= end {
+                break;
+            }
+            let h = self.r.word(at as Offset).load(Acquire);
+            let size = h >> 32;
+            if size == 0 {
+                // Cannot happen with a healthy zone; start over rather than spin.
+                at = end;
+                break;
+            }
+            if (h >> 8) as u8 == State::Live as u8 {
+                out.push((h as u8, at as Offset));
+            }
+            at += size;
+        }
+        let next = if at >= end { 0 } else { at };
+        self.r.word(H_SWEEP_AT).store(next, Relaxed);
+        out
     }
 
     /// Every live record with its kind, in creation order: one pass over the arena.

@@ -42,6 +42,9 @@ _M.schema = {
         { request_latency_buckets = buckets_field(KONG_UPSTREAM_MS, "request latency") },
         { upstream_latency_buckets = buckets_field(KONG_UPSTREAM_MS, "upstream latency") },
         { gateway_latency_buckets = buckets_field(KONG_LATENCY_MS, "gateway's own latency") },
+        { expire = { type = "integer", default = 0, between = { 0, 31536000 },
+            description = "Seconds after their last request that request, latency and bandwidth series "
+                .. "are deleted (0: never), as APISIX's `expire`." } },
         { series_limit = { type = "integer", default = 0, between = { 0, 10000000 },
             description = "New series beyond this many per family are refused and counted (0: no limit)." } },
     },
