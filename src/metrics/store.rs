@@ -1688,7 +1688,10 @@ mod tests {
     #[test]
     #[ignore = "a measurement, run by bench/run.sh"]
     fn sweep_cost_and_churn() {
-        let n: u64 = std::env::var("SWEEP_SERIES").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
+        let n: u64 = std::env::var("SWEEP_SERIES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(100_000);
         let mem = heap_words(1 << 24);
         let s = Store::format(Region::new(&mem), 0).unwrap();
         let mut spec = counter_spec("sweep_total", &["k"]);
@@ -1707,7 +1710,10 @@ mod tests {
                 looked += l;
                 deleted += d;
             }
-            (start.elapsed().as_secs_f64() * 1e3 * 100_000.0 / n as f64, deleted)
+            (
+                start.elapsed().as_secs_f64() * 1e3 * 100_000.0 / n as f64,
+                deleted,
+            )
         };
         let (keep_ms, kept) = time(t + 1000);
         s.set_expire(f, 1);
@@ -1737,5 +1743,4 @@ mod tests {
         println!("| sweep pass, every series expired and deleted | {delete_ms:.1} ms per 100,000 series |");
         println!("| 1,000,000 label sets through a 4 MB zone (expire 1 s, 5,000/s) | peak {peak} bytes used, {refused} refused |");
     }
-
 }
