@@ -188,11 +188,13 @@ function Family:_resolve(values, n)
         log_once(msg)
         return NULL, msg
     end
-    local handle, serr = core.series(self.slot, id, values)
+    local handle, serr, overflow = core.series(self.slot, id, values)
     if not handle then
         log_once(serr)
         return NULL, serr
     end
+    -- max_series or a full zone sent this label set to the overflow series (counted).
+    if overflow then log_once(overflow) end
     local child = setmetatable({ handle = handle, family = self, values = values }, self.child_mt)
     -- Cache along the path of label values; the leaf is the child.
     local node = self.cache

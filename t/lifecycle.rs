@@ -28,6 +28,7 @@ fn app_http(app: u16, metrics: u16, zone_size: &str) -> String {
             hist = z:histogram("lc_seconds", "Lifecycle.", {{"k"}}),
             churn = z:counter("lc_churn_total", "Churned label sets.", {{"i"}}),
             exp = z:counter("lc_exp_total", "Expiring.", {{"k"}}, {{ expire = 1 }}),
+            capped = z:counter("lc_capped_total", "At most 100 series.", {{"k", "m"}}, {{ max_series = 100 }}),
             exp_churn = z:counter("lc_exp_churn_total", "Churned, expiring.", {{"i"}}, {{ expire = 1 }}),
         }}
     }}
@@ -92,6 +93,14 @@ fn app_http(app: u16, metrics: u16, zone_size: &str) -> String {
                     if i > window then lc.churn:del(string.format("%06d", i - window)) end
                 end
                 ngx.say(refused)
+            }}
+        }}
+        location = /capped {{
+            content_by_lua_block {{
+                for i = tonumber(ngx.var.arg_from), tonumber(ngx.var.arg_to) do
+                    lc.capped:labels("k" .. i, "m"):inc()
+                end
+                ngx.say("ok")
             }}
         }}
         location = /exp {{
@@ -564,4 +573,31 @@ fn churn_with_expire_through_a_small_zone_stays_within_its_bound() {
     let bound = 70_000.0 + 5000.0 * 6.0 * 80.0;
     eprintln!("expire churn: peak {peak} bytes used of a 4 MB zone (bound {bound}), {live} alive");
     assert!(peak < bound, "peak {peak} over {bound}");
+}
+
+#[test]
+fn label_sets_beyond_max_series_go_to_the_overflow_series() {
+    let a = start_app("lifecycle-overflow", "8m");
+    assert_eq!(get(a.app, "/capped?from=1&to=1000").text(), "ok\n");
+    let (text, s) = scrape(a.metrics, "/metrics");
+    let series: Vec<&Sample> = s.iter().filter(|x| x.name == "lc_capped_total").collect();
+    assert_eq!(series.len(), 101, "{text}");
+    assert_eq!(
+        value(
+            &s,
+            "lc_capped_total",
+            &[("k", "__overflow__"), ("m", "__overflow__")]
+        ),
+        Some(900.0)
+    );
+    assert_eq!(series.iter().map(|x| x.value).sum::<f64>(), 1000.0);
+    assert_eq!(errors(&s, "series_limit"), 900.0);
+    // Logged once (per worker and message).
+    let logged = a
+        .nginx
+        .error_log()
+        .lines()
+        .filter(|l| l.contains("recorded in the family's overflow series"))
+        .count();
+    assert!((1..=2).contains(&logged), "{logged}");
 }

@@ -340,13 +340,9 @@ fn a_full_zone_refuses_new_series_and_keeps_serving() {
     let a = start_app("tiny", "128k", "");
     // A histogram value before the zone fills: its chunk of counts exists from now on.
     assert_eq!(post(a.app, "/observe", b"0.001").text().trim(), "1");
-    // Far more series than 128k can hold.
-    let made_refused = get(a.app, "/make?from=1&to=5000").text();
-    let (made, refused): (u64, u64) = {
-        let mut it = made_refused.split_whitespace().map(|v| v.parse().unwrap());
-        (it.next().unwrap(), it.next().unwrap())
-    };
-    assert!(made > 100 && refused > 0, "made {made}, refused {refused}");
+    // Far more series than 128k can hold: what no longer fits goes to the family's
+    // overflow series (every label `__overflow__`), counted, so the sum stays exact.
+    assert_eq!(get(a.app, "/make?from=1&to=5000").text().trim(), "5000 0");
     let (_, samples) = scrape(a.metrics, "/metrics");
     let zone_full = |s: &[Sample]| {
         value(
@@ -356,17 +352,39 @@ fn a_full_zone_refuses_new_series_and_keeps_serving() {
         )
         .unwrap()
     };
-    assert_eq!(zone_full(&samples), refused as f64);
-    // And the histogram's series.
+    let series: Vec<&Sample> = samples
+        .iter()
+        .filter(|x| x.name == "test_series_total")
+        .collect();
+    let overflow = value(&samples, "test_series_total", &[("i", "__overflow__")]).unwrap();
+    let made = series.len() as u64 - 1;
+    assert!(
+        made > 100 && overflow > 0.0,
+        "made {made}, overflow {overflow}"
+    );
+    assert_eq!(made as f64 + overflow, 5000.0);
+    assert_eq!(series.iter().map(|x| x.value).sum::<f64>(), 5000.0);
+    assert_eq!(zone_full(&samples), overflow);
+    // And the histogram's series, and the overflow series.
     assert_eq!(
         value(&samples, "nginx_metric_series", &[("zone", "metrics")]),
-        Some(made as f64 + 1.0)
+        Some(made as f64 + 2.0)
     );
-    // Old series keep counting; new ones are still refused and counted.
-    let again = get(a.app, &format!("/make?from=1&to={}", made + 10)).text();
-    assert_eq!(again.trim(), format!("{made} 10"));
+    // Old series keep counting; new label sets still go to the overflow, counted.
+    let again = get(a.app, &format!("/make?from=1&to={}", 5010)).text();
+    assert_eq!(again.trim(), "5010 0");
     let (_, samples) = scrape(a.metrics, "/metrics");
-    assert_eq!(zone_full(&samples), refused as f64 + 10.0);
+    // Counted when a worker resolves the label set (once per worker: the other
+    // worker's cache may already hold the first 5000).
+    let grown = zone_full(&samples) - overflow;
+    assert!(
+        (10.0..=5010.0 - made as f64).contains(&grown),
+        "{grown} more refusals counted"
+    );
+    assert_eq!(
+        value(&samples, "test_series_total", &[("i", "__overflow__")]),
+        Some(overflow + 5010.0 - made as f64)
+    );
     for i in [1, made / 2, made] {
         assert_eq!(
             value(&samples, "test_series_total", &[("i", &i.to_string())]),
@@ -374,11 +392,12 @@ fn a_full_zone_refuses_new_series_and_keeps_serving() {
             "series {i}"
         );
     }
+    let refused = zone_full(&samples) as u64 - 1;
     // A value in the histogram's existing chunk counts; one that needs a new chunk is
     // refused whole (neither in a bucket nor in _count or _sum) and counted.
     assert_eq!(post(a.app, "/observe", b"0.00101 20").text().trim(), "2");
     let (_, samples) = scrape(a.metrics, "/metrics");
-    assert_eq!(zone_full(&samples), refused as f64 + 11.0);
+    assert_eq!(zone_full(&samples), refused as f64 + 2.0);
     assert_eq!(value(&samples, "test_values_seconds_count", &[]), Some(2.0));
     let sum = value(&samples, "test_values_seconds_sum", &[]).unwrap();
     assert!((sum - 0.00201).abs() < 1e-12, "{sum}");

@@ -500,6 +500,7 @@ mod tests {
                     histogram: None,
                     max_series: 0,
                     expire_s: 0,
+                    overflow_value: String::new(),
                     unit: String::new(),
                     group: String::new(),
                     quantiles: QuantileMode::Off,
@@ -521,6 +522,7 @@ mod tests {
                     }),
                     max_series: 0,
                     expire_s: 0,
+                    overflow_value: String::new(),
                     unit: String::new(),
                     group: String::new(),
                     quantiles: QuantileMode::Off,
@@ -706,7 +708,7 @@ nginx_metric_errors_created{zone="z",reason="stale_handle"} 1234
 # TYPE nginx_metric_zone_bytes gauge
 # UNIT nginx_metric_zone_bytes bytes
 # HELP nginx_metric_zone_bytes Bytes of the metrics zone, used and in all.
-nginx_metric_zone_bytes{zone="z",state="used"} 15080
+nginx_metric_zone_bytes{zone="z",state="used"} 15120
 nginx_metric_zone_bytes{zone="z",state="capacity"} 524288
 # TYPE nginx_metric_series gauge
 # HELP nginx_metric_series Series kept in the metrics zone.

@@ -123,6 +123,12 @@ fn spec_from(t: &Table) -> LuaResult<FamilySpec> {
             ))),
         }
     };
+    let overflow_value = opt_string("overflow")?;
+    if overflow_value.len() > crate::metrics::family::MAX_LABEL_VALUE {
+        return Err(err(format!(
+            "metric \"{name}\": overflow must be at most 4096 bytes"
+        )));
+    }
     let unit = opt_string("unit")?;
     let group = opt_string("group")?;
     let quantiles = match t.get::<Value>("quantiles")? {
@@ -151,6 +157,7 @@ fn spec_from(t: &Table) -> LuaResult<FamilySpec> {
         histogram,
         max_series: max_series as u64,
         expire_s,
+        overflow_value,
         unit,
         group,
         quantiles,
@@ -265,9 +272,14 @@ fn module(lua: &Lua) -> LuaResult<Table> {
             let store = store_of(slot)?;
             let f = family_of(&store, family)?;
             let values = label_values(values)?;
-            match store.series(f, &values, zone::my_pid(), &zone::alive) {
-                Ok(h) => Ok((Some(slots::join(slot, h)), None)),
-                Err(e) => Ok((None, Some(e.to_string()))),
+            // The third value says why a label set went to the overflow series.
+            match store.series_noting_overflow(f, &values, zone::my_pid(), &zone::alive) {
+                Ok((h, overflow)) => Ok((
+                    Some(slots::join(slot, h)),
+                    None,
+                    overflow.map(|e| format!("{e}; recorded in the family's overflow series")),
+                )),
+                Err(e) => Ok((None, Some(e.to_string()), None)),
             }
         })?,
     )?;

@@ -86,6 +86,9 @@ impl QuantileMode {
     }
 }
 
+/// The label value of a family's overflow series unless it says otherwise.
+pub const DEFAULT_OVERFLOW: &str = "__overflow__";
+
 /// Suffix of the summary family a `beside` histogram gets.
 pub const QUANTILES_SUFFIX: &str = "_quantiles";
 
@@ -157,6 +160,9 @@ pub struct FamilySpec {
     pub max_series: u64,
     /// Seconds after its last update a series is deleted by the sweep (0: never).
     pub expire_s: u64,
+    /// The label value of the overflow series (every label) that records what
+    /// `max_series` or a full zone refused; empty: [`DEFAULT_OVERFLOW`].
+    pub overflow_value: String,
     /// OpenMetrics unit (`seconds`, `bytes`...), empty for none. The name must end with
     /// `_<unit>` (counters: before `_total`).
     pub unit: String,
@@ -523,6 +529,7 @@ mod tests {
             histogram: (t == MetricType::Histogram).then(HistogramSpec::default),
             max_series: 0,
             expire_s: 0,
+            overflow_value: String::new(),
             unit: String::new(),
             group: String::new(),
             quantiles: QuantileMode::Off,

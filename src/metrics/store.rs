@@ -73,7 +73,8 @@ const F_BUCKETS: Offset = 9;
 const F_UNIT: Offset = 10;
 const F_GROUP: Offset = 11;
 const F_EXPIRE: Offset = 12;
-const FAMILY_WORDS: usize = 13;
+const F_OVERFLOW: Offset = 13;
+const FAMILY_WORDS: usize = 14;
 
 // Family meta word: type in bits 0..8, label count 8..16, quantile mode 16..24.
 fn meta_word(spec: &FamilySpec) -> u64 {
@@ -351,13 +352,22 @@ impl<'a> Store<'a> {
     /// Sets every family's series count, and the zone's, from a walk over the arena.
     fn recount(&self, g: &Guard<'_>) {
         let mut per_family: std::collections::HashMap<Offset, u64> = Default::default();
+        let mut overflow_keys: std::collections::HashMap<Offset, Vec<u8>> = Default::default();
         let mut total = 0;
         for (kind, rec) in self.arena.live_any() {
             if kind == Kind::Family as u8 {
                 per_family.entry(rec).or_insert(0);
             } else if kind == Kind::Series as u8 {
-                *per_family.entry(self.arena.owner(rec)).or_insert(0) += 1;
                 total += 1;
+                let owner = self.arena.owner(rec);
+                let family = self.family_at(owner);
+                let overflow = overflow_keys
+                    .entry(owner)
+                    .or_insert_with(|| self.overflow_key(family));
+                // A family's overflow series does not count towards its max_series.
+                if family.label_count == 0 || !self.arena.key_is(rec, owner, overflow) {
+                    *per_family.entry(owner).or_insert(0) += 1;
+                }
             }
         }
         let r = self.region();
@@ -440,9 +450,18 @@ impl<'a> Store<'a> {
         };
         let unit = blob_or_zero(&spec.unit)?;
         let group = blob_or_zero(&spec.group)?;
+        let overflow = blob_or_zero(&spec.overflow_value)?;
         let (rec, body) = self
             .arena
-            .make_keyed(&g, Kind::Family, 0, spec.name.as_bytes(), FAMILY_WORDS, 0)
+            .make_keyed(
+                &g,
+                Kind::Family,
+                0,
+                spec.name.as_bytes(),
+                FAMILY_WORDS,
+                0,
+                false,
+            )
             .map_err(|_| full())?;
         let r = self.region();
         r.store(body + F_META, meta_word(spec));
@@ -452,6 +471,7 @@ impl<'a> Store<'a> {
         r.store(body + F_EXPIRE, spec.expire_s);
         r.store(body + F_UNIT, unit);
         r.store(body + F_GROUP, group);
+        r.store(body + F_OVERFLOW, overflow);
         if let Some(h) = &spec.histogram {
             let buckets = self
                 .arena
@@ -552,6 +572,7 @@ impl<'a> Store<'a> {
         for (at, have, want) in [
             (F_UNIT, &have.unit, &spec.unit),
             (F_GROUP, &have.group, &spec.group),
+            (F_OVERFLOW, &have.overflow_value, &spec.overflow_value),
         ] {
             if have != want {
                 let blob = if want.is_empty() {
@@ -652,6 +673,7 @@ impl<'a> Store<'a> {
             histogram,
             max_series: r.load(f.body + F_LIMIT),
             expire_s: r.load(f.body + F_EXPIRE),
+            overflow_value: text(F_OVERFLOW),
             unit: text(F_UNIT),
             group: text(F_GROUP),
             quantiles: QuantileMode::from_u8((r.load(f.body + F_META) >> 16) as u8),
@@ -663,7 +685,8 @@ impl<'a> Store<'a> {
     }
 
     /// The handle of the series with these label values, made if missing. Refusals are
-    /// counted in the zone's error counters before they are returned.
+    /// counted in the zone's error counters before they are returned; a label set the
+    /// family's `max_series` or a full zone refuses gets the family's overflow series.
     pub fn series<V: AsRef<[u8]>>(
         &self,
         f: Family,
@@ -672,6 +695,18 @@ impl<'a> Store<'a> {
         alive: Liveness<'_>,
     ) -> Result<u64, SeriesError> {
         self.series_at(f, values, me, alive, now_ms())
+    }
+
+    /// [`series`](Self::series), saying why when the handle is the overflow series'.
+    pub fn series_noting_overflow<V: AsRef<[u8]>>(
+        &self,
+        f: Family,
+        values: &[V],
+        me: u32,
+        alive: Liveness<'_>,
+    ) -> Result<(u64, Option<SeriesError>), SeriesError> {
+        self.find_or_make(f, values, me, alive, now_ms())
+            .inspect_err(|e| self.count_error(e.reason()))
     }
 
     /// [`series`](Self::series), with the creation time (ms since the epoch) a new
@@ -685,6 +720,7 @@ impl<'a> Store<'a> {
         created_ms: u64,
     ) -> Result<u64, SeriesError> {
         self.find_or_make(f, values, me, alive, created_ms)
+            .map(|(handle, _)| handle)
             .inspect_err(|e| self.count_error(e.reason()))
     }
 
@@ -722,7 +758,7 @@ impl<'a> Store<'a> {
         me: u32,
         alive: Liveness<'_>,
         created_ms: u64,
-    ) -> Result<u64, SeriesError> {
+    ) -> Result<(u64, Option<SeriesError>), SeriesError> {
         let name = || {
             let mut n = Vec::new();
             self.arena.read_key(f.id, &mut n);
@@ -737,7 +773,7 @@ impl<'a> Store<'a> {
         }
         let key = encode_key(values);
         if let Some(handle) = self.live_handle(f, &key) {
-            return Ok(handle);
+            return Ok((handle, None));
         }
         for (i, v) in values.iter().enumerate() {
             let why = if v.as_ref().len() > MAX_LABEL_VALUE {
@@ -768,40 +804,99 @@ impl<'a> Store<'a> {
         };
         let g = self.lock(me, alive);
         if let Some(rec) = self.arena.lookup(f.id, &key) {
-            return Ok(self.handle_of(rec));
+            return Ok((self.handle_of(rec), None));
         }
         let limit = r.load(f.body + F_LIMIT);
-        if limit > 0 && r.load(f.body + F_SERIES) >= limit {
-            return Err(SeriesError::SeriesLimit {
+        let refused = if limit > 0 && r.load(f.body + F_SERIES) >= limit {
+            SeriesError::SeriesLimit {
                 family: name(),
                 limit,
-            });
+            }
+        } else {
+            match self.make_series(&g, f, &key, words, hist.as_ref(), created_ms, false) {
+                Ok(handle) => return Ok((handle, None)),
+                Err(_) => SeriesError::ZoneFull { family: name() },
+            }
+        };
+        // A family with labels records what it refused in its overflow series (every
+        // label value the family's overflow value): sums over the family stay exact.
+        // The refusal is still counted. Made in the zone's reserve, outside the limit.
+        if f.label_count == 0 {
+            return Err(refused);
         }
-        let (rec, body) = self
-            .arena
-            .make_keyed(
-                &g,
-                Kind::Series,
-                f.id,
-                &key,
-                S_VALUES as usize + words as usize,
-                created_ms,
-            )
-            .map_err(|_| SeriesError::ZoneFull { family: name() })?;
+        let overflow = self.overflow_key(f);
+        let handle = match self.arena.lookup(f.id, &overflow) {
+            Some(rec) => self.handle_of(rec),
+            None => {
+                match self.make_series(&g, f, &overflow, words, hist.as_ref(), created_ms, true) {
+                    Ok(handle) => handle,
+                    Err(_) => return Err(refused),
+                }
+            }
+        };
+        self.count_error(refused.reason());
+        Ok((handle, Some(refused)))
+    }
+
+    /// Whether series record `rec` is the overflow series of `f` (families with labels
+    /// only have one).
+    fn is_overflow(&self, f: Family, rec: Offset) -> bool {
+        f.label_count > 0 && self.arena.key_is(rec, f.id, &self.overflow_key(f))
+    }
+
+    /// The key of `f`'s overflow series.
+    fn overflow_key(&self, f: Family) -> Vec<u8> {
+        let mut value = Vec::new();
+        self.arena.read_blob(
+            self.region().load(f.body + F_OVERFLOW) as Offset,
+            &mut value,
+        );
+        if value.is_empty() {
+            value.extend_from_slice(super::family::DEFAULT_OVERFLOW.as_bytes());
+        }
+        encode_key(&vec![value; f.label_count])
+    }
+
+    /// Makes a series of `f` with `key` (under the lock, once looked for); `overflow`:
+    /// the family's overflow series, made in the zone's reserve and not counted towards
+    /// `max_series`.
+    #[allow(clippy::too_many_arguments)]
+    fn make_series(
+        &self,
+        g: &Guard<'_>,
+        f: Family,
+        key: &[u8],
+        words: u64,
+        hist: Option<&(HistogramSpec, super::hdr::HdrLayout)>,
+        created_ms: u64,
+        overflow: bool,
+    ) -> Result<u64, crate::shm::Full> {
+        let r = self.region();
+        let (rec, body) = self.arena.make_keyed(
+            g,
+            Kind::Series,
+            f.id,
+            key,
+            S_VALUES as usize + words as usize,
+            created_ms,
+            overflow,
+        )?;
         // A reused block's tag word holds the generation its deleted series left.
         let tag = value::tag(f.metric_type, value::next_generation(r.load(body + S_TAG)));
         r.store(body + S_CREATED, created_ms);
         r.store(body + S_TAG, tag);
         if let Some((spec, layout)) = hist {
-            histogram::init(&r, body + S_VALUES, &spec, layout);
+            histogram::init(&r, body + S_VALUES, spec, *layout);
         }
         let since = self.zone_tenths(created_ms);
         r.store(
             body + S_SEEN,
             u64::from(self.fingerprint(rec, f.metric_type)) << 32 | since,
         );
-        r.word(f.body + F_SERIES).fetch_add(1, Relaxed);
-        self.arena.publish(&g, rec);
+        if !overflow {
+            r.word(f.body + F_SERIES).fetch_add(1, Relaxed);
+        }
+        self.arena.publish(g, rec);
         Ok(value::handle(body + S_VALUES, tag))
     }
 
@@ -1015,7 +1110,7 @@ impl<'a> Store<'a> {
             }
         }
         self.arena.release(g, rec, now);
-        if was_live {
+        if was_live && !self.is_overflow(family, rec) {
             r.word(family.body + F_SERIES).fetch_sub(1, Relaxed);
         }
         self.arena.set_deleting(g, 0);
@@ -1096,6 +1191,7 @@ mod tests {
             histogram: None,
             max_series: 0,
             expire_s: 0,
+            overflow_value: String::new(),
             unit: String::new(),
             group: String::new(),
             quantiles: QuantileMode::Off,
@@ -1268,16 +1364,25 @@ mod tests {
         let s = Store::format(Region::new(&mem), 0).unwrap();
         let f = s.register(&counter_spec("c", &["i"]), 1, ALIVE).unwrap();
         let mut handles = Vec::new();
-        let refused = loop {
-            match s.series(f, &[handles.len().to_string()], 1, ALIVE) {
-                Ok(h) => handles.push(h),
-                Err(e) => break e,
+        // Once the zone is full, a new label set gets the family's overflow series
+        // (made in the zone's reserve), and the refusal is counted.
+        let overflow = loop {
+            let h = s.series(f, &[handles.len().to_string()], 1, ALIVE).unwrap();
+            if s.errors(Reason::ZoneFull) > 0 {
+                break h;
             }
+            handles.push(h);
         };
-        assert_eq!(refused.reason(), Reason::ZoneFull);
         assert_eq!(s.errors(Reason::ZoneFull), 1);
-        assert!(s.series(f, &["another"], 1, ALIVE).is_err());
+        assert_eq!(s.series(f, &["another"], 1, ALIVE), Ok(overflow));
         assert_eq!(s.errors(Reason::ZoneFull), 2);
+        assert_eq!(s.find_series(f, &["__overflow__"]), Some(overflow));
+        assert_eq!(s.series_count(f), handles.len() as u64);
+        // A family without labels has no overflow series: refused.
+        let g = s.register(&counter_spec("d", &[]), 1, ALIVE);
+        if let Ok(g) = g {
+            assert!(s.series(g, &[] as &[&str], 1, ALIVE).is_err());
+        }
         for h in &handles {
             counter::inc(&s.region(), *h, 1).unwrap();
         }
@@ -1294,11 +1399,29 @@ mod tests {
         let mut spec = counter_spec("c", &["i"]);
         spec.max_series = 2;
         let f = s.register(&spec, 1, ALIVE).unwrap();
-        s.series(f, &["1"], 1, ALIVE).unwrap();
+        let one = s.series(f, &["1"], 1, ALIVE).unwrap();
         s.series(f, &["2"], 1, ALIVE).unwrap();
-        let e = s.series(f, &["3"], 1, ALIVE).unwrap_err();
-        assert_eq!(e.reason(), Reason::SeriesLimit);
-        assert!(s.series(f, &["1"], 1, ALIVE).is_ok());
+        // Beyond the limit: the overflow series, every time; counted.
+        let over = s.series(f, &["3"], 1, ALIVE).unwrap();
+        assert_eq!(s.series(f, &["4"], 1, ALIVE), Ok(over));
+        assert_eq!(s.errors(Reason::SeriesLimit), 2);
+        assert_eq!(s.find_series(f, &["__overflow__"]), Some(over));
+        assert_eq!(s.series(f, &["1"], 1, ALIVE), Ok(one));
+        assert_eq!(s.series_count(f), 2, "the overflow series is not counted");
+        // A deleted series makes room; deleting the overflow series changes no count.
+        assert!(s.delete_series(f, &["__overflow__"], 1, ALIVE));
+        assert!(s.delete_series(f, &["2"], 1, ALIVE));
+        assert_eq!(s.series_count(f), 1);
+        let three = s.series(f, &["3"], 1, ALIVE).unwrap();
+        assert_ne!(three, over);
+        // The overflow value is the family's to choose.
+        let mut spec = counter_spec("o", &["a", "b"]);
+        spec.max_series = 1;
+        spec.overflow_value = "other".into();
+        let o = s.register(&spec, 1, ALIVE).unwrap();
+        s.series(o, &["x", "y"], 1, ALIVE).unwrap();
+        let other = s.series(o, &["x", "z"], 1, ALIVE).unwrap();
+        assert_eq!(s.find_series(o, &["other", "other"]), Some(other));
     }
 
     #[test]
@@ -1313,6 +1436,7 @@ mod tests {
             histogram: Some(HistogramSpec::default()),
             max_series: 0,
             expire_s: 0,
+            overflow_value: String::new(),
             unit: String::new(),
             group: String::new(),
             quantiles: QuantileMode::Off,
@@ -1385,8 +1509,10 @@ mod tests {
         let h = s.series(f, &[] as &[&str], 1, ALIVE).unwrap();
         s.observe(h, 0.001, 1, ALIVE).unwrap();
         let c = s.register(&counter_spec("c", &["i"]), 1, ALIVE).unwrap();
+        // Fill the zone: until new label sets go to the overflow series.
         let mut i = 0;
-        while s.series(c, &[i.to_string()], 1, ALIVE).is_ok() {
+        while s.errors(Reason::ZoneFull) == 0 {
+            s.series(c, &[i.to_string()], 1, ALIVE).unwrap();
             i += 1;
         }
         assert_eq!(

@@ -326,6 +326,7 @@ pub(crate) fn own_family(
         histogram: None,
         max_series: 0,
         expire_s: 0,
+        overflow_value: String::new(),
         unit: unit.to_string(),
         group: group.to_string(),
         quantiles: crate::metrics::family::QuantileMode::Off,

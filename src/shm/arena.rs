@@ -487,11 +487,17 @@ impl<'a> Arena<'a> {
     /// Reserves `words` words for a new record and writes its first word. The bump
     /// pointer moves only after that word is written, so a render walking up to the bump
     /// pointer always finds a valid size.
-    fn alloc(&self, _held: &Guard<'_>, kind: Kind, words: usize) -> Result<Offset, Full> {
+    fn alloc(
+        &self,
+        _held: &Guard<'_>,
+        kind: Kind,
+        words: usize,
+        use_reserve: bool,
+    ) -> Result<Offset, Full> {
         let at = self.r.word(H_BUMP).load(Relaxed);
-        debug_assert!(!matches!(kind, Kind::Series) || words > 0);
         let end = at + words as u64;
-        if end > self.r.load(H_CHUNKS_AT) || words > u32::MAX as usize {
+        let limit = self.r.load(H_CHUNKS_AT) - if use_reserve { 0 } else { self.reserve() };
+        if end > limit || words > u32::MAX as usize {
             return Err(Full);
         }
         let at = at as Offset;
@@ -535,11 +541,21 @@ impl<'a> Arena<'a> {
         None
     }
 
+    /// Words at the end of the free middle that only [`make_keyed`](Self::make_keyed)
+    /// with `use_reserve` may take: room for a family's overflow series once the zone
+    /// is otherwise full (1/64 of the zone, at most 64 KB).
+    fn reserve(&self) -> u64 {
+        (self.r.len() as u64 / 64).min(8192)
+    }
+
     /// Makes a keyed record with a body of `body_words` words followed by the key, not
     /// yet published. Returns the record and the offset of its body. A series may get
     /// the block of a deleted one (freed at least [`REUSE_AFTER_MS`] before `now_ms`):
     /// its body is zeroed but for its first word, which keeps what the deleted series
     /// left there; a new block's body is all zero.
+    // One argument per fact the caller knows; a struct for them would only be built
+    // to be taken apart again here.
+    #[allow(clippy::too_many_arguments)]
     pub fn make_keyed(
         &self,
         held: &Guard<'_>,
@@ -548,6 +564,7 @@ impl<'a> Arena<'a> {
         key: &[u8],
         body_words: usize,
         now_ms: u64,
+        use_reserve: bool,
     ) -> Result<(Offset, Offset), Full> {
         if key.len() >= 1 << KEY_LEN_BITS || body_words > MAX_BODY_WORDS {
             return Err(Full);
@@ -570,7 +587,7 @@ impl<'a> Arena<'a> {
                 }
                 rec
             }
-            None => self.alloc(held, kind, words)?,
+            None => self.alloc(held, kind, words, use_reserve)?,
         };
         self.r.store(rec + R_NEXT, 0);
         self.r.store(rec + R_HASH, hash_key(owner, key));
@@ -596,7 +613,12 @@ impl<'a> Arena<'a> {
 
     /// Stores an immutable byte string, live at once (nothing refers to it yet).
     pub fn make_blob(&self, held: &Guard<'_>, bytes: &[u8]) -> Result<Offset, Full> {
-        let rec = self.alloc(held, Kind::Blob, B_DATA as usize + words_for(bytes.len()))?;
+        let rec = self.alloc(
+            held,
+            Kind::Blob,
+            B_DATA as usize + words_for(bytes.len()),
+            false,
+        )?;
         self.r.store(rec + B_LEN, bytes.len() as u64);
         self.r.write_bytes(rec + B_DATA, bytes);
         self.set_state(rec, State::Live);
@@ -628,7 +650,7 @@ impl<'a> Arena<'a> {
         }
         let low = self.r.load(H_CHUNKS_AT);
         let records_end = self.r.word(H_BUMP).load(Relaxed);
-        if low < records_end + words as u64 {
+        if low < records_end + words as u64 + self.reserve() {
             return Err(Full);
         }
         let at = (low - words as u64) as Offset;
@@ -797,7 +819,7 @@ mod tests {
         let a = Arena::format(Region::new(&mem), 0).unwrap();
         let g = a.lock(1, &|_| true);
         let (rec, body) = a
-            .make_keyed(&g, Kind::Series, 99, b"label\0value", 3, 0)
+            .make_keyed(&g, Kind::Series, 99, b"label\0value", 3, 0, false)
             .unwrap();
         assert_eq!(a.body(rec), body);
         assert_eq!(a.lookup(99, b"label\0value"), None);
@@ -822,7 +844,7 @@ mod tests {
         let recs: Vec<_> = (0..5000u32)
             .map(|i| {
                 let (rec, _) = a
-                    .make_keyed(&g, Kind::Series, 7, &i.to_le_bytes(), 1, 0)
+                    .make_keyed(&g, Kind::Series, 7, &i.to_le_bytes(), 1, 0, false)
                     .unwrap();
                 a.publish(&g, rec);
                 rec
@@ -840,12 +862,14 @@ mod tests {
         let a = Arena::format(Region::new(&mem), 0).unwrap();
         let g = a.lock(1, &|_| true);
         let mut made = 0u32;
-        while let Ok((rec, _)) = a.make_keyed(&g, Kind::Series, 1, &made.to_le_bytes(), 30, 0) {
+        while let Ok((rec, _)) =
+            a.make_keyed(&g, Kind::Series, 1, &made.to_le_bytes(), 30, 0, false)
+        {
             a.publish(&g, rec);
             made += 1;
         }
         assert_eq!(
-            a.make_keyed(&g, Kind::Series, 1, b"one more", 30, 0),
+            a.make_keyed(&g, Kind::Series, 1, b"one more", 30, 0, false),
             Err(Full)
         );
         assert!(made > 100);
@@ -863,7 +887,9 @@ mod tests {
         let a = Arena::format(Region::new(&mem), 0).unwrap();
         let rec = {
             let g = a.lock(41, &|_| true);
-            let (rec, _) = a.make_keyed(&g, Kind::Series, 1, b"k", 1, 0).unwrap();
+            let (rec, _) = a
+                .make_keyed(&g, Kind::Series, 1, b"k", 1, 0, false)
+                .unwrap();
             // Link it like `publish` does, then "die" before marking it live.
             let bucket = HEADER_WORDS + (a.r.load(rec + R_HASH) & a.bucket_mask) as Offset;
             a.r.word(bucket).store(u64::from(rec), Release);
@@ -884,14 +910,17 @@ mod tests {
         let a = Arena::format(Region::new(&mem), 0).unwrap();
         {
             let g = a.lock(41, &|_| true);
-            a.make_keyed(&g, Kind::Series, 1, b"k", 1, 0).unwrap();
+            a.make_keyed(&g, Kind::Series, 1, b"k", 1, 0, false)
+                .unwrap();
             std::mem::forget(g);
         }
         let g = a.lock(7, &|pid| pid != 41);
         assert_eq!(a.lookup(1, b"k"), None);
         assert_eq!(a.live(Kind::Series).count(), 0);
         // The key can be made again, and the abandoned copy never shadows it.
-        let (rec, _) = a.make_keyed(&g, Kind::Series, 1, b"k", 1, 0).unwrap();
+        let (rec, _) = a
+            .make_keyed(&g, Kind::Series, 1, b"k", 1, 0, false)
+            .unwrap();
         a.publish(&g, rec);
         assert_eq!(a.lookup(1, b"k"), Some(rec));
         assert_eq!(a.live(Kind::Series).collect::<Vec<_>>(), vec![rec]);
@@ -903,7 +932,9 @@ mod tests {
         let a = Arena::format(Region::new(&mem), 0).unwrap();
         let r = Region::new(&mem);
         let g = a.lock(1, &|_| true);
-        let (rec, pointer) = a.make_keyed(&g, Kind::Series, 1, b"h", 2, 0).unwrap();
+        let (rec, pointer) = a
+            .make_keyed(&g, Kind::Series, 1, b"h", 2, 0, false)
+            .unwrap();
         a.publish(&g, rec);
         let used = a.used_bytes();
         let chunk = a.chunk(&g, pointer, 64, 0).unwrap();
@@ -918,9 +949,11 @@ mod tests {
         assert_eq!(below, chunk - 64);
         assert_eq!(a.live(Kind::Series).collect::<Vec<_>>(), vec![rec]);
         // Records and chunks share the free middle: once records fill it, no chunk fits.
-        let (_, other) = a.make_keyed(&g, Kind::Series, 1, b"x", 1, 0).unwrap();
+        let (_, other) = a
+            .make_keyed(&g, Kind::Series, 1, b"x", 1, 0, false)
+            .unwrap();
         while a.make_blob(&g, &[0u8; 256]).is_ok() {}
-        assert!(a.capacity_bytes() - a.used_bytes() < 34 * 8);
+        assert!(a.capacity_bytes() - a.used_bytes() < (34 + a.reserve()) * 8);
         assert_eq!(a.chunk(&g, other, 64, 0), Err(Full));
         assert_eq!(r.load(other), 0);
     }
