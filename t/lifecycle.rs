@@ -601,3 +601,122 @@ fn label_sets_beyond_max_series_go_to_the_overflow_series() {
         .count();
     assert!((1..=2).contains(&logged), "{logged}");
 }
+
+/// A reload whose declarative file no longer has a route deletes the route's series.
+#[test]
+fn a_route_a_declarative_reload_drops_leaves_the_exposition() {
+    let dir = std::env::temp_dir().join(format!("ngxprom-lifecycle-decl-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("kong.json");
+    let write = |routes: serde_json::Value, port: u16| {
+        let doc = json!({
+            "_format_version": "3.0",
+            "services": [{
+                "name": "svc", "url": format!("http://127.0.0.1:{port}"),
+                "routes": routes,
+                "plugins": [{"name": "prometheus", "config": {"status_code_metrics": true}}],
+            }],
+        });
+        std::fs::write(&file, doc.to_string()).unwrap();
+        Command::new("chmod")
+            .arg("-R")
+            .arg("755")
+            .arg(&dir)
+            .status()
+            .unwrap();
+    };
+    // The upstream port is known once the gateway is rendered: start with a file
+    // whose service points anywhere, then rewrite and reload.
+    write(json!([{"name": "a", "paths": ["/a"]}]), 9);
+    let g = start_gateway(
+        "lifecycle-declarative",
+        &[("DECLARATIVE", file.display().to_string())],
+    );
+    write(
+        json!([{"name": "a", "paths": ["/a"]}, {"name": "b", "paths": ["/b"]}]),
+        g.upstream,
+    );
+    g.nginx.reload();
+    eventually(Duration::from_secs(10), || {
+        (get(g.proxy, "/b/").status == 200).then_some(())
+    })
+    .expect("the reload brought route b");
+    for _ in 0..5 {
+        assert_eq!(get(g.proxy, "/a/").status, 200);
+        assert_eq!(get(g.proxy, "/b/").status, 200);
+    }
+    let (text, _) = scrape(g.metrics, "/metrics");
+    assert!(text.contains("route=\"b\""), "{text}");
+    write(json!([{"name": "a", "paths": ["/a"]}]), g.upstream);
+    g.nginx.reload();
+    eventually(Duration::from_secs(10), || {
+        let (text, _) = scrape(g.metrics, "/metrics");
+        (!text.contains("route=\"b\"") && text.contains("route=\"a\"")).then_some(())
+    })
+    .expect("route b's series deleted after the reload");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The prometheus plugin's `expire`: a route's series leave once it gets no requests,
+/// and come back from zero with the next one.
+#[test]
+fn the_plugins_expire_removes_idle_routes_series() {
+    let g = start_gateway("lifecycle-plugin-expire", &[]);
+    let up = format!("http://127.0.0.1:{}", g.upstream);
+    for (path, body) in [
+        ("/services", json!({"name": "svc", "url": up})),
+        (
+            "/services/svc/routes",
+            json!({"name": "idle", "paths": ["/idle"]}),
+        ),
+        (
+            "/plugins",
+            json!({"name": "prometheus", "config": {"status_code_metrics": true, "latency_metrics": true, "expire": 1}}),
+        ),
+    ] {
+        let (status, v) = admin(g.admin, "POST", path, Some(body));
+        assert_eq!(status, 201, "{v}");
+    }
+    std::thread::sleep(Duration::from_millis(1200));
+    for _ in 0..3 {
+        assert_eq!(get(g.proxy, "/idle/").status, 200);
+    }
+    let count = |g: &Gateway| {
+        let (_, s) = scrape(g.metrics, "/metrics");
+        value(
+            &s,
+            "gateway_http_requests_total",
+            &[
+                ("service", "svc"),
+                ("route", "idle"),
+                ("code", "200"),
+                ("source", "service"),
+                ("consumer", ""),
+            ],
+        )
+    };
+    assert_eq!(count(&g), Some(3.0));
+    eventually(Duration::from_secs(15), || {
+        count(&g).is_none().then_some(())
+    })
+    .expect("the idle route's series expired");
+    let (text, _) = scrape(g.metrics, "/metrics");
+    assert!(!text.contains("route=\"idle\""), "{text}");
+    // The next request: from zero (the first request after the expiry may find its
+    // worker's handles stale: counted as stale_handle, and dropped).
+    eventually(Duration::from_secs(10), || {
+        get(g.proxy, "/idle/");
+        count(&g).map(|_| ())
+    })
+    .expect("back");
+    let n = count(&g).unwrap();
+    assert!(n <= 3.0, "{n}");
+    for _ in 0..3 {
+        assert_eq!(get(g.proxy, "/idle/").status, 200);
+    }
+    assert_eq!(
+        count(&g),
+        Some(n + 3.0),
+        "counting again from where it came back"
+    );
+}

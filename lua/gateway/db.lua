@@ -576,6 +576,48 @@ local function initial()
     return s, nil, changed
 end
 
+-- The entities whose series a reload must delete: those of the running configuration
+-- (the shared dict outlives reloads) that `s` no longer has, as the Admin API's deletes
+-- list them ({ kind, row }, targets with their upstream's name), with the running
+-- prometheus plugins' configurations. Kept in gateway_state for worker 0, which the
+-- zone is attached in (the master has no zone).
+local FORGET_KEY = "db:forget"
+local LABELLED = { "services", "routes", "consumers", "upstreams", "targets" }
+
+local function remember_dropped(s)
+    local text = config_dict():get("config")
+    local old = text and core.json_decode(text)
+    if type(old) ~= "table" then return end
+    local gone, configs = {}, {}
+    for _, kind in ipairs(LABELLED) do
+        for _, row in ipairs(old[kind] or {}) do
+            if not s[kind][row.id] then
+                local g = { kind = kind, row = row }
+                if kind == "targets" then
+                    for _, u in ipairs(old.upstreams or {}) do
+                        if row.upstream and u.id == row.upstream.id then g.upstream_name = u.name end
+                    end
+                end
+                gone[#gone + 1] = g
+            end
+        end
+    end
+    for _, p in ipairs(old.plugins or {}) do
+        if p.name == "prometheus" then configs[#configs + 1] = p.config end
+    end
+    if #gone > 0 then
+        state_dict():set(FORGET_KEY, core.json_encode({ gone = gone, configs = configs }))
+    end
+end
+
+-- (worker) The series a reload left to delete: { gone, configs } once, else nil.
+function _M.take_dropped()
+    local text = state_dict():get(FORGET_KEY)
+    if not text then return nil end
+    state_dict():delete(FORGET_KEY)
+    return core.json_decode(text)
+end
+
 local function load_and_publish()
     local s, err, persist = initial()
     if not s then return nil, err end
@@ -584,6 +626,7 @@ local function load_and_publish()
         if not ok then return nil, "cannot write the state file: " .. werr end
     end
     conf.node_id = s.node_id
+    pcall(remember_dropped, s)
     -- Versions keep counting across reloads (the dict survives them).
     return publish(s, (config_dict():get("version") or 0) + 1)
 end

@@ -27,8 +27,23 @@ function _M.init(opts)
 end
 
 function _M.init_worker()
-    require("gateway.db").init_worker()
+    local db = require "gateway.db"
+    db.init_worker()
     require("gateway.proxy").init_worker()
+    -- After a reload that dropped entities (a declarative file, an edited state
+    -- file), worker 0 deletes their series, as the Admin API's deletes do.
+    if ngx.worker.id() == 0 then
+        ngx.timer.at(0, function(premature)
+            if premature then return end
+            local dropped = db.take_dropped()
+            if not dropped then return end
+            local ok, err = pcall(require("gateway.exporter").forget, dropped.gone, dropped.configs)
+            if not ok then
+                ngx.log(ngx.ERR, "gateway: deleting the series of dropped entities: ",
+                    require("ngx_prometheus").printable(tostring(err)))
+            end
+        end)
+    end
 end
 
 function _M.access()
