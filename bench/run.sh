@@ -1052,7 +1052,7 @@ COMMENTARY=$(awk \
   echo
   echo "## Series lifecycle"
   echo
-  echo "The expiry sweep and churn, measured on the store alone (\`SWEEP_SERIES=$SWEEP_SERIES cargo test --release --lib sweep_cost_and_churn -- --ignored --nocapture\`): a pass over $SWEEP_SERIES counter series of a family with \`expire\` (batches of 10,000 records, as the sweep timer takes them), then a million label sets made 5,000 a simulated second through a 4 MB zone with \`expire = 1\` and a sweep of 10,000 records every 250 ms (freed memory is reused 3 s after the delete). \`t/lifecycle.rs\` does the same through nginx with 60,000 label sets (explicit \`del\`, and \`expire\`)."
+  echo "The expiry sweep and churn, measured on the store alone (\`SWEEP_SERIES=$SWEEP_SERIES cargo test --release --lib sweep_cost_and_churn -- --ignored --nocapture\`): a pass over $SWEEP_SERIES counter series of a family with \`expire\` (batches of 10,000 records, as the sweep timer takes them), then a million label sets made 5,000 a simulated second through a 4 MB zone with \`expire = 1\` and a sweep of 10,000 records every 250 ms (freed memory is reused 3 s after the delete). \`t/lifecycle.rs\` does the same through nginx with 1,000,000 label sets at 5,000 a second (explicit \`del\`, and \`expire\`)."
   echo
   echo "$SWEEP_TABLE"
   echo
