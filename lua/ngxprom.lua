@@ -174,6 +174,16 @@ function Family:_ensure()
     return res
 end
 
+-- A wrong number of label values (`n`) for `what`: a runtime failure, counted and
+-- logged once; returns the message.
+local function wrong_count(family, what, n)
+    count_error(family.slot, REASON.label_count)
+    local msg = "metric \"" .. family.name .. "\": " .. what .. " " .. family.nlabels
+        .. " label values, got " .. n
+    log_once(msg)
+    return msg
+end
+
 -- Resolves label values (a Lua array) to a child, caching it under `node[last]`.
 function Family:_resolve(values, n)
     local id, err = self:_ensure()
@@ -182,11 +192,7 @@ function Family:_resolve(values, n)
         return NULL, err
     end
     if n ~= self.nlabels then
-        count_error(self.slot, REASON.label_count)
-        local msg = "metric \"" .. self.name .. "\": expected " .. self.nlabels
-            .. " label values, got " .. n
-        log_once(msg)
-        return NULL, msg
+        return NULL, wrong_count(self, "expected", n)
     end
     local handle, serr, overflow = core.series(self.slot, id, values)
     if not handle then
@@ -262,11 +268,7 @@ function Family:del(...)
     if not id then return nil, err end
     local n = select("#", ...)
     if n ~= self.nlabels then
-        count_error(self.slot, REASON.label_count)
-        local msg = "metric \"" .. self.name .. "\": del expected " .. self.nlabels
-            .. " label values, got " .. n
-        log_once(msg)
-        return nil, msg
+        return nil, wrong_count(self, "del expected", n)
     end
     local values = { ... }
     -- This worker's cache forgets the child: the next labels() makes the series anew.
@@ -404,16 +406,20 @@ function Zone:render(format)
     return res
 end
 
--- Deletes the series of family `name` (if the zone has it: it is not declared here)
--- whose labels have every value of `match` ({ label = value }); returns how many. This
--- worker's children of that family are forgotten (they make their series anew if used
--- again; other workers' find theirs stale on their next update and do the same).
-function Zone:delete_labelled(name, match)
+-- Deletes the series of family `names` (a name, or a list of names: those the zone has;
+-- none is declared here) whose labels have every value of `match` ({ label = value }),
+-- in one walk over the zone; returns how many. This worker's children of those
+-- families are forgotten (they make their series anew if used again; other workers'
+-- find theirs stale on their next update and do the same).
+function Zone:delete_labelled(names, match)
     local slot, err = self:_attach()
     if not slot then return nil, err end
-    local f = self.families[name]
-    if f then f.cache, f.unlabelled = {}, nil end
-    local ok, res = pcall(core.delete_labelled, slot, name, match)
+    if type(names) == "string" then names = { names } end
+    for _, name in ipairs(names) do
+        local f = self.families[name]
+        if f then f.cache, f.unlabelled = {}, nil end
+    end
+    local ok, res = pcall(core.delete_labelled, slot, names, match)
     if not ok then error(message(res), 2) end
     return res
 end

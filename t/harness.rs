@@ -224,6 +224,25 @@ impl Nginx {
             .collect()
     }
 
+    /// Kills worker `pid` with SIGKILL and waits until the master has replaced it
+    /// (2 workers again, none of them `pid`).
+    pub fn kill_worker(&self, pid: u32) {
+        Command::new("kill")
+            .arg("-KILL")
+            .arg(pid.to_string())
+            .status()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let w = self.worker_pids();
+            if w.len() == 2 && !w.contains(&pid) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "worker {pid} was not replaced");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     pub fn wait_workers(&self, n: usize) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while self.worker_pids().len() < n {

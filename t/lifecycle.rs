@@ -328,16 +328,7 @@ fn a_worker_killed_in_the_middle_of_a_delete_wedges_nothing() {
     let r = get(a.app, "/die_deleting?k=doomed");
     assert_eq!(r.text().trim(), "0");
     let holder: u32 = r.header("x-worker").unwrap().parse().unwrap();
-    Command::new("kill")
-        .arg("-KILL")
-        .arg(holder.to_string())
-        .status()
-        .unwrap();
-    eventually(Duration::from_secs(10), || {
-        let w = a.nginx.worker_pids();
-        (w.len() == 2 && !w.contains(&holder)).then_some(())
-    })
-    .expect("worker respawned");
+    a.nginx.kill_worker(holder);
     // Making a series needs the lock: the next worker takes it over and finishes the
     // delete. Existing series count on, exactly.
     for _ in 0..10 {
@@ -364,6 +355,28 @@ fn a_worker_killed_in_the_middle_of_a_delete_wedges_nothing() {
     );
 }
 
+/// Sends label sets 1 to 1,000,000 to `path` (given `from` and `to`), 2,000 every
+/// 400 ms (5,000 a second); every batch must refuse none. Returns the zone's peak of
+/// used bytes, read after each batch.
+fn churn_a_million(a: &App, path: &str) -> f64 {
+    let mut peak = 0.0f64;
+    let started = Instant::now();
+    for batch in 0..500u64 {
+        let (from, to) = (batch * 2000 + 1, batch * 2000 + 2000);
+        let join = if path.contains('?') { '&' } else { '?' };
+        let r = get(a.app, &format!("{path}{join}from={from}&to={to}"));
+        assert_eq!(r.text().trim(), "0", "batch {batch} refused some");
+        let s =
+            parse_with_reference(&get(a.metrics, "/metrics?name=nginx_metric_zone_bytes").text());
+        peak = peak.max(used_bytes(&s));
+        let due = started + Duration::from_millis(400 * (batch + 1));
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+    }
+    peak
+}
+
 #[test]
 fn churn_through_a_small_zone_stays_within_its_bound() {
     // A million label sets through a 4 MB zone (80 MB without reuse) at about 5,000 a
@@ -371,24 +384,7 @@ fn churn_through_a_small_zone_stays_within_its_bound() {
     // the reuse delay (3 s), refuses none, and stays within the bound below.
     let a = start_app("lifecycle-churn", "4m");
     let window = 1000;
-    let mut peak = 0.0f64;
-    let started = Instant::now();
-    for batch in 0..500 {
-        let (from, to) = (batch * 2000 + 1, batch * 2000 + 2000);
-        let r = get(
-            a.app,
-            &format!("/churn?from={from}&to={to}&window={window}"),
-        );
-        assert_eq!(r.text().trim(), "0", "batch {batch} refused some");
-        let s =
-            parse_with_reference(&get(a.metrics, "/metrics?name=nginx_metric_zone_bytes").text());
-        peak = peak.max(used_bytes(&s));
-        // Pace: 2,000 label sets every 400 ms.
-        let due = started + Duration::from_millis(400 * (batch as u64 + 1));
-        if let Some(wait) = due.checked_duration_since(Instant::now()) {
-            std::thread::sleep(wait);
-        }
-    }
+    let peak = churn_a_million(&a, &format!("/churn?window={window}"));
     let (_, s) = scrape(a.metrics, "/metrics");
     let live: Vec<&Sample> = s.iter().filter(|x| x.name == "lc_churn_total").collect();
     assert_eq!(live.len(), window);
@@ -551,20 +547,7 @@ fn churn_with_expire_through_a_small_zone_stays_within_its_bound() {
     // by the application: the sweep deletes each a second or two after its only
     // update, and their memory is reused 3 s later.
     let a = start_app("lifecycle-expire-churn", "4m");
-    let mut peak = 0.0f64;
-    let started = Instant::now();
-    for batch in 0..500 {
-        let (from, to) = (batch * 2000 + 1, batch * 2000 + 2000);
-        let r = get(a.app, &format!("/exp_churn?from={from}&to={to}"));
-        assert_eq!(r.text().trim(), "0", "batch {batch} refused some");
-        let s =
-            parse_with_reference(&get(a.metrics, "/metrics?name=nginx_metric_zone_bytes").text());
-        peak = peak.max(used_bytes(&s));
-        let due = started + Duration::from_millis(400 * (batch as u64 + 1));
-        if let Some(wait) = due.checked_duration_since(Instant::now()) {
-            std::thread::sleep(wait);
-        }
-    }
+    let peak = churn_a_million(&a, "/exp_churn");
     let (_, s) = scrape(a.metrics, "/metrics");
     assert_eq!(errors(&s, "zone_full"), 0.0);
     let live = s.iter().filter(|x| x.name == "lc_exp_churn_total").count();

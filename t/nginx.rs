@@ -765,16 +765,7 @@ fn a_killed_worker_loses_nothing_recorded() {
     let a = start_app("kill", "8m", "");
     hit(a.app, 40, 4);
     let victim = a.nginx.worker_pids()[0];
-    Command::new("kill")
-        .arg("-KILL")
-        .arg(victim.to_string())
-        .status()
-        .unwrap();
-    eventually(Duration::from_secs(10), || {
-        let w = a.nginx.worker_pids();
-        (w.len() == 2 && !w.contains(&victim)).then_some(())
-    })
-    .expect("master respawns the worker");
+    a.nginx.kill_worker(victim);
     hit(a.app, 40, 4);
     let (_, samples) = scrape(a.metrics, "/metrics");
     assert_eq!(value(&samples, "test_requests_total", &[]), Some(80.0));
@@ -798,16 +789,7 @@ fn a_worker_dying_with_the_zone_lock_does_not_wedge_the_others() {
     let r = get(a.app, "/seize");
     assert_eq!(r.text().trim(), "0");
     let holder: u32 = r.header("x-worker").unwrap().parse().unwrap();
-    Command::new("kill")
-        .arg("-KILL")
-        .arg(holder.to_string())
-        .status()
-        .unwrap();
-    eventually(Duration::from_secs(10), || {
-        let w = a.nginx.worker_pids();
-        (w.len() == 2 && !w.contains(&holder)).then_some(())
-    })
-    .expect("worker respawned");
+    a.nginx.kill_worker(holder);
     // New series need the lock: every worker must get it back.
     for round in 0..4 {
         let from = 100 + round * 10;

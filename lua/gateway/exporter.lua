@@ -307,11 +307,16 @@ local LABELS = {
 -- { kind, row } (targets need their upstream: `upstream_name`). Returns how many
 -- series were deleted.
 function _M.forget(gone, configs)
+    -- Family name -> its labels, as a set.
     local families = {}
     local namings = { { naming = "kong" }, { naming = "prometheus", namespace = "gateway" } }
     for _, c in ipairs(configs or {}) do namings[#namings + 1] = c end
     for _, c in ipairs(namings) do
-        for _, d in ipairs((descriptors(c))) do families[d.name] = d.labels or {} end
+        for _, d in ipairs((descriptors(c))) do
+            local labels = {}
+            for _, l in ipairs(d.labels or {}) do labels[l] = true end
+            families[d.name] = labels
+        end
     end
     local deleted = 0
     for _, g in ipairs(gone) do
@@ -323,18 +328,13 @@ function _M.forget(gone, configs)
             match = { [label] = value }
         end
         if match then
+            local names = {}
             for name, labels in pairs(families) do
                 local has_all = true
-                for label in pairs(match) do
-                    local found = false
-                    for _, l in ipairs(labels) do found = found or l == label end
-                    has_all = has_all and found
-                end
-                if has_all then
-                    local n = zone:delete_labelled(name, match)
-                    deleted = deleted + (n or 0)
-                end
+                for label in pairs(match) do has_all = has_all and labels[label] == true end
+                if has_all then names[#names + 1] = name end
             end
+            deleted = deleted + (zone:delete_labelled(names, match) or 0)
         end
     end
     return deleted

@@ -115,7 +115,7 @@ end
 -- `%20`, `%3F`, `%2F` and `%0D%0A` reach the upstream as escapes, never as raw bytes
 -- that would end the request line or start a header.
 
-local byte, char, fmt = string.byte, string.char, string.format
+local byte, fmt = string.byte, string.format
 
 -- RFC 3986 pchar plus "/": what may stand unescaped in a path.
 local UNSAFE = "[^%w%-%._~!$&'()*+,;=:@/]"
@@ -142,9 +142,6 @@ local function escape(decoded)
     return (decoded:gsub(UNSAFE, escape_byte))
 end
 
-local function unescape(raw)
-    return (raw:gsub("%%(%x%x)", function(hex) return char(tonumber(hex, 16)) end))
-end
 
 -- The escaped form of `uri:sub(skip + 1)` (what is left of the decoded path after the
 -- route's prefix): taken from the raw request path when decoding it gives `uri`
@@ -157,7 +154,7 @@ local function escaped_rest(uri, skip)
         if raw == uri then return reescape(raw:sub(skip + 1)) end
         return escape(uri:sub(skip + 1))
     end
-    if unescape(raw) ~= uri then return escape(uri:sub(skip + 1)) end
+    if router_mod.unescape(raw) ~= uri then return escape(uri:sub(skip + 1)) end
     local i = 1
     for _ = 1, skip do
         i = i + (byte(raw, i) == 37 and 3 or 1)

@@ -13,10 +13,12 @@ local sub, find, lower = string.sub, string.find, string.lower
 local _M = {}
 local Router = {}
 
+-- `p` with its %XX escapes decoded (what nginx's `$uri` holds for a path).
 local function unescape(p)
     if not find(p, "%", 1, true) then return p end
     return (p:gsub("%%(%x%x)", function(hex) return string.char(tonumber(hex, 16)) end))
 end
+_M.unescape = unescape
 Router.__index = Router
 
 -- Adds candidate `c` to `list`, keeping routes with methods first and, within each

@@ -321,32 +321,49 @@ fn module(lua: &Lua) -> LuaResult<Table> {
         })?,
     )?;
 
-    // delete_labelled(slot, family_name, {label = value, ...}) -> how many series of the
-    // family (if it exists; it is not made) carry all those label values were deleted
+    // delete_labelled(slot, {family names}, {label = value, ...}) -> how many series of
+    // those families (the ones the zone has; none is made) that carry all those label
+    // values were deleted, in one walk over the zone
     m.set(
         "delete_labelled",
-        lua.create_function(|_, (slot, name, wanted): (usize, String, Table)| {
+        lua.create_function(|_, (slot, names, wanted): (usize, Vec<String>, Table)| {
             let store = store_of(slot)?;
-            let Some(f) = store.family_by_name(&name) else {
-                return Ok(0);
-            };
-            let spec = store.spec(f);
-            let mut want: Vec<(usize, Vec<u8>)> = Vec::new();
+            let mut wanted_values: Vec<(String, Vec<u8>)> = Vec::new();
             for pair in wanted.pairs::<String, mlua::LuaString>() {
                 let (label, value) = pair?;
-                match spec.label_names.iter().position(|l| *l == label) {
-                    Some(i) => want.push((i, value.as_bytes().to_vec())),
-                    // The family has no such label: none of its series carry it.
-                    None => return Ok(0),
+                wanted_values.push((label, value.as_bytes().to_vec()));
+            }
+            // Per family: the positions of the wanted labels. A family without one of
+            // them has no series that carries it.
+            let mut positions: std::collections::HashMap<u32, Vec<(usize, &[u8])>> =
+                Default::default();
+            for name in &names {
+                let Some(f) = store.family_by_name(name) else {
+                    continue;
+                };
+                let labels = store.spec(f).label_names;
+                let at: Option<Vec<(usize, &[u8])>> = wanted_values
+                    .iter()
+                    .map(|(label, value)| {
+                        let i = labels.iter().position(|l| l == label)?;
+                        Some((i, value.as_slice()))
+                    })
+                    .collect();
+                if let Some(at) = at {
+                    positions.insert(f.id, at);
                 }
             }
-            let doomed = |key: &[u8]| {
+            if positions.is_empty() {
+                return Ok(0);
+            }
+            let doomed = |owner: u32, key: &[u8]| {
+                let want = &positions[&owner];
                 let values: Vec<&[u8]> = crate::metrics::store::decode_key(key).collect();
-                want.iter()
-                    .all(|(i, v)| values.get(*i) == Some(&v.as_slice()))
+                want.iter().all(|(i, v)| values.get(*i) == Some(v))
             };
-            Ok(store.delete_where(
-                f,
+            let ids: Vec<u32> = positions.keys().copied().collect();
+            Ok(store.delete_matching(
+                &ids,
                 zone::my_pid(),
                 &zone::alive,
                 crate::metrics::store::now_ms(),

@@ -937,8 +937,7 @@ impl<'a> Store<'a> {
     }
 
     /// Deletes every series of `f` whose label values `doomed` says so (given them as
-    /// the encoded key, see [`decode_key`]); returns how many. One walk over the zone,
-    /// under the lock.
+    /// the encoded key, see [`decode_key`]); returns how many.
     pub fn delete_where(
         &self,
         f: Family,
@@ -947,15 +946,33 @@ impl<'a> Store<'a> {
         now: u64,
         doomed: impl Fn(&[u8]) -> bool,
     ) -> u64 {
+        self.delete_matching(&[f.id], me, alive, now, |_, key| doomed(key))
+    }
+
+    /// Deletes every series of the families `ids` for which `doomed(family id, encoded
+    /// key)` holds; returns how many. One walk over the zone, under the lock, however
+    /// many families.
+    pub fn delete_matching(
+        &self,
+        ids: &[Offset],
+        me: u32,
+        alive: Liveness<'_>,
+        now: u64,
+        doomed: impl Fn(Offset, &[u8]) -> bool,
+    ) -> u64 {
         let g = self.lock(me, alive);
         let mut key = Vec::new();
         let recs: Vec<Offset> = self
             .arena
             .live(Kind::Series)
             .filter(|&rec| {
+                let owner = self.arena.owner(rec);
+                if !ids.contains(&owner) {
+                    return false;
+                }
                 key.clear();
                 self.arena.read_key(rec, &mut key);
-                self.arena.owner(rec) == f.id && doomed(&key)
+                doomed(owner, &key)
             })
             .collect();
         for &rec in &recs {
@@ -980,10 +997,7 @@ impl<'a> Store<'a> {
         .map(|values| self.arena.record_of_body(values - S_VALUES)) else {
             return false;
         };
-        let tag_at = self.arena.body(rec) + S_TAG;
-        r.store(tag_at, value::dead_tag(r.load(tag_at)));
-        self.arena.set_deleting(&g, rec);
-        self.arena.unlink(&g, rec);
+        self.begin_delete(&g, rec);
         std::mem::forget(g);
         true
     }
@@ -1084,6 +1098,18 @@ impl<'a> Store<'a> {
         self.delete_where(f, me, alive, now_ms(), |_| true)
     }
 
+    /// The first half of a delete: the series' handles dead, the record marked as the
+    /// delete in progress (for a takeover), then unlinked.
+    fn begin_delete(&self, g: &Guard<'_>, rec: Offset) {
+        let tag_word = self.region().word(self.arena.body(rec) + S_TAG);
+        let tag = tag_word.load(Relaxed);
+        if value::is_live_tag(tag) {
+            tag_word.store(value::dead_tag(tag), Release);
+        }
+        self.arena.set_deleting(g, rec);
+        self.arena.unlink(g, rec);
+    }
+
     /// Deletes series record `rec`, or finishes its delete after a takeover: every step
     /// can be done again. The order keeps a process that dies on the way harmless: its
     /// handles are dead first; then it is marked as the delete in progress, unlinked,
@@ -1091,14 +1117,9 @@ impl<'a> Store<'a> {
     fn delete_locked(&self, g: &Guard<'_>, rec: Offset, now: u64) {
         let r = self.region();
         let body = self.arena.body(rec);
-        let tag = r.load(body + S_TAG);
-        if value::is_live_tag(tag) {
-            r.word(body + S_TAG).store(value::dead_tag(tag), Release);
-        }
-        self.arena.set_deleting(g, rec);
         let family = self.family_at(self.arena.owner(rec));
         let was_live = self.arena.is_published(rec);
-        self.arena.unlink(g, rec);
+        self.begin_delete(g, rec);
         if family.metric_type == MetricType::Histogram {
             let (pointers, slots) = histogram::chunk_words(&r, body + S_VALUES);
             for pointer in pointers {
