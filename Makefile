@@ -1,15 +1,38 @@
 # Two commands set everything up on a fresh Debian 12 machine (as root):
 #   make run    build the module and run the demo gateway with metrics (foreground)
 #   make test   build everything and pass every test (unit, lint, integration)
+#
+# NGINX_BIN=<binary> picks the nginx that build, run, integration and bench use (default:
+# Debian's, from PATH); scripts/nginx-env.sh derives the rest (its tree, the lua
+# load_module lines, the module's path). `make test` runs the suites against that nginx
+# and then against the OpenResty-style build (nginx 1.30 with lua-nginx-module compiled
+# in, made by scripts/openresty-style.sh), e.g.
+#   NGINX_BIN=.build/openresty-style/sbin/nginx make run
 SHELL := /bin/bash
-MODULE := target/release/libngx_prometheus.so
+NGINX_BIN ?= nginx
+export NGINX_BIN
+OPENRESTY_STYLE := $(CURDIR)/.build/openresty-style/sbin/nginx
+OPENRESTY_STYLE_STATIC := $(CURDIR)/.build/openresty-style-static/sbin/nginx
 
-.PHONY: run test build setup setup-test unit lint integration bench bench-smoke clean
+.PHONY: run test build setup setup-test unit unit-nginx lint integration test-openresty-style \
+	test-openresty-style-static bench bench-smoke clean
 
 run: setup build
 	./scripts/run.sh
 
-test: setup-test build lint unit integration bench-smoke
+test: setup-test build lint unit integration bench-smoke test-openresty-style \
+	test-openresty-style-static
+
+# The build-specific parts of `test` again, against the OpenResty-style nginx.
+test-openresty-style:
+	$(MAKE) --no-print-directory NGINX_BIN=$(OPENRESTY_STYLE) setup-test build unit-nginx integration
+
+# The same nginx with LuaJIT linked into its binary: the module's lua_* symbols must
+# resolve from the executable itself. The core suite (t/nginx.rs) only.
+test-openresty-style-static:
+	$(MAKE) --no-print-directory NGINX_BIN=$(OPENRESTY_STYLE_STATIC) setup-test build
+	@echo "== integration suite t/nginx.rs on $$(NGINX_BIN=$(OPENRESTY_STYLE_STATIC) ./scripts/nginx-env.sh | sed -n 's/^DESCRIPTION=//p')"
+	NGINX_BIN=$(OPENRESTY_STYLE_STATIC) cargo test --release --locked --test nginx -- --test-threads=2
 
 setup:
 	./scripts/setup.sh run
@@ -18,16 +41,21 @@ setup-test:
 	./scripts/setup.sh test
 
 build:
-	cargo build --release --locked
+	./scripts/cargo-for-nginx.sh build --release --locked
 
 unit:
 	cargo test --release --locked --lib
+
+# The unit tests that depend on the nginx tree (struct layouts), for $(NGINX_BIN)'s tree.
+unit-nginx:
+	./scripts/cargo-for-nginx.sh test --release --locked --lib bitfield::
 
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --release --locked --all-targets -- -D warnings
 
 integration:
+	@echo "== integration suites on $$(./scripts/nginx-env.sh | sed -n 's/^DESCRIPTION=//p')"
 	cargo test --release --locked --test nginx --test admin --test gateway --test endpoint --test access --test identity --test push --test security --test lifecycle -- --test-threads=2
 
 bench: setup-test build

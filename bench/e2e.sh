@@ -56,7 +56,7 @@ http {
     }
 }
 CONF
-nginx -p "$BARE" -c "$BARE/nginx.conf"
+"$NGINX_BIN" -p "$BARE" -c "$BARE/nginx.conf"
 sleep 1
 
 PLUGIN=$(curl -fsS "localhost:$ADMIN/plugins" | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"][0]["id"])')

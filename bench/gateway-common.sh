@@ -1,6 +1,11 @@
 # Sourced by the gateway benchmarks (e2e.sh, routing.sh): ports, the gateway of
 # nginx/gateway.conf started in a prefix, worker CPU from /proc, wrk's summary, medians.
 
+# The nginx to measure: $NGINX_BIN (default Debian's); scripts/render-conf.sh copies the
+# module built for it.
+NGINX_BIN=$("$ROOT/scripts/nginx-env.sh" | sed -n 's/^NGINX_BIN=//p')
+[ -n "$NGINX_BIN" ] || { echo "scripts/nginx-env.sh failed" >&2; exit 1; }
+
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # start_gateway PREFIX PROXY ADMIN METRICS UPSTREAM: nginx/gateway.conf, access log off
@@ -9,7 +14,7 @@ start_gateway() {
   "$ROOT/scripts/render-conf.sh" nginx/gateway.conf "$1" PROXY_PORT="$2" ADMIN_PORT="$3" \
     METRICS_PORT="$4" UPSTREAM_PORT="$5"
   sed -i "s|access_log $1/logs/access.log;|access_log off;|" "$1/nginx.conf"
-  nginx -p "$1" -c "$1/nginx.conf"
+  "$NGINX_BIN" -p "$1" -c "$1/nginx.conf"
 }
 
 workers_cpu() {  # utime+stime of the workers of the nginx whose prefix is $1, in clock ticks

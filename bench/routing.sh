@@ -53,7 +53,7 @@ chmod 644 "$GW/few.json" "$GW/many.json"
 use() {  # few|many: that state, loaded by a reload
   cp "$GW/$1.json" "$STATE"
   chown --reference="$GW/state" "$STATE" 2>/dev/null || true
-  nginx -p "$GW" -c "$GW/nginx.conf" -s reload 2>/dev/null
+  "$NGINX_BIN" -p "$GW" -c "$GW/nginx.conf" -s reload 2>/dev/null
   sleep 2
   curl -fsS -o /dev/null "http://127.0.0.1:$PROXY/nomatch/x" || { log "no answer with $1"; exit 1; }
 }

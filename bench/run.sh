@@ -75,14 +75,19 @@ MEM_ZONE_MB=$([ "$SMOKE" = 1 ] && echo 16 || echo 64)
 log() { printf 'bench: %s\n' "$*" >&2; }
 die() { log "FAILED: $*"; exit 1; }
 
-for c in nginx curl awk sort shuf; do command -v "$c" >/dev/null || die "$c is not installed"; done
-MODULE="$ROOT/target/release/libngx_prometheus.so"
+for c in curl awk sort shuf; do command -v "$c" >/dev/null || die "$c is not installed"; done
+# The nginx to measure: $NGINX_BIN (default Debian's), with the module built for it.
+ENV_LINES=$("$ROOT/scripts/nginx-env.sh") || die "scripts/nginx-env.sh failed"
+NGINX_BIN=$(sed -n 's/^NGINX_BIN=//p' <<<"$ENV_LINES")
+MODULE=$(sed -n 's/^MODULE=//p' <<<"$ENV_LINES")
 [ -f "$MODULE" ] || die "$MODULE is missing: run 'make build' first"
-[ -f /usr/lib/nginx/modules/ngx_http_lua_module.so ] || die "libnginx-mod-http-lua is not installed"
+log "$(sed -n 's/^DESCRIPTION=//p' <<<"$ENV_LINES")"
 
 # LuaJIT's jit/v.lua (libluajit2-5.1-common); without it, aborts are not checked.
 JITDIR=""
-for f in /usr/share/luajit*/jit/v.lua /usr/local/share/luajit*/jit/v.lua; do
+# The LuaJIT of an OpenResty-style build first (its jit/ must match its VM).
+for f in "$(dirname "$NGINX_BIN")"/../luajit/share/luajit*/jit/v.lua /usr/share/luajit*/jit/v.lua \
+         /usr/local/share/luajit*/jit/v.lua; do
   [ -f "$f" ] && { JITDIR=$(dirname "$(dirname "$f")"); break; }
 done
 
@@ -145,12 +150,12 @@ mkdir -p "$PREFIX/jit"
 if [ "$(id -u)" = 0 ]; then chown nobody:nogroup "$PREFIX/jit"; fi
 chmod 755 "$PREFIX/jit"
 
-nginx -t -q -p "$PREFIX" -c "$PREFIX/nginx.conf" -e "$PREFIX/logs/error.log" || die "nginx -t"
+"$NGINX_BIN" -t -q -p "$PREFIX" -c "$PREFIX/nginx.conf" -e "$PREFIX/logs/error.log" || die "nginx -t"
 # Shared memory in use system-wide, before and after the start: how much of the zones
 # nginx made resident at once (noisy if other processes allocate shared memory meanwhile).
 shmem_kb() { awk '/^Shmem:/ {print $2}' /proc/meminfo; }
 SHMEM0=$(shmem_kb); START_T0=$(date +%s%N)
-nginx -p "$PREFIX" -c "$PREFIX/nginx.conf" -e "$PREFIX/logs/error.log" || die "nginx did not start"
+"$NGINX_BIN" -p "$PREFIX" -c "$PREFIX/nginx.conf" -e "$PREFIX/logs/error.log" || die "nginx did not start"
 START_S=$(awk -v a="$START_T0" -v b="$(date +%s%N)" 'BEGIN{printf "%.2f", (b - a) / 1e9}')
 SHMEM_START_MB=$(( ($(shmem_kb) - SHMEM0) / 1024 ))
 for _ in $(seq 100); do [ -s "$PREFIX/nginx.pid" ] && break; sleep 0.05; done
@@ -474,7 +479,7 @@ else
     JITDIR="${JITDIR:-$ROOT/bench}" SCRAPE_ZONE=1m SIZES_ZONE=1m MEM_ZONE=1m USER="#" >/dev/null
   sed -i 's/bench_knyar 96m/bench_knyar 1m/' "$CGP/nginx.conf"
   mkdir -p "$CGP/jit"
-  valgrind --tool=callgrind --callgrind-out-file="$CGP/cg.out.%p" nginx -p "$CGP" -c "$CGP/nginx.conf" \
+  valgrind --tool=callgrind --callgrind-out-file="$CGP/cg.out.%p" "$NGINX_BIN" -p "$CGP" -c "$CGP/nginx.conf" \
     -e "$CGP/logs/error.log" -g 'daemon off; master_process off;' >"$CGP/valgrind.log" 2>&1 &
   CG_JOB=$!
   CGB="http://127.0.0.1:$CGPORT"
@@ -983,7 +988,7 @@ echo
 
 # --- BENCHMARKS.md (full mode only) -------------------------------------------------------
 CPU=$(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)
-NGINX_V=$(nginx -v 2>&1 | sed 's|.*nginx/||')
+NGINX_V=$(sed -n 's/^NGINX_VERSION=//p' <<<"$ENV_LINES")
 NGX_LUA_V=$(dpkg-query -W -f='${Version}' libnginx-mod-http-lua 2>/dev/null || echo "?")
 COMMENTARY=$(awk \
   -v inc="${MED[hot:ours_inc]}" -v linc="${MED[hot:ours_labels_inc]}" -v ffi="${MED[hot:ffi_inc]}" \

@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
 # render-conf.sh TEMPLATE PREFIX [KEY=VALUE...]: writes PREFIX/nginx.conf (and PREFIX/seed.json) from templates
-# in nginx/, with the module copied to PREFIX/lib/ngx_prometheus.so (the name Lua's
-# `require "ngx_prometheus"` looks for). Used by `make run`.
+# in nginx/, with the module built for $NGINX_BIN (scripts/nginx-env.sh) copied to
+# PREFIX/lib/ngx_prometheus.so (the name Lua's `require "ngx_prometheus"` looks for).
+# Used by `make run` and bench/.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 TEMPLATE=$1; PREFIX=$2; shift 2
+# The nginx in use ($NGINX_BIN, default Debian's): its lua load lines and our module.
+ENV_LINES=$("$ROOT/scripts/nginx-env.sh")
+declare -A E=()
+while IFS='=' read -r k v; do E[$k]=$v; done <<<"$ENV_LINES"
 declare -A V=(
   [MODULE]="$PREFIX/lib/ngx_prometheus.so" [ROOT]="$ROOT" [PREFIX]="$PREFIX" [LIBDIR]="$PREFIX/lib"
+  [LOAD_LUA]="${E[LOAD_LUA]}"
   [PROXY_PORT]=8000 [ADMIN_PORT]=8001 [UPSTREAM_PORT]=8081 [METRICS_PORT]=9542 [WORKERS]=2 [USER]=""
   [DECLARATIVE]="" [SEED]="$PREFIX/seed.json"
 )
@@ -17,7 +23,8 @@ mkdir -p "$PREFIX"/{logs,lib,tmp,state}
 chmod 755 "$PREFIX" "$PREFIX"/{logs,lib,tmp,state}
 # The gateway's workers write its state (Admin API changes) under state/.
 if [ "$(id -u)" = 0 ]; then chown nobody:nogroup "$PREFIX/state"; fi
-install -m 755 "$ROOT/target/release/libngx_prometheus.so" "$PREFIX/lib/ngx_prometheus.so"
+[ -f "${E[MODULE]}" ] || { echo "render-conf: ${E[MODULE]} is missing: run make build" >&2; exit 1; }
+install -m 755 "${E[MODULE]}" "$PREFIX/lib/ngx_prometheus.so"
 sed_args=()
 for k in "${!V[@]}"; do sed_args+=(-e "s|@$k@|${V[$k]}|g"); done
 sed "${sed_args[@]}" "$ROOT/$TEMPLATE" >"$PREFIX/nginx.conf"

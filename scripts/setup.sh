@@ -41,7 +41,7 @@ fi
 
 # A configured nginx tree: nginx-dev ships sources without objs/.
 SRC=${NGINX_SOURCE_DIR:-$PWD/.build/nginx}
-NGINX_VERSION=$(nginx -v 2>&1 | sed 's|.*nginx/||')
+NGINX_VERSION=$(/usr/sbin/nginx -v 2>&1 | sed 's|.*nginx/||')
 if [ ! -f "$SRC/objs/ngx_auto_config.h" ] || [ "$(cat "$SRC/.version" 2>/dev/null)" != "$NGINX_VERSION" ]; then
   echo "setup: configuring nginx $NGINX_VERSION sources in $SRC"
   rm -rf "$SRC"; mkdir -p "$(dirname "$SRC")"
@@ -50,6 +50,13 @@ if [ ! -f "$SRC/objs/ngx_auto_config.h" ] || [ "$(cat "$SRC/.version" 2>/dev/nul
     { echo "setup: nginx configure failed, see $SRC/configure.log" >&2; exit 1; }
   echo "$NGINX_VERSION" >"$SRC/.version"
 fi
+
+# An OpenResty-style nginx named by NGINX_BIN= (make test-openresty-style, or
+# NGINX_BIN=.build/openresty-style/sbin/nginx make run) is built from ../shared/vendor.
+case "${NGINX_BIN:-}" in
+  *openresty-style-static/sbin/nginx) ./scripts/openresty-style.sh static ;;
+  *openresty-style/sbin/nginx) ./scripts/openresty-style.sh dynamic ;;
+esac
 
 # Rust toolchain components used by the checks.
 if [ "$ROLE" = test ]; then

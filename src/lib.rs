@@ -6,10 +6,12 @@
 //!
 //! Layers, from the bottom: [`shm`] (the zone as atomic words), [`metrics`] (families,
 //! series, values), [`exposition`] (text format), [`access`] (CIDR rules), [`auth`] (credentials, trusted proxies); then the
-//! glue: `nginx` and `lua`, the only modules that talk to C.
+//! glue: `nginx` and `lua`, the only modules that talk to C. [`bitfield`] reads and
+//! writes nginx structs' bitfields for the glue where the C compiler put them.
 
 pub mod access;
 pub mod auth;
+pub mod bitfield;
 pub mod exposition;
 pub mod identity;
 pub mod metrics;

@@ -277,7 +277,9 @@ fn credentials_file_errors_fail_the_configuration() {
         .status()
         .unwrap();
     let out = Command::new("runuser")
-        .args(["-u", "nobody", "--", "nginx", "-t", "-p"])
+        .args(["-u", "nobody", "--"])
+        .arg(&harness::build().nginx)
+        .args(["-t", "-p"])
         .arg(&q)
         .arg("-c")
         .arg(q.join("nginx.conf"))

@@ -1098,7 +1098,7 @@ fn failed_start(name: &str, vars: &[(&str, String)]) -> String {
     let prefix = harness::prefix(name);
     let (conf, _) = harness::render_gateway(&prefix, vars);
     std::fs::write(prefix.join("nginx.conf"), conf).unwrap();
-    let out = Command::new("nginx")
+    let out = harness::nginx_command()
         .arg("-p")
         .arg(&prefix)
         .arg("-c")

@@ -15,17 +15,59 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The module built for this profile: `target/<profile>/libngx_prometheus.so`.
-pub fn module_path() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().unwrap().parent().unwrap();
-    let so = profile_dir.join("libngx_prometheus.so");
-    assert!(
-        so.exists(),
-        "{} missing: run `cargo build --release` first",
-        so.display()
-    );
-    so
+/// The nginx under test and what goes with it, from `scripts/nginx-env.sh` (one rule
+/// for the Makefile, scripts and tests): `NGINX_BIN=<binary>` picks it, default Debian's.
+pub struct Build {
+    /// The binary every test runs.
+    pub nginx: PathBuf,
+    /// The version `nginx -v` reports.
+    pub version: String,
+    /// The `load_module` lines the lua module needs first (empty when compiled in).
+    pub load_lua: String,
+    /// The module built against this nginx's tree.
+    pub module: PathBuf,
+    pub description: String,
+}
+
+pub fn build() -> &'static Build {
+    static BUILD: std::sync::OnceLock<Build> = std::sync::OnceLock::new();
+    BUILD.get_or_init(|| {
+        let out = Command::new(root().join("scripts/nginx-env.sh"))
+            .output()
+            .expect("scripts/nginx-env.sh runs");
+        assert!(
+            out.status.success(),
+            "scripts/nginx-env.sh: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        let get = |key: &str| -> String {
+            text.lines()
+                .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+                .unwrap_or_else(|| panic!("scripts/nginx-env.sh printed no {key}"))
+                .to_string()
+        };
+        let b = Build {
+            nginx: get("NGINX_BIN").into(),
+            version: get("NGINX_VERSION"),
+            load_lua: get("LOAD_LUA"),
+            module: get("MODULE").into(),
+            description: get("DESCRIPTION"),
+        };
+        assert!(
+            b.module.exists(),
+            "{} missing: run `make build` (NGINX_BIN={}) first",
+            b.module.display(),
+            b.nginx.display()
+        );
+        eprintln!("harness: {}", b.description);
+        b
+    })
+}
+
+/// A command running the nginx under test.
+pub fn nginx_command() -> Command {
+    Command::new(&build().nginx)
 }
 
 /// A port nobody listens on right now, never handed out before in this process.
@@ -76,8 +118,7 @@ pub fn config(prefix: &Path, http: &str) -> String {
         ""
     };
     format!(
-        r#"load_module /usr/lib/nginx/modules/ndk_http_module.so;
-load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;
+        r#"{load_lua}
 load_module {prefix}/lib/ngx_prometheus.so;
 {user}
 worker_processes 2;
@@ -98,6 +139,7 @@ http {{
 "#,
         prefix = prefix.display(),
         root = root().display(),
+        load_lua = build().load_lua,
     )
 }
 
@@ -120,7 +162,7 @@ pub fn prefix(name: &str) -> PathBuf {
     for d in ["logs", "lib", "tmp"] {
         std::fs::create_dir_all(p.join(d)).unwrap();
     }
-    std::fs::copy(module_path(), p.join("lib/ngx_prometheus.so")).unwrap();
+    std::fs::copy(&build().module, p.join("lib/ngx_prometheus.so")).unwrap();
     std::fs::create_dir_all(p.join("state")).unwrap();
     Command::new("chmod")
         .args(["-R", "755"])
@@ -143,7 +185,7 @@ pub fn nginx_t(name: &str, http: &str) -> Result<String, String> {
     let p = prefix(name);
     let conf = config(&p, http);
     std::fs::write(p.join("nginx.conf"), &conf).unwrap();
-    let out = Command::new("nginx")
+    let out = nginx_command()
         .arg("-t")
         .arg("-p")
         .arg(&p)
@@ -182,7 +224,7 @@ impl Nginx {
     }
 
     fn nginx(&self, extra: &[&str]) -> std::process::Output {
-        Command::new("nginx")
+        nginx_command()
             .arg("-p")
             .arg(&self.prefix)
             .arg("-c")
@@ -447,6 +489,69 @@ pub fn request_full(
     parse_response(&raw)
 }
 
+/// Sends `requests` (method, path, body) back to back on one HTTP/1.1 connection, the
+/// last with `Connection: close`, from `from`; returns the responses in order, each
+/// body cut by its Content-Length (none for HEAD), and the bytes after the last one.
+pub fn pipelined(
+    from: Option<IpAddr>,
+    port: u16,
+    requests: &[(&str, &str, &[u8])],
+) -> (Vec<Response>, Vec<u8>) {
+    let to = SocketAddr::from(([127, 0, 0, 1], port));
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    if let Some(ip) = from {
+        socket.bind(&SocketAddr::new(ip, 0).into()).unwrap();
+    }
+    socket.connect(&to.into()).unwrap();
+    let mut stream: TcpStream = socket.into();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut out = Vec::new();
+    for (i, (method, path, body)) in requests.iter().enumerate() {
+        let close = if i + 1 == requests.len() {
+            "Connection: close\r\n"
+        } else {
+            ""
+        };
+        out.extend_from_slice(
+            format!(
+                "{method} {path} HTTP/1.1\r\nHost: localhost\r\n{close}Content-Length: {}\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
+        );
+        out.extend_from_slice(body);
+    }
+    // One write: nginx finds the later requests already buffered (r->pipeline).
+    stream.write_all(&out).unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    let mut responses = Vec::new();
+    let mut rest = &raw[..];
+    for (method, _, _) in requests {
+        let Some(split) = rest.windows(4).position(|w| w == b"\r\n\r\n") else {
+            break;
+        };
+        if !rest.starts_with(b"HTTP/1.") {
+            break; // not an answer: what is left is returned as such
+        }
+        let head = parse_response(&rest[..split + 4]);
+        let len = match head.header("content-length") {
+            Some(_) if *method == "HEAD" => 0,
+            Some(n) => n.parse().unwrap(),
+            None => 0,
+        };
+        let end = (split + 4 + len).min(rest.len());
+        responses.push(Response {
+            body: rest[split + 4..end].to_vec(),
+            ..head
+        });
+        rest = &rest[end..];
+    }
+    (responses, rest.to_vec())
+}
+
 pub fn parse_response(raw: &[u8]) -> Response {
     let split = raw
         .windows(4)
@@ -647,6 +752,7 @@ pub fn render_template(template: &str, prefix: &Path, vars: &[(&str, String)]) -
         ("LIBDIR", prefix.join("lib").display().to_string()),
         ("WORKERS", "2".into()),
         ("USER", user.into()),
+        ("LOAD_LUA", build().load_lua.clone()),
     ];
     for (k, val) in vars {
         v.retain(|(key, _)| key != k);

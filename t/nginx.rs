@@ -303,6 +303,59 @@ fn histogram_buckets_and_quantiles_agree_with_hdrhistogram() {
     }
 }
 
+/// Pipelined on one connection, each request gets its own whole answer: a HEAD's has
+/// no body, a refused request's (405, 403) has its body. nginx sets `header_only` for
+/// HEAD and `pipeline` when more requests wait in the buffer; a bindgen layout 2 bits
+/// off (nginx >= 1.29.3) read one for the other and merged answers.
+#[test]
+fn pipelined_head_and_refused_requests_get_one_answer_each() {
+    let a = start_app("pipeline", "8m", "");
+    hit(a.app, 2, 1);
+    // Sends the requests in one write; returns the answers' statuses and the answers,
+    // checking nothing is left over (an answer read as the body of another).
+    let send = |from: &str, requests: &[(&str, &str, &[u8])]| {
+        let (got, left) = pipelined(Some(from.parse().unwrap()), a.metrics, requests);
+        assert!(left.is_empty(), "bytes after the last answer: {left:?}");
+        (got.iter().map(|r| r.status).collect::<Vec<u16>>(), got)
+    };
+    let (statuses, got) = send(
+        "127.0.0.1",
+        &[
+            ("HEAD", "/metrics", b""),
+            ("POST", "/metrics", b"x"),
+            ("GET", "/metrics", b""),
+            ("HEAD", "/metrics", b""),
+            ("GET", "/metrics", b""),
+        ],
+    );
+    assert_eq!(statuses, [200, 405, 200, 200, 200]);
+    for i in [0, 3] {
+        assert!(got[i].body.is_empty());
+        let length: usize = got[i].header("content-length").unwrap().parse().unwrap();
+        assert!(length > 0, "HEAD announces the GET's length");
+    }
+    assert!(!got[1].body.is_empty(), "the 405 has its body");
+    for i in [2, 4] {
+        assert!(
+            got[i].text().contains("test_requests_total"),
+            "{}",
+            got[i].text()
+        );
+    }
+    // Refused by address (403) three times on one connection, a HEAD in the middle.
+    let (statuses, got) = send(
+        "127.0.0.2",
+        &[
+            ("GET", "/metrics", b""),
+            ("HEAD", "/metrics", b""),
+            ("GET", "/metrics", b""),
+        ],
+    );
+    assert_eq!(statuses, [403, 403, 403]);
+    assert!(!got[0].body.is_empty() && got[1].body.is_empty() && !got[2].body.is_empty());
+    assert!(!got[2].text().contains("test_"));
+}
+
 #[test]
 fn refused_address_gets_403_and_no_data() {
     let a = start_app("cidr", "8m", "");

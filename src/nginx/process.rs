@@ -7,6 +7,7 @@
 //! gracefully neither waits for it nor samples again.
 
 use super::{args, conf_error, own_family, parse_time_ms, zone, MainConf};
+use crate::bitfield;
 use crate::metrics::{counter, gauge, MetricType, Store};
 use crate::process;
 use ngx::ffi::{ngx_command_t, ngx_conf_t, ngx_cycle_t, ngx_event_t, ngx_int_t, ngx_msec_t};
@@ -254,7 +255,7 @@ pub(super) unsafe fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
         (*ev).handler = Some(tick);
         (*ev).log = log;
         (*ev).data = std::ptr::null_mut();
-        (*ev).set_cancelable(1);
+        bitfield::set(&mut *ev, bitfield::c::EVENT_CANCELABLE, 1);
         ngx::ffi::ngx_add_timer(ev, conf.interval_ms);
     }
     ok

@@ -8,6 +8,7 @@
 //! it: the response buffer points into the rendered bytes, freed with the request pool.
 
 use super::Module;
+use crate::bitfield::{self, c};
 use crate::exposition::{self, Format, Selection, StubStatus};
 use crate::metrics::Store;
 use ngx::core::Status;
@@ -217,9 +218,10 @@ fn post(
         }
         *r.ctx.add(Module::module().ctx_index) = (job as *mut Job).cast();
         let main = &mut *r.main;
-        main.set_blocked(main.blocked() + 1);
-        main.set_count(main.count() + 1);
-        r.set_aio(1);
+        let (blocked, count) = (c::REQUEST_BLOCKED, c::REQUEST_COUNT);
+        bitfield::set(main, blocked, bitfield::get(main, blocked) + 1);
+        bitfield::set(main, count, bitfield::get(main, count) + 1);
+        bitfield::set(r, c::REQUEST_AIO, 1);
         r.write_event_handler = Some(send_rendered);
     }
     Ok(())
@@ -240,8 +242,12 @@ unsafe extern "C" fn rendered(ev: *mut ngx_event_t) {
         let r = (*ev).data.cast::<ngx_http_request_t>();
         let c = (*r).connection;
         let main = &mut *(*r).main;
-        main.set_blocked(main.blocked() - 1);
-        (*r).set_aio(0);
+        bitfield::set(
+            main,
+            c::REQUEST_BLOCKED,
+            bitfield::get(main, c::REQUEST_BLOCKED) - 1,
+        );
+        bitfield::set(&mut *r, c::REQUEST_AIO, 0);
         // `send_rendered`, or nginx's finalizer if the request ended meanwhile (the
         // client went away): nginx swaps the handler when it cannot free a blocked request.
         if let Some(handler) = (*r).write_event_handler {
@@ -316,7 +322,10 @@ fn send(r: &mut ngx_http_request_t, job: &Job) -> ngx_int_t {
             r.headers_out.content_encoding = h;
         }
         let rc = ngx::ffi::ngx_http_send_header(r);
-        if rc == Status::NGX_ERROR.0 || rc > Status::NGX_OK.0 || r.header_only() != 0 {
+        if rc == Status::NGX_ERROR.0
+            || rc > Status::NGX_OK.0
+            || bitfield::get(r, c::REQUEST_HEADER_ONLY) != 0
+        {
             return rc;
         }
         if body.is_empty() {
@@ -333,9 +342,10 @@ fn send(r: &mut ngx_http_request_t, job: &Job) -> ngx_int_t {
         (*b).pos = start;
         (*b).last = start.add(body.len());
         (*b).end = (*b).last;
-        (*b).set_memory(1);
-        (*b).set_last_buf(u32::from(std::ptr::eq(r as *const _, r.main)));
-        (*b).set_last_in_chain(1);
+        let last_buf = u32::from(std::ptr::eq(r as *const _, r.main));
+        bitfield::set(&mut *b, c::BUF_MEMORY, 1);
+        bitfield::set(&mut *b, c::BUF_LAST_BUF, last_buf);
+        bitfield::set(&mut *b, c::BUF_LAST_IN_CHAIN, 1);
         (*cl).buf = b;
         (*cl).next = std::ptr::null_mut::<ngx_chain_t>();
         ngx::ffi::ngx_http_output_filter(r, cl)

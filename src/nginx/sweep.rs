@@ -3,6 +3,7 @@
 //! zone's records per tick, off the request path.
 
 use super::zone;
+use crate::bitfield;
 use crate::metrics::store::now_ms;
 use ngx::ffi::{ngx_cycle_t, ngx_event_t, ngx_msec_t};
 use std::mem::MaybeUninit;
@@ -31,7 +32,7 @@ pub(super) unsafe fn start(cycle: *mut ngx_cycle_t) {
         (*ev).handler = Some(tick);
         (*ev).log = (*cycle).log;
         (*ev).data = std::ptr::null_mut();
-        (*ev).set_cancelable(1);
+        bitfield::set(&mut *ev, bitfield::c::EVENT_CANCELABLE, 1);
         ngx::ffi::ngx_add_timer(ev, TICK_MS);
     }
 }
