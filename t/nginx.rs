@@ -680,6 +680,45 @@ fn lua_misuse_raises_and_runtime_errors_are_counted() {
     assert!(a.nginx.crashes().is_empty());
 }
 
+/// A bucket list written for nginx-lua-prometheus (up to 60 s) needs no `highest`: the
+/// range follows the buckets; an explicit `highest` the buckets reach still fails.
+#[test]
+fn buckets_up_to_a_minute_set_the_range() {
+    let extra = r#"
+        location = /minute {
+            content_by_lua_block {
+                local z = require("ngxprom").zone("metrics")
+                local buckets = { 0.005, 0.01, 0.1, 1, 10, 30, 60 }
+                local h = z:histogram("minute_seconds", "Up to a minute.", { "route" },
+                                      { buckets = buckets })
+                h:observe(45, { "r" })
+                h:observe(90, { "r" })
+                local ok, err = pcall(z.histogram, z, "capped_seconds", "", {},
+                                      { buckets = buckets, highest = 60 })
+                ngx.say(ok and "no error" or err)
+            }
+        }
+    "#;
+    let a = start_app("minute", "8m", extra);
+    let said = get(a.app, "/minute").text();
+    assert!(said.contains("bound 60 is not below highest 60"), "{said}");
+    let (_, samples) = scrape(a.metrics, "/metrics");
+    let bucket = |le| {
+        value(
+            &samples,
+            "minute_seconds_bucket",
+            &[("route", "r"), ("le", le)],
+        )
+    };
+    assert_eq!(bucket("30"), Some(0.0));
+    assert_eq!(bucket("60"), Some(1.0));
+    assert_eq!(bucket("+Inf"), Some(2.0));
+    assert_eq!(
+        value(&samples, "minute_seconds_sum", &[("route", "r")]),
+        Some(135.0)
+    );
+}
+
 #[test]
 fn log_helper_records_status_latency_and_bytes() {
     let (proxy, upstream, metrics, dead) = (free_port(), free_port(), free_port(), free_port());

@@ -89,7 +89,8 @@ fn spec_from(t: &Table) -> LuaResult<FamilySpec> {
         let precision = opt_f64(t, "precision", &name)?.unwrap_or(f64::from(d.precision));
         Some(HistogramSpec {
             lowest: opt_f64(t, "lowest", &name)?.unwrap_or(d.lowest),
-            highest: opt_f64(t, "highest", &name)?.unwrap_or(d.highest),
+            highest: opt_f64(t, "highest", &name)?
+                .unwrap_or_else(|| HistogramSpec::highest_for(&buckets)),
             precision: if (1.0..=5.0).contains(&precision) && precision.fract() == 0.0 {
                 precision as u8
             } else {

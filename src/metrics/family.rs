@@ -134,6 +134,18 @@ impl Default for HistogramSpec {
 }
 
 impl HistogramSpec {
+    /// The `highest` a bucket list implies when none is given: the default (60), or
+    /// twice the last bound when that is larger. A user coming from a library with
+    /// plain bucket lists (up to 60 s, or byte sizes) then never meets `highest`;
+    /// twice leaves the last bucket's HDR slots, and values somewhat above it, exact.
+    pub fn highest_for(buckets: &[f64]) -> f64 {
+        let default = HistogramSpec::default().highest;
+        match buckets.last() {
+            Some(&last) if last.is_finite() && 2.0 * last > default => 2.0 * last,
+            _ => default,
+        }
+    }
+
     /// Ticks per unit: observations are stored as `round(value * scale)`.
     pub fn scale(&self) -> f64 {
         1.0 / self.lowest
@@ -688,6 +700,27 @@ mod tests {
         let mut c = spec("c", MetricType::Counter, &[]);
         c.histogram = Some(HistogramSpec::default());
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn buckets_set_the_range_unless_highest_is_given() {
+        assert_eq!(HistogramSpec::highest_for(&[]), 60.0);
+        assert_eq!(HistogramSpec::highest_for(&DEFAULT_BUCKETS), 60.0);
+        // nginx-lua-prometheus users' latency buckets end at 60 s.
+        let to_a_minute = [0.1, 1.0, 10.0, 30.0, 60.0];
+        assert_eq!(HistogramSpec::highest_for(&to_a_minute), 120.0);
+        assert_eq!(HistogramSpec::highest_for(&[1e3, 1e6, 1e9]), 2e9);
+        let mut s = spec("h", MetricType::Histogram, &[]);
+        s.histogram = Some(HistogramSpec {
+            highest: HistogramSpec::highest_for(&to_a_minute),
+            buckets: to_a_minute.to_vec(),
+            ..HistogramSpec::default()
+        });
+        assert_eq!(s.validate(), Ok(()));
+        // An explicit highest that the buckets reach still fails, naming both.
+        s.histogram.as_mut().unwrap().highest = 60.0;
+        let err = s.validate().unwrap_err().to_string();
+        assert!(err.contains("bound 60 is not below highest 60"), "{err}");
     }
 
     #[test]
