@@ -30,6 +30,9 @@
 #    (every switch) vs off vs nginx without Lua; requests/s, latency, worker CPU/request.
 # 7. Routing (bench/routing.sh): the proxy and Admin writes with 3 routes vs 2,000 routes
 #    of 64 paths each; requests/s, p99, worker CPU/request, write latency.
+# 8. Request path (bench/request-path.sh): each usage shape of the Lua API in log_by_lua,
+#    ours beside nginx-lua-prometheus: instructions per request under callgrind and
+#    worker CPU per request, over the same block without metric calls.
 # Cases alternate within each repetition; medians (and min-max) over all samples. The
 # full run ends with a "Targets" section: each target of issue 4, measured, met or not.
 #
@@ -848,6 +851,11 @@ ROUTING=$("$ROOT/bench/routing.sh") || { log "routing benchmark failed"; exit 1;
 echo "$ROUTING"
 echo
 
+# 8. The Lua API on the request path beside nginx-lua-prometheus (bench/request-path.sh).
+REQUEST_PATH=$(BENCH_SMOKE=$SMOKE "$ROOT/bench/request-path.sh") || { log "request-path benchmark failed"; exit 1; }
+echo "$REQUEST_PATH"
+echo
+
 # --- report: targets (issue 4) -----------------------------------------------------------------
 # verdict MEASURED LIMIT UNIT [higher] -> "met" / "missed by X UNIT (Y×)"; lower is better
 # unless the 4th argument is "higher".
@@ -1052,6 +1060,8 @@ COMMENTARY=$(awk \
   echo "$E2E"
   echo
   echo "$ROUTING"
+  echo
+  echo "$REQUEST_PATH"
   echo
   echo "$SECTIONS"
   echo

@@ -12,7 +12,7 @@ PKGS=(nginx libnginx-mod-http-lua libnginx-mod-http-ndk lua-resty-core lua-resty
       nginx-dev libclang-dev libpcre2-dev libssl-dev zlib1g-dev libluajit2-5.1-common
       build-essential pkg-config curl)
 if [ "$ROLE" = test ]; then
-  PKGS+=(prometheus prometheus-pushgateway wrk python3-pip openssl iproute2)
+  PKGS+=(prometheus prometheus-pushgateway wrk python3-pip openssl iproute2 valgrind)
 fi
 
 missing=()

@@ -1,0 +1,195 @@
+#!/usr/bin/env bash
+# The Lua API on the request path, ours beside nginx-lua-prometheus (the peer), per
+# usage shape (bench/request_path.lua): what the metric calls of a log_by_lua block add
+# to a request, over the same block without them.
+#
+#   bench/request-path.sh            full run; prints a Markdown section (BENCHMARKS.md)
+#   BENCH_SMOKE=1 bench/request-path.sh   a few requests per location, no valgrind
+#
+# 1. Instructions per request (deterministic): one nginx process under
+#    `valgrind --tool=callgrind`; per location, W warm-up requests (LuaJIT compiles
+#    what it will), then counters zeroed, M requests on one keep-alive connection,
+#    a dump; its total / M. Repeated R times, locations interleaved; the median and
+#    the spread (max - min) are reported, with the trace events (started, stopped,
+#    aborted and why) each location caused, from jit.attach.
+# 2. Worker CPU per request: nginx with 2 workers natively, wrk on each location for
+#    S seconds, R interleaved repetitions; utime+stime of the workers / requests.
+#
+# The peer is loaded from ../shared/peers/nginx-lua-prometheus (BENCH_PEER_DIR) when
+# present; without it the peer's column says so. Overrides: BENCH_RP_WARM, BENCH_RP_N,
+# BENCH_RP_REPS, BENCH_RP_SECONDS, BENCH_CALLGRIND=0.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+case "${BENCH_SMOKE:-0}" in 0 | "" | no | false) SMOKE=0 ;; *) SMOKE=1 ;; esac
+if [ "$SMOKE" = 1 ]; then
+  WARM=${BENCH_RP_WARM:-50}; N=${BENCH_RP_N:-50}; REPS=${BENCH_RP_REPS:-1}; SECS=${BENCH_RP_SECONDS:-1}
+else
+  WARM=${BENCH_RP_WARM:-600}; N=${BENCH_RP_N:-1000}; REPS=${BENCH_RP_REPS:-3}; SECS=${BENCH_RP_SECONDS:-4}
+fi
+log() { printf 'request-path: %s\n' "$*" >&2; }
+die() { log "FAILED: $*"; exit 1; }
+
+ENV_LINES=$("$ROOT/scripts/nginx-env.sh") || die "scripts/nginx-env.sh failed"
+NGINX_BIN=$(sed -n 's/^NGINX_BIN=//p' <<<"$ENV_LINES")
+PEERDIR=${BENCH_PEER_DIR:-$ROOT/../shared/peers/nginx-lua-prometheus}
+if [ -f "$PEERDIR/prometheus.lua" ]; then
+  PEERDIR=$(cd "$PEERDIR" && pwd); PEER=true
+  PEER_REV=$(sed -n 's/.*commit \([0-9a-f]\{40\}\).*/\1/p' "$PEERDIR/SOURCE.md" | head -1)
+else
+  log "the peer is not at $PEERDIR: its column is left out"
+  PEERDIR=$ROOT/bench; PEER=false; PEER_REV=""
+fi
+JITDIR=""
+for f in "$(dirname "$NGINX_BIN")"/../luajit/share/luajit*/jit/vmdef.lua /usr/share/luajit*/jit/vmdef.lua; do
+  [ -f "$f" ] && { JITDIR=$(dirname "$(dirname "$f")"); break; }
+done
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/ngxprom-rp.XXXXXX")
+MASTER=""
+cleanup() {
+  if [ -n "$MASTER" ] && kill -0 "$MASTER" 2>/dev/null; then kill -QUIT "$MASTER"; wait "$MASTER" 2>/dev/null || true; fi
+  [ "${BENCH_KEEP:-0}" = 1 ] || rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+PORT=$(port)
+BASE=http://127.0.0.1:$PORT
+
+# Locations: the shapes, each as none (baseline), ours and the peer's.
+LOCS=(bare)
+for s in 1 2 3 4 5 6; do
+  LOCS+=("none$s" "ours$s")
+  [ "$PEER" = true ] && [ "$s" != 6 ] && LOCS+=("peer$s")
+done
+
+render() {  # render PREFIX WORKERS
+  "$ROOT/scripts/render-conf.sh" bench/request-path.conf "$1" WORKERS="$2" PORT="$PORT" \
+    PEERDIR="$PEERDIR" PEER="$PEER" JITDIR="${JITDIR:-$ROOT/bench}" USER="#" >/dev/null
+}
+wait_up() { for _ in $(seq 600); do curl -sf -o /dev/null "$BASE/bare" && return 0; sleep 0.1; done; return 1; }
+# requests LOCATION COUNT: COUNT GETs on one keep-alive connection.
+requests() {
+  local cfg="$WORK/curl-$1-$2.cfg"
+  [ -f "$cfg" ] || for _ in $(seq "$2"); do printf 'url = "%s/%s"\noutput = "/dev/null"\n' "$BASE" "$1"; done >"$cfg"
+  curl -sf -K "$cfg" || die "requests to /$1 failed"
+}
+median() { sort -g | awk '{v[NR] = $1} END {if (NR == 0) exit; if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
+
+declare -A IR CPU TRACES SPLIT
+# split DUMP N: "vm trace module" instructions per request: LuaJIT's VM (interpreter,
+# GC, runtime: the libluajit object, or the nginx binary's LuaJIT when linked in),
+# compiled traces (code in no object), and our module.
+split() {
+  callgrind_annotate --inclusive=no --threshold=100 --auto=no "$1" 2>/dev/null | awk -v n="$2" '
+    /file:function/ { on = 1; next }
+    !on || !/^ *[0-9,]+ \(/ { next }
+    /ld-linux|libc-start|libc_start|\(below main\)|:main( |$)|PROGRAM TOTALS/ { next }
+    {
+      ir = $1; gsub(",", "", ir)
+      if ($0 ~ /\[\?\?\?\]$/) t += ir
+      else if ($0 ~ /libluajit|lj_[a-z_]+ \[|lj_BC_|lj_vm_/) v += ir
+      else if ($0 ~ /ngx_prometheus/) m += ir
+    }
+    END { printf "%.0f %.0f %.0f", v / n, t / n, m / n }'
+}
+# --- 1. instructions per request under callgrind --------------------------------------
+CG_NOTE=""
+if [ "$SMOKE" = 1 ] || [ "${BENCH_CALLGRIND:-1}" = 0 ]; then
+  CG_NOTE="skipped ($([ "$SMOKE" = 1 ] && echo "smoke run" || echo "BENCH_CALLGRIND=0"))"
+elif ! command -v valgrind >/dev/null || ! command -v callgrind_control >/dev/null; then
+  CG_NOTE="valgrind is not installed"
+else
+  P="$WORK/cg"; render "$P" 1
+  # --smc-check: LuaJIT writes and patches machine code on the heap.
+  valgrind --tool=callgrind --smc-check=all-non-file --callgrind-out-file="$P/cg.%p" \
+    "$NGINX_BIN" -p "$P" -c "$P/nginx.conf" -g 'daemon off; master_process off;' >"$P/valgrind.log" 2>&1 &
+  MASTER=$!
+  wait_up || die "nginx under valgrind did not start (see $P/valgrind.log)"
+  T=$SECONDS
+  for rep in $(seq "$REPS"); do
+    for loc in "${LOCS[@]}"; do
+      curl -sf -o /dev/null "$BASE/rp_trace?tag=$loc-$rep"
+      requests "$loc" "$WARM"
+      callgrind_control -z "$MASTER" >/dev/null
+      requests "$loc" "$N"
+      callgrind_control -d "$loc-$rep" "$MASTER" >/dev/null
+      TRACES[$loc-$rep]=$(curl -sf "$BASE/rp_trace?tag=idle" | sed -n 's/^[^;]*; *//p')
+      f=$(grep -l "^desc: Trigger: dump $loc-$rep\$" "$P"/cg.* | head -1)
+      [ -n "$f" ] || die "no callgrind dump for $loc"
+      IR[$loc]+="$(awk -v n="$N" '/^totals:/ {printf "%.0f", $2 / n}' "$f") "
+      SPLIT[$loc]=$(split "$f" "$N")
+    done
+    log "callgrind repetition $rep done ($((SECONDS - T)) s)"
+  done
+  kill -QUIT "$MASTER"; wait "$MASTER" 2>/dev/null || true; MASTER=""
+fi
+
+# --- 2. worker CPU per request, natively -----------------------------------------------
+CPU_NOTE=""
+if ! command -v wrk >/dev/null; then
+  CPU_NOTE="wrk is not installed"
+else
+  P="$WORK/cpu"; render "$P" 2
+  "$NGINX_BIN" -p "$P" -c "$P/nginx.conf" || die "nginx did not start"
+  MASTER=$(cat "$P/nginx.pid" 2>/dev/null || true)
+  for _ in $(seq 50); do [ -n "$MASTER" ] || { sleep 0.1; MASTER=$(cat "$P/nginx.pid" 2>/dev/null || true); }; done
+  wait_up || die "nginx did not answer"
+  ticks() { local t=0; for w in $(pgrep -P "$MASTER"); do t=$((t + $(awk '{print $14 + $15}' "/proc/$w/stat"))); done; echo "$t"; }
+  HZ=$(getconf CLK_TCK)
+  for rep in $(seq "$REPS"); do
+    for loc in "${LOCS[@]}"; do
+      wrk -t2 -c4 -d1s "$BASE/$loc" >/dev/null 2>&1 || true   # warm-up
+      before=$(ticks)
+      out=$(wrk -t2 -c4 -d"${SECS}s" "$BASE/$loc" 2>&1) || die "wrk on /$loc: $out"
+      after=$(ticks)
+      reqs=$(awk '/requests in/ {print $1}' <<<"$out")
+      CPU[$loc]+="$(awk -v t=$((after - before)) -v hz="$HZ" -v r="$reqs" 'BEGIN {printf "%.3f", t / hz / r * 1e6}') "
+    done
+  done
+  kill -QUIT "$MASTER"; MASTER=""
+fi
+
+# --- report ---------------------------------------------------------------------------
+stat() {  # stat VALUES: "median (min–max)"
+  local vals; vals=$(tr ' ' '\n' <<<"$1" | sed '/^$/d')
+  [ -n "$vals" ] || { echo "—"; return; }
+  printf '%s (%s–%s)' "$(median <<<"$vals")" "$(sort -g <<<"$vals" | head -1)" "$(sort -g <<<"$vals" | tail -1)"
+}
+med() { tr ' ' '\n' <<<"$1" | sed '/^$/d' | median; }
+added() {  # added VALUES_OF_LOC VALUES_OF_BASE: median difference
+  local a b; a=$(med "$1"); b=$(med "$2")
+  [ -n "$a" ] && [ -n "$b" ] && awk -v a="$a" -v b="$b" 'BEGIN {printf "%.0f", a - b}' || echo ""
+}
+addedf() { local a b; a=$(med "$1"); b=$(med "$2"); [ -n "$a" ] && [ -n "$b" ] && awk -v a="$a" -v b="$b" 'BEGIN {printf "%.2f", a - b}' || echo ""; }
+ratio() { [ -n "$1" ] && [ -n "$2" ] && awk -v a="$1" -v b="$2" 'BEGIN {if (a > 0) printf "%.1f×", b / a; else print "—"}' || echo "—"; }
+
+NAMES=("" "inc(1, {a, b, c}), fresh table" "labels(a, b, c):inc() (peer: inc with a table)"
+  "a child resolved once (peer: constant labels)" "observe(tonumber(ngx.var.request_time), {route})"
+  "the four updates (status, latency, bytes sent, received)" "ngxprom.log (peer: the four updates)")
+echo "### The Lua API on the request path, ours beside nginx-lua-prometheus"
+echo
+echo "\`bench/request-path.sh\` ($([ "$SMOKE" = 1 ] && echo "smoke run" || echo "full run"); $(sed -n 's/^DESCRIPTION=//p' <<<"$ENV_LINES"); peer: $([ "$PEER" = true ] && echo "nginx-lua-prometheus at commit ${PEER_REV:-?}" || echo "absent"))."
+echo "Each location answers \`return 200\` and runs one log_by_lua shape; **added** = the shape's"
+echo "cost minus the same block without metric calls (\`none\`), at JIT steady state."
+echo
+echo "| shape | instructions/request: none | ours | peer | added: ours | added: peer | peer ÷ ours | CPU µs/request added: ours | peer |"
+echo "|---|---|---|---|---|---|---|---|---|"
+for s in 1 2 3 4 5 6; do
+  ps=$s; [ "$s" = 6 ] && ps=5
+  ao=$(added "${IR[ours$s]:-}" "${IR[none$s]:-}"); ap=$(added "${IR[peer$ps]:-}" "${IR[none$ps]:-}")
+  co=$(addedf "${CPU[ours$s]:-}" "${CPU[none$s]:-}"); cp=$(addedf "${CPU[peer$ps]:-}" "${CPU[none$ps]:-}")
+  echo "| ($s) ${NAMES[$s]} | $(stat "${IR[none$s]:-}") | $(stat "${IR[ours$s]:-}") | $(stat "${IR[peer$ps]:-}") | ${ao:-—} | ${ap:-—} | $(ratio "$ao" "$ap") | ${co:-—} | ${cp:-—} |"
+done
+echo
+echo "- Bare \`return 200\` (no Lua): $(stat "${IR[bare]:-}") instructions/request, $(stat "${CPU[bare]:-}") µs CPU."
+echo "- Instructions: ${CG_NOTE:-callgrind on one nginx process (\`master_process off\`), $WARM warm-up requests then $N measured per location and repetition, $REPS repetitions interleaved; median (min–max)}."
+echo "- CPU: ${CPU_NOTE:-2 workers, \`wrk -t2 -c4\` for ${SECS} s per location after 1 s of warm-up, $REPS repetitions interleaved; utime+stime of the workers ÷ requests, medians}."
+if [ -z "$CG_NOTE" ]; then
+  echo "- Per location, last repetition: instructions per request in LuaJIT's VM (interpreter, GC, runtime) / in compiled traces / in our module; then the trace events of its warm-up and measured requests (jit.attach: traces started, stopped, aborted and why; none: the JIT had nothing left to do):"
+  for loc in "${LOCS[@]}"; do
+    read -r v t m <<<"${SPLIT[$loc]:-0 0 0}"
+    echo "  - \`$loc\`: VM $v / traces $t / module $m; ${TRACES[$loc-$REPS]:-no trace events}"
+  done
+fi
