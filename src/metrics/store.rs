@@ -1726,8 +1726,11 @@ mod tests {
         // The next process takes the lock over and finishes: "a" is gone, its block
         // free for reuse, the counts right.
         let dead_41: &dyn Fn(u32) -> bool = &|pid| pid != 41;
+        // The takeover stamps the freed block with the clock when it takes the lock,
+        // after this argument is read: a second of margin keeps a clock tick between
+        // the two from making the block look freed too recently (it did, 1 run in 4).
         let b2 = s
-            .series_at(f, &["c"], 7, dead_41, now_ms() + LATER)
+            .series_at(f, &["c"], 7, dead_41, now_ms() + LATER + 1000)
             .unwrap();
         assert_eq!(s.arena().lock_takeovers(), 1);
         assert_eq!(s.arena().deleting(), 0);
