@@ -11,6 +11,8 @@
 SHELL := /bin/bash
 NGINX_BIN ?= nginx
 export NGINX_BIN
+# The integration suites (t/<name>.rs; each is a [[test]] in Cargo.toml).
+SUITES := nginx admin gateway endpoint access identity push security lifecycle
 OPENRESTY_STYLE := $(CURDIR)/.build/openresty-style/sbin/nginx
 OPENRESTY_STYLE_STATIC := $(CURDIR)/.build/openresty-style-static/sbin/nginx
 
@@ -30,9 +32,8 @@ test-openresty-style:
 # The same nginx with LuaJIT linked into its binary: the module's lua_* symbols must
 # resolve from the executable itself. The core suite (t/nginx.rs) only.
 test-openresty-style-static:
-	$(MAKE) --no-print-directory NGINX_BIN=$(OPENRESTY_STYLE_STATIC) setup-test build
-	@echo "== integration suite t/nginx.rs on $$(NGINX_BIN=$(OPENRESTY_STYLE_STATIC) ./scripts/nginx-env.sh | sed -n 's/^DESCRIPTION=//p')"
-	NGINX_BIN=$(OPENRESTY_STYLE_STATIC) cargo test --release --locked --test nginx -- --test-threads=2
+	$(MAKE) --no-print-directory NGINX_BIN=$(OPENRESTY_STYLE_STATIC) SUITES=nginx setup-test build \
+		integration
 
 setup:
 	./scripts/setup.sh run
@@ -55,8 +56,8 @@ lint:
 	cargo clippy --release --locked --all-targets -- -D warnings
 
 integration:
-	@echo "== integration suites on $$(./scripts/nginx-env.sh | sed -n 's/^DESCRIPTION=//p')"
-	cargo test --release --locked --test nginx --test admin --test gateway --test endpoint --test access --test identity --test push --test security --test lifecycle -- --test-threads=2
+	@echo "== integration suites ($(SUITES)) on $$(./scripts/nginx-env.sh | sed -n 's/^DESCRIPTION=//p')"
+	cargo test --release --locked $(addprefix --test ,$(SUITES)) -- --test-threads=2
 
 bench: setup-test build
 	./bench/run.sh

@@ -158,11 +158,10 @@ stat() {  # stat VALUES: "median (min–max)"
   printf '%s (%s–%s)' "$(median <<<"$vals")" "$(sort -g <<<"$vals" | head -1)" "$(sort -g <<<"$vals" | tail -1)"
 }
 med() { tr ' ' '\n' <<<"$1" | sed '/^$/d' | median; }
-added() {  # added VALUES_OF_LOC VALUES_OF_BASE: median difference
+added() {  # added VALUES_OF_LOC VALUES_OF_BASE [DECIMALS]: difference of the medians
   local a b; a=$(med "$1"); b=$(med "$2")
-  [ -n "$a" ] && [ -n "$b" ] && awk -v a="$a" -v b="$b" 'BEGIN {printf "%.0f", a - b}' || echo ""
+  [ -n "$a" ] && [ -n "$b" ] && awk -v a="$a" -v b="$b" -v d="${3:-0}" 'BEGIN {printf "%.*f", d, a - b}' || echo ""
 }
-addedf() { local a b; a=$(med "$1"); b=$(med "$2"); [ -n "$a" ] && [ -n "$b" ] && awk -v a="$a" -v b="$b" 'BEGIN {printf "%.2f", a - b}' || echo ""; }
 ratio() { [ -n "$1" ] && [ -n "$2" ] && awk -v a="$1" -v b="$2" 'BEGIN {if (a > 0) printf "%.1f×", b / a; else print "—"}' || echo "—"; }
 
 NAMES=("" "inc(1, {a, b, c}), fresh table" "labels(a, b, c):inc() (peer: inc with a table)"
@@ -179,7 +178,7 @@ echo "|---|---|---|---|---|---|---|---|---|"
 for s in 1 2 3 4 5 6; do
   ps=$s; [ "$s" = 6 ] && ps=5
   ao=$(added "${IR[ours$s]:-}" "${IR[none$s]:-}"); ap=$(added "${IR[peer$ps]:-}" "${IR[none$ps]:-}")
-  co=$(addedf "${CPU[ours$s]:-}" "${CPU[none$s]:-}"); cp=$(addedf "${CPU[peer$ps]:-}" "${CPU[none$ps]:-}")
+  co=$(added "${CPU[ours$s]:-}" "${CPU[none$s]:-}" 2); cp=$(added "${CPU[peer$ps]:-}" "${CPU[none$ps]:-}" 2)
   echo "| ($s) ${NAMES[$s]} | $(stat "${IR[none$s]:-}") | $(stat "${IR[ours$s]:-}") | $(stat "${IR[peer$ps]:-}") | ${ao:-—} | ${ap:-—} | $(ratio "$ao" "$ap") | ${co:-—} | ${cp:-—} |"
 done
 echo

@@ -5,7 +5,7 @@
 
 local M = {}
 
-local ours, peer, peer_lib
+local ours, peer
 local children = {}
 local trace = { tag = "none", counts = {} }
 local compile_all -- below, with the shapes
@@ -24,7 +24,7 @@ function M.init_worker(opts)
     children.requests = ours.requests:labels("GET", "200", "/r")
     ours.http = require("ngxprom.log").new(zone, { labels = { "route" }, namespace = "rp_log" })
     if opts.peer then
-        peer_lib = require("prometheus").init("rp_peer", { sync_interval = 1 })
+        local peer_lib = require("prometheus").init("rp_peer", { sync_interval = 1 })
         peer = {
             requests = peer_lib:counter("rp_requests_total", "Requests.", { "method", "code", "route" }),
             latency = peer_lib:histogram("rp_latency_seconds", "Latency.", { "route" }, BUCKETS),
@@ -109,10 +109,6 @@ function compile_all()
         M.f["none" .. shape] = compile(shape, "none", nil)
         if peer then M.f["peer" .. shape] = compile(shape, "peer", peer) end
     end
-end
-
-function M.peer_collect()
-    peer_lib:collect()
 end
 
 return M

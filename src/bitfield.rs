@@ -90,21 +90,22 @@ const _: () = {
     assert!(offset_of!(ngx_event_t, timer) == c::OFFSET_EVENT_TIMER);
 };
 
+/// The bytes a field spans as one little-endian word (at most 5 bytes).
+fn load(bytes: &[u8]) -> u64 {
+    bytes
+        .iter()
+        .enumerate()
+        .fold(0, |word, (i, b)| word | u64::from(*b) << (8 * i))
+}
+
 /// The value of a field in the bytes of its struct.
 fn read_bits(bytes: &[u8], shift: usize, width: usize) -> u32 {
-    let mut word = 0u64;
-    for (i, b) in bytes.iter().enumerate() {
-        word |= u64::from(*b) << (8 * i);
-    }
-    ((word >> shift) & mask(width)) as u32
+    ((load(bytes) >> shift) & mask(width)) as u32
 }
 
 /// Stores `value` (its low `width` bits) into a field, leaving the other bits alone.
 fn write_bits(bytes: &mut [u8], shift: usize, width: usize, value: u32) {
-    let mut word = 0u64;
-    for (i, b) in bytes.iter().enumerate() {
-        word |= u64::from(*b) << (8 * i);
-    }
+    let mut word = load(bytes);
     let m = mask(width) << shift;
     word = (word & !m) | ((u64::from(value) << shift) & m);
     for (i, b) in bytes.iter_mut().enumerate() {
@@ -116,30 +117,26 @@ fn mask(width: usize) -> u64 {
     (1u64 << width) - 1
 }
 
-/// The bytes of `*s` that `f` spans.
-///
-/// # Safety
-/// `s` points to a live, initialized `T` that nothing else reads or writes while the
-/// returned slice lives (nginx's structs belong to the worker thread that calls us).
-unsafe fn span_mut<'a, T>(s: *mut T, f: Field<T>) -> &'a mut [u8] {
-    let span = f.span();
-    // SAFETY: `Field::new` keeps the span inside `size_of::<T>()` bytes; the rest is
-    // the caller's contract. The bytes of a bitfield's storage unit are plain data.
-    unsafe { std::slice::from_raw_parts_mut(s.cast::<u8>().add(span.start), span.len()) }
-}
-
 /// Reads a bitfield of a struct.
 pub fn get<T>(s: &T, f: Field<T>) -> u32 {
-    // SAFETY: a shared reference: live, initialized, not written while it lives; the
-    // slice is only read and dropped before returning.
-    let bytes = unsafe { span_mut((s as *const T).cast_mut(), f) };
+    let span = f.span();
+    // SAFETY: `Field::new` keeps the span inside `size_of::<T>()` bytes of a live,
+    // initialized `T` that the shared reference keeps unwritten while the slice lives;
+    // the bytes of a bitfield's storage unit are plain data.
+    let bytes = unsafe {
+        std::slice::from_raw_parts((s as *const T).cast::<u8>().add(span.start), span.len())
+    };
     read_bits(bytes, f.shift(), f.width)
 }
 
 /// Writes a bitfield of a struct (its low `width` bits of `value`).
 pub fn set<T>(s: &mut T, f: Field<T>, value: u32) {
-    // SAFETY: an exclusive reference: live, initialized, nothing else touches it.
-    let bytes = unsafe { span_mut(s as *mut T, f) };
+    let span = f.span();
+    // SAFETY: as in `get`, within an exclusive reference: nothing else touches the
+    // bytes while the slice lives.
+    let bytes = unsafe {
+        std::slice::from_raw_parts_mut((s as *mut T).cast::<u8>().add(span.start), span.len())
+    };
     write_bits(bytes, f.shift(), f.width, value);
 }
 
@@ -174,23 +171,6 @@ pub fn disagreements(
         .collect()
 }
 
-/// Every bitfield the module touches, as the C compiler places it.
-pub fn c_positions() -> Vec<(&'static str, (usize, usize))> {
-    vec![
-        ("ngx_http_request_t.count", c::REQUEST_COUNT.position()),
-        ("ngx_http_request_t.blocked", c::REQUEST_BLOCKED.position()),
-        ("ngx_http_request_t.aio", c::REQUEST_AIO.position()),
-        (
-            "ngx_http_request_t.header_only",
-            c::REQUEST_HEADER_ONLY.position(),
-        ),
-        ("ngx_buf_t.memory", c::BUF_MEMORY.position()),
-        ("ngx_buf_t.last_buf", c::BUF_LAST_BUF.position()),
-        ("ngx_buf_t.last_in_chain", c::BUF_LAST_IN_CHAIN.position()),
-        ("ngx_event_t.cancelable", c::EVENT_CANCELABLE.position()),
-    ]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,7 +194,7 @@ mod tests {
         position_of(&bytes_of(&*s))
     }
 
-    /// bindgen's positions for the fields of [`c_positions`]: the generated layout
+    /// bindgen's positions for the fields of [`c::POSITIONS`]: the generated layout
     /// the module would use if it called bindgen's accessors.
     #[allow(clippy::disallowed_methods)] // measuring bindgen's accessors is the point
     fn bindgen_positions() -> Vec<(&'static str, Option<(usize, usize)>)> {
@@ -272,7 +252,7 @@ mod tests {
         assert_eq!(get(&*r, c::REQUEST_BLOCKED), 1);
         assert_eq!(get(&*r, c::REQUEST_HEADER_ONLY), 0);
         // All ones through our setter lands exactly on the C compiler's bits.
-        for (field, (bit, width)) in c_positions() {
+        for &(field, (bit, width)) in c::POSITIONS {
             let mut image = vec![0u8; (bit + width).div_ceil(8)];
             write_bits(&mut image[bit / 8..], bit % 8, width, u32::MAX);
             assert_eq!(position_of(&image), Some((bit, width)), "{field}");
@@ -290,7 +270,7 @@ mod tests {
     /// `ngx_http_request_t` on nginx >= 1.29.3) names every moved field.
     #[test]
     fn a_shifted_layout_is_caught() {
-        let c = c_positions();
+        let c = c::POSITIONS;
         let shifted: Vec<_> = c
             .iter()
             .map(|&(n, (bit, w))| {
@@ -298,7 +278,7 @@ mod tests {
                 (n, Some(if moved { (bit + 2, w) } else { (bit, w) }))
             })
             .collect();
-        let found = disagreements(&c, &shifted);
+        let found = disagreements(c, &shifted);
         let names: Vec<_> = found.iter().map(|d| d.field).collect();
         assert_eq!(
             names,
@@ -311,12 +291,10 @@ mod tests {
         );
         assert_eq!(found[3].other, Some((c[3].1 .0 + 2, 1)));
         // A field missing from the other layout is a disagreement too.
-        assert_eq!(disagreements(&c, &[]).len(), c.len());
-        assert!(disagreements(
-            &c,
-            &c.iter().map(|&(n, p)| (n, Some(p))).collect::<Vec<_>>()
-        )
-        .is_empty());
+        assert_eq!(disagreements(c, &[]).len(), c.len());
+        assert!(
+            disagreements(c, &c.iter().map(|&(n, p)| (n, Some(p))).collect::<Vec<_>>()).is_empty()
+        );
     }
 
     /// The check on the real generated layout of the tree under test. Before nginx
@@ -326,7 +304,7 @@ mod tests {
     /// check names it. The module uses the C compiler's positions either way.
     #[test]
     fn bindgen_against_the_c_compiler() {
-        let found = disagreements(&c_positions(), &bindgen_positions());
+        let found = disagreements(c::POSITIONS, &bindgen_positions());
         for d in &found {
             eprintln!(
                 "bindgen disagrees with the C compiler on {}: C {:?}, bindgen {:?}",

@@ -20,8 +20,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Every field printed, for the table of all of them (POSITIONS) at the end. */
+static struct { const char *konst, *field; }  fields[32];
+static size_t                                  nfields;
+
 static void
-bitfield(const char *type, const char *name, const unsigned char *bytes, size_t size)
+bitfield(const char *type, const char *name, const char *field,
+    const unsigned char *bytes, size_t size)
 {
     size_t  i, first = 0, last = 0, ones = 0;
 
@@ -41,6 +46,15 @@ bitfield(const char *type, const char *name, const unsigned char *bytes, size_t 
     }
 
     printf("pub const %s: Field<%s> = Field::new(%zu, %zu);\n", name, type, first, ones);
+
+    if (nfields == sizeof(fields) / sizeof(fields[0])) {
+        fprintf(stderr, "bitfield_probe: more than %zu fields\n", nfields);
+        exit(1);
+    }
+
+    fields[nfields].konst = name;
+    fields[nfields].field = field;
+    nfields++;
 }
 
 #define BITFIELD(type, konst, member)                                          \
@@ -48,7 +62,8 @@ bitfield(const char *type, const char *name, const unsigned char *bytes, size_t 
         type  s;                                                               \
         memset(&s, 0, sizeof(type));                                           \
         s.member = ~0u;                                                        \
-        bitfield(#type, konst, (const unsigned char *) &s, sizeof(type));      \
+        bitfield(#type, konst, #type "." #member,                              \
+                 (const unsigned char *) &s, sizeof(type));                    \
     } while (0)
 
 #define SIZE(type, konst)                                                      \
@@ -89,6 +104,13 @@ main(void)
     OFFSET(ngx_buf_t, "OFFSET_BUF_NUM", num);
     OFFSET(ngx_event_t, "OFFSET_EVENT_HANDLER", handler);
     OFFSET(ngx_event_t, "OFFSET_EVENT_TIMER", timer);
+
+    printf("/// Every bitfield above, named `struct.member`.\n"
+           "pub const POSITIONS: &[(&str, (usize, usize))] = &[\n");
+    for (size_t i = 0; i < nfields; i++) {
+        printf("    (\"%s\", %s.position()),\n", fields[i].field, fields[i].konst);
+    }
+    printf("];\n");
 
     return 0;
 }

@@ -452,16 +452,10 @@ pub fn request(
     request_full(None, port, method, path, headers, body)
 }
 
-pub fn request_full(
-    from: Option<IpAddr>,
-    port: u16,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> Response {
+/// A connection to 127.0.0.1:`port`, from `from` when given, with a 30 s read timeout.
+fn connect(from: Option<IpAddr>, port: u16) -> TcpStream {
     let to = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut stream: TcpStream = match from {
+    let stream: TcpStream = match from {
         None => TcpStream::connect(to).unwrap(),
         Some(ip) => {
             let s =
@@ -474,6 +468,18 @@ pub fn request_full(
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
+    stream
+}
+
+pub fn request_full(
+    from: Option<IpAddr>,
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Response {
+    let mut stream = connect(from, port);
     let mut head = format!("{method} {path} HTTP/1.0\r\n");
     if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
         head.push_str("Host: localhost\r\n");
@@ -497,16 +503,7 @@ pub fn pipelined(
     port: u16,
     requests: &[(&str, &str, &[u8])],
 ) -> (Vec<Response>, Vec<u8>) {
-    let to = SocketAddr::from(([127, 0, 0, 1], port));
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    if let Some(ip) = from {
-        socket.bind(&SocketAddr::new(ip, 0).into()).unwrap();
-    }
-    socket.connect(&to.into()).unwrap();
-    let mut stream: TcpStream = socket.into();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
+    let mut stream = connect(from, port);
     let mut out = Vec::new();
     for (i, (method, path, body)) in requests.iter().enumerate() {
         let close = if i + 1 == requests.len() {
