@@ -9,7 +9,8 @@
 # 1. Instructions per request (deterministic): one nginx process under
 #    `valgrind --tool=callgrind`; per location, W warm-up requests (LuaJIT compiles
 #    what it will), then counters zeroed, M requests on one keep-alive connection,
-#    a dump; its total / M. Repeated R times, locations interleaved; the median and
+#    a dump; its total / M. A full GC before each window makes the GC work in it
+#    depend on the window's requests only, not on where the cycle happened to be. Repeated R times, locations interleaved; the median and
 #    the spread (max - min) are reported, with the trace events (started, stopped,
 #    aborted and why) each location caused, from jit.attach.
 # 2. Worker CPU per request: nginx with 2 workers natively, wrk on each location for
@@ -17,7 +18,7 @@
 #
 # The peer is loaded from ../shared/peers/nginx-lua-prometheus (BENCH_PEER_DIR) when
 # present; without it the peer's column says so. Overrides: BENCH_RP_WARM, BENCH_RP_N,
-# BENCH_RP_REPS, BENCH_RP_SECONDS, BENCH_CALLGRIND=0.
+# BENCH_RP_REPS, BENCH_RP_SECONDS, BENCH_CALLGRIND=0, BENCH_RP_ONLY.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -46,6 +47,8 @@ for f in "$(dirname "$NGINX_BIN")"/../luajit/share/luajit*/jit/vmdef.lua /usr/sh
 done
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/ngxprom-rp.XXXXXX")
+# The CPU run's workers are not root: they must reach lib/ngx_prometheus.so to require it.
+chmod 755 "$WORK"
 MASTER=""
 cleanup() {
   if [ -n "$MASTER" ] && kill -0 "$MASTER" 2>/dev/null; then kill -QUIT "$MASTER"; wait "$MASTER" 2>/dev/null || true; fi
@@ -63,6 +66,8 @@ for s in 1 2 3 4 5 6; do
   LOCS+=("none$s" "ours$s")
   [ "$PEER" = true ] && [ "$s" != 6 ] && LOCS+=("peer$s")
 done
+# BENCH_RP_ONLY="none1 ours1": measure these locations alone (while working on one shape).
+[ -n "${BENCH_RP_ONLY:-}" ] && read -r -a LOCS <<<"$BENCH_RP_ONLY"
 
 render() {  # render PREFIX WORKERS
   "$ROOT/scripts/render-conf.sh" bench/request-path.conf "$1" WORKERS="$2" PORT="$PORT" \
@@ -74,6 +79,12 @@ requests() {
   local cfg="$WORK/curl-$1-$2.cfg"
   [ -f "$cfg" ] || for _ in $(seq "$2"); do printf 'url = "%s/%s"\noutput = "/dev/null"\n' "$BASE" "$1"; done >"$cfg"
   curl -sf -K "$cfg" || die "requests to /$1 failed"
+}
+# clean_log PREFIX: a measurement over requests that raised (a failed require, a Lua
+# error in a shape) measures the error path: refuse it.
+clean_log() {
+  local bad; bad=$(grep -E '\[(error|crit|alert|emerg)\]' "$1/logs/error.log" | head -3)
+  [ -z "$bad" ] || die "errors in $1/logs/error.log: $bad"
 }
 median() { sort -g | awk '{v[NR] = $1} END {if (NR == 0) exit; if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 
@@ -112,6 +123,7 @@ else
     for loc in "${LOCS[@]}"; do
       curl -sf -o /dev/null "$BASE/rp_trace?tag=$loc-$rep"
       requests "$loc" "$WARM"
+      curl -sf -o /dev/null "$BASE/rp_gc"
       callgrind_control -z "$MASTER" >/dev/null
       requests "$loc" "$N"
       callgrind_control -d "$loc-$rep" "$MASTER" >/dev/null
@@ -124,6 +136,7 @@ else
     log "callgrind repetition $rep done ($((SECONDS - T)) s)"
   done
   kill -QUIT "$MASTER"; wait "$MASTER" 2>/dev/null || true; MASTER=""
+  clean_log "$P"
 fi
 
 # --- 2. worker CPU per request, natively -----------------------------------------------
@@ -149,6 +162,7 @@ else
     done
   done
   kill -QUIT "$MASTER"; MASTER=""
+  clean_log "$P"
 fi
 
 # --- report ---------------------------------------------------------------------------

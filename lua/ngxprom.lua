@@ -242,25 +242,45 @@ end
 -- becomes a trace of its own, the caller's trace stops at it and the rest of the
 -- caller's log_by_lua block (FFI calls included) runs in the interpreter, which made
 -- inc(v, {a, b, c}) cost 3x what labels(a, b, c):inc() costs (bench/request-path.sh).
+-- The table is read at constant indexes only, never measured with `#`: then a
+-- `{ a, b, c }` written in the call never leaves the trace and LuaJIT does not
+-- allocate it at all (allocation sinking), which halves what such a call costs.
 function Family:child(values)
-    local n = #values
-    local node
+    local n = self.nlabels
+    local node, extra
     if n == 0 then
-        node = self.unlabelled
+        node, extra = self.unlabelled, values[1]
     else
         node = self.cache[values[1]]
-        if n > 1 and node then node = node[values[2]] end
-        if n > 2 and node then node = node[values[3]] end
-        if n > 3 and node then node = node[values[4]] end
-        if n > 4 and node then
-            for i = 5, n do
-                node = node[values[i]]
-                if not node then break end
+        if n == 1 then
+            extra = values[2]
+        elseif node then
+            node = node[values[2]]
+            if n == 2 then
+                extra = values[3]
+            elseif node then
+                node = node[values[3]]
+                if n == 3 then
+                    extra = values[4]
+                elseif node then
+                    node = node[values[4]]
+                    if n == 4 then
+                        extra = values[5]
+                    elseif node then
+                        for i = 5, n do
+                            node = node[values[i]]
+                            if not node then break end
+                        end
+                        extra = values[n + 1]
+                    end
+                end
             end
         end
     end
-    if node and n == self.nlabels then return node end
-    return self:_resolve(values, n)
+    -- A leaf of the cache is reached with n non-nil values; one more means the
+    -- wrong number, which _resolve reports.
+    if node and extra == nil then return node end
+    return self:_resolve(values, #values)
 end
 
 function Family:inc(v, values) return self:child(values or {}):inc(v) end

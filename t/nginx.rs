@@ -624,6 +624,9 @@ fn lua_misuse_raises_and_runtime_errors_are_counted() {
             content_by_lua_block {
                 for i = 1, 5 do app.hits:labels("a", "b"):inc() end
                 app.hits:inc(1, { "x", "y", "z" })
+                -- The right first value, already cached, with one value too many.
+                app.hits:inc(1, { "x" })
+                app.hits:inc(1, { "x", "y" })
                 app.values:labels():observe(0/0)
                 ngx.say("still here")
             }
@@ -669,7 +672,11 @@ fn lua_misuse_raises_and_runtime_errors_are_counted() {
             &[("zone", "metrics"), ("reason", reason)],
         )
     };
-    assert_eq!(errors("label_count"), Some(12.0));
+    assert_eq!(errors("label_count"), Some(14.0));
+    assert_eq!(
+        value(&samples, "test_hits_total", &[("worker", "x")]),
+        Some(2.0)
+    );
     assert_eq!(errors("invalid_value"), Some(2.0));
     let log = a.nginx.error_log();
     let logged = log
