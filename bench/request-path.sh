@@ -83,7 +83,7 @@ requests() {
 # clean_log PREFIX: a measurement over requests that raised (a failed require, a Lua
 # error in a shape) measures the error path: refuse it.
 clean_log() {
-  local bad; bad=$(grep -E '\[(error|crit|alert|emerg)\]' "$1/logs/error.log" | head -3)
+  local bad; bad=$(grep -E '\[(error|crit|alert|emerg)\]' "$1/logs/error.log" | head -3 || true)
   [ -z "$bad" ] || die "errors in $1/logs/error.log: $bad"
 }
 median() { sort -g | awk '{v[NR] = $1} END {if (NR == 0) exit; if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }

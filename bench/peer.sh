@@ -1,0 +1,194 @@
+#!/usr/bin/env bash
+# ngx-prometheus beside nginx-lua-prometheus (the peer), in one nginx with 2 workers
+# (bench/peer.conf, bench/peer_bench.lua): the same families recorded by the same Lua
+# calls in both libraries.
+#
+#   bench/peer.sh                 full run; prints a Markdown section (BENCHMARKS.md)
+#   BENCH_SMOKE=1 bench/peer.sh   smaller sizes, one repetition
+#
+# 1. Tight loops: CPU ns per call of counter inc(1, {a, b, c}), histogram
+#    observe(v, {route}) and gauge set(v, {route}) in one worker (os.clock), the
+#    libraries interleaved, R repetitions.
+# 2. Scrape: ROUTES routes recorded in each library (a counter series and a histogram
+#    series with 3 observations per route); scrape time (curl time_total) and bytes,
+#    alternating, 5 each.
+# 3. Other requests while scraping: p99 latency of `return 200` requests (wrk, 16
+#    connections) with no scrape, or with the ROUTES-route endpoint of one library
+#    scraped once a second; variants rotated over R repetitions.
+# 4. Visible series: 10,000 new series recorded in one burst, half by each worker,
+#    then one scrape at once: how many of them it shows.
+#
+# The peer is loaded from ../shared/peers/nginx-lua-prometheus (BENCH_PEER_DIR); when it
+# is absent its column says so and the run still succeeds.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+case "${BENCH_SMOKE:-0}" in 0 | "" | no | false) SMOKE=0 ;; *) SMOKE=1 ;; esac
+if [ "$SMOKE" = 1 ]; then
+  N=100000; ROUTES=1000; VISIBLE=1000; REPS=1; LOAD_SECS=2; SCRAPES=2
+else
+  N=2000000; ROUTES=10000; VISIBLE=10000; REPS=3; LOAD_SECS=10; SCRAPES=5
+fi
+log() { printf 'peer: %s\n' "$*" >&2; }
+die() { log "FAILED: $*"; exit 1; }
+
+ENV_LINES=$("$ROOT/scripts/nginx-env.sh") || die "scripts/nginx-env.sh failed"
+NGINX_BIN=$(sed -n 's/^NGINX_BIN=//p' <<<"$ENV_LINES")
+PEERDIR=${BENCH_PEER_DIR:-$ROOT/../shared/peers/nginx-lua-prometheus}
+if [ -f "$PEERDIR/prometheus.lua" ]; then
+  PEERDIR=$(cd "$PEERDIR" && pwd); PEER=true; LIBS=(ours peer)
+  PEER_REV=$(sed -n 's/.*commit \([0-9a-f]\{40\}\).*/\1/p' "$PEERDIR/SOURCE.md" | head -1)
+else
+  log "the peer is not at $PEERDIR: its column is left out"
+  PEERDIR=$ROOT/bench; PEER=false; LIBS=(ours); PEER_REV=""
+fi
+command -v wrk >/dev/null || die "wrk is not installed (make setup-test)"
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/ngxprom-peer.XXXXXX")
+chmod 755 "$WORK"   # workers (not root) require lib/ngx_prometheus.so from here
+MASTER=""
+cleanup() {
+  [ -z "$MASTER" ] || kill -QUIT "$MASTER" 2>/dev/null || true
+  [ "${BENCH_KEEP:-0}" = 1 ] || rm -rf "$WORK"
+}
+trap cleanup EXIT
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+BASE=http://127.0.0.1:$PORT
+P="$WORK/nginx"
+"$ROOT/scripts/render-conf.sh" bench/peer.conf "$P" PORT="$PORT" PEERDIR="$PEERDIR" PEER="$PEER" >/dev/null
+"$NGINX_BIN" -p "$P" -c "$P/nginx.conf" || die "nginx did not start"
+for _ in $(seq 100); do curl -sf -o /dev/null "$BASE/ok" && break; sleep 0.1; done
+MASTER=$(cat "$P/nginx.pid")
+get() { curl -sf "$BASE/$1" || die "GET /$1"; }
+median() { sort -g | awk '{v[NR] = $1} END {if (NR == 0) exit; if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
+rotate() {  # rep items... -> items rotated by rep
+  local k=$1 i; shift; local a=("$@") n=$#
+  for ((i = 0; i < n; i++)); do echo "${a[$(((i + k) % n))]}"; done
+}
+RES="$WORK/results.tsv"   # measure lib value
+: >"$RES"
+put() { printf '%s\t%s\t%s\n' "$1" "$2" "$3" >>"$RES"; }
+
+# --- 1. tight loops ----------------------------------------------------------------------
+for rep in $(seq "$REPS"); do
+  put empty - "$(get "loop?lib=ours&what=empty&n=$N")"
+  for what in counter observe gauge; do
+    for lib in $(rotate "$rep" "${LIBS[@]}"); do put "$what" "$lib" "$(get "loop?lib=$lib&what=$what&n=$N")"; done
+  done
+done
+log "tight loops done"
+
+# --- 2. scrape ---------------------------------------------------------------------------
+for lib in "${LIBS[@]}"; do [ "$(get "fill?lib=$lib&routes=$ROUTES")" = "$ROUTES" ] || die "fill $lib"; done
+sleep 2   # the peer's counters reach its dict on its 1 s sync timer
+for lib in "${LIBS[@]}"; do
+  n=$(get "metrics_$lib" | grep -c '^scrape_requests_total{' || true)
+  [ "$n" = "$ROUTES" ] || die "the $lib scrape shows $n of $ROUTES routes"
+done
+for i in $(seq "$SCRAPES"); do
+  for lib in $(rotate "$i" "${LIBS[@]}"); do
+    out=$(curl -sf -o /dev/null -w '%{time_total} %{size_download}' "$BASE/metrics_$lib") || die "scrape $lib"
+    put scrape_s "$lib" "${out% *}"; put scrape_bytes "$lib" "${out#* }"
+  done
+done
+log "scrapes done"
+
+# --- 3. other requests while scraping ----------------------------------------------------
+scrape_loop() {  # lib stopfile: scrape once a second until stopfile exists
+  local next now; next=$(date +%s%N)
+  while [ ! -e "$2" ]; do
+    curl -s -o /dev/null -w "scrape_under_load_s\t$1\t%{time_total}\n" --max-time 60 "$BASE/metrics_$1" >>"$RES" || true
+    next=$((next + 1000000000)); now=$(date +%s%N)
+    [ "$next" -le "$now" ] || sleep "$(awk -v d=$((next - now)) 'BEGIN {printf "%.3f", d / 1e9}')"
+  done
+}
+for rep in $(seq "$REPS"); do
+  for v in $(rotate "$rep" none "${LIBS[@]}"); do
+    stop="$WORK/stop.$v.$rep"; lp=""
+    [ "$v" = none ] || { scrape_loop "$v" "$stop" & lp=$!; }
+    out=$(wrk -t1 -c16 -d"${LOAD_SECS}s" --latency -s "$ROOT/bench/latency.lua" "$BASE/ok") || die "wrk ($v)"
+    touch "$stop"; [ -z "$lp" ] || wait "$lp"
+    line=$(grep '^BENCHLAT' <<<"$out") || die "wrk ($v): $out"
+    p99=$(sed -n 's/.*p99_us=\([0-9]*\).*/\1/p' <<<"$line")
+    put "$([ "$v" = none ] && echo p99_none_ms || echo p99_ms)" "$v" "$(awk -v u="$p99" 'BEGIN {printf "%.2f", u / 1000}')"
+  done
+done
+log "latency under scrapes done"
+
+# --- 4. visible series -------------------------------------------------------------------
+# visible LIB BATCH: VISIBLE new series recorded in one burst, half by each worker (one
+# request on a connection to each), then one scrape at once; prints how many of them
+# it shows.
+visible() {
+  python3 - "$PORT" "$1" "$2" "$VISIBLE" <<'PY'
+import http.client, sys, threading, re
+port, lib, batch, total = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
+conns = {}
+for _ in range(50):  # reuseport spreads connections over the workers: one to each
+    c = http.client.HTTPConnection("127.0.0.1", port)
+    c.request("GET", "/pid")
+    pid = c.getresponse().read()
+    conns.setdefault(pid, c)
+    if len(conns) == 2:
+        break
+half = total // len(conns)
+def record(k, c):
+    c.request("GET", f"/record?lib={lib}&batch={batch}&from={k * half}&n={half}")
+    resp = c.getresponse(); resp.read()
+    assert resp.status == 200, resp.status
+threads = [threading.Thread(target=record, args=(k, c)) for k, c in enumerate(conns.values())]
+for t in threads: t.start()
+for t in threads: t.join()
+c = http.client.HTTPConnection("127.0.0.1", port)
+c.request("GET", f"/metrics_{lib}")
+body = c.getresponse().read().decode()
+print(len(re.findall(rf'^visible_total{{batch="{batch}",', body, re.M)), len(conns))
+PY
+}
+for rep in $(seq "$REPS"); do
+  for lib in $(rotate "$rep" "${LIBS[@]}"); do
+    read -r seen workers <<<"$(visible "$lib" "b$rep")" || die "visible $lib"
+    [ "$workers" = 2 ] || die "repetition $rep reached $workers worker(s) only"
+    put visible "$lib" "$seen"
+    [ "$lib" = ours ] && [ "$seen" != "$VISIBLE" ] && die "ours showed $seen of $VISIBLE just-recorded series"
+  done
+done
+kill -QUIT "$MASTER"; MASTER=""
+bad=$(grep -E '\[(error|crit|alert|emerg)\]' "$P/logs/error.log" | head -3 || true)
+[ -z "$bad" ] || die "errors in nginx's log: $bad"
+
+# --- report ------------------------------------------------------------------------------
+vals() { awk -F'\t' -v m="$1" -v l="$2" '$1 == m && $2 == l {print $3}' "$RES"; }
+stat() {  # "median (min–max)", scaled by $3 (default 1), $4 decimals
+  local v; v=$(vals "$1" "$2" | awk -v s="${3:-1}" -v f="%.${4:-1}f\n" '{printf f, $1 * s}')
+  [ -n "$v" ] || { echo "—"; return; }
+  printf '%s (%s–%s)' "$(median <<<"$v")" "$(sort -g <<<"$v" | head -1)" "$(sort -g <<<"$v" | tail -1)"
+}
+med() { vals "$1" "$2" | median; }
+ratio() {  # peer ÷ ours of the medians: how many times ours is cheaper
+  local o p; o=$(med "$1" ours); p=$(med "$1" peer)
+  [ -n "$o" ] && [ -n "$p" ] && awk -v o="$o" -v p="$p" 'BEGIN {printf "%.1f×", p / o}' || echo "—"
+}
+row() {  # row TEXT MEASURE [SCALE DECIMALS]
+  echo "| $1 | $(stat "$2" ours "${3:-1}" "${4:-1}") | $(stat "$2" peer "${3:-1}" "${4:-1}") | $(ratio "$2") |"
+}
+echo "### Side by side with nginx-lua-prometheus, in the same nginx"
+echo
+echo "\`bench/peer.sh\` ($([ "$SMOKE" = 1 ] && echo "smoke run" || echo "full run"); $(sed -n 's/^DESCRIPTION=//p' <<<"$ENV_LINES"); peer: $([ "$PEER" = true ] && echo "nginx-lua-prometheus at commit ${PEER_REV:-?}, loaded from \`../shared/peers/nginx-lua-prometheus\`" || echo "absent, its column is empty")). Both libraries record the same families through the same Lua calls (\`bench/peer_bench.lua\`), 2 workers; median (min–max) of $REPS repetitions unless said."
+echo
+echo "| measurement | ours | peer | peer ÷ ours |"
+echo "|---|---|---|---|"
+row "counter \`inc(1, {a, b, c})\`, ns per call (tight loop, one worker)" counter
+row "histogram \`observe(v, {route})\` (11 buckets), ns per call" observe
+row "gauge \`set(v, {route})\`, ns per call" gauge
+row "scrape of $ROUTES routes (counter + histogram each), ms ($SCRAPES scrapes)" scrape_s 1000 1
+row "its size, MB" scrape_bytes 0.000001 2
+row "p99 of other requests while that library's $ROUTES routes are scraped every second, ms" p99_ms 1 2
+row "its scrapes meanwhile, s" scrape_under_load_s 1 3
+shown=$(awk -v o="$(med visible ours)" -v p="$(med visible peer)" 'BEGIN {if (o > 0 && p != "") printf "the peer shows %.0f %% of them", 100 * p / o; else print "—"}')
+echo "| of $VISIBLE series just recorded (half by each worker), a scrape shows | $(stat visible ours 1 0) | $(stat visible peer 1 0) | $shown |"
+echo
+echo "- Tight loops: $N iterations after $((N / 10)) of warm-up; the loop alone (label lookup in an 8-entry array) costs $(stat empty - 1 2) ns per iteration, included in both columns. The label values vary (8 routes), so the label lookup is paid per call as on a request path."
+echo "- The peer's \`inc\` and \`observe\` add to a table in the worker (its dict is updated on a 1 s timer), so a scrape shows what other workers recorded in the last second only after their next sync: the last row. Ours writes to the shared zone in the call. Gauges are written to the peer's dict at once."
+echo "- Scrape: ours from the module's \`prometheus_metrics\` (rendered in nginx's thread pool), the peer's from \`collect()\` in a content handler (in the worker's event loop: the worker answers nothing else meanwhile)."
+echo "- Latency: \`wrk -t1 -c16 -d${LOAD_SECS}s --latency\` on a \`return 200\` location while a loop starts \`curl\` once a second on one library's endpoint; with nothing scraped the p99 is $(stat p99_none_ms none 1 2) ms. 2 workers, wrk, curl and the render thread share 2 cores."
