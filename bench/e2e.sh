@@ -88,6 +88,53 @@ set_plugin true
 COUNTED=$(curl -fsS "localhost:$METRICS/metrics" | awk -F' ' '/^gateway_http_requests_total\{service="demo",route="root",code="200"/ {s += $2} END {print s + 0}')
 [ "$COUNTED" -gt 0 ] || { log "the plugin recorded nothing"; exit 1; }
 
+# Instructions per request (deterministic, issue 13's shape 7): the same gateway in one
+# process under callgrind (master_process off), W warm-up requests through the proxy,
+# counters zeroed, N measured, a dump; plugin on and off interleaved, CG_REPS times.
+declare -A IR=()
+CG_NOTE=""
+if [ "$SMOKE" = 1 ] || [ "${BENCH_CALLGRIND:-1}" = 0 ]; then
+  CG_NOTE="skipped ($([ "$SMOKE" = 1 ] && echo "smoke run" || echo "BENCH_CALLGRIND=0"))"
+elif ! command -v callgrind_control >/dev/null; then
+  CG_NOTE="valgrind is not installed"
+else
+  CG_W=${BENCH_E2E_CG_WARM:-1000}; CG_N=${BENCH_E2E_CG_N:-2000}; CG_REPS=${BENCH_E2E_CG_REPS:-3}
+  CG=$(mktemp -d /tmp/ngxprom-e2e-cg.XXXXXX); chmod 755 "$CG"
+  CPROXY=$(free_port); CADMIN=$(free_port); CMETRICS=$(free_port); CUP=$(free_port)
+  "$ROOT/scripts/render-conf.sh" nginx/gateway.conf "$CG" PROXY_PORT="$CPROXY" ADMIN_PORT="$CADMIN" \
+    METRICS_PORT="$CMETRICS" UPSTREAM_PORT="$CUP" >/dev/null
+  sed -i "s|access_log $CG/logs/access.log;|access_log off;|" "$CG/nginx.conf"
+  # --smc-check: LuaJIT writes and patches machine code on the heap.
+  valgrind --tool=callgrind --smc-check=all-non-file --callgrind-out-file="$CG/cg.%p" \
+    "$NGINX_BIN" -p "$CG" -c "$CG/nginx.conf" -g 'daemon off; master_process off;' >"$CG/valgrind.log" 2>&1 &
+  VG=$!
+  for _ in $(seq 600); do curl -sf -o /dev/null "localhost:$CPROXY/" && break; sleep 0.2; done
+  curl -sf -o /dev/null "localhost:$CPROXY/" || { log "the gateway under valgrind did not start"; exit 1; }
+  CGPLUGIN=$(curl -fsS "localhost:$CADMIN/plugins" | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"][0]["id"])')
+  curls() {  # COUNT GETs through the proxy on one keep-alive connection
+    local cfg="$CG/curl-$1.cfg"
+    [ -f "$cfg" ] || for _ in $(seq "$1"); do printf 'url = "http://127.0.0.1:%s/"\noutput = "/dev/null"\n' "$CPROXY"; done >"$cfg"
+    curl -sf -K "$cfg" || { log "requests through the gateway under valgrind failed"; exit 1; }
+  }
+  for rep in $(seq "$CG_REPS"); do
+    for state in true false; do
+      curl -fsS -o /dev/null -X PATCH "localhost:$CADMIN/plugins/$CGPLUGIN" -H 'Content-Type: application/json' \
+        -d "{\"enabled\": $state}"
+      sleep 3   # the change reaches the worker within a second; valgrind is slow
+      curls "$CG_W"
+      callgrind_control -z "$VG" >/dev/null
+      curls "$CG_N"
+      callgrind_control -d "e2e-$state-$rep" "$VG" >/dev/null
+      f=$(grep -l "^desc: Trigger: dump e2e-$state-$rep\$" "$CG"/cg.* | head -1)
+      [ -n "$f" ] || { log "no callgrind dump for plugin $state"; exit 1; }
+      IR[$state]+="$(awk -v n="$CG_N" '/^totals:/ {printf "%.0f", $2 / n}' "$f") "
+    done
+  done
+  kill -QUIT "$VG"; wait "$VG" 2>/dev/null || true
+  ! grep -qE '\[(error|crit|alert|emerg)\]' "$CG/logs/error.log" || { log "errors in $CG/logs/error.log"; exit 1; }
+  rm -rf "$CG"
+fi
+
 col() { awk -v c="$1" -v k="$2" '$1 == c {print $k}' "$RESULTS" | median; }
 for c in plugin_on plugin_off bare_nginx; do
   declare "RPS_$c=$(col $c 2)" "P50_$c=$(col $c 3)" "P99_$c=$(col $c 4)" "CPU_$c=$(col $c 5)"
@@ -119,4 +166,11 @@ echo "- plugin_on: the seeded global prometheus plugin with status, latency, ban
 echo "  metrics; plugin_off: the same plugin disabled through the Admin API; bare_nginx: \`proxy_pass\` only."
 echo "- Worker CPU per request: utime+stime of the worker processes from /proc over the run, divided by the"
 echo "  requests wrk completed; it includes the upstream's share (same nginx)."
+if [ -z "$CG_NOTE" ]; then
+  irstat() { tr ' ' '\n' <<<"$1" | sed '/^$/d' | sort -g | awk '{v[NR] = $1} END {printf "%s (%s–%s)", v[int((NR + 1) / 2)], v[1], v[NR]}'; }
+  irmed() { tr ' ' '\n' <<<"$1" | sed '/^$/d' | median; }
+  echo "- Instructions per proxied request (callgrind, the same gateway in one process, $CG_W warm-up then $CG_N measured requests on one keep-alive connection, $CG_REPS repetitions interleaved, median (min–max)): plugin on $(irstat "${IR[true]}"), off $(irstat "${IR[false]}"); **the plugin adds $(awk -v a="$(irmed "${IR[true]}")" -v b="$(irmed "${IR[false]}")" 'BEGIN {printf "%.0f", a - b}') instructions per request**, with every metric switch on (issue 13's shape 7; its CPU column above is inside this machine's noise)."
+else
+  echo "- Instructions per proxied request: $CG_NOTE."
+fi
 rm -f "$RESULTS"

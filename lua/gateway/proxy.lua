@@ -125,15 +125,20 @@ local function escape_byte(c)
     return fmt("%%%02X", byte(c))
 end
 
+-- gsub callback: a "%" followed by fewer than two hex digits, written as %25.
+local function lone_percent(hex)
+    if #hex == 2 then return nil end
+    return "%25" .. hex
+end
+
 -- An escaped path with every byte outside pchar escaped, and every "%" that does not
 -- start a valid escape written as %25 (nginx refuses those in the request line, so
--- this only guards against a future change).
+-- this only guards against a future change). Callbacks are module functions, not
+-- closures made here: a function that makes a closure is not compiled by LuaJIT (its
+-- early return is a UCLO), and this runs on every proxied request.
 local function reescape(raw)
     if not raw:find(UNSAFE_OR_PERCENT) and not raw:find("%", 1, true) then return raw end
-    raw = raw:gsub("%%(%x?%x?)", function(hex)
-        if #hex == 2 then return nil end
-        return "%25" .. hex
-    end)
+    raw = raw:gsub("%%(%x?%x?)", lone_percent)
     return (raw:gsub(UNSAFE_OR_PERCENT, escape_byte))
 end
 

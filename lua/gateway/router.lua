@@ -14,9 +14,10 @@ local _M = {}
 local Router = {}
 
 -- `p` with its %XX escapes decoded (what nginx's `$uri` holds for a path).
+local function hex_char(hex) return string.char(tonumber(hex, 16)) end
 local function unescape(p)
     if not find(p, "%", 1, true) then return p end
-    return (p:gsub("%%(%x%x)", function(hex) return string.char(tonumber(hex, 16)) end))
+    return (p:gsub("%%(%x%x)", hex_char))   -- no closure here: LuaJIT compiles it (proxy.lua)
 end
 _M.unescape = unescape
 Router.__index = Router
