@@ -15,7 +15,8 @@ local ffi = require "ffi"
 local core = require "ngx_prometheus"
 
 local C = ffi.C
-local type, select, setmetatable, error, pcall, ipairs = type, select, setmetatable, error, pcall, ipairs
+local type, select, setmetatable, error, pcall, ipairs, pairs =
+    type, select, setmetatable, error, pcall, ipairs, pairs
 local unpack = unpack
 local ngx_log, ERR = ngx.log, ngx.ERR
 
@@ -153,6 +154,11 @@ function Histogram:observe(v)
     if observe(self.handle, v) == STALE and renew(self) then observe(self.handle, v) end
 end
 
+-- The method each kind of child is called with most. A method found in the table
+-- itself is one lookup in a trace; through the metatable it is a failed lookup, the
+-- metatable, its __index and the lookup there (~25 instructions per call on the
+-- request path). It fits in the child's hash part as a fourth field at no cost.
+Counter.hot, Gauge.hot, Histogram.hot = "inc", "set", "observe"
 local CHILD = { counter = Counter, gauge = Gauge, histogram = Histogram }
 
 --------------------------------------------------------------------------------
@@ -201,7 +207,10 @@ function Family:_resolve(values, n)
     end
     -- max_series or a full zone sent this label set to the overflow series (counted).
     if overflow then log_once(overflow) end
-    local child = setmetatable({ handle = handle, family = self, values = values }, self.child_mt)
+    local mt = self.child_mt
+    local child = setmetatable({ handle = handle, family = self, values = values }, mt)
+    -- The kind's most used method in the child itself (see HOT below).
+    child[mt.hot] = mt[mt.hot]
     -- Cache along the path of label values; the leaf is the child.
     local node = self.cache
     for i = 1, n - 1 do
@@ -283,11 +292,64 @@ function Family:child(values)
     return self:_resolve(values, #values)
 end
 
-function Family:inc(v, values) return self:child(values or {}):inc(v) end
-function Family:add(v, values) return self:child(values or {}):add(v) end
-function Family:set(v, values) return self:child(values or {}):set(v) end
-function Family:dec(v, values) return self:child(values or {}):dec(v) end
-function Family:observe(v, values) return self:child(values or {}):observe(v) end
+-- The update forms with label values, `family:inc(v, { a, b })`, one set per type.
+-- Each calls the C function itself rather than the child's method: on the request
+-- path that is one metatable lookup and one Lua frame less per call (about a fifth of
+-- what such a call adds to a request), and a misuse error names the caller's line.
+-- A child that could not be made (NULL, handle 0) records nothing, as its methods do.
+local child_of = Family.child
+local NO_LABELS = {}
+
+local CounterFamily, GaugeFamily, HistogramFamily = {}, {}, {}
+
+function CounterFamily:inc(v, values)
+    local child = child_of(self, values or NO_LABELS)
+    local h = child.handle
+    if h == 0 then return nil, "series unavailable" end
+    if v == nil then
+        if counter_inc(h, 1) == STALE and renew(child) then counter_inc(child.handle, 1) end
+        return
+    end
+    if type(v) ~= "number" then error("increment must be a number", 2) end
+    if counter_add(h, v) == STALE and renew(child) then counter_add(child.handle, v) end
+end
+CounterFamily.add = CounterFamily.inc
+
+-- gauge_add of `v` (default 1) times `sign`, or gauge_set when `sign` is nil.
+local function gauge_update(family, v, values, sign)
+    local child = child_of(family, values or NO_LABELS)
+    local h = child.handle
+    if h == 0 then return nil, "series unavailable" end
+    if sign == nil then
+        if type(v) ~= "number" then error("value must be a number", 3) end
+        if gauge_set(h, v) == STALE and renew(child) then gauge_set(child.handle, v) end
+        return
+    end
+    if v == nil then v = 1 elseif type(v) ~= "number" then error("value must be a number", 3) end
+    v = sign * v
+    if gauge_add(h, v) == STALE and renew(child) then gauge_add(child.handle, v) end
+end
+-- Not tail calls: gauge_update's errors (level 3) must find the caller's frame.
+function GaugeFamily:set(v, values)
+    local ok, err = gauge_update(self, v, values, nil)
+    return ok, err
+end
+function GaugeFamily:inc(v, values)
+    local ok, err = gauge_update(self, v, values, 1)
+    return ok, err
+end
+function GaugeFamily:dec(v, values)
+    local ok, err = gauge_update(self, v, values, -1)
+    return ok, err
+end
+
+function HistogramFamily:observe(v, values)
+    local child = child_of(self, values or NO_LABELS)
+    local h = child.handle
+    if h == 0 then return nil, "series unavailable" end
+    if type(v) ~= "number" then error("value must be a number", 2) end
+    if observe(h, v) == STALE and renew(child) then observe(child.handle, v) end
+end
 
 -- Deletes the series with these label values, in every worker: its memory is reused,
 -- and a child of it kept anywhere makes it anew on its next update (from zero).
@@ -354,6 +416,20 @@ function Family:quantile(q, values)
     return core.quantile(self.slot, id, values or {}, q)
 end
 
+-- Each kind's family methods: the common ones and its own update forms, in one flat
+-- table (a method is one lookup away, not two). The request-path ones, HOT, are also
+-- put in each family table itself, for the reason given at the children's.
+local FAMILY, HOT = {}, {}
+for kind, own in pairs({ counter = CounterFamily, gauge = GaugeFamily, histogram = HistogramFamily }) do
+    local mt = {}
+    for k, f in pairs(Family) do mt[k] = f end
+    for k, f in pairs(own) do mt[k] = f end
+    mt.__index = mt
+    FAMILY[kind] = mt
+    HOT[kind] = { labels = Family.labels }
+    for k, f in pairs(own) do HOT[kind][k] = f end
+end
+
 --------------------------------------------------------------------------------
 -- Zones.
 
@@ -401,7 +477,8 @@ function Zone:_family(kind, name, help, labels, opts, level)
     f = setmetatable({
         zone = self, name = name, kind = kind, spec = spec, nlabels = #spec.labels,
         cache = {}, child_mt = CHILD[kind],
-    }, Family)
+    }, FAMILY[kind])
+    for k, fn in pairs(HOT[kind]) do f[k] = fn end
     self.families[name] = f
     self.order[#self.order + 1] = f
     -- In a worker, register now so that a conflicting declaration raises here.

@@ -613,6 +613,8 @@ fn lua_misuse_raises_and_runtime_errors_are_counted() {
                     function() z:gauge("test_requests_total", "") end,
                     function() z:counter("test_hits_total", "", { "other" }) end,
                     function() z:counter("nginx_requests_total", "") end,
+                    function() app.hits:inc("1", { "a" }) end,
+                    function() app.hits:set(1, { "a" }) end,
                 }) do
                     local ok, err = pcall(f)
                     out[#out + 1] = ok and "no error" or err
@@ -635,7 +637,7 @@ fn lua_misuse_raises_and_runtime_errors_are_counted() {
     let a = start_app("misuse", "8m", extra);
     let text = get(a.app, "/misuse").text();
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines.len(), 6, "{text}");
+    assert_eq!(lines.len(), 8, "{text}");
     assert!(
         lines[0].contains("invalid metric name \"1bad_name\""),
         "{}",
@@ -658,6 +660,14 @@ fn lua_misuse_raises_and_runtime_errors_are_counted() {
         lines[4]
     );
     assert!(lines[5].contains("reserved"), "{}", lines[5]);
+    // The update forms with label values raise at the caller's line too.
+    assert!(
+        lines[6].contains("increment must be a number") && lines[6].contains("content_by_lua"),
+        "{}",
+        lines[6]
+    );
+    // A counter family has no set().
+    assert!(lines[7].contains("set"), "{}", lines[7]);
     // Errors carry the caller's position (error level 2), not the library's.
     assert!(lines[0].contains("content_by_lua"), "{}", lines[0]);
     let r = get(a.app, "/wrong_labels");

@@ -37,9 +37,12 @@ pub fn inc(r: &Region<'_>, handle: u64, n: u64) -> Result<(), CounterError> {
 #[inline(always)]
 pub fn add(r: &Region<'_>, handle: u64, v: f64) -> Result<(), CounterError> {
     let h = check(r, handle, MetricType::Counter, VALUE_WORDS).map_err(handle_error)?;
-    // Whole, non-negative increments take the exact integer path.
-    if (0.0..9.0e15).contains(&v) && v.fract() == 0.0 {
-        r.word(h + INT).fetch_add(v as u64, Relaxed);
+    // Whole, non-negative increments take the exact integer path. Whole: the value
+    // survives a round trip through u64 (two conversions; `fract()` is a libm call on
+    // x86-64 without SSE4.1 and cost 14 of this function's ~90 instructions).
+    let whole = v as u64;
+    if (0.0..9.0e15).contains(&v) && whole as f64 == v {
+        r.word(h + INT).fetch_add(whole, Relaxed);
     } else if v >= 0.0 && v.is_finite() {
         add_f64(r.word(h + FLOAT), v);
     } else {
