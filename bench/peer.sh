@@ -27,7 +27,7 @@ case "${BENCH_SMOKE:-0}" in 0 | "" | no | false) SMOKE=0 ;; *) SMOKE=1 ;; esac
 if [ "$SMOKE" = 1 ]; then
   N=100000; ROUTES=1000; VISIBLE=1000; REPS=1; LOAD_SECS=2; SCRAPES=2
 else
-  N=2000000; ROUTES=10000; VISIBLE=10000; REPS=3; LOAD_SECS=10; SCRAPES=5
+  N=2000000; ROUTES=10000; VISIBLE=10000; REPS=3; LOAD_SECS=8; SCRAPES=5
 fi
 log() { printf 'peer: %s\n' "$*" >&2; }
 die() { log "FAILED: $*"; exit 1; }
@@ -116,13 +116,14 @@ done
 log "latency under scrapes done"
 
 # --- 4. visible series -------------------------------------------------------------------
-# visible LIB BATCH: VISIBLE new series recorded in one burst, half by each worker (one
-# request on a connection to each), then one scrape at once; prints how many of them
-# it shows.
+# visible LIB BATCH VALUE: VISIBLE series of the batch recorded (inc by 1) in one burst,
+# half by each worker (one request on a connection to each), then one scrape at once;
+# prints how many of them it shows at VALUE (1: new series; 2: the second pass, an
+# update of existing ones), how many workers recorded, and the burst's seconds.
 visible() {
-  python3 - "$PORT" "$1" "$2" "$VISIBLE" <<'PY'
-import http.client, sys, threading, re
-port, lib, batch, total = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
+  python3 - "$PORT" "$1" "$2" "$VISIBLE" "$3" <<'PY'
+import http.client, sys, threading, re, time
+port, lib, batch, total, want = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
 conns = {}
 for _ in range(50):  # reuseport spreads connections over the workers: one to each
     c = http.client.HTTPConnection("127.0.0.1", port)
@@ -137,20 +138,25 @@ def record(k, c):
     resp = c.getresponse(); resp.read()
     assert resp.status == 200, resp.status
 threads = [threading.Thread(target=record, args=(k, c)) for k, c in enumerate(conns.values())]
+t0 = time.monotonic()
 for t in threads: t.start()
 for t in threads: t.join()
+burst = time.monotonic() - t0
 c = http.client.HTTPConnection("127.0.0.1", port)
 c.request("GET", f"/metrics_{lib}")
 body = c.getresponse().read().decode()
-print(len(re.findall(rf'^visible_total{{batch="{batch}",', body, re.M)), len(conns))
+print(len(re.findall(rf'^visible_total{{batch="{batch}",id="\d+"}} {want}$', body, re.M)), len(conns), f"{burst:.3f}")
 PY
 }
 for rep in $(seq "$REPS"); do
   for lib in $(rotate "$rep" "${LIBS[@]}"); do
-    read -r seen workers <<<"$(visible "$lib" "b$rep")" || die "visible $lib"
-    [ "$workers" = 2 ] || die "repetition $rep reached $workers worker(s) only"
-    put visible "$lib" "$seen"
-    [ "$lib" = ours ] && [ "$seen" != "$VISIBLE" ] && die "ours showed $seen of $VISIBLE just-recorded series"
+    for pass in 1 2; do
+      read -r seen workers burst <<<"$(visible "$lib" "b$rep" "$pass")" || die "visible $lib"
+      [ "$workers" = 2 ] || die "repetition $rep reached $workers worker(s) only"
+      put "visible$pass" "$lib" "$seen"; put "burst$pass" "$lib" "$burst"
+      [ "$lib" = peer ] || [ "$seen" = "$VISIBLE" ] || die "ours showed $seen of $VISIBLE just-recorded series"
+      sleep 2   # the peer's sync: the second pass starts from every value in its dict
+    done
   done
 done
 kill -QUIT "$MASTER"; MASTER=""
@@ -185,10 +191,11 @@ row "scrape of $ROUTES routes (counter + histogram each), ms ($SCRAPES scrapes)"
 row "its size, MB" scrape_bytes 0.000001 2
 row "p99 of other requests while that library's $ROUTES routes are scraped every second, ms" p99_ms 1 2
 row "its scrapes meanwhile, s" scrape_under_load_s 1 3
-shown=$(awk -v o="$(med visible ours)" -v p="$(med visible peer)" 'BEGIN {if (o > 0 && p != "") printf "the peer shows %.0f %% of them", 100 * p / o; else print "—"}')
-echo "| of $VISIBLE series just recorded (half by each worker), a scrape shows | $(stat visible ours 1 0) | $(stat visible peer 1 0) | $shown |"
+shown() { awk -v o="$(med "$1" ours)" -v p="$(med "$1" peer)" 'BEGIN {if (o > 0 && p != "") printf "the peer shows %.0f %% of them", 100 * p / o; else print "—"}'; }
+echo "| of $VISIBLE new series just recorded (half by each worker), a scrape shows | $(stat visible1 ours 1 0) | $(stat visible1 peer 1 0) | $(shown visible1) |"
+echo "| of $VISIBLE existing series just incremented (half by each worker), a scrape shows the new value of | $(stat visible2 ours 1 0) | $(stat visible2 peer 1 0) | $(shown visible2) |"
 echo
 echo "- Tight loops: $N iterations after $((N / 10)) of warm-up; the loop alone (label lookup in an 8-entry array) costs $(stat empty - 1 2) ns per iteration, included in both columns. The label values vary (8 routes), so the label lookup is paid per call as on a request path."
-echo "- The peer's \`inc\` and \`observe\` add to a table in the worker (its dict is updated on a 1 s timer), so a scrape shows what other workers recorded in the last second only after their next sync: the last row. Ours writes to the shared zone in the call. Gauges are written to the peer's dict at once."
+echo "- The peer's \`inc\` and \`observe\` add to a table in the worker (its dict is updated on a 1 s timer), so a scrape shows what other workers recorded since their last sync only after their next one: the last two rows. Ours writes to the shared zone in the call. The bursts took $(stat burst1 ours 1 3) s (ours) and $(stat burst1 peer 1 3) s (peer) for the new series, $(stat burst2 ours 1 3) and $(stat burst2 peer 1 3) s for the increments: a burst longer than the sync interval gives the peer's timer time to run in it. Gauges are written to the peer's dict at once."
 echo "- Scrape: ours from the module's \`prometheus_metrics\` (rendered in nginx's thread pool), the peer's from \`collect()\` in a content handler (in the worker's event loop: the worker answers nothing else meanwhile)."
 echo "- Latency: \`wrk -t1 -c16 -d${LOAD_SECS}s --latency\` on a \`return 200\` location while a loop starts \`curl\` once a second on one library's endpoint; with nothing scraped the p99 is $(stat p99_none_ms none 1 2) ms. 2 workers, wrk, curl and the render thread share 2 cores."
