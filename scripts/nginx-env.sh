@@ -64,7 +64,7 @@ fi
 
 if [ "$lua" = dynamic ]; then
   how="lua-nginx-module as a dynamic module"
-elif ldd "$bin" 2>/dev/null | grep -q libluajit; then
+elif [[ "$(ldd "$bin" 2>/dev/null)" == *libluajit* ]]; then   # not `| grep -q`: SIGPIPE
   how="lua-nginx-module compiled in, LuaJIT as a shared library"
 else
   how="lua-nginx-module compiled in, LuaJIT linked statically"

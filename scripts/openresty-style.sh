@@ -46,7 +46,7 @@ for t in nginx-$NGINX_V lua-nginx-module-$LUA_NGINX_V lua-resty-core-$RESTY_CORE
 done
 
 # Everything that decides the result: the sources, this script, the compiler.
-STAMP=$( (cd "$VENDOR" && sha256sum ./*.tar.gz; sha256sum <"$SELF"; cc --version | head -1) | sha256sum | cut -c1-16)
+STAMP=$( (cd "$VENDOR" && sha256sum ./*.tar.gz; sha256sum <"$SELF"; cc --version | sed -n 1p) | sha256sum | cut -c1-16)
 if [ -x "$ROOT/sbin/nginx" ] && [ "$(cat "$ROOT/.stamp" 2>/dev/null)" = "$STAMP" ]; then
   exit 0
 fi
@@ -92,5 +92,7 @@ mkdir -p "$ROOT/lualib"
 cp -r "$ROOT/src/lua-resty-core-$RESTY_CORE_V/lib/." "$ROOT/lualib/"
 cp -r "$ROOT/src/lua-resty-lrucache-$LRUCACHE_V/lib/." "$ROOT/lualib/"
 
-"$ROOT/sbin/nginx" -V 2>&1 | head -1
+# -v, not `-V | head -1`: head leaves early, nginx dies of SIGPIPE and pipefail fails
+# the build (it did, once in a CI run).
+"$ROOT/sbin/nginx" -v 2>&1
 echo "$STAMP" >"$ROOT/.stamp"

@@ -9,6 +9,12 @@
 //! glue: `nginx` and `lua`, the only modules that talk to C. [`bitfield`] reads and
 //! writes nginx structs' bitfields for the glue where the C compiler put them.
 
+// Every `unsafe` block says why it is sound, and an `unsafe fn`'s body marks its own
+// unsafe operations: checked, not just promised. The pure layers (metrics, exposition,
+// push, access, auth, identity) forbid unsafe code outright.
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 pub mod access;
 pub mod auth;
 pub mod bitfield;

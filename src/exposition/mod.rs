@@ -6,6 +6,9 @@
 //! [`json`] a JSON document for scripts. [`negotiate`] decides, from a request's
 //! `Accept`, `Accept-Encoding` and query string, which format and families to serve.
 
+// No unsafe code here: the compiler holds this module to the promise in lib.rs.
+#![forbid(unsafe_code)]
+
 pub mod json;
 pub mod negotiate;
 pub mod text;

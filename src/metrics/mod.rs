@@ -1,6 +1,9 @@
 //! Metric semantics over the shared-memory store: families, the three metric types and
 //! their value layouts. Pure, safe Rust: tested with `cargo test` over heap memory.
 
+// No unsafe code here: the compiler holds this module to the promise in lib.rs.
+#![forbid(unsafe_code)]
+
 pub mod counter;
 pub mod family;
 pub mod gauge;

@@ -166,7 +166,7 @@ static WORKER_COUNT: AtomicU32 = AtomicU32::new(0);
 /// # Safety
 /// `cycle` is the running cycle, as nginx passes it to `init_process`.
 pub(super) unsafe fn remember_worker_count(cycle: *mut ngx_cycle_t) {
-    // SAFETY (per the bullets):
+    // SAFETY: per the bullets below.
     // - the core module's configuration is made for every cycle, before any module's
     //   `init_process`, and lives as long as the cycle;
     // - `conf_ctx` is indexed by module index, as `ngx_get_conf` does.

@@ -4,4 +4,7 @@
 //! templates, the grouping-key path, the HTTP/1.1 exchange and the retry schedule. It is
 //! kept apart so the unit tests can drive it against plain sockets.
 
+// No unsafe code here: the compiler holds this module to the promise in lib.rs.
+#![forbid(unsafe_code)]
+
 pub mod client;
