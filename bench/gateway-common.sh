@@ -6,7 +6,8 @@
 NGINX_BIN=$("$ROOT/scripts/nginx-env.sh" | sed -n 's/^NGINX_BIN=//p')
 [ -n "$NGINX_BIN" ] || { echo "scripts/nginx-env.sh failed" >&2; exit 1; }
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=bench/common.sh
+. "$ROOT/bench/common.sh"   # free_port, median, rotate
 
 # start_gateway PREFIX PROXY ADMIN METRICS UPSTREAM: nginx/gateway.conf, access log off
 # (no per-request file write in the way of what is measured).
@@ -35,4 +36,3 @@ wrk_summary() {
     END { printf "%s %s %s %s %s\n", c, rps, ms(p50), ms(p99), (n > 0 ? ticks / hz / n * 1e6 : 0) }' <<<"$3"
 }
 
-median() { sort -g | awk '{a[NR] = $1} END {print (NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2)}'; }

@@ -34,14 +34,10 @@ die() { log "FAILED: $*"; exit 1; }
 
 ENV_LINES=$("$ROOT/scripts/nginx-env.sh") || die "scripts/nginx-env.sh failed"
 NGINX_BIN=$(sed -n 's/^NGINX_BIN=//p' <<<"$ENV_LINES")
-PEERDIR=${BENCH_PEER_DIR:-$ROOT/../shared/peers/nginx-lua-prometheus}
-if [ -f "$PEERDIR/prometheus.lua" ]; then
-  PEERDIR=$(cd "$PEERDIR" && pwd); PEER=true; LIBS=(ours peer)
-  PEER_REV=$(sed -n 's/.*commit \([0-9a-f]\{40\}\).*/\1/p' "$PEERDIR/SOURCE.md" | head -1)
-else
-  log "the peer is not at $PEERDIR: its column is left out"
-  PEERDIR=$ROOT/bench; PEER=false; LIBS=(ours); PEER_REV=""
-fi
+# shellcheck source=bench/common.sh
+. "$ROOT/bench/common.sh"
+find_peer
+LIBS=(ours); [ "$PEER" = false ] || LIBS+=(peer)
 command -v wrk >/dev/null || die "wrk is not installed (make setup-test)"
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/ngxprom-peer.XXXXXX")
@@ -52,7 +48,7 @@ cleanup() {
   [ "${BENCH_KEEP:-0}" = 1 ] || rm -rf "$WORK"
 }
 trap cleanup EXIT
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+PORT=$(free_port)
 BASE=http://127.0.0.1:$PORT
 P="$WORK/nginx"
 "$ROOT/scripts/render-conf.sh" bench/peer.conf "$P" PORT="$PORT" PEERDIR="$PEERDIR" PEER="$PEER" >/dev/null
@@ -68,11 +64,6 @@ stop_nginx() {
 }
 start_nginx
 get() { curl -sf "$BASE/$1" || die "GET /$1"; }
-median() { sort -g | awk '{v[NR] = $1} END {if (NR == 0) exit; if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
-rotate() {  # rep items... -> items rotated by rep
-  local k=$1 i; shift; local a=("$@") n=$#
-  for ((i = 0; i < n; i++)); do echo "${a[$(((i + k) % n))]}"; done
-}
 RES="$WORK/results.tsv"   # measure lib value
 : >"$RES"
 put() { printf '%s\t%s\t%s\n' "$1" "$2" "$3" >>"$RES"; }

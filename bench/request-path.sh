@@ -35,14 +35,9 @@ die() { log "FAILED: $*"; exit 1; }
 
 ENV_LINES=$("$ROOT/scripts/nginx-env.sh") || die "scripts/nginx-env.sh failed"
 NGINX_BIN=$(sed -n 's/^NGINX_BIN=//p' <<<"$ENV_LINES")
-PEERDIR=${BENCH_PEER_DIR:-$ROOT/../shared/peers/nginx-lua-prometheus}
-if [ -f "$PEERDIR/prometheus.lua" ]; then
-  PEERDIR=$(cd "$PEERDIR" && pwd); PEER=true
-  PEER_REV=$(sed -n 's/.*commit \([0-9a-f]\{40\}\).*/\1/p' "$PEERDIR/SOURCE.md" | head -1)
-else
-  log "the peer is not at $PEERDIR: its column is left out"
-  PEERDIR=$ROOT/bench; PEER=false; PEER_REV=""
-fi
+# shellcheck source=bench/common.sh
+. "$ROOT/bench/common.sh"
+find_peer
 JITDIR=""
 for f in "$(dirname "$NGINX_BIN")"/../luajit/share/luajit*/jit/vmdef.lua /usr/share/luajit*/jit/vmdef.lua; do
   [ -f "$f" ] && { JITDIR=$(dirname "$(dirname "$f")"); break; }
@@ -58,8 +53,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-PORT=$(port)
+PORT=$(free_port)
 BASE=http://127.0.0.1:$PORT
 
 # Locations: the shapes, each as none (baseline), ours and the peer's.
@@ -94,7 +88,6 @@ clean_log() {
   local bad; bad=$(grep -E '\[(error|crit|alert|emerg)\]' "$1/logs/error.log" | head -3 || true)
   [ -z "$bad" ] || die "errors in $1/logs/error.log: $bad"
 }
-median() { sort -g | awk '{v[NR] = $1} END {if (NR == 0) exit; if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 
 declare -A IR CPU TRACES SPLIT
 # split DUMP N: "vm trace module" instructions per request: LuaJIT's VM (interpreter,

@@ -248,10 +248,8 @@ HOT_CASES=(ours_inc dict_incr ours_labels_inc ffi_inc ours_observe standin_obser
 SOLO_CASES=(ours_inc dict_incr ours_labels_inc ffi_inc ours_observe standin_observe
   c1_same c3_same g1_same g3_same h1_same h3_same)
 LOG_CASES=(log_native log_var)
-rotate() {  # rep items... -> items rotated by rep
-  local k=$1 i; shift; local a=("$@") n=$#
-  for ((i = 0; i < n; i++)); do echo "${a[$(((i + k) % n))]}"; done
-}
+# shellcheck source=bench/common.sh
+. "$ROOT/bench/common.sh"   # rotate (and free_port, median)
 
 T0=$SECONDS
 for rep in $(seq "$REPS"); do
