@@ -49,6 +49,16 @@ fn all_switches() -> serde_json::Value {
     json!({ "status_code_metrics": true, "latency_metrics": true, "bandwidth_metrics": true, "upstream_health_metrics": true })
 }
 
+/// The prometheus plugin, global, with every metric switch on.
+fn prometheus_everywhere(g: &Gateway) {
+    created(admin(
+        g.admin,
+        "POST",
+        "/plugins",
+        Some(json!({ "name": "prometheus", "config": all_switches() })),
+    ));
+}
+
 fn requests(
     s: &[Sample],
     service: &str,
@@ -429,12 +439,7 @@ fn upstream_target_health_follows_failures_and_readmission() {
         Some(json!({ "name": "svc", "host": "pool", "port": 80 })),
     ));
     route(&g, "svc", "r", &["/"]);
-    created(admin(
-        g.admin,
-        "POST",
-        "/plugins",
-        Some(json!({ "name": "prometheus", "config": all_switches() })),
-    ));
+    prometheus_everywhere(&g);
     settle(&g);
     let health = |state: &str| {
         let (_, s) = scrape(g.metrics, "/metrics");
@@ -506,12 +511,7 @@ fn no_route_upstream_errors_and_timeouts_are_answered_and_recorded() {
         ),
     ));
     route(&g, "slow", "slow", &["/slow"]);
-    created(admin(
-        g.admin,
-        "POST",
-        "/plugins",
-        Some(json!({ "name": "prometheus", "config": all_switches() })),
-    ));
+    prometheus_everywhere(&g);
     settle(&g);
     let nowhere = get(g.proxy, "/nowhere");
     assert_eq!(nowhere.status, 404);
@@ -882,12 +882,7 @@ fn the_request_path_compiles() {
     };
     service(&g, "svc", &format!("http://127.0.0.1:{}", g.upstream));
     route(&g, "svc", "r", &["/"]);
-    created(admin(
-        g.admin,
-        "POST",
-        "/plugins",
-        Some(json!({ "name": "prometheus", "config": all_switches() })),
-    ));
+    prometheus_everywhere(&g);
     settle(&g);
     // Enough for LuaJIT to record (and abort, and retry) everything hot, in both workers.
     for _ in 0..1500 {
