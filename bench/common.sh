@@ -25,3 +25,34 @@ find_peer() {
     PEERDIR=$ROOT/bench; PEER=false; PEER_REV=""
   fi
 }
+
+# gets CONFIG COUNT URL [HEADER]: COUNT GETs of URL on one keep-alive connection (a curl
+# config file, written on first use), each with HEADER when given.
+gets() {
+  local cfg=$1 n=$2 url=$3 header=${4:+header = \"$4\"$'\n'}
+  [ -f "$cfg" ] || for _ in $(seq "$n"); do printf 'url = "%s"\n%soutput = "/dev/null"\n' "$url" "$header"; done >"$cfg"
+  curl -sf -K "$cfg"
+}
+
+# Instructions per request, deterministically: the nginx of a prefix in one process
+# under callgrind, and windows of requests each measured alone.
+# callgrind_nginx PREFIX: starts it in the background; CG_PID is its pid, its dumps are
+# PREFIX/cg.*.
+callgrind_nginx() {
+  # --smc-check: LuaJIT writes and patches machine code on the heap.
+  valgrind --tool=callgrind --smc-check=all-non-file --callgrind-out-file="$1/cg.%p" \
+    "$NGINX_BIN" -p "$1" -c "$1/nginx.conf" -g 'daemon off; master_process off;' >"$1/valgrind.log" 2>&1 &
+  CG_PID=$!
+}
+# callgrind_window PREFIX TAG COMMAND...: counters zeroed, COMMAND run, a dump named
+# TAG; CG_DUMP is its file. Fails when COMMAND fails or no dump appears.
+callgrind_window() {
+  local prefix=$1 tag=$2; shift 2
+  callgrind_control -z "$CG_PID" >/dev/null
+  "$@" || return 1
+  callgrind_control -d "$tag" "$CG_PID" >/dev/null
+  CG_DUMP=$(grep -l "^desc: Trigger: dump $tag\$" "$prefix"/cg.* | head -1)
+  [ -n "$CG_DUMP" ]
+}
+# per_request DUMP N: the dump's instructions divided by its N requests.
+per_request() { awk -v n="$2" '/^totals:/ {printf "%.0f", $2 / n}' "$1"; }

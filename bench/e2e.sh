@@ -104,17 +104,13 @@ else
   "$ROOT/scripts/render-conf.sh" nginx/gateway.conf "$CG" PROXY_PORT="$CPROXY" ADMIN_PORT="$CADMIN" \
     METRICS_PORT="$CMETRICS" UPSTREAM_PORT="$CUP" >/dev/null
   sed -i "s|access_log $CG/logs/access.log;|access_log off;|" "$CG/nginx.conf"
-  # --smc-check: LuaJIT writes and patches machine code on the heap.
-  valgrind --tool=callgrind --smc-check=all-non-file --callgrind-out-file="$CG/cg.%p" \
-    "$NGINX_BIN" -p "$CG" -c "$CG/nginx.conf" -g 'daemon off; master_process off;' >"$CG/valgrind.log" 2>&1 &
-  VG=$!
+  callgrind_nginx "$CG"; VG=$CG_PID
   for _ in $(seq 600); do curl -sf -o /dev/null "localhost:$CPROXY/" && break; sleep 0.2; done
   curl -sf -o /dev/null "localhost:$CPROXY/" || { log "the gateway under valgrind did not start"; exit 1; }
   CGPLUGIN=$(curl -fsS "localhost:$CADMIN/plugins" | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"][0]["id"])')
   curls() {  # COUNT GETs through the proxy on one keep-alive connection
-    local cfg="$CG/curl-$1.cfg"
-    [ -f "$cfg" ] || for _ in $(seq "$1"); do printf 'url = "http://127.0.0.1:%s/"\noutput = "/dev/null"\n' "$CPROXY"; done >"$cfg"
-    curl -sf -K "$cfg" || { log "requests through the gateway under valgrind failed"; exit 1; }
+    gets "$CG/curl-$1.cfg" "$1" "http://127.0.0.1:$CPROXY/" ||
+      { log "requests through the gateway under valgrind failed"; exit 1; }
   }
   for rep in $(seq "$CG_REPS"); do
     for state in true false; do
@@ -122,12 +118,8 @@ else
         -d "{\"enabled\": $state}"
       sleep 3   # the change reaches the worker within a second; valgrind is slow
       curls "$CG_W"
-      callgrind_control -z "$VG" >/dev/null
-      curls "$CG_N"
-      callgrind_control -d "e2e-$state-$rep" "$VG" >/dev/null
-      f=$(grep -l "^desc: Trigger: dump e2e-$state-$rep\$" "$CG"/cg.* | head -1)
-      [ -n "$f" ] || { log "no callgrind dump for plugin $state"; exit 1; }
-      IR[$state]+="$(awk -v n="$CG_N" '/^totals:/ {printf "%.0f", $2 / n}' "$f") "
+      callgrind_window "$CG" "e2e-$state-$rep" curls "$CG_N" || { log "no callgrind dump for plugin $state"; exit 1; }
+      IR[$state]+="$(per_request "$CG_DUMP" "$CG_N") "
     done
   done
   kill -QUIT "$VG"; wait "$VG" 2>/dev/null || true

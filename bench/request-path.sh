@@ -78,9 +78,7 @@ render() {  # render PREFIX WORKERS
 wait_up() { for _ in $(seq 600); do curl -sf -o /dev/null -H "Host: bare" "$BASE/" && return 0; sleep 0.1; done; return 1; }
 # requests LOCATION COUNT: COUNT GETs on one keep-alive connection.
 requests() {
-  local cfg="$WORK/curl-$1-$2.cfg"
-  [ -f "$cfg" ] || for _ in $(seq "$2"); do printf 'url = "%s/"\nheader = "Host: %s"\noutput = "/dev/null"\n' "$BASE" "$1"; done >"$cfg"
-  curl -sf -K "$cfg" || die "requests to /$1 failed"
+  gets "$WORK/curl-$1-$2.cfg" "$2" "$BASE/" "Host: $1" || die "requests to $1 failed"
 }
 # clean_log PREFIX: a measurement over requests that raised (a failed require, a Lua
 # error in a shape) measures the error path: refuse it.
@@ -120,23 +118,16 @@ else
   # one process the order of locations decided them: a baseline could stay in the
   # interpreter for a whole run because another location's traces came first.
   for loc in "${LOCS[@]}"; do
-    # --smc-check: LuaJIT writes and patches machine code on the heap.
-    valgrind --tool=callgrind --smc-check=all-non-file --callgrind-out-file="$P/cg.%p" \
-      "$NGINX_BIN" -p "$P" -c "$P/nginx.conf" -g 'daemon off; master_process off;' >"$P/valgrind.log" 2>&1 &
-    MASTER=$!
+    callgrind_nginx "$P"; MASTER=$CG_PID
     wait_up || die "nginx under valgrind did not start (see $P/valgrind.log)"
     for rep in $(seq "$REPS"); do
       curl -sf -o /dev/null "$BASE/rp_trace?tag=$loc-$rep"
       requests "$loc" "$WARM"
       curl -sf -o /dev/null "$BASE/rp_gc"
-      callgrind_control -z "$MASTER" >/dev/null
-      requests "$loc" "$N"
-      callgrind_control -d "$loc-$rep" "$MASTER" >/dev/null
+      callgrind_window "$P" "$loc-$rep" requests "$loc" "$N" || die "no callgrind dump for $loc"
       TRACES[$loc-$rep]=$(curl -sf "$BASE/rp_trace?tag=idle" | sed -n 's/^[^;]*; *//p')
-      f=$(grep -l "^desc: Trigger: dump $loc-$rep\$" "$P"/cg.* | head -1)
-      [ -n "$f" ] || die "no callgrind dump for $loc"
-      IR[$loc]+="$(awk -v n="$N" '/^totals:/ {printf "%.0f", $2 / n}' "$f") "
-      SPLIT[$loc]=$(split "$f" "$N")
+      IR[$loc]+="$(per_request "$CG_DUMP" "$N") "
+      SPLIT[$loc]=$(split "$CG_DUMP" "$N")
     done
     kill -QUIT "$MASTER"; wait "$MASTER" 2>/dev/null || true; MASTER=""
   done
