@@ -56,3 +56,10 @@ callgrind_window() {
 }
 # per_request DUMP N: the dump's instructions divided by its N requests.
 per_request() { awk -v n="$2" '/^totals:/ {printf "%.0f", $2 / n}' "$1"; }
+
+# clean_log PREFIX: stops the benchmark when nginx logged an error: a measurement over
+# requests that raised (a failed require, a Lua error) measures the error path.
+clean_log() {
+  local bad; bad=$(grep -E '\[(error|crit|alert|emerg)\]' "$1/logs/error.log" | head -3 || true)
+  [ -z "$bad" ] || { log "FAILED: errors in $1/logs/error.log: $bad"; exit 1; }
+}

@@ -123,7 +123,7 @@ else
     done
   done
   kill -QUIT "$VG"; wait "$VG" 2>/dev/null || true
-  ! grep -qE '\[(error|crit|alert|emerg)\]' "$CG/logs/error.log" || { log "errors in $CG/logs/error.log"; exit 1; }
+  clean_log "$CG"
   rm -rf "$CG"
 fi
 

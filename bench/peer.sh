@@ -163,8 +163,7 @@ for rep in $(seq "$REPS"); do
   done
 done
 stop_nginx
-bad=$(grep -E '\[(error|crit|alert|emerg)\]' "$P/logs/error.log" | head -3 || true)
-[ -z "$bad" ] || die "errors in nginx's log: $bad"
+clean_log "$P"
 
 # --- report ------------------------------------------------------------------------------
 vals() { awk -F'\t' -v m="$1" -v l="$2" '$1 == m && $2 == l {print $3}' "$RES"; }

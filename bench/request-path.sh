@@ -80,12 +80,6 @@ wait_up() { for _ in $(seq 600); do curl -sf -o /dev/null -H "Host: bare" "$BASE
 requests() {
   gets "$WORK/curl-$1-$2.cfg" "$2" "$BASE/" "Host: $1" || die "requests to $1 failed"
 }
-# clean_log PREFIX: a measurement over requests that raised (a failed require, a Lua
-# error in a shape) measures the error path: refuse it.
-clean_log() {
-  local bad; bad=$(grep -E '\[(error|crit|alert|emerg)\]' "$1/logs/error.log" | head -3 || true)
-  [ -z "$bad" ] || die "errors in $1/logs/error.log: $bad"
-}
 
 declare -A IR CPU TRACES SPLIT
 # split DUMP N: "vm trace module" instructions per request: LuaJIT's VM (interpreter,
