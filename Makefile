@@ -16,23 +16,23 @@ SUITES := nginx admin gateway endpoint access identity push security lifecycle
 OPENRESTY_STYLE := $(CURDIR)/.build/openresty-style/sbin/nginx
 OPENRESTY_STYLE_STATIC := $(CURDIR)/.build/openresty-style-static/sbin/nginx
 
-.PHONY: run test build setup setup-test unit unit-nginx lint integration test-openresty-style \
+.PHONY: run test build build-test setup setup-test unit unit-nginx lint integration test-openresty-style \
 	test-openresty-style-static bench bench-smoke clean
 
 run: setup build
 	./scripts/run.sh
 
-test: setup-test build lint unit integration bench-smoke test-openresty-style \
+test: setup-test build-test lint unit integration bench-smoke test-openresty-style \
 	test-openresty-style-static
 
 # The build-specific parts of `test` again, against the OpenResty-style nginx.
 test-openresty-style:
-	$(MAKE) --no-print-directory NGINX_BIN=$(OPENRESTY_STYLE) setup-test build unit-nginx integration
+	$(MAKE) --no-print-directory NGINX_BIN=$(OPENRESTY_STYLE) setup-test build-test unit-nginx integration
 
 # The same nginx with LuaJIT linked into its binary: the module's lua_* symbols must
 # resolve from the executable itself. The core suite (t/nginx.rs) only.
 test-openresty-style-static:
-	$(MAKE) --no-print-directory NGINX_BIN=$(OPENRESTY_STYLE_STATIC) SUITES=nginx setup-test build \
+	$(MAKE) --no-print-directory NGINX_BIN=$(OPENRESTY_STYLE_STATIC) SUITES=nginx setup-test build-test \
 		integration
 
 setup:
@@ -43,6 +43,10 @@ setup-test:
 
 build:
 	./scripts/cargo-for-nginx.sh build --release --locked
+
+# `build`, plus the module with the tests' failure-injection hooks (feature debug-hooks).
+build-test:
+	./scripts/build-test-module.sh
 
 unit:
 	cargo test --release --locked --lib

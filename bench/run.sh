@@ -976,8 +976,8 @@ TARGETS=$(
 
 # --- constant labels: what they add to a render (pure Rust, no nginx) -----------------------
 LABEL_SERIES=100000; [ "$SMOKE" = 1 ] && LABEL_SERIES=10000
-LABELS_TABLE=$(cd "$ROOT" && RENDER_SERIES=$LABEL_SERIES cargo test --release --locked --lib \
-  render_cost_of_constant_labels -- --ignored --nocapture 2>/dev/null | grep '^|') ||
+LABELS_TABLE=$(cd "$ROOT" && RENDER_SERIES=$LABEL_SERIES cargo bench --locked --no-default-features \
+  --bench render 2>/dev/null | grep '^|') ||
   die "the constant-labels render measurement failed"
 log "constant labels measured ($LABEL_SERIES series)"
 echo "### Constant labels (render only, $LABEL_SERIES series)"
@@ -987,8 +987,8 @@ echo
 
 # --- series lifecycle: the expiry sweep's cost and a million churned label sets ------------
 SWEEP_SERIES=100000; [ "$SMOKE" = 1 ] && SWEEP_SERIES=10000
-SWEEP_TABLE=$(cd "$ROOT" && SWEEP_SERIES=$SWEEP_SERIES cargo test --release --locked --lib \
-  sweep_cost_and_churn -- --ignored --nocapture 2>/dev/null | grep '^|') ||
+SWEEP_TABLE=$(cd "$ROOT" && SWEEP_SERIES=$SWEEP_SERIES cargo bench --locked --no-default-features \
+  --bench sweep 2>/dev/null | grep '^|') ||
   die "the sweep measurement failed"
 log "sweep and churn measured"
 echo "### Series lifecycle (store only, no nginx)"
@@ -1080,7 +1080,7 @@ COMMENTARY=$(awk \
   echo
   echo "## Series lifecycle"
   echo
-  echo "The expiry sweep and churn, measured on the store alone (\`SWEEP_SERIES=$SWEEP_SERIES cargo test --release --lib sweep_cost_and_churn -- --ignored --nocapture\`): a pass over $SWEEP_SERIES counter series of a family with \`expire\` (batches of 10,000 records, as the sweep timer takes them), then a million label sets made 5,000 a simulated second through a 4 MB zone with \`expire = 1\` and a sweep of 10,000 records every 250 ms (freed memory is reused 3 s after the delete). \`t/lifecycle.rs\` does the same through nginx with 1,000,000 label sets at 5,000 a second (explicit \`del\`, and \`expire\`)."
+  echo "The expiry sweep and churn, measured on the store alone (\`SWEEP_SERIES=$SWEEP_SERIES cargo bench --no-default-features --bench sweep\`): a pass over $SWEEP_SERIES counter series of a family with \`expire\` (batches of 10,000 records, as the sweep timer takes them), then a million label sets made 5,000 a simulated second through a 4 MB zone with \`expire = 1\` and a sweep of 10,000 records every 250 ms (freed memory is reused 3 s after the delete). \`t/lifecycle.rs\` does the same through nginx with 1,000,000 label sets at 5,000 a second (explicit \`del\`, and \`expire\`)."
   echo
   echo "$SWEEP_TABLE"
   echo
@@ -1088,7 +1088,7 @@ COMMENTARY=$(awk \
   echo
   echo "Hot path before and after series deletion, generations and expiry (issue 11; callgrind, deterministic, each from a full \`./bench/run.sh\`: before: the run committed as 66cb6a2, after: the run committed as 28bc42b): resolved counter increment 38 → 48 instructions (1 label 111 → 128, 3 labels 156 → 173: the Lua wrapper's check of the return value for a deleted series, and the generation in the handle check); histogram observe 199 → 201. Times stayed within this machine's noise (counter alone 2.4 → 2.5 ns, observe 17.2 → 16.0 ns); a counter series takes 8 bytes more (the sweep's word)."
   echo
-  echo "\`prometheus_const_labels\` is written into every series at render time. The same zone ($LABEL_SERIES counter series with three labels) rendered as text by the encoder alone, 9 alternating repetitions, median; ratios to the first row (\`RENDER_SERIES=$LABEL_SERIES cargo test --release --lib render_cost_of_constant_labels -- --ignored --nocapture\`):"
+  echo "\`prometheus_const_labels\` is written into every series at render time. The same zone ($LABEL_SERIES counter series with three labels) rendered as text by the encoder alone, 9 alternating repetitions, median; ratios to the first row (\`RENDER_SERIES=$LABEL_SERIES cargo bench --no-default-features --bench render\`):"
   echo
   echo "$LABELS_TABLE"
   echo

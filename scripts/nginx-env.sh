@@ -12,6 +12,7 @@
 #   SOURCE_DIR     the configured nginx tree our module is built against
 #   TARGET_DIR     cargo's target directory for that build
 #   MODULE         the module built for this nginx
+#   HOOKS_MODULE   the same with the tests' failure-injection hooks (make build-test)
 #   DESCRIPTION    one line naming the build, printed with test results
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -76,4 +77,5 @@ echo "LOAD_LUA=$load_lua"
 echo "SOURCE_DIR=$source_dir"
 echo "TARGET_DIR=$target_dir"
 echo "MODULE=$target_dir/release/libngx_prometheus.so"
+echo "HOOKS_MODULE=$target_dir/debug-hooks/libngx_prometheus.so"
 echo "DESCRIPTION=nginx $version ($bin), $how"

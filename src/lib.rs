@@ -26,8 +26,9 @@ pub mod push;
 pub mod shm;
 
 // The glue links against nginx and LuaJIT symbols that only exist inside nginx, so the
-// unit-test binary (plain `cargo test`) leaves it out.
-#[cfg(not(test))]
+// unit-test binary (plain `cargo test`) and the benchmarks (`--no-default-features`)
+// leave it out.
+#[cfg(all(feature = "module", not(test)))]
 pub mod lua;
-#[cfg(not(test))]
+#[cfg(all(feature = "module", not(test)))]
 pub mod nginx;

@@ -26,6 +26,9 @@ pub struct Build {
     pub load_lua: String,
     /// The module built against this nginx's tree.
     pub module: PathBuf,
+    /// The same module with the failure-injection hooks (`debug-hooks`) the shipped one
+    /// leaves out.
+    pub hooks_module: PathBuf,
     pub description: String,
 }
 
@@ -52,6 +55,7 @@ pub fn build() -> &'static Build {
             version: get("NGINX_VERSION"),
             load_lua: get("LOAD_LUA"),
             module: get("MODULE").into(),
+            hooks_module: get("HOOKS_MODULE").into(),
             description: get("DESCRIPTION"),
         };
         assert!(
@@ -205,6 +209,20 @@ pub fn nginx_t(name: &str, http: &str) -> Result<String, String> {
 impl Nginx {
     pub fn start(name: &str, http: &str) -> Nginx {
         let prefix = prefix(name);
+        let conf = config(&prefix, http);
+        Self::start_with(prefix, conf)
+    }
+
+    /// As [`Nginx::start`], with the module built with the `debug-hooks` feature.
+    pub fn start_with_debug_hooks(name: &str, http: &str) -> Nginx {
+        let module = &build().hooks_module;
+        assert!(
+            module.exists(),
+            "{} missing: run `make build-test` first",
+            module.display()
+        );
+        let prefix = prefix(name);
+        std::fs::copy(module, prefix.join("lib/ngx_prometheus.so")).unwrap();
         let conf = config(&prefix, http);
         Self::start_with(prefix, conf)
     }

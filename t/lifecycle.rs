@@ -151,8 +151,12 @@ struct App {
 }
 
 fn start_app(name: &str, zone_size: &str) -> App {
+    start_app_with(name, zone_size, Nginx::start)
+}
+
+fn start_app_with(name: &str, zone_size: &str, start: fn(&str, &str) -> Nginx) -> App {
     let (app, metrics) = (free_port(), free_port());
-    let nginx = Nginx::start(name, &app_http(app, metrics, zone_size));
+    let nginx = start(name, &app_http(app, metrics, zone_size));
     App {
         nginx,
         app,
@@ -319,7 +323,8 @@ fn a_cached_child_of_a_deleted_series_never_updates_the_one_in_its_block() {
 
 #[test]
 fn a_worker_killed_in_the_middle_of_a_delete_wedges_nothing() {
-    let a = start_app("lifecycle-kill", "8m");
+    // The shipped module cannot die in the middle of a delete: this one can (`debug-hooks`).
+    let a = start_app_with("lifecycle-kill", "8m", Nginx::start_with_debug_hooks);
     for k in ["keep1", "keep2", "doomed"] {
         on_both_workers(a.app, &format!("/inc?k={k}&n=5"), 4);
     }

@@ -893,7 +893,13 @@ fn a_worker_dying_with_the_zone_lock_does_not_wedge_the_others() {
             }
         }
     "#;
-    let a = start_app("lockdeath", "8m", extra);
+    // The shipped module has no way to seize the lock: this one has (`debug-hooks`).
+    let (app, metrics) = (free_port(), free_port());
+    let a = App {
+        nginx: Nginx::start_with_debug_hooks("lockdeath", &app_http(app, metrics, "8m", extra)),
+        app,
+        metrics,
+    };
     get(a.app, "/make?from=1&to=3");
     let r = get(a.app, "/seize");
     assert_eq!(r.text().trim(), "0");

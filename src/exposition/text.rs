@@ -4,38 +4,12 @@
 //! zone walker ([`super::walk`]) reads each series once and every line of it derives
 //! from that read.
 
-use super::{label_values, Kind, Meta, Point, Selection, Sink};
+use super::{label_values, Kind, Meta, Point, Sink};
 use crate::metrics::family::counter_base;
 use crate::metrics::histogram::SUMMARY_QUANTILES;
-use crate::metrics::Store;
 use std::fmt::Write;
 
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
-
-/// nginx's connection counters, as `stub_status` shows them.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct StubStatus {
-    pub accepted: u64,
-    pub handled: u64,
-    pub requests: u64,
-    pub active: u64,
-    pub reading: u64,
-    pub writing: u64,
-    pub waiting: u64,
-}
-
-/// Families written by the module itself; user families may not take these names.
-pub const BUILTIN_FAMILIES: [&str; 9] = [
-    "nginx_connections_accepted_total",
-    "nginx_connections_handled_total",
-    "nginx_connections",
-    "nginx_requests_total",
-    "nginx_metric_errors_total",
-    "nginx_metric_zone_bytes",
-    "nginx_metric_series",
-    "nginx_metric_lock_takeovers_total",
-    super::BUILD_INFO,
-];
 
 /// `# HELP` and `# TYPE` lines. Help escapes `\` and newline.
 pub fn write_header(out: &mut String, name: &str, help: &str, t: &str) {
@@ -153,20 +127,6 @@ pub fn write_sample(
     out.push_str(suffix);
     close_labels(out, labels, extra);
     out.push(' ');
-}
-
-/// Writes every family of the zone, then the module's own families, in the text
-/// format 0.0.4.
-pub fn write_zone(out: &mut String, store: &Store<'_>, zone: &str, stub: Option<&StubStatus>) {
-    // Nothing is filtered, so nothing can be missing.
-    let _ = super::walk(
-        &mut TextSink::new(out, false),
-        store,
-        zone,
-        stub,
-        &Selection::default(),
-        None,
-    );
 }
 
 /// Milliseconds as seconds, the shortest way (`1700000000.12`, `1234`): what
@@ -433,13 +393,28 @@ impl Sink for TextSink<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exposition::Selection;
+    use crate::exposition::{Selection, StubStatus};
     use crate::metrics::family::QuantileMode;
+    use crate::metrics::Store;
     use crate::metrics::{counter, FamilySpec, HistogramSpec, MetricType};
     use crate::shm::region::heap_words;
     use crate::shm::Region;
 
     const ALIVE: &dyn Fn(u32) -> bool = &|_| true;
+
+    /// Writes every family of the zone, then the module's own families, in the text
+    /// format 0.0.4.
+    fn write_zone(out: &mut String, store: &Store<'_>, zone: &str, stub: Option<&StubStatus>) {
+        // Nothing is filtered, so nothing can be missing.
+        let _ = crate::exposition::walk(
+            &mut TextSink::new(out, false),
+            store,
+            zone,
+            stub,
+            &Selection::default(),
+            None,
+        );
+    }
 
     #[test]
     fn header_and_labels_are_escaped() {
@@ -493,17 +468,8 @@ mod tests {
         let c = s
             .register(
                 &FamilySpec {
-                    name: "http_requests_total".into(),
                     help: "Requests.".into(),
-                    metric_type: MetricType::Counter,
-                    label_names: vec!["code".into()],
-                    histogram: None,
-                    max_series: 0,
-                    expire_s: 0,
-                    overflow_value: String::new(),
-                    unit: String::new(),
-                    group: String::new(),
-                    quantiles: QuantileMode::Off,
+                    ..FamilySpec::new("http_requests_total", MetricType::Counter, &["code"])
                 },
                 1,
                 ALIVE,

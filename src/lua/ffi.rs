@@ -107,7 +107,8 @@ pub extern "C" fn ngx_prom_count_error(slot: u32, reason: u32) {
 /// Takes the zone lock and never releases it, as a worker that crashes while creating a
 /// series would. For failure-injection tests and drills only: the worker that calls it
 /// must then be killed, and the next process that needs the lock takes it over.
-/// Returns 0, or -1 for an unknown slot.
+/// Returns 0, or -1 for an unknown slot. Only in builds with the `debug-hooks` feature.
+#[cfg(feature = "debug-hooks")]
 #[no_mangle]
 pub extern "C" fn ngx_prom_debug_seize_lock(slot: u32) -> i32 {
     let Some(s) = slots::store(slot as usize) else {
@@ -146,6 +147,8 @@ impl Outcome {
 /// in the middle of a delete would. For failure-injection tests and drills only: the
 /// worker that calls it must then be killed; the next process that needs the lock
 /// takes it over and finishes the delete. Returns 0, or -1 for a bad handle.
+/// Only in builds with the `debug-hooks` feature.
+#[cfg(feature = "debug-hooks")]
 #[no_mangle]
 pub extern "C" fn ngx_prom_debug_delete_and_die(handle: u64) -> i32 {
     let (slot, handle) = slots::split(handle);

@@ -164,7 +164,7 @@ fn spec_from(t: &Table) -> LuaResult<FamilySpec> {
         quantiles,
     };
     spec.validate().map_err(|e| err(e.to_string()))?;
-    if crate::exposition::text::BUILTIN_FAMILIES.contains(&spec.name.as_str()) {
+    if crate::metrics::builtin::find(&spec.name).is_some() {
         return Err(err(format!(
             "metric \"{}\": the name is reserved for the module's own metrics",
             spec.name

@@ -382,6 +382,24 @@ pub fn check_buckets(family: &str, h: &HistogramSpec, buckets: &[f64]) -> Result
 }
 
 impl FamilySpec {
+    /// A family with these labels and no help, unit, group or options: callers set the
+    /// fields that differ (`FamilySpec { help, ..FamilySpec::new(..) }`).
+    pub fn new(name: &str, metric_type: MetricType, label_names: &[&str]) -> FamilySpec {
+        FamilySpec {
+            name: name.to_string(),
+            help: String::new(),
+            metric_type,
+            label_names: label_names.iter().map(|s| s.to_string()).collect(),
+            histogram: None,
+            max_series: 0,
+            expire_s: 0,
+            overflow_value: String::new(),
+            unit: String::new(),
+            group: String::new(),
+            quantiles: QuantileMode::Off,
+        }
+    }
+
     /// The group the family is served in.
     pub fn group(&self) -> &str {
         if self.group.is_empty() {
@@ -534,17 +552,9 @@ mod tests {
 
     fn spec(name: &str, t: MetricType, labels: &[&str]) -> FamilySpec {
         FamilySpec {
-            name: name.into(),
             help: "h".into(),
-            metric_type: t,
-            label_names: labels.iter().map(|s| s.to_string()).collect(),
             histogram: (t == MetricType::Histogram).then(HistogramSpec::default),
-            max_series: 0,
-            expire_s: 0,
-            overflow_value: String::new(),
-            unit: String::new(),
-            group: String::new(),
-            quantiles: QuantileMode::Off,
+            ..FamilySpec::new(name, t, labels)
         }
     }
 

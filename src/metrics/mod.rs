@@ -4,6 +4,7 @@
 // No unsafe code here: the compiler holds this module to the promise in lib.rs.
 #![forbid(unsafe_code)]
 
+pub mod builtin;
 pub mod counter;
 pub mod family;
 pub mod gauge;

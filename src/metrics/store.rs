@@ -245,20 +245,6 @@ fn bytes_to_f64s(b: &[u8]) -> Vec<f64> {
         .collect()
 }
 
-/// The module's own families and their types: user families may not take these names,
-/// nor names whose samples would clash with theirs.
-pub const BUILTINS: [(&str, MetricType); 9] = [
-    ("nginx_connections_accepted_total", MetricType::Counter),
-    ("nginx_connections_handled_total", MetricType::Counter),
-    ("nginx_connections", MetricType::Gauge),
-    ("nginx_requests_total", MetricType::Counter),
-    ("nginx_metric_errors_total", MetricType::Counter),
-    ("nginx_metric_zone_bytes", MetricType::Gauge),
-    ("nginx_metric_series", MetricType::Gauge),
-    ("nginx_metric_lock_takeovers_total", MetricType::Counter),
-    ("nginx_prometheus_build_info", MetricType::Gauge),
-];
-
 /// A family's declaration read back from the zone.
 pub struct FamilyView {
     pub family: Family,
@@ -517,8 +503,9 @@ impl<'a> Store<'a> {
                 if let Some(f) = self.family_by_name(&owner) {
                     clash(&owner, exposition_names(&owner, f.metric_type))?;
                 }
-                if let Some((_, t)) = BUILTINS.iter().find(|(b, _)| *b == owner) {
-                    clash(&owner, exposition_names(&owner, *t))?;
+                // The module's own families, whether or not this zone holds them yet.
+                if let Some(b) = super::builtin::find(&owner) {
+                    clash(&owner, exposition_names(&owner, b.metric_type))?;
                 }
                 seen.push(owner);
             }
@@ -1205,17 +1192,8 @@ mod tests {
 
     fn counter_spec(name: &str, labels: &[&str]) -> FamilySpec {
         FamilySpec {
-            name: name.into(),
             help: "help".into(),
-            metric_type: MetricType::Counter,
-            label_names: labels.iter().map(|s| s.to_string()).collect(),
-            histogram: None,
-            max_series: 0,
-            expire_s: 0,
-            overflow_value: String::new(),
-            unit: String::new(),
-            group: String::new(),
-            quantiles: QuantileMode::Off,
+            ..FamilySpec::new(name, MetricType::Counter, labels)
         }
     }
 
@@ -1450,17 +1428,8 @@ mod tests {
         let mem = heap_words(1 << 16);
         let s = Store::format(Region::new(&mem), 0).unwrap();
         let spec = FamilySpec {
-            name: "lat".into(),
-            help: "".into(),
-            metric_type: MetricType::Histogram,
-            label_names: vec![],
             histogram: Some(HistogramSpec::default()),
-            max_series: 0,
-            expire_s: 0,
-            overflow_value: String::new(),
-            unit: String::new(),
-            group: String::new(),
-            quantiles: QuantileMode::Off,
+            ..FamilySpec::new("lat", MetricType::Histogram, &[])
         };
         let f = s.register(&spec, 1, ALIVE).unwrap();
         let h = s.series(f, &[] as &[&str], 1, ALIVE).unwrap();
@@ -1831,66 +1800,5 @@ mod tests {
         }
         assert_eq!(deleted, 3);
         assert_eq!(s.series_count(w), 0);
-    }
-
-    /// A measurement, run by bench/run.sh: what a sweep costs per 100,000 series, and
-    /// the zone's bytes after a million label sets churned through it with `expire`.
-    #[test]
-    #[ignore = "a measurement, run by bench/run.sh"]
-    fn sweep_cost_and_churn() {
-        let n: u64 = std::env::var("SWEEP_SERIES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(100_000);
-        let mem = heap_words(1 << 24);
-        let s = Store::format(Region::new(&mem), 0).unwrap();
-        let mut spec = counter_spec("sweep_total", &["k"]);
-        spec.expire_s = 3600;
-        let f = s.register(&spec, 1, ALIVE).unwrap();
-        let t = 1_000_000_000;
-        for i in 0..n {
-            s.series_at(f, &[format!("{i:08}")], 1, ALIVE, t).unwrap();
-        }
-        let time = |at: u64| {
-            let start = std::time::Instant::now();
-            let mut looked = 0;
-            let mut deleted = 0;
-            while looked < n {
-                let (l, d) = s.sweep(10_000, at, 1, ALIVE);
-                looked += l;
-                deleted += d;
-            }
-            (
-                start.elapsed().as_secs_f64() * 1e3 * 100_000.0 / n as f64,
-                deleted,
-            )
-        };
-        let (keep_ms, kept) = time(t + 1000);
-        s.set_expire(f, 1);
-        let (delete_ms, deleted) = time(t + 10_000);
-        assert_eq!((kept, deleted), (0, n));
-        // One million label sets, 5,000 a second of simulated time, expire 1 s, a sweep
-        // of 10,000 records every 250 ms.
-        let mem = heap_words(1 << 19); // 4 MB
-        let c = Store::format(Region::new(&mem), 0).unwrap();
-        let mut spec = counter_spec("churn_total", &["k"]);
-        spec.expire_s = 1;
-        let f = c.register(&spec, 1, ALIVE).unwrap();
-        let (mut peak, mut refused) = (0, 0);
-        for i in 0..1_000_000u64 {
-            let now = t + i / 5; // 5 per ms
-            if c.series_at(f, &[format!("{i:08}")], 1, ALIVE, now).is_err() {
-                refused += 1;
-            }
-            if i % 1250 == 0 {
-                c.sweep(10_000, now, 1, ALIVE);
-            }
-            peak = peak.max(c.arena().used_bytes());
-        }
-        println!("| measure | value |");
-        println!("|---|---|");
-        println!("| sweep pass, nothing expired | {keep_ms:.1} ms per 100,000 series |");
-        println!("| sweep pass, every series expired and deleted | {delete_ms:.1} ms per 100,000 series |");
-        println!("| 1,000,000 label sets through a 4 MB zone (expire 1 s, 5,000/s) | peak {peak} bytes used, {refused} refused |");
     }
 }

@@ -309,30 +309,6 @@ pub(crate) fn parse_time_ms(t: &str) -> Option<u64> {
     (ms > 0 && ms != ngx::ffi::NGX_ERROR as ngx::ffi::ngx_int_t).then_some(ms as u64)
 }
 
-/// A family the module itself declares (process metrics, push counters).
-pub(crate) fn own_family(
-    name: &str,
-    help: &str,
-    metric_type: crate::metrics::MetricType,
-    labels: &[&str],
-    unit: &str,
-    group: &str,
-) -> crate::metrics::FamilySpec {
-    crate::metrics::FamilySpec {
-        name: name.to_string(),
-        help: help.to_string(),
-        metric_type,
-        label_names: labels.iter().map(|s| s.to_string()).collect(),
-        histogram: None,
-        max_series: 0,
-        expire_s: 0,
-        overflow_value: String::new(),
-        unit: unit.to_string(),
-        group: group.to_string(),
-        quantiles: crate::metrics::family::QuantileMode::Off,
-    }
-}
-
 /// Logs a configuration error (nginx appends the file and line) and fails the directive.
 pub(crate) fn conf_error(cf: *mut ngx::ffi::ngx_conf_t, msg: &str) -> *mut std::ffi::c_char {
     ngx::ngx_conf_log_error!(ngx::ffi::NGX_LOG_EMERG, cf, "{}", msg);

@@ -6,9 +6,10 @@
 //! the first zone, every 5 s). The timer is cancelable: a worker shutting down
 //! gracefully neither waits for it nor samples again.
 
-use super::{args, conf_error, own_family, parse_time_ms, zone, MainConf};
+use super::{args, conf_error, parse_time_ms, zone, MainConf};
 use crate::bitfield;
-use crate::metrics::{counter, gauge, MetricType, Store};
+use crate::metrics::builtin::PROCESS;
+use crate::metrics::{counter, gauge, Store};
 use crate::process;
 use ngx::ffi::{ngx_command_t, ngx_conf_t, ngx_cycle_t, ngx_event_t, ngx_int_t, ngx_msec_t};
 use std::cell::RefCell;
@@ -16,8 +17,6 @@ use std::ffi::{c_char, c_void};
 use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-/// The group these families are served in.
-pub const GROUP: &str = crate::exposition::PROCESS_GROUP;
 const DEFAULT_INTERVAL_MS: ngx_msec_t = 5000;
 
 /// `prometheus_process_metrics` as configured.
@@ -82,68 +81,10 @@ fn parse(a: &[&str]) -> Result<ProcessConf, String> {
     Ok(p)
 }
 
-/// The families, in the order of [`Handles`].
-const FAMILIES: [(&str, &str, MetricType, &str); 9] = [
-    (
-        "nginx_worker_resident_memory_bytes",
-        "Resident memory of the worker process.",
-        MetricType::Gauge,
-        "bytes",
-    ),
-    (
-        "nginx_worker_virtual_memory_bytes",
-        "Virtual memory of the worker process.",
-        MetricType::Gauge,
-        "bytes",
-    ),
-    (
-        "nginx_worker_cpu_seconds_total",
-        "User and system CPU time of the worker process.",
-        MetricType::Counter,
-        "seconds",
-    ),
-    (
-        "nginx_worker_open_fds",
-        "Open file descriptors of the worker process.",
-        MetricType::Gauge,
-        "",
-    ),
-    (
-        "nginx_worker_max_fds",
-        "Most file descriptors the worker process may open.",
-        MetricType::Gauge,
-        "",
-    ),
-    (
-        "nginx_worker_start_time_seconds",
-        "When the worker process started, in seconds since the epoch.",
-        MetricType::Gauge,
-        "seconds",
-    ),
-    (
-        "nginx_worker_lua_memory_bytes",
-        "Memory held by the worker's LuaJIT VM.",
-        MetricType::Gauge,
-        "bytes",
-    ),
-    (
-        "nginx_worker_timers",
-        "nginx timers pending in the worker.",
-        MetricType::Gauge,
-        "",
-    ),
-    (
-        "nginx_worker_connections",
-        "Connections the worker holds (clients, upstreams and others).",
-        MetricType::Gauge,
-        "",
-    ),
-];
-
 struct Worker {
     store: Store<'static>,
-    /// Series handles in [`FAMILIES`] order; 0 where a family could not be made.
-    handles: [u64; 9],
+    /// Series handles in [`PROCESS`] order; 0 where a family could not be made.
+    handles: [u64; PROCESS.len()],
     interval_ms: ngx_msec_t,
     start: f64,
 }
@@ -217,11 +158,11 @@ pub(super) unsafe fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
     };
     // SAFETY: reading the worker number nginx set before calling init_process.
     let worker = unsafe { ngx::ffi::ngx_worker }.to_string();
-    let mut handles = [0u64; 9];
-    for (i, (name, help, t, unit)) in FAMILIES.iter().enumerate() {
-        let spec = own_family(name, help, *t, &["worker"], unit, GROUP);
+    let mut handles = [0u64; PROCESS.len()];
+    for (i, family) in PROCESS.iter().enumerate() {
+        let name = family.name;
         let made = store
-            .register(&spec, zone::my_pid(), &zone::alive)
+            .register(&family.spec(), zone::my_pid(), &zone::alive)
             .map_err(|e| e.to_string())
             .and_then(|f| {
                 store

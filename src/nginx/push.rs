@@ -14,11 +14,11 @@
 //! and when they end, counted by reason, and retried after 1 s, 2 s, 4 s... up to the
 //! larger of the interval and a minute.
 
-use super::{args, conf_error, own_family, parse_time_ms, stub_status, zone, MainConf};
+use super::{args, conf_error, parse_time_ms, stub_status, zone, MainConf};
 use crate::exposition::{self, Format, Selection};
 use crate::identity::expand;
-use crate::metrics::family::BUILTIN_GROUP;
-use crate::metrics::{counter, gauge, MetricType, Store};
+use crate::metrics::builtin::PUSH;
+use crate::metrics::{counter, gauge, Store};
 use crate::push::client::{self, Backoff, Endpoint};
 use ngx::ffi::{ngx_command_t, ngx_conf_t, ngx_cycle_t, ngx_log_t};
 use std::ffi::{c_char, c_void};
@@ -191,38 +191,6 @@ pub(super) fn resolve(cf: *mut ngx_conf_t, mcf: &mut MainConf) -> Result<(), *mu
     Ok(())
 }
 
-type FamilyRow = (
-    &'static str,
-    &'static str,
-    MetricType,
-    &'static [&'static str],
-    &'static str,
-);
-
-const FAMILIES: [FamilyRow; 3] = [
-    (
-        "nginx_push_total",
-        "Pushes to the Pushgateway, by result (ok, or why they failed).",
-        MetricType::Counter,
-        &["result"],
-        "",
-    ),
-    (
-        "nginx_push_last_success_timestamp_seconds",
-        "When a push last succeeded, in seconds since the epoch.",
-        MetricType::Gauge,
-        &[],
-        "seconds",
-    ),
-    (
-        "nginx_push_duration_seconds",
-        "How long the last push took, rendering included.",
-        MetricType::Gauge,
-        &[],
-        "seconds",
-    ),
-];
-
 const RESULTS: [&str; 7] = [
     "ok",
     "resolve",
@@ -244,14 +212,10 @@ struct Handles {
 fn make_series(store: &Store<'static>) -> Result<Handles, String> {
     let me = zone::my_pid();
     let mut fams = Vec::new();
-    for (name, help, t, labels, unit) in FAMILIES {
+    for family in &PUSH {
         let f = store
-            .register(
-                &own_family(name, help, t, labels, unit, BUILTIN_GROUP),
-                me,
-                &zone::alive,
-            )
-            .map_err(|e| format!("{name}: {e}"))?;
+            .register(&family.spec(), me, &zone::alive)
+            .map_err(|e| format!("{}: {e}", family.name))?;
         fams.push(f);
     }
     let mut results = [0u64; RESULTS.len()];

@@ -1,0 +1,62 @@
+//! Constant labels (`prometheus_const_labels`): put in front of every series' own
+//! labels at render time, for any format.
+
+use super::{Meta, Point, Sink};
+use crate::identity::ConstLabels;
+use crate::metrics::store::encode_key;
+
+/// Puts the constant labels in front of every series' own labels, for any sink.
+pub(super) struct WithConstLabels<'c, S> {
+    inner: &'c mut S,
+    consts: &'c ConstLabels,
+    /// The constant values as a key prefix (keys are concatenated values).
+    prefix: Vec<u8>,
+    names: Vec<String>,
+    key: Vec<u8>,
+}
+
+impl<'c, S> WithConstLabels<'c, S> {
+    pub(super) fn new(inner: &'c mut S, consts: &'c ConstLabels) -> Self {
+        WithConstLabels {
+            inner,
+            consts,
+            prefix: encode_key(&consts.values),
+            names: Vec::new(),
+            key: Vec::new(),
+        }
+    }
+}
+
+impl<S: Sink> Sink for WithConstLabels<'_, S> {
+    const SUMMARY_FAMILIES: bool = S::SUMMARY_FAMILIES;
+
+    fn family(&mut self, m: &Meta<'_>) {
+        self.names = self.consts.family_names(m.label_names);
+        self.inner.family(&Meta {
+            label_names: &self.names,
+            ..*m
+        });
+    }
+
+    fn series(&mut self, m: &Meta<'_>, labels: &[u8], p: &Point<'_>) {
+        self.key.clear();
+        self.key.extend_from_slice(&self.prefix);
+        self.key.extend_from_slice(labels);
+        let meta = Meta {
+            label_names: &self.names,
+            ..*m
+        };
+        self.inner.series(&meta, &self.key, p);
+    }
+
+    fn end_family(&mut self, m: &Meta<'_>) {
+        self.inner.end_family(&Meta {
+            label_names: &self.names,
+            ..*m
+        });
+    }
+
+    fn finish(&mut self) {
+        self.inner.finish();
+    }
+}

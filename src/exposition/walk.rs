@@ -1,0 +1,257 @@
+//! The walk over a zone: families in declaration order, each series read once, then
+//! the module's own families, all handed to one [`Sink`].
+
+use super::builtins::{self, StubStatus};
+use super::const_labels::WithConstLabels;
+use super::select::worker_runs;
+use super::{Kind, Meta, NotFound, Point, Selection, Sink};
+use crate::identity::Identity;
+use crate::metrics::family::{FamilySpec, HistogramSpec, QuantileMode, QUANTILES_SUFFIX};
+use crate::metrics::histogram::{self, Snapshot, SUMMARY_QUANTILES};
+use crate::metrics::{counter, gauge, Family, MetricType, Store};
+use crate::shm::Offset;
+
+/// Renders `store` (zone `zone`) into `sink`: the families `sel` selects, then the
+/// module's own. Checks `sel` first: nothing is written when it names a group or
+/// family that is not here. With an identity, every series gets its constant labels
+/// and the build info family is written.
+pub fn walk<S: Sink>(
+    sink: &mut S,
+    store: &Store<'_>,
+    zone: &str,
+    stub: Option<&StubStatus>,
+    sel: &Selection,
+    identity: Option<&Identity>,
+) -> Result<(), NotFound> {
+    let families = store.families();
+    let specs: Vec<FamilySpec> = families.iter().map(|(f, _)| store.spec(*f)).collect();
+    let mut known: Vec<(&str, &str)> = specs.iter().map(|s| (s.name.as_str(), s.group())).collect();
+    known.extend(builtins::shown(stub.is_some(), identity.is_some()).map(|b| (b.name, b.group)));
+    sel.check(&known)?;
+    let zone = ZoneToWrite {
+        store,
+        name: zone,
+        stub,
+        identity,
+    };
+    match identity {
+        Some(id) if !id.labels.is_empty() => write_all(
+            &mut WithConstLabels::new(sink, &id.labels),
+            &zone,
+            &families,
+            &specs,
+            sel,
+        ),
+        _ => write_all(sink, &zone, &families, &specs, sel),
+    }
+    Ok(())
+}
+
+/// What a walk writes from.
+struct ZoneToWrite<'a, 's> {
+    store: &'a Store<'s>,
+    name: &'a str,
+    stub: Option<&'a StubStatus>,
+    identity: Option<&'a Identity>,
+}
+
+fn write_all<S: Sink>(
+    sink: &mut S,
+    zone: &ZoneToWrite<'_, '_>,
+    families: &[(Family, Vec<Offset>)],
+    specs: &[FamilySpec],
+    sel: &Selection,
+) {
+    let mut w = Walker {
+        store: zone.store,
+        key: Vec::new(),
+        snapshot: None,
+        cumulative: Vec::new(),
+        quantiles: Vec::new(),
+    };
+    let mut running = Vec::new();
+    for ((family, series), spec) in families.iter().zip(specs) {
+        if !sel.includes(&spec.name, spec.group()) {
+            continue;
+        }
+        let series: &[Offset] = match sel.worker_label(spec) {
+            Some((label, workers)) => {
+                running.clear();
+                running.extend(series.iter().copied().filter(|&rec| {
+                    w.key.clear();
+                    zone.store.series_key(rec, &mut w.key);
+                    worker_runs(label, workers, &w.key)
+                }));
+                &running
+            }
+            None => series,
+        };
+        let meta = Meta {
+            name: &spec.name,
+            help: &spec.help,
+            kind: match family.metric_type {
+                MetricType::Counter => Kind::Counter,
+                MetricType::Gauge => Kind::Gauge,
+                MetricType::Histogram => Kind::Histogram,
+            },
+            declared: family.metric_type,
+            unit: &spec.unit,
+            group: spec.group(),
+            label_names: &spec.label_names,
+            buckets: &[],
+        };
+        match (family.metric_type, &spec.histogram) {
+            (MetricType::Histogram, Some(h)) => w.histogram(sink, meta, spec, h, series),
+            (MetricType::Histogram, None) => {}
+            (_, _) => w.scalars(sink, &meta, series),
+        }
+    }
+    builtins::write(sink, zone.store, zone.name, zone.stub, sel, zone.identity);
+    sink.finish();
+}
+
+/// A summary point kept for the summary family written after its histogram.
+struct SummaryPoint {
+    key: Vec<u8>,
+    quantiles: Vec<f64>,
+    count: u64,
+    sum: f64,
+    created: Option<u64>,
+}
+
+/// The walk's reusable buffers: a scrape allocates them once, not per series.
+struct Walker<'a, 's> {
+    store: &'a Store<'s>,
+    key: Vec<u8>,
+    snapshot: Option<Snapshot>,
+    cumulative: Vec<u64>,
+    quantiles: Vec<f64>,
+}
+
+impl Walker<'_, '_> {
+    fn created(&self, rec: Offset) -> Option<u64> {
+        Some(self.store.series_created_ms(rec))
+    }
+
+    /// A counter or gauge family.
+    fn scalars<S: Sink>(&mut self, sink: &mut S, meta: &Meta<'_>, series: &[Offset]) {
+        let (store, r) = (self.store, self.store.region());
+        sink.family(meta);
+        for &rec in series {
+            // A series deleted while it is read is left out (see `still_the_same`).
+            let tag = store.series_tag(rec);
+            self.key.clear();
+            store.series_key(rec, &mut self.key);
+            let h = store.series_values(rec);
+            let point = if meta.declared == MetricType::Counter {
+                let (int, float) = counter::read(&r, h);
+                Point::Counter {
+                    int,
+                    float,
+                    created: self.created(rec),
+                }
+            } else {
+                Point::Gauge(gauge::read(&r, h))
+            };
+            if store.still_the_same(rec, tag) {
+                sink.series(meta, &self.key, &point);
+            }
+        }
+        sink.end_family(meta);
+    }
+
+    /// A histogram family: buckets, quantiles inside each series (JSON), or a summary
+    /// family beside or instead of the buckets.
+    fn histogram<'m, S: Sink>(
+        &mut self,
+        sink: &mut S,
+        mut meta: Meta<'m>,
+        spec: &'m FamilySpec,
+        h: &'m HistogramSpec,
+        series: &[Offset],
+    ) {
+        let Some(layout) = h.layout() else { return };
+        let (store, r) = (self.store, self.store.region());
+        let cuts = histogram::cuts(h.scale(), layout, &h.buckets);
+        let mode = if S::SUMMARY_FAMILIES {
+            spec.quantiles
+        } else {
+            QuantileMode::Off
+        };
+        let want_quantiles = !S::SUMMARY_FAMILIES || mode != QuantileMode::Off;
+        if mode == QuantileMode::Instead {
+            meta.kind = Kind::Summary;
+        }
+        meta.buckets = &h.buckets;
+        // Summary points of a `beside` family: written after the histogram.
+        let mut beside: Vec<SummaryPoint> = Vec::new();
+        sink.family(&meta);
+        for &rec in series {
+            let tag = store.series_tag(rec);
+            self.key.clear();
+            store.series_key(rec, &mut self.key);
+            let snap = Snapshot::read(&r, store.series_values(rec), self.snapshot.take());
+            let (count, sum, created) = (snap.count(), snap.sum, self.created(rec));
+            if want_quantiles {
+                snap.quantiles(&SUMMARY_QUANTILES, h.scale(), &mut self.quantiles);
+            }
+            let point = match mode {
+                QuantileMode::Instead => Point::Summary {
+                    quantiles: &self.quantiles,
+                    count,
+                    sum,
+                    created,
+                },
+                _ => {
+                    snap.cumulative(&cuts, &mut self.cumulative);
+                    Point::Histogram {
+                        cumulative: &self.cumulative,
+                        count,
+                        sum,
+                        quantiles: if S::SUMMARY_FAMILIES {
+                            &[]
+                        } else {
+                            &self.quantiles
+                        },
+                        created,
+                    }
+                }
+            };
+            if store.still_the_same(rec, tag) {
+                sink.series(&meta, &self.key, &point);
+                if mode == QuantileMode::Beside {
+                    beside.push(SummaryPoint {
+                        key: self.key.clone(),
+                        quantiles: self.quantiles.clone(),
+                        count,
+                        sum,
+                        created,
+                    });
+                }
+            }
+            self.snapshot = Some(snap);
+        }
+        sink.end_family(&meta);
+        if mode == QuantileMode::Beside {
+            let name = format!("{}{QUANTILES_SUFFIX}", spec.name);
+            let summary = Meta {
+                name: &name,
+                kind: Kind::Summary,
+                unit: "",
+                buckets: &[],
+                ..meta
+            };
+            sink.family(&summary);
+            for p in &beside {
+                let point = Point::Summary {
+                    quantiles: &p.quantiles,
+                    count: p.count,
+                    sum: p.sum,
+                    created: p.created,
+                };
+                sink.series(&summary, &p.key, &point);
+            }
+            sink.end_family(&summary);
+        }
+    }
+}
