@@ -20,7 +20,10 @@ local type, select, setmetatable, error, pcall, ipairs, pairs =
 local unpack = unpack
 local ngx_log, ERR = ngx.log, ngx.ERR
 
-if not pcall(ffi.typeof, "ngx_prom_log_t") then
+-- The module's whole C boundary, declared here once (the structs' layouts are checked
+-- against the Rust ones by t/nginx.rs); ngxprom.log and the gateway's exporter use
+-- these through ffi.C after requiring this module.
+if not pcall(ffi.typeof, "ngx_prom_facts_t") then
     ffi.cdef [[
     int  ngx_prom_counter_inc(uint64_t handle, uint64_t n);
     int  ngx_prom_counter_add(uint64_t handle, double v);
@@ -29,14 +32,16 @@ if not pcall(ffi.typeof, "ngx_prom_log_t") then
     int  ngx_prom_histogram_observe(uint64_t handle, double v);
     void ngx_prom_count_error(uint32_t slot, uint32_t reason);
     typedef struct {
-        uint64_t requests;
-        uint64_t request_seconds;
-        uint64_t upstream_seconds;
-        uint64_t received_bytes;
-        uint64_t sent_bytes;
-    } ngx_prom_log_t;
-    int  ngx_prom_request_status(const void *r);
-    int  ngx_prom_log_request(const void *r, const ngx_prom_log_t *h);
+        double status, request_ms, upstream_ms, received_bytes, sent_bytes, from_upstream;
+    } ngx_prom_facts_t;
+    typedef struct {
+        uint64_t requests, request_latency, upstream_latency, gateway_latency;
+        uint64_t received_bytes, sent_bytes;
+        double ms_per_unit;
+    } ngx_prom_request_handles_t;
+    int  ngx_prom_request_facts(const void *r, ngx_prom_facts_t *out);
+    int  ngx_prom_record_request(const ngx_prom_facts_t *f,
+                                 const ngx_prom_request_handles_t *h);
     ]]
 end
 

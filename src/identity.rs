@@ -8,7 +8,6 @@
 // No unsafe code here: the compiler holds this module to the promise in lib.rs.
 #![forbid(unsafe_code)]
 
-use std::io::Write;
 use std::path::Path;
 
 /// At most this many constant labels: they are repeated on every line of a scrape.
@@ -225,15 +224,9 @@ pub fn node_id(path: &Path) -> Result<String, String> {
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let id = uuid_v4()?;
-            // Written aside and renamed: a crash never leaves a half-written id.
-            let tmp = path.with_extension("tmp");
-            let write = || -> std::io::Result<()> {
-                let mut f = std::fs::File::create(&tmp)?;
-                f.write_all(format!("{id}\n").as_bytes())?;
-                f.sync_all()?;
-                std::fs::rename(&tmp, path)
-            };
-            write().map_err(|e| format!("cannot create \"{shown}\": {e}"))?;
+            // Replaced whole: a crash never leaves a half-written id.
+            crate::atomic_file::write(path, format!("{id}\n").as_bytes(), 0o644)
+                .map_err(|e| format!("cannot create \"{shown}\": {e}"))?;
             Ok(id)
         }
         Err(e) => Err(format!("cannot read \"{shown}\": {e}")),

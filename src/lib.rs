@@ -16,6 +16,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod access;
+pub mod atomic_file;
 pub mod auth;
 pub mod bitfield;
 pub mod exposition;

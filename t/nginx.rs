@@ -869,6 +869,41 @@ fn log_helper_records_status_latency_and_bytes() {
     assert!(nginx.crashes().is_empty());
 }
 
+/// Every struct lua/ngxprom.lua declares for the FFI has the size and field offsets of
+/// its Rust `#[repr(C)]` definition, as LuaJIT lays the Lua declaration out.
+#[test]
+fn lua_declares_the_c_structs_as_rust_lays_them_out() {
+    let extra = r#"
+        location = /layouts {
+            content_by_lua_block {
+                local ffi = require "ffi"
+                require "ngxprom" -- declares them
+                local out = {}
+                for name, l in pairs(require("ngx_prometheus").layouts) do
+                    out[#out + 1] = name .. " " .. ffi.sizeof(name) .. " " .. l.size
+                    for field, at in pairs(l.offsets) do
+                        out[#out + 1] = name .. "." .. field .. " "
+                            .. tostring(ffi.offsetof(name, field)) .. " " .. at
+                    end
+                end
+                table.sort(out)
+                ngx.say(table.concat(out, "\n"))
+            }
+        }
+    "#;
+    let a = start_app("layouts", "1m", extra);
+    let r = get(a.app, "/layouts");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let lines: Vec<String> = r.text().lines().map(str::to_string).collect();
+    // Two structs: their sizes, six fields of the facts, seven of the handles.
+    assert_eq!(lines.len(), 15, "{lines:?}");
+    for l in &lines {
+        let w: Vec<&str> = l.split(' ').collect();
+        assert_eq!(w.len(), 3, "{l}");
+        assert_eq!(w[1], w[2], "{}: Lua has {}, Rust {}", w[0], w[1], w[2]);
+    }
+}
+
 #[test]
 fn a_killed_worker_loses_nothing_recorded() {
     let a = start_app("kill", "8m", "");

@@ -27,25 +27,11 @@ local C = ffi.C
 local get_request = base.get_request
 local tostring, pairs, ipairs = tostring, pairs, ipairs
 
-if not pcall(ffi.typeof, "ngx_prom_facts_t") then
-    ffi.cdef [[
-    typedef struct {
-        double status, request_ms, upstream_ms, received_bytes, sent_bytes, from_upstream;
-    } ngx_prom_facts_t;
-    typedef struct {
-        uint64_t requests, request_latency, upstream_latency, gateway_latency, ingress, egress;
-        double ms_per_unit;
-    } ngx_prom_request_handles_t;
-    int ngx_prom_request_facts(const void *r, ngx_prom_facts_t *out);
-    int ngx_prom_record_request(const ngx_prom_facts_t *f, const ngx_prom_request_handles_t *h);
-    ]]
-end
 local request_facts = C.ngx_prom_request_facts
 local record_request = C.ngx_prom_record_request
 local facts = ffi.new("ngx_prom_facts_t")
 local new_handles = ffi.typeof("ngx_prom_request_handles_t")
 
-local VERSION = "0.1.0"
 local zone = prom.zone("metrics")
 
 local _M = {}
@@ -203,11 +189,11 @@ local function new_entry(set, conf, service, route, consumer)
     end
     if conf.bandwidth_metrics then
         if set.kong then
-            h.ingress = handle_of(set.bandwidth, service, route, "ingress", "default", consumer)
-            h.egress = handle_of(set.bandwidth, service, route, "egress", "default", consumer)
+            h.received_bytes = handle_of(set.bandwidth, service, route, "ingress", "default", consumer)
+            h.sent_bytes = handle_of(set.bandwidth, service, route, "egress", "default", consumer)
         else
-            h.ingress = handle_of(set.bandwidth, service, route, "ingress", consumer)
-            h.egress = handle_of(set.bandwidth, service, route, "egress", consumer)
+            h.received_bytes = handle_of(set.bandwidth, service, route, "ingress", consumer)
+            h.sent_bytes = handle_of(set.bandwidth, service, route, "egress", consumer)
         end
     end
     return { handles = h, codes = {}, service = service, route = route, consumer = consumer }
@@ -424,7 +410,7 @@ local function refresh(health)
             end
         end
         if snapshot then
-            set.node_info:labels(snapshot.node_id or "", VERSION):set(1)
+            set.node_info:labels(snapshot.node_id or "", core.version):set(1)
         end
         set.datastore:labels():set(snapshot and 1 or 0)
         if set.kong then

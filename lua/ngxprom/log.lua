@@ -9,7 +9,8 @@
 --   <ns>_upstream_duration_seconds{<labels>}     histogram (upstream_latency = true)
 --   <ns>_received_bytes_total{<labels>}          counter   (bandwidth = true)
 --   <ns>_sent_bytes_total{<labels>}              counter   (bandwidth = true)
--- Status, times and sizes come from the request struct in one FFI call, not ngx.var.
+-- Status, times and sizes come from the request struct in one FFI call, not ngx.var;
+-- a second records them (the same two calls the gateway's plugin makes).
 
 local ffi = require "ffi"
 local prom = require "ngxprom"
@@ -17,9 +18,10 @@ local base = require "resty.core.base"
 
 local C = ffi.C
 local get_request = base.get_request
-local log_request = C.ngx_prom_log_request
-local request_status = C.ngx_prom_request_status
-local new_handles = ffi.typeof("ngx_prom_log_t")
+local request_facts = C.ngx_prom_request_facts
+local record_request = C.ngx_prom_record_request
+local facts = ffi.new("ngx_prom_facts_t")
+local new_handles = ffi.typeof("ngx_prom_request_handles_t")
 local count_error = C.ngx_prom_count_error
 local LABEL_COUNT = prom.core.reasons.label_count
 local tostring, select, error, type, pairs = tostring, select, error, type, pairs
@@ -80,8 +82,9 @@ function Logger:_new_entry(n, ...)
         return nil, "expected " .. n .. " label values, got " .. select("#", ...)
     end
     local h = new_handles()
-    h.request_seconds = handle_of(self.latency, values)
-    h.upstream_seconds = handle_of(self.upstream, values)
+    h.ms_per_unit = 1000
+    h.request_latency = handle_of(self.latency, values)
+    h.upstream_latency = handle_of(self.upstream, values)
     h.received_bytes = handle_of(self.received, values)
     h.sent_bytes = handle_of(self.sent, values)
     local entry = { handles = h, codes = {}, values = values }
@@ -135,7 +138,8 @@ function Logger:log(...)
         log_once("log helper: " .. err)
         return nil, err
     end
-    local status = request_status(r)
+    if request_facts(r, facts) ~= 0 then return nil, "no request" end
+    local status = facts.status
     local code = entry.codes[status]
     if not code then
         local values = {}
@@ -146,7 +150,7 @@ function Logger:log(...)
     end
     local h = entry.handles
     h.requests = code
-    if log_request(r, h) == STALE then self:_renew(entry) end
+    if record_request(facts, h) == STALE then self:_renew(entry) end
     return true
 end
 
@@ -155,7 +159,7 @@ end
 function Logger:_renew(entry)
     local values = entry.values
     local h = entry.handles
-    for field, family in pairs({ request_seconds = self.latency, upstream_seconds = self.upstream,
+    for field, family in pairs({ request_latency = self.latency, upstream_latency = self.upstream,
                                  received_bytes = self.received, sent_bytes = self.sent }) do
         local child = family:child(values)
         renew(child)

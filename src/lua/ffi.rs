@@ -158,32 +158,10 @@ pub extern "C" fn ngx_prom_debug_delete_and_die(handle: u64) -> i32 {
     }
 }
 
-/// Handles the log helper fills once per label set; 0 leaves a metric out.
-#[repr(C)]
-pub struct LogHandles {
-    pub requests: u64,
-    pub request_seconds: u64,
-    pub upstream_seconds: u64,
-    pub received_bytes: u64,
-    pub sent_bytes: u64,
-}
-
-/// The response status of request `r` (what the log helper picks a series by).
-///
-/// # Safety
-/// `r` is the current request, as `resty.core.base.get_request()` returns it.
-#[no_mangle]
-pub unsafe extern "C" fn ngx_prom_request_status(r: *const ngx_http_request_t) -> i32 {
-    if r.is_null() {
-        return 0;
-    }
-    // SAFETY: per the contract.
-    unsafe { request::status(&*r) as i32 }
-}
-
-/// What `ngx_prom_request_facts` reports about a request, for Lua code that picks its
-/// series by more than the status (the gateway's plugin). Doubles: LuaJIT reads them as
-/// plain numbers, where 64-bit integers would come back boxed.
+/// What `ngx_prom_request_facts` reports about a request: Lua picks its series by them
+/// (the status, whether the upstream answered), then hands them to
+/// `ngx_prom_record_request`. Doubles: LuaJIT reads them as plain numbers, where 64-bit
+/// integers would come back boxed. Declared for Lua in `lua/ngxprom.lua`.
 #[repr(C)]
 pub struct Facts {
     pub status: f64,
@@ -223,15 +201,17 @@ pub unsafe extern "C" fn ngx_prom_request_facts(
     0
 }
 
-/// The series one request of the gateway's plugin updates; 0 leaves one out.
+/// The series one request updates (`ngxprom.log`'s helper, the gateway's plugin); 0
+/// leaves one out. Declared for Lua in `lua/ngxprom.lua`.
 #[repr(C)]
 pub struct RequestHandles {
     pub requests: u64,
     pub request_latency: u64,
     pub upstream_latency: u64,
+    /// The request's time minus the upstream's (the gateway's own share).
     pub gateway_latency: u64,
-    pub ingress: u64,
-    pub egress: u64,
+    pub received_bytes: u64,
+    pub sent_bytes: u64,
     /// Milliseconds per histogram unit: 1000 for seconds, 1 for milliseconds.
     pub ms_per_unit: f64,
 }
@@ -274,50 +254,71 @@ pub unsafe extern "C" fn ngx_prom_record_request(f: *const Facts, h: *const Requ
         };
         rc.add(ngx_prom_histogram_observe(h.gateway_latency, own / unit));
     }
-    if h.ingress != 0 {
-        rc.add(ngx_prom_counter_inc(h.ingress, f.received_bytes as u64));
+    if h.received_bytes != 0 {
+        rc.add(ngx_prom_counter_inc(
+            h.received_bytes,
+            f.received_bytes as u64,
+        ));
     }
-    if h.egress != 0 {
-        rc.add(ngx_prom_counter_inc(h.egress, f.sent_bytes as u64));
+    if h.sent_bytes != 0 {
+        rc.add(ngx_prom_counter_inc(h.sent_bytes, f.sent_bytes as u64));
     }
     rc.code()
 }
 
-/// Records one finished request: its count, latency, upstream latency and bytes.
-///
-/// # Safety
-/// `r` is the current request in its log phase; `h` points to a filled `LogHandles`.
-#[no_mangle]
-pub unsafe extern "C" fn ngx_prom_log_request(
-    r: *const ngx_http_request_t,
-    h: *const LogHandles,
-) -> i32 {
-    if r.is_null() || h.is_null() {
-        return -1;
-    }
-    // SAFETY: per the contract.
-    let (facts, h) = unsafe { (request::facts(r), &*h) };
-    let mut rc = Outcome::default();
-    if h.requests != 0 {
-        rc.add(ngx_prom_counter_inc(h.requests, 1));
-    }
-    if h.request_seconds != 0 {
-        rc.add(ngx_prom_histogram_observe(
-            h.request_seconds,
-            facts.request_ms as f64 / 1000.0,
-        ));
-    }
-    if let (true, Some(ms)) = (h.upstream_seconds != 0, facts.upstream_ms) {
-        rc.add(ngx_prom_histogram_observe(
-            h.upstream_seconds,
-            ms as f64 / 1000.0,
-        ));
-    }
-    if h.received_bytes != 0 {
-        rc.add(ngx_prom_counter_inc(h.received_bytes, facts.received_bytes));
-    }
-    if h.sent_bytes != 0 {
-        rc.add(ngx_prom_counter_inc(h.sent_bytes, facts.sent_bytes));
-    }
-    rc.code()
+/// The size and field offsets of each struct `lua/ngxprom.lua` declares, from the Rust
+/// definitions: t/nginx.rs compares them with LuaJIT's `ffi.sizeof`/`ffi.offsetof` of
+/// the Lua declarations, so the two cannot drift apart.
+pub fn layouts(lua: &mlua::Lua) -> mlua::Result<mlua::Table> {
+    use std::mem::{offset_of, size_of};
+    let table = |size: usize, fields: &[(&str, usize)]| -> mlua::Result<mlua::Table> {
+        let t = lua.create_table()?;
+        t.set("size", size)?;
+        let offsets = lua.create_table()?;
+        for (name, at) in fields {
+            offsets.set(*name, *at)?;
+        }
+        t.set("offsets", offsets)?;
+        Ok(t)
+    };
+    let all = lua.create_table()?;
+    all.set(
+        "ngx_prom_facts_t",
+        table(
+            size_of::<Facts>(),
+            &[
+                ("status", offset_of!(Facts, status)),
+                ("request_ms", offset_of!(Facts, request_ms)),
+                ("upstream_ms", offset_of!(Facts, upstream_ms)),
+                ("received_bytes", offset_of!(Facts, received_bytes)),
+                ("sent_bytes", offset_of!(Facts, sent_bytes)),
+                ("from_upstream", offset_of!(Facts, from_upstream)),
+            ],
+        )?,
+    )?;
+    all.set(
+        "ngx_prom_request_handles_t",
+        table(
+            size_of::<RequestHandles>(),
+            &[
+                ("requests", offset_of!(RequestHandles, requests)),
+                (
+                    "request_latency",
+                    offset_of!(RequestHandles, request_latency),
+                ),
+                (
+                    "upstream_latency",
+                    offset_of!(RequestHandles, upstream_latency),
+                ),
+                (
+                    "gateway_latency",
+                    offset_of!(RequestHandles, gateway_latency),
+                ),
+                ("received_bytes", offset_of!(RequestHandles, received_bytes)),
+                ("sent_bytes", offset_of!(RequestHandles, sent_bytes)),
+                ("ms_per_unit", offset_of!(RequestHandles, ms_per_unit)),
+            ],
+        )?,
+    )?;
+    Ok(all)
 }

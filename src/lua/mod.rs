@@ -4,173 +4,19 @@
 
 pub mod ffi;
 pub mod slots;
+mod spec;
 mod util;
 
 use crate::exposition::{Format, Selection};
-use crate::metrics::family::QuantileMode;
 use crate::metrics::histogram::Snapshot;
-use crate::metrics::{FamilySpec, HistogramSpec, MetricType, Reason, RegisterError, Store};
+use crate::metrics::{MetricType, Reason, RegisterError, Store};
 use crate::nginx::{stub_status, zone};
 use mlua::{Lua, Result as LuaResult, Table, Value};
 
+use spec::{number_list, spec_from};
+
 fn err(msg: impl Into<String>) -> mlua::Error {
     mlua::Error::RuntimeError(msg.into())
-}
-
-fn opt_f64(t: &Table, key: &str, family: &str) -> LuaResult<Option<f64>> {
-    match t.get::<Value>(key)? {
-        Value::Nil => Ok(None),
-        Value::Number(n) => Ok(Some(n)),
-        Value::Integer(n) => Ok(Some(n as f64)),
-        other => Err(err(format!(
-            "metric \"{family}\": \"{key}\" must be a number, got {}",
-            other.type_name()
-        ))),
-    }
-}
-
-fn number_list(v: Value, what: &str) -> LuaResult<Vec<f64>> {
-    let Value::Table(t) = v else {
-        return Err(err(format!("{what} must be an array of numbers")));
-    };
-    t.sequence_values::<Value>()
-        .map(|v| match v? {
-            Value::Number(n) => Ok(n),
-            Value::Integer(n) => Ok(n as f64),
-            other => Err(err(format!(
-                "{what} must be numbers, got {}",
-                other.type_name()
-            ))),
-        })
-        .collect()
-}
-
-/// Reads a family declaration from a Lua table; raises naming the bad field.
-fn spec_from(t: &Table) -> LuaResult<FamilySpec> {
-    let name: String = match t.get::<Value>("name")? {
-        Value::String(s) => s.to_str()?.to_string(),
-        _ => return Err(err("metric name must be a string")),
-    };
-    let help: String = match t.get::<Value>("help")? {
-        Value::Nil => String::new(),
-        Value::String(s) => s.to_str()?.to_string(),
-        _ => return Err(err(format!("metric \"{name}\": help must be a string"))),
-    };
-    let type_name: String = t.get::<Option<String>>("type")?.unwrap_or_default();
-    let metric_type = MetricType::parse(&type_name).ok_or_else(|| {
-        err(format!(
-            "metric \"{name}\": unknown type \"{type_name}\" (counter, gauge or histogram)"
-        ))
-    })?;
-    let label_names = match t.get::<Value>("labels")? {
-        Value::Nil => Vec::new(),
-        Value::Table(l) => l
-            .sequence_values::<Value>()
-            .map(|v| match v? {
-                Value::String(s) => Ok(s.to_str()?.to_string()),
-                other => Err(err(format!(
-                    "metric \"{name}\": label names must be strings, got {}",
-                    other.type_name()
-                ))),
-            })
-            .collect::<LuaResult<Vec<_>>>()?,
-        _ => {
-            return Err(err(format!(
-                "metric \"{name}\": labels must be an array of strings"
-            )))
-        }
-    };
-    let histogram = if metric_type == MetricType::Histogram {
-        let d = HistogramSpec::default();
-        let buckets = match t.get::<Value>("buckets")? {
-            Value::Nil => d.buckets.clone(),
-            v => number_list(v, &format!("metric \"{name}\": buckets"))?,
-        };
-        let precision = opt_f64(t, "precision", &name)?.unwrap_or(f64::from(d.precision));
-        Some(HistogramSpec {
-            lowest: opt_f64(t, "lowest", &name)?.unwrap_or(d.lowest),
-            highest: opt_f64(t, "highest", &name)?
-                .unwrap_or_else(|| HistogramSpec::highest_for(&buckets)),
-            precision: if (1.0..=5.0).contains(&precision) && precision.fract() == 0.0 {
-                precision as u8
-            } else {
-                0
-            },
-            buckets,
-        })
-    } else {
-        None
-    };
-    let max_series = opt_f64(t, "max_series", &name)?.unwrap_or(0.0);
-    if max_series < 0.0 || max_series.fract() != 0.0 {
-        return Err(err(format!(
-            "metric \"{name}\": max_series must be a whole number >= 0"
-        )));
-    }
-    let expire = opt_f64(t, "expire", &name)?.unwrap_or(0.0);
-    if !(0.0..=4.0e9).contains(&expire) || expire.fract() != 0.0 {
-        return Err(err(format!(
-            "metric \"{name}\": expire must be a whole number of seconds >= 0 (0: never), got {expire}"
-        )));
-    }
-    let expire_s = expire as u64;
-    let opt_string = |key: &str| -> LuaResult<String> {
-        match t.get::<Value>(key)? {
-            Value::Nil => Ok(String::new()),
-            Value::String(s) => Ok(s.to_str()?.to_string()),
-            other => Err(err(format!(
-                "metric \"{name}\": \"{key}\" must be a string, got {}",
-                other.type_name()
-            ))),
-        }
-    };
-    let overflow_value = opt_string("overflow")?;
-    if overflow_value.len() > crate::metrics::family::MAX_LABEL_VALUE {
-        return Err(err(format!(
-            "metric \"{name}\": overflow must be at most 4096 bytes"
-        )));
-    }
-    let unit = opt_string("unit")?;
-    let group = opt_string("group")?;
-    let quantiles = match t.get::<Value>("quantiles")? {
-        Value::Nil | Value::Boolean(false) => QuantileMode::Off,
-        Value::String(s) => match QuantileMode::parse(&s.to_str()?) {
-            Some(QuantileMode::Off) | None => {
-                return Err(err(format!(
-                    "metric \"{name}\": quantiles must be \"beside\" or \"instead\", got \"{}\"",
-                    s.to_string_lossy()
-                )))
-            }
-            Some(m) => m,
-        },
-        other => {
-            return Err(err(format!(
-                "metric \"{name}\": quantiles must be \"beside\" or \"instead\", got {}",
-                other.type_name()
-            )))
-        }
-    };
-    let spec = FamilySpec {
-        name,
-        help,
-        metric_type,
-        label_names,
-        histogram,
-        max_series: max_series as u64,
-        expire_s,
-        overflow_value,
-        unit,
-        group,
-        quantiles,
-    };
-    spec.validate().map_err(|e| err(e.to_string()))?;
-    if crate::metrics::builtin::find(&spec.name).is_some() {
-        return Err(err(format!(
-            "metric \"{}\": the name is reserved for the module's own metrics",
-            spec.name
-        )));
-    }
-    Ok(spec)
 }
 
 fn store_of(slot: usize) -> LuaResult<Store<'static>> {
@@ -202,7 +48,17 @@ fn label_values(v: Table) -> LuaResult<Vec<Vec<u8>>> {
 fn module(lua: &Lua) -> LuaResult<Table> {
     crate::nginx::process::remember_lua(lua);
     let m = lua.create_table()?;
+    add_zones(lua, &m)?;
+    add_declarations(lua, &m)?;
+    add_series(lua, &m)?;
+    add_readers(lua, &m)?;
+    add_helpers(lua, &m)?;
+    util::register(lua, &m)?;
+    Ok(m)
+}
 
+/// Attaching a zone to a slot.
+fn add_zones(lua: &Lua, m: &Table) -> LuaResult<()> {
     // zone([name]) -> slot | nil, err
     m.set(
         "zone",
@@ -233,7 +89,11 @@ fn module(lua: &Lua) -> LuaResult<Table> {
             }
         })?,
     )?;
+    Ok(())
+}
 
+/// Declaring families: checks and registration.
+fn add_declarations(lua: &Lua, m: &Table) -> LuaResult<()> {
     // validate(spec) -> true, raises naming the culprit
     m.set(
         "validate",
@@ -265,7 +125,11 @@ fn module(lua: &Lua) -> LuaResult<Table> {
             }
         })?,
     )?;
+    Ok(())
+}
 
+/// A family's series: lookup, expiry, deletion, buckets and quantiles.
+fn add_series(lua: &Lua, m: &Table) -> LuaResult<()> {
     // series(slot, family, {values}) -> handle | nil, err (counted in the zone)
     m.set(
         "series",
@@ -404,7 +268,11 @@ fn module(lua: &Lua) -> LuaResult<Table> {
             Ok(snap.quantile(q.clamp(0.0, 1.0), h.scale()))
         })?,
     )?;
+    Ok(())
+}
 
+/// Reading a zone: the exposition, its accounting, nginx's counters; counting errors.
+fn add_readers(lua: &Lua, m: &Table) -> LuaResult<()> {
     // render(slot[, format]) -> the exposition, as the metrics handler serves it;
     // format: "text" (default), "openmetrics" or "json"
     m.set(
@@ -493,7 +361,11 @@ fn module(lua: &Lua) -> LuaResult<Table> {
             Ok(Some(t))
         })?,
     )?;
+    Ok(())
+}
 
+/// IP rules, error reasons, the version and the C structs' layouts.
+fn add_helpers(lua: &Lua, m: &Table) -> LuaResult<()> {
     // ip_rules({allow...}, {deny...}) -> rules | nil, err. `rules:allows(ip)` applies
     // the metrics endpoint's semantics (deny wins; then allow, if given, must match).
     m.set(
@@ -523,9 +395,9 @@ fn module(lua: &Lua) -> LuaResult<Table> {
         reasons.set(r.as_str(), r as u32)?;
     }
     m.set("reasons", reasons)?;
-    m.set("version", env!("CARGO_PKG_VERSION"))?;
-    util::register(lua, &m)?;
-    Ok(m)
+    m.set("version", crate::identity::VERSION)?;
+    m.set("layouts", ffi::layouts(lua)?)?;
+    Ok(())
 }
 
 /// Compiled IP rules, held by Lua.
