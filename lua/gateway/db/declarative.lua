@@ -30,14 +30,6 @@ function _M.read_file(path)
     return text
 end
 
--- Kong's declarative files may list children inside their parent.
-local NESTED = {
-    services = { { "routes", "service" }, { "plugins", "service" } },
-    routes = { { "plugins", "route" } },
-    consumers = { { "plugins", "consumer" }, { "keyauth_credentials", "consumer" } },
-    upstreams = { { "targets", "upstream" } },
-}
-
 local function uuid_from(text)
     local h = ngx.sha1_bin(text):gsub(".", function(c) return fmt("%02x", c:byte()) end)
     -- Version 5 (name-based, SHA-1), RFC 4122 variant.
@@ -74,14 +66,15 @@ local function gather(items, kind, input, where, taken)
     if type(input) ~= "table" or is_array(input) and next(input) ~= nil then
         return nil, where .. ": expected an object"
     end
-    local own, nested = {}, NESTED[kind] or {}
+    -- Kong's declarative files may list children inside their parent.
+    local own, nested = {}, defs[kind].children
     for k, v in pairs(input) do own[k] = v end
-    for _, n in ipairs(nested) do own[n[1]] = nil end
+    for _, n in ipairs(nested) do own[n.kind] = nil end
     if own.id == nil then own.id = stable_id(kind, own, taken) end
     local list = items[kind]
     list[#list + 1] = { input = own, where = where }
     for _, n in ipairs(nested) do
-        local child_kind, field = n[1], n[2]
+        local child_kind, field = n.kind, n.field
         local children = input[child_kind]
         if children ~= nil then
             if type(children) ~= "table" or not is_array(children) then
@@ -145,7 +138,7 @@ function _M.load_document(doc, source)
     end
 
     local s = index.build(index.empty_document(doc.node_id))
-    for _, kind in ipairs(entities.load_order) do
+    for _, kind in ipairs(kinds) do
         for _, item in ipairs(items[kind]) do
             local row, err = crud.insert(s, kind, item.input)
             if not row then
