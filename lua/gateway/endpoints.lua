@@ -9,7 +9,8 @@
 
 local entities = require "gateway.entities"
 
-local ipairs = ipairs
+local ipairs, tostring = ipairs, tostring
+local fmt = string.format
 
 local _M = {}
 
@@ -18,12 +19,22 @@ local collections = {}
 -- parent kind -> { [nested path] = { kind, field } }
 local nested = {}
 
+-- Two kinds at one path would make one unreachable: a definition error, raised when
+-- the gateway loads.
+local function claim(map, path, value, where)
+    if map[path] then
+        error(fmt("gateway.endpoints: %s/%s is both %s and %s", where, path, map[path].kind or map[path],
+            value.kind or value), 0)
+    end
+    map[path] = value
+end
+
 for _, kind in ipairs(entities.kinds) do
     local def = entities.defs[kind]
-    if def.path then collections[def.path] = kind end
+    if def.path then claim(collections, def.path, kind, "") end
     local under = {}
     for _, child in ipairs(def.children) do
-        under[entities.defs[child.kind].nested_path] = child
+        claim(under, entities.defs[child.kind].nested_path, child, "/" .. tostring(def.path) .. "/{p}")
     end
     nested[kind] = under
 end

@@ -1,6 +1,6 @@
 -- gateway.entities: the schemas of the gateway's entities (Kong's shapes) and the
 -- relations the store enforces between them. Everything else about an entity is
--- derived from its definition here (see "Adding an entity" at the end).
+-- derived from its definition here (see "Adding an entity" below the definitions).
 --
 -- Each definition: { schema, endpoint_key (the field `/services/{id or name}`
 -- accepts besides the id), endpoint_key_scope (the foreign field the endpoint key is
@@ -181,6 +181,7 @@ local routes = {
             { paths = { type = "array", len_max = LIMITS.paths, elements = PATH } },
             { strip_path = { type = "boolean", required = true, default = true } },
             { preserve_host = { type = "boolean", required = true, default = false } },
+            -- A service cannot go while routes use it (on_delete's default, Kong's choice).
             { service = { type = "foreign", reference = "services" } },
             tags(),
         },
@@ -372,17 +373,17 @@ local keyauth_credentials = {
 
 --------------------------------------------------------------------------------
 
--- Adding an entity is one definition above and one line below. From it follow its list in the document and the
--- state file (gateway.db.index), its checks, references and deletes
--- (gateway.db.crud), its children nested in declarative files
--- (gateway.db.declarative), and its Admin API routes (gateway.endpoints): /<path>,
--- /<path>/{id or endpoint_key}, and, for every kind a foreign field references,
--- /<parent path>/{p}/<nested_path>[/{id or endpoint_key}]. A list an Admin call can
--- grow needs a len_max (a LIMITS entry; README: "Limits"), and children per parent a
--- per_parent cap when something reads them all on every request. Only what reads an
--- entity's meaning names its kind: the proxy and balancer, and the metrics side
--- (gateway.exporter; gateway.db.publish and gateway.admin for entities whose names
--- are label values).
+-- Adding an entity: one definition above and one line in DEFINITIONS below. From it
+-- follow its list in the document and the state file (gateway.db.index), its checks,
+-- references and deletes (gateway.db.crud), its children nested in declarative files
+-- (gateway.db.declarative) and its Admin API routes (gateway.endpoints): /<path>,
+-- /<path>/{id or endpoint_key}, and, under every kind a foreign field references,
+-- /<parent path>/{p}/<nested_path>[/{id or endpoint_key}]. Every list an Admin call can
+-- grow needs a len_max (a LIMITS entry, documented in README's "Limits"), and
+-- children a per_parent cap when something reads all of a parent's on every request.
+-- Only code that gives an entity meaning names its kind: the proxy and balancer, the
+-- plugins' conflict check (gateway.db.crud) and the metrics side (gateway.exporter,
+-- and gateway.db.publish and gateway.admin for entities whose names are label values).
 --
 -- In load order: a kind comes after every kind its foreign fields reference (checked
 -- below), so that a document loads in one pass.

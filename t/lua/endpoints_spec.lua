@@ -56,4 +56,18 @@ describe("gateway.endpoints", function()
         assert.is_nil(resolve("/plugins/p/routes"))
         assert.is_nil(resolve("/services/web/routes/r/plugins"))
     end)
+
+    it("refuses a definition that puts two kinds at one path", function()
+        local entities = require "gateway.entities"
+        local upstreams = entities.defs.upstreams
+        upstreams.path = "services"
+        finally(function()
+            upstreams.path = "upstreams"
+            package.loaded["gateway.endpoints"] = endpoints
+        end)
+        package.loaded["gateway.endpoints"] = nil
+        local ok, err = pcall(require, "gateway.endpoints")
+        assert.is_false(ok)
+        assert.equal("gateway.endpoints: /services is both services and upstreams", err)
+    end)
 end)
