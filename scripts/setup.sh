@@ -12,7 +12,8 @@ PKGS=(nginx libnginx-mod-http-lua libnginx-mod-http-ndk lua-resty-core lua-resty
       nginx-dev libclang-dev libpcre2-dev libssl-dev zlib1g-dev libluajit2-5.1-common
       build-essential pkg-config curl)
 if [ "$ROLE" = test ]; then
-  PKGS+=(prometheus prometheus-pushgateway wrk python3-pip openssl iproute2 valgrind)
+  # lua-busted and luajit2 (OpenResty's LuaJIT branch, as Debian's nginx links): make lua-unit.
+  PKGS+=(prometheus prometheus-pushgateway wrk python3-pip openssl iproute2 valgrind lua-busted luajit2)
 fi
 
 missing=()

@@ -8,6 +8,8 @@
 --   GET|POST /<parent>/{id or name}/<children>, and .../<children>/{id or key}:
 --     services/routes, services/plugins, routes/plugins, consumers/plugins,
 --     consumers/key-auth, upstreams/targets
+-- The entity routes are derived from the entity definitions (gateway.endpoints); the
+-- handlers below are the same for every kind.
 --
 -- Entity reads come from this worker's snapshot, brought up to date first (a client
 -- reads its own writes whichever worker answers); writes go through db.write. Every
@@ -16,6 +18,7 @@
 local core = require "ngx_prometheus"
 local db = require "gateway.db"
 local entities = require "gateway.entities"
+local endpoints = require "gateway.endpoints"
 local plugins = require "gateway.plugins"
 local body = require "gateway.body"
 local schema = require "gateway.schema"
@@ -30,24 +33,6 @@ local fmt, sort = string.format, table.sort
 local _M = {}
 
 local DEFAULT_SIZE, MAX_SIZE = 100, 1000
-
--- URL names of the top-level collections.
-local COLLECTIONS = {
-    services = "services",
-    routes = "routes",
-    consumers = "consumers",
-    plugins = "plugins",
-    upstreams = "upstreams",
-    ["key-auths"] = "keyauth_credentials",
-}
-
--- /<parent>/{p}/<child>: the children reachable under each parent.
-local NESTED = {
-    services = { routes = "routes", plugins = "plugins" },
-    routes = { plugins = "plugins" },
-    consumers = { plugins = "plugins", ["key-auth"] = "keyauth_credentials" },
-    upstreams = { targets = "targets" },
-}
 
 local NOT_FOUND = { status = 404, body = { message = "Not found" } }
 
@@ -380,12 +365,6 @@ local NODE = {
 --------------------------------------------------------------------------------
 -- Routing.
 
-local function parent_field(child, parent)
-    for _, fk in ipairs(defs[child].foreign) do
-        if fk.reference == parent then return fk.field end
-    end
-end
-
 local function segments()
     local segs = {}
     for seg in ngx.var.uri:gmatch("[^/]+") do segs[#segs + 1] = seg end
@@ -401,20 +380,17 @@ local function dispatch(method, segs)
         if n == 0 then return node_info(db.snapshot()) end
         return NODE[segs[1]]()
     end
-    local kind = COLLECTIONS[segs[1]]
-    if not kind or n > 4 then return send_error(NOT_FOUND) end
+    local endpoint = endpoints.resolve(segs)
+    if not endpoint then return send_error(NOT_FOUND) end
     local snap = db.refresh()
     local scope
-    if n >= 3 then
-        local child = NESTED[segs[1]] and NESTED[segs[1]][segs[3]]
-        if not child then return send_error(NOT_FOUND) end
-        local parent = db.find(snap, kind, segs[2])
+    if endpoint.parent then
+        local parent = db.find(snap, endpoint.parent.kind, endpoint.parent.key)
         if not parent then return send_error(NOT_FOUND) end
-        scope = { field = parent_field(child, kind), id = parent.id }
-        kind = child
+        scope = { field = endpoint.parent.field, id = parent.id }
     end
-    if n == 1 or n == 3 then return collection(method, kind, scope, snap) end
-    return item(method, kind, segs[n], scope, snap)
+    if not endpoint.key then return collection(method, endpoint.kind, scope, snap) end
+    return item(method, endpoint.kind, endpoint.key, scope, snap)
 end
 
 -- The content handler of the Admin API's location. Never raises: a failure is logged

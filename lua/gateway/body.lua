@@ -104,12 +104,12 @@ local function expanded(args)
     return out
 end
 
--- read() -> table | nil, status, message
-function _M.read()
-    local raw, err = raw_body()
-    if not raw then return nil, 500, "cannot read the request body: " .. tostring(err) end
+-- parse(raw, content_type) -> table | nil, status, message: a body as read() reads
+-- it, from its bytes and its Content-Type header (nil when absent). Forms are decoded
+-- by nginx (ngx.decode_args, without its 100-argument cap), then expanded as JSON is.
+function _M.parse(raw, content_type)
     if not raw:find("%S") then return {} end
-    local ctype = (ngx.var.content_type or ""):lower()
+    local ctype = (content_type or ""):lower()
     local json = ctype:find("application/json", 1, true)
         -- Without a type, a body that looks like JSON is JSON (curl --data '{...}').
         or ctype == "" and raw:find("^%s*[{%[]")
@@ -125,6 +125,17 @@ function _M.read()
         return expanded(ngx.decode_args(raw, 0))
     end
     return nil, 415, "Unsupported Content-Type: " .. printable(ctype)
+end
+
+-- expand(args) -> table | nil, err: keys with dots and brackets made into nested
+-- tables and lists (the last step of parse, for JSON and forms alike).
+_M.expand = expand
+
+-- read() -> table | nil, status, message: the current request's body.
+function _M.read()
+    local raw, err = raw_body()
+    if not raw then return nil, 500, "cannot read the request body: " .. tostring(err) end
+    return _M.parse(raw, ngx.var.content_type)
 end
 
 return _M

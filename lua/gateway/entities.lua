@@ -1,27 +1,29 @@
 -- gateway.entities: the schemas of the gateway's entities (Kong's shapes) and the
--- relations the store enforces between them.
+-- relations the store enforces between them. Everything else about an entity is
+-- derived from its definition here (see "Adding an entity" below the definitions).
 --
 -- Each definition: { schema, endpoint_key (the field `/services/{id or name}`
--- accepts besides the id), unique_together (fields unique as a combination),
+-- accepts besides the id), endpoint_key_scope (the foreign field the endpoint key is
+-- unique within, if not globally), unique_together (fields unique as a combination),
 -- per_parent ({ field, limit }: at most `limit` entities per referenced parent),
--- foreign (derived: { field, reference, on_delete = "restrict" | "cascade" }),
--- updated_at (whether the store stamps it) }.
+-- path (its Admin API collection, /<path>; default the kind, false for none) and
+-- nested_path (its name under a parent, /<parent>/{p}/<nested_path>; default path) }.
+-- A foreign field relates an entity to its parent: { type = "foreign", reference =
+-- <kind>, on_delete = "restrict" (default: the parent cannot go while referenced) or
+-- "cascade" (the child goes with it) }.
+-- Derived: name (the kind), fields (by name), foreign ({ field, reference, on_delete }
+-- per foreign field), unique (fields), children ({ kind, field }: the kinds that
+-- reference this one, and through which field), updated_at (whether the store stamps it).
 
 local core = require "ngx_prometheus"
 local schema = require "gateway.schema"
 local plugins = require "gateway.plugins"
 
 local null, as_array, shown = core.null, schema.as_array, schema.shown
-local ipairs, pairs, next, pcall, tonumber, type = ipairs, pairs, next, pcall, tonumber, type
+local ipairs, pairs, next, pcall, tonumber, tostring, type = ipairs, pairs, next, pcall, tonumber, tostring, type
 local fmt, concat = string.format, table.concat
 
 local _M = {}
-
--- The document's lists, in the order they are written.
-_M.kinds = { "services", "routes", "consumers", "plugins", "upstreams", "targets", "keyauth_credentials" }
-
--- The order in which a document is loaded: every reference points to an earlier kind.
-_M.load_order = { "services", "routes", "consumers", "keyauth_credentials", "upstreams", "targets", "plugins" }
 
 --------------------------------------------------------------------------------
 -- Field types shared by several entities.
@@ -179,6 +181,7 @@ local routes = {
             { paths = { type = "array", len_max = LIMITS.paths, elements = PATH } },
             { strip_path = { type = "boolean", required = true, default = true } },
             { preserve_host = { type = "boolean", required = true, default = false } },
+            -- A service cannot go while routes use it (on_delete's default, Kong's choice).
             { service = { type = "foreign", reference = "services" } },
             tags(),
         },
@@ -245,9 +248,10 @@ local plugin_entity = {
             created_at(),
             updated_at(),
             { name = { type = "string", required = true, custom = plugin_enabled } },
-            { service = { type = "foreign", reference = "services" } },
-            { route = { type = "foreign", reference = "routes" } },
-            { consumer = { type = "foreign", reference = "consumers" } },
+            -- A plugin goes with what it is applied to.
+            { service = { type = "foreign", reference = "services", on_delete = "cascade" } },
+            { route = { type = "foreign", reference = "routes", on_delete = "cascade" } },
+            { consumer = { type = "foreign", reference = "consumers", on_delete = "cascade" } },
             { config = { type = "record", schema_for = function(plugin)
                 local mod = plugin_module(plugin.name)
                 return mod and mod.schema
@@ -336,6 +340,8 @@ local targets = {
     },
     -- `/upstreams/{u}/targets/{host:port}` names a target within its upstream.
     endpoint_key = "target",
+    -- Only under their upstream: /upstreams/{u}/targets.
+    path = false,
     -- The balancer looks at every target of an upstream on every request.
     per_parent = { field = "upstream", limit = 256 },
     endpoint_key_scope = "upstream",
@@ -354,49 +360,78 @@ local keyauth_credentials = {
         fields = {
             id_field(),
             created_at(),
-            { consumer = { type = "foreign", reference = "consumers", required = true } },
+            { consumer = { type = "foreign", reference = "consumers", required = true, on_delete = "cascade" } },
             { key = { type = "string", unique = true, len_min = 1, len_max = 1024, default = random_key } },
             tags(),
         },
     },
     endpoint_key = "key",
+    -- Kong's names: /key-auths, /consumers/{c}/key-auth.
+    path = "key-auths",
+    nested_path = "key-auth",
 }
 
 --------------------------------------------------------------------------------
 
-_M.defs = {
-    services = services,
-    routes = routes,
-    consumers = consumers,
-    plugins = plugin_entity,
-    upstreams = upstreams,
-    targets = targets,
-    keyauth_credentials = keyauth_credentials,
+-- Adding an entity: one definition above and one line in DEFINITIONS below. From it
+-- follow its list in the document and the state file (gateway.db.index), its checks,
+-- references and deletes (gateway.db.crud), its children nested in declarative files
+-- (gateway.db.declarative) and its Admin API routes (gateway.endpoints): /<path>,
+-- /<path>/{id or endpoint_key}, and, under every kind a foreign field references,
+-- /<parent path>/{p}/<nested_path>[/{id or endpoint_key}]. Every list an Admin call can
+-- grow needs a len_max (a LIMITS entry, documented in README's "Limits"), and
+-- children a per_parent cap when something reads all of a parent's on every request.
+-- Only code that gives an entity meaning names its kind: the proxy and balancer, the
+-- plugins' conflict check (gateway.db.crud) and the metrics side (gateway.exporter,
+-- and gateway.db.publish and gateway.admin for entities whose names are label values).
+--
+-- In load order: a kind comes after every kind its foreign fields reference (checked
+-- below), so that a document loads in one pass.
+local DEFINITIONS = {
+    { "services", services },
+    { "routes", routes },
+    { "consumers", consumers },
+    { "keyauth_credentials", keyauth_credentials },
+    { "upstreams", upstreams },
+    { "targets", targets },
+    { "plugins", plugin_entity },
 }
 
--- What deleting a referenced entity does (Kong's choices): plugins and credentials go
--- with what they belong to; routes keep a service, targets an upstream, from going.
-local ON_DELETE = {
-    plugins = "cascade",
-    keyauth_credentials = "cascade",
-}
+local ON_DELETE = { restrict = true, cascade = true }
 
-for kind, def in pairs(_M.defs) do
+_M.defs, _M.kinds = {}, {}
+for i, d in ipairs(DEFINITIONS) do
+    local kind, def = d[1], d[2]
     def.name = kind
     def.fields = schema.fields_by_name(def.schema.fields)
-    def.foreign, def.unique = {}, {}
+    def.foreign, def.unique, def.children = {}, {}, {}
     for _, f in ipairs(def.schema.fields) do
         local name, field = next(f)
         if field.type == "foreign" then
-            def.foreign[#def.foreign + 1] = {
-                field = name,
-                reference = field.reference,
-                on_delete = ON_DELETE[kind] or "restrict",
-            }
+            local parent = _M.defs[field.reference]
+            if not parent then
+                error(fmt("gateway.entities: %s.%s references '%s', which is not defined before it",
+                    kind, name, tostring(field.reference)), 0)
+            end
+            local on_delete = field.on_delete or "restrict"
+            if not ON_DELETE[on_delete] then
+                error(fmt("gateway.entities: %s.%s: on_delete must be 'restrict' or 'cascade'", kind, name), 0)
+            end
+            for _, other in ipairs(def.foreign) do
+                -- /<parent>/{p}/<children> must say which field it scopes.
+                if other.reference == field.reference then
+                    error(fmt("gateway.entities: %s references %s twice", kind, field.reference), 0)
+                end
+            end
+            def.foreign[#def.foreign + 1] = { field = name, reference = field.reference, on_delete = on_delete }
+            parent.children[#parent.children + 1] = { kind = kind, field = name }
         end
         if field.unique then def.unique[#def.unique + 1] = name end
     end
     def.updated_at = def.fields.updated_at ~= nil
+    if def.path == nil then def.path = kind end
+    if def.nested_path == nil then def.nested_path = def.path or kind end
+    _M.defs[kind], _M.kinds[i] = def, kind
 end
 
 function _M.validate(kind, input, opts)

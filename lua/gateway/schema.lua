@@ -10,9 +10,10 @@
 -- unique (checked by the store), match (a Lua pattern; `match_err` overrides the
 -- message), len_min, len_max, one_of, between, uuid, elements (array/set), keys and
 -- values (map), fields / entity_checks (record), schema_for (record: a function of the
--- parent input returning a schema, for plugin configs), reference (foreign),
--- normalize (fn(v) -> v' | nil, err, after the type checks) and custom
--- (fn(v) -> true | nil, err, last); `description` is documentation only.
+-- parent input returning a schema, for plugin configs), reference and on_delete
+-- (foreign; the store's, see gateway.entities), normalize (fn(v) -> v' | nil, err,
+-- after the type checks) and custom (fn(v) -> true | nil, err, last); `description`
+-- is documentation only.
 -- With { partial = true } only the fields given are checked, without defaults,
 -- required fields or entity checks, and null is kept (it means "unset").
 --

@@ -1,0 +1,120 @@
+-- gateway.db.publish: hands a configuration to the workers. The document, as JSON, is
+-- the value of key "config" in lua_shared_dict gateway_config (its flags hold the
+-- version); key "version" holds the same version for cheap polling. A worker's change
+-- is written to the state file before it is published: the file is the source of
+-- truth on the next start.
+
+local core = require "ngx_prometheus"
+local index = require "gateway.db.index"
+local errors = require "gateway.db.errors"
+local lock = require "gateway.db.lock"
+
+local ipairs, type = ipairs, type
+local fmt = string.format
+
+local _M = {}
+
+local function config_dict() return ngx.shared.gateway_config end
+local function state_dict() return ngx.shared.gateway_state end
+
+-- The whole configuration, as JSON, is at most half of lua_shared_dict gateway_config
+-- (8 MiB with the 16m of nginx/gateway.conf): every change re-encodes it, every worker
+-- decodes it once per change, and a new copy always fits beside the old one.
+local function max_document()
+    return math.floor(config_dict():capacity() / 2)
+end
+
+-- The published version (nil before the master's first publish).
+function _M.version()
+    return config_dict():get("version")
+end
+
+-- The published document: text, version | nil.
+function _M.current()
+    return config_dict():get("config")
+end
+
+-- (master) publish(s, version) -> true | nil, err
+function _M.publish(s, version)
+    local text, err = index.encode(s)
+    if not text then return nil, err end
+    local ok, serr = config_dict():safe_set("config", text, 0, version)
+    if not ok then
+        return nil, fmt("the configuration (%d bytes) does not fit in lua_shared_dict gateway_config: %s",
+            #text, serr)
+    end
+    config_dict():set("version", version)
+    return true
+end
+
+-- (worker) commit(s, token, old_text, version, state_file) -> new version | nil, err:
+-- persists and publishes the working copy `s` made from `old_text` at `version`
+-- while `token` holds the lock.
+function _M.commit(s, token, old_text, version, state_file)
+    local text, err = index.encode(s)
+    if not text then return nil, errors.internal("cannot encode the configuration: " .. err) end
+    if #text > max_document() then return nil, errors.too_large(#text, max_document()) end
+    -- A writer that outlived its lock must not overwrite a newer configuration.
+    if not lock.holds(token) or config_dict():get("version") ~= version then
+        return nil, errors.internal("the configuration lock expired during the write; nothing was changed")
+    end
+    local ok, werr = core.write_file_atomic(state_file, text)
+    if not ok then return nil, errors.internal("cannot write the state file: " .. werr) end
+    local next_version = version + 1
+    local set, serr = config_dict():safe_set("config", text, 0, next_version)
+    if not set then
+        -- A failed set has dropped the old value: put back the old value and file, so
+        -- that workers and the next start keep serving what they served.
+        config_dict():safe_set("config", old_text, 0, version)
+        core.write_file_atomic(state_file, old_text)
+        return nil, errors.internal(fmt(
+            "the configuration (%d bytes) does not fit in lua_shared_dict gateway_config: %s", #text, serr))
+    end
+    config_dict():set("version", next_version)
+    return next_version
+end
+
+-- The entities whose series a reload must delete: those of the running configuration
+-- (the shared dict outlives reloads) that `s` no longer has, as the Admin API's deletes
+-- list them ({ kind, row }, targets with their upstream's name), with the running
+-- prometheus plugins' configurations. Kept in gateway_state for worker 0, which the
+-- zone is attached in (the master has no zone).
+local FORGET_KEY = "db:forget"
+local LABELLED = { "services", "routes", "consumers", "upstreams", "targets" }
+
+-- (master, before publishing `s`)
+function _M.remember_dropped(s)
+    local text = config_dict():get("config")
+    local old = text and core.json_decode(text)
+    if type(old) ~= "table" then return end
+    local gone, configs = {}, {}
+    for _, kind in ipairs(LABELLED) do
+        for _, row in ipairs(old[kind] or {}) do
+            if not s[kind][row.id] then
+                local g = { kind = kind, row = row }
+                if kind == "targets" then
+                    for _, u in ipairs(old.upstreams or {}) do
+                        if row.upstream and u.id == row.upstream.id then g.upstream_name = u.name end
+                    end
+                end
+                gone[#gone + 1] = g
+            end
+        end
+    end
+    for _, p in ipairs(old.plugins or {}) do
+        if p.name == "prometheus" then configs[#configs + 1] = p.config end
+    end
+    if #gone > 0 then
+        state_dict():set(FORGET_KEY, core.json_encode({ gone = gone, configs = configs }))
+    end
+end
+
+-- (worker) The series a reload left to delete: { gone, configs } once, else nil.
+function _M.take_dropped()
+    local text = state_dict():get(FORGET_KEY)
+    if not text then return nil end
+    state_dict():delete(FORGET_KEY)
+    return core.json_decode(text)
+end
+
+return _M
