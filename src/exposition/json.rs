@@ -18,23 +18,10 @@ use std::fmt::Write;
 /// JSON keys of [`crate::metrics::histogram::SUMMARY_QUANTILES`].
 pub const QUANTILE_KEYS: [&str; 5] = ["p50", "p90", "p99", "p999", "max"];
 
-/// A JSON string, quoted and escaped.
+/// A JSON string, quoted and escaped (serde_json's escaping, RFC 8259).
 pub fn write_string(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
+    // Serializing a `&str` cannot fail.
+    out.push_str(&serde_json::to_string(s).unwrap_or_default());
 }
 
 /// A JSON number, `null` when not finite.

@@ -76,24 +76,8 @@ pub fn close_labels(out: &mut String, prefix: &str, extra: Option<(&str, &str)>)
     }
 }
 
-pub fn write_u64(out: &mut String, mut n: u64) {
-    // Most bucket counts of most series are a single digit.
-    if n < 10 {
-        out.push(char::from(b'0' + n as u8));
-        return;
-    }
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    // Digits are ASCII.
-    out.push_str(std::str::from_utf8(&buf[i..]).unwrap_or("0"));
+pub fn write_u64(out: &mut String, n: u64) {
+    out.push_str(itoa::Buffer::new().format(n));
 }
 
 /// A float as Prometheus parsers read it: `+Inf`, `-Inf`, `NaN`, integers without a
