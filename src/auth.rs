@@ -86,7 +86,7 @@ fn hex_digest(s: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
-/// A `sha256:<salt>:<hex>` line for `secret`: what `scripts/credential.sh` writes.
+/// A `sha256:<salt>:<hex>` line for `secret`: what `scripts/credential.sh` prints.
 pub fn hash_line(kind: &str, name: &str, salt: &str, secret: &str) -> String {
     let d = sha256(salt.as_bytes(), secret.as_bytes());
     let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();

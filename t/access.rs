@@ -12,14 +12,15 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-/// A credentials line, made with shell tools the way the README shows (so the test
-/// also checks that recipe), not with the module's own code.
+/// A credentials line, made by `scripts/credential.sh` as the README tells operators
+/// (so the test also checks that command), not with the module's own code.
 fn credential(kind: &str, name: &str, secret: &str) -> String {
-    let salt = format!("{:x}", std::process::id() ^ secret.len() as u32);
-    let out = pipe_through("sha256sum", &[], &format!("{salt}{secret}"));
-    let digest = String::from_utf8(out.stdout).unwrap();
-    let digest = digest.split_whitespace().next().unwrap().to_string();
-    format!("{kind} {name} sha256:{salt}:{digest}")
+    let script = root().join("scripts/credential.sh");
+    let out = pipe_through(script.to_str().unwrap(), &[kind, name], secret);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let line = String::from_utf8(out.stdout).unwrap().trim_end().to_string();
+    assert!(!line.contains(secret), "the secret itself was printed: {line}");
+    line
 }
 
 fn write_credentials(dir: &Path) -> String {
