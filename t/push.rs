@@ -7,7 +7,7 @@ mod harness;
 use harness::*;
 use std::collections::BTreeMap;
 use std::net::TcpListener;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -75,6 +75,112 @@ impl Drop for Pushgateway {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A throwaway CA and a server certificate it signed for 127.0.0.1 and localhost, made
+/// with the `openssl` command line in `dir`.
+struct Ca {
+    cert: PathBuf,
+    server_cert: PathBuf,
+    server_key: PathBuf,
+}
+
+impl Ca {
+    fn new(dir: &Path) -> Ca {
+        let dir = dir.join("tls");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("ca.cnf"),
+            "[req]\ndistinguished_name = dn\nx509_extensions = v3_ca\nprompt = no\n\
+             [dn]\nCN = ngx-prometheus test CA\n\
+             [v3_ca]\nbasicConstraints = critical,CA:TRUE\n\
+             keyUsage = critical,keyCertSign,cRLSign\nsubjectKeyIdentifier = hash\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("server.ext"),
+            "subjectAltName = IP:127.0.0.1,DNS:localhost\n\
+             basicConstraints = critical,CA:FALSE\n\
+             keyUsage = critical,digitalSignature\nextendedKeyUsage = serverAuth\n\
+             authorityKeyIdentifier = keyid\n",
+        )
+        .unwrap();
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .output()
+                .expect("the openssl command (scripts/setup.sh test installs it)");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let mut ca = vec!["req", "-x509", "-config", "ca.cnf", "-days", "2"];
+        ca.extend(ec);
+        ca.extend(["-keyout", "ca.key", "-out", "ca.pem"]);
+        openssl(&ca);
+        let mut csr = vec!["req", "-new", "-subj", "/CN=127.0.0.1"];
+        csr.extend(ec);
+        csr.extend(["-keyout", "server.key", "-out", "server.csr"]);
+        openssl(&csr);
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+            "-out",
+            "server.pem",
+        ]);
+        Ca {
+            cert: dir.join("ca.pem"),
+            server_cert: dir.join("server.pem"),
+            server_key: dir.join("server.key"),
+        }
+    }
+}
+
+/// The nginx under test as a TLS-terminating proxy in front of `upstream` (plain HTTP),
+/// with `ca`'s server certificate; returns it and its https port.
+fn tls_front(ca: &Ca, upstream: u16) -> (Nginx, u16) {
+    let port = free_port();
+    let server = format!(
+        r#"
+    client_max_body_size 16m;
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        access_log logs/tls-access.log;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        location / {{ proxy_pass http://127.0.0.1:{upstream}; }}
+    }}
+"#,
+        cert = ca.server_cert.display(),
+        key = ca.server_key.display(),
+    );
+    (Nginx::start("push-tls-front", &server), port)
+}
+
+/// The requests a TLS front proxied, from its access log.
+fn proxied(front: &Nginx) -> String {
+    std::fs::read_to_string(front.prefix.join("logs/tls-access.log")).unwrap_or_default()
 }
 
 fn hostname() -> String {
@@ -290,15 +396,120 @@ fn failures_are_counted_retried_and_never_block_requests() {
 }
 
 #[test]
+fn pushes_over_https_with_a_private_ca() {
+    let p = prefix("push-https");
+    let ca = Ca::new(&p);
+    let pg = Pushgateway::start(&p, free_port(), true);
+    let (front, tls) = tls_front(&ca, pg.port);
+    std::fs::write(p.join("push.password"), "push-pass\n").unwrap();
+    let (app_port, metrics) = (free_port(), free_port());
+    let push = format!(
+        "prometheus_push https://127.0.0.1:{tls}/ interval=300ms job=nginx-tls;\n    \
+         prometheus_push_ca {ca};\n    \
+         prometheus_push_basic_auth pusher {dir}/push.password;",
+        ca = ca.cert.display(),
+        dir = p.display(),
+    );
+    let nginx = Nginx::start_with(p.clone(), config(&p, &app(app_port, metrics, &push)));
+    assert_eq!(get(app_port, "/record").status, 200);
+    let before = push_count(metrics, "ok");
+    let pushed = eventually(Duration::from_secs(10), || {
+        (push_count(metrics, "ok") >= before + 2.0).then_some(())
+    });
+    assert!(
+        pushed.is_some(),
+        "no pushes over https: {}\n{}",
+        nginx.error_log(),
+        front.error_log()
+    );
+    // What went through TLS is what the Pushgateway holds.
+    let (_, ours) = scrape(metrics, "/metrics?name[]=app_requests_total");
+    let theirs = pg.samples();
+    let mut compared = 0;
+    for s in ours.iter().filter(|s| s.name == "app_requests_total") {
+        let got = theirs
+            .iter()
+            .find(|t| {
+                t.name == s.name
+                    && t.labels.get("job").map(String::as_str) == Some("nginx-tls")
+                    && t.labels.get("code") == s.labels.get("code")
+            })
+            .map(|t| t.value);
+        assert_eq!(got, Some(s.value), "{s:?}");
+        compared += 1;
+    }
+    assert_eq!(compared, 2);
+    assert!(
+        proxied(&front).contains("\"PUT /metrics/job/nginx-tls HTTP/1.1\" 200"),
+        "{}",
+        proxied(&front)
+    );
+    assert_eq!(push_count(metrics, "tls"), 0.0);
+    assert!(nginx.errors().is_empty(), "{:?}", nginx.errors());
+    assert!(nginx.crashes().is_empty());
+}
+
+#[test]
+fn an_untrusted_certificate_fails_the_push() {
+    let p = prefix("push-https-untrusted");
+    let ca = Ca::new(&p);
+    let pg = Pushgateway::start(&p, free_port(), false);
+    let (front, tls) = tls_front(&ca, pg.port);
+    // No prometheus_push_ca: the system's roots, which do not know this CA.
+    let (app_port, metrics) = (free_port(), free_port());
+    let push =
+        format!("prometheus_push https://127.0.0.1:{tls} interval=200ms job=nginx-untrusted;");
+    let nginx = Nginx::start_with(p.clone(), config(&p, &app(app_port, metrics, &push)));
+    assert_eq!(get(app_port, "/record").status, 200);
+    let failed = eventually(Duration::from_secs(10), || {
+        (push_count(metrics, "tls") >= 2.0).then_some(())
+    });
+    assert!(failed.is_some(), "{}", nginx.error_log());
+    assert_eq!(push_count(metrics, "ok"), 0.0);
+    // Logged once, with the reason, while it keeps failing the same way.
+    let logged = log_lines(&nginx, "failed: TLS with pushgateway failed");
+    assert_eq!(logged.len(), 1, "{}", nginx.error_log());
+    assert!(logged[0].contains("UnknownIssuer"), "{}", logged[0]);
+    // Nothing reached the gateway: no group of ours, no request through the proxy.
+    assert!(
+        pg.samples()
+            .iter()
+            .all(|s| s.labels.get("job").map(String::as_str) != Some("nginx-untrusted")),
+        "{:?}",
+        pg.samples()
+    );
+    assert_eq!(proxied(&front), "");
+    assert!(nginx.crashes().is_empty());
+}
+
+#[test]
 fn push_configuration_errors() {
     let dir = prefix("push-conf");
     let d = dir.display();
+    std::fs::write(dir.join("not-a.pem"), "no certificate here\n").unwrap();
     let cases = [
         (
-            "prometheus_push https://pg:9091;".to_string(),
-            "https is not supported",
+            "prometheus_push ftp://pg:9091;".to_string(),
+            "must start with http:// or https://",
         ),
         ("prometheus_push pg:9091;".into(), "must start with http://"),
+        (
+            "prometheus_push https://pg:99999;".into(),
+            "prometheus_push: push URL \"https://pg:99999\": invalid port \"99999\"",
+        ),
+        (
+            "prometheus_push http://pg:9091; prometheus_push_ca ca.pem;".into(),
+            "is not https://",
+        ),
+        ("prometheus_push_ca ca.pem;".into(), "need prometheus_push"),
+        (
+            format!("prometheus_push https://pg:9091; prometheus_push_ca {d}/none.pem;"),
+            "prometheus_push_ca: cannot read",
+        ),
+        (
+            format!("prometheus_push https://pg:9091; prometheus_push_ca {d}/not-a.pem;"),
+            "holds no PEM certificate",
+        ),
         (
             "prometheus_push http://pg:9091 interval=often;".into(),
             "invalid interval \"often\"",
@@ -335,6 +546,20 @@ fn push_configuration_errors() {
     nginx_t(
         "push-good",
         "prometheus_zone m 1m;\nprometheus_push http://pg:9091 interval=10s \"job=a-${hostname}\";",
+    )
+    .unwrap(); // https with the system's roots, and with a CA file.
+    nginx_t(
+        "push-good-tls",
+        "prometheus_zone m 1m;\nprometheus_push https://pg:9443/gw interval=10s;",
+    )
+    .unwrap();
+    let ca = Ca::new(&dir);
+    nginx_t(
+        "push-good-ca",
+        &format!(
+            "prometheus_zone m 1m;\nprometheus_push https://pg:9443;\nprometheus_push_ca {};",
+            ca.cert.display()
+        ),
     )
     .unwrap();
 }
