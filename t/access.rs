@@ -646,12 +646,7 @@ fn a_refused_request_body_never_passes_for_another_request() {
          GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
         inner.len()
     );
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(raw.as_bytes()).unwrap();
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
+    let out = exchange(port, raw.as_bytes());
     let out = String::from_utf8_lossy(&out);
     let statuses: Vec<&str> = out.lines().filter(|l| l.starts_with("HTTP/1.1 ")).collect();
     assert_eq!(

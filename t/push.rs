@@ -49,9 +49,7 @@ impl Pushgateway {
         }
         let child = cmd.spawn().expect("prometheus-pushgateway runs");
         let pg = Pushgateway { child, port };
-        let up = eventually(Duration::from_secs(10), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
-        });
+        let up = eventually(Duration::from_secs(10), || listening(port).then_some(()));
         assert!(up.is_some(), "the Pushgateway did not start");
         pg
     }
