@@ -1,6 +1,8 @@
 //! Push mode against a real Prometheus Pushgateway (the Debian package): what is
 //! pushed equals what is scraped, one process pushes, failures are counted and retried
-//! with backoff while requests go on, and bad configuration is refused.
+//! with backoff while requests go on, pushes go over https (a TLS-terminating nginx
+//! with a CA made by `openssl` here) and fail on an untrusted certificate, large pushes
+//! wait for 100 Continue, and bad configuration is refused.
 
 mod harness;
 
@@ -211,6 +213,13 @@ fn app(app: u16, metrics: u16, push: &str) -> String {
                 app.temp:labels():set(-3.25)
                 local l = app.latency:labels("/api")
                 for _, v in ipairs({{ 0.004, 0.05, 0.2, 3 }}) do l:observe(v) end
+                ngx.say("ok")
+            }}
+        }}
+        location = /bulk {{
+            content_by_lua_block {{
+                local pad = string.rep("x", 100)
+                for i = 1, 3000 do app.requests:labels(pad .. i):inc() end
                 ngx.say("ok")
             }}
         }}
@@ -486,6 +495,53 @@ fn an_untrusted_certificate_fails_the_push() {
         pg.samples()
     );
     assert_eq!(proxied(&front), "");
+    assert!(nginx.crashes().is_empty());
+}
+
+#[test]
+fn large_pushes_wait_for_100_continue() {
+    // Over 64 KiB the pusher sends `Expect: 100-continue` and the body only on the
+    // gateway's go-ahead (so a gateway refusing a large body answers rather than resets;
+    // the unit test a_refusal_before_a_large_body_is_read_is_the_answer shows that
+    // case). The real Pushgateway takes such pushes, and refuses them with a 401.
+    let p = prefix("push-large");
+    let pg = Pushgateway::start(&p, free_port(), true);
+    std::fs::write(p.join("push.password"), "push-pass\n").unwrap();
+    let (app_port, metrics) = (free_port(), free_port());
+    let push = format!(
+        "prometheus_push http://127.0.0.1:{} interval=300ms job=nginx-large;\n    \
+         prometheus_push_basic_auth pusher {}/push.password;",
+        pg.port,
+        p.display()
+    );
+    let nginx = Nginx::start_with(p.clone(), config(&p, &app(app_port, metrics, &push)));
+    assert_eq!(get(app_port, "/bulk").status, 200);
+    let size = get(metrics, "/metrics").body.len();
+    assert!(size > 300 << 10, "{size} bytes");
+    let before = push_count(metrics, "ok");
+    let pushed = eventually(Duration::from_secs(15), || {
+        (push_count(metrics, "ok") >= before + 2.0).then_some(())
+    });
+    assert!(pushed.is_some(), "{}", nginx.error_log());
+    let held = pg
+        .samples()
+        .iter()
+        .filter(|s| {
+            s.name == "app_requests_total"
+                && s.labels.get("job").map(String::as_str) == Some("nginx-large")
+        })
+        .count();
+    assert_eq!(held, 3000);
+
+    // A wrong password: every large push is refused, and counted as the refusal.
+    std::fs::write(p.join("push.password"), "wrong-pass\n").unwrap();
+    nginx.reload();
+    let rejected = eventually(Duration::from_secs(15), || {
+        (push_count(metrics, "http_status") >= 2.0).then_some(())
+    });
+    assert!(rejected.is_some(), "{}", nginx.error_log());
+    assert_eq!(push_count(metrics, "io"), 0.0, "{}", nginx.error_log());
+    assert!(nginx.error_log().contains("pushgateway answered 401"));
     assert!(nginx.crashes().is_empty());
 }
 

@@ -190,6 +190,7 @@ const RESERVED_HEADERS: &[&str] = &[
     "content-type",
     "connection",
     "transfer-encoding",
+    "expect",
 ];
 
 /// Validates one extra request header from the configuration.
@@ -360,6 +361,13 @@ pub fn excerpt(raw: &[u8]) -> String {
 
 const USER_AGENT: &str = concat!("ngx-prometheus/", env!("CARGO_PKG_VERSION"));
 
+/// Bodies larger than this are sent only after the gateway's `100 Continue` (or after a
+/// second without an answer, ureq's default): a gateway that refuses the push (401, 413)
+/// may answer and close without reading a large body, and its answer then says more
+/// than the connection reset that writing the rest would run into. (Go's HTTP server,
+/// the Pushgateway's, reads away at most 256 KiB of a body its handler left.)
+const EXPECT_CONTINUE_ABOVE: usize = 64 * 1024;
+
 /// One configured push target: the agent (timeouts, TLS roots) and the request's URL and
 /// headers, made once; [`Pusher::push`] then sends a body.
 #[derive(Debug)]
@@ -438,6 +446,9 @@ impl Pusher {
         let mut req = self.agent.put(&self.url);
         for (n, v) in &self.headers {
             req = req.header(n, v);
+        }
+        if body.len() > EXPECT_CONTINUE_ABOVE {
+            req = req.header("expect", "100-continue");
         }
         let mut resp = req.send(body).map_err(|e| self.classify(e))?;
         let status = resp.status().as_u16();
@@ -723,6 +734,7 @@ mod tests {
             "CONTENT-TYPE",
             "Connection",
             "Transfer-Encoding",
+            "Expect",
         ] {
             assert!(
                 check_header(reserved, "v")
@@ -840,13 +852,19 @@ mod tests {
         }
     }
 
-    /// Reads one request (head plus Content-Length bytes) from `s`.
+    /// Reads one request (head plus Content-Length bytes) from `s`, answering
+    /// `Expect: 100-continue` with `100 Continue`.
     fn read_request(s: &mut TcpStream) -> Vec<u8> {
         let mut buf = Vec::new();
         let mut chunk = [0u8; 4096];
+        let mut continued = false;
         loop {
             if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
                 let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                if !continued && head.contains("\r\nexpect: 100-continue") {
+                    s.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").unwrap();
+                    continued = true;
+                }
                 let len = head
                     .lines()
                     .find_map(|l| l.strip_prefix("content-length:"))
@@ -934,9 +952,44 @@ mod tests {
     fn push_large_body() {
         let (addr, server) = serve(b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n");
         let body = vec![b'x'; 3 << 20];
+        let start = Instant::now();
         assert_eq!(pusher(&local(addr), &[], None, T).push(&body), Ok(202));
+        // Sent on the server's 100 Continue, not after ureq's second of waiting for it.
+        assert!(
+            start.elapsed() < Duration::from_millis(900),
+            "{:?}",
+            start.elapsed()
+        );
         let req = server.join().unwrap();
         assert!(req.ends_with(&body));
+        let end = req.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+        let head = String::from_utf8_lossy(&req[..end + 2]).to_string();
+        assert!(head.contains("\r\nexpect: 100-continue\r\n"), "{head}");
+    }
+
+    #[test]
+    fn a_refusal_before_a_large_body_is_read_is_the_answer() {
+        // The gateway answers 413 to the head and closes without reading the body.
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let server = thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut head = Vec::new();
+            let mut b = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                s.read_exact(&mut b).unwrap();
+                head.push(b[0]);
+            }
+            s.write_all(
+                b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 8\r\n\
+                  Connection: close\r\n\r\ntoo big\n",
+            )
+            .unwrap();
+        });
+        let body = vec![b'x'; 8 << 20];
+        let got = pusher(&local(addr), &[], None, T).push(&body);
+        assert_eq!(got, Err(PushError::Status(413, "too big".to_string())));
+        server.join().unwrap();
     }
 
     #[test]
