@@ -928,6 +928,90 @@ pub fn gunzip(body: &[u8]) -> Vec<u8> {
     out
 }
 
+/// A throwaway CA and a server certificate it signed for 127.0.0.1, `localhost` and
+/// `metrics.test`, made with the `openssl` command line in `dir/tls` (the one way the
+/// suites make certificates). rustls, which the module pushes with, takes no
+/// self-signed CA certificate as a server's, hence the two.
+pub struct Ca {
+    /// The CA's certificate (PEM): what a client trusts.
+    pub cert: PathBuf,
+    /// The server's certificate and key, for `ssl_certificate(_key)`.
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+}
+
+impl Ca {
+    pub fn new(dir: &Path) -> Ca {
+        let dir = dir.join("tls");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("ca.cnf"),
+            "[req]\ndistinguished_name = dn\nx509_extensions = v3_ca\nprompt = no\n\
+             [dn]\nCN = ngx-prometheus test CA\n\
+             [v3_ca]\nbasicConstraints = critical,CA:TRUE\n\
+             keyUsage = critical,keyCertSign,cRLSign\nsubjectKeyIdentifier = hash\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("server.ext"),
+            "subjectAltName = IP:127.0.0.1,DNS:localhost,DNS:metrics.test\n\
+             basicConstraints = critical,CA:FALSE\n\
+             keyUsage = critical,digitalSignature\nextendedKeyUsage = serverAuth\n\
+             authorityKeyIdentifier = keyid\n",
+        )
+        .unwrap();
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .output()
+                .expect("the openssl command (scripts/setup.sh test installs it)");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let mut ca = vec!["req", "-x509", "-config", "ca.cnf", "-days", "2"];
+        ca.extend(ec);
+        ca.extend(["-keyout", "ca.key", "-out", "ca.pem"]);
+        openssl(&ca);
+        let mut csr = vec!["req", "-new", "-subj", "/CN=127.0.0.1"];
+        csr.extend(ec);
+        csr.extend(["-keyout", "server.key", "-out", "server.csr"]);
+        openssl(&csr);
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+            "-out",
+            "server.pem",
+        ]);
+        Ca {
+            cert: dir.join("ca.pem"),
+            server_cert: dir.join("server.pem"),
+            server_key: dir.join("server.key"),
+        }
+    }
+}
+
 /// A real Prometheus server (Debian package `prometheus`) in its own directory,
 /// scraping every second with the `scrape_configs` given; killed on drop.
 pub struct Prometheus {

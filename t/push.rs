@@ -9,7 +9,7 @@ mod harness;
 use harness::*;
 use std::collections::BTreeMap;
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -74,86 +74,6 @@ impl Drop for Pushgateway {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// A throwaway CA and a server certificate it signed for 127.0.0.1 and localhost, made
-/// with the `openssl` command line in `dir`.
-struct Ca {
-    cert: PathBuf,
-    server_cert: PathBuf,
-    server_key: PathBuf,
-}
-
-impl Ca {
-    fn new(dir: &Path) -> Ca {
-        let dir = dir.join("tls");
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(
-            dir.join("ca.cnf"),
-            "[req]\ndistinguished_name = dn\nx509_extensions = v3_ca\nprompt = no\n\
-             [dn]\nCN = ngx-prometheus test CA\n\
-             [v3_ca]\nbasicConstraints = critical,CA:TRUE\n\
-             keyUsage = critical,keyCertSign,cRLSign\nsubjectKeyIdentifier = hash\n",
-        )
-        .unwrap();
-        std::fs::write(
-            dir.join("server.ext"),
-            "subjectAltName = IP:127.0.0.1,DNS:localhost\n\
-             basicConstraints = critical,CA:FALSE\n\
-             keyUsage = critical,digitalSignature\nextendedKeyUsage = serverAuth\n\
-             authorityKeyIdentifier = keyid\n",
-        )
-        .unwrap();
-        let ec = [
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-        ];
-        let openssl = |args: &[&str]| {
-            let out = Command::new("openssl")
-                .args(args)
-                .current_dir(&dir)
-                .output()
-                .expect("the openssl command (scripts/setup.sh test installs it)");
-            assert!(
-                out.status.success(),
-                "openssl {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
-        let mut ca = vec!["req", "-x509", "-config", "ca.cnf", "-days", "2"];
-        ca.extend(ec);
-        ca.extend(["-keyout", "ca.key", "-out", "ca.pem"]);
-        openssl(&ca);
-        let mut csr = vec!["req", "-new", "-subj", "/CN=127.0.0.1"];
-        csr.extend(ec);
-        csr.extend(["-keyout", "server.key", "-out", "server.csr"]);
-        openssl(&csr);
-        openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "server.ext",
-            "-out",
-            "server.pem",
-        ]);
-        Ca {
-            cert: dir.join("ca.pem"),
-            server_cert: dir.join("server.pem"),
-            server_key: dir.join("server.key"),
-        }
     }
 }
 
