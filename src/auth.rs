@@ -21,6 +21,7 @@ use base64::Engine;
 use cidr_utils::cidr::IpCidr;
 use sha2::{Digest, Sha256};
 use std::net::IpAddr;
+use subtle::{Choice, ConstantTimeEq};
 
 /// Longest `Authorization` header looked at; longer ones are refused outright.
 pub const MAX_AUTHORIZATION: usize = 1024;
@@ -65,14 +66,6 @@ fn sha256(salt: &[u8], secret: &[u8]) -> [u8; 32] {
     h.update(salt);
     h.update(secret);
     h.finalize().into()
-}
-
-/// Equality whose time depends only on the lengths.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn hex_digest(s: &str) -> Option<[u8; 32]> {
@@ -200,26 +193,26 @@ impl Credentials {
         };
         let (user, password) = (&decoded[..colon], &decoded[colon + 1..]);
         let user = sha256(b"", user);
-        let mut ok = false;
+        // subtle's `Choice`: comparisons in constant time, and no branch on their
+        // results until every entry was compared.
+        let mut ok = Choice::from(0);
         for e in self.entries.iter().filter(|e| e.kind == Kind::Basic) {
             let digest = sha256(&e.salt, password);
             // Both comparisons always run: no early exit on the user name.
-            let user_ok = same(&e.name_digest, &user);
-            let pass_ok = same(&digest, &e.digest);
-            ok |= user_ok & pass_ok;
+            ok |= e.name_digest[..].ct_eq(&user[..]) & digest[..].ct_eq(&e.digest[..]);
         }
-        ok
+        ok.into()
     }
 
     fn bearer(&self, token: &[u8]) -> bool {
         if token.is_empty() {
             return false;
         }
-        let mut ok = false;
+        let mut ok = Choice::from(0);
         for e in self.entries.iter().filter(|e| e.kind == Kind::Bearer) {
-            ok |= same(&sha256(&e.salt, token), &e.digest);
+            ok |= sha256(&e.salt, token)[..].ct_eq(&e.digest[..]);
         }
-        ok
+        ok.into()
     }
 
     /// Whether Basic credentials exist (the challenge offers only what can succeed).

@@ -17,9 +17,19 @@ use std::time::Duration;
 fn credential(kind: &str, name: &str, secret: &str) -> String {
     let script = root().join("scripts/credential.sh");
     let out = pipe_through(script.to_str().unwrap(), &[kind, name], secret);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let line = String::from_utf8(out.stdout).unwrap().trim_end().to_string();
-    assert!(!line.contains(secret), "the secret itself was printed: {line}");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = String::from_utf8(out.stdout)
+        .unwrap()
+        .trim_end()
+        .to_string();
+    assert!(
+        !line.contains(secret),
+        "the secret itself was printed: {line}"
+    );
     line
 }
 
@@ -367,38 +377,11 @@ fn curl(prefix_cmd: &[&str], args: &[&str]) -> (u16, String, i32) {
     )
 }
 
-/// A self-signed certificate for 127.0.0.1 and `metrics.test`, made for this test.
-fn make_certificate(dir: &Path) -> (String, String) {
-    let (cert, key) = (dir.join("metrics.pem"), dir.join("metrics.key"));
-    let out = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-        ])
-        .args(["-nodes", "-days", "2", "-subj", "/CN=metrics.test"])
-        .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:metrics.test"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (cert.display().to_string(), key.display().to_string())
-}
-
 #[test]
 fn tls_metrics_listener_from_nginx_dir() {
     let p = prefix("tls");
-    let (cert, key) = make_certificate(&p);
+    let certs = Ca::new(&p);
+    let cert = certs.cert.display().to_string();
     let creds = write_credentials(&p);
     let port = free_port();
     let node_file = p.join("state/node_id");
@@ -408,8 +391,8 @@ fn tls_metrics_listener_from_nginx_dir() {
         &[
             ("METRICS_ADDR", "127.0.0.1".into()),
             ("METRICS_TLS_PORT", port.to_string()),
-            ("TLS_CERT", cert.clone()),
-            ("TLS_KEY", key),
+            ("TLS_CERT", certs.server_cert.display().to_string()),
+            ("TLS_KEY", certs.server_key.display().to_string()),
             ("CREDENTIALS", creds),
             ("ALLOW", "127.0.0.0/8".into()),
             ("TRUSTED_PROXIES", "192.0.2.1".into()),
@@ -647,12 +630,7 @@ fn a_refused_request_body_never_passes_for_another_request() {
          GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
         inner.len()
     );
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(raw.as_bytes()).unwrap();
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
+    let out = exchange(port, raw.as_bytes());
     let out = String::from_utf8_lossy(&out);
     let statuses: Vec<&str> = out.lines().filter(|l| l.starts_with("HTTP/1.1 ")).collect();
     assert_eq!(

@@ -497,7 +497,6 @@ pub fn request_full(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Response {
-    let mut stream = connect(from, port);
     let mut head = format!("{method} {path} HTTP/1.0\r\n");
     if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
         head.push_str("Host: localhost\r\n");
@@ -506,11 +505,42 @@ pub fn request_full(
         head.push_str(&format!("{k}: {v}\r\n"));
     }
     head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
-    stream.write_all(head.as_bytes()).unwrap();
-    stream.write_all(body).unwrap();
+    let mut bytes = head.into_bytes();
+    bytes.extend_from_slice(body);
+    parse_response(&exchange_from(from, port, &bytes))
+}
+
+/// Sends `bytes` as they are, in one write, to 127.0.0.1:`port` (from `from` when
+/// given) and returns all the server sends until it closes (30 s read timeout). Every
+/// request of the suites goes through here: `request` and `pipelined` build theirs, and
+/// a test that needs bytes `request` cannot write (malformed, smuggled or not UTF-8)
+/// passes them itself, to `exchange`.
+pub fn exchange_from(from: Option<IpAddr>, port: u16, bytes: &[u8]) -> Vec<u8> {
+    let mut stream = connect(from, port);
+    stream.write_all(bytes).unwrap();
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).unwrap();
-    parse_response(&raw)
+    if let Err(e) = stream.read_to_end(&mut raw) {
+        // A reset after the answer (nginx closing with unread bytes) still leaves the
+        // answer; without one the test has nothing to look at.
+        assert!(!raw.is_empty(), "no answer from port {port}: {e}");
+    }
+    raw
+}
+
+/// [`exchange_from`] from the default source address.
+pub fn exchange(port: u16, bytes: &[u8]) -> Vec<u8> {
+    exchange_from(None, port, bytes)
+}
+
+/// Sends `bytes` to 127.0.0.1:`port` and hangs up without reading the answer: a client
+/// that goes away.
+pub fn send_and_hang_up(port: u16, bytes: &[u8]) {
+    connect(None, port).write_all(bytes).unwrap();
+}
+
+/// Whether something accepts connections on 127.0.0.1:`port`.
+pub fn listening(port: u16) -> bool {
+    TcpStream::connect(("127.0.0.1", port)).is_ok()
 }
 
 /// Sends `requests` (method, path, body) back to back on one HTTP/1.1 connection, the
@@ -521,7 +551,6 @@ pub fn pipelined(
     port: u16,
     requests: &[(&str, &str, &[u8])],
 ) -> (Vec<Response>, Vec<u8>) {
-    let mut stream = connect(from, port);
     let mut out = Vec::new();
     for (i, (method, path, body)) in requests.iter().enumerate() {
         let close = if i + 1 == requests.len() {
@@ -539,9 +568,7 @@ pub fn pipelined(
         out.extend_from_slice(body);
     }
     // One write: nginx finds the later requests already buffered (r->pipeline).
-    stream.write_all(&out).unwrap();
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).unwrap();
+    let raw = exchange_from(from, port, &out);
     let mut responses = Vec::new();
     let mut rest = &raw[..];
     for (method, _, _) in requests {
@@ -917,6 +944,90 @@ pub fn gunzip(body: &[u8]) -> Vec<u8> {
         .read_to_end(&mut out)
         .expect("a gzip body");
     out
+}
+
+/// A throwaway CA and a server certificate it signed for 127.0.0.1, `localhost` and
+/// `metrics.test`, made with the `openssl` command line in `dir/tls` (the one way the
+/// suites make certificates). rustls, which the module pushes with, takes no
+/// self-signed CA certificate as a server's, hence the two.
+pub struct Ca {
+    /// The CA's certificate (PEM): what a client trusts.
+    pub cert: PathBuf,
+    /// The server's certificate and key, for `ssl_certificate(_key)`.
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+}
+
+impl Ca {
+    pub fn new(dir: &Path) -> Ca {
+        let dir = dir.join("tls");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("ca.cnf"),
+            "[req]\ndistinguished_name = dn\nx509_extensions = v3_ca\nprompt = no\n\
+             [dn]\nCN = ngx-prometheus test CA\n\
+             [v3_ca]\nbasicConstraints = critical,CA:TRUE\n\
+             keyUsage = critical,keyCertSign,cRLSign\nsubjectKeyIdentifier = hash\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("server.ext"),
+            "subjectAltName = IP:127.0.0.1,DNS:localhost,DNS:metrics.test\n\
+             basicConstraints = critical,CA:FALSE\n\
+             keyUsage = critical,digitalSignature\nextendedKeyUsage = serverAuth\n\
+             authorityKeyIdentifier = keyid\n",
+        )
+        .unwrap();
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .output()
+                .expect("the openssl command (scripts/setup.sh test installs it)");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let mut ca = vec!["req", "-x509", "-config", "ca.cnf", "-days", "2"];
+        ca.extend(ec);
+        ca.extend(["-keyout", "ca.key", "-out", "ca.pem"]);
+        openssl(&ca);
+        let mut csr = vec!["req", "-new", "-subj", "/CN=127.0.0.1"];
+        csr.extend(ec);
+        csr.extend(["-keyout", "server.key", "-out", "server.csr"]);
+        openssl(&csr);
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+            "-out",
+            "server.pem",
+        ]);
+        Ca {
+            cert: dir.join("ca.pem"),
+            server_cert: dir.join("server.pem"),
+            server_key: dir.join("server.key"),
+        }
+    }
 }
 
 /// A real Prometheus server (Debian package `prometheus`) in its own directory,

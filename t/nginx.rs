@@ -1053,10 +1053,7 @@ fn scrapes_render_off_the_event_loop_and_survive_clients_that_leave() {
     }
     // Clients that send a scrape and go away at once, while their scrape renders.
     for _ in 0..20 {
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", a.metrics)).unwrap();
-        use std::io::Write;
-        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
-        drop(s);
+        send_and_hang_up(a.metrics, b"GET /metrics HTTP/1.0\r\n\r\n");
     }
     // The worker keeps serving while a big scrape renders; every scrape is complete.
     let scrapes: Vec<_> = (0..3)

@@ -74,12 +74,7 @@ fn serve_connection(mut conn: TcpStream, seen: &Mutex<Vec<String>>) {
 
 /// Bytes as they are, for what `request` cannot write (bytes that are not UTF-8).
 fn raw_request(port: u16, bytes: &[u8]) -> Response {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    s.write_all(bytes).unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    parse_response(&raw)
+    parse_response(&exchange(port, bytes))
 }
 
 fn body_of(r: &Response) -> Value {

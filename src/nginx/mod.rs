@@ -88,6 +88,8 @@ pub struct MainConf {
     pub push: Option<push::PushConf>,
     pub push_headers: Vec<(String, String)>,
     pub push_basic_auth: Option<(String, String)>,
+    /// `prometheus_push_ca`: the CA file's path, read once the block is.
+    pub push_ca: Option<String>,
 }
 
 /// `location {}` level.
@@ -128,7 +130,7 @@ impl Merge for LocConf {
     }
 }
 
-static mut COMMANDS: [ngx_command_t; 14] = [
+static mut COMMANDS: [ngx_command_t; 15] = [
     ngx_command_t {
         name: ngx_string!("prometheus_zone"),
         type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE2) as ngx_uint_t,
@@ -234,6 +236,14 @@ static mut COMMANDS: [ngx_command_t; 14] = [
         name: ngx_string!("prometheus_push_basic_auth"),
         type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE2) as ngx_uint_t,
         set: Some(push::basic_auth_directive),
+        conf: NGX_HTTP_MAIN_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("prometheus_push_ca"),
+        type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1) as ngx_uint_t,
+        set: Some(push::ca_directive),
         conf: NGX_HTTP_MAIN_CONF_OFFSET,
         offset: 0,
         post: ptr::null_mut(),

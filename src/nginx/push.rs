@@ -3,10 +3,11 @@
 //! holds up a request.
 //!
 //! ```text
-//! prometheus_push http://pushgw:9091 [zone=<name>] [interval=15s] [timeout=5s]
+//! prometheus_push http[s]://pushgw:9091 [zone=<name>] [interval=15s] [timeout=5s]
 //!                 ["job=nginx-${hostname}"];
 //! prometheus_push_header <name> <value>;           # repeatable
 //! prometheus_push_basic_auth <user> <password file>;
+//! prometheus_push_ca <PEM file>;                   # https: trust these, not the system's
 //! ```
 //!
 //! Exactly one process per nginx pushes: worker 0 (a new one after a reload; the old
@@ -19,7 +20,7 @@ use crate::exposition::{self, Format, Selection};
 use crate::identity::expand;
 use crate::metrics::builtin::PUSH;
 use crate::metrics::{counter, gauge, Store};
-use crate::push::client::{self, Backoff, Endpoint};
+use crate::push::client::{self, Backoff, Endpoint, Pusher};
 use ngx::ffi::{ngx_command_t, ngx_conf_t, ngx_cycle_t, ngx_log_t};
 use std::ffi::{c_char, c_void};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,6 +39,9 @@ pub struct PushConf {
     pub job: String,
     pub headers: Vec<(String, String)>,
     pub basic_auth: Option<(String, String)>,
+    /// For `https://`: the roots a gateway's certificate must lead to (the system's, or
+    /// those of `prometheus_push_ca`), read with the configuration.
+    pub roots: Option<ureq::tls::RootCerts>,
 }
 
 /// Set when the worker exits: the thread stops at its next look.
@@ -55,6 +59,7 @@ fn parse(a: &[&str]) -> Result<PushConf, String> {
         job: String::new(),
         headers: Vec::new(),
         basic_auth: None,
+        roots: None,
     };
     for arg in &a[1..] {
         let (k, v) = arg.split_once('=').unwrap_or((arg, ""));
@@ -155,19 +160,66 @@ pub(super) extern "C" fn basic_auth_directive(
     ngx::core::NGX_CONF_OK
 }
 
+/// `prometheus_push_ca <file>;`: the CA certificates (PEM) a `https://` gateway's
+/// certificate must lead to, instead of the system's roots. A relative path is relative
+/// to nginx's configuration directory; the file is read when the `http {}` block is.
+pub(super) extern "C" fn ca_directive(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: as above.
+    let (mcf, a) = unsafe { (&mut *conf.cast::<MainConf>(), args(cf)) };
+    if mcf.push_ca.is_some() {
+        return conf_error(cf, "prometheus_push_ca: is duplicate");
+    }
+    let path = if a[0].starts_with('/') {
+        a[0].to_string()
+    } else {
+        // SAFETY: `cf.cycle` is the cycle being configured; its conf prefix is set.
+        let prefix = unsafe { (*(*cf).cycle).conf_prefix.to_str().unwrap_or("") };
+        format!("{prefix}{}", a[0])
+    };
+    mcf.push_ca = Some(path);
+    ngx::core::NGX_CONF_OK
+}
+
 /// Called once the `http {}` block is read: completes the push configuration.
 pub(super) fn resolve(cf: *mut ngx_conf_t, mcf: &mut MainConf) -> Result<(), *mut c_char> {
     let headers = std::mem::take(&mut mcf.push_headers);
     let auth = mcf.push_basic_auth.take();
+    let ca = mcf.push_ca.take();
     let Some(p) = mcf.push.as_mut() else {
-        if !headers.is_empty() || auth.is_some() {
+        if !headers.is_empty() || auth.is_some() || ca.is_some() {
             return Err(conf_error(
                 cf,
-                "prometheus_push_header and prometheus_push_basic_auth need prometheus_push",
+                "prometheus_push_header, prometheus_push_basic_auth and prometheus_push_ca \
+                 need prometheus_push",
             ));
         }
         return Ok(());
     };
+    if p.endpoint.https {
+        // The system's roots or the named file, read now (as the master, before the
+        // workers drop privileges) so that `nginx -t` reports what will not work.
+        let roots = client::load_roots(ca.as_deref()).map_err(|why| {
+            let directive = if ca.is_some() {
+                "prometheus_push_ca"
+            } else {
+                "prometheus_push"
+            };
+            conf_error(cf, &format!("{directive}: {why}"))
+        })?;
+        p.roots = Some(roots);
+    } else if let Some(file) = ca {
+        return Err(conf_error(
+            cf,
+            &format!(
+                "prometheus_push_ca \"{file}\": the push URL \"{}\" is not https://",
+                p.url
+            ),
+        ));
+    }
     if !p.zone.is_empty() && !mcf.zones.iter().any(|z| z.name == p.zone) {
         return Err(conf_error(
             cf,
@@ -191,12 +243,13 @@ pub(super) fn resolve(cf: *mut ngx_conf_t, mcf: &mut MainConf) -> Result<(), *mu
     Ok(())
 }
 
-const RESULTS: [&str; 7] = [
+const RESULTS: [&str; 8] = [
     "ok",
     "resolve",
     "connect",
     "timeout",
     "io",
+    "tls",
     "bad_response",
     "http_status",
 ];
@@ -349,6 +402,24 @@ fn run(
         .basic_auth
         .as_ref()
         .map(|(u, p)| (u.as_str(), p.as_str()));
+    let pusher = match Pusher::new(
+        &conf.endpoint,
+        &path,
+        &conf.headers,
+        auth,
+        conf.roots.clone(),
+        conf.timeout,
+    ) {
+        Ok(p) => p,
+        Err(why) => {
+            // The configuration checks make this unreachable; say so if it is not.
+            log.write(
+                ngx::ffi::NGX_LOG_ERR,
+                &format!("prometheus_push: cannot push to {}: {why}", conf.url),
+            );
+            return;
+        }
+    };
     let mut backoff = Backoff::new(conf.interval);
     let mut failing: Option<&'static str> = None;
     let mut next = Instant::now();
@@ -367,14 +438,7 @@ fn run(
             },
             identity,
         );
-        let result = client::push(
-            &conf.endpoint,
-            &path,
-            &conf.headers,
-            auth,
-            body.as_bytes(),
-            conf.timeout,
-        );
+        let result = pusher.push(body.as_bytes());
         let r = store.region();
         let took = started.elapsed();
         let _ = gauge::set(&r, h.duration, took.as_secs_f64());

@@ -1,135 +1,153 @@
-//! The std-only Pushgateway client: where to push, what path to push to, and one
-//! blocking `PUT` bounded by a single deadline.
+//! The Pushgateway client: where to push, what path to push to, which certificates a
+//! `https://` gateway must present, and one `PUT` bounded by a single deadline.
 //!
-//! Only plain HTTP is spoken. Pulling a TLS stack into an nginx module for a feature that
-//! a local proxy (or nginx itself, as a `proxy_pass` to an `https://` upstream) already
-//! provides is not worth its weight.
+//! The protocol is ureq's (HTTP/1.1, TLS by rustls); percent-encoding comes from
+//! `percent-encoding`. What is ours: the checks made when the configuration is read, the
+//! grouping-key path (with the Pushgateway's `@base64` form), the reasons a push fails
+//! and how much of a gateway's answer reaches the log, escaped.
 
 use std::fmt;
-use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, Ipv6Addr, TcpStream, ToSocketAddrs};
-use std::time::{Duration, Instant};
+use std::io::{self, Read};
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::time::Duration;
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use ureq::http::{HeaderName, HeaderValue, Uri};
+use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
+use ureq::Agent;
 
-/// Where pushes go: an HTTP host, port and optional path prefix.
+/// Where pushes go: scheme, host, port and optional path prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
+    /// `https://` (TLS) rather than `http://`.
+    pub https: bool,
     /// Host name or IP address; IPv6 addresses are kept without brackets.
     pub host: String,
-    /// TCP port (80 unless the URL names one).
+    /// TCP port (80 or 443 unless the URL names one).
     pub port: u16,
     /// Path prefix in front of `/metrics/job/...`, without a trailing slash; may be empty.
     pub path: String,
 }
 
-/// Parses a Pushgateway URL of the form `http://host[:port][/prefix]`.
-pub fn parse_url(s: &str) -> Result<Endpoint, String> {
-    let lower = s.get(..8).unwrap_or(s).to_ascii_lowercase();
-    let rest = if lower.starts_with("http://") {
-        &s[7..]
-    } else if lower.starts_with("https://") {
-        return Err(format!(
-            "push URL \"{s}\": https is not supported (no TLS in the module); push to a local \
-             TLS-terminating proxy over http instead"
-        ));
-    } else {
-        return Err(format!("push URL \"{s}\": must start with http://"));
-    };
-    if rest.contains('?') || rest.contains('#') {
-        return Err(format!(
-            "push URL \"{s}\": query strings and fragments are not allowed"
-        ));
-    }
-    let (authority, path) = match rest.find('/') {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    if authority.contains('@') {
-        return Err(format!(
-            "push URL \"{s}\": user info is not allowed in the URL; put credentials in basic_auth"
-        ));
-    }
-    if authority.is_empty() {
-        return Err(format!("push URL \"{s}\": missing host"));
+impl Endpoint {
+    fn default_port(&self) -> u16 {
+        if self.https {
+            443
+        } else {
+            80
+        }
     }
 
-    let (host, port_str) = if let Some(bracketed) = authority.strip_prefix('[') {
-        let Some(end) = bracketed.find(']') else {
-            return Err(format!("push URL \"{s}\": unterminated '[' in host"));
+    /// The absolute URL of `path` (from [`grouping_path`]) on this endpoint.
+    pub fn url(&self, path: &str) -> String {
+        let scheme = if self.https { "https" } else { "http" };
+        let path = if path.is_empty() { "/" } else { path };
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
         };
-        let addr = &bracketed[..end];
-        if addr.parse::<Ipv6Addr>().is_err() {
-            return Err(format!(
-                "push URL \"{s}\": \"{addr}\" is not an IPv6 address"
-            ));
+        if self.port == self.default_port() {
+            format!("{scheme}://{host}{path}")
+        } else {
+            format!("{scheme}://{host}:{}{path}", self.port)
         }
-        let after = &bracketed[end + 1..];
-        let port = match after.strip_prefix(':') {
-            Some(p) => Some(p),
-            None if after.is_empty() => None,
-            None => {
-                return Err(format!(
-                    "push URL \"{s}\": unexpected \"{after}\" after ']'"
-                ))
-            }
-        };
-        (addr, port)
+    }
+}
+
+/// Parses a Pushgateway URL of the form `http[s]://host[:port][/prefix]`.
+///
+/// The URL must also be one ureq takes (`http::Uri`); the host and port are checked
+/// here, since `Uri` lets a bad port through as none (`http://pg:99999` would go to 80).
+pub fn parse_url(s: &str) -> Result<Endpoint, String> {
+    let bad = |why: String| format!("push URL \"{}\": {why}", s.escape_default());
+    let lower = s.get(..8).unwrap_or(s).to_ascii_lowercase();
+    let (https, rest) = if lower.starts_with("http://") {
+        (false, &s[7..])
+    } else if lower.starts_with("https://") {
+        (true, &s[8..])
     } else {
-        let (host, port) = match authority.rfind(':') {
-            Some(i) => (&authority[..i], Some(&authority[i + 1..])),
+        return Err(bad("must start with http:// or https://".into()));
+    };
+    if s.contains('?') || s.contains('#') {
+        return Err(bad("query strings and fragments are not allowed".into()));
+    }
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    if authority.contains('@') {
+        return Err(bad(
+            "user info is not allowed in the URL; put credentials in prometheus_push_basic_auth"
+                .into(),
+        ));
+    }
+    let (host, port) = if let Some(bracketed) = authority.strip_prefix('[') {
+        let Some((addr, after)) = bracketed.split_once(']') else {
+            return Err(bad("unterminated '[' in host".into()));
+        };
+        if addr.parse::<Ipv6Addr>().is_err() {
+            return Err(bad(format!("\"{addr}\" is not an IPv6 address")));
+        }
+        match after.strip_prefix(':') {
+            Some(p) => (addr, Some(p)),
+            None if after.is_empty() => (addr, None),
+            None => return Err(bad(format!("unexpected \"{after}\" after ']'"))),
+        }
+    } else {
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
             None => (authority, None),
         };
         if host.contains(':') {
-            return Err(format!(
-                "push URL \"{s}\": IPv6 addresses must be written in brackets, as [addr]"
+            return Err(bad(
+                "IPv6 addresses must be written in brackets, as [addr]".into()
             ));
         }
         if host.is_empty() {
-            return Err(format!("push URL \"{s}\": missing host"));
+            return Err(bad("missing host".into()));
         }
         if !host
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
         {
-            return Err(format!("push URL \"{s}\": invalid host \"{host}\""));
+            return Err(bad(format!("invalid host \"{host}\"")));
         }
         // A dotted all-digit host that does not parse as IPv4 (e.g. "1.2.3.999") would be
         // handed to the resolver and fail later with a vaguer message.
         if host.bytes().all(|b| b.is_ascii_digit() || b == b'.')
             && host.parse::<Ipv4Addr>().is_err()
         {
-            return Err(format!(
-                "push URL \"{s}\": \"{host}\" is not an IPv4 address"
-            ));
+            return Err(bad(format!("\"{host}\" is not an IPv4 address")));
         }
         (host, port)
     };
-
-    let port = match port_str {
+    let port = match port {
+        None if https => 443,
         None => 80,
         Some(p) => match p.parse::<u16>() {
             Ok(n) if n != 0 && p.bytes().all(|b| b.is_ascii_digit()) => n,
-            _ => return Err(format!("push URL \"{s}\": invalid port \"{p}\"")),
+            _ => return Err(bad(format!("invalid port \"{p}\""))),
         },
     };
-
-    // The prefix is copied verbatim into the request line, so anything that could split
-    // or corrupt it is refused here rather than escaped behind the user's back.
-    if let Some(c) = path.chars().find(|c| !c.is_ascii_graphic()) {
-        return Err(format!(
-            "push URL \"{s}\": path contains {c:?}; percent-encode it"
-        ));
+    // Anything that could split or corrupt the request line is refused here rather than
+    // escaped behind the user's back.
+    if let Err(e) = s.parse::<Uri>() {
+        return Err(bad(format!("{e} (percent-encode the path)")));
     }
-    let path = path.trim_end_matches('/').to_string();
-
     Ok(Endpoint {
+        https,
         host: host.to_string(),
         port,
-        path,
+        path: path.trim_end_matches('/').to_string(),
     })
 }
+
+/// What a grouping-key segment keeps as it is: RFC 3986's unreserved characters.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// Appends one `/name/value` segment pair the way the Pushgateway decodes it.
 fn push_segment(out: &mut String, name: &str, value: &str) {
@@ -147,22 +165,9 @@ fn push_segment(out: &mut String, name: &str, value: &str) {
         }
         return;
     }
-    percent_encode_into(out, name);
+    out.extend(utf8_percent_encode(name, SEGMENT));
     out.push('/');
-    percent_encode_into(out, value);
-}
-
-fn percent_encode_into(out: &mut String, s: &str) {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    for &b in s.as_bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push('%');
-            out.push(HEX[usize::from(b >> 4)] as char);
-            out.push(HEX[usize::from(b & 15)] as char);
-        }
-    }
+    out.extend(utf8_percent_encode(value, SEGMENT));
 }
 
 /// Builds `{prefix}/metrics/job/{job}{/name/value}*`, the Pushgateway grouping-key path.
@@ -185,6 +190,7 @@ const RESERVED_HEADERS: &[&str] = &[
     "content-type",
     "connection",
     "transfer-encoding",
+    "expect",
 ];
 
 /// Validates one extra request header from the configuration.
@@ -214,63 +220,69 @@ pub fn check_header(name: &str, value: &str) -> Result<(), String> {
             value.escape_default()
         ));
     }
+    if HeaderValue::from_bytes(value.as_bytes()).is_err() {
+        return Err(format!(
+            "header \"{name}\": value \"{}\" contains a control character",
+            value.escape_default()
+        ));
+    }
     Ok(())
 }
 
-/// Renders the request line and headers of the `PUT` that carries `body_len` bytes.
-///
-/// A `User-Agent` among `headers` replaces the default one rather than adding a second.
-pub fn request_head(
-    ep: &Endpoint,
-    path: &str,
-    headers: &[(String, String)],
-    basic_auth: Option<(&str, &str)>,
-    body_len: usize,
-) -> Vec<u8> {
-    let path = if path.is_empty() { "/" } else { path };
-    let mut h = String::with_capacity(256);
-    h.push_str("PUT ");
-    h.push_str(path);
-    h.push_str(" HTTP/1.1\r\nHost: ");
-    if ep.host.contains(':') {
-        h.push('[');
-        h.push_str(&ep.host);
-        h.push(']');
-    } else {
-        h.push_str(&ep.host);
+/// The certificates a `https://` gateway's chain must lead to: those of `ca_file` (PEM)
+/// when given, else the system's roots. Read when the configuration is, so `nginx -t`
+/// reports a missing or useless file, and the workers need not read it later.
+pub fn load_roots(ca_file: Option<&str>) -> Result<RootCerts, String> {
+    let certs: Vec<Certificate<'static>> = match ca_file {
+        Some(file) => {
+            let pem = std::fs::read(file).map_err(|e| format!("cannot read \"{file}\": {e}"))?;
+            let mut certs = Vec::new();
+            for item in ureq::tls::parse_pem(&pem) {
+                match item {
+                    Ok(PemItem::Certificate(c)) => certs.push(c),
+                    Ok(_) => {}
+                    Err(e) => return Err(format!("\"{file}\": {e}")),
+                }
+            }
+            if certs.is_empty() {
+                return Err(format!("\"{file}\" holds no PEM certificate"));
+            }
+            check_anchors(&certs).map_err(|e| format!("\"{file}\": {e}"))?;
+            certs
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            let certs: Vec<_> = found
+                .certs
+                .iter()
+                .map(|c| Certificate::from_der(c.as_ref()).to_owned())
+                .collect();
+            if certs.is_empty() {
+                let why = found
+                    .errors
+                    .first()
+                    .map_or_else(String::new, |e| format!(" ({e})"));
+                return Err(format!(
+                    "no system root certificates found{why}; name a CA file with \
+                     prometheus_push_ca"
+                ));
+            }
+            certs
+        }
+    };
+    Ok(RootCerts::new_with_certs(&certs))
+}
+
+/// Fails on a certificate rustls would not take as a trust anchor (it would otherwise
+/// be dropped without a word, and every push fail on an unknown issuer).
+fn check_anchors(certs: &[Certificate<'static>]) -> Result<(), String> {
+    let mut store = rustls::RootCertStore::empty();
+    for (i, c) in certs.iter().enumerate() {
+        store
+            .add(c.der().to_vec().into())
+            .map_err(|e| format!("certificate {}: {e}", i + 1))?;
     }
-    if ep.port != 80 {
-        h.push(':');
-        h.push_str(&ep.port.to_string());
-    }
-    h.push_str("\r\n");
-    if !headers
-        .iter()
-        .any(|(n, _)| n.eq_ignore_ascii_case("user-agent"))
-    {
-        h.push_str(concat!(
-            "User-Agent: ngx-prometheus/",
-            env!("CARGO_PKG_VERSION"),
-            "\r\n"
-        ));
-    }
-    h.push_str("Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n");
-    h.push_str("Content-Length: ");
-    h.push_str(&body_len.to_string());
-    h.push_str("\r\nConnection: close\r\n");
-    if let Some((user, pass)) = basic_auth {
-        h.push_str("Authorization: Basic ");
-        h.push_str(&STANDARD.encode(format!("{user}:{pass}")));
-        h.push_str("\r\n");
-    }
-    for (name, value) in headers {
-        h.push_str(name);
-        h.push_str(": ");
-        h.push_str(value);
-        h.push_str("\r\n");
-    }
-    h.push_str("\r\n");
-    h.into_bytes()
+    Ok(())
 }
 
 /// Why a push failed.
@@ -284,9 +296,13 @@ pub enum PushError {
     Timeout,
     /// Reading or writing the connection failed.
     Io(String),
+    /// The TLS handshake failed (an untrusted or mismatched certificate, a peer that
+    /// does not speak TLS, ...).
+    Tls(String),
     /// The peer's answer was not an HTTP response.
     BadResponse(String),
-    /// The Pushgateway answered with a non-2xx status; the text is the start of its body.
+    /// The Pushgateway answered with a non-2xx status; the text is the start of its
+    /// body, escaped (see [`excerpt`]).
     Status(u16, String),
 }
 
@@ -298,6 +314,7 @@ impl PushError {
             PushError::Connect(_) => "connect",
             PushError::Timeout => "timeout",
             PushError::Io(_) => "io",
+            PushError::Tls(_) => "tls",
             PushError::BadResponse(_) => "bad_response",
             PushError::Status(..) => "http_status",
         }
@@ -311,6 +328,7 @@ impl fmt::Display for PushError {
             PushError::Connect(m) => write!(f, "cannot connect to pushgateway: {m}"),
             PushError::Timeout => f.write_str("push timed out"),
             PushError::Io(m) => write!(f, "push I/O error: {m}"),
+            PushError::Tls(m) => write!(f, "TLS with pushgateway failed: {m}"),
             PushError::BadResponse(m) => write!(f, "bad response from pushgateway: {m}"),
             PushError::Status(code, body) if body.is_empty() => {
                 write!(f, "pushgateway answered {code}")
@@ -322,288 +340,176 @@ impl fmt::Display for PushError {
 
 impl std::error::Error for PushError {}
 
-/// Responses larger than this are not read further: the head must fit in it.
-const MAX_RESPONSE: usize = 64 * 1024;
-/// How much of an error body is kept for the log.
+/// How much of an error body is kept for the log, in bytes as received.
 const BODY_EXCERPT: usize = 200;
 
-fn is_timeout(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
-    )
-}
-
-fn io_err(e: io::Error) -> PushError {
-    if is_timeout(&e) {
-        PushError::Timeout
-    } else {
-        PushError::Io(e.to_string())
-    }
-}
-
-/// Time left before `deadline`, or `Timeout` when none is: std refuses a zero timeout.
-fn remaining(deadline: Instant) -> Result<Duration, PushError> {
-    match deadline.checked_duration_since(Instant::now()) {
-        Some(d) if !d.is_zero() => Ok(d),
-        _ => Err(PushError::Timeout),
-    }
-}
-
-/// Sends `body` with one blocking `PUT` and returns the 2xx status.
-///
-/// `timeout` bounds the whole exchange (resolution excepted, which std cannot bound),
-/// not each step, so a slow-dripping peer cannot hold the caller for longer.
-pub fn push(
-    ep: &Endpoint,
-    path: &str,
-    headers: &[(String, String)],
-    basic_auth: Option<(&str, &str)>,
-    body: &[u8],
-    timeout: Duration,
-) -> Result<u16, PushError> {
-    let addrs: Vec<_> = (ep.host.as_str(), ep.port)
-        .to_socket_addrs()
-        .map_err(|e| PushError::Resolve(format!("{}: {e}", ep.host)))?
-        .collect();
-    if addrs.is_empty() {
-        return Err(PushError::Resolve(format!("{}: no addresses", ep.host)));
-    }
-    let deadline = Instant::now() + timeout;
-
-    let mut stream = None;
-    let mut last_err = None;
-    for addr in &addrs {
-        let left = remaining(deadline)?;
-        match TcpStream::connect_timeout(addr, left) {
-            Ok(s) => {
-                stream = Some(s);
-                break;
-            }
-            Err(e) => last_err = Some((*addr, e)),
-        }
-    }
-    let mut stream = match (stream, last_err) {
-        (Some(s), _) => s,
-        (None, Some((_, e))) if is_timeout(&e) => return Err(PushError::Timeout),
-        (None, Some((addr, e))) => return Err(PushError::Connect(format!("{addr}: {e}"))),
-        (None, None) => return Err(PushError::Connect("no address tried".to_string())),
-    };
-    // Head and body go out as two writes; without this, Nagle can hold the body's last
-    // segment until the peer's delayed ACK for the head.
-    let _ = stream.set_nodelay(true);
-
-    let head = request_head(ep, path, headers, basic_auth, body.len());
-    let sent = write_all_by(&mut stream, &head, deadline)
-        .and_then(|()| write_all_by(&mut stream, body, deadline));
-    if let Err(e) = sent {
-        // A gateway that rejects the request (401, 413) may answer and close before the
-        // body is through; its answer says more than our broken pipe does.
-        if let PushError::Io(_) = e {
-            if let Ok(resp) = read_response(&mut stream, deadline) {
-                resp.into_result()?;
-            }
-        }
-        return Err(e);
-    }
-    read_response(&mut stream, deadline)?.into_result()
-}
-
-fn write_all_by(
-    stream: &mut TcpStream,
-    mut buf: &[u8],
-    deadline: Instant,
-) -> Result<(), PushError> {
-    while !buf.is_empty() {
-        stream
-            .set_write_timeout(Some(remaining(deadline)?))
-            .map_err(io_err)?;
-        match stream.write(buf) {
-            Ok(0) => return Err(PushError::Io("connection closed while sending".to_string())),
-            Ok(n) => buf = &buf[n..],
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(io_err(e)),
-        }
-    }
-    Ok(())
-}
-
-/// One read into `buf`, bounded by the deadline; `Ok(0)` is end of stream.
-fn read_some(
-    stream: &mut TcpStream,
-    buf: &mut Vec<u8>,
-    deadline: Instant,
-) -> Result<usize, PushError> {
-    let mut chunk = [0u8; 4096];
-    let room = (MAX_RESPONSE - buf.len()).min(chunk.len());
-    loop {
-        stream
-            .set_read_timeout(Some(remaining(deadline)?))
-            .map_err(io_err)?;
-        match stream.read(&mut chunk[..room]) {
-            Ok(n) => {
-                buf.extend_from_slice(&chunk[..n]);
-                return Ok(n);
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(io_err(e)),
-        }
-    }
-}
-
-/// The parts of a response the caller needs.
-struct Response {
-    status: u16,
-    body: String,
-}
-
-impl Response {
-    fn into_result(self) -> Result<u16, PushError> {
-        if (200..300).contains(&self.status) {
-            Ok(self.status)
+/// What the log may show of bytes a gateway sent: at most [`BODY_EXCERPT`] of them,
+/// decoded lossily, trailing white space dropped, and every control character (CR, LF,
+/// ESC, ...) escaped, so that no answer can forge or garble a log line.
+pub fn excerpt(raw: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&raw[..raw.len().min(BODY_EXCERPT)]);
+    let mut out = String::with_capacity(text.len());
+    for c in text.trim_end().chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
         } else {
-            Err(PushError::Status(self.status, self.body))
+            out.push(c);
         }
-    }
-}
-
-fn find_head_end(buf: &[u8]) -> Option<usize> {
-    buf.windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|i| i + 4)
-        .or_else(|| buf.windows(2).position(|w| w == b"\n\n").map(|i| i + 2))
-}
-
-fn excerpt(b: &[u8]) -> String {
-    let s = String::from_utf8_lossy(&b[..b.len().min(80)]);
-    format!("{:?}", s)
-}
-
-fn parse_status_line(head: &[u8]) -> Result<u16, PushError> {
-    let line_end = head.iter().position(|&b| b == b'\n').unwrap_or(head.len());
-    let line = head[..line_end]
-        .strip_suffix(b"\r")
-        .unwrap_or(&head[..line_end]);
-    let bad = || PushError::BadResponse(format!("status line {}", excerpt(line)));
-    let mut parts = line.splitn(3, |&b| b == b' ');
-    let version = parts.next().ok_or_else(bad)?;
-    if !version.starts_with(b"HTTP/1.") {
-        return Err(bad());
-    }
-    let code = parts.next().ok_or_else(bad)?;
-    if code.len() != 3 || !code.iter().all(u8::is_ascii_digit) {
-        return Err(bad());
-    }
-    let status = code.iter().fold(0u16, |n, &d| n * 10 + u16::from(d - b'0'));
-    if status < 100 {
-        return Err(bad());
-    }
-    Ok(status)
-}
-
-/// Looks up a header in a response head (case-insensitively), trimmed.
-fn header_value<'a>(head: &'a [u8], name: &str) -> Option<&'a [u8]> {
-    head.split(|&b| b == b'\n').skip(1).find_map(|line| {
-        let colon = line.iter().position(|&b| b == b':')?;
-        if !line[..colon].eq_ignore_ascii_case(name.as_bytes()) {
-            return None;
-        }
-        Some(line[colon + 1..].trim_ascii())
-    })
-}
-
-/// Strips chunked framing from what was read so far, stopping at anything incomplete.
-fn dechunk(mut raw: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some(nl) = raw.iter().position(|&b| b == b'\n') {
-        let size_field = raw[..nl]
-            .split(|&b| b == b';')
-            .next()
-            .unwrap_or(&[])
-            .trim_ascii();
-        let Some(size) = std::str::from_utf8(size_field)
-            .ok()
-            .and_then(|s| usize::from_str_radix(s, 16).ok())
-        else {
-            break;
-        };
-        if size == 0 {
-            break;
-        }
-        raw = &raw[nl + 1..];
-        let take = size.min(raw.len());
-        out.extend_from_slice(&raw[..take]);
-        if take < size || out.len() >= BODY_EXCERPT {
-            break;
-        }
-        raw = raw[take..].strip_prefix(b"\r\n").unwrap_or(&raw[take..]);
     }
     out
 }
 
-fn read_response(stream: &mut TcpStream, deadline: Instant) -> Result<Response, PushError> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut start = 0;
-    loop {
-        let (head_end, complete) = loop {
-            if let Some(end) = find_head_end(&buf[start..]) {
-                break (start + end, true);
-            }
-            if buf.len() >= MAX_RESPONSE {
-                return Err(PushError::BadResponse(format!(
-                    "response head exceeds {MAX_RESPONSE} bytes"
-                )));
-            }
-            if read_some(stream, &mut buf, deadline)? == 0 {
-                if buf.len() == start {
-                    return Err(PushError::BadResponse(
-                        "connection closed without a response".to_string(),
-                    ));
-                }
-                // The peer closed mid-head; the status line may still be whole.
-                break (buf.len(), false);
-            }
-        };
-        let head = &buf[start..head_end];
-        let status = parse_status_line(head)?;
-        // Interim 1xx answers precede the real one.
-        if status < 200 {
-            if !complete {
-                return Err(PushError::BadResponse(format!(
-                    "connection closed after interim response {status}"
-                )));
-            }
-            start = head_end;
-            continue;
-        }
-        if (200..300).contains(&status) {
-            return Ok(Response {
-                status,
-                body: String::new(),
-            });
-        }
+const USER_AGENT: &str = concat!("ngx-prometheus/", env!("CARGO_PKG_VERSION"));
 
+/// Bodies larger than this are sent only after the gateway's `100 Continue` (or after a
+/// second without an answer, ureq's default): a gateway that refuses the push (401, 413)
+/// may answer and close without reading a large body, and its answer then says more
+/// than the connection reset that writing the rest would run into. (Go's HTTP server,
+/// the Pushgateway's, reads away at most 256 KiB of a body its handler left.)
+const EXPECT_CONTINUE_ABOVE: usize = 64 * 1024;
+
+/// One configured push target: the agent (timeouts, TLS roots) and the request's URL and
+/// headers, made once; [`Pusher::push`] then sends a body.
+#[derive(Debug)]
+pub struct Pusher {
+    agent: Agent,
+    endpoint: Endpoint,
+    url: String,
+    headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl Pusher {
+    /// A pusher sending to `path` on `ep`, each push bounded by `timeout`: resolution,
+    /// connection, TLS handshake, request and answer together, so a slow-dripping peer
+    /// cannot hold the caller for longer. `roots` are for `https://` (see [`load_roots`]).
+    pub fn new(
+        ep: &Endpoint,
+        path: &str,
+        headers: &[(String, String)],
+        basic_auth: Option<(&str, &str)>,
+        roots: Option<RootCerts>,
+        timeout: Duration,
+    ) -> Result<Pusher, String> {
+        let mut tls = TlsConfig::builder();
+        if let Some(roots) = roots {
+            tls = tls.root_certs(roots);
+        }
+        let config = Agent::config_builder()
+            .timeout_global(Some(timeout))
+            // A non-2xx answer is a response to read (its body goes to the log).
+            .http_status_as_error(false)
+            // A redirect is an answer too: a PUT is not silently sent elsewhere.
+            .max_redirects(0)
+            // The module's pushes go where its configuration says, not through the
+            // proxy of whatever environment nginx was started from.
+            .proxy(None)
+            // One connection per push, as before: nothing idles for an interval.
+            .max_idle_connections(0)
+            .max_idle_connections_per_host(0)
+            .user_agent(USER_AGENT)
+            .tls_config(tls.build())
+            .build();
+        let mut hs = Vec::with_capacity(headers.len() + 2);
+        hs.push((
+            HeaderName::from_static("content-type"),
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        ));
+        if let Some((user, pass)) = basic_auth {
+            let v = format!("Basic {}", STANDARD.encode(format!("{user}:{pass}")));
+            hs.push((
+                HeaderName::from_static("authorization"),
+                HeaderValue::from_str(&v).map_err(|e| format!("basic auth: {e}"))?,
+            ));
+        }
+        for (name, value) in headers {
+            check_header(name, value)?;
+            let n = HeaderName::from_bytes(name.as_bytes()).map_err(|e| format!("{name}: {e}"))?;
+            let v =
+                HeaderValue::from_bytes(value.as_bytes()).map_err(|e| format!("{name}: {e}"))?;
+            hs.push((n, v));
+        }
+        Ok(Pusher {
+            agent: config.into(),
+            endpoint: ep.clone(),
+            url: ep.url(path),
+            headers: hs,
+        })
+    }
+
+    /// The URL pushes go to.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Sends `body` with one blocking `PUT` and returns the 2xx status.
+    pub fn push(&self, body: &[u8]) -> Result<u16, PushError> {
+        let mut req = self.agent.put(&self.url);
+        for (n, v) in &self.headers {
+            req = req.header(n, v);
+        }
+        if body.len() > EXPECT_CONTINUE_ABOVE {
+            req = req.header("expect", "100-continue");
+        }
+        let mut resp = req.send(body).map_err(|e| self.classify(e))?;
+        let status = resp.status().as_u16();
+        if (200..300).contains(&status) {
+            return Ok(status);
+        }
         // For a failure, keep the start of the body for the log. Errors while reading it
         // are ignored: the status is what matters and is already in hand.
-        let chunked = header_value(head, "transfer-encoding")
-            .is_some_and(|v| v.eq_ignore_ascii_case(b"chunked"));
-        let wanted = header_value(head, "content-length")
-            .and_then(|v| std::str::from_utf8(v).ok()?.parse::<usize>().ok())
-            .map_or(BODY_EXCERPT, |n| n.min(BODY_EXCERPT));
-        while buf.len() - head_end < wanted
-            && !(chunked && buf[head_end..].windows(5).any(|w| w == b"0\r\n\r\n"))
-            && buf.len() < MAX_RESPONSE
-        {
-            match read_some(stream, &mut buf, deadline) {
-                Ok(n) if n > 0 => {}
-                _ => break,
+        let mut raw = Vec::with_capacity(BODY_EXCERPT);
+        let _ = resp
+            .body_mut()
+            .as_reader()
+            .take(BODY_EXCERPT as u64)
+            .read_to_end(&mut raw);
+        Err(PushError::Status(status, excerpt(&raw)))
+    }
+
+    fn classify(&self, e: ureq::Error) -> PushError {
+        let ep = &self.endpoint;
+        match e {
+            ureq::Error::Timeout(_) => PushError::Timeout,
+            ureq::Error::HostNotFound => PushError::Resolve(format!("{}: no addresses", ep.host)),
+            ureq::Error::ConnectionFailed => {
+                PushError::Connect(format!("{}:{}: connection failed", ep.host, ep.port))
             }
+            ureq::Error::Io(e) => self.classify_io(e),
+            ureq::Error::Rustls(e) => PushError::Tls(e.to_string()),
+            ureq::Error::Tls(m) => PushError::Tls(m.to_string()),
+            ureq::Error::Pem(e) => PushError::Tls(e.to_string()),
+            ureq::Error::Protocol(e) => PushError::BadResponse(excerpt(e.to_string().as_bytes())),
+            ureq::Error::LargeResponseHeader(..) => {
+                PushError::BadResponse("response head too large".to_string())
+            }
+            other => PushError::Io(other.to_string()),
         }
-        let raw = &buf[head_end..];
-        let bytes = if chunked { dechunk(raw) } else { raw.to_vec() };
-        let bytes = &bytes[..bytes.len().min(wanted)];
-        let body = String::from_utf8_lossy(bytes).trim_end().to_string();
-        return Ok(Response { status, body });
+    }
+
+    fn classify_io(&self, e: io::Error) -> PushError {
+        let ep = &self.endpoint;
+        if let Some(tls) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+            return PushError::Tls(tls.to_string());
+        }
+        match e.kind() {
+            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => PushError::Timeout,
+            io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::HostUnreachable
+            | io::ErrorKind::NetworkUnreachable
+            | io::ErrorKind::AddrNotAvailable => {
+                PushError::Connect(format!("{}:{}: {e}", ep.host, ep.port))
+            }
+            io::ErrorKind::UnexpectedEof => {
+                PushError::BadResponse("connection closed without a response".to_string())
+            }
+            // std reports a failed getaddrinfo(3) with this text and no errno.
+            _ if e.raw_os_error().is_none()
+                && e.to_string().contains("failed to lookup address") =>
+            {
+                PushError::Resolve(format!("{}: {e}", ep.host))
+            }
+            _ => PushError::Io(e.to_string()),
+        }
     }
 }
 
@@ -661,15 +567,25 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::{SocketAddr, TcpListener};
+    use std::io::Write;
+    use std::net::{SocketAddr, TcpListener, TcpStream};
     use std::sync::mpsc;
     use std::thread::{self, JoinHandle};
+    use std::time::Instant;
 
     fn ep(host: &str, port: u16, path: &str) -> Endpoint {
         Endpoint {
+            https: false,
             host: host.to_string(),
             port,
             path: path.to_string(),
+        }
+    }
+
+    fn eps(host: &str, port: u16, path: &str) -> Endpoint {
+        Endpoint {
+            https: true,
+            ..ep(host, port, path)
         }
     }
 
@@ -698,28 +614,46 @@ mod tests {
             parse_url("http://pg/a%20b").unwrap(),
             ep("pg", 80, "/a%20b")
         );
+        assert_eq!(parse_url("https://pg").unwrap(), eps("pg", 443, ""));
+        assert_eq!(
+            parse_url("HTTPS://127.0.0.1:9443/gw/").unwrap(),
+            eps("127.0.0.1", 9443, "/gw")
+        );
+    }
+
+    #[test]
+    fn urls_of_endpoints() {
+        assert_eq!(
+            ep("pg", 80, "").url("/metrics/job/j"),
+            "http://pg/metrics/job/j"
+        );
+        assert_eq!(eps("pg", 443, "").url(""), "https://pg/");
+        assert_eq!(eps("pg", 80, "").url("/x"), "https://pg:80/x");
+        assert_eq!(ep("::1", 9091, "").url("/x"), "http://[::1]:9091/x");
     }
 
     #[test]
     fn parse_url_rejects() {
         let err = |s: &str| parse_url(s).unwrap_err();
-        let e = err("https://pg:9091");
-        assert!(e.contains("TLS") && e.contains("proxy"), "{e}");
-        assert!(e.contains("\"https://pg:9091\""), "{e}");
         assert!(err("http://user:pw@pg").contains("basic_auth"));
-        assert!(err("ftp://pg").contains("http://"));
+        let e = err("ftp://pg");
+        assert!(e.contains("http:// or https://"), "{e}");
+        assert!(e.contains("\"ftp://pg\""), "{e}");
         assert!(err("pg:9091").contains("http://"));
         assert!(err("http://pg/?x=1").contains("query"));
         assert!(err("http://pg#frag").contains("fragment"));
-        assert!(err("http://").contains("missing host"));
-        assert!(err("http:///metrics").contains("missing host"));
-        assert!(err("http://:9091").contains("missing host"));
+        for p in ["http://", "https://", "http:///metrics", "http://:9091"] {
+            let e = err(p);
+            assert!(e.contains("missing host"), "{e}");
+            assert!(e.contains(&format!("\"{p}\"")), "{e}");
+        }
         for p in [
             "http://pg:0",
             "http://pg:99999",
             "http://pg:",
             "http://pg:+80",
             "http://pg:x",
+            "https://[::1]:65536",
         ] {
             assert!(err(p).contains("invalid port"), "{p}");
         }
@@ -729,8 +663,11 @@ mod tests {
         assert!(err("http://::1").contains("brackets"));
         assert!(err("http://1.2.3.999").contains("not an IPv4"));
         assert!(err("http://p g").contains("invalid host"));
-        assert!(err("http://pg/a b").contains("path"));
-        assert!(err("http://pg/a\r\nX: y").contains("path"));
+        assert!(err("http://pg/a b").contains("percent-encode"));
+        let e = err("http://pg/a\r\nX: y");
+        assert!(e.contains("percent-encode"), "{e}");
+        // Escaped: the message goes to the terminal and the log.
+        assert!(e.contains(r"a\r\nX"), "{e}");
     }
 
     #[test]
@@ -778,50 +715,12 @@ mod tests {
     }
 
     #[test]
-    fn request_head_exact() {
-        let head = request_head(
-            &ep("pg", 9091, "/pg"),
-            "/pg/metrics/job/nginx",
-            &[("X-Scope-OrgID".to_string(), "team-a".to_string())],
-            Some(("pusher", "s3cr:et")),
-            12,
-        );
-        let want = format!(
-            "PUT /pg/metrics/job/nginx HTTP/1.1\r\n\
-             Host: pg:9091\r\n\
-             User-Agent: ngx-prometheus/{}\r\n\
-             Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n\
-             Content-Length: 12\r\n\
-             Connection: close\r\n\
-             Authorization: Basic cHVzaGVyOnMzY3I6ZXQ=\r\n\
-             X-Scope-OrgID: team-a\r\n\
-             \r\n",
-            env!("CARGO_PKG_VERSION")
-        );
-        assert_eq!(String::from_utf8(head).unwrap(), want);
-    }
-
-    #[test]
-    fn request_head_host_and_user_agent() {
-        let text = |e: &Endpoint, h: &[(String, String)]| {
-            String::from_utf8(request_head(e, "", h, None, 0)).unwrap()
-        };
-        let t = text(&ep("::1", 80, ""), &[]);
-        assert!(t.starts_with("PUT / HTTP/1.1\r\nHost: [::1]\r\n"), "{t}");
-        assert!(!t.contains("Authorization"));
-        let t = text(&ep("::1", 9091, ""), &[]);
-        assert!(t.contains("\r\nHost: [::1]:9091\r\n"), "{t}");
-        let t = text(&ep("pg", 80, ""), &[("user-agent".into(), "mine".into())]);
-        assert!(t.contains("\r\nuser-agent: mine\r\n"), "{t}");
-        assert!(!t.contains("ngx-prometheus/"), "{t}");
-    }
-
-    #[test]
     fn header_checks() {
         assert!(check_header("X-Scope-OrgID", "team-a").is_ok());
         assert!(check_header("Authorization", "Bearer abc").is_ok());
         assert!(check_header("x!#$%&'*+-.^_`|~9", "").is_ok());
         assert!(check_header("X", "tab\tok").is_ok());
+        assert!(check_header("X", "caf\u{e9}").is_ok());
         assert!(check_header("", "v").unwrap_err().contains("empty"));
         for bad in ["X Y", "X:Y", "X\r\n", "é", "X(1)"] {
             assert!(
@@ -835,6 +734,7 @@ mod tests {
             "CONTENT-TYPE",
             "Connection",
             "Transfer-Encoding",
+            "Expect",
         ] {
             assert!(
                 check_header(reserved, "v")
@@ -848,6 +748,14 @@ mod tests {
                 check_header("X", bad)
                     .unwrap_err()
                     .contains("CR, LF or NUL"),
+                "{bad:?}"
+            );
+        }
+        for bad in ["a\x1bb", "a\x7f"] {
+            assert!(
+                check_header("X", bad)
+                    .unwrap_err()
+                    .contains("control character"),
                 "{bad:?}"
             );
         }
@@ -885,6 +793,7 @@ mod tests {
         assert_eq!(PushError::Connect("x".into()).reason(), "connect");
         assert_eq!(PushError::Timeout.reason(), "timeout");
         assert_eq!(PushError::Io("x".into()).reason(), "io");
+        assert_eq!(PushError::Tls("x".into()).reason(), "tls");
         assert_eq!(PushError::BadResponse("x".into()).reason(), "bad_response");
         assert_eq!(
             PushError::Status(500, String::new()).reason(),
@@ -901,16 +810,66 @@ mod tests {
         assert_eq!(PushError::Timeout.to_string(), "push timed out");
     }
 
-    /// Reads one request (head plus Content-Length bytes) from `s`.
+    #[test]
+    fn excerpts_are_capped_lossy_and_escaped() {
+        assert_eq!(excerpt(b"bad label\n"), "bad label");
+        assert_eq!(
+            excerpt(b"a\r\n[emerg] forged\x1b[31m\0"),
+            "a\\r\\n[emerg] forged\\u{1b}[31m\\u{0}"
+        );
+        let long = [b'e'; 1000];
+        assert_eq!(excerpt(&long).len(), BODY_EXCERPT);
+        assert!(excerpt(b"\xff\xfe").starts_with('\u{fffd}'));
+    }
+
+    #[test]
+    fn load_roots_from_files() {
+        let dir = std::env::temp_dir().join(format!("ngxprom-roots-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let missing = dir.join("missing.pem");
+        let e = load_roots(Some(missing.to_str().unwrap())).unwrap_err();
+        assert!(
+            e.contains("cannot read") && e.contains("missing.pem"),
+            "{e}"
+        );
+        let empty = dir.join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        let e = load_roots(Some(empty.to_str().unwrap())).unwrap_err();
+        assert!(e.contains("no PEM certificate"), "{e}");
+        let junk = dir.join("junk.pem");
+        std::fs::write(
+            &junk,
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let e = load_roots(Some(junk.to_str().unwrap())).unwrap_err();
+        assert!(e.contains("junk.pem"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+        // The system's roots (Debian's ca-certificates).
+        match load_roots(None) {
+            Ok(RootCerts::Specific(c)) => assert!(!c.is_empty()),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Reads one request (head plus Content-Length bytes) from `s`, answering
+    /// `Expect: 100-continue` with `100 Continue`.
     fn read_request(s: &mut TcpStream) -> Vec<u8> {
         let mut buf = Vec::new();
         let mut chunk = [0u8; 4096];
+        let mut continued = false;
         loop {
-            if let Some(end) = find_head_end(&buf) {
-                let len = header_value(&buf[..end], "content-length")
-                    .map(|v| std::str::from_utf8(v).unwrap().parse::<usize>().unwrap())
-                    .unwrap_or(0);
-                if buf.len() >= end + len {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                if !continued && head.contains("\r\nexpect: 100-continue") {
+                    s.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").unwrap();
+                    continued = true;
+                }
+                let len = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map_or(0, |v| v.trim().parse::<usize>().unwrap());
+                if buf.len() >= end + 4 + len {
                     return buf;
                 }
             }
@@ -935,11 +894,21 @@ mod tests {
         (addr, h)
     }
 
+    const T: Duration = Duration::from_secs(5);
+
+    fn pusher(
+        e: &Endpoint,
+        headers: &[(String, String)],
+        auth: Option<(&str, &str)>,
+        t: Duration,
+    ) -> Pusher {
+        let path = grouping_path(&e.path, "j", &[]);
+        Pusher::new(e, &path, headers, auth, None, t).unwrap()
+    }
+
     fn local(addr: SocketAddr) -> Endpoint {
         ep("127.0.0.1", addr.port(), "")
     }
-
-    const T: Duration = Duration::from_secs(5);
 
     #[test]
     fn push_ok_sends_exact_request() {
@@ -948,41 +917,92 @@ mod tests {
         let path = grouping_path(&e.path, "nginx", &[("instance", "a/b")]);
         let headers = [("X-Tenant".to_string(), "t1".to_string())];
         let body = b"# TYPE up gauge\nup 1\n";
-        let got = push(&e, &path, &headers, Some(("u", "p")), body, T);
-        assert_eq!(got, Ok(200));
-        let mut want = request_head(&e, &path, &headers, Some(("u", "p")), body.len());
-        want.extend_from_slice(body);
+        let p = Pusher::new(&e, &path, &headers, Some(("u", "p:w")), None, T).unwrap();
+        assert_eq!(p.push(body), Ok(200));
         let req = server.join().unwrap();
-        assert_eq!(
-            String::from_utf8_lossy(&req),
-            String::from_utf8_lossy(&want)
+        let want = format!(
+            "PUT /metrics/job/nginx/instance@base64/YS9i HTTP/1.1\r\n\
+             content-length: 21\r\n\
+             user-agent: ngx-prometheus/{}\r\n\
+             accept: */*\r\n\
+             host: 127.0.0.1:{}\r\n\
+             content-type: text/plain; version=0.0.4; charset=utf-8\r\n\
+             authorization: Basic dTpwOnc=\r\n\
+             x-tenant: t1\r\n\
+             \r\n\
+             # TYPE up gauge\nup 1\n",
+            env!("CARGO_PKG_VERSION"),
+            addr.port(),
         );
-        assert!(req.starts_with(b"PUT /metrics/job/nginx/instance@base64/YS9i HTTP/1.1\r\n"));
+        assert_eq!(String::from_utf8_lossy(&req), want);
+    }
+
+    #[test]
+    fn a_user_agent_header_replaces_ours() {
+        let (addr, server) = serve(b"HTTP/1.1 204 No Content\r\n\r\n");
+        let h = [("User-Agent".to_string(), "mine".to_string())];
+        assert_eq!(pusher(&local(addr), &h, None, T).push(b""), Ok(204));
+        let req = String::from_utf8(server.join().unwrap()).unwrap();
+        assert!(req.contains("\r\nuser-agent: mine\r\n"), "{req}");
+        assert!(!req.contains("ngx-prometheus/"), "{req}");
+        assert!(!req.contains("authorization"), "{req}");
     }
 
     #[test]
     fn push_large_body() {
-        let (addr, server) = serve(b"HTTP/1.1 202 Accepted\r\n\r\n");
+        let (addr, server) = serve(b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n");
         let body = vec![b'x'; 3 << 20];
-        assert_eq!(
-            push(&local(addr), "/metrics/job/j", &[], None, &body, T),
-            Ok(202)
+        let start = Instant::now();
+        assert_eq!(pusher(&local(addr), &[], None, T).push(&body), Ok(202));
+        // Sent on the server's 100 Continue, not after ureq's second of waiting for it.
+        assert!(
+            start.elapsed() < Duration::from_millis(900),
+            "{:?}",
+            start.elapsed()
         );
         let req = server.join().unwrap();
         assert!(req.ends_with(&body));
+        let end = req.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+        let head = String::from_utf8_lossy(&req[..end + 2]).to_string();
+        assert!(head.contains("\r\nexpect: 100-continue\r\n"), "{head}");
+    }
+
+    #[test]
+    fn a_refusal_before_a_large_body_is_read_is_the_answer() {
+        // The gateway answers 413 to the head and closes without reading the body.
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let server = thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut head = Vec::new();
+            let mut b = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                s.read_exact(&mut b).unwrap();
+                head.push(b[0]);
+            }
+            s.write_all(
+                b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 8\r\n\
+                  Connection: close\r\n\r\ntoo big\n",
+            )
+            .unwrap();
+        });
+        let body = vec![b'x'; 8 << 20];
+        let got = pusher(&local(addr), &[], None, T).push(&body);
+        assert_eq!(got, Err(PushError::Status(413, "too big".to_string())));
+        server.join().unwrap();
     }
 
     #[test]
     fn push_status_500_keeps_body() {
         let (addr, server) =
             serve(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 5\r\n\r\nboom\n");
-        let got = push(&local(addr), "/metrics/job/j", &[], None, b"x 1\n", T);
+        let got = pusher(&local(addr), &[], None, T).push(b"x 1\n");
         assert_eq!(got, Err(PushError::Status(500, "boom".to_string())));
         server.join().unwrap();
     }
 
     #[test]
-    fn push_error_body_is_capped_and_lossy() {
+    fn push_error_body_is_capped_lossy_and_escaped() {
         static RESP: &[u8] = b"HTTP/1.0 400 Bad Request\r\n\r\n\xff";
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
@@ -990,12 +1010,19 @@ mod tests {
             let (mut s, _) = l.accept().unwrap();
             read_request(&mut s);
             s.write_all(RESP).unwrap();
+            s.write_all(b"\r\n[emerg] forged\x1b[0m").unwrap();
             s.write_all(&[b'e'; 1000]).unwrap();
         });
-        match push(&local(addr), "/metrics/job/j", &[], None, b"", T) {
+        match pusher(&local(addr), &[], None, T).push(b"") {
             Err(PushError::Status(400, body)) => {
-                assert_eq!(body.len(), "\u{fffd}".len() + 199);
-                assert!(body.starts_with('\u{fffd}'));
+                assert!(
+                    body.starts_with("\u{fffd}\\r\\n[emerg] forged\\u{1b}[0meee"),
+                    "{body}"
+                );
+                assert!(!body.chars().any(char::is_control), "{body:?}");
+                // 200 bytes as received: \xff, 20 more, then 179 'e'.
+                assert!(body.ends_with(&"e".repeat(179)), "{body}");
+                assert!(!body.ends_with(&"e".repeat(180)), "{body}");
             }
             other => panic!("{other:?}"),
         }
@@ -1008,44 +1035,61 @@ mod tests {
             b"HTTP/1.1 400 Bad Request\r\nTransfer-Encoding: chunked\r\n\r\n\
               4\r\nbad \r\n5\r\nlabel\r\n0\r\n\r\n",
         );
-        let got = push(&local(addr), "/metrics/job/j", &[], None, b"", T);
+        let got = pusher(&local(addr), &[], None, T).push(b"");
         assert_eq!(got, Err(PushError::Status(400, "bad label".to_string())));
         server.join().unwrap();
     }
 
     #[test]
-    fn push_skips_interim_response() {
+    fn a_redirect_is_not_followed() {
         let (addr, server) =
-            serve(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
-        assert_eq!(
-            push(&local(addr), "/metrics/job/j", &[], None, b"", T),
-            Ok(200)
-        );
+            serve(b"HTTP/1.1 307 Temporary Redirect\r\nLocation: http://127.0.0.1:1/\r\nContent-Length: 0\r\n\r\n");
+        let got = pusher(&local(addr), &[], None, T).push(b"");
+        assert_eq!(got, Err(PushError::Status(307, String::new())));
         server.join().unwrap();
     }
 
     #[test]
     fn push_bad_responses() {
         let (addr, server) = serve(b"SSH-2.0-OpenSSH_9.6\r\n\r\n");
-        match push(&local(addr), "/metrics/job/j", &[], None, b"", T) {
-            Err(PushError::BadResponse(m)) => assert!(m.contains("SSH-2.0"), "{m}"),
-            other => panic!("{other:?}"),
-        }
+        let got = pusher(&local(addr), &[], None, T).push(b"");
+        assert_eq!(
+            got.as_ref().map_err(PushError::reason),
+            Err("bad_response"),
+            "{got:?}"
+        );
         server.join().unwrap();
 
         let (addr, server) = serve(b"");
-        match push(&local(addr), "/metrics/job/j", &[], None, b"", T) {
-            Err(PushError::BadResponse(m)) => assert!(m.contains("without a response"), "{m}"),
+        let got = pusher(&local(addr), &[], None, T).push(b"");
+        assert_eq!(
+            got.as_ref().map_err(PushError::reason),
+            Err("bad_response"),
+            "{got:?}"
+        );
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn https_to_a_plain_server_is_a_tls_error() {
+        // A plain HTTP server answers the ClientHello as a bad request.
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let server = thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut hello = [0u8; 512];
+            let _ = s.read(&mut hello);
+            s.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+                .unwrap();
+        });
+        let e = eps("127.0.0.1", addr.port(), "");
+        let roots = load_roots(None).unwrap();
+        let p = Pusher::new(&e, "/metrics/job/j", &[], None, Some(roots), T).unwrap();
+        assert!(p.url().starts_with("https://127.0.0.1:"));
+        match p.push(b"x 1\n") {
+            Err(e @ PushError::Tls(_)) => assert_eq!(e.reason(), "tls"),
             other => panic!("{other:?}"),
         }
-        server.join().unwrap();
-
-        // Closed mid-head: a whole status line is still an answer.
-        let (addr, server) = serve(b"HTTP/1.1 204 No Content\r\n");
-        assert_eq!(
-            push(&local(addr), "/metrics/job/j", &[], None, b"", T),
-            Ok(204)
-        );
         server.join().unwrap();
     }
 
@@ -1059,15 +1103,9 @@ mod tests {
             read_request(&mut s);
             let _ = done_rx.recv();
         });
+        let p = pusher(&local(addr), &[], None, Duration::from_millis(200));
         let start = Instant::now();
-        let got = push(
-            &local(addr),
-            "/metrics/job/j",
-            &[],
-            None,
-            b"x 1\n",
-            Duration::from_millis(200),
-        );
+        let got = p.push(b"x 1\n");
         let took = start.elapsed();
         done_tx.send(()).unwrap();
         server.join().unwrap();
@@ -1084,19 +1122,22 @@ mod tests {
             let l = TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().port()
         };
-        match push(
-            &ep("127.0.0.1", port, ""),
-            "/metrics/job/j",
-            &[],
-            None,
-            b"",
-            T,
-        ) {
+        match pusher(&ep("127.0.0.1", port, ""), &[], None, T).push(b"") {
             Err(e @ PushError::Connect(_)) => {
                 assert_eq!(e.reason(), "connect");
                 assert!(e.to_string().contains(&port.to_string()), "{e}");
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn push_to_unknown_host_is_resolve_error() {
+        let got = pusher(&ep("no-such-host.invalid", 9091, ""), &[], None, T).push(b"");
+        assert_eq!(
+            got.as_ref().map_err(PushError::reason),
+            Err("resolve"),
+            "{got:?}"
+        );
     }
 }
