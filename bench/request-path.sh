@@ -3,7 +3,8 @@
 # usage shape (bench/request_path.lua): what the metric calls of a log_by_lua block add
 # to a request, over the same block without them.
 #
-#   bench/request-path.sh            full run; prints a Markdown section (BENCHMARKS.md)
+#   bench/request-path.sh            full run; prints a Markdown section (BENCHMARKS.md);
+#                                    numbers in OUT/request_path.tsv (common.sh step_init)
 #   BENCH_SMOKE=1 bench/request-path.sh   a few requests per location, no valgrind
 #
 # 1. Instructions per request (deterministic): one nginx process under
@@ -37,11 +38,9 @@ ENV_LINES=$("$ROOT/scripts/nginx-env.sh") || die "scripts/nginx-env.sh failed"
 NGINX_BIN=$(sed -n 's/^NGINX_BIN=//p' <<<"$ENV_LINES")
 # shellcheck source=bench/common.sh
 . "$ROOT/bench/common.sh"
+step_init request_path
 find_peer
-JITDIR=""
-for f in "$(dirname "$NGINX_BIN")"/../luajit/share/luajit*/jit/vmdef.lua /usr/share/luajit*/jit/vmdef.lua; do
-  [ -f "$f" ] && { JITDIR=$(dirname "$(dirname "$f")"); break; }
-done
+JITDIR=$(find_jitdir)   # jit/vmdef.lua, for the names of trace events
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/ngxprom-rp.XXXXXX")
 # The CPU run's workers are not root: they must reach lib/ngx_prometheus.so to require it.
@@ -184,6 +183,7 @@ for s in 1 2 3 4 5 6; do
   ps=$s; [ "$s" = 6 ] && ps=5
   ao=$(added "${IR[ours$s]:-}" "${IR[none$s]:-}"); ap=$(added "${IR[peer$ps]:-}" "${IR[none$ps]:-}")
   co=$(added "${CPU[ours$s]:-}" "${CPU[none$s]:-}" 2); cp=$(added "${CPU[peer$ps]:-}" "${CPU[none$ps]:-}" 2)
+  put_value "added_ours$s" "$ao"; put_value "added_peer$s" "$ap"; put_value "cpu_added_ours$s" "$co"; put_value "cpu_added_peer$s" "$cp"
   echo "| ($s) ${NAMES[$s]} | $(stat "${IR[none$s]:-}") | $(stat "${IR[ours$s]:-}") | $(stat "${IR[peer$ps]:-}") | ${ao:-—} | ${ap:-—} | $(ratio "$ao" "$ap") | ${co:-—} | ${cp:-—} |"
 done
 echo
