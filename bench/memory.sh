@@ -75,12 +75,15 @@ MEM_TABLE=$(
     echo "| $what | $slots | $width | $n | $per B | $lab | $((per - lab)) B | $(awk -v p="$per" 'BEGIN{ v = p * 10000 / 1048576; if (v < 10) printf "%.1f MiB", v; else printf "%.0f MiB", v }') |"
   done <"$MEM_TSV"
 )
-# The scrape-size zone's creation (scrape-sizes.sh), for the note on page faults.
-SIZE_SETUP_S=$(value sizes setup_s)
+# What scrape-sizes.sh measured before this step in the same server (bench/run.sh's):
+# the worker RSS around its zone's filling, the seconds its creation took.
+SIZES_RAN=0
+[ "$OWN_SERVER" = 1 ] || [ ! -f "$OUT/sizes.rss.md" ] || SIZES_RAN=1
+SIZE_SETUP_S=""; [ "$SIZES_RAN" = 0 ] || SIZE_SETUP_S=$(value sizes setup_s)
 MEM_NOTES=$(
   echo "- Zone bytes: \`nginx_metric_zone_bytes{zone=\"mem\",state=\"used\"}\` from \`/metrics_mem\` before and after making N series of one family (label \`route\` = \`/route/NNNNNN\`, 13 bytes), after both workers had registered the zone's families; divided by N. The zone's own count, read in the worker that made them, agrees: $(for k in counter gauge p1 p1w p2 p2n p2w p3 p3w; do printf '%s%s %s B' "$([ $k = counter ] || echo ', ')" "$k" "${MB_[$k:lua]}"; done). Slot counts and widths (the relative error of a bucket bound) are the README's, for the default range 1 µs–60 s."
   echo "- A series record is 4 words of header (kind and size, hash chain, hash, owner), its key (4 length bytes + the value, per label, rounded up to 8 bytes: $MEM_KEY B here), then its body: a type tag and the values (counter: an integer and a float word; gauge: one word; histogram: 3 words of parameters, one word per chunk of HDR slots (8 slots at precision 1, 64 at 2, 512 at 3: its offset and marks of the slots that counted), the overflow count and the sum, and, for each chunk its values fell in, the chunk's count words, kept at the far end of the zone) and any other per-series word of this build: a counter's fixed part measures $MEM_FIXED B."
-  if [ -f "$OUT/sizes.rss_notes.md" ]; then cat "$OUT/sizes.rss_notes.md"; else echo "- Worker RSS: measured by bench/scrape-sizes.sh, which did not run before this step."; fi
+  if [ "$SIZES_RAN" = 1 ]; then cat "$OUT/sizes.rss_notes.md"; else echo "- Worker RSS: measured by bench/scrape-sizes.sh, which did not run before this step in its server."; fi
   ZONES_MB=$((SCRAPE_ZONE_MB + SIZES_ZONE_MB + MEM_ZONE_MB + 8))
   if [ $((SHMEM_START_MB * 100)) -ge $((ZONES_MB * 80)) ]; then
     echo "- At start, nginx made all zones resident at once: system \`Shmem\` grew by $SHMEM_START_MB MiB for $ZONES_MB MiB of prometheus zones (+ 98 MiB of lua_shared_dict), and \`nginx\` took $START_S s to start: every page of the zones was written at start (zeroed), though the pages of a fresh shared mapping are already zero."
@@ -92,7 +95,7 @@ echo "### Memory: zone bytes per series, worker RSS"
 echo
 echo "$MEM_TABLE"
 echo
-if [ -f "$OUT/sizes.rss.md" ]; then cat "$OUT/sizes.rss.md"; echo; fi
+if [ "$SIZES_RAN" = 1 ]; then cat "$OUT/sizes.rss.md"; echo; fi
 echo "$MEM_NOTES"
 {
   echo "# mem kind n label_bytes used_before used_after lua_delta"

@@ -54,7 +54,7 @@ die() { log "FAILED: $*"; exit 1; }
 
 ALL=$(awk 'NF {print $1}' <<<"$STEPS")
 ONLY=${BENCH_ONLY:-}
-for s in $ONLY; do grep -qx "$s" <<<"$ALL" || die "BENCH_ONLY: no step '$s' (steps: $(tr '\n' ' ' <<<"$ALL"))"; done
+for s in $ONLY; do grep -qx "$s" <<<"$ALL" || die "BENCH_ONLY: no step '$s' (steps: $(paste -sd' ' <<<"$ALL"))"; done
 selected() { [ -z "$ONLY" ] || grep -qw -- "$1" <<<"$ONLY"; }
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/ngxprom-bench-run.XXXXXX")
@@ -101,9 +101,14 @@ part() {
   for n in "$@"; do [ ! -s "$BENCH_OUT/$n.md" ] || { cat "$BENCH_OUT/$n.md"; echo; }; done
 }
 list() {
-  local n
-  for n in "$@"; do [ ! -s "$BENCH_OUT/$n.md" ] || cat "$BENCH_OUT/$n.md"; done
-  echo
+  local n any=""
+  for n in "$@"; do [ ! -s "$BENCH_OUT/$n.md" ] || { cat "$BENCH_OUT/$n.md"; any=1; }; done
+  [ -z "$any" ] || echo
+}
+# heading TITLE NAME...: "## TITLE" when one of the fragments NAME was written.
+heading() {
+  local title=$1 n; shift
+  for n in "$@"; do [ ! -s "$BENCH_OUT/$n.md" ] || { echo "## $title"; echo; return; }; done
 }
 COMMAND="./bench/run.sh"
 [ -z "$ONLY" ] || COMMAND="BENCH_ONLY=\"$ONLY\" $COMMAND"
@@ -135,25 +140,24 @@ report() {
   echo "## Results"
   echo
   part peer request_path hot scrape e2e routing hot.variants sizes load memory profile
-  echo "## Series lifecycle"
-  echo
+  heading "Series lifecycle" lifecycle
   part lifecycle
-  echo "## Constant labels"
-  echo
+  heading "Constant labels" labels
   part labels
-  echo "## How it was measured"
-  echo
+  heading "How it was measured" hot.notes scrape.notes
   list hot.notes scrape.notes
-  echo "## Commentary"
-  echo
+  heading "Commentary" hot.commentary scrape.commentary
   list hot.commentary scrape.commentary
-  echo "<details><summary>Raw samples</summary>"
-  echo
-  echo '```'
-  cat "$BENCH_OUT"/{hot,scrape,sizes,load,memory,profile}.raw.md 2>/dev/null || true
-  echo '```'
-  echo
-  echo "</details>"
+  local raw; raw=$(cat "$BENCH_OUT"/{hot,scrape,sizes,load,memory,profile}.raw.md 2>/dev/null || true)
+  if [ -n "$raw" ]; then
+    echo "<details><summary>Raw samples</summary>"
+    echo
+    echo '```'
+    echo "$raw"
+    echo '```'
+    echo
+    echo "</details>"
+  fi
 }
 if [ -n "${BENCH_REPORT:-}" ]; then
   report >"$BENCH_REPORT"; log "wrote $BENCH_REPORT ($SECONDS s)"
