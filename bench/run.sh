@@ -57,16 +57,17 @@ ONLY=${BENCH_ONLY:-}
 for s in $ONLY; do grep -qx "$s" <<<"$ALL" || die "BENCH_ONLY: no step '$s' (steps: $(paste -sd' ' <<<"$ALL"))"; done
 selected() { [ -z "$ONLY" ] || grep -qw -- "$1" <<<"$ONLY"; }
 
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/ngxprom-bench-run.XXXXXX")
-chmod 755 "$WORK"
-export BENCH_OUT="$WORK/out"
+# (RUN: the server's helpers set WORK, PREFIX and their own variables.)
+RUN=$(mktemp -d "${TMPDIR:-/tmp}/ngxprom-bench-run.XXXXXX")
+chmod 755 "$RUN"
+export BENCH_OUT="$RUN/out"
 mkdir -p "$BENCH_OUT"
 PREFIX=""
 cleanup() {
   local rc=$?
   set +e
   [ -z "$PREFIX" ] || bench_server_stop "$rc"
-  if [ "${BENCH_KEEP:-0}" = 1 ]; then log "kept $WORK"; else rm -rf "$WORK"; fi
+  if [ "${BENCH_KEEP:-0}" = 1 ]; then log "kept $RUN"; else rm -rf "$RUN"; fi
   exit "$rc"
 }
 trap cleanup EXIT
@@ -79,7 +80,7 @@ for s in $(awk '$3 == "server" {print $1}' <<<"$STEPS"); do if selected "$s"; th
 if [ "$NEED_SERVER" = 1 ]; then
   # shellcheck source=bench/bench-nginx.sh
   . "$ROOT/bench/bench-nginx.sh"
-  bench_server_start "$WORK/server"
+  bench_server_start "$RUN/server"
   export BENCH_SERVER="$PREFIX/server.env"
 fi
 

@@ -10,8 +10,8 @@ bench/common.sh's put_value); a number is named STEP.KEY in TARGETS_TSV. Each ta
 
 value is an arithmetic expression over those names (+ - * / and parentheses), format a
 printf format for it, cmp "<=" (at most) or ">=" (at least) against limit (a number or
-a fraction such as 1/3), note a text
-shown after the value, in which {STEP.KEY} stands for that number as the step wrote it.
+a fraction such as 1/3), note a text shown after the value, in which {STEP.KEY} stands
+for that number as the step wrote it and {EXPRESSION:FORMAT} for a computed one.
 A value whose names were not all measured (a step skipped or not run, a division by
 zero) is "not measured"; otherwise met or missed, and measured / limit.
 """
@@ -58,6 +58,15 @@ def evaluate(expr, values):
     return v if math.isfinite(v) else None
 
 
+def shown(expr, fmt, values):
+    """{EXPR} or {EXPR:FORMAT} of a note: the number as a step wrote it, or computed."""
+    expr = expr.strip()
+    if not fmt and NAME.fullmatch(expr):
+        return values.get(expr, "?")
+    v = evaluate(expr, values)
+    return "?" if v is None else (fmt or "%g") % v
+
+
 def main():
     targets_tsv, out_dir = sys.argv[1], sys.argv[2]
     values = numbers(out_dir)
@@ -76,7 +85,7 @@ def main():
             unit = f" {row['unit']}" if row["unit"] else ""
             what = f"{row['target']}: {'≤' if row['cmp'] == '<=' else '≥'} {row['limit']}{unit} (issue {row['issue']})"
             v = evaluate(row["value"], values)
-            note = re.sub(r"\{(" + NAME.pattern + r")\}", lambda m: values.get(m.group(1), "?"), row["note"])
+            note = re.sub(r"\{([^}:]+)(?::([^}]+))?\}", lambda m: shown(m.group(1), m.group(2), values), row["note"])
             if v is None:
                 print(f"| {what} | — | — | not measured |")
                 continue
