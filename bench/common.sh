@@ -68,6 +68,16 @@ find_jitdir() {
   return 0
 }
 
+# workers_cpu PREFIX: utime+stime of the workers of the nginx whose prefix is PREFIX (its
+# nginx.pid), in clock ticks.
+workers_cpu() {
+  local total=0 pid
+  for pid in $(pgrep -P "$(cat "$1/nginx.pid")"); do
+    total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
+  done
+  echo "$total"
+}
+
 # gets CONFIG COUNT URL [HEADER]: COUNT GETs of URL on one keep-alive connection (a curl
 # config file, written on first use), each with HEADER when given.
 gets() {

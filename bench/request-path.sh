@@ -138,14 +138,13 @@ else
   MASTER=$(cat "$P/nginx.pid" 2>/dev/null || true)
   for _ in $(seq 50); do [ -n "$MASTER" ] || { sleep 0.1; MASTER=$(cat "$P/nginx.pid" 2>/dev/null || true); }; done
   wait_up || die "nginx did not answer"
-  ticks() { local t=0; for w in $(pgrep -P "$MASTER"); do t=$((t + $(awk '{print $14 + $15}' "/proc/$w/stat"))); done; echo "$t"; }
   HZ=$(getconf CLK_TCK)
   for rep in $(seq "$REPS"); do
     for loc in "${LOCS[@]}"; do
       wrk -t2 -c4 -d1s -H "Host: $loc" "$BASE/" >/dev/null 2>&1 || true   # warm-up
-      before=$(ticks)
+      before=$(workers_cpu "$P")
       out=$(wrk -t2 -c4 -d"${SECS}s" -H "Host: $loc" "$BASE/" 2>&1) || die "wrk on $loc: $out"
-      after=$(ticks)
+      after=$(workers_cpu "$P")
       ! grep -q "Non-2xx" <<<"$out" || die "wrk on $loc: $out"
       reqs=$(awk '/requests in/ {print $1}' <<<"$out")
       CPU[$loc]+="$(awk -v t=$((after - before)) -v hz="$HZ" -v r="$reqs" 'BEGIN {printf "%.3f", t / hz / r * 1e6}') "

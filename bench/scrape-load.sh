@@ -24,7 +24,9 @@ step_init load
 command -v wrk >/dev/null || die "wrk is not installed (make setup-test)"
 bench_server_up
 sizes_fill $((MAX_SIZE / 2))   # nothing to do after scrape-sizes.sh
-gzip_location                  # GZ_PATH
+# The gzip location scrape-sizes.sh measured (in this server), or found here.
+GZ_PATH=""; [ "$OWN_SERVER" = 1 ] || GZ_PATH=$(value sizes gz_path)
+[ -n "$GZ_PATH" ] || gzip_location
 
 T3=$SECONDS
 LOAD_TSV="$WORK/load.tsv"       # variant rep requests p50 p90 p99 p999 max (us) errors non2xx

@@ -158,5 +158,6 @@ put_value max_total_ms "$(awk -v t="${SZ[$MAX_SIZE:total]}" 'BEGIN{printf "%.1f"
 put_value max_bytes "${SZ[$MAX_SIZE:bytes]}"
 put_value max_rate_mbs "$(awk -v b="${SZ[$MAX_SIZE:bytes]}" -v t="${SZ[$MAX_SIZE:ttfb]}" 'BEGIN{ if (t > 0) printf "%.0f", b / 1e6 / t }')"
 put_value setup_s "$SIZE_SETUP_S"
+put_value gz_path "$GZ_PATH"   # (for scrape-load.sh)
 put_value zone_used "${SIZE_USED[$MAX_SIZE]}"
 log "done ($SECONDS s)"
