@@ -33,7 +33,7 @@ log "N=$N log_N=$LOG_N reps=$REPS"
 RESULTS="$WORK/samples.tsv"   # part case rep pid net_ns loop_ns empty_ns
 : >"$RESULTS"
 
-# --- 1 & 2: pairs of concurrent requests ----------------------------------------------
+# --- pairs of concurrent requests, one worker alone, the log phase --------------------
 # One request of a pair; retried on 409 (both landed on one worker).
 hot_one() {
   local url=$1 out=$2 code i

@@ -3,14 +3,15 @@
 # nginx of bench/bench.conf (tiny zones) under callgrind (bench/common.sh's
 # callgrind_nginx and callgrind_window, with valgrind's default --smc-check on x86-64,
 # all-non-file, the flag the helper gives), per case a warm-up, then runs of N1 and N2
-# calls each measured alone: (total(N2) - total(N1)) / (N2 - N1); and where they go (self
-# cost by function). Whether perf has hardware counters here. Full mode only (BENCH_CALLGRIND=1
-# in smoke mode too, BENCH_CALLGRIND=0 never), ~20 s.
+# calls each measured alone: (total(N2) - total(N1)) / (N2 - N1); and where they go
+# (self cost by function). Whether perf has hardware counters here. Full mode only
+# (BENCH_CALLGRIND=1: in smoke mode too; BENCH_CALLGRIND=0: never), ~20 s.
 #
 #   bench/profile.sh                  a step of bench/run.sh, or alone (own nginx)
 #
 # Prints its section; fragment raw; numbers in OUT/profile.tsv (instructions per call
-# by case: CASE, and CASE.FUNCTION for the self cost of a function).
+# by case: CASE, and CASE.FUNCTION for the self cost of a function, luajit_trace for
+# the compiled Lua).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -133,6 +134,6 @@ echo "$PROFILE"
 } | fragment raw
 while IFS=$'\t' read -r c per parts; do
   put_value "$c" "$per"
-  tr ',' '\n' <<<"$parts" | while read -r fn ir; do [ -z "$fn" ] || put_value "$c.$fn" "$ir"; done
+  tr "," "\n" <<<"$parts" | while read -r fn ir; do [ -z "$fn" ] || put_value "$c.${fn//-/_}" "$ir"; done
 done <"$CG_TSV"
 log "done ($SECONDS s)"

@@ -23,7 +23,7 @@ die() { log "FAILED: $*"; exit 1; }
 step_init sizes
 bench_server_up
 
-# --- worker memory ----------------------------------------------------------------------
+# --- worker memory before; the sizes ---------------------------------------------------
 # rss_snapshot -> "pid VmRSS RssAnon RssShmem" (kB) per worker
 rss_snapshot() {
   local pid
