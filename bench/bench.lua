@@ -1,4 +1,5 @@
--- bench/bench.lua: the Lua side of ./bench/run.sh, loaded in init_by_lua (bench.conf).
+-- bench/bench.lua: the Lua side of the steps of ./bench/run.sh that measure in the
+-- benchmark server (bench/bench-nginx.sh), loaded in init_by_lua (bench.conf).
 --
 -- Every timed loop lives in its own function below so that LuaJIT traces it on its
 -- own and jit.v names it by line. Times come from clock_gettime(CLOCK_MONOTONIC)
@@ -285,7 +286,7 @@ local OVERHEAD = {
 }
 
 -- case -> { loop, mode }: <kind><labels>_<mode>, e.g. c3_diff. Names have no "-"
--- (run.sh splits jit.v file names on it).
+-- (bench/hot-path.sh splits jit.v file names on it).
 local VARIANTS = {}
 for _, fn in ipairs({ "c1", "c3", "g1", "g3", "h1", "h3" }) do
     for _, mode in ipairs({ "same", "diff" }) do
@@ -399,7 +400,7 @@ local function run_case(case, n, tag)
 end
 
 -- GET /count?case=&n=: the case's loop alone (after a warm-up), untimed: for counting
--- instructions under callgrind (run.sh zeroes the counters before, dumps them after).
+-- instructions under callgrind (bench/profile.sh zeroes the counters before, dumps them after).
 function M.count()
     local args = ngx.req.get_uri_args()
     local case, n = args.case, tonumber(args.n)

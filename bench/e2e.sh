@@ -3,7 +3,8 @@
 # true) vs the same configuration with the plugin disabled vs nginx proxying with no Lua
 # at all. Interleaved repetitions; medians of requests/s, latency percentiles and worker
 # CPU time per request (from /proc, steadier than requests/s on a shared machine).
-# Prints a markdown section. BENCH_SMOKE=1: one short repetition, only checks it runs.
+# Prints a markdown section; its numbers go to OUT/e2e.tsv (bench/common.sh step_init).
+# BENCH_SMOKE=1: one short repetition, only checks it runs.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 case "${BENCH_SMOKE:-0}" in 0 | "" | no | false) SMOKE=0 ;; *) SMOKE=1 ;; esac
@@ -14,6 +15,7 @@ CONNS=${BENCH_E2E_CONNECTIONS:-16}
 # shellcheck source=bench/gateway-common.sh
 . "$ROOT/bench/gateway-common.sh"
 log() { echo "e2e: $*" >&2; }
+step_init e2e
 
 GW=$(mktemp -d /tmp/ngxprom-e2e.XXXXXX); BARE=$(mktemp -d /tmp/ngxprom-bare.XXXXXX)
 chmod 755 "$GW" "$BARE"
@@ -132,15 +134,17 @@ for c in plugin_on plugin_off bare_nginx; do
   declare "RPS_$c=$(col $c 2)" "P50_$c=$(col $c 3)" "P99_$c=$(col $c 4)" "CPU_$c=$(col $c 5)"
 done
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf (b > 0 ? "%.1f%%" : "n/a"), 100 * a / b }'; }
-# For run.sh's Targets section: the medians, one "config rps p50 p99 cpu" line each,
-# then every repetition as "rep config rps p50 p99 cpu".
-if [ -n "${BENCH_E2E_SUMMARY:-}" ]; then
-  for c in plugin_on plugin_off bare_nginx; do
-    rps="RPS_$c"; p50="P50_$c"; p99="P99_$c"; cpu="CPU_$c"
-    echo "$c ${!rps} ${!p50} ${!p99} ${!cpu}"
-  done >"$BENCH_E2E_SUMMARY"
-  sed 's/^/rep /' "$RESULTS" >>"$BENCH_E2E_SUMMARY"   # each repetition: config rps p50 p99 cpu
-fi
+# Numbers (bench/run.sh's targets): the medians per configuration (CONFIG.rps, .p50_ms,
+# .p99_ms, .cpu_us), and plugin on against off: rps_pct (% of the requests/s), cpu_pct
+# (% more worker CPU per request).
+for c in plugin_on plugin_off bare_nginx; do
+  rps="RPS_$c"; p50="P50_$c"; p99="P99_$c"; cpu="CPU_$c"
+  put_value "$c.rps" "${!rps}"; put_value "$c.p50_ms" "${!p50}"; put_value "$c.p99_ms" "${!p99}"; put_value "$c.cpu_us" "${!cpu}"
+done
+# shellcheck disable=SC2154  # RPS_* and CPU_*: declared above
+put_value rps_pct "$(awk -v a="$RPS_plugin_on" -v b="$RPS_plugin_off" 'BEGIN{ if (b > 0) printf "%.1f", 100 * a / b }')"
+# shellcheck disable=SC2154
+put_value cpu_pct "$(awk -v a="$CPU_plugin_on" -v b="$CPU_plugin_off" 'BEGIN{ if (b > 0) printf "%+.1f", 100 * (a / b - 1) }')"
 
 echo "### End to end: the gateway with the prometheus plugin on, off, and nginx without Lua"
 echo
@@ -161,6 +165,7 @@ echo "  requests wrk completed; it includes the upstream's share (same nginx)."
 if [ -z "$CG_NOTE" ]; then
   irstat() { tr ' ' '\n' <<<"$1" | sed '/^$/d' | sort -g | awk '{v[NR] = $1} END {printf "%s (%s–%s)", v[int((NR + 1) / 2)], v[1], v[NR]}'; }
   irmed() { tr ' ' '\n' <<<"$1" | sed '/^$/d' | median; }
+  put_value ir_on "$(irmed "${IR[true]}")"; put_value ir_off "$(irmed "${IR[false]}")"
   echo "- Instructions per proxied request (callgrind, the same gateway in one process, $CG_W warm-up then $CG_N measured requests on one keep-alive connection, $CG_REPS repetitions interleaved, median (min–max)): plugin on $(irstat "${IR[true]}"), off $(irstat "${IR[false]}"); **the plugin adds $(awk -v a="$(irmed "${IR[true]}")" -v b="$(irmed "${IR[false]}")" 'BEGIN {printf "%.0f", a - b}') instructions per request**, with every metric switch on (issue 13's shape 7; its CPU column above is inside this machine's noise)."
 else
   echo "- Instructions per proxied request: $CG_NOTE."

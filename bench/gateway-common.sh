@@ -1,5 +1,7 @@
+# shellcheck shell=bash
 # Sourced by the gateway benchmarks (e2e.sh, routing.sh): ports, the gateway of
-# nginx/gateway.conf started in a prefix, worker CPU from /proc, wrk's summary, medians.
+# nginx/gateway.conf started in a prefix, wrk's summary (and common.sh: medians, worker
+# CPU from /proc).
 
 # The nginx to measure: $NGINX_BIN (default Debian's); scripts/render-conf.sh copies the
 # module built for it.
@@ -7,7 +9,7 @@ NGINX_BIN=$("$ROOT/scripts/nginx-env.sh" | sed -n 's/^NGINX_BIN=//p')
 [ -n "$NGINX_BIN" ] || { echo "scripts/nginx-env.sh failed" >&2; exit 1; }
 
 # shellcheck source=bench/common.sh
-. "$ROOT/bench/common.sh"   # free_port, median, rotate
+. "$ROOT/bench/common.sh"   # free_port, median, rotate, workers_cpu
 
 # start_gateway PREFIX PROXY ADMIN METRICS UPSTREAM: nginx/gateway.conf, access log off
 # (no per-request file write in the way of what is measured).
@@ -16,14 +18,6 @@ start_gateway() {
     METRICS_PORT="$4" UPSTREAM_PORT="$5"
   sed -i "s|access_log $1/logs/access.log;|access_log off;|" "$1/nginx.conf"
   "$NGINX_BIN" -p "$1" -c "$1/nginx.conf"
-}
-
-workers_cpu() {  # utime+stime of the workers of the nginx whose prefix is $1, in clock ticks
-  local total=0
-  for pid in $(pgrep -P "$(cat "$1/nginx.pid")"); do
-    total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
-  done
-  echo "$total"
 }
 
 # wrk_summary CASE TICKS WRK_OUTPUT -> "case rps p50_ms p99_ms cpu_us_per_request"

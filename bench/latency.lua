@@ -1,5 +1,5 @@
--- wrk script for ./bench/run.sh (scrape under load): prints latency percentiles in
--- microseconds, beyond the 50/75/90/99 that `wrk --latency` shows, on one line.
+-- wrk script for bench/scrape-load.sh (scrape under load) and peer.sh: prints latency
+-- percentiles in microseconds, beyond the 50/75/90/99 that `wrk --latency` shows, on one line.
 done = function(summary, latency, requests)
     local e = summary.errors
     io.write(string.format(

@@ -5,6 +5,7 @@
 #
 #   bench/peer.sh                 full run; prints a Markdown section (BENCHMARKS.md)
 #   BENCH_SMOKE=1 bench/peer.sh   smaller sizes, one repetition
+# Its numbers (medians, MEASURE.LIB) go to OUT/peer.tsv (bench/common.sh step_init).
 #
 # 1. Tight loops: CPU ns per call of counter inc(1, {a, b, c}), histogram
 #    observe(v, {route}) and gauge set(v, {route}) in one worker (os.clock), the
@@ -36,6 +37,7 @@ ENV_LINES=$("$ROOT/scripts/nginx-env.sh") || die "scripts/nginx-env.sh failed"
 NGINX_BIN=$(sed -n 's/^NGINX_BIN=//p' <<<"$ENV_LINES")
 # shellcheck source=bench/common.sh
 . "$ROOT/bench/common.sh"
+step_init peer
 find_peer
 LIBS=(ours); [ "$PEER" = false ] || LIBS+=(peer)
 command -v wrk >/dev/null || die "wrk is not installed (make setup-test)"
@@ -180,6 +182,10 @@ ratio() {  # peer ÷ ours of the medians: how many times ours is cheaper
 row() {  # row TEXT MEASURE [SCALE DECIMALS]
   echo "| $1 | $(stat "$2" ours "${3:-1}" "${4:-1}") | $(stat "$2" peer "${3:-1}" "${4:-1}") | $(ratio "$2") |"
 }
+for m in counter observe gauge scrape_s scrape_bytes p99_ms scrape_under_load_s visible1 visible2 burst1 burst2; do
+  for lib in "${LIBS[@]}"; do put_value "$m.$lib" "$(med "$m" "$lib")"; done
+done
+put_value p99_none_ms "$(med p99_none_ms none)"
 echo "### Side by side with nginx-lua-prometheus, in the same nginx"
 echo
 echo "\`bench/peer.sh\` ($([ "$SMOKE" = 1 ] && echo "smoke run" || echo "full run"); $(sed -n 's/^DESCRIPTION=//p' <<<"$ENV_LINES"); peer: $([ "$PEER" = true ] && echo "nginx-lua-prometheus at commit ${PEER_REV:-?}, loaded from \`../shared/peers/nginx-lua-prometheus\`" || echo "absent, its column is empty")). Both libraries record the same families through the same Lua calls (\`bench/peer_bench.lua\`), 2 workers; median (min–max) of $REPS repetitions unless said."

@@ -5,7 +5,8 @@
 # request (`GET /nomatch/x`) has to be routed past every route's paths to the seeded
 # `/` route. Measures requests/s, p99 and worker CPU per request, the Admin write
 # latency (PATCH of a route), and the proxy's p99 while Admin writes go on.
-# Prints a markdown section. BENCH_SMOKE=1: small and short, only checks it runs.
+# Prints a markdown section; its numbers go to OUT/routing.tsv (bench/common.sh
+# step_init). BENCH_SMOKE=1: small and short, only checks it runs.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 case "${BENCH_SMOKE:-0}" in 0 | "" | no | false) SMOKE=0 ;; *) SMOKE=1 ;; esac
@@ -18,6 +19,7 @@ CONNS=16
 # shellcheck source=bench/gateway-common.sh
 . "$ROOT/bench/gateway-common.sh"
 log() { echo "routing: $*" >&2; }
+step_init routing
 
 GW=$(mktemp -d /tmp/ngxprom-routing.XXXXXX)
 chmod 755 "$GW"
@@ -90,6 +92,10 @@ done
 
 col() { awk -v c="$1" -v k="$2" '$1 == c {print $k}' "$RESULTS" | median; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf (b > 0 ? "%.2f" : "n/a"), a / b }'; }
+for c in few many during_writes_few during_writes_many; do
+  put_value "$c.rps" "$(col "$c" 2)"; put_value "$c.p99_ms" "$(col "$c" 4)"; put_value "$c.cpu_us" "$(col "$c" 5)"
+done
+put_value write_few_ms "$(col write_few 2)"; put_value write_many_ms "$(col write_many 2)"
 BYTES_FEW=$(stat -c %s "$GW/few.json"); BYTES_MANY=$(stat -c %s "$GW/many.json")
 
 echo "### Routing and publishing against the size of the configuration"

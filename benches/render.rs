@@ -1,8 +1,9 @@
 //! What constant labels cost a scrape: the same zone (counters with three labels)
 //! rendered as text without an identity, with one but no constant labels, and with
 //! three constant labels, alternating; prints medians and ratios to the first.
-//! A measurement, not a check: `bench/run.sh` runs it (`cargo bench --bench render`;
-//! `RENDER_SERIES`, default 100k) and puts its table in BENCHMARKS.md.
+//! A measurement, not a check: `bench/labels.sh` runs it
+//! (`cargo bench --no-default-features --bench render`; `RENDER_SERIES`, default 100k)
+//! and puts its table in BENCHMARKS.md.
 
 use ngx_prometheus::exposition::{render, Format, Selection};
 use ngx_prometheus::identity::{ConstLabels, Identity};

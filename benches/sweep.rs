@@ -1,7 +1,8 @@
 //! What a sweep costs per 100,000 series, and
 //! the zone's bytes after a million label sets churned through it with `expire`.
-//! A measurement, not a check: `bench/run.sh` runs it (`cargo bench --bench sweep`;
-//! `SWEEP_SERIES`, default 100k) and puts its table in BENCHMARKS.md.
+//! A measurement, not a check: `bench/lifecycle.sh` runs it
+//! (`cargo bench --no-default-features --bench sweep`; `SWEEP_SERIES`, default 100k)
+//! and puts its table in BENCHMARKS.md.
 
 use ngx_prometheus::metrics::{FamilySpec, MetricType, Store};
 use ngx_prometheus::shm::region::heap_words;
