@@ -116,3 +116,11 @@ clean_log() {
   local bad; bad=$(grep -E '\[(error|crit|alert|emerg)\]' "$1/logs/error.log" | head -3 || true)
   [ -z "$bad" ] || { log "FAILED: errors in $1/logs/error.log: $bad"; exit 1; }
 }
+
+# cargo_bench_table BENCH NAME=VALUE: runs the cargo bench target benches/BENCH.rs (the
+# pure layers, built without the nginx glue) with NAME=VALUE in its environment and prints
+# the rows of the markdown table it writes. Never beside another cargo build.
+cargo_bench_table() {
+  (cd "$ROOT" && env "$2" cargo bench --locked --no-default-features --bench "$1" 2>/dev/null |
+    grep '^|')
+}

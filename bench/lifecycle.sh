@@ -17,8 +17,7 @@ die() { log "FAILED: $*"; exit 1; }
 . "$ROOT/bench/common.sh"
 step_init lifecycle
 SWEEP_SERIES=100000; [ "$SMOKE" = 1 ] && SWEEP_SERIES=10000
-SWEEP_TABLE=$(cd "$ROOT" && SWEEP_SERIES=$SWEEP_SERIES cargo bench --locked --no-default-features \
-  --bench sweep 2>/dev/null | grep '^|') ||
+SWEEP_TABLE=$(cargo_bench_table sweep SWEEP_SERIES="$SWEEP_SERIES") ||
   die "the sweep measurement failed"
 log "sweep and churn measured"
 echo "The expiry sweep and churn, measured on the store alone (\`SWEEP_SERIES=$SWEEP_SERIES cargo bench --no-default-features --bench sweep\`): a pass over $SWEEP_SERIES counter series of a family with \`expire\` (batches of 10,000 records, as the sweep timer takes them), then a million label sets made 5,000 a simulated second through a 4 MB zone with \`expire = 1\` and a sweep of 10,000 records every 250 ms (freed memory is reused 3 s after the delete). \`t/lifecycle.rs\` does the same through nginx with 1,000,000 label sets at 5,000 a second (explicit \`del\`, and \`expire\`)."
