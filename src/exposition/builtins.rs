@@ -2,11 +2,12 @@
 //! ([`builtin::SCRAPED`]): nginx's connection counters, the zone's accounting and the
 //! build, written through the same sink as the zone's families.
 
+use super::walk::ZoneToWrite;
 use super::{Kind, Meta, Point, Selection, Sink};
-use crate::identity::{Identity, REVISION, VERSION};
+use crate::identity::{REVISION, VERSION};
 use crate::metrics::builtin::{self, Builtin, Reading, Source};
 use crate::metrics::store::{encode_key, Reason};
-use crate::metrics::{MetricType, Store};
+use crate::metrics::MetricType;
 
 /// nginx's connection counters, as `stub_status` shows them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -31,14 +32,8 @@ pub(super) fn shown(stub: bool, identity: bool) -> impl Iterator<Item = &'static
 }
 
 /// Writes the scrape-time families `sel` selects, in [`builtin::SCRAPED`] order.
-pub(super) fn write<S: Sink>(
-    sink: &mut S,
-    store: &Store<'_>,
-    zone: &str,
-    stub: Option<&StubStatus>,
-    sel: &Selection,
-    identity: Option<&Identity>,
-) {
+pub(super) fn write<S: Sink>(sink: &mut S, z: &ZoneToWrite<'_, '_>, sel: &Selection) {
+    let (store, zone, stub, identity) = (z.store, z.name, z.stub, z.identity);
     let a = store.arena();
     let zone_created = Some(a.created_unix() * 1000);
     let count = |n: u64, created: Option<u64>| Point::Counter {

@@ -48,11 +48,11 @@ pub fn walk<S: Sink>(
 }
 
 /// What a walk writes from.
-struct ZoneToWrite<'a, 's> {
-    store: &'a Store<'s>,
-    name: &'a str,
-    stub: Option<&'a StubStatus>,
-    identity: Option<&'a Identity>,
+pub(super) struct ZoneToWrite<'a, 's> {
+    pub store: &'a Store<'s>,
+    pub name: &'a str,
+    pub stub: Option<&'a StubStatus>,
+    pub identity: Option<&'a Identity>,
 }
 
 fn write_all<S: Sink>(
@@ -106,7 +106,7 @@ fn write_all<S: Sink>(
             (_, _) => w.scalars(sink, &meta, series),
         }
     }
-    builtins::write(sink, zone.store, zone.name, zone.stub, sel, zone.identity);
+    builtins::write(sink, zone, sel);
     sink.finish();
 }
 
