@@ -942,3 +942,185 @@ fn the_request_path_compiles() {
     )
     .is_some_and(|n| n >= 1500.0));
 }
+
+/// An upstream that answers every request with the request head it received, so a
+/// test sees exactly what the gateway forwarded (headers, query, Host).
+struct Echo {
+    port: u16,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Echo {
+    fn start() -> Echo {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        listener.set_nonblocking(true).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((mut s, _)) => {
+                        s.set_nonblocking(false).unwrap();
+                        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                        let mut head = Vec::new();
+                        let mut buf = [0u8; 4096];
+                        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match s.read(&mut buf) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => head.extend_from_slice(&buf[..n]),
+                            }
+                        }
+                        let reply = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                            head.len()
+                        );
+                        let _ = s.write_all(reply.as_bytes());
+                        let _ = s.write_all(&head);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Echo {
+            port,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The header lines (lowercased names) of an echoed request head.
+fn echoed_headers(head: &str) -> Vec<(String, String)> {
+    head.lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect()
+}
+
+#[test]
+fn hosts_match_as_nginx_host_means_them() {
+    let echo = Echo::start();
+    let g = start_gateway("routing-host-forms", &[]);
+    service(&g, "echo", &echo.url());
+    // The guarded route: host-bound, behind key-auth; the open one: same path, any host.
+    let guarded = created(admin(
+        g.admin,
+        "POST",
+        "/services/echo/routes",
+        Some(
+            json!({ "name": "guarded", "paths": ["/x"], "hosts": ["api.example.com"], "preserve_host": true }),
+        ),
+    ));
+    created(admin(
+        g.admin,
+        "POST",
+        &format!("/routes/{}/plugins", guarded["id"].as_str().unwrap()),
+        Some(json!({ "name": "key-auth" })),
+    ));
+    created(admin(
+        g.admin,
+        "POST",
+        "/services/echo/routes",
+        Some(json!({ "name": "open", "paths": ["/x"] })),
+    ));
+    created(admin(
+        g.admin,
+        "POST",
+        "/consumers",
+        Some(json!({ "username": "alice" })),
+    ));
+    created(admin(
+        g.admin,
+        "POST",
+        "/consumers/alice/key-auth",
+        Some(json!({ "key": "alice-key" })),
+    ));
+    created(admin(
+        g.admin,
+        "POST",
+        "/plugins",
+        Some(json!({ "name": "prometheus", "config": { "status_code_metrics": true } })),
+    ));
+    settle(&g);
+    // Every spelling of the host nginx's $host reduces to api.example.com.
+    for host in [
+        "api.example.com",
+        "API.Example.COM",
+        "api.example.com.",
+        "api.example.com:",
+        "api.example.com:8000",
+        "api.example.com.:8000",
+    ] {
+        let r = request(g.proxy, "GET", "/x", &[("Host", host)], b"");
+        assert_eq!(r.status, 401, "Host: {host} must reach the guarded route");
+    }
+    // An absolute request URI's host wins over the Host header (RFC 9112 3.2.2).
+    let raw = exchange(
+        g.proxy,
+        b"GET http://api.example.com/x HTTP/1.1\r\nHost: other.test\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(parse_response(&raw).status, 401);
+    let raw = exchange(
+        g.proxy,
+        b"GET http://other.test/x HTTP/1.1\r\nHost: api.example.com\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(
+        parse_response(&raw).status,
+        200,
+        "the URI's host is not guarded"
+    );
+    // Authenticated, preserve_host: the upstream gets the Host that was routed on.
+    let raw = exchange(
+        g.proxy,
+        b"GET http://api.example.com/x HTTP/1.1\r\nHost: other.test\r\napikey: alice-key\r\nConnection: close\r\n\r\n",
+    );
+    let r = parse_response(&raw);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let forwarded = echoed_headers(&r.text());
+    assert!(
+        forwarded.contains(&("host".into(), "api.example.com".into())),
+        "{forwarded:?}"
+    );
+    let r = request(
+        g.proxy,
+        "GET",
+        "/x",
+        &[("Host", "API.example.com:8000"), ("apikey", "alice-key")],
+        b"",
+    );
+    assert_eq!(r.status, 200);
+    assert!(
+        echoed_headers(&r.text()).contains(&("host".into(), "API.example.com:8000".into())),
+        "preserve_host keeps the client's own Host header: {}",
+        r.text()
+    );
+    let (_, s) = scrape(g.metrics, "/metrics");
+    assert_eq!(
+        requests(&s, "echo", "guarded", "401", "gateway", ""),
+        Some(7.0)
+    );
+    assert_eq!(
+        requests(&s, "echo", "guarded", "200", "service", ""),
+        Some(2.0)
+    );
+    assert_eq!(
+        requests(&s, "echo", "open", "200", "service", ""),
+        Some(1.0)
+    );
+}

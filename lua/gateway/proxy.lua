@@ -182,7 +182,10 @@ function _M.access()
     end
     ctx.snapshot = snapshot
     local uri = ngx.var.uri
-    local route, prefix = current.router:match(ngx.req.get_method(), ngx.var.http_host, uri)
+    -- `$host`, not the Host header: nginx lowercases it, drops the port and a trailing
+    -- dot, and takes an absolute request URI's host over the header's (RFC 9112 3.2.2).
+    local host = ngx.var.host
+    local route, prefix = current.router:match(ngx.req.get_method(), host, uri)
     if not route then
         ctx.exit_status = 404
         return exit_json(404, "no Route matched with those values")
@@ -210,7 +213,14 @@ function _M.access()
     local args = safe_args(ngx.var.args)
     ngx.var.upstream_uri = args and (path .. "?" .. args) or path
     if route.preserve_host then
-        ngx.var.upstream_host = ngx.var.http_host or service.host
+        -- The client's Host header (port included) when it names the host that was
+        -- routed on; else (an absolute request URI naming another host) that host.
+        local http_host = ngx.var.http_host
+        if http_host and router_mod.normalize_host(http_host) == host then
+            ngx.var.upstream_host = http_host
+        else
+            ngx.var.upstream_host = host ~= "" and host or service.host
+        end
     else
         local default_port = service.protocol == "https" and 443 or 80
         ngx.var.upstream_host = (service.port and service.port ~= default_port)
