@@ -1124,3 +1124,92 @@ fn hosts_match_as_nginx_host_means_them() {
         Some(1.0)
     );
 }
+
+#[test]
+fn hide_credentials_removes_every_spelling_of_the_key() {
+    let echo = Echo::start();
+    let g = start_gateway("key-auth-hide", &[]);
+    service(&g, "echo", &echo.url());
+    let r = route(&g, "echo", "r", &["/"]);
+    created(admin(
+        g.admin,
+        "POST",
+        &format!("/routes/{}/plugins", r["id"].as_str().unwrap()),
+        Some(
+            json!({ "name": "key-auth", "config": { "key_names": ["api_key", "apikey"], "hide_credentials": true } }),
+        ),
+    ));
+    created(admin(
+        g.admin,
+        "POST",
+        "/consumers",
+        Some(json!({ "username": "alice" })),
+    ));
+    created(admin(
+        g.admin,
+        "POST",
+        "/consumers/alice/key-auth",
+        Some(json!({ "key": "alice-key" })),
+    ));
+    settle(&g);
+    let leaks = |head: &str| -> Vec<String> {
+        let lower = head.to_ascii_lowercase();
+        ["alice-key", "api-key", "api_key", "apikey", "other-key"]
+            .iter()
+            .filter(|w| lower.contains(*w))
+            .map(|w| w.to_string())
+            .collect()
+    };
+    // `api_key` is read from the header `api-key`; the header goes in every case and
+    // repetition, and so does the other key name's.
+    let r = request(
+        g.proxy,
+        "GET",
+        "/h?keep=1",
+        &[
+            ("api-key", "alice-key"),
+            ("API-Key", "other-key"),
+            ("ApiKey", "other-key"),
+            ("X-Kept", "yes"),
+        ],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(leaks(&r.text()).is_empty(), "leaked: {}", r.text());
+    assert!(
+        r.text().starts_with("GET /h?keep=1 HTTP/1.1\r\n"),
+        "{}",
+        r.text()
+    );
+    assert!(r.text().contains("X-Kept: yes"), "{}", r.text());
+    // In the query: every occurrence and escaped spelling of every key name goes; the
+    // other arguments stay byte for byte.
+    let r = request(
+        g.proxy,
+        "GET",
+        "/q?a=%41&apikey=other-key&api_key=alice-key&api%5Fkey=other-key&apikey=x&b=2",
+        &[],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        r.text().starts_with("GET /q?a=%41&b=2 HTTP/1.1\r\n"),
+        "{}",
+        r.text()
+    );
+    assert!(leaks(&r.text()).is_empty(), "leaked: {}", r.text());
+    // Nothing left of the query: no dangling "?".
+    let r = request(g.proxy, "GET", "/q?apikey=alice-key", &[], b"");
+    assert!(r.text().starts_with("GET /q HTTP/1.1\r\n"), "{}", r.text());
+    // Found in a header, also given in the query: both go.
+    let r = request(
+        g.proxy,
+        "GET",
+        "/q?api_key=alice-key",
+        &[("api-key", "alice-key")],
+        b"",
+    );
+    assert_eq!(r.status, 200);
+    assert!(leaks(&r.text()).is_empty(), "leaked: {}", r.text());
+    assert_eq!(request(g.proxy, "GET", "/q", &[], b"").status, 401);
+}

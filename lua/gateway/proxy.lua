@@ -211,7 +211,7 @@ function _M.access()
     if rest ~= "" and rest:sub(1, 1) ~= "/" then rest = "/" .. rest end
     local path = upstream_path(service.path, rest)
     local args = safe_args(ngx.var.args)
-    ngx.var.upstream_uri = args and (path .. "?" .. args) or path
+    ngx.var.upstream_uri = (args and args ~= "") and (path .. "?" .. args) or path
     if route.preserve_host then
         -- The client's Host header (port included) when it names the host that was
         -- routed on; else (an absolute request URI naming another host) that host.
