@@ -1213,3 +1213,241 @@ fn hide_credentials_removes_every_spelling_of_the_key() {
     assert!(leaks(&r.text()).is_empty(), "leaked: {}", r.text());
     assert_eq!(request(g.proxy, "GET", "/q", &[], b"").status, 401);
 }
+
+/// The gateway with two TLS-only upstreams in the same nginx: `good` has a
+/// certificate from the CA the gateway trusts (for localhost and 127.0.0.1), `rogue`
+/// one from a CA it does not know; each echoes what TLS and the request told it, and
+/// `rogue` logs every request it gets.
+fn tls_gateway(name: &str) -> (Gateway, u16, u16, std::path::PathBuf) {
+    let p = prefix(name);
+    let ca = Ca::new(&p);
+    let rogue = Ca::new(&p.join("rogue"));
+    let (good_port, rogue_port) = (free_port(), free_port());
+    let (conf, [proxy, admin_port, metrics, upstream]) = render_gateway(&p, &[]);
+    let bundle = "proxy_ssl_trusted_certificate /etc/ssl/certs/ca-certificates.crt;";
+    assert!(conf.contains(bundle));
+    let conf = conf.replace(
+        bundle,
+        &format!("proxy_ssl_trusted_certificate {};", ca.cert.display()),
+    );
+    let echo = "tls https=$https sni=$ssl_server_name host=$http_host auth=$http_authorization uri=$request_uri\\n";
+    let servers = format!(
+        "server {{\n listen 127.0.0.1:{good_port} ssl;\n ssl_certificate {};\n ssl_certificate_key {};\n \
+         location / {{ default_type text/plain; return 200 \"{echo}\"; }}\n}}\n\
+         server {{\n listen 127.0.0.1:{rogue_port} ssl;\n ssl_certificate {};\n ssl_certificate_key {};\n \
+         access_log {}/logs/rogue.log;\n \
+         location / {{ default_type text/plain; return 200 \"rogue {echo}\"; }}\n}}\n\
+         # Metrics, on their own port",
+        ca.server_cert.display(),
+        ca.server_key.display(),
+        rogue.server_cert.display(),
+        rogue.server_key.display(),
+        p.display(),
+    );
+    let conf = conf.replacen("# Metrics, on their own port", &servers, 1);
+    let g = Gateway {
+        nginx: Nginx::start_with(p.clone(), conf),
+        proxy,
+        admin: admin_port,
+        metrics,
+        upstream,
+    };
+    (g, good_port, rogue_port, p)
+}
+
+#[test]
+fn https_services_are_proxied_over_verified_tls() {
+    let (g, good, rogue, p) = tls_gateway("gateway-tls");
+    let svc = |name: &str, url: String, extra: serde_json::Value| {
+        let mut body = json!({ "name": name, "url": url });
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        created(admin(g.admin, "POST", "/services", Some(body)));
+        route(&g, name, name, &[&format!("/{name}")]);
+    };
+    svc("good", format!("https://localhost:{good}/in"), json!({}));
+    svc("rogue", format!("https://localhost:{rogue}"), json!({}));
+    svc(
+        "rogue-trusted",
+        format!("https://localhost:{rogue}"),
+        json!({ "tls_verify": false }),
+    );
+    // nginx verifies DNS names only: an address with verification is refused.
+    let r = admin(
+        g.admin,
+        "POST",
+        "/services",
+        Some(json!({ "url": format!("https://127.0.0.1:{good}") })),
+    );
+    assert_eq!(r.0, 400, "{}", r.1);
+    assert!(
+        r.1["fields"]["host"]
+            .as_str()
+            .is_some_and(|m| m.contains("cannot be verified")),
+        "{}",
+        r.1
+    );
+    svc(
+        "good-ip",
+        format!("https://127.0.0.1:{good}"),
+        json!({ "tls_verify": false }),
+    );
+    svc(
+        "plain",
+        format!("http://127.0.0.1:{}", g.upstream),
+        json!({}),
+    );
+    prometheus_everywhere(&g);
+    settle(&g);
+
+    // TLS, SNI and the certificate checked against the service's host.
+    let r = request(
+        g.proxy,
+        "GET",
+        "/good/x?q=1",
+        &[("Authorization", "Bearer s3cret")],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.text(),
+        format!(
+            "tls https=on sni=localhost host=localhost:{good} auth=Bearer s3cret uri=/in/x?q=1\n"
+        )
+    );
+    // An address as the host: TLS without SNI (RFC 6066).
+    let r = request(g.proxy, "GET", "/good-ip", &[], b"");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().starts_with("tls https=on sni= "), "{}", r.text());
+    // An untrusted certificate: 502, and the upstream never sees the request.
+    let r = request(
+        g.proxy,
+        "GET",
+        "/rogue",
+        &[("Authorization", "Bearer s3cret")],
+        b"",
+    );
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert!(!r.text().contains("s3cret"));
+    let rogue_log = std::fs::read_to_string(p.join("logs/rogue.log")).unwrap_or_default();
+    assert!(rogue_log.is_empty(), "the rogue upstream got: {rogue_log}");
+    assert!(
+        g.nginx
+            .error_log()
+            .contains("upstream SSL certificate verify error"),
+        "{}",
+        g.nginx.error_log()
+    );
+    // tls_verify false: still TLS, not verified.
+    let r = request(g.proxy, "GET", "/rogue-trusted", &[], b"");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        r.text().starts_with("rogue tls https=on sni=localhost "),
+        "{}",
+        r.text()
+    );
+    // Plain http services are unchanged.
+    assert_eq!(
+        get(g.proxy, "/plain").text(),
+        "hello from the demo upstream\n"
+    );
+
+    let (_, s) = scrape(g.metrics, "/metrics");
+    for (svc, code, source) in [
+        ("good", "200", "service"),
+        ("good-ip", "200", "service"),
+        ("rogue", "502", "gateway"),
+        ("rogue-trusted", "200", "service"),
+        ("plain", "200", "service"),
+    ] {
+        assert_eq!(
+            requests(&s, svc, svc, code, source, ""),
+            Some(1.0),
+            "{svc} {code} {source}"
+        );
+    }
+    assert_eq!(
+        value(
+            &s,
+            "gateway_upstream_latency_seconds_count",
+            &[("service", "good"), ("route", "good")]
+        ),
+        Some(1.0)
+    );
+    assert!(value(
+        &s,
+        "gateway_bandwidth_bytes_total",
+        &[
+            ("service", "good"),
+            ("route", "good"),
+            ("direction", "egress"),
+            ("consumer", "")
+        ]
+    )
+    .is_some_and(|b| b > 0.0));
+    assert!(
+        g.nginx.errors().iter().all(|e| !e.contains("lua")),
+        "{:?}",
+        g.nginx.errors()
+    );
+}
+
+#[test]
+fn tls_fields_kong_has_and_the_gateway_cannot_honour_are_refused() {
+    let g = start_gateway("gateway-tls-fields", &[]);
+    let post = |body: serde_json::Value| admin(g.admin, "POST", "/services", Some(body));
+    let refused = |r: (u16, serde_json::Value), field: &str, why: &str| {
+        assert_eq!(r.0, 400, "{}", r.1);
+        let msg = r.1["fields"][field]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(msg.contains(why), "{field}: {}", r.1);
+    };
+    refused(
+        post(json!({ "url": "https://a.test", "tls_verify_depth": 2 })),
+        "tls_verify_depth",
+        "not supported",
+    );
+    refused(
+        post(
+            json!({ "url": "https://a.test", "ca_certificates": ["4e3ad2e4-0bc4-4638-8e34-c84a417ba39b"] }),
+        ),
+        "ca_certificates",
+        "not supported",
+    );
+    refused(
+        post(json!({ "url": "http://a.test", "tls_verify": true })),
+        "tls_verify",
+        "only for protocol 'https'",
+    );
+    refused(
+        post(json!({ "url": "https://a.test", "tls_verify": "maybe" })),
+        "tls_verify",
+        "boolean",
+    );
+    let s = created(post(
+        json!({ "name": "s", "url": "https://a.test", "tls_verify": false, "ca_certificates": [] }),
+    ));
+    assert_eq!(s["protocol"], "https");
+    assert_eq!(s["port"], 443);
+    assert_eq!(s["tls_verify"], false);
+    // Changing the protocol leaves tls_verify meaningless: refused, not ignored.
+    refused(
+        admin(
+            g.admin,
+            "PATCH",
+            "/services/s",
+            Some(json!({ "protocol": "http" })),
+        ),
+        "tls_verify",
+        "only for protocol 'https'",
+    );
+    ok(admin(
+        g.admin,
+        "PATCH",
+        "/services/s",
+        Some(json!({ "protocol": "http", "port": 80, "tls_verify": null })),
+    ));
+}

@@ -173,6 +173,32 @@ local function safe_args(args)
     return (args:gsub("[%c ]", escape_byte))
 end
 
+--------------------------------------------------------------------------------
+-- https services are proxied from their own locations (nginx's TLS verification
+-- settings are per location): the request jumps there with ngx.exec, which starts
+-- a fresh ngx.ctx, so the context waits here under a number kept in a variable
+-- until `resume` takes it back, in the same pass through nginx's phases.
+
+local stashed, last_ref = {}, 0
+
+local function jump(ctx, location)
+    last_ref = last_ref % 1073741824 + 1
+    stashed[last_ref] = ctx
+    ngx.var.gateway_ctx_ref = last_ref
+    return ngx.exec(location)
+end
+
+function _M.resume()
+    local ref = tonumber(ngx.var.gateway_ctx_ref)
+    local ctx = ref and stashed[ref]
+    if not ctx then
+        ngx.log(ngx.ERR, "gateway: an https location was entered without a routed request")
+        return ngx.exit(500)
+    end
+    stashed[ref] = nil
+    ngx.ctx = ctx
+end
+
 function _M.access()
     local ctx = ngx.ctx
     local snapshot = current.snapshot
@@ -228,6 +254,11 @@ function _M.access()
     end
     local upstream = snapshot.by_name.upstreams and snapshot.by_name.upstreams[service.host]
     ctx.upstream = upstream
+    if service.protocol == "https" then
+        -- Kong's choice: the name the client asked for when the Host is preserved.
+        ngx.var.upstream_sni = (route.preserve_host and host ~= "") and host or service.host
+        return jump(ctx, service.tls_verify == false and "@https_unverified" or "@https")
+    end
 end
 
 function _M.balancer()
