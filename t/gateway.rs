@@ -1451,3 +1451,67 @@ fn tls_fields_kong_has_and_the_gateway_cannot_honour_are_refused() {
         Some(json!({ "protocol": "http", "port": 80, "tls_verify": null })),
     ));
 }
+
+#[test]
+fn ip_restriction_reads_ipv4_mapped_rules_as_ipv4() {
+    // The proxy also on a dual-stack socket: IPv4 clients there are ::ffff:a.b.c.d.
+    let p = prefix("iprestrict-mapped");
+    let (conf, [proxy, admin_port, metrics, upstream]) = render_gateway(&p, &[]);
+    let dual = free_port();
+    let listen = format!("listen 127.0.0.1:{proxy};");
+    assert!(conf.contains(&listen));
+    let conf = conf.replacen(
+        &listen,
+        &format!("{listen}\n        listen [::ffff:127.0.0.1]:{dual} ipv6only=off;"),
+        1,
+    );
+    let g = Gateway {
+        nginx: Nginx::start_with(p, conf),
+        proxy,
+        admin: admin_port,
+        metrics,
+        upstream,
+    };
+    service(&g, "demo", &format!("http://127.0.0.1:{}", g.upstream));
+    for (path, config) in [
+        ("/deny-mapped", json!({ "deny": ["::ffff:127.0.0.2"] })),
+        (
+            "/deny-mapped-net",
+            json!({ "deny": ["::ffff:127.0.0.0/120"] }),
+        ),
+        ("/allow-mapped", json!({ "allow": ["::ffff:127.0.0.3"] })),
+        ("/deny-all-v6", json!({ "deny": ["::/0"] })),
+        ("/deny-doc", json!({ "deny": ["2001:db8::/32"] })),
+    ] {
+        let r = route(&g, "demo", &path[1..], &[path]);
+        created(admin(
+            g.admin,
+            "POST",
+            &format!("/routes/{}/plugins", r["id"].as_str().unwrap()),
+            Some(json!({ "name": "ip-restriction", "config": config })),
+        ));
+    }
+    settle(&g);
+    let status = |from: &str, port: u16, path: &str| {
+        request_from(Some(from.parse().unwrap()), port, "GET", path, b"").status
+    };
+    for port in [g.proxy, dual] {
+        let socket = if port == dual { "dual-stack" } else { "IPv4" };
+        for (from, path, want) in [
+            ("127.0.0.2", "/deny-mapped", 403),
+            ("127.0.0.1", "/deny-mapped", 200),
+            ("127.0.0.9", "/deny-mapped-net", 403),
+            ("127.0.1.9", "/deny-mapped-net", 200),
+            ("127.0.0.3", "/allow-mapped", 200),
+            ("127.0.0.1", "/allow-mapped", 403),
+            ("127.0.0.1", "/deny-all-v6", 403),
+            ("127.0.0.1", "/deny-doc", 200),
+        ] {
+            assert_eq!(
+                status(from, port, path),
+                want,
+                "{from} on the {socket} socket, {path}"
+            );
+        }
+    }
+}
