@@ -1515,3 +1515,59 @@ fn ip_restriction_reads_ipv4_mapped_rules_as_ipv4() {
         }
     }
 }
+
+/// The pids of the gateway's per-worker Lua VM series, sorted.
+fn lua_vm_pids(g: &Gateway) -> Vec<u32> {
+    let (_, s) = scrape(g.metrics, "/metrics");
+    let mut pids: Vec<u32> = s
+        .iter()
+        .filter(|x| x.name == "gateway_memory_workers_lua_vms_bytes")
+        .filter_map(|x| x.labels.get("pid").and_then(|p| p.parse().ok()))
+        .collect();
+    pids.sort();
+    pids
+}
+
+/// Waits until the Lua VM series are exactly those of the running workers.
+fn lua_vm_series_follow_workers(g: &Gateway, what: &str) {
+    let mut last = (vec![], vec![]);
+    let settled = eventually(Duration::from_secs(10), || {
+        let mut workers = g.nginx.worker_pids();
+        workers.sort();
+        let series = lua_vm_pids(g);
+        let same = !workers.is_empty() && series == workers;
+        last = (workers, series);
+        same.then_some(())
+    });
+    assert!(
+        settled.is_some(),
+        "{what}: workers {:?}, series {:?}",
+        last.0,
+        last.1
+    );
+}
+
+#[test]
+fn retired_workers_lose_their_series() {
+    let g = start_gateway("gateway-worker-pids", &[]);
+    prometheus_everywhere(&g);
+    lua_vm_series_follow_workers(&g, "at start");
+    for i in 0..3 {
+        g.nginx.reload();
+        lua_vm_series_follow_workers(&g, &format!("after reload {}", i + 1));
+    }
+    let victim = g.nginx.worker_pids()[0];
+    g.nginx.kill_worker(victim);
+    lua_vm_series_follow_workers(&g, "after a worker crash");
+    // Fewer workers: the ids no longer started retire too.
+    let conf = std::fs::read_to_string(g.nginx.prefix.join("nginx.conf")).unwrap();
+    assert!(conf.contains("worker_processes 2;"));
+    std::fs::write(
+        g.nginx.prefix.join("nginx.conf"),
+        conf.replace("worker_processes 2;", "worker_processes 1;"),
+    )
+    .unwrap();
+    g.nginx.reload_to(1);
+    lua_vm_series_follow_workers(&g, "after a reload to 1 worker");
+    assert_eq!(lua_vm_pids(&g).len(), 1);
+}
