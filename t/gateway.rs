@@ -1571,3 +1571,45 @@ fn retired_workers_lose_their_series() {
     lua_vm_series_follow_workers(&g, "after a reload to 1 worker");
     assert_eq!(lua_vm_pids(&g).len(), 1);
 }
+
+#[test]
+fn https_only_routes_are_not_served_over_cleartext() {
+    let echo = Echo::start();
+    let g = start_gateway("routing-protocols", &[]);
+    service(&g, "echo", &echo.url());
+    for (name, protocols) in [("secure", json!(["https"])), ("plain", json!(["http"]))] {
+        created(admin(
+            g.admin,
+            "POST",
+            "/services/echo/routes",
+            Some(json!({ "name": name, "paths": [format!("/{name}")], "protocols": protocols })),
+        ));
+    }
+    created(admin(
+        g.admin,
+        "POST",
+        "/plugins",
+        Some(json!({ "name": "prometheus", "config": { "status_code_metrics": true } })),
+    ));
+    settle(&g);
+    let r = request(
+        g.proxy,
+        "GET",
+        "/secure",
+        &[("Authorization", "Bearer s3cret")],
+        b"",
+    );
+    assert_eq!(r.status, 426, "{}", r.text());
+    assert!(r.text().contains("Please use HTTPS protocol"));
+    assert_eq!(r.header("upgrade"), Some("TLS/1.2, HTTP/1.1"));
+    assert_eq!(request(g.proxy, "GET", "/plain", &[], b"").status, 200);
+    let (_, s) = scrape(g.metrics, "/metrics");
+    assert_eq!(
+        requests(&s, "echo", "secure", "426", "gateway", ""),
+        Some(1.0)
+    );
+    assert_eq!(
+        requests(&s, "echo", "plain", "200", "service", ""),
+        Some(1.0)
+    );
+}

@@ -173,6 +173,15 @@ local function safe_args(args)
     return (args:gsub("[%c ]", escape_byte))
 end
 
+-- Whether a route's `protocols` (unset: http and https) take a request's scheme.
+local function accepts_scheme(protocols, scheme)
+    if not protocols then return true end
+    for i = 1, #protocols do
+        if protocols[i] == scheme then return true end
+    end
+    return false
+end
+
 --------------------------------------------------------------------------------
 -- https services are proxied from their own locations (nginx's TLS verification
 -- settings are per location): the request jumps there with ngx.exec, which starts
@@ -221,6 +230,12 @@ function _M.access()
     ctx.service = service
     ctx.route_label = route.name or route.id
     ctx.service_label = service and (service.name or service.id) or ""
+    -- A route for https only is not served over cleartext (Kong's 426).
+    if not accepts_scheme(route.protocols, ngx.var.scheme) then
+        ctx.exit_status = 426
+        ngx.header["Upgrade"] = "TLS/1.2, HTTP/1.1"
+        return exit_json(426, "Please use HTTPS protocol")
+    end
     local route_id, service_id = route.id, service and service.id
     for _, plugin in ipairs(current.access_plugins) do
         local p = resolve(plugin.name, route_id, service_id, nil)
