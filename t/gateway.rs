@@ -1316,6 +1316,9 @@ fn https_services_are_proxied_over_verified_tls() {
             "tls https=on sni=localhost host=localhost:{good} auth=Bearer s3cret uri=/in/x?q=1\n"
         )
     );
+    let r = post(g.proxy, "/good/body", b"payload");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("https=on"), "{}", r.text());
     // An address as the host: TLS without SNI (RFC 6066).
     let r = request(g.proxy, "GET", "/good-ip", &[], b"");
     assert_eq!(r.status, 200, "{}", r.text());
@@ -1355,7 +1358,6 @@ fn https_services_are_proxied_over_verified_tls() {
 
     let (_, s) = scrape(g.metrics, "/metrics");
     for (svc, code, source) in [
-        ("good", "200", "service"),
         ("good-ip", "200", "service"),
         ("rogue", "502", "gateway"),
         ("rogue-trusted", "200", "service"),
@@ -1368,12 +1370,16 @@ fn https_services_are_proxied_over_verified_tls() {
         );
     }
     assert_eq!(
+        requests(&s, "good", "good", "200", "service", ""),
+        Some(2.0)
+    );
+    assert_eq!(
         value(
             &s,
             "gateway_upstream_latency_seconds_count",
             &[("service", "good"), ("route", "good")]
         ),
-        Some(1.0)
+        Some(2.0)
     );
     assert!(value(
         &s,
