@@ -398,7 +398,7 @@ end
 
 local state = ngx.shared.gateway_state
 local RETIRED = "retired_worker_pids"
-local RETIRE_SWEEP = 30
+local RETIRE_SWEEP = 10
 
 local function retire(pid)
     state:rpush(RETIRED, pid .. " " .. (ngx.now() + RETIRE_SWEEP))
