@@ -12,7 +12,7 @@ PKGS=(nginx libnginx-mod-http-lua libnginx-mod-http-ndk lua-resty-core lua-resty
       nginx-dev libclang-dev libpcre2-dev libssl-dev zlib1g-dev libluajit2-5.1-common
       build-essential pkg-config curl ca-certificates)
 if [ "$ROLE" = test ]; then
-  # openssl: t/push.rs makes a throwaway CA and server certificate for its https tests.
+  # openssl: t/push.rs and t/gateway.rs make a throwaway CA and server certificate for their https tests.
   # lua-busted and luajit2 (OpenResty's LuaJIT branch, as Debian's nginx links): make lua-unit.
   PKGS+=(prometheus prometheus-pushgateway wrk python3-pip openssl iproute2 valgrind lua-busted luajit2)
 fi

@@ -942,3 +942,680 @@ fn the_request_path_compiles() {
     )
     .is_some_and(|n| n >= 1500.0));
 }
+
+/// An upstream that answers every request with the request head it received, so a
+/// test sees exactly what the gateway forwarded (headers, query, Host).
+struct Echo {
+    port: u16,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Echo {
+    fn start() -> Echo {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        listener.set_nonblocking(true).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((mut s, _)) => {
+                        s.set_nonblocking(false).unwrap();
+                        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                        let mut head = Vec::new();
+                        let mut buf = [0u8; 4096];
+                        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match s.read(&mut buf) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => head.extend_from_slice(&buf[..n]),
+                            }
+                        }
+                        let reply = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                            head.len()
+                        );
+                        let _ = s.write_all(reply.as_bytes());
+                        let _ = s.write_all(&head);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Echo {
+            port,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The header lines (lowercased names) of an echoed request head.
+fn echoed_headers(head: &str) -> Vec<(String, String)> {
+    head.lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect()
+}
+
+#[test]
+fn hosts_match_as_nginx_host_means_them() {
+    let echo = Echo::start();
+    let g = start_gateway("routing-host-forms", &[]);
+    service(&g, "echo", &echo.url());
+    // The guarded route: host-bound, behind key-auth; the open one: same path, any host.
+    let guarded = created(admin(
+        g.admin,
+        "POST",
+        "/services/echo/routes",
+        Some(
+            json!({ "name": "guarded", "paths": ["/x"], "hosts": ["api.example.com"], "preserve_host": true }),
+        ),
+    ));
+    created(admin(
+        g.admin,
+        "POST",
+        &format!("/routes/{}/plugins", guarded["id"].as_str().unwrap()),
+        Some(json!({ "name": "key-auth" })),
+    ));
+    created(admin(
+        g.admin,
+        "POST",
+        "/services/echo/routes",
+        Some(json!({ "name": "open", "paths": ["/x"] })),
+    ));
+    created(admin(
+        g.admin,
+        "POST",
+        "/consumers",
+        Some(json!({ "username": "alice" })),
+    ));
+    created(admin(
+        g.admin,
+        "POST",
+        "/consumers/alice/key-auth",
+        Some(json!({ "key": "alice-key" })),
+    ));
+    created(admin(
+        g.admin,
+        "POST",
+        "/plugins",
+        Some(json!({ "name": "prometheus", "config": { "status_code_metrics": true } })),
+    ));
+    settle(&g);
+    // Every spelling of the host nginx's $host reduces to api.example.com.
+    for host in [
+        "api.example.com",
+        "API.Example.COM",
+        "api.example.com.",
+        "api.example.com:",
+        "api.example.com:8000",
+        "api.example.com.:8000",
+    ] {
+        let r = request(g.proxy, "GET", "/x", &[("Host", host)], b"");
+        assert_eq!(r.status, 401, "Host: {host} must reach the guarded route");
+    }
+    // An absolute request URI's host wins over the Host header (RFC 9112 3.2.2).
+    let raw = exchange(
+        g.proxy,
+        b"GET http://api.example.com/x HTTP/1.1\r\nHost: other.test\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(parse_response(&raw).status, 401);
+    let raw = exchange(
+        g.proxy,
+        b"GET http://other.test/x HTTP/1.1\r\nHost: api.example.com\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(
+        parse_response(&raw).status,
+        200,
+        "the URI's host is not guarded"
+    );
+    // Authenticated, preserve_host: the upstream gets the Host that was routed on.
+    let raw = exchange(
+        g.proxy,
+        b"GET http://api.example.com/x HTTP/1.1\r\nHost: other.test\r\napikey: alice-key\r\nConnection: close\r\n\r\n",
+    );
+    let r = parse_response(&raw);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let forwarded = echoed_headers(&r.text());
+    assert!(
+        forwarded.contains(&("host".into(), "api.example.com".into())),
+        "{forwarded:?}"
+    );
+    let r = request(
+        g.proxy,
+        "GET",
+        "/x",
+        &[("Host", "API.example.com:8000"), ("apikey", "alice-key")],
+        b"",
+    );
+    assert_eq!(r.status, 200);
+    assert!(
+        echoed_headers(&r.text()).contains(&("host".into(), "API.example.com:8000".into())),
+        "preserve_host keeps the client's own Host header: {}",
+        r.text()
+    );
+    let (_, s) = scrape(g.metrics, "/metrics");
+    assert_eq!(
+        requests(&s, "echo", "guarded", "401", "gateway", ""),
+        Some(7.0)
+    );
+    assert_eq!(
+        requests(&s, "echo", "guarded", "200", "service", ""),
+        Some(2.0)
+    );
+    assert_eq!(
+        requests(&s, "echo", "open", "200", "service", ""),
+        Some(1.0)
+    );
+}
+
+#[test]
+fn hide_credentials_removes_every_spelling_of_the_key() {
+    let echo = Echo::start();
+    let g = start_gateway("key-auth-hide", &[]);
+    service(&g, "echo", &echo.url());
+    let r = route(&g, "echo", "r", &["/"]);
+    created(admin(
+        g.admin,
+        "POST",
+        &format!("/routes/{}/plugins", r["id"].as_str().unwrap()),
+        Some(
+            json!({ "name": "key-auth", "config": { "key_names": ["api_key", "apikey"], "hide_credentials": true } }),
+        ),
+    ));
+    created(admin(
+        g.admin,
+        "POST",
+        "/consumers",
+        Some(json!({ "username": "alice" })),
+    ));
+    created(admin(
+        g.admin,
+        "POST",
+        "/consumers/alice/key-auth",
+        Some(json!({ "key": "alice-key" })),
+    ));
+    settle(&g);
+    let leaks = |head: &str| -> Vec<String> {
+        let lower = head.to_ascii_lowercase();
+        ["alice-key", "api-key", "api_key", "apikey", "other-key"]
+            .iter()
+            .filter(|w| lower.contains(*w))
+            .map(|w| w.to_string())
+            .collect()
+    };
+    // `api_key` is read from the header `api-key`; the header goes in every case and
+    // repetition, and so does the other key name's.
+    let r = request(
+        g.proxy,
+        "GET",
+        "/h?keep=1",
+        &[
+            ("api-key", "alice-key"),
+            ("API-Key", "other-key"),
+            ("ApiKey", "other-key"),
+            ("X-Kept", "yes"),
+        ],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(leaks(&r.text()).is_empty(), "leaked: {}", r.text());
+    assert!(
+        r.text().starts_with("GET /h?keep=1 HTTP/1.1\r\n"),
+        "{}",
+        r.text()
+    );
+    assert!(r.text().contains("X-Kept: yes"), "{}", r.text());
+    // In the query: every occurrence and escaped spelling of every key name goes; the
+    // other arguments stay byte for byte.
+    let r = request(
+        g.proxy,
+        "GET",
+        "/q?a=%41&apikey=other-key&api_key=alice-key&api%5Fkey=other-key&apikey=x&b=2",
+        &[],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        r.text().starts_with("GET /q?a=%41&b=2 HTTP/1.1\r\n"),
+        "{}",
+        r.text()
+    );
+    assert!(leaks(&r.text()).is_empty(), "leaked: {}", r.text());
+    // Nothing left of the query: no dangling "?".
+    let r = request(g.proxy, "GET", "/q?apikey=alice-key", &[], b"");
+    assert!(r.text().starts_with("GET /q HTTP/1.1\r\n"), "{}", r.text());
+    // Found in a header, also given in the query: both go.
+    let r = request(
+        g.proxy,
+        "GET",
+        "/q?api_key=alice-key",
+        &[("api-key", "alice-key")],
+        b"",
+    );
+    assert_eq!(r.status, 200);
+    assert!(leaks(&r.text()).is_empty(), "leaked: {}", r.text());
+    assert_eq!(request(g.proxy, "GET", "/q", &[], b"").status, 401);
+}
+
+/// The gateway with two TLS-only upstreams in the same nginx: `good` has a
+/// certificate from the CA the gateway trusts (for localhost and 127.0.0.1), `rogue`
+/// one from a CA it does not know; each echoes what TLS and the request told it, and
+/// `rogue` logs every request it gets.
+fn tls_gateway(name: &str) -> (Gateway, u16, u16, std::path::PathBuf) {
+    let p = prefix(name);
+    let ca = Ca::new(&p);
+    let rogue = Ca::new(&p.join("rogue"));
+    let (good_port, rogue_port) = (free_port(), free_port());
+    let (conf, [proxy, admin_port, metrics, upstream]) = render_gateway(&p, &[]);
+    let bundle = "proxy_ssl_trusted_certificate /etc/ssl/certs/ca-certificates.crt;";
+    assert!(conf.contains(bundle));
+    let conf = conf.replace(
+        bundle,
+        &format!("proxy_ssl_trusted_certificate {};", ca.cert.display()),
+    );
+    let echo = "tls https=$https sni=$ssl_server_name host=$http_host auth=$http_authorization uri=$request_uri\\n";
+    let servers = format!(
+        "server {{\n listen 127.0.0.1:{good_port} ssl;\n ssl_certificate {};\n ssl_certificate_key {};\n \
+         location / {{ default_type text/plain; return 200 \"{echo}\"; }}\n}}\n\
+         server {{\n listen 127.0.0.1:{rogue_port} ssl;\n ssl_certificate {};\n ssl_certificate_key {};\n \
+         access_log {}/logs/rogue.log;\n \
+         location / {{ default_type text/plain; return 200 \"rogue {echo}\"; }}\n}}\n\
+         # Metrics, on their own port",
+        ca.server_cert.display(),
+        ca.server_key.display(),
+        rogue.server_cert.display(),
+        rogue.server_key.display(),
+        p.display(),
+    );
+    let conf = conf.replacen("# Metrics, on their own port", &servers, 1);
+    let g = Gateway {
+        nginx: Nginx::start_with(p.clone(), conf),
+        proxy,
+        admin: admin_port,
+        metrics,
+        upstream,
+    };
+    (g, good_port, rogue_port, p)
+}
+
+#[test]
+fn https_services_are_proxied_over_verified_tls() {
+    let (g, good, rogue, p) = tls_gateway("gateway-tls");
+    let svc = |name: &str, url: String, extra: serde_json::Value| {
+        let mut body = json!({ "name": name, "url": url });
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        created(admin(g.admin, "POST", "/services", Some(body)));
+        route(&g, name, name, &[&format!("/{name}")]);
+    };
+    svc("good", format!("https://localhost:{good}/in"), json!({}));
+    svc("rogue", format!("https://localhost:{rogue}"), json!({}));
+    svc(
+        "rogue-trusted",
+        format!("https://localhost:{rogue}"),
+        json!({ "tls_verify": false }),
+    );
+    // nginx verifies DNS names only: an address with verification is refused.
+    let r = admin(
+        g.admin,
+        "POST",
+        "/services",
+        Some(json!({ "url": format!("https://127.0.0.1:{good}") })),
+    );
+    assert_eq!(r.0, 400, "{}", r.1);
+    assert!(
+        r.1["fields"]["host"]
+            .as_str()
+            .is_some_and(|m| m.contains("cannot be verified")),
+        "{}",
+        r.1
+    );
+    svc(
+        "good-ip",
+        format!("https://127.0.0.1:{good}"),
+        json!({ "tls_verify": false }),
+    );
+    svc(
+        "plain",
+        format!("http://127.0.0.1:{}", g.upstream),
+        json!({}),
+    );
+    prometheus_everywhere(&g);
+    settle(&g);
+
+    // TLS, SNI and the certificate checked against the service's host.
+    let r = request(
+        g.proxy,
+        "GET",
+        "/good/x?q=1",
+        &[("Authorization", "Bearer s3cret")],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.text(),
+        format!(
+            "tls https=on sni=localhost host=localhost:{good} auth=Bearer s3cret uri=/in/x?q=1\n"
+        )
+    );
+    let r = post(g.proxy, "/good/body", b"payload");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("https=on"), "{}", r.text());
+    // An address as the host: TLS without SNI (RFC 6066).
+    let r = request(g.proxy, "GET", "/good-ip", &[], b"");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().starts_with("tls https=on sni= "), "{}", r.text());
+    // An untrusted certificate: 502, and the upstream never sees the request.
+    let r = request(
+        g.proxy,
+        "GET",
+        "/rogue",
+        &[("Authorization", "Bearer s3cret")],
+        b"",
+    );
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert!(!r.text().contains("s3cret"));
+    let rogue_log = std::fs::read_to_string(p.join("logs/rogue.log")).unwrap_or_default();
+    assert!(rogue_log.is_empty(), "the rogue upstream got: {rogue_log}");
+    assert!(
+        g.nginx
+            .error_log()
+            .contains("upstream SSL certificate verify error"),
+        "{}",
+        g.nginx.error_log()
+    );
+    // tls_verify false: still TLS, not verified.
+    let r = request(g.proxy, "GET", "/rogue-trusted", &[], b"");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        r.text().starts_with("rogue tls https=on sni=localhost "),
+        "{}",
+        r.text()
+    );
+    // Plain http services are unchanged.
+    assert_eq!(
+        get(g.proxy, "/plain").text(),
+        "hello from the demo upstream\n"
+    );
+
+    let (_, s) = scrape(g.metrics, "/metrics");
+    for (svc, code, source) in [
+        ("good-ip", "200", "service"),
+        ("rogue", "502", "gateway"),
+        ("rogue-trusted", "200", "service"),
+        ("plain", "200", "service"),
+    ] {
+        assert_eq!(
+            requests(&s, svc, svc, code, source, ""),
+            Some(1.0),
+            "{svc} {code} {source}"
+        );
+    }
+    assert_eq!(
+        requests(&s, "good", "good", "200", "service", ""),
+        Some(2.0)
+    );
+    assert_eq!(
+        value(
+            &s,
+            "gateway_upstream_latency_seconds_count",
+            &[("service", "good"), ("route", "good")]
+        ),
+        Some(2.0)
+    );
+    assert!(value(
+        &s,
+        "gateway_bandwidth_bytes_total",
+        &[
+            ("service", "good"),
+            ("route", "good"),
+            ("direction", "egress"),
+            ("consumer", "")
+        ]
+    )
+    .is_some_and(|b| b > 0.0));
+    assert!(
+        g.nginx.errors().iter().all(|e| !e.contains("lua")),
+        "{:?}",
+        g.nginx.errors()
+    );
+}
+
+#[test]
+fn tls_fields_kong_has_and_the_gateway_cannot_honour_are_refused() {
+    let g = start_gateway("gateway-tls-fields", &[]);
+    let post = |body: serde_json::Value| admin(g.admin, "POST", "/services", Some(body));
+    let refused = |r: (u16, serde_json::Value), field: &str, why: &str| {
+        assert_eq!(r.0, 400, "{}", r.1);
+        let msg = r.1["fields"][field]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(msg.contains(why), "{field}: {}", r.1);
+    };
+    refused(
+        post(json!({ "url": "https://a.test", "tls_verify_depth": 2 })),
+        "tls_verify_depth",
+        "not supported",
+    );
+    refused(
+        post(
+            json!({ "url": "https://a.test", "ca_certificates": ["4e3ad2e4-0bc4-4638-8e34-c84a417ba39b"] }),
+        ),
+        "ca_certificates",
+        "not supported",
+    );
+    refused(
+        post(json!({ "url": "http://a.test", "tls_verify": true })),
+        "tls_verify",
+        "only for protocol 'https'",
+    );
+    refused(
+        post(json!({ "url": "https://a.test", "tls_verify": "maybe" })),
+        "tls_verify",
+        "boolean",
+    );
+    let s = created(post(
+        json!({ "name": "s", "url": "https://a.test", "tls_verify": false, "ca_certificates": [] }),
+    ));
+    assert_eq!(s["protocol"], "https");
+    assert_eq!(s["port"], 443);
+    assert_eq!(s["tls_verify"], false);
+    // Changing the protocol leaves tls_verify meaningless: refused, not ignored.
+    refused(
+        admin(
+            g.admin,
+            "PATCH",
+            "/services/s",
+            Some(json!({ "protocol": "http" })),
+        ),
+        "tls_verify",
+        "only for protocol 'https'",
+    );
+    ok(admin(
+        g.admin,
+        "PATCH",
+        "/services/s",
+        Some(json!({ "protocol": "http", "port": 80, "tls_verify": null })),
+    ));
+}
+
+#[test]
+fn ip_restriction_reads_ipv4_mapped_rules_as_ipv4() {
+    // The proxy also on a dual-stack socket: IPv4 clients there are ::ffff:a.b.c.d.
+    let p = prefix("iprestrict-mapped");
+    let (conf, [proxy, admin_port, metrics, upstream]) = render_gateway(&p, &[]);
+    let dual = free_port();
+    let listen = format!("listen 127.0.0.1:{proxy};");
+    assert!(conf.contains(&listen));
+    let conf = conf.replacen(
+        &listen,
+        &format!("{listen}\n        listen [::ffff:127.0.0.1]:{dual} ipv6only=off;"),
+        1,
+    );
+    let g = Gateway {
+        nginx: Nginx::start_with(p, conf),
+        proxy,
+        admin: admin_port,
+        metrics,
+        upstream,
+    };
+    service(&g, "demo", &format!("http://127.0.0.1:{}", g.upstream));
+    for (path, config) in [
+        ("/deny-mapped", json!({ "deny": ["::ffff:127.0.0.2"] })),
+        (
+            "/deny-mapped-net",
+            json!({ "deny": ["::ffff:127.0.0.0/120"] }),
+        ),
+        ("/allow-mapped", json!({ "allow": ["::ffff:127.0.0.3"] })),
+        ("/deny-all-v6", json!({ "deny": ["::/0"] })),
+        ("/deny-doc", json!({ "deny": ["2001:db8::/32"] })),
+    ] {
+        let r = route(&g, "demo", &path[1..], &[path]);
+        created(admin(
+            g.admin,
+            "POST",
+            &format!("/routes/{}/plugins", r["id"].as_str().unwrap()),
+            Some(json!({ "name": "ip-restriction", "config": config })),
+        ));
+    }
+    settle(&g);
+    let status = |from: &str, port: u16, path: &str| {
+        request_from(Some(from.parse().unwrap()), port, "GET", path, b"").status
+    };
+    for port in [g.proxy, dual] {
+        let socket = if port == dual { "dual-stack" } else { "IPv4" };
+        for (from, path, want) in [
+            ("127.0.0.2", "/deny-mapped", 403),
+            ("127.0.0.1", "/deny-mapped", 200),
+            ("127.0.0.9", "/deny-mapped-net", 403),
+            ("127.0.1.9", "/deny-mapped-net", 200),
+            ("127.0.0.3", "/allow-mapped", 200),
+            ("127.0.0.1", "/allow-mapped", 403),
+            ("127.0.0.1", "/deny-all-v6", 403),
+            ("127.0.0.1", "/deny-doc", 200),
+        ] {
+            assert_eq!(
+                status(from, port, path),
+                want,
+                "{from} on the {socket} socket, {path}"
+            );
+        }
+    }
+}
+
+/// The pids of the gateway's per-worker Lua VM series, sorted.
+fn lua_vm_pids(g: &Gateway) -> Vec<u32> {
+    let (_, s) = scrape(g.metrics, "/metrics");
+    let mut pids: Vec<u32> = s
+        .iter()
+        .filter(|x| x.name == "gateway_memory_workers_lua_vms_bytes")
+        .filter_map(|x| x.labels.get("pid").and_then(|p| p.parse().ok()))
+        .collect();
+    pids.sort();
+    pids
+}
+
+/// Waits until the Lua VM series are exactly those of the running workers.
+fn lua_vm_series_follow_workers(g: &Gateway, what: &str) {
+    let mut last = (vec![], vec![]);
+    let settled = eventually(Duration::from_secs(10), || {
+        let mut workers = g.nginx.worker_pids();
+        workers.sort();
+        let series = lua_vm_pids(g);
+        let same = !workers.is_empty() && series == workers;
+        last = (workers, series);
+        same.then_some(())
+    });
+    assert!(
+        settled.is_some(),
+        "{what}: workers {:?}, series {:?}",
+        last.0,
+        last.1
+    );
+}
+
+#[test]
+fn retired_workers_lose_their_series() {
+    let g = start_gateway("gateway-worker-pids", &[]);
+    prometheus_everywhere(&g);
+    lua_vm_series_follow_workers(&g, "at start");
+    for i in 0..3 {
+        g.nginx.reload();
+        lua_vm_series_follow_workers(&g, &format!("after reload {}", i + 1));
+    }
+    let victim = g.nginx.worker_pids()[0];
+    g.nginx.kill_worker(victim);
+    lua_vm_series_follow_workers(&g, "after a worker crash");
+    // Fewer workers: the ids no longer started retire too.
+    let conf = std::fs::read_to_string(g.nginx.prefix.join("nginx.conf")).unwrap();
+    assert!(conf.contains("worker_processes 2;"));
+    std::fs::write(
+        g.nginx.prefix.join("nginx.conf"),
+        conf.replace("worker_processes 2;", "worker_processes 1;"),
+    )
+    .unwrap();
+    g.nginx.reload_to(1);
+    lua_vm_series_follow_workers(&g, "after a reload to 1 worker");
+    assert_eq!(lua_vm_pids(&g).len(), 1);
+}
+
+#[test]
+fn https_only_routes_are_not_served_over_cleartext() {
+    let echo = Echo::start();
+    let g = start_gateway("routing-protocols", &[]);
+    service(&g, "echo", &echo.url());
+    for (name, protocols) in [("secure", json!(["https"])), ("plain", json!(["http"]))] {
+        created(admin(
+            g.admin,
+            "POST",
+            "/services/echo/routes",
+            Some(json!({ "name": name, "paths": [format!("/{name}")], "protocols": protocols })),
+        ));
+    }
+    created(admin(
+        g.admin,
+        "POST",
+        "/plugins",
+        Some(json!({ "name": "prometheus", "config": { "status_code_metrics": true } })),
+    ));
+    settle(&g);
+    let r = request(
+        g.proxy,
+        "GET",
+        "/secure",
+        &[("Authorization", "Bearer s3cret")],
+        b"",
+    );
+    assert_eq!(r.status, 426, "{}", r.text());
+    assert!(r.text().contains("Please use HTTPS protocol"));
+    assert_eq!(r.header("upgrade"), Some("TLS/1.2, HTTP/1.1"));
+    assert_eq!(request(g.proxy, "GET", "/plain", &[], b"").status, 200);
+    let (_, s) = scrape(g.metrics, "/metrics");
+    assert_eq!(
+        requests(&s, "echo", "secure", "426", "gateway", ""),
+        Some(1.0)
+    );
+    assert_eq!(
+        requests(&s, "echo", "plain", "200", "service", ""),
+        Some(1.0)
+    );
+}

@@ -154,9 +154,52 @@ local services = {
             { connect_timeout = TIMEOUT },
             { write_timeout = TIMEOUT },
             { read_timeout = TIMEOUT },
+            -- TLS to the service (protocol https only; nginx/gateway.conf @https).
+            { tls_verify = { type = "boolean",
+                description = "Verify the service's certificate (unset: verified; false: not)." } },
+            { tls_verify_depth = { type = "integer", between = { 0, 64 },
+                description = "Refused when set: the depth is proxy_ssl_verify_depth (4)." } },
+            { ca_certificates = { type = "array", len_max = 64, elements = { type = "string", uuid = true },
+                description = "Refused when not empty: there are no CA certificate entities." } },
             tags(),
         },
         shorthands = { url = expand_url },
+        entity_checks = function(service)
+            local errs
+            local function refuse(field, why)
+                errs = errs or {}
+                errs[field] = why
+            end
+            local depth, cas = service.tls_verify_depth, service.ca_certificates
+            local has_cas = cas ~= nil and cas ~= null and #cas > 0
+            if service.protocol ~= "https" then
+                if service.tls_verify ~= nil and service.tls_verify ~= null then
+                    refuse("tls_verify", "value must be null (only for protocol 'https')")
+                end
+                if depth ~= nil and depth ~= null then
+                    refuse("tls_verify_depth", "value must be null (only for protocol 'https')")
+                end
+                if has_cas then refuse("ca_certificates", "value must be null (only for protocol 'https')") end
+            else
+                -- nginx checks the certificate's DNS names only (X509_check_host): an
+                -- address would fail every handshake.
+                if service.tls_verify ~= false and type(service.host) == "string"
+                    and service.host:find("^%d+%.%d+%.%d+%.%d+$") then
+                    refuse("host", "an IP address cannot be verified against a certificate "
+                        .. "(nginx matches DNS names only): use a DNS name, or set tls_verify to false")
+                end
+                if depth ~= nil and depth ~= null then
+                    refuse("tls_verify_depth", "not supported: certificate chains are verified to "
+                        .. "depth 4 (proxy_ssl_verify_depth in nginx/gateway.conf)")
+                end
+                if has_cas then
+                    refuse("ca_certificates", "not supported: there are no CA certificate entities; "
+                        .. "certificates are verified against proxy_ssl_trusted_certificate in nginx/gateway.conf")
+                end
+            end
+            if errs then return nil, errs end
+            return true
+        end,
     },
     endpoint_key = "name",
 }

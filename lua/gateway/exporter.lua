@@ -25,7 +25,7 @@ local db = require "gateway.db"
 
 local C = ffi.C
 local get_request = base.get_request
-local tostring, pairs, ipairs = tostring, pairs, ipairs
+local tostring, tonumber, pairs, ipairs = tostring, tonumber, pairs, ipairs
 
 local request_facts = C.ngx_prom_request_facts
 local record_request = C.ngx_prom_record_request
@@ -390,11 +390,82 @@ function _M.configure(snapshot)
     _M.snapshot = snapshot
 end
 
+--------------------------------------------------------------------------------
+-- Series labelled by worker pid (`*_memory_workers_lua_vms_bytes{pid}`). A worker
+-- that is replaced (reload, crash) or no longer started (fewer workers) retires its
+-- pid, and its series are deleted: at once, then again every second for a while, in
+-- case the old worker refreshed once more before it learnt it was exiting.
+
+local state = ngx.shared.gateway_state
+local RETIRED = "retired_worker_pids"
+local RETIRE_SWEEP = 10
+
+local function retire(pid)
+    state:rpush(RETIRED, pid .. " " .. (ngx.now() + RETIRE_SWEEP))
+end
+
+-- Records this worker's pid under its id; the pid it replaces (and, in worker 0, the
+-- pids of ids the new worker count no longer has) retire.
+local function register_worker()
+    local id, pid = ngx.worker.id(), ngx.worker.pid()
+    if not id then return end
+    local key = "worker_pid|" .. id
+    local previous = state:get(key)
+    state:set(key, pid)
+    if previous and previous ~= pid then retire(previous) end
+    if id == 0 then
+        local count = ngx.worker.count()
+        for i = count, (state:get("worker_count") or 0) - 1 do
+            local gone = state:get("worker_pid|" .. i)
+            if gone then
+                retire(gone)
+                state:delete("worker_pid|" .. i)
+            end
+        end
+        state:set("worker_count", count)
+    end
+end
+
+-- The pid-labelled families of both namings and of every namespace in use.
+local function pid_families()
+    local names, seen = {}, {}
+    local confs = { { naming = "kong" }, { naming = "prometheus", namespace = "gateway" } }
+    for _, a in pairs(active) do confs[#confs + 1] = a.conf end
+    for _, c in ipairs(confs) do
+        for _, d in ipairs((descriptors(c))) do
+            if d.labels and d.labels[1] == "pid" and not seen[d.name] then
+                seen[d.name] = true
+                names[#names + 1] = d.name
+            end
+        end
+    end
+    return names
+end
+
+-- Worker 0, every second: deletes the series of retired pids, keeping each pid
+-- listed until its sweep time is over.
+local function sweep_retired()
+    local n = state:llen(RETIRED)
+    if not n or n == 0 then return end
+    local names, now = pid_families(), ngx.now()
+    for _ = 1, n do
+        local entry = state:lpop(RETIRED)
+        if not entry then break end
+        local pid, until_ = entry:match("^(%d+) (.+)$")
+        if pid then
+            zone:delete_labelled(names, { pid = pid })
+            if tonumber(until_) > now then state:rpush(RETIRED, entry) end
+        end
+    end
+end
+
 local DICTS = { "gateway_config", "gateway_state" }
 local HEALTH_STATES = { "healthy", "unhealthy", "dns_error", "healthchecks_off" }
 
 -- Each worker, every second: its own VM memory and timers, and the shared gauges.
 local function refresh(health)
+    -- A worker on its way out (reload) stops reporting: its pid is retired.
+    if ngx.worker.exiting() then return end
     local pid = tostring(ngx.worker.pid())
     local snapshot = _M.snapshot
     for _, a in pairs(active) do
@@ -452,11 +523,16 @@ local function mirror_errors()
 end
 
 function _M.init_worker(health)
+    register_worker()
     local ok, err = ngx.timer.every(1, function(premature)
         if premature then return end
         local fine, e = pcall(refresh, health)
         if not fine then prom.log_once("metrics refresh: " .. tostring(e)) end
         pcall(mirror_errors)
+        if ngx.worker.id() == 0 then
+            fine, e = pcall(sweep_retired)
+            if not fine then prom.log_once("retired workers' series: " .. tostring(e)) end
+        end
     end)
     if not ok then ngx.log(ngx.ERR, "gateway: cannot start the metrics timer: ", err) end
     -- A first refresh right away, so a scrape just after start sees the gauges.

@@ -1,7 +1,7 @@
 -- The gateway's phase handlers: thin, each hands over to the module that does the work.
 --   init (master)        db.configure: state file, declarative or seed file
 --   init_worker          db sync timer, proxy (router, balancer health, metric gauges)
---   access / balancer / log   proxy.*
+--   access / resume (https services) / balancer / log   proxy.*
 
 local _M = {}
 
@@ -48,6 +48,10 @@ end
 
 function _M.access()
     return require("gateway.proxy").access()
+end
+
+function _M.resume()
+    return require("gateway.proxy").resume()
 end
 
 function _M.balancer()

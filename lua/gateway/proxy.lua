@@ -173,6 +173,41 @@ local function safe_args(args)
     return (args:gsub("[%c ]", escape_byte))
 end
 
+-- Whether a route's `protocols` (unset: http and https) take a request's scheme.
+local function accepts_scheme(protocols, scheme)
+    if not protocols then return true end
+    for i = 1, #protocols do
+        if protocols[i] == scheme then return true end
+    end
+    return false
+end
+
+--------------------------------------------------------------------------------
+-- https services are proxied from their own locations (nginx's TLS verification
+-- settings are per location): the request jumps there with ngx.exec, which starts
+-- a fresh ngx.ctx, so the context waits here under a number kept in a variable
+-- until `resume` takes it back, in the same pass through nginx's phases.
+
+local stashed, last_ref = {}, 0
+
+local function jump(ctx, location)
+    last_ref = last_ref % 1073741824 + 1
+    stashed[last_ref] = ctx
+    ngx.var.gateway_ctx_ref = last_ref
+    return ngx.exec(location)
+end
+
+function _M.resume()
+    local ref = tonumber(ngx.var.gateway_ctx_ref)
+    local ctx = ref and stashed[ref]
+    if not ctx then
+        ngx.log(ngx.ERR, "gateway: an https location was entered without a routed request")
+        return ngx.exit(500)
+    end
+    stashed[ref] = nil
+    ngx.ctx = ctx
+end
+
 function _M.access()
     local ctx = ngx.ctx
     local snapshot = current.snapshot
@@ -182,7 +217,10 @@ function _M.access()
     end
     ctx.snapshot = snapshot
     local uri = ngx.var.uri
-    local route, prefix = current.router:match(ngx.req.get_method(), ngx.var.http_host, uri)
+    -- `$host`, not the Host header: nginx lowercases it, drops the port and a trailing
+    -- dot, and takes an absolute request URI's host over the header's (RFC 9112 3.2.2).
+    local host = ngx.var.host
+    local route, prefix = current.router:match(ngx.req.get_method(), host, uri)
     if not route then
         ctx.exit_status = 404
         return exit_json(404, "no Route matched with those values")
@@ -192,6 +230,12 @@ function _M.access()
     ctx.service = service
     ctx.route_label = route.name or route.id
     ctx.service_label = service and (service.name or service.id) or ""
+    -- A route for https only is not served over cleartext (Kong's 426).
+    if not accepts_scheme(route.protocols, ngx.var.scheme) then
+        ctx.exit_status = 426
+        ngx.header["Upgrade"] = "TLS/1.2, HTTP/1.1"
+        return exit_json(426, "Please use HTTPS protocol")
+    end
     local route_id, service_id = route.id, service and service.id
     for _, plugin in ipairs(current.access_plugins) do
         local p = resolve(plugin.name, route_id, service_id, nil)
@@ -208,9 +252,16 @@ function _M.access()
     if rest ~= "" and rest:sub(1, 1) ~= "/" then rest = "/" .. rest end
     local path = upstream_path(service.path, rest)
     local args = safe_args(ngx.var.args)
-    ngx.var.upstream_uri = args and (path .. "?" .. args) or path
+    ngx.var.upstream_uri = (args and args ~= "") and (path .. "?" .. args) or path
     if route.preserve_host then
-        ngx.var.upstream_host = ngx.var.http_host or service.host
+        -- The client's Host header (port included) when it names the host that was
+        -- routed on; else (an absolute request URI naming another host) that host.
+        local http_host = ngx.var.http_host
+        if http_host and router_mod.normalize_host(http_host) == host then
+            ngx.var.upstream_host = http_host
+        else
+            ngx.var.upstream_host = host ~= "" and host or service.host
+        end
     else
         local default_port = service.protocol == "https" and 443 or 80
         ngx.var.upstream_host = (service.port and service.port ~= default_port)
@@ -218,6 +269,11 @@ function _M.access()
     end
     local upstream = snapshot.by_name.upstreams and snapshot.by_name.upstreams[service.host]
     ctx.upstream = upstream
+    if service.protocol == "https" then
+        -- Kong's choice: the name the client asked for when the Host is preserved.
+        ngx.var.upstream_sni = (route.preserve_host and host ~= "") and host or service.host
+        return jump(ctx, service.tls_verify == false and "@https_unverified" or "@https")
+    end
 end
 
 function _M.balancer()

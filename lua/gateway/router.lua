@@ -38,8 +38,20 @@ local function add(list, c)
     end
 end
 
-local function add_for_host(bucket, h, c)
+-- A host as nginx's `$host` holds it: lowercased, without the port (even an empty
+-- one) or the trailing dot of a fully qualified name. Requests and route `hosts` are
+-- both compared in this form.
+local function normalize_host(h)
     h = lower(h)
+    local colon = find(h, ":%d*$")
+    if colon then h = sub(h, 1, colon - 1) end
+    if sub(h, -1) == "." then h = sub(h, 1, -2) end
+    return h
+end
+_M.normalize_host = normalize_host
+
+local function add_for_host(bucket, h, c)
+    h = normalize_host(h)
     local field = find(h, "*", 1, true) and "wildcard" or "exact"
     local map = bucket[field]
     if not map then
@@ -122,9 +134,11 @@ local function wildcard_match(wildcard, host, method)
 end
 
 -- The best route for a request, and the prefix it matched; nil when none does.
+-- `host` is best nginx's `$host` (the absolute request URI's host, else the Host
+-- header's); it is normalized again here for other callers.
 function Router:match(method, host, path)
     if host then
-        host = lower(host):gsub(":%d+$", "")
+        host = normalize_host(host)
     end
     local buckets, n = self.buckets, #path
     for _, len in ipairs(self.lengths) do

@@ -34,6 +34,24 @@ describe("gateway.entities", function()
         assert.same({ host = "invalid hostname: a b" }, errs)
     end)
 
+    it("takes the TLS fields it honours and names those it cannot", function()
+        local s = valid("services", { url = "https://localhost:8443", tls_verify = false })
+        assert.equal(false, s.tls_verify)
+        valid("services", { url = "https://api.test", ca_certificates = {} })
+        valid("services", { url = "https://127.0.0.1", tls_verify = false })
+        local function refused(input)
+            local _, errs = entities.validate("services", input)
+            assert.is_table(errs)
+            return errs
+        end
+        assert.matches("not supported", refused({ url = "https://api.test", tls_verify_depth = 3 }).tls_verify_depth)
+        assert.matches("not supported", refused({ url = "https://api.test",
+            ca_certificates = { "4e3ad2e4-0bc4-4638-8e34-c84a417ba39b" } }).ca_certificates)
+        assert.matches("only for protocol 'https'", refused({ url = "http://api.test", tls_verify = true }).tls_verify)
+        assert.matches("cannot be verified", refused({ url = "https://127.0.0.1" }).host)
+        assert.matches("cannot be verified", refused({ url = "https://127.0.0.1", tls_verify = true }).host)
+    end)
+
     it("needs a route to set methods, hosts or paths", function()
         local _, errs = entities.validate("routes", { name = "r" })
         assert.same({ ["@entity"] = {

@@ -58,6 +58,14 @@ describe("gateway.router", function()
     it("matches hosts case-insensitively and without the port", function()
         local r = build({ { name = "h", paths = { "/" }, hosts = { "A.Test" } } })
         assert.equal("h", name_of(r, "GET", "a.TEST:8000", "/"))
+        -- As nginx's $host: an empty port and the root's trailing dot go too.
+        assert.equal("h", name_of(r, "GET", "a.test:", "/"))
+        assert.equal("h", name_of(r, "GET", "a.test.", "/"))
+        assert.equal("h", name_of(r, "GET", "A.TEST.:80", "/"))
+        assert.is_nil(name_of(r, "GET", "a.test..", "/"))
+        -- A route host written with the trailing dot means the same host.
+        local dotted = build({ { name = "d", paths = { "/" }, hosts = { "a.test." } } })
+        assert.equal("d", name_of(dotted, "GET", "a.test", "/"))
     end)
 
     it("matches rightmost wildcards", function()

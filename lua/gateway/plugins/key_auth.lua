@@ -35,16 +35,35 @@ local function unauthorized(ctx, message)
     return false
 end
 
+-- Removes every key name from every place the key is looked for, in every spelling
+-- it would have been accepted under: a header is found case-insensitively, and a
+-- name with `_` also as the header with `-` (nginx drops header names with `_` unless
+-- `underscores_in_headers` is on, and a lookup of `api_key` finds `api-key`); all
+-- instances of a repeated header or query argument go.
+local function hide(conf)
+    for _, n in ipairs(conf.key_names) do
+        if conf.key_in_header then
+            ngx.req.clear_header(n)
+            local dashed = n:gsub("_", "-")
+            if dashed ~= n then ngx.req.clear_header(dashed) end
+        end
+        if conf.key_in_query then
+            local args = ngx.var.args
+            if args then ngx.req.set_uri_args(without_arg(args, n)) end
+        end
+    end
+end
+
 -- Sets ctx.consumer, or stops the request with 401.
 function _M.access(conf, ctx)
     local headers = conf.key_in_header and ngx.req.get_headers() or nil
     local args = conf.key_in_query and ngx.req.get_uri_args() or nil
-    local key, where, name
+    local key
     for _, n in ipairs(conf.key_names) do
-        local v = headers and headers[n]
-        if v then key, where, name = v, "header", n break end
-        v = args and args[n]
-        if v then key, where, name = v, "query", n break end
+        key = headers and headers[n]
+        if key then break end
+        key = args and args[n]
+        if key then break end
     end
     if type(key) == "table" then key = key[1] end
     if type(key) ~= "string" or key == "" then
@@ -55,13 +74,7 @@ function _M.access(conf, ctx)
         return unauthorized(ctx, "Invalid authentication credentials")
     end
     ctx.consumer = ctx.snapshot.consumers[credential.consumer.id]
-    if conf.hide_credentials then
-        if where == "header" then
-            ngx.req.clear_header(name)
-        else
-            ngx.req.set_uri_args(without_arg(ngx.var.args or "", name))
-        end
-    end
+    if conf.hide_credentials then hide(conf) end
     return true
 end
 
