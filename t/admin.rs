@@ -1175,3 +1175,276 @@ fn a_seed_file_is_loaded_once_then_the_state_wins() {
     expect(p, "GET", "/services/seeded", None, 404);
     let _ = std::fs::remove_dir_all(file.parent().unwrap());
 }
+
+/// A keep-alive connection that the given worker accepted (found by asking `HEAD /`,
+/// whose answer has no body, until that worker answers); None after 200 tries.
+fn connection_to_worker(port: u16, pid: u32) -> Option<std::net::TcpStream> {
+    use std::io::{Read, Write};
+    for _ in 0..200 {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        s.write_all(b"HEAD / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            if s.read(&mut byte).unwrap() == 0 {
+                break;
+            }
+            head.push(byte[0]);
+        }
+        let r = harness::parse_response(&head);
+        if r.header("x-gateway-worker") == Some(pid.to_string().as_str()) {
+            return Some(s);
+        }
+    }
+    None
+}
+
+/// The syscall `pid` is in, from /proc/<pid>/syscall (its number, or None).
+fn current_syscall(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/syscall")).ok()?;
+    text.split_whitespace().next()?.parse().ok()
+}
+
+#[cfg(target_arch = "x86_64")]
+const SYS_FSYNC: u64 = 74;
+#[cfg(target_arch = "aarch64")]
+const SYS_FSYNC: u64 = 82;
+
+/// Delays `pid`'s next fsync by `secs` seconds (strace injects it on entry, as a slow
+/// disk would): returns the strace child, attached.
+fn stall_next_fsync(pid: u32, secs: u32) -> std::process::Child {
+    let strace = Command::new("strace")
+        .args(["-qq", "-o", "/dev/null", "-e", "trace=fsync"])
+        .arg("-e")
+        .arg(format!(
+            "inject=fsync:delay_enter={}:when=1",
+            secs * 1_000_000
+        ))
+        .args(["-p", &pid.to_string()])
+        .spawn()
+        .expect("strace (scripts/setup.sh test installs it)");
+    let traced = harness::eventually(Duration::from_secs(10), || {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let tracer = status.lines().find(|l| l.starts_with("TracerPid:"))?;
+        (tracer.split_whitespace().nth(1)? != "0").then_some(())
+    });
+    assert!(traced.is_some(), "strace did not attach to {pid}");
+    strace
+}
+
+/// Sends a JSON PATCH on `conn` (closing it after) and returns a thread that reads
+/// the answer.
+fn patch_on(
+    mut conn: std::net::TcpStream,
+    path: &str,
+    body: &[u8],
+) -> std::thread::JoinHandle<Vec<u8>> {
+    use std::io::{Read, Write};
+    let mut raw = format!(
+        "PATCH {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    raw.extend_from_slice(body);
+    conn.write_all(&raw).unwrap();
+    std::thread::spawn(move || {
+        let mut raw = Vec::new();
+        let _ = conn.read_to_end(&mut raw);
+        raw
+    })
+}
+
+/// Waits until `pid` is inside fsync (its event loop stopped there).
+fn wait_in_fsync(pid: u32) {
+    let stalled = harness::eventually(Duration::from_secs(10), || {
+        (current_syscall(pid) == Some(SYS_FSYNC)).then_some(())
+    });
+    assert!(stalled.is_some(), "worker {pid} never reached its fsync");
+}
+
+#[test]
+fn a_stalled_state_write_loses_no_other_change() {
+    let gw = gateway("admin-stalled-fsync");
+    let p = gw.admin;
+    for name in ["alice", "bob"] {
+        expect(
+            p,
+            "POST",
+            "/consumers",
+            Some(json!({"username": name})),
+            201,
+        );
+    }
+    let workers = gw.nginx.worker_pids();
+    assert_eq!(workers.len(), 2);
+    let (slow, fast) = (workers[0], workers[1]);
+    let conn = connection_to_worker(p, slow).expect("no connection reached the worker");
+
+    // A slow disk under one worker: its next fsync takes 7 s, longer than any lease a
+    // writer's lock could have had.
+    let mut strace = stall_next_fsync(slow, 7);
+    let alice_answer = patch_on(conn, "/consumers/alice", br#"{"custom_id": "alice-2"}"#);
+    // The slow worker's event loop is stopped in fsync: the next connection is the
+    // other worker's.
+    wait_in_fsync(slow);
+    let bob = request(
+        p,
+        "PATCH",
+        "/consumers/bob",
+        &[JSON],
+        br#"{"custom_id": "bob-2"}"#,
+    );
+    let alice = harness::parse_response(&alice_answer.join().unwrap());
+    let _ = strace.kill();
+    let _ = strace.wait();
+    assert_eq!(bob.status, 200, "{}", bob.text());
+    assert_eq!(alice.status, 200, "{}", alice.text());
+    assert_eq!(
+        bob.header("x-gateway-worker"),
+        Some(fast.to_string().as_str())
+    );
+    assert_eq!(
+        alice.header("x-gateway-worker"),
+        Some(slow.to_string().as_str())
+    );
+    let version = |r: &Response| -> u64 {
+        r.header("x-gateway-config-version")
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert_ne!(version(&alice), version(&bob), "two changes, one version");
+
+    let custom_ids = |list: &Value| -> BTreeMap<String, String> {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                let id = c["custom_id"].as_str().unwrap_or("").to_string();
+                (c["username"].as_str().unwrap().to_string(), id)
+            })
+            .collect()
+    };
+    let both: BTreeMap<String, String> = [("alice", "alice-2"), ("bob", "bob-2")]
+        .into_iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    assert_eq!(
+        custom_ids(&state_file(&gw)["consumers"]),
+        both,
+        "the state file"
+    );
+
+    // Every worker serves what the file holds (after the sync interval).
+    std::thread::sleep(Duration::from_millis(500));
+    let mut served: BTreeMap<u32, usize> = BTreeMap::new();
+    for _ in 0..200 {
+        for name in ["alice", "bob"] {
+            let r = request(p, "GET", &format!("/consumers/{name}"), &[], b"");
+            let v = body_of(&r);
+            assert_eq!(r.status, 200, "{v}");
+            let pid: u32 = r.header("x-gateway-worker").unwrap().parse().unwrap();
+            assert_eq!(
+                v["custom_id"].as_str(),
+                Some(both[name].as_str()),
+                "worker {pid} serves {name} as {v}"
+            );
+            *served.entry(pid).or_default() += 1;
+        }
+        if served.len() == 2 && served.values().all(|&n| n >= 15) {
+            break;
+        }
+    }
+    assert_eq!(served.len(), 2, "only {served:?} answered");
+
+    gw.nginx.stop();
+    gw.nginx.start_again();
+    assert_eq!(
+        custom_ids(&expect(p, "GET", "/consumers", None, 200)["data"]),
+        both,
+        "after a restart"
+    );
+    assert!(gw.nginx.errors().is_empty(), "{:?}", gw.nginx.errors());
+}
+
+/// The temporary files beside the state file.
+fn state_temporaries(gw: &Gateway) -> Vec<String> {
+    std::fs::read_dir(gw.nginx.prefix.join("state"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect()
+}
+
+/// Kills worker `pid` while its Admin write of alice is inside its state file's fsync;
+/// returns once the master replaced it.
+fn kill_mid_write(gw: &Gateway, pid: u32, custom_id: &str) {
+    let conn = connection_to_worker(gw.admin, pid).expect("no connection reached the worker");
+    let mut strace = stall_next_fsync(pid, 30);
+    let body = json!({ "custom_id": custom_id }).to_string();
+    let answer = patch_on(conn, "/consumers/alice", body.as_bytes());
+    wait_in_fsync(pid);
+    // SIGKILL first; the tracee then finishes dying once its tracer lets go of it.
+    Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    let _ = strace.kill();
+    let _ = strace.wait();
+    let replaced = harness::eventually(Duration::from_secs(10), || {
+        let w = gw.nginx.worker_pids();
+        (w.len() == 2 && !w.contains(&pid)).then_some(())
+    });
+    assert!(replaced.is_some(), "worker {pid} was not replaced");
+    assert_eq!(answer.join().unwrap(), b"", "a killed worker answered");
+}
+
+#[test]
+fn a_writer_killed_mid_write_leaves_no_temporary_file_nor_lock() {
+    let gw = gateway("admin-killed-writer");
+    let p = gw.admin;
+    expect(
+        p,
+        "POST",
+        "/consumers",
+        Some(json!({"username": "alice"})),
+        201,
+    );
+
+    let victim = gw.nginx.worker_pids()[0];
+    kill_mid_write(&gw, victim, "lost-1");
+    assert_eq!(
+        state_temporaries(&gw),
+        vec![format!(".gateway.json.{victim}.tmp")]
+    );
+    // A start finds it and removes it (the write it held never happened).
+    gw.nginx.stop();
+    gw.nginx.start_again();
+    assert_eq!(state_temporaries(&gw), Vec::<String>::new());
+    assert_eq!(state_file(&gw)["consumers"][0]["custom_id"], Value::Null);
+
+    // The lock of a writer that died holding it is taken over by the next writer at
+    // once (its process is gone), and that write removes the dead one's file too.
+    let victim = gw.nginx.worker_pids()[0];
+    kill_mid_write(&gw, victim, "lost-2");
+    let v = expect(
+        p,
+        "PATCH",
+        "/consumers/alice",
+        Some(json!({"custom_id": "kept"})),
+        200,
+    );
+    assert_eq!(v["custom_id"], "kept");
+    assert_eq!(state_temporaries(&gw), Vec::<String>::new());
+    assert_eq!(state_file(&gw)["consumers"][0]["custom_id"], "kept");
+    assert!(
+        gw.nginx
+            .error_log()
+            .contains("took over the configuration lock"),
+        "{}",
+        gw.nginx.error_log()
+    );
+}

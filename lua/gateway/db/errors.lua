@@ -62,6 +62,13 @@ function _M.internal(message)
     return fail(500, 8, "database error", message)
 end
 
+-- Another write held the configuration lock for the whole wait (a state write stalled
+-- on a slow disk): nothing was changed, the client may try again.
+function _M.busy(message)
+    ngx.log(ngx.ERR, "gateway: ", printable(message))
+    return fail(503, 8, "database busy", message .. "; nothing was changed, try again")
+end
+
 function _M.too_large(size, limit)
     return fail(400, 13, "configuration too large", fmt(
         "the configuration would take %d bytes of JSON, more than the limit of %d "
