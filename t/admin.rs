@@ -1448,3 +1448,219 @@ fn a_writer_killed_mid_write_leaves_no_temporary_file_nor_lock() {
         gw.nginx.error_log()
     );
 }
+
+/// A raw JSON body that must be refused with 400 naming `field`; nothing is stored.
+fn refused_json(p: u16, path: &str, raw: &str, field: &str) {
+    let v = expect_raw(p, "POST", path, "application/json", raw, 400);
+    let message = v["message"].as_str().unwrap_or_default().to_string();
+    assert!(message.contains(field), "{raw}: {v}");
+}
+
+#[test]
+fn minus_zero_is_zero_and_paging_reaches_past_it() {
+    let gw = gateway("admin-minus-zero");
+    let p = gw.admin;
+    // JSON's -0, and a form's.
+    expect_raw(
+        p,
+        "POST",
+        "/consumers",
+        "application/json",
+        r#"{"username": "z0", "created_at": -0}"#,
+        201,
+    );
+    expect_form(p, "POST", "/consumers", "username=z1&created_at=-0", 201);
+    expect(
+        p,
+        "POST",
+        "/consumers",
+        Some(json!({"username": "later"})),
+        201,
+    );
+    let v = expect_raw(
+        p,
+        "POST",
+        "/services",
+        "application/json",
+        r#"{"name": "s", "host": "s.internal", "retries": -0, "port": -0.0}"#,
+        201,
+    );
+    assert_eq!(v["retries"].to_string(), "0", "{v}");
+    assert_eq!(v["port"].to_string(), "0", "{v}");
+
+    // Paging reaches every consumer, one per page.
+    let mut seen = Vec::new();
+    let mut next = "/consumers?size=1".to_string();
+    for _ in 0..10 {
+        let v = expect(p, "GET", &next, None, 200);
+        for c in v["data"].as_array().unwrap() {
+            assert_eq!(c["created_at"].to_string().starts_with('-'), false, "{c}");
+            seen.push(c["username"].as_str().unwrap().to_string());
+        }
+        match v["next"].as_str() {
+            Some(n) => next = n.to_string(),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["z0", "z1", "later"]);
+    let text = std::fs::read_to_string(gw.nginx.prefix.join("state/gateway.json")).unwrap();
+    assert!(!text.contains(":-0"), "{text}");
+    assert!(gw.nginx.errors().is_empty(), "{:?}", gw.nginx.errors());
+}
+
+#[test]
+fn input_that_cannot_be_stored_as_sent_is_refused_naming_the_field() {
+    let gw = gateway("admin-lenient");
+    let p = gw.admin;
+    // Integers a double cannot hold exactly, in JSON (top level and nested) and forms.
+    refused_json(
+        p,
+        "/consumers",
+        r#"{"username": "big", "created_at": 9007199254740993}"#,
+        "created_at",
+    );
+    let v = expect_form(
+        p,
+        "POST",
+        "/consumers",
+        "username=big&created_at=9007199254740993",
+        400,
+    );
+    assert!(v["message"].as_str().unwrap().contains("created_at"), "{v}");
+    refused_json(
+        p,
+        "/plugins",
+        r#"{"name": "prometheus", "config": {"expire": 18446744073709551615}}"#,
+        "config.expire",
+    );
+    // 2^53 itself is exact, and kept.
+    let v = expect_raw(
+        p,
+        "POST",
+        "/consumers",
+        "application/json",
+        r#"{"username": "edge", "created_at": 9007199254740992}"#,
+        201,
+    );
+    assert_eq!(v["created_at"].to_string(), "9007199254740992");
+    // Numbers in forms are decimal: no hex, no spaces.
+    for form in [
+        "name=h&host=h.internal&port=0x50",
+        "name=h&host=h.internal&retries=%205",
+    ] {
+        let v = expect_form(p, "POST", "/services", form, 400);
+        assert!(
+            v["message"]
+                .as_str()
+                .unwrap()
+                .contains("expected an integer"),
+            "{form}: {v}"
+        );
+    }
+
+    // A list given both ways, in a form and in JSON.
+    for form in [
+        "username=mix&tags[]=a&tags=b",
+        "username=mix&tags=b&tags[]=a",
+        "username=mix&tags[1]=a&tags[]=b",
+    ] {
+        let v = expect_form(p, "POST", "/consumers", form, 400);
+        assert!(
+            v["message"].as_str().unwrap().contains("the field tags"),
+            "{form}: {v}"
+        );
+    }
+    refused_json(
+        p,
+        "/consumers",
+        r#"{"username": "mix", "tags": ["b"], "tags[]": "a"}"#,
+        "the field tags",
+    );
+    let v = expect_form(p, "POST", "/services", "name=r&host=r.internal", 201);
+    let service = id(&v);
+    let v = expect_form(
+        p,
+        "POST",
+        &format!("/services/{service}/routes"),
+        "paths=/a&paths[]=/b",
+        400,
+    );
+    assert!(
+        v["message"].as_str().unwrap().contains("the field paths"),
+        "{v}"
+    );
+
+    // The media type decides, not a substring of the header.
+    let r = request(
+        p,
+        "POST",
+        "/consumers",
+        &[("Content-Type", "text/plain; x=application/json")],
+        br#"{"username": "typed"}"#,
+    );
+    assert_eq!(r.status, 415, "{}", r.text());
+
+    // Bidirectional overrides, line separators and other format characters, in every
+    // string that may reach a label, a log line or a header.
+    for (path, field, body) in [
+        (
+            "/consumers",
+            "username",
+            json!({"username": "evil\u{202E}gnp"}),
+        ),
+        ("/consumers", "username", json!({"username": "a\u{2028}b"})),
+        (
+            "/consumers",
+            "custom_id",
+            json!({"username": "c", "custom_id": "x\u{200B}"}),
+        ),
+        (
+            "/consumers",
+            "tags",
+            json!({"username": "c", "tags": ["t\u{2029}"]}),
+        ),
+        ("/consumers", "username", json!({"username": "c1\u{85}"})),
+        (
+            "/plugins",
+            "config.message",
+            json!({"name": "ip-restriction", "config": {"deny": ["10.0.0.1"], "message": "no\u{2066}"}}),
+        ),
+    ] {
+        refused_json(p, path, &body.to_string(), field);
+    }
+    let v = expect_form(p, "POST", "/consumers", "username=a%E2%80%AEb", 400);
+    assert!(v["message"].as_str().unwrap().contains("username"), "{v}");
+
+    // Nothing of it was stored.
+    let consumers = expect(p, "GET", "/consumers", None, 200);
+    assert_eq!(
+        names(&consumers, "username"),
+        BTreeSet::from(["edge".to_string()])
+    );
+    assert_eq!(expect(p, "GET", "/routes", None, 200)["data"], json!([]));
+    assert_eq!(expect(p, "GET", "/plugins", None, 200)["data"], json!([]));
+    assert!(gw.nginx.errors().is_empty(), "{:?}", gw.nginx.errors());
+}
+
+#[test]
+fn a_declarative_file_is_held_to_the_same_refusals() {
+    for (content, said_field) in [
+        (
+            r#"{"_format_version": "3.0", "consumers": [{"username": "a\u2028b"}]}"#,
+            "username",
+        ),
+        (
+            r#"{"_format_version": "3.0", "consumers": [{"username": "a", "created_at": 9007199254740993}]}"#,
+            "created_at",
+        ),
+    ] {
+        let file = declarative_file("admin-declarative-refusals", &Value::Null);
+        std::fs::write(&file, content).unwrap();
+        let said = failed_start(
+            "admin-declarative-refusals",
+            &[("DECLARATIVE", file.display().to_string())],
+        );
+        assert!(said.contains(said_field), "{content}: {said}");
+        let _ = std::fs::remove_dir_all(file.parent().unwrap());
+    }
+}

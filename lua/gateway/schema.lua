@@ -30,7 +30,7 @@ local utf8_valid, printable = core.utf8_valid, core.printable
 local type, pairs, ipairs, next, tostring, tonumber = type, pairs, ipairs, next, tostring, tonumber
 -- mlua protects its array metatable (__metatable = false): only debug.getmetatable sees it.
 local setmetatable, getmetatable, floor, huge = setmetatable, debug.getmetatable, math.floor, math.huge
-local concat, sort = table.concat, table.sort
+local concat, sort, fmt, byte = table.concat, table.sort, string.format, string.byte
 
 local _M = {}
 
@@ -81,13 +81,29 @@ _M.fields_by_name = fields_by_name
 --------------------------------------------------------------------------------
 -- Single values.
 
+-- A form's number as sent: decimal digits with an optional sign (and, for numbers, a
+-- fraction and an exponent), nothing tonumber() would take besides (hex, spaces, inf).
+-- An integer that a double cannot hold exactly (2^53 + 1) stays a string: refused.
+local function decimal(v, integer)
+    local rest = v:match("^%-?%d+(.*)$")
+    if not rest then return nil end
+    if not integer then rest = rest:gsub("^%.%d+", "", 1):gsub("^[eE][-+]?%d+$", "", 1) end
+    if rest ~= "" then return nil end
+    local n = tonumber(v)
+    if integer and (n >= 2 ^ 53 or n <= -2 ^ 53) then
+        local digits = v:gsub("^%-", ""):gsub("^0+(%d)", "%1")
+        if fmt("%.0f", n < 0 and -n or n) ~= digits then return nil end
+    end
+    return n
+end
+
 local function coerce(def, v)
     local t = def.type
     if type(v) == "string" then
         if t == "boolean" then
             if v == "true" then return true elseif v == "false" then return false end
         elseif t == "integer" or t == "number" then
-            return tonumber(v) or v
+            return decimal(v, t == "integer") or v
         end
     end
     if (t == "array" or t == "set") and type(v) ~= "table" then
@@ -130,12 +146,54 @@ local function shown(v)
 end
 _M.shown = shown
 
--- Every string stored is valid UTF-8 without control characters: it may end up in a
--- JSON answer, a log line, a header or a label value.
+-- The code point of the UTF-8 sequence at `i` of valid UTF-8 `s`, and its length.
+local function code_point(s, i)
+    local c = byte(s, i)
+    if c < 0x80 then return c, 1 end
+    local n = c >= 0xF0 and 4 or c >= 0xE0 and 3 or 2
+    local cp = c % (2 ^ (7 - n))
+    for k = 1, n - 1 do cp = cp * 64 + byte(s, i + k) % 64 end
+    return cp, n
+end
+
+-- Code points beyond ASCII a stored string may not hold: controls (Cc: C1), format
+-- characters (Cf: bidirectional overrides and isolates, zero-width characters, soft
+-- hyphen, BOM, tag characters...) and the line and paragraph separators (Zl, Zp).
+-- They would reorder, hide or break the line of a label value, a log line or a
+-- message the string ends up in. Unicode 15's Cc/Cf/Zl/Zp outside ASCII, as ranges.
+local REFUSED = {
+    { 0x80, 0x9F }, { 0xAD, 0xAD }, { 0x600, 0x605 }, { 0x61C, 0x61C }, { 0x6DD, 0x6DD },
+    { 0x70F, 0x70F }, { 0x890, 0x891 }, { 0x8E2, 0x8E2 }, { 0x180E, 0x180E }, { 0x200B, 0x200F },
+    { 0x2028, 0x202E }, { 0x2060, 0x2064 }, { 0x2066, 0x206F }, { 0xFEFF, 0xFEFF },
+    { 0xFFF9, 0xFFFB }, { 0x110BD, 0x110BD }, { 0x110CD, 0x110CD }, { 0x13430, 0x1343F },
+    { 0x1BCA0, 0x1BCA3 }, { 0x1D173, 0x1D17A }, { 0xE0001, 0xE0001 }, { 0xE0020, 0xE007F },
+}
+
+local function refused_code_point(s)
+    if not s:find("[\128-\255]") then return nil end
+    local i = 1
+    while i <= #s do
+        local cp, n = code_point(s, i)
+        if cp >= 0x80 then
+            for _, r in ipairs(REFUSED) do
+                if cp >= r[1] and cp <= r[2] then return cp end
+            end
+        end
+        i = i + n
+    end
+    return nil
+end
+
+-- Every string stored is valid UTF-8 without control, format or line separator
+-- characters: it may end up in a JSON answer, a log line, a header or a label value.
 local function check_string(def, v)
     if type(v) ~= "string" then return nil, "expected a string" end
     if not utf8_valid(v) then return nil, "invalid UTF-8: " .. shown(v) end
     if v:find("%c") then return nil, "control characters are not allowed: " .. shown(v) end
+    local cp = refused_code_point(v)
+    if cp then
+        return nil, fmt("control, format and separator characters are not allowed: U+%04X in %s", cp, shown(v))
+    end
     local ok, err = check_length(def, #v)
     if not ok then return nil, err end
     if def.uuid and not is_uuid(v) then return nil, "expected a valid UUID" end
@@ -147,14 +205,35 @@ local function check_string(def, v)
     return v
 end
 
+-- A bound as a message shows it: integers in full digits (never "9.007199254741e+15").
+local function number_text(x)
+    if floor(x) == x and x < 2 ^ 63 and x > -2 ^ 63 then return fmt("%.0f", x) end
+    return tostring(x)
+end
+
+-- Integers beyond 2^53 are not all representable (a double's 53 bits): none is
+-- accepted. Literals that would round (2^53 + 1 to 2^53) are refused where they are
+-- read: by json_decode for JSON, by decimal() for forms (left a string, refused here).
+local MAX_INTEGER = 2 ^ 53
+
 local function check_number(def, v)
+    if def.type == "integer" and type(v) == "string" and v:find("^%-?%d+$") then
+        return nil, "integer cannot be represented exactly: " .. shown(v)
+    end
     if type(v) ~= "number" or v ~= v or v == huge or v == -huge then
         return nil, def.type == "integer" and "expected an integer" or "expected a number"
     end
-    if def.type == "integer" and floor(v) ~= v then return nil, "expected an integer" end
+    if def.type == "integer" then
+        if floor(v) ~= v then return nil, "expected an integer" end
+        if v > MAX_INTEGER or v < -MAX_INTEGER then
+            return nil, "integer out of the exactly representable range (-2^53 to 2^53)"
+        end
+    end
+    -- -0 is 0: stored, compared and shown as 0, never as "-0" or "-0.0".
+    if v == 0 then v = 0 end
     local range = def.between
     if range and (v < range[1] or v > range[2]) then
-        return nil, "value should be between " .. range[1] .. " and " .. range[2]
+        return nil, "value should be between " .. number_text(range[1]) .. " and " .. number_text(range[2])
     end
     local ok, err = check_one_of(def, v)
     if not ok then return nil, err end

@@ -6,11 +6,15 @@ use mlua::{Lua, LuaSerdeExt, Result as LuaResult, Table, Value};
 /// Adds `json_decode`, `json_encode`, `null`, `array_mt` and `uuid` to the module table.
 pub fn register(lua: &Lua, m: &Table) -> LuaResult<()> {
     // json_decode(text) -> value | nil, err. Arrays get `array_mt`, JSON null is `null`.
+    // An integer a Lua number cannot hold exactly is an error naming where it is.
     m.set(
         "json_decode",
         lua.create_function(|lua, text: mlua::LuaString| {
             match serde_json::from_slice::<serde_json::Value>(&text.as_bytes()) {
-                Ok(v) => Ok((Some(lua.to_value(&v)?), None)),
+                Ok(v) => match crate::json_input::inexact_integer(&v) {
+                    None => Ok((Some(lua.to_value(&v)?), None)),
+                    Some(e) => Ok((None, Some(format!("invalid JSON: {e}")))),
+                },
                 Err(e) => Ok((None, Some(format!("invalid JSON: {e}")))),
             }
         })?,
