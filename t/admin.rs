@@ -1494,7 +1494,7 @@ fn minus_zero_is_zero_and_paging_reaches_past_it() {
     for _ in 0..10 {
         let v = expect(p, "GET", &next, None, 200);
         for c in v["data"].as_array().unwrap() {
-            assert_eq!(c["created_at"].to_string().starts_with('-'), false, "{c}");
+            assert!(!c["created_at"].to_string().starts_with('-'), "{c}");
             seen.push(c["username"].as_str().unwrap().to_string());
         }
         match v["next"].as_str() {
