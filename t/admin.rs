@@ -1558,6 +1558,12 @@ fn input_that_cannot_be_stored_as_sent_is_refused_naming_the_field() {
         );
     }
 
+    // Query integers too.
+    for size in ["0x10", "%205", "1e2", "-0", "5.0"] {
+        let v = expect(p, "GET", &format!("/consumers?size={size}"), None, 400);
+        assert_eq!(v["name"], "invalid size", "{size}: {v}");
+    }
+
     // A list given both ways, in a form and in JSON.
     for form in [
         "username=mix&tags[]=a&tags=b",
