@@ -1634,6 +1634,20 @@ fn input_that_cannot_be_stored_as_sent_is_refused_naming_the_field() {
     ] {
         refused_json(p, path, &body.to_string(), field);
     }
+    // A reference by name is checked too (the answer would show it).
+    let v = expect_raw(
+        p,
+        "POST",
+        "/routes",
+        "application/json",
+        &json!({"paths": ["/x"], "service": {"name": "s\u{202E}"}}).to_string(),
+        400,
+    );
+    let message = v["message"].as_str().unwrap();
+    assert!(
+        message.contains("service.name") && !message.contains('\u{202E}'),
+        "{v}"
+    );
     let v = expect_form(p, "POST", "/consumers", "username=a%E2%80%AEb", 400);
     assert!(v["message"].as_str().unwrap().contains("username"), "{v}");
 
@@ -1667,6 +1681,10 @@ fn a_declarative_file_is_held_to_the_same_refusals() {
             &[("DECLARATIVE", file.display().to_string())],
         );
         assert!(said.contains(said_field), "{content}: {said}");
+        assert!(
+            !said.contains('\u{2028}'),
+            "a line separator in the log: {said}"
+        );
         let _ = std::fs::remove_dir_all(file.parent().unwrap());
     }
 }

@@ -224,7 +224,7 @@ local function forget(gone, configs)
     if not gone or #gone == 0 then return end
     local ok, err = pcall(exporter.forget, gone, configs)
     if not ok then
-        ngx.log(ngx.ERR, "gateway admin: deleting the series of removed entities: ", core.printable(tostring(err)))
+        ngx.log(ngx.ERR, "gateway admin: deleting the series of removed entities: ", schema.printable(tostring(err)))
     end
 end
 
@@ -401,7 +401,7 @@ function _M.serve()
         return dispatch(ngx.req.get_method(), segments())
     end, traceback)
     if ok then return end
-    ngx.log(ngx.ERR, "gateway admin: ", core.printable(tostring(err)))
+    ngx.log(ngx.ERR, "gateway admin: ", schema.printable(tostring(err)))
     if not ngx.headers_sent then
         pcall(send, 500, { message = "An unexpected error occurred" })
     end

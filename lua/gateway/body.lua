@@ -7,9 +7,10 @@
 -- Values stay as sent (form values are strings); the schema coerces them.
 
 local core = require "ngx_prometheus"
+local schema = require "gateway.schema"
 
 local type, pairs, ipairs, next, tonumber, tostring = type, pairs, ipairs, next, tonumber, tostring
-local fmt, printable = string.format, core.printable
+local fmt, printable = string.format, schema.printable
 -- debug's: mlua's array metatable hides itself from getmetatable.
 local getmetatable, sort = debug.getmetatable, table.sort
 

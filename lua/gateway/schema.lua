@@ -139,13 +139,6 @@ local function check_length(def, n)
     return true
 end
 
--- A value as an error message shows it: printable, and cut after 100 bytes.
-local function shown(v)
-    if #v > 100 then return printable(v:sub(1, 100)) .. "..." end
-    return printable(v)
-end
-_M.shown = shown
-
 -- The code point of the UTF-8 sequence at `i` of valid UTF-8 `s`, and its length.
 local function code_point(s, i)
     local c = byte(s, i)
@@ -169,20 +162,55 @@ local REFUSED = {
     { 0x1BCA0, 0x1BCA3 }, { 0x1D173, 0x1D17A }, { 0xE0001, 0xE0001 }, { 0xE0020, 0xE007F },
 }
 
+local function is_refused(cp)
+    if cp < 0x80 then return false end
+    for _, r in ipairs(REFUSED) do
+        if cp >= r[1] and cp <= r[2] then return true end
+    end
+    return false
+end
+
+-- The first refused code point in valid UTF-8 `s`, or nil.
 local function refused_code_point(s)
     if not s:find("[\128-\255]") then return nil end
     local i = 1
     while i <= #s do
         local cp, n = code_point(s, i)
-        if cp >= 0x80 then
-            for _, r in ipairs(REFUSED) do
-                if cp >= r[1] and cp <= r[2] then return cp end
-            end
-        end
+        if is_refused(cp) then return cp end
         i = i + n
     end
     return nil
 end
+
+local function hex_bytes(c)
+    return (c:gsub(".", function(b) return fmt("\\x%02X", byte(b)) end))
+end
+
+-- `s` safe in a message or a log line: core.printable (control characters, backslashes
+-- and invalid bytes as \xNN), and the refused characters above as \xNN too, so that
+-- what a client sent can neither reorder nor break the line that shows it.
+local function safe_text(s)
+    local p = printable(s)
+    if not refused_code_point(p) then return p end
+    local out, i = {}, 1
+    while i <= #p do
+        local cp, n = code_point(p, i)
+        local piece = p:sub(i, i + n - 1)
+        out[#out + 1] = is_refused(cp) and hex_bytes(piece) or piece
+        i = i + n
+    end
+    return concat(out)
+end
+_M.printable = safe_text
+
+
+
+-- A value as an error message shows it: safe_text, and cut after 100 bytes.
+local function shown(v)
+    if #v > 100 then return safe_text(v:sub(1, 100)) .. "..." end
+    return safe_text(v)
+end
+_M.shown = shown
 
 -- Every string stored is valid UTF-8 without control, format or line separator
 -- characters: it may end up in a JSON answer, a log line, a header or a label value.
@@ -289,7 +317,7 @@ local function check_map(def, v, opts)
         if def.values then nv, verr = validate_value(def.values, val, opts, v) end
         if kerr or verr then
             errs = errs or {}
-            errs[printable(tostring(k))] = kerr or verr
+            errs[safe_text(tostring(k))] = kerr or verr
         else
             out[nk] = nv
         end
@@ -297,6 +325,9 @@ local function check_map(def, v, opts)
     if errs then return nil, errs end
     return out
 end
+
+-- Names and usernames are at most 256 bytes: a longer reference names nothing.
+local REFERENCE_NAME = { type = "string", len_min = 1, len_max = 256 }
 
 -- A reference to another entity: { id = <uuid> } or { name = <endpoint key> }; the
 -- store resolves it and keeps { id = ... }.
@@ -306,7 +337,7 @@ local function check_foreign(_, v)
     end
     local errs = {}
     for k in pairs(v) do
-        if k ~= "id" and k ~= "name" then errs[printable(tostring(k))] = "unknown field" end
+        if k ~= "id" and k ~= "name" then errs[safe_text(tostring(k))] = "unknown field" end
     end
     if v.id ~= nil and v.name ~= nil then
         errs.name = "only one of 'id' and 'name' may be given"
@@ -314,8 +345,10 @@ local function check_foreign(_, v)
         errs.id = "required field missing"
     elseif v.id ~= nil and not is_uuid(v.id) then
         errs.id = "expected a valid UUID"
-    elseif v.name ~= nil and type(v.name) ~= "string" then
-        errs.name = "expected a string"
+    elseif v.name ~= nil then
+        -- Only looked up, but shown in the answer when nothing has that name.
+        local _, nerr = check_string(REFERENCE_NAME, v.name)
+        if nerr then errs.name = nerr end
     end
     if next(errs) then return nil, errs end
     return v.id and { id = v.id } or { name = v.name }
@@ -422,7 +455,7 @@ function validate_record(sch, input, opts)
     input = apply_shorthands(sch, input, errs)
     local known = fields_by_name(sch.fields)
     for k in pairs(input) do
-        if type(k) ~= "string" or not known[k] then errs[printable(tostring(k))] = "unknown field" end
+        if type(k) ~= "string" or not known[k] then errs[safe_text(tostring(k))] = "unknown field" end
     end
     local out = {}
     for _, f in ipairs(sch.fields) do

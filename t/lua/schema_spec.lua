@@ -166,6 +166,15 @@ describe("gateway.schema numbers and strings", function()
         end
         assert(schema.validate(sample, { name = "x", tags = { "café ☃ 名前", "a b" } }))
     end)
+
+    it("shows refused characters as bytes in messages, and checks names in references", function()
+        assert.equal("a\\xE2\\x80\\xAEb\\x0Ac\\xE2\\x80\\xA8 café", schema.printable("a\u{202E}b\nc\u{2028} café"))
+        local _, errs = schema.validate(sample, { name = "x", tags = { "a\u{202E}b" } })
+        assert.equal("control, format and separator characters are not allowed: U+202E in a\\xE2\\x80\\xAEb",
+            errs.tags[1])
+        _, errs = schema.validate(sample, { name = "x", parent = { name = "web\u{2066}" } })
+        assert.truthy(errs.parent.name:find("U+2066", 1, true))
+    end)
 end)
 
 describe("gateway.schema.merge", function()

@@ -5,7 +5,7 @@
 local core = require "ngx_prometheus"
 local schema = require "gateway.schema"
 
-local printable, null = core.printable, core.null
+local printable, null = schema.printable, core.null
 local ipairs, pairs, type, tostring = ipairs, pairs, type, tostring
 local fmt, concat, sort = string.format, table.concat, table.sort
 
