@@ -1,8 +1,8 @@
 -- gateway.db.publish: hands a configuration to the workers. The document, as JSON, is
 -- the value of key "config" in lua_shared_dict gateway_config (its flags hold the
--- version); key "version" holds the same version for cheap polling. A worker's change
--- is written to the state file before it is published: the file is the source of
--- truth on the next start.
+-- version); key "version" holds the same version for cheap polling, and key "seq" the
+-- counter versions are taken from. A worker's change is written to the state file
+-- before it is published: the file is the source of truth on the next start.
 
 local core = require "ngx_prometheus"
 local index = require "gateway.db.index"
