@@ -1688,3 +1688,53 @@ fn a_declarative_file_is_held_to_the_same_refusals() {
         let _ = std::fs::remove_dir_all(file.parent().unwrap());
     }
 }
+
+#[test]
+fn a_reload_waits_for_a_stalled_state_write() {
+    let gw = gateway("admin-stalled-reload");
+    let p = gw.admin;
+    expect(
+        p,
+        "POST",
+        "/consumers",
+        Some(json!({"username": "alice"})),
+        201,
+    );
+    let slow = gw.nginx.worker_pids()[0];
+    let conn = connection_to_worker(p, slow).expect("no connection reached the worker");
+    let mut strace = stall_next_fsync(slow, 7);
+    let answer = patch_on(conn, "/consumers/alice", br#"{"custom_id": "alice-2"}"#);
+    wait_in_fsync(slow);
+    // The master loads the state file for the new workers: it must do so after the
+    // write it waits for, never from under it.
+    gw.nginx.reload();
+    let alice = harness::parse_response(&answer.join().unwrap());
+    let _ = strace.kill();
+    let _ = strace.wait();
+    assert_eq!(alice.status, 200, "{}", alice.text());
+    let written: u64 = alice
+        .header("x-gateway-config-version")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(state_file(&gw)["consumers"][0]["custom_id"], "alice-2");
+    let mut served: BTreeMap<u32, u64> = BTreeMap::new();
+    for _ in 0..200 {
+        let r = request(p, "GET", "/consumers/alice", &[], b"");
+        let v = body_of(&r);
+        let pid: u32 = r.header("x-gateway-worker").unwrap().parse().unwrap();
+        let version: u64 = r
+            .header("x-gateway-config-version")
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(v["custom_id"], "alice-2", "worker {pid} serves {v}");
+        assert!(version > written, "worker {pid} runs version {version}");
+        served.insert(pid, version);
+        if served.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(served.len(), 2, "only {served:?} answered");
+    assert!(gw.nginx.errors().is_empty(), "{:?}", gw.nginx.errors());
+}
