@@ -22,7 +22,6 @@ local KEY, TAKEOVER_KEY = "db:lock", "db:lock:takeover"
 
 -- How long a writer waits for the lock (a write stalled on a slow disk holds it).
 local WAIT = 15
-_M.WAIT = WAIT
 
 local function state_dict() return ngx.shared.gateway_state end
 
@@ -80,7 +79,6 @@ local function alive(token)
     if ffi.C.kill(pid, 0) == 0 then return true end
     return ffi.errno() ~= ESRCH
 end
-_M.alive = alive
 
 -- One attempt: true when `token` now holds the lock, false when a live holder has it,
 -- nil, err on a dict failure.
