@@ -14,7 +14,9 @@ PKGS=(nginx libnginx-mod-http-lua libnginx-mod-http-ndk lua-resty-core lua-resty
 if [ "$ROLE" = test ]; then
   # openssl: t/push.rs and t/gateway.rs make a throwaway CA and server certificate for their https tests.
   # lua-busted and luajit2 (OpenResty's LuaJIT branch, as Debian's nginx links): make lua-unit.
-  PKGS+=(prometheus prometheus-pushgateway wrk python3-pip openssl iproute2 valgrind lua-busted luajit2)
+  # strace: t/admin.rs delays one worker's fsync (a slow disk) to race Admin writes.
+  PKGS+=(prometheus prometheus-pushgateway wrk python3-pip openssl iproute2 valgrind lua-busted luajit2
+         strace)
 fi
 
 missing=()

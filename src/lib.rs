@@ -21,6 +21,7 @@ pub mod auth;
 pub mod bitfield;
 pub mod exposition;
 pub mod identity;
+pub mod json_input;
 pub mod metrics;
 pub mod process;
 pub mod push;

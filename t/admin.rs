@@ -1175,3 +1175,566 @@ fn a_seed_file_is_loaded_once_then_the_state_wins() {
     expect(p, "GET", "/services/seeded", None, 404);
     let _ = std::fs::remove_dir_all(file.parent().unwrap());
 }
+
+/// A keep-alive connection that the given worker accepted (found by asking `HEAD /`,
+/// whose answer has no body, until that worker answers); None after 200 tries.
+fn connection_to_worker(port: u16, pid: u32) -> Option<std::net::TcpStream> {
+    use std::io::{Read, Write};
+    for _ in 0..200 {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        s.write_all(b"HEAD / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            if s.read(&mut byte).unwrap() == 0 {
+                break;
+            }
+            head.push(byte[0]);
+        }
+        let r = harness::parse_response(&head);
+        if r.header("x-gateway-worker") == Some(pid.to_string().as_str()) {
+            return Some(s);
+        }
+    }
+    None
+}
+
+/// The syscall `pid` is in, from /proc/<pid>/syscall (its number, or None).
+fn current_syscall(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/syscall")).ok()?;
+    text.split_whitespace().next()?.parse().ok()
+}
+
+#[cfg(target_arch = "x86_64")]
+const SYS_FSYNC: u64 = 74;
+#[cfg(target_arch = "aarch64")]
+const SYS_FSYNC: u64 = 82;
+
+/// Delays `pid`'s next fsync by `secs` seconds (strace injects it on entry, as a slow
+/// disk would): returns the strace child, attached.
+fn stall_next_fsync(pid: u32, secs: u32) -> std::process::Child {
+    let strace = Command::new("strace")
+        .args(["-qq", "-o", "/dev/null", "-e", "trace=fsync"])
+        .arg("-e")
+        .arg(format!(
+            "inject=fsync:delay_enter={}:when=1",
+            secs * 1_000_000
+        ))
+        .args(["-p", &pid.to_string()])
+        .spawn()
+        .expect("strace (scripts/setup.sh test installs it)");
+    let traced = harness::eventually(Duration::from_secs(10), || {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let tracer = status.lines().find(|l| l.starts_with("TracerPid:"))?;
+        (tracer.split_whitespace().nth(1)? != "0").then_some(())
+    });
+    assert!(traced.is_some(), "strace did not attach to {pid}");
+    strace
+}
+
+/// Sends a JSON PATCH on `conn` (closing it after) and returns a thread that reads
+/// the answer.
+fn patch_on(
+    mut conn: std::net::TcpStream,
+    path: &str,
+    body: &[u8],
+) -> std::thread::JoinHandle<Vec<u8>> {
+    use std::io::{Read, Write};
+    let mut raw = format!(
+        "PATCH {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    raw.extend_from_slice(body);
+    conn.write_all(&raw).unwrap();
+    std::thread::spawn(move || {
+        let mut raw = Vec::new();
+        let _ = conn.read_to_end(&mut raw);
+        raw
+    })
+}
+
+/// Waits until `pid` is inside fsync (its event loop stopped there).
+fn wait_in_fsync(pid: u32) {
+    let stalled = harness::eventually(Duration::from_secs(10), || {
+        (current_syscall(pid) == Some(SYS_FSYNC)).then_some(())
+    });
+    assert!(stalled.is_some(), "worker {pid} never reached its fsync");
+}
+
+#[test]
+fn a_stalled_state_write_loses_no_other_change() {
+    let gw = gateway("admin-stalled-fsync");
+    let p = gw.admin;
+    for name in ["alice", "bob"] {
+        expect(
+            p,
+            "POST",
+            "/consumers",
+            Some(json!({"username": name})),
+            201,
+        );
+    }
+    let workers = gw.nginx.worker_pids();
+    assert_eq!(workers.len(), 2);
+    let (slow, fast) = (workers[0], workers[1]);
+    let conn = connection_to_worker(p, slow).expect("no connection reached the worker");
+
+    // A slow disk under one worker: its next fsync takes 7 s, longer than any lease a
+    // writer's lock could have had.
+    let mut strace = stall_next_fsync(slow, 7);
+    let alice_answer = patch_on(conn, "/consumers/alice", br#"{"custom_id": "alice-2"}"#);
+    // The slow worker's event loop is stopped in fsync: the next connection is the
+    // other worker's.
+    wait_in_fsync(slow);
+    let bob = request(
+        p,
+        "PATCH",
+        "/consumers/bob",
+        &[JSON],
+        br#"{"custom_id": "bob-2"}"#,
+    );
+    let alice = harness::parse_response(&alice_answer.join().unwrap());
+    let _ = strace.kill();
+    let _ = strace.wait();
+    assert_eq!(bob.status, 200, "{}", bob.text());
+    assert_eq!(alice.status, 200, "{}", alice.text());
+    assert_eq!(
+        bob.header("x-gateway-worker"),
+        Some(fast.to_string().as_str())
+    );
+    assert_eq!(
+        alice.header("x-gateway-worker"),
+        Some(slow.to_string().as_str())
+    );
+    let version = |r: &Response| -> u64 {
+        r.header("x-gateway-config-version")
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert_ne!(version(&alice), version(&bob), "two changes, one version");
+
+    let custom_ids = |list: &Value| -> BTreeMap<String, String> {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                let id = c["custom_id"].as_str().unwrap_or("").to_string();
+                (c["username"].as_str().unwrap().to_string(), id)
+            })
+            .collect()
+    };
+    let both: BTreeMap<String, String> = [("alice", "alice-2"), ("bob", "bob-2")]
+        .into_iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    assert_eq!(
+        custom_ids(&state_file(&gw)["consumers"]),
+        both,
+        "the state file"
+    );
+
+    // Every worker serves what the file holds (after the sync interval).
+    std::thread::sleep(Duration::from_millis(500));
+    let mut served: BTreeMap<u32, usize> = BTreeMap::new();
+    for _ in 0..200 {
+        for name in ["alice", "bob"] {
+            let r = request(p, "GET", &format!("/consumers/{name}"), &[], b"");
+            let v = body_of(&r);
+            assert_eq!(r.status, 200, "{v}");
+            let pid: u32 = r.header("x-gateway-worker").unwrap().parse().unwrap();
+            assert_eq!(
+                v["custom_id"].as_str(),
+                Some(both[name].as_str()),
+                "worker {pid} serves {name} as {v}"
+            );
+            *served.entry(pid).or_default() += 1;
+        }
+        if served.len() == 2 && served.values().all(|&n| n >= 15) {
+            break;
+        }
+    }
+    assert_eq!(served.len(), 2, "only {served:?} answered");
+
+    gw.nginx.stop();
+    gw.nginx.start_again();
+    assert_eq!(
+        custom_ids(&expect(p, "GET", "/consumers", None, 200)["data"]),
+        both,
+        "after a restart"
+    );
+    assert!(gw.nginx.errors().is_empty(), "{:?}", gw.nginx.errors());
+}
+
+/// The temporary files beside the state file.
+fn state_temporaries(gw: &Gateway) -> Vec<String> {
+    std::fs::read_dir(gw.nginx.prefix.join("state"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect()
+}
+
+/// Kills worker `pid` while its Admin write of alice is inside its state file's fsync;
+/// returns once the master replaced it.
+fn kill_mid_write(gw: &Gateway, pid: u32, custom_id: &str) {
+    let conn = connection_to_worker(gw.admin, pid).expect("no connection reached the worker");
+    let mut strace = stall_next_fsync(pid, 30);
+    let body = json!({ "custom_id": custom_id }).to_string();
+    let answer = patch_on(conn, "/consumers/alice", body.as_bytes());
+    wait_in_fsync(pid);
+    // SIGKILL first; the tracee then finishes dying once its tracer lets go of it.
+    Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    let _ = strace.kill();
+    let _ = strace.wait();
+    let replaced = harness::eventually(Duration::from_secs(10), || {
+        let w = gw.nginx.worker_pids();
+        (w.len() == 2 && !w.contains(&pid)).then_some(())
+    });
+    assert!(replaced.is_some(), "worker {pid} was not replaced");
+    assert_eq!(answer.join().unwrap(), b"", "a killed worker answered");
+}
+
+#[test]
+fn a_writer_killed_mid_write_leaves_no_temporary_file_nor_lock() {
+    let gw = gateway("admin-killed-writer");
+    let p = gw.admin;
+    expect(
+        p,
+        "POST",
+        "/consumers",
+        Some(json!({"username": "alice"})),
+        201,
+    );
+
+    let victim = gw.nginx.worker_pids()[0];
+    kill_mid_write(&gw, victim, "lost-1");
+    assert_eq!(
+        state_temporaries(&gw),
+        vec![format!(".gateway.json.{victim}.tmp")]
+    );
+    // A start finds it and removes it (the write it held never happened).
+    gw.nginx.stop();
+    gw.nginx.start_again();
+    assert_eq!(state_temporaries(&gw), Vec::<String>::new());
+    assert_eq!(state_file(&gw)["consumers"][0]["custom_id"], Value::Null);
+
+    // The lock of a writer that died holding it is taken over by the next writer at
+    // once (its process is gone), and that write removes the dead one's file too.
+    let victim = gw.nginx.worker_pids()[0];
+    kill_mid_write(&gw, victim, "lost-2");
+    let v = expect(
+        p,
+        "PATCH",
+        "/consumers/alice",
+        Some(json!({"custom_id": "kept"})),
+        200,
+    );
+    assert_eq!(v["custom_id"], "kept");
+    assert_eq!(state_temporaries(&gw), Vec::<String>::new());
+    assert_eq!(state_file(&gw)["consumers"][0]["custom_id"], "kept");
+    assert!(
+        gw.nginx
+            .error_log()
+            .contains("took over the configuration lock"),
+        "{}",
+        gw.nginx.error_log()
+    );
+}
+
+/// A raw JSON body that must be refused with 400 naming `field`; nothing is stored.
+fn refused_json(p: u16, path: &str, raw: &str, field: &str) {
+    let v = expect_raw(p, "POST", path, "application/json", raw, 400);
+    let message = v["message"].as_str().unwrap_or_default().to_string();
+    assert!(message.contains(field), "{raw}: {v}");
+}
+
+#[test]
+fn minus_zero_is_zero_and_paging_reaches_past_it() {
+    let gw = gateway("admin-minus-zero");
+    let p = gw.admin;
+    // JSON's -0, and a form's.
+    expect_raw(
+        p,
+        "POST",
+        "/consumers",
+        "application/json",
+        r#"{"username": "z0", "created_at": -0}"#,
+        201,
+    );
+    expect_form(p, "POST", "/consumers", "username=z1&created_at=-0", 201);
+    expect(
+        p,
+        "POST",
+        "/consumers",
+        Some(json!({"username": "later"})),
+        201,
+    );
+    let v = expect_raw(
+        p,
+        "POST",
+        "/services",
+        "application/json",
+        r#"{"name": "s", "host": "s.internal", "retries": -0, "port": -0.0}"#,
+        201,
+    );
+    assert_eq!(v["retries"].to_string(), "0", "{v}");
+    assert_eq!(v["port"].to_string(), "0", "{v}");
+
+    // Paging reaches every consumer, one per page.
+    let mut seen = Vec::new();
+    let mut next = "/consumers?size=1".to_string();
+    for _ in 0..10 {
+        let v = expect(p, "GET", &next, None, 200);
+        for c in v["data"].as_array().unwrap() {
+            assert!(!c["created_at"].to_string().starts_with('-'), "{c}");
+            seen.push(c["username"].as_str().unwrap().to_string());
+        }
+        match v["next"].as_str() {
+            Some(n) => next = n.to_string(),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["z0", "z1", "later"]);
+    let text = std::fs::read_to_string(gw.nginx.prefix.join("state/gateway.json")).unwrap();
+    assert!(!text.contains(":-0"), "{text}");
+    assert!(gw.nginx.errors().is_empty(), "{:?}", gw.nginx.errors());
+}
+
+#[test]
+fn input_that_cannot_be_stored_as_sent_is_refused_naming_the_field() {
+    let gw = gateway("admin-lenient");
+    let p = gw.admin;
+    // Integers a double cannot hold exactly, in JSON (top level and nested) and forms.
+    refused_json(
+        p,
+        "/consumers",
+        r#"{"username": "big", "created_at": 9007199254740993}"#,
+        "created_at",
+    );
+    let v = expect_form(
+        p,
+        "POST",
+        "/consumers",
+        "username=big&created_at=9007199254740993",
+        400,
+    );
+    assert!(v["message"].as_str().unwrap().contains("created_at"), "{v}");
+    refused_json(
+        p,
+        "/plugins",
+        r#"{"name": "prometheus", "config": {"expire": 18446744073709551615}}"#,
+        "config.expire",
+    );
+    // 2^53 itself is exact, and kept.
+    let v = expect_raw(
+        p,
+        "POST",
+        "/consumers",
+        "application/json",
+        r#"{"username": "edge", "created_at": 9007199254740992}"#,
+        201,
+    );
+    assert_eq!(v["created_at"].to_string(), "9007199254740992");
+    // Numbers in forms are decimal: no hex, no spaces.
+    for form in [
+        "name=h&host=h.internal&port=0x50",
+        "name=h&host=h.internal&retries=%205",
+    ] {
+        let v = expect_form(p, "POST", "/services", form, 400);
+        assert!(
+            v["message"]
+                .as_str()
+                .unwrap()
+                .contains("expected an integer"),
+            "{form}: {v}"
+        );
+    }
+
+    // Query integers too.
+    for size in ["0x10", "%205", "1e2", "-0", "5.0"] {
+        let v = expect(p, "GET", &format!("/consumers?size={size}"), None, 400);
+        assert_eq!(v["name"], "invalid size", "{size}: {v}");
+    }
+
+    // A list given both ways, in a form and in JSON.
+    for form in [
+        "username=mix&tags[]=a&tags=b",
+        "username=mix&tags=b&tags[]=a",
+        "username=mix&tags[1]=a&tags[]=b",
+    ] {
+        let v = expect_form(p, "POST", "/consumers", form, 400);
+        assert!(
+            v["message"].as_str().unwrap().contains("the field tags"),
+            "{form}: {v}"
+        );
+    }
+    refused_json(
+        p,
+        "/consumers",
+        r#"{"username": "mix", "tags": ["b"], "tags[]": "a"}"#,
+        "the field tags",
+    );
+    let v = expect_form(p, "POST", "/services", "name=r&host=r.internal", 201);
+    let service = id(&v);
+    let v = expect_form(
+        p,
+        "POST",
+        &format!("/services/{service}/routes"),
+        "paths=/a&paths[]=/b",
+        400,
+    );
+    assert!(
+        v["message"].as_str().unwrap().contains("the field paths"),
+        "{v}"
+    );
+
+    // The media type decides, not a substring of the header.
+    let r = request(
+        p,
+        "POST",
+        "/consumers",
+        &[("Content-Type", "text/plain; x=application/json")],
+        br#"{"username": "typed"}"#,
+    );
+    assert_eq!(r.status, 415, "{}", r.text());
+
+    // Bidirectional overrides, line separators and other format characters, in every
+    // string that may reach a label, a log line or a header.
+    for (path, field, body) in [
+        (
+            "/consumers",
+            "username",
+            json!({"username": "evil\u{202E}gnp"}),
+        ),
+        ("/consumers", "username", json!({"username": "a\u{2028}b"})),
+        (
+            "/consumers",
+            "custom_id",
+            json!({"username": "c", "custom_id": "x\u{200B}"}),
+        ),
+        (
+            "/consumers",
+            "tags",
+            json!({"username": "c", "tags": ["t\u{2029}"]}),
+        ),
+        ("/consumers", "username", json!({"username": "c1\u{85}"})),
+        (
+            "/plugins",
+            "config.message",
+            json!({"name": "ip-restriction", "config": {"deny": ["10.0.0.1"], "message": "no\u{2066}"}}),
+        ),
+    ] {
+        refused_json(p, path, &body.to_string(), field);
+    }
+    // A reference by name is checked too (the answer would show it).
+    let v = expect_raw(
+        p,
+        "POST",
+        "/routes",
+        "application/json",
+        &json!({"paths": ["/x"], "service": {"name": "s\u{202E}"}}).to_string(),
+        400,
+    );
+    let message = v["message"].as_str().unwrap();
+    assert!(
+        message.contains("service.name") && !message.contains('\u{202E}'),
+        "{v}"
+    );
+    let v = expect_form(p, "POST", "/consumers", "username=a%E2%80%AEb", 400);
+    assert!(v["message"].as_str().unwrap().contains("username"), "{v}");
+
+    // Nothing of it was stored.
+    let consumers = expect(p, "GET", "/consumers", None, 200);
+    assert_eq!(
+        names(&consumers, "username"),
+        BTreeSet::from(["edge".to_string()])
+    );
+    assert_eq!(expect(p, "GET", "/routes", None, 200)["data"], json!([]));
+    assert_eq!(expect(p, "GET", "/plugins", None, 200)["data"], json!([]));
+    assert!(gw.nginx.errors().is_empty(), "{:?}", gw.nginx.errors());
+}
+
+#[test]
+fn a_declarative_file_is_held_to_the_same_refusals() {
+    for (content, said_field) in [
+        (
+            r#"{"_format_version": "3.0", "consumers": [{"username": "a\u2028b"}]}"#,
+            "username",
+        ),
+        (
+            r#"{"_format_version": "3.0", "consumers": [{"username": "a", "created_at": 9007199254740993}]}"#,
+            "created_at",
+        ),
+    ] {
+        let file = declarative_file("admin-declarative-refusals", &Value::Null);
+        std::fs::write(&file, content).unwrap();
+        let said = failed_start(
+            "admin-declarative-refusals",
+            &[("DECLARATIVE", file.display().to_string())],
+        );
+        assert!(said.contains(said_field), "{content}: {said}");
+        assert!(
+            !said.contains('\u{2028}'),
+            "a line separator in the log: {said}"
+        );
+        let _ = std::fs::remove_dir_all(file.parent().unwrap());
+    }
+}
+
+#[test]
+fn a_reload_waits_for_a_stalled_state_write() {
+    let gw = gateway("admin-stalled-reload");
+    let p = gw.admin;
+    expect(
+        p,
+        "POST",
+        "/consumers",
+        Some(json!({"username": "alice"})),
+        201,
+    );
+    let slow = gw.nginx.worker_pids()[0];
+    let conn = connection_to_worker(p, slow).expect("no connection reached the worker");
+    let mut strace = stall_next_fsync(slow, 7);
+    let answer = patch_on(conn, "/consumers/alice", br#"{"custom_id": "alice-2"}"#);
+    wait_in_fsync(slow);
+    // The master loads the state file for the new workers: it must do so after the
+    // write it waits for, never from under it.
+    gw.nginx.reload();
+    let alice = harness::parse_response(&answer.join().unwrap());
+    let _ = strace.kill();
+    let _ = strace.wait();
+    assert_eq!(alice.status, 200, "{}", alice.text());
+    let written: u64 = alice
+        .header("x-gateway-config-version")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(state_file(&gw)["consumers"][0]["custom_id"], "alice-2");
+    let mut served: BTreeMap<u32, u64> = BTreeMap::new();
+    for _ in 0..200 {
+        let r = request(p, "GET", "/consumers/alice", &[], b"");
+        let v = body_of(&r);
+        let pid: u32 = r.header("x-gateway-worker").unwrap().parse().unwrap();
+        let version: u64 = r
+            .header("x-gateway-config-version")
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(v["custom_id"], "alice-2", "worker {pid} serves {v}");
+        assert!(version > written, "worker {pid} runs version {version}");
+        served.insert(pid, version);
+        if served.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(served.len(), 2, "only {served:?} answered");
+    assert!(gw.nginx.errors().is_empty(), "{:?}", gw.nginx.errors());
+}

@@ -100,8 +100,8 @@ local function positions(snap, kind)
     return pos
 end
 
--- Creation times are integers up to 2^53 (the schema's bound): written in full
--- digits, never as "1e+15", so every accepted value round-trips.
+-- Creation times are integers from 0 to 2^53 (the schema's bound; never -0): written
+-- in full digits, never as "1e+15" or "-0", so every accepted value round-trips.
 local function encode_offset(row)
     return ngx.encode_base64(fmt("%.0f:%s", row.created_at, row.id))
 end
@@ -134,9 +134,10 @@ end
 
 local function page_size(args)
     if args.size == nil then return DEFAULT_SIZE end
-    if type(args.size) ~= "string" then return nil end
+    -- Decimal digits only: tonumber() would also take "0x10", " 5" and "1e2".
+    if type(args.size) ~= "string" or not args.size:find("^%d+$") then return nil end
     local size = tonumber(args.size)
-    if not size or size % 1 ~= 0 or size < 1 or size > MAX_SIZE then return nil end
+    if size < 1 or size > MAX_SIZE then return nil end
     return size
 end
 
@@ -223,7 +224,7 @@ local function forget(gone, configs)
     if not gone or #gone == 0 then return end
     local ok, err = pcall(exporter.forget, gone, configs)
     if not ok then
-        ngx.log(ngx.ERR, "gateway admin: deleting the series of removed entities: ", core.printable(tostring(err)))
+        ngx.log(ngx.ERR, "gateway admin: deleting the series of removed entities: ", schema.printable(tostring(err)))
     end
 end
 
@@ -400,7 +401,7 @@ function _M.serve()
         return dispatch(ngx.req.get_method(), segments())
     end, traceback)
     if ok then return end
-    ngx.log(ngx.ERR, "gateway admin: ", core.printable(tostring(err)))
+    ngx.log(ngx.ERR, "gateway admin: ", schema.printable(tostring(err)))
     if not ngx.headers_sent then
         pcall(send, 500, { message = "An unexpected error occurred" })
     end

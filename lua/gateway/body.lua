@@ -7,9 +7,10 @@
 -- Values stay as sent (form values are strings); the schema coerces them.
 
 local core = require "ngx_prometheus"
+local schema = require "gateway.schema"
 
-local type, pairs, ipairs, tonumber, tostring = type, pairs, ipairs, tonumber, tostring
-local fmt, printable = string.format, core.printable
+local type, pairs, ipairs, next, tonumber, tostring = type, pairs, ipairs, next, tonumber, tostring
+local fmt, printable = string.format, schema.printable
 -- debug's: mlua's array metatable hides itself from getmetatable.
 local getmetatable, sort = debug.getmetatable, table.sort
 
@@ -47,22 +48,50 @@ local function parse_key(key)
     return path
 end
 
-local function assign(root, path, value)
-    local t = root
-    for i = 1, #path - 1 do
+-- Puts `value` at `path` in `root` -> true, or false when that would drop or mix what
+-- another key gave: a compound key into a plain key's value that is not an object
+-- (`tags=a&tags[]=b`, `config=x&config.y=1`), a list both appended to and indexed
+-- (`paths[]` and `paths[1]`), or one place twice (`config.x` and `config[x]`). A
+-- compound key may add fields to a plain key's object (`"config": {...}` beside
+-- `"config.x"`, as httpie sends). `made` holds how the keys of each table that may be
+-- added to were given: "[]", "[n]" or "name" (true: not yet).
+-- A table decoded from a JSON object (not an array, nor a form's repeated key).
+local function is_object(t)
+    return type(t) == "table" and getmetatable(t) ~= core.array_mt and type(next(t)) ~= "number"
+end
+
+local function assign(root, path, value, made)
+    local t, n = root, #path
+    for i = 1, n do
         local k = path[i]
+        if t ~= root then
+            local style = k == APPEND and "[]" or type(k) == "number" and "[n]" or "name"
+            if made[t] ~= true and made[t] ~= style then return false end
+            made[t] = style
+        end
         if k == APPEND then k = #t + 1 end
-        if type(t[k]) ~= "table" then t[k] = {} end
-        t = t[k]
+        if i == n then
+            if path[i] == APPEND and type(value) == "table" then
+                for _, v in ipairs(value) do t[#t + 1] = v end
+            elseif t[k] ~= nil then
+                return false
+            else
+                t[k] = value
+            end
+        else
+            local sub = t[k]
+            if sub == nil then
+                sub = {}
+                made[sub] = true
+                t[k] = sub
+            elseif not made[sub] then
+                if not is_object(sub) then return false end
+                made[sub] = "name"
+            end
+            t = sub
+        end
     end
-    local last = path[#path]
-    if last ~= APPEND then
-        t[last] = value
-    elseif type(value) == "table" then
-        for _, v in ipairs(value) do t[#t + 1] = v end
-    else
-        t[#t + 1] = value
-    end
+    return true
 end
 
 local function is_compound(key)
@@ -71,7 +100,7 @@ end
 
 -- Plain keys first, then compound ones into them, in a stable order.
 local function expand(args)
-    local out, compound = {}, {}
+    local out, compound, made = {}, {}, {}
     for k, v in pairs(args) do
         if is_compound(k) then compound[#compound + 1] = k else out[k] = v end
     end
@@ -79,7 +108,10 @@ local function expand(args)
     for _, k in ipairs(compound) do
         local path, err = parse_key(k)
         if not path then return nil, err end
-        if #path > 0 then assign(out, path, args[k]) end
+        if #path > 0 and not assign(out, path, args[k], made) then
+            return nil, fmt("%s: the field %s is given more than one way", printable(k),
+                printable(tostring(path[1])))
+        end
     end
     return out
 end
@@ -104,15 +136,23 @@ local function expanded(args)
     return out
 end
 
+-- The media type of a Content-Type header: its type/subtype, lowercased, without
+-- parameters ("" when absent).
+local function media_type(content_type)
+    local t = (content_type or ""):match("^[^;]*")
+    return t:match("^[ \t]*(.-)[ \t]*$"):lower()
+end
+_M.media_type = media_type
+
 -- parse(raw, content_type) -> table | nil, status, message: a body as read() reads
 -- it, from its bytes and its Content-Type header (nil when absent). Forms are decoded
 -- by nginx (ngx.decode_args, without its 100-argument cap), then expanded as JSON is.
 function _M.parse(raw, content_type)
     if not raw:find("%S") then return {} end
-    local ctype = (content_type or ""):lower()
-    local json = ctype:find("application/json", 1, true)
+    local mtype = media_type(content_type)
+    local json = mtype == "application/json"
         -- Without a type, a body that looks like JSON is JSON (curl --data '{...}').
-        or ctype == "" and raw:find("^%s*[{%[]")
+        or mtype == "" and raw:find("^%s*[{%[]")
     if json then
         local v, jerr = core.json_decode(raw)
         if v == nil then return nil, 400, "Cannot parse JSON body: " .. tostring(jerr) end
@@ -121,10 +161,10 @@ function _M.parse(raw, content_type)
         end
         return expanded(v)
     end
-    if ctype == "" or ctype:find("application/x-www-form-urlencoded", 1, true) then
+    if mtype == "" or mtype == "application/x-www-form-urlencoded" then
         return expanded(ngx.decode_args(raw, 0))
     end
-    return nil, 415, "Unsupported Content-Type: " .. printable(ctype)
+    return nil, 415, "Unsupported Content-Type: " .. printable((content_type or ""):lower())
 end
 
 -- expand(args) -> table | nil, err: keys with dots and brackets made into nested

@@ -154,7 +154,7 @@ end
 function _M.write(fn)
     if _M.dbless() then return nil, errors.dbless() end
     local token, err = lock.take()
-    if not token then return nil, errors.internal(err) end
+    if not token then return nil, errors.busy(err) end
     local ok, result, ferr = pcall(write_locked, token, fn)
     lock.release(token)
     if not ok then return nil, errors.internal("write failed: " .. tostring(result)) end

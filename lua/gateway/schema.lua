@@ -30,7 +30,7 @@ local utf8_valid, printable = core.utf8_valid, core.printable
 local type, pairs, ipairs, next, tostring, tonumber = type, pairs, ipairs, next, tostring, tonumber
 -- mlua protects its array metatable (__metatable = false): only debug.getmetatable sees it.
 local setmetatable, getmetatable, floor, huge = setmetatable, debug.getmetatable, math.floor, math.huge
-local concat, sort = table.concat, table.sort
+local concat, sort, fmt, byte = table.concat, table.sort, string.format, string.byte
 
 local _M = {}
 
@@ -81,13 +81,29 @@ _M.fields_by_name = fields_by_name
 --------------------------------------------------------------------------------
 -- Single values.
 
+-- A form's number as sent: decimal digits with an optional sign (and, for numbers, a
+-- fraction and an exponent), nothing tonumber() would take besides (hex, spaces, inf).
+-- An integer that a double cannot hold exactly (2^53 + 1) stays a string: refused.
+local function decimal(v, integer)
+    local rest = v:match("^%-?%d+(.*)$")
+    if not rest then return nil end
+    if not integer then rest = rest:gsub("^%.%d+", "", 1):gsub("^[eE][-+]?%d+$", "", 1) end
+    if rest ~= "" then return nil end
+    local n = tonumber(v)
+    if integer and (n >= 2 ^ 53 or n <= -2 ^ 53) then
+        local digits = v:gsub("^%-", ""):gsub("^0+(%d)", "%1")
+        if fmt("%.0f", n < 0 and -n or n) ~= digits then return nil end
+    end
+    return n
+end
+
 local function coerce(def, v)
     local t = def.type
     if type(v) == "string" then
         if t == "boolean" then
             if v == "true" then return true elseif v == "false" then return false end
         elseif t == "integer" or t == "number" then
-            return tonumber(v) or v
+            return decimal(v, t == "integer") or v
         end
     end
     if (t == "array" or t == "set") and type(v) ~= "table" then
@@ -123,19 +139,89 @@ local function check_length(def, n)
     return true
 end
 
--- A value as an error message shows it: printable, and cut after 100 bytes.
+-- The code point of the UTF-8 sequence at `i` of valid UTF-8 `s`, and its length.
+local function code_point(s, i)
+    local c = byte(s, i)
+    if c < 0x80 then return c, 1 end
+    local n = c >= 0xF0 and 4 or c >= 0xE0 and 3 or 2
+    local cp = c % (2 ^ (7 - n))
+    for k = 1, n - 1 do cp = cp * 64 + byte(s, i + k) % 64 end
+    return cp, n
+end
+
+-- Code points beyond ASCII a stored string may not hold: controls (Cc: C1), format
+-- characters (Cf: bidirectional overrides and isolates, zero-width characters, soft
+-- hyphen, BOM, tag characters...) and the line and paragraph separators (Zl, Zp).
+-- They would reorder, hide or break the line of a label value, a log line or a
+-- message the string ends up in. Unicode 15's Cc/Cf/Zl/Zp outside ASCII, as ranges.
+local REFUSED = {
+    { 0x80, 0x9F }, { 0xAD, 0xAD }, { 0x600, 0x605 }, { 0x61C, 0x61C }, { 0x6DD, 0x6DD },
+    { 0x70F, 0x70F }, { 0x890, 0x891 }, { 0x8E2, 0x8E2 }, { 0x180E, 0x180E }, { 0x200B, 0x200F },
+    { 0x2028, 0x202E }, { 0x2060, 0x2064 }, { 0x2066, 0x206F }, { 0xFEFF, 0xFEFF },
+    { 0xFFF9, 0xFFFB }, { 0x110BD, 0x110BD }, { 0x110CD, 0x110CD }, { 0x13430, 0x1343F },
+    { 0x1BCA0, 0x1BCA3 }, { 0x1D173, 0x1D17A }, { 0xE0001, 0xE0001 }, { 0xE0020, 0xE007F },
+}
+
+local function is_refused(cp)
+    if cp < 0x80 then return false end
+    for _, r in ipairs(REFUSED) do
+        if cp >= r[1] and cp <= r[2] then return true end
+    end
+    return false
+end
+
+-- The first refused code point in valid UTF-8 `s`, or nil.
+local function refused_code_point(s)
+    if not s:find("[\128-\255]") then return nil end
+    local i = 1
+    while i <= #s do
+        local cp, n = code_point(s, i)
+        if is_refused(cp) then return cp end
+        i = i + n
+    end
+    return nil
+end
+
+local function hex_bytes(c)
+    return (c:gsub(".", function(b) return fmt("\\x%02X", byte(b)) end))
+end
+
+-- `s` safe in a message or a log line: core.printable (control characters, backslashes
+-- and invalid bytes as \xNN), and the refused characters above as \xNN too, so that
+-- what a client sent can neither reorder nor break the line that shows it.
+local function safe_text(s)
+    local p = printable(s)
+    if not refused_code_point(p) then return p end
+    local out, i = {}, 1
+    while i <= #p do
+        local cp, n = code_point(p, i)
+        local piece = p:sub(i, i + n - 1)
+        out[#out + 1] = is_refused(cp) and hex_bytes(piece) or piece
+        i = i + n
+    end
+    return concat(out)
+end
+_M.printable = safe_text
+
+
+
+-- A value as an error message shows it: safe_text, and cut after 100 bytes.
 local function shown(v)
-    if #v > 100 then return printable(v:sub(1, 100)) .. "..." end
-    return printable(v)
+    if #v > 100 then return safe_text(v:sub(1, 100)) .. "..." end
+    return safe_text(v)
 end
 _M.shown = shown
 
--- Every string stored is valid UTF-8 without control characters: it may end up in a
--- JSON answer, a log line, a header or a label value.
+-- Every string stored is valid UTF-8 without control, format or line separator
+-- characters: it may end up in a JSON answer, a log line, a header or a label value.
 local function check_string(def, v)
     if type(v) ~= "string" then return nil, "expected a string" end
     if not utf8_valid(v) then return nil, "invalid UTF-8: " .. shown(v) end
     if v:find("%c") then return nil, "control characters are not allowed: " .. shown(v) end
+    local cp = refused_code_point(v)
+    if cp then
+        return nil, fmt("control, format and separator characters are not allowed: U+%04X in %s", cp, shown(v))
+    end
     local ok, err = check_length(def, #v)
     if not ok then return nil, err end
     if def.uuid and not is_uuid(v) then return nil, "expected a valid UUID" end
@@ -147,14 +233,35 @@ local function check_string(def, v)
     return v
 end
 
+-- A bound as a message shows it: integers in full digits (never "9.007199254741e+15").
+local function number_text(x)
+    if floor(x) == x and x < 2 ^ 63 and x > -2 ^ 63 then return fmt("%.0f", x) end
+    return tostring(x)
+end
+
+-- Integers beyond 2^53 are not all representable (a double's 53 bits): none is
+-- accepted. Literals that would round (2^53 + 1 to 2^53) are refused where they are
+-- read: by json_decode for JSON, by decimal() for forms (left a string, refused here).
+local MAX_INTEGER = 2 ^ 53
+
 local function check_number(def, v)
+    if def.type == "integer" and type(v) == "string" and v:find("^%-?%d+$") then
+        return nil, "integer cannot be represented exactly: " .. shown(v)
+    end
     if type(v) ~= "number" or v ~= v or v == huge or v == -huge then
         return nil, def.type == "integer" and "expected an integer" or "expected a number"
     end
-    if def.type == "integer" and floor(v) ~= v then return nil, "expected an integer" end
+    if def.type == "integer" then
+        if floor(v) ~= v then return nil, "expected an integer" end
+        if v > MAX_INTEGER or v < -MAX_INTEGER then
+            return nil, "integer out of the exactly representable range (-2^53 to 2^53)"
+        end
+    end
+    -- -0 is 0: stored, compared and shown as 0, never as "-0" or "-0.0".
+    if v == 0 then v = 0 end
     local range = def.between
     if range and (v < range[1] or v > range[2]) then
-        return nil, "value should be between " .. range[1] .. " and " .. range[2]
+        return nil, "value should be between " .. number_text(range[1]) .. " and " .. number_text(range[2])
     end
     local ok, err = check_one_of(def, v)
     if not ok then return nil, err end
@@ -210,7 +317,7 @@ local function check_map(def, v, opts)
         if def.values then nv, verr = validate_value(def.values, val, opts, v) end
         if kerr or verr then
             errs = errs or {}
-            errs[printable(tostring(k))] = kerr or verr
+            errs[safe_text(tostring(k))] = kerr or verr
         else
             out[nk] = nv
         end
@@ -218,6 +325,9 @@ local function check_map(def, v, opts)
     if errs then return nil, errs end
     return out
 end
+
+-- Names and usernames are at most 256 bytes: a longer reference names nothing.
+local REFERENCE_NAME = { type = "string", len_min = 1, len_max = 256 }
 
 -- A reference to another entity: { id = <uuid> } or { name = <endpoint key> }; the
 -- store resolves it and keeps { id = ... }.
@@ -227,7 +337,7 @@ local function check_foreign(_, v)
     end
     local errs = {}
     for k in pairs(v) do
-        if k ~= "id" and k ~= "name" then errs[printable(tostring(k))] = "unknown field" end
+        if k ~= "id" and k ~= "name" then errs[safe_text(tostring(k))] = "unknown field" end
     end
     if v.id ~= nil and v.name ~= nil then
         errs.name = "only one of 'id' and 'name' may be given"
@@ -235,8 +345,10 @@ local function check_foreign(_, v)
         errs.id = "required field missing"
     elseif v.id ~= nil and not is_uuid(v.id) then
         errs.id = "expected a valid UUID"
-    elseif v.name ~= nil and type(v.name) ~= "string" then
-        errs.name = "expected a string"
+    elseif v.name ~= nil then
+        -- Only looked up, but shown in the answer when nothing has that name.
+        local _, nerr = check_string(REFERENCE_NAME, v.name)
+        if nerr then errs.name = nerr end
     end
     if next(errs) then return nil, errs end
     return v.id and { id = v.id } or { name = v.name }
@@ -343,7 +455,7 @@ function validate_record(sch, input, opts)
     input = apply_shorthands(sch, input, errs)
     local known = fields_by_name(sch.fields)
     for k in pairs(input) do
-        if type(k) ~= "string" or not known[k] then errs[printable(tostring(k))] = "unknown field" end
+        if type(k) ~= "string" or not known[k] then errs[safe_text(tostring(k))] = "unknown field" end
     end
     local out = {}
     for _, f in ipairs(sch.fields) do

@@ -6,11 +6,15 @@ use mlua::{Lua, LuaSerdeExt, Result as LuaResult, Table, Value};
 /// Adds `json_decode`, `json_encode`, `null`, `array_mt` and `uuid` to the module table.
 pub fn register(lua: &Lua, m: &Table) -> LuaResult<()> {
     // json_decode(text) -> value | nil, err. Arrays get `array_mt`, JSON null is `null`.
+    // An integer a Lua number cannot hold exactly is an error naming where it is.
     m.set(
         "json_decode",
         lua.create_function(|lua, text: mlua::LuaString| {
             match serde_json::from_slice::<serde_json::Value>(&text.as_bytes()) {
-                Ok(v) => Ok((Some(lua.to_value(&v)?), None)),
+                Ok(v) => match crate::json_input::inexact_integer(&v) {
+                    None => Ok((Some(lua.to_value(&v)?), None)),
+                    Some(e) => Ok((None, Some(format!("invalid JSON: {e}")))),
+                },
                 Err(e) => Ok((None, Some(format!("invalid JSON: {e}")))),
             }
         })?,
@@ -45,19 +49,40 @@ pub fn register(lua: &Lua, m: &Table) -> LuaResult<()> {
         "uuid",
         lua.create_function(|_, ()| crate::identity::uuid_v4().map_err(mlua::Error::RuntimeError))?,
     )?;
-    // write_file_atomic(path, contents) -> true | nil, err: a temporary file beside
-    // `path`, fsync, rename over `path`, fsync of the directory. Readers see the old or
-    // the new contents, never a part.
+    // write_file_atomic(path, contents[, may_rename]) -> true | nil, err: a temporary
+    // file beside `path`, fsync, rename over `path`, fsync of the directory. Readers see
+    // the old or the new contents, never a part. `may_rename()`, if given, is asked once
+    // the new contents are on disk: unless it returns true, `path` is left as it was.
     m.set(
         "write_file_atomic",
-        lua.create_function(|_, (path, contents): (String, mlua::LuaString)| {
-            // 0600 whatever nginx's umask: the state decides what the gateway proxies and
-            // to whom, so no other local user may write (or read) it.
-            let at = std::path::Path::new(&path);
-            match crate::atomic_file::write(at, &contents.as_bytes(), 0o600) {
-                Ok(()) => Ok((Some(true), None)),
-                Err(e) => Ok((None, Some(format!("{path}: {e}")))),
-            }
+        lua.create_function(
+            |_, (path, contents, may_rename): (String, mlua::LuaString, Option<mlua::Function>)| {
+                // 0600 whatever nginx's umask: the state decides what the gateway proxies
+                // and to whom, so no other local user may write (or read) it.
+                let at = std::path::Path::new(&path);
+                let fence = || match &may_rename {
+                    None => Ok(()),
+                    Some(f) => match f.call::<bool>(()) {
+                        Ok(true) => Ok(()),
+                        Ok(false) => Err(std::io::Error::other("the write was superseded")),
+                        Err(e) => Err(std::io::Error::other(e.to_string())),
+                    },
+                };
+                match crate::atomic_file::write_fenced(at, &contents.as_bytes(), 0o600, fence) {
+                    Ok(()) => Ok((Some(true), None)),
+                    Err(e) => Ok((None, Some(format!("{path}: {e}")))),
+                }
+            },
+        )?,
+    )?;
+    // remove_stale_temporaries(path) -> n: removes what writers of `path` that died
+    // before their rename left beside it.
+    m.set(
+        "remove_stale_temporaries",
+        lua.create_function(|_, path: String| {
+            Ok(crate::atomic_file::remove_stale(std::path::Path::new(
+                &path,
+            )))
         })?,
     )?;
     Ok(())

@@ -4,6 +4,17 @@ local core = require "ngx_prometheus"
 local body = require "gateway.body"
 
 describe("gateway.body.parse", function()
+    it("matches the media type, not a substring of the header", function()
+        assert.equal("application/json", body.media_type(" Application/JSON ; charset=utf-8"))
+        assert.equal("text/plain", body.media_type("text/plain; x=application/json"))
+        local _, status = body.parse('{"name":"x"}', "text/plain; x=application/json")
+        assert.equal(415, status)
+        _, status = body.parse('{"name":"x"}', "application/jsonx")
+        assert.equal(415, status)
+        _, status = body.parse("name=x", "application/x-www-form-urlencoded-not")
+        assert.equal(415, status)
+    end)
+
     it("reads a JSON object and expands dotted keys into it", function()
         local v = assert(body.parse('{"name":"p","config.per_consumer":true,"config":{"x":1}}', "application/json"))
         assert.same({ name = "p", config = { per_consumer = true, x = 1 } }, v)
@@ -80,6 +91,26 @@ describe("gateway.body.expand", function()
 
     it("puts compound keys into plain ones given beside them", function()
         assert.same({ config = { a = 1, b = "2" } }, body.expand({ config = { a = 1 }, ["config.b"] = "2" }))
+    end)
+
+    it("refuses a field given more than one way, naming it", function()
+        for _, args in ipairs({
+            { tags = "b", ["tags[]"] = "a" },
+            { tags = { "b", "c" }, ["tags[]"] = "a" },
+            { tags = setmetatable({ "b" }, core.array_mt), ["tags[1]"] = "a" },
+            { ["paths[]"] = "/a", ["paths[1]"] = "/b" },
+            { ["config.x"] = "1", ["config[x]"] = "2" },
+            { config = "x", ["config.y"] = "1" },
+            { config = { x = 1 }, ["config.x"] = "2" },
+            { ["config.allow"] = "a", ["config.allow[]"] = "b" },
+        }) do
+            local v, err = body.expand(args)
+            assert.is_nil(v)
+            assert.truthy(err:find("given more than one way", 1, true), err)
+        end
+        local _, status, message = body.parse('{"tags":["b"],"tags[]":"a"}', "application/json")
+        assert.equal(400, status)
+        assert.equal("Invalid key tags[]: the field tags is given more than one way", message)
     end)
 
     it("refuses an index beyond the limit, naming the key", function()

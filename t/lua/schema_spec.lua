@@ -128,6 +128,55 @@ describe("gateway.schema.validate", function()
     end)
 end)
 
+describe("gateway.schema numbers and strings", function()
+    it("stores -0 as 0, for integers and numbers alike", function()
+        local v = assert(schema.validate(sample, { name = "x", port = -0, limits = { per_second = -0 } }))
+        assert.equal(math.huge, 1 / v.port)
+        assert.equal(math.huge, 1 / v.limits.per_second)
+        v = assert(schema.validate(sample, { name = "x", port = "-0" }))
+        assert.equal(math.huge, 1 / v.port)
+    end)
+
+    it("takes only decimal integers from forms, and only those a double holds", function()
+        for _, bad in ipairs({ "0x50", " 80", "80 ", "8e1", "80.0", "inf", "nan", "+80" }) do
+            local _, errs = schema.validate(sample, { name = "x", port = bad })
+            assert.equal("expected an integer", errs.port, bad)
+        end
+        local big = { fields = { { at = { type = "integer" } } } }
+        assert.equal(2 ^ 53, assert(schema.validate(big, { at = "9007199254740992" })).at)
+        local _, errs = schema.validate(big, { at = "9007199254740993" })
+        assert.equal("integer cannot be represented exactly: 9007199254740993", errs.at)
+        _, errs = schema.validate(big, { at = 2 ^ 54 })
+        assert.equal("integer out of the exactly representable range (-2^53 to 2^53)", errs.at)
+        assert.equal(1.5e3, assert(schema.validate(sample, { name = "x", limits = { per_second = "1.5e3" } }))
+            .limits.per_second)
+    end)
+
+    it("shows large bounds in full digits", function()
+        local s = { fields = { { at = { type = "integer", between = { 0, 2 ^ 53 } } } } }
+        local _, errs = schema.validate(s, { at = -1 })
+        assert.equal("value should be between 0 and 9007199254740992", errs.at)
+    end)
+
+    it("refuses format, separator and C1 control characters in every string", function()
+        for _, ch in ipairs({ "\u{202E}", "\u{2028}", "\u{2029}", "\u{200B}", "\u{FEFF}", "\u{85}",
+                              "\u{AD}", "\u{2066}", "\u{E0041}" }) do
+            local _, errs = schema.validate(sample, { name = "x", tags = { "a" .. ch .. "b" } })
+            assert.truthy(errs and errs.tags and tostring(errs.tags[1]):find("are not allowed: U%+"), ch)
+        end
+        assert(schema.validate(sample, { name = "x", tags = { "café ☃ 名前", "a b" } }))
+    end)
+
+    it("shows refused characters as bytes in messages, and checks names in references", function()
+        assert.equal("a\\xE2\\x80\\xAEb\\x0Ac\\xE2\\x80\\xA8 café", schema.printable("a\u{202E}b\nc\u{2028} café"))
+        local _, errs = schema.validate(sample, { name = "x", tags = { "a\u{202E}b" } })
+        assert.equal("control, format and separator characters are not allowed: U+202E in a\\xE2\\x80\\xAEb",
+            errs.tags[1])
+        _, errs = schema.validate(sample, { name = "x", parent = { name = "web\u{2066}" } })
+        assert.truthy(errs.parent.name:find("U+2066", 1, true))
+    end)
+end)
+
 describe("gateway.schema.merge", function()
     it("merges records field by field, replaces the rest, and null unsets", function()
         local old = { name = "x", port = 81, paths = { "/a", "/b" }, limits = { per_second = 2, burst = 5 } }

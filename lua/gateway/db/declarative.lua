@@ -11,7 +11,7 @@ local index = require "gateway.db.index"
 local crud = require "gateway.db.crud"
 
 local defs, kinds = entities.defs, entities.kinds
-local printable = core.printable
+local printable = schema.printable
 local is_uuid, is_array = schema.is_uuid, schema.is_array
 local ipairs, pairs, type, tostring, tonumber, next = ipairs, pairs, type, tostring, tonumber, next
 local fmt = string.format

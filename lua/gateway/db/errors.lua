@@ -5,7 +5,7 @@
 local core = require "ngx_prometheus"
 local schema = require "gateway.schema"
 
-local printable, null = core.printable, core.null
+local printable, null = schema.printable, core.null
 local ipairs, pairs, type, tostring = ipairs, pairs, type, tostring
 local fmt, concat, sort = string.format, table.concat, table.sort
 
@@ -60,6 +60,13 @@ end
 function _M.internal(message)
     ngx.log(ngx.ERR, "gateway: ", printable(message))
     return fail(500, 8, "database error", message)
+end
+
+-- Another write held the configuration lock for the whole wait (a state write stalled
+-- on a slow disk): nothing was changed, the client may try again.
+function _M.busy(message)
+    ngx.log(ngx.ERR, "gateway: ", printable(message))
+    return fail(503, 8, "database busy", message .. "; nothing was changed, try again")
 end
 
 function _M.too_large(size, limit)

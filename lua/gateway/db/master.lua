@@ -19,10 +19,15 @@ local _M = {}
 -- { state_file, declarative_file, seed_file, node_id }, set by configure().
 _M.conf = {}
 
+-- Where db-less mode keeps the node id: beside the state file.
+local function node_id_path(conf)
+    return (conf.state_file:gsub("[^/]*$", "")) .. "node_id"
+end
+
 -- Db-less mode has no state file; the node id still stays put if the state directory
 -- lets us keep it.
 local function dbless_node_id(conf)
-    local path = conf.state_file:gsub("[^/]*$", "") .. "node_id"
+    local path = node_id_path(conf)
     local text = declarative.read_file(path)
     local id = text and text:match("^%s*(.-)%s*$")
     if is_uuid(id) then return id end
@@ -59,6 +64,11 @@ local function initial(conf)
 end
 
 local function load_and_publish(conf)
+    -- Under the lock no writer is between its temporary file and its rename: what is
+    -- left beside the state (a writer killed mid-write, up to a whole document each)
+    -- is stale, unless its process lives on (an old worker of a reload).
+    core.remove_stale_temporaries(conf.state_file)
+    core.remove_stale_temporaries(node_id_path(conf))
     local s, err, persist = initial(conf)
     if not s then return nil, err end
     if persist then
@@ -67,8 +77,7 @@ local function load_and_publish(conf)
     end
     conf.node_id = s.node_id
     pcall(publish.remember_dropped, s)
-    -- Versions keep counting across reloads (the dict survives them).
-    return publish.publish(s, (publish.version() or 0) + 1)
+    return publish.publish(s)
 end
 
 -- configure{ state_file, declarative_file, seed_file } -> true | nil, err
@@ -79,10 +88,10 @@ function _M.configure(opts)
         seed_file = opts.seed_file,
     }
     _M.conf = conf
-    local locked, lerr = lock.master()
-    if not locked then return nil, lerr end
+    local token, lerr = lock.master()
+    if not token then return nil, lerr end
     local ok, res, err = pcall(load_and_publish, conf)
-    lock.master_release()
+    lock.release(token)
     if not ok then return nil, res end
     return res, err
 end

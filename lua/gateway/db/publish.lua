@@ -1,18 +1,20 @@
 -- gateway.db.publish: hands a configuration to the workers. The document, as JSON, is
 -- the value of key "config" in lua_shared_dict gateway_config (its flags hold the
--- version); key "version" holds the same version for cheap polling. A worker's change
--- is written to the state file before it is published: the file is the source of
--- truth on the next start.
+-- version); key "version" holds the same version for cheap polling, and key "seq" the
+-- counter versions are taken from. A worker's change is written to the state file
+-- before it is published: the file is the source of truth on the next start.
 
 local core = require "ngx_prometheus"
 local index = require "gateway.db.index"
 local errors = require "gateway.db.errors"
 local lock = require "gateway.db.lock"
 
-local ipairs, type = ipairs, type
+local ipairs, type, tostring = ipairs, type, tostring
 local fmt = string.format
 
 local _M = {}
+
+local LOST = "this write no longer holds the configuration lock; nothing was changed"
 
 local function config_dict() return ngx.shared.gateway_config end
 local function state_dict() return ngx.shared.gateway_state end
@@ -22,6 +24,15 @@ local function state_dict() return ngx.shared.gateway_state end
 -- decodes it once per change, and a new copy always fits beside the old one.
 local function max_document()
     return math.floor(config_dict():capacity() / 2)
+end
+
+-- Versions come from one counter, incremented atomically: no two configurations ever
+-- get the same one, across workers, reloads (the dict survives them) and failed writes.
+local function next_version()
+    local dict = config_dict()
+    local v, err = dict:incr("seq", 1, dict:get("version") or 0)
+    if not v then return nil, "cannot count configuration versions: " .. tostring(err) end
+    return v
 end
 
 -- The published version (nil before the master's first publish).
@@ -34,10 +45,12 @@ function _M.current()
     return config_dict():get("config")
 end
 
--- (master) publish(s, version) -> true | nil, err
-function _M.publish(s, version)
+-- (master) publish(s) -> true | nil, err
+function _M.publish(s)
     local text, err = index.encode(s)
     if not text then return nil, err end
+    local version, verr = next_version()
+    if not version then return nil, verr end
     local ok, serr = config_dict():safe_set("config", text, 0, version)
     if not ok then
         return nil, fmt("the configuration (%d bytes) does not fit in lua_shared_dict gateway_config: %s",
@@ -49,18 +62,25 @@ end
 
 -- (worker) commit(s, token, old_text, version, state_file) -> new version | nil, err:
 -- persists and publishes the working copy `s` made from `old_text` at `version`
--- while `token` holds the lock.
+-- while `token` holds the lock. The lock cannot pass to another writer while this
+-- process lives (gateway.db.lock); the state file's rename is still fenced: it happens
+-- only if, once the new contents are on disk, `token` holds the lock and `version` is
+-- still the published one, so a writer that lost either can never replace a newer file.
 function _M.commit(s, token, old_text, version, state_file)
     local text, err = index.encode(s)
     if not text then return nil, errors.internal("cannot encode the configuration: " .. err) end
     if #text > max_document() then return nil, errors.too_large(#text, max_document()) end
-    -- A writer that outlived its lock must not overwrite a newer configuration.
-    if not lock.holds(token) or config_dict():get("version") ~= version then
-        return nil, errors.internal("the configuration lock expired during the write; nothing was changed")
+    local function current_writer()
+        return lock.holds(token) and config_dict():get("version") == version
     end
-    local ok, werr = core.write_file_atomic(state_file, text)
-    if not ok then return nil, errors.internal("cannot write the state file: " .. werr) end
-    local next_version = version + 1
+    if not current_writer() then return nil, errors.internal(LOST) end
+    local ok, werr = core.write_file_atomic(state_file, text, current_writer)
+    if not ok then
+        if not current_writer() then return nil, errors.internal(LOST) end
+        return nil, errors.internal("cannot write the state file: " .. werr)
+    end
+    local next_version, verr = next_version()
+    if not next_version then return nil, errors.internal(verr) end
     local set, serr = config_dict():safe_set("config", text, 0, next_version)
     if not set then
         -- A failed set has dropped the old value: put back the old value and file, so
