@@ -1080,3 +1080,93 @@ fn scrapes_render_off_the_event_loop_and_survive_clients_that_leave() {
         a.nginx.errors()
     );
 }
+
+/// A client who chooses a label value cannot grow a worker's memory: the label cache
+/// (of `family:labels`, `family:inc(v, {...})` and `ngxprom.log`'s entries) is bounded,
+/// and label sets refused by `max_series` share the overflow series' one child. 20,000
+/// unique values through each, with a cache of 100 label sets, leave the worker's Lua
+/// heap within 2 MB of where it started (kept whole, they take tens of MB), while the
+/// zone holds `max_series` series and the overflow series with the exact sum.
+#[test]
+fn unique_label_values_do_not_grow_worker_memory() {
+    let extra = r#"
+        location = /churn {
+            content_by_lua_block {
+                local prom = require "ngxprom"
+                local z = prom.zone("metrics")
+                if not churn then
+                    churn = {
+                        labels = z:counter("churn_labels_total", "Churn by labels().", { "path" },
+                            { max_series = 10, cache = 100 }),
+                        array = z:counter("churn_array_total", "Churn by inc(v, values).", { "path", "method" },
+                            { max_series = 10, cache = 100 }),
+                        kept = z:gauge("churn_kept", "Churn of gauges.", { "path" }, { cache = 100 }),
+                        log = require("ngxprom.log").new(z, { labels = { "path" },
+                            namespace = "churn_http", max_series = 10, cache = 100 }),
+                    }
+                end
+                local c = churn
+                -- A child kept across evictions goes on working.
+                local kept = c.kept:labels("kept")
+                collectgarbage()
+                local before = collectgarbage("count")
+                local from, to = tonumber(ngx.var.arg_from), tonumber(ngx.var.arg_to)
+                for i = from, to do
+                    local path = "/p/" .. i
+                    c.labels:labels(path):inc()
+                    c.array:inc(2, { path, "GET" })
+                    c.kept:labels(path):set(i)
+                    c.log:log(path)
+                end
+                kept:set(42)
+                -- The first label sets, made before the limit, still count.
+                c.labels:labels("/p/" .. from):inc()
+                collectgarbage()
+                ngx.say(string.format("%d %d", before, collectgarbage("count")))
+            }
+        }
+    "#;
+    let a = start_app("churn", "64m", extra);
+    let t = std::time::Instant::now();
+    let said = get(a.app, "/churn?from=1&to=20000").text();
+    let kb: Vec<f64> = said
+        .split_whitespace()
+        .map(|x| x.parse().unwrap())
+        .collect();
+    assert_eq!(kb.len(), 2, "{said}");
+    let grown = kb[1] - kb[0];
+    eprintln!(
+        "Lua heap {} KB -> {} KB ({grown} KB) in {:?}",
+        kb[0],
+        kb[1],
+        t.elapsed()
+    );
+    assert!(grown < 2048.0, "the worker's Lua heap grew by {grown} KB");
+    let (_, s) = scrape(a.metrics, "/metrics");
+    let series = |name: &str| s.iter().filter(|x| x.name == name).count();
+    let sum = |name: &str| -> f64 { s.iter().filter(|x| x.name == name).map(|x| x.value).sum() };
+    let over = |name: &str, labels: &[(&str, &str)]| value(&s, name, labels);
+    // max_series series and the overflow one; sums exact.
+    assert_eq!(series("churn_labels_total"), 11);
+    assert_eq!(sum("churn_labels_total"), 20001.0);
+    assert_eq!(
+        over("churn_labels_total", &[("path", "__overflow__")]),
+        Some(19990.0)
+    );
+    assert_eq!(
+        value(&s, "churn_labels_total", &[("path", "/p/1")]),
+        Some(2.0)
+    );
+    assert_eq!(series("churn_array_total"), 11);
+    assert_eq!(sum("churn_array_total"), 40000.0);
+    assert_eq!(series("churn_http_requests_total"), 11);
+    assert_eq!(sum("churn_http_requests_total"), 20000.0);
+    assert_eq!(series("churn_http_request_duration_seconds_count"), 11);
+    assert_eq!(sum("churn_http_request_duration_seconds_count"), 20000.0);
+    assert_eq!(value(&s, "churn_kept", &[("path", "kept")]), Some(42.0));
+    assert_eq!(
+        value(&s, "churn_kept", &[("path", "/p/20000")]),
+        Some(20000.0)
+    );
+    assert!(a.nginx.crashes().is_empty());
+}
