@@ -132,51 +132,106 @@ local function del(child)
     return child.family:del(unpack(child.values, 1, child.family.nlabels))
 end
 
+-- An update that did not go in (`rc` from the FFI call, not 0): the series was
+-- deleted (STALE: the child resolves its labels again and the update is retried once),
+-- or the module refused the value (counted there as invalid_value, or zone_full for a
+-- histogram chunk): logged once, returns nil and why.
+local function not_recorded(child, rc, update, v)
+    if rc == STALE then
+        if not renew(child) then return nil, "series unavailable" end
+        rc = update(child.handle, v)
+        if rc == 0 then return true end
+        if rc == STALE then return nil, "series deleted" end
+    end
+    local family = child.family
+    local why
+    if v ~= v then
+        why = "NaN is not a value"
+    elseif family.kind == "counter" then
+        why = "counters only go up by finite amounts"
+    elseif family.kind == "gauge" then
+        why = "the result would be NaN"
+    else
+        why = "no room in the zone for the value's histogram chunk"
+    end
+    local msg = "metric \"" .. family.name .. "\": update dropped: " .. why
+    log_once(msg)
+    return nil, msg
+end
+
 -- The updates, one definition each, shared by the children's methods and the
 -- families' forms with label values (`family:inc(v, { a, b })`). Always called as
 -- statements, never as tail calls, so a misuse error at level 3 names the user's call
--- one frame above the method.
+-- one frame above the method. They return true, or nil and why (see not_recorded).
 local function counter_update(child, n)
     if n == nil then
         -- The common case takes the integer entry: no float checks on the C side.
-        if counter_inc(child.handle, 1) == STALE and renew(child) then counter_inc(child.handle, 1) end
-        return
+        local rc = counter_inc(child.handle, 1)
+        if rc == 0 then return true end
+        local ok, err = not_recorded(child, rc, counter_inc, 1)
+        return ok, err
     end
     if type(n) ~= "number" then error("increment must be a number", 3) end
-    if counter_add(child.handle, n) == STALE and renew(child) then counter_add(child.handle, n) end
+    local rc = counter_add(child.handle, n)
+    if rc == 0 then return true end
+    local ok, err = not_recorded(child, rc, counter_add, n)
+    return ok, err
 end
 
 -- gauge_add of `v` (default 1) times `sign`, or gauge_set when `sign` is nil.
 local function gauge_update(child, v, sign)
     if sign == nil then
         if type(v) ~= "number" then error("value must be a number", 3) end
-        if gauge_set(child.handle, v) == STALE and renew(child) then gauge_set(child.handle, v) end
-        return
+        local rc = gauge_set(child.handle, v)
+        if rc == 0 then return true end
+        local ok, err = not_recorded(child, rc, gauge_set, v)
+        return ok, err
     end
     if v == nil then v = 1 elseif type(v) ~= "number" then error("value must be a number", 3) end
     v = sign * v
-    if gauge_add(child.handle, v) == STALE and renew(child) then gauge_add(child.handle, v) end
+    local rc = gauge_add(child.handle, v)
+    if rc == 0 then return true end
+    local ok, err = not_recorded(child, rc, gauge_add, v)
+    return ok, err
 end
 
 local function histogram_update(child, v)
     if type(v) ~= "number" then error("value must be a number", 3) end
-    if observe(child.handle, v) == STALE and renew(child) then observe(child.handle, v) end
+    local rc = observe(child.handle, v)
+    if rc == 0 then return true end
+    local ok, err = not_recorded(child, rc, observe, v)
+    return ok, err
 end
 
 local Counter = { del = del }
 Counter.__index = Counter
-function Counter:inc(n) counter_update(self, n) end
+function Counter:inc(n)
+    local ok, err = counter_update(self, n)
+    return ok, err
+end
 Counter.add = Counter.inc
 
 local Gauge = { del = del }
 Gauge.__index = Gauge
-function Gauge:set(v) gauge_update(self, v, nil) end
-function Gauge:inc(v) gauge_update(self, v, 1) end
-function Gauge:dec(v) gauge_update(self, v, -1) end
+function Gauge:set(v)
+    local ok, err = gauge_update(self, v, nil)
+    return ok, err
+end
+function Gauge:inc(v)
+    local ok, err = gauge_update(self, v, 1)
+    return ok, err
+end
+function Gauge:dec(v)
+    local ok, err = gauge_update(self, v, -1)
+    return ok, err
+end
 
 local Histogram = { del = del }
 Histogram.__index = Histogram
-function Histogram:observe(v) histogram_update(self, v) end
+function Histogram:observe(v)
+    local ok, err = histogram_update(self, v)
+    return ok, err
+end
 
 -- The method each kind of child is called with most. A method found in the table
 -- itself is one lookup in a trace; through the metatable it is a failed lookup, the
@@ -450,30 +505,35 @@ local CounterFamily, GaugeFamily, HistogramFamily = {}, {}, {}
 function CounterFamily:inc(v, values)
     local child = live_child(self, values)
     if not child then return nil, "series unavailable" end
-    counter_update(child, v)
+    local ok, err = counter_update(child, v)
+    return ok, err
 end
 CounterFamily.add = CounterFamily.inc
 
 function GaugeFamily:set(v, values)
     local child = live_child(self, values)
     if not child then return nil, "series unavailable" end
-    gauge_update(child, v, nil)
+    local ok, err = gauge_update(child, v, nil)
+    return ok, err
 end
 function GaugeFamily:inc(v, values)
     local child = live_child(self, values)
     if not child then return nil, "series unavailable" end
-    gauge_update(child, v, 1)
+    local ok, err = gauge_update(child, v, 1)
+    return ok, err
 end
 function GaugeFamily:dec(v, values)
     local child = live_child(self, values)
     if not child then return nil, "series unavailable" end
-    gauge_update(child, v, -1)
+    local ok, err = gauge_update(child, v, -1)
+    return ok, err
 end
 
 function HistogramFamily:observe(v, values)
     local child = live_child(self, values)
     if not child then return nil, "series unavailable" end
-    histogram_update(child, v)
+    local ok, err = histogram_update(child, v)
+    return ok, err
 end
 
 -- Deletes the series with these label values, in every worker: its memory is reused,
