@@ -1218,6 +1218,9 @@ fn hostile_numbers_and_label_values_follow_the_readme() {
                 say("inc with nan", c:inc(1, { nan }))
                 say("labels long", c:labels(string.rep("x", 5000)).handle)
                 say("labels 1.5", c:labels(1.5):inc())
+                say("labels -0", c:labels(-0):inc())
+                say("labels -inf", c:labels(-inf):inc())
+                say("labels 2^53", c:labels(2^53):inc())
                 say("del nan", c:del(nan))
                 for _, q in ipairs({ 2, -1, nan, "0.5" }) do
                     say("quantile " .. tostring(q), pcall(function() local v = h:quantile(q); return v end))
@@ -1314,7 +1317,7 @@ fn hostile_numbers_and_label_values_follow_the_readme() {
         .collect();
     assert_eq!(
         keys,
-        ["big", "bad", "1.5"],
+        ["big", "bad", "1.5", "0", "-inf", "9007199254740992"],
         "no series for a refused label value"
     );
     let errors = |reason| {
