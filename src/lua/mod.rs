@@ -36,7 +36,7 @@ fn label_values(v: Table) -> LuaResult<Vec<Vec<u8>>> {
             Value::Integer(n) => Ok(n.to_string().into_bytes()),
             Value::Number(n) if n.is_nan() => Err(err("a label value is NaN")),
             // -0 is 0: Lua tables (the label cache) do not tell them apart either.
-            Value::Number(n) if n == 0.0 => Ok(b"0".to_vec()),
+            Value::Number(0.0) => Ok(b"0".to_vec()),
             Value::Number(n) => Ok(n.to_string().into_bytes()),
             Value::Boolean(b) => Ok(b.to_string().into_bytes()),
             other => Err(err(format!(

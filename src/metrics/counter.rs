@@ -135,7 +135,7 @@ mod tests {
             last = now;
         }
         let (int, _) = read(&r, 4);
-        assert!(int >= FOLD_AT && int < FOLD_AT + WHOLE_BELOW, "{int}");
+        assert!((FOLD_AT..FOLD_AT + WHOLE_BELOW).contains(&int), "{int}");
         let want = 2100.0 * 8.99e15;
         assert!((last - want).abs() / want < 1e-12, "{last} vs {want}");
         // Whole increments through inc() too, and one too large for the integer word.
