@@ -1125,6 +1125,16 @@ fn unique_label_values_do_not_grow_worker_memory() {
                 ngx.say(string.format("%d %d", before, collectgarbage("count")))
             }
         }
+        location = /churn_overflow {
+            # The overflow series deleted under a kept child of a refused label set:
+            # the shared overflow child takes the overflow series anew.
+            content_by_lua_block {
+                if not churn then return ngx.exit(409) end
+                local ov = churn.labels:labels("/p/99999")
+                ngx.say(tostring(ov.overflow), " ", tostring(churn.labels:del("__overflow__")),
+                    " ", tostring(ov:inc()), " ", tostring(churn.labels:labels("/p/99998"):inc(2)))
+            }
+        }
     "#;
     let a = start_app("churn", "64m", extra);
     let t = std::time::Instant::now();
@@ -1167,6 +1177,22 @@ fn unique_label_values_do_not_grow_worker_memory() {
     assert_eq!(
         value(&s, "churn_kept", &[("path", "/p/20000")]),
         Some(20000.0)
+    );
+    // In the worker that made the children (the other one answers 409).
+    let said = eventually(Duration::from_secs(10), || {
+        let r = get(a.app, "/churn_overflow");
+        (r.status == 200).then(|| r.text())
+    })
+    .expect("the worker that served /churn");
+    assert_eq!(said.trim(), "true true true true");
+    let (_, s) = scrape(a.metrics, "/metrics");
+    assert_eq!(
+        value(&s, "churn_labels_total", &[("path", "__overflow__")]),
+        Some(3.0)
+    );
+    assert_eq!(
+        s.iter().filter(|x| x.name == "churn_labels_total").count(),
+        11
     );
     assert!(a.nginx.crashes().is_empty());
 }
