@@ -652,8 +652,28 @@ function Zone:_attach()
     return slot
 end
 
+-- A family's declaration as the module reads it; raises naming the culprit.
+local function spec_of(kind, name, help, labels, opts, level)
+    local spec = {
+        name = name, help = help, type = kind, labels = labels or {},
+        buckets = opts.buckets, lowest = opts.lowest, highest = opts.highest,
+        precision = opts.precision, max_series = opts.max_series, expire = opts.expire,
+        unit = opts.unit, group = opts.group, quantiles = opts.quantiles,
+        overflow = opts.overflow,
+    }
+    local ok, err = pcall(core.validate, spec)
+    if not ok then error(message(err), level + 1) end
+    return spec
+end
+
 function Zone:_family(kind, name, help, labels, opts, level)
     if type(name) ~= "string" then error("metric name must be a string", level) end
+    opts = opts or {}
+    local cache_size = opts.cache or CACHE_SIZE
+    if type(cache_size) ~= "number" or cache_size < 1 or cache_size % 1 ~= 0
+        or cache_size > 1e9 then
+        error("metric \"" .. name .. "\": cache must be a whole number from 1 to 1e9", level)
+    end
     local f = self.families[name]
     if f then
         if f.kind ~= kind then
@@ -663,23 +683,11 @@ function Zone:_family(kind, name, help, labels, opts, level)
         if have ~= want then
             error("metric \"" .. name .. "\" is already declared with labels [" .. have .. "]", level)
         end
+        -- A new size applies from the next generation on.
+        if opts.cache then f.cache_size = cache_size end
         return f
     end
-    opts = opts or {}
-    local spec = {
-        name = name, help = help, type = kind, labels = labels or {},
-        buckets = opts.buckets, lowest = opts.lowest, highest = opts.highest,
-        precision = opts.precision, max_series = opts.max_series, expire = opts.expire,
-        unit = opts.unit, group = opts.group, quantiles = opts.quantiles,
-        overflow = opts.overflow,
-    }
-    local ok, err = pcall(core.validate, spec)
-    if not ok then error(message(err), level) end
-    local cache_size = opts.cache or CACHE_SIZE
-    if type(cache_size) ~= "number" or cache_size < 1 or cache_size % 1 ~= 0
-        or cache_size > 1e9 then
-        error("metric \"" .. name .. "\": cache must be a whole number from 1 to 1e9", level)
-    end
+    local spec = spec_of(kind, name, help, labels, opts, level)
     f = setmetatable({
         zone = self, name = name, kind = kind, spec = spec, nlabels = #spec.labels,
         cache = {}, old = {}, cached = 0, cache_size = cache_size, child_mt = CHILD[kind],

@@ -1251,6 +1251,17 @@ fn hostile_numbers_and_label_values_follow_the_readme() {
                 for _, q in ipairs({ 2, -1, nan, "0.5" }) do
                     say("quantile " .. tostring(q), pcall(function() local v = h:quantile(q); return v end))
                 end
+                for _, size in ipairs({ 0, 1.5, nan, "10" }) do
+                    say("cache " .. tostring(size), pcall(function()
+                        local f = z:counter("hostile_cache_total", "Bad cache.", {}, { cache = size })
+                        return f
+                    end))
+                end
+                -- The overflow option names the overflow series' label value.
+                local o = z:counter("hostile_other_total", "Overflow option.", { "k" },
+                    { max_series = 1, overflow = "other" })
+                o:labels("a"):inc()
+                o:labels("b"):inc()
                 h:labels() -- the series, without observations
                 say("quantile empty", h:quantile(0.5))
                 say("quantile unknown", z:histogram("hostile_seconds", "Hostile.", { "k" }):quantile(0.5, { "none" }))
@@ -1321,6 +1332,15 @@ fn hostile_numbers_and_label_values_follow_the_readme() {
         );
     }
     assert_eq!(said["quantile empty"], "nil | no observations");
+    for size in ["0", "1.5", "nan", "10"] {
+        let got = said[format!("cache {size}").as_str()];
+        assert!(
+            got.starts_with("false | ")
+                && got.contains("cache must be a whole number from 1 to 1e9")
+                && got.contains("content_by_lua"),
+            "cache {size}: {got}"
+        );
+    }
     assert_eq!(
         said["quantile unknown"],
         "nil | no series with these label values"
@@ -1336,6 +1356,10 @@ fn hostile_numbers_and_label_values_follow_the_readme() {
     assert!((big - want).abs() / want < 1e-12, "{big}, want {want}");
     assert_eq!(value(&s, "hostile_total", &[("k", "bad")]), Some(0.5));
     assert_eq!(value(&s, "hostile_total", &[("k", "1.5")]), Some(1.0));
+    assert_eq!(
+        value(&s, "hostile_other_total", &[("k", "other")]),
+        Some(1.0)
+    );
     let keys: Vec<&str> = s
         .iter()
         .filter(|x| x.name == "hostile_total")
