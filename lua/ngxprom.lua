@@ -99,10 +99,18 @@ local function noop() return nil, "series unavailable" end
 local NULL = { handle = 0, inc = noop, add = noop, set = noop, dec = noop, observe = noop, del = noop }
 
 -- A new handle for a child whose series was deleted; false when it cannot be made
--- (counted and logged like any refusal).
+-- (counted and logged like any refusal). The overflow child takes the overflow
+-- series anew, and its family's cache is dropped: the label sets folded into it are
+-- looked at again (there may be room for them now).
 local function renew(child)
     local family = child.family
-    local handle, err = core.series(family.slot, family.id, child.values)
+    local handle, err
+    if child.overflow then
+        family:_forget()
+        handle, err = core.overflow_series(family.slot, family.id)
+    else
+        handle, err = core.series(family.slot, family.id, child.values)
+    end
     if not handle then
         log_once(err)
         return false
@@ -124,51 +132,106 @@ local function del(child)
     return child.family:del(unpack(child.values, 1, child.family.nlabels))
 end
 
+-- An update that did not go in (`rc` from the FFI call, not 0): the series was
+-- deleted (STALE: the child resolves its labels again and the update is retried once),
+-- or the module refused the value (counted there as invalid_value, or zone_full for a
+-- histogram chunk): logged once, returns nil and why.
+local function not_recorded(child, rc, update, v)
+    if rc == STALE then
+        if not renew(child) then return nil, "series unavailable" end
+        rc = update(child.handle, v)
+        if rc == 0 then return true end
+        if rc == STALE then return nil, "series deleted" end
+    end
+    local family = child.family
+    local why
+    if v ~= v then
+        why = "NaN is not a value"
+    elseif family.kind == "counter" then
+        why = "counters only go up by finite amounts"
+    elseif family.kind == "gauge" then
+        why = "the result would be NaN"
+    else
+        why = "no room in the zone for the value's histogram chunk"
+    end
+    local msg = "metric \"" .. family.name .. "\": update dropped: " .. why
+    log_once(msg)
+    return nil, msg
+end
+
 -- The updates, one definition each, shared by the children's methods and the
 -- families' forms with label values (`family:inc(v, { a, b })`). Always called as
 -- statements, never as tail calls, so a misuse error at level 3 names the user's call
--- one frame above the method.
+-- one frame above the method. They return true, or nil and why (see not_recorded).
 local function counter_update(child, n)
     if n == nil then
         -- The common case takes the integer entry: no float checks on the C side.
-        if counter_inc(child.handle, 1) == STALE and renew(child) then counter_inc(child.handle, 1) end
-        return
+        local rc = counter_inc(child.handle, 1)
+        if rc == 0 then return true end
+        local ok, err = not_recorded(child, rc, counter_inc, 1)
+        return ok, err
     end
     if type(n) ~= "number" then error("increment must be a number", 3) end
-    if counter_add(child.handle, n) == STALE and renew(child) then counter_add(child.handle, n) end
+    local rc = counter_add(child.handle, n)
+    if rc == 0 then return true end
+    local ok, err = not_recorded(child, rc, counter_add, n)
+    return ok, err
 end
 
 -- gauge_add of `v` (default 1) times `sign`, or gauge_set when `sign` is nil.
 local function gauge_update(child, v, sign)
     if sign == nil then
         if type(v) ~= "number" then error("value must be a number", 3) end
-        if gauge_set(child.handle, v) == STALE and renew(child) then gauge_set(child.handle, v) end
-        return
+        local rc = gauge_set(child.handle, v)
+        if rc == 0 then return true end
+        local ok, err = not_recorded(child, rc, gauge_set, v)
+        return ok, err
     end
     if v == nil then v = 1 elseif type(v) ~= "number" then error("value must be a number", 3) end
     v = sign * v
-    if gauge_add(child.handle, v) == STALE and renew(child) then gauge_add(child.handle, v) end
+    local rc = gauge_add(child.handle, v)
+    if rc == 0 then return true end
+    local ok, err = not_recorded(child, rc, gauge_add, v)
+    return ok, err
 end
 
 local function histogram_update(child, v)
     if type(v) ~= "number" then error("value must be a number", 3) end
-    if observe(child.handle, v) == STALE and renew(child) then observe(child.handle, v) end
+    local rc = observe(child.handle, v)
+    if rc == 0 then return true end
+    local ok, err = not_recorded(child, rc, observe, v)
+    return ok, err
 end
 
 local Counter = { del = del }
 Counter.__index = Counter
-function Counter:inc(n) counter_update(self, n) end
+function Counter:inc(n)
+    local ok, err = counter_update(self, n)
+    return ok, err
+end
 Counter.add = Counter.inc
 
 local Gauge = { del = del }
 Gauge.__index = Gauge
-function Gauge:set(v) gauge_update(self, v, nil) end
-function Gauge:inc(v) gauge_update(self, v, 1) end
-function Gauge:dec(v) gauge_update(self, v, -1) end
+function Gauge:set(v)
+    local ok, err = gauge_update(self, v, nil)
+    return ok, err
+end
+function Gauge:inc(v)
+    local ok, err = gauge_update(self, v, 1)
+    return ok, err
+end
+function Gauge:dec(v)
+    local ok, err = gauge_update(self, v, -1)
+    return ok, err
+end
 
 local Histogram = { del = del }
 Histogram.__index = Histogram
-function Histogram:observe(v) histogram_update(self, v) end
+function Histogram:observe(v)
+    local ok, err = histogram_update(self, v)
+    return ok, err
+end
 
 -- The method each kind of child is called with most. A method found in the table
 -- itself is one lookup in a trace; through the metatable it is a failed lookup, the
@@ -183,18 +246,100 @@ local CHILD = { counter = Counter, gauge = Gauge, histogram = Histogram }
 local Family = {}
 Family.__index = Family
 
--- Registers the family in its zone on first use in a worker.
+-- Registers the family in its zone on first use in a worker. Returns its id, or nil,
+-- why and whether that is misuse (a declaration the zone's family contradicts) rather
+-- than a runtime failure (a full zone: counted as zone_full).
 function Family:_ensure()
     local id = self.id
     if id then return id end
     local slot, err = self.zone:_attach()
     if not slot then return nil, err end
     local ok, res, rerr = pcall(core.register, slot, self.spec)
-    if not ok then return nil, message(res) end
-    if not res then return nil, rerr end
+    if not ok then return nil, message(res), true end
+    if not res then
+        count_error(slot, REASON.zone_full)
+        return nil, rerr
+    end
     self.id, self.slot = res, slot
     return res
 end
+
+--------------------------------------------------------------------------------
+-- The label cache: per family, the children of the label sets this worker used, in a
+-- tree keyed by one label value per level. It is bounded so that a client who chooses
+-- a label value cannot grow the worker's memory: two generations, `cache` (read by the
+-- hot path) and `old`; when `cache` holds `cache_size` label sets, it becomes `old`
+-- and a new one starts. A label set found in `old` moves back to `cache`, so every
+-- set used at least once per generation stays cached, and a family with at most
+-- `cache_size` label sets in use never misses after warming up. At most 2 x
+-- `cache_size` label sets are kept; the rest are garbage. Label sets sent to the
+-- overflow series all share one child, the family's `overflow`.
+
+local CACHE_SIZE = 10000
+
+-- The leaf under values[1..n] in tree `node`, or nil.
+local function cache_find(node, values, n)
+    for i = 1, n do
+        if node == nil then return nil end
+        node = node[values[i]]
+    end
+    return node
+end
+
+-- Puts `leaf` under values[1..n] (n >= 1) in `owner.cache`, starting a new generation
+-- first when it is full. Shared with ngxprom.log, whose loggers cache the same way.
+local function cache_put(owner, values, n, leaf)
+    if owner.cached >= owner.cache_size then
+        owner.old, owner.cache, owner.cached = owner.cache, {}, 0
+    end
+    local node = owner.cache
+    for i = 1, n - 1 do
+        local v = values[i]
+        local nxt = node[v]
+        if nxt == nil then nxt = {}; node[v] = nxt end
+        node = nxt
+    end
+    node[values[n]] = leaf
+    owner.cached = owner.cached + 1
+end
+
+-- The leaf for values[1..n] from the previous generation, moved to the current one;
+-- nil when it is not there either.
+local function cache_revive(owner, values, n)
+    local leaf = cache_find(owner.old, values, n)
+    if leaf ~= nil then cache_put(owner, values, n, leaf) end
+    return leaf
+end
+
+-- Why label value `v` cannot name a series, or nil when it can: strings, numbers
+-- (not NaN) and booleans can; nil (a hole, a missing variable), NaN and anything
+-- else cannot. A client may choose what reaches here: a runtime failure, not misuse.
+local function bad_label_value(v)
+    local t = type(v)
+    if t == "string" or t == "boolean" then return nil end
+    if t == "number" then
+        if v ~= v then return "is NaN" end
+        return nil
+    end
+    return "is a " .. t .. ", not a string"
+end
+
+-- The first of values[1..n] that cannot be a label value, as a message naming the
+-- family and the label; counted as invalid_label_value and logged once.
+local function invalid_label(family, values, n)
+    for i = 1, n do
+        local why = bad_label_value(values[i])
+        if why then
+            count_error(family.slot, REASON.invalid_label_value)
+            local msg = "metric \"" .. family.name .. "\": the value of label \""
+                .. family.spec.labels[i] .. "\" " .. why
+            log_once(msg)
+            return msg
+        end
+    end
+end
+_M.invalid_label = invalid_label
+_M.cache_put, _M.cache_revive = cache_put, cache_revive
 
 -- A wrong number of label values (`n`) for `what`: a runtime failure, counted and
 -- logged once; returns the message.
@@ -206,8 +351,41 @@ local function wrong_count(family, what, n)
     return msg
 end
 
--- Resolves label values (a Lua array) to a child, caching it under `node[last]`.
-function Family:_resolve(values, n)
+local function new_child(family, handle, values)
+    local mt = family.child_mt
+    local child = setmetatable({ handle = handle, family = family, values = values }, mt)
+    -- The kind's most used method in the child itself (see `hot` at the children).
+    child[mt.hot] = mt[mt.hot]
+    return child
+end
+
+-- The child of the family's overflow series (one per family and worker), or nil when
+-- it cannot be had (a family without labels, a zone without room).
+function Family:_overflow()
+    local child = self.overflow
+    if child then return child end
+    local handle, value = core.overflow_series(self.slot, self.id)
+    if not handle then return nil end
+    local values = {}
+    for i = 1, self.nlabels do values[i] = value end
+    child = new_child(self, handle, values)
+    child.overflow = true
+    self.overflow = child
+    return child
+end
+
+-- This worker forgets every child it cached (they make their series anew if used).
+function Family:_forget()
+    self.cache, self.old, self.cached, self.unlabelled = {}, {}, 0, nil
+end
+
+-- The child for label values (a Lua array of `n`) that the current generation of the
+-- cache does not have: from the previous one, else from the zone (then cached).
+function Family:_miss(values, n)
+    if n == self.nlabels and n > 0 then
+        local child = cache_revive(self, values, n)
+        if child then return child end
+    end
     local id, err = self:_ensure()
     if not id then
         log_once(err)
@@ -216,26 +394,25 @@ function Family:_resolve(values, n)
     if n ~= self.nlabels then
         return NULL, wrong_count(self, "expected", n)
     end
+    local bad = invalid_label(self, values, n)
+    if bad then return NULL, bad end
     local handle, serr, overflow = core.series(self.slot, id, values)
     if not handle then
         log_once(serr)
         return NULL, serr
     end
-    -- max_series or a full zone sent this label set to the overflow series (counted).
-    if overflow then log_once(overflow) end
-    local mt = self.child_mt
-    local child = setmetatable({ handle = handle, family = self, values = values }, mt)
-    -- The kind's most used method in the child itself (see `hot` at the children).
-    child[mt.hot] = mt[mt.hot]
-    -- Cache along the path of label values; the leaf is the child.
-    local node = self.cache
-    for i = 1, n - 1 do
-        local v = values[i]
-        local nxt = node[v]
-        if nxt == nil then nxt = {}; node[v] = nxt end
-        node = nxt
+    local child
+    if overflow then
+        -- max_series or a full zone sent this label set to the overflow series
+        -- (counted): it shares the family's overflow child.
+        log_once(overflow)
+        child = self:_overflow()
+        if not child then return NULL, overflow end
+        child.handle = handle
+    else
+        child = new_child(self, handle, values)
     end
-    if n == 0 then self.unlabelled = child else node[values[n]] = child end
+    if n == 0 then self.unlabelled = child else cache_put(self, values, n, child) end
     return child
 end
 
@@ -260,7 +437,8 @@ function Family:labels(...)
         end
     end
     if node and select("#", ...) == n then return node end
-    return self:_resolve({ ... }, select("#", ...))
+    local child, err = self:_miss({ ... }, select("#", ...))
+    return child, err
 end
 
 -- The child for a Lua array of label values. Unrolled like labels(): a loop here
@@ -305,7 +483,8 @@ function Family:child(values)
     -- A leaf of the cache is reached with n non-nil values; one more means the
     -- wrong number, which _resolve reports.
     if node and extra == nil then return node end
-    return self:_resolve(values, #values)
+    local child, err = self:_miss(values, #values)
+    return child, err
 end
 
 -- The update forms with label values, `family:inc(v, { a, b })`, one set per type:
@@ -326,30 +505,35 @@ local CounterFamily, GaugeFamily, HistogramFamily = {}, {}, {}
 function CounterFamily:inc(v, values)
     local child = live_child(self, values)
     if not child then return nil, "series unavailable" end
-    counter_update(child, v)
+    local ok, err = counter_update(child, v)
+    return ok, err
 end
 CounterFamily.add = CounterFamily.inc
 
 function GaugeFamily:set(v, values)
     local child = live_child(self, values)
     if not child then return nil, "series unavailable" end
-    gauge_update(child, v, nil)
+    local ok, err = gauge_update(child, v, nil)
+    return ok, err
 end
 function GaugeFamily:inc(v, values)
     local child = live_child(self, values)
     if not child then return nil, "series unavailable" end
-    gauge_update(child, v, 1)
+    local ok, err = gauge_update(child, v, 1)
+    return ok, err
 end
 function GaugeFamily:dec(v, values)
     local child = live_child(self, values)
     if not child then return nil, "series unavailable" end
-    gauge_update(child, v, -1)
+    local ok, err = gauge_update(child, v, -1)
+    return ok, err
 end
 
 function HistogramFamily:observe(v, values)
     local child = live_child(self, values)
     if not child then return nil, "series unavailable" end
-    histogram_update(child, v)
+    local ok, err = histogram_update(child, v)
+    return ok, err
 end
 
 -- Deletes the series with these label values, in every worker: its memory is reused,
@@ -364,16 +548,17 @@ function Family:del(...)
         return nil, wrong_count(self, "del expected", n)
     end
     local values = { ... }
-    -- This worker's cache forgets the child: the next labels() makes the series anew.
+    local bad = invalid_label(self, values, n)
+    if bad then return nil, bad end
+    -- This worker's cache forgets the child, in both generations: the next labels()
+    -- makes the series anew.
     if n == 0 then
         self.unlabelled = nil
     else
-        local node = self.cache
-        for i = 1, n - 1 do
-            node = node[values[i]]
-            if node == nil then break end
+        for _, node in ipairs({ self.cache, self.old }) do
+            node = cache_find(node, values, n - 1)
+            if node then node[values[n]] = nil end
         end
-        if node then node[values[n]] = nil end
     end
     local ok, res = pcall(core.delete_series, self.slot, id, values)
     if not ok then error(message(res), 2) end
@@ -396,7 +581,7 @@ end
 function Family:reset()
     local id, err = self:_ensure()
     if not id then return nil, err end
-    self.cache, self.unlabelled = {}, nil
+    self:_forget()
     return core.reset(self.slot, id)
 end
 
@@ -410,11 +595,25 @@ function Family:set_buckets(buckets)
     return true
 end
 
--- The value at quantile q (0..1) of one histogram series, from its HDR counts.
+-- The value at quantile q (0..1) of one histogram series, from its HDR counts; nil
+-- and why when there is no such series or it has no observations.
 function Family:quantile(q, values)
+    if type(q) ~= "number" or not (q >= 0 and q <= 1) then
+        error("quantile must be a number from 0 to 1, got " .. tostring(q), 2)
+    end
+    if values ~= nil and type(values) ~= "table" then
+        error("label values must be an array", 2)
+    end
     local id, err = self:_ensure()
     if not id then return nil, err end
-    return core.quantile(self.slot, id, values or {}, q)
+    values = values or NO_LABELS
+    local n = #values
+    if n ~= self.nlabels then return nil, wrong_count(self, "quantile expected", n) end
+    local bad = invalid_label(self, values, n)
+    if bad then return nil, bad end
+    local ok, res, qerr = pcall(core.quantile, self.slot, id, values, q)
+    if not ok then error(message(res), 2) end
+    return res, qerr
 end
 
 -- Each kind's family methods: the common ones and its own update forms, in one flat
@@ -453,8 +652,28 @@ function Zone:_attach()
     return slot
 end
 
+-- A family's declaration as the module reads it; raises naming the culprit.
+local function spec_of(kind, name, help, labels, opts, level)
+    local spec = {
+        name = name, help = help, type = kind, labels = labels or {},
+        buckets = opts.buckets, lowest = opts.lowest, highest = opts.highest,
+        precision = opts.precision, max_series = opts.max_series, expire = opts.expire,
+        unit = opts.unit, group = opts.group, quantiles = opts.quantiles,
+        overflow = opts.overflow,
+    }
+    local ok, err = pcall(core.validate, spec)
+    if not ok then error(message(err), level + 1) end
+    return spec
+end
+
 function Zone:_family(kind, name, help, labels, opts, level)
     if type(name) ~= "string" then error("metric name must be a string", level) end
+    opts = opts or {}
+    local cache_size = opts.cache or CACHE_SIZE
+    if type(cache_size) ~= "number" or cache_size < 1 or cache_size % 1 ~= 0
+        or cache_size > 1e9 then
+        error("metric \"" .. name .. "\": cache must be a whole number from 1 to 1e9", level)
+    end
     local f = self.families[name]
     if f then
         if f.kind ~= kind then
@@ -464,44 +683,45 @@ function Zone:_family(kind, name, help, labels, opts, level)
         if have ~= want then
             error("metric \"" .. name .. "\" is already declared with labels [" .. have .. "]", level)
         end
+        -- A new size applies from the next generation on.
+        if opts.cache then f.cache_size = cache_size end
         return f
     end
-    opts = opts or {}
-    local spec = {
-        name = name, help = help, type = kind, labels = labels or {},
-        buckets = opts.buckets, lowest = opts.lowest, highest = opts.highest,
-        precision = opts.precision, max_series = opts.max_series, expire = opts.expire,
-        unit = opts.unit, group = opts.group, quantiles = opts.quantiles,
-    }
-    local ok, err = pcall(core.validate, spec)
-    if not ok then error(message(err), level) end
+    local spec = spec_of(kind, name, help, labels, opts, level)
     f = setmetatable({
         zone = self, name = name, kind = kind, spec = spec, nlabels = #spec.labels,
-        cache = {}, child_mt = CHILD[kind],
+        cache = {}, old = {}, cached = 0, cache_size = cache_size, child_mt = CHILD[kind],
     }, FAMILY[kind])
     for k, fn in pairs(HOT[kind]) do f[k] = fn end
+    -- In a worker, register now so that a conflicting declaration raises here (and
+    -- the family is not kept); a full zone is a runtime failure: the family is
+    -- returned with the error, records nothing (counted) until the zone has room.
+    local rerr
+    if self:_attach() then
+        local id, why, misuse = f:_ensure()
+        if not id then
+            if misuse then error(why, level) end
+            log_once(why)
+            rerr = why
+        end
+    end
     self.families[name] = f
     self.order[#self.order + 1] = f
-    -- In a worker, register now so that a conflicting declaration raises here.
-    if self:_attach() then
-        local id, rerr = f:_ensure()
-        if not id then error(rerr, level) end
-    end
-    return f
+    return f, rerr
 end
 
 -- Not tail calls: errors raised at level 3 must find the caller's frame.
 function Zone:counter(name, help, labels, opts)
-    local f = self:_family("counter", name, help, labels, opts, 3)
-    return f
+    local f, err = self:_family("counter", name, help, labels, opts, 3)
+    return f, err
 end
 function Zone:gauge(name, help, labels, opts)
-    local f = self:_family("gauge", name, help, labels, opts, 3)
-    return f
+    local f, err = self:_family("gauge", name, help, labels, opts, 3)
+    return f, err
 end
 function Zone:histogram(name, help, labels, opts)
-    local f = self:_family("histogram", name, help, labels, opts, 3)
-    return f
+    local f, err = self:_family("histogram", name, help, labels, opts, 3)
+    return f, err
 end
 
 -- The exposition, as `prometheus_metrics` serves it: format "text" (default),
@@ -525,7 +745,7 @@ function Zone:delete_labelled(names, match)
     if type(names) == "string" then names = { names } end
     for _, name in ipairs(names) do
         local f = self.families[name]
-        if f then f.cache, f.unlabelled = {}, nil end
+        if f then f:_forget() end
     end
     local ok, res = pcall(core.delete_labelled, slot, names, match)
     if not ok then error(message(res), 2) end

@@ -1080,3 +1080,358 @@ fn scrapes_render_off_the_event_loop_and_survive_clients_that_leave() {
         a.nginx.errors()
     );
 }
+
+/// A client who chooses a label value cannot grow a worker's memory: the label cache
+/// (of `family:labels`, `family:inc(v, {...})` and `ngxprom.log`'s entries) is bounded,
+/// and label sets refused by `max_series` share the overflow series' one child. 20,000
+/// unique values through each, with a cache of 100 label sets, leave the worker's Lua
+/// heap within 2 MB of where it started (kept whole, they take tens of MB), while the
+/// zone holds `max_series` series and the overflow series with the exact sum.
+#[test]
+fn unique_label_values_do_not_grow_worker_memory() {
+    let extra = r#"
+        location = /churn {
+            content_by_lua_block {
+                local prom = require "ngxprom"
+                local z = prom.zone("metrics")
+                if not churn then
+                    churn = {
+                        labels = z:counter("churn_labels_total", "Churn by labels().", { "path" },
+                            { max_series = 10, cache = 100 }),
+                        array = z:counter("churn_array_total", "Churn by inc(v, values).", { "path", "method" },
+                            { max_series = 10, cache = 100 }),
+                        kept = z:gauge("churn_kept", "Churn of gauges.", { "path" }, { cache = 100 }),
+                        log = require("ngxprom.log").new(z, { labels = { "path" },
+                            namespace = "churn_http", max_series = 10, cache = 100 }),
+                    }
+                end
+                local c = churn
+                -- A child kept across evictions goes on working.
+                local kept = c.kept:labels("kept")
+                collectgarbage()
+                local before = collectgarbage("count")
+                local from, to = tonumber(ngx.var.arg_from), tonumber(ngx.var.arg_to)
+                for i = from, to do
+                    local path = "/p/" .. i
+                    c.labels:labels(path):inc()
+                    c.array:inc(2, { path, "GET" })
+                    c.kept:labels(path):set(i)
+                    c.log:log(path)
+                end
+                kept:set(42)
+                -- The first label sets, made before the limit, still count.
+                c.labels:labels("/p/" .. from):inc()
+                collectgarbage()
+                ngx.say(string.format("%d %d", before, collectgarbage("count")))
+            }
+        }
+        location = /churn_overflow {
+            # The overflow series deleted under a kept child of a refused label set:
+            # the shared overflow child takes the overflow series anew.
+            content_by_lua_block {
+                if not churn then return ngx.exit(409) end
+                local ov = churn.labels:labels("/p/99999")
+                ngx.say(tostring(ov.overflow), " ", tostring(churn.labels:del("__overflow__")),
+                    " ", tostring(ov:inc()), " ", tostring(churn.labels:labels("/p/99998"):inc(2)))
+            }
+        }
+    "#;
+    let a = start_app("churn", "64m", extra);
+    let t = std::time::Instant::now();
+    let said = get(a.app, "/churn?from=1&to=20000").text();
+    let kb: Vec<f64> = said
+        .split_whitespace()
+        .map(|x| x.parse().unwrap())
+        .collect();
+    assert_eq!(kb.len(), 2, "{said}");
+    let grown = kb[1] - kb[0];
+    eprintln!(
+        "Lua heap {} KB -> {} KB ({grown} KB) in {:?}",
+        kb[0],
+        kb[1],
+        t.elapsed()
+    );
+    assert!(grown < 2048.0, "the worker's Lua heap grew by {grown} KB");
+    let (_, s) = scrape(a.metrics, "/metrics");
+    let series = |name: &str| s.iter().filter(|x| x.name == name).count();
+    let sum = |name: &str| -> f64 { s.iter().filter(|x| x.name == name).map(|x| x.value).sum() };
+    let over = |name: &str, labels: &[(&str, &str)]| value(&s, name, labels);
+    // max_series series and the overflow one; sums exact.
+    assert_eq!(series("churn_labels_total"), 11);
+    assert_eq!(sum("churn_labels_total"), 20001.0);
+    assert_eq!(
+        over("churn_labels_total", &[("path", "__overflow__")]),
+        Some(19990.0)
+    );
+    assert_eq!(
+        value(&s, "churn_labels_total", &[("path", "/p/1")]),
+        Some(2.0)
+    );
+    assert_eq!(series("churn_array_total"), 11);
+    assert_eq!(sum("churn_array_total"), 40000.0);
+    assert_eq!(series("churn_http_requests_total"), 11);
+    assert_eq!(sum("churn_http_requests_total"), 20000.0);
+    assert_eq!(series("churn_http_request_duration_seconds_count"), 11);
+    assert_eq!(sum("churn_http_request_duration_seconds_count"), 20000.0);
+    assert_eq!(value(&s, "churn_kept", &[("path", "kept")]), Some(42.0));
+    assert_eq!(
+        value(&s, "churn_kept", &[("path", "/p/20000")]),
+        Some(20000.0)
+    );
+    // In the worker that made the children (the other one answers 409).
+    let said = eventually(Duration::from_secs(10), || {
+        let r = get(a.app, "/churn_overflow");
+        (r.status == 200).then(|| r.text())
+    })
+    .expect("the worker that served /churn");
+    assert_eq!(said.trim(), "true true true true");
+    let (_, s) = scrape(a.metrics, "/metrics");
+    assert_eq!(
+        value(&s, "churn_labels_total", &[("path", "__overflow__")]),
+        Some(3.0)
+    );
+    assert_eq!(
+        s.iter().filter(|x| x.name == "churn_labels_total").count(),
+        11
+    );
+    assert!(a.nginx.crashes().is_empty());
+}
+
+/// Every Lua API entry point against hostile numbers and label values, as the README
+/// says: misuse raises at the caller's line; a runtime failure (NaN, a refused value or
+/// label value) returns nil and why, is counted and logged once, and stores nothing.
+#[test]
+fn hostile_numbers_and_label_values_follow_the_readme() {
+    let extra = r##"
+        location = /hostile {
+            content_by_lua_block {
+                local z = require("ngxprom").zone("metrics")
+                local g = z:gauge("hostile_level", "Hostile gauge values.", { "k" })
+                local c = z:counter("hostile_total", "Hostile counter values.", { "k" })
+                local h = app.values
+                local out = {}
+                local function say(what, ...)
+                    local parts, n = { what }, select("#", ...)
+                    -- Trailing nils (an update's `true, nil`) left out.
+                    while n > 0 and select(n, ...) == nil do n = n - 1 end
+                    for i = 1, n do parts[#parts + 1] = tostring((select(i, ...))) end
+                    out[#out + 1] = table.concat(parts, " | ")
+                end
+                local nan, inf = 0/0, math.huge
+                local kept = g:labels("nan")
+                say("set 5", kept:set(5))
+                say("set nan", kept:set(nan))
+                say("inc nan", kept:inc(nan))
+                say("dec nan", kept:dec(nan))
+                say("family set nan", g:set(nan, { "nan" }))
+                say("family inc nan", g:inc(nan, { "nan" }))
+                say("set inf", g:labels("inf"):set(inf))
+                say("inc -inf", g:labels("inf"):inc(-inf))
+                say("set -0", g:labels("zero"):set(-0))
+                local big = c:labels("big")
+                for _ = 1, 2100 do big:inc(8.99e15) end
+                for _, v in ipairs({ -1, nan, inf, -inf }) do
+                    say("counter inc " .. tostring(v), c:labels("bad"):inc(v))
+                end
+                say("counter inc 0.5", c:labels("bad"):inc(0.5))
+                say("counter inc -0", c:labels("bad"):inc(-0))
+                local child, err = c:labels(nan)
+                say("labels nan", child.handle, err)
+                say("labels nan inc", child:inc())
+                say("labels nil", c:labels(nil).handle)
+                say("labels table", c:labels({}).handle)
+                say("inc with nil", c:inc(1, { nil }))
+                say("inc with nan", c:inc(1, { nan }))
+                say("labels long", c:labels(string.rep("x", 5000)).handle)
+                say("labels 1.5", c:labels(1.5):inc())
+                say("labels -0", c:labels(-0):inc())
+                say("labels -inf", c:labels(-inf):inc())
+                say("labels 2^53", c:labels(2^53):inc())
+                say("del nan", c:del(nan))
+                for _, q in ipairs({ 2, -1, nan, "0.5" }) do
+                    say("quantile " .. tostring(q), pcall(function() local v = h:quantile(q); return v end))
+                end
+                for _, size in ipairs({ 0, 1.5, nan, "10" }) do
+                    say("cache " .. tostring(size), pcall(function()
+                        local f = z:counter("hostile_cache_total", "Bad cache.", {}, { cache = size })
+                        return f
+                    end))
+                end
+                -- The overflow option names the overflow series' label value.
+                local o = z:counter("hostile_other_total", "Overflow option.", { "k" },
+                    { max_series = 1, overflow = "other" })
+                o:labels("a"):inc()
+                o:labels("b"):inc()
+                h:labels() -- the series, without observations
+                say("quantile empty", h:quantile(0.5))
+                say("quantile unknown", z:histogram("hostile_seconds", "Hostile.", { "k" }):quantile(0.5, { "none" }))
+                -- The refused addition left +Inf (read here: the reference parser's
+                -- JSON cannot carry it), then a finite value for the scrape.
+                say("inf value", z:render():match('\nhostile_level{k="inf"} ([^\n]*)'))
+                g:labels("inf"):set(1)
+                ngx.say(table.concat(out, "\n"))
+            }
+        }
+    "##;
+    let a = start_app("hostile", "8m", extra);
+    let r = get(a.app, "/hostile");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let text = r.text();
+    let said: BTreeMap<&str, &str> = text
+        .lines()
+        .map(|l| l.split_once(" | ").unwrap_or((l, "")))
+        .collect();
+    let dropped = |what: &str, why: &str| {
+        let got = said[what];
+        assert!(
+            got.starts_with("nil | ") && got.contains(why),
+            "{what}: {got}"
+        );
+    };
+    assert_eq!(said["set 5"], "true");
+    for what in [
+        "set nan",
+        "inc nan",
+        "dec nan",
+        "family set nan",
+        "family inc nan",
+    ] {
+        dropped(
+            what,
+            "\"hostile_level\": update dropped: NaN is not a value",
+        );
+    }
+    assert_eq!(said["set inf"], "true");
+    dropped("inc -inf", "the result would be NaN");
+    assert_eq!(said["set -0"], "true");
+    dropped("counter inc -1", "counters only go up");
+    dropped("counter inc nan", "NaN is not a value");
+    dropped("counter inc inf", "counters only go up");
+    dropped("counter inc -inf", "counters only go up");
+    assert_eq!(said["counter inc 0.5"], "true");
+    assert_eq!(said["counter inc -0"], "true");
+    assert_eq!(
+        said["labels nan"],
+        "0 | metric \"hostile_total\": the value of label \"k\" is NaN"
+    );
+    assert_eq!(said["labels nan inc"], "nil | series unavailable");
+    assert_eq!(said["labels nil"], "0");
+    assert_eq!(said["labels table"], "0");
+    assert!(said["inc with nil"].starts_with("nil | "), "{text}");
+    assert!(said["inc with nan"].starts_with("nil | "), "{text}");
+    assert_eq!(said["labels long"], "0");
+    assert_eq!(said["labels 1.5"], "true");
+    assert!(said["del nan"].starts_with("nil | "), "{text}");
+    for q in ["2", "-1", "nan", "0.5"] {
+        let got = said[format!("quantile {q}").as_str()];
+        assert!(
+            got.starts_with("false | ")
+                && got.contains("quantile must be a number from 0 to 1")
+                && got.contains("content_by_lua"),
+            "quantile {q}: {got}"
+        );
+    }
+    assert_eq!(said["quantile empty"], "nil | no observations");
+    for size in ["0", "1.5", "nan", "10"] {
+        let got = said[format!("cache {size}").as_str()];
+        assert!(
+            got.starts_with("false | ")
+                && got.contains("cache must be a whole number from 1 to 1e9")
+                && got.contains("content_by_lua"),
+            "cache {size}: {got}"
+        );
+    }
+    assert_eq!(
+        said["quantile unknown"],
+        "nil | no series with these label values"
+    );
+    let (_, s) = scrape(a.metrics, "/metrics");
+    let v = |k: &str| value(&s, "hostile_level", &[("k", k)]);
+    assert_eq!(v("nan"), Some(5.0));
+    assert_eq!(said["inf value"], "+Inf");
+    assert_eq!(v("zero"), Some(0.0));
+    // Past 2^64 the counter goes on growing, correctly rounded.
+    let big = value(&s, "hostile_total", &[("k", "big")]).unwrap();
+    let want = 2100.0 * 8.99e15;
+    assert!((big - want).abs() / want < 1e-12, "{big}, want {want}");
+    assert_eq!(value(&s, "hostile_total", &[("k", "bad")]), Some(0.5));
+    assert_eq!(value(&s, "hostile_total", &[("k", "1.5")]), Some(1.0));
+    assert_eq!(
+        value(&s, "hostile_other_total", &[("k", "other")]),
+        Some(1.0)
+    );
+    let keys: Vec<&str> = s
+        .iter()
+        .filter(|x| x.name == "hostile_total")
+        .map(|x| x.labels["k"].as_str())
+        .collect();
+    assert_eq!(
+        keys,
+        ["big", "bad", "1.5", "0", "-inf", "9007199254740992"],
+        "no series for a refused label value"
+    );
+    let errors = |reason| {
+        value(
+            &s,
+            "nginx_metric_errors_total",
+            &[("zone", "metrics"), ("reason", reason)],
+        )
+    };
+    // Gauges: 5 NaN, 1 inf - inf; counters: -1, NaN, inf, -inf.
+    assert_eq!(errors("invalid_value"), Some(10.0));
+    // NaN (labels, inc, del), nil, a table, 5000 bytes.
+    assert_eq!(errors("invalid_label_value"), Some(6.0));
+    // { nil } has no values.
+    assert_eq!(errors("label_count"), Some(1.0));
+    let log = a.nginx.error_log();
+    let once = |needle: &str| {
+        let n = log.lines().filter(|l| l.contains(needle)).count();
+        assert_eq!(n, 1, "{needle}: logged {n} times:\n{log}");
+    };
+    once("\"hostile_level\": update dropped: NaN is not a value");
+    once("\"hostile_total\": the value of label \"k\" is NaN");
+    assert!(a.nginx.crashes().is_empty());
+}
+
+/// Declaring a family at run time in a full zone is a runtime failure: the family is
+/// returned with the error (counted, logged once), records nothing, and never raises.
+#[test]
+fn declaring_a_family_in_a_full_zone_is_a_runtime_failure() {
+    let extra = r#"
+        location = /declare {
+            content_by_lua_block {
+                local z = require("ngxprom").zone("metrics")
+                local f, err = z:counter("late_total", "Declared late.", { "a" })
+                local ok, uerr = f:labels("x"):inc()
+                ngx.say(tostring(f ~= nil), " | ", tostring(err), " | ", tostring(ok), " | ", tostring(uerr))
+            }
+        }
+    "#;
+    let a = start_app("latefull", "128k", extra);
+    assert_eq!(get(a.app, "/make?from=1&to=5000").text().trim(), "5000 0");
+    let (_, before) = scrape(a.metrics, "/metrics");
+    let zone_full = |s: &[Sample]| {
+        value(
+            s,
+            "nginx_metric_errors_total",
+            &[("zone", "metrics"), ("reason", "zone_full")],
+        )
+        .unwrap()
+    };
+    let r = get(a.app, "/declare");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.text().trim(),
+        "true | metric \"late_total\": zone is full | nil | series unavailable"
+    );
+    let (_, after) = scrape(a.metrics, "/metrics");
+    // The declaration and the update each counted.
+    assert_eq!(zone_full(&after), zone_full(&before) + 2.0);
+    assert!(!after.iter().any(|x| x.name == "late_total"));
+    assert!(a.nginx.crashes().is_empty());
+    assert!(
+        !a.nginx.error_log().contains("runtime error"),
+        "{}",
+        a.nginx.error_log()
+    );
+}

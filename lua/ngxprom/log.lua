@@ -27,6 +27,7 @@ local LABEL_COUNT = prom.core.reasons.label_count
 local tostring, select, error, type, pairs = tostring, select, error, type, pairs
 local log_once = prom.log_once
 local renew, STALE = prom.renew, prom.STALE
+local cache_put, cache_revive, invalid_label = prom.cache_put, prom.cache_revive, prom.invalid_label
 
 local _M = {}
 local Logger = {}
@@ -45,11 +46,19 @@ function _M.new(zone, opts)
     local labels = opts.labels or {}
     if type(labels) ~= "table" then error("labels must be an array of names", 2) end
     local function on(k) return opts[k] == nil or opts[k] end
+    -- The label cache's size: per family, and for this logger's entries (see
+    -- ngxprom's label cache). max_series and expire apply to every family.
+    local cache = opts.cache
     local hist = { buckets = opts.buckets, lowest = opts.lowest, highest = opts.highest, precision = opts.precision,
-        group = "http", unit = "seconds" }
-    local self = setmetatable({ nlabels = #labels, entries = {} }, Logger)
+        group = "http", unit = "seconds", max_series = opts.max_series, expire = opts.expire, cache = cache }
+    local bytes = { group = "http", unit = "bytes", max_series = opts.max_series, expire = opts.expire,
+        cache = cache }
+    local self = setmetatable({ nlabels = #labels }, Logger)
     self.requests = zone:counter(ns .. "_requests_total", "Requests by response status code.",
-        append(labels, "code"), { max_series = opts.max_series, group = "http" })
+        append(labels, "code"), { max_series = opts.max_series, expire = opts.expire, group = "http",
+            cache = cache })
+    -- The entries' cache is as large as the families'.
+    self.cache, self.old, self.cached, self.cache_size = {}, {}, 0, self.requests.cache_size
     self.status = on("status")
     if on("latency") then
         self.latency = zone:histogram(ns .. "_request_duration_seconds",
@@ -61,44 +70,82 @@ function _M.new(zone, opts)
     end
     if on("bandwidth") then
         self.received = zone:counter(ns .. "_received_bytes_total",
-            "Bytes received from clients, request line and headers included.", labels,
-            { group = "http", unit = "bytes" })
-        self.sent = zone:counter(ns .. "_sent_bytes_total", "Bytes sent to clients.", labels,
-            { group = "http", unit = "bytes" })
+            "Bytes received from clients, request line and headers included.", labels, bytes)
+        self.sent = zone:counter(ns .. "_sent_bytes_total", "Bytes sent to clients.", labels, bytes)
     end
     return self
 end
 
-local function handle_of(family, values)
-    if not family then return 0 end
-    return family:child(values).handle
+-- The child of `family` for `values`, or nil without the family.
+local function child_of(family, values)
+    if family then return family:child(values) end
 end
 
--- Slow path, once per label set and worker: resolves every family's series. Kept out
--- of `_entry` so that the cached path has no closures or allocations and compiles.
+local function handle_of(child)
+    if child then return child.handle end
+    return 0
+end
+
+-- The families whose series an entry's struct holds, by field.
+local FIELDS = { request_latency = "latency", upstream_latency = "upstream",
+                 received_bytes = "received", sent_bytes = "sent" }
+
+-- Slow path, once per label set and worker (while it stays cached): resolves every
+-- family's series. Kept out of `_entry` so that the cached path has no closures or
+-- allocations and compiles. A label set that every family sent to its overflow
+-- series shares one entry, the logger's `overflow`, whose requests go to the
+-- requests family's overflow series whatever their code.
 function Logger:_new_entry(n, ...)
     local values = { ... }
-    if select("#", ...) ~= n or #values ~= n then
-        return nil, "expected " .. n .. " label values, got " .. select("#", ...)
+    if select("#", ...) ~= n then
+        local slot = self.requests.slot
+        if slot then count_error(slot, LABEL_COUNT) end
+        local err = "expected " .. n .. " label values, got " .. select("#", ...)
+        log_once("log helper: " .. err)
+        return nil, err
     end
-    local h = new_handles()
+    if n > 0 then
+        local entry = cache_revive(self, values, n)
+        if entry then return entry end
+    end
+    -- A value that cannot be a label value is counted and logged once (not once per
+    -- family); nothing is cached for it.
+    local id, err = self.requests:_ensure()
+    if not id then
+        log_once(err)
+        return nil, err
+    end
+    local bad = invalid_label(self.requests, values, n)
+    if bad then return nil, bad end
+    local children, any, folded = {}, false, true
+    for field, name in pairs(FIELDS) do
+        local child = child_of(self[name], values)
+        children[field] = child
+        if child then
+            any = true
+            if not child.overflow then folded = false end
+        end
+    end
+    folded = folded and any and n > 0
+    local entry
+    if folded then
+        entry = self.overflow
+        if not entry then
+            entry = { codes = {}, overflow = true }
+            self.overflow = entry
+        end
+    else
+        entry = { codes = {}, values = values }
+    end
+    local h = entry.handles or new_handles()
     h.ms_per_unit = 1000
-    h.request_latency = handle_of(self.latency, values)
-    h.upstream_latency = handle_of(self.upstream, values)
-    h.received_bytes = handle_of(self.received, values)
-    h.sent_bytes = handle_of(self.sent, values)
-    local entry = { handles = h, codes = {}, values = values }
+    for field in pairs(FIELDS) do h[field] = handle_of(children[field]) end
+    entry.handles = h
     if n == 0 then
         self.entries = entry
-        return entry
+    else
+        cache_put(self, values, n, entry)
     end
-    local node = self.entries
-    for i = 1, n - 1 do
-        local nxt = node[values[i]]
-        if not nxt then nxt = {}; node[values[i]] = nxt end
-        node = nxt
-    end
-    node[values[n]] = entry
     return entry
 end
 
@@ -108,10 +155,12 @@ end
 function Logger:_entry(...)
     local n = self.nlabels
     if select("#", ...) == n then
-        local node = self.entries
-        if n > 0 then
+        local node
+        if n == 0 then
+            node = self.entries
+        else
             local a, b, c = ...
-            node = node[a]
+            node = self.cache[a]
             if n > 1 and node then node = node[b] end
             if n > 2 and node then node = node[c] end
             if n > 3 and node then
@@ -121,9 +170,26 @@ function Logger:_entry(...)
                 end
             end
         end
-        if node ~= nil and node.handles ~= nil then return node end
+        if node ~= nil then return node end
     end
-    return self:_new_entry(n, ...)
+    local entry, err = self:_new_entry(n, ...)
+    return entry, err
+end
+
+-- The requests series of `entry` for `status`: 0 when it cannot be had.
+function Logger:_code(entry, status)
+    local child
+    if entry.overflow then
+        child = self.requests:_overflow()
+    else
+        local values = {}
+        for i = 1, self.nlabels do values[i] = entry.values[i] end
+        values[self.nlabels + 1] = tostring(status)
+        child = self.requests:child(values)
+    end
+    local code = child and child.handle or 0
+    if code ~= 0 then entry.codes[status] = code end
+    return code
 end
 
 -- Records the current request. Call from log_by_lua with the label values, in order.
@@ -132,22 +198,11 @@ function Logger:log(...)
     local r = get_request()
     if not r then return nil, "no request" end
     local entry, err = self:_entry(...)
-    if not entry then
-        local slot = self.requests.slot
-        if slot then count_error(slot, LABEL_COUNT) end
-        log_once("log helper: " .. err)
-        return nil, err
-    end
+    if not entry then return nil, err end
     if request_facts(r, facts) ~= 0 then return nil, "no request" end
     local status = facts.status
     local code = entry.codes[status]
-    if not code then
-        local values = {}
-        for i = 1, self.nlabels do values[i] = entry.values[i] end
-        values[self.nlabels + 1] = tostring(status)
-        code = self.requests:child(values).handle
-        if code ~= 0 then entry.codes[status] = code end
-    end
+    if not code then code = self:_code(entry, status) end
     local h = entry.handles
     h.requests = code
     if record_request(facts, h) == STALE then self:_renew(entry) end
@@ -157,19 +212,28 @@ end
 -- A series of `entry` was deleted (this request's update to it was dropped and
 -- counted): its children resolve their labels again, for the next request.
 function Logger:_renew(entry)
-    local values = entry.values
     local h = entry.handles
-    for field, family in pairs({ request_latency = self.latency, upstream_latency = self.upstream,
-                                 received_bytes = self.received, sent_bytes = self.sent }) do
-        local child = family:child(values)
-        renew(child)
-        h[field] = child.handle
+    for field, name in pairs(FIELDS) do
+        local family = self[name]
+        if family then
+            local child
+            if entry.overflow then child = family:_overflow() else child = family:child(entry.values) end
+            if child then
+                renew(child)
+                h[field] = child.handle
+            end
+        end
     end
-    for status in pairs(entry.codes) do
-        local with_code = {}
-        for i = 1, self.nlabels do with_code[i] = values[i] end
-        with_code[self.nlabels + 1] = tostring(status)
-        renew(self.requests:child(with_code))
+    if entry.overflow then
+        local child = self.requests:_overflow()
+        if child then renew(child) end
+    else
+        for status in pairs(entry.codes) do
+            local with_code = {}
+            for i = 1, self.nlabels do with_code[i] = entry.values[i] end
+            with_code[self.nlabels + 1] = tostring(status)
+            renew(self.requests:child(with_code))
+        end
     end
     entry.codes = {}
 end

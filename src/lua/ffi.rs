@@ -53,6 +53,13 @@ fn handle_reason(e: HandleError) -> Reason {
     }
 }
 
+fn gauge_reason(e: gauge::GaugeError) -> Reason {
+    match e {
+        gauge::GaugeError::Handle(e) => handle_reason(e),
+        gauge::GaugeError::NotANumber => Reason::InvalidValue,
+    }
+}
+
 fn observe_reason(e: histogram::ObserveError) -> Reason {
     match e {
         histogram::ObserveError::BadHandle => Reason::BadHandle,
@@ -76,12 +83,12 @@ pub extern "C" fn ngx_prom_counter_add(handle: u64, v: f64) -> i32 {
 
 #[no_mangle]
 pub extern "C" fn ngx_prom_gauge_set(handle: u64, v: f64) -> i32 {
-    with(handle, |r, h| gauge::set(r, h, v).map_err(handle_reason))
+    with(handle, |r, h| gauge::set(r, h, v).map_err(gauge_reason))
 }
 
 #[no_mangle]
 pub extern "C" fn ngx_prom_gauge_add(handle: u64, v: f64) -> i32 {
-    with(handle, |r, h| gauge::add(r, h, v).map_err(handle_reason))
+    with(handle, |r, h| gauge::add(r, h, v).map_err(gauge_reason))
 }
 
 #[no_mangle]

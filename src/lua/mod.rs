@@ -34,6 +34,9 @@ fn label_values(v: Table) -> LuaResult<Vec<Vec<u8>>> {
         .map(|v| match v? {
             Value::String(s) => Ok(s.as_bytes().to_vec()),
             Value::Integer(n) => Ok(n.to_string().into_bytes()),
+            Value::Number(n) if n.is_nan() => Err(err("a label value is NaN")),
+            // -0 is 0: Lua tables (the label cache) do not tell them apart either.
+            Value::Number(0.0) => Ok(b"0".to_vec()),
             Value::Number(n) => Ok(n.to_string().into_bytes()),
             Value::Boolean(b) => Ok(b.to_string().into_bytes()),
             other => Err(err(format!(
@@ -149,6 +152,20 @@ fn add_series(lua: &Lua, m: &Table) -> LuaResult<()> {
         })?,
     )?;
 
+    // overflow_series(slot, family) -> handle, overflow label value | nil, err: the
+    // family's overflow series, made if missing (nothing is counted)
+    m.set(
+        "overflow_series",
+        lua.create_function(|lua, (slot, family): (usize, u64)| {
+            let store = store_of(slot)?;
+            let f = family_of(&store, family)?;
+            match store.overflow_series(f, zone::my_pid(), &zone::alive) {
+                Some((h, value)) => Ok((Some(slots::join(slot, h)), lua.create_string(value)?)),
+                None => Ok((None, lua.create_string("no overflow series")?)),
+            }
+        })?,
+    )?;
+
     // set_expire(slot, family, seconds) -> true; raises on a bad number
     m.set(
         "set_expire",
@@ -251,7 +268,8 @@ fn add_series(lua: &Lua, m: &Table) -> LuaResult<()> {
         })?,
     )?;
 
-    // quantile(slot, family, {values}, q) -> number | nil
+    // quantile(slot, family, {values}, q) -> number | nil, why (no such series, or no
+    // observations); raises when q is not a number from 0 to 1
     m.set(
         "quantile",
         lua.create_function(|_, (slot, family, values, q): (usize, u64, Table, f64)| {
@@ -261,11 +279,17 @@ fn add_series(lua: &Lua, m: &Table) -> LuaResult<()> {
             let Some(h) = spec.histogram else {
                 return Err(err(format!("metric \"{}\" is not a histogram", spec.name)));
             };
+            if !(0.0..=1.0).contains(&q) {
+                return Err(err(format!("quantile must be from 0 to 1, got {q}")));
+            }
             let Some(handle) = store.find_series(f, &label_values(values)?) else {
-                return Ok(None);
+                return Ok((None, Some("no series with these label values")));
             };
             let snap = Snapshot::read(&store.region(), handle as u32, None);
-            Ok(snap.quantile(q.clamp(0.0, 1.0), h.scale()))
+            match snap.quantile(q, h.scale()) {
+                Some(v) => Ok((Some(v), None)),
+                None => Ok((None, Some("no observations"))),
+            }
         })?,
     )?;
     Ok(())

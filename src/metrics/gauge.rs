@@ -1,24 +1,46 @@
-//! Gauges: one `f64` word, set with a store, moved with a CAS loop.
+//! Gauges: one `f64` word, set with a store, moved with a CAS loop. A gauge never
+//! holds NaN: setting it, adding it, or an addition whose result would be NaN
+//! (`+inf` plus `-inf`) is refused and the value kept.
 
 use super::family::MetricType;
-use super::value::{add_f64, check, load_f64, HandleError};
+use super::value::{check, load_f64, HandleError};
 use crate::shm::{Offset, Region};
 use std::sync::atomic::Ordering::Relaxed;
 
 pub const VALUE_WORDS: u64 = 1;
 
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub enum GaugeError {
+    Handle(HandleError),
+    /// NaN, given or as the result of the addition.
+    NotANumber,
+}
+
 #[inline(always)]
-pub fn set(r: &Region<'_>, handle: u64, v: f64) -> Result<(), HandleError> {
-    let h = check(r, handle, MetricType::Gauge, VALUE_WORDS)?;
+pub fn set(r: &Region<'_>, handle: u64, v: f64) -> Result<(), GaugeError> {
+    let h = check(r, handle, MetricType::Gauge, VALUE_WORDS).map_err(GaugeError::Handle)?;
+    if v.is_nan() {
+        return Err(GaugeError::NotANumber);
+    }
     r.word(h).store(v.to_bits(), Relaxed);
     Ok(())
 }
 
 #[inline(always)]
-pub fn add(r: &Region<'_>, handle: u64, v: f64) -> Result<(), HandleError> {
-    let h = check(r, handle, MetricType::Gauge, VALUE_WORDS)?;
-    add_f64(r.word(h), v);
-    Ok(())
+pub fn add(r: &Region<'_>, handle: u64, v: f64) -> Result<(), GaugeError> {
+    let h = check(r, handle, MetricType::Gauge, VALUE_WORDS).map_err(GaugeError::Handle)?;
+    let w = r.word(h);
+    let mut cur = w.load(Relaxed);
+    loop {
+        let next = f64::from_bits(cur) + v;
+        if next.is_nan() {
+            return Err(GaugeError::NotANumber);
+        }
+        match w.compare_exchange_weak(cur, next.to_bits(), Relaxed, Relaxed) {
+            Ok(_) => return Ok(()),
+            Err(seen) => cur = seen,
+        }
+    }
 }
 
 pub fn read(r: &Region<'_>, h: Offset) -> f64 {
@@ -40,5 +62,24 @@ mod tests {
         add(&r, 3, -0.5).unwrap();
         assert_eq!(read(&r, 3), 10.0);
         assert!(set(&r, 2, 1.0).is_err());
+    }
+
+    #[test]
+    fn nan_is_refused_and_the_value_kept() {
+        let mem = heap_words(4);
+        let r = Region::new(&mem);
+        r.store(0, tag(MetricType::Gauge, 0));
+        set(&r, 3, 2.0).unwrap();
+        assert_eq!(set(&r, 3, f64::NAN), Err(GaugeError::NotANumber));
+        assert_eq!(add(&r, 3, f64::NAN), Err(GaugeError::NotANumber));
+        assert_eq!(read(&r, 3), 2.0);
+        // Infinities are values; their sum is not.
+        set(&r, 3, f64::INFINITY).unwrap();
+        assert_eq!(add(&r, 3, f64::NEG_INFINITY), Err(GaugeError::NotANumber));
+        assert_eq!(read(&r, 3), f64::INFINITY);
+        add(&r, 3, 1.0).unwrap();
+        set(&r, 3, -0.0).unwrap();
+        add(&r, 3, -1.5).unwrap();
+        assert_eq!(read(&r, 3), -1.5);
     }
 }

@@ -793,6 +793,14 @@ impl<'a> Store<'a> {
         if let Some(rec) = self.arena.lookup(f.id, &key) {
             return Ok((self.handle_of(rec), None));
         }
+        // The overflow series' own label set: made as the overflow series, in the
+        // reserve and outside max_series (a delete does not count it either).
+        if f.label_count > 0 && key == self.overflow_key(f) {
+            return self
+                .make_series(&g, f, &key, words, hist.as_ref(), created_ms, true)
+                .map(|handle| (handle, None))
+                .map_err(|_| SeriesError::ZoneFull { family: name() });
+        }
         let limit = r.load(f.body + F_LIMIT);
         let refused = if limit > 0 && r.load(f.body + F_SERIES) >= limit {
             SeriesError::SeriesLimit {
@@ -823,6 +831,26 @@ impl<'a> Store<'a> {
         };
         self.count_error(refused.reason());
         Ok((handle, Some(refused)))
+    }
+
+    /// The handle of `f`'s overflow series, made if missing (nothing is counted: no
+    /// label set was refused), with the overflow label value; None for a family
+    /// without labels, or when not even the zone's reserve has room.
+    pub fn overflow_series(
+        &self,
+        f: Family,
+        me: u32,
+        alive: Liveness<'_>,
+    ) -> Option<(u64, Vec<u8>)> {
+        if f.label_count == 0 {
+            return None;
+        }
+        let key = self.overflow_key(f);
+        let value = decode_key(&key).next().unwrap_or_default().to_vec();
+        let values = vec![value.clone(); f.label_count];
+        self.find_or_make(f, &values, me, alive, now_ms())
+            .ok()
+            .map(|(handle, _)| (handle, value))
     }
 
     /// Whether series record `rec` is the overflow series of `f` (families with labels
@@ -1421,6 +1449,32 @@ mod tests {
         s.series(o, &["x", "y"], 1, ALIVE).unwrap();
         let other = s.series(o, &["x", "z"], 1, ALIVE).unwrap();
         assert_eq!(s.find_series(o, &["other", "other"]), Some(other));
+        assert_eq!(
+            s.overflow_series(o, 1, ALIVE),
+            Some((other, b"other".to_vec()))
+        );
+        // Asked for by its label values, or by overflow_series, under the limit: the
+        // overflow series is still made outside max_series, and nothing is counted.
+        let mut spec = counter_spec("p", &["i"]);
+        spec.max_series = 1;
+        let p = s.register(&spec, 1, ALIVE).unwrap();
+        let errors = s.errors(Reason::SeriesLimit);
+        let made = s.series(p, &["__overflow__"], 1, ALIVE).unwrap();
+        assert_eq!(s.series_count(p), 0);
+        assert_eq!(
+            s.overflow_series(p, 1, ALIVE),
+            Some((made, b"__overflow__".to_vec()))
+        );
+        assert!(s.delete_series(p, &["__overflow__"], 1, ALIVE));
+        assert_eq!(s.series_count(p), 0);
+        let again = s.overflow_series(p, 1, ALIVE).unwrap().0;
+        assert_eq!(s.series_count(p), 0);
+        s.series(p, &["1"], 1, ALIVE).unwrap();
+        assert_eq!(s.series(p, &["2"], 1, ALIVE), Ok(again));
+        assert_eq!(s.errors(Reason::SeriesLimit), errors + 1);
+        // A family without labels has none.
+        let n = s.register(&counter_spec("n", &[]), 1, ALIVE).unwrap();
+        assert_eq!(s.overflow_series(n, 1, ALIVE), None);
     }
 
     #[test]
