@@ -953,3 +953,94 @@ fn prometheus_scrapes_both_formats_without_warnings() {
     assert!(log.lines().any(|l| l == text_line), "{log}");
     assert!(a.nginx.errors().is_empty(), "{:?}", a.nginx.errors());
 }
+
+/// One counter with `/make?n=` series (label values of 20 bytes), `http_conf` beside
+/// it, and a metrics server with `metrics_conf` in it.
+fn many_series_http(app: u16, metrics: u16, http_conf: &str, metrics_conf: &str) -> String {
+    format!(
+        r#"
+    prometheus_zone metrics 64m;
+    prometheus_process_metrics off;
+    init_by_lua_block {{
+        many = require("ngxprom").zone("metrics"):counter("many_total", "Many series.",
+            {{ "k" }}, {{ max_series = 1000000 }})
+    }}
+    {http_conf}
+    server {{
+        listen 127.0.0.1:{app};
+        location = /make {{
+            content_by_lua_block {{
+                for i = 1, tonumber(ngx.var.arg_n) do
+                    many:inc(i, {{ string.format("series-%013d", i) }})
+                end
+                ngx.say("ok")
+            }}
+        }}
+    }}
+    server {{
+        listen 127.0.0.1:{metrics};
+        {metrics_conf}
+        location = /metrics {{ prometheus_metrics metrics; }}
+    }}
+"#
+    )
+}
+
+/// Every render of the debug-hooks module waits `ms` first, in every worker.
+fn render_delay(ms: u32) -> String {
+    format!(
+        r#"init_worker_by_lua_block {{
+        local ffi = require "ffi"
+        ffi.cdef "void ngx_prom_debug_render_delay(uint32_t ms);"
+        ffi.C.ngx_prom_debug_render_delay({ms})
+    }}"#
+    )
+}
+
+const OPENMETRICS_SCRAPE: &[u8] =
+    b"GET /metrics?format=openmetrics HTTP/1.0\r\nHost: localhost\r\n\r\n";
+
+/// An OpenMetrics scrape on a connection of its own: all the server sent until it
+/// closed (nothing, when it closed without answering).
+fn openmetrics_scrape(port: u16) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(OPENMETRICS_SCRAPE).unwrap();
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    raw
+}
+
+/// `nginx -s reload` while scrapes render in the pool: the old workers finish them
+/// (every client gets its whole exposition), then exit, without "open socket ... left".
+#[test]
+fn reload_finishes_scrapes_in_flight() {
+    let (app, metrics) = (free_port(), free_port());
+    let nginx = Nginx::start_with_debug_hooks(
+        "reload-scrapes",
+        &many_series_http(app, metrics, &render_delay(1500), ""),
+    );
+    let n = 20_000;
+    assert_eq!(get(app, &format!("/make?n={n}")).text(), "ok\n");
+    let last = format!("many_total{{k=\"series-{n:013}\"}} {n}\n");
+    let clients: Vec<_> = (0..8)
+        .map(|_| std::thread::spawn(move || openmetrics_scrape(metrics)))
+        .collect();
+    // The requests are in (each render now waits 1.5 s in a pool thread).
+    std::thread::sleep(Duration::from_millis(300));
+    nginx.reload();
+    for c in clients {
+        let raw = c.join().unwrap();
+        assert!(!raw.is_empty(), "closed without an answer");
+        let r = parse_response(&raw);
+        assert_eq!(r.status, 200, "{}", r.text());
+        let body = r.text();
+        assert!(body.ends_with("# EOF\n"), "cut short: {} bytes", body.len());
+        assert!(body.contains(&last), "no {last}");
+    }
+    let log = nginx.error_log();
+    assert!(!log.contains("left in connection"), "{log}");
+    assert!(!log.contains("aborting"), "{log}");
+    assert!(nginx.crashes().is_empty());
+}

@@ -6,6 +6,12 @@
 //! nginx's thread pool and returns; the worker goes on serving. When the thread is
 //! done, nginx runs `rendered` back in the worker, which sends the body without copying
 //! it: the response buffer points into the rendered bytes, freed with the request pool.
+//!
+//! nginx does not wait for thread tasks when a worker shuts down gracefully (`nginx -s
+//! reload`, `quit`): it exits once no timer but cancelable ones is left. A render in
+//! the pool therefore keeps a timer of its own armed, not cancelable, until it is back
+//! in the worker; the response then holds the worker as any other does (the write
+//! timer of `send_timeout` while the client reads).
 
 use super::Module;
 use crate::bitfield::{self, c};
@@ -20,6 +26,10 @@ use ngx::http::HttpModule;
 use std::ffi::c_void;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+/// How often the timer that holds a shutting-down worker for a render comes round; it
+/// is re-armed until the render is back, so this only bounds the wake-ups.
+const HOLD_MS: ngx::ffi::ngx_msec_t = 60_000;
 
 /// Content type of error messages.
 const TEXT_PLAIN: &str = "text/plain; charset=utf-8";
@@ -51,6 +61,20 @@ struct Job {
     out: Output,
     /// Set by the thread when `out` is complete.
     done: AtomicBool,
+    /// Armed (not cancelable) while the render runs in a pool thread.
+    hold: ngx_event_t,
+}
+
+/// A job that owns what it is given; its `hold` timer starts unarmed.
+fn job(scrape: Option<Scrape>, out: Output, done: bool) -> Job {
+    Job {
+        scrape,
+        out,
+        done: AtomicBool::new(done),
+        // SAFETY: `ngx_event_t` is a C struct of integers, pointers and bitfields whose
+        // all-zero value is an idle event (nginx makes its events with ngx_pcalloc).
+        hold: unsafe { std::mem::zeroed() },
+    }
 }
 
 /// Renders `scrape` for `r`, in `pool` when given, else right here; then sends it.
@@ -62,16 +86,16 @@ pub fn serve(
 ) -> ngx_int_t {
     let Some(job) = own(
         r,
-        Job {
-            scrape: Some(scrape),
-            out: Output {
+        job(
+            Some(scrape),
+            Output {
                 status: 500,
                 content_type: TEXT_PLAIN,
                 body: Vec::new(),
                 gzip: false,
             },
-            done: AtomicBool::new(false),
-        },
+            false,
+        ),
     ) else {
         return Status::NGX_ERROR.0;
     };
@@ -92,16 +116,16 @@ pub fn refuse(
     message: String,
     headers: &[(&'static str, &'static str)],
 ) -> ngx_int_t {
-    let job = Job {
-        scrape: None,
-        out: Output {
+    let job = job(
+        None,
+        Output {
             status,
             content_type: TEXT_PLAIN,
             body: message.into_bytes(),
             gzip: false,
         },
-        done: AtomicBool::new(true),
-    };
+        true,
+    );
     for (k, v) in headers {
         // SAFETY: live request, headers not sent yet.
         if unsafe { push_header(r, k, v) }.is_null() {
@@ -132,11 +156,39 @@ fn own<'j>(r: &mut ngx_http_request_t, job: Job) -> Option<&'j mut Job> {
 }
 
 unsafe extern "C" fn drop_job(data: *mut c_void) {
-    // SAFETY: `data` is the `Box<Job>` leaked in `own`, dropped exactly once here.
-    drop(unsafe { Box::from_raw(data.cast::<Job>()) });
+    // SAFETY: `data` is the `Box<Job>` leaked in `own`, dropped exactly once here, in
+    // the worker; its timer is disarmed first (`rendered` has done so already unless
+    // the pool is destroyed some other way), so nginx's timer tree never points into it.
+    unsafe {
+        let mut job = Box::from_raw(data.cast::<Job>());
+        release_hold(&mut job.hold);
+        drop(job);
+    }
+}
+
+/// Disarms a job's hold timer if armed.
+fn release_hold(hold: &mut ngx_event_t) {
+    if hold.timer_set() != 0 {
+        // SAFETY: the event is armed, so it is in this worker's timer tree.
+        unsafe { ngx::ffi::ngx_del_timer(hold) };
+    }
+}
+
+/// Fires only when a render takes longer than `HOLD_MS`: holds on for another round.
+unsafe extern "C" fn hold_again(ev: *mut ngx_event_t) {
+    // SAFETY: `ev` is a job's hold event, just fired (so not armed), inside a job that
+    // lives until `rendered` has disarmed it.
+    unsafe { ngx::ffi::ngx_add_timer(ev, HOLD_MS) };
 }
 
 fn render(job: &mut Job) {
+    #[cfg(feature = "debug-hooks")]
+    {
+        let ms = RENDER_DELAY_MS.load(Ordering::Relaxed);
+        if ms > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(u64::from(ms)));
+        }
+    }
     if let Some(s) = job.scrape.take() {
         job.out = output(&s);
     }
@@ -217,6 +269,11 @@ fn post(
             return Err(());
         }
         *r.ctx.add(Module::module().ctx_index) = (job as *mut Job).cast();
+        // Not cancelable: a worker shutting down waits for it (see the module doc).
+        job.hold.handler = Some(hold_again);
+        job.hold.data = (job as *mut Job).cast();
+        job.hold.log = (*r.connection).log;
+        ngx::ffi::ngx_add_timer(&mut job.hold, HOLD_MS);
         let main = &mut *r.main;
         let (blocked, count) = (c::REQUEST_BLOCKED, c::REQUEST_COUNT);
         bitfield::set(main, blocked, bitfield::get(main, blocked) + 1);
@@ -237,9 +294,14 @@ unsafe extern "C" fn render_in_thread(data: *mut c_void, _log: *mut ngx_log_t) {
 
 /// Back in the worker once the thread is done.
 unsafe extern "C" fn rendered(ev: *mut ngx_event_t) {
-    // SAFETY: the event's data is the request `post` blocked; it is still alive.
+    // SAFETY: the event's data is the request `post` blocked; it is still alive, and so
+    // is the job its ctx slot holds (`send_rendered` clears the slot, later).
     unsafe {
         let r = (*ev).data.cast::<ngx_http_request_t>();
+        let job = *(*r).ctx.add(Module::module().ctx_index) as *mut Job;
+        if !job.is_null() {
+            release_hold(&mut (*job).hold);
+        }
         let c = (*r).connection;
         let main = &mut *(*r).main;
         bitfield::set(
@@ -350,4 +412,17 @@ fn send(r: &mut ngx_http_request_t, job: &Job) -> ngx_int_t {
         (*cl).next = std::ptr::null_mut::<ngx_chain_t>();
         ngx::ffi::ngx_http_output_filter(r, cl)
     }
+}
+
+/// Milliseconds every render waits before it starts, so that a test can act while
+/// renders are surely in flight.
+#[cfg(feature = "debug-hooks")]
+static RENDER_DELAY_MS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// Makes every later render of this worker wait `ms` milliseconds first. For tests
+/// only; only in builds with the `debug-hooks` feature.
+#[cfg(feature = "debug-hooks")]
+#[no_mangle]
+pub extern "C" fn ngx_prom_debug_render_delay(ms: u32) {
+    RENDER_DELAY_MS.store(ms, Ordering::Relaxed);
 }
