@@ -1044,3 +1044,204 @@ fn reload_finishes_scrapes_in_flight() {
     assert!(!log.contains("aborting"), "{log}");
     assert!(nginx.crashes().is_empty());
 }
+
+/// Anonymous resident memory of the workers (heap: what rendered bodies take; the
+/// zone's shared pages are not in it), summed.
+fn workers_anon_rss(nginx: &Nginx) -> u64 {
+    nginx
+        .worker_pids()
+        .iter()
+        .map(|pid| {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+            let kb: u64 = status
+                .lines()
+                .find_map(|l| l.strip_prefix("RssAnon:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                .unwrap();
+            kb * 1024
+        })
+        .sum()
+}
+
+/// Connects, sends an OpenMetrics scrape and never reads: returns once the answer has
+/// begun to arrive (peeked, not read).
+fn held_scrape(port: u16) -> std::net::TcpStream {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(OPENMETRICS_SCRAPE).unwrap();
+    s
+}
+
+fn wait_answer_began(s: &std::net::TcpStream) {
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut one = [0u8; 1];
+    assert_eq!(s.peek(&mut one).unwrap(), 1, "no answer began");
+}
+
+/// Reads a held connection's status line and headers (not its body).
+fn read_head(s: &mut std::net::TcpStream) -> Response {
+    use std::io::Read;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            s.read(&mut byte).unwrap(),
+            1,
+            "{:?}",
+            String::from_utf8_lossy(&head)
+        );
+        head.push(byte[0]);
+    }
+    parse_response(&head)
+}
+
+/// Clients that ask for a large exposition and never read: each worker holds at most
+/// `prometheus_max_renders` of them and `prometheus_max_pinned` bytes, the others get
+/// `503` with `Retry-After`; the workers' memory stays bounded meanwhile and goes back
+/// near where it was once the clients are gone.
+#[test]
+fn held_scrapes_are_bounded_and_their_memory_returns() {
+    let (app, metrics) = (free_port(), free_port());
+    let limits = "prometheus_max_renders 4; prometheus_max_pinned 16m;";
+    let nginx = Nginx::start("held-scrapes", &many_series_http(app, metrics, limits, ""));
+    let n = 50_000;
+    assert_eq!(get(app, &format!("/make?n={n}")).text(), "ok\n");
+    let body_len = {
+        let raw = openmetrics_scrape(metrics);
+        assert!(raw.ends_with(b"# EOF\n"));
+        raw.len() as u64
+    };
+    for _ in 0..3 {
+        assert!(openmetrics_scrape(metrics).ends_with(b"# EOF\n"));
+    }
+    let baseline = workers_anon_rss(&nginx);
+    let clients = 40;
+    let mut held: Vec<_> = (0..clients).map(|_| held_scrape(metrics)).collect();
+    for s in &held {
+        wait_answer_began(s);
+    }
+    let holding = workers_anon_rss(&nginx);
+    let heads: Vec<Response> = held.iter_mut().map(read_head).collect();
+    let served = heads.iter().filter(|r| r.status == 200).count();
+    for r in heads.iter().filter(|r| r.status != 200) {
+        assert_eq!(r.status, 503, "{r:?}");
+        assert_eq!(r.header("retry-after"), Some("1"), "{r:?}");
+    }
+    eprintln!(
+        "body {body_len} B, baseline {baseline} B, holding {holding} B, {served} of {clients} served"
+    );
+    // 4 scrapes or 16 MB per worker, two workers: never all 40.
+    assert!((1..=8).contains(&served), "{served} scrapes held");
+    let bound = 2 * 16 * 1024 * 1024 + 2 * body_len + 16 * 1024 * 1024;
+    assert!(
+        holding < baseline + bound,
+        "workers went from {baseline} to {holding} B of anonymous memory (bound {bound} more)"
+    );
+    drop(held);
+    let back = eventually(Duration::from_secs(15), || {
+        let now = workers_anon_rss(&nginx);
+        (now < baseline + 8 * 1024 * 1024).then_some(now)
+    });
+    assert!(
+        back.is_some(),
+        "workers kept {} B after the clients left (baseline {baseline} B)",
+        workers_anon_rss(&nginx)
+    );
+    // The limits are given back.
+    assert!(openmetrics_scrape(metrics).ends_with(b"# EOF\n"));
+    assert!(nginx.errors().is_empty(), "{:?}", nginx.errors());
+    assert!(nginx.crashes().is_empty());
+}
+
+/// nginx's `send_timeout` applies to a scrape's response: a client that stops reading
+/// is let go after it, and what it held is given back to the worker.
+#[test]
+fn send_timeout_lets_go_of_a_client_that_never_reads() {
+    let (app, metrics) = (free_port(), free_port());
+    let http = "prometheus_max_renders 1;";
+    let nginx = Nginx::start(
+        "send-timeout",
+        &many_series_http(app, metrics, http, "send_timeout 1s;"),
+    );
+    assert_eq!(get(app, "/make?n=50000").text(), "ok\n");
+    // Enough never-read scrapes that both workers hold one (the rest get 503).
+    let mut held: Vec<_> = (0..6).map(|_| held_scrape(metrics)).collect();
+    for s in &held {
+        wait_answer_began(s);
+    }
+    let statuses: Vec<u16> = held.iter_mut().map(|s| read_head(s).status).collect();
+    assert!(statuses.contains(&503), "{statuses:?}");
+    // While those clients stay connected, not reading, scrapes are served again.
+    let served = eventually(Duration::from_secs(20), || {
+        let raw = openmetrics_scrape(metrics);
+        raw.ends_with(b"# EOF\n").then_some(())
+    });
+    assert!(served.is_some(), "held scrapes never timed out");
+    assert!(
+        nginx.error_log().contains("client timed out"),
+        "{}",
+        nginx.error_log()
+    );
+    drop(held);
+}
+
+#[test]
+fn limit_directives_are_checked() {
+    let http = |directives: &str| {
+        format!(
+            "prometheus_zone metrics 1m; {directives} \
+             server {{ listen 127.0.0.1:1; location / {{ prometheus_metrics; }} }}"
+        )
+    };
+    let cases = [
+        (
+            "prometheus_max_renders 0;",
+            "prometheus_max_renders: invalid number \"0\" (1 to 4096 scrapes per worker)",
+        ),
+        (
+            "prometheus_max_renders many;",
+            "prometheus_max_renders: invalid number \"many\"",
+        ),
+        (
+            "prometheus_max_renders 4097;",
+            "prometheus_max_renders: invalid number \"4097\"",
+        ),
+        (
+            "prometheus_max_renders 2; prometheus_max_renders 3;",
+            "prometheus_max_renders: is duplicate",
+        ),
+        (
+            "prometheus_max_pinned 0;",
+            "prometheus_max_pinned: invalid size \"0\"",
+        ),
+        (
+            "prometheus_max_pinned lots;",
+            "prometheus_max_pinned: invalid size \"lots\"",
+        ),
+        (
+            "prometheus_max_pinned 1m; prometheus_max_pinned 2m;",
+            "prometheus_max_pinned: is duplicate",
+        ),
+    ];
+    for (directives, want) in cases {
+        let err = nginx_t("limits", &http(directives)).expect_err(directives);
+        assert!(
+            err.contains(want),
+            "`{directives}`:\nwant {want}\ngot {err}"
+        );
+    }
+    for ok in [
+        "prometheus_max_renders 1;",
+        "prometheus_max_renders 4096; prometheus_max_pinned 512k;",
+        "prometheus_max_pinned 2048m;",
+    ] {
+        nginx_t("limits-ok", &http(ok)).unwrap_or_else(|e| panic!("`{ok}`: {e}"));
+    }
+    let in_server = "prometheus_zone metrics 1m; server { listen 127.0.0.1:1; \
+                     prometheus_max_renders 2; location / { prometheus_metrics; } }";
+    let err = nginx_t("limits-context", in_server).unwrap_err();
+    assert!(
+        err.contains("\"prometheus_max_renders\" directive is not allowed here"),
+        "{err}"
+    );
+}

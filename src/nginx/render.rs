@@ -16,6 +16,7 @@
 use super::Module;
 use crate::bitfield::{self, c};
 use crate::exposition::{self, Format, Selection, StubStatus};
+use crate::limits::{self, Limits};
 use crate::metrics::Store;
 use ngx::core::Status;
 use ngx::ffi::{
@@ -53,6 +54,20 @@ struct Output {
     content_type: &'static str,
     body: Vec<u8>,
     gzip: bool,
+    /// The most memory the rendering took (the text, before compression).
+    peak: usize,
+}
+
+impl Output {
+    fn new(status: u16, body: Vec<u8>) -> Output {
+        Output {
+            status,
+            content_type: TEXT_PLAIN,
+            peak: body.capacity(),
+            body,
+            gzip: false,
+        }
+    }
 }
 
 /// One scrape, owned by the request (a pool cleanup frees it).
@@ -63,6 +78,8 @@ struct Job {
     done: AtomicBool,
     /// Armed (not cancelable) while the render runs in a pool thread.
     hold: ngx_event_t,
+    /// The scrape's share of its worker's limits (none for a refusal).
+    claim: Option<limits::Claim>,
 }
 
 /// A job that owns what it is given; its `hold` timer starts unarmed.
@@ -70,6 +87,7 @@ fn job(scrape: Option<Scrape>, out: Output, done: bool) -> Job {
     Job {
         scrape,
         out,
+        claim: None,
         done: AtomicBool::new(done),
         // SAFETY: `ngx_event_t` is a C struct of integers, pointers and bitfields whose
         // all-zero value is an idle event (nginx makes its events with ngx_pcalloc).
@@ -78,25 +96,28 @@ fn job(scrape: Option<Scrape>, out: Output, done: bool) -> Job {
 }
 
 /// Renders `scrape` for `r`, in `pool` when given, else right here; then sends it.
-/// Returns what a content handler returns.
+/// Beyond the worker's `limits`, answers `503` instead. Returns what a content handler
+/// returns.
 pub fn serve(
     r: &mut ngx_http_request_t,
     pool: Option<std::ptr::NonNull<ngx_thread_pool_t>>,
+    limits: Limits,
     scrape: Scrape,
 ) -> ngx_int_t {
-    let Some(job) = own(
-        r,
-        job(
-            Some(scrape),
-            Output {
-                status: 500,
-                content_type: TEXT_PLAIN,
-                body: Vec::new(),
-                gzip: false,
-            },
-            false,
-        ),
-    ) else {
+    let hint = LAST_TEXT_LEN.load(Ordering::Relaxed);
+    let Some(claim) = limits::admit(limits, hint + hint / 8) else {
+        return refuse(
+            r,
+            503,
+            "Service Unavailable: this worker holds as many scrapes as \
+             prometheus_max_renders and prometheus_max_pinned allow\n"
+                .into(),
+            &[("Retry-After", RETRY_AFTER)],
+        );
+    };
+    let mut scrape_job = job(Some(scrape), Output::new(500, Vec::new()), false);
+    scrape_job.claim = Some(claim);
+    let Some(job) = own(r, scrape_job) else {
         return Status::NGX_ERROR.0;
     };
     if let Some(pool) = pool {
@@ -105,7 +126,18 @@ pub fn serve(
         }
     }
     render(job);
+    settle(job);
     send(r, job)
+}
+
+/// Seconds a client refused for the limits is told to wait.
+const RETRY_AFTER: &str = "1";
+
+/// The job is rendered (in the worker's thread): its claim now holds its body.
+fn settle(job: &mut Job) {
+    if let Some(claim) = job.claim.as_mut() {
+        claim.settle(job.out.body.capacity(), job.out.peak);
+    }
 }
 
 /// Answers `status` with `message` as a plain-text body (a refused request: no
@@ -116,16 +148,7 @@ pub fn refuse(
     message: String,
     headers: &[(&'static str, &'static str)],
 ) -> ngx_int_t {
-    let job = job(
-        None,
-        Output {
-            status,
-            content_type: TEXT_PLAIN,
-            body: message.into_bytes(),
-            gzip: false,
-        },
-        true,
-    );
+    let job = job(None, Output::new(status, message.into_bytes()), true);
     for (k, v) in headers {
         // SAFETY: live request, headers not sent yet.
         if unsafe { push_header(r, k, v) }.is_null() {
@@ -159,16 +182,19 @@ unsafe extern "C" fn drop_job(data: *mut c_void) {
     // SAFETY: `data` is the `Box<Job>` leaked in `own`, dropped exactly once here, in
     // the worker; its timer is disarmed first (`rendered` has done so already unless
     // the pool is destroyed some other way), so nginx's timer tree never points into it.
+    // The claim goes last: it trims the allocator after a large body is freed.
     unsafe {
         let mut job = Box::from_raw(data.cast::<Job>());
         release_hold(&mut job.hold);
+        let claim = job.claim.take();
         drop(job);
+        drop(claim);
     }
 }
 
 /// Disarms a job's hold timer if armed.
 fn release_hold(hold: &mut ngx_event_t) {
-    if hold.timer_set() != 0 {
+    if bitfield::get(hold, c::EVENT_TIMER_SET) != 0 {
         // SAFETY: the event is armed, so it is in this worker's timer tree.
         unsafe { ngx::ffi::ngx_del_timer(hold) };
     }
@@ -204,6 +230,7 @@ static LAST_TEXT_LEN: AtomicUsize = AtomicUsize::new(0);
 fn output(s: &Scrape) -> Output {
     let hint = LAST_TEXT_LEN.load(Ordering::Relaxed);
     let mut text = String::with_capacity((hint + hint / 8).max(64 * 1024));
+    let peak = |text: &String| text.capacity();
     match exposition::render(
         &mut text,
         s.format,
@@ -220,14 +247,13 @@ fn output(s: &Scrape) -> Output {
                 status: 200,
                 content_type: s.format.content_type(),
                 gzip: gzipped.is_some(),
+                peak: peak(&text),
                 body: gzipped.unwrap_or_else(|| text.into_bytes()),
             }
         }
         Err(not_found) => Output {
-            status: 404,
-            content_type: TEXT_PLAIN,
-            body: format!("{not_found}\n").into_bytes(),
-            gzip: false,
+            peak: peak(&text),
+            ..Output::new(404, format!("{not_found}\n").into_bytes())
         },
     }
 }
@@ -301,6 +327,7 @@ unsafe extern "C" fn rendered(ev: *mut ngx_event_t) {
         let job = *(*r).ctx.add(Module::module().ctx_index) as *mut Job;
         if !job.is_null() {
             release_hold(&mut (*job).hold);
+            settle(&mut *job);
         }
         let c = (*r).connection;
         let main = &mut *(*r).main;
