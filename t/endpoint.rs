@@ -1157,6 +1157,7 @@ fn held_scrapes_are_bounded_and_their_memory_returns() {
 /// is let go after it, and what it held is given back to the worker.
 #[test]
 fn send_timeout_lets_go_of_a_client_that_never_reads() {
+    use std::io::Read;
     let (app, metrics) = (free_port(), free_port());
     let http = "prometheus_max_renders 1;";
     let nginx = Nginx::start(
@@ -1164,25 +1165,35 @@ fn send_timeout_lets_go_of_a_client_that_never_reads() {
         &many_series_http(app, metrics, http, "send_timeout 1s;"),
     );
     assert_eq!(get(app, "/make?n=50000").text(), "ok\n");
-    // Enough never-read scrapes that both workers hold one (the rest get 503).
+    let full = openmetrics_scrape(metrics).len();
+    // More never-read scrapes than both workers may hold: the rest get 503.
     let mut held: Vec<_> = (0..6).map(|_| held_scrape(metrics)).collect();
     for s in &held {
         wait_answer_began(s);
     }
     let statuses: Vec<u16> = held.iter_mut().map(|s| read_head(s).status).collect();
     assert!(statuses.contains(&503), "{statuses:?}");
-    // While those clients stay connected, not reading, scrapes are served again.
-    let served = eventually(Duration::from_secs(20), || {
-        let raw = openmetrics_scrape(metrics);
-        raw.ends_with(b"# EOF\n").then_some(())
+    let served = statuses.iter().filter(|&&s| s == 200).count();
+    assert!((1..=2).contains(&served), "{statuses:?}");
+    let timed_out = eventually(Duration::from_secs(20), || {
+        let n = nginx.error_log().matches("client timed out").count();
+        (n >= served).then_some(n)
     });
-    assert!(served.is_some(), "held scrapes never timed out");
-    assert!(
-        nginx.error_log().contains("client timed out"),
-        "{}",
-        nginx.error_log()
-    );
-    drop(held);
+    assert_eq!(timed_out, Some(served), "{}", nginx.error_log());
+    // Those clients got part of the exposition, then the connection was closed.
+    for (s, status) in held.iter_mut().zip(&statuses) {
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+        if *status == 200 {
+            assert!(rest.len() < full, "{} of {full} bytes", rest.len());
+            assert!(!rest.ends_with(b"# EOF\n"));
+        }
+    }
+    // What they held is given back: both workers serve again.
+    for _ in 0..4 {
+        assert!(openmetrics_scrape(metrics).ends_with(b"# EOF\n"));
+    }
+    assert!(nginx.crashes().is_empty());
 }
 
 #[test]
