@@ -6,7 +6,8 @@
 //!
 //! Layers, from the bottom: [`shm`] (the zone as atomic words), [`metrics`] (families,
 //! series, values), [`exposition`] (text format), [`access`] (CIDR rules), [`auth`] (credentials, trusted proxies),
-//! [`limits`] (what scrapes may hold in a worker); then the glue: `nginx` and `lua`, the only modules that talk to C. [`bitfield`] reads and
+//! [`limits`] (what scrapes may hold in a worker); then the
+//! glue: `nginx` and `lua`, the only modules that talk to C. [`bitfield`] reads and
 //! writes nginx structs' bitfields for the glue where the C compiler put them.
 
 // Every `unsafe` block says why it is sound, and an `unsafe fn`'s body marks its own
