@@ -447,4 +447,21 @@ mod tests {
         let got = client_address(ip("10.0.0.1"), &trusted, &[b"junk, 192.0.2.8"]);
         assert_eq!(got, Ok(ip("192.0.2.8")));
     }
+
+    #[test]
+    fn mapped_trusted_proxies_are_their_ipv4_addresses() {
+        let trusted = cidrs(&["::ffff:127.0.0.1", "::ffff:10.0.0.0/104"]);
+        for peer in [
+            "127.0.0.1",
+            "::ffff:127.0.0.1",
+            "10.2.3.4",
+            "::ffff:10.2.3.4",
+        ] {
+            let got = client_address(ip(peer), &trusted, &[b"192.0.2.8"]);
+            assert_eq!(got, Ok(ip("192.0.2.8")), "peer {peer}");
+        }
+        // A mapped proxy written by the client in the header is skipped as trusted.
+        let got = client_address(ip("127.0.0.1"), &trusted, &[b"192.0.2.8, ::ffff:10.0.0.7"]);
+        assert_eq!(got, Ok(ip("192.0.2.8")));
+    }
 }

@@ -215,6 +215,8 @@ mod tests {
             of!(ngx_buf_t.last_buf, set_last_buf),
             of!(ngx_buf_t.last_in_chain, set_last_in_chain),
             of!(ngx_event_t.cancelable, set_cancelable),
+            // nginx-sys's ngx_add_timer / ngx_del_timer use this accessor.
+            of!(ngx_event_t.timer_set, set_timer_set),
         ]
     }
 

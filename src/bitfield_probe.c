@@ -89,6 +89,7 @@ main(void)
     BITFIELD(ngx_buf_t, "BUF_LAST_BUF", last_buf);
     BITFIELD(ngx_buf_t, "BUF_LAST_IN_CHAIN", last_in_chain);
     BITFIELD(ngx_event_t, "EVENT_CANCELABLE", cancelable);
+    BITFIELD(ngx_event_t, "EVENT_TIMER_SET", timer_set);
 
     /*
      * The members around the moved bitfields and those the module reads: bindgen

@@ -5,7 +5,8 @@
 //! through plain `extern "C"` functions that LuaJIT's FFI calls and compiles).
 //!
 //! Layers, from the bottom: [`shm`] (the zone as atomic words), [`metrics`] (families,
-//! series, values), [`exposition`] (text format), [`access`] (CIDR rules), [`auth`] (credentials, trusted proxies); then the
+//! series, values), [`exposition`] (text format), [`access`] (CIDR rules), [`auth`] (credentials, trusted proxies),
+//! [`limits`] (what scrapes may hold in a worker); then the
 //! glue: `nginx` and `lua`, the only modules that talk to C. [`bitfield`] reads and
 //! writes nginx structs' bitfields for the glue where the C compiler put them.
 
@@ -22,6 +23,7 @@ pub mod bitfield;
 pub mod exposition;
 pub mod identity;
 pub mod json_input;
+pub mod limits;
 pub mod metrics;
 pub mod process;
 pub mod push;

@@ -747,3 +747,64 @@ fn protected_locations_follow_the_metrics_rules() {
         "{err}"
     );
 }
+
+/// `::ffff:a.b.c.d` in a rule is the IPv4 address `a.b.c.d` (clients are unmapped the
+/// same way), and an IPv6 network holding the whole mapped range holds IPv4 clients:
+/// in `prometheus_deny`, `prometheus_allow` and `prometheus_trusted_proxies`.
+#[test]
+fn ipv4_mapped_rules_match_ipv4_clients() {
+    let (app_port, mapped_deny, dual_stack, mapped_allow, mapped_proxy) = (
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+    );
+    let server = format!(
+        r#"}}
+    server {{
+        listen 127.0.0.1:{mapped_deny};
+        prometheus_allow all;
+        prometheus_deny ::ffff:127.0.0.2;
+        location = /metrics {{ prometheus_metrics metrics; }}
+    }}
+    server {{
+        listen [::]:{dual_stack} ipv6only=off;
+        prometheus_deny ::/0;
+        location = /metrics {{ prometheus_metrics metrics; }}
+    }}
+    server {{
+        listen 127.0.0.1:{mapped_allow};
+        prometheus_allow ::ffff:127.0.0.0/120;
+        prometheus_deny ::ffff:127.0.0.1;
+        location = /metrics {{ prometheus_metrics metrics; }}
+    }}
+    server {{
+        listen 127.0.0.1:{mapped_proxy};
+        prometheus_allow 192.0.2.0/24;
+        prometheus_trusted_proxies ::ffff:127.0.0.1;
+        location = /metrics {{ prometheus_metrics metrics; }}"#
+    );
+    let nginx = Nginx::start("mapped", &app(app_port, &server));
+    assert_eq!(get(app_port, "/record").status, 200);
+    let other: IpAddr = "127.0.0.2".parse().unwrap();
+    // deny ::ffff:127.0.0.2 refuses 127.0.0.2, and only it.
+    assert_refused(mapped_deny, Some(other), &[], 403);
+    assert_served(mapped_deny, None, &[]);
+    // deny ::/0 on a dual-stack listener: an IPv4 client (::ffff:127.0.0.1 on the
+    // socket) is refused.
+    assert_refused(dual_stack, None, &[], 403);
+    // allow ::ffff:127.0.0.0/120 is 127.0.0.0/24; deny ::ffff:127.0.0.1 is 127.0.0.1.
+    assert_served(mapped_allow, Some(other), &[]);
+    assert_refused(mapped_allow, None, &[], 403);
+    // A trusted proxy written mapped is believed when it connects over IPv4.
+    assert_served(mapped_proxy, None, &[("X-Forwarded-For", "192.0.2.5")]);
+    assert_refused(
+        mapped_proxy,
+        None,
+        &[("X-Forwarded-For", "198.51.100.1")],
+        403,
+    );
+    assert!(nginx.crashes().is_empty());
+    assert!(nginx.errors().is_empty(), "{:?}", nginx.errors());
+}

@@ -953,3 +953,306 @@ fn prometheus_scrapes_both_formats_without_warnings() {
     assert!(log.lines().any(|l| l == text_line), "{log}");
     assert!(a.nginx.errors().is_empty(), "{:?}", a.nginx.errors());
 }
+
+/// One counter with `/make?n=` series (label values of 20 bytes), `http_conf` beside
+/// it, and a metrics server with `metrics_conf` in it.
+fn many_series_http(app: u16, metrics: u16, http_conf: &str, metrics_conf: &str) -> String {
+    format!(
+        r#"
+    prometheus_zone metrics 64m;
+    prometheus_process_metrics off;
+    init_by_lua_block {{
+        many = require("ngxprom").zone("metrics"):counter("many_total", "Many series.",
+            {{ "k" }}, {{ max_series = 1000000 }})
+    }}
+    {http_conf}
+    server {{
+        listen 127.0.0.1:{app};
+        location = /make {{
+            content_by_lua_block {{
+                for i = 1, tonumber(ngx.var.arg_n) do
+                    many:inc(i, {{ string.format("series-%013d", i) }})
+                end
+                ngx.say("ok")
+            }}
+        }}
+    }}
+    server {{
+        listen 127.0.0.1:{metrics};
+        {metrics_conf}
+        location = /metrics {{ prometheus_metrics metrics; }}
+    }}
+"#
+    )
+}
+
+/// Every render of the debug-hooks module waits `ms` first, in every worker.
+fn render_delay(ms: u32) -> String {
+    format!(
+        r#"init_worker_by_lua_block {{
+        local ffi = require "ffi"
+        ffi.cdef "void ngx_prom_debug_render_delay(uint32_t ms);"
+        ffi.C.ngx_prom_debug_render_delay({ms})
+    }}"#
+    )
+}
+
+const OPENMETRICS_SCRAPE: &[u8] =
+    b"GET /metrics?format=openmetrics HTTP/1.0\r\nHost: localhost\r\n\r\n";
+
+/// An OpenMetrics scrape on a connection of its own: all the server sent until it
+/// closed (nothing, when it closed without answering).
+fn openmetrics_scrape(port: u16) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(OPENMETRICS_SCRAPE).unwrap();
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    raw
+}
+
+/// `nginx -s reload` while scrapes render in the pool: the old workers finish them
+/// (every client gets its whole exposition), then exit, without "open socket ... left".
+#[test]
+fn reload_finishes_scrapes_in_flight() {
+    let (app, metrics) = (free_port(), free_port());
+    let nginx = Nginx::start_with_debug_hooks(
+        "reload-scrapes",
+        &many_series_http(app, metrics, &render_delay(1500), ""),
+    );
+    let n = 20_000;
+    assert_eq!(get(app, &format!("/make?n={n}")).text(), "ok\n");
+    let last = format!("many_total{{k=\"series-{n:013}\"}} {n}\n");
+    let clients: Vec<_> = (0..8)
+        .map(|_| std::thread::spawn(move || openmetrics_scrape(metrics)))
+        .collect();
+    // The requests are in (each render now waits 1.5 s in a pool thread).
+    std::thread::sleep(Duration::from_millis(300));
+    nginx.reload();
+    for c in clients {
+        let raw = c.join().unwrap();
+        assert!(!raw.is_empty(), "closed without an answer");
+        let r = parse_response(&raw);
+        assert_eq!(r.status, 200, "{}", r.text());
+        let body = r.text();
+        assert!(body.ends_with("# EOF\n"), "cut short: {} bytes", body.len());
+        assert!(body.contains(&last), "no {last}");
+    }
+    let log = nginx.error_log();
+    assert!(!log.contains("left in connection"), "{log}");
+    assert!(!log.contains("aborting"), "{log}");
+    assert!(nginx.crashes().is_empty());
+}
+
+/// Anonymous resident memory of the workers (heap: what rendered bodies take; the
+/// zone's shared pages are not in it), summed.
+fn workers_anon_rss(nginx: &Nginx) -> u64 {
+    nginx
+        .worker_pids()
+        .iter()
+        .map(|pid| {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+            let kb: u64 = status
+                .lines()
+                .find_map(|l| l.strip_prefix("RssAnon:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                .unwrap();
+            kb * 1024
+        })
+        .sum()
+}
+
+/// Connects, sends an OpenMetrics scrape and never reads: returns once the answer has
+/// begun to arrive (peeked, not read).
+fn held_scrape(port: u16) -> std::net::TcpStream {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(OPENMETRICS_SCRAPE).unwrap();
+    s
+}
+
+fn wait_answer_began(s: &std::net::TcpStream) {
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut one = [0u8; 1];
+    assert_eq!(s.peek(&mut one).unwrap(), 1, "no answer began");
+}
+
+/// Reads a held connection's status line and headers (not its body).
+fn read_head(s: &mut std::net::TcpStream) -> Response {
+    use std::io::Read;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            s.read(&mut byte).unwrap(),
+            1,
+            "{:?}",
+            String::from_utf8_lossy(&head)
+        );
+        head.push(byte[0]);
+    }
+    parse_response(&head)
+}
+
+/// Clients that ask for a large exposition and never read: each worker holds at most
+/// `prometheus_max_renders` of them and `prometheus_max_pinned` bytes, the others get
+/// `503` with `Retry-After`; the workers' memory stays bounded meanwhile and goes back
+/// near where it was once the clients are gone.
+#[test]
+fn held_scrapes_are_bounded_and_their_memory_returns() {
+    let (app, metrics) = (free_port(), free_port());
+    let limits = "prometheus_max_renders 4; prometheus_max_pinned 16m;";
+    let nginx = Nginx::start("held-scrapes", &many_series_http(app, metrics, limits, ""));
+    let n = 50_000;
+    assert_eq!(get(app, &format!("/make?n={n}")).text(), "ok\n");
+    let body_len = {
+        let raw = openmetrics_scrape(metrics);
+        assert!(raw.ends_with(b"# EOF\n"));
+        raw.len() as u64
+    };
+    for _ in 0..3 {
+        assert!(openmetrics_scrape(metrics).ends_with(b"# EOF\n"));
+    }
+    let baseline = workers_anon_rss(&nginx);
+    let clients = 40;
+    let mut held: Vec<_> = (0..clients).map(|_| held_scrape(metrics)).collect();
+    for s in &held {
+        wait_answer_began(s);
+    }
+    let holding = workers_anon_rss(&nginx);
+    let heads: Vec<Response> = held.iter_mut().map(read_head).collect();
+    let served = heads.iter().filter(|r| r.status == 200).count();
+    for r in heads.iter().filter(|r| r.status != 200) {
+        assert_eq!(r.status, 503, "{r:?}");
+        assert_eq!(r.header("retry-after"), Some("1"), "{r:?}");
+    }
+    eprintln!(
+        "body {body_len} B, baseline {baseline} B, holding {holding} B, {served} of {clients} served"
+    );
+    // 4 scrapes or 16 MB per worker, two workers: never all 40.
+    assert!((1..=8).contains(&served), "{served} scrapes held");
+    let bound = 2 * 16 * 1024 * 1024 + 2 * body_len + 16 * 1024 * 1024;
+    assert!(
+        holding < baseline + bound,
+        "workers went from {baseline} to {holding} B of anonymous memory (bound {bound} more)"
+    );
+    drop(held);
+    let back = eventually(Duration::from_secs(15), || {
+        let now = workers_anon_rss(&nginx);
+        (now < baseline + 8 * 1024 * 1024).then_some(now)
+    });
+    assert!(
+        back.is_some(),
+        "workers kept {} B after the clients left (baseline {baseline} B)",
+        workers_anon_rss(&nginx)
+    );
+    // The limits are given back.
+    assert!(openmetrics_scrape(metrics).ends_with(b"# EOF\n"));
+    assert!(nginx.errors().is_empty(), "{:?}", nginx.errors());
+    assert!(nginx.crashes().is_empty());
+}
+
+/// nginx's `send_timeout` applies to a scrape's response: a client that stops reading
+/// is let go after it, and what it held is given back to the worker.
+#[test]
+fn send_timeout_lets_go_of_a_client_that_never_reads() {
+    use std::io::Read;
+    let (app, metrics) = (free_port(), free_port());
+    let http = "prometheus_max_renders 1;";
+    let nginx = Nginx::start(
+        "send-timeout",
+        &many_series_http(app, metrics, http, "send_timeout 1s;"),
+    );
+    assert_eq!(get(app, "/make?n=50000").text(), "ok\n");
+    let full = openmetrics_scrape(metrics).len();
+    // More never-read scrapes than both workers may hold: the rest get 503.
+    let mut held: Vec<_> = (0..6).map(|_| held_scrape(metrics)).collect();
+    for s in &held {
+        wait_answer_began(s);
+    }
+    let statuses: Vec<u16> = held.iter_mut().map(|s| read_head(s).status).collect();
+    assert!(statuses.contains(&503), "{statuses:?}");
+    let served = statuses.iter().filter(|&&s| s == 200).count();
+    assert!((1..=2).contains(&served), "{statuses:?}");
+    let timed_out = eventually(Duration::from_secs(20), || {
+        let n = nginx.error_log().matches("client timed out").count();
+        (n >= served).then_some(n)
+    });
+    assert_eq!(timed_out, Some(served), "{}", nginx.error_log());
+    // Those clients got part of the exposition, then the connection was closed.
+    for (s, status) in held.iter_mut().zip(&statuses) {
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+        if *status == 200 {
+            assert!(rest.len() < full, "{} of {full} bytes", rest.len());
+            assert!(!rest.ends_with(b"# EOF\n"));
+        }
+    }
+    // What they held is given back: both workers serve again.
+    for _ in 0..4 {
+        assert!(openmetrics_scrape(metrics).ends_with(b"# EOF\n"));
+    }
+    assert!(nginx.crashes().is_empty());
+}
+
+#[test]
+fn limit_directives_are_checked() {
+    let http = |directives: &str| {
+        format!(
+            "prometheus_zone metrics 1m; {directives} \
+             server {{ listen 127.0.0.1:1; location / {{ prometheus_metrics; }} }}"
+        )
+    };
+    let cases = [
+        (
+            "prometheus_max_renders 0;",
+            "prometheus_max_renders: invalid number \"0\" (1 to 4096 scrapes per worker)",
+        ),
+        (
+            "prometheus_max_renders many;",
+            "prometheus_max_renders: invalid number \"many\"",
+        ),
+        (
+            "prometheus_max_renders 4097;",
+            "prometheus_max_renders: invalid number \"4097\"",
+        ),
+        (
+            "prometheus_max_renders 2; prometheus_max_renders 3;",
+            "prometheus_max_renders: is duplicate",
+        ),
+        (
+            "prometheus_max_pinned 0;",
+            "prometheus_max_pinned: invalid size \"0\"",
+        ),
+        (
+            "prometheus_max_pinned lots;",
+            "prometheus_max_pinned: invalid size \"lots\"",
+        ),
+        (
+            "prometheus_max_pinned 1m; prometheus_max_pinned 2m;",
+            "prometheus_max_pinned: is duplicate",
+        ),
+    ];
+    for (directives, want) in cases {
+        let err = nginx_t("limits", &http(directives)).expect_err(directives);
+        assert!(
+            err.contains(want),
+            "`{directives}`:\nwant {want}\ngot {err}"
+        );
+    }
+    for ok in [
+        "prometheus_max_renders 1;",
+        "prometheus_max_renders 4096; prometheus_max_pinned 512k;",
+        "prometheus_max_pinned 2048m;",
+    ] {
+        nginx_t("limits-ok", &http(ok)).unwrap_or_else(|e| panic!("`{ok}`: {e}"));
+    }
+    let in_server = "prometheus_zone metrics 1m; server { listen 127.0.0.1:1; \
+                     prometheus_max_renders 2; location / { prometheus_metrics; } }";
+    let err = nginx_t("limits-context", in_server).unwrap_err();
+    assert!(
+        err.contains("\"prometheus_max_renders\" directive is not allowed here"),
+        "{err}"
+    );
+}

@@ -1056,8 +1056,18 @@ fn scrapes_render_off_the_event_loop_and_survive_clients_that_leave() {
         send_and_hang_up(a.metrics, b"GET /metrics HTTP/1.0\r\n\r\n");
     }
     // The worker keeps serving while a big scrape renders; every scrape is complete.
+    // The abandoned scrapes count against `prometheus_max_renders` until their renders
+    // end: a scrape refused with 503 meanwhile asks again, as Prometheus would.
     let scrapes: Vec<_> = (0..3)
-        .map(|_| std::thread::spawn(move || get(a.metrics, "/metrics")))
+        .map(|_| {
+            std::thread::spawn(move || {
+                eventually(Duration::from_secs(30), || {
+                    let r = get(a.metrics, "/metrics");
+                    (r.status != 503).then_some(r)
+                })
+                .expect("still 503 once the abandoned renders ended")
+            })
+        })
         .collect();
     assert_eq!(hit(a.app, 20, 2).values().sum::<usize>(), 20);
     for s in scrapes {

@@ -3,6 +3,7 @@
 //! decided by [`crate::exposition::negotiate`]; this file only collects the header
 //! values and the query string.
 
+use super::limits;
 use super::render;
 use super::{args, conf_error, process, stub_status, zone, LocConf, MainConf, Module};
 use crate::access::{parse_rule, AccessRules};
@@ -319,6 +320,7 @@ fn discard_body(r: &mut ngx_http_request_t) -> Result<(), ngx_int_t> {
 /// Everything before the first byte of metric data decides whether any is sent.
 fn serve(r: &mut ngx_http_request_t) -> Result<ngx_int_t, ngx_int_t> {
     let lcf = Module::location_conf(r).ok_or(Status::NGX_ERROR.0)?;
+    let limits = limits::of(Module::main_conf(r).ok_or(Status::NGX_ERROR.0)?);
     // A body is never used here: read it away before any answer.
     discard_body(r)?;
     if let Err(refusal) = admit(r, lcf) {
@@ -351,6 +353,7 @@ fn serve(r: &mut ngx_http_request_t) -> Result<ngx_int_t, ngx_int_t> {
         Ok(n) => Ok(render::serve(
             r,
             lcf.thread_pool,
+            limits,
             render::Scrape {
                 store,
                 zone: name,

@@ -3,6 +3,7 @@
 
 mod handler;
 mod identity;
+mod limits;
 pub mod process;
 mod push;
 mod render;
@@ -90,6 +91,10 @@ pub struct MainConf {
     pub push_basic_auth: Option<(String, String)>,
     /// `prometheus_push_ca`: the CA file's path, read once the block is.
     pub push_ca: Option<String>,
+    /// `prometheus_max_renders` / `prometheus_max_pinned`: scrapes and bytes held per
+    /// worker (`None`: the defaults in `limits`).
+    pub max_renders: Option<usize>,
+    pub max_pinned: Option<usize>,
 }
 
 /// `location {}` level.
@@ -130,7 +135,7 @@ impl Merge for LocConf {
     }
 }
 
-static mut COMMANDS: [ngx_command_t; 15] = [
+static mut COMMANDS: [ngx_command_t; 17] = [
     ngx_command_t {
         name: ngx_string!("prometheus_zone"),
         type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE2) as ngx_uint_t,
@@ -144,6 +149,22 @@ static mut COMMANDS: [ngx_command_t; 15] = [
         type_: (NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS | NGX_CONF_TAKE12) as ngx_uint_t,
         set: Some(handler::metrics_directive),
         conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("prometheus_max_renders"),
+        type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1) as ngx_uint_t,
+        set: Some(limits::max_renders_directive),
+        conf: NGX_HTTP_MAIN_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("prometheus_max_pinned"),
+        type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1) as ngx_uint_t,
+        set: Some(limits::max_pinned_directive),
+        conf: NGX_HTTP_MAIN_CONF_OFFSET,
         offset: 0,
         post: ptr::null_mut(),
     },

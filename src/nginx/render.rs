@@ -6,10 +6,17 @@
 //! nginx's thread pool and returns; the worker goes on serving. When the thread is
 //! done, nginx runs `rendered` back in the worker, which sends the body without copying
 //! it: the response buffer points into the rendered bytes, freed with the request pool.
+//!
+//! nginx does not wait for thread tasks when a worker shuts down gracefully (`nginx -s
+//! reload`, `quit`): it exits once no timer but cancelable ones is left. A render in
+//! the pool therefore keeps a timer of its own armed, not cancelable, until it is back
+//! in the worker; the response then holds the worker as any other does (the write
+//! timer of `send_timeout` while the client reads).
 
 use super::Module;
 use crate::bitfield::{self, c};
 use crate::exposition::{self, Format, Selection, StubStatus};
+use crate::limits::{self, Limits};
 use crate::metrics::Store;
 use ngx::core::Status;
 use ngx::ffi::{
@@ -20,6 +27,10 @@ use ngx::http::HttpModule;
 use std::ffi::c_void;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+/// How often the timer that holds a shutting-down worker for a render comes round; it
+/// is re-armed until the render is back, so this only bounds the wake-ups.
+const HOLD_MS: ngx::ffi::ngx_msec_t = 60_000;
 
 /// Content type of error messages.
 const TEXT_PLAIN: &str = "text/plain; charset=utf-8";
@@ -43,6 +54,20 @@ struct Output {
     content_type: &'static str,
     body: Vec<u8>,
     gzip: bool,
+    /// The most memory the rendering took (the text, before compression).
+    peak: usize,
+}
+
+impl Output {
+    fn new(status: u16, body: Vec<u8>) -> Output {
+        Output {
+            status,
+            content_type: TEXT_PLAIN,
+            peak: body.capacity(),
+            body,
+            gzip: false,
+        }
+    }
 }
 
 /// One scrape, owned by the request (a pool cleanup frees it).
@@ -51,28 +76,48 @@ struct Job {
     out: Output,
     /// Set by the thread when `out` is complete.
     done: AtomicBool,
+    /// Armed (not cancelable) while the render runs in a pool thread.
+    hold: ngx_event_t,
+    /// The scrape's share of its worker's limits (none for a refusal).
+    claim: Option<limits::Claim>,
+}
+
+/// A job that owns what it is given; its `hold` timer starts unarmed.
+fn job(scrape: Option<Scrape>, out: Output, done: bool) -> Job {
+    Job {
+        scrape,
+        out,
+        claim: None,
+        done: AtomicBool::new(done),
+        // SAFETY: `ngx_event_t` is a C struct of integers, pointers and bitfields whose
+        // all-zero value is an idle event (nginx makes its events with ngx_pcalloc).
+        hold: unsafe { std::mem::zeroed() },
+    }
 }
 
 /// Renders `scrape` for `r`, in `pool` when given, else right here; then sends it.
-/// Returns what a content handler returns.
+/// Beyond the worker's `limits`, answers `503` instead. Returns what a content handler
+/// returns.
 pub fn serve(
     r: &mut ngx_http_request_t,
     pool: Option<std::ptr::NonNull<ngx_thread_pool_t>>,
+    limits: Limits,
     scrape: Scrape,
 ) -> ngx_int_t {
-    let Some(job) = own(
-        r,
-        Job {
-            scrape: Some(scrape),
-            out: Output {
-                status: 500,
-                content_type: TEXT_PLAIN,
-                body: Vec::new(),
-                gzip: false,
-            },
-            done: AtomicBool::new(false),
-        },
-    ) else {
+    let hint = LAST_TEXT_LEN.load(Ordering::Relaxed);
+    let Some(claim) = limits::admit(limits, hint + hint / 8) else {
+        return refuse(
+            r,
+            503,
+            "Service Unavailable: this worker holds as many scrapes as \
+             prometheus_max_renders and prometheus_max_pinned allow\n"
+                .into(),
+            &[("Retry-After", RETRY_AFTER)],
+        );
+    };
+    let mut scrape_job = job(Some(scrape), Output::new(500, Vec::new()), false);
+    scrape_job.claim = Some(claim);
+    let Some(job) = own(r, scrape_job) else {
         return Status::NGX_ERROR.0;
     };
     if let Some(pool) = pool {
@@ -81,7 +126,18 @@ pub fn serve(
         }
     }
     render(job);
+    settle(job);
     send(r, job)
+}
+
+/// Seconds a client refused for the limits is told to wait.
+const RETRY_AFTER: &str = "1";
+
+/// The job is rendered (in the worker's thread): its claim now holds its body.
+fn settle(job: &mut Job) {
+    if let Some(claim) = job.claim.as_mut() {
+        claim.settle(job.out.body.capacity(), job.out.peak);
+    }
 }
 
 /// Answers `status` with `message` as a plain-text body (a refused request: no
@@ -92,16 +148,7 @@ pub fn refuse(
     message: String,
     headers: &[(&'static str, &'static str)],
 ) -> ngx_int_t {
-    let job = Job {
-        scrape: None,
-        out: Output {
-            status,
-            content_type: TEXT_PLAIN,
-            body: message.into_bytes(),
-            gzip: false,
-        },
-        done: AtomicBool::new(true),
-    };
+    let job = job(None, Output::new(status, message.into_bytes()), true);
     for (k, v) in headers {
         // SAFETY: live request, headers not sent yet.
         if unsafe { push_header(r, k, v) }.is_null() {
@@ -132,11 +179,42 @@ fn own<'j>(r: &mut ngx_http_request_t, job: Job) -> Option<&'j mut Job> {
 }
 
 unsafe extern "C" fn drop_job(data: *mut c_void) {
-    // SAFETY: `data` is the `Box<Job>` leaked in `own`, dropped exactly once here.
-    drop(unsafe { Box::from_raw(data.cast::<Job>()) });
+    // SAFETY: `data` is the `Box<Job>` leaked in `own`, dropped exactly once here, in
+    // the worker; its timer is disarmed first (`rendered` has done so already unless
+    // the pool is destroyed some other way), so nginx's timer tree never points into it.
+    // The claim goes last: it trims the allocator after a large body is freed.
+    unsafe {
+        let mut job = Box::from_raw(data.cast::<Job>());
+        release_hold(&mut job.hold);
+        let claim = job.claim.take();
+        drop(job);
+        drop(claim);
+    }
+}
+
+/// Disarms a job's hold timer if armed.
+fn release_hold(hold: &mut ngx_event_t) {
+    if bitfield::get(hold, c::EVENT_TIMER_SET) != 0 {
+        // SAFETY: the event is armed, so it is in this worker's timer tree.
+        unsafe { ngx::ffi::ngx_del_timer(hold) };
+    }
+}
+
+/// Fires only when a render takes longer than `HOLD_MS`: holds on for another round.
+unsafe extern "C" fn hold_again(ev: *mut ngx_event_t) {
+    // SAFETY: `ev` is a job's hold event, just fired (so not armed), inside a job that
+    // lives until `rendered` has disarmed it.
+    unsafe { ngx::ffi::ngx_add_timer(ev, HOLD_MS) };
 }
 
 fn render(job: &mut Job) {
+    #[cfg(feature = "debug-hooks")]
+    {
+        let ms = RENDER_DELAY_MS.load(Ordering::Relaxed);
+        if ms > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(u64::from(ms)));
+        }
+    }
     if let Some(s) = job.scrape.take() {
         job.out = output(&s);
     }
@@ -152,6 +230,7 @@ static LAST_TEXT_LEN: AtomicUsize = AtomicUsize::new(0);
 fn output(s: &Scrape) -> Output {
     let hint = LAST_TEXT_LEN.load(Ordering::Relaxed);
     let mut text = String::with_capacity((hint + hint / 8).max(64 * 1024));
+    let peak = |text: &String| text.capacity();
     match exposition::render(
         &mut text,
         s.format,
@@ -168,14 +247,13 @@ fn output(s: &Scrape) -> Output {
                 status: 200,
                 content_type: s.format.content_type(),
                 gzip: gzipped.is_some(),
+                peak: peak(&text),
                 body: gzipped.unwrap_or_else(|| text.into_bytes()),
             }
         }
         Err(not_found) => Output {
-            status: 404,
-            content_type: TEXT_PLAIN,
-            body: format!("{not_found}\n").into_bytes(),
-            gzip: false,
+            peak: peak(&text),
+            ..Output::new(404, format!("{not_found}\n").into_bytes())
         },
     }
 }
@@ -217,6 +295,11 @@ fn post(
             return Err(());
         }
         *r.ctx.add(Module::module().ctx_index) = (job as *mut Job).cast();
+        // Not cancelable: a worker shutting down waits for it (see the module doc).
+        job.hold.handler = Some(hold_again);
+        job.hold.data = (job as *mut Job).cast();
+        job.hold.log = (*r.connection).log;
+        ngx::ffi::ngx_add_timer(&mut job.hold, HOLD_MS);
         let main = &mut *r.main;
         let (blocked, count) = (c::REQUEST_BLOCKED, c::REQUEST_COUNT);
         bitfield::set(main, blocked, bitfield::get(main, blocked) + 1);
@@ -237,9 +320,15 @@ unsafe extern "C" fn render_in_thread(data: *mut c_void, _log: *mut ngx_log_t) {
 
 /// Back in the worker once the thread is done.
 unsafe extern "C" fn rendered(ev: *mut ngx_event_t) {
-    // SAFETY: the event's data is the request `post` blocked; it is still alive.
+    // SAFETY: the event's data is the request `post` blocked; it is still alive, and so
+    // is the job its ctx slot holds (`send_rendered` clears the slot, later).
     unsafe {
         let r = (*ev).data.cast::<ngx_http_request_t>();
+        let job = *(*r).ctx.add(Module::module().ctx_index) as *mut Job;
+        if !job.is_null() {
+            release_hold(&mut (*job).hold);
+            settle(&mut *job);
+        }
         let c = (*r).connection;
         let main = &mut *(*r).main;
         bitfield::set(
@@ -350,4 +439,17 @@ fn send(r: &mut ngx_http_request_t, job: &Job) -> ngx_int_t {
         (*cl).next = std::ptr::null_mut::<ngx_chain_t>();
         ngx::ffi::ngx_http_output_filter(r, cl)
     }
+}
+
+/// Milliseconds every render waits before it starts, so that a test can act while
+/// renders are surely in flight.
+#[cfg(feature = "debug-hooks")]
+static RENDER_DELAY_MS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// Makes every later render of this worker wait `ms` milliseconds first. For tests
+/// only; only in builds with the `debug-hooks` feature.
+#[cfg(feature = "debug-hooks")]
+#[no_mangle]
+pub extern "C" fn ngx_prom_debug_render_delay(ms: u32) {
+    RENDER_DELAY_MS.store(ms, Ordering::Relaxed);
 }
