@@ -86,10 +86,11 @@ _M.log_once = log_once
 --------------------------------------------------------------------------------
 -- Children: one series of a family, holding its handle and its label values.
 --
--- An update through the handle of a series that was deleted (by `del`, `reset`, or
--- another worker) returns STALE: it was dropped and counted as `stale_handle`. The
--- child then resolves its labels again (making the series anew) and retries once, so
--- a child kept anywhere goes on working.
+-- An update through the handle of a series that was deleted (by `del`, `reset`, an
+-- expiry, or another worker) returns STALE: it was not applied, and was counted as
+-- `stale_handle`. The child then resolves its labels again (making the series anew)
+-- and applies the update there, so a child kept anywhere goes on working and the
+-- update is counted once.
 
 local STALE = -2
 
@@ -119,29 +120,35 @@ local function renew(child)
     return true
 end
 
--- For helpers that keep raw handles (ngxprom.log, the gateway): after an update came
--- back STALE, `renew(child)` gives the child a live handle again.
-_M.STALE = STALE
-_M.renew = function(child)
-    if child.family then return renew(child) end
-    return false
-end
-
 -- Deletes this child's series (see Family:del).
 local function del(child)
     return child.family:del(unpack(child.values, 1, child.family.nlabels))
 end
 
+-- How many times an update dropped as stale is renewed and retried before it is given
+-- up: each retry goes to the series its labels name now, so only a series deleted again
+-- between the renewal and the retry (by another worker, within microseconds) makes
+-- one more; giving up is counted as stale_handle and logged.
+local MAX_RENEW = 3
+
 -- An update that did not go in (`rc` from the FFI call, not 0): the series was
--- deleted (STALE: the child resolves its labels again and the update is retried once),
--- or the module refused the value (counted there as invalid_value, or zone_full for a
+-- deleted (STALE: the update was not applied; the child resolves its labels again and
+-- the update is retried, so it lands once, in the series that exists now), or the
+-- module refused the value (counted there as invalid_value, or zone_full for a
 -- histogram chunk): logged once, returns nil and why.
 local function not_recorded(child, rc, update, v)
-    if rc == STALE then
+    local tries = 0
+    while rc == STALE do
+        tries = tries + 1
+        if tries > MAX_RENEW then
+            local msg = "metric \"" .. child.family.name .. "\": update dropped: its series"
+                .. " was deleted again each time it was made anew"
+            log_once(msg)
+            return nil, msg
+        end
         if not renew(child) then return nil, "series unavailable" end
         rc = update(child.handle, v)
         if rc == 0 then return true end
-        if rc == STALE then return nil, "series deleted" end
     end
     local family = child.family
     local why
@@ -239,6 +246,105 @@ end
 -- request path). It fits in the child's hash part as a fourth field at no cost.
 Counter.hot, Gauge.hot, Histogram.hot = "inc", "set", "observe"
 local CHILD = { counter = Counter, gauge = Gauge, histogram = Histogram }
+
+--------------------------------------------------------------------------------
+-- Batches: the updates one request makes, recorded by one C call
+-- (ngx_prom_record_request) through a struct of handles; ngxprom.log and the
+-- gateway's prometheus plugin record through them. Beside the struct, a batch keeps
+-- the child of each of its series, so a series deleted or expired meanwhile is
+-- handled as a child's: the call applies every update whose handle is live and
+-- reports, by field, those it dropped as stale; their children resolve their labels
+-- again and those updates alone are recorded again. The request is so counted once in
+-- each of its series, in the one that exists after the delete.
+--
+--   local b = prom.batch(1000)                  -- milliseconds per histogram unit
+--   prom.batch_set(b, "request_latency", family:labels("/api"))
+--   prom.record(facts, b, requests_child)       -- facts: ngx_prom_request_facts'
+
+local record_request = C.ngx_prom_record_request
+local new_handles = ffi.typeof("ngx_prom_request_handles_t")
+local band = require("bit").band
+
+-- The struct's fields, in the order of their bits in record_request's result
+-- (2^(i-1)); REFUSED: some update was refused for another reason (counted).
+local BATCH_FIELDS = { "requests", "request_latency", "upstream_latency", "gateway_latency",
+    "received_bytes", "sent_bytes" }
+local REFUSED = 64
+
+-- A new batch whose histograms take `ms_per_unit` milliseconds per unit (1000 for
+-- seconds). `batch.may_renew`, if set, is asked (with record's `arg`) before a deleted
+-- series is made anew: false drops the updates to it (a plugin whose route is gone).
+function _M.batch(ms_per_unit)
+    local h = new_handles()
+    h.ms_per_unit = ms_per_unit
+    return { handles = h, children = {} }
+end
+
+-- Makes `child` the series of `field` in `batch`; nil (or a child that could not be
+-- made) leaves the field out. "requests" is given to each record instead.
+function _M.batch_set(batch, field, child)
+    if child and child.handle ~= 0 then
+        batch.children[field] = child
+        batch.handles[field] = child.handle
+    else
+        batch.children[field] = nil
+        batch.handles[field] = 0
+    end
+end
+
+-- The struct the updates dropped as stale are recorded again through.
+local again = ffi.new("ngx_prom_request_handles_t")
+
+-- After record_request returned `rc` (not 0): renews the children of the updates it
+-- dropped as stale and records those again, until every one went in (or MAX_RENEW
+-- tries). Returns true, or nil and why.
+local function settle(facts, batch, requests, rc, arg)
+    if rc < 0 then return nil, "no request" end
+    local h = batch.handles
+    local refused = band(rc, REFUSED)
+    local stale = band(rc, REFUSED - 1)
+    for _ = 1, MAX_RENEW do
+        if stale == 0 then break end
+        if batch.may_renew and not batch.may_renew(arg) then return nil, "series deleted" end
+        ffi.fill(again, ffi.sizeof(again))
+        again.ms_per_unit = h.ms_per_unit
+        for i = 1, #BATCH_FIELDS do
+            if band(stale, 2 ^ (i - 1)) ~= 0 then
+                local field = BATCH_FIELDS[i]
+                local child = requests
+                if i > 1 then child = batch.children[field] end
+                -- The child may have been renewed already, through another batch that
+                -- shares it: then its handle is new and only the struct lags behind.
+                if child and (child.handle ~= h[field] or renew(child)) then
+                    h[field] = child.handle
+                    again[field] = child.handle
+                end
+            end
+        end
+        rc = record_request(facts, again)
+        refused = refused + band(rc, REFUSED)
+        stale = band(rc, REFUSED - 1)
+    end
+    if stale ~= 0 then
+        local msg = "request update dropped: its series was deleted again each time it was made anew"
+        log_once(msg)
+        return nil, msg
+    end
+    if refused ~= 0 then return nil, "an update was refused" end
+    return true
+end
+
+-- Records one request: `facts` as ngx_prom_request_facts filled them into the series
+-- of `batch`, and one into `requests` (a child, or nil for none). Steady state: one
+-- FFI call. Returns true, or nil and why (what failed was counted).
+function _M.record(facts, batch, requests, arg)
+    local h = batch.handles
+    if requests then h.requests = requests.handle else h.requests = 0 end
+    local rc = record_request(facts, h)
+    if rc == 0 then return true end
+    local ok, err = settle(facts, batch, requests, rc, arg)
+    return ok, err
+end
 
 --------------------------------------------------------------------------------
 -- Families.

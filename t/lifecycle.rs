@@ -30,6 +30,11 @@ fn app_http(app: u16, metrics: u16, zone_size: &str) -> String {
             exp = z:counter("lc_exp_total", "Expiring.", {{"k"}}, {{ expire = 1 }}),
             capped = z:counter("lc_capped_total", "At most 100 series.", {{"k", "m"}}, {{ max_series = 100 }}),
             exp_churn = z:counter("lc_exp_churn_total", "Churned, expiring.", {{"i"}}, {{ expire = 1 }}),
+            -- One recorder of each kind, all expiring (see /ex).
+            ex_child = z:counter("ex_child_total", "Through children.", {{"k"}}, {{ expire = 3 }}),
+            ex_form = z:counter("ex_form_total", "Through update forms.", {{"k"}}, {{ expire = 3 }}),
+            ex_hist = z:histogram("ex_form_seconds", "Through update forms.", {{"k"}}, {{ expire = 3 }}),
+            ex_log = require("ngxprom.log").new(z, {{ labels = {{"k"}}, namespace = "ex_log", expire = 3 }}),
         }}
     }}
     server {{
@@ -119,6 +124,37 @@ fn app_http(app: u16, metrics: u16, zone_size: &str) -> String {
                 ngx.say(refused)
             }}
         }}
+        location = /ex {{
+            # Counted by every recorder, in the log phase: a child, the update forms
+            # with label values, and ngxprom.log (a batch of five series).
+            content_by_lua_block {{
+                -- A request time of 0 ms would leave the duration histogram's sum
+                -- unchanged, which the expiry sweep takes for no update.
+                ngx.sleep(0.002)
+                ngx.header["X-Worker"] = ngx.worker.pid()
+                ngx.say("ok")
+            }}
+            log_by_lua_block {{
+                local k = ngx.var.arg_k
+                lc.ex_child:labels(k):inc()
+                lc.ex_form:inc(1, {{ k }})
+                lc.ex_hist:observe(0.01, {{ k }})
+                lc.ex_log:log(k)
+            }}
+        }}
+        location = /ex_del {{
+            content_by_lua_block {{
+                ngx.say(lc.z:delete_labelled({{ "ex_child_total", "ex_form_total", "ex_form_seconds",
+                    "ex_log_requests_total", "ex_log_request_duration_seconds",
+                    "ex_log_received_bytes_total", "ex_log_sent_bytes_total" }}, {{ k = ngx.var.arg_k }}))
+            }}
+        }}
+        location = /ex_del_requests {{
+            # Only ngxprom.log's requests series: one update of its batch goes stale.
+            content_by_lua_block {{
+                ngx.say(lc.z:delete_labelled("ex_log_requests_total", {{ k = ngx.var.arg_k }}))
+            }}
+        }}
         location = /bad_expire {{
             content_by_lua_block {{
                 local ok, err = pcall(lc.z.counter, lc.z, "bad_total", "x", {{}}, {{ expire = tonumber(ngx.var.arg_v) or ngx.var.arg_v }})
@@ -202,6 +238,148 @@ fn on_both_workers(port: u16, path: &str, n: usize) -> BTreeSet<String> {
         sent += 1;
     }
     workers
+}
+
+/// `per` requests to `path` from each of 4 threads at once (new connections, so both
+/// workers answer); returns how many were answered and by which workers.
+fn under_load(port: u16, path: &str, per: usize) -> (usize, BTreeSet<String>) {
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let path = path.to_string();
+            std::thread::spawn(move || {
+                let mut workers = BTreeSet::new();
+                for _ in 0..per {
+                    let r = get(port, &path);
+                    assert_eq!(r.status, 200, "{}", r.text());
+                    if let Some(w) = r.header("x-worker") {
+                        workers.insert(w.to_string());
+                    }
+                }
+                workers
+            })
+        })
+        .collect();
+    let mut workers = BTreeSet::new();
+    for t in threads {
+        workers.extend(t.join().unwrap());
+    }
+    (4 * per, workers)
+}
+
+/// What each recorder of /ex counted for `k`: the child, the update forms (counter and
+/// histogram), and ngxprom.log's requests, latency and received bytes series.
+fn ex_counts(samples: &[Sample], k: &str) -> Vec<Option<f64>> {
+    vec![
+        value(samples, "ex_child_total", &[("k", k)]),
+        value(samples, "ex_form_total", &[("k", k)]),
+        value(samples, "ex_form_seconds_count", &[("k", k)]),
+        value(
+            samples,
+            "ex_log_requests_total",
+            &[("k", k), ("code", "200")],
+        ),
+        value(
+            samples,
+            "ex_log_request_duration_seconds_count",
+            &[("k", k)],
+        ),
+        value(samples, "ex_log_received_bytes_total", &[("k", k)]),
+    ]
+}
+
+/// Waits until every recorder has counted `n` requests for `k` (the log phase runs
+/// after the response is sent), each received as `rx` bytes, and fails with what they
+/// counted if one never does.
+fn ex_counted(metrics: u16, k: &str, n: usize, rx: f64) {
+    let want = n as f64;
+    let expected = vec![
+        Some(want),
+        Some(want),
+        Some(want),
+        Some(want),
+        Some(want),
+        Some(want * rx),
+    ];
+    ex_expect(metrics, k, expected);
+}
+
+/// Waits until the recorders of /ex have counted `expected` (as ex_counts) for `k`.
+fn ex_expect(metrics: u16, k: &str, expected: Vec<Option<f64>>) {
+    // What was counted last before the series expire (expire = 3) if it never is.
+    let mut last = vec![];
+    let done = eventually(Duration::from_secs(10), || {
+        let (_, s) = scrape(metrics, "/metrics");
+        let now = ex_counts(&s, k);
+        if now.iter().any(Option::is_some) {
+            last = now.clone();
+        }
+        (now == expected).then_some(())
+    });
+    assert!(done.is_some(), "{k}: counted {last:?}, want {expected:?}");
+}
+
+/// Every recorder (children, the update forms, ngxprom.log's batch) counts each
+/// request answered after its series was deleted, or expired, once, in the series
+/// that exists then, in both workers: a worker's handles of the old series are stale,
+/// and the update is made again in the new one rather than dropped.
+#[test]
+fn every_recorder_counts_each_request_after_a_delete_or_an_expiry() {
+    let a = start_app("lifecycle-exact", "8m");
+    // The bytes each request is received as: the same for every 3-letter k.
+    assert_eq!(get(a.app, "/ex?k=one").status, 200);
+    let rx = eventually(Duration::from_secs(10), || {
+        let (_, s) = scrape(a.metrics, "/metrics");
+        value(&s, "ex_log_received_bytes_total", &[("k", "one")])
+    })
+    .unwrap();
+    // (Idle for 3 s, a series expires: each phase follows the last at once.)
+    let (n, workers) = under_load(a.app, "/ex?k=one", 10);
+    assert_eq!(workers.len(), 2, "{workers:?}");
+    ex_counted(a.metrics, "one", n + 1, rx);
+    // One series of ngxprom.log's batch deleted: only its update is made again, the
+    // others (applied at once) are not counted twice.
+    assert_eq!(get(a.app, "/ex_del_requests?k=one").text(), "1\n");
+    let (n, _) = under_load(a.app, "/ex?k=one", 25);
+    let all = (n + 41) as f64;
+    ex_expect(
+        a.metrics,
+        "one",
+        vec![
+            Some(all),
+            Some(all),
+            Some(all),
+            Some(n as f64),
+            Some(all),
+            Some(all * rx),
+        ],
+    );
+    for k in ["del", "exp"] {
+        let (n, workers) = under_load(a.app, &format!("/ex?k={k}"), 10);
+        assert_eq!(workers.len(), 2, "{workers:?}");
+        ex_counted(a.metrics, k, n, rx);
+    }
+    assert_eq!(get(a.app, "/ex_del?k=del").text(), "7\n");
+    let (_, s) = scrape(a.metrics, "/metrics");
+    assert!(ex_counts(&s, "del").iter().all(Option::is_none), "{s:?}");
+    let (n, workers) = under_load(a.app, "/ex?k=del", 50);
+    assert_eq!(workers.len(), 2, "{workers:?}");
+    ex_counted(a.metrics, "del", n, rx);
+    // "exp" has been idle since: the sweep deletes its series (expire = 3).
+    eventually(Duration::from_secs(20), || {
+        let (_, s) = scrape(a.metrics, "/metrics");
+        ex_counts(&s, "exp")
+            .iter()
+            .all(Option::is_none)
+            .then_some(())
+    })
+    .expect("exp expired");
+    let (n, workers) = under_load(a.app, "/ex?k=exp", 50);
+    assert_eq!(workers.len(), 2, "{workers:?}");
+    ex_counted(a.metrics, "exp", n, rx);
+    // Both workers' handles were stale, each time: the renewals happened.
+    let (_, s) = scrape(a.metrics, "/metrics");
+    assert!(errors(&s, "stale_handle") >= 2.0, "{s:?}");
+    assert!(a.nginx.errors().is_empty(), "{:?}", a.nginx.errors());
 }
 
 #[test]
@@ -707,33 +885,147 @@ fn the_plugins_expire_removes_idle_routes_series() {
     .expect("the idle route's series expired");
     let (text, _) = scrape(g.metrics, "/metrics");
     assert!(!text.contains("route=\"idle\""), "{text}");
-    // The next request: from zero (the first request after the expiry may find its
-    // worker's handles stale: counted as stale_handle, and dropped).
-    eventually(Duration::from_secs(10), || {
-        get(g.proxy, "/idle/");
-        count(&g).map(|_| ())
-    })
-    .expect("back");
-    let n = count(&g).unwrap();
-    assert!(n <= 3.0, "{n}");
-    // Each worker drops its own first request after the expiry (its handles are stale)
-    // and makes the series anew: the worker that brought the series back has, the
-    // other may not have yet. So a batch of 3 counts at least 2, and once both workers
-    // have renewed, every request counts. (It failed a CI run as an exact +3 when a
-    // request of the batch reached the other worker first.)
-    let mut last = n;
-    eventually(Duration::from_secs(10), || {
-        for _ in 0..3 {
-            assert_eq!(get(g.proxy, "/idle/").status, 200);
+    // Back from zero, every request counted: a worker whose handles are stale makes
+    // the series anew and counts the request in it.
+    for _ in 0..3 {
+        assert_eq!(get(g.proxy, "/idle/").status, 200);
+    }
+    // (Until it expires again, a second later: what it counted last is kept.)
+    let counted = |want: f64| {
+        let mut last = None;
+        eventually(Duration::from_secs(10), || {
+            let now = count(&g);
+            last = now.or(last);
+            (now == Some(want)).then_some(())
+        })
+        .unwrap_or_else(|| panic!("counted {last:?}, want {want}"));
+    };
+    counted(3.0);
+    for _ in 0..3 {
+        assert_eq!(get(g.proxy, "/idle/").status, 200);
+    }
+    counted(6.0);
+}
+
+/// What the plugin counted for a route: requests (200, from the service) and the
+/// request and upstream latency histograms' counts. (Not the gateway's own share: 0 ms
+/// for most requests here, which leaves its sum unchanged, and the expiry sweep takes
+/// a series whose values did not change for one not updated.)
+fn route_counts(g: &Gateway, route: &str) -> Vec<Option<f64>> {
+    let (_, s) = scrape(g.metrics, "/metrics");
+    let sr = [("service", "svc"), ("route", route)];
+    vec![
+        value(
+            &s,
+            "gateway_http_requests_total",
+            &[
+                sr[0],
+                sr[1],
+                ("code", "200"),
+                ("source", "service"),
+                ("consumer", ""),
+            ],
+        ),
+        value(&s, "gateway_request_latency_seconds_count", &sr),
+        value(&s, "gateway_upstream_latency_seconds_count", &sr),
+    ]
+}
+
+/// Waits until the plugin has counted `n` requests of `route` in each family (the log
+/// phase runs after the response is sent); fails with what it counted otherwise.
+fn route_counted(g: &Gateway, route: &str, n: usize) {
+    let want = vec![Some(n as f64); 3];
+    // What was counted last before the series expire (expire = 3) if it never is.
+    let mut last = vec![];
+    let done = eventually(Duration::from_secs(10), || {
+        let now = route_counts(g, route);
+        if now.iter().any(Option::is_some) {
+            last = now.clone();
         }
-        let now = count(&g).expect("the series stays");
-        assert!(
-            now >= last + 2.0,
-            "{last} -> {now}: more than one request dropped"
+        (now == want).then_some(())
+    });
+    assert!(done.is_some(), "{route}: counted {last:?}, want {n} each");
+}
+
+/// `per` requests to `path` from each of 4 threads at once; returns how many.
+fn proxied_under_load(port: u16, path: &str, per: usize) -> usize {
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let path = path.to_string();
+            std::thread::spawn(move || {
+                for _ in 0..per {
+                    let r = get(port, &path);
+                    assert_eq!(r.status, 200, "{}", r.text());
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    4 * per
+}
+
+/// The plugin counts every request a route answers after its series were deleted
+/// (renaming the route away and back deletes them while it keeps proxying) or expired:
+/// the workers' cached batches of handles are stale, and each request is counted once,
+/// in the series made anew, in every family of the batch.
+#[test]
+fn the_plugin_counts_every_request_after_a_routes_series_are_deleted_or_expire() {
+    let g = start_gateway("lifecycle-plugin-exact", &[]);
+    // The upstream's /slow answers in 50 ms: latencies are not 0 (see route_counts).
+    let up = format!("http://127.0.0.1:{}/slow", g.upstream);
+    for (path, body) in [
+        ("/services", json!({"name": "svc", "url": up})),
+        (
+            "/services/svc/routes",
+            json!({"name": "del", "paths": ["/del"]}),
+        ),
+        (
+            "/services/svc/routes",
+            json!({"name": "exp", "paths": ["/exp"]}),
+        ),
+        (
+            "/plugins",
+            json!({"name": "prometheus", "config": {"status_code_metrics": true, "latency_metrics": true, "bandwidth_metrics": true, "expire": 3}}),
+        ),
+    ] {
+        let (status, v) = admin(g.admin, "POST", path, Some(body));
+        assert_eq!(status, 201, "{v}");
+    }
+    // The workers sync their configuration every 0.1 s.
+    std::thread::sleep(Duration::from_millis(1200));
+    for route in ["del", "exp"] {
+        let n = proxied_under_load(g.proxy, &format!("/{route}/"), 10);
+        route_counted(&g, route, n);
+    }
+    for (from, to) in [("del", "gone"), ("gone", "del")] {
+        let (status, v) = admin(
+            g.admin,
+            "PATCH",
+            &format!("/routes/{from}"),
+            Some(json!({"name": to})),
         );
-        let every_one = now == last + 3.0;
-        last = now;
-        every_one.then_some(())
+        assert_eq!(status, 200, "{v}");
+    }
+    assert_eq!(route_counts(&g, "del"), vec![None; 3]);
+    std::thread::sleep(Duration::from_millis(1000));
+    let n = proxied_under_load(g.proxy, "/del/", 50);
+    route_counted(&g, "del", n);
+    assert_eq!(route_counts(&g, "gone"), vec![None; 3]);
+    // "exp" has been idle since: the sweep deletes its series (expire = 3).
+    eventually(Duration::from_secs(20), || {
+        (route_counts(&g, "exp") == vec![None; 3]).then_some(())
     })
-    .expect("counting again from where it came back");
+    .expect("exp expired");
+    let n = proxied_under_load(g.proxy, "/exp/", 50);
+    route_counted(&g, "exp", n);
+    let (_, s) = scrape(g.metrics, "/metrics");
+    let stale = value(
+        &s,
+        "nginx_metric_errors_total",
+        &[("zone", "metrics"), ("reason", "stale_handle")],
+    );
+    assert!(stale.unwrap_or(0.0) >= 2.0, "{stale:?}");
+    assert!(g.nginx.errors().is_empty(), "{:?}", g.nginx.errors());
 }

@@ -28,9 +28,9 @@ local get_request = base.get_request
 local tostring, tonumber, pairs, ipairs = tostring, tonumber, pairs, ipairs
 
 local request_facts = C.ngx_prom_request_facts
-local record_request = C.ngx_prom_record_request
 local facts = ffi.new("ngx_prom_facts_t")
-local new_handles = ffi.typeof("ngx_prom_request_handles_t")
+local record, batch_set = prom.record, prom.batch_set
+local cache_put, cache_revive = prom.cache_put, prom.cache_revive
 
 local zone = prom.zone("metrics")
 
@@ -161,83 +161,6 @@ function _M.clash(a, b)
     return nil
 end
 
--- While an entry is made again after a STALE record (a series it used was deleted),
--- every child it uses first resolves its labels again.
-local renewing = false
-
-local function handle_of(family, ...)
-    local child = family:labels(...)
-    if renewing then prom.renew(child) end
-    return child.handle
-end
-
--- The handles of one (service, route, consumer) for one plugin configuration; made once
--- per worker, then reused by every request with those labels.
-local function new_entry(set, conf, service, route, consumer)
-    local h = new_handles()
-    h.ms_per_unit = set.kong and 1 or 1000
-    if conf.latency_metrics then
-        if set.kong then
-            h.request_latency = handle_of(set.request_latency, service, route, "default")
-            h.upstream_latency = handle_of(set.upstream_latency, service, route, "default")
-            h.gateway_latency = handle_of(set.gateway_latency, service, route, "default")
-        else
-            h.request_latency = handle_of(set.request_latency, service, route)
-            h.upstream_latency = handle_of(set.upstream_latency, service, route)
-            h.gateway_latency = handle_of(set.gateway_latency, service, route)
-        end
-    end
-    if conf.bandwidth_metrics then
-        if set.kong then
-            h.received_bytes = handle_of(set.bandwidth, service, route, "ingress", "default", consumer)
-            h.sent_bytes = handle_of(set.bandwidth, service, route, "egress", "default", consumer)
-        else
-            h.received_bytes = handle_of(set.bandwidth, service, route, "ingress", consumer)
-            h.sent_bytes = handle_of(set.bandwidth, service, route, "egress", consumer)
-        end
-    end
-    return { handles = h, codes = {}, service = service, route = route, consumer = consumer }
-end
-
--- The request counter of an entry for a status and a source.
-local function code_handle(set, entry, status, from_upstream)
-    local key = status * 2 + from_upstream
-    local handle = entry.codes[key]
-    if handle then return handle end
-    -- "service" when the upstream sent the response; otherwise the gateway made it
-    -- (no route, a plugin's refusal, an unreachable or timed-out upstream).
-    local source = from_upstream == 1 and "service" or (set.kong and "kong" or "gateway")
-    local code = code_strings[status]
-    if set.kong then
-        handle = handle_of(set.requests, entry.service, entry.route, code, source, "default", entry.consumer)
-    else
-        handle = handle_of(set.requests, entry.service, entry.route, code, source, entry.consumer)
-    end
-    if handle ~= 0 then entry.codes[key] = handle end
-    return handle
-end
-
--- The entry made again for `entry`'s labels, after a series of it was deleted: every
--- handle resolved anew, the status codes it had seen included; nil if that failed.
--- Not inlined into _M.log: a closure made there (pcall's) would keep LuaJIT from
--- compiling the per-request path at all (bytecode UCLO is not compiled), which put its
--- FFI calls in the interpreter and tripled what the plugin adds to a request.
-local function renew_entry(set, conf, entry)
-    renewing = true
-    local ok, fresh = pcall(function()
-        local e = new_entry(set, conf, entry.service, entry.route, entry.consumer)
-        for key in pairs(entry.codes) do
-            code_handle(set, e, (key - key % 2) / 2, key % 2)
-        end
-        return e
-    end)
-    renewing = false
-    return ok and fresh or nil
-end
-
--- Entries by plugin configuration (immutable per snapshot), then service, route, consumer.
-local entries = setmetatable({}, { __mode = "k" })
-
 -- Whether the service, route and consumer of a request are in the latest
 -- configuration.
 local function still_configured(ctx)
@@ -250,8 +173,84 @@ local function still_configured(ctx)
     return true
 end
 
+-- The child of `family` for these label values, or nil when it cannot be had.
+local function child_of(family, ...)
+    local child = family:labels(...)
+    if child.handle ~= 0 then return child end
+end
+
+-- The batch (see ngxprom's) of one (service, route, consumer) for one plugin
+-- configuration, with its requests children by status and source: made once per
+-- worker, then reused by every request with those labels.
+local function new_entry(set, conf, service, route, consumer)
+    local entry = prom.batch(set.kong and 1 or 1000)
+    if conf.latency_metrics then
+        if set.kong then
+            batch_set(entry, "request_latency", child_of(set.request_latency, service, route, "default"))
+            batch_set(entry, "upstream_latency", child_of(set.upstream_latency, service, route, "default"))
+            batch_set(entry, "gateway_latency", child_of(set.gateway_latency, service, route, "default"))
+        else
+            batch_set(entry, "request_latency", child_of(set.request_latency, service, route))
+            batch_set(entry, "upstream_latency", child_of(set.upstream_latency, service, route))
+            batch_set(entry, "gateway_latency", child_of(set.gateway_latency, service, route))
+        end
+    end
+    if conf.bandwidth_metrics then
+        if set.kong then
+            batch_set(entry, "received_bytes", child_of(set.bandwidth, service, route, "ingress", "default", consumer))
+            batch_set(entry, "sent_bytes", child_of(set.bandwidth, service, route, "egress", "default", consumer))
+        else
+            batch_set(entry, "received_bytes", child_of(set.bandwidth, service, route, "ingress", consumer))
+            batch_set(entry, "sent_bytes", child_of(set.bandwidth, service, route, "egress", consumer))
+        end
+    end
+    entry.codes, entry.service, entry.route, entry.consumer = {}, service, route, consumer
+    -- A series of the entry deleted because what it names is gone from the latest
+    -- configuration (the request was routed by the one before) must not come back.
+    entry.may_renew = still_configured
+    return entry
+end
+
+-- The requests child of an entry for a status and a source, or nil.
+local function code_child(set, entry, status, from_upstream)
+    local key = status * 2 + from_upstream
+    local child = entry.codes[key]
+    if child then return child end
+    -- "service" when the upstream sent the response; otherwise the gateway made it
+    -- (no route, a plugin's refusal, an unreachable or timed-out upstream).
+    local source = from_upstream == 1 and "service" or (set.kong and "kong" or "gateway")
+    local code = code_strings[status]
+    if set.kong then
+        child = child_of(set.requests, entry.service, entry.route, code, source, "default", entry.consumer)
+    else
+        child = child_of(set.requests, entry.service, entry.route, code, source, entry.consumer)
+    end
+    if child then entry.codes[key] = child end
+    return child
+end
+
+-- Entries by plugin configuration (immutable per snapshot), each in a label cache of
+-- ngxprom's kind, keyed by service, route and consumer, and bounded like a family's.
+local entries = setmetatable({}, { __mode = "k" })
+
+-- The entry of a label set that the current generation of the cache lacks: from the
+-- previous one, else made (once per label set and worker while it stays cached).
+local function missing_entry(by_conf, set, conf, ctx, service, route, consumer)
+    local values = { service, route, consumer }
+    local entry = cache_revive(by_conf, values, 3)
+    if entry then return entry end
+    -- A worker still on the previous configuration for a moment must not bring back
+    -- the series of a route (service, consumer) the Admin API just deleted.
+    if not still_configured(ctx) then return nil end
+    entry = new_entry(set, conf, service, route, consumer)
+    cache_put(by_conf, values, 3, entry)
+    return entry
+end
+
 -- Records one request. `ctx` is ngx.ctx as the proxy filled it. Steady state: two FFI
--- calls (read the request, record it) and a few table lookups.
+-- calls (read the request, record it) and a few table lookups. A series deleted or
+-- expired meanwhile is made anew and the request counted in it, once (ngxprom's
+-- batches), unless what it names is gone from the latest configuration.
 function _M.log(conf, ctx)
     local r = get_request()
     if not r or request_facts(r, facts) ~= 0 then return end
@@ -260,33 +259,22 @@ function _M.log(conf, ctx)
     if conf.per_consumer and ctx.consumer then
         consumer = ctx.consumer.username or ctx.consumer.id
     end
-    local by_conf = entries[conf]
-    if not by_conf then by_conf = {}; entries[conf] = by_conf end
-    local by_service = by_conf[service]
-    if not by_service then by_service = {}; by_conf[service] = by_service end
-    local by_route = by_service[route]
-    if not by_route then by_route = {}; by_service[route] = by_route end
-    local entry = by_route[consumer]
     local set = family_set(conf)
+    local by_conf = entries[conf]
+    if not by_conf then
+        by_conf = { cache = {}, old = {}, cached = 0, cache_size = set.requests.cache_size }
+        entries[conf] = by_conf
+    end
+    local entry = by_conf.cache[service]
+    if entry then entry = entry[route] end
+    if entry then entry = entry[consumer] end
     if not entry then
-        -- Once per label set and worker: a worker still on the previous configuration
-        -- for a moment must not bring back the series of a route (service, consumer)
-        -- the Admin API just deleted.
-        if not still_configured(ctx) then return end
-        entry = new_entry(set, conf, service, route, consumer)
-        by_route[consumer] = entry
+        entry = missing_entry(by_conf, set, conf, ctx, service, route, consumer)
+        if not entry then return end
     end
-    local h = entry.handles
-    h.requests = conf.status_code_metrics and code_handle(set, entry, facts.status, facts.from_upstream) or 0
-    if record_request(facts, h) == prom.STALE then
-        -- A series of this entry was deleted (an Admin API delete): this request's
-        -- update to it was dropped and counted. The next request resolves the labels
-        -- again, unless what they name is gone from the latest configuration (this
-        -- request was routed by the one before): then its series must not come back.
-        by_route[consumer] = nil
-        if not still_configured(ctx) then return end
-        by_route[consumer] = renew_entry(set, conf, entry)
-    end
+    local code = nil
+    if conf.status_code_metrics then code = code_child(set, entry, facts.status, facts.from_upstream) end
+    record(facts, entry, code, ctx)
 end
 
 -- The label each kind of entity gives the gateway's series, and its value for one.

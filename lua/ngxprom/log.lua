@@ -10,7 +10,9 @@
 --   <ns>_received_bytes_total{<labels>}          counter   (bandwidth = true)
 --   <ns>_sent_bytes_total{<labels>}              counter   (bandwidth = true)
 -- Status, times and sizes come from the request struct in one FFI call, not ngx.var;
--- a second records them (the same two calls the gateway's plugin makes).
+-- a second records them (the same two calls the gateway's plugin makes), through
+-- ngxprom's batches: a series deleted or expired meanwhile is made anew and the
+-- request counted in it, once.
 
 local ffi = require "ffi"
 local prom = require "ngxprom"
@@ -19,14 +21,12 @@ local base = require "resty.core.base"
 local C = ffi.C
 local get_request = base.get_request
 local request_facts = C.ngx_prom_request_facts
-local record_request = C.ngx_prom_record_request
 local facts = ffi.new("ngx_prom_facts_t")
-local new_handles = ffi.typeof("ngx_prom_request_handles_t")
+local record, new_batch, batch_set = prom.record, prom.batch, prom.batch_set
 local count_error = C.ngx_prom_count_error
 local LABEL_COUNT = prom.core.reasons.label_count
 local tostring, select, error, type, pairs = tostring, select, error, type, pairs
 local log_once = prom.log_once
-local renew, STALE = prom.renew, prom.STALE
 local cache_put, cache_revive, invalid_label = prom.cache_put, prom.cache_revive, prom.invalid_label
 
 local _M = {}
@@ -81,11 +81,6 @@ local function child_of(family, values)
     if family then return family:child(values) end
 end
 
-local function handle_of(child)
-    if child then return child.handle end
-    return 0
-end
-
 -- The families whose series an entry's struct holds, by field.
 local FIELDS = { request_latency = "latency", upstream_latency = "upstream",
                  received_bytes = "received", sent_bytes = "sent" }
@@ -137,10 +132,12 @@ function Logger:_new_entry(n, ...)
     else
         entry = { codes = {}, values = values }
     end
-    local h = entry.handles or new_handles()
-    h.ms_per_unit = 1000
-    for field in pairs(FIELDS) do h[field] = handle_of(children[field]) end
-    entry.handles = h
+    -- An entry is a batch (see ngxprom's), with its requests children by status.
+    if not entry.handles then
+        local b = new_batch(1000)
+        entry.handles, entry.children = b.handles, b.children
+    end
+    for field in pairs(FIELDS) do batch_set(entry, field, children[field]) end
     if n == 0 then
         self.entries = entry
     else
@@ -176,7 +173,7 @@ function Logger:_entry(...)
     return entry, err
 end
 
--- The requests series of `entry` for `status`: 0 when it cannot be had.
+-- The requests child of `entry` for `status`, or nil when it cannot be had.
 function Logger:_code(entry, status)
     local child
     if entry.overflow then
@@ -187,9 +184,9 @@ function Logger:_code(entry, status)
         values[self.nlabels + 1] = tostring(status)
         child = self.requests:child(values)
     end
-    local code = child and child.handle or 0
-    if code ~= 0 then entry.codes[status] = code end
-    return code
+    if not child or child.handle == 0 then return nil end
+    entry.codes[status] = child
+    return child
 end
 
 -- Records the current request. Call from log_by_lua with the label values, in order.
@@ -203,39 +200,8 @@ function Logger:log(...)
     local status = facts.status
     local code = entry.codes[status]
     if not code then code = self:_code(entry, status) end
-    local h = entry.handles
-    h.requests = code
-    if record_request(facts, h) == STALE then self:_renew(entry) end
-    return true
-end
-
--- A series of `entry` was deleted (this request's update to it was dropped and
--- counted): its children resolve their labels again, for the next request.
-function Logger:_renew(entry)
-    local h = entry.handles
-    for field, name in pairs(FIELDS) do
-        local family = self[name]
-        if family then
-            local child
-            if entry.overflow then child = family:_overflow() else child = family:child(entry.values) end
-            if child then
-                renew(child)
-                h[field] = child.handle
-            end
-        end
-    end
-    if entry.overflow then
-        local child = self.requests:_overflow()
-        if child then renew(child) end
-    else
-        for status in pairs(entry.codes) do
-            local with_code = {}
-            for i = 1, self.nlabels do with_code[i] = entry.values[i] end
-            with_code[self.nlabels + 1] = tostring(status)
-            renew(self.requests:child(with_code))
-        end
-    end
-    entry.codes = {}
+    local ok, rerr = record(facts, entry, code)
+    return ok, rerr
 end
 
 return _M

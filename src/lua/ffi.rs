@@ -125,27 +125,28 @@ pub extern "C" fn ngx_prom_debug_seize_lock(slot: u32) -> i32 {
     0
 }
 
-/// What several updates in one call came to: 0 when all went in, STALE when one
-/// was through a deleted series' handle (the caller resolves its labels again), else -1.
+/// What several updates in one call came to, as `ngx_prom_record_request` returns it:
+/// for each update dropped because its handle was stale, its bit (`STALE_BIT` times the
+/// field's place in `RequestHandles`); `REFUSED` when another was refused (counted as
+/// invalid_value or zone_full: retrying cannot help). 0 when all went in. An update
+/// reported stale was not applied, and every other one was, exactly once: the caller
+/// renews the stale ones' handles and records those again, and the request is counted
+/// once in each series.
 #[derive(Default)]
-struct Outcome {
-    stale: bool,
-    failed: bool,
-}
+struct Outcome(i32);
+
+/// The bit of `requests`; the next fields' bits follow in struct order.
+const STALE_BIT: i32 = 1;
+/// Set when an update was refused for a reason other than a stale handle.
+const REFUSED: i32 = 1 << 6;
 
 impl Outcome {
-    fn add(&mut self, rc: i32) {
-        self.stale |= rc == STALE;
-        self.failed |= rc != 0;
-    }
-
-    fn code(&self) -> i32 {
-        if self.stale {
-            STALE
-        } else if self.failed {
-            -1
-        } else {
-            0
+    #[inline(always)]
+    fn add(&mut self, bit: i32, rc: i32) {
+        if rc == STALE {
+            self.0 |= bit;
+        } else if rc != 0 {
+            self.0 |= REFUSED;
         }
     }
 }
@@ -225,7 +226,10 @@ pub struct RequestHandles {
 
 /// Records what `ngx_prom_request_facts` read into the series of `h`, in one call: the
 /// request count, the three latencies (the gateway's share is request minus upstream)
-/// and the bytes in each direction.
+/// and the bytes in each direction. Returns 0 when every update went in, -1 for a null
+/// pointer, else the bits of what did not (see `Outcome`): each stale update's field bit
+/// (requests 1, request_latency 2, upstream_latency 4, gateway_latency 8,
+/// received_bytes 16, sent_bytes 32), and 64 when another update was refused.
 ///
 /// # Safety
 /// `f` and `h` point to valid structs.
@@ -238,20 +242,20 @@ pub unsafe extern "C" fn ngx_prom_record_request(f: *const Facts, h: *const Requ
     let (f, h) = unsafe { (&*f, &*h) };
     let mut rc = Outcome::default();
     if h.requests != 0 {
-        rc.add(ngx_prom_counter_inc(h.requests, 1));
+        rc.add(STALE_BIT, ngx_prom_counter_inc(h.requests, 1));
     }
     let unit = h.ms_per_unit;
     if h.request_latency != 0 {
-        rc.add(ngx_prom_histogram_observe(
-            h.request_latency,
-            f.request_ms / unit,
-        ));
+        rc.add(
+            STALE_BIT << 1,
+            ngx_prom_histogram_observe(h.request_latency, f.request_ms / unit),
+        );
     }
     if h.upstream_latency != 0 && f.upstream_ms >= 0.0 {
-        rc.add(ngx_prom_histogram_observe(
-            h.upstream_latency,
-            f.upstream_ms / unit,
-        ));
+        rc.add(
+            STALE_BIT << 2,
+            ngx_prom_histogram_observe(h.upstream_latency, f.upstream_ms / unit),
+        );
     }
     if h.gateway_latency != 0 {
         let own = if f.upstream_ms >= 0.0 {
@@ -259,18 +263,24 @@ pub unsafe extern "C" fn ngx_prom_record_request(f: *const Facts, h: *const Requ
         } else {
             f.request_ms
         };
-        rc.add(ngx_prom_histogram_observe(h.gateway_latency, own / unit));
+        rc.add(
+            STALE_BIT << 3,
+            ngx_prom_histogram_observe(h.gateway_latency, own / unit),
+        );
     }
     if h.received_bytes != 0 {
-        rc.add(ngx_prom_counter_inc(
-            h.received_bytes,
-            f.received_bytes as u64,
-        ));
+        rc.add(
+            STALE_BIT << 4,
+            ngx_prom_counter_inc(h.received_bytes, f.received_bytes as u64),
+        );
     }
     if h.sent_bytes != 0 {
-        rc.add(ngx_prom_counter_inc(h.sent_bytes, f.sent_bytes as u64));
+        rc.add(
+            STALE_BIT << 5,
+            ngx_prom_counter_inc(h.sent_bytes, f.sent_bytes as u64),
+        );
     }
-    rc.code()
+    rc.0
 }
 
 /// The size and field offsets of each struct `lua/ngxprom.lua` declares, from the Rust
