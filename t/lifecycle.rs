@@ -12,8 +12,9 @@ use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// The wait before a deleted series' memory is reused (`REUSE_AFTER_MS`), and a bit.
-const REUSE_WAIT: Duration = Duration::from_millis(3300);
+/// A wait after which every worker has announced a quiescent point (each does every
+/// 100 ms) and deleted series' memory is reused.
+const REUSE_WAIT: Duration = Duration::from_millis(1000);
 
 fn app_http(app: u16, metrics: u16, zone_size: &str) -> String {
     format!(
@@ -30,6 +31,7 @@ fn app_http(app: u16, metrics: u16, zone_size: &str) -> String {
             exp = z:counter("lc_exp_total", "Expiring.", {{"k"}}, {{ expire = 1 }}),
             capped = z:counter("lc_capped_total", "At most 100 series.", {{"k", "m"}}, {{ max_series = 100 }}),
             exp_churn = z:counter("lc_exp_churn_total", "Churned, expiring.", {{"i"}}, {{ expire = 1 }}),
+            gchurn = z:gauge("lc_gchurn", "Churned gauges.", {{"i"}}),
         }}
     }}
     server {{
@@ -124,6 +126,67 @@ fn app_http(app: u16, metrics: u16, zone_size: &str) -> String {
                 local ok, err = pcall(lc.z.counter, lc.z, "bad_total", "x", {{}}, {{ expire = tonumber(ngx.var.arg_v) or ngx.var.arg_v }})
                 local ok2, err2 = pcall(lc.exp.set_expire, lc.exp, -1)
                 ngx.say(tostring(err), "|", tostring(err2))
+            }}
+        }}
+        location = /pause_add {{
+            # After `delay` ms, in a timer: adds 0.5 to k through this worker's cached
+            # child, stopping `ms` ms between the handle check and the add (debug-hooks).
+            content_by_lua_block {{
+                local ffi = require "ffi"
+                pcall(ffi.cdef, "void ngx_prom_debug_pause_update(uint64_t handle, uint32_t ms);")
+                local child = lc.counter:labels(ngx.var.arg_k)
+                local ms = tonumber(ngx.var.arg_ms)
+                ngx.timer.at(tonumber(ngx.var.arg_delay) / 1000, function()
+                    ffi.C.ngx_prom_debug_pause_update(child.handle, ms)
+                    child:add(0.5)
+                end)
+                ngx.header["X-Worker"] = ngx.worker.pid()
+                ngx.say("ok")
+            }}
+        }}
+        location = /churn_around {{
+            # After `delay` ms, in a timer: deletes k, then for `ms` ms makes a counter
+            # and a gauge series every 2 ms, sets each to 1 and deletes it, but for those
+            # made in k's old block, which stay (for the test to read).
+            content_by_lua_block {{
+                local k = ngx.var.arg_k
+                local block = lc.counter:labels(k).handle % 4294967296
+                local ms = tonumber(ngx.var.arg_ms)
+                ngx.timer.at(tonumber(ngx.var.arg_delay) / 1000, function()
+                    lc.counter:del(k)
+                    lc.hist:del(k)
+                    local stop = ngx.now() + ms / 1000
+                    local i = 0
+                    while ngx.now() < stop do
+                        i = i + 1
+                        local name = string.format("%06d", i)
+                        local c = lc.churn:labels(name)
+                        c:inc()
+                        local g = lc.gchurn:labels(name)
+                        g:set(1)
+                        if c.handle % 4294967296 ~= block then lc.churn:del(name) end
+                        if g.handle % 4294967296 ~= block then lc.gchurn:del(name) end
+                        ngx.sleep(0.002)
+                    end
+                end)
+                ngx.header["X-Worker"] = ngx.worker.pid()
+                ngx.say("ok")
+            }}
+        }}
+        location = /hammer_add {{
+            # In a timer, for `ms` ms: adds 0.5 to k, 1000 times between short sleeps.
+            content_by_lua_block {{
+                local child = lc.counter:labels(ngx.var.arg_k)
+                local ms = tonumber(ngx.var.arg_ms)
+                ngx.timer.at(0, function()
+                    local stop = ngx.now() + ms / 1000
+                    while ngx.now() < stop do
+                        for _ = 1, 1000 do child:add(0.5) end
+                        ngx.sleep(0.001)
+                    end
+                end)
+                ngx.header["X-Worker"] = ngx.worker.pid()
+                ngx.say("ok")
             }}
         }}
         location = /die_deleting {{
@@ -736,4 +799,163 @@ fn the_plugins_expire_removes_idle_routes_series() {
         every_one.then_some(())
     })
     .expect("counting again from where it came back");
+}
+
+/// `path` answered by a worker that is not stopped: a connection the kernel gives to a
+/// stopped worker waits in its queue, so each try gives up after a while and connects
+/// again (only for requests without side effects: the abandoned ones run later).
+fn get_from_a_running_worker(port: u16, path: &str) -> Response {
+    use std::io::{Read, Write};
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "no running worker answered {path}"
+        );
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        c.set_read_timeout(Some(Duration::from_millis(800)))
+            .unwrap();
+        c.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+            .unwrap();
+        let mut raw = Vec::new();
+        if c.read_to_end(&mut raw).is_ok() && !raw.is_empty() {
+            return parse_response(&raw);
+        }
+    }
+}
+
+fn zone_bytes(samples: &[Sample], state: &str) -> Option<f64> {
+    value(
+        samples,
+        "nginx_metric_zone_bytes",
+        &[("zone", "metrics"), ("state", state)],
+    )
+}
+
+/// A request to `path` answered by a worker other than `not` (when given), or by
+/// `only`; returns that worker's pid.
+fn until_worker(port: u16, path: &str, pick: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        assert!(Instant::now() < deadline, "no such worker answered {path}");
+        let r = get(port, path);
+        assert_eq!(r.status, 200, "{}", r.text());
+        let w = r.header("x-worker").unwrap().to_string();
+        if pick(&w) {
+            return w;
+        }
+    }
+}
+
+/// Every churned counter and gauge the scrape shows holds exactly what its worker set
+/// (1): no count of another series landed in one, and no gauge's key was overwritten
+/// (the reference parser took the scrape: no two series of one label set).
+fn churned_series_are_exact(text: &str, samples: &[Sample]) -> usize {
+    let churned: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| s.name == "lc_churn_total" || s.name == "lc_gchurn")
+        .collect();
+    for s in &churned {
+        assert_eq!(
+            s.value, 1.0,
+            "{s:?} holds a count of another series\n{text}"
+        );
+        assert_eq!(s.labels.len(), 1, "{s:?}");
+        assert_eq!(s.labels["i"].len(), 6, "{s:?}: key overwritten");
+    }
+    churned.len()
+}
+
+#[test]
+fn a_worker_paused_between_check_and_add_never_adds_into_a_reused_block() {
+    // Worker X checks its handle of "victim" and stops (debug hook) for 6 s before its
+    // add; meanwhile worker Y deletes "victim" and churns counters and gauges of the
+    // same block size for 4 s, far past the old 3 s grace, keeping any series made in
+    // victim's block. X's add must land in no series, and once X has moved on the
+    // freed memory is reused.
+    let a = start_app_with("lifecycle-pause", "8m", Nginx::start_with_debug_hooks);
+    on_both_workers(a.app, "/inc?k=victim", 4);
+    let x = until_worker(a.app, "/pause_add?k=victim&delay=1000&ms=6000", |_| true);
+    let started = Instant::now();
+    until_worker(a.app, "/churn_around?k=victim&delay=1500&ms=4000", |w| {
+        w != x
+    });
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "too slow to plan"
+    );
+    // While X is stopped and Y churns: the bytes held back are shown.
+    std::thread::sleep(Duration::from_millis(4500).saturating_sub(started.elapsed()));
+    let r = get_from_a_running_worker(a.metrics, "/metrics");
+    let held = zone_bytes(&parse_with_reference(&r.text()), "waiting");
+    assert!(
+        started.elapsed() < Duration::from_millis(7000),
+        "X resumed before the scrape"
+    );
+    // X resumes at 7 s, Y's churn ended at 5.5 s.
+    std::thread::sleep(Duration::from_millis(7500).saturating_sub(started.elapsed()));
+    let (text, s) = scrape(a.metrics, "/metrics");
+    churned_series_are_exact(&text, &s);
+    assert!(held.unwrap_or(0.0) > 10_000.0, "waiting: {held:?}");
+    assert_eq!(lc(&s, "victim"), None, "{text}");
+    // X has moved on: nothing waits any more, and new series take the freed blocks.
+    let s = eventually(Duration::from_secs(10), || {
+        let (_, s) = scrape(a.metrics, "/metrics");
+        (zone_bytes(&s, "waiting") == Some(0.0)).then_some(s)
+    })
+    .expect("freed memory still waiting after the worker moved on");
+    let used = used_bytes(&s);
+    assert_eq!(
+        get(a.app, "/churn?from=500000&to=501000&window=10").text(),
+        "0\n"
+    );
+    let (text, s) = scrape(a.metrics, "/metrics");
+    assert_eq!(used_bytes(&s), used, "the freed blocks were reused\n{text}");
+    assert!(a.nginx.errors().is_empty(), "{:?}", a.nginx.errors());
+    assert!(a.nginx.crashes().is_empty());
+}
+
+#[test]
+fn a_worker_stopped_during_churn_holds_reuse_back_and_lets_it_resume() {
+    // Worker X adds 0.5 to "victim" in a tight loop and is stopped (SIGSTOP) for 5 s;
+    // worker Y deletes "victim" and churns series of its block size meanwhile.
+    let a = start_app("lifecycle-sigstop", "8m");
+    on_both_workers(a.app, "/inc?k=victim", 4);
+    let x = until_worker(a.app, "/hammer_add?k=victim&ms=8000", |_| true);
+    let started = Instant::now();
+    until_worker(a.app, "/churn_around?k=victim&delay=500&ms=4000", |w| {
+        w != x
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let kill = |sig: &str| {
+        assert!(Command::new("kill")
+            .args([sig, &x])
+            .status()
+            .unwrap()
+            .success())
+    };
+    kill("-STOP");
+    std::thread::sleep(Duration::from_millis(4000).saturating_sub(started.elapsed()));
+    let r = get_from_a_running_worker(a.metrics, "/metrics");
+    let held = zone_bytes(&parse_with_reference(&r.text()), "waiting");
+    std::thread::sleep(Duration::from_millis(5500).saturating_sub(started.elapsed()));
+    kill("-CONT");
+    let (text, s) = scrape(a.metrics, "/metrics");
+    churned_series_are_exact(&text, &s);
+    assert!(held.unwrap_or(0.0) > 10_000.0, "waiting: {held:?}");
+    let s = eventually(Duration::from_secs(15), || {
+        let (_, s) = scrape(a.metrics, "/metrics");
+        (zone_bytes(&s, "waiting") == Some(0.0)).then_some(s)
+    })
+    .expect("freed memory still waiting after the worker resumed");
+    let used = used_bytes(&s);
+    assert_eq!(
+        get(a.app, "/churn?from=500000&to=501000&window=10").text(),
+        "0\n"
+    );
+    let (text, s) = scrape(a.metrics, "/metrics");
+    assert_eq!(used_bytes(&s), used, "the freed blocks were reused\n{text}");
+    churned_series_are_exact(&text, &s);
+    assert!(a.nginx.errors().is_empty(), "{:?}", a.nginx.errors());
+    assert!(a.nginx.crashes().is_empty());
 }

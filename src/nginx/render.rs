@@ -294,6 +294,8 @@ fn post(
         if ngx::ffi::ngx_thread_task_post(pool.as_ptr(), task) != Status::NGX_OK.0 {
             return Err(());
         }
+        // No epoch announcement of this worker until the render is back (`rendered`).
+        super::quiesce::render_posted();
         *r.ctx.add(Module::module().ctx_index) = (job as *mut Job).cast();
         // Not cancelable: a worker shutting down waits for it (see the module doc).
         job.hold.handler = Some(hold_again);
@@ -323,6 +325,7 @@ unsafe extern "C" fn rendered(ev: *mut ngx_event_t) {
     // SAFETY: the event's data is the request `post` blocked; it is still alive, and so
     // is the job its ctx slot holds (`send_rendered` clears the slot, later).
     unsafe {
+        super::quiesce::render_back();
         let r = (*ev).data.cast::<ngx_http_request_t>();
         let job = *(*r).ctx.add(Module::module().ctx_index) as *mut Job;
         if !job.is_null() {
