@@ -147,8 +147,14 @@ fn app_http(app: u16, metrics: u16, zone_size: &str) -> String {
         location = /churn_around {{
             # After `delay` ms, in a timer: deletes k, then for `ms` ms makes a counter
             # and a gauge series every 2 ms, sets each to 1 and deletes it, but for those
-            # made in k's old block, which stay (for the test to read).
+            # made in k's old block, which stay (for the test to read). Not in worker
+            # `not`: only there, it says so and does nothing.
             content_by_lua_block {{
+                ngx.header["X-Worker"] = ngx.worker.pid()
+                if tostring(ngx.worker.pid()) == ngx.var.arg_not then
+                    ngx.say("not here")
+                    return
+                end
                 local k = ngx.var.arg_k
                 local block = lc.counter:labels(k).handle % 4294967296
                 local ms = tonumber(ngx.var.arg_ms)
@@ -169,7 +175,6 @@ fn app_http(app: u16, metrics: u16, zone_size: &str) -> String {
                         ngx.sleep(0.002)
                     end
                 end)
-                ngx.header["X-Worker"] = ngx.worker.pid()
                 ngx.say("ok")
             }}
         }}
@@ -877,9 +882,8 @@ fn a_worker_paused_between_check_and_add_never_adds_into_a_reused_block() {
     on_both_workers(a.app, "/inc?k=victim", 4);
     let x = until_worker(a.app, "/pause_add?k=victim&delay=1000&ms=6000", |_| true);
     let started = Instant::now();
-    until_worker(a.app, "/churn_around?k=victim&delay=1500&ms=4000", |w| {
-        w != x
-    });
+    let plan = format!("/churn_around?k=victim&delay=1500&ms=4000&not={x}");
+    until_worker(a.app, &plan, |w| w != x);
     assert!(
         started.elapsed() < Duration::from_millis(900),
         "too slow to plan"
@@ -923,9 +927,8 @@ fn a_worker_stopped_during_churn_holds_reuse_back_and_lets_it_resume() {
     on_both_workers(a.app, "/inc?k=victim", 4);
     let x = until_worker(a.app, "/hammer_add?k=victim&ms=8000", |_| true);
     let started = Instant::now();
-    until_worker(a.app, "/churn_around?k=victim&delay=500&ms=4000", |w| {
-        w != x
-    });
+    let plan = format!("/churn_around?k=victim&delay=500&ms=4000&not={x}");
+    until_worker(a.app, &plan, |w| w != x);
     std::thread::sleep(Duration::from_millis(300));
     let kill = |sig: &str| {
         assert!(Command::new("kill")
