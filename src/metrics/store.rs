@@ -303,6 +303,9 @@ impl<'a> Store<'a> {
     /// What [`histogram::observe`] calls on a value's first chunk miss: makes the chunk
     /// under the zone lock (once, however many processes miss at once), unless series
     /// `handle` was deleted since the caller checked it (its chunk would never be freed).
+    /// Kept out of line: the hot path's caller only reaches it a few times per series.
+    #[cold]
+    #[inline(never)]
     pub fn make_chunk(
         &self,
         handle: u64,
