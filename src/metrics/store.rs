@@ -1747,6 +1747,10 @@ mod tests {
                 break h;
             }
             n += 1;
+            assert!(
+                n <= 1 << 17,
+                "a generation came round: a stale handle could alias"
+            );
         };
         assert_eq!(n, 1 << 17, "one series per generation, then a new block");
         // No handle of the retired block reaches anything, the first generation's least.
