@@ -123,7 +123,7 @@ pub(super) fn stop() {
     SLOTS.with(|s| {
         for (name, slot) in s.borrow_mut().drain(..) {
             if let Some((_, store)) = zone::lookup(&name) {
-                store.leave_epochs(slot, zone::my_pid());
+                store.leave_epochs(slot);
             }
         }
     });

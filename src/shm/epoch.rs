@@ -9,7 +9,10 @@
 //!
 //! **Participants.** Every process that updates or renders the zone (each nginx worker)
 //! holds a slot of this table: its pid and the last epoch it announced. A worker's
-//! render threads are covered by their worker's slot (below). Slots are claimed under
+//! render threads are covered by their worker's slot (below). A thread of its own that
+//! reads or updates the zone outside the event loop (the push thread) holds a *thread*
+//! slot: idle (holding nothing back) between its rounds, it [enters](Epochs::enter)
+//! under the zone lock before it touches the zone and goes idle again after. Slots are claimed under
 //! the zone lock when a worker starts and given back when it exits; a slot whose
 //! process is gone (found by the `Liveness` check, `kill(pid, 0)`: true until nginx has
 //! reaped the worker) is released by the next process that finds it holding reuse back.
@@ -55,8 +58,10 @@
 //!   it sees it free, being written (skipped) or live again as a complete later series;
 //!   a series it does see live was freed, if at all, at `s >= a`, and is not reused
 //!   before the worker announces again, after the render is back.
-//! - A participant joins under the lock with the current epoch, so it cannot be missed
-//!   by a reuser (reuse decisions are made under the lock too).
+//! - A participant joins, and a thread enters, under the lock with the current epoch, so
+//!   it cannot be missed by a reuser (reuse decisions are made under the lock too). A
+//!   thread goes idle with a release store after its last access: a reuser that sees
+//!   it idle reuses only after that access.
 //!
 //! **Out of slots.** A process that finds no free slot (more than [`SLOTS`] processes
 //! on one zone) marks the table unprotected: from then on, nothing freed is reused in
@@ -80,9 +85,18 @@ const E_UNPROTECTED: Offset = 1;
 const E_WAITING: Offset = 2;
 const E_SLOTS: Offset = 3;
 
-/// A claimed slot of the table, as a process keeps it.
+/// A claimed slot of the table, as its holder keeps it: the slot's index and its owner
+/// word (the pid, with [`THREAD`] for a thread slot).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Slot(pub u32);
+pub struct Slot {
+    pub index: u32,
+    pub owner: u64,
+}
+
+/// Marks a thread slot's owner word (the rest is the pid).
+pub const THREAD: u64 = 1 << 32;
+/// A thread slot's announcement while it is idle: it holds nothing back.
+const IDLE: u64 = u64::MAX;
 
 #[derive(Clone, Copy)]
 pub struct Epochs<'a> {
@@ -119,16 +133,18 @@ impl<'a> Epochs<'a> {
         s
     }
 
-    /// Claims a slot for process `pid` and announces the current epoch in it. A slot
-    /// that still names `pid` belonged to an earlier process of that pid, now gone: it
-    /// is taken over. With no slot free, slots of dead processes are freed; with none
-    /// of those either, the table is marked unprotected and `None` returned.
-    pub fn join(&self, _held: &Guard<'_>, pid: u32, alive: Liveness<'_>) -> Option<Slot> {
-        debug_assert_ne!(pid, 0);
+    /// Claims a slot for `owner` (a pid, with [`THREAD`] for a thread of it) and
+    /// announces the current epoch in it. A slot that still names `owner` belonged to
+    /// an earlier process of that pid, now gone: it is taken over. With no slot free,
+    /// slots of dead processes are freed; with none of those either, the table is
+    /// marked unprotected and `None` returned.
+    pub fn join(&self, _held: &Guard<'_>, owner: u64, alive: Liveness<'_>) -> Option<Slot> {
+        debug_assert_ne!(owner as u32, 0);
+        let me = owner;
         let mut free = None;
         for i in 0..SLOTS {
-            let owner = self.r.load(self.owner_word(i)) as u32;
-            if owner == pid {
+            let owner = self.r.load(self.owner_word(i));
+            if owner == me {
                 free = Some(i);
                 break;
             }
@@ -147,19 +163,37 @@ impl<'a> Epochs<'a> {
             return None;
         };
         self.r.store(self.announced_word(i), self.epoch());
-        self.r
-            .word(self.owner_word(i))
-            .store(u64::from(pid), Release);
-        Some(Slot(i as u32))
+        self.r.word(self.owner_word(i)).store(me, Release);
+        Some(Slot {
+            index: i as u32,
+            owner: me,
+        })
     }
 
-    /// Gives `slot` back (its process exits, or tests). Lock-free: a free slot holds
-    /// nothing back, and a reuser that still sees it taken only waits longer.
-    pub fn leave(&self, slot: Slot, pid: u32) {
+    /// Gives `slot` back (its process or thread ends, or tests). Lock-free: a free slot
+    /// holds nothing back, and a reuser that still sees it taken only waits longer.
+    pub fn leave(&self, slot: Slot) {
         let _ = self
             .r
-            .word(self.owner_word(slot.0 as usize))
-            .compare_exchange(u64::from(pid), 0, Release, Relaxed);
+            .word(self.owner_word(slot.index as usize))
+            .compare_exchange(slot.owner, 0, Release, Relaxed);
+    }
+
+    /// A thread slot's holder is about to read or update the zone: from now on nothing
+    /// it can reach is reused until it goes [idle](Self::idle). Under the lock, so that
+    /// no reuse decision misses it.
+    pub fn enter(&self, _held: &Guard<'_>, slot: Slot) {
+        self.r
+            .word(self.announced_word(slot.index as usize))
+            .store(self.epoch(), Release);
+    }
+
+    /// A thread slot's holder is done with the zone for now (everything it read or
+    /// updated before this store is ordered before any reuse that sees it idle).
+    pub fn idle(&self, slot: Slot) {
+        self.r
+            .word(self.announced_word(slot.index as usize))
+            .store(IDLE, Release);
     }
 
     /// Announces that the caller, holder of `slot`, is quiescent: no handle it checked
@@ -168,7 +202,7 @@ impl<'a> Epochs<'a> {
     #[inline]
     pub fn announce(&self, slot: Slot) {
         let e = self.epoch();
-        let w = self.r.word(self.announced_word(slot.0 as usize));
+        let w = self.r.word(self.announced_word(slot.index as usize));
         if w.load(Relaxed) != e {
             w.store(e, Release);
         }
@@ -199,7 +233,7 @@ impl<'a> Epochs<'a> {
         }
         let mut oldest = self.epoch();
         for i in 0..SLOTS {
-            let owner = self.r.word(self.owner_word(i)).load(Acquire) as u32;
+            let owner = self.r.word(self.owner_word(i)).load(Acquire);
             if owner == 0 {
                 continue;
             }
@@ -207,9 +241,12 @@ impl<'a> Epochs<'a> {
             if announced >= oldest {
                 continue;
             }
-            if !alive(owner) {
+            if !alive(owner as u32) {
                 // Gone (reaped, or its pid not found): it holds nothing any more.
-                self.leave(Slot(i as u32), owner);
+                self.leave(Slot {
+                    index: i as u32,
+                    owner,
+                });
                 continue;
             }
             oldest = announced;
@@ -299,7 +336,7 @@ mod tests {
         let dead = e.join(&g, 41, ALIVE).unwrap();
         let left = e.join(&g, 42, ALIVE).unwrap();
         let s = e.stamp_free(&g);
-        e.leave(left, 42);
+        e.leave(left);
         assert!(s >= e.oldest(&g, ALIVE), "41 still runs");
         let gone = |pid| pid != 41;
         assert!(s < e.oldest(&g, &gone));
@@ -309,23 +346,52 @@ mod tests {
     }
 
     #[test]
+    fn a_thread_holds_reuse_back_only_while_it_is_in_the_zone() {
+        let mem = heap_words(1 + WORDS);
+        let (e, lock) = table(&mem);
+        let g = lock.acquire(1, ALIVE);
+        let worker = e.join(&g, 10, ALIVE).unwrap();
+        let thread = e.join(&g, 10 | THREAD, ALIVE).unwrap();
+        assert_ne!(worker, thread, "a thread has a slot of its own");
+        e.idle(thread);
+        let s = e.stamp_free(&g);
+        e.announce(worker);
+        assert!(s < e.oldest(&g, ALIVE), "an idle thread holds nothing back");
+        e.enter(&g, thread);
+        let t = e.stamp_free(&g);
+        e.announce(worker);
+        assert!(
+            t >= e.oldest(&g, ALIVE),
+            "freed while the thread is in the zone"
+        );
+        assert_eq!(e.holding_back(t), vec![10]);
+        e.idle(thread);
+        assert!(t < e.oldest(&g, ALIVE));
+        e.leave(thread);
+        assert_eq!(e.join(&g, 10, ALIVE), Some(worker), "the worker's own slot");
+    }
+
+    #[test]
     fn with_no_slot_left_nothing_is_reused() {
         let mem = heap_words(1 + WORDS);
         let (e, lock) = table(&mem);
         let g = lock.acquire(1, ALIVE);
         for pid in 1..=SLOTS as u32 {
-            assert!(e.join(&g, pid + 100, ALIVE).is_some());
+            assert!(e.join(&g, u64::from(pid) + 100, ALIVE).is_some());
         }
         // Only a dead participant's slot can be taken...
         let one_dead = |pid| pid != 105;
-        assert_eq!(e.join(&g, 9999, &one_dead), Some(Slot(4)));
+        assert_eq!(e.join(&g, 9999, &one_dead).map(|s| s.index), Some(4));
         assert!(!e.unprotected());
         // ...and once none is free, the zone stops reusing anything.
         assert_eq!(e.join(&g, 10_000, ALIVE), None);
         assert!(e.unprotected());
         let s = e.stamp_free(&g);
         for i in 0..SLOTS as u32 {
-            e.announce(Slot(i));
+            e.announce(Slot {
+                index: i,
+                owner: u64::from(i) + 101,
+            });
         }
         assert_eq!(e.oldest(&g, ALIVE), 0);
         assert!(s >= e.oldest(&g, ALIVE));
@@ -345,7 +411,9 @@ mod tests {
         let slots: Vec<Slot> = {
             let (e, lock) = table(&mem);
             let g = lock.acquire(1, ALIVE);
-            (0..3).map(|i| e.join(&g, 10 + i, ALIVE).unwrap()).collect()
+            (0..3u64)
+                .map(|i| e.join(&g, 10 + i, ALIVE).unwrap())
+                .collect()
         };
         let workers: Vec<_> = slots
             .into_iter()
