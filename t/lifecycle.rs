@@ -178,6 +178,31 @@ fn app_http(app: u16, metrics: u16, zone_size: &str) -> String {
                 ngx.say("ok")
             }}
         }}
+        location = /render_stall {{
+            # This worker's next render stalls `ms` ms in its first scalar series (debug-hooks).
+            content_by_lua_block {{
+                local ffi = require "ffi"
+                pcall(ffi.cdef, "void ngx_prom_debug_render_stall(uint32_t ms);")
+                ffi.C.ngx_prom_debug_render_stall(tonumber(ngx.var.arg_ms))
+                ngx.header["X-Worker"] = ngx.worker.pid()
+                ngx.say("ok")
+            }}
+        }}
+        location = /offsets {{
+            # Makes lc_churn_total series from .. to (counted once each); says where
+            # their values are, one offset a line; with k, first where k's are.
+            content_by_lua_block {{
+                if ngx.var.arg_k then
+                    ngx.say(lc.counter:labels(ngx.var.arg_k).handle % 4294967296)
+                    return
+                end
+                for i = tonumber(ngx.var.arg_from), tonumber(ngx.var.arg_to) do
+                    local c = lc.churn:labels(string.format("%06d", i))
+                    c:inc()
+                    ngx.say(c.handle % 4294967296)
+                end
+            }}
+        }}
         location = /hammer_add {{
             # In a timer, for `ms` ms: adds 0.5 to k, 1000 times between short sleeps.
             content_by_lua_block {{
@@ -959,6 +984,56 @@ fn a_worker_stopped_during_churn_holds_reuse_back_and_lets_it_resume() {
     let (text, s) = scrape(a.metrics, "/metrics");
     assert_eq!(used_bytes(&s), used, "the freed blocks were reused\n{text}");
     churned_series_are_exact(&text, &s);
+    assert!(a.nginx.errors().is_empty(), "{:?}", a.nginx.errors());
+    assert!(a.nginx.crashes().is_empty());
+}
+
+#[test]
+fn a_render_stalled_mid_series_keeps_its_block_from_reuse() {
+    // A render stops (debug hook) between a series' key and its values for 5 s; the
+    // series is deleted and, past the old 3 s grace, 200 series of its size are made:
+    // none may take its block while the render is in it, and the scrape shows the
+    // series' old values or none of it, never another's.
+    let a = start_app_with(
+        "lifecycle-render-stall",
+        "8m",
+        Nginx::start_with_debug_hooks,
+    );
+    assert_eq!(get(a.app, "/inc?k=victim&n=7").text(), "ok\n");
+    let block = get(a.app, "/offsets?k=victim").text();
+    on_both_workers(a.app, "/render_stall?ms=5000", 2);
+    let metrics = a.metrics;
+    let stalled = std::thread::spawn(move || get(metrics, "/metrics"));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(get(a.app, "/del?k=victim").text(), "true nil\n");
+    std::thread::sleep(Duration::from_millis(3500));
+    let offsets = get(a.app, "/offsets?from=700000&to=700199").text();
+    assert!(
+        !offsets.lines().any(|o| o == block.trim()),
+        "victim's block ({}) reused under a stalled render",
+        block.trim()
+    );
+    let r = stalled.join().unwrap();
+    assert_eq!(r.status, 200);
+    let text = r.text();
+    let s = parse_with_reference(&text);
+    assert!(
+        matches!(lc(&s, "victim"), None | Some(7.0)),
+        "victim shows another's values\n{text}"
+    );
+    churned_series_are_exact(&text, &s);
+    // The render is back: its worker moves on and the block is reused.
+    let mut next = 700_200;
+    let reused = eventually(Duration::from_secs(10), || {
+        let path = format!("/offsets?from={next}&to={}", next + 9);
+        next += 10;
+        get(a.app, &path)
+            .text()
+            .lines()
+            .any(|o| o == block.trim())
+            .then_some(())
+    });
+    assert!(reused.is_some(), "victim's block never reused");
     assert!(a.nginx.errors().is_empty(), "{:?}", a.nginx.errors());
     assert!(a.nginx.crashes().is_empty());
 }

@@ -456,3 +456,12 @@ static RENDER_DELAY_MS: std::sync::atomic::AtomicU32 = std::sync::atomic::Atomic
 pub extern "C" fn ngx_prom_debug_render_delay(ms: u32) {
     RENDER_DELAY_MS.store(ms, Ordering::Relaxed);
 }
+
+/// Makes this worker's next render stall `ms` milliseconds in the middle of its first
+/// counter or gauge series. For tests only; only in builds with the `debug-hooks`
+/// feature.
+#[cfg(feature = "debug-hooks")]
+#[no_mangle]
+pub extern "C" fn ngx_prom_debug_render_stall(ms: u32) {
+    crate::exposition::walk::stall_next_render(u64::from(ms));
+}
