@@ -12,8 +12,9 @@ use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// The wait before a deleted series' memory is reused (`REUSE_AFTER_MS`), and a bit.
-const REUSE_WAIT: Duration = Duration::from_millis(3300);
+/// A wait after which every worker has announced a quiescent point (each does every
+/// 100 ms) and deleted series' memory is reused.
+const REUSE_WAIT: Duration = Duration::from_millis(1000);
 
 fn app_http(app: u16, metrics: u16, zone_size: &str) -> String {
     format!(
@@ -35,6 +36,7 @@ fn app_http(app: u16, metrics: u16, zone_size: &str) -> String {
             ex_form = z:counter("ex_form_total", "Through update forms.", {{"k"}}, {{ expire = 3 }}),
             ex_hist = z:histogram("ex_form_seconds", "Through update forms.", {{"k"}}, {{ expire = 3 }}),
             ex_log = require("ngxprom.log").new(z, {{ labels = {{"k"}}, namespace = "ex_log", expire = 3 }}),
+            gchurn = z:gauge("lc_gchurn", "Churned gauges.", {{"i"}}),
         }}
     }}
     server {{
@@ -160,6 +162,97 @@ fn app_http(app: u16, metrics: u16, zone_size: &str) -> String {
                 local ok, err = pcall(lc.z.counter, lc.z, "bad_total", "x", {{}}, {{ expire = tonumber(ngx.var.arg_v) or ngx.var.arg_v }})
                 local ok2, err2 = pcall(lc.exp.set_expire, lc.exp, -1)
                 ngx.say(tostring(err), "|", tostring(err2))
+            }}
+        }}
+        location = /pause_add {{
+            # After `delay` ms, in a timer: adds 0.5 to k through this worker's cached
+            # child, stopping `ms` ms between the handle check and the add (debug-hooks).
+            content_by_lua_block {{
+                local ffi = require "ffi"
+                pcall(ffi.cdef, "void ngx_prom_debug_pause_update(uint64_t handle, uint32_t ms);")
+                local child = lc.counter:labels(ngx.var.arg_k)
+                local ms = tonumber(ngx.var.arg_ms)
+                ngx.timer.at(tonumber(ngx.var.arg_delay) / 1000, function()
+                    ffi.C.ngx_prom_debug_pause_update(child.handle, ms)
+                    child:add(0.5)
+                end)
+                ngx.header["X-Worker"] = ngx.worker.pid()
+                ngx.say("ok")
+            }}
+        }}
+        location = /churn_around {{
+            # After `delay` ms, in a timer: deletes k, then for `ms` ms makes a counter
+            # and a gauge series every 2 ms, sets each to 1 and deletes it, but for those
+            # made in k's old block, which stay (for the test to read). Not in worker
+            # `not`: only there, it says so and does nothing.
+            content_by_lua_block {{
+                ngx.header["X-Worker"] = ngx.worker.pid()
+                if tostring(ngx.worker.pid()) == ngx.var.arg_not then
+                    ngx.say("not here")
+                    return
+                end
+                local k = ngx.var.arg_k
+                local block = lc.counter:labels(k).handle % 4294967296
+                local ms = tonumber(ngx.var.arg_ms)
+                ngx.timer.at(tonumber(ngx.var.arg_delay) / 1000, function()
+                    lc.counter:del(k)
+                    lc.hist:del(k)
+                    local stop = ngx.now() + ms / 1000
+                    local i = 0
+                    while ngx.now() < stop do
+                        i = i + 1
+                        local name = string.format("%06d", i)
+                        local c = lc.churn:labels(name)
+                        c:inc()
+                        local g = lc.gchurn:labels(name)
+                        g:set(1)
+                        if c.handle % 4294967296 ~= block then lc.churn:del(name) end
+                        if g.handle % 4294967296 ~= block then lc.gchurn:del(name) end
+                        ngx.sleep(0.002)
+                    end
+                end)
+                ngx.say("ok")
+            }}
+        }}
+        location = /render_stall {{
+            # This worker's next render stalls `ms` ms in its first scalar series (debug-hooks).
+            content_by_lua_block {{
+                local ffi = require "ffi"
+                pcall(ffi.cdef, "void ngx_prom_debug_render_stall(uint32_t ms);")
+                ffi.C.ngx_prom_debug_render_stall(tonumber(ngx.var.arg_ms))
+                ngx.header["X-Worker"] = ngx.worker.pid()
+                ngx.say("ok")
+            }}
+        }}
+        location = /offsets {{
+            # Makes lc_churn_total series from .. to (counted once each); says where
+            # their values are, one offset a line; with k, first where k's are.
+            content_by_lua_block {{
+                if ngx.var.arg_k then
+                    ngx.say(lc.counter:labels(ngx.var.arg_k).handle % 4294967296)
+                    return
+                end
+                for i = tonumber(ngx.var.arg_from), tonumber(ngx.var.arg_to) do
+                    local c = lc.churn:labels(string.format("%06d", i))
+                    c:inc()
+                    ngx.say(c.handle % 4294967296)
+                end
+            }}
+        }}
+        location = /hammer_add {{
+            # In a timer, for `ms` ms: adds 0.5 to k, 1000 times between short sleeps.
+            content_by_lua_block {{
+                local child = lc.counter:labels(ngx.var.arg_k)
+                local ms = tonumber(ngx.var.arg_ms)
+                ngx.timer.at(0, function()
+                    local stop = ngx.now() + ms / 1000
+                    while ngx.now() < stop do
+                        for _ = 1, 1000 do child:add(0.5) end
+                        ngx.sleep(0.001)
+                    end
+                end)
+                ngx.header["X-Worker"] = ngx.worker.pid()
+                ngx.say("ok")
             }}
         }}
         location = /die_deleting {{
@@ -1028,4 +1121,211 @@ fn the_plugin_counts_every_request_after_a_routes_series_are_deleted_or_expire()
     );
     assert!(stale.unwrap_or(0.0) >= 2.0, "{stale:?}");
     assert!(g.nginx.errors().is_empty(), "{:?}", g.nginx.errors());
+}
+
+/// `path` answered by a worker that is not stopped: a connection the kernel gives to a
+/// stopped worker waits in its queue, so each try gives up after a while and connects
+/// again (only for requests without side effects: the abandoned ones run later).
+fn get_from_a_running_worker(port: u16, path: &str) -> Response {
+    use std::io::{Read, Write};
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "no running worker answered {path}"
+        );
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        c.set_read_timeout(Some(Duration::from_millis(800)))
+            .unwrap();
+        c.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+            .unwrap();
+        let mut raw = Vec::new();
+        if c.read_to_end(&mut raw).is_ok() && !raw.is_empty() {
+            return parse_response(&raw);
+        }
+    }
+}
+
+fn zone_bytes(samples: &[Sample], state: &str) -> Option<f64> {
+    value(
+        samples,
+        "nginx_metric_zone_bytes",
+        &[("zone", "metrics"), ("state", state)],
+    )
+}
+
+/// A request to `path` answered by a worker other than `not` (when given), or by
+/// `only`; returns that worker's pid.
+fn until_worker(port: u16, path: &str, pick: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        assert!(Instant::now() < deadline, "no such worker answered {path}");
+        let r = get(port, path);
+        assert_eq!(r.status, 200, "{}", r.text());
+        let w = r.header("x-worker").unwrap().to_string();
+        if pick(&w) {
+            return w;
+        }
+    }
+}
+
+/// Every churned counter and gauge the scrape shows holds exactly what its worker set
+/// (1): no count of another series landed in one, and no gauge's key was overwritten
+/// (the reference parser took the scrape: no two series of one label set).
+fn churned_series_are_exact(text: &str, samples: &[Sample]) -> usize {
+    let churned: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| s.name == "lc_churn_total" || s.name == "lc_gchurn")
+        .collect();
+    for s in &churned {
+        assert_eq!(
+            s.value, 1.0,
+            "{s:?} holds a count of another series\n{text}"
+        );
+        assert_eq!(s.labels.len(), 1, "{s:?}");
+        assert_eq!(s.labels["i"].len(), 6, "{s:?}: key overwritten");
+    }
+    churned.len()
+}
+
+#[test]
+fn a_worker_paused_between_check_and_add_never_adds_into_a_reused_block() {
+    // Worker X checks its handle of "victim" and stops (debug hook) for 6 s before its
+    // add; meanwhile worker Y deletes "victim" and churns counters and gauges of the
+    // same block size for 4 s, far past the old 3 s grace, keeping any series made in
+    // victim's block. X's add must land in no series, and once X has moved on the
+    // freed memory is reused.
+    let a = start_app_with("lifecycle-pause", "8m", Nginx::start_with_debug_hooks);
+    on_both_workers(a.app, "/inc?k=victim", 4);
+    let x = until_worker(a.app, "/pause_add?k=victim&delay=1000&ms=6000", |_| true);
+    let started = Instant::now();
+    let plan = format!("/churn_around?k=victim&delay=1500&ms=4000&not={x}");
+    until_worker(a.app, &plan, |w| w != x);
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "too slow to plan"
+    );
+    // While X is stopped and Y churns: the bytes held back are shown.
+    std::thread::sleep(Duration::from_millis(4500).saturating_sub(started.elapsed()));
+    let r = get_from_a_running_worker(a.metrics, "/metrics");
+    let held = zone_bytes(&parse_with_reference(&r.text()), "waiting");
+    assert!(
+        started.elapsed() < Duration::from_millis(7000),
+        "X resumed before the scrape"
+    );
+    // X resumes at 7 s, Y's churn ended at 5.5 s.
+    std::thread::sleep(Duration::from_millis(7500).saturating_sub(started.elapsed()));
+    let (text, s) = scrape(a.metrics, "/metrics");
+    churned_series_are_exact(&text, &s);
+    assert!(held.unwrap_or(0.0) > 10_000.0, "waiting: {held:?}");
+    assert_eq!(lc(&s, "victim"), None, "{text}");
+    // X has moved on: nothing waits any more, and new series take the freed blocks.
+    let s = eventually(Duration::from_secs(10), || {
+        let (_, s) = scrape(a.metrics, "/metrics");
+        (zone_bytes(&s, "waiting") == Some(0.0)).then_some(s)
+    })
+    .expect("freed memory still waiting after the worker moved on");
+    let used = used_bytes(&s);
+    assert_eq!(
+        get(a.app, "/churn?from=500000&to=501000&window=10").text(),
+        "0\n"
+    );
+    let (text, s) = scrape(a.metrics, "/metrics");
+    assert_eq!(used_bytes(&s), used, "the freed blocks were reused\n{text}");
+    assert!(a.nginx.errors().is_empty(), "{:?}", a.nginx.errors());
+    assert!(a.nginx.crashes().is_empty());
+}
+
+#[test]
+fn a_worker_stopped_during_churn_holds_reuse_back_and_lets_it_resume() {
+    // Worker X adds 0.5 to "victim" in a tight loop and is stopped (SIGSTOP) for 5 s;
+    // worker Y deletes "victim" and churns series of its block size meanwhile.
+    let a = start_app("lifecycle-sigstop", "8m");
+    on_both_workers(a.app, "/inc?k=victim", 4);
+    let x = until_worker(a.app, "/hammer_add?k=victim&ms=8000", |_| true);
+    let started = Instant::now();
+    let plan = format!("/churn_around?k=victim&delay=500&ms=4000&not={x}");
+    until_worker(a.app, &plan, |w| w != x);
+    std::thread::sleep(Duration::from_millis(300));
+    let kill = |sig: &str| {
+        assert!(Command::new("kill")
+            .args([sig, &x])
+            .status()
+            .unwrap()
+            .success())
+    };
+    kill("-STOP");
+    std::thread::sleep(Duration::from_millis(4000).saturating_sub(started.elapsed()));
+    let r = get_from_a_running_worker(a.metrics, "/metrics");
+    let held = zone_bytes(&parse_with_reference(&r.text()), "waiting");
+    std::thread::sleep(Duration::from_millis(5500).saturating_sub(started.elapsed()));
+    kill("-CONT");
+    let (text, s) = scrape(a.metrics, "/metrics");
+    churned_series_are_exact(&text, &s);
+    assert!(held.unwrap_or(0.0) > 10_000.0, "waiting: {held:?}");
+    let s = eventually(Duration::from_secs(15), || {
+        let (_, s) = scrape(a.metrics, "/metrics");
+        (zone_bytes(&s, "waiting") == Some(0.0)).then_some(s)
+    })
+    .expect("freed memory still waiting after the worker resumed");
+    let used = used_bytes(&s);
+    assert_eq!(
+        get(a.app, "/churn?from=500000&to=501000&window=10").text(),
+        "0\n"
+    );
+    let (text, s) = scrape(a.metrics, "/metrics");
+    assert_eq!(used_bytes(&s), used, "the freed blocks were reused\n{text}");
+    churned_series_are_exact(&text, &s);
+    assert!(a.nginx.errors().is_empty(), "{:?}", a.nginx.errors());
+    assert!(a.nginx.crashes().is_empty());
+}
+
+#[test]
+fn a_render_stalled_mid_series_keeps_its_block_from_reuse() {
+    // A render stops (debug hook) between a series' key and its values for 5 s; the
+    // series is deleted and, past the old 3 s grace, 200 series of its size are made:
+    // none may take its block while the render is in it, and the scrape shows the
+    // series' old values or none of it, never another's.
+    let a = start_app_with(
+        "lifecycle-render-stall",
+        "8m",
+        Nginx::start_with_debug_hooks,
+    );
+    assert_eq!(get(a.app, "/inc?k=victim&n=7").text(), "ok\n");
+    let block = get(a.app, "/offsets?k=victim").text();
+    on_both_workers(a.app, "/render_stall?ms=5000", 2);
+    let metrics = a.metrics;
+    let stalled = std::thread::spawn(move || get(metrics, "/metrics"));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(get(a.app, "/del?k=victim").text(), "true nil\n");
+    std::thread::sleep(Duration::from_millis(3500));
+    let offsets = get(a.app, "/offsets?from=700000&to=700199").text();
+    assert!(
+        !offsets.lines().any(|o| o == block.trim()),
+        "victim's block ({}) reused under a stalled render",
+        block.trim()
+    );
+    let r = stalled.join().unwrap();
+    assert_eq!(r.status, 200);
+    let text = r.text();
+    let s = parse_with_reference(&text);
+    assert!(
+        matches!(lc(&s, "victim"), None | Some(7.0)),
+        "victim shows another's values\n{text}"
+    );
+    churned_series_are_exact(&text, &s);
+    // The render is back: its worker moves on and the block is reused.
+    let mut next = 700_200;
+    let reused = eventually(Duration::from_secs(10), || {
+        let path = format!("/offsets?from={next}&to={}", next + 9);
+        next += 10;
+        get(a.app, &path)
+            .text()
+            .lines()
+            .any(|o| o == block.trim())
+            .then_some(())
+    });
+    assert!(reused.is_some(), "victim's block never reused");
+    assert!(a.nginx.errors().is_empty(), "{:?}", a.nginx.errors());
+    assert!(a.nginx.crashes().is_empty());
 }

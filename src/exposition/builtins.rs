@@ -73,6 +73,7 @@ pub(super) fn write<S: Sink>(sink: &mut S, z: &ZoneToWrite<'_, '_>, sel: &Select
             Reading::ZoneBytes => vec![
                 (encode_key(&[zone, "used"]), gauge(a.used_bytes())),
                 (encode_key(&[zone, "capacity"]), gauge(a.capacity_bytes())),
+                (encode_key(&[zone, "waiting"]), gauge(a.epochs().waiting())),
             ],
             Reading::Series => vec![(encode_key(&[zone]), gauge(a.series()))],
             Reading::LockTakeovers => {

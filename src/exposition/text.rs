@@ -657,9 +657,10 @@ nginx_metric_errors_total{zone="z",reason="stale_handle"} 0
 nginx_metric_errors_created{zone="z",reason="stale_handle"} 1234
 # TYPE nginx_metric_zone_bytes gauge
 # UNIT nginx_metric_zone_bytes bytes
-# HELP nginx_metric_zone_bytes Bytes of the metrics zone, used and in all.
-nginx_metric_zone_bytes{zone="z",state="used"} 15120
+# HELP nginx_metric_zone_bytes Bytes of the metrics zone: used, in all, and freed but not reusable yet.
+nginx_metric_zone_bytes{zone="z",state="used"} 19240
 nginx_metric_zone_bytes{zone="z",state="capacity"} 524288
+nginx_metric_zone_bytes{zone="z",state="waiting"} 0
 # TYPE nginx_metric_series gauge
 # HELP nginx_metric_series Series kept in the metrics zone.
 nginx_metric_series{zone="z"} 6

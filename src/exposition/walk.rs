@@ -142,6 +142,8 @@ impl Walker<'_, '_> {
             let tag = store.series_tag(rec);
             self.key.clear();
             store.series_key(rec, &mut self.key);
+            #[cfg(feature = "debug-hooks")]
+            debug_stall();
             let h = store.series_values(rec);
             let point = if meta.declared == MetricType::Counter {
                 let (int, float) = counter::read(&r, h);
@@ -253,5 +255,24 @@ impl Walker<'_, '_> {
             }
             sink.end_family(&summary);
         }
+    }
+}
+
+/// Milliseconds the next render of this process stalls in the middle of its first
+/// counter or gauge series (its key read, its values not yet), once (debug-hooks builds
+/// only: tests delete and reuse the series meanwhile).
+#[cfg(feature = "debug-hooks")]
+static STALL_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+#[cfg(feature = "debug-hooks")]
+pub fn stall_next_render(ms: u64) {
+    STALL_MS.store(ms, std::sync::atomic::Ordering::Relaxed);
+}
+
+#[cfg(feature = "debug-hooks")]
+fn debug_stall() {
+    let ms = STALL_MS.swap(0, std::sync::atomic::Ordering::Relaxed);
+    if ms > 0 {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
     }
 }

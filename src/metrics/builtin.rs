@@ -161,7 +161,7 @@ pub const SCRAPED: [Builtin; 9] = [
     scrape(
         "nginx_metric_zone_bytes",
         Gauge,
-        "Bytes of the metrics zone, used and in all.",
+        "Bytes of the metrics zone: used, in all, and freed but not reusable yet.",
         &["zone", "state"],
         "bytes",
         Reading::ZoneBytes,

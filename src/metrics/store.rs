@@ -9,7 +9,7 @@ use super::family::{
     QuantileMode, SpecError, MAX_LABEL_VALUE,
 };
 use super::{counter, gauge, histogram, value};
-use crate::shm::{Arena, AttachError, Guard, Kind, Liveness, Offset, Region};
+use crate::shm::{Arena, AttachError, Guard, Kind, Liveness, Offset, Region, Slot};
 use std::fmt;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 
@@ -303,6 +303,9 @@ impl<'a> Store<'a> {
     /// What [`histogram::observe`] calls on a value's first chunk miss: makes the chunk
     /// under the zone lock (once, however many processes miss at once), unless series
     /// `handle` was deleted since the caller checked it (its chunk would never be freed).
+    /// Kept out of line: the hot path's caller only reaches it a few times per series.
+    #[cold]
+    #[inline(never)]
     pub fn make_chunk(
         &self,
         handle: u64,
@@ -316,8 +319,57 @@ impl<'a> Store<'a> {
             return Err(histogram::ObserveError::Stale);
         }
         self.arena
-            .chunk(&held, pointer, slots as usize, now_ms())
+            .chunk(&held, pointer, slots as usize, alive)
             .map_err(|_| histogram::ObserveError::ZoneFull)
+    }
+
+    /// Makes process `me` a participant of the zone's epochs (see
+    /// [`crate::shm::epoch`]): from now on nothing it could still be using is reused
+    /// until it [announces](Self::announce) a quiescent point. `None`: no slot was
+    /// free, and the zone stops reusing freed memory instead.
+    pub fn join_epochs(&self, me: u32, alive: Liveness<'_>) -> Option<Slot> {
+        let g = self.lock(me, alive);
+        self.arena.epochs().join(&g, u64::from(me), alive)
+    }
+
+    /// Makes a thread of process `me` that reads or updates the zone outside the event
+    /// loop a participant, idle until it [enters](Self::enter_epochs).
+    pub fn join_thread_epochs(&self, me: u32, alive: Liveness<'_>) -> Option<Slot> {
+        let g = self.lock(me, alive);
+        let slot =
+            self.arena
+                .epochs()
+                .join(&g, crate::shm::epoch::THREAD | u64::from(me), alive)?;
+        self.arena.epochs().idle(slot);
+        Some(slot)
+    }
+
+    /// The thread holding `slot` is about to read or update the zone.
+    pub fn enter_epochs(&self, slot: Slot, me: u32, alive: Liveness<'_>) {
+        let g = self.lock(me, alive);
+        self.arena.epochs().enter(&g, slot);
+    }
+
+    /// The thread holding `slot` is done with the zone until it enters again.
+    pub fn idle_epochs(&self, slot: Slot) {
+        self.arena.epochs().idle(slot);
+    }
+
+    /// Announces that the holder of `slot` is between updates, with no render in flight.
+    pub fn announce(&self, slot: Slot) {
+        self.arena.epochs().announce(slot);
+    }
+
+    /// Gives `slot` back (its process or thread ends).
+    pub fn leave_epochs(&self, slot: Slot) {
+        self.arena.epochs().leave(slot);
+    }
+
+    /// Counts the bytes of deleted series and their chunks that wait for a participant
+    /// to move on before they can be reused (renders show the last count).
+    pub fn waiting_bytes(&self, me: u32, alive: Liveness<'_>) -> u64 {
+        let g = self.lock(me, alive);
+        self.arena.count_waiting(&g, alive)
     }
 
     /// Takes the zone lock. After a takeover, first finishes the delete the dead owner
@@ -328,7 +380,7 @@ impl<'a> Store<'a> {
         if g.taken_over_from.is_some() {
             let rec = self.arena.deleting();
             if rec != 0 {
-                self.delete_locked(&g, rec, now_ms());
+                self.delete_locked(&g, rec);
             }
             self.recount(&g);
         }
@@ -445,7 +497,7 @@ impl<'a> Store<'a> {
                 0,
                 spec.name.as_bytes(),
                 FAMILY_WORDS,
-                0,
+                alive,
                 false,
             )
             .map_err(|_| full())?;
@@ -797,7 +849,7 @@ impl<'a> Store<'a> {
         // reserve and outside max_series (a delete does not count it either).
         if f.label_count > 0 && key == self.overflow_key(f) {
             return self
-                .make_series(&g, f, &key, words, hist.as_ref(), created_ms, true)
+                .make_series(&g, alive, f, &key, words, hist.as_ref(), created_ms, true)
                 .map(|handle| (handle, None))
                 .map_err(|_| SeriesError::ZoneFull { family: name() });
         }
@@ -808,7 +860,7 @@ impl<'a> Store<'a> {
                 limit,
             }
         } else {
-            match self.make_series(&g, f, &key, words, hist.as_ref(), created_ms, false) {
+            match self.make_series(&g, alive, f, &key, words, hist.as_ref(), created_ms, false) {
                 Ok(handle) => return Ok((handle, None)),
                 Err(_) => SeriesError::ZoneFull { family: name() },
             }
@@ -823,7 +875,16 @@ impl<'a> Store<'a> {
         let handle = match self.arena.lookup(f.id, &overflow) {
             Some(rec) => self.handle_of(rec),
             None => {
-                match self.make_series(&g, f, &overflow, words, hist.as_ref(), created_ms, true) {
+                match self.make_series(
+                    &g,
+                    alive,
+                    f,
+                    &overflow,
+                    words,
+                    hist.as_ref(),
+                    created_ms,
+                    true,
+                ) {
                     Ok(handle) => handle,
                     Err(_) => return Err(refused),
                 }
@@ -879,6 +940,7 @@ impl<'a> Store<'a> {
     fn make_series(
         &self,
         g: &Guard<'_>,
+        alive: Liveness<'_>,
         f: Family,
         key: &[u8],
         words: u64,
@@ -887,17 +949,24 @@ impl<'a> Store<'a> {
         overflow: bool,
     ) -> Result<u64, crate::shm::Full> {
         let r = self.region();
-        let (rec, body) = self.arena.make_keyed(
-            g,
-            Kind::Series,
-            f.id,
-            key,
-            S_VALUES as usize + words as usize,
-            created_ms,
-            overflow,
-        )?;
-        // A reused block's tag word holds the generation its deleted series left.
-        let tag = value::tag(f.metric_type, value::next_generation(r.load(body + S_TAG)));
+        let (rec, body, generation) = loop {
+            let (rec, body) = self.arena.make_keyed(
+                g,
+                Kind::Series,
+                f.id,
+                key,
+                S_VALUES as usize + words as usize,
+                alive,
+                overflow,
+            )?;
+            // A reused block's tag word holds the generation its deleted series left;
+            // a block that has used up its generations is retired (handles never alias).
+            match value::next_generation(r.load(body + S_TAG)) {
+                Some(generation) => break (rec, body, generation),
+                None => self.arena.release(g, rec, false),
+            }
+        };
+        let tag = value::tag(f.metric_type, generation);
         r.store(body + S_CREATED, created_ms);
         r.store(body + S_TAG, tag);
         if let Some((spec, layout)) = hist {
@@ -924,19 +993,6 @@ impl<'a> Store<'a> {
         me: u32,
         alive: Liveness<'_>,
     ) -> bool {
-        self.delete_series_at(f, values, me, alive, now_ms())
-    }
-
-    /// [`delete_series`](Self::delete_series) at time `now` (ms since the epoch: when
-    /// its memory was freed, for the wait before reuse).
-    pub fn delete_series_at<V: AsRef<[u8]>>(
-        &self,
-        f: Family,
-        values: &[V],
-        me: u32,
-        alive: Liveness<'_>,
-        now: u64,
-    ) -> bool {
         if values.len() != f.label_count {
             return false;
         }
@@ -944,7 +1000,7 @@ impl<'a> Store<'a> {
         let g = self.lock(me, alive);
         match self.arena.lookup(f.id, &key) {
             Some(rec) => {
-                self.delete_locked(&g, rec, now);
+                self.delete_locked(&g, rec);
                 true
             }
             None => false,
@@ -958,21 +1014,21 @@ impl<'a> Store<'a> {
         f: Family,
         me: u32,
         alive: Liveness<'_>,
-        now: u64,
         doomed: impl Fn(&[u8]) -> bool,
     ) -> u64 {
-        self.delete_matching(&[f.id], me, alive, now, |_, key| doomed(key))
+        self.delete_matching(&[f.id], me, alive, 0, |_, key| doomed(key))
     }
 
     /// Deletes every series of the families `ids` for which `doomed(family id, encoded
     /// key)` holds; returns how many. One walk over the zone, under the lock, however
-    /// many families.
+    /// many families. `_now` is not used (reuse waits for epochs, not time); kept for
+    /// the Lua glue's call.
     pub fn delete_matching(
         &self,
         ids: &[Offset],
         me: u32,
         alive: Liveness<'_>,
-        now: u64,
+        _now: u64,
         doomed: impl Fn(Offset, &[u8]) -> bool,
     ) -> u64 {
         let g = self.lock(me, alive);
@@ -991,7 +1047,7 @@ impl<'a> Store<'a> {
             })
             .collect();
         for &rec in &recs {
-            self.delete_locked(&g, rec, now);
+            self.delete_locked(&g, rec);
         }
         recs.len() as u64
     }
@@ -1100,7 +1156,7 @@ impl<'a> Store<'a> {
                 // Updated or deleted since it was looked at: it stays (for now).
                 let t = MetricType::from_u8(tag as u8).expect("checked above");
                 if self.still_the_same(rec, tag) && self.fingerprint(rec, t) == fp {
-                    self.delete_locked(&g, rec, now_ms);
+                    self.delete_locked(&g, rec);
                     deleted += 1;
                 }
             }
@@ -1110,7 +1166,7 @@ impl<'a> Store<'a> {
 
     /// Deletes every series of `f`.
     pub fn reset(&self, f: Family, me: u32, alive: Liveness<'_>) -> u64 {
-        self.delete_where(f, me, alive, now_ms(), |_| true)
+        self.delete_where(f, me, alive, |_| true)
     }
 
     /// The first half of a delete: the series' handles dead, the record marked as the
@@ -1129,7 +1185,7 @@ impl<'a> Store<'a> {
     /// can be done again. The order keeps a process that dies on the way harmless: its
     /// handles are dead first; then it is marked as the delete in progress, unlinked,
     /// its chunks and its block freed (a step cut short leaks, never frees twice).
-    fn delete_locked(&self, g: &Guard<'_>, rec: Offset, now: u64) {
+    fn delete_locked(&self, g: &Guard<'_>, rec: Offset) {
         let r = self.region();
         let body = self.arena.body(rec);
         let family = self.family_at(self.arena.owner(rec));
@@ -1141,11 +1197,13 @@ impl<'a> Store<'a> {
                 let at = r.load(pointer) as Offset;
                 if at != 0 {
                     r.store(pointer, 0);
-                    self.arena.release_chunk(g, at, slots as usize, now);
+                    self.arena.release_chunk(g, at, slots as usize);
                 }
             }
         }
-        self.arena.release(g, rec, now);
+        // A series of a block's last generation leaves its block retired.
+        let reuse = value::next_generation(self.series_tag(rec)).is_some();
+        self.arena.release(g, rec, reuse);
         if was_live && !self.is_overflow(family, rec) {
             r.word(family.body + F_SERIES).fetch_sub(1, Relaxed);
         }
@@ -1222,6 +1280,13 @@ mod tests {
         FamilySpec {
             help: "help".into(),
             ..FamilySpec::new(name, MetricType::Counter, labels)
+        }
+    }
+
+    fn gauge_spec(name: &str, labels: &[&str]) -> FamilySpec {
+        FamilySpec {
+            help: "help".into(),
+            ..FamilySpec::new(name, MetricType::Gauge, labels)
         }
     }
 
@@ -1579,8 +1644,6 @@ mod tests {
         );
     }
 
-    const LATER: u64 = crate::shm::arena::REUSE_AFTER_MS;
-
     #[test]
     fn a_deleted_series_block_is_reused_and_its_handles_are_stale() {
         let mem = heap_words(1 << 14);
@@ -1589,22 +1652,26 @@ mod tests {
         let f = s
             .register(&counter_spec("c_total", &["k"]), 1, ALIVE)
             .unwrap();
+        // One participant (a worker) that checked "a"'s handle and did not move on yet.
+        let worker = s.join_epochs(2, ALIVE).unwrap();
+        let before_a = s.arena().used_bytes();
         let a = s.series_at(f, &["a"], 1, ALIVE, 1000).unwrap();
         counter::inc(&r, a, 5).unwrap();
         let used = s.arena().used_bytes();
-        assert!(s.delete_series_at(f, &["a"], 1, ALIVE, 2000));
-        assert!(
-            !s.delete_series_at(f, &["a"], 1, ALIVE, 2000),
-            "deleted once"
-        );
+        assert!(s.delete_series(f, &["a"], 1, ALIVE));
+        assert!(!s.delete_series(f, &["a"], 1, ALIVE), "deleted once");
         assert_eq!(counter::inc(&r, a, 1), Err(counter::CounterError::Stale));
         assert_eq!((s.series_count(f), s.arena().series()), (0, 0));
         assert_eq!(s.find_series(f, &["a"]), None);
-        // Too soon: a new block. Later: the freed one, whatever the key (same size).
-        let b = s.series_at(f, &["b"], 1, ALIVE, 2000 + LATER - 1).unwrap();
+        // Before the worker moves on: a new block, and the freed one is counted as
+        // waiting. After: the freed one, whatever the key (same size).
+        assert_eq!(s.waiting_bytes(1, ALIVE), used - before_a);
+        let b = s.series_at(f, &["b"], 1, ALIVE, 2000).unwrap();
         assert!(s.arena().used_bytes() > used);
         let used = s.arena().used_bytes();
-        let c = s.series_at(f, &["c"], 1, ALIVE, 2000 + LATER).unwrap();
+        s.announce(worker);
+        assert_eq!(s.waiting_bytes(1, ALIVE), 0);
+        let c = s.series_at(f, &["c"], 1, ALIVE, 3000).unwrap();
         assert_eq!(s.arena().used_bytes(), used);
         assert_eq!(c & 0xffff_ffff, a & 0xffff_ffff, "same block");
         assert_ne!(c, a, "another generation");
@@ -1625,12 +1692,97 @@ mod tests {
             values,
             vec![(encode_key(&["c"]), 2), (encode_key(&["b"]), 3)]
         );
-        assert_eq!(s.series_created_ms(series[0]), 2000 + LATER);
+        assert_eq!(s.series_created_ms(series[0]), 3000);
         assert_eq!((s.series_count(f), s.arena().series()), (2, 2));
         // "a" again: a new series from zero.
         let a2 = s.series_at(f, &["a"], 1, ALIVE, 9000).unwrap();
         assert_ne!(a2, a);
         assert_eq!(counter::read(&r, a2 as Offset).0, 0);
+    }
+
+    #[test]
+    fn a_stalled_participant_holds_reuse_back_then_lets_it_resume() {
+        let mem = heap_words(1 << 16);
+        let s = Store::format(Region::new(&mem), 0).unwrap();
+        let r = s.region();
+        let f = s
+            .register(&counter_spec("c_total", &["k"]), 1, ALIVE)
+            .unwrap();
+        let g = s.register(&gauge_spec("g", &["k"]), 1, ALIVE).unwrap();
+        let busy = s.join_epochs(2, ALIVE).unwrap();
+        let stalled = s.join_epochs(3, ALIVE).unwrap();
+        // The stalled worker checked "a"'s handle and stopped before its add.
+        let a = s.series(f, &["a"], 1, ALIVE).unwrap();
+        let a_at = a & 0xffff_ffff;
+        assert!(s.delete_series(f, &["a"], 1, ALIVE));
+        // Churn of counters and gauges of the same block sizes, far past any grace.
+        let mut blocks = std::collections::HashSet::new();
+        for i in 0..2000 {
+            let k = format!("k{i:05}");
+            let h = if i % 2 == 0 {
+                s.series(f, &[k.as_str()], 1, ALIVE).unwrap()
+            } else {
+                s.series(g, &[k.as_str()], 1, ALIVE).unwrap()
+            };
+            blocks.insert(h & 0xffff_ffff);
+            assert!(s.delete_series(if i % 2 == 0 { f } else { g }, &[k.as_str()], 1, ALIVE));
+            s.announce(busy);
+        }
+        assert!(
+            !blocks.contains(&a_at),
+            "a's block reused under a stalled worker"
+        );
+        let waiting = s.waiting_bytes(1, ALIVE);
+        assert!(waiting >= 2000 * 64, "{waiting} bytes reported waiting");
+        // It resumes: its add lands in the freed block, which nothing reads...
+        r.word(a_at as Offset).fetch_add(1, Relaxed);
+        s.announce(stalled);
+        assert_eq!(s.waiting_bytes(1, ALIVE), 0);
+        // ...and reuse resumes: a's block is taken again, zeroed.
+        let b = s.series(f, &["b"], 1, ALIVE).unwrap();
+        assert_eq!(b & 0xffff_ffff, a_at, "the oldest free block first");
+        assert_eq!(counter::read(&r, b as Offset), (0, 0.0));
+        assert_eq!(counter::inc(&r, a, 1), Err(counter::CounterError::Stale));
+        // A stalled worker that dies lets go too.
+        s.join_epochs(4, ALIVE).unwrap();
+        assert!(s.delete_series(f, &["b"], 1, ALIVE));
+        s.announce(busy);
+        s.announce(stalled);
+        assert!(s.waiting_bytes(1, ALIVE) > 0);
+        assert_eq!(s.waiting_bytes(1, &|pid| pid != 4), 0);
+    }
+
+    #[test]
+    fn a_block_that_used_up_its_generations_is_retired() {
+        let mem = heap_words(1 << 14);
+        let s = Store::format(Region::new(&mem), 0).unwrap();
+        let r = s.region();
+        let f = s
+            .register(&counter_spec("c_total", &["k"]), 1, ALIVE)
+            .unwrap();
+        let first = s.series(f, &["a"], 1, ALIVE).unwrap();
+        let mut n = 1u64;
+        // Nobody holds reuse back: the same block serves every generation.
+        let last = loop {
+            assert!(s.delete_series(f, &["a"], 1, ALIVE));
+            let h = s.series(f, &["a"], 1, ALIVE).unwrap();
+            if h & 0xffff_ffff != first & 0xffff_ffff {
+                break h;
+            }
+            n += 1;
+            assert!(
+                n <= 1 << 17,
+                "a generation came round: a stale handle could alias"
+            );
+        };
+        assert_eq!(n, 1 << 17, "one series per generation, then a new block");
+        // No handle of the retired block reaches anything, the first generation's least.
+        assert_eq!(
+            counter::inc(&r, first, 1),
+            Err(counter::CounterError::Stale)
+        );
+        counter::inc(&r, last, 1).unwrap();
+        assert_eq!(counter::read(&r, last as Offset), (1, 0.0));
     }
 
     #[test]
@@ -1643,14 +1795,14 @@ mod tests {
             s.observe(a, v, 1, ALIVE).unwrap();
         }
         let used = s.arena().used_bytes();
-        assert!(s.delete_series_at(f, &[] as &[&str], 1, ALIVE, 0));
+        assert!(s.delete_series(f, &[] as &[&str], 1, ALIVE));
         assert_eq!(
             s.observe(a, 0.1, 1, ALIVE),
             Err(histogram::ObserveError::Stale)
         );
-        // Reused later: the block and the same chunks, every count back at zero.
-        // (Chunks reuse by real time: the store stamps them with the clock.)
-        let b = s.series_at(f, &[] as &[&str], 1, ALIVE, LATER).unwrap();
+        // Reused (no participant holds them back): the block and the same chunks, every
+        // count back at zero.
+        let b = s.series_at(f, &[] as &[&str], 1, ALIVE, 0).unwrap();
         assert_eq!(b & 0xffff_ffff, a & 0xffff_ffff);
         let snap = histogram::Snapshot::read(&s.region(), b as Offset, None);
         assert_eq!((snap.count(), snap.sum), (0, 0.0));
@@ -1673,7 +1825,7 @@ mod tests {
         }
         s.series(g, &["r1"], 1, ALIVE).unwrap();
         let r1 = encode_key(&["r1"]);
-        let deleted = s.delete_where(f, 1, ALIVE, 0, |key| {
+        let deleted = s.delete_where(f, 1, ALIVE, |key| {
             decode_key(key).next() == decode_key(&r1).next()
         });
         assert_eq!(deleted, 2);
@@ -1688,8 +1840,8 @@ mod tests {
     #[test]
     fn churn_of_mixed_sizes_stays_within_a_bound() {
         // 200,000 label sets of 1 to 120 bytes made over time, at most 500 alive at
-        // once, each deleted 250 "ms" after the next 250 were made: the zone holds the
-        // live series plus what waits out REUSE_AFTER_MS, and stops growing.
+        // once, a worker that announces every 300th series: the zone holds the live
+        // series plus what waits for the worker, and stops growing.
         let mem = heap_words(1 << 17);
         let s = Store::format(Region::new(&mem), 0).unwrap();
         let f = s
@@ -1700,7 +1852,11 @@ mod tests {
         let at_start = s.arena().used_bytes();
         let mut peak = 0;
         let mut at_half = 0;
+        let worker = s.join_epochs(2, ALIVE).unwrap();
         for i in 0..200_000u64 {
+            if i % 300 == 0 {
+                s.announce(worker);
+            }
             let now = i * 10; // a series every 10 ms
             x ^= x << 13;
             x ^= x >> 7;
@@ -1711,7 +1867,7 @@ mod tests {
             alive.push_back(value);
             if alive.len() > 500 {
                 let old = alive.pop_front().unwrap();
-                assert!(s.delete_series_at(f, &[old.as_str()], 1, ALIVE, now));
+                assert!(s.delete_series(f, &[old.as_str()], 1, ALIVE));
             }
             peak = peak.max(s.arena().used_bytes());
             if i == 100_000 {
@@ -1719,7 +1875,7 @@ mod tests {
             }
         }
         assert_eq!(s.series_count(f), 500);
-        // The zone's fixed part, then 500 live + 300 waiting (3 s at 100/s), at most
+        // The zone's fixed part, then 500 live + 300 waiting (up to 600 in all), at most
         // 48 + 8 + 128 bytes each, a quarter more in a reused bigger block.
         let fixed = at_start;
         let bound = fixed + 800 * (48 + 8 + 128) * 5 / 4;
@@ -1749,12 +1905,7 @@ mod tests {
         // The next process takes the lock over and finishes: "a" is gone, its block
         // free for reuse, the counts right.
         let dead_41: &dyn Fn(u32) -> bool = &|pid| pid != 41;
-        // The takeover stamps the freed block with the clock when it takes the lock,
-        // after this argument is read: a second of margin keeps a clock tick between
-        // the two from making the block look freed too recently (it did, 1 run in 4).
-        let b2 = s
-            .series_at(f, &["c"], 7, dead_41, now_ms() + LATER + 1000)
-            .unwrap();
+        let b2 = s.series_at(f, &["c"], 7, dead_41, 0).unwrap();
         assert_eq!(s.arena().lock_takeovers(), 1);
         assert_eq!(s.arena().deleting(), 0);
         assert_eq!(
@@ -1768,9 +1919,9 @@ mod tests {
 
     #[test]
     fn stale_handles_never_reach_the_series_that_reuses_the_block() {
-        // Real time (the wait before reuse is the guarantee): four threads keep
-        // updating series A through their handle while A is deleted and, once the
-        // wait is over, its block is reused by B; B gets exactly what went to B.
+        // Four threads, each a participant announcing between batches of updates, keep
+        // updating series A through their handle while A is deleted and, once every
+        // thread has moved on, its block is reused by B; B gets exactly what went to B.
         let mem = heap_words(1 << 14);
         let s = Store::format(Region::new(&mem), 0).unwrap();
         let r = s.region();
@@ -1781,19 +1932,26 @@ mod tests {
         let stop = std::sync::atomic::AtomicBool::new(false);
         let (landed, stale) = (AtomicU64::new(0), AtomicU64::new(0));
         let b = std::thread::scope(|scope| {
-            for _ in 0..4 {
-                scope.spawn(|| {
+            for pid in 10..14 {
+                let slot = s.join_epochs(pid, ALIVE).unwrap();
+                let (stop, landed, stale) = (&stop, &landed, &stale);
+                scope.spawn(move || {
                     while !stop.load(Relaxed) {
-                        match counter::inc(&r, a, 1) {
-                            Ok(()) => landed.fetch_add(1, Relaxed),
-                            Err(_) => stale.fetch_add(1, Relaxed),
-                        };
+                        for _ in 0..1000 {
+                            match counter::inc(&r, a, 1) {
+                                Ok(()) => landed.fetch_add(1, Relaxed),
+                                Err(_) => stale.fetch_add(1, Relaxed),
+                            };
+                        }
+                        s.announce(slot);
                     }
                 });
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
             assert!(s.delete_series(f, &["a"], 1, ALIVE));
-            std::thread::sleep(std::time::Duration::from_millis(LATER + 100));
+            while s.waiting_bytes(1, ALIVE) > 0 {
+                std::thread::yield_now();
+            }
             let b = s.series(f, &["b"], 1, ALIVE).unwrap();
             assert_eq!(b & 0xffff_ffff, a & 0xffff_ffff, "A's block");
             for _ in 0..100_000 {

@@ -11,20 +11,32 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 /// and the metric type; deleting a series bumps the generation and clears the type, and the next
 /// series in that block keeps the bumped generation. So a handle whose series was
 /// deleted, even if its block now holds another series, is caught with one load.
+///
+/// Generations never wrap: the series of a block's last generation leaves an
+/// *exhausted* tag when deleted, and its block is retired, never reused (see
+/// [`next_generation`]). A block so serves at most 2^17 series; retiring it costs its
+/// bytes once per 2^17 deletes of that size (under 0.001% of what churn frees).
 const SERIES_MAGIC: u64 = 0x5e71_e5ab << 32;
 /// How far before a series' first value word its tag is (the sweep's word and the
 /// creation time are between them).
 pub const TAG_DISTANCE: u64 = 3;
 const GENERATIONS: u64 = 1 << 17;
+const LAST_GENERATION: u64 = GENERATIONS - 1;
 const GENERATION_SHIFT: u32 = 36;
+/// In a dead tag: the block used up its generations (never set in a live tag).
+const EXHAUSTED: u64 = 1 << 30;
 
 pub fn tag(t: MetricType, generation: u64) -> u64 {
     SERIES_MAGIC | (generation % GENERATIONS) << 8 | t as u64
 }
 
-/// The tag a deleted series leaves: the next generation, no type.
+/// The tag a deleted series leaves: the next generation, no type; exhausted after the
+/// last generation.
 pub fn dead_tag(live: u64) -> u64 {
-    SERIES_MAGIC | ((generation_of(live) + 1) % GENERATIONS) << 8
+    match generation_of(live) {
+        LAST_GENERATION => SERIES_MAGIC | EXHAUSTED | LAST_GENERATION << 8,
+        g => SERIES_MAGIC | (g + 1) << 8,
+    }
 }
 
 /// Whether a tag word is a live series' (not deleted, not a fresh block's zero).
@@ -34,14 +46,18 @@ pub fn is_live_tag(tag: u64) -> bool {
 
 /// The generation a series made in a block whose tag word holds `previous` gets: the
 /// one a delete left there; one more if its series was never deleted properly (a
-/// process died making it); 0 in fresh memory.
-pub fn next_generation(previous: u64) -> u64 {
+/// process died making it); 0 in fresh memory. `None` once the block has used up its
+/// generations: it must not hold another series (a handle of an earlier one could
+/// match it).
+pub fn next_generation(previous: u64) -> Option<u64> {
     if previous >> 32 != SERIES_MAGIC >> 32 {
-        0
+        Some(0)
+    } else if previous & EXHAUSTED != 0 {
+        None
     } else if is_live_tag(previous) {
-        (generation_of(previous) + 1) % GENERATIONS
+        Some(generation_of(previous) + 1).filter(|&g| g <= LAST_GENERATION)
     } else {
-        generation_of(previous)
+        Some(generation_of(previous))
     }
 }
 
@@ -79,6 +95,8 @@ pub fn check(
     }
     let have = r.word((at - TAG_DISTANCE) as Offset).load(Relaxed);
     if have == tag(t, handle >> GENERATION_SHIFT) {
+        #[cfg(feature = "debug-hooks")]
+        debug_pause(at);
         return Ok(at as Offset);
     }
     // The tag of a series of this type (or of none: deleted), another generation.
@@ -87,6 +105,29 @@ pub fn check(
         Err(HandleError::Stale)
     } else {
         Err(HandleError::Bad)
+    }
+}
+
+/// The value offset whose next update stops between its check and its add, and for
+/// how long (debug-hooks builds only: tests stop a worker there, as a descheduled one).
+#[cfg(feature = "debug-hooks")]
+static PAUSE_AT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+#[cfg(feature = "debug-hooks")]
+static PAUSE_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Makes the next update of this process through a handle to the value at `at` stop
+/// for `ms` milliseconds once its handle is checked, before it adds.
+#[cfg(feature = "debug-hooks")]
+pub fn pause_next_update(at: u64, ms: u64) {
+    PAUSE_MS.store(ms, Relaxed);
+    PAUSE_AT.store(at, Relaxed);
+}
+
+#[cfg(feature = "debug-hooks")]
+#[inline(never)]
+fn debug_pause(at: u64) {
+    if PAUSE_AT.load(Relaxed) == at && PAUSE_AT.compare_exchange(at, 0, Relaxed, Relaxed).is_ok() {
+        std::thread::sleep(std::time::Duration::from_millis(PAUSE_MS.load(Relaxed)));
     }
 }
 
@@ -116,7 +157,7 @@ mod tests {
     fn handles_of_deleted_series_are_stale_even_when_the_block_is_reused() {
         let mem = heap_words(8);
         let r = Region::new(&mem);
-        let first = tag(MetricType::Counter, next_generation(0));
+        let first = tag(MetricType::Counter, next_generation(0).unwrap());
         r.store(1, first);
         let old = handle(4, first);
         assert_eq!(check(&r, old, MetricType::Counter, 2), Ok(4));
@@ -130,7 +171,7 @@ mod tests {
             Err(HandleError::Stale)
         );
         // The block reused by another counter: the old handle stays stale, the new works.
-        let second = tag(MetricType::Counter, next_generation(dead));
+        let second = tag(MetricType::Counter, next_generation(dead).unwrap());
         r.store(1, second);
         let new = handle(4, second);
         assert_ne!(new, old);
@@ -140,10 +181,25 @@ mod tests {
         );
         assert_eq!(check(&r, new, MetricType::Counter, 2), Ok(4));
         // A block whose series never got deleted properly moves on a generation too.
-        assert_eq!(next_generation(second), next_generation(dead) + 1);
-        // Generations wrap without ever matching the type-less dead tag.
-        let last = tag(MetricType::Gauge, GENERATIONS - 1);
-        assert_eq!(next_generation(dead_tag(last)), 0);
+        assert_eq!(
+            next_generation(second),
+            next_generation(dead).map(|g| g + 1)
+        );
+        // Generations never wrap: after the last one the block is used up, and its
+        // exhausted tag refuses handles of every generation as stale.
+        let last = tag(MetricType::Gauge, LAST_GENERATION);
+        let exhausted = dead_tag(last);
+        assert_eq!(next_generation(exhausted), None);
+        assert_eq!(next_generation(last), None);
+        assert_eq!(
+            next_generation(dead_tag(tag(MetricType::Gauge, LAST_GENERATION - 1))),
+            Some(LAST_GENERATION)
+        );
+        r.store(1, exhausted);
+        for g in [0, 1, LAST_GENERATION] {
+            let h = handle(4, tag(MetricType::Gauge, g));
+            assert_eq!(check(&r, h, MetricType::Gauge, 1), Err(HandleError::Stale));
+        }
         // Not a tag at all, out of range, zero: bad.
         r.store(1, 12345);
         assert_eq!(

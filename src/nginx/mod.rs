@@ -6,6 +6,7 @@ mod identity;
 mod limits;
 pub mod process;
 mod push;
+mod quiesce;
 mod render;
 pub mod request;
 pub mod stub_status;
@@ -306,11 +307,14 @@ unsafe extern "C" fn init_process(cycle: *mut ngx::ffi::ngx_cycle_t) -> ngx::ffi
     push::start(cycle);
     // SAFETY: as above.
     unsafe { sweep::start(cycle) };
+    // SAFETY: as above.
+    unsafe { quiesce::start(cycle) };
     rc
 }
 
 unsafe extern "C" fn exit_process(_cycle: *mut ngx::ffi::ngx_cycle_t) {
     push::stop();
+    quiesce::stop();
 }
 
 /// The directive's arguments, after the directive name.

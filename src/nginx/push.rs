@@ -420,12 +420,50 @@ fn run(
             return;
         }
     };
+    // This thread reads and updates the zone outside the event loop: a participant of
+    // its own in the zone's epochs, in the zone only while it renders and records.
+    let Some(slot) = store.join_thread_epochs(zone::my_pid(), &zone::alive) else {
+        log.write(
+            ngx::ffi::NGX_LOG_WARN,
+            "prometheus_push: no epoch slot left in the zone; its deleted series' memory \
+             is no longer reused",
+        );
+        return run_rounds(conf, store, zone_name, identity, h, log, pusher, None);
+    };
+    run_rounds(conf, store, zone_name, identity, h, log, pusher, Some(slot));
+    store.leave_epochs(slot);
+}
+
+/// The push rounds, until the worker stops. `slot`: this thread's epoch slot (none
+/// when the zone had none left: it then reuses nothing).
+#[allow(clippy::too_many_arguments)]
+fn run_rounds(
+    conf: PushConf,
+    store: Store<'static>,
+    zone_name: String,
+    identity: Option<&'static crate::identity::Identity>,
+    h: Handles,
+    log: Log,
+    pusher: Pusher,
+    slot: Option<crate::shm::Slot>,
+) {
+    let enter = || {
+        if let Some(slot) = slot {
+            store.enter_epochs(slot, zone::my_pid(), &zone::alive);
+        }
+    };
+    let idle = || {
+        if let Some(slot) = slot {
+            store.idle_epochs(slot);
+        }
+    };
     let mut backoff = Backoff::new(conf.interval);
     let mut failing: Option<&'static str> = None;
     let mut next = Instant::now();
     while wait_until(next) {
         let started = Instant::now();
         let mut body = String::with_capacity(64 * 1024);
+        enter();
         let _ = exposition::render(
             &mut body,
             Format::Text,
@@ -438,7 +476,9 @@ fn run(
             },
             identity,
         );
+        idle();
         let result = pusher.push(body.as_bytes());
+        enter();
         let r = store.region();
         let took = started.elapsed();
         let _ = gauge::set(&r, h.duration, took.as_secs_f64());
@@ -481,5 +521,6 @@ fn run(
                 next = Instant::now() + delay;
             }
         }
+        idle();
     }
 }

@@ -294,6 +294,8 @@ fn post(
         if ngx::ffi::ngx_thread_task_post(pool.as_ptr(), task) != Status::NGX_OK.0 {
             return Err(());
         }
+        // No epoch announcement of this worker until the render is back (`rendered`).
+        super::quiesce::render_posted();
         *r.ctx.add(Module::module().ctx_index) = (job as *mut Job).cast();
         // Not cancelable: a worker shutting down waits for it (see the module doc).
         job.hold.handler = Some(hold_again);
@@ -323,6 +325,7 @@ unsafe extern "C" fn rendered(ev: *mut ngx_event_t) {
     // SAFETY: the event's data is the request `post` blocked; it is still alive, and so
     // is the job its ctx slot holds (`send_rendered` clears the slot, later).
     unsafe {
+        super::quiesce::render_back();
         let r = (*ev).data.cast::<ngx_http_request_t>();
         let job = *(*r).ctx.add(Module::module().ctx_index) as *mut Job;
         if !job.is_null() {
@@ -452,4 +455,13 @@ static RENDER_DELAY_MS: std::sync::atomic::AtomicU32 = std::sync::atomic::Atomic
 #[no_mangle]
 pub extern "C" fn ngx_prom_debug_render_delay(ms: u32) {
     RENDER_DELAY_MS.store(ms, Ordering::Relaxed);
+}
+
+/// Makes this worker's next render stall `ms` milliseconds in the middle of its first
+/// counter or gauge series. For tests only; only in builds with the `debug-hooks`
+/// feature.
+#[cfg(feature = "debug-hooks")]
+#[no_mangle]
+pub extern "C" fn ngx_prom_debug_render_stall(ms: u32) {
+    crate::exposition::walk::stall_next_render(u64::from(ms));
 }

@@ -5,6 +5,7 @@
 //! word 0            header (HEADER_WORDS words: magic, sizes, bump pointers, lock,
 //!                   counters, free lists)
 //! FREE_AT           free lists: head and tail of each (series blocks by size, chunks)
+//! EPOCHS_AT         the epoch table (see `super::epoch`)
 //! index_at          hash index: 2^bits bucket heads (record offsets)
 //! arena_at          records, back to back, in creation order (series blocks are reused)
 //!   ...             never written yet (zero)
@@ -22,9 +23,10 @@
 //! is reused, whole, by a later series of that size or up to a quarter smaller, never
 //! split or merged, so the arena stays a walkable sequence of blocks and a block's
 //! body never moves. A histogram's chunks go on a free list for their size. Nothing
-//! freed is reused before [`REUSE_AFTER_MS`] has passed: a process that checked a
-//! handle just before the delete finishes its update into the old block, never into
-//! the next series.
+//! freed is reused before every process that could still be using it has moved on
+//! (see [`super::epoch`]): a process that checked a handle just before the delete
+//! finishes its update into the old block, never into the next series, however long
+//! it is stopped in between.
 //! Chunks (a histogram's counts for one range of values, made on first use) are bare
 //! zeroed words at the other end of the zone, found only through the word of their
 //! series that holds their offset: renders walk the records, and with the chunks kept
@@ -35,6 +37,7 @@
 //! never lock: lookups walk chains, renders walk the arena up to the bump pointer. A
 //! record is never moved; families and blobs are never freed.
 
+use super::epoch::{self, Epochs};
 use super::lock::{Guard, Liveness, ZoneLock};
 use super::region::{pack, words_for, Offset, Region};
 use std::sync::atomic::Ordering::*;
@@ -42,11 +45,7 @@ use std::sync::atomic::Ordering::*;
 const MAGIC: u64 = u64::from_le_bytes(*b"NGXPROM\0");
 /// Bump when the layout changes: a zone kept across `nginx -s reload` from an older
 /// module build is then re-created instead of misread.
-const LAYOUT_VERSION: u64 = 7;
-
-/// Freed series blocks and chunks wait this long before they are reused (see the
-/// module documentation).
-pub const REUSE_AFTER_MS: u64 = 3000;
+const LAYOUT_VERSION: u64 = 8;
 
 // Header words.
 const H_MAGIC: Offset = 0;
@@ -67,10 +66,12 @@ const H_CHUNKS_AT: Offset = 12;
 const H_DELETING: Offset = 13;
 /// Where the next sweep starts (a record's offset; 0: the arena's start).
 const H_SWEEP_AT: Offset = 14;
+/// Words on the free lists (series blocks and chunks, reusable or waiting).
+const H_FREE_WORDS: Offset = 15;
 const H_ERRORS: Offset = 16;
 pub const ERROR_SLOTS: usize = 16;
 /// Free lists, two words each (head, tail: first in, first out, so that the oldest
-/// block, the first past its wait, is at the head).
+/// block, the first whose epoch every participant has passed, is at the head).
 const FREE_AT: Offset = 32;
 /// Series blocks of each size below 128 words have a list of their own...
 const EXACT_LISTS: usize = 128;
@@ -79,7 +80,8 @@ const RANGE_LISTS: usize = 16;
 /// Chunks: one list per size (2^k words).
 const CHUNK_LISTS: usize = 20;
 const LISTS: usize = EXACT_LISTS + RANGE_LISTS + CHUNK_LISTS;
-pub const HEADER_WORDS: Offset = FREE_AT + 2 * LISTS as Offset;
+const EPOCHS_AT: Offset = FREE_AT + 2 * LISTS as Offset;
+pub const HEADER_WORDS: Offset = EPOCHS_AT + epoch::WORDS as Offset;
 
 /// Smallest zone that can hold the header, a minimal index and a few records.
 pub const MIN_ZONE_BYTES: usize = 64 * 1024;
@@ -104,7 +106,7 @@ enum State {
 }
 
 // Keyed record words, relative to the record. A free block keeps its free-list link
-// in R_NEXT and the time it was freed (ms) in R_HASH.
+// in R_NEXT and the epoch it was freed in in R_HASH.
 const R_NEXT: Offset = 1;
 const R_HASH: Offset = 2;
 const R_OWNER: Offset = 3;
@@ -245,6 +247,11 @@ impl<'a> Arena<'a> {
         self.r.load(H_CREATED)
     }
 
+    /// The zone's epoch table: which freed memory may be reused.
+    pub fn epochs(&self) -> Epochs<'a> {
+        Epochs::new(self.r, EPOCHS_AT)
+    }
+
     pub fn lock_takeovers(&self) -> u64 {
         self.r.load(H_TAKEOVERS)
     }
@@ -304,7 +311,7 @@ impl<'a> Arena<'a> {
         } else if kind == Kind::Series as u8 {
             // Its block is as good as any free one (the layer above keeps a generation
             // in the first body word whatever state it finds it in).
-            self.release(held, last, 0);
+            self.release(held, last, true);
         } else {
             self.set_state(last, State::Abandoned);
         }
@@ -375,15 +382,33 @@ impl<'a> Arena<'a> {
         EXACT_LISTS + RANGE_LISTS + (words.ilog2() as usize).min(CHUNK_LISTS - 1)
     }
 
-    /// Appends `at` to free list `list`; `link` and `freed` are the words of the block
-    /// that hold the link and the time.
-    fn push_free(&self, list: usize, at: Offset, link: Offset, freed: Offset, now_ms: u64) {
+    /// Words of the block or chunk `at` on free list `list`.
+    fn free_words(&self, list: usize, at: Offset) -> u64 {
+        if list < EXACT_LISTS + RANGE_LISTS {
+            u64::from(self.header(at).2)
+        } else {
+            1 << (list - EXACT_LISTS - RANGE_LISTS)
+        }
+    }
+
+    /// Bytes on the free lists: freed, reusable or waiting.
+    pub fn free_bytes(&self) -> u64 {
+        self.r.load(H_FREE_WORDS) * 8
+    }
+
+    /// Appends `at` to free list `list`, stamped with the epoch it is freed in; `link`
+    /// and `freed` are the words of the block that hold the link and the stamp.
+    fn push_free(&self, held: &Guard<'_>, list: usize, at: Offset, link: Offset, freed: Offset) {
+        self.r.store(
+            H_FREE_WORDS,
+            self.r.load(H_FREE_WORDS) + self.free_words(list, at),
+        );
         let (head, tail) = (
             FREE_AT + 2 * list as Offset,
             FREE_AT + 2 * list as Offset + 1,
         );
         self.r.store(at + link, 0);
-        self.r.store(at + freed, now_ms);
+        self.r.store(at + freed, self.epochs().stamp_free(held));
         match self.r.load(tail) as Offset {
             0 => self.r.store(head, u64::from(at)),
             last => self.r.store(last + link, u64::from(at)),
@@ -391,13 +416,14 @@ impl<'a> Arena<'a> {
         self.r.store(tail, u64::from(at));
     }
 
-    /// Takes the head of free list `list` if it has waited long enough and `fits`.
+    /// Takes the head of free list `list` if every participant has passed the epoch it
+    /// was freed in (`oldest`, asked only when there is a head) and it `fits`.
     fn pop_free(
         &self,
         list: usize,
         link: Offset,
         freed: Offset,
-        now_ms: u64,
+        oldest: &mut Oldest<'_, '_>,
         fits: impl Fn(Offset) -> bool,
     ) -> Option<Offset> {
         let (head, tail) = (
@@ -405,10 +431,14 @@ impl<'a> Arena<'a> {
             FREE_AT + 2 * list as Offset + 1,
         );
         let at = self.r.load(head) as Offset;
-        if at == 0 || self.r.load(at + freed).saturating_add(REUSE_AFTER_MS) > now_ms || !fits(at) {
+        if at == 0 || self.r.load(at + freed) >= oldest.get(self) || !fits(at) {
             return None;
         }
         let next = self.r.load(at + link);
+        self.r.store(
+            H_FREE_WORDS,
+            self.r.load(H_FREE_WORDS) - self.free_words(list, at),
+        );
         self.r.store(head, next);
         if next == 0 {
             self.r.store(tail, 0);
@@ -418,11 +448,11 @@ impl<'a> Arena<'a> {
 
     /// A freed series block of at least `words` words that may be reused now: one of
     /// that size, else up to a quarter bigger.
-    fn reusable_block(&self, words: usize, now_ms: u64) -> Option<Offset> {
+    fn reusable_block(&self, words: usize, oldest: &mut Oldest<'_, '_>) -> Option<Offset> {
         let size = |at: Offset| self.header(at).2 as usize;
         let largest = words + words / 4;
         for w in words..=largest.min(EXACT_LISTS - 1) {
-            if let Some(at) = self.pop_free(w, R_NEXT, R_HASH, now_ms, |_| true) {
+            if let Some(at) = self.pop_free(w, R_NEXT, R_HASH, oldest, |_| true) {
                 return Some(at);
             }
         }
@@ -430,7 +460,7 @@ impl<'a> Arena<'a> {
             let first = Self::block_list(words.max(EXACT_LISTS));
             for list in first..=Self::block_list(largest) {
                 let fits = |at| (words..=largest).contains(&size(at));
-                if let Some(at) = self.pop_free(list, R_NEXT, R_HASH, now_ms, fits) {
+                if let Some(at) = self.pop_free(list, R_NEXT, R_HASH, oldest, fits) {
                     return Some(at);
                 }
             }
@@ -438,9 +468,10 @@ impl<'a> Arena<'a> {
         None
     }
 
-    /// Marks series record `rec` free and puts its block on the free list for its size.
-    /// Its first body word (the generation) is kept; the caller has unlinked it.
-    pub fn release(&self, _held: &Guard<'_>, rec: Offset, now_ms: u64) {
+    /// Marks series record `rec` free and, if `reuse`, puts its block on the free list
+    /// for its size (else it is retired: never reused). Its first body word (the
+    /// generation) is kept; the caller has unlinked it.
+    pub fn release(&self, held: &Guard<'_>, rec: Offset, reuse: bool) {
         let (_, state, size) = self.header(rec);
         if state == State::Free as u8 {
             return;
@@ -451,7 +482,9 @@ impl<'a> Arena<'a> {
         // Free before listed: a process dying in between leaks the block, never lists
         // it twice.
         self.set_state(rec, State::Free);
-        self.push_free(Self::block_list(size as usize), rec, R_NEXT, R_HASH, now_ms);
+        if reuse {
+            self.push_free(held, Self::block_list(size as usize), rec, R_NEXT, R_HASH);
+        }
     }
 
     /// Removes keyed record `rec` from its hash chain; false if it was not in it.
@@ -474,8 +507,33 @@ impl<'a> Arena<'a> {
     }
 
     /// Puts the chunk of `words` words at `at` on the free list for its size.
-    pub fn release_chunk(&self, _held: &Guard<'_>, at: Offset, words: usize, now_ms: u64) {
-        self.push_free(Self::chunk_list(words), at, C_NEXT, C_FREED, now_ms);
+    pub fn release_chunk(&self, held: &Guard<'_>, at: Offset, words: usize) {
+        self.push_free(held, Self::chunk_list(words), at, C_NEXT, C_FREED);
+    }
+
+    /// Bytes freed and not reusable yet: a participant has not passed the epoch they
+    /// were freed in (a stopped worker, a render in flight), or the table is
+    /// unprotected. Walks the free lists, under the lock, and records the count for
+    /// [`Epochs::waiting`].
+    pub fn count_waiting(&self, held: &Guard<'_>, alive: Liveness<'_>) -> u64 {
+        let oldest = self.epochs().oldest(held, alive);
+        let mut bytes = 0;
+        for list in 0..LISTS {
+            let (link, freed) = if list < EXACT_LISTS + RANGE_LISTS {
+                (R_NEXT, R_HASH)
+            } else {
+                (C_NEXT, C_FREED)
+            };
+            let mut at = self.r.load(FREE_AT + 2 * list as Offset) as Offset;
+            while at != 0 {
+                if self.r.load(at + freed) >= oldest {
+                    bytes += 8 * self.free_words(list, at);
+                }
+                at = self.r.load(at + link) as Offset;
+            }
+        }
+        self.epochs().set_waiting(held, bytes);
+        bytes
     }
 
     fn bucket_head(&self, hash: u64) -> Offset {
@@ -550,7 +608,8 @@ impl<'a> Arena<'a> {
 
     /// Makes a keyed record with a body of `body_words` words followed by the key, not
     /// yet published. Returns the record and the offset of its body. A series may get
-    /// the block of a deleted one (freed at least [`REUSE_AFTER_MS`] before `now_ms`):
+    /// the block of a deleted one (once every participant has passed its free, see
+    /// [`super::epoch`]; `alive` tells which participants still run):
     /// its body is zeroed but for its first word, which keeps what the deleted series
     /// left there; a new block's body is all zero.
     // One argument per fact the caller knows; a struct for them would only be built
@@ -563,7 +622,7 @@ impl<'a> Arena<'a> {
         owner: Offset,
         key: &[u8],
         body_words: usize,
-        now_ms: u64,
+        alive: Liveness<'_>,
         use_reserve: bool,
     ) -> Result<(Offset, Offset), Full> {
         if key.len() >= 1 << KEY_LEN_BITS || body_words > MAX_BODY_WORDS {
@@ -571,7 +630,7 @@ impl<'a> Arena<'a> {
         }
         let words = R_BODY as usize + body_words + words_for(key.len());
         let reused = match kind {
-            Kind::Series => self.reusable_block(words, now_ms),
+            Kind::Series => self.reusable_block(words, &mut Oldest::new(held, alive)),
             _ => None,
         };
         let rec = match reused {
@@ -631,17 +690,18 @@ impl<'a> Arena<'a> {
     /// between them.
     pub fn chunk(
         &self,
-        _held: &Guard<'_>,
+        held: &Guard<'_>,
         pointer: Offset,
         words: usize,
-        now_ms: u64,
+        alive: Liveness<'_>,
     ) -> Result<Offset, Full> {
         let made = self.r.word(pointer).load(Acquire) as Offset;
         if made != 0 {
             return Ok(made);
         }
         let list = Self::chunk_list(words);
-        if let Some(at) = self.pop_free(list, C_NEXT, C_FREED, now_ms, |_| true) {
+        let mut oldest = Oldest::new(held, alive);
+        if let Some(at) = self.pop_free(list, C_NEXT, C_FREED, &mut oldest, |_| true) {
             for w in 0..words as Offset {
                 self.r.store(at + w, 0);
             }
@@ -771,10 +831,36 @@ impl<'a> Arena<'a> {
     }
 }
 
+/// The oldest epoch a participant may be in, asked of the epoch table once, when a
+/// free list first has a candidate (a walk over its slots).
+struct Oldest<'g, 'l> {
+    held: &'g Guard<'g>,
+    alive: Liveness<'l>,
+    known: Option<u64>,
+}
+
+impl<'g, 'l> Oldest<'g, 'l> {
+    fn new(held: &'g Guard<'g>, alive: Liveness<'l>) -> Self {
+        Oldest {
+            held,
+            alive,
+            known: None,
+        }
+    }
+
+    fn get(&mut self, arena: &Arena<'_>) -> u64 {
+        *self
+            .known
+            .get_or_insert_with(|| arena.epochs().oldest(self.held, self.alive))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::shm::region::heap_words;
+
+    const ALIVE: Liveness<'static> = &|_| true;
 
     fn zone(words: usize) -> Vec<std::sync::atomic::AtomicU64> {
         heap_words(words)
@@ -819,7 +905,7 @@ mod tests {
         let a = Arena::format(Region::new(&mem), 0).unwrap();
         let g = a.lock(1, &|_| true);
         let (rec, body) = a
-            .make_keyed(&g, Kind::Series, 99, b"label\0value", 3, 0, false)
+            .make_keyed(&g, Kind::Series, 99, b"label\0value", 3, ALIVE, false)
             .unwrap();
         assert_eq!(a.body(rec), body);
         assert_eq!(a.lookup(99, b"label\0value"), None);
@@ -844,7 +930,7 @@ mod tests {
         let recs: Vec<_> = (0..5000u32)
             .map(|i| {
                 let (rec, _) = a
-                    .make_keyed(&g, Kind::Series, 7, &i.to_le_bytes(), 1, 0, false)
+                    .make_keyed(&g, Kind::Series, 7, &i.to_le_bytes(), 1, ALIVE, false)
                     .unwrap();
                 a.publish(&g, rec);
                 rec
@@ -863,13 +949,13 @@ mod tests {
         let g = a.lock(1, &|_| true);
         let mut made = 0u32;
         while let Ok((rec, _)) =
-            a.make_keyed(&g, Kind::Series, 1, &made.to_le_bytes(), 30, 0, false)
+            a.make_keyed(&g, Kind::Series, 1, &made.to_le_bytes(), 30, ALIVE, false)
         {
             a.publish(&g, rec);
             made += 1;
         }
         assert_eq!(
-            a.make_keyed(&g, Kind::Series, 1, b"one more", 30, 0, false),
+            a.make_keyed(&g, Kind::Series, 1, b"one more", 30, ALIVE, false),
             Err(Full)
         );
         assert!(made > 100);
@@ -888,7 +974,7 @@ mod tests {
         let rec = {
             let g = a.lock(41, &|_| true);
             let (rec, _) = a
-                .make_keyed(&g, Kind::Series, 1, b"k", 1, 0, false)
+                .make_keyed(&g, Kind::Series, 1, b"k", 1, ALIVE, false)
                 .unwrap();
             // Link it like `publish` does, then "die" before marking it live.
             let bucket = HEADER_WORDS + (a.r.load(rec + R_HASH) & a.bucket_mask) as Offset;
@@ -910,7 +996,7 @@ mod tests {
         let a = Arena::format(Region::new(&mem), 0).unwrap();
         {
             let g = a.lock(41, &|_| true);
-            a.make_keyed(&g, Kind::Series, 1, b"k", 1, 0, false)
+            a.make_keyed(&g, Kind::Series, 1, b"k", 1, ALIVE, false)
                 .unwrap();
             std::mem::forget(g);
         }
@@ -919,7 +1005,7 @@ mod tests {
         assert_eq!(a.live(Kind::Series).count(), 0);
         // The key can be made again, and the abandoned copy never shadows it.
         let (rec, _) = a
-            .make_keyed(&g, Kind::Series, 1, b"k", 1, 0, false)
+            .make_keyed(&g, Kind::Series, 1, b"k", 1, ALIVE, false)
             .unwrap();
         a.publish(&g, rec);
         assert_eq!(a.lookup(1, b"k"), Some(rec));
@@ -933,28 +1019,28 @@ mod tests {
         let r = Region::new(&mem);
         let g = a.lock(1, &|_| true);
         let (rec, pointer) = a
-            .make_keyed(&g, Kind::Series, 1, b"h", 2, 0, false)
+            .make_keyed(&g, Kind::Series, 1, b"h", 2, ALIVE, false)
             .unwrap();
         a.publish(&g, rec);
         let used = a.used_bytes();
-        let chunk = a.chunk(&g, pointer, 64, 0).unwrap();
+        let chunk = a.chunk(&g, pointer, 64, ALIVE).unwrap();
         assert_eq!(chunk as usize, mem.len() - 64);
         assert_eq!(r.load(pointer), u64::from(chunk));
         assert_eq!(a.used_bytes(), used + 64 * 8);
         // Asked again (another process that missed at the same time): the same chunk.
-        assert_eq!(a.chunk(&g, pointer, 64, 0), Ok(chunk));
+        assert_eq!(a.chunk(&g, pointer, 64, ALIVE), Ok(chunk));
         assert!((0..64).all(|i| r.load(chunk + i) == 0));
         // The next one goes below it; the walk over records never meets chunks.
-        let below = a.chunk(&g, pointer + 1, 64, 0).unwrap();
+        let below = a.chunk(&g, pointer + 1, 64, ALIVE).unwrap();
         assert_eq!(below, chunk - 64);
         assert_eq!(a.live(Kind::Series).collect::<Vec<_>>(), vec![rec]);
         // Records and chunks share the free middle: once records fill it, no chunk fits.
         let (_, other) = a
-            .make_keyed(&g, Kind::Series, 1, b"x", 1, 0, false)
+            .make_keyed(&g, Kind::Series, 1, b"x", 1, ALIVE, false)
             .unwrap();
         while a.make_blob(&g, &[0u8; 256]).is_ok() {}
         assert!(a.capacity_bytes() - a.used_bytes() < (34 + a.reserve()) * 8);
-        assert_eq!(a.chunk(&g, other, 64, 0), Err(Full));
+        assert_eq!(a.chunk(&g, other, 64, ALIVE), Err(Full));
         assert_eq!(r.load(other), 0);
     }
 }

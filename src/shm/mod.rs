@@ -2,9 +2,11 @@
 //! processes. Everything above it sees offsets and atomics.
 
 pub mod arena;
+pub mod epoch;
 pub mod lock;
 pub mod region;
 
 pub use arena::{Arena, AttachError, Full, Kind};
+pub use epoch::{Epochs, Slot};
 pub use lock::{Guard, Liveness};
 pub use region::{Offset, Region};
