@@ -1113,13 +1113,10 @@ fn the_plugin_counts_every_request_after_a_routes_series_are_deleted_or_expire()
     .expect("exp expired");
     let n = proxied_under_load(g.proxy, "/exp/", 50);
     route_counted(&g, "exp", n);
-    let (_, s) = scrape(g.metrics, "/metrics");
-    let stale = value(
-        &s,
-        "nginx_metric_errors_total",
-        &[("zone", "metrics"), ("reason", "stale_handle")],
-    );
-    assert!(stale.unwrap_or(0.0) >= 2.0, "{stale:?}");
+    // Whether a worker met its handles stale here depends on when it picked up the new
+    // configuration (a fresh snapshot resolves fresh handles), so stale_handle is not
+    // asserted: the exact counts above are the guarantee, and the batch's stale path is
+    // forced deterministically by every_recorder_counts_each_request_after_a_delete_or_an_expiry.
     assert!(g.nginx.errors().is_empty(), "{:?}", g.nginx.errors());
 }
 
