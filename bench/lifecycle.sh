@@ -20,7 +20,7 @@ SWEEP_SERIES=100000; [ "$SMOKE" = 1 ] && SWEEP_SERIES=10000
 SWEEP_TABLE=$(cargo_bench_table sweep SWEEP_SERIES="$SWEEP_SERIES") ||
   die "the sweep measurement failed"
 log "sweep and churn measured"
-echo "The expiry sweep and churn, measured on the store alone (\`SWEEP_SERIES=$SWEEP_SERIES cargo bench --no-default-features --bench sweep\`): a pass over $SWEEP_SERIES counter series of a family with \`expire\` (batches of 10,000 records, as the sweep timer takes them), then a million label sets made 5,000 a simulated second through a 4 MB zone with \`expire = 1\` and a sweep of 10,000 records every 250 ms (freed memory is reused 3 s after the delete). \`t/lifecycle.rs\` does the same through nginx with 1,000,000 label sets at 5,000 a second (explicit \`del\`, and \`expire\`)."
+echo "The expiry sweep and churn, measured on the store alone (\`SWEEP_SERIES=$SWEEP_SERIES cargo bench --no-default-features --bench sweep\`): a pass over $SWEEP_SERIES counter series of a family with \`expire\` (batches of 10,000 records, as the sweep timer takes them), then a million label sets made 5,000 a simulated second through a 4 MB zone with \`expire = 1\` and a sweep of 10,000 records every 250 ms, two workers announcing their epoch every 100 ms (freed memory is reused once both have announced since the delete). Then what deleting a series and reusing its block costs, per operation, in a zone with those two workers. \`t/lifecycle.rs\` does the same through nginx with 1,000,000 label sets at 5,000 a second (explicit \`del\`, and \`expire\`)."
 echo
 echo "$SWEEP_TABLE"
 put_value series "$SWEEP_SERIES"
