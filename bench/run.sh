@@ -145,6 +145,12 @@ report() {
   part lifecycle
   heading "Constant labels" labels
   part labels
+  # Before-and-after records of past changes (bench/ab.sh runs), kept across runs.
+  if compgen -G "$ROOT/bench/history/*.md" >/dev/null; then
+    echo "## Before and after"
+    echo
+    for f in "$ROOT"/bench/history/*.md; do cat "$f"; echo; done
+  fi
   heading "How it was measured" hot.notes scrape.notes
   list hot.notes scrape.notes
   heading "Commentary" hot.commentary scrape.commentary
