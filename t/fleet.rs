@@ -884,3 +884,34 @@ fn kongs_dashboard_families_under_kong_naming() {
     });
     assert!(ok.is_some(), "{last:#?}");
 }
+
+/// Prometheus 3 refuses a scrape without a valid Content-Type (2.42 fell back to
+/// text): what 3.x asks for (its Accept headers, 3.0 and 3.3 on) gets OpenMetrics with
+/// its media type, and a client that asks for nothing gets text 0.0.4 with its own.
+#[test]
+fn what_prometheus_3_asks_for_gets_a_valid_content_type() {
+    let g = start_gateway("fleet-prom3", &[]);
+    let om = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    for accept in [
+        "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.5,\
+         application/openmetrics-text;version=0.0.1;q=0.4,\
+         text/plain;version=1.0.0;escaping=allow-utf-8;q=0.3,\
+         text/plain;version=0.0.4;q=0.2,*/*;q=0.1",
+        "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.6,\
+         application/openmetrics-text;version=0.0.1;escaping=allow-utf-8;q=0.5,\
+         text/plain;version=1.0.0;escaping=allow-utf-8;q=0.4,\
+         text/plain;version=0.0.4;escaping=allow-utf-8;q=0.3,*/*;q=0.2",
+    ] {
+        let r = request(g.metrics, "GET", "/metrics", &[("Accept", accept)], b"");
+        assert_eq!(r.status, 200, "{accept}: {}", r.text());
+        assert_eq!(r.header("Content-Type"), Some(om), "{accept}");
+        assert!(r.text().ends_with("# EOF\n"));
+        parse_openmetrics_with_reference(&r.text());
+    }
+    let r = get(g.metrics, "/metrics");
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("Content-Type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+}
