@@ -170,6 +170,8 @@ impl Drop for Victoria {
             for l in tail.iter().rev() {
                 eprintln!("{l}");
             }
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
 }
@@ -581,7 +583,10 @@ remote_write:
     let ids = vm.query(r#"count by (node_id, instance, dc) ({__name__=~"gateway_.+|nginx_.+"})"#);
     let mut seen: Vec<(String, String, String)> = ids
         .iter()
-        .map(|(l, _)| (l["node_id"].clone(), l["instance"].clone(), l["dc"].clone()))
+        .map(|(l, _)| {
+            let g = |k: &str| l.get(k).cloned().unwrap_or_default();
+            (g("node_id"), g("instance"), g("dc"))
+        })
         .collect();
     seen.sort();
     let expected: Vec<(String, String, String)> = nodes
