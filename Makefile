@@ -12,18 +12,18 @@ SHELL := /bin/bash
 NGINX_BIN ?= nginx
 export NGINX_BIN
 # The integration suites (t/<name>.rs; each is a [[test]] in Cargo.toml).
-SUITES := nginx admin gateway endpoint access identity push security lifecycle
+SUITES := nginx admin gateway endpoint access identity push security lifecycle fleet
 OPENRESTY_STYLE := $(CURDIR)/.build/openresty-style/sbin/nginx
 OPENRESTY_STYLE_STATIC := $(CURDIR)/.build/openresty-style-static/sbin/nginx
 
-.PHONY: run test build build-test setup setup-test unit unit-nginx lint lua-unit integration \
+.PHONY: run test build build-test setup setup-test unit unit-nginx lint lua-unit rules-test integration \
 	test-openresty-style \
 	test-openresty-style-static bench bench-smoke clean
 
 run: setup build
 	./scripts/run.sh
 
-test: setup-test build-test lint lua-unit unit integration bench-smoke test-openresty-style \
+test: setup-test build-test lint lua-unit rules-test unit integration bench-smoke test-openresty-style \
 	test-openresty-style-static
 
 # The build-specific parts of `test` again, against the OpenResty-style nginx.
@@ -67,6 +67,11 @@ lint:
 lua-unit:
 	luajit "$$(command -v busted)" --lpath='lua/?.lua;lua/?/init.lua;t/lua/support/?.lua' \
 		--helper=t/lua/support/helper.lua t/lua
+
+# The shipped Prometheus rules: syntax, then their unit tests (each alert firing and not).
+rules-test:
+	promtool check rules rules/ngx-prometheus.rules.yml
+	promtool test rules rules/ngx-prometheus.test.yml
 
 integration:
 	@echo "== integration suites ($(SUITES)) on $$(./scripts/nginx-env.sh | sed -n 's/^DESCRIPTION=//p')"

@@ -15,7 +15,8 @@ if [ "$ROLE" = test ]; then
   # openssl: t/push.rs and t/gateway.rs make a throwaway CA and server certificate for their https tests.
   # lua-busted and luajit2 (OpenResty's LuaJIT branch, as Debian's nginx links): make lua-unit.
   # strace: t/admin.rs delays one worker's fsync (a slow disk) to race Admin writes.
-  PKGS+=(prometheus prometheus-pushgateway wrk python3-pip openssl iproute2 valgrind lua-busted luajit2
+  # victoria-metrics: the central store t/fleet.rs remote-writes into.
+  PKGS+=(prometheus prometheus-pushgateway victoria-metrics wrk python3-pip openssl iproute2 valgrind lua-busted luajit2
          strace)
 fi
 
@@ -29,9 +30,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update -q
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
-# The Debian packages start a system nginx on :80 and a Pushgateway on :9091; they are
-# not ours (tests start their own) and not needed.
-for svc in nginx prometheus-pushgateway prometheus; do
+# The Debian packages start a system nginx on :80, a Pushgateway on :9091 and a
+# VictoriaMetrics on :8428; they are not ours (tests start their own) and not needed.
+for svc in nginx prometheus-pushgateway prometheus victoria-metrics; do
   if [ "$(id -u)" = 0 ] && command -v systemctl >/dev/null && systemctl is-active -q "$svc" 2>/dev/null; then
     systemctl stop "$svc" || true
   fi

@@ -1041,13 +1041,17 @@ pub struct Prometheus {
 impl Prometheus {
     /// `scrape_configs` is the YAML list under `scrape_configs:` (indented two spaces).
     pub fn start(scrape_configs: &str) -> Prometheus {
+        Prometheus::start_with(|_| {
+            format!("global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n{scrape_configs}")
+        })
+    }
+
+    /// A server with the whole `prometheus.yml` that `config` writes, given the
+    /// server's own directory (for files it names: discovery files, rules).
+    pub fn start_with(config: impl FnOnce(&Path) -> String) -> Prometheus {
         let dir = prefix("prometheus-server");
         let web = free_port();
-        std::fs::write(
-            dir.join("prometheus.yml"),
-            format!("global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n{scrape_configs}"),
-        )
-        .unwrap();
+        std::fs::write(dir.join("prometheus.yml"), config(&dir)).unwrap();
         let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
         let child = Command::new("prometheus")
             .arg(format!(
