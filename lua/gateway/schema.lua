@@ -4,13 +4,15 @@
 --   local entity, errors = schema.validate(def, input, { partial = false })
 --
 -- A schema is { fields = { { <name> = <field> }, ... }, entity_checks = fn,
--- shorthands = { <name> = fn } }: fields are an ordered list of single-key tables.
+-- shorthands = { <name> = { type, expand = fn(v) -> fields | nil, err, description } } }:
+-- fields are an ordered list of single-key tables.
 -- A field has a `type` (string, boolean, integer, number, array, set, record, map,
 -- foreign) and optional constraints: required, default (a value or a function),
 -- unique (checked by the store), match (a Lua pattern; `match_err` overrides the
 -- message), len_min, len_max, one_of, between, uuid, elements (array/set), keys and
 -- values (map), fields / entity_checks (record), schema_for (record: a function of the
--- parent input returning a schema, for plugin configs), reference and on_delete
+-- parent input returning a schema, for plugin configs; `variants` = { field, schemas =
+-- fn() -> { [value of field] = schema } } names them all, for the description), reference and on_delete
 -- (foreign; the store's, see gateway.entities), normalize (fn(v) -> v' | nil, err,
 -- after the type checks) and custom (fn(v) -> true | nil, err, last); `description`
 -- is documentation only.
@@ -430,7 +432,7 @@ end
 local function apply_shorthands(sch, input, errs)
     if not sch.shorthands then return input end
     local expanded
-    for name, expand in pairs(sch.shorthands) do
+    for name, shorthand in pairs(sch.shorthands) do
         local v = input[name]
         if v ~= nil then
             if not expanded then
@@ -438,7 +440,7 @@ local function apply_shorthands(sch, input, errs)
                 for k, val in pairs(input) do expanded[k] = val end
             end
             expanded[name] = nil
-            local fields, err = expand(v)
+            local fields, err = shorthand.expand(v)
             if not fields then
                 errs[name] = err
             else
