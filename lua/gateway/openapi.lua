@@ -16,6 +16,7 @@
 local core = require "ngx_prometheus"
 local entities = require "gateway.entities"
 local endpoints = require "gateway.endpoints"
+local crud = require "gateway.db.crud"
 
 local null, array_mt = core.null, core.array_mt
 local ipairs, pairs, next, type, tostring, error = ipairs, pairs, next, type, tostring, error
@@ -26,8 +27,11 @@ local defs = entities.defs
 
 local _M = {}
 
+-- A JSON array: a copy of `t` (which may be a schema's own, already marked, table).
 local function array(t)
-    return setmetatable(t, array_mt)
+    local copy = {}
+    for i, v in ipairs(t) do copy[i] = v end
+    return setmetatable(copy, array_mt)
 end
 
 --------------------------------------------------------------------------------
@@ -100,8 +104,7 @@ local function default_value(def)
     return d
 end
 
--- `element`: a list's element, never null in an answer (a request's null elements are
--- dropped).
+-- `element`: a list's element, never null (refused in a request).
 function field_schema(def, mode, element)
     local t, s = def.type, nil
     if t == "string" then
@@ -117,10 +120,17 @@ function field_schema(def, mode, element)
     elseif t == "boolean" then
         s = { type = "boolean" }
     elseif t == "array" or t == "set" then
-        s = { type = "array", minItems = def.len_min, maxItems = def.len_max,
-              items = def.elements and field_schema(def.elements, mode, true) or {} }
+        local items = def.elements and field_schema(def.elements, mode, true) or {}
+        s = { type = "array", minItems = def.len_min, maxItems = def.len_max, items = items }
         -- A set is stored without duplicates; a request's duplicates are dropped.
         if t == "set" and mode == "response" then s.uniqueItems = true end
+        if mode == "request" then
+            -- As the schema coerces input (forms cannot say otherwise): one element is
+            -- a list of one, and an empty object an empty list.
+            local any = { s, items }
+            if (def.len_min or 0) == 0 then any[3] = { type = "object", maxProperties = 0 } end
+            s = { anyOf = array(any) }
+        end
     elseif t == "map" then
         s = { type = "object", additionalProperties = def.values and field_schema(def.values, mode, true) or {} }
     elseif t == "record" then
@@ -154,19 +164,20 @@ function field_schema(def, mode, element)
     if def.one_of then s.enum = array(def.one_of) end
     if def.description then s.description = def.description end
     if mode == "request" then s.default = default_value(def) end
-    if nullable(def, mode) and not (element and mode == "response") then s.nullable = true end
+    if nullable(def, mode) and not element then s.nullable = true end
     return s
 end
 
--- `skip`: a field left out (a nested collection's reference to its parent, which the
--- URL gives); `optional`: nothing required (PATCH, PUT by key). An entity's answer
--- (`entity`) shows every field, null when unset; a record's, those with a value.
+-- `skip`: a field the URL gives (a nested collection's reference to its parent; on
+-- PUT, the entity's endpoint key when the URL names it by that); `optional`: nothing
+-- required (PATCH, PUT). An entity's answer (`entity`) shows every field, null when
+-- unset; a record's, those with a value.
 function record_schema(sch, mode, skip, optional, entity)
     local props, required = {}, {}
     for _, f in ipairs(sch.fields) do
         local name, def = next(f)
-        if name == skip then
-            props[name] = { description = "Ignored: the parent is the URL's." }
+        if skip and skip[name] then
+            props[name] = { description = skip[name] }
         else
             props[name] = field_schema(def, mode)
             local needed
@@ -320,14 +331,38 @@ local function entity_schemas(kind, out)
     out[schema_name(kind)] = resp
     local function request(suffix, skip, optional)
         local s = record_schema(def.schema, "request", skip, optional)
-        s.oneOf = plugin_variants(def.schema, "request", out)
+        -- A change may leave the name out (the stored one applies): any branch may match.
+        if optional then
+            s.anyOf = plugin_variants(def.schema, "request", out)
+        else
+            s.oneOf = plugin_variants(def.schema, "request", out)
+        end
         out[schema_name(kind, suffix)] = s
     end
+    -- PUT /<path>/{key}: the URL's key is the entity's endpoint key unless it is an id.
+    local key = def.endpoint_key
+    local put_skip = key and { [key] = fmt("Ignored when the URL names the %s by %s (the URL's "
+        .. "wins); else as in POST.", kind, key) }
+    -- A change keeps the entity's id and creation time (gateway.db.crud).
+    local kept = {}
+    for _, f in ipairs(crud.KEPT) do
+        kept[f] = fmt("Ignored when the %s exists: it keeps its %s.", kind, f)
+    end
+    local function with(base, extra)
+        local out = {}
+        for k, v in pairs(base or {}) do out[k] = v end
+        for k, v in pairs(extra or {}) do out[k] = v end
+        return out
+    end
     request("Create")
-    request("Update", nil, true)
+    request("Update", kept, true)
+    request("Replace", with(kept, put_skip), true)
     for _, fk in ipairs(def.foreign) do
-        request("CreateIn" .. schema_name(fk.reference), fk.field)
-        request("UpdateIn" .. schema_name(fk.reference), fk.field, true)
+        local parent = { [fk.field] = fmt("Ignored: the %s is the URL's.", fk.reference) }
+        local suffix = "In" .. schema_name(fk.reference)
+        request("Create" .. suffix, parent)
+        request("Update" .. suffix, with(kept, parent), true)
+        request("Replace" .. suffix, with(with(kept, put_skip), parent), true)
     end
     out[schema_name(kind, "Page")] = {
         type = "object",
@@ -360,6 +395,10 @@ local function request_body(schema_ref, required)
     }
 end
 
+-- A path segment as nginx leaves it for the Admin API (it decodes and normalizes the
+-- URL first): no `/`, not `.` or `..`, no NUL (nginx refuses it: 400).
+local KEY_PATTERN = "^([^/.\\x00][^/\\x00]*|\\.[^/.\\x00][^/\\x00]*|\\.\\.[^/\\x00]+)$"
+
 local function key_param(kind)
     local def = defs[kind]
     local key = def.endpoint_key
@@ -371,7 +410,7 @@ local function key_param(kind)
                 .. "given in a path: use the id.", kind, key,
                 def.endpoint_key_scope and fmt(" (unique within its %s)", def.endpoint_key_scope) or "")
             or "The entity's id (anything else names nothing: 404).",
-        schema = { type = "string", minLength = 1 },
+        schema = { type = "string", pattern = KEY_PATTERN },
     }
 end
 
@@ -389,7 +428,7 @@ local function page_param_defs()
                  schema = { type = "integer", minimum = 1, maximum = endpoints.PAGE.max } },
         offset = { name = "offset", ["in"] = "query", required = false,
                    description = "Where the page starts: the previous page's `offset` (given once).",
-                   schema = { type = "string" } },
+                   schema = { type = "string", minLength = 1 } },
     }
 end
 
@@ -467,7 +506,7 @@ local function add_collection(paths, kind, base, id_base, parent)
             summary = fmt("Create or replace a %s by id%s (200 either way)", kind,
                 def.endpoint_key and " or " .. def.endpoint_key or ""),
             description = "The body replaces the entity whole; the URL's key wins over the body's.",
-            requestBody = request_body(update_ref, false),
+            requestBody = request_body(ref(schema_name(kind, "Replace" .. suffix)), false),
             responses = errors({ 400, 404, 405, 409, 413, 415, 503 }, { ["200"] = ok("The entity.", entity_ref) }),
         },
         delete = {

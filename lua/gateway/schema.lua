@@ -288,7 +288,10 @@ local function check_list(def, v, opts)
     local out, errs, last_bad, seen = {}, {}, 0, {}
     for i = 1, #v do
         local e, eerr = v[i], nil
-        if def.elements then
+        -- A list holds values: null is no element (nor a default's place).
+        if e == null then
+            eerr = "null is not allowed"
+        elseif def.elements then
             e, eerr = validate_value(def.elements, v[i], opts, v)
         end
         if eerr then
@@ -316,7 +319,11 @@ local function check_map(def, v, opts)
         local nk, kerr = k, nil
         if def.keys then nk, kerr = validate_value(def.keys, k, opts, v) end
         local nv, verr = val, nil
-        if def.values then nv, verr = validate_value(def.values, val, opts, v) end
+        if val == null then
+            verr = "null is not allowed"
+        elseif def.values then
+            nv, verr = validate_value(def.values, val, opts, v)
+        end
         if kerr or verr then
             errs = errs or {}
             errs[safe_text(tostring(k))] = kerr or verr
