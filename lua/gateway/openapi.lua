@@ -19,7 +19,7 @@ local endpoints = require "gateway.endpoints"
 local crud = require "gateway.db.crud"
 
 local null, array_mt = core.null, core.array_mt
-local ipairs, pairs, next, type, tostring, error = ipairs, pairs, next, type, tostring, error
+local ipairs, pairs, next, type, tostring, error, unpack = ipairs, pairs, next, type, tostring, error, unpack
 local getmetatable, setmetatable, floor = debug.getmetatable, setmetatable, math.floor
 local fmt, concat, sort, byte = string.format, table.concat, table.sort, string.byte
 
@@ -164,7 +164,15 @@ function field_schema(def, mode, element)
     if def.one_of then s.enum = array(def.one_of) end
     if def.description then s.description = def.description end
     if mode == "request" then s.default = default_value(def) end
-    if nullable(def, mode) and not element then s.nullable = true end
+    if nullable(def, mode) and not element then
+        s.nullable = true
+        -- OpenAPI 3.0.3: an enum lists null too when null is valid.
+        if s.enum then
+            local values = { unpack(s.enum) }
+            values[#values + 1] = null
+            s.enum = array(values)
+        end
+    end
     return s
 end
 
