@@ -60,7 +60,7 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --release --locked --all-targets -- -D warnings
 
-# The gateway's pure Lua modules (schema, body, router, entities, endpoints, the
+# The gateway's pure Lua modules (schema, body, router, entities, endpoints, openapi, the
 # store's index/crud/declarative) under busted, run by LuaJIT as nginx runs them; no
 # build or nginx needed. t/lua/support/ stands in for the Rust module and for the few
 # ngx functions those modules touch.
