@@ -591,7 +591,8 @@ function _M.document()
             version = "1",
             description = "Kong's shapes, derived from the entity definitions "
                 .. "(lua/gateway/entities.lua). Every response but nginx's 413 carries X-Gateway-Worker "
-                .. "and X-Gateway-Config-Version. Any other method on a path is 405 with an Allow header.",
+                .. "and X-Gateway-Config-Version. Any other method on a path is 405 with an Allow header "
+                .. "(after a 404 when a nested path's parent does not exist).",
         },
         servers = array({ { url = "http://127.0.0.1:8001" } }),
         paths = paths,
