@@ -357,6 +357,33 @@ fn null_in_a_list_is_refused_naming_the_element() {
     assert_clean_log(&gw);
 }
 
+/// nginx's form decoder drops a pair without a name (`=false`), so such a body was
+/// taken without the field and without a word: it is a 400, and nothing is stored.
+#[test]
+fn a_form_pair_without_a_name_is_refused() {
+    let gw = start_gateway("openapi-empty-form-key", &[]);
+    for body in ["=false&username=a", "username=b&=x"] {
+        let r = request(
+            gw.admin,
+            "POST",
+            "/consumers",
+            &[("Content-Type", "application/x-www-form-urlencoded")],
+            body.as_bytes(),
+        );
+        assert_eq!(r.status, 400, "{body}: {}", r.text());
+        let b: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(
+            b["message"],
+            "Invalid key (empty): a form field needs a name"
+        );
+    }
+    assert_eq!(
+        admin(gw.admin, "GET", "/consumers", None).1["data"],
+        json!([])
+    );
+    assert_clean_log(&gw);
+}
+
 /// nginx refuses TRACE itself, with an HTML page and no `Allow`: the Admin API answers
 /// it as any other method a path does not allow.
 #[test]

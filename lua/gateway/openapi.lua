@@ -390,7 +390,8 @@ end
 
 local BODY_TEXT = "JSON, or a form with dotted or bracketed keys (`config.per_consumer=true`, "
     .. "`paths[]=/x`, `paths[1]=/x`, `tags=a&tags=b`); form values are strings, coerced by the schema "
-    .. "(`true`/`false`, decimal numbers). A field may be given one way only. At most 1 MB."
+    .. "(`true`/`false`, decimal numbers). A field may be given one way only; every form pair "
+    .. "needs a name. A blank body (whitespace only, whatever its type) is no body: {}. At most 1 MB."
 
 local function request_body(schema_ref, required)
     return {
