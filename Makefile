@@ -12,11 +12,11 @@ SHELL := /bin/bash
 NGINX_BIN ?= nginx
 export NGINX_BIN
 # The integration suites (t/<name>.rs; each is a [[test]] in Cargo.toml).
-SUITES := nginx admin gateway endpoint access identity push security lifecycle fleet
+SUITES := nginx admin gateway endpoint access identity push security lifecycle fleet openapi
 OPENRESTY_STYLE := $(CURDIR)/.build/openresty-style/sbin/nginx
 OPENRESTY_STYLE_STATIC := $(CURDIR)/.build/openresty-style-static/sbin/nginx
 
-.PHONY: run test build build-test setup setup-test unit unit-nginx lint lua-unit rules-test integration \
+.PHONY: run test build build-test setup setup-test unit unit-nginx lint lua-unit rules-test integration admin-openapi \
 	test-openresty-style \
 	test-openresty-style-static bench bench-smoke clean
 
@@ -60,7 +60,7 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --release --locked --all-targets -- -D warnings
 
-# The gateway's pure Lua modules (schema, body, router, entities, endpoints, the
+# The gateway's pure Lua modules (schema, body, router, entities, endpoints, openapi, the
 # store's index/crud/declarative) under busted, run by LuaJIT as nginx runs them; no
 # build or nginx needed. t/lua/support/ stands in for the Rust module and for the few
 # ngx functions those modules touch.
@@ -72,6 +72,11 @@ lua-unit:
 rules-test:
 	promtool check rules rules/ngx-prometheus.rules.yml
 	promtool test rules rules/ngx-prometheus.test.yml
+
+# docs/admin-openapi.json, the Admin API's description as gateway.openapi derives it from
+# the entity definitions (make lua-unit fails when the copy is stale).
+admin-openapi:
+	./scripts/admin-openapi.sh
 
 integration:
 	@echo "== integration suites ($(SUITES)) on $$(./scripts/nginx-env.sh | sed -n 's/^DESCRIPTION=//p')"

@@ -38,10 +38,18 @@ for svc in nginx prometheus-pushgateway prometheus victoria-metrics; do
   fi
 done
 
+# pip_install CHECK SPEC: installs SPEC unless python3 -c CHECK succeeds.
+pip_install() {
+  python3 -c "$1" 2>/dev/null ||
+    python3 -m pip install -q "$2" 2>/dev/null ||
+    python3 -m pip install -q --break-system-packages "$2"
+}
 if [ "$ROLE" = test ]; then
-  python3 -c 'import prometheus_client' 2>/dev/null ||
-    python3 -m pip install -q prometheus-client 2>/dev/null ||
-    python3 -m pip install -q --break-system-packages prometheus-client
+  # The reference parsers.
+  pip_install 'import prometheus_client' prometheus-client
+  # t/openapi.rs drives the Admin API from its OpenAPI description; pinned, so that its
+  # seeded run makes the same cases everywhere.
+  pip_install 'import schemathesis; assert schemathesis.__version__ == "4.32.5"' schemathesis==4.32.5
 fi
 
 # A configured nginx tree: nginx-dev ships sources without objs/.

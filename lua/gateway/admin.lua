@@ -2,6 +2,7 @@
 --
 --   GET /                                  node info
 --   GET /metrics, GET /status              gateway.status
+--   GET /openapi.json                      this API's description (gateway.openapi)
 --   GET|POST /<collection>                 services, routes, consumers, plugins,
 --                                          upstreams, key-auths
 --   GET|PATCH|PUT|DELETE /<collection>/{id or name}
@@ -32,7 +33,7 @@ local fmt, sort = string.format, table.sort
 
 local _M = {}
 
-local DEFAULT_SIZE, MAX_SIZE = 100, 1000
+local DEFAULT_SIZE, MAX_SIZE = endpoints.PAGE.default, endpoints.PAGE.max
 
 local NOT_FOUND = { status = 404, body = { message = "Not found" } }
 
@@ -360,6 +361,13 @@ local NODE = {
     end,
     status = function()
         return send(200, require("gateway.status").status())
+    end,
+    -- This API's description (gateway.openapi), built once per worker.
+    ["openapi.json"] = function()
+        ngx.status = 200
+        stamp()
+        ngx.header.content_type = "application/json; charset=utf-8"
+        ngx.print(require("gateway.openapi").json())
     end,
 }
 

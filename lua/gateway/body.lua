@@ -162,6 +162,11 @@ function _M.parse(raw, content_type)
         return expanded(v)
     end
     if mtype == "" or mtype == "application/x-www-form-urlencoded" then
+        -- nginx's decoder drops a pair without a name (`=x`): refused instead, as any
+        -- other key that names no field, rather than silently lost.
+        if raw:find("^=") or raw:find("&=") then
+            return nil, 400, "Invalid key (empty): a form field needs a name"
+        end
         return expanded(ngx.decode_args(raw, 0))
     end
     return nil, 415, "Unsupported Content-Type: " .. printable((content_type or ""):lower())

@@ -14,6 +14,9 @@ local fmt = string.format
 
 local _M = {}
 
+-- A page of a collection: `size` entities, 1 to max (README "Limits").
+_M.PAGE = { default = 100, max = 1000 }
+
 -- URL segment -> kind, for the kinds with a top-level collection.
 local collections = {}
 -- parent kind -> { [nested path] = { kind, field } }

@@ -163,7 +163,8 @@ local services = {
                 description = "Refused when not empty: there are no CA certificate entities." } },
             tags(),
         },
-        shorthands = { url = expand_url },
+        shorthands = { url = { type = "string", expand = expand_url,
+            description = "Shorthand for protocol, host, port and path (a URL without a path unsets path)." } },
         entity_checks = function(service)
             local errs
             local function refuse(field, why)
@@ -298,7 +299,14 @@ local plugin_entity = {
             { config = { type = "record", schema_for = function(plugin)
                 local mod = plugin_module(plugin.name)
                 return mod and mod.schema
-            end } },
+            end, variants = { field = "name", schemas = function()
+                local out = {}
+                for _, n in ipairs(plugins.names()) do
+                    local mod = plugin_module(n)
+                    out[n] = mod and mod.schema
+                end
+                return out
+            end } } },
             { enabled = { type = "boolean", required = true, default = true } },
             tags(),
         },

@@ -24,6 +24,7 @@ function _M.init(opts)
     require "gateway.proxy"
     require "gateway.admin"
     require "gateway.status"
+    require "gateway.openapi"
 end
 
 function _M.init_worker()

@@ -4,13 +4,15 @@
 --   local entity, errors = schema.validate(def, input, { partial = false })
 --
 -- A schema is { fields = { { <name> = <field> }, ... }, entity_checks = fn,
--- shorthands = { <name> = fn } }: fields are an ordered list of single-key tables.
+-- shorthands = { <name> = { type, expand = fn(v) -> fields | nil, err, description } } }:
+-- fields are an ordered list of single-key tables.
 -- A field has a `type` (string, boolean, integer, number, array, set, record, map,
 -- foreign) and optional constraints: required, default (a value or a function),
 -- unique (checked by the store), match (a Lua pattern; `match_err` overrides the
 -- message), len_min, len_max, one_of, between, uuid, elements (array/set), keys and
 -- values (map), fields / entity_checks (record), schema_for (record: a function of the
--- parent input returning a schema, for plugin configs), reference and on_delete
+-- parent input returning a schema, for plugin configs; `variants` = { field, schemas =
+-- fn() -> { [value of field] = schema } } names them all, for the description), reference and on_delete
 -- (foreign; the store's, see gateway.entities), normalize (fn(v) -> v' | nil, err,
 -- after the type checks) and custom (fn(v) -> true | nil, err, last); `description`
 -- is documentation only.
@@ -286,7 +288,10 @@ local function check_list(def, v, opts)
     local out, errs, last_bad, seen = {}, {}, 0, {}
     for i = 1, #v do
         local e, eerr = v[i], nil
-        if def.elements then
+        -- A list holds values: null is no element (nor a default's place).
+        if e == null then
+            eerr = "null is not allowed"
+        elseif def.elements then
             e, eerr = validate_value(def.elements, v[i], opts, v)
         end
         if eerr then
@@ -314,7 +319,11 @@ local function check_map(def, v, opts)
         local nk, kerr = k, nil
         if def.keys then nk, kerr = validate_value(def.keys, k, opts, v) end
         local nv, verr = val, nil
-        if def.values then nv, verr = validate_value(def.values, val, opts, v) end
+        if val == null then
+            verr = "null is not allowed"
+        elseif def.values then
+            nv, verr = validate_value(def.values, val, opts, v)
+        end
         if kerr or verr then
             errs = errs or {}
             errs[safe_text(tostring(k))] = kerr or verr
@@ -430,7 +439,7 @@ end
 local function apply_shorthands(sch, input, errs)
     if not sch.shorthands then return input end
     local expanded
-    for name, expand in pairs(sch.shorthands) do
+    for name, shorthand in pairs(sch.shorthands) do
         local v = input[name]
         if v ~= nil then
             if not expanded then
@@ -438,7 +447,7 @@ local function apply_shorthands(sch, input, errs)
                 for k, val in pairs(input) do expanded[k] = val end
             end
             expanded[name] = nil
-            local fields, err = expand(v)
+            local fields, err = shorthand.expand(v)
             if not fields then
                 errs[name] = err
             else

@@ -52,6 +52,15 @@ describe("gateway.body.parse", function()
         assert.same({}, body.parse(" \r\n", "text/plain"))
     end)
 
+    it("answers 400 to a form pair without a name (nginx's decoder would drop it)", function()
+        for _, raw in ipairs({ "=x", "username=a&=false", "=" }) do
+            local v, status, message = body.parse(raw, "application/x-www-form-urlencoded")
+            assert.is_nil(v, raw)
+            assert.equal(400, status)
+            assert.equal("Invalid key (empty): a form field needs a name", message)
+        end
+    end)
+
     it("answers 415 to another type, naming it printably", function()
         local v, status, message = body.parse("name=x", "text/plain\r\nX: 1")
         assert.is_nil(v)

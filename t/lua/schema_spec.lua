@@ -74,6 +74,13 @@ describe("gateway.schema.validate", function()
         assert.equal("should start with: /", errs.paths[2])
     end)
 
+    it("refuses null as a list's element, at its index", function()
+        local _, errs = schema.validate(sample, { name = "x", paths = { null, "/a" } })
+        assert.same({ paths = { "null is not allowed" } }, errs)
+        _, errs = schema.validate(sample, { name = "x", tags = { "a", null } })
+        assert.same({ tags = { null, "null is not allowed" } }, errs)
+    end)
+
     it("limits list lengths", function()
         local _, errs = schema.validate(sample, { name = "x", paths = { "/a", "/b", "/c", "/d" } })
         assert.same({ paths = "length must be at most 3" }, errs)

@@ -19,12 +19,15 @@ local _M = {}
 -- The entity `input` describes, validated, with references resolved to ids and
 -- uniqueness checked; `old` is the entity it replaces (its id and creation time stay).
 -- `now` stamps updated_at; without it (loading a file) the input's stamp is kept.
+-- What an entity keeps when it is replaced or changed, whatever the input says.
+_M.KEPT = { "id", "created_at" }
+
 local function prepare(s, kind, input, old, now)
     local def = defs[kind]
     if old then
         local copy = {}
         for k, v in pairs(input) do copy[k] = v end
-        copy.id, copy.created_at = old.id, old.created_at
+        for _, f in ipairs(_M.KEPT) do copy[f] = old[f] end
         input = copy
     end
     local row, errs = entities.validate(kind, input)

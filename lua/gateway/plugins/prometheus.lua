@@ -1,7 +1,9 @@
 -- prometheus: request, latency, bandwidth and upstream health metrics, Kong's plugin
 -- of the same name. This file is the schema and the phase hook; the families and the
--- recording live in gateway.exporter.
-local exporter = require "gateway.exporter"
+-- recording live in gateway.exporter, loaded when first used: the schema is also read
+-- outside nginx (gateway.openapi's generator, the unit tests), where the exporter's
+-- FFI cannot load. Inside nginx the Admin API has loaded it in the master already.
+local exporter
 
 local _M = {
     name = "prometheus",
@@ -68,6 +70,7 @@ _M.schema = {
 -- `namespace = "foo_request"` would both write `foo_request_latency_seconds`, and
 -- `namespace = "kong"` would write Kong naming's families with other labels.
 function _M.conflict(conf, other)
+    exporter = exporter or require "gateway.exporter"
     local mine, theirs = exporter.clash(conf, other)
     if not mine then return nil end
     local function naming(c)
@@ -81,6 +84,7 @@ function _M.conflict(conf, other)
 end
 
 function _M.log(conf, ctx)
+    exporter = exporter or require "gateway.exporter"
     exporter.log(conf, ctx)
 end
 
