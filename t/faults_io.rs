@@ -1,0 +1,315 @@
+//! I/O, disk and peer faults, injected for real against the real gateway and module:
+//! the state file unwritable, on a full or read-only disk, failing fsync, corrupt or
+//! unreadable at start and reload; a disk that stalls under both workers' Admin
+//! writes; upstreams that hang, reset or answer garbage; a Pushgateway that stalls;
+//! clients that choose label values. The faults themselves live in t/inject.rs.
+
+mod harness;
+mod inject;
+
+use harness::*;
+use inject::*;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const JSON: (&str, &str) = ("Content-Type", "application/json");
+
+fn state_dir(gw: &Gateway) -> PathBuf {
+    gw.nginx.prefix.join("state")
+}
+
+fn state_bytes(gw: &Gateway) -> Vec<u8> {
+    std::fs::read(state_dir(gw).join("gateway.json")).unwrap()
+}
+
+/// Names in the state directory other than the state file (temporaries, fillers).
+fn beside_state(gw: &Gateway) -> Vec<String> {
+    std::fs::read_dir(state_dir(gw))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".gateway.json"))
+        .collect()
+}
+
+fn log_count(gw: &Gateway, needle: &str) -> usize {
+    gw.nginx
+        .error_log()
+        .lines()
+        .filter(|l| l.contains(needle))
+        .count()
+}
+
+fn body(r: &Response) -> Value {
+    serde_json::from_slice(&r.body).unwrap_or_else(|_| Value::String(r.text()))
+}
+
+fn version(r: &Response) -> u64 {
+    r.header("x-gateway-config-version")
+        .expect("a configuration version")
+        .parse()
+        .unwrap()
+}
+
+/// Asks until both workers have answered `GET /consumers/{name}`; each must serve
+/// `custom_id`. Returns the version each runs.
+fn served_by_both(gw: &Gateway, name: &str, custom_id: &str) -> BTreeMap<u32, u64> {
+    let mut seen = BTreeMap::new();
+    for _ in 0..400 {
+        let r = request(gw.admin, "GET", &format!("/consumers/{name}"), &[], b"");
+        let v = body(&r);
+        assert_eq!(r.status, 200, "{v}");
+        let pid: u32 = r.header("x-gateway-worker").unwrap().parse().unwrap();
+        assert_eq!(v["custom_id"], custom_id, "worker {pid} serves {v}");
+        seen.insert(pid, version(&r));
+        if seen.len() == 2 {
+            return seen;
+        }
+    }
+    panic!("only {seen:?} answered");
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A fault of the state directory, set up and taken away.
+struct DiskFault {
+    name: &'static str,
+    /// What the answer and the log must say caused it.
+    cause: &'static str,
+}
+
+/// Sets `fault` up on `gw`'s state directory; returns what undoes it.
+fn inject_disk_fault(gw: &Gateway, fault: &str) -> Box<dyn FnOnce()> {
+    let dir = state_dir(gw);
+    match fault {
+        // The workers run as nobody, owner of the directory: without its write bit
+        // they cannot make the temporary file (root, running the tests, could).
+        "unwritable" => {
+            run(Command::new("chmod").arg("555").arg(&dir));
+            Box::new(move || run(Command::new("chmod").arg("755").arg(&dir)))
+        }
+        // A read-only mount over the directory (an operator's remount, a failing
+        // disk the kernel made read-only).
+        "read-only" => {
+            run(Command::new("mount").arg("--bind").arg(&dir).arg(&dir));
+            run(Command::new("mount")
+                .args(["-o", "remount,ro,bind"])
+                .arg(&dir));
+            Box::new(move || run(Command::new("umount").arg(&dir)))
+        }
+        // The disk is full: a filler takes every block of the small tmpfs the state
+        // lives on (see `gateway_on_tmpfs`).
+        "full" => {
+            let filler = dir.join("filler");
+            let mut f = std::fs::File::create(&filler).unwrap();
+            let chunk = vec![b'x'; 4096];
+            while std::io::Write::write_all(&mut f, &chunk).is_ok() {}
+            drop(f);
+            Box::new(move || std::fs::remove_file(&filler).unwrap())
+        }
+        // fsync of the new contents fails (a disk error): strace on both workers,
+        // limited to each one's temporary file.
+        "fsync-eio" => {
+            let traced: Vec<Strace> = gw
+                .nginx
+                .worker_pids()
+                .into_iter()
+                .map(|pid| {
+                    let tmp = dir.join(format!(".gateway.json.{pid}.tmp"));
+                    Strace::attach(pid, "fsync", "fsync:error=EIO", Some(&tmp))
+                })
+                .collect();
+            Box::new(move || drop(traced))
+        }
+        // The new contents are on disk and renamed over the state file, but the
+        // directory's fsync, which makes the rename durable, fails.
+        "dir-fsync-eio" => {
+            let traced: Vec<Strace> = gw
+                .nginx
+                .worker_pids()
+                .into_iter()
+                .map(|pid| Strace::attach(pid, "fsync", "fsync:error=EIO", Some(&dir)))
+                .collect();
+            Box::new(move || drop(traced))
+        }
+        other => panic!("no disk fault {other}"),
+    }
+}
+
+/// The gateway with its state directory on a 256 KiB tmpfs (a disk that can fill up).
+fn gateway_on_tmpfs(name: &str) -> Gateway {
+    let gw = start_gateway(name, &[]);
+    gw.nginx.stop();
+    let dir = state_dir(&gw);
+    let saved = std::fs::read(dir.join("gateway.json")).unwrap();
+    run(Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256k,mode=755"])
+        .arg("tmpfs")
+        .arg(&dir));
+    std::fs::write(dir.join("gateway.json"), saved).unwrap();
+    run(Command::new("chown")
+        .args(["-R", "nobody:nogroup"])
+        .arg(&dir));
+    gw.nginx.start_again();
+    gw
+}
+
+fn unmount(dir: &Path) {
+    let _ = Command::new("umount").arg(dir).status();
+}
+
+/// An Admin write the disk refuses is a 500 naming the cause, logged once; nothing of
+/// it is stored (state file byte for byte, no temporary left) and both workers go on
+/// serving the previous configuration; once the fault is gone, writes work again.
+fn refused_writes_change_nothing(gw: &Gateway, faults: &[DiskFault]) {
+    let p = gw.admin;
+    let (s, _) = admin(
+        p,
+        "POST",
+        "/consumers",
+        Some(json!({"username": "alice", "custom_id": "before"})),
+    );
+    assert_eq!(s, 201);
+    for fault in faults {
+        let served = served_by_both(gw, "alice", "before");
+        let file = state_bytes(gw);
+        let logged = log_count(gw, "cannot write the state file");
+        let undo = inject_disk_fault(gw, fault.name);
+        // Each worker writes once under the fault.
+        for pid in gw.nginx.worker_pids() {
+            let conn = connection_to_worker(p, pid).expect("a connection to the worker");
+            let custom_id = format!("lost-{}", fault.name);
+            let answer = patch_on(
+                conn,
+                "/consumers/alice",
+                json!({ "custom_id": custom_id }).to_string().as_bytes(),
+            );
+            let r = parse_response(&answer.join().unwrap());
+            let v = body(&r);
+            assert_eq!(r.status, 500, "{}: {v}", fault.name);
+            let message = v["message"].as_str().unwrap_or_default();
+            assert!(
+                message.contains("cannot write the state file") && message.contains(fault.cause),
+                "{}: {v}",
+                fault.name
+            );
+            assert_eq!(r.header("x-gateway-worker"), Some(pid.to_string().as_str()));
+            assert_eq!(
+                state_bytes(gw),
+                file,
+                "{}: the state file changed",
+                fault.name
+            );
+        }
+        undo();
+        assert_eq!(beside_state(gw), Vec::<String>::new(), "{}", fault.name);
+        assert_eq!(
+            served_by_both(gw, "alice", "before"),
+            served,
+            "{}: the configuration changed",
+            fault.name
+        );
+        // Logged once per refused write, with the cause.
+        let with_cause = |gw: &Gateway| {
+            gw.nginx
+                .error_log()
+                .lines()
+                .filter(|l| l.contains("cannot write the state file") && l.contains(fault.cause))
+                .count()
+        };
+        assert_eq!(
+            log_count(gw, "cannot write the state file") - logged,
+            2,
+            "{}",
+            gw.nginx.error_log()
+        );
+        assert!(with_cause(gw) >= 2, "{}", gw.nginx.error_log());
+    }
+    // Writable again: the next write is stored and served.
+    let r = request(
+        p,
+        "PATCH",
+        "/consumers/alice",
+        &[JSON],
+        br#"{"custom_id": "after"}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let stored: Value = serde_json::from_slice(&state_bytes(gw)).unwrap();
+    assert_eq!(stored["consumers"][0]["custom_id"], "after");
+    served_by_both(gw, "alice", "after");
+    let logged = gw.nginx.error_log();
+    assert!(
+        !logged.contains("stack traceback") && !logged.contains("runtime error"),
+        "{logged}"
+    );
+    assert!(gw.nginx.crashes().is_empty(), "{:?}", gw.nginx.crashes());
+}
+
+#[test]
+fn admin_writes_the_disk_refuses_are_500s_and_change_nothing() {
+    let gw = start_gateway("fio-refused-writes", &[]);
+    refused_writes_change_nothing(
+        &gw,
+        &[
+            DiskFault {
+                name: "unwritable",
+                cause: "Permission denied",
+            },
+            DiskFault {
+                name: "read-only",
+                cause: "Read-only file system",
+            },
+            DiskFault {
+                name: "fsync-eio",
+                cause: "Input/output error",
+            },
+            DiskFault {
+                name: "dir-fsync-eio",
+                cause: "Input/output error",
+            },
+        ],
+    );
+}
+
+#[test]
+fn admin_writes_on_a_full_disk_are_500s_and_change_nothing() {
+    let gw = gateway_on_tmpfs("fio-full-disk");
+    let dir = state_dir(&gw);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        refused_writes_change_nothing(
+            &gw,
+            &[DiskFault {
+                name: "full",
+                cause: "No space left on device",
+            }],
+        );
+        // A start on the full disk serves the state file it finds (it has nothing to
+        // write); writes are refused until there is room.
+        gw.nginx.stop();
+        let undo = inject_disk_fault(&gw, "full");
+        gw.nginx.start_again();
+        served_by_both(&gw, "alice", "after");
+        let r = request(
+            gw.admin,
+            "PATCH",
+            "/consumers/alice",
+            &[JSON],
+            br#"{"custom_id": "x"}"#,
+        );
+        assert_eq!(r.status, 500, "{}", r.text());
+        undo();
+        gw.nginx.stop();
+    }));
+    unmount(&dir);
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
