@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 const JSON: (&str, &str) = ("Content-Type", "application/json");
 
@@ -312,4 +313,144 @@ fn admin_writes_on_a_full_disk_are_500s_and_change_nothing() {
     if let Err(e) = result {
         std::panic::resume_unwind(e);
     }
+}
+
+/// Starts nginx on `gw`'s prefix (stopped) through `wrapper` (e.g. strace) if given;
+/// returns whether it started and what it said (stderr and the error log).
+fn start_through(gw: &Gateway, wrapper: &[&str]) -> (bool, String) {
+    let nginx = nginx_command();
+    let mut cmd = Command::new(if wrapper.is_empty() {
+        nginx.get_program()
+    } else {
+        wrapper[0].as_ref()
+    });
+    if !wrapper.is_empty() {
+        cmd.args(&wrapper[1..]).arg(nginx.get_program());
+    }
+    for (k, v) in nginx.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    let out = cmd
+        .args(nginx.get_args())
+        .arg("-p")
+        .arg(&gw.nginx.prefix)
+        .arg("-c")
+        .arg(gw.nginx.prefix.join("nginx.conf"))
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stderr),
+        gw.nginx.error_log()
+    );
+    (out.status.success(), said)
+}
+
+/// The gateway's configuration is its state file: one it cannot read or make sense of
+/// stops a start (naming the file and the cause) and fails a reload (the running
+/// workers keep serving), and is never replaced by another configuration.
+#[test]
+fn a_corrupt_or_unreadable_state_file_stops_a_start_and_a_reload() {
+    let gw = start_gateway("fio-corrupt-state", &[]);
+    let (s, _) = admin(
+        gw.admin,
+        "POST",
+        "/consumers",
+        Some(json!({"username": "alice", "custom_id": "kept"})),
+    );
+    assert_eq!(s, 201);
+    let good = state_bytes(&gw);
+    let state = state_dir(&gw).join("gateway.json");
+    gw.nginx.stop();
+
+    let mut not_utf8 = good.clone();
+    not_utf8[good.len() / 2] = 0xff;
+    let mut bad_entity: Value = serde_json::from_slice(&good).unwrap();
+    bad_entity["consumers"][0]["username"] = json!(7);
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("truncated", good[..good.len() / 2].to_vec(), "invalid JSON"),
+        ("empty", Vec::new(), "invalid JSON"),
+        ("not UTF-8", not_utf8, "invalid JSON"),
+        (
+            "a bad entity",
+            bad_entity.to_string().into_bytes(),
+            "consumers[1]: schema violation (username: expected a string)",
+        ),
+    ];
+    for (what, bytes, says) in &cases {
+        std::fs::write(&state, bytes).unwrap();
+        let (started, said) = start_through(&gw, &[]);
+        assert!(!started, "{what}: started\n{said}");
+        assert!(
+            said.contains(&format!("gateway: {}", state.display())) && said.contains(says),
+            "{what}: {said}"
+        );
+        assert_eq!(&std::fs::read(&state).unwrap(), bytes, "{what}: replaced");
+    }
+
+    // A state file that cannot be read (EACCES on open, strace injecting it into the
+    // starting nginx) is not a missing one: no empty configuration replaces it.
+    std::fs::write(&state, &good).unwrap();
+    let path = state.display().to_string();
+    let (started, said) = start_through(
+        &gw,
+        &[
+            "strace",
+            "-qq",
+            "-o",
+            "/dev/null",
+            "--trace=openat",
+            "--inject=openat:error=EACCES",
+            "-P",
+            &path,
+        ],
+    );
+    assert!(!started, "unreadable: started\n{said}");
+    assert!(
+        said.contains(&format!("gateway: cannot read {path}"))
+            && said.contains("Permission denied"),
+        "{said}"
+    );
+    assert_eq!(std::fs::read(&state).unwrap(), good, "unreadable: replaced");
+
+    // Readable again: it starts on it.
+    gw.nginx.start_again();
+    let before = served_by_both(&gw, "alice", "kept");
+    let workers = gw.nginx.worker_pids();
+
+    // A reload on a corrupt file fails; the running workers serve on. The next Admin
+    // write replaces the file whole, with what they serve and the change.
+    std::fs::write(&state, &good[..good.len() / 2]).unwrap();
+    let out = nginx_command()
+        .arg("-p")
+        .arg(&gw.nginx.prefix)
+        .arg("-c")
+        .arg(gw.nginx.prefix.join("nginx.conf"))
+        .args(["-s", "reload"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let refused = eventually(Duration::from_secs(10), || {
+        let log = gw.nginx.error_log();
+        (log.matches(&format!("gateway: {path}")).count() > cases.len()).then_some(())
+    });
+    assert!(refused.is_some(), "{}", gw.nginx.error_log());
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(gw.nginx.worker_pids(), workers);
+    assert_eq!(served_by_both(&gw, "alice", "kept"), before);
+    let r = request(
+        gw.admin,
+        "PATCH",
+        "/consumers/alice",
+        &[JSON],
+        br#"{"custom_id": "new"}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let stored: Value = serde_json::from_slice(&state_bytes(&gw)).unwrap();
+    assert_eq!(stored["consumers"][0]["custom_id"], "new");
+    gw.nginx.reload();
+    served_by_both(&gw, "alice", "new");
 }
