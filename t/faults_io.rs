@@ -454,3 +454,82 @@ fn a_corrupt_or_unreadable_state_file_stops_a_start_and_a_reload() {
     gw.nginx.reload();
     served_by_both(&gw, "alice", "new");
 }
+
+/// A disk that stalls under both workers: each one's state-file fsync takes 3 s, and
+/// each worker takes an Admin write at the same moment. The second waits for the
+/// first's lock (its own fsync stalls in turn); both changes are kept, in order, with
+/// distinct versions, in the file and in every worker, and after a restart.
+#[test]
+fn admin_writes_from_both_workers_on_a_stalled_disk_are_all_kept() {
+    let gw = start_gateway("fio-both-stalled", &[]);
+    let p = gw.admin;
+    for name in ["alice", "bob"] {
+        let (s, v) = admin(p, "POST", "/consumers", Some(json!({ "username": name })));
+        assert_eq!(s, 201, "{v}");
+    }
+    let workers = gw.nginx.worker_pids();
+    assert_eq!(workers.len(), 2);
+    let conns: Vec<_> = workers
+        .iter()
+        .map(|&pid| connection_to_worker(p, pid).expect("a connection to the worker"))
+        .collect();
+    let mut stalls: Vec<Strace> = workers
+        .iter()
+        .map(|&pid| stall_next_fsync(pid, 3))
+        .collect();
+    let mut conns = conns.into_iter();
+    let t0 = std::time::Instant::now();
+    let first = patch_on(
+        conns.next().unwrap(),
+        "/consumers/alice",
+        br#"{"custom_id": "a-2"}"#,
+    );
+    wait_in_fsync(workers[0]);
+    let second = patch_on(
+        conns.next().unwrap(),
+        "/consumers/bob",
+        br#"{"custom_id": "b-2"}"#,
+    );
+    let first = parse_response(&first.join().unwrap());
+    let second = parse_response(&second.join().unwrap());
+    // Both fsyncs stalled, one after the other (a lower bound: never flaky).
+    assert!(t0.elapsed() >= Duration::from_secs(6), "{:?}", t0.elapsed());
+    for s in &mut stalls {
+        s.stop();
+    }
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(second.status, 200, "{}", second.text());
+    assert_eq!(
+        first.header("x-gateway-worker"),
+        Some(workers[0].to_string().as_str())
+    );
+    assert_eq!(
+        second.header("x-gateway-worker"),
+        Some(workers[1].to_string().as_str())
+    );
+    // The second write started from the first's configuration.
+    assert!(version(&second) > version(&first));
+    let stored: Value = serde_json::from_slice(&state_bytes(&gw)).unwrap();
+    let ids: BTreeMap<String, String> = stored["consumers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["username"].as_str().unwrap().to_string(),
+                c["custom_id"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(ids["alice"], "a-2");
+    assert_eq!(ids["bob"], "b-2");
+    std::thread::sleep(Duration::from_millis(300));
+    served_by_both(&gw, "alice", "a-2");
+    served_by_both(&gw, "bob", "b-2");
+    assert_eq!(beside_state(&gw), Vec::<String>::new());
+    gw.nginx.stop();
+    gw.nginx.start_again();
+    served_by_both(&gw, "alice", "a-2");
+    served_by_both(&gw, "bob", "b-2");
+    assert!(gw.nginx.errors().is_empty(), "{:?}", gw.nginx.errors());
+}
