@@ -533,3 +533,247 @@ fn admin_writes_from_both_workers_on_a_stalled_disk_are_all_kept() {
     served_by_both(&gw, "bob", "b-2");
     assert!(gw.nginx.errors().is_empty(), "{:?}", gw.nginx.errors());
 }
+
+fn created(g: &Gateway, path: &str, body: Value) -> Value {
+    let (s, v) = admin(g.admin, "POST", path, Some(body));
+    assert_eq!(s, 201, "{path}: {v}");
+    v
+}
+
+/// The gateway's request count for a service (and its route of the same name).
+fn count(s: &[Sample], service: &str, code: &str, source: &str) -> Option<f64> {
+    value(
+        s,
+        "gateway_http_requests_total",
+        &[
+            ("service", service),
+            ("route", service),
+            ("code", code),
+            ("source", source),
+            ("consumer", ""),
+        ],
+    )
+}
+
+/// Every series of a family for one service.
+fn of_service<'a>(s: &'a [Sample], name: &str, service: &str) -> Vec<&'a Sample> {
+    s.iter()
+        .filter(|x| x.name == name && x.labels.get("service").map(String::as_str) == Some(service))
+        .collect()
+}
+
+/// Upstreams that hang, reset or answer garbage: each request gets the answer nginx
+/// gives for that failure (504, 502; a response cut after its head keeps its status),
+/// is counted once under that code and source (`gateway` when nginx answered), with
+/// its latency, and a pooled target that keeps failing turns unhealthy.
+#[test]
+fn upstreams_that_hang_reset_or_answer_garbage_are_answered_and_counted_exactly() {
+    let g = start_gateway("fio-bad-upstreams", &[]);
+    let head = b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\nonly ten b".to_vec();
+    let peers: Vec<(&str, Peer)> = vec![
+        ("hang", Peer::start(Behaviour::Hang)),
+        ("reset", Peer::start(Behaviour::ResetAfterRequest)),
+        (
+            "reset-mid-request",
+            Peer::start(Behaviour::ResetMidRequest(1000)),
+        ),
+        (
+            "reset-mid-response",
+            Peer::start(Behaviour::SendThenReset(head.clone())),
+        ),
+        (
+            "cut-mid-response",
+            Peer::start(Behaviour::SendThenClose(head)),
+        ),
+        (
+            "not-http",
+            Peer::start(Behaviour::SendThenClose(
+                b"SSH-2.0-OpenSSH_9.2\r\n".to_vec(),
+            )),
+        ),
+        (
+            "not-http-status",
+            Peer::start(Behaviour::SendThenClose(
+                b"HTTP/1.1 2x0 OK\r\n\r\nbody".to_vec(),
+            )),
+        ),
+        (
+            "truncated-head",
+            Peer::start(Behaviour::SendThenClose(
+                b"HTTP/1.1 200 OK\r\nContent-Ty".to_vec(),
+            )),
+        ),
+        (
+            "bad-header",
+            Peer::start(Behaviour::SendThenClose(
+                b"HTTP/1.1 200 OK\r\nX\x01: y\r\n\r\n".to_vec(),
+            )),
+        ),
+        (
+            "stalled-head",
+            Peer::start(Behaviour::SendThenHang(b"HTTP/1.1 200 OK\r\n".to_vec())),
+        ),
+    ];
+    for (name, peer) in &peers {
+        created(
+            &g,
+            "/services",
+            json!({ "name": name, "url": format!("http://127.0.0.1:{}", peer.port),
+                    "read_timeout": 300, "retries": 0 }),
+        );
+        created(
+            &g,
+            &format!("/services/{name}/routes"),
+            json!({ "name": name, "paths": [format!("/{name}")] }),
+        );
+    }
+    created(
+        &g,
+        "/plugins",
+        json!({ "name": "prometheus", "config": { "status_code_metrics": true, "latency_metrics": true,
+                "bandwidth_metrics": true, "upstream_health_metrics": true } }),
+    );
+    // A pool whose one target resets every connection: two failures in a row make it
+    // unhealthy (passive checks), and the pool has no peer left.
+    let pooled = Peer::start(Behaviour::ResetAfterRequest);
+    created(
+        &g,
+        "/upstreams",
+        json!({ "name": "pool", "healthchecks": { "passive": { "unhealthy": { "failures": 2 },
+                "readmit_after": 600 } } }),
+    );
+    created(
+        &g,
+        "/upstreams/pool/targets",
+        json!({ "target": format!("127.0.0.1:{}", pooled.port) }),
+    );
+    created(
+        &g,
+        "/services",
+        json!({ "name": "pooled", "host": "pool", "port": 80, "retries": 0 }),
+    );
+    created(
+        &g,
+        "/services/pooled/routes",
+        json!({ "name": "pooled", "paths": ["/pooled"] }),
+    );
+    std::thread::sleep(Duration::from_millis(1200));
+    let body = vec![b'x'; 200_000];
+    let expected: &[(&str, u16, &str)] = &[
+        ("hang", 504, "gateway"),
+        ("reset", 502, "gateway"),
+        ("reset-mid-request", 502, "gateway"),
+        // The head was passed on: the client has its status, then the connection ends
+        // short of Content-Length.
+        ("reset-mid-response", 200, "service"),
+        ("cut-mid-response", 200, "service"),
+        // Bytes that are not an HTTP answer: nginx's proxy passes them on as an
+        // HTTP/0.9 response (no status line), logged as "upstream sent no valid HTTP/1.0
+        // header"; nginx's status is 0.
+        ("not-http", 0, "service"),
+        ("not-http-status", 0, "service"),
+        ("truncated-head", 502, "gateway"),
+        ("bad-header", 502, "gateway"),
+        ("stalled-head", 504, "gateway"),
+    ];
+    const N: usize = 3;
+    for &(name, status, _) in expected {
+        for _ in 0..N {
+            if status == 0 {
+                let raw = exchange(
+                    g.proxy,
+                    format!("GET /{name} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes(),
+                );
+                let sent = match &peers.iter().find(|(n, _)| *n == name).unwrap().0 {
+                    &"not-http" => "SSH-2.0-OpenSSH_9.2\r\n",
+                    _ => "HTTP/1.1 2x0 OK\r\n\r\nbody",
+                };
+                assert_eq!(String::from_utf8_lossy(&raw), sent, "{name}");
+                continue;
+            }
+            let r = if name == "reset-mid-request" {
+                request(g.proxy, "POST", &format!("/{name}"), &[], &body)
+            } else {
+                get(g.proxy, &format!("/{name}"))
+            };
+            assert_eq!(r.status, status, "{name}: {}", r.text());
+            if name == "cut-mid-response" {
+                assert_eq!(r.text(), "only ten b");
+            }
+        }
+    }
+    let pooled_answers: Vec<u16> = (0..4).map(|_| get(g.proxy, "/pooled").status).collect();
+    let (_, s) = scrape(g.metrics, "/metrics");
+    for &(name, status, source) in expected {
+        let series = of_service(&s, "gateway_http_requests_total", name);
+        assert_eq!(series.len(), 1, "{name}: {series:?}");
+        assert_eq!(
+            count(&s, name, &status.to_string(), source),
+            Some(N as f64),
+            "{name}: {series:?}"
+        );
+        for family in [
+            "gateway_request_latency_seconds_count",
+            "gateway_upstream_latency_seconds_count",
+        ] {
+            let c = of_service(&s, family, name);
+            assert_eq!(
+                c.iter().map(|x| x.value).sum::<f64>(),
+                N as f64,
+                "{name} {family}"
+            );
+        }
+    }
+    // Timed-out requests took at least read_timeout each, and their latency says so.
+    for name in ["hang", "stalled-head"] {
+        for family in [
+            "gateway_request_latency_seconds_sum",
+            "gateway_upstream_latency_seconds_sum",
+        ] {
+            let sum: f64 = of_service(&s, family, name).iter().map(|x| x.value).sum();
+            assert!(sum >= 0.3 * N as f64 - 0.01, "{name} {family}: {sum}");
+        }
+    }
+    // Two resets: 502s; then the target is unhealthy and the gateway answers itself.
+    assert_eq!(pooled_answers, [502, 502, 503, 503]);
+    assert_eq!(count(&s, "pooled", "502", "gateway"), Some(2.0));
+    assert_eq!(count(&s, "pooled", "503", "gateway"), Some(2.0));
+    assert_eq!(
+        of_service(&s, "gateway_http_requests_total", "pooled").len(),
+        2
+    );
+    assert_eq!(pooled.accepted(), 2, "an unhealthy target was tried");
+    let r = get(g.proxy, "/pooled");
+    assert_eq!(r.status, 503);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&r.body).unwrap()["message"],
+        "failure to get a peer from the ring-balancer"
+    );
+    let gauges = eventually(Duration::from_secs(5), || {
+        let (_, s) = scrape(g.metrics, "/metrics");
+        let h = |state: &str| {
+            value(
+                &s,
+                "gateway_upstream_target_health",
+                &[
+                    ("upstream", "pool"),
+                    ("target", &format!("127.0.0.1:{}", pooled.port)),
+                    ("address", &format!("127.0.0.1:{}", pooled.port)),
+                    ("state", state),
+                ],
+            )
+        };
+        (h("unhealthy") == Some(1.0) && h("healthy") == Some(0.0)).then_some(())
+    });
+    assert!(
+        gauges.is_some(),
+        "the target's health gauges never said unhealthy"
+    );
+    // No Lua error, no crash: only nginx's own lines about the upstreams.
+    let log = g.nginx.error_log();
+    assert!(
+        !log.contains("stack traceback") && !log.contains("runtime error"),
+        "{log}"
+    );
+    assert!(g.nginx.crashes().is_empty());
+}

@@ -269,6 +269,17 @@ function _M.access()
     end
     local upstream = snapshot.by_name.upstreams and snapshot.by_name.upstreams[service.host]
     ctx.upstream = upstream
+    if upstream then
+        -- The first peer is picked here, where the gateway can still answer (Kong's 503):
+        -- a refusal in the balancer phase could only be nginx's 500.
+        local target, err = balancer.pick(upstream.id)
+        if not target then
+            ngx.log(ngx.ERR, "gateway: upstream ", upstream.name, ": ", err)
+            ctx.exit_status = 503
+            return exit_json(503, err)
+        end
+        ctx.target = target
+    end
     if service.protocol == "https" then
         -- Kong's choice: the name the client asked for when the Host is preserved.
         ngx.var.upstream_sni = (route.preserve_host and host ~= "") and host or service.host
@@ -292,12 +303,17 @@ function _M.balancer()
     ctx.tries = ctx.tries + 1
     local ip, port
     if upstream then
-        local target, err = balancer.pick(upstream.id)
-        if not target then
-            ngx.log(ngx.ERR, "gateway: upstream ", upstream.name, ": ", err)
-            return ngx.exit(503)
+        -- The first try's peer was picked in the access phase.
+        local target = ctx.target
+        if ctx.tries > 1 then
+            local err
+            target, err = balancer.pick(upstream.id)
+            if not target then
+                ngx.log(ngx.ERR, "gateway: upstream ", upstream.name, ": ", err)
+                return ngx.exit(503)
+            end
+            ctx.target = target
         end
-        ctx.target = target
         ip, port = target.ip, target.port
     else
         ip = service.host == "localhost" and "127.0.0.1" or service.host
