@@ -777,3 +777,260 @@ fn upstreams_that_hang_reset_or_answer_garbage_are_answered_and_counted_exactly(
     );
     assert!(g.nginx.crashes().is_empty());
 }
+
+/// Sends the requests `make(i)` makes for i in `range`, pipelined 200 to a connection
+/// (the last asks to close), from 4 client threads; returns how many answers had
+/// each status.
+fn blast(
+    port: u16,
+    range: std::ops::Range<usize>,
+    make: fn(usize, bool) -> String,
+) -> BTreeMap<u16, usize> {
+    use std::io::{Read, Write};
+    let ids: Vec<usize> = range.collect();
+    let chunks: Vec<Vec<usize>> = ids.chunks(200).map(<[usize]>::to_vec).collect();
+    let per_thread = chunks.len().div_ceil(4);
+    let threads: Vec<_> = chunks
+        .chunks(per_thread.max(1))
+        .map(|mine| {
+            let mine = mine.to_vec();
+            std::thread::spawn(move || {
+                let mut statuses: BTreeMap<u16, usize> = BTreeMap::new();
+                for chunk in mine {
+                    let mut bytes = String::new();
+                    for (k, &i) in chunk.iter().enumerate() {
+                        bytes.push_str(&make(i, k + 1 == chunk.len()));
+                    }
+                    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+                    c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+                    c.write_all(bytes.as_bytes()).unwrap();
+                    let mut raw = Vec::new();
+                    c.read_to_end(&mut raw).unwrap();
+                    let text = String::from_utf8_lossy(&raw);
+                    let mut answers = 0;
+                    for part in text.split("HTTP/1.1 ").skip(1) {
+                        if let Some(code) = part.get(..3).and_then(|c| c.parse().ok()) {
+                            *statuses.entry(code).or_default() += 1;
+                            answers += 1;
+                        }
+                    }
+                    assert_eq!(answers, chunk.len(), "{text}");
+                }
+                statuses
+            })
+        })
+        .collect();
+    let mut all = BTreeMap::new();
+    for t in threads {
+        for (k, v) in t.join().unwrap() {
+            *all.entry(k).or_default() += v;
+        }
+    }
+    all
+}
+
+/// A request whose method, path and Host are all the client's own, distinct for `i`.
+fn chosen_by_client(i: usize, last: bool) -> String {
+    // Methods are tokens nginx takes as they come: letters, any number of them.
+    let mut method = String::from("M");
+    let mut n = i;
+    loop {
+        method.push((b'A' + (n % 26) as u8) as char);
+        n /= 26;
+        if n == 0 {
+            break;
+        }
+    }
+    let close = if last { "Connection: close\r\n" } else { "" };
+    format!("{method} /c/{i} HTTP/1.1\r\nHost: h{i}.example\r\n{close}\r\n")
+}
+
+/// Each worker's memory: pid -> (RssAnon kB, Lua heap kB after a full collection),
+/// the latter from `/lua_heap` when `lua_port` serves it.
+fn worker_memory(n: &Nginx, lua_port: Option<u16>) -> BTreeMap<u32, (u64, u64)> {
+    let mut heap: BTreeMap<u32, u64> = BTreeMap::new();
+    if let Some(port) = lua_port {
+        for _ in 0..400 {
+            let said = get(port, "/lua_heap").text();
+            let mut it = said.split_whitespace();
+            let pid: u32 = it.next().unwrap().parse().unwrap();
+            let kb: f64 = it.next().unwrap().parse().unwrap();
+            heap.insert(pid, kb as u64);
+            if heap.len() == 2 {
+                break;
+            }
+        }
+        assert_eq!(heap.len(), 2, "{heap:?}");
+    }
+    n.worker_pids()
+        .into_iter()
+        .map(|pid| {
+            (
+                pid,
+                (memory_kb(pid).1, heap.get(&pid).copied().unwrap_or(0)),
+            )
+        })
+        .collect()
+}
+
+/// Growth of every worker between two readings; the same workers must answer both.
+fn growth(
+    before: &BTreeMap<u32, (u64, u64)>,
+    after: &BTreeMap<u32, (u64, u64)>,
+) -> Vec<(u32, i64, i64)> {
+    assert_eq!(
+        before.keys().collect::<Vec<_>>(),
+        after.keys().collect::<Vec<_>>(),
+        "a worker was replaced"
+    );
+    before
+        .iter()
+        .map(|(pid, (anon, lua))| {
+            let (anon2, lua2) = after[pid];
+            (*pid, anon2 as i64 - *anon as i64, lua2 as i64 - *lua as i64)
+        })
+        .collect()
+}
+
+/// `ngxprom.log` fed with what the client chooses (Host, path, method: 70,000 distinct
+/// values of each): the series stay at `max_series` plus the overflow series, every
+/// request is counted, and after a warm-up of 20,000 requests no worker's anonymous
+/// memory or Lua heap grows over the next 50,000 (the label cache is bounded).
+#[test]
+fn label_values_a_client_chooses_leave_worker_memory_flat_and_series_bounded() {
+    let (app, metrics) = (free_port(), free_port());
+    let http = format!(
+        r#"
+    prometheus_zone metrics 16m;
+    init_by_lua_block {{
+        http_metrics = require("ngxprom.log").new(require("ngxprom").zone("metrics"), {{
+            labels = {{ "host", "path", "method" }}, max_series = 500, cache = 1000,
+        }})
+    }}
+    server {{
+        listen 127.0.0.1:{app};
+        location / {{
+            return 200 "ok\n";
+            log_by_lua_block {{
+                http_metrics:log(ngx.var.host, ngx.var.uri, ngx.req.get_method())
+            }}
+        }}
+        location = /lua_heap {{
+            content_by_lua_block {{
+                collectgarbage()
+                collectgarbage()
+                ngx.say(ngx.worker.pid(), " ", collectgarbage("count"))
+            }}
+        }}
+    }}
+    server {{
+        listen 127.0.0.1:{metrics};
+        location = /metrics {{ prometheus_metrics metrics; }}
+    }}
+"#
+    );
+    let n = Nginx::start("fio-client-labels", &http);
+    let t = std::time::Instant::now();
+    let warm = blast(app, 0..20_000, chosen_by_client);
+    assert_eq!(warm.get(&200), Some(&20_000), "{warm:?}");
+    let before = worker_memory(&n, Some(app));
+    let more = blast(app, 20_000..70_000, chosen_by_client);
+    assert_eq!(more.get(&200), Some(&50_000), "{more:?}");
+    let after = worker_memory(&n, Some(app));
+    let grown = growth(&before, &after);
+    eprintln!("{before:?} -> {after:?}: {grown:?} in {:?}", t.elapsed());
+    for (pid, anon_kb, lua_kb) in grown {
+        assert!(
+            anon_kb < 4096,
+            "worker {pid}: anonymous memory grew {anon_kb} kB"
+        );
+        assert!(lua_kb < 1024, "worker {pid}: Lua heap grew {lua_kb} kB");
+    }
+    let (_, s) = scrape(metrics, "/metrics");
+    let series: Vec<&Sample> = s
+        .iter()
+        .filter(|x| x.name == "nginx_http_requests_total")
+        .collect();
+    assert_eq!(series.len(), 501, "max_series and the overflow series");
+    assert_eq!(series.iter().map(|x| x.value).sum::<f64>(), 70_000.0);
+    let refused = s
+        .iter()
+        .find(|x| {
+            x.name == "nginx_metric_errors_total"
+                && x.labels.get("reason").map(String::as_str) == Some("series_limit")
+        })
+        .map_or(0.0, |x| x.value);
+    assert!(refused > 0.0);
+    assert!(n.crashes().is_empty());
+}
+
+/// [`chosen_by_client`], one request in ten to the gateway's route `/known`.
+fn chosen_by_client_of_gateway(i: usize, last: bool) -> String {
+    let r = chosen_by_client(i, last);
+    if i % 10 == 0 {
+        r.replacen(" /c/", " /known/c", 1)
+    } else {
+        r
+    }
+}
+
+/// The gateway labels series with what its configuration names (service, route,
+/// consumer) and the status, never with what a client sends: 70,000 distinct Hosts,
+/// paths and methods make exactly two series, count every request, and leave no
+/// worker's anonymous memory larger after the warm-up.
+#[test]
+fn the_gateway_labels_nothing_a_client_chooses_and_its_memory_stays_flat() {
+    let g = start_gateway("fio-gateway-client-labels", &[]);
+    created(
+        &g,
+        "/services",
+        json!({ "name": "known", "url": format!("http://127.0.0.1:{}", g.upstream) }),
+    );
+    created(
+        &g,
+        "/services/known/routes",
+        json!({ "name": "known", "paths": ["/known"] }),
+    );
+    created(
+        &g,
+        "/plugins",
+        json!({ "name": "prometheus", "config": { "status_code_metrics": true, "latency_metrics": true,
+                "bandwidth_metrics": true } }),
+    );
+    std::thread::sleep(Duration::from_millis(1200));
+    let warm = blast(g.proxy, 0..20_000, chosen_by_client_of_gateway);
+    assert_eq!(warm.values().sum::<usize>(), 20_000, "{warm:?}");
+    let before = worker_memory(&g.nginx, None);
+    let more = blast(g.proxy, 20_000..70_000, chosen_by_client_of_gateway);
+    let after = worker_memory(&g.nginx, None);
+    assert_eq!(more.get(&200), Some(&5_000), "{more:?}");
+    assert_eq!(more.get(&404), Some(&45_000), "{more:?}");
+    let grown = growth(&before, &after);
+    eprintln!("{before:?} -> {after:?}: {grown:?}");
+    for (pid, anon_kb, _) in grown {
+        assert!(
+            anon_kb < 4096,
+            "worker {pid}: anonymous memory grew {anon_kb} kB"
+        );
+    }
+    let (_, s) = scrape(g.metrics, "/metrics");
+    let series: Vec<&Sample> = s
+        .iter()
+        .filter(|x| x.name == "gateway_http_requests_total")
+        .collect();
+    assert_eq!(series.len(), 2, "{series:?}");
+    assert_eq!(count(&s, "known", "200", "service"), Some(7_000.0));
+    let unrouted = value(
+        &s,
+        "gateway_http_requests_total",
+        &[
+            ("service", ""),
+            ("route", ""),
+            ("code", "404"),
+            ("source", "gateway"),
+            ("consumer", ""),
+        ],
+    );
+    assert_eq!(unrouted, Some(63_000.0));
+    assert!(g.nginx.crashes().is_empty());
+}
