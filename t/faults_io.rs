@@ -703,6 +703,28 @@ fn upstreams_that_hang_reset_or_answer_garbage_are_answered_and_counted_exactly(
         }
     }
     let pooled_answers: Vec<u16> = (0..4).map(|_| get(g.proxy, "/pooled").status).collect();
+    // A service whose host is a name the gateway cannot resolve: 503, named, as Kong.
+    created(
+        &g,
+        "/services",
+        json!({ "name": "named", "url": "http://upstream.invalid", "retries": 0 }),
+    );
+    created(
+        &g,
+        "/services/named/routes",
+        json!({ "name": "named", "paths": ["/named"] }),
+    );
+    std::thread::sleep(Duration::from_millis(1200));
+    let named = get(g.proxy, "/named");
+    assert_eq!(named.status, 503, "{}", named.text());
+    let message = serde_json::from_slice::<Value>(&named.body).unwrap()["message"].clone();
+    assert!(
+        message
+            .as_str()
+            .unwrap()
+            .starts_with("name resolution failed"),
+        "{message}"
+    );
     let (_, s) = scrape(g.metrics, "/metrics");
     for &(name, status, source) in expected {
         let series = of_service(&s, "gateway_http_requests_total", name);
@@ -738,6 +760,7 @@ fn upstreams_that_hang_reset_or_answer_garbage_are_answered_and_counted_exactly(
     assert_eq!(pooled_answers, [502, 502, 503, 503]);
     assert_eq!(count(&s, "pooled", "502", "gateway"), Some(2.0));
     assert_eq!(count(&s, "pooled", "503", "gateway"), Some(2.0));
+    assert_eq!(count(&s, "named", "503", "gateway"), Some(1.0));
     assert_eq!(
         of_service(&s, "gateway_http_requests_total", "pooled").len(),
         2
