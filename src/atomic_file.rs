@@ -11,7 +11,9 @@ use std::path::Path;
 /// Writes `contents` to a temporary file beside `path` (created with `mode`, whatever
 /// the umask allows), fsyncs it, renames it over `path` and fsyncs the directory, so the
 /// rename itself survives a crash. On failure the temporary file is removed and `path`
-/// is untouched.
+/// is untouched: when the directory's fsync fails after the rename, the previous file
+/// (kept under a second name, a hard link, until then) is renamed back, so a write
+/// reported as failed never shows up later.
 pub fn write(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
     write_fenced(path, contents, mode, || Ok(()))
 }
@@ -33,6 +35,7 @@ pub fn write_fenced(
     remove_stale(path);
     // The pid keeps two processes writing the same file from sharing a temporary one.
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let prev = dir.join(format!(".{name}.{}.old", std::process::id()));
     let result = (|| {
         let mut f = std::fs::OpenOptions::new()
             .write(true)
@@ -43,12 +46,33 @@ pub fn write_fenced(
         f.write_all(contents)?;
         f.sync_all()?;
         may_rename()?;
+        // The previous file, under a second name until the rename is durable.
+        let _ = std::fs::remove_file(&prev);
+        let kept = match std::fs::hard_link(path, &prev) {
+            Ok(()) => Some(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(false),
+            // A file system without hard links: no way back after the rename.
+            Err(_) => None,
+        };
         std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
+        if let Err(e) = std::fs::File::open(dir).and_then(|d| d.sync_all()) {
+            match kept {
+                Some(true) => {
+                    let _ = std::fs::rename(&prev, path);
+                }
+                Some(false) => {
+                    let _ = std::fs::remove_file(path);
+                }
+                None => {}
+            }
+            return Err(e);
+        }
+        Ok(())
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
+    let _ = std::fs::remove_file(&prev);
     result
 }
 
@@ -64,9 +88,9 @@ fn file_name(path: &Path) -> String {
         .unwrap_or_default()
 }
 
-/// Removes the temporary files that [`write`] left beside `path` in processes that no
-/// longer exist (killed between creating and renaming them); those of live processes,
-/// which may be writing right now, stay. Returns how many were removed. Does nothing
+/// Removes the temporary files (and second names of the previous file) that [`write`]
+/// left beside `path` in processes that no longer exist (killed between creating and
+/// renaming them); those of live processes, which may be writing right now, stay. Returns how many were removed. Does nothing
 /// where /proc cannot tell which processes live.
 pub fn remove_stale(path: &Path) -> usize {
     if !Path::new("/proc/self").exists() {
@@ -82,7 +106,7 @@ pub fn remove_stale(path: &Path) -> usize {
         let Some(pid) = entry_name
             .to_str()
             .and_then(|n| n.strip_prefix(&prefix))
-            .and_then(|n| n.strip_suffix(".tmp"))
+            .and_then(|n| n.strip_suffix(".tmp").or_else(|| n.strip_suffix(".old")))
             .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
         else {
             continue;

@@ -1,8 +1,10 @@
 //! Admin API tests (entities, errors, persistence).
 
 mod harness;
+mod inject;
 
 use harness::{admin, request, start_gateway, Gateway, Response};
+use inject::{connection_to_worker, patch_on, stall_next_fsync, wait_in_fsync};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -1176,95 +1178,6 @@ fn a_seed_file_is_loaded_once_then_the_state_wins() {
     let _ = std::fs::remove_dir_all(file.parent().unwrap());
 }
 
-/// A keep-alive connection that the given worker accepted (found by asking `HEAD /`,
-/// whose answer has no body, until that worker answers); None after 200 tries.
-fn connection_to_worker(port: u16, pid: u32) -> Option<std::net::TcpStream> {
-    use std::io::{Read, Write};
-    for _ in 0..200 {
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        s.write_all(b"HEAD / HTTP/1.1\r\nHost: localhost\r\n\r\n")
-            .unwrap();
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            if s.read(&mut byte).unwrap() == 0 {
-                break;
-            }
-            head.push(byte[0]);
-        }
-        let r = harness::parse_response(&head);
-        if r.header("x-gateway-worker") == Some(pid.to_string().as_str()) {
-            return Some(s);
-        }
-    }
-    None
-}
-
-/// The syscall `pid` is in, from /proc/<pid>/syscall (its number, or None).
-fn current_syscall(pid: u32) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/syscall")).ok()?;
-    text.split_whitespace().next()?.parse().ok()
-}
-
-#[cfg(target_arch = "x86_64")]
-const SYS_FSYNC: u64 = 74;
-#[cfg(target_arch = "aarch64")]
-const SYS_FSYNC: u64 = 82;
-
-/// Delays `pid`'s next fsync by `secs` seconds (strace injects it on entry, as a slow
-/// disk would): returns the strace child, attached.
-fn stall_next_fsync(pid: u32, secs: u32) -> std::process::Child {
-    let strace = Command::new("strace")
-        .args(["-qq", "-o", "/dev/null", "-e", "trace=fsync"])
-        .arg("-e")
-        .arg(format!(
-            "inject=fsync:delay_enter={}:when=1",
-            secs * 1_000_000
-        ))
-        .args(["-p", &pid.to_string()])
-        .spawn()
-        .expect("strace (scripts/setup.sh test installs it)");
-    let traced = harness::eventually(Duration::from_secs(10), || {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        let tracer = status.lines().find(|l| l.starts_with("TracerPid:"))?;
-        (tracer.split_whitespace().nth(1)? != "0").then_some(())
-    });
-    assert!(traced.is_some(), "strace did not attach to {pid}");
-    strace
-}
-
-/// Sends a JSON PATCH on `conn` (closing it after) and returns a thread that reads
-/// the answer.
-fn patch_on(
-    mut conn: std::net::TcpStream,
-    path: &str,
-    body: &[u8],
-) -> std::thread::JoinHandle<Vec<u8>> {
-    use std::io::{Read, Write};
-    let mut raw = format!(
-        "PATCH {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    raw.extend_from_slice(body);
-    conn.write_all(&raw).unwrap();
-    std::thread::spawn(move || {
-        let mut raw = Vec::new();
-        let _ = conn.read_to_end(&mut raw);
-        raw
-    })
-}
-
-/// Waits until `pid` is inside fsync (its event loop stopped there).
-fn wait_in_fsync(pid: u32) {
-    let stalled = harness::eventually(Duration::from_secs(10), || {
-        (current_syscall(pid) == Some(SYS_FSYNC)).then_some(())
-    });
-    assert!(stalled.is_some(), "worker {pid} never reached its fsync");
-}
-
 #[test]
 fn a_stalled_state_write_loses_no_other_change() {
     let gw = gateway("admin-stalled-fsync");
@@ -1298,8 +1211,7 @@ fn a_stalled_state_write_loses_no_other_change() {
         br#"{"custom_id": "bob-2"}"#,
     );
     let alice = harness::parse_response(&alice_answer.join().unwrap());
-    let _ = strace.kill();
-    let _ = strace.wait();
+    strace.stop();
     assert_eq!(bob.status, 200, "{}", bob.text());
     assert_eq!(alice.status, 200, "{}", alice.text());
     assert_eq!(
@@ -1392,8 +1304,7 @@ fn kill_mid_write(gw: &Gateway, pid: u32, custom_id: &str) {
         .args(["-KILL", &pid.to_string()])
         .status()
         .unwrap();
-    let _ = strace.kill();
-    let _ = strace.wait();
+    strace.stop();
     let replaced = harness::eventually(Duration::from_secs(10), || {
         let w = gw.nginx.worker_pids();
         (w.len() == 2 && !w.contains(&pid)).then_some(())
@@ -1709,8 +1620,7 @@ fn a_reload_waits_for_a_stalled_state_write() {
     // write it waits for, never from under it.
     gw.nginx.reload();
     let alice = harness::parse_response(&answer.join().unwrap());
-    let _ = strace.kill();
-    let _ = strace.wait();
+    strace.stop();
     assert_eq!(alice.status, 200, "{}", alice.text());
     let written: u64 = alice
         .header("x-gateway-config-version")

@@ -5,8 +5,10 @@
 //! wait for 100 Continue, and bad configuration is refused.
 
 mod harness;
+mod inject;
 
 use harness::*;
+use inject::{Behaviour, Peer};
 use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::Path;
@@ -545,4 +547,94 @@ fn push_configuration_errors() {
         ),
     )
     .unwrap();
+}
+
+/// Requests answered while the Pushgateway holds a push (`peer.held()` before and after
+/// each), out of at most 400 tries; stops at `want`.
+fn served_while_held(app_port: u16, peer: &Peer, want: usize) -> usize {
+    let mut served = 0;
+    for _ in 0..400 {
+        let held = peer.held() > 0;
+        assert_eq!(get(app_port, "/record").status, 200);
+        if held && peer.held() > 0 {
+            served += 1;
+            if served == want {
+                break;
+            }
+        }
+    }
+    served
+}
+
+/// A Pushgateway that stalls (accepts and never answers; answers its head and stalls
+/// mid-body) holds the push thread only until the push's deadline: requests are served
+/// all the while, each stalled push is counted, and once the Pushgateway answers again
+/// the next pushes succeed and it holds the values scraped from nginx.
+#[test]
+fn a_stalled_pushgateway_never_holds_requests_and_pushes_resume() {
+    let p = prefix("push-stall");
+    let pg = Pushgateway::start(&p, free_port(), false);
+    // Between nginx and the real Pushgateway: passes bytes through, or stalls on cue.
+    let peer = Peer::start(Behaviour::Forward(pg.port));
+    let (app_port, metrics) = (free_port(), free_port());
+    let push = format!(
+        "prometheus_push http://127.0.0.1:{} interval=200ms timeout=3s;",
+        peer.port
+    );
+    let nginx = Nginx::start_with(p.clone(), config(&p, &app(app_port, metrics, &push)));
+    let ok = eventually(Duration::from_secs(10), || {
+        (push_count(metrics, "ok") >= 1.0).then_some(())
+    });
+    assert!(ok.is_some(), "{}", nginx.error_log());
+
+    let stalls: [(&str, Behaviour, &[&str]); 2] = [
+        ("never answers", Behaviour::Hang, &["timeout"]),
+        (
+            "stalls mid-body",
+            Behaviour::SendThenHang(
+                b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 1000\r\n\r\nbusy, and"
+                    .to_vec(),
+            ),
+            &["timeout", "http_status"],
+        ),
+    ];
+    for (what, behaviour, reasons) in stalls {
+        let failed = |m: u16| -> f64 { reasons.iter().map(|r| push_count(m, r)).sum() };
+        let before = failed(metrics);
+        peer.set(behaviour);
+        let held = eventually(Duration::from_secs(10), || (peer.held() > 0).then_some(()));
+        assert!(held.is_some(), "{what}: no push reached the stalling peer");
+        assert_eq!(served_while_held(app_port, &peer, 30), 30, "{what}");
+        let counted = eventually(Duration::from_secs(15), || {
+            (failed(metrics) >= before + 1.0).then_some(())
+        });
+        assert!(counted.is_some(), "{what}: {}", nginx.error_log());
+    }
+
+    // The Pushgateway answers again: pushes succeed, with the latest values.
+    peer.set(Behaviour::Forward(pg.port));
+    assert_eq!(get(app_port, "/record").status, 200);
+    let (_, ours) = scrape(metrics, "/metrics");
+    let want = value(&ours, "app_requests_total", &[("code", "200")]).unwrap();
+    let resumed = eventually(Duration::from_secs(15), || {
+        let theirs = pg.samples();
+        let got = theirs
+            .iter()
+            .find(|s| {
+                s.name == "app_requests_total"
+                    && s.labels.get("code").map(String::as_str) == Some("200")
+            })
+            .map(|s| s.value);
+        (got == Some(want)).then_some(())
+    });
+    assert!(
+        resumed.is_some(),
+        "pushes did not resume: {}",
+        nginx.error_log()
+    );
+    let back = eventually(Duration::from_secs(5), || {
+        (!log_lines(&nginx, "works again").is_empty()).then_some(())
+    });
+    assert!(back.is_some(), "{}", nginx.error_log());
+    assert!(nginx.crashes().is_empty());
 }

@@ -18,6 +18,9 @@ local current = {
     snapshot = nil, router = nil, index = {}, access_plugins = {}, log_plugins = {},
     -- Memoized `resolve` results: name -> route id -> service id -> consumer id -> plugin | false.
     resolved = {},
+    -- Service id -> true for services whose host names neither an address nor an
+    -- upstream: the gateway resolves no names, so they cannot be proxied.
+    unresolvable = {},
 }
 
 -- Enabled plugins by name and scope key "route|service|consumer" (ids or "").
@@ -44,8 +47,23 @@ local function build_index(snapshot)
     return index, access, log
 end
 
+-- An IPv4 or IPv6 address, or localhost: what the balancer can connect to unresolved.
+local function is_address(host)
+    return host == "localhost" or host:find("^%d+%.%d+%.%d+%.%d+$") ~= nil or host:find(":", 1, true) ~= nil
+end
+
+local function unresolvable_services(snapshot)
+    local out = {}
+    local upstreams = snapshot.by_name.upstreams or {}
+    for _, s in ipairs(snapshot.list.services or {}) do
+        if s.host and not upstreams[s.host] and not is_address(s.host) then out[s.id] = true end
+    end
+    return out
+end
+
 local function install(snapshot)
     current.snapshot = snapshot
+    current.unresolvable = unresolvable_services(snapshot)
     current.router = router_mod.build(snapshot)
     current.index, current.access_plugins, current.log_plugins = build_index(snapshot)
     current.resolved = {}
@@ -269,6 +287,24 @@ function _M.access()
     end
     local upstream = snapshot.by_name.upstreams and snapshot.by_name.upstreams[service.host]
     ctx.upstream = upstream
+    if not upstream and current.unresolvable[service.id] then
+        -- Answered here, as Kong answers a failed resolution: in the balancer phase a
+        -- refusal could only be nginx's 500.
+        ctx.exit_status = 503
+        return exit_json(503, "name resolution failed: the gateway resolves no host names; "
+            .. "give the service an IP address, localhost or the name of an upstream")
+    end
+    if upstream then
+        -- The first peer is picked here, where the gateway can still answer (Kong's 503):
+        -- a refusal in the balancer phase could only be nginx's 500.
+        local target, err = balancer.pick(upstream.id)
+        if not target then
+            ngx.log(ngx.ERR, "gateway: upstream ", upstream.name, ": ", err)
+            ctx.exit_status = 503
+            return exit_json(503, err)
+        end
+        ctx.target = target
+    end
     if service.protocol == "https" then
         -- Kong's choice: the name the client asked for when the Host is preserved.
         ngx.var.upstream_sni = (route.preserve_host and host ~= "") and host or service.host
@@ -292,12 +328,17 @@ function _M.balancer()
     ctx.tries = ctx.tries + 1
     local ip, port
     if upstream then
-        local target, err = balancer.pick(upstream.id)
-        if not target then
-            ngx.log(ngx.ERR, "gateway: upstream ", upstream.name, ": ", err)
-            return ngx.exit(503)
+        -- The first try's peer was picked in the access phase.
+        local target = ctx.target
+        if ctx.tries > 1 then
+            local err
+            target, err = balancer.pick(upstream.id)
+            if not target then
+                ngx.log(ngx.ERR, "gateway: upstream ", upstream.name, ": ", err)
+                return ngx.exit(503)
+            end
+            ctx.target = target
         end
-        ctx.target = target
         ip, port = target.ip, target.port
     else
         ip = service.host == "localhost" and "127.0.0.1" or service.host

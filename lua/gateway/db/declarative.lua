@@ -21,12 +21,17 @@ local _M = {}
 -- Kong's declarative formats, accepted in declarative and seed files.
 local FORMATS = { ["1"] = true, ["1.1"] = true, ["2.1"] = true, ["3.0"] = true }
 
--- read_file(path) -> text | nil, err
+local ENOENT = 2
+
+-- read_file(path) -> text | nil, err, missing: `missing` is true only when there is
+-- no such file; any other failure (permissions, an I/O error) is not an absence, and
+-- a caller that would make the file anew must not.
 function _M.read_file(path)
-    local f, err = io.open(path, "rb")
-    if not f then return nil, err end
-    local text = f:read("*a")
+    local f, err, code = io.open(path, "rb")
+    if not f then return nil, err, code == ENOENT end
+    local text, rerr = f:read("*a")
     f:close()
+    if not text then return nil, path .. ": " .. tostring(rerr), false end
     return text
 end
 

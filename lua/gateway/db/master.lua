@@ -28,10 +28,15 @@ end
 -- lets us keep it.
 local function dbless_node_id(conf)
     local path = node_id_path(conf)
-    local text = declarative.read_file(path)
+    local text, rerr, missing = declarative.read_file(path)
     local id = text and text:match("^%s*(.-)%s*$")
     if is_uuid(id) then return id end
     id = core.uuid()
+    if not text and not missing then
+        -- Kept for the next start that can read it.
+        ngx.log(ngx.WARN, "gateway: cannot read the node id, using ", id, " until a restart: ", rerr)
+        return id
+    end
     local ok, err = core.write_file_atomic(path, id .. "\n")
     if not ok then ngx.log(ngx.NOTICE, "gateway: node id not kept across restarts: ", err) end
     return id
@@ -45,7 +50,10 @@ local function initial(conf)
         s.node_id = dbless_node_id(conf)
         return s, nil, false
     end
-    local text = declarative.read_file(conf.state_file)
+    local text, rerr, missing = declarative.read_file(conf.state_file)
+    -- Only a missing state file is a first start: one that cannot be read is refused,
+    -- never replaced by the seed or an empty configuration.
+    if not text and not missing then return nil, "cannot read " .. rerr end
     local s, err
     if text then
         local doc, jerr = core.json_decode(text)
