@@ -7,6 +7,8 @@
 pub mod builtin;
 pub mod counter;
 pub mod family;
+#[cfg(feature = "debug-hooks")]
+pub mod faults;
 pub mod gauge;
 pub mod hdr;
 pub mod histogram;
