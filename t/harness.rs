@@ -482,7 +482,7 @@ pub fn wait_gone(pid: u32) {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Response {
     pub status: u16,
     pub headers: BTreeMap<String, String>,
@@ -1159,7 +1159,7 @@ impl Drop for Prometheus {
 
 /// One request of a [`Load`]: which client sent it, its sequence number there, its
 /// path, and the answer or why there was none (refused, reset, closed, cut short).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Sent {
     pub client: usize,
     pub seq: usize,
@@ -1192,7 +1192,7 @@ impl Load {
     pub fn start(port: u16, clients: usize, path: fn(usize, usize) -> String) -> Load {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let workers = std::sync::Arc::new(std::sync::Mutex::new(Default::default()));
+        let workers = std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
         let threads = (0..clients)
             .map(|client| {
                 let (stop, answered, workers) = (stop.clone(), answered.clone(), workers.clone());
