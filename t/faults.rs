@@ -668,13 +668,6 @@ fn the_plugin_counts_every_request_across_a_stopped_worker() {
         let (status, v) = admin(admin_port, "POST", path, Some(body));
         assert_eq!(status, 201, "{v}");
     }
-    // Both workers route "/r" (they sync their configuration every 0.1 s).
-    let ready = eventually(Duration::from_secs(10), || {
-        (0..20)
-            .all(|_| get(proxy, "/r/").status == 200)
-            .then_some(())
-    });
-    assert!(ready.is_some(), "the route is not served");
     let counts = || {
         let (_, s) = scrape(metrics, "/metrics");
         let sr = [("service", "svc"), ("route", "r")];
@@ -686,14 +679,26 @@ fn the_plugin_counts_every_request_across_a_stopped_worker() {
         let latency = value(&s, "gateway_request_latency_seconds_count", &sr);
         [requests.unwrap_or(0.0), latency.unwrap_or(0.0)]
     };
-    // What the plugin counted before the load, once every log phase has run (a worker
-    // may have routed "/r" a moment before it had the plugin).
-    let warmup = eventually(Duration::from_secs(10), || {
+    // What the plugin counted, once every log phase has run.
+    let settled = || loop {
         let before = counts();
-        std::thread::sleep(Duration::from_millis(300));
-        (counts() == before && before[0] >= 1.0).then_some(before)
+        std::thread::sleep(Duration::from_millis(200));
+        if counts() == before {
+            return before;
+        }
+    };
+    // Both workers route "/r" and count it (they take new configuration every 0.1 s,
+    // route and plugin maybe in different rounds).
+    std::thread::sleep(Duration::from_millis(1000));
+    let warmup = eventually(Duration::from_secs(20), || {
+        let before = settled();
+        if !(0..20).all(|_| get(proxy, "/r/").status == 200) {
+            return None;
+        }
+        let after = settled();
+        (after == [before[0] + 20.0, before[1] + 20.0]).then_some(after)
     })
-    .expect("the plugin's counts settle");
+    .expect("the route is served and counted");
     // Clients enough that some are free while the stopped worker holds others'
     // connections.
     let load = Load::start(proxy, 2 * CLIENTS, |_, _| "/r/".to_string());
