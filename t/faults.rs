@@ -22,6 +22,9 @@ const CLIENTS: usize = 4;
 /// A wait after which every worker has announced a quiescent point (each does every
 /// 100 ms) and freed blocks may be reused.
 const REUSE_WAIT: Duration = Duration::from_millis(1500);
+/// A zone the loads never fill (a series per request; memory becomes resident as it
+/// is used).
+const ZONE: &str = "32m";
 
 /// The application under load. /load counts its request (content phase: a counter by
 /// worker, a counter by request id, a histogram; log phase: a counter); /kept and /exp
@@ -217,8 +220,16 @@ fn check_counts(
             Ok(r) => {
                 assert_eq!(r.status, 200, "{}: {}", s.path, r.text());
                 assert_eq!(r.text(), "ok\n");
-                *by_worker.entry(s.worker().unwrap().to_string()).or_default() += 1;
-                assert_eq!(counted, Some(1.0), "answered request {} {}", s.client, s.seq);
+                *by_worker
+                    .entry(s.worker().unwrap().to_string())
+                    .or_default() += 1;
+                assert_eq!(
+                    counted,
+                    Some(1.0),
+                    "answered request {} {}",
+                    s.client,
+                    s.seq
+                );
             }
             Err(e) => assert!(
                 matches!(counted, None | Some(1.0)),
@@ -284,6 +295,49 @@ fn lock_is_free(a: &App, k: &str) {
     assert_eq!(value(&s, "kept_total", &[("k", k)]), Some(1.0));
 }
 
+/// The free lists are whole after a fault: 50 series with label values of `width`
+/// bytes (blocks of the size the fault freed) made and deleted, and once every worker
+/// has moved on, 50 others take their blocks: no new bytes.
+fn freed_blocks_are_reused(a: &App, width: usize) {
+    let label = |p: char, i: usize| format!("{p}{i:0>w$}", w = width - 1);
+    let used = || {
+        let (_, s) = scrape(a.metrics, "/metrics");
+        value(
+            &s,
+            "nginx_metric_zone_bytes",
+            &[("zone", "metrics"), ("state", "used")],
+        )
+        .unwrap()
+    };
+    for i in 0..50 {
+        assert_eq!(
+            get(a.app, &format!("/kept?k={}", label('r', i))).status,
+            200
+        );
+    }
+    let before = used();
+    for i in 0..50 {
+        let r = get(a.app, &format!("/del?k={}", label('r', i)));
+        assert_eq!(r.text(), "true\n");
+    }
+    std::thread::sleep(REUSE_WAIT);
+    for i in 0..50 {
+        assert_eq!(
+            get(a.app, &format!("/kept?k={}", label('s', i))).status,
+            200
+        );
+    }
+    assert_eq!(used(), before, "the freed blocks were not reused");
+    let (_, s) = scrape(a.metrics, "/metrics");
+    for i in 0..50 {
+        assert_eq!(value(&s, "kept_total", &[("k", &label('s', i))]), Some(1.0));
+    }
+    assert_eq!(
+        value(&s, "nginx_metric_series", &[("zone", "metrics")]),
+        Some(shown_series(&s))
+    );
+}
+
 /// Which worker's answer `sent` holds, of those it holds, as pids.
 fn answering(sent: &[Sent]) -> BTreeSet<u32> {
     sent.iter()
@@ -293,7 +347,7 @@ fn answering(sent: &[Sent]) -> BTreeSet<u32> {
 
 #[test]
 fn a_worker_killed_under_load_loses_no_answered_request() {
-    let a = start_app("faults-kill", "8m", Nginx::start);
+    let a = start_app("faults-kill", ZONE, Nginx::start);
     let load = load_on_both(&a);
     let victim = a.nginx.worker_pids()[0];
     // A SIGKILL at a random point: the load makes a series per request, so the victim
@@ -320,7 +374,7 @@ fn a_worker_killed_under_load_loses_no_answered_request() {
 
 #[test]
 fn a_worker_killed_in_a_delete_under_load_leaves_no_lock_held() {
-    let a = start_app("faults-delete", "8m", Nginx::start_with_debug_hooks);
+    let a = start_app("faults-delete", ZONE, Nginx::start_with_debug_hooks);
     for (k, n) in [("keep", 5), ("doomed", 3)] {
         let r = get(a.app, &format!("/kept?k={k}&n={n}"));
         assert_eq!(r.status, 200);
@@ -345,10 +399,18 @@ fn a_worker_killed_in_a_delete_under_load_leaves_no_lock_held() {
         Some(shown_series(&s))
     );
     lock_is_free(&a, "after");
-    // The deleted label set is made anew, from zero.
+    // The deleted label set is made anew, from zero, in a block of its own: the one the
+    // dead worker freed was listed once.
     assert_eq!(get(a.app, "/kept?k=doomed").status, 200);
     let (_, s) = scrape(a.metrics, "/metrics");
-    assert_eq!(value(&s, "kept_total", &[("k", "doomed")]), Some(1.0));
+    for (k, n) in [("keep", 5.0), ("after", 1.0), ("doomed", 1.0)] {
+        assert_eq!(value(&s, "kept_total", &[("k", k)]), Some(n), "{k}");
+    }
+    assert_eq!(
+        value(&s, "nginx_metric_series", &[("zone", "metrics")]),
+        Some(shown_series(&s))
+    );
+    freed_blocks_are_reused(&a, "doomed".len());
     assert!(
         a.nginx.errors_but_kills().is_empty(),
         "{:?}",
@@ -358,7 +420,7 @@ fn a_worker_killed_in_a_delete_under_load_leaves_no_lock_held() {
 
 #[test]
 fn a_worker_killed_in_an_expiry_sweep_under_load_leaves_no_lock_held() {
-    let a = start_app("faults-sweep", "8m", Nginx::start_with_debug_hooks);
+    let a = start_app("faults-sweep", ZONE, Nginx::start_with_debug_hooks);
     assert_eq!(get(a.app, "/kept?k=keep&n=5").status, 200);
     let load = load_on_both(&a);
     // Worker 0 runs the sweep: its next sweep dies in its second delete.
@@ -392,6 +454,7 @@ fn a_worker_killed_in_an_expiry_sweep_under_load_leaves_no_lock_held() {
         Some(shown_series(&s))
     );
     lock_is_free(&a, "after");
+    freed_blocks_are_reused(&a, "e20".len());
     assert!(
         a.nginx.errors_but_kills().is_empty(),
         "{:?}",
@@ -401,7 +464,7 @@ fn a_worker_killed_in_an_expiry_sweep_under_load_leaves_no_lock_held() {
 
 #[test]
 fn a_worker_killed_reusing_a_block_under_load_leaves_it_reusable() {
-    let a = start_app("faults-reuse", "8m", Nginx::start_with_debug_hooks);
+    let a = start_app("faults-reuse", ZONE, Nginx::start_with_debug_hooks);
     // Keys of 60 bytes: blocks of a size only these series have.
     let key = |name: &str| format!("{name:-<60}");
     let (victim, doomed, after) = (key("victim"), key("doomed"), key("after"));
@@ -439,6 +502,7 @@ fn a_worker_killed_reusing_a_block_under_load_leaves_it_reusable() {
         Some(shown_series(&s))
     );
     lock_is_free(&a, "later");
+    freed_blocks_are_reused(&a, 60);
     assert!(
         a.nginx.errors_but_kills().is_empty(),
         "{:?}",
@@ -448,7 +512,7 @@ fn a_worker_killed_reusing_a_block_under_load_leaves_it_reusable() {
 
 #[test]
 fn reloads_under_load_fail_no_request_and_count_each_once() {
-    let a = start_app("faults-reload", "8m", Nginx::start);
+    let a = start_app("faults-reload", ZONE, Nginx::start);
     let load = load_on_both(&a);
     let mut generations = vec![a.nginx.worker_pids()];
     for _ in 0..3 {
@@ -515,7 +579,7 @@ fn scrape_from(metrics: u16, workers: &[u32]) -> Vec<Sample> {
 /// as their master: the new one starts empty) counts exactly what its workers answered.
 #[test]
 fn a_binary_upgrade_under_load_fails_no_request_and_counts_each_once() {
-    let a = start_app("faults-upgrade", "8m", Nginx::start);
+    let a = start_app("faults-upgrade", ZONE, Nginx::start);
     let load = load_on_both(&a);
     let old_master = a.nginx.master_pid();
     let _reap = Reap(old_master);
@@ -609,29 +673,26 @@ fn a_zone_filling_up_under_load_from_both_workers_serves_and_counts_all() {
             .all(|x| x.outcome.as_ref().unwrap().status == 200),
         "a request was not served"
     );
-    let overflow = value(&s, "load_requests_total", &[("id", "__overflow__")])
-        .expect("the zone filled up");
-    let made = s
-        .iter()
-        .filter(|x| x.name == "load_requests_total")
-        .count()
-        - 1;
+    let overflow =
+        value(&s, "load_requests_total", &[("id", "__overflow__")]).expect("the zone filled up");
+    let made = s.iter().filter(|x| x.name == "load_requests_total").count() - 1;
     assert!(made > 100, "{made} series made");
     assert_eq!(made as f64 + overflow, answered as f64);
     assert_eq!(sum(&s, "load_requests_total"), answered as f64);
     assert_eq!(zone_errors(&s, "zone_full"), overflow);
     assert_eq!(sum(&s, "load_total"), answered as f64);
     assert_eq!(sum(&s, "load_seconds_count"), answered as f64);
-    let per_worker: BTreeMap<String, usize> =
-        sent.iter().fold(BTreeMap::new(), |mut m, x| {
-            *m.entry(x.worker().unwrap().to_string()).or_default() += 1;
-            m
-        });
+    let per_worker: BTreeMap<String, usize> = sent.iter().fold(BTreeMap::new(), |mut m, x| {
+        *m.entry(x.worker().unwrap().to_string()).or_default() += 1;
+        m
+    });
     assert_eq!(per_worker.len(), 2, "{per_worker:?}");
     for (w, n) in &per_worker {
         assert_eq!(value(&s, "load_total", &[("worker", w)]), Some(*n as f64));
     }
-    eprintln!("zone full under load: {answered} requests, {made} series, {overflow} in the overflow");
+    eprintln!(
+        "zone full under load: {answered} requests, {made} series, {overflow} in the overflow"
+    );
     let unexpected: Vec<String> = a
         .nginx
         .errors()
@@ -659,7 +720,10 @@ fn the_plugin_counts_every_request_across_a_stopped_worker() {
     let up = format!("http://127.0.0.1:{upstream}/");
     for (path, body) in [
         ("/services", json!({"name": "svc", "url": up})),
-        ("/services/svc/routes", json!({"name": "r", "paths": ["/r"]})),
+        (
+            "/services/svc/routes",
+            json!({"name": "r", "paths": ["/r"]}),
+        ),
         (
             "/plugins",
             json!({"name": "prometheus", "config": {"status_code_metrics": true, "latency_metrics": true}}),
@@ -674,7 +738,13 @@ fn the_plugin_counts_every_request_across_a_stopped_worker() {
         let requests = value(
             &s,
             "gateway_http_requests_total",
-            &[sr[0], sr[1], ("code", "200"), ("source", "service"), ("consumer", "")],
+            &[
+                sr[0],
+                sr[1],
+                ("code", "200"),
+                ("source", "service"),
+                ("consumer", ""),
+            ],
         );
         let latency = value(&s, "gateway_request_latency_seconds_count", &sr);
         [requests.unwrap_or(0.0), latency.unwrap_or(0.0)]
@@ -730,7 +800,9 @@ fn the_plugin_counts_every_request_across_a_stopped_worker() {
     assert!(exact.is_some(), "counted {last:?}, want {want:?}: {:?}", {
         let (_, s) = scrape(metrics, "/metrics");
         s.into_iter()
-            .filter(|x| x.name == "gateway_http_requests_total" || x.name.starts_with("nginx_metric_errors"))
+            .filter(|x| {
+                x.name == "gateway_http_requests_total" || x.name.starts_with("nginx_metric_errors")
+            })
             .collect::<Vec<_>>()
     });
     // The stopped worker holds no lock: an Admin write, seen by both workers.
@@ -752,8 +824,14 @@ fn the_plugin_counts_every_request_across_a_stopped_worker() {
         }
         (seen.len() == 2).then_some(())
     });
-    assert!(both.is_some(), "the new route is not served by both workers");
-    eprintln!("stopped worker: {} requests, all answered and counted", sent.len());
+    assert!(
+        both.is_some(),
+        "the new route is not served by both workers"
+    );
+    eprintln!(
+        "stopped worker: {} requests, all answered and counted",
+        sent.len()
+    );
     assert!(nginx.errors().is_empty(), "{:?}", nginx.errors());
     assert!(nginx.crashes().is_empty());
 }

@@ -469,7 +469,13 @@ pub fn signal(pid: u32, name: &str) {
 /// Whether process `pid` exists (and is not a zombie).
 pub fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+        .map(|s| {
+            !s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
         .unwrap_or(false)
 }
 
@@ -1176,8 +1182,8 @@ impl Sent {
 
 /// Real HTTP clients putting load on a server while a test injects a fault: each of
 /// `clients` threads sends GETs one after another, each on a new connection
-/// (HTTP/1.0, so the kernel spreads them over the workers), and records every
-/// request's outcome without ever panicking, until stopped. A request gets 30 s to be
+/// (HTTP/1.0, so the kernel spreads them over the workers) 2 ms after the last, and
+/// records every request's outcome without ever panicking, until stopped. A request gets 30 s to be
 /// answered (a stopped worker's connections wait for it).
 pub struct Load {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -1215,6 +1221,9 @@ impl Load {
                             outcome,
                         });
                         seq += 1;
+                        // Paced: load, not a flood (a few thousand requests a second
+                        // at most, each a new series in some tests).
+                        std::thread::sleep(Duration::from_millis(2));
                     }
                     sent
                 })
@@ -1301,7 +1310,10 @@ pub fn try_get(port: u16, path: &str) -> Result<Response, String> {
     let r = parse_response(&raw);
     if let Some(len) = r.header("content-length") {
         if len.parse::<usize>().ok() != Some(raw.len() - split - 4) {
-            return Err(format!("body cut short: {} of {len} bytes", raw.len() - split - 4));
+            return Err(format!(
+                "body cut short: {} of {len} bytes",
+                raw.len() - split - 4
+            ));
         }
     }
     Ok(r)
