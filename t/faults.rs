@@ -510,6 +510,47 @@ fn a_worker_killed_reusing_a_block_under_load_leaves_it_reusable() {
     );
 }
 
+/// A worker killed while it takes the last block off a free list (the list's head
+/// cleared, its tail not yet), under load: the takeover puts the list right, so the
+/// blocks freed later are reused (the dead worker's block is lost, never used twice).
+#[test]
+fn a_worker_killed_taking_a_block_off_a_free_list_leaves_the_list_whole() {
+    let a = start_app("faults-pop", ZONE, Nginx::start_with_debug_hooks);
+    let key = |name: &str| format!("{name:-<60}");
+    let (victim, doomed) = (key("victim"), key("doomed"));
+    assert_eq!(get(a.app, &format!("/kept?k={victim}&n=7")).status, 200);
+    let load = load_on_both(&a);
+    assert_eq!(get(a.app, &format!("/del?k={victim}")).text(), "true\n");
+    std::thread::sleep(REUSE_WAIT);
+    let before = a.nginx.worker_pids();
+    let r = try_get(a.app, &format!("/die?at=4&make={doomed}"));
+    assert!(
+        r.is_err(),
+        "the worker lived (was the block not reusable yet?): {:?}",
+        r.map(|r| r.text())
+    );
+    let dead = a.nginx.wait_one_died(&before);
+    load.wait_answered_by(&a.nginx.worker_pids());
+    load.wait_more(200);
+    let sent = load.stop();
+    let (_, s) = scrape(a.metrics, "/metrics");
+    check_counts(&s, &sent, &[dead], CLIENTS, false);
+    assert_eq!(takeovers(&s), 1.0);
+    assert_eq!(value(&s, "kept_total", &[("k", &victim)]), None);
+    assert_eq!(value(&s, "kept_total", &[("k", &doomed)]), None);
+    assert_eq!(
+        value(&s, "nginx_metric_series", &[("zone", "metrics")]),
+        Some(shown_series(&s))
+    );
+    lock_is_free(&a, "after");
+    freed_blocks_are_reused(&a, 60);
+    assert!(
+        a.nginx.errors_but_kills().is_empty(),
+        "{:?}",
+        a.nginx.errors_but_kills()
+    );
+}
+
 #[test]
 fn reloads_under_load_fail_no_request_and_count_each_once() {
     let a = start_app("faults-reload", ZONE, Nginx::start);

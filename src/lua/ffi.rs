@@ -167,14 +167,15 @@ pub extern "C" fn ngx_prom_debug_delete_and_die(handle: u64) -> i32 {
 }
 
 /// Makes this process SIGKILL itself the next time it reaches fault point `point`
-/// (`crate::metrics::faults::Point`: 1 in a delete, 2 in an expiry sweep's second
-/// delete, 3 making a series in a reused block). For failure-injection tests only: the
+/// (`crate::shm::faults::Point`: 1 in a delete, 2 in an expiry sweep's second
+/// delete, 3 making a series in a reused block, 4 taking the last block off a free
+/// list). For failure-injection tests only: the
 /// other processes must take the lock over and repair what it left. Returns 0, or -1
 /// for an unknown point. Only in builds with the `debug-hooks` feature.
 #[cfg(feature = "debug-hooks")]
 #[no_mangle]
 pub extern "C" fn ngx_prom_debug_die_at(point: u32) -> i32 {
-    use crate::metrics::faults;
+    use crate::shm::faults;
     fn die() {
         // SAFETY: kill(2) on this very process; SIGKILL cannot be caught, so it ends
         // here, as a worker killed from outside at this instruction would.

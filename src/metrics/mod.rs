@@ -7,8 +7,6 @@
 pub mod builtin;
 pub mod counter;
 pub mod family;
-#[cfg(feature = "debug-hooks")]
-pub mod faults;
 pub mod gauge;
 pub mod hdr;
 pub mod histogram;

@@ -980,7 +980,7 @@ impl<'a> Store<'a> {
         );
         #[cfg(feature = "debug-hooks")]
         if _reused {
-            super::faults::reached(super::faults::Point::Reuse);
+            crate::shm::faults::reached(crate::shm::faults::Point::Reuse);
         }
         if !overflow {
             r.word(f.body + F_SERIES).fetch_add(1, Relaxed);
@@ -1163,7 +1163,7 @@ impl<'a> Store<'a> {
                 if self.still_the_same(rec, tag) && self.fingerprint(rec, t) == fp {
                     #[cfg(feature = "debug-hooks")]
                     if deleted > 0 {
-                        super::faults::sweep_deletes_again();
+                        crate::shm::faults::sweep_deletes_again();
                     }
                     self.delete_locked(&g, rec);
                     deleted += 1;
@@ -1214,7 +1214,7 @@ impl<'a> Store<'a> {
         let reuse = value::next_generation(self.series_tag(rec)).is_some();
         self.arena.release(g, rec, reuse);
         #[cfg(feature = "debug-hooks")]
-        super::faults::reached(super::faults::Point::Delete);
+        crate::shm::faults::reached(crate::shm::faults::Point::Delete);
         if was_live && !self.is_overflow(family, rec) {
             r.word(family.body + F_SERIES).fetch_sub(1, Relaxed);
         }

@@ -1,4 +1,4 @@
-//! Points in the store where a process of a `debug-hooks` build can be made to die, as
+//! Points in the zone's code where a process of a `debug-hooks` build can be made to die, as
 //! one killed (SIGKILL) at that very instruction would: the tests place a worker's
 //! death exactly (in a delete, in an expiry sweep, while a freed block is reused) and
 //! check that the others take the lock over and repair what it left. Never in the
@@ -20,11 +20,14 @@ pub enum Point {
     /// A series made in a freed block that is reused: its new tag written, not yet
     /// published.
     Reuse = 3,
+    /// Taking the last block (or chunk) off a free list: the list's head cleared, its
+    /// tail not yet.
+    PopLast = 4,
 }
 
 impl Point {
     pub fn from_u32(v: u32) -> Option<Point> {
-        [Point::Delete, Point::Sweep, Point::Reuse]
+        [Point::Delete, Point::Sweep, Point::Reuse, Point::PopLast]
             .into_iter()
             .find(|p| *p as u32 == v)
     }
@@ -32,7 +35,8 @@ impl Point {
 
 /// The point this process dies at next (0: none).
 static ARMED: AtomicU32 = AtomicU32::new(0);
-/// How it dies: the glue's SIGKILL to itself (this layer has no unsafe code).
+/// How it dies: the glue's SIGKILL to itself (the layers that reach the points have no
+/// unsafe code).
 static KILL: OnceLock<fn()> = OnceLock::new();
 
 /// Makes this process die (by `kill`) the next time it reaches `point`.
