@@ -1196,6 +1196,77 @@ fn send_timeout_lets_go_of_a_client_that_never_reads() {
     assert!(nginx.crashes().is_empty());
 }
 
+/// `nginx -s reload` while clients hold large scrapes without reading: the new workers
+/// serve whole expositions at once, the old ones let go of those clients after
+/// `send_timeout` and exit without leaving a connection open.
+#[test]
+fn reload_while_clients_hold_scrapes_unread() {
+    use std::io::Read;
+    let (app, metrics) = (free_port(), free_port());
+    let nginx = Nginx::start(
+        "reload-held",
+        &many_series_http(
+            app,
+            metrics,
+            "prometheus_max_renders 2;",
+            "send_timeout 2s; add_header X-Worker $pid always;",
+        ),
+    );
+    assert_eq!(get(app, "/make?n=50000").text(), "ok\n");
+    let full = openmetrics_scrape(metrics).len();
+    let mut held: Vec<_> = (0..6).map(|_| held_scrape(metrics)).collect();
+    for s in &held {
+        wait_answer_began(s);
+    }
+    let old = nginx.worker_pids();
+    signal(nginx.master_pid(), "HUP");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while nginx
+        .worker_pids()
+        .iter()
+        .filter(|p| !old.contains(p))
+        .count()
+        < 2
+    {
+        assert!(std::time::Instant::now() < deadline, "no new workers");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The new workers serve whole expositions while the old ones still hold their
+    // clients. (An old worker that has not yet taken the master's word to quit may
+    // answer one more.)
+    let mut whole = 0;
+    while whole < 4 {
+        assert!(std::time::Instant::now() < deadline, "no whole scrapes");
+        let r = parse_response(&openmetrics_scrape(metrics));
+        let by: u32 = r.header("x-worker").unwrap().parse().unwrap();
+        if old.contains(&by) {
+            continue;
+        }
+        assert_eq!(r.status, 200);
+        assert!(r.body.ends_with(b"# EOF\n"));
+        whole += 1;
+    }
+    for p in &old {
+        wait_gone(*p);
+    }
+    // Each held client got its answer's head, then part of the body (or a 503), then
+    // the connection was closed.
+    for s in &mut held {
+        let head = read_head(s);
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+        match head.status {
+            200 => assert!(rest.len() < full && !rest.ends_with(b"# EOF\n")),
+            status => assert_eq!(status, 503),
+        }
+    }
+    let log = nginx.error_log();
+    assert!(log.contains("client timed out"), "{log}");
+    assert!(!log.contains("left in connection"), "{log}");
+    assert!(!log.contains("aborting"), "{log}");
+    assert!(nginx.crashes().is_empty());
+}
+
 #[test]
 fn limit_directives_are_checked() {
     let http = |directives: &str| {

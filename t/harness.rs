@@ -287,20 +287,46 @@ impl Nginx {
     /// Kills worker `pid` with SIGKILL and waits until the master has replaced it
     /// (2 workers again, none of them `pid`).
     pub fn kill_worker(&self, pid: u32) {
-        Command::new("kill")
-            .arg("-KILL")
-            .arg(pid.to_string())
-            .status()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
+        signal(pid, "KILL");
+        self.wait_replaced(pid);
+    }
+
+    /// Waits until the master has replaced worker `pid` (2 workers again, none of them
+    /// `pid`), however it died.
+    pub fn wait_replaced(&self, pid: u32) {
+        let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let w = self.worker_pids();
             if w.len() == 2 && !w.contains(&pid) {
                 return;
             }
             assert!(Instant::now() < deadline, "worker {pid} was not replaced");
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Waits until one of the workers `before` has died (a fault killed it) and the
+    /// master has replaced it; returns its pid.
+    pub fn wait_one_died(&self, before: &[u32]) -> u32 {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let dead = loop {
+            if let Some(&pid) = before.iter().find(|p| !alive(**p)) {
+                break pid;
+            }
+            assert!(Instant::now() < deadline, "none of {before:?} died");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        self.wait_replaced(dead);
+        dead
+    }
+
+    /// Error-log lines at `[error]` or worse but for the master's notes of workers
+    /// killed by a signal the test sent or placed (`exited on signal 9`).
+    pub fn errors_but_kills(&self) -> Vec<String> {
+        self.errors()
+            .into_iter()
+            .filter(|l| !l.contains("exited on signal 9"))
+            .collect()
     }
 
     pub fn wait_workers(&self, n: usize) {
@@ -429,7 +455,40 @@ impl Drop for Nginx {
     }
 }
 
-#[derive(Debug)]
+/// Sends `SIG<name>` to `pid` (`kill -<name> pid`).
+pub fn signal(pid: u32, name: &str) {
+    let ok = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{name} {pid}");
+}
+
+/// Whether process `pid` exists (and is not a zombie).
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            !s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+        .unwrap_or(false)
+}
+
+/// Waits (20 s at most) until process `pid` is gone.
+pub fn wait_gone(pid: u32) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while alive(pid) {
+        assert!(Instant::now() < deadline, "process {pid} still runs");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[derive(Debug, Clone)]
 pub struct Response {
     pub status: u16,
     pub headers: BTreeMap<String, String>,
@@ -1106,4 +1165,160 @@ impl Drop for Prometheus {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// One request of a [`Load`]: which client sent it, its sequence number there, its
+/// path, and the answer or why there was none (refused, reset, closed, cut short).
+#[derive(Debug, Clone)]
+pub struct Sent {
+    pub client: usize,
+    pub seq: usize,
+    pub path: String,
+    pub outcome: Result<Response, String>,
+}
+
+impl Sent {
+    /// The worker that answered (its `X-Worker` header), if any did.
+    pub fn worker(&self) -> Option<&str> {
+        self.outcome.as_ref().ok()?.header("x-worker")
+    }
+}
+
+/// Real HTTP clients putting load on a server while a test injects a fault: each of
+/// `clients` threads sends GETs one after another, each on a new connection
+/// (HTTP/1.0, so the kernel spreads them over the workers) 2 ms after the last, and
+/// records every request's outcome without ever panicking, until stopped. A request gets 30 s to be
+/// answered (a stopped worker's connections wait for it).
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    answered: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// The workers (`X-Worker`) that answered so far.
+    workers: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
+    threads: Vec<std::thread::JoinHandle<Vec<Sent>>>,
+}
+
+impl Load {
+    /// Starts the clients; `path(client, seq)` is each request's path.
+    pub fn start(port: u16, clients: usize, path: fn(usize, usize) -> String) -> Load {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let workers = std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
+        let threads = (0..clients)
+            .map(|client| {
+                let (stop, answered, workers) = (stop.clone(), answered.clone(), workers.clone());
+                std::thread::spawn(move || {
+                    let mut sent = Vec::new();
+                    let mut seq = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        let path = path(client, seq);
+                        let outcome = try_get(port, &path);
+                        if let Ok(r) = &outcome {
+                            if let Some(w) = r.header("x-worker") {
+                                workers.lock().unwrap().insert(w.to_string());
+                            }
+                            answered.fetch_add(1, Ordering::Relaxed);
+                        }
+                        sent.push(Sent {
+                            client,
+                            seq,
+                            path,
+                            outcome,
+                        });
+                        seq += 1;
+                        // Paced: load, not a flood (a few thousand requests a second
+                        // at most, each a new series in some tests).
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                    sent
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            answered,
+            workers,
+            threads,
+        }
+    }
+
+    /// The workers that answered so far (their pids, from `X-Worker`).
+    pub fn workers(&self) -> std::collections::BTreeSet<u32> {
+        let seen = self.workers.lock().unwrap();
+        seen.iter().filter_map(|w| w.parse().ok()).collect()
+    }
+
+    /// Waits until every worker of `pids` has answered some request (60 s at most).
+    pub fn wait_answered_by(&self, pids: &[u32]) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let seen = self.workers();
+            if pids.iter().all(|p| seen.contains(p)) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "workers {pids:?} never all answered (only {seen:?})"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Requests answered so far.
+    pub fn answered(&self) -> usize {
+        self.answered.load(Ordering::Relaxed)
+    }
+
+    /// Waits until `n` more requests than now have been answered (60 s at most).
+    pub fn wait_more(&self, n: usize) {
+        let want = self.answered() + n;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.answered() < want {
+            assert!(
+                Instant::now() < deadline,
+                "the load got {} answers of {want}",
+                self.answered()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Stops the clients (each finishes its request in flight) and returns every
+    /// request sent.
+    pub fn stop(self) -> Vec<Sent> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect()
+    }
+}
+
+/// A GET on a connection of its own that never panics: the response, or why there was
+/// none (connection refused or reset, closed without an answer, an answer cut short).
+pub fn try_get(port: u16, path: &str) -> Result<Response, String> {
+    let mut stream =
+        TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        .map_err(|e| format!("write: {e}"))?;
+    let mut raw = Vec::new();
+    stream
+        .read_to_end(&mut raw)
+        .map_err(|e| format!("read: {e} after {} bytes", raw.len()))?;
+    let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return Err(format!("closed after {} bytes, no whole head", raw.len()));
+    };
+    let r = parse_response(&raw);
+    if let Some(len) = r.header("content-length") {
+        if len.parse::<usize>().ok() != Some(raw.len() - split - 4) {
+            return Err(format!(
+                "body cut short: {} of {len} bytes",
+                raw.len() - split - 4
+            ));
+        }
+    }
+    Ok(r)
 }

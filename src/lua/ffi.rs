@@ -166,6 +166,32 @@ pub extern "C" fn ngx_prom_debug_delete_and_die(handle: u64) -> i32 {
     }
 }
 
+/// Makes this process SIGKILL itself the next time it reaches fault point `point`
+/// (`crate::shm::faults::Point`: 1 in a delete, 2 in an expiry sweep's second
+/// delete, 3 making a series in a reused block, 4 taking the last block off a free
+/// list). For failure-injection tests only: the
+/// other processes must take the lock over and repair what it left. Returns 0, or -1
+/// for an unknown point. Only in builds with the `debug-hooks` feature.
+#[cfg(feature = "debug-hooks")]
+#[no_mangle]
+pub extern "C" fn ngx_prom_debug_die_at(point: u32) -> i32 {
+    use crate::shm::faults;
+    fn die() {
+        // SAFETY: kill(2) on this very process; SIGKILL cannot be caught, so it ends
+        // here, as a worker killed from outside at this instruction would.
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGKILL);
+        }
+    }
+    match faults::Point::from_u32(point) {
+        Some(p) => {
+            faults::arm(p, die);
+            0
+        }
+        None => -1,
+    }
+}
+
 /// What `ngx_prom_request_facts` reports about a request: Lua picks its series by them
 /// (the status, whether the upstream answered), then hands them to
 /// `ngx_prom_record_request`. Doubles: LuaJIT reads them as plain numbers, where 64-bit

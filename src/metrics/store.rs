@@ -949,7 +949,7 @@ impl<'a> Store<'a> {
         overflow: bool,
     ) -> Result<u64, crate::shm::Full> {
         let r = self.region();
-        let (rec, body, generation) = loop {
+        let (rec, body, generation, _reused) = loop {
             let (rec, body) = self.arena.make_keyed(
                 g,
                 Kind::Series,
@@ -961,8 +961,9 @@ impl<'a> Store<'a> {
             )?;
             // A reused block's tag word holds the generation its deleted series left;
             // a block that has used up its generations is retired (handles never alias).
-            match value::next_generation(r.load(body + S_TAG)) {
-                Some(generation) => break (rec, body, generation),
+            let previous = r.load(body + S_TAG);
+            match value::next_generation(previous) {
+                Some(generation) => break (rec, body, generation, previous != 0),
                 None => self.arena.release(g, rec, false),
             }
         };
@@ -977,6 +978,10 @@ impl<'a> Store<'a> {
             body + S_SEEN,
             u64::from(self.fingerprint(rec, f.metric_type)) << 32 | since,
         );
+        #[cfg(feature = "debug-hooks")]
+        if _reused {
+            crate::shm::faults::reached(crate::shm::faults::Point::Reuse);
+        }
         if !overflow {
             r.word(f.body + F_SERIES).fetch_add(1, Relaxed);
         }
@@ -1156,6 +1161,10 @@ impl<'a> Store<'a> {
                 // Updated or deleted since it was looked at: it stays (for now).
                 let t = MetricType::from_u8(tag as u8).expect("checked above");
                 if self.still_the_same(rec, tag) && self.fingerprint(rec, t) == fp {
+                    #[cfg(feature = "debug-hooks")]
+                    if deleted > 0 {
+                        crate::shm::faults::sweep_deletes_again();
+                    }
                     self.delete_locked(&g, rec);
                     deleted += 1;
                 }
@@ -1204,6 +1213,8 @@ impl<'a> Store<'a> {
         // A series of a block's last generation leaves its block retired.
         let reuse = value::next_generation(self.series_tag(rec)).is_some();
         self.arena.release(g, rec, reuse);
+        #[cfg(feature = "debug-hooks")]
+        crate::shm::faults::reached(crate::shm::faults::Point::Delete);
         if was_live && !self.is_overflow(family, rec) {
             r.word(family.body + F_SERIES).fetch_sub(1, Relaxed);
         }

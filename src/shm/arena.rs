@@ -284,8 +284,10 @@ impl<'a> Arena<'a> {
     }
 
     /// Finishes or abandons the last record, the only one a dead lock owner can have
-    /// left half-made (records are only made under the lock, one at a time).
+    /// left half-made (records are only made under the lock, one at a time), and puts
+    /// right the free list it may have been changing.
     fn recover(&self, held: &Guard<'_>) {
+        self.repair_free_lists(held);
         let last = self.r.load(H_LAST) as Offset;
         if last == 0 {
             return;
@@ -315,6 +317,41 @@ impl<'a> Arena<'a> {
         } else {
             self.set_state(last, State::Abandoned);
         }
+    }
+
+    /// Makes every free list's tail its last block again, and the free words their
+    /// sum, after a lock owner died changing them (each push and pop is a few stores):
+    /// a head cleared while the tail still named the taken block would make every later
+    /// free of that size go after it, unreachable, never reused; a block linked and
+    /// not yet the tail would be cut off by the next push. A walk over the lists (only
+    /// after a takeover); a list that does not end (it cannot, but for a bug) is left
+    /// as it is.
+    fn repair_free_lists(&self, _held: &Guard<'_>) {
+        let mut steps = self.r.len();
+        let mut words = 0;
+        for list in 0..LISTS {
+            let link = if list < EXACT_LISTS + RANGE_LISTS {
+                R_NEXT
+            } else {
+                C_NEXT
+            };
+            let (head, tail) = (
+                FREE_AT + 2 * list as Offset,
+                FREE_AT + 2 * list as Offset + 1,
+            );
+            let (mut last, mut at) = (0, self.r.load(head) as Offset);
+            while at != 0 && steps > 0 {
+                words += self.free_words(list, at);
+                last = at;
+                at = self.r.load(at + link) as Offset;
+                steps -= 1;
+            }
+            if at != 0 {
+                return;
+            }
+            self.r.store(tail, u64::from(last));
+        }
+        self.r.store(H_FREE_WORDS, words);
     }
 
     /// The series record whose delete a process started and may not have finished
@@ -441,6 +478,8 @@ impl<'a> Arena<'a> {
         );
         self.r.store(head, next);
         if next == 0 {
+            #[cfg(feature = "debug-hooks")]
+            super::faults::reached(super::faults::Point::PopLast);
             self.r.store(tail, 0);
         }
         Some(at)
@@ -1016,6 +1055,42 @@ mod tests {
         a.publish(&g, rec);
         assert_eq!(a.lookup(1, b"k"), Some(rec));
         assert_eq!(a.live(Kind::Series).collect::<Vec<_>>(), vec![rec]);
+    }
+
+    #[test]
+    fn takeover_mends_a_free_list_cut_short() {
+        let mem = zone(MIN_ZONE_BYTES / 8);
+        let a = Arena::format(Region::new(&mem), 0).unwrap();
+        let g = a.lock(41, ALIVE);
+        let mut recs = vec![];
+        for key in [b"a", b"b"] {
+            let (rec, _) = a
+                .make_keyed(&g, Kind::Series, 1, key, 1, ALIVE, false)
+                .unwrap();
+            a.publish(&g, rec);
+            recs.push(rec);
+        }
+        let (b1, b2) = (recs[0], recs[1]);
+        a.unlink(&g, b1);
+        a.release(&g, b1, true);
+        let list = Arena::block_list(a.header(b1).2 as usize);
+        let (head, tail) = (
+            FREE_AT + 2 * list as Offset,
+            FREE_AT + 2 * list as Offset + 1,
+        );
+        // Its owner dies taking b1, the list's last block, off it: head cleared, tail
+        // still b1, the free words already taken off.
+        a.r.store(H_FREE_WORDS, 0);
+        a.r.store(head, 0);
+        std::mem::forget(g);
+        let g = a.lock(7, &|pid| pid != 41);
+        assert_eq!(a.r.load(tail), 0);
+        // The next block freed is where a pop looks.
+        a.unlink(&g, b2);
+        a.release(&g, b2, true);
+        assert_eq!(a.r.load(head), u64::from(b2));
+        assert_eq!(a.r.load(tail), u64::from(b2));
+        assert_eq!(a.free_bytes(), 8 * u64::from(a.header(b2).2));
     }
 
     #[test]

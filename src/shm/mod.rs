@@ -3,6 +3,8 @@
 
 pub mod arena;
 pub mod epoch;
+#[cfg(feature = "debug-hooks")]
+pub mod faults;
 pub mod lock;
 pub mod region;
 
