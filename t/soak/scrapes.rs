@@ -1,0 +1,102 @@
+//! A scrape every second, each format in turn, plain and gzipped: every answer whole
+//! and well-formed (JSON parsed, every tenth text or OpenMetrics body through the
+//! reference parsers), and no counted series ever going down.
+
+use crate::harness::{self, gunzip};
+use crate::support::{paced, series, Ctx};
+use std::collections::BTreeMap;
+
+const VARIANTS: &[(&str, &str, bool)] = &[
+    ("text", "text/plain; version=0.0.4; charset=utf-8", false),
+    (
+        "openmetrics",
+        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        true,
+    ),
+    ("json", "application/json", false),
+    ("text", "text/plain; version=0.0.4; charset=utf-8", true),
+    (
+        "openmetrics",
+        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        false,
+    ),
+    ("json", "application/json", true),
+];
+
+pub fn every_second(ctx: &Ctx) -> String {
+    let mut last: BTreeMap<BTreeMap<String, String>, f64> = BTreeMap::new();
+    let (mut bytes, mut parsed) = (0usize, 0u32);
+    let n = paced(ctx, 1.0, |n| {
+        let (format, content_type, gzip) = VARIANTS[n as usize % VARIANTS.len()];
+        let mut headers = vec![];
+        // OpenMetrics as Prometheus asks for it; the others by `?format=`.
+        let path = if format == "openmetrics" {
+            headers.push(("Accept", "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"));
+            "/metrics".to_string()
+        } else {
+            format!("/metrics?format={format}")
+        };
+        if gzip {
+            headers.push(("Accept-Encoding", "gzip"));
+        }
+        let r = harness::request(ctx.metrics, "GET", &path, &headers, b"");
+        let fail = |why: String| ctx.fail(format!("scrape {n} ({format}, gzip {gzip}): {why}"));
+        if r.status != 200 || r.header("content-type") != Some(content_type) {
+            return fail(format!(
+                "{} {:?}: {}",
+                r.status,
+                r.header("content-type"),
+                r.text()
+            ));
+        }
+        let body = if gzip {
+            if r.header("content-encoding") != Some("gzip") {
+                return fail("not gzipped".into());
+            }
+            gunzip(&r.body)
+        } else {
+            r.body.clone()
+        };
+        bytes += body.len();
+        let text = String::from_utf8_lossy(&body).into_owned();
+        match format {
+            "json" => {
+                let v: serde_json::Value = match serde_json::from_slice(&body) {
+                    Ok(v) => v,
+                    Err(e) => return fail(format!("not JSON: {e}")),
+                };
+                // The global plugin's request counts: never deleted, never down.
+                for (labels, s) in series(&v, "gateway_http_requests_total") {
+                    let now = s["value"].as_f64().unwrap_or(f64::NAN);
+                    if let Some(before) = last.insert(labels.clone(), now) {
+                        if now < before {
+                            fail(format!("{labels:?} went from {before} to {now}"));
+                        }
+                    }
+                }
+            }
+            "openmetrics" if !text.ends_with("# EOF\n") => fail("no # EOF at the end".into()),
+            _ => {}
+        }
+        // The reference parsers now and then: they cost a Python start and a parse.
+        if n % 10 == 1 || n % 10 == 6 {
+            parsed += 1;
+            if format == "openmetrics" {
+                let r =
+                    std::panic::catch_unwind(|| harness::parse_openmetrics_with_reference(&text));
+                if r.is_err() {
+                    fail("the reference OpenMetrics parser refused it".into());
+                }
+            } else if format == "text" {
+                let r = std::panic::catch_unwind(|| harness::parse_with_reference(&text));
+                if r.is_err() {
+                    fail("the reference text parser refused it".into());
+                }
+            }
+        }
+    });
+    format!(
+        "{n} scrapes, {} KiB on average, {parsed} through a reference parser",
+        bytes / n.max(1) as usize / 1024
+    )
+}
