@@ -5,7 +5,8 @@
 # and a scrape a second, all at once. Fails unless every count is exact, the workers'
 # memory and the zone stay flat after the warm-up and the error log holds only the
 # lines the loads expect; prints what each load did and the memory and zone curves.
-# `make test` runs it for 60 s (`make soak-short`).
+# `make test` runs it for 60 s (`make soak-short`). SOAK_LOADS=part,part runs only the
+# loads whose names hold one of the parts (e.g. SOAK_LOADS=proxy,scrapes).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SECS=${1:-600}

@@ -57,29 +57,21 @@ fn loads() -> Vec<Load> {
             setup: proxy::setup,
             run: proxy::keep_alive,
             check: no_check,
-            expected_log: &[
-                (
-                    "connect() failed (111: Connection refused) while connecting to upstream",
-                    "/down: its service's port refuses connections (the 502s)",
-                ),
-                (
-                    "upstream timed out (110: Connection timed out) while reading response header from upstream",
-                    "/timeout: its service answers after its read_timeout (the 504s)",
-                ),
-            ],
+            expected_log: proxy::EXPECTED_LOG,
         },
         Load {
             name: "proxy, a connection per request",
-            nginx: "",
-            setup: nothing,
+            nginx: proxy::NGINX,
+            setup: proxy::setup,
             run: proxy::one_per_connection,
             check: no_check,
-            expected_log: &[],
+            expected_log: proxy::EXPECTED_LOG,
         },
         Load {
             name: "Admin writes",
             nginx: "",
-            setup: nothing,
+            // It changes the counted routes in place.
+            setup: proxy::setup,
             run: admin::writes,
             check: no_check,
             expected_log: &[],
@@ -108,6 +100,14 @@ fn loads() -> Vec<Load> {
             check: no_check,
             expected_log: &[],
         },
+        Load {
+            name: "scrapes, 12 at once every 10 s",
+            nginx: "",
+            setup: nothing,
+            run: scrapes::bursts,
+            check: no_check,
+            expected_log: &[],
+        },
     ]
 }
 
@@ -128,8 +128,13 @@ fn soak_server(port: u16, loads: &[Load]) -> String {
         ));
     }
     s.push_str("        location = /code/204 { return 204; }\n");
+    let mut added: Vec<&str> = vec![];
     for l in loads {
-        s.push_str(l.nginx);
+        // Loads that share an upstream name the same locations: added once.
+        if !added.contains(&l.nginx) {
+            s.push_str(l.nginx);
+            added.push(l.nginx);
+        }
     }
     s.push_str("    }\n");
     s
@@ -308,7 +313,13 @@ fn soak() {
         seconds >= 30,
         "SOAK_SECONDS: at least 30 (a warm-up and two thirds to compare)"
     );
-    let loads = loads();
+    // SOAK_LOADS=part,part runs only the loads whose names hold one of the parts.
+    let only = std::env::var("SOAK_LOADS").unwrap_or_default();
+    let loads: Vec<Load> = loads()
+        .into_iter()
+        .filter(|l| only.is_empty() || only.split(',').any(|p| l.name.contains(p.trim())))
+        .collect();
+    assert!(!loads.is_empty(), "SOAK_LOADS={only} names no load");
     let prefix = prefix("soak");
     let (conf, [proxy, admin_port, metrics, _]) = render_gateway(&prefix, &[]);
     let (soak_port, closed) = (free_port(), free_port());
@@ -360,49 +371,44 @@ fn soak() {
     for (name, r) in &reports {
         eprintln!("soak: {name}: {r}");
     }
-    let failures = ctx.failures();
-    assert!(
-        failures.is_empty(),
-        "during the soak:\n{}",
-        failures.join("\n")
-    );
-
-    // Every count exact: the log phase runs after the answer, so wait for it.
-    let want = ctx.counts();
-    let mut problems = vec![];
-    let exact = eventually(Duration::from_secs(60), || {
-        let got = counted(&ctx).ok()?;
-        let lat = latency_counted(&ctx).ok()?;
-        problems = diff(&want.requests, &got.requests);
-        problems.extend(diff(&want.bandwidth, &got.bandwidth));
-        problems.extend(diff(&want.latency_counts(), &lat));
-        problems.is_empty().then_some(())
-    });
-    assert!(exact.is_some(), "counts differ:\n{}", problems.join("\n"));
-    eprintln!(
-        "soak: {} answers, every one counted exactly ({} series of requests, latency and bytes)",
-        want.requests.values().sum::<u64>(),
-        want.requests.len()
-    );
-    for l in &loads {
-        match (l.check)(&ctx) {
-            Ok(line) if line.is_empty() => {}
-            Ok(line) => eprintln!("soak: {}: {line}", l.name),
-            Err(e) => panic!("{}: {e}", l.name),
+    // Everything is measured and shown first, then judged at once.
+    let mut problems: Vec<String> = ctx.failures();
+    if problems.is_empty() {
+        // Every count exact: the log phase runs after the answer, so wait for it.
+        let want = ctx.counts();
+        let mut differ = vec![];
+        let exact = eventually(Duration::from_secs(60), || {
+            let got = counted(&ctx).ok()?;
+            let lat = latency_counted(&ctx).ok()?;
+            differ = diff(&want.requests, &got.requests);
+            differ.extend(diff(&want.bandwidth, &got.bandwidth));
+            differ.extend(diff(&want.latency_counts(), &lat));
+            differ.is_empty().then_some(())
+        });
+        if exact.is_some() {
+            eprintln!(
+                "soak: {} answers, each counted exactly ({} label sets; latency counts and bytes too)",
+                want.requests.values().sum::<u64>(),
+                want.requests.len()
+            );
+        } else {
+            problems.push(format!("counts differ:\n{}", differ.join("\n")));
+        }
+        for l in &loads {
+            match (l.check)(&ctx) {
+                Ok(line) if line.is_empty() => {}
+                Ok(line) => eprintln!("soak: {}: {line}", l.name),
+                Err(e) => problems.push(format!("{}: {e}", l.name)),
+            }
         }
     }
 
     // Flat after the warm-up.
-    let mut flatness = vec![];
-    for w in 0..2 {
-        let anon: Vec<(f64, u64)> = samples.iter().map(|s| (s.at, s.anon[w])).collect();
-        flatness.push(flat(&format!("worker {w} RssAnon"), &anon, ran, RSS_SLACK));
-        let shm: Vec<(f64, u64)> = samples.iter().map(|s| (s.at, s.shmem[w])).collect();
-        flatness.push(flat(&format!("worker {w} RssShmem"), &shm, ran, ZONE_SLACK));
-    }
-    let used: Vec<(f64, u64)> = samples.iter().map(|s| (s.at, s.zone_used)).collect();
-    flatness.push(flat("zone used", &used, ran, ZONE_SLACK));
-    eprintln!("soak: curves (every {}th second: t, RssAnon w0/w1, of which Lua heap w0/w1, RssShmem w0/w1, zone used, waiting, series):", curve_step(&samples));
+    eprintln!(
+        "soak: curves (every {}th second: t, RssAnon w0 w1, of which Lua heap w0 w1, \
+         RssShmem w0 w1, zone used, waiting, series):",
+        curve_step(&samples)
+    );
     for s in samples.iter().step_by(curve_step(&samples)) {
         eprintln!(
             "soak:   {:5.0}s {} {} {} {} {} {} {} {} {}",
@@ -418,26 +424,42 @@ fn soak() {
             s.series
         );
     }
-    let mut not_flat = vec![];
-    for f in flatness {
-        match f {
+    let curve = |f: fn(&Sample) -> u64| -> Vec<(f64, u64)> {
+        samples.iter().map(|s| (s.at, f(s))).collect()
+    };
+    for judged in [
+        flat(
+            "worker 0 RssAnon",
+            &curve(|s| s.anon[0]),
+            ran,
+            rss_slack(ran),
+        ),
+        flat(
+            "worker 1 RssAnon",
+            &curve(|s| s.anon[1]),
+            ran,
+            rss_slack(ran),
+        ),
+        flat("worker 0 RssShmem", &curve(|s| s.shmem[0]), ran, ZONE_SLACK),
+        flat("worker 1 RssShmem", &curve(|s| s.shmem[1]), ran, ZONE_SLACK),
+        flat("zone used", &curve(|s| s.zone_used), ran, ZONE_SLACK),
+    ] {
+        match judged {
             Ok(line) => eprintln!("soak: {line}"),
-            Err(line) => not_flat.push(line),
+            Err(line) => problems.push(format!("not flat after the warm-up: {line}")),
         }
     }
-    assert!(
-        not_flat.is_empty(),
-        "not flat after the warm-up:\n{}",
-        not_flat.join("\n")
-    );
 
     // No worker died; no error-log line beyond those the loads expect.
-    assert_eq!(nginx.worker_pids().len(), 2);
-    assert!(nginx.crashes().is_empty(), "{:?}", nginx.crashes());
-    let expected: Vec<(&str, &str)> = loads
-        .iter()
-        .flat_map(|l| l.expected_log.iter().copied())
-        .collect();
+    if nginx.worker_pids().len() != 2 || !nginx.crashes().is_empty() {
+        problems.push(format!("workers died: {:?}", nginx.crashes()));
+    }
+    let mut expected: Vec<(&str, &str)> = vec![];
+    for e in loads.iter().flat_map(|l| l.expected_log.iter()) {
+        if !expected.contains(e) {
+            expected.push(*e);
+        }
+    }
     let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
     let mut unexpected = vec![];
     for line in nginx.error_log().lines().filter(|l| {
@@ -456,28 +478,45 @@ fn soak() {
             seen.get(part).unwrap_or(&0)
         );
     }
-    assert!(
-        unexpected.is_empty(),
-        "unexpected error-log lines ({}):\n{}",
-        unexpected.len(),
-        unexpected
-            .iter()
-            .take(20)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
+    if !unexpected.is_empty() {
+        problems.push(format!(
+            "unexpected error-log lines ({}):\n{}",
+            unexpected.len(),
+            unexpected
+                .iter()
+                .take(20)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("\n")
+        ));
+    }
+    let answered = ctx.answered.load(std::sync::atomic::Ordering::Relaxed);
     eprintln!(
-        "soak: {ran:.0} s, {} proxied answers ({:.0}/s), nginx used {cpu:.1} s of CPU",
-        ctx.answered.load(std::sync::atomic::Ordering::Relaxed),
-        ctx.answered.load(std::sync::atomic::Ordering::Relaxed) as f64 / ran
+        "soak: {ran:.0} s, {answered} proxied answers ({:.0}/s), nginx used {cpu:.1} s of CPU",
+        answered as f64 / ran
     );
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
-/// Allowed growth of a worker's private memory after the warm-up (see [`flat`]).
-const RSS_SLACK: u64 = 4 << 20;
-/// Allowed growth of the zone's high-water mark and of the shared pages a worker
-/// touched after the warm-up.
+/// Allowed growth of a worker's private memory after the warm-up (see [`flat`]): the
+/// LuaJIT heap's sawtooth (a few MiB between collections) fits in it. Measured: the
+/// render threads' malloc arenas grow for about 4 minutes before they level off (10
+/// minutes: from 6 to 25 MiB by 250 s, then within 1 MiB), so a run shorter than 5
+/// minutes is still in that warm-up and gets twice the slack: it catches leaks of
+/// about 400 KiB/s in 60 s, the 10-minute run leaks of about 20 KiB/s.
+fn rss_slack(seconds: f64) -> u64 {
+    if seconds < 300.0 {
+        8 << 20
+    } else {
+        4 << 20
+    }
+}
+/// Allowed growth of the zone's high-water mark (`used`) and of the shared pages a
+/// worker touched, after the warm-up. The mark rises only when more series are alive
+/// at once than ever before, or when freed memory is not reused: the live series
+/// wander by a few hundred (tens of KiB), while a zone that stopped reusing would grow
+/// by the label churn's 1,000 series a second, about 100 KiB/s, 2 MiB a third of a
+/// 60 s run.
 const ZONE_SLACK: u64 = 1 << 20;
 
 fn curve_step(samples: &[Sample]) -> usize {
@@ -505,10 +544,10 @@ fn flat_tells_a_sawtooth_from_a_leak() {
     let saw: Vec<(f64, u64)> = (0..600)
         .map(|t| (t as f64, (50 << 20) + (t % 17) * (300 << 10)))
         .collect();
-    assert!(flat("saw", &saw, 600.0, RSS_SLACK).is_ok());
+    assert!(flat("saw", &saw, 600.0, rss_slack(600.0)).is_ok());
     let leak: Vec<(f64, u64)> = saw
         .iter()
         .map(|(t, v)| (*t, v + (*t as u64) * (30 << 10)))
         .collect();
-    assert!(flat("leak", &leak, 600.0, RSS_SLACK).is_err());
+    assert!(flat("leak", &leak, 600.0, rss_slack(600.0)).is_err());
 }

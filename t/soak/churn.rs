@@ -35,6 +35,13 @@ fn routes_with_series(ctx: &Ctx) -> Result<Vec<String>, String> {
         .collect())
 }
 
+/// Route names come back after `NAMES` routes (100 s), so that a soak of any length
+/// has a steady working set (each worker's label cache keeps every name it saw, up to
+/// 2 x 10,000 label sets: names that never came back would fill it for hours, by
+/// design), and a name that comes back meets its own cached handles, stale since the
+/// delete or the expiry.
+const NAMES: u64 = 200;
+
 /// Two new routes a second, each sent 5 requests; the even ones are deleted at once
 /// (their series go with them), the odd ones are left idle until their series have
 /// expired (or 30 s), then deleted.
@@ -43,7 +50,7 @@ pub fn routes(ctx: &Ctx) -> String {
     let (mut expired, mut not_yet) = (0, 0);
     let mut requests = 0;
     let made = paced(ctx, 2.0, |n| {
-        let name = format!("churn-{n:06}");
+        let name = format!("churn-{:03}", n % NAMES);
         if ctx
             .admin(
                 "POST",

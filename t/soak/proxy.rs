@@ -119,6 +119,18 @@ const RARE_KINDS: &[Kind] = &[
     ),
 ];
 
+/// The error-log lines the mix causes on purpose.
+pub const EXPECTED_LOG: &[(&str, &str)] = &[
+    (
+        "connect() failed (111: Connection refused) while connecting to upstream",
+        "/down: its service's port refuses connections (the 502s)",
+    ),
+    (
+        "upstream timed out (110: Connection timed out) while reading response header from upstream",
+        "/timeout: its service answers after its read_timeout (the 504s)",
+    ),
+];
+
 /// What the soak's server (the upstream here) answers besides `/code/<status>`.
 pub const NGINX: &str = r#"
         location = /chunked {
@@ -135,7 +147,13 @@ pub const NGINX: &str = r#"
         }
 "#;
 
+/// The services, routes, plugins and consumer of the mix (once, for both proxy loads).
 pub fn setup(ctx: &Ctx) {
+    static DONE: std::sync::Once = std::sync::Once::new();
+    DONE.call_once(|| make_entities(ctx));
+}
+
+fn make_entities(ctx: &Ctx) {
     let soak = format!("http://127.0.0.1:{}", ctx.soak);
     let calls = [
         ("/services", json!({"name": "soak-up", "url": soak})),

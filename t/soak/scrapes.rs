@@ -25,7 +25,7 @@ const VARIANTS: &[(&str, &str, bool)] = &[
 
 pub fn every_second(ctx: &Ctx) -> String {
     let mut last: BTreeMap<BTreeMap<String, String>, f64> = BTreeMap::new();
-    let (mut bytes, mut parsed) = (0usize, 0u32);
+    let (mut bytes, mut parsed, mut refused) = (0usize, 0u32, 0u32);
     let n = paced(ctx, 1.0, |n| {
         let (format, content_type, gzip) = VARIANTS[n as usize % VARIANTS.len()];
         let mut headers = vec![];
@@ -41,6 +41,11 @@ pub fn every_second(ctx: &Ctx) -> String {
         }
         let r = harness::request(ctx.metrics, "GET", &path, &headers, b"");
         let fail = |why: String| ctx.fail(format!("scrape {n} ({format}, gzip {gzip}): {why}"));
+        // During a burst the worker may hold all the scrapes it may: asked again later.
+        if r.status == 503 && r.header("retry-after").is_some() {
+            refused += 1;
+            return;
+        }
         if r.status != 200 || r.header("content-type") != Some(content_type) {
             return fail(format!(
                 "{} {:?}: {}",
@@ -80,7 +85,9 @@ pub fn every_second(ctx: &Ctx) -> String {
         }
         // The reference parsers now and then: they cost a Python start and a parse.
         if n % 10 == 1 || n % 10 == 6 {
-            parsed += 1;
+            if format != "json" {
+                parsed += 1;
+            }
             if format == "openmetrics" {
                 let r =
                     std::panic::catch_unwind(|| harness::parse_openmetrics_with_reference(&text));
@@ -96,7 +103,68 @@ pub fn every_second(ctx: &Ctx) -> String {
         }
     });
     format!(
-        "{n} scrapes, {} KiB on average, {parsed} through a reference parser",
+        "{n} scrapes ({refused} answered 503 + Retry-After during a burst), {} KiB on \
+         average, {parsed} through a reference parser",
         bytes / n.max(1) as usize / 1024
     )
+}
+
+/// Several scrapers at once (Prometheus pairs, federation, a person with curl): every
+/// 10 s, 12 scrapes together. Each worker renders up to `prometheus_max_renders` (8)
+/// at a time in its thread pool and answers the rest `503` with `Retry-After`.
+pub fn bursts(ctx: &Ctx) -> String {
+    let (mut whole, mut refused) = (0, 0);
+    let n = paced(ctx, 0.1, |_| {
+        let answers: Vec<(u16, bool)> = std::thread::scope(|s| {
+            let all: Vec<_> = (0..12)
+                .map(|i| {
+                    s.spawn(move || {
+                        let (format, gzip) =
+                            [("text", true), ("openmetrics", false), ("json", true)][i % 3];
+                        let mut headers = vec![];
+                        if gzip {
+                            headers.push(("Accept-Encoding", "gzip"));
+                        }
+                        let r = harness::request(
+                            ctx.metrics,
+                            "GET",
+                            &format!("/metrics?format={format}"),
+                            &headers,
+                            b"",
+                        );
+                        let ok = match r.status {
+                            200 => {
+                                let body = if gzip {
+                                    gunzip(&r.body)
+                                } else {
+                                    r.body.clone()
+                                };
+                                match format {
+                                    "openmetrics" => body.ends_with(b"# EOF\n"),
+                                    "json" => {
+                                        serde_json::from_slice::<serde_json::Value>(&body).is_ok()
+                                    }
+                                    _ => body.ends_with(b"\n"),
+                                }
+                            }
+                            503 => r.header("retry-after").is_some(),
+                            _ => false,
+                        };
+                        (r.status, ok)
+                    })
+                })
+                .collect();
+            all.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for (status, ok) in answers {
+            if !ok {
+                ctx.fail(format!("a scrape of a burst: {status}, not whole"));
+            } else if status == 200 {
+                whole += 1;
+            } else {
+                refused += 1;
+            }
+        }
+    });
+    format!("{n} bursts: {whole} whole scrapes, {refused} answered 503 + Retry-After")
 }

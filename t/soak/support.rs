@@ -134,10 +134,15 @@ pub fn paced(ctx: &Ctx, per_second: f64, mut step: impl FnMut(u64)) -> u64 {
         n += 1;
         next += every;
         let now = Instant::now();
-        if next > now {
-            std::thread::sleep(next - now);
-        } else {
+        if next < now {
             next = now;
+        }
+        // In short naps: a slow load (a burst every 10 s) stops with the others.
+        while !ctx.stopped() && Instant::now() < next {
+            std::thread::sleep(
+                next.saturating_duration_since(Instant::now())
+                    .min(Duration::from_millis(100)),
+            );
         }
     }
     n
@@ -307,9 +312,19 @@ fn fill(s: &mut TcpStream, buf: &mut Vec<u8>) -> Result<bool, String> {
     }
 }
 
-/// A scrape of the metrics port as JSON (`?format=json` plus `query`), parsed.
+/// A scrape of the metrics port as JSON (`?format=json` plus `query`), parsed. A
+/// `503` with `Retry-After` (the worker holds `prometheus_max_renders` scrapes: see
+/// the bursts) is asked again.
 pub fn scrape_json(ctx: &Ctx, query: &str) -> Result<serde_json::Value, String> {
-    let r = harness::get(ctx.metrics, &format!("/metrics?format=json{query}"));
+    let path = format!("/metrics?format=json{query}");
+    let mut r = harness::get(ctx.metrics, &path);
+    for _ in 0..50 {
+        if r.status != 503 || r.header("retry-after").is_none() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        r = harness::get(ctx.metrics, &path);
+    }
     if r.status != 200 {
         return Err(format!("scrape {query}: {} {}", r.status, r.text()));
     }
