@@ -322,7 +322,14 @@ fn soak() {
     assert!(!loads.is_empty(), "SOAK_LOADS={only} names no load");
     let prefix = prefix("soak");
     let (conf, [proxy, admin_port, metrics, _]) = render_gateway(&prefix, &[]);
-    let (soak_port, closed) = (free_port(), free_port());
+    let soak_port = free_port();
+    // A port bound and never listened on: connections to it are refused, and no other
+    // process (a parallel test's nginx) can take it meanwhile.
+    let refuser = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    refuser
+        .bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    let closed = refuser.local_addr().unwrap().as_socket().unwrap().port();
     let http_end = conf.rfind('}').expect("the end of http {}");
     let conf = format!(
         "{}{}{}",
@@ -498,19 +505,21 @@ fn soak() {
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
-/// Allowed growth of a worker's private memory after the warm-up (see [`flat`]): the
-/// LuaJIT heap's sawtooth (a few MiB between collections) fits in it. Measured: the
-/// render threads' malloc arenas grow for about 4 minutes before they level off (10
-/// minutes: from 6 to 25 MiB by 250 s, then within 1 MiB), so a run shorter than 5
-/// minutes is still in that warm-up and gets twice the slack: it catches leaks of
-/// about 400 KiB/s in 60 s, the 10-minute run leaks of about 20 KiB/s.
+/// Allowed growth of a worker's private memory after the warm-up (see [`flat`]).
+/// Measured on 10-minute runs: the render threads' malloc arenas grow for about 4
+/// minutes before they level off (from 6 to about 25 MiB), and the LuaJIT heap's
+/// sawtooth peaks differ by up to 2 MiB between one third and the next. So 6 MiB, 3
+/// times that noise, from 5 minutes (it catches leaks of about 30 KiB/s in a
+/// 10-minute run), and 8 MiB for shorter runs, still in the arenas' warm-up (about 3
+/// MiB seen there; it catches leaks of about 400 KiB/s in 60 s).
 fn rss_slack(seconds: f64) -> u64 {
     if seconds < 300.0 {
         8 << 20
     } else {
-        4 << 20
+        6 << 20
     }
 }
+
 /// Allowed growth of the zone's high-water mark (`used`) and of the shared pages a
 /// worker touched, after the warm-up. The mark rises only when more series are alive
 /// at once than ever before, or when freed memory is not reused: the live series
@@ -547,7 +556,7 @@ fn flat_tells_a_sawtooth_from_a_leak() {
     assert!(flat("saw", &saw, 600.0, rss_slack(600.0)).is_ok());
     let leak: Vec<(f64, u64)> = saw
         .iter()
-        .map(|(t, v)| (*t, v + (*t as u64) * (30 << 10)))
+        .map(|(t, v)| (*t, v + (*t as u64) * (40 << 10)))
         .collect();
     assert!(flat("leak", &leak, 600.0, rss_slack(600.0)).is_err());
 }

@@ -1,6 +1,6 @@
 //! A scrape every second, each format in turn, plain and gzipped: every answer whole
-//! and well-formed (JSON parsed, every tenth text or OpenMetrics body through the
-//! reference parsers), and no counted series ever going down.
+//! and well-formed (JSON parsed; about one scrape in seven, a text or OpenMetrics one,
+//! through the reference parsers), and no counted series ever going down.
 
 use crate::harness::{self, gunzip};
 use crate::support::{paced, series, Ctx};
