@@ -1,6 +1,7 @@
 # Two commands set everything up on a fresh Debian 12 machine (as root):
 #   make run    build the module and run the demo gateway with metrics (foreground)
 #   make test   build everything and pass every test (unit, lint, integration)
+#   make soak   the soak for 10 minutes (SOAK_SECONDS=n for another length)
 #
 # NGINX_BIN=<binary> picks the nginx that build, run, integration and bench use (default:
 # Debian's, from PATH); scripts/nginx-env.sh derives the rest (its tree, the lua
@@ -17,14 +18,14 @@ OPENRESTY_STYLE := $(CURDIR)/.build/openresty-style/sbin/nginx
 OPENRESTY_STYLE_STATIC := $(CURDIR)/.build/openresty-style-static/sbin/nginx
 
 .PHONY: run test build build-test setup setup-test unit unit-nginx lint lua-unit rules-test integration admin-openapi \
-	test-openresty-style \
+	soak soak-short test-openresty-style \
 	test-openresty-style-static bench bench-smoke clean
 
 run: setup build
 	./scripts/run.sh
 
-test: setup-test build-test lint lua-unit rules-test unit integration bench-smoke test-openresty-style \
-	test-openresty-style-static
+test: setup-test build-test lint lua-unit rules-test unit integration soak-short bench-smoke \
+	test-openresty-style test-openresty-style-static
 
 # The build-specific parts of `test` again, against the OpenResty-style nginx.
 test-openresty-style:
@@ -81,6 +82,16 @@ admin-openapi:
 integration:
 	@echo "== integration suites ($(SUITES)) on $$(./scripts/nginx-env.sh | sed -n 's/^DESCRIPTION=//p')"
 	cargo test --release --locked $(addprefix --test ,$(SUITES)) -- --test-threads=2
+
+# The soak (t/soak.rs): every load of its table at once against the gateway, then exact
+# counts, flat memory and zone, a clean error log. `make soak` runs it for 10 minutes;
+# `make test` for 60 s on Debian's nginx (about 70 s of wall time, a few CPU seconds).
+SOAK_SECONDS ?= 600
+soak: setup-test
+	./scripts/soak.sh $(SOAK_SECONDS)
+
+soak-short:
+	./scripts/soak.sh 60
 
 bench: setup-test build
 	./bench/run.sh
