@@ -60,6 +60,7 @@ unit-nginx:
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --release --locked --all-targets -- -D warnings
+	./scripts/check-reliability.sh
 
 # The gateway's pure Lua modules (schema, body, router, entities, endpoints, openapi, the
 # store's index/crud/declarative) under busted, run by LuaJIT as nginx runs them; no
