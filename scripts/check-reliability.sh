@@ -6,10 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 page=docs/reliability.md
 missing=0
+# shellcheck disable=SC2016 # backquotes in the pattern, not an expansion
 while IFS=: read -r suite _ name; do
   [ -f "t/$suite.rs" ] || continue
   grep -q "fn $name\b" "t/$suite.rs" || { echo "$page: no test $name in t/$suite.rs" >&2; missing=1; }
-# shellcheck disable=SC2016 # backquotes, not an expansion
 done < <(grep -o '`[a-z_]*::[a-z_0-9]*`' "$page" | tr -d '`' | sort -u)
 while read -r path; do
   grep -rq "fn ${path##*::}\b" src || { echo "$page: no unit test $path in src/" >&2; missing=1; }
