@@ -412,7 +412,11 @@ fn fill(store: &Store<'_>, input: &Input, consts: &[String]) -> Made {
                 };
             }
         }
-        made.push((spec.name.clone(), series));
+        // Declaring a family again (same shape) gets the one registered first.
+        match made.iter_mut().find(|(n, _)| *n == spec.name) {
+            Some((_, known)) => known.extend(series),
+            None => made.push((spec.name.clone(), series)),
+        }
     }
     made
 }

@@ -27,7 +27,7 @@ fuzz_target!(|input: (u64, u8, [u64; 4])| {
     assert!(ours.counts_len.div_ceil(1 << ours.chunk_shift) <= 64);
     for v in values {
         // The store range-checks values against `highest` before indexing.
-        let v = v % (highest + 1);
+        let v = v.checked_rem(highest.wrapping_add(1)).unwrap_or(v);
         let i = ours.index(v);
         assert!(i < ours.counts_len as usize, "{v} -> slot {i}");
         assert_eq!(
