@@ -16,14 +16,14 @@ SUITES := nginx admin gateway endpoint access identity push security lifecycle
 OPENRESTY_STYLE := $(CURDIR)/.build/openresty-style/sbin/nginx
 OPENRESTY_STYLE_STATIC := $(CURDIR)/.build/openresty-style-static/sbin/nginx
 
-.PHONY: run test build build-test setup setup-test unit unit-nginx lint lua-unit integration \
+.PHONY: run test build build-test setup setup-test unit unit-nginx lint lua-unit integration fuzz \
 	test-openresty-style \
 	test-openresty-style-static bench bench-smoke clean
 
 run: setup build
 	./scripts/run.sh
 
-test: setup-test build-test lint lua-unit unit integration bench-smoke test-openresty-style \
+test: setup-test build-test lint lua-unit unit fuzz integration bench-smoke test-openresty-style \
 	test-openresty-style-static
 
 # The build-specific parts of `test` again, against the OpenResty-style nginx.
@@ -59,6 +59,7 @@ unit-nginx:
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --release --locked --all-targets -- -D warnings
+	./scripts/fuzz.sh lint
 
 # The gateway's pure Lua modules (schema, body, router, entities, endpoints, the
 # store's index/crud/declarative) under busted, run by LuaJIT as nginx runs them; no
@@ -67,6 +68,11 @@ lint:
 lua-unit:
 	luajit "$$(command -v busted)" --lpath='lua/?.lua;lua/?/init.lua;t/lua/support/?.lua' \
 		--helper=t/lua/support/helper.lua t/lua
+
+# Every fuzz target (fuzz/src/bin/) for 10 s from its kept corpus, then the exposition
+# corpus and what the run found through the reference parsers (scripts/fuzz.sh).
+fuzz:
+	./scripts/fuzz.sh ci 10
 
 integration:
 	@echo "== integration suites ($(SUITES)) on $$(./scripts/nginx-env.sh | sed -n 's/^DESCRIPTION=//p')"

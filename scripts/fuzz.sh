@@ -8,8 +8,7 @@
 #                                     target/fuzz-corpus/TARGET, crashes to
 #                                     target/fuzz-artifacts/TARGET/
 #   scripts/fuzz.sh keep TARGET       add what those runs found that reaches new code
-#                                     to the kept corpus fuzz/corpus/TARGET (libFuzzer
-#                                     -merge=1), to commit
+#                                     to the kept corpus fuzz/corpus/TARGET, to commit
 #   scripts/fuzz.sh ci [SECONDS]      every target for SECONDS (default 10) from its kept
 #                                     corpus, then the exposition replay (make test)
 #   scripts/fuzz.sh replay [DIR...]   the exposition target's kept corpus (and DIRs)
@@ -81,7 +80,9 @@ case "$cmd" in
       --all-targets -- -D warnings ;;
   keep)
     t=${2:?usage: fuzz.sh keep TARGET}; check_target "$t"; build
-    "$BIN/$t" -merge=1 "fuzz/corpus/$t" "target/fuzz-corpus/$t" 2>/dev/null
+    # Only inputs that reach code the kept ones do not (edges, not hit counts or
+    # comparisons): the kept corpus stays small.
+    "$BIN/$t" -merge=1 -use_counters=0 -use_cmp=0 "fuzz/corpus/$t" "target/fuzz-corpus/$t" 2>/dev/null
     echo "fuzz: fuzz/corpus/$t holds $(ls "fuzz/corpus/$t" | wc -l) inputs" ;;
   repro)
     t=${2:?usage: fuzz.sh repro TARGET FILE}; check_target "$t"; build
