@@ -76,7 +76,8 @@ case "$cmd" in
   list) targets ;;
   lint)
     cargo fmt --manifest-path fuzz/Cargo.toml --all -- --check
-    CARGO_TARGET_DIR=$ROOT/target/fuzz-lint cargo clippy --release --locked --manifest-path fuzz/Cargo.toml \
+    # The main target directory: clippy reuses what `make lint` checked for the module.
+    CARGO_TARGET_DIR=$ROOT/target cargo clippy --release --locked --manifest-path fuzz/Cargo.toml \
       --all-targets -- -D warnings ;;
   keep)
     t=${2:?usage: fuzz.sh keep TARGET}; check_target "$t"; build

@@ -629,10 +629,13 @@ pub fn check_json(r: &Rendered) {
     }
 }
 
+/// A sample line's name, labels (unescaped) and value.
+type Sample<'l> = (&'l str, Vec<(&'l str, String)>, &'l str);
+
 /// One sample line's name, labels (unescaped) and value, or why it is malformed. A
 /// well-formedness check of the writers' own output, not a parser of the format: the
 /// reference parsers read the outputs in `check_exposition.py`.
-fn sample_line(line: &str) -> Result<(&str, Vec<(&str, String)>, &str), String> {
+fn sample_line(line: &str) -> Result<Sample<'_>, String> {
     let name_len = line
         .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
         .unwrap_or(line.len());
