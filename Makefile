@@ -18,14 +18,29 @@ OPENRESTY_STYLE := $(CURDIR)/.build/openresty-style/sbin/nginx
 OPENRESTY_STYLE_STATIC := $(CURDIR)/.build/openresty-style-static/sbin/nginx
 
 .PHONY: run test build build-test setup setup-test unit unit-nginx lint lua-unit rules-test integration admin-openapi \
-	soak soak-short test-openresty-style \
+	fuzz soak soak-short test-suites test-beside test-openresty-style \
 	test-openresty-style-static bench bench-smoke clean
 
 run: setup build
 	./scripts/run.sh
 
-test: setup-test build-test lint lua-unit rules-test unit integration soak-short bench-smoke \
-	test-openresty-style test-openresty-style-static
+# After the checks, two lines of work at once (2 cores): the suites against $(NGINX_BIN)
+# (they mostly wait on nginx, timers and clients), and beside them what only needs CPU:
+# fuzzing, and building the OpenResty-style nginx builds and the module for each. Then
+# the suites against those builds. --output-sync keeps each line's output together.
+test: setup-test build-test lint lua-unit rules-test unit
+	$(MAKE) --no-print-directory -j2 --output-sync=recurse test-suites test-beside
+	$(MAKE) --no-print-directory test-openresty-style test-openresty-style-static
+
+test-suites:
+	$(MAKE) --no-print-directory integration
+	$(MAKE) --no-print-directory soak-short
+	$(MAKE) --no-print-directory bench-smoke
+
+test-beside:
+	$(MAKE) --no-print-directory fuzz
+	$(MAKE) --no-print-directory NGINX_BIN=$(OPENRESTY_STYLE) setup-test build-test
+	$(MAKE) --no-print-directory NGINX_BIN=$(OPENRESTY_STYLE_STATIC) setup-test build-test
 
 # The build-specific parts of `test` again, against the OpenResty-style nginx.
 test-openresty-style:
@@ -79,6 +94,13 @@ rules-test:
 # the entity definitions (make lua-unit fails when the copy is stale).
 admin-openapi:
 	./scripts/admin-openapi.sh
+
+# The fuzz crate linted (fmt, clippy), then every fuzz target (fuzz/src/bin/) for 10 s
+# from its kept corpus, then the exposition corpus and what the run found through the
+# reference parsers (scripts/fuzz.sh).
+fuzz:
+	./scripts/fuzz.sh lint
+	./scripts/fuzz.sh ci 10
 
 integration:
 	@echo "== integration suites ($(SUITES)) on $$(./scripts/nginx-env.sh | sed -n 's/^DESCRIPTION=//p')"

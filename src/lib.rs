@@ -6,7 +6,7 @@
 //!
 //! Layers, from the bottom: [`shm`] (the zone as atomic words), [`metrics`] (families,
 //! series, values), [`exposition`] (text format), [`access`] (CIDR rules), [`auth`] (credentials, trusted proxies),
-//! [`limits`] (what scrapes may hold in a worker); then the
+//! [`limits`] (what scrapes may hold in a worker), [`directives`] (directive arguments); then the
 //! glue: `nginx` and `lua`, the only modules that talk to C. [`bitfield`] reads and
 //! writes nginx structs' bitfields for the glue where the C compiler put them.
 
@@ -20,6 +20,7 @@ pub mod access;
 pub mod atomic_file;
 pub mod auth;
 pub mod bitfield;
+pub mod directives;
 pub mod exposition;
 pub mod identity;
 pub mod json_input;

@@ -85,6 +85,7 @@ fn app_http(app: u16, metrics: u16) -> String {
                     function() z:counter("grouped_total", "", {{}}, {{ group = "b@d" }}) end,
                     function() z:gauge("app_requests", "") end,
                     function() z:histogram("q_seconds", "", {{ "quantile" }}, {{ quantiles = "instead" }}) end,
+                    function() z:counter("_total", "") end,
                     function() z:render("xml") end,
                 }}) do
                     local ok, err = pcall(f)
@@ -814,6 +815,7 @@ fn bad_input_gets_a_clear_4xx_and_no_data() {
         "metric \"grouped_total\": invalid group: \"b@d\" must be 1 to 64 letters, digits, '_' or '-'",
         "metric \"app_requests\" clashes with metric \"app_requests_total\": both would expose app_requests",
         "metric \"q_seconds\": invalid quantiles: the label \"quantile\" is reserved for summaries",
+        "metric \"_total\": invalid name: a counter's name needs something before \"_total\"",
         "unknown format \"xml\": use text, openmetrics or json",
     ];
     assert_eq!(lines.len(), want.len(), "{out}");

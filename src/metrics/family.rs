@@ -446,6 +446,14 @@ impl FamilySpec {
                 ));
             }
         }
+        // Readers name a counter's family by the name before `_total` (OpenMetrics, and
+        // prometheus_client's text parser, which fails on an empty one).
+        if self.metric_type == MetricType::Counter && self.name == "_total" {
+            return Err(bad(
+                "name",
+                "a counter's name needs something before \"_total\"".to_string(),
+            ));
+        }
         if !self.group.is_empty() && !valid_group(&self.group) {
             return Err(bad(
                 "group",
@@ -556,6 +564,26 @@ mod tests {
             histogram: (t == MetricType::Histogram).then(HistogramSpec::default),
             ..FamilySpec::new(name, t, labels)
         }
+    }
+
+    #[test]
+    fn a_counter_is_more_than_total() {
+        // Found by fuzz/src/bin/exposition.rs: prometheus_client's text parser could
+        // not read a counter named `_total` (its family name would be empty).
+        let e = spec("_total", MetricType::Counter, &[])
+            .validate()
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "metric \"_total\": invalid name: a counter's name needs something before \"_total\""
+        );
+        spec("_total", MetricType::Gauge, &[]).validate().unwrap();
+        spec("a_total", MetricType::Counter, &[])
+            .validate()
+            .unwrap();
+        spec("_total_total", MetricType::Counter, &[])
+            .validate()
+            .unwrap();
     }
 
     #[test]

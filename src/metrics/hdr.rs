@@ -97,7 +97,9 @@ impl HdrLayout {
     pub fn highest_at(self, index: usize) -> u64 {
         let lowest = self.value_at(index);
         let bucket = self.index_bucket(index);
-        lowest + (1u64 << (bucket + u32::from(self.unit_magnitude))) - 1
+        // The slot's width less one, added last: the top slot of a layout reaching
+        // `u64::MAX` ends there (`lowest + width` alone would not fit).
+        lowest + ((1u64 << (bucket + u32::from(self.unit_magnitude))) - 1)
     }
 
     fn index_bucket(self, index: usize) -> u32 {
@@ -150,6 +152,23 @@ mod tests {
                 "highest of {v}"
             );
             v = v * 11 / 10 + 1;
+        }
+    }
+
+    #[test]
+    fn the_top_slot_of_the_widest_layout_ends_at_u64_max() {
+        // Found by fuzz/src/bin/hdr.rs: the slot's end overflowed before this.
+        let layout = HdrLayout::new(u64::MAX - 20, 1).unwrap();
+        let h = reference(u64::MAX - 20, 1);
+        for v in [u64::MAX - 20, u64::MAX - 6] {
+            let i = layout.index(v);
+            assert!(i < layout.counts_len as usize);
+            assert_eq!(layout.value_at(i), h.lowest_equivalent(v));
+            assert_eq!(layout.highest_at(i), u64::MAX, "{v}");
+        }
+        for v in [1 << 63, (1 << 63) - 1] {
+            let i = layout.index(v);
+            assert_eq!(layout.highest_at(i), h.highest_equivalent(v), "{v}");
         }
     }
 

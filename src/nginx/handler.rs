@@ -10,7 +10,6 @@ use crate::access::{parse_rule, AccessRules};
 use crate::auth::{client_address, Credentials, Verdict};
 use crate::exposition::negotiate::negotiate;
 use crate::exposition::Selection;
-use crate::metrics::family::valid_group;
 use ngx::core::Status;
 use ngx::ffi::{ngx_command_t, ngx_conf_t, ngx_http_request_t, ngx_int_t};
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
@@ -29,7 +28,7 @@ pub(super) extern "C" fn metrics_directive(
     if lcf.metrics_zone.is_some() {
         return conf_error(cf, "prometheus_metrics: is duplicate");
     }
-    let (zone, groups) = match parse_metrics_args(&a) {
+    let (zone, groups) = match crate::directives::metrics(&a) {
         Ok(v) => v,
         Err(msg) => return conf_error(cf, &format!("prometheus_metrics: {msg}")),
     };
@@ -62,41 +61,6 @@ pub(super) extern "C" fn metrics_directive(
     lcf.thread_pool =
         std::ptr::NonNull::new(unsafe { ngx::ffi::ngx_thread_pool_add(cf, std::ptr::null_mut()) });
     ngx::core::NGX_CONF_OK
-}
-
-/// `[zone] [group=a,b]`, in any order: the zone (`""`: the first declared) and the
-/// groups served (empty: all).
-fn parse_metrics_args(args: &[&str]) -> Result<(String, Vec<String>), String> {
-    let mut zone: Option<&str> = None;
-    let mut groups: Option<Vec<String>> = None;
-    for arg in args {
-        if let Some(list) = arg.strip_prefix("group=") {
-            if groups.is_some() {
-                return Err("\"group=\" is given twice".into());
-            }
-            let mut v: Vec<String> = Vec::new();
-            for g in list.split(',') {
-                if !valid_group(g) {
-                    return Err(format!(
-                        "invalid group \"{g}\" (1 to 64 letters, digits, '_' and '-')"
-                    ));
-                }
-                if !v.iter().any(|x| x == g) {
-                    v.push(g.to_string());
-                }
-            }
-            groups = Some(v);
-        } else if arg.contains('=') {
-            return Err(format!(
-                "unknown parameter \"{arg}\" (a zone name, or group=<groups>)"
-            ));
-        } else if let Some(z) = zone {
-            return Err(format!("more than one zone (\"{z}\", \"{arg}\")"));
-        } else {
-            zone = Some(arg);
-        }
-    }
-    Ok((zone.unwrap_or("").to_string(), groups.unwrap_or_default()))
 }
 
 fn rules_directive(cf: *mut ngx_conf_t, conf: *mut c_void, deny: bool) -> *mut c_char {

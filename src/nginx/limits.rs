@@ -43,21 +43,9 @@ pub(super) extern "C" fn max_pinned_directive(
     if mcf.max_pinned.is_some() {
         return conf_error(cf, "prometheus_max_pinned: is duplicate");
     }
-    let mut s = ngx::ffi::ngx_str_t {
-        len: a[0].len(),
-        data: a[0].as_ptr().cast_mut(),
-    };
-    // SAFETY: ngx_parse_size only reads `len` bytes of the string.
-    let size = unsafe { ngx::ffi::ngx_parse_size(&mut s) };
-    if size <= 0 {
-        return conf_error(
-            cf,
-            &format!(
-                "prometheus_max_pinned: invalid size \"{}\" (a positive size: 64m, 512k)",
-                a[0]
-            ),
-        );
+    match crate::directives::max_pinned(a[0], &super::parse_size) {
+        Ok(size) => mcf.max_pinned = Some(size),
+        Err(why) => return conf_error(cf, &format!("prometheus_max_pinned: {why}")),
     }
-    mcf.max_pinned = Some(size as usize);
     ngx::core::NGX_CONF_OK
 }

@@ -344,6 +344,17 @@ pub(crate) fn parse_time_ms(t: &str) -> Option<u64> {
     (ms > 0 && ms != ngx::ffi::NGX_ERROR as ngx::ffi::ngx_int_t).then_some(ms as u64)
 }
 
+/// An nginx size (`10m`, `512k`) in bytes; `None` when it is not one.
+pub(crate) fn parse_size(t: &str) -> Option<usize> {
+    let mut s = ngx::ffi::ngx_str_t {
+        len: t.len(),
+        data: t.as_ptr().cast_mut(),
+    };
+    // SAFETY: ngx_parse_size only reads `len` bytes of the string.
+    let size = unsafe { ngx::ffi::ngx_parse_size(&mut s) };
+    usize::try_from(size).ok()
+}
+
 /// Logs a configuration error (nginx appends the file and line) and fails the directive.
 pub(crate) fn conf_error(cf: *mut ngx::ffi::ngx_conf_t, msg: &str) -> *mut std::ffi::c_char {
     ngx::ngx_conf_log_error!(ngx::ffi::NGX_LOG_EMERG, cf, "{}", msg);

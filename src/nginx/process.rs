@@ -60,25 +60,12 @@ pub(super) extern "C" fn directive(
 }
 
 fn parse(a: &[&str]) -> Result<ProcessConf, String> {
-    let mut p = ProcessConf::default();
-    if a == ["off"] {
-        p.enabled = false;
-        return Ok(p);
-    }
-    for arg in a {
-        if let Some(z) = arg.strip_prefix("zone=") {
-            p.zone = z.to_string();
-        } else if let Some(t) = arg.strip_prefix("interval=") {
-            p.interval_ms = parse_time_ms(t)
-                .ok_or_else(|| format!("invalid interval \"{t}\" (for example 5s or 500ms)"))?
-                as ngx_msec_t;
-        } else {
-            return Err(format!(
-                "unknown parameter \"{arg}\" (off, zone=<name>, interval=<time>)"
-            ));
-        }
-    }
-    Ok(p)
+    let p = crate::directives::process(a, &parse_time_ms)?;
+    Ok(ProcessConf {
+        enabled: p.enabled,
+        zone: p.zone,
+        interval_ms: p.interval_ms as ngx_msec_t,
+    })
 }
 
 struct Worker {

@@ -48,45 +48,19 @@ pub struct PushConf {
 static STOP: AtomicBool = AtomicBool::new(false);
 
 fn parse(a: &[&str]) -> Result<PushConf, String> {
-    let endpoint = client::parse_url(a[0])?;
-    let mut p = PushConf {
-        url: a[0].to_string(),
-        endpoint,
-        zone: String::new(),
-        interval: Duration::from_secs(15),
-        timeout: Duration::from_secs(5),
-        job_template: "nginx".into(),
+    let p = crate::directives::push(a, &parse_time_ms)?;
+    Ok(PushConf {
+        url: p.url,
+        endpoint: p.endpoint,
+        zone: p.zone,
+        interval: p.interval,
+        timeout: p.timeout,
+        job_template: p.job_template,
         job: String::new(),
         headers: Vec::new(),
         basic_auth: None,
         roots: None,
-    };
-    for arg in &a[1..] {
-        let (k, v) = arg.split_once('=').unwrap_or((arg, ""));
-        match k {
-            "zone" => p.zone = v.to_string(),
-            "interval" | "timeout" => {
-                let d = parse_time_ms(v)
-                    .map(Duration::from_millis)
-                    .ok_or_else(|| format!("invalid {k} \"{v}\" (for example 15s or 500ms)"))?;
-                if k == "interval" {
-                    p.interval = d;
-                } else {
-                    p.timeout = d;
-                }
-            }
-            "job" if !v.is_empty() => p.job_template = v.to_string(),
-            _ => {
-                return Err(format!(
-                    "unknown parameter \"{arg}\" (zone=, interval=, timeout=, job=)"
-                ))
-            }
-        }
-    }
-    if p.timeout > p.interval {
-        p.timeout = p.interval;
-    }
-    Ok(p)
+    })
 }
 
 pub(super) extern "C" fn push_directive(

@@ -36,42 +36,13 @@ pub(super) extern "C" fn directive(
     // the module's main conf (NGX_HTTP_MAIN_CONF_OFFSET), both valid for the call.
     let (mcf, a) = unsafe { (&mut *conf.cast::<MainConf>(), args(cf)) };
     let (name, size_arg) = (a[0], a[1]);
-    if name.is_empty()
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-    {
-        return conf_error(
-            cf,
-            &format!(
-                "prometheus_zone: invalid zone name \"{name}\" (letters, digits, '_' and '-')"
-            ),
-        );
-    }
     if mcf.zones.iter().any(|z| z.name == name) {
         return conf_error(cf, &format!("prometheus_zone: duplicate zone \"{name}\""));
     }
-    let mut size_str = ngx_str_t {
-        len: size_arg.len(),
-        data: size_arg.as_ptr().cast_mut(),
+    let size = match crate::directives::zone(name, size_arg, MIN_SIZE, &super::parse_size) {
+        Ok(size) => size,
+        Err(why) => return conf_error(cf, &why),
     };
-    // SAFETY: ngx_parse_size only reads `len` bytes of the string.
-    let size = unsafe { ngx::ffi::ngx_parse_size(&mut size_str) };
-    if size < 0 {
-        return conf_error(
-            cf,
-            &format!("prometheus_zone \"{name}\": invalid size \"{size_arg}\""),
-        );
-    }
-    if (size as usize) < MIN_SIZE {
-        return conf_error(
-            cf,
-            &format!(
-                "prometheus_zone \"{name}\": size \"{size_arg}\" is too small, the minimum is {}k",
-                MIN_SIZE / 1024
-            ),
-        );
-    }
     let mut zone_name = ngx_str_t {
         len: name.len(),
         data: name.as_ptr().cast_mut(),
@@ -82,7 +53,7 @@ pub(super) extern "C" fn directive(
         ngx::ffi::ngx_shared_memory_add(
             cf,
             &mut zone_name,
-            size as usize,
+            size,
             std::ptr::addr_of_mut!(super::ngx_http_prometheus_module).cast(),
         )
     };
