@@ -1445,3 +1445,173 @@ fn declaring_a_family_in_a_full_zone_is_a_runtime_failure() {
         a.nginx.error_log()
     );
 }
+
+/// `load_module` of this module before the lua module (or with no lua module at all)
+/// works: the file imports no Lua symbol, so `dlopen` does not refuse it, and the Lua
+/// API binds when Lua requires it. Where lua is compiled into nginx the order cannot be
+/// wrong; the imports are checked on every build.
+#[test]
+fn module_loads_before_the_lua_module() {
+    let out = Command::new("nm")
+        .args(["-D", "--undefined-only"])
+        .arg(&build().module)
+        .output()
+        .unwrap();
+    let imports = String::from_utf8_lossy(&out.stdout);
+    let lua: Vec<&str> = imports
+        .lines()
+        .filter_map(|l| l.split_whitespace().last())
+        .filter(|s| s.starts_with("lua"))
+        .collect();
+    assert!(lua.is_empty(), "the module imports Lua symbols: {lua:?}");
+
+    let (app, metrics) = (free_port(), free_port());
+    let p = prefix("load-order");
+    let conf = config(&p, &app_http(app, metrics, "4m", ""));
+    let ours = format!("load_module {}/lib/ngx_prometheus.so;", p.display());
+    let load_lua = &build().load_lua;
+    // Ours first, the lua module's lines after it.
+    let conf =
+        conf.replacen(load_lua.as_str(), "", 1)
+            .replacen(&ours, &format!("{ours}\n{load_lua}"), 1);
+    if !load_lua.is_empty() {
+        assert!(conf.find(&ours) < conf.find(load_lua.as_str()), "{conf}");
+    }
+    let nginx = Nginx::start_with(p, conf);
+    hit(app, 10, 2);
+    let (_, samples) = scrape(metrics, "/metrics");
+    assert_eq!(value(&samples, "test_requests_total", &[]), Some(10.0));
+    assert!(nginx.errors().is_empty(), "{:?}", nginx.errors());
+
+    // Without any lua module, the native endpoint alone.
+    if !load_lua.is_empty() {
+        let alone = format!(
+            "prometheus_zone m 1m;\n    server {{ listen 127.0.0.1:{}; \
+             location = /metrics {{ prometheus_metrics m; }} }}",
+            free_port()
+        );
+        let p = prefix("no-lua");
+        let conf = config(&p, &alone)
+            .replacen(load_lua.as_str(), "", 1)
+            .lines()
+            .filter(|l| !l.contains("lua_package"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        drop(Nginx::start_with(p, conf));
+    }
+}
+
+/// `scripts/run.sh` (what `make run` runs) in the foreground on free ports, stopped
+/// with Ctrl-C (SIGINT) when dropped.
+struct RunSh {
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+    proxy: u16,
+    upstream: u16,
+    metrics: u16,
+    admin: u16,
+}
+
+impl RunSh {
+    fn start(name: &str) -> RunSh {
+        let (proxy, upstream, metrics, admin) =
+            (free_port(), free_port(), free_port(), free_port());
+        let dir = prefix(name);
+        let child = Command::new(root().join("scripts/run.sh"))
+            .env("PREFIX", &dir)
+            .args([
+                format!("PROXY_PORT={proxy}"),
+                format!("UPSTREAM_PORT={upstream}"),
+                format!("METRICS_PORT={metrics}"),
+                format!("ADMIN_PORT={admin}"),
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let up = eventually(Duration::from_secs(20), || {
+            std::panic::catch_unwind(|| get(proxy, "/"))
+                .ok()
+                .filter(|r| r.status == 200)
+        });
+        assert!(up.is_some(), "gateway did not come up");
+        RunSh {
+            child,
+            dir,
+            proxy,
+            upstream,
+            metrics,
+            admin,
+        }
+    }
+}
+
+impl Drop for RunSh {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-INT")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = eventually(Duration::from_secs(10), || self.child.try_wait().unwrap());
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The shell block of a README section, continuation lines joined.
+fn readme_commands(section: &str) -> Vec<String> {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let at = readme
+        .find(&format!("\n{section}\n"))
+        .unwrap_or_else(|| panic!("README has no {section:?}"));
+    let block = readme[at..].split("```sh\n").nth(1).unwrap();
+    let block = &block[..block.find("```").unwrap()];
+    block
+        .replace("\\\n", " ")
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// The README's "Kong way" example, run as written against `make run`'s seeded gateway:
+/// every Admin call succeeds (curl fails on a 4xx here) and the scrape shows the lines
+/// the README shows.
+#[test]
+fn the_readmes_kong_way_example_works_on_the_seeded_gateway() {
+    let gw = RunSh::start("kong-way");
+    let mut last_output = String::new();
+    let mut checked = 0;
+    for line in readme_commands("## The gateway, the Kong way") {
+        if let Some(expected) = line.strip_prefix("# ") {
+            // An output line: a series the previous command printed.
+            if !expected.starts_with("gateway_") {
+                continue;
+            }
+            let series = &expected[..expected.rfind(' ').unwrap()];
+            // A latency bucket's count depends on the machine's speed; its presence does not.
+            let found = if series.contains("_bucket{") {
+                last_output.lines().any(|l| l.starts_with(series))
+            } else {
+                last_output.lines().any(|l| l == expected)
+            };
+            assert!(found, "README shows {expected}, got:\n{last_output}");
+            checked += 1;
+            continue;
+        }
+        if line.trim().is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let cmd = line
+            .replace("localhost:8001", &format!("127.0.0.1:{}", gw.admin))
+            .replace("localhost:8000", &format!("127.0.0.1:{}", gw.proxy))
+            .replace("localhost:9542", &format!("127.0.0.1:{}", gw.metrics))
+            .replace("127.0.0.1:8081", &format!("127.0.0.1:{}", gw.upstream))
+            .replace("curl ", "curl --fail-with-body ");
+        let out = Command::new("sh").args(["-c", &cmd]).output().unwrap();
+        last_output = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{line}\n{last_output}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(checked >= 2, "no output lines checked");
+}
