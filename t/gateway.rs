@@ -1631,3 +1631,59 @@ fn https_only_routes_are_not_served_over_cleartext() {
         Some(1.0)
     );
 }
+
+/// Switching `naming` (or `namespace`) deletes the series of the naming no instance
+/// uses any more, as a deleted route's: none stays frozen in the scrapes.
+#[test]
+fn switching_naming_deletes_the_old_namings_series() {
+    let g = start_gateway("naming-switch", &[]);
+    service(&g, "svc", &format!("http://127.0.0.1:{}", g.upstream));
+    route(&g, "svc", "r", &["/"]);
+    let plugin = created(admin(
+        g.admin,
+        "POST",
+        "/plugins",
+        Some(json!({ "name": "prometheus", "config": all_switches() })),
+    ));
+    settle(&g);
+    for _ in 0..3 {
+        assert_eq!(get(g.proxy, "/").status, 200);
+    }
+    let (_, s) = scrape_unlinted(g.metrics, "/metrics");
+    assert!(s.iter().any(|x| x.name == "gateway_http_requests_total"));
+    let id = plugin["id"].as_str().unwrap();
+    ok(admin(
+        g.admin,
+        "PATCH",
+        &format!("/plugins/{id}"),
+        Some(json!({ "config": { "naming": "kong" } })),
+    ));
+    settle(&g);
+    assert_eq!(get(g.proxy, "/").status, 200);
+    let gone = eventually(Duration::from_secs(5), || {
+        let (_, s) = scrape_unlinted(g.metrics, "/metrics");
+        let old: Vec<String> = s
+            .iter()
+            .filter(|x| x.name.starts_with("gateway_"))
+            .map(|x| x.name.clone())
+            .collect();
+        let new = s.iter().any(|x| x.name == "kong_http_requests_total");
+        (old.is_empty() && new).then_some(())
+    });
+    let (text, _) = scrape_unlinted(g.metrics, "/metrics");
+    assert!(gone.is_some(), "old naming's series left:\n{text}");
+    // And back: the kong naming's request series go in turn.
+    ok(admin(
+        g.admin,
+        "PATCH",
+        &format!("/plugins/{id}"),
+        Some(json!({ "config": { "naming": "prometheus", "namespace": "edge" } })),
+    ));
+    let gone = eventually(Duration::from_secs(5), || {
+        let (_, s) = scrape_unlinted(g.metrics, "/metrics");
+        (!s.iter().any(|x| x.name.starts_with("kong_"))).then_some(())
+    });
+    let (text, _) = scrape_unlinted(g.metrics, "/metrics");
+    assert!(gone.is_some(), "kong naming's series left:\n{text}");
+    assert!(g.nginx.errors().is_empty(), "{:?}", g.nginx.errors());
+}

@@ -343,6 +343,20 @@ function _M.configure(snapshot)
             end
         end
     end
+    -- A naming (or namespace) no enabled instance uses any more leaves the zone, as a
+    -- deleted route's series do: its frozen series would otherwise stay in every scrape.
+    -- Each worker does it as it takes the new configuration; the last one to switch
+    -- deletes what a request still recorded under the old one meanwhile.
+    for key, was in pairs(active) do
+        if not by_set[key] then
+            for _, fam in pairs(was.set) do
+                if type(fam) == "table" and fam.reset then
+                    local ok, err = pcall(fam.reset, fam)
+                    if not ok then prom.log_once("prometheus plugin: " .. tostring(err)) end
+                end
+            end
+        end
+    end
     active = {}
     for key, chosen in pairs(by_set) do
         local conf = chosen.conf
