@@ -1687,3 +1687,67 @@ fn switching_naming_deletes_the_old_namings_series() {
     assert!(gone.is_some(), "kong naming's series left:\n{text}");
     assert!(g.nginx.errors().is_empty(), "{:?}", g.nginx.errors());
 }
+
+/// A narrower `prometheus` instance whose switches are off where a wider one's are on
+/// (Kong's docs' `per_consumer` example on a service) is stored, with a warning in the
+/// response and in the log naming what it turns off; one that turns nothing off gets none.
+#[test]
+fn a_scoped_plugin_that_turns_off_recording_is_warned_about() {
+    let g = start_gateway("shadow", &[]);
+    service(&g, "svc", &format!("http://127.0.0.1:{}", g.upstream));
+    route(&g, "svc", "r", &["/"]);
+    prometheus_everywhere(&g);
+    let post = |path: &str, body: serde_json::Value| {
+        request(
+            g.admin,
+            "POST",
+            path,
+            &[("Content-Type", "application/json")],
+            body.to_string().as_bytes(),
+        )
+    };
+    let r = post(
+        "/services/svc/plugins",
+        json!({ "name": "prometheus", "config": { "per_consumer": true } }),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let warning = r.header("warning").unwrap_or_else(|| panic!("no warning"));
+    assert!(warning.starts_with("299 gateway \""), "{warning}");
+    for f in [
+        "status_code_metrics",
+        "latency_metrics",
+        "bandwidth_metrics",
+        "upstream_health_metrics",
+    ] {
+        assert!(warning.contains(f), "{warning}");
+    }
+    assert!(!warning.contains("per_consumer"), "{warning}");
+    let log = g.nginx.error_log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("[warn]") && l.contains("turns off status_code_metrics")),
+        "{log}"
+    );
+    // Turning the switches on again: nothing to say.
+    let id = serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = request(
+        g.admin,
+        "PATCH",
+        &format!("/plugins/{id}"),
+        &[("Content-Type", "application/json")],
+        json!({ "config": all_switches() }).to_string().as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("warning"), None);
+    // A route-scoped one with nothing on, under the service's: warned again.
+    let r = post(
+        "/routes/r/plugins",
+        json!({ "name": "prometheus", "config": {} }),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let w = r.header("warning").unwrap_or_default().to_string();
+    assert!(w.contains("route "), "{w}");
+}

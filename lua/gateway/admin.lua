@@ -57,6 +57,27 @@ local function send(status, value)
 end
 _M.send = send
 
+-- What a plugin write changes about which instance records what: a narrower instance
+-- that turns off what a wider one records (gateway.plugins.shadow_warnings). Worked
+-- out on the working copy `s`; said once the change is stored.
+local function shadowing(kind, row, s)
+    if kind ~= "plugins" or not row then return nil end
+    return plugins.shadow_warnings(row, s.plugins)
+end
+
+-- The warnings in the log and in the response, as `Warning: 299` headers (the text a
+-- quoted-string, control characters escaped).
+local function warn(warnings)
+    if not warnings or #warnings == 0 then return end
+    local values = {}
+    for i, w in ipairs(warnings) do
+        local shown = schema.printable(w)
+        ngx.log(ngx.WARN, "gateway admin: ", shown)
+        values[i] = '299 gateway "' .. shown:gsub('[\\"]', "\\%0") .. '"'
+    end
+    ngx.header["Warning"] = values
+end
+
 local function send_error(err)
     return send(err.status, err.body)
 end
@@ -194,10 +215,14 @@ end
 local function create(kind, scope)
     local input, err = read_input(scope)
     if not input then return send_error(err) end
+    local warnings
     local row, werr = db.write(function(s, now)
-        return db.insert(s, kind, input, now)
+        local row, ierr = db.insert(s, kind, input, now)
+        warnings = shadowing(kind, row, s)
+        return row, ierr
     end)
     if not row then return send_error(werr) end
+    warn(warnings)
     return send(201, _M.render(kind, row))
 end
 
@@ -240,15 +265,17 @@ end
 local function patch(kind, key, scope)
     local input, err = read_input(scope)
     if not input then return send_error(err) end
-    local gone, configs
+    local gone, configs, warnings
     local row, werr = db.write(function(s, now)
         local old = db.find(s, kind, key, scope)
         if not old then return nil, NOT_FOUND end
         local new, uerr = db.update(s, kind, old, db.merge(kind, old, input), now)
         if new then gone, configs = renamed(kind, old, new, s) end
+        warnings = shadowing(kind, new, s)
         return new, uerr
     end)
     if not row then return send_error(werr) end
+    warn(warnings)
     forget(gone, configs)
     return send(200, _M.render(kind, row))
 end
@@ -259,7 +286,7 @@ local function put(kind, key, scope)
     local input, err = read_input(scope)
     if not input then return send_error(err) end
     local endpoint_key = defs[kind].endpoint_key
-    local gone, configs
+    local gone, configs, warnings
     local row, werr = db.write(function(s, now)
         local old = db.find(s, kind, key, scope)
         if not schema.is_uuid(key) then
@@ -268,12 +295,18 @@ local function put(kind, key, scope)
         elseif not old then
             input.id = key
         end
-        if not old then return db.insert(s, kind, input, now) end
-        local new, uerr = db.update(s, kind, old, input, now)
-        if new then gone, configs = renamed(kind, old, new, s) end
+        local new, uerr
+        if old then
+            new, uerr = db.update(s, kind, old, input, now)
+            if new then gone, configs = renamed(kind, old, new, s) end
+        else
+            new, uerr = db.insert(s, kind, input, now)
+        end
+        warnings = shadowing(kind, new, s)
         return new, uerr
     end)
     if not row then return send_error(werr) end
+    warn(warnings)
     forget(gone, configs)
     return send(200, _M.render(kind, row))
 end
