@@ -1751,3 +1751,52 @@ fn a_scoped_plugin_that_turns_off_recording_is_warned_about() {
     let w = r.header("warning").unwrap_or_default().to_string();
     assert!(w.contains("route "), "{w}");
 }
+
+/// The Admin API's `/metrics` is the metrics port's handler: the same formats
+/// (JSON, OpenMetrics by `Accept`), filters (`?name=`, `?group=`) and gzip.
+#[test]
+fn the_admin_apis_metrics_honours_the_metrics_ports_formats_and_filters() {
+    let g = start_gateway("admin-metrics", &[]);
+    service(&g, "svc", &format!("http://127.0.0.1:{}", g.upstream));
+    route(&g, "svc", "r", &["/"]);
+    prometheus_everywhere(&g);
+    settle(&g);
+    for _ in 0..2 {
+        assert_eq!(get(g.proxy, "/").status, 200);
+    }
+    for port in [g.metrics, g.admin] {
+        let json = get(port, "/metrics?format=json");
+        assert_eq!(json.status, 200, "{port}: {}", json.text());
+        let v: serde_json::Value = serde_json::from_slice(&json.body)
+            .unwrap_or_else(|e| panic!("{port}: not JSON ({e}): {}", json.text()));
+        assert!(v["families"].is_array(), "{v}");
+        let om = request(
+            port,
+            "GET",
+            "/metrics",
+            &[("Accept", "application/openmetrics-text; version=1.0.0")],
+            b"",
+        );
+        assert!(
+            om.header("content-type")
+                .unwrap()
+                .starts_with("application/openmetrics-text"),
+            "{port}"
+        );
+        assert!(om.text().ends_with("# EOF\n"), "{port}");
+        let gz = request(port, "GET", "/metrics", &[("Accept-Encoding", "gzip")], b"");
+        assert_eq!(gz.header("content-encoding"), Some("gzip"), "{port}");
+        let (text, samples) = scrape(port, "/metrics?name=gateway_http_requests_total");
+        assert!(!samples.is_empty(), "{port}: {text}");
+        assert!(
+            samples
+                .iter()
+                .all(|s| s.name == "gateway_http_requests_total"),
+            "{port}: {text}"
+        );
+        assert_eq!(get(port, "/metrics?name=nope_total").status, 404, "{port}");
+    }
+    assert!(get(g.admin, "/metrics")
+        .header("x-gateway-worker")
+        .is_some());
+}

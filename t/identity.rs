@@ -43,6 +43,11 @@ fn http(top: &str, app: u16, metrics: u16) -> String {
                 ngx.say("ok")
             }}
         }}
+        location = /render {{
+            content_by_lua_block {{
+                ngx.print(require("ngxprom").zone("metrics"):render())
+            }}
+        }}
         location = /grow {{
             content_by_lua_block {{
                 grown = {{}}
@@ -358,6 +363,10 @@ fn worker_process_metrics() {
     let json = get(metrics, "/process?format=json").text();
     assert!(json.contains("\"worker\":\"0\""), "{json}");
     assert!(!json.contains("\"worker\":\"1\""), "{json}");
+    // Lua's zone:render() shows what the metrics port shows.
+    let lua = get(app, "/render").text();
+    assert!(lua.contains("worker=\"0\""), "{lua}");
+    assert!(!lua.contains("worker=\"1\""), "{lua}");
     assert!(nginx.crashes().is_empty());
 
     // Off: no such families at all.

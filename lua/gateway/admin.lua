@@ -1,7 +1,8 @@
 -- gateway.admin: the Admin API, with Kong's routes and response shapes.
 --
 --   GET /                                  node info
---   GET /metrics, GET /status              gateway.status
+--   GET /status                            gateway.status (GET /metrics: the module's
+--                                          handler, nginx/gateway.conf)
 --   GET|POST /<collection>                 services, routes, consumers, plugins,
 --                                          upstreams, key-auths
 --   GET|PATCH|PUT|DELETE /<collection>/{id or name}
@@ -387,10 +388,6 @@ local function node_info(snap)
 end
 
 local NODE = {
-    metrics = function()
-        stamp()
-        return require("gateway.status").metrics()
-    end,
     status = function()
         return send(200, require("gateway.status").status())
     end,

@@ -542,10 +542,6 @@ function _M.init_worker(health)
 end
 
 -- The exposition text, as the metrics port serves it (for the Admin API).
-function _M.render()
-    return zone:render()
-end
-
 function _M.status()
     return zone:status()
 end

@@ -335,14 +335,20 @@ fn add_readers(lua: &Lua, m: &Table) -> LuaResult<()> {
             };
             let name = slots::name(slot).unwrap_or_default();
             let mut out = String::new();
-            // Nothing is filtered, so nothing can be missing.
+            // Everything the metrics port shows, no more: the series of workers that
+            // a reload retired are left out as there. Nothing is filtered by name, so
+            // nothing can be missing.
+            let selection = Selection {
+                workers: crate::nginx::process::worker_count(),
+                ..Selection::default()
+            };
             let _ = crate::exposition::render(
                 &mut out,
                 format,
                 &store,
                 &name,
                 stub_status::read().as_ref(),
-                &Selection::default(),
+                &selection,
                 crate::nginx::zone::identity(),
             );
             lua.create_string(out)
