@@ -1619,3 +1619,45 @@ fn the_readmes_kong_way_example_works_on_the_seeded_gateway() {
     }
     assert!(checked >= 2, "no output lines checked");
 }
+
+/// A full zone: a histogram's label sets that no longer fit go to its overflow series,
+/// whose bucket chunks may not fit either; `_count` and `_sum` over the family stay
+/// exact all the same (the values count in `+Inf` only).
+#[test]
+fn a_full_zone_keeps_a_histograms_count_and_sum_exact() {
+    let lat = r#"
+        location = /lat {
+            content_by_lua_block {
+                app.lat = app.lat or app.z:histogram("test_lat_seconds", "Labelled.", { "k" },
+                    { buckets = { 0.1, 1 } })
+                local n = 0
+                for i = tonumber(ngx.var.arg_from), tonumber(ngx.var.arg_to) do
+                    app.lat:labels("k" .. i):observe(0.25)
+                    n = n + 1
+                end
+                ngx.say(n)
+            }
+        }"#;
+    let a = start_app("tiny-hist", "128k", lat);
+    // Both workers declare the family while there is room (one observation each time).
+    for _ in 0..6 {
+        assert_eq!(get(a.app, "/lat?from=0&to=0").text().trim(), "1");
+    }
+    assert_eq!(get(a.app, "/make?from=1&to=5000").text().trim(), "5000 0");
+    assert_eq!(get(a.app, "/lat?from=1&to=50").text().trim(), "50");
+    let (text, samples) = scrape(a.metrics, "/metrics");
+    let total = |name: &str| -> f64 {
+        samples
+            .iter()
+            .filter(|s| s.name == name)
+            .map(|s| s.value)
+            .sum()
+    };
+    assert!(
+        value(&samples, "test_lat_seconds_count", &[("k", "__overflow__")]).is_some(),
+        "{text}"
+    );
+    assert_eq!(total("test_lat_seconds_count"), 56.0, "{text}");
+    assert_eq!(total("test_lat_seconds_sum"), 56.0 * 0.25, "{text}");
+    assert!(a.nginx.crashes().is_empty());
+}
