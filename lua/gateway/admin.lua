@@ -3,6 +3,7 @@
 --   GET /                                  node info
 --   GET /status                            gateway.status (GET /metrics: the module's
 --                                          handler, nginx/gateway.conf)
+--   GET /plugins/enabled, GET /schemas/plugins/{name}   Kong's plugin names and schema
 --   GET|POST /<collection>                 services, routes, consumers, plugins,
 --                                          upstreams, key-auths
 --   GET|PATCH|PUT|DELETE /<collection>/{id or name}
@@ -410,6 +411,21 @@ local function dispatch(method, segs)
         -- far a change has spread is visible in its X-Gateway-Config-Version.
         if n == 0 then return node_info(db.snapshot()) end
         return NODE[segs[1]]()
+    end
+    if n == 2 and segs[1] == "plugins" and segs[2] == "enabled" then
+        if method ~= "GET" and method ~= "HEAD" then return method_not_allowed("GET, HEAD") end
+        local names = {}
+        for i, name in ipairs(plugins.names()) do names[i] = name end
+        return send(200, { enabled_plugins = setmetatable(names, array_mt) })
+    end
+    if segs[1] == "schemas" then
+        if n ~= 3 or segs[2] ~= "plugins" then return send_error(NOT_FOUND) end
+        if method ~= "GET" and method ~= "HEAD" then return method_not_allowed("GET, HEAD") end
+        local s = require("gateway.schemas").plugin(segs[3])
+        if not s then
+            return send(404, { message = fmt("No plugin named '%s'", schema.printable(segs[3])) })
+        end
+        return send(200, s)
     end
     local endpoint = endpoints.resolve(segs)
     if not endpoint then return send_error(NOT_FOUND) end
