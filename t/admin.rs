@@ -1773,7 +1773,10 @@ fn enabled_plugins_and_plugin_schemas_answer_as_kong() {
     };
     assert_eq!(conf("per_consumer")["type"], "boolean");
     assert_eq!(conf("per_consumer")["default"], false);
-    assert_eq!(conf("naming")["one_of"], serde_json::json!(["prometheus", "kong"]));
+    assert_eq!(
+        conf("naming")["one_of"],
+        serde_json::json!(["prometheus", "kong"])
+    );
     assert_eq!(conf("request_latency_buckets")["type"], "array");
     // key-auth cannot apply to a consumer: its schema says so.
     let ka = expect(p, "GET", "/schemas/plugins/key-auth", None, 200);

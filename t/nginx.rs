@@ -1514,18 +1514,31 @@ struct RunSh {
 
 impl RunSh {
     fn start(name: &str) -> RunSh {
+        Self::start_with(name, &[], false)
+    }
+
+    /// With more `KEY=VALUE` arguments; `PREFIX` as an argument or in the environment.
+    /// The banner goes to `banner.txt` in the test's directory (beside the prefix).
+    fn start_with(name: &str, extra: &[String], prefix_as_arg: bool) -> RunSh {
         let (proxy, upstream, metrics, admin) =
             (free_port(), free_port(), free_port(), free_port());
         let dir = prefix(name);
-        let child = Command::new(root().join("scripts/run.sh"))
-            .env("PREFIX", &dir)
+        let mut cmd = Command::new(root().join("scripts/run.sh"));
+        if prefix_as_arg {
+            cmd.arg(format!("PREFIX={}", dir.display()));
+        } else {
+            cmd.env("PREFIX", &dir);
+        }
+        let banner = std::fs::File::create(dir.with_extension("banner")).unwrap();
+        let child = cmd
             .args([
                 format!("PROXY_PORT={proxy}"),
                 format!("UPSTREAM_PORT={upstream}"),
                 format!("METRICS_PORT={metrics}"),
                 format!("ADMIN_PORT={admin}"),
             ])
-            .stdout(Stdio::null())
+            .args(extra)
+            .stdout(banner)
             .spawn()
             .unwrap();
         let up = eventually(Duration::from_secs(20), || {
@@ -1553,6 +1566,7 @@ impl Drop for RunSh {
             .status();
         let _ = eventually(Duration::from_secs(10), || self.child.try_wait().unwrap());
         let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = std::fs::remove_file(self.dir.with_extension("banner"));
     }
 }
 
@@ -1660,4 +1674,120 @@ fn a_full_zone_keeps_a_histograms_count_and_sum_exact() {
     assert_eq!(total("test_lat_seconds_count"), 56.0, "{text}");
     assert_eq!(total("test_lat_seconds_sum"), 56.0 * 0.25, "{text}");
     assert!(a.nginx.crashes().is_empty());
+}
+
+/// `run.sh`'s knobs: the prefix as an argument, the metrics port's credentials and
+/// constant labels without editing the generated file, a banner with the ports in use,
+/// and an unknown setting refused by name (before anything is written).
+#[test]
+fn run_sh_takes_every_knob_as_an_argument_and_shows_the_ports_it_uses() {
+    // Bounded: a run.sh that took the typo would start a gateway in the foreground.
+    let scratch = prefix("runsh-typo");
+    let out = Command::new("timeout")
+        .arg("20")
+        .arg(root().join("scripts/run.sh"))
+        .env("PREFIX", &scratch)
+        .args(["PROXY_PORT=1", "METRIC_PORT=1"])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&scratch);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("unknown setting \"METRIC_PORT=1\""), "{err}");
+
+    let creds = std::env::temp_dir().join(format!("ngxprom-runsh-{}.auth", std::process::id()));
+    let digest = pipe_through("sha256sum", &[], "00pw").stdout;
+    let digest = String::from_utf8_lossy(&digest[..64]).into_owned();
+    std::fs::write(&creds, format!("basic scraper sha256:00:{digest}\n")).unwrap();
+    let gw = RunSh::start_with(
+        "runsh-knobs",
+        &[
+            format!("AUTH_FILE={}", creds.display()),
+            "CONST_LABELS=dc=lab \"host=${hostname}\"".into(),
+        ],
+        true,
+    );
+    assert!(gw.dir.join("nginx.conf").exists());
+    let banner = std::fs::read_to_string(gw.dir.with_extension("banner")).unwrap();
+    for port in [gw.proxy, gw.admin, gw.metrics] {
+        assert!(banner.contains(&format!("127.0.0.1:{port}/")), "{banner}");
+    }
+    assert!(!banner.contains(":8000/"), "{banner}");
+    assert_eq!(get(gw.metrics, "/metrics").status, 401);
+    let auth = format!("Basic {}", base64_of("scraper:pw"));
+    let r = request(
+        gw.metrics,
+        "GET",
+        "/metrics",
+        &[("Authorization", &auth)],
+        b"",
+    );
+    assert_eq!(r.status, 200);
+    let samples = parse_with_reference(&r.text());
+    assert!(
+        samples
+            .iter()
+            .all(|s| s.labels.get("dc").map(String::as_str) == Some("lab")),
+        "{}",
+        r.text()
+    );
+    drop(gw);
+
+    // https and a push, from arguments too (the push goes nowhere: a closed port).
+    let dir = prefix("runsh-tls");
+    let (cert, key) = (dir.join("m.pem"), dir.join("m.key"));
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", "/CN=localhost", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let gw = RunSh::start_with(
+        "runsh-tls-gw",
+        &[
+            format!("TLS_CERT={}", cert.display()),
+            format!("TLS_KEY={}", key.display()),
+            format!("PUSH_URL=http://127.0.0.1:{}", free_port()),
+            "PUSH_ARGS=interval=1h".into(),
+        ],
+        false,
+    );
+    let conf = std::fs::read_to_string(gw.dir.join("nginx.conf")).unwrap();
+    assert!(conf.contains("prometheus_push http://127.0.0.1:"), "{conf}");
+    let banner = std::fs::read_to_string(gw.dir.with_extension("banner")).unwrap();
+    assert!(
+        banner.contains(&format!("https://127.0.0.1:{}/metrics", gw.metrics)),
+        "{banner}"
+    );
+    let out = Command::new("curl")
+        .args(["-sk", &format!("https://127.0.0.1:{}/metrics", gw.metrics)])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("# TYPE nginx_metric_errors_total counter"),
+        "{text}"
+    );
+    drop(gw);
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(&creds);
+}
+
+fn base64_of(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(s)
 }
