@@ -446,17 +446,25 @@ fn a_full_zone_refuses_new_series_and_keeps_serving() {
         );
     }
     let refused = zone_full(&samples) as u64 - 1;
-    // A value in the histogram's existing chunk counts; one that needs a new chunk is
-    // refused whole (neither in a bucket nor in _count or _sum) and counted.
+    // A value in the histogram's existing chunk counts; one that needs a new chunk
+    // counts in _count, _sum and +Inf only (sums stay exact), and is counted as refused.
     assert_eq!(post(a.app, "/observe", b"0.00101 20").text().trim(), "2");
     let (_, samples) = scrape(a.metrics, "/metrics");
     assert_eq!(zone_full(&samples), refused as f64 + 2.0);
-    assert_eq!(value(&samples, "test_values_seconds_count", &[]), Some(2.0));
+    assert_eq!(value(&samples, "test_values_seconds_count", &[]), Some(3.0));
     let sum = value(&samples, "test_values_seconds_sum", &[]).unwrap();
-    assert!((sum - 0.00201).abs() < 1e-12, "{sum}");
+    assert!((sum - 20.00201).abs() < 1e-9, "{sum}");
     assert_eq!(
         value(&samples, "test_values_seconds_bucket", &[("le", "0.005")]),
         Some(2.0)
+    );
+    assert_eq!(
+        value(&samples, "test_values_seconds_bucket", &[("le", "30")]),
+        Some(2.0)
+    );
+    assert_eq!(
+        value(&samples, "test_values_seconds_bucket", &[("le", "+Inf")]),
+        Some(3.0)
     );
     // nginx keeps serving, nothing crashed, and the refusal was logged once per worker.
     assert_eq!(hit(a.app, 20, 2).values().sum::<usize>(), 20);
