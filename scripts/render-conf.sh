@@ -15,6 +15,7 @@ declare -A V=(
   [LOAD_LUA]="${E[LOAD_LUA]}"
   [PROXY_PORT]=8000 [ADMIN_PORT]=8001 [UPSTREAM_PORT]=8081 [METRICS_PORT]=9542 [WORKERS]=2 [USER]=""
   [DECLARATIVE]="" [SEED]="$PREFIX/seed.json"
+  [METRICS_HTTP]="" [METRICS_SERVER]="" [METRICS_SSL]=""
 )
 for kv in "$@"; do V[${kv%%=*}]=${kv#*=}; done
 # Started as root, nginx runs its workers as nobody: keep that, and say so.
@@ -26,7 +27,11 @@ if [ "$(id -u)" = 0 ]; then chown nobody:nogroup "$PREFIX/state"; fi
 [ -f "${E[MODULE]}" ] || { echo "render-conf: ${E[MODULE]} is missing: run make build" >&2; exit 1; }
 install -m 755 "${E[MODULE]}" "$PREFIX/lib/ngx_prometheus.so"
 sed_args=()
-for k in "${!V[@]}"; do sed_args+=(-e "s|@$k@|${V[$k]}|g"); done
+# Values are literal text: sed's `\`, `&` and the `|` delimiter escaped.
+for k in "${!V[@]}"; do
+  v=${V[$k]//\\/\\\\}; v=${v//&/\\&}; v=${v//|/\\|}
+  sed_args+=(-e "s|@$k@|$v|g")
+done
 sed "${sed_args[@]}" "$ROOT/$TEMPLATE" >"$PREFIX/nginx.conf"
 # The first start's entities (a demo service, routes, and the prometheus plugin).
 sed "${sed_args[@]}" "$ROOT/nginx/seed.json" >"$PREFIX/seed.json"

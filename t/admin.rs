@@ -1648,3 +1648,59 @@ fn a_reload_waits_for_a_stalled_state_write() {
     assert_eq!(served.len(), 2, "only {served:?} answered");
     assert!(gw.nginx.errors().is_empty(), "{:?}", gw.nginx.errors());
 }
+
+/// Kong's `GET /plugins/enabled` (the plugin names this node runs) and
+/// `GET /schemas/plugins/{name}` (a plugin's schema, from the definitions that
+/// validate it: every config field with its type and default).
+#[test]
+fn enabled_plugins_and_plugin_schemas_answer_as_kong() {
+    let gw = gateway("admin-schemas");
+    let p = gw.admin;
+    let enabled = expect(p, "GET", "/plugins/enabled", None, 200);
+    assert_eq!(
+        enabled,
+        serde_json::json!({ "enabled_plugins": ["ip-restriction", "key-auth", "prometheus"] })
+    );
+    let s = expect(p, "GET", "/schemas/plugins/prometheus", None, 200);
+    let fields = s["fields"].as_array().unwrap();
+    let field = |name: &str| {
+        fields
+            .iter()
+            .find_map(|f| f.get(name))
+            .unwrap_or_else(|| panic!("no {name}: {s}"))
+            .clone()
+    };
+    assert_eq!(field("service")["type"], "foreign");
+    let config = field("config");
+    assert_eq!(config["type"], "record");
+    let conf_fields = config["fields"].as_array().unwrap();
+    let conf = |name: &str| {
+        conf_fields
+            .iter()
+            .find_map(|f| f.get(name))
+            .unwrap_or_else(|| panic!("no config.{name}: {config}"))
+            .clone()
+    };
+    assert_eq!(conf("per_consumer")["type"], "boolean");
+    assert_eq!(conf("per_consumer")["default"], false);
+    assert_eq!(
+        conf("naming")["one_of"],
+        serde_json::json!(["prometheus", "kong"])
+    );
+    assert_eq!(conf("request_latency_buckets")["type"], "array");
+    // key-auth cannot apply to a consumer: its schema says so.
+    let ka = expect(p, "GET", "/schemas/plugins/key-auth", None, 200);
+    let consumer = ka["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|f| f.get("consumer"))
+        .unwrap()
+        .clone();
+    assert!(consumer.get("eq").is_some(), "{consumer}");
+    let missing = expect(p, "GET", "/schemas/plugins/nope%0a", None, 404);
+    assert_eq!(missing["message"], "No plugin named 'nope\\x0A'");
+    expect(p, "GET", "/schemas/services", None, 404);
+    expect(p, "POST", "/plugins/enabled", None, 405);
+    assert!(gw.nginx.errors().is_empty(), "{:?}", gw.nginx.errors());
+}

@@ -1631,3 +1631,172 @@ fn https_only_routes_are_not_served_over_cleartext() {
         Some(1.0)
     );
 }
+
+/// Switching `naming` (or `namespace`) deletes the series of the naming no instance
+/// uses any more, as a deleted route's: none stays frozen in the scrapes.
+#[test]
+fn switching_naming_deletes_the_old_namings_series() {
+    let g = start_gateway("naming-switch", &[]);
+    service(&g, "svc", &format!("http://127.0.0.1:{}", g.upstream));
+    route(&g, "svc", "r", &["/"]);
+    let plugin = created(admin(
+        g.admin,
+        "POST",
+        "/plugins",
+        Some(json!({ "name": "prometheus", "config": all_switches() })),
+    ));
+    settle(&g);
+    for _ in 0..3 {
+        assert_eq!(get(g.proxy, "/").status, 200);
+    }
+    let (_, s) = scrape_unlinted(g.metrics, "/metrics");
+    assert!(s.iter().any(|x| x.name == "gateway_http_requests_total"));
+    let id = plugin["id"].as_str().unwrap();
+    ok(admin(
+        g.admin,
+        "PATCH",
+        &format!("/plugins/{id}"),
+        Some(json!({ "config": { "naming": "kong" } })),
+    ));
+    settle(&g);
+    assert_eq!(get(g.proxy, "/").status, 200);
+    let gone = eventually(Duration::from_secs(5), || {
+        let (_, s) = scrape_unlinted(g.metrics, "/metrics");
+        let old: Vec<String> = s
+            .iter()
+            .filter(|x| x.name.starts_with("gateway_"))
+            .map(|x| x.name.clone())
+            .collect();
+        let new = s.iter().any(|x| x.name == "kong_http_requests_total");
+        (old.is_empty() && new).then_some(())
+    });
+    let (text, _) = scrape_unlinted(g.metrics, "/metrics");
+    assert!(gone.is_some(), "old naming's series left:\n{text}");
+    // And back: the kong naming's request series go in turn.
+    ok(admin(
+        g.admin,
+        "PATCH",
+        &format!("/plugins/{id}"),
+        Some(json!({ "config": { "naming": "prometheus", "namespace": "edge" } })),
+    ));
+    let gone = eventually(Duration::from_secs(5), || {
+        let (_, s) = scrape_unlinted(g.metrics, "/metrics");
+        (!s.iter().any(|x| x.name.starts_with("kong_"))).then_some(())
+    });
+    let (text, _) = scrape_unlinted(g.metrics, "/metrics");
+    assert!(gone.is_some(), "kong naming's series left:\n{text}");
+    assert!(g.nginx.errors().is_empty(), "{:?}", g.nginx.errors());
+}
+
+/// A narrower `prometheus` instance whose switches are off where a wider one's are on
+/// (Kong's docs' `per_consumer` example on a service) is stored, with a warning in the
+/// response and in the log naming what it turns off; one that turns nothing off gets none.
+#[test]
+fn a_scoped_plugin_that_turns_off_recording_is_warned_about() {
+    let g = start_gateway("shadow", &[]);
+    service(&g, "svc", &format!("http://127.0.0.1:{}", g.upstream));
+    route(&g, "svc", "r", &["/"]);
+    prometheus_everywhere(&g);
+    let post = |path: &str, body: serde_json::Value| {
+        request(
+            g.admin,
+            "POST",
+            path,
+            &[("Content-Type", "application/json")],
+            body.to_string().as_bytes(),
+        )
+    };
+    let r = post(
+        "/services/svc/plugins",
+        json!({ "name": "prometheus", "config": { "per_consumer": true } }),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let warning = r.header("warning").unwrap_or_else(|| panic!("no warning"));
+    assert!(warning.starts_with("299 gateway \""), "{warning}");
+    for f in [
+        "status_code_metrics",
+        "latency_metrics",
+        "bandwidth_metrics",
+        "upstream_health_metrics",
+    ] {
+        assert!(warning.contains(f), "{warning}");
+    }
+    assert!(!warning.contains("per_consumer"), "{warning}");
+    let log = g.nginx.error_log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("[warn]") && l.contains("turns off status_code_metrics")),
+        "{log}"
+    );
+    // Turning the switches on again: nothing to say.
+    let id = serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = request(
+        g.admin,
+        "PATCH",
+        &format!("/plugins/{id}"),
+        &[("Content-Type", "application/json")],
+        json!({ "config": all_switches() }).to_string().as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("warning"), None);
+    // A route-scoped one with nothing on, under the service's: warned again.
+    let r = post(
+        "/routes/r/plugins",
+        json!({ "name": "prometheus", "config": {} }),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let w = r.header("warning").unwrap_or_default().to_string();
+    assert!(w.contains("route "), "{w}");
+}
+
+/// The Admin API's `/metrics` is the metrics port's handler: the same formats
+/// (JSON, OpenMetrics by `Accept`), filters (`?name=`, `?group=`) and gzip.
+#[test]
+fn the_admin_apis_metrics_honours_the_metrics_ports_formats_and_filters() {
+    let g = start_gateway("admin-metrics", &[]);
+    service(&g, "svc", &format!("http://127.0.0.1:{}", g.upstream));
+    route(&g, "svc", "r", &["/"]);
+    prometheus_everywhere(&g);
+    settle(&g);
+    for _ in 0..2 {
+        assert_eq!(get(g.proxy, "/").status, 200);
+    }
+    for port in [g.metrics, g.admin] {
+        let json = get(port, "/metrics?format=json");
+        assert_eq!(json.status, 200, "{port}: {}", json.text());
+        let v: serde_json::Value = serde_json::from_slice(&json.body)
+            .unwrap_or_else(|e| panic!("{port}: not JSON ({e}): {}", json.text()));
+        assert!(v["families"].is_array(), "{v}");
+        let om = request(
+            port,
+            "GET",
+            "/metrics",
+            &[("Accept", "application/openmetrics-text; version=1.0.0")],
+            b"",
+        );
+        assert!(
+            om.header("content-type")
+                .unwrap()
+                .starts_with("application/openmetrics-text"),
+            "{port}"
+        );
+        assert!(om.text().ends_with("# EOF\n"), "{port}");
+        let gz = request(port, "GET", "/metrics", &[("Accept-Encoding", "gzip")], b"");
+        assert_eq!(gz.header("content-encoding"), Some("gzip"), "{port}");
+        let (text, samples) = scrape(port, "/metrics?name=gateway_http_requests_total");
+        assert!(!samples.is_empty(), "{port}: {text}");
+        assert!(
+            samples
+                .iter()
+                .all(|s| s.name == "gateway_http_requests_total"),
+            "{port}: {text}"
+        );
+        assert_eq!(get(port, "/metrics?name=nope_total").status, 404, "{port}");
+    }
+    assert!(get(g.admin, "/metrics")
+        .header("x-gateway-worker")
+        .is_some());
+}

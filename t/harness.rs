@@ -887,6 +887,10 @@ pub fn render_gateway(prefix: &Path, vars: &[(&str, String)]) -> (String, [u16; 
         ("UPSTREAM_PORT", ports[3].to_string()),
         ("DECLARATIVE", String::new()),
         ("SEED", String::new()),
+        // scripts/run.sh's metrics knobs, off.
+        ("METRICS_HTTP", String::new()),
+        ("METRICS_SERVER", String::new()),
+        ("METRICS_SSL", String::new()),
     ];
     for (k, val) in vars {
         v.retain(|(key, _)| key != k);

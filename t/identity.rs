@@ -43,6 +43,11 @@ fn http(top: &str, app: u16, metrics: u16) -> String {
                 ngx.say("ok")
             }}
         }}
+        location = /render {{
+            content_by_lua_block {{
+                ngx.print(require("ngxprom").zone("metrics"):render())
+            }}
+        }}
         location = /grow {{
             content_by_lua_block {{
                 grown = {{}}
@@ -130,6 +135,89 @@ fn constant_labels_and_node_id() {
     let (_, samples) = scrape(metrics, "/metrics?name[]=nginx_prometheus_build_info");
     assert_eq!(samples[0].labels.get("node_id"), Some(&node_id));
     assert!(nginx.crashes().is_empty());
+}
+
+/// Relative file arguments resolve as nginx's own directives' do, whatever the
+/// directory nginx is started from: the node id file (a file nginx writes) against the
+/// prefix, the push password and the auth file (files nginx reads) against the
+/// configuration directory. The configuration lives in `conf/`, so the two differ.
+#[test]
+fn relative_paths_do_not_depend_on_the_working_directory() {
+    let (app, metrics) = (free_port(), free_port());
+    let p = prefix("relative");
+    std::fs::create_dir_all(p.join("conf")).unwrap();
+    std::fs::write(p.join("conf/push.password"), "secret\n").unwrap();
+    let digest = pipe_through("sha256sum", &[], "00pw").stdout;
+    let digest = String::from_utf8_lossy(&digest[..64]).into_owned();
+    std::fs::write(
+        p.join("conf/metrics.auth"),
+        format!("basic u sha256:00:{digest}\n"),
+    )
+    .unwrap();
+    let top = "prometheus_node_id_file state/node_id;\n    \
+               prometheus_const_labels node_id=$node_id;\n    \
+               prometheus_push http://127.0.0.1:9 interval=1h;\n    \
+               prometheus_push_basic_auth pusher push.password;";
+    // Every path the newcomer writes is relative, as in the README's nginx.conf.
+    let abs = format!("{}/", p.display());
+    let conf = config(&p, &http(top, app, metrics))
+        .replace(&abs, "")
+        .replace("lua_package_cpath \"lib/", &format!("lua_package_cpath \"{abs}lib/"))
+        .replace(
+            "location = /process {",
+            "location = /auth { prometheus_metrics metrics; prometheus_auth_file metrics.auth; }\n        \
+             location = /process {",
+        );
+    std::fs::write(p.join("conf/nginx.conf"), &conf).unwrap();
+    let run = |cwd: &std::path::Path, extra: &[&str]| {
+        std::fs::create_dir_all(cwd).unwrap();
+        let out = nginx_command()
+            .current_dir(cwd)
+            .args(["-p", p.to_str().unwrap(), "-c", "conf/nginx.conf"])
+            .args(extra)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "from {}: {err}", cwd.display());
+    };
+    let (here, there) = (p.join("cwd-a"), p.join("cwd-b/deeper"));
+    run(&here, &["-t"]);
+    run(&there, &["-t"]);
+    let node_id = std::fs::read_to_string(p.join("state/node_id")).unwrap();
+    let node_id = node_id.trim().to_string();
+    for cwd in [&here, &there] {
+        assert!(
+            !cwd.join("state").exists(),
+            "a file under {}",
+            cwd.display()
+        );
+    }
+    // Two starts from two directories: one node, one id.
+    let mut seen = Vec::new();
+    for cwd in [&here, &there] {
+        run(cwd, &[]);
+        let nginx = Nginx {
+            prefix: p.clone(),
+            conf: conf.clone(),
+        };
+        nginx.wait_workers(2);
+        let (_, samples) = scrape(metrics, "/metrics?name[]=nginx_prometheus_build_info");
+        seen.push(samples[0].labels["node_id"].clone());
+        // The auth file was found: the location asks for credentials.
+        assert_eq!(get(metrics, "/auth").status, 401);
+        let pid = nginx.master_pid();
+        std::mem::forget(nginx);
+        let _ = std::process::Command::new("kill")
+            .args(["-QUIT", &pid.to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            assert!(std::time::Instant::now() < deadline, "nginx did not stop");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    assert_eq!(seen, [node_id.clone(), node_id]);
+    let _ = std::fs::remove_dir_all(&p);
 }
 
 #[test]
@@ -275,6 +363,10 @@ fn worker_process_metrics() {
     let json = get(metrics, "/process?format=json").text();
     assert!(json.contains("\"worker\":\"0\""), "{json}");
     assert!(!json.contains("\"worker\":\"1\""), "{json}");
+    // Lua's zone:render() shows what the metrics port shows.
+    let lua = get(app, "/render").text();
+    assert!(lua.contains("worker=\"0\""), "{lua}");
+    assert!(!lua.contains("worker=\"1\""), "{lua}");
     assert!(nginx.crashes().is_empty());
 
     // Off: no such families at all.

@@ -446,17 +446,25 @@ fn a_full_zone_refuses_new_series_and_keeps_serving() {
         );
     }
     let refused = zone_full(&samples) as u64 - 1;
-    // A value in the histogram's existing chunk counts; one that needs a new chunk is
-    // refused whole (neither in a bucket nor in _count or _sum) and counted.
+    // A value in the histogram's existing chunk counts; one that needs a new chunk
+    // counts in _count, _sum and +Inf only (sums stay exact), and is counted as refused.
     assert_eq!(post(a.app, "/observe", b"0.00101 20").text().trim(), "2");
     let (_, samples) = scrape(a.metrics, "/metrics");
     assert_eq!(zone_full(&samples), refused as f64 + 2.0);
-    assert_eq!(value(&samples, "test_values_seconds_count", &[]), Some(2.0));
+    assert_eq!(value(&samples, "test_values_seconds_count", &[]), Some(3.0));
     let sum = value(&samples, "test_values_seconds_sum", &[]).unwrap();
-    assert!((sum - 0.00201).abs() < 1e-12, "{sum}");
+    assert!((sum - 20.00201).abs() < 1e-9, "{sum}");
     assert_eq!(
         value(&samples, "test_values_seconds_bucket", &[("le", "0.005")]),
         Some(2.0)
+    );
+    assert_eq!(
+        value(&samples, "test_values_seconds_bucket", &[("le", "30")]),
+        Some(2.0)
+    );
+    assert_eq!(
+        value(&samples, "test_values_seconds_bucket", &[("le", "+Inf")]),
+        Some(3.0)
     );
     // nginx keeps serving, nothing crashed, and the refusal was logged once per worker.
     assert_eq!(hit(a.app, 20, 2).values().sum::<usize>(), 20);
@@ -1444,4 +1452,350 @@ fn declaring_a_family_in_a_full_zone_is_a_runtime_failure() {
         "{}",
         a.nginx.error_log()
     );
+}
+
+/// `load_module` of this module before the lua module (or with no lua module at all)
+/// works: the file imports no Lua symbol, so `dlopen` does not refuse it, and the Lua
+/// API binds when Lua requires it. Where lua is compiled into nginx the order cannot be
+/// wrong; the imports are checked on every build.
+#[test]
+fn module_loads_before_the_lua_module() {
+    let out = Command::new("nm")
+        .args(["-D", "--undefined-only"])
+        .arg(&build().module)
+        .output()
+        .unwrap();
+    let imports = String::from_utf8_lossy(&out.stdout);
+    let lua: Vec<&str> = imports
+        .lines()
+        .filter_map(|l| l.split_whitespace().last())
+        .filter(|s| s.starts_with("lua"))
+        .collect();
+    assert!(lua.is_empty(), "the module imports Lua symbols: {lua:?}");
+
+    let (app, metrics) = (free_port(), free_port());
+    let p = prefix("load-order");
+    let conf = config(&p, &app_http(app, metrics, "4m", ""));
+    let ours = format!("load_module {}/lib/ngx_prometheus.so;", p.display());
+    let load_lua = &build().load_lua;
+    // Ours first, the lua module's lines after it.
+    let conf =
+        conf.replacen(load_lua.as_str(), "", 1)
+            .replacen(&ours, &format!("{ours}\n{load_lua}"), 1);
+    if !load_lua.is_empty() {
+        assert!(conf.find(&ours) < conf.find(load_lua.as_str()), "{conf}");
+    }
+    let nginx = Nginx::start_with(p, conf);
+    hit(app, 10, 2);
+    let (_, samples) = scrape(metrics, "/metrics");
+    assert_eq!(value(&samples, "test_requests_total", &[]), Some(10.0));
+    assert!(nginx.errors().is_empty(), "{:?}", nginx.errors());
+
+    // Without any lua module, the native endpoint alone.
+    if !load_lua.is_empty() {
+        let alone = format!(
+            "prometheus_zone m 1m;\n    server {{ listen 127.0.0.1:{}; \
+             location = /metrics {{ prometheus_metrics m; }} }}",
+            free_port()
+        );
+        let p = prefix("no-lua");
+        let conf = config(&p, &alone)
+            .replacen(load_lua.as_str(), "", 1)
+            .lines()
+            .filter(|l| !l.contains("lua_package"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        drop(Nginx::start_with(p, conf));
+    }
+}
+
+/// `scripts/run.sh` (what `make run` runs) in the foreground on free ports, stopped
+/// with Ctrl-C (SIGINT) when dropped.
+struct RunSh {
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+    proxy: u16,
+    upstream: u16,
+    metrics: u16,
+    admin: u16,
+}
+
+impl RunSh {
+    fn start(name: &str) -> RunSh {
+        Self::start_with(name, &[], false)
+    }
+
+    /// With more `KEY=VALUE` arguments; `PREFIX` as an argument or in the environment.
+    /// The banner goes to `banner.txt` in the test's directory (beside the prefix).
+    fn start_with(name: &str, extra: &[String], prefix_as_arg: bool) -> RunSh {
+        let (proxy, upstream, metrics, admin) =
+            (free_port(), free_port(), free_port(), free_port());
+        let dir = prefix(name);
+        let mut cmd = Command::new(root().join("scripts/run.sh"));
+        if prefix_as_arg {
+            cmd.arg(format!("PREFIX={}", dir.display()));
+        } else {
+            cmd.env("PREFIX", &dir);
+        }
+        let banner = std::fs::File::create(dir.with_extension("banner")).unwrap();
+        let child = cmd
+            .args([
+                format!("PROXY_PORT={proxy}"),
+                format!("UPSTREAM_PORT={upstream}"),
+                format!("METRICS_PORT={metrics}"),
+                format!("ADMIN_PORT={admin}"),
+            ])
+            .args(extra)
+            .stdout(banner)
+            .spawn()
+            .unwrap();
+        let up = eventually(Duration::from_secs(20), || {
+            std::panic::catch_unwind(|| get(proxy, "/"))
+                .ok()
+                .filter(|r| r.status == 200)
+        });
+        assert!(up.is_some(), "gateway did not come up");
+        RunSh {
+            child,
+            dir,
+            proxy,
+            upstream,
+            metrics,
+            admin,
+        }
+    }
+}
+
+impl Drop for RunSh {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-INT")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = eventually(Duration::from_secs(10), || self.child.try_wait().unwrap());
+        let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = std::fs::remove_file(self.dir.with_extension("banner"));
+    }
+}
+
+/// The shell block of a README section, continuation lines joined.
+fn readme_commands(section: &str) -> Vec<String> {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let at = readme
+        .find(&format!("\n{section}\n"))
+        .unwrap_or_else(|| panic!("README has no {section:?}"));
+    let block = readme[at..].split("```sh\n").nth(1).unwrap();
+    let block = &block[..block.find("```").unwrap()];
+    block
+        .replace("\\\n", " ")
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// The README's "Kong way" example, run as written against `make run`'s seeded gateway:
+/// every Admin call succeeds (curl fails on a 4xx here) and the scrape shows the lines
+/// the README shows.
+#[test]
+fn the_readmes_kong_way_example_works_on_the_seeded_gateway() {
+    let gw = RunSh::start("kong-way");
+    let mut last_output = String::new();
+    let mut checked = 0;
+    for line in readme_commands("## The gateway, the Kong way") {
+        if let Some(expected) = line.strip_prefix("# ") {
+            // An output line: a series the previous command printed.
+            if !expected.starts_with("gateway_") {
+                continue;
+            }
+            let series = &expected[..expected.rfind(' ').unwrap()];
+            // A latency bucket's count depends on the machine's speed; its presence does not.
+            let found = if series.contains("_bucket{") {
+                last_output.lines().any(|l| l.starts_with(series))
+            } else {
+                last_output.lines().any(|l| l == expected)
+            };
+            assert!(found, "README shows {expected}, got:\n{last_output}");
+            checked += 1;
+            continue;
+        }
+        if line.trim().is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let cmd = line
+            .replace("localhost:8001", &format!("127.0.0.1:{}", gw.admin))
+            .replace("localhost:8000", &format!("127.0.0.1:{}", gw.proxy))
+            .replace("localhost:9542", &format!("127.0.0.1:{}", gw.metrics))
+            .replace("127.0.0.1:8081", &format!("127.0.0.1:{}", gw.upstream))
+            .replace("curl ", "curl --fail-with-body ");
+        let out = Command::new("sh").args(["-c", &cmd]).output().unwrap();
+        last_output = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{line}\n{last_output}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if line.contains("/plugins") {
+            // A plugin reaches every worker within a second.
+            std::thread::sleep(Duration::from_millis(1200));
+        }
+    }
+    assert!(checked >= 2, "no output lines checked");
+}
+
+/// A full zone: a histogram's label sets that no longer fit go to its overflow series,
+/// whose bucket chunks may not fit either; `_count` and `_sum` over the family stay
+/// exact all the same (the values count in `+Inf` only).
+#[test]
+fn a_full_zone_keeps_a_histograms_count_and_sum_exact() {
+    let lat = r#"
+        location = /lat {
+            content_by_lua_block {
+                app.lat = app.lat or app.z:histogram("test_lat_seconds", "Labelled.", { "k" },
+                    { buckets = { 0.1, 1 } })
+                local n = 0
+                for i = tonumber(ngx.var.arg_from), tonumber(ngx.var.arg_to) do
+                    app.lat:labels("k" .. i):observe(0.25)
+                    n = n + 1
+                end
+                ngx.say(n)
+            }
+        }"#;
+    let a = start_app("tiny-hist", "128k", lat);
+    // Both workers declare the family while there is room (one observation each time).
+    for _ in 0..6 {
+        assert_eq!(get(a.app, "/lat?from=0&to=0").text().trim(), "1");
+    }
+    assert_eq!(get(a.app, "/make?from=1&to=5000").text().trim(), "5000 0");
+    assert_eq!(get(a.app, "/lat?from=1&to=50").text().trim(), "50");
+    let (text, samples) = scrape(a.metrics, "/metrics");
+    let total = |name: &str| -> f64 {
+        samples
+            .iter()
+            .filter(|s| s.name == name)
+            .map(|s| s.value)
+            .sum()
+    };
+    assert!(
+        value(&samples, "test_lat_seconds_count", &[("k", "__overflow__")]).is_some(),
+        "{text}"
+    );
+    assert_eq!(total("test_lat_seconds_count"), 56.0, "{text}");
+    assert_eq!(total("test_lat_seconds_sum"), 56.0 * 0.25, "{text}");
+    assert!(a.nginx.crashes().is_empty());
+}
+
+/// `run.sh`'s knobs: the prefix as an argument, the metrics port's credentials and
+/// constant labels without editing the generated file, a banner with the ports in use,
+/// and an unknown setting refused by name (before anything is written).
+#[test]
+fn run_sh_takes_every_knob_as_an_argument_and_shows_the_ports_it_uses() {
+    // Bounded: a run.sh that took the typo would start a gateway in the foreground.
+    let scratch = prefix("runsh-typo");
+    let out = Command::new("timeout")
+        .arg("20")
+        .arg(root().join("scripts/run.sh"))
+        .env("PREFIX", &scratch)
+        .args(["PROXY_PORT=1", "METRIC_PORT=1"])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&scratch);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("unknown setting \"METRIC_PORT=1\""), "{err}");
+
+    let creds = std::env::temp_dir().join(format!("ngxprom-runsh-{}.auth", std::process::id()));
+    let digest = pipe_through("sha256sum", &[], "00pw").stdout;
+    let digest = String::from_utf8_lossy(&digest[..64]).into_owned();
+    std::fs::write(&creds, format!("basic scraper sha256:00:{digest}\n")).unwrap();
+    let gw = RunSh::start_with(
+        "runsh-knobs",
+        &[
+            format!("AUTH_FILE={}", creds.display()),
+            "CONST_LABELS=dc=lab \"host=${hostname}\"".into(),
+        ],
+        true,
+    );
+    assert!(gw.dir.join("nginx.conf").exists());
+    let banner = std::fs::read_to_string(gw.dir.with_extension("banner")).unwrap();
+    for port in [gw.proxy, gw.admin, gw.metrics] {
+        assert!(banner.contains(&format!("127.0.0.1:{port}/")), "{banner}");
+    }
+    assert!(!banner.contains(":8000/"), "{banner}");
+    assert_eq!(get(gw.metrics, "/metrics").status, 401);
+    let auth = format!("Basic {}", base64_of("scraper:pw"));
+    let r = request(
+        gw.metrics,
+        "GET",
+        "/metrics",
+        &[("Authorization", &auth)],
+        b"",
+    );
+    assert_eq!(r.status, 200);
+    let samples = parse_with_reference(&r.text());
+    assert!(
+        samples
+            .iter()
+            .all(|s| s.labels.get("dc").map(String::as_str) == Some("lab")),
+        "{}",
+        r.text()
+    );
+    drop(gw);
+
+    // https and a push, from arguments too (the push goes nowhere: a closed port).
+    let dir = prefix("runsh-tls");
+    let (cert, key) = (dir.join("m.pem"), dir.join("m.key"));
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", "/CN=localhost", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let gw = RunSh::start_with(
+        "runsh-tls-gw",
+        &[
+            format!("TLS_CERT={}", cert.display()),
+            format!("TLS_KEY={}", key.display()),
+            format!("PUSH_URL=http://127.0.0.1:{}", free_port()),
+            "PUSH_ARGS=interval=1h".into(),
+        ],
+        false,
+    );
+    let conf = std::fs::read_to_string(gw.dir.join("nginx.conf")).unwrap();
+    assert!(conf.contains("prometheus_push http://127.0.0.1:"), "{conf}");
+    let banner = std::fs::read_to_string(gw.dir.with_extension("banner")).unwrap();
+    assert!(
+        banner.contains(&format!("https://127.0.0.1:{}/metrics", gw.metrics)),
+        "{banner}"
+    );
+    let out = Command::new("curl")
+        .args(["-sk", &format!("https://127.0.0.1:{}/metrics", gw.metrics)])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("# TYPE nginx_metric_errors_total counter"),
+        "{text}"
+    );
+    drop(gw);
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(&creds);
+}
+
+fn base64_of(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(s)
 }

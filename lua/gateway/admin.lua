@@ -1,8 +1,10 @@
 -- gateway.admin: the Admin API, with Kong's routes and response shapes.
 --
 --   GET /                                  node info
---   GET /metrics, GET /status              gateway.status
+--   GET /status                            gateway.status (GET /metrics: the module's
+--                                          handler, nginx/gateway.conf)
 --   GET /openapi.json                      this API's description (gateway.openapi)
+--   GET /plugins/enabled, GET /schemas/plugins/{name}   Kong's plugin names and schema
 --   GET|POST /<collection>                 services, routes, consumers, plugins,
 --                                          upstreams, key-auths
 --   GET|PATCH|PUT|DELETE /<collection>/{id or name}
@@ -57,6 +59,27 @@ local function send(status, value)
     ngx.print(text)
 end
 _M.send = send
+
+-- What a plugin write changes about which instance records what: a narrower instance
+-- that turns off what a wider one records (gateway.plugins.shadow_warnings). Worked
+-- out on the working copy `s`; said once the change is stored.
+local function shadowing(kind, row, s)
+    if kind ~= "plugins" or not row then return nil end
+    return plugins.shadow_warnings(row, s.plugins)
+end
+
+-- The warnings in the log and in the response, as `Warning: 299` headers (the text a
+-- quoted-string, control characters escaped).
+local function warn(warnings)
+    if not warnings or #warnings == 0 then return end
+    local values = {}
+    for i, w in ipairs(warnings) do
+        local shown = schema.printable(w)
+        ngx.log(ngx.WARN, "gateway admin: ", shown)
+        values[i] = '299 gateway "' .. shown:gsub('[\\"]', "\\%0") .. '"'
+    end
+    ngx.header["Warning"] = values
+end
 
 local function send_error(err)
     return send(err.status, err.body)
@@ -195,10 +218,14 @@ end
 local function create(kind, scope)
     local input, err = read_input(scope)
     if not input then return send_error(err) end
+    local warnings
     local row, werr = db.write(function(s, now)
-        return db.insert(s, kind, input, now)
+        local row, ierr = db.insert(s, kind, input, now)
+        warnings = shadowing(kind, row, s)
+        return row, ierr
     end)
     if not row then return send_error(werr) end
+    warn(warnings)
     return send(201, _M.render(kind, row))
 end
 
@@ -241,15 +268,17 @@ end
 local function patch(kind, key, scope)
     local input, err = read_input(scope)
     if not input then return send_error(err) end
-    local gone, configs
+    local gone, configs, warnings
     local row, werr = db.write(function(s, now)
         local old = db.find(s, kind, key, scope)
         if not old then return nil, NOT_FOUND end
         local new, uerr = db.update(s, kind, old, db.merge(kind, old, input), now)
         if new then gone, configs = renamed(kind, old, new, s) end
+        warnings = shadowing(kind, new, s)
         return new, uerr
     end)
     if not row then return send_error(werr) end
+    warn(warnings)
     forget(gone, configs)
     return send(200, _M.render(kind, row))
 end
@@ -260,7 +289,7 @@ local function put(kind, key, scope)
     local input, err = read_input(scope)
     if not input then return send_error(err) end
     local endpoint_key = defs[kind].endpoint_key
-    local gone, configs
+    local gone, configs, warnings
     local row, werr = db.write(function(s, now)
         local old = db.find(s, kind, key, scope)
         if not schema.is_uuid(key) then
@@ -269,12 +298,18 @@ local function put(kind, key, scope)
         elseif not old then
             input.id = key
         end
-        if not old then return db.insert(s, kind, input, now) end
-        local new, uerr = db.update(s, kind, old, input, now)
-        if new then gone, configs = renamed(kind, old, new, s) end
+        local new, uerr
+        if old then
+            new, uerr = db.update(s, kind, old, input, now)
+            if new then gone, configs = renamed(kind, old, new, s) end
+        else
+            new, uerr = db.insert(s, kind, input, now)
+        end
+        warnings = shadowing(kind, new, s)
         return new, uerr
     end)
     if not row then return send_error(werr) end
+    warn(warnings)
     forget(gone, configs)
     return send(200, _M.render(kind, row))
 end
@@ -355,10 +390,6 @@ local function node_info(snap)
 end
 
 local NODE = {
-    metrics = function()
-        stamp()
-        return require("gateway.status").metrics()
-    end,
     status = function()
         return send(200, require("gateway.status").status())
     end,
@@ -388,6 +419,21 @@ local function dispatch(method, segs)
         -- far a change has spread is visible in its X-Gateway-Config-Version.
         if n == 0 then return node_info(db.snapshot()) end
         return NODE[segs[1]]()
+    end
+    if n == 2 and segs[1] == "plugins" and segs[2] == "enabled" then
+        if method ~= "GET" and method ~= "HEAD" then return method_not_allowed("GET, HEAD") end
+        local names = {}
+        for i, name in ipairs(plugins.names()) do names[i] = name end
+        return send(200, { enabled_plugins = setmetatable(names, array_mt) })
+    end
+    if segs[1] == "schemas" then
+        if n ~= 3 or segs[2] ~= "plugins" then return send_error(NOT_FOUND) end
+        if method ~= "GET" and method ~= "HEAD" then return method_not_allowed("GET, HEAD") end
+        local s = require("gateway.schemas").plugin(segs[3])
+        if not s then
+            return send(404, { message = fmt("No plugin named '%s'", schema.printable(segs[3])) })
+        end
+        return send(200, s)
     end
     local endpoint = endpoints.resolve(segs)
     if not endpoint then return send_error(NOT_FOUND) end

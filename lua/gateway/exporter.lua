@@ -328,6 +328,8 @@ end
 
 -- Prometheus plugin configurations of the current snapshot, by family set.
 local active = {}
+-- The family sets the previous snapshot's instances (enabled or not) named.
+local named_before = {}
 
 -- Called by the proxy on every new snapshot: declares the families of every naming in
 -- use and applies bucket changes (the global plugin's buckets win, then the oldest).
@@ -343,6 +345,27 @@ function _M.configure(snapshot)
             end
         end
     end
+    -- A naming (or namespace) that no instance names any more (a changed `naming` or
+    -- `namespace`, a delete) leaves the zone, as a deleted route's series do: its
+    -- frozen series would otherwise stay in every scrape. A disabled instance keeps its
+    -- naming's series, as it keeps its configuration. Each worker does it as it takes
+    -- the new configuration; the last one to switch deletes what a request still
+    -- recorded under the old one meanwhile.
+    local named = {}
+    for _, p in ipairs(snapshot.list.plugins or {}) do
+        if p.name == "prometheus" then named[set_key(p.config)] = true end
+    end
+    for key in pairs(named_before) do
+        if not named[key] and sets[key] then
+            for _, fam in pairs(sets[key]) do
+                if type(fam) == "table" and fam.reset then
+                    local ok, err = pcall(fam.reset, fam)
+                    if not ok then prom.log_once("prometheus plugin: " .. tostring(err)) end
+                end
+            end
+        end
+    end
+    named_before = named
     active = {}
     for key, chosen in pairs(by_set) do
         local conf = chosen.conf
@@ -528,10 +551,6 @@ function _M.init_worker(health)
 end
 
 -- The exposition text, as the metrics port serves it (for the Admin API).
-function _M.render()
-    return zone:render()
-end
-
 function _M.status()
     return zone:status()
 end

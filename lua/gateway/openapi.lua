@@ -554,12 +554,36 @@ local function add_node_paths(paths)
         { ["200"] = ok("The node.", node) })
     paths["/status"] = node_get("status", "The metric zone's capacity, usage, series and errors",
         { ["200"] = ok("Status.", { type = "object" }) })
-    paths["/metrics"] = node_get("metrics", "The exposition the metrics port serves", {
-        ["200"] = { description = "Prometheus text format 0.0.4.", headers = HEADERS,
-                    content = { ["text/plain"] = { schema = { type = "string" } } } },
-        ["503"] = { description = "The metrics cannot be rendered now.", headers = HEADERS,
-                    content = json_content(ref("Error")) },
+    -- nginx's prometheus_metrics handler (nginx/gateway.conf), not this module: the
+    -- metrics port's formats, filters and refusals, one-line text errors.
+    local text = { type = "string" }
+    local function refusal(description)
+        return { description = description, content = { ["text/plain"] = { schema = text } } }
+    end
+    paths["/metrics"] = node_get("metrics", "The exposition the metrics port serves (the same handler)", {
+        ["200"] = { description = "Text format 0.0.4, OpenMetrics or JSON (Accept, ?format=), gzip on request.",
+                    content = { ["text/plain"] = { schema = text },
+                                ["application/openmetrics-text"] = { schema = text },
+                                ["application/json"] = { schema = { type = "object" } } } },
+        ["400"] = refusal("A malformed Accept header or query argument."),
+        ["404"] = refusal("An unknown family or group."),
+        ["406"] = refusal("No format the client accepts."),
+        ["503"] = refusal("Too many scrapes held by this worker; retry after Retry-After."),
     })
+    paths["/plugins/enabled"] = node_get("plugins.enabled", "The plugins this node runs (as Kong's)", {
+        ["200"] = ok("Their names.", { type = "object", required = array({ "enabled_plugins" }),
+            properties = { enabled_plugins = { type = "array", items = { type = "string" } } } }),
+    })
+    local by_name = node_get("schemas.plugins", "A plugin's schema (as Kong's)", {
+        ["200"] = ok("Its fields, the config record among them.", { type = "object", required = array({ "fields" }),
+            properties = { fields = { type = "array", items = { type = "object" } } } }),
+        ["404"] = { ["$ref"] = "#/components/responses/404" },
+    })
+    local name = array({ { name = "name", ["in"] = "path", required = true, schema = { type = "string",
+        pattern = "^[^/]+$" } } })
+    by_name.get.parameters, by_name.head.parameters = name, name
+    by_name.head.responses["404"] = { description = "No such plugin." }
+    paths["/schemas/plugins/{name}"] = by_name
     paths["/openapi.json"] = node_get("openapi", "This description", {
         ["200"] = ok("The OpenAPI 3.0 document.", { type = "object" }),
     })
@@ -591,8 +615,8 @@ function _M.document()
             -- The description's own version; GET / tells the build's.
             version = "1",
             description = "Kong's shapes, derived from the entity definitions "
-                .. "(lua/gateway/entities.lua). Every response but nginx's 413 carries X-Gateway-Worker "
-                .. "and X-Gateway-Config-Version. Any other method on a path is 405 with an Allow header "
+                .. "(lua/gateway/entities.lua). Every response but nginx's 413 and /metrics (the metrics "
+                .. "port's handler: X-Gateway-Worker only) carries X-Gateway-Worker and X-Gateway-Config-Version. Any other method on a path is 405 with an Allow header "
                 .. "(after a 404 when a nested path's parent does not exist).",
         },
         servers = array({ { url = "http://127.0.0.1:8001" } }),

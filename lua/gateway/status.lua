@@ -1,21 +1,8 @@
--- The Admin API's /metrics and /status.
+-- The Admin API's /status (its /metrics is the module's handler: nginx/gateway.conf).
 local exporter = require "gateway.exporter"
 local core = require "ngx_prometheus"
 
 local _M = {}
-
--- Sends the exposition text, exactly as the metrics port serves it.
-function _M.metrics()
-    local text, err = exporter.render()
-    if not text then
-        ngx.status = 503
-        ngx.header.content_type = "application/json"
-        ngx.say((core.json_encode({ message = "metrics unavailable: " .. tostring(err) })))
-        return
-    end
-    ngx.header.content_type = "text/plain; version=0.0.4; charset=utf-8"
-    ngx.print(text)
-end
 
 -- { server = nginx connection counters, metrics = the zone's capacity, usage, series
 -- and errors, memory = shared dicts }.

@@ -3,6 +3,7 @@
 //! plain C functions in [`ffi`], which LuaJIT compiles.
 
 pub mod ffi;
+mod link;
 pub mod slots;
 mod spec;
 mod util;
@@ -47,7 +48,28 @@ fn label_values(v: Table) -> LuaResult<Vec<Vec<u8>>> {
         .collect()
 }
 
-#[mlua::lua_module(name = "ngx_prometheus")]
+/// `require "ngx_prometheus"`: binds the Lua C API (see [`link`]), then builds the
+/// module table.
+///
+/// # Safety
+/// Called by Lua with its own state, as `luaopen_*` functions are.
+#[no_mangle]
+pub unsafe extern "C-unwind" fn luaopen_ngx_prometheus(
+    state: *mut mlua::lua_State,
+) -> std::ffi::c_int {
+    if let Err(missing) = link::resolve() {
+        // Without the Lua C API there is no way to raise a Lua error.
+        eprintln!(
+            "ngx_prometheus: {missing} is not in the process: the Lua that requires \
+             this module must be the one nginx's lua module (or OpenResty) brings"
+        );
+        std::process::abort();
+    }
+    // SAFETY: `state` is the Lua state requiring the module, as mlua's entry expects;
+    // the Lua C API it calls is bound.
+    unsafe { Lua::entrypoint1(state, module) }
+}
+
 fn module(lua: &Lua) -> LuaResult<Table> {
     crate::nginx::process::remember_lua(lua);
     let m = lua.create_table()?;
@@ -313,14 +335,20 @@ fn add_readers(lua: &Lua, m: &Table) -> LuaResult<()> {
             };
             let name = slots::name(slot).unwrap_or_default();
             let mut out = String::new();
-            // Nothing is filtered, so nothing can be missing.
+            // Everything the metrics port shows, no more: the series of workers that
+            // a reload retired are left out as there. Nothing is filtered by name, so
+            // nothing can be missing.
+            let selection = Selection {
+                workers: crate::nginx::process::worker_count(),
+                ..Selection::default()
+            };
             let _ = crate::exposition::render(
                 &mut out,
                 format,
                 &store,
                 &name,
                 stub_status::read().as_ref(),
-                &Selection::default(),
+                &selection,
                 crate::nginx::zone::identity(),
             );
             lua.create_string(out)

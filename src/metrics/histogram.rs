@@ -99,7 +99,8 @@ pub enum ObserveError {
     /// The series was deleted: resolve its labels again.
     Stale,
     NotANumber,
-    /// The value's chunk did not exist and the zone had no room for it: nothing counted.
+    /// The value's chunk did not exist and the zone had no room for it: the value is
+    /// counted in `_count`, `_sum` and the `+Inf` bucket only, as a value above `highest`.
     ZoneFull,
 }
 
@@ -143,7 +144,18 @@ pub fn observe(
         let word = r.get(u64::from(pointer)).ok_or(ObserveError::BadHandle)?;
         let seen = word.load(Acquire);
         let made = match seen as Offset {
-            0 => make_chunk(pointer, chunk_slots(layout))?,
+            0 => match make_chunk(pointer, chunk_slots(layout)) {
+                Ok(at) => at,
+                // No room for the value's bucket chunk: the value is counted where the
+                // values above `highest` are (the `+Inf` bucket only), so `_count` and
+                // `_sum` stay exact; the caller still counts the zone as full.
+                Err(ObserveError::ZoneFull) => {
+                    r.word(overflow).fetch_add(1, Relaxed);
+                    add_f64(sum, v);
+                    return Err(ObserveError::ZoneFull);
+                }
+                Err(e) => return Err(e),
+            },
             at => at,
         };
         let k = i & u64::from(chunk_slots(layout) - 1);

@@ -1622,7 +1622,7 @@ mod tests {
     }
 
     #[test]
-    fn a_full_zone_refuses_new_chunks_and_keeps_counting_in_old_ones() {
+    fn a_full_zone_refuses_new_chunks_and_keeps_count_and_sum_exact() {
         let mem = heap_words(super::super::super::shm::arena::MIN_ZONE_BYTES / 8);
         let s = Store::format(Region::new(&mem), 0).unwrap();
         let f = s.register(&histogram_spec("lat"), 1, ALIVE).unwrap();
@@ -1641,7 +1641,9 @@ mod tests {
         );
         s.observe(h, 0.001, 1, ALIVE).unwrap();
         let snap = histogram::Snapshot::read(&s.region(), h as Offset, None);
-        assert_eq!((snap.count(), snap.sum), (2, 0.002));
+        // The refused value is in _count, _sum and +Inf only: sums stay exact.
+        assert_eq!((snap.count(), snap.overflow), (3, 1));
+        assert_eq!(snap.sum, 0.001 + 30.0 + 0.001);
     }
 
     #[test]

@@ -115,12 +115,9 @@ pub(super) extern "C" fn auth_file_directive(
         lcf.credentials = Some(None);
         return ngx::core::NGX_CONF_OK;
     }
-    let path = if a[0].starts_with('/') {
-        a[0].to_string()
-    } else {
-        // SAFETY: `cf.cycle` is the cycle being configured; its conf prefix is set.
-        let prefix = unsafe { (*(*cf).cycle).conf_prefix.to_str().unwrap_or("") };
-        format!("{prefix}{}", a[0])
+    let path = match super::full_name(cf, a[0], true) {
+        Ok(p) => p,
+        Err(e) => return conf_error(cf, &format!("prometheus_auth_file: {e}")),
     };
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,

@@ -18,7 +18,11 @@ pub(super) extern "C" fn node_id_file_directive(
     if mcf.node_id_file.is_some() {
         return conf_error(cf, "prometheus_node_id_file: is duplicate");
     }
-    mcf.node_id_file = Some(a[0].to_string());
+    // A file nginx writes, so relative to the prefix, as `pid` and `error_log` are.
+    match super::full_name(cf, a[0], false) {
+        Ok(path) => mcf.node_id_file = Some(path),
+        Err(e) => return conf_error(cf, &format!("prometheus_node_id_file: {e}")),
+    }
     ngx::core::NGX_CONF_OK
 }
 

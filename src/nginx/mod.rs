@@ -333,6 +333,32 @@ pub(crate) unsafe fn args<'a>(cf: *mut ngx::ffi::ngx_conf_t) -> Vec<&'a str> {
     }
 }
 
+/// A directive's file argument made absolute the way nginx's own directives do it
+/// (`ngx_conf_full_name`): against the configuration directory (`conf_dir`, as for
+/// `auth_basic_user_file` or `ssl_certificate`) or against the prefix (as for `pid` or
+/// `error_log`, files nginx writes). Never against the directory nginx was started from.
+pub(crate) fn full_name(
+    cf: *mut ngx::ffi::ngx_conf_t,
+    path: &str,
+    conf_dir: bool,
+) -> Result<String, String> {
+    let mut name = ngx::ffi::ngx_str_t {
+        len: path.len(),
+        data: path.as_ptr().cast_mut(),
+    };
+    // SAFETY: `cf.cycle` is the cycle being configured (its prefixes are set);
+    // `ngx_conf_full_name` only reads `name` and, for a relative path, points it at a
+    // new string from the cycle's pool, which outlives this call.
+    let rc = unsafe { ngx::ffi::ngx_conf_full_name((*cf).cycle, &mut name, conf_dir.into()) };
+    if rc != ngx::ffi::NGX_OK as ngx::ffi::ngx_int_t {
+        return Err(format!("cannot make \"{path}\" absolute"));
+    }
+    // SAFETY: on success `name` describes `len` readable bytes (the original or the
+    // pool copy).
+    let bytes = unsafe { std::slice::from_raw_parts(name.data, name.len) };
+    Ok(String::from_utf8_lossy(bytes).into_owned())
+}
+
 /// An nginx time (`5s`, `500ms`, `1m`) in milliseconds; `None` unless positive.
 pub(crate) fn parse_time_ms(t: &str) -> Option<u64> {
     let mut s = ngx::ffi::ngx_str_t {

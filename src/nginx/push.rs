@@ -114,8 +114,12 @@ pub(super) extern "C" fn basic_auth_directive(
             &format!("prometheus_push_basic_auth: invalid user \"{user}\" (no ':')"),
         );
     }
+    let file = match super::full_name(cf, file, true) {
+        Ok(p) => p,
+        Err(e) => return conf_error(cf, &format!("prometheus_push_basic_auth: {e}")),
+    };
     // The password stays out of nginx.conf, which is often world-readable.
-    let password = match std::fs::read_to_string(file) {
+    let password = match std::fs::read_to_string(&file) {
         Ok(s) => s.trim_end_matches(['\r', '\n']).to_string(),
         Err(e) => {
             return conf_error(
@@ -147,12 +151,9 @@ pub(super) extern "C" fn ca_directive(
     if mcf.push_ca.is_some() {
         return conf_error(cf, "prometheus_push_ca: is duplicate");
     }
-    let path = if a[0].starts_with('/') {
-        a[0].to_string()
-    } else {
-        // SAFETY: `cf.cycle` is the cycle being configured; its conf prefix is set.
-        let prefix = unsafe { (*(*cf).cycle).conf_prefix.to_str().unwrap_or("") };
-        format!("{prefix}{}", a[0])
+    let path = match super::full_name(cf, a[0], true) {
+        Ok(p) => p,
+        Err(e) => return conf_error(cf, &format!("prometheus_push_ca: {e}")),
     };
     mcf.push_ca = Some(path);
     ngx::core::NGX_CONF_OK

@@ -38,7 +38,10 @@ describe("gateway.openapi", function()
                 expected[base .. "/{" .. (key and "id_or_" .. key or "id") .. "}"] = true
             end
         end
-        for _, node in ipairs({ "/", "/metrics", "/status", "/openapi.json" }) do expected[node] = true end
+        for _, node in ipairs({ "/", "/metrics", "/status", "/openapi.json", "/plugins/enabled",
+            "/schemas/plugins/{name}" }) do
+            expected[node] = true
+        end
         local described = {}
         for path in pairs(doc.paths) do
             described[path] = true

@@ -83,6 +83,18 @@ function _M.conflict(conf, other)
         mine, naming(conf), theirs, naming(other))
 end
 
+-- The switches a narrower instance (`narrow`) turns off that a wider one (`wide`)
+-- turns on: the narrower one wins, so its requests lose them.
+local SWITCHES = { "status_code_metrics", "latency_metrics", "bandwidth_metrics",
+                   "upstream_health_metrics", "per_consumer" }
+function _M.turns_off(narrow, wide)
+    local off = {}
+    for _, f in ipairs(SWITCHES) do
+        if wide[f] and not narrow[f] then off[#off + 1] = f end
+    end
+    return off
+end
+
 function _M.log(conf, ctx)
     exporter = exporter or require "gateway.exporter"
     exporter.log(conf, ctx)
