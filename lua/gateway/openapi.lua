@@ -616,7 +616,8 @@ function _M.document()
             version = "1",
             description = "Kong's shapes, derived from the entity definitions "
                 .. "(lua/gateway/entities.lua). Every response but nginx's 413 and /metrics (the metrics "
-                .. "port's handler: X-Gateway-Worker only) carries X-Gateway-Worker and X-Gateway-Config-Version. Any other method on a path is 405 with an Allow header "
+                .. "port's handler: X-Gateway-Worker only) carries X-Gateway-Worker and "
+                .. "X-Gateway-Config-Version. Any other method on a path is 405 with an Allow header "
                 .. "(after a 404 when a nested path's parent does not exist).",
         },
         servers = array({ { url = "http://127.0.0.1:8001" } }),
