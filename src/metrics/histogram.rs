@@ -448,16 +448,18 @@ mod tests {
         let snap = Snapshot::read(&series.region(), series.h as Offset, None);
         assert_eq!(snap.count(), 2049);
         assert_eq!(snap.counts.len(), 128, "{:?}", snap.counts);
-        // A full zone: the value is refused whole (neither counted nor summed); values
-        // in a chunk that exists still count.
+        // A full zone: a value whose chunk cannot be made is still counted and summed
+        // (in `+Inf`, as a value above `highest`) and reported as ZoneFull; values in a
+        // chunk that exists count as before.
         let sum = snap.sum;
         let r = series.region();
         let refused = observe(&r, series.h, 30.0, |_, _| Err(ObserveError::ZoneFull));
         assert_eq!(refused, Err(ObserveError::ZoneFull));
         observe(&r, series.h, 0.003, |_, _| unreachable!()).unwrap();
         let snap = Snapshot::read(&r, series.h as Offset, None);
-        assert_eq!(snap.count(), 2050);
-        assert_eq!(snap.sum, sum + 0.003);
+        assert_eq!(snap.count(), 2051);
+        assert_eq!(snap.sum, sum + 30.0 + 0.003);
+        assert_eq!(snap.counts.len(), 128, "no chunk was made for 30 s");
     }
 
     #[test]
