@@ -76,6 +76,7 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --release --locked --all-targets -- -D warnings
 	./scripts/check-reliability.sh
+	./scripts/check-links.py
 
 # The gateway's pure Lua modules (schema, body, router, entities, endpoints, openapi, the
 # store's index/crud/declarative) under busted, run by LuaJIT as nginx runs them; no

@@ -474,7 +474,7 @@ fn a_fleet_through_prometheus_into_victoria_metrics() {
     );
     let vm_port = vm.port;
     let sd_dir = sd.clone();
-    // What README "Running a fleet" shows, with 1 s intervals and this test's paths.
+    // What docs/fleet.md ("Running a fleet") shows, with 1 s intervals and this test's paths.
     let prom = Prometheus::start_with(|_| {
         format!(
             r#"global:

@@ -1799,3 +1799,141 @@ fn base64_of(s: &str) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(s)
 }
+
+/// The first block of `lang` in a README section.
+fn readme_block(section: &str, lang: &str) -> String {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let at = readme
+        .find(&format!("\n{section}\n"))
+        .unwrap_or_else(|| panic!("README has no {section:?}"));
+    let block = readme[at..]
+        .split(&format!("```{lang}\n"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("README's {section:?} has no {lang} block"));
+    block[..block.find("```").unwrap()].to_string()
+}
+
+/// `from` must be in `text`: the README's example still says what the test rewrites.
+fn swap(text: &str, from: &str, to: &str) -> String {
+    assert!(
+        text.contains(from),
+        "the README's block no longer has {from:?}"
+    );
+    text.replace(from, to)
+}
+
+/// A newcomer's path, from the README's front page: its standalone `nginx.conf` (only
+/// the install paths and ports swapped for this build's and the test's) started from
+/// another directory, requests counted, and its `prometheus.yml` (the target and the
+/// interval swapped) scraped by a real Prometheus whose PromQL gives the exact count.
+#[test]
+fn the_readmes_standalone_nginx_conf_and_prometheus_yml_work_as_written() {
+    let p = prefix("standalone");
+    let (web, metrics) = (free_port(), free_port());
+    let lib = p.join("lib");
+    let mut conf = readme_block("## Your own nginx", "nginx");
+    // The lua module's lines as this build needs them (none when it is compiled in).
+    let debian_lua = "load_module /usr/lib/nginx/modules/ndk_http_module.so;       # Debian's lua module needs NDK\nload_module /usr/lib/nginx/modules/ngx_http_lua_module.so;\n";
+    conf = swap(&conf, debian_lua, &format!("{}\n", build().load_lua));
+    conf = swap(
+        &conf,
+        "/usr/lib/nginx/modules/ngx_prometheus.so",
+        &lib.join("ngx_prometheus.so").display().to_string(),
+    );
+    conf = swap(
+        &conf,
+        "/usr/lib/nginx/modules/?.so",
+        &format!("{}/?.so", lib.display()),
+    );
+    conf = swap(
+        &conf,
+        "/usr/local/share/ngx-prometheus/lua",
+        &root().join("lua").display().to_string(),
+    );
+    conf = swap(&conf, "listen 8080;", &format!("listen 127.0.0.1:{web};"));
+    conf = swap(
+        &conf,
+        "listen 9145;",
+        &format!("listen 127.0.0.1:{metrics};"),
+    );
+    std::fs::create_dir_all(p.join("conf")).unwrap();
+    std::fs::write(p.join("conf/nginx.conf"), &conf).unwrap();
+    // Started from a directory that is neither the prefix nor the configuration's.
+    let elsewhere = prefix("standalone-cwd");
+    let start = nginx_command()
+        .current_dir(&elsewhere)
+        .arg("-p")
+        .arg(&p)
+        .args([
+            "-c",
+            "conf/nginx.conf",
+            "-g",
+            "pid logs/nginx.pid; error_log logs/error.log;",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        start.status.success(),
+        "the README's nginx.conf did not start:\n{}\n{conf}",
+        String::from_utf8_lossy(&start.stderr)
+    );
+    struct Stop(std::path::PathBuf);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = nginx_command()
+                .arg("-p")
+                .arg(&self.0)
+                .args([
+                    "-c",
+                    "conf/nginx.conf",
+                    "-g",
+                    "pid logs/nginx.pid; error_log logs/error.log;",
+                    "-s",
+                    "quit",
+                ])
+                .output();
+        }
+    }
+    let _stop = Stop(p.clone());
+    assert!(eventually(Duration::from_secs(10), || listening(web).then_some(())).is_some());
+    for path in ["/", "/", "/", "/other"] {
+        assert_eq!(get(web, path).status, 200);
+    }
+    let root_count = |samples: &[Sample]| {
+        value(
+            samples,
+            "nginx_http_requests_total",
+            &[("route", "root"), ("code", "200")],
+        )
+    };
+    let seen = eventually(Duration::from_secs(10), || {
+        let (_, samples) = scrape(metrics, "/metrics");
+        (root_count(&samples) == Some(3.0)).then_some(())
+    });
+    assert!(
+        seen.is_some(),
+        "the README's configuration does not count 3 requests to /"
+    );
+
+    let mut yml = readme_block("## Prometheus", "yaml");
+    yml = swap(&yml, "scrape_interval: 15s", "scrape_interval: 1s");
+    yml = swap(&yml, "'127.0.0.1:9145'", &format!("'127.0.0.1:{metrics}'"));
+    let prometheus = Prometheus::start_with(|_| yml.clone());
+    let q = "nginx_http_requests_total{job=\"ngx-prometheus\",route=\"root\",code=\"200\"}";
+    let got = eventually(Duration::from_secs(30), || {
+        prometheus.query(q).filter(|v| *v == 3.0)
+    });
+    assert_eq!(
+        got,
+        Some(3.0),
+        "Prometheus with the README's prometheus.yml:\n{}",
+        prometheus.log()
+    );
+    let errors: Vec<String> = std::fs::read_to_string(p.join("logs/error.log"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("[error]") || l.contains("[crit]") || l.contains("[alert]"))
+        .map(str::to_string)
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
+}
