@@ -105,7 +105,7 @@ fuzz:
 
 integration:
 	@echo "== integration suites ($(SUITES)) on $$(./scripts/nginx-env.sh | sed -n 's/^DESCRIPTION=//p')"
-	cargo test --release --locked $(addprefix --test ,$(SUITES)) -- --test-threads=2
+	cargo test --release --locked --no-fail-fast $(addprefix --test ,$(SUITES)) -- --test-threads=2
 
 # The soak (t/soak.rs): every load of its table at once against the gateway, then exact
 # counts, flat memory and zone, a clean error log. `make soak` runs it for 10 minutes;

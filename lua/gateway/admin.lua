@@ -390,6 +390,9 @@ local function node_info(snap)
 end
 
 local NODE = {
+    -- GET and HEAD /metrics are nginx's (prometheus_metrics, nginx/gateway.conf); another
+    -- method comes here by that location's error_page 405 and is refused below.
+    metrics = function() return send_error(NOT_FOUND) end,
     status = function()
         return send(200, require("gateway.status").status())
     end,
