@@ -9,6 +9,14 @@ use std::time::{Duration, Instant};
 
 const EXPIRE: u64 = 2;
 
+/// The churn service's own `prometheus` plugin records less than the global one (no
+/// upstream health, no per-consumer series): the Admin API warns on every write that
+/// stores either of them, as it should.
+pub const EXPECTED_LOG: &[(&str, &str)] = &[(
+    "turns off upstream_health_metrics, per_consumer, which",
+    "the churn service's plugin leaves out switches the global one turns on: the Admin API's warning on each write that stores either",
+)];
+
 pub fn routes_setup(ctx: &Ctx) {
     let up = format!("http://127.0.0.1:{}/code/200", ctx.soak);
     for (path, body) in [
