@@ -332,13 +332,31 @@ fn freed_blocks_are_reused(a: &App, width: usize) {
     for i in 0..50 {
         assert_eq!(value(&s, "kept_total", &[("k", &label('s', i))]), Some(1.0));
     }
-    assert_eq!(
-        value(&s, "nginx_metric_series", &[("zone", "metrics")]),
-        Some(shown_series(&s))
-    );
+    series_count_is_right(&s);
 }
 
 /// Which worker's answer `sent` holds, of those it holds, as pids.
+/// After one worker was killed: every answered request counted once (see
+/// [`check_counts`]) and the lock it held taken over once.
+fn counted_after_one_kill(s: &[Sample], sent: &[Sent], dead: u32) {
+    check_counts(s, sent, &[dead], CLIENTS, false);
+    assert_eq!(takeovers(s), 1.0);
+}
+
+/// The zone's own series count agrees with the series a scrape shows.
+fn series_count_is_right(s: &[Sample]) {
+    assert_eq!(
+        value(s, "nginx_metric_series", &[("zone", "metrics")]),
+        Some(shown_series(s))
+    );
+}
+
+/// The error log holds nothing but the kills the test made.
+fn no_error_but_kills(a: &App) {
+    let errors = a.nginx.errors_but_kills();
+    assert!(errors.is_empty(), "{errors:?}");
+}
+
 fn answering(sent: &[Sent]) -> BTreeSet<u32> {
     sent.iter()
         .filter_map(|s| s.worker()?.parse().ok())
@@ -360,16 +378,9 @@ fn a_worker_killed_under_load_loses_no_answered_request() {
     let (answered, failed) = check_counts(&s, &sent, &[victim], CLIENTS, false);
     eprintln!("kill under load: {answered} answered, {failed} unanswered");
     assert!(takeovers(&s) <= 1.0, "{}", takeovers(&s));
-    assert_eq!(
-        value(&s, "nginx_metric_series", &[("zone", "metrics")]),
-        Some(shown_series(&s))
-    );
+    series_count_is_right(&s);
     lock_is_free(&a, "after");
-    assert!(
-        a.nginx.errors_but_kills().is_empty(),
-        "{:?}",
-        a.nginx.errors_but_kills()
-    );
+    no_error_but_kills(&a);
 }
 
 #[test]
@@ -390,14 +401,10 @@ fn a_worker_killed_in_a_delete_under_load_leaves_no_lock_held() {
     load.wait_more(200);
     let sent = load.stop();
     let (_, s) = scrape(a.metrics, "/metrics");
-    check_counts(&s, &sent, &[dead], CLIENTS, false);
-    assert_eq!(takeovers(&s), 1.0);
+    counted_after_one_kill(&s, &sent, dead);
     assert_eq!(value(&s, "kept_total", &[("k", "keep")]), Some(5.0));
     assert_eq!(value(&s, "kept_total", &[("k", "doomed")]), None);
-    assert_eq!(
-        value(&s, "nginx_metric_series", &[("zone", "metrics")]),
-        Some(shown_series(&s))
-    );
+    series_count_is_right(&s);
     lock_is_free(&a, "after");
     // The deleted label set is made anew, from zero, in a block of its own: the one the
     // dead worker freed was listed once.
@@ -406,16 +413,9 @@ fn a_worker_killed_in_a_delete_under_load_leaves_no_lock_held() {
     for (k, n) in [("keep", 5.0), ("after", 1.0), ("doomed", 1.0)] {
         assert_eq!(value(&s, "kept_total", &[("k", k)]), Some(n), "{k}");
     }
-    assert_eq!(
-        value(&s, "nginx_metric_series", &[("zone", "metrics")]),
-        Some(shown_series(&s))
-    );
+    series_count_is_right(&s);
     freed_blocks_are_reused(&a, "doomed".len());
-    assert!(
-        a.nginx.errors_but_kills().is_empty(),
-        "{:?}",
-        a.nginx.errors_but_kills()
-    );
+    no_error_but_kills(&a);
 }
 
 #[test]
@@ -446,20 +446,12 @@ fn a_worker_killed_in_an_expiry_sweep_under_load_leaves_no_lock_held() {
     load.wait_more(200);
     let sent = load.stop();
     let (_, s) = scrape(a.metrics, "/metrics");
-    check_counts(&s, &sent, &[dead], CLIENTS, false);
-    assert_eq!(takeovers(&s), 1.0);
+    counted_after_one_kill(&s, &sent, dead);
     assert_eq!(value(&s, "kept_total", &[("k", "keep")]), Some(5.0));
-    assert_eq!(
-        value(&s, "nginx_metric_series", &[("zone", "metrics")]),
-        Some(shown_series(&s))
-    );
+    series_count_is_right(&s);
     lock_is_free(&a, "after");
     freed_blocks_are_reused(&a, "e20".len());
-    assert!(
-        a.nginx.errors_but_kills().is_empty(),
-        "{:?}",
-        a.nginx.errors_but_kills()
-    );
+    no_error_but_kills(&a);
 }
 
 #[test]
@@ -492,22 +484,14 @@ fn a_worker_killed_reusing_a_block_under_load_leaves_it_reusable() {
     assert_eq!(get(a.app, &format!("/kept?k={after}&n=4")).status, 200);
     let sent = load.stop();
     let (_, s) = scrape(a.metrics, "/metrics");
-    check_counts(&s, &sent, &[dead], CLIENTS, false);
-    assert_eq!(takeovers(&s), 1.0);
+    counted_after_one_kill(&s, &sent, dead);
     assert_eq!(value(&s, "kept_total", &[("k", &after)]), Some(4.0));
     assert_eq!(value(&s, "kept_total", &[("k", &victim)]), None);
     assert_eq!(value(&s, "kept_total", &[("k", &doomed)]), None);
-    assert_eq!(
-        value(&s, "nginx_metric_series", &[("zone", "metrics")]),
-        Some(shown_series(&s))
-    );
+    series_count_is_right(&s);
     lock_is_free(&a, "later");
     freed_blocks_are_reused(&a, 60);
-    assert!(
-        a.nginx.errors_but_kills().is_empty(),
-        "{:?}",
-        a.nginx.errors_but_kills()
-    );
+    no_error_but_kills(&a);
 }
 
 /// A worker killed while it takes the last block off a free list (the list's head
@@ -534,21 +518,13 @@ fn a_worker_killed_taking_a_block_off_a_free_list_leaves_the_list_whole() {
     load.wait_more(200);
     let sent = load.stop();
     let (_, s) = scrape(a.metrics, "/metrics");
-    check_counts(&s, &sent, &[dead], CLIENTS, false);
-    assert_eq!(takeovers(&s), 1.0);
+    counted_after_one_kill(&s, &sent, dead);
     assert_eq!(value(&s, "kept_total", &[("k", &victim)]), None);
     assert_eq!(value(&s, "kept_total", &[("k", &doomed)]), None);
-    assert_eq!(
-        value(&s, "nginx_metric_series", &[("zone", "metrics")]),
-        Some(shown_series(&s))
-    );
+    series_count_is_right(&s);
     lock_is_free(&a, "after");
     freed_blocks_are_reused(&a, 60);
-    assert!(
-        a.nginx.errors_but_kills().is_empty(),
-        "{:?}",
-        a.nginx.errors_but_kills()
-    );
+    no_error_but_kills(&a);
 }
 
 #[test]
