@@ -1,43 +1,46 @@
 //! Prometheus text format 0.0.4 and OpenMetrics 1.0.0 text: the encoders.
 //!
-//! Writes into a `String` through a few small functions tested byte for byte; the
+//! Writes bytes through a few small functions tested byte for byte; the
 //! zone walker ([`super::walk`]) reads each series once and every line of it derives
 //! from that read.
 
+use super::number::Out;
+pub use super::number::{write_canonical, write_f64, write_ms_as_seconds, write_u64};
 use super::{label_values, Kind, Meta, Point, Sink};
 use crate::metrics::family::counter_base;
 use crate::metrics::histogram::SUMMARY_QUANTILES;
-use std::fmt::Write;
 
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// `# HELP` and `# TYPE` lines. Help escapes `\` and newline.
-pub fn write_header(out: &mut String, name: &str, help: &str, t: &str) {
-    out.push_str("# HELP ");
-    out.push_str(name);
-    out.push(' ');
+pub fn write_header(out: &mut impl Out, name: &str, help: &str, t: &str) {
+    out.put_str("# HELP ");
+    out.put_str(name);
+    out.put_char(' ');
     for c in help.chars() {
         match c {
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
+            '\\' => out.put_str("\\\\"),
+            '\n' => out.put_str("\\n"),
+            c => out.put_char(c),
         }
     }
-    out.push_str("\n# TYPE ");
-    out.push_str(name);
-    out.push(' ');
-    out.push_str(t);
-    out.push('\n');
+    out.put_str("\n# TYPE ");
+    out.put_str(name);
+    out.put_char(' ');
+    out.put_str(t);
+    out.put_char('\n');
 }
 
 /// A label value, escaped: `\` `"` and newline.
-pub fn write_label_value(out: &mut String, v: &str) {
+pub fn write_label_value(out: &mut impl Out, v: &str) {
     for c in v.chars() {
         match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
+            '\\' => out.put_str("\\\\"),
+            '"' => out.put_str("\\\""),
+            '\n' => out.put_str("\\n"),
+            c => out.put_char(c),
         }
     }
 }
@@ -45,141 +48,59 @@ pub fn write_label_value(out: &mut String, v: &str) {
 /// `{a="x",b="y"` without the closing brace, or empty when there are no labels: the
 /// caller appends `le` or closes it (see [`close_labels`]).
 pub fn write_label_prefix<'v>(
-    out: &mut String,
+    out: &mut impl Out,
     names: &[String],
     values: impl Iterator<Item = &'v str>,
 ) {
     for (i, (n, v)) in names.iter().zip(values).enumerate() {
-        out.push(if i == 0 { '{' } else { ',' });
-        out.push_str(n);
-        out.push_str("=\"");
+        out.put_char(if i == 0 { '{' } else { ',' });
+        out.put_str(n);
+        out.put_str("=\"");
         write_label_value(out, v);
-        out.push('"');
+        out.put_char('"');
     }
 }
 
 /// Closes a label prefix, adding one more label if given.
-pub fn close_labels(out: &mut String, prefix: &str, extra: Option<(&str, &str)>) {
-    out.push_str(prefix);
+pub fn close_labels(out: &mut impl Out, prefix: &str, extra: Option<(&str, &str)>) {
+    out.put_str(prefix);
     // Pushed piece by piece: this runs for every bucket line, and `write!` through
     // `fmt` was a tenth of a large render.
     match (prefix.is_empty(), extra) {
         (true, None) => {}
-        (false, None) => out.push('}'),
+        (false, None) => out.put_char('}'),
         (empty, Some((n, v))) => {
-            out.push(if empty { '{' } else { ',' });
-            out.push_str(n);
-            out.push_str("=\"");
-            out.push_str(v);
-            out.push_str("\"}");
+            out.put_char(if empty { '{' } else { ',' });
+            out.put_str(n);
+            out.put_str("=\"");
+            out.put_str(v);
+            out.put_str("\"}");
         }
-    }
-}
-
-pub fn write_u64(out: &mut String, n: u64) {
-    out.push_str(itoa::Buffer::new().format(n));
-}
-
-/// A float as Prometheus parsers read it: `+Inf`, `-Inf`, `NaN`, integers without a
-/// fraction, otherwise the shortest representation that round-trips.
-pub fn write_f64(out: &mut String, v: f64) {
-    if v.is_nan() {
-        out.push_str("NaN");
-    } else if v.is_infinite() {
-        out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
-    } else if v.fract() == 0.0 && v.abs() < 1e15 {
-        if v < 0.0 {
-            out.push('-');
-        }
-        write_u64(out, v.abs() as u64);
-    } else if v.abs() >= 1e-4 && v.abs() < 1e15 {
-        let _ = write!(out, "{v}");
-    } else {
-        let _ = write!(out, "{v:e}");
     }
 }
 
 /// One sample line: `name{labels} value`.
 pub fn write_sample(
-    out: &mut String,
+    out: &mut impl Out,
     name: &str,
     suffix: &str,
     labels: &str,
     extra: Option<(&str, &str)>,
 ) {
-    out.push_str(name);
-    out.push_str(suffix);
+    out.put_str(name);
+    out.put_str(suffix);
     close_labels(out, labels, extra);
-    out.push(' ');
-}
-
-/// Milliseconds as seconds, the shortest way (`1700000000.12`, `1234`): what
-/// `write_f64(ms / 1000)` prints, without formatting a float.
-pub fn write_ms_as_seconds(out: &mut String, ms: u64) {
-    write_u64(out, ms / 1000);
-    let frac = ms % 1000;
-    if frac != 0 {
-        let digits = [
-            b'0' + (frac / 100) as u8,
-            b'0' + (frac / 10 % 10) as u8,
-            b'0' + (frac % 10) as u8,
-        ];
-        let len = if frac % 100 == 0 {
-            1
-        } else if frac % 10 == 0 {
-            2
-        } else {
-            3
-        };
-        out.push('.');
-        out.push_str(std::str::from_utf8(&digits[..len]).unwrap_or("0"));
-    }
+    out.put_char(' ');
 }
 
 /// `# HELP` as OpenMetrics escapes it: `\`, newline and `"`.
-fn write_om_help(out: &mut String, help: &str) {
+fn write_om_help(out: &mut impl Out, help: &str) {
     for c in help.chars() {
         match c {
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '"' => out.push_str("\\\""),
-            c => out.push(c),
-        }
-    }
-}
-
-/// A number as OpenMetrics wants `le` and `quantile` label values ("Canonical
-/// Numbers"): Go's `%g` with `.0` appended when there is neither a point nor an
-/// exponent: `0.005`, `1.0`, `10.0`, `100000.0`, `1e+06`, `1e-05`, `+Inf`.
-pub fn write_canonical(out: &mut String, v: f64) {
-    if v.is_nan() {
-        out.push_str("NaN");
-        return;
-    }
-    if v.is_infinite() {
-        out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
-        return;
-    }
-    if v == 0.0 {
-        out.push_str("0.0");
-        return;
-    }
-    // Shortest round-trip digits, as Go's `%g` uses them.
-    let sci = format!("{v:e}");
-    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
-    let exp: i32 = exp.parse().unwrap_or(0);
-    if !(-4..6).contains(&exp) {
-        let _ = write!(
-            out,
-            "{mantissa}e{}{:02}",
-            if exp < 0 { '-' } else { '+' },
-            exp.abs()
-        );
-    } else {
-        let start = out.len();
-        let _ = write!(out, "{v}");
-        if !out[start..].contains('.') {
-            out.push_str(".0");
+            '\\' => out.put_str("\\\\"),
+            '\n' => out.put_str("\\n"),
+            '"' => out.put_str("\\\""),
+            c => out.put_char(c),
         }
     }
 }
@@ -193,7 +114,7 @@ pub fn write_canonical(out: &mut String, v: f64) {
 /// summaries get `_created`, and `_sum` (with `_count`, for histograms) only when the
 /// sum is not negative; `le` and `quantile` values are canonical; `# EOF` ends it.
 pub struct TextSink<'o> {
-    out: &'o mut String,
+    out: &'o mut Vec<u8>,
     om: bool,
     /// The current series' label prefix (`{a="x"`, no closing brace).
     labels: String,
@@ -206,7 +127,7 @@ pub struct TextSink<'o> {
 }
 
 impl<'o> TextSink<'o> {
-    pub fn new(out: &'o mut String, openmetrics: bool) -> TextSink<'o> {
+    pub fn new(out: &'o mut Vec<u8>, openmetrics: bool) -> TextSink<'o> {
         let qs = SUMMARY_QUANTILES.map(|q| {
             let mut s = String::new();
             if openmetrics {
@@ -234,7 +155,7 @@ impl<'o> TextSink<'o> {
         if let (true, Some(ms)) = (self.om, created) {
             self.value_line(name, "_created", None);
             write_ms_as_seconds(self.out, ms);
-            self.out.push('\n');
+            self.out.push(b'\n');
         }
     }
 
@@ -245,12 +166,12 @@ impl<'o> TextSink<'o> {
         if show_sum {
             self.value_line(name, "_sum", None);
             write_f64(self.out, sum);
-            self.out.push('\n');
+            self.out.push(b'\n');
         }
         if show_sum || !histogram {
             self.value_line(name, "_count", None);
             write_u64(self.out, count);
-            self.out.push('\n');
+            self.out.push(b'\n');
         }
     }
 }
@@ -284,14 +205,15 @@ impl Sink for TextSink<'_> {
             },
             k => (m.name, k.as_str()),
         };
-        let _ = writeln!(self.out, "# TYPE {family} {t}");
+        self.out.put_fmt(format_args!("# TYPE {family} {t}\n"));
         if !m.unit.is_empty() {
-            let _ = writeln!(self.out, "# UNIT {family} {}", m.unit);
+            self.out
+                .put_fmt(format_args!("# UNIT {family} {}\n", m.unit));
         }
         if !m.help.is_empty() {
-            let _ = write!(self.out, "# HELP {family} ");
+            self.out.put_fmt(format_args!("# HELP {family} "));
             write_om_help(self.out, m.help);
-            self.out.push('\n');
+            self.out.push(b'\n');
         }
     }
 
@@ -315,7 +237,7 @@ impl Sink for TextSink<'_> {
                 } else {
                     write_f64(self.out, int as f64 + float);
                 }
-                self.out.push('\n');
+                self.out.push(b'\n');
                 if base.is_some() {
                     self.write_created(name, created);
                 }
@@ -324,7 +246,7 @@ impl Sink for TextSink<'_> {
             Point::Gauge(v) => {
                 self.value_line(m.name, "", None);
                 write_f64(self.out, v);
-                self.out.push('\n');
+                self.out.push(b'\n');
             }
             Point::Histogram {
                 cumulative,
@@ -337,12 +259,12 @@ impl Sink for TextSink<'_> {
                 for (le, c) in les.iter().zip(cumulative) {
                     self.value_line(m.name, "_bucket", Some(("le", le)));
                     write_u64(self.out, *c);
-                    self.out.push('\n');
+                    self.out.push(b'\n');
                 }
                 self.les = les;
                 self.value_line(m.name, "_bucket", Some(("le", "+Inf")));
                 write_u64(self.out, count);
-                self.out.push('\n');
+                self.out.push(b'\n');
                 self.write_sum_count(m.name, sum, count, true);
                 self.write_created(m.name, created);
             }
@@ -356,7 +278,7 @@ impl Sink for TextSink<'_> {
                 for (q, v) in qs.iter().zip(quantiles) {
                     self.value_line(m.name, "", Some(("quantile", q)));
                     write_f64(self.out, *v);
-                    self.out.push('\n');
+                    self.out.push(b'\n');
                 }
                 self.qs = qs;
                 self.write_sum_count(m.name, sum, count, false);
@@ -369,7 +291,7 @@ impl Sink for TextSink<'_> {
 
     fn finish(&mut self) {
         if self.om {
-            self.out.push_str("# EOF\n");
+            self.out.put_str("# EOF\n");
         }
     }
 }
@@ -377,7 +299,8 @@ impl Sink for TextSink<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exposition::{Selection, StubStatus};
+    use crate::exposition::tests::render_string;
+    use crate::exposition::{Scrape, Selection, StubStatus};
     use crate::metrics::family::QuantileMode;
     use crate::metrics::Store;
     use crate::metrics::{counter, FamilySpec, HistogramSpec, MetricType};
@@ -390,14 +313,11 @@ mod tests {
     /// format 0.0.4.
     fn write_zone(out: &mut String, store: &Store<'_>, zone: &str, stub: Option<&StubStatus>) {
         // Nothing is filtered, so nothing can be missing.
-        let _ = crate::exposition::walk(
-            &mut TextSink::new(out, false),
-            store,
-            zone,
-            stub,
-            &Selection::default(),
-            None,
-        );
+        let scrape = Scrape {
+            stub: stub.copied(),
+            ..Scrape::new(*store, zone)
+        };
+        out.push_str(&render_string(&scrape).unwrap());
     }
 
     #[test]
@@ -584,16 +504,10 @@ latency_seconds_count 3
     fn openmetrics_renders_byte_for_byte() {
         let mem = crate::exposition::tests::sample_zone();
         let s = Store::attach(Region::new(&mem)).unwrap();
-        let mut out = String::new();
-        crate::exposition::render(
-            &mut out,
-            crate::exposition::Format::OpenMetrics,
-            &s,
-            "z",
-            None,
-            &Selection::default(),
-            None,
-        )
+        let out = render_string(&Scrape {
+            format: crate::exposition::Format::OpenMetrics,
+            ..Scrape::new(s, "z")
+        })
         .unwrap();
         let want = r##"# TYPE http_requests counter
 # HELP http_requests Requests.
@@ -725,19 +639,14 @@ size_bytes_count 0
         let f = s.register(&h, 1, ALIVE).unwrap();
         let d = s.series_at(f, &[] as &[&str], 1, ALIVE, 2000).unwrap();
         s.observe(d, -3.0, 1, ALIVE).unwrap();
-        let mut out = String::new();
-        crate::exposition::render(
-            &mut out,
-            crate::exposition::Format::OpenMetrics,
-            &s,
-            "z",
-            None,
-            &Selection {
+        let out = render_string(&Scrape {
+            format: crate::exposition::Format::OpenMetrics,
+            selection: Selection {
                 names: vec!["d".into()],
                 ..Selection::default()
             },
-            None,
-        )
+            ..Scrape::new(s, "z")
+        })
         .unwrap();
         assert_eq!(
             out,
