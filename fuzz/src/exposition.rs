@@ -13,9 +13,10 @@
 //! OpenMetrics parsers, Python's json) and compares (`scripts/fuzz.sh` replays the kept
 //! corpus and what a run found through it).
 
+use ngx_prometheus::exposition::builtins::COLLECTORS;
 use ngx_prometheus::exposition::json::JsonSink;
 use ngx_prometheus::exposition::text::TextSink;
-use ngx_prometheus::exposition::{label_values, walk, Kind, Meta, Point, Selection, Sink};
+use ngx_prometheus::exposition::{label_values, walk, Kind, Meta, Point, Scrape, Sink};
 use ngx_prometheus::identity::{ConstLabels, Identity};
 use ngx_prometheus::metrics::family::QuantileMode;
 use ngx_prometheus::metrics::{counter, gauge, FamilySpec, HistogramSpec, MetricType, Store};
@@ -453,36 +454,39 @@ pub fn render(input: &Input) -> Rendered {
         .map(|i| i.labels.values.clone())
         .unwrap_or_default();
     let made = fill(&store, input, &consts);
-    let sel = Selection::default();
-    let id = identity.as_ref();
-    let zone = input.zone.as_str();
-    let mut text = String::new();
+    let scrape = Scrape {
+        identity: identity.as_ref(),
+        ..Scrape::new(store, &input.zone)
+    };
+    let collectors = COLLECTORS;
+    let mut text = Vec::new();
     let mut t = Tee {
         inner: TextSink::new(&mut text, false),
         families: Vec::new(),
     };
-    walk(&mut t, &store, zone, None, &sel, id).expect("nothing is selected by name");
+    walk(&mut t, &scrape, &collectors).expect("nothing is selected by name");
     let families = t.families;
-    let mut openmetrics = String::new();
+    let mut openmetrics = Vec::new();
     let mut t = Tee {
         inner: TextSink::new(&mut openmetrics, true),
         families: Vec::new(),
     };
-    walk(&mut t, &store, zone, None, &sel, id).expect("nothing is selected by name");
+    walk(&mut t, &scrape, &collectors).expect("nothing is selected by name");
     // Compared as printed: NaN (a quantile of no observations) equals itself there.
     let (a, b) = (format!("{:?}", t.families), format!("{families:?}"));
     assert_eq!(a, b, "two walks of an idle zone differ");
-    let mut json = String::new();
+    let mut json = Vec::new();
     let mut t = Tee {
-        inner: JsonSink::new(&mut json, zone),
+        inner: JsonSink::new(&mut json, &input.zone),
         families: Vec::new(),
     };
-    walk(&mut t, &store, zone, None, &sel, id).expect("nothing is selected by name");
+    walk(&mut t, &scrape, &collectors).expect("nothing is selected by name");
     let json_families = t.families;
+    let utf8 = |b: Vec<u8>| String::from_utf8(b).expect("the text formats are UTF-8");
     Rendered {
-        text,
-        openmetrics,
-        json,
+        text: utf8(text),
+        openmetrics: utf8(openmetrics),
+        json: utf8(json),
         families,
         json_families,
         made,
