@@ -16,7 +16,7 @@
 use ngx_prometheus::exposition::builtins::COLLECTORS;
 use ngx_prometheus::exposition::json::JsonSink;
 use ngx_prometheus::exposition::text::TextSink;
-use ngx_prometheus::exposition::{label_values, walk, Kind, Meta, Point, Scrape, Sink};
+use ngx_prometheus::exposition::{label_values, walk, ExposedType, Meta, Point, Scrape, Sink};
 use ngx_prometheus::identity::{ConstLabels, Identity};
 use ngx_prometheus::metrics::family::QuantileMode;
 use ngx_prometheus::metrics::{counter, gauge, FamilySpec, HistogramSpec, MetricType, Store};
@@ -232,7 +232,7 @@ impl FamilyIn {
 pub struct FamilyRec {
     pub name: String,
     pub help: String,
-    pub kind: Kind,
+    pub kind: ExposedType,
     pub unit: String,
     pub label_names: Vec<String>,
     pub buckets: Vec<f64>,

@@ -3,7 +3,7 @@
 //! zone's accounting and the build.
 
 use super::model::Series;
-use super::{Collector, Kind, Meta, Point, Scrape};
+use super::{Collector, ExposedType, Meta, Point, Scrape};
 use crate::identity::{REVISION, VERSION};
 use crate::metrics::builtin::{self, Builtin, Reading, Source};
 use crate::metrics::store::{encode_key, Reason};
@@ -76,8 +76,8 @@ fn write(
             name: b.name,
             help: b.help,
             kind: match b.metric_type {
-                MetricType::Counter => Kind::Counter,
-                _ => Kind::Gauge,
+                MetricType::Counter => ExposedType::Counter,
+                _ => ExposedType::Gauge,
             },
             declared: b.metric_type,
             unit: b.unit,

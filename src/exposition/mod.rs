@@ -28,7 +28,7 @@ use crate::identity::Identity;
 use crate::metrics::Store;
 
 pub use builtins::StubStatus;
-pub use model::{label_values, Collector, Kind, Meta, Point, Sink};
+pub use model::{label_values, Collector, ExposedType, Meta, Point, Sink};
 pub use select::{NotFound, Selection};
 pub use walk::walk;
 

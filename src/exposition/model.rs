@@ -7,20 +7,20 @@ use crate::metrics::MetricType;
 
 /// How a family is exposed (a histogram may be exposed as a summary).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
+pub enum ExposedType {
     Counter,
     Gauge,
     Histogram,
     Summary,
 }
 
-impl Kind {
+impl ExposedType {
     pub fn as_str(self) -> &'static str {
         match self {
-            Kind::Counter => "counter",
-            Kind::Gauge => "gauge",
-            Kind::Histogram => "histogram",
-            Kind::Summary => "summary",
+            ExposedType::Counter => "counter",
+            ExposedType::Gauge => "gauge",
+            ExposedType::Histogram => "histogram",
+            ExposedType::Summary => "summary",
         }
     }
 }
@@ -29,7 +29,7 @@ impl Kind {
 pub struct Meta<'a> {
     pub name: &'a str,
     pub help: &'a str,
-    pub kind: Kind,
+    pub kind: ExposedType,
     /// The declared type (a summary comes from a histogram).
     pub declared: MetricType,
     /// Empty when the family has none.

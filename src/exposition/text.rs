@@ -6,7 +6,7 @@
 
 use super::number::Out;
 pub use super::number::{write_canonical, write_f64, write_ms_as_seconds, write_u64};
-use super::{label_values, Kind, Meta, Point, Sink};
+use super::{label_values, ExposedType, Meta, Point, Sink};
 use crate::metrics::family::counter_base;
 use crate::metrics::histogram::SUMMARY_QUANTILES;
 
@@ -196,7 +196,7 @@ impl Sink for TextSink<'_> {
         }
         self.om_counter_base = None;
         let (family, t) = match m.kind {
-            Kind::Counter => match counter_base(m.name) {
+            ExposedType::Counter => match counter_base(m.name) {
                 Some(base) => {
                     self.om_counter_base = Some(base.to_string());
                     (base, "counter")

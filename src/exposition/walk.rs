@@ -3,7 +3,7 @@
 
 use super::const_labels::WithConstLabels;
 use super::select::worker_runs;
-use super::{Collector, Kind, Meta, NotFound, Point, Scrape, Sink};
+use super::{Collector, ExposedType, Meta, NotFound, Point, Scrape, Sink};
 use crate::metrics::family::{FamilySpec, HistogramSpec, QuantileMode, QUANTILES_SUFFIX};
 use crate::metrics::histogram::{self, Snapshot, SUMMARY_QUANTILES};
 use crate::metrics::{counter, gauge, Family, MetricType, Store};
@@ -85,9 +85,9 @@ fn write_all<S: Sink>(
             name: &spec.name,
             help: &spec.help,
             kind: match family.metric_type {
-                MetricType::Counter => Kind::Counter,
-                MetricType::Gauge => Kind::Gauge,
-                MetricType::Histogram => Kind::Histogram,
+                MetricType::Counter => ExposedType::Counter,
+                MetricType::Gauge => ExposedType::Gauge,
+                MetricType::Histogram => ExposedType::Histogram,
             },
             declared: family.metric_type,
             unit: &spec.unit,
@@ -188,7 +188,7 @@ impl Walker<'_, '_> {
         };
         let want_quantiles = !S::SUMMARY_FAMILIES || mode != QuantileMode::Off;
         if mode == QuantileMode::Instead {
-            meta.kind = Kind::Summary;
+            meta.kind = ExposedType::Summary;
         }
         meta.buckets = &h.buckets;
         // Summary points of a `beside` family: written after the histogram.
@@ -244,7 +244,7 @@ impl Walker<'_, '_> {
             let name = format!("{}{QUANTILES_SUFFIX}", spec.name);
             let summary = Meta {
                 name: &name,
-                kind: Kind::Summary,
+                kind: ExposedType::Summary,
                 unit: "",
                 buckets: &[],
                 ..meta
