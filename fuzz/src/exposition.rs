@@ -15,8 +15,9 @@
 
 use ngx_prometheus::exposition::builtins::COLLECTORS;
 use ngx_prometheus::exposition::json::JsonSink;
+use ngx_prometheus::exposition::model::{CounterValue, HistogramValue, SummaryValue};
 use ngx_prometheus::exposition::text::TextSink;
-use ngx_prometheus::exposition::{label_values, walk, ExposedType, Meta, Point, Scrape, Sink};
+use ngx_prometheus::exposition::{label_values, walk, ExposedType, Meta, Scrape, Sink};
 use ngx_prometheus::identity::{ConstLabels, Identity};
 use ngx_prometheus::metrics::family::QuantileMode;
 use ngx_prometheus::metrics::{counter, gauge, FamilySpec, HistogramSpec, MetricType, Store};
@@ -263,51 +264,19 @@ pub enum PointRec {
     },
 }
 
-impl PointRec {
-    fn of(p: &Point<'_>) -> PointRec {
-        match *p {
-            Point::Counter {
-                int,
-                float,
-                created,
-            } => PointRec::Counter {
-                int,
-                float,
-                created,
-            },
-            Point::Gauge(v) => PointRec::Gauge(v),
-            Point::Histogram {
-                cumulative,
-                count,
-                sum,
-                quantiles,
-                created,
-            } => PointRec::Histogram {
-                cumulative: cumulative.to_vec(),
-                count,
-                sum,
-                quantiles: quantiles.to_vec(),
-                created,
-            },
-            Point::Summary {
-                quantiles,
-                count,
-                sum,
-                created,
-            } => PointRec::Summary {
-                quantiles: quantiles.to_vec(),
-                count,
-                sum,
-                created,
-            },
-        }
-    }
-}
-
 /// Keeps what the walk hands to a writer, and hands it on.
 pub struct Tee<S> {
     pub inner: S,
     pub families: Vec<FamilyRec>,
+}
+
+impl<S> Tee<S> {
+    fn record(&mut self, labels: &[u8], p: PointRec) {
+        let values = label_values(labels).map(str::to_string).collect();
+        if let Some(f) = self.families.last_mut() {
+            f.series.push((values, p));
+        }
+    }
 }
 
 impl<S: Sink> Sink for Tee<S> {
@@ -326,12 +295,48 @@ impl<S: Sink> Sink for Tee<S> {
         self.inner.family(m);
     }
 
-    fn series(&mut self, m: &Meta<'_>, labels: &[u8], p: &Point<'_>) {
-        let values = label_values(labels).map(str::to_string).collect();
-        if let Some(f) = self.families.last_mut() {
-            f.series.push((values, PointRec::of(p)));
-        }
-        self.inner.series(m, labels, p);
+    fn counter(&mut self, m: &Meta<'_>, labels: &[u8], c: &CounterValue) {
+        self.record(
+            labels,
+            PointRec::Counter {
+                int: c.int,
+                float: c.float,
+                created: c.created,
+            },
+        );
+        self.inner.counter(m, labels, c);
+    }
+
+    fn gauge(&mut self, m: &Meta<'_>, labels: &[u8], v: f64) {
+        self.record(labels, PointRec::Gauge(v));
+        self.inner.gauge(m, labels, v);
+    }
+
+    fn histogram(&mut self, m: &Meta<'_>, labels: &[u8], h: &HistogramValue<'_>) {
+        self.record(
+            labels,
+            PointRec::Histogram {
+                cumulative: h.cumulative.to_vec(),
+                count: h.count,
+                sum: h.sum,
+                quantiles: h.quantiles.to_vec(),
+                created: h.created,
+            },
+        );
+        self.inner.histogram(m, labels, h);
+    }
+
+    fn summary(&mut self, m: &Meta<'_>, labels: &[u8], s: &SummaryValue<'_>) {
+        self.record(
+            labels,
+            PointRec::Summary {
+                quantiles: s.quantiles.to_vec(),
+                count: s.count,
+                sum: s.sum,
+                created: s.created,
+            },
+        );
+        self.inner.summary(m, labels, s);
     }
 
     fn end_family(&mut self, m: &Meta<'_>) {

@@ -2,7 +2,7 @@
 //! ([`builtin::SCRAPED`]), as three [`Collector`]s: nginx's connection counters, the
 //! zone's accounting and the build.
 
-use super::model::Series;
+use super::model::{CounterValue, Series};
 use super::{Collector, ExposedType, Meta, Point, Scrape};
 use crate::identity::{REVISION, VERSION};
 use crate::metrics::builtin::{self, Builtin, Reading, Source};
@@ -90,11 +90,11 @@ fn write(
 }
 
 fn count(n: u64, created: Option<u64>) -> Point<'static> {
-    Point::Counter {
+    Point::Counter(CounterValue {
         int: n,
         float: 0.0,
         created,
-    }
+    })
 }
 
 fn gauge(v: u64) -> Point<'static> {

@@ -11,8 +11,9 @@
 //! Numbers that JSON cannot hold (`NaN`, infinities) are `null`: a quantile of a
 //! series without observations, or one that falls above the histogram's `highest`.
 
+use super::model::{CounterValue, HistogramValue, SummaryValue};
 use super::number::{write_f64, write_ms_as_seconds, write_u64, Out};
-use super::{label_values, Meta, Point, Sink};
+use super::{label_values, Meta, Sink};
 
 pub const CONTENT_TYPE: &str = "application/json";
 
@@ -65,6 +66,24 @@ impl<'o> JsonSink<'o> {
         self.out.push(b'}');
     }
 
+    /// `{"labels":{...}`: a series up to its values.
+    fn open_series(&mut self, m: &Meta<'_>, labels: &[u8]) {
+        if !self.first_series {
+            self.out.push(b',');
+        }
+        self.first_series = false;
+        self.out.put_str("{\"labels\":{");
+        for (i, (n, v)) in m.label_names.iter().zip(label_values(labels)).enumerate() {
+            if i > 0 {
+                self.out.push(b',');
+            }
+            write_string(self.out, n);
+            self.out.push(b':');
+            write_string(self.out, v);
+        }
+        self.out.push(b'}');
+    }
+
     fn created(&mut self, created: Option<u64>) {
         if let Some(ms) = created {
             self.out.put_str(",\"created\":");
@@ -102,80 +121,57 @@ impl Sink for JsonSink<'_> {
         self.out.put_str("],\"series\":[");
     }
 
-    fn series(&mut self, m: &Meta<'_>, labels: &[u8], p: &Point<'_>) {
-        if !self.first_series {
-            self.out.push(b',');
+    fn counter(&mut self, m: &Meta<'_>, labels: &[u8], c: &CounterValue) {
+        self.open_series(m, labels);
+        self.out.put_str(",\"value\":");
+        if c.float == 0.0 {
+            write_u64(self.out, c.int);
+        } else {
+            write_number(self.out, c.int as f64 + c.float);
         }
-        self.first_series = false;
-        self.out.put_str("{\"labels\":{");
-        for (i, (n, v)) in m.label_names.iter().zip(label_values(labels)).enumerate() {
+        self.created(c.created);
+        self.out.push(b'}');
+    }
+
+    fn gauge(&mut self, m: &Meta<'_>, labels: &[u8], v: f64) {
+        self.open_series(m, labels);
+        self.out.put_str(",\"value\":");
+        write_number(self.out, v);
+        self.out.push(b'}');
+    }
+
+    fn histogram(&mut self, m: &Meta<'_>, labels: &[u8], h: &HistogramValue<'_>) {
+        self.open_series(m, labels);
+        self.out.put_str(",\"count\":");
+        write_u64(self.out, h.count);
+        self.out.put_str(",\"sum\":");
+        write_number(self.out, h.sum);
+        self.out.put_str(",\"buckets\":[");
+        for (i, (le, c)) in m.buckets.iter().zip(h.cumulative).enumerate() {
             if i > 0 {
                 self.out.push(b',');
             }
-            write_string(self.out, n);
-            self.out.push(b':');
-            write_string(self.out, v);
+            self.out.put_str("{\"le\":");
+            write_number(self.out, *le);
+            self.out.put_str(",\"count\":");
+            write_u64(self.out, *c);
+            self.out.push(b'}');
         }
+        self.out.push(b']');
+        self.quantiles(h.quantiles);
+        self.created(h.created);
         self.out.push(b'}');
-        match *p {
-            Point::Counter {
-                int,
-                float,
-                created,
-            } => {
-                self.out.put_str(",\"value\":");
-                if float == 0.0 {
-                    write_u64(self.out, int);
-                } else {
-                    write_number(self.out, int as f64 + float);
-                }
-                self.created(created);
-            }
-            Point::Gauge(v) => {
-                self.out.put_str(",\"value\":");
-                write_number(self.out, v);
-            }
-            Point::Histogram {
-                cumulative,
-                count,
-                sum,
-                quantiles,
-                created,
-            } => {
-                self.out.put_str(",\"count\":");
-                write_u64(self.out, count);
-                self.out.put_str(",\"sum\":");
-                write_number(self.out, sum);
-                self.out.put_str(",\"buckets\":[");
-                for (i, (le, c)) in m.buckets.iter().zip(cumulative).enumerate() {
-                    if i > 0 {
-                        self.out.push(b',');
-                    }
-                    self.out.put_str("{\"le\":");
-                    write_number(self.out, *le);
-                    self.out.put_str(",\"count\":");
-                    write_u64(self.out, *c);
-                    self.out.push(b'}');
-                }
-                self.out.push(b']');
-                self.quantiles(quantiles);
-                self.created(created);
-            }
-            // JSON carries quantiles inside histograms (SUMMARY_FAMILIES is false).
-            Point::Summary {
-                quantiles,
-                count,
-                sum,
-                created,
-            } => {
-                self.out.put_str(",\"count\":");
-                write_u64(self.out, count);
-                self.out.put_str(",\"sum\":");
-                write_number(self.out, sum);
-                self.quantiles(quantiles);
-                self.created(created);
-            }
-        }
+    }
+
+    // JSON carries quantiles inside histograms (SUMMARY_FAMILIES is false).
+    fn summary(&mut self, m: &Meta<'_>, labels: &[u8], s: &SummaryValue<'_>) {
+        self.open_series(m, labels);
+        self.out.put_str(",\"count\":");
+        write_u64(self.out, s.count);
+        self.out.put_str(",\"sum\":");
+        write_number(self.out, s.sum);
+        self.quantiles(s.quantiles);
+        self.created(s.created);
         self.out.push(b'}');
     }
 

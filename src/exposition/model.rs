@@ -40,42 +40,65 @@ pub struct Meta<'a> {
     pub buckets: &'a [f64],
 }
 
-/// One series' values, read once.
+/// One series' values, read once. A new kind (a sparse histogram) is a new variant
+/// and a new [`Sink`] method whose default writes it as a kind every sink knows (its
+/// classic buckets): only the sinks that carry it as such override that method.
 #[derive(Clone, Copy)]
 pub enum Point<'a> {
-    Counter {
-        int: u64,
-        float: f64,
-        /// Creation time, ms since the epoch.
-        created: Option<u64>,
-    },
+    Counter(CounterValue),
     Gauge(f64),
-    Histogram {
-        /// Cumulative count at each bucket bound.
-        cumulative: &'a [u64],
-        count: u64,
-        sum: f64,
-        /// At [`SUMMARY_QUANTILES`], when the sink wants them inline (JSON).
-        quantiles: &'a [f64],
-        created: Option<u64>,
-    },
-    Summary {
-        /// At [`SUMMARY_QUANTILES`].
-        quantiles: &'a [f64],
-        count: u64,
-        sum: f64,
-        created: Option<u64>,
-    },
+    Histogram(HistogramValue<'a>),
+    Summary(SummaryValue<'a>),
 }
 
-/// A format's writer.
+#[derive(Clone, Copy)]
+pub struct CounterValue {
+    pub int: u64,
+    pub float: f64,
+    /// Creation time, ms since the epoch.
+    pub created: Option<u64>,
+}
+
+#[derive(Clone, Copy)]
+pub struct HistogramValue<'a> {
+    /// Cumulative count at each bucket bound.
+    pub cumulative: &'a [u64],
+    pub count: u64,
+    pub sum: f64,
+    /// At [`SUMMARY_QUANTILES`], when the sink wants them inline (JSON).
+    pub quantiles: &'a [f64],
+    pub created: Option<u64>,
+}
+
+#[derive(Clone, Copy)]
+pub struct SummaryValue<'a> {
+    /// At [`SUMMARY_QUANTILES`].
+    pub quantiles: &'a [f64],
+    pub count: u64,
+    pub sum: f64,
+    pub created: Option<u64>,
+}
+
+/// A format's writer, or a writer in front of one (constant labels).
 pub trait Sink {
     /// Whether histograms with a quantile option get summary families (the exposition
     /// formats) rather than quantiles inside every histogram series (JSON).
     const SUMMARY_FAMILIES: bool;
     fn family(&mut self, m: &Meta<'_>);
-    /// `labels` is a series key: the label values, see [`decode_key`].
-    fn series(&mut self, m: &Meta<'_>, labels: &[u8], p: &Point<'_>);
+    /// One series: `labels` is its key, the label values (see [`decode_key`]). Hands
+    /// the point to the method of its kind.
+    fn series(&mut self, m: &Meta<'_>, labels: &[u8], p: &Point<'_>) {
+        match p {
+            Point::Counter(c) => self.counter(m, labels, c),
+            Point::Gauge(v) => self.gauge(m, labels, *v),
+            Point::Histogram(h) => self.histogram(m, labels, h),
+            Point::Summary(s) => self.summary(m, labels, s),
+        }
+    }
+    fn counter(&mut self, m: &Meta<'_>, labels: &[u8], c: &CounterValue);
+    fn gauge(&mut self, m: &Meta<'_>, labels: &[u8], v: f64);
+    fn histogram(&mut self, m: &Meta<'_>, labels: &[u8], h: &HistogramValue<'_>);
+    fn summary(&mut self, m: &Meta<'_>, labels: &[u8], s: &SummaryValue<'_>);
     fn end_family(&mut self, m: &Meta<'_>);
     fn finish(&mut self);
 }

@@ -4,9 +4,10 @@
 //! zone walker ([`super::walk`]) reads each series once and every line of it derives
 //! from that read.
 
+use super::model::{CounterValue, HistogramValue, SummaryValue};
 use super::number::Out;
 pub use super::number::{write_canonical, write_f64, write_ms_as_seconds, write_u64};
-use super::{label_values, ExposedType, Meta, Point, Sink};
+use super::{label_values, ExposedType, Meta, Sink};
 use crate::metrics::family::counter_base;
 use crate::metrics::histogram::SUMMARY_QUANTILES;
 
@@ -147,6 +148,12 @@ impl<'o> TextSink<'o> {
         }
     }
 
+    /// The series' label prefix, kept for each of its lines.
+    fn labels_of(&mut self, m: &Meta<'_>, key: &[u8]) {
+        self.labels.clear();
+        write_label_prefix(&mut self.labels, m.label_names, label_values(key));
+    }
+
     fn value_line(&mut self, name: &str, suffix: &str, extra: Option<(&str, &str)>) {
         write_sample(self.out, name, suffix, &self.labels, extra);
     }
@@ -217,74 +224,60 @@ impl Sink for TextSink<'_> {
         }
     }
 
-    fn series(&mut self, m: &Meta<'_>, labels: &[u8], p: &Point<'_>) {
-        self.labels.clear();
-        write_label_prefix(&mut self.labels, m.label_names, label_values(labels));
-        match *p {
-            Point::Counter {
-                int,
-                float,
-                created,
-            } => {
-                let base = self.om_counter_base.take();
-                let (name, suffix) = match &base {
-                    Some(b) => (b.as_str(), "_total"),
-                    None => (m.name, ""),
-                };
-                self.value_line(name, suffix, None);
-                if float == 0.0 {
-                    write_u64(self.out, int);
-                } else {
-                    write_f64(self.out, int as f64 + float);
-                }
-                self.out.push(b'\n');
-                if base.is_some() {
-                    self.write_created(name, created);
-                }
-                self.om_counter_base = base;
-            }
-            Point::Gauge(v) => {
-                self.value_line(m.name, "", None);
-                write_f64(self.out, v);
-                self.out.push(b'\n');
-            }
-            Point::Histogram {
-                cumulative,
-                count,
-                sum,
-                created,
-                ..
-            } => {
-                let les = std::mem::take(&mut self.les);
-                for (le, c) in les.iter().zip(cumulative) {
-                    self.value_line(m.name, "_bucket", Some(("le", le)));
-                    write_u64(self.out, *c);
-                    self.out.push(b'\n');
-                }
-                self.les = les;
-                self.value_line(m.name, "_bucket", Some(("le", "+Inf")));
-                write_u64(self.out, count);
-                self.out.push(b'\n');
-                self.write_sum_count(m.name, sum, count, true);
-                self.write_created(m.name, created);
-            }
-            Point::Summary {
-                quantiles,
-                count,
-                sum,
-                created,
-            } => {
-                let qs = std::mem::take(&mut self.qs);
-                for (q, v) in qs.iter().zip(quantiles) {
-                    self.value_line(m.name, "", Some(("quantile", q)));
-                    write_f64(self.out, *v);
-                    self.out.push(b'\n');
-                }
-                self.qs = qs;
-                self.write_sum_count(m.name, sum, count, false);
-                self.write_created(m.name, created);
-            }
+    fn counter(&mut self, m: &Meta<'_>, labels: &[u8], c: &CounterValue) {
+        self.labels_of(m, labels);
+        let base = self.om_counter_base.take();
+        let (name, suffix) = match &base {
+            Some(b) => (b.as_str(), "_total"),
+            None => (m.name, ""),
+        };
+        self.value_line(name, suffix, None);
+        if c.float == 0.0 {
+            write_u64(self.out, c.int);
+        } else {
+            write_f64(self.out, c.int as f64 + c.float);
         }
+        self.out.push(b'\n');
+        if base.is_some() {
+            self.write_created(name, c.created);
+        }
+        self.om_counter_base = base;
+    }
+
+    fn gauge(&mut self, m: &Meta<'_>, labels: &[u8], v: f64) {
+        self.labels_of(m, labels);
+        self.value_line(m.name, "", None);
+        write_f64(self.out, v);
+        self.out.push(b'\n');
+    }
+
+    fn histogram(&mut self, m: &Meta<'_>, labels: &[u8], h: &HistogramValue<'_>) {
+        self.labels_of(m, labels);
+        let les = std::mem::take(&mut self.les);
+        for (le, c) in les.iter().zip(h.cumulative) {
+            self.value_line(m.name, "_bucket", Some(("le", le)));
+            write_u64(self.out, *c);
+            self.out.push(b'\n');
+        }
+        self.les = les;
+        self.value_line(m.name, "_bucket", Some(("le", "+Inf")));
+        write_u64(self.out, h.count);
+        self.out.push(b'\n');
+        self.write_sum_count(m.name, h.sum, h.count, true);
+        self.write_created(m.name, h.created);
+    }
+
+    fn summary(&mut self, m: &Meta<'_>, labels: &[u8], s: &SummaryValue<'_>) {
+        self.labels_of(m, labels);
+        let qs = std::mem::take(&mut self.qs);
+        for (q, v) in qs.iter().zip(s.quantiles) {
+            self.value_line(m.name, "", Some(("quantile", q)));
+            write_f64(self.out, *v);
+            self.out.push(b'\n');
+        }
+        self.qs = qs;
+        self.write_sum_count(m.name, s.sum, s.count, false);
+        self.write_created(m.name, s.created);
     }
 
     fn end_family(&mut self, _m: &Meta<'_>) {}

@@ -2,6 +2,7 @@
 //! the collectors' families, all handed to one [`Sink`].
 
 use super::const_labels::WithConstLabels;
+use super::model::{CounterValue, HistogramValue, SummaryValue};
 use super::select::worker_runs;
 use super::{Collector, ExposedType, Meta, NotFound, Point, Scrape, Sink};
 use crate::metrics::family::{FamilySpec, HistogramSpec, QuantileMode, QUANTILES_SUFFIX};
@@ -153,11 +154,11 @@ impl Walker<'_, '_> {
             let h = store.series_values(rec);
             let point = if meta.declared == MetricType::Counter {
                 let (int, float) = counter::read(&r, h);
-                Point::Counter {
+                Point::Counter(CounterValue {
                     int,
                     float,
                     created: self.created(rec),
-                }
+                })
             } else {
                 Point::Gauge(gauge::read(&r, h))
             };
@@ -204,15 +205,15 @@ impl Walker<'_, '_> {
                 snap.quantiles(&SUMMARY_QUANTILES, h.scale(), &mut self.quantiles);
             }
             let point = match mode {
-                QuantileMode::Instead => Point::Summary {
+                QuantileMode::Instead => Point::Summary(SummaryValue {
                     quantiles: &self.quantiles,
                     count,
                     sum,
                     created,
-                },
+                }),
                 _ => {
                     snap.cumulative(&cuts, &mut self.cumulative);
-                    Point::Histogram {
+                    Point::Histogram(HistogramValue {
                         cumulative: &self.cumulative,
                         count,
                         sum,
@@ -222,7 +223,7 @@ impl Walker<'_, '_> {
                             &self.quantiles
                         },
                         created,
-                    }
+                    })
                 }
             };
             if store.still_the_same(rec, tag) {
@@ -251,12 +252,12 @@ impl Walker<'_, '_> {
             };
             sink.family(&summary);
             for p in &beside {
-                let point = Point::Summary {
+                let point = Point::Summary(SummaryValue {
                     quantiles: &p.quantiles,
                     count: p.count,
                     sum: p.sum,
                     created: p.created,
-                };
+                });
                 sink.series(&summary, &p.key, &point);
             }
             sink.end_family(&summary);
