@@ -16,6 +16,7 @@
 use ngx_prometheus::exposition::builtins::COLLECTORS;
 use ngx_prometheus::exposition::json::JsonSink;
 use ngx_prometheus::exposition::model::{CounterValue, HistogramValue, SummaryValue};
+use ngx_prometheus::exposition::openmetrics::OpenMetricsSink;
 use ngx_prometheus::exposition::text::TextSink;
 use ngx_prometheus::exposition::{label_values, walk, ExposedType, Meta, Scrape, Sink};
 use ngx_prometheus::identity::{ConstLabels, Identity};
@@ -466,14 +467,14 @@ pub fn render(input: &Input) -> Rendered {
     let collectors = COLLECTORS;
     let mut text = Vec::new();
     let mut t = Tee {
-        inner: TextSink::new(&mut text, false),
+        inner: TextSink::new(&mut text),
         families: Vec::new(),
     };
     walk(&mut t, &scrape, &collectors).expect("nothing is selected by name");
     let families = t.families;
     let mut openmetrics = Vec::new();
     let mut t = Tee {
-        inner: TextSink::new(&mut openmetrics, true),
+        inner: OpenMetricsSink::new(&mut openmetrics),
         families: Vec::new(),
     };
     walk(&mut t, &scrape, &collectors).expect("nothing is selected by name");

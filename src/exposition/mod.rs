@@ -4,11 +4,11 @@
 //! identity, format); [`render`] writes it. [`walk`] reads a zone once (families in
 //! declaration order, each series once, then the module's own families, which
 //! [`Collector`]s read at scrape time) and hands every family and series to a [`Sink`]
-//! ([`model`]), one per format: [`text`] writes the Prometheus text format 0.0.4 and
-//! OpenMetrics 1.0, [`json`] a JSON document for scripts; [`number`] prints numbers for
-//! all of them. [`select`] decides which families a scrape shows, [`const_labels`] puts
-//! constant labels in front of every series, [`builtins`] holds the module's
-//! scrape-time collectors. [`negotiate`] decides, from a request's `Accept`,
+//! ([`model`]), one per format: [`text`] writes the Prometheus text format 0.0.4,
+//! [`openmetrics`] OpenMetrics 1.0 (with the text format's line encoders), [`json`] a
+//! JSON document for scripts; [`number`] prints numbers for all of them. [`select`]
+//! decides which families a scrape shows, [`const_labels`] puts constant labels in
+//! front of every series, [`builtins`] holds the module's scrape-time collectors. [`negotiate`] decides, from a request's `Accept`,
 //! `Accept-Encoding` and query string, which format and families to serve.
 
 // No unsafe code here: the compiler holds this module to the promise in lib.rs.
@@ -20,6 +20,7 @@ pub mod json;
 pub mod model;
 pub mod negotiate;
 pub mod number;
+pub mod openmetrics;
 pub mod select;
 pub mod text;
 pub mod walk;
@@ -56,7 +57,7 @@ impl Format {
     pub fn content_type(self) -> &'static str {
         match self {
             Format::Text => text::CONTENT_TYPE,
-            Format::OpenMetrics => text::OPENMETRICS_CONTENT_TYPE,
+            Format::OpenMetrics => openmetrics::CONTENT_TYPE,
             Format::Json => json::CONTENT_TYPE,
         }
     }
@@ -97,8 +98,12 @@ impl<'s> Scrape<'s> {
 pub fn render(out: &mut Vec<u8>, scrape: &Scrape<'_>) -> Result<(), NotFound> {
     let collectors = builtins::COLLECTORS;
     match scrape.format {
-        Format::Text => walk(&mut text::TextSink::new(out, false), scrape, &collectors),
-        Format::OpenMetrics => walk(&mut text::TextSink::new(out, true), scrape, &collectors),
+        Format::Text => walk(&mut text::TextSink::new(out), scrape, &collectors),
+        Format::OpenMetrics => walk(
+            &mut openmetrics::OpenMetricsSink::new(out),
+            scrape,
+            &collectors,
+        ),
         Format::Json => walk(
             &mut json::JsonSink::new(out, &scrape.zone),
             scrape,

@@ -1,4 +1,4 @@
-//! Prometheus text format 0.0.4 and OpenMetrics 1.0.0 text: the encoders.
+//! Prometheus text format 0.0.4, and the line encoders OpenMetrics shares.
 //!
 //! Writes bytes through a few small functions tested byte for byte; the
 //! zone walker ([`super::walk`]) reads each series once and every line of it derives
@@ -7,13 +7,10 @@
 use super::model::{CounterValue, HistogramValue, SummaryValue};
 use super::number::Out;
 pub use super::number::{write_canonical, write_f64, write_ms_as_seconds, write_u64};
-use super::{label_values, ExposedType, Meta, Sink};
-use crate::metrics::family::counter_base;
+use super::{label_values, Meta, Sink};
 use crate::metrics::histogram::SUMMARY_QUANTILES;
 
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
-pub const OPENMETRICS_CONTENT_TYPE: &str =
-    "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// `# HELP` and `# TYPE` lines. Help escapes `\` and newline.
 pub fn write_header(out: &mut impl Out, name: &str, help: &str, t: &str) {
@@ -94,91 +91,120 @@ pub fn write_sample(
     out.put_char(' ');
 }
 
-/// `# HELP` as OpenMetrics escapes it: `\`, newline and `"`.
-fn write_om_help(out: &mut impl Out, help: &str) {
-    for c in help.chars() {
-        match c {
-            '\\' => out.put_str("\\\\"),
-            '\n' => out.put_str("\\n"),
-            '"' => out.put_str("\\\""),
-            c => out.put_char(c),
-        }
-    }
-}
-
-/// The Prometheus text format 0.0.4 or, with `openmetrics`, OpenMetrics 1.0.0.
-///
-/// OpenMetrics differs in: `# TYPE`, `# UNIT`, `# HELP` (in that order, `"` escaped in
-/// help, empty help and unit left out); counters named `<base>_total` are family
-/// `<base>` with samples `<base>_total` and `<base>_created`; counters without `_total`
-/// are `unknown` (their sample keeps its name in both formats); histograms and
-/// summaries get `_created`, and `_sum` (with `_count`, for histograms) only when the
-/// sum is not negative; `le` and `quantile` values are canonical; `# EOF` ends it.
-pub struct TextSink<'o> {
-    out: &'o mut Vec<u8>,
-    om: bool,
+/// The sample lines that the text format 0.0.4 and OpenMetrics write alike: a
+/// series' label prefix, its values, buckets and quantiles. Each format's sink holds
+/// one; `number` writes `le` and `quantile` values as the format wants them.
+pub(super) struct Lines<'o> {
+    pub(super) out: &'o mut Vec<u8>,
     /// The current series' label prefix (`{a="x"`, no closing brace).
     labels: String,
     /// `le` values of the current family.
     les: Vec<String>,
     /// Quantile label values.
     qs: [String; 5],
-    /// OpenMetrics: the current family is a counter exposed with `_total`/`_created`.
-    om_counter_base: Option<String>,
+    number: fn(&mut String, f64),
 }
 
-impl<'o> TextSink<'o> {
-    pub fn new(out: &'o mut Vec<u8>, openmetrics: bool) -> TextSink<'o> {
+impl<'o> Lines<'o> {
+    pub(super) fn new(out: &'o mut Vec<u8>, number: fn(&mut String, f64)) -> Lines<'o> {
         let qs = SUMMARY_QUANTILES.map(|q| {
             let mut s = String::new();
-            if openmetrics {
-                write_canonical(&mut s, q);
-            } else {
-                write_f64(&mut s, q);
-            }
+            number(&mut s, q);
             s
         });
-        TextSink {
+        Lines {
             out,
-            om: openmetrics,
             labels: String::new(),
             les: Vec::new(),
             qs,
-            om_counter_base: None,
+            number,
         }
     }
 
-    /// The series' label prefix, kept for each of its lines.
-    fn labels_of(&mut self, m: &Meta<'_>, key: &[u8]) {
+    /// A family begins: its `le` values.
+    pub(super) fn family(&mut self, m: &Meta<'_>) {
+        self.les.clear();
+        for b in m.buckets {
+            let mut s = String::new();
+            (self.number)(&mut s, *b);
+            self.les.push(s);
+        }
+    }
+
+    /// A series begins: its label prefix, kept for each of its lines.
+    pub(super) fn series(&mut self, m: &Meta<'_>, key: &[u8]) {
         self.labels.clear();
         write_label_prefix(&mut self.labels, m.label_names, label_values(key));
     }
 
-    fn value_line(&mut self, name: &str, suffix: &str, extra: Option<(&str, &str)>) {
+    pub(super) fn value_line(&mut self, name: &str, suffix: &str, extra: Option<(&str, &str)>) {
         write_sample(self.out, name, suffix, &self.labels, extra);
     }
 
-    fn write_created(&mut self, name: &str, created: Option<u64>) {
-        if let (true, Some(ms)) = (self.om, created) {
-            self.value_line(name, "_created", None);
-            write_ms_as_seconds(self.out, ms);
-            self.out.push(b'\n');
+    /// A counter's sample: whole while it has no fraction.
+    pub(super) fn counter(&mut self, name: &str, suffix: &str, c: &CounterValue) {
+        self.value_line(name, suffix, None);
+        if c.float == 0.0 {
+            write_u64(self.out, c.int);
+        } else {
+            write_f64(self.out, c.int as f64 + c.float);
         }
+        self.out.push(b'\n');
     }
 
-    fn write_sum_count(&mut self, name: &str, sum: f64, count: u64, histogram: bool) {
-        // OpenMetrics: a sum is a counter, never negative (or NaN); a histogram shows
-        // `_count` if and only if it shows `_sum`.
-        let show_sum = !self.om || sum >= 0.0;
-        if show_sum {
-            self.value_line(name, "_sum", None);
-            write_f64(self.out, sum);
+    pub(super) fn gauge(&mut self, name: &str, v: f64) {
+        self.value_line(name, "", None);
+        write_f64(self.out, v);
+        self.out.push(b'\n');
+    }
+
+    /// `_bucket` lines, `+Inf` last.
+    pub(super) fn buckets(&mut self, name: &str, h: &HistogramValue<'_>) {
+        let les = std::mem::take(&mut self.les);
+        for (le, c) in les.iter().zip(h.cumulative) {
+            self.value_line(name, "_bucket", Some(("le", le)));
+            write_u64(self.out, *c);
             self.out.push(b'\n');
         }
-        if show_sum || !histogram {
-            self.value_line(name, "_count", None);
-            write_u64(self.out, count);
+        self.les = les;
+        self.value_line(name, "_bucket", Some(("le", "+Inf")));
+        write_u64(self.out, h.count);
+        self.out.push(b'\n');
+    }
+
+    pub(super) fn quantiles(&mut self, name: &str, quantiles: &[f64]) {
+        let qs = std::mem::take(&mut self.qs);
+        for (q, v) in qs.iter().zip(quantiles) {
+            self.value_line(name, "", Some(("quantile", q)));
+            write_f64(self.out, *v);
             self.out.push(b'\n');
+        }
+        self.qs = qs;
+    }
+
+    pub(super) fn sum(&mut self, name: &str, sum: f64) {
+        self.value_line(name, "_sum", None);
+        write_f64(self.out, sum);
+        self.out.push(b'\n');
+    }
+
+    pub(super) fn count(&mut self, name: &str, count: u64) {
+        self.value_line(name, "_count", None);
+        write_u64(self.out, count);
+        self.out.push(b'\n');
+    }
+}
+
+/// The Prometheus text format 0.0.4. Counters keep their name; no units, no
+/// `_created`, no end marker.
+pub struct TextSink<'o> {
+    lines: Lines<'o>,
+}
+
+impl<'o> TextSink<'o> {
+    pub fn new(out: &'o mut Vec<u8>) -> TextSink<'o> {
+        TextSink {
+            lines: Lines::new(out, write_f64),
         }
     }
 }
@@ -187,106 +213,37 @@ impl Sink for TextSink<'_> {
     const SUMMARY_FAMILIES: bool = true;
 
     fn family(&mut self, m: &Meta<'_>) {
-        self.les.clear();
-        for b in m.buckets {
-            let mut s = String::new();
-            if self.om {
-                write_canonical(&mut s, *b);
-            } else {
-                write_f64(&mut s, *b);
-            }
-            self.les.push(s);
-        }
-        if !self.om {
-            write_header(self.out, m.name, m.help, m.kind.as_str());
-            return;
-        }
-        self.om_counter_base = None;
-        let (family, t) = match m.kind {
-            ExposedType::Counter => match counter_base(m.name) {
-                Some(base) => {
-                    self.om_counter_base = Some(base.to_string());
-                    (base, "counter")
-                }
-                None => (m.name, "unknown"),
-            },
-            k => (m.name, k.as_str()),
-        };
-        self.out.put_fmt(format_args!("# TYPE {family} {t}\n"));
-        if !m.unit.is_empty() {
-            self.out
-                .put_fmt(format_args!("# UNIT {family} {}\n", m.unit));
-        }
-        if !m.help.is_empty() {
-            self.out.put_fmt(format_args!("# HELP {family} "));
-            write_om_help(self.out, m.help);
-            self.out.push(b'\n');
-        }
+        self.lines.family(m);
+        write_header(self.lines.out, m.name, m.help, m.kind.as_str());
     }
 
     fn counter(&mut self, m: &Meta<'_>, labels: &[u8], c: &CounterValue) {
-        self.labels_of(m, labels);
-        let base = self.om_counter_base.take();
-        let (name, suffix) = match &base {
-            Some(b) => (b.as_str(), "_total"),
-            None => (m.name, ""),
-        };
-        self.value_line(name, suffix, None);
-        if c.float == 0.0 {
-            write_u64(self.out, c.int);
-        } else {
-            write_f64(self.out, c.int as f64 + c.float);
-        }
-        self.out.push(b'\n');
-        if base.is_some() {
-            self.write_created(name, c.created);
-        }
-        self.om_counter_base = base;
+        self.lines.series(m, labels);
+        self.lines.counter(m.name, "", c);
     }
 
     fn gauge(&mut self, m: &Meta<'_>, labels: &[u8], v: f64) {
-        self.labels_of(m, labels);
-        self.value_line(m.name, "", None);
-        write_f64(self.out, v);
-        self.out.push(b'\n');
+        self.lines.series(m, labels);
+        self.lines.gauge(m.name, v);
     }
 
     fn histogram(&mut self, m: &Meta<'_>, labels: &[u8], h: &HistogramValue<'_>) {
-        self.labels_of(m, labels);
-        let les = std::mem::take(&mut self.les);
-        for (le, c) in les.iter().zip(h.cumulative) {
-            self.value_line(m.name, "_bucket", Some(("le", le)));
-            write_u64(self.out, *c);
-            self.out.push(b'\n');
-        }
-        self.les = les;
-        self.value_line(m.name, "_bucket", Some(("le", "+Inf")));
-        write_u64(self.out, h.count);
-        self.out.push(b'\n');
-        self.write_sum_count(m.name, h.sum, h.count, true);
-        self.write_created(m.name, h.created);
+        self.lines.series(m, labels);
+        self.lines.buckets(m.name, h);
+        self.lines.sum(m.name, h.sum);
+        self.lines.count(m.name, h.count);
     }
 
     fn summary(&mut self, m: &Meta<'_>, labels: &[u8], s: &SummaryValue<'_>) {
-        self.labels_of(m, labels);
-        let qs = std::mem::take(&mut self.qs);
-        for (q, v) in qs.iter().zip(s.quantiles) {
-            self.value_line(m.name, "", Some(("quantile", q)));
-            write_f64(self.out, *v);
-            self.out.push(b'\n');
-        }
-        self.qs = qs;
-        self.write_sum_count(m.name, s.sum, s.count, false);
-        self.write_created(m.name, s.created);
+        self.lines.series(m, labels);
+        self.lines.quantiles(m.name, s.quantiles);
+        self.lines.sum(m.name, s.sum);
+        self.lines.count(m.name, s.count);
     }
 
     fn end_family(&mut self, _m: &Meta<'_>) {}
 
-    fn finish(&mut self) {
-        if self.om {
-            self.out.put_str("# EOF\n");
-        }
-    }
+    fn finish(&mut self) {}
 }
 
 #[cfg(test)]
