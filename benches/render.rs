@@ -5,7 +5,7 @@
 //! (`cargo bench --no-default-features --bench render`; `RENDER_SERIES`, default 100k)
 //! and puts its table in BENCHMARKS.md.
 
-use ngx_prometheus::exposition::{render, Format, Selection};
+use ngx_prometheus::exposition::{render, Scrape};
 use ngx_prometheus::identity::{ConstLabels, Identity};
 use ngx_prometheus::metrics::{counter, FamilySpec, MetricType, Store};
 use ngx_prometheus::shm::region::heap_words;
@@ -59,21 +59,16 @@ fn main() {
     let reps = 9;
     let mut times = vec![Vec::new(); cases.len()];
     let mut bytes = vec![0; cases.len()];
-    let mut out = String::new();
+    let mut out = Vec::new();
     for _ in 0..reps {
         for (i, (_, id)) in cases.iter().enumerate() {
             out.clear();
             let t = std::time::Instant::now();
-            render(
-                &mut out,
-                Format::Text,
-                &store,
-                "z",
-                None,
-                &Selection::default(),
-                *id,
-            )
-            .expect("render");
+            let scrape = Scrape {
+                identity: *id,
+                ..Scrape::new(store, "z")
+            };
+            render(&mut out, &scrape).expect("render");
             times[i].push(t.elapsed().as_secs_f64() * 1000.0);
             bytes[i] = out.len();
         }

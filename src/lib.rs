@@ -5,7 +5,7 @@
 //! through plain `extern "C"` functions that LuaJIT's FFI calls and compiles).
 //!
 //! Layers, from the bottom: [`shm`] (the zone as atomic words), [`metrics`] (families,
-//! series, values), [`exposition`] (text format), [`access`] (CIDR rules), [`auth`] (credentials, trusted proxies),
+//! series, values), [`exposition`] (a scrape written as text, OpenMetrics or JSON bytes), [`access`] (CIDR rules), [`auth`] (credentials, trusted proxies),
 //! [`limits`] (what scrapes may hold in a worker), [`directives`] (directive arguments); then the
 //! glue: `nginx` and `lua`, the only modules that talk to C. [`bitfield`] reads and
 //! writes nginx structs' bitfields for the glue where the C compiler put them.

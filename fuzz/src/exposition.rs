@@ -13,9 +13,12 @@
 //! OpenMetrics parsers, Python's json) and compares (`scripts/fuzz.sh` replays the kept
 //! corpus and what a run found through it).
 
+use ngx_prometheus::exposition::builtins::COLLECTORS;
 use ngx_prometheus::exposition::json::JsonSink;
+use ngx_prometheus::exposition::model::{CounterValue, HistogramValue, SummaryValue};
+use ngx_prometheus::exposition::openmetrics::OpenMetricsSink;
 use ngx_prometheus::exposition::text::TextSink;
-use ngx_prometheus::exposition::{label_values, walk, Kind, Meta, Point, Selection, Sink};
+use ngx_prometheus::exposition::{label_values, walk, ExposedType, Meta, Scrape, Sink};
 use ngx_prometheus::identity::{ConstLabels, Identity};
 use ngx_prometheus::metrics::family::QuantileMode;
 use ngx_prometheus::metrics::{counter, gauge, FamilySpec, HistogramSpec, MetricType, Store};
@@ -231,7 +234,7 @@ impl FamilyIn {
 pub struct FamilyRec {
     pub name: String,
     pub help: String,
-    pub kind: Kind,
+    pub kind: ExposedType,
     pub unit: String,
     pub label_names: Vec<String>,
     pub buckets: Vec<f64>,
@@ -262,51 +265,19 @@ pub enum PointRec {
     },
 }
 
-impl PointRec {
-    fn of(p: &Point<'_>) -> PointRec {
-        match *p {
-            Point::Counter {
-                int,
-                float,
-                created,
-            } => PointRec::Counter {
-                int,
-                float,
-                created,
-            },
-            Point::Gauge(v) => PointRec::Gauge(v),
-            Point::Histogram {
-                cumulative,
-                count,
-                sum,
-                quantiles,
-                created,
-            } => PointRec::Histogram {
-                cumulative: cumulative.to_vec(),
-                count,
-                sum,
-                quantiles: quantiles.to_vec(),
-                created,
-            },
-            Point::Summary {
-                quantiles,
-                count,
-                sum,
-                created,
-            } => PointRec::Summary {
-                quantiles: quantiles.to_vec(),
-                count,
-                sum,
-                created,
-            },
-        }
-    }
-}
-
 /// Keeps what the walk hands to a writer, and hands it on.
 pub struct Tee<S> {
     pub inner: S,
     pub families: Vec<FamilyRec>,
+}
+
+impl<S> Tee<S> {
+    fn record(&mut self, labels: &[u8], p: PointRec) {
+        let values = label_values(labels).map(str::to_string).collect();
+        if let Some(f) = self.families.last_mut() {
+            f.series.push((values, p));
+        }
+    }
 }
 
 impl<S: Sink> Sink for Tee<S> {
@@ -325,12 +296,48 @@ impl<S: Sink> Sink for Tee<S> {
         self.inner.family(m);
     }
 
-    fn series(&mut self, m: &Meta<'_>, labels: &[u8], p: &Point<'_>) {
-        let values = label_values(labels).map(str::to_string).collect();
-        if let Some(f) = self.families.last_mut() {
-            f.series.push((values, PointRec::of(p)));
-        }
-        self.inner.series(m, labels, p);
+    fn counter(&mut self, m: &Meta<'_>, labels: &[u8], c: &CounterValue) {
+        self.record(
+            labels,
+            PointRec::Counter {
+                int: c.int,
+                float: c.float,
+                created: c.created,
+            },
+        );
+        self.inner.counter(m, labels, c);
+    }
+
+    fn gauge(&mut self, m: &Meta<'_>, labels: &[u8], v: f64) {
+        self.record(labels, PointRec::Gauge(v));
+        self.inner.gauge(m, labels, v);
+    }
+
+    fn histogram(&mut self, m: &Meta<'_>, labels: &[u8], h: &HistogramValue<'_>) {
+        self.record(
+            labels,
+            PointRec::Histogram {
+                cumulative: h.cumulative.to_vec(),
+                count: h.count,
+                sum: h.sum,
+                quantiles: h.quantiles.to_vec(),
+                created: h.created,
+            },
+        );
+        self.inner.histogram(m, labels, h);
+    }
+
+    fn summary(&mut self, m: &Meta<'_>, labels: &[u8], s: &SummaryValue<'_>) {
+        self.record(
+            labels,
+            PointRec::Summary {
+                quantiles: s.quantiles.to_vec(),
+                count: s.count,
+                sum: s.sum,
+                created: s.created,
+            },
+        );
+        self.inner.summary(m, labels, s);
     }
 
     fn end_family(&mut self, m: &Meta<'_>) {
@@ -453,36 +460,39 @@ pub fn render(input: &Input) -> Rendered {
         .map(|i| i.labels.values.clone())
         .unwrap_or_default();
     let made = fill(&store, input, &consts);
-    let sel = Selection::default();
-    let id = identity.as_ref();
-    let zone = input.zone.as_str();
-    let mut text = String::new();
+    let scrape = Scrape {
+        identity: identity.as_ref(),
+        ..Scrape::new(store, &input.zone)
+    };
+    let collectors = COLLECTORS;
+    let mut text = Vec::new();
     let mut t = Tee {
-        inner: TextSink::new(&mut text, false),
+        inner: TextSink::new(&mut text),
         families: Vec::new(),
     };
-    walk(&mut t, &store, zone, None, &sel, id).expect("nothing is selected by name");
+    walk(&mut t, &scrape, &collectors).expect("nothing is selected by name");
     let families = t.families;
-    let mut openmetrics = String::new();
+    let mut openmetrics = Vec::new();
     let mut t = Tee {
-        inner: TextSink::new(&mut openmetrics, true),
+        inner: OpenMetricsSink::new(&mut openmetrics),
         families: Vec::new(),
     };
-    walk(&mut t, &store, zone, None, &sel, id).expect("nothing is selected by name");
+    walk(&mut t, &scrape, &collectors).expect("nothing is selected by name");
     // Compared as printed: NaN (a quantile of no observations) equals itself there.
     let (a, b) = (format!("{:?}", t.families), format!("{families:?}"));
     assert_eq!(a, b, "two walks of an idle zone differ");
-    let mut json = String::new();
+    let mut json = Vec::new();
     let mut t = Tee {
-        inner: JsonSink::new(&mut json, zone),
+        inner: JsonSink::new(&mut json, &input.zone),
         families: Vec::new(),
     };
-    walk(&mut t, &store, zone, None, &sel, id).expect("nothing is selected by name");
+    walk(&mut t, &scrape, &collectors).expect("nothing is selected by name");
     let json_families = t.families;
+    let utf8 = |b: Vec<u8>| String::from_utf8(b).expect("the text formats are UTF-8");
     Rendered {
-        text,
-        openmetrics,
-        json,
+        text: utf8(text),
+        openmetrics: utf8(openmetrics),
+        json: utf8(json),
         families,
         json_families,
         made,

@@ -1,9 +1,9 @@
 //! The module's own families that a scrape reads rather than stores
-//! ([`builtin::SCRAPED`]): nginx's connection counters, the zone's accounting and the
-//! build, written through the same sink as the zone's families.
+//! ([`builtin::SCRAPED`]), as three [`Collector`]s: nginx's connection counters, the
+//! zone's accounting and the build.
 
-use super::walk::ZoneToWrite;
-use super::{Kind, Meta, Point, Selection, Sink};
+use super::model::{CounterValue, Series};
+use super::{Collector, ExposedType, Meta, Point, Scrape};
 use crate::identity::{REVISION, VERSION};
 use crate::metrics::builtin::{self, Builtin, Reading, Source};
 use crate::metrics::store::{encode_key, Reason};
@@ -21,39 +21,96 @@ pub struct StubStatus {
     pub waiting: u64,
 }
 
-/// The scrape-time families a scrape has values for: nginx's counters only where nginx
-/// has them, the build only where the location has an identity.
-pub(super) fn shown(stub: bool, identity: bool) -> impl Iterator<Item = &'static Builtin> {
-    builtin::SCRAPED.iter().filter(move |b| match b.source {
-        Source::Scrape(Reading::BuildInfo) => identity,
-        Source::Scrape(r) => stub || !r.needs_stub_status(),
-        Source::Process | Source::Push => false,
+/// nginx's connection counters: written only where nginx has them (`stub_status`).
+pub struct Connections;
+/// The zone's accounting: errors by reason, bytes, series, lock takeovers.
+pub struct ZoneAccounting;
+/// The build: written only where the location has an identity.
+pub struct BuildInfo;
+
+/// The scrape-time collectors, in [`builtin::SCRAPED`] order.
+pub const COLLECTORS: [&dyn Collector; 3] = [&Connections, &ZoneAccounting, &BuildInfo];
+
+impl Connections {
+    fn owns(r: Reading) -> bool {
+        r.needs_stub_status()
+    }
+}
+
+impl ZoneAccounting {
+    fn owns(r: Reading) -> bool {
+        !r.needs_stub_status() && r != Reading::BuildInfo
+    }
+}
+
+impl BuildInfo {
+    fn owns(r: Reading) -> bool {
+        r == Reading::BuildInfo
+    }
+}
+
+/// The scrape-time families of [`builtin::SCRAPED`] that `owns` their reading.
+fn scraped(owns: fn(Reading) -> bool) -> impl Iterator<Item = (&'static Builtin, Reading)> {
+    builtin::SCRAPED.iter().filter_map(move |b| match b.source {
+        Source::Scrape(r) if owns(r) => Some((b, r)),
+        _ => None,
     })
 }
 
-/// Writes the scrape-time families `sel` selects, in [`builtin::SCRAPED`] order.
-pub(super) fn write<S: Sink>(sink: &mut S, z: &ZoneToWrite<'_, '_>, sel: &Selection) {
-    let (store, zone, stub, identity) = (z.store, z.name, z.stub, z.identity);
-    let a = store.arena();
-    let zone_created = Some(a.created_unix() * 1000);
-    let count = |n: u64, created: Option<u64>| Point::Counter {
+fn names(owns: fn(Reading) -> bool, out: &mut Vec<(&'static str, &'static str)>) {
+    out.extend(scraped(owns).map(|(b, _)| (b.name, b.group)));
+}
+
+/// Hands every family `owns` to `family`, its series from `points`.
+fn write(
+    owns: fn(Reading) -> bool,
+    family: &mut dyn FnMut(&Meta<'_>, &Series<'_>),
+    mut points: impl FnMut(Reading) -> Vec<(Vec<u8>, Point<'static>)>,
+) {
+    let mut label_names = Vec::new();
+    for (b, reading) in scraped(owns) {
+        let series = points(reading);
+        label_names.clear();
+        label_names.extend(b.labels.iter().map(|s| s.to_string()));
+        let meta = Meta {
+            name: b.name,
+            help: b.help,
+            kind: match b.metric_type {
+                MetricType::Counter => ExposedType::Counter,
+                _ => ExposedType::Gauge,
+            },
+            declared: b.metric_type,
+            unit: b.unit,
+            group: b.group,
+            label_names: &label_names,
+            buckets: &[],
+        };
+        family(&meta, &series);
+    }
+}
+
+fn count(n: u64, created: Option<u64>) -> Point<'static> {
+    Point::Counter(CounterValue {
         int: n,
         float: 0.0,
         created,
-    };
-    let gauge = |v: u64| Point::Gauge(v as f64);
-    let mut label_names = Vec::new();
-    for b in shown(stub.is_some(), identity.is_some()) {
-        let Source::Scrape(reading) = b.source else {
-            continue;
-        };
-        if !sel.includes(b.name, b.group) {
-            continue;
+    })
+}
+
+fn gauge(v: u64) -> Point<'static> {
+    Point::Gauge(v as f64)
+}
+
+impl Collector for Connections {
+    fn families(&self, s: &Scrape<'_>, out: &mut Vec<(&'static str, &'static str)>) {
+        if s.stub.is_some() {
+            names(Self::owns, out);
         }
-        // `shown` left the connection families out when there are no counters.
-        let stub = stub.copied().unwrap_or_default();
-        // Each series as its encoded label values and its point.
-        let points: Vec<(Vec<u8>, Point<'_>)> = match reading {
+    }
+
+    fn collect(&self, s: &Scrape<'_>, family: &mut dyn FnMut(&Meta<'_>, &Series<'_>)) {
+        let Some(stub) = s.stub else { return };
+        write(Self::owns, family, |reading| match reading {
             Reading::Accepted => vec![(encode_key(&[""; 0]), count(stub.accepted, None))],
             Reading::Handled => vec![(encode_key(&[""; 0]), count(stub.handled, None))],
             Reading::Requests => vec![(encode_key(&[""; 0]), count(stub.requests, None))],
@@ -63,6 +120,25 @@ pub(super) fn write<S: Sink>(sink: &mut S, z: &ZoneToWrite<'_, '_>, sel: &Select
                 (encode_key(&["writing"]), gauge(stub.writing)),
                 (encode_key(&["waiting"]), gauge(stub.waiting)),
             ],
+            Reading::Errors
+            | Reading::ZoneBytes
+            | Reading::Series
+            | Reading::LockTakeovers
+            | Reading::BuildInfo => Vec::new(),
+        });
+    }
+}
+
+impl Collector for ZoneAccounting {
+    fn families(&self, _s: &Scrape<'_>, out: &mut Vec<(&'static str, &'static str)>) {
+        names(Self::owns, out);
+    }
+
+    fn collect(&self, s: &Scrape<'_>, family: &mut dyn FnMut(&Meta<'_>, &Series<'_>)) {
+        let (store, zone) = (&s.store, s.zone.as_str());
+        let a = store.arena();
+        let zone_created = Some(a.created_unix() * 1000);
+        write(Self::owns, family, |reading| match reading {
             Reading::Errors => Reason::ALL
                 .iter()
                 .map(|r| {
@@ -77,34 +153,29 @@ pub(super) fn write<S: Sink>(sink: &mut S, z: &ZoneToWrite<'_, '_>, sel: &Select
             ],
             Reading::Series => vec![(encode_key(&[zone]), gauge(a.series()))],
             Reading::LockTakeovers => {
-                let n = a.lock_takeovers();
-                vec![(encode_key(&[zone]), count(n, zone_created))]
+                vec![(encode_key(&[zone]), count(a.lock_takeovers(), zone_created))]
             }
-            Reading::BuildInfo => {
-                let Some(id) = identity else { continue };
-                let build = [VERSION, REVISION, id.nginx_version.as_str()];
-                vec![(encode_key(&build), Point::Gauge(1.0))]
-            }
-        };
-        label_names.clear();
-        label_names.extend(b.labels.iter().map(|s| s.to_string()));
-        let meta = Meta {
-            name: b.name,
-            help: b.help,
-            kind: match b.metric_type {
-                MetricType::Counter => Kind::Counter,
-                _ => Kind::Gauge,
-            },
-            declared: b.metric_type,
-            unit: b.unit,
-            group: b.group,
-            label_names: &label_names,
-            buckets: &[],
-        };
-        sink.family(&meta);
-        for (key, p) in &points {
-            sink.series(&meta, key, p);
+            Reading::Accepted
+            | Reading::Handled
+            | Reading::Requests
+            | Reading::Connections
+            | Reading::BuildInfo => Vec::new(),
+        });
+    }
+}
+
+impl Collector for BuildInfo {
+    fn families(&self, s: &Scrape<'_>, out: &mut Vec<(&'static str, &'static str)>) {
+        if s.identity.is_some() {
+            names(Self::owns, out);
         }
-        sink.end_family(&meta);
+    }
+
+    fn collect(&self, s: &Scrape<'_>, family: &mut dyn FnMut(&Meta<'_>, &Series<'_>)) {
+        let Some(id) = s.identity else { return };
+        write(Self::owns, family, |_| {
+            let build = [VERSION, REVISION, id.nginx_version.as_str()];
+            vec![(encode_key(&build), Point::Gauge(1.0))]
+        });
     }
 }

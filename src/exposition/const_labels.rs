@@ -1,7 +1,8 @@
 //! Constant labels (`prometheus_const_labels`): put in front of every series' own
 //! labels at render time, for any format.
 
-use super::{Meta, Point, Sink};
+use super::model::{CounterValue, HistogramValue, SummaryValue};
+use super::{Meta, Sink};
 use crate::identity::ConstLabels;
 use crate::metrics::store::encode_key;
 
@@ -27,6 +28,15 @@ impl<'c, S> WithConstLabels<'c, S> {
     }
 }
 
+impl<S> WithConstLabels<'_, S> {
+    /// Sets `key` to the constant values and then `labels`.
+    fn set_key(&mut self, labels: &[u8]) {
+        self.key.clear();
+        self.key.extend_from_slice(&self.prefix);
+        self.key.extend_from_slice(labels);
+    }
+}
+
 impl<S: Sink> Sink for WithConstLabels<'_, S> {
     const SUMMARY_FAMILIES: bool = S::SUMMARY_FAMILIES;
 
@@ -38,15 +48,40 @@ impl<S: Sink> Sink for WithConstLabels<'_, S> {
         });
     }
 
-    fn series(&mut self, m: &Meta<'_>, labels: &[u8], p: &Point<'_>) {
-        self.key.clear();
-        self.key.extend_from_slice(&self.prefix);
-        self.key.extend_from_slice(labels);
+    fn counter(&mut self, m: &Meta<'_>, labels: &[u8], c: &CounterValue) {
+        self.set_key(labels);
         let meta = Meta {
             label_names: &self.names,
             ..*m
         };
-        self.inner.series(&meta, &self.key, p);
+        self.inner.counter(&meta, &self.key, c);
+    }
+
+    fn gauge(&mut self, m: &Meta<'_>, labels: &[u8], v: f64) {
+        self.set_key(labels);
+        let meta = Meta {
+            label_names: &self.names,
+            ..*m
+        };
+        self.inner.gauge(&meta, &self.key, v);
+    }
+
+    fn histogram(&mut self, m: &Meta<'_>, labels: &[u8], h: &HistogramValue<'_>) {
+        self.set_key(labels);
+        let meta = Meta {
+            label_names: &self.names,
+            ..*m
+        };
+        self.inner.histogram(&meta, &self.key, h);
+    }
+
+    fn summary(&mut self, m: &Meta<'_>, labels: &[u8], s: &SummaryValue<'_>) {
+        self.set_key(labels);
+        let meta = Meta {
+            label_names: &self.names,
+            ..*m
+        };
+        self.inner.summary(&meta, &self.key, s);
     }
 
     fn end_family(&mut self, m: &Meta<'_>) {

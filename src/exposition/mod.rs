@@ -1,13 +1,15 @@
-//! Exposition formats. Pure: writes what the store holds into a `String`.
+//! Exposition formats. Pure: writes what the store holds as bytes.
 //!
-//! [`walk`] reads a zone once (families in declaration order, each series once, then
-//! the module's own families) and hands every family and series to a [`Sink`]
-//! ([`model`]), one per format: [`text`] writes the Prometheus text format 0.0.4 and
-//! OpenMetrics 1.0, [`json`] a JSON document for scripts. [`select`] decides which
-//! families a scrape shows, [`const_labels`] puts constant labels in front of every
-//! series, [`builtins`] writes the module's scrape-time families. [`negotiate`] decides,
-//! from a request's `Accept`, `Accept-Encoding` and query string, which format and
-//! families to serve.
+//! A [`Scrape`] describes one scrape (store, zone, nginx's counters, selection,
+//! identity, format); [`render`] writes it. [`walk`] reads a zone once (families in
+//! declaration order, each series once, then the module's own families, which
+//! [`Collector`]s read at scrape time) and hands every family and series to a [`Sink`]
+//! ([`model`]), one per format: [`text`] writes the Prometheus text format 0.0.4,
+//! [`openmetrics`] OpenMetrics 1.0 (with the text format's line encoders), [`json`] a
+//! JSON document for scripts; [`number`] prints numbers for all of them. [`select`]
+//! decides which families a scrape shows, [`const_labels`] puts constant labels in
+//! front of every series, [`builtins`] holds the module's scrape-time collectors. [`negotiate`] decides, from a request's `Accept`,
+//! `Accept-Encoding` and query string, which format and families to serve.
 
 // No unsafe code here: the compiler holds this module to the promise in lib.rs.
 #![forbid(unsafe_code)]
@@ -17,6 +19,8 @@ pub mod const_labels;
 pub mod json;
 pub mod model;
 pub mod negotiate;
+pub mod number;
+pub mod openmetrics;
 pub mod select;
 pub mod text;
 pub mod walk;
@@ -25,16 +29,9 @@ use crate::identity::Identity;
 use crate::metrics::Store;
 
 pub use builtins::StubStatus;
-pub use model::{label_values, Kind, Meta, Point, Sink};
+pub use model::{label_values, Collector, ExposedType, Meta, Point, Sink};
 pub use select::{NotFound, Selection};
-pub use text::CONTENT_TYPE;
 pub use walk::walk;
-
-/// Prometheus text format 0.0.4.
-pub const TEXT_CONTENT_TYPE: &str = CONTENT_TYPE;
-pub const OPENMETRICS_CONTENT_TYPE: &str =
-    "application/openmetrics-text; version=1.0.0; charset=utf-8";
-pub const JSON_CONTENT_TYPE: &str = "application/json";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
@@ -59,48 +56,58 @@ impl Format {
 
     pub fn content_type(self) -> &'static str {
         match self {
-            Format::Text => TEXT_CONTENT_TYPE,
-            Format::OpenMetrics => OPENMETRICS_CONTENT_TYPE,
-            Format::Json => JSON_CONTENT_TYPE,
+            Format::Text => text::CONTENT_TYPE,
+            Format::OpenMetrics => openmetrics::CONTENT_TYPE,
+            Format::Json => json::CONTENT_TYPE,
         }
     }
 }
 
-/// Renders a zone in `format` into `out`; see [`walk`].
-pub fn render(
-    out: &mut String,
-    format: Format,
-    store: &Store<'_>,
-    zone: &str,
-    stub: Option<&StubStatus>,
-    sel: &Selection,
-    identity: Option<&Identity>,
-) -> Result<(), NotFound> {
-    let (st, id) = (stub, identity);
-    match format {
-        Format::Text => walk(
-            &mut text::TextSink::new(out, false),
+/// One scrape: what it reads and how it is written. Every entry point (the metrics
+/// handler, Lua's `render`, the pusher) describes its scrape with one.
+#[derive(Clone)]
+pub struct Scrape<'s> {
+    pub store: Store<'s>,
+    /// The zone's name, as the module's own families label it.
+    pub zone: String,
+    /// nginx's connection counters, where `stub_status` has them.
+    pub stub: Option<StubStatus>,
+    pub selection: Selection,
+    /// With an identity, every series gets its constant labels and the build info
+    /// family is written.
+    pub identity: Option<&'s Identity>,
+    pub format: Format,
+}
+
+impl<'s> Scrape<'s> {
+    /// Everything in `store`, as text, without nginx's counters or an identity.
+    pub fn new(store: Store<'s>, zone: &str) -> Scrape<'s> {
+        Scrape {
             store,
-            zone,
-            st,
-            sel,
-            id,
-        ),
+            zone: zone.to_string(),
+            stub: None,
+            selection: Selection::default(),
+            identity: None,
+            format: Format::Text,
+        }
+    }
+}
+
+/// Appends `scrape` to `out` in its format; see [`walk`]. Nothing is written when
+/// the selection names a group or family that is not there.
+pub fn render(out: &mut Vec<u8>, scrape: &Scrape<'_>) -> Result<(), NotFound> {
+    let collectors = builtins::COLLECTORS;
+    match scrape.format {
+        Format::Text => walk(&mut text::TextSink::new(out), scrape, &collectors),
         Format::OpenMetrics => walk(
-            &mut text::TextSink::new(out, true),
-            store,
-            zone,
-            st,
-            sel,
-            id,
+            &mut openmetrics::OpenMetricsSink::new(out),
+            scrape,
+            &collectors,
         ),
         Format::Json => walk(
-            &mut json::JsonSink::new(out, zone),
-            store,
-            zone,
-            st,
-            sel,
-            id,
+            &mut json::JsonSink::new(out, &scrape.zone),
+            scrape,
+            &collectors,
         ),
     }
 }
@@ -177,11 +184,20 @@ pub(crate) mod tests {
         mem
     }
 
+    /// Renders `scrape` as text, for tests that read what was written.
+    pub(crate) fn render_string(scrape: &Scrape<'_>) -> Result<String, NotFound> {
+        let mut out = Vec::new();
+        render(&mut out, scrape).map(|()| String::from_utf8(out).unwrap())
+    }
+
     fn render_str(format: Format, sel: &Selection) -> Result<String, NotFound> {
         let mem = sample_zone();
         let s = Store::attach(Region::new(&mem)).unwrap();
-        let mut out = String::new();
-        render(&mut out, format, &s, "z", None, sel, None).map(|()| out)
+        render_string(&Scrape {
+            format,
+            selection: sel.clone(),
+            ..Scrape::new(s, "z")
+        })
     }
 
     fn families_of(text: &str) -> Vec<&str> {
@@ -317,9 +333,12 @@ pub(crate) mod tests {
                 workers,
                 ..Selection::default()
             };
-            let mut out = String::new();
-            render(&mut out, format, &s, "z", None, &sel, None).unwrap();
-            out
+            render_string(&Scrape {
+                format,
+                selection: sel,
+                ..Scrape::new(s, "z")
+            })
+            .unwrap()
         };
         let count =
             |text: &str, prefix: &str| text.lines().filter(|l| l.starts_with(prefix)).count();
@@ -372,8 +391,13 @@ pub(crate) mod tests {
             names: vec!["hits_total".into(), BUILD_INFO.into()],
             ..Selection::default()
         };
-        let mut out = String::new();
-        render(&mut out, Format::Text, &s, "z", None, &sel, Some(&id)).unwrap();
+        let with_id = |format| Scrape {
+            format,
+            selection: sel.clone(),
+            identity: Some(&id),
+            ..Scrape::new(s, "z")
+        };
+        let out = render_string(&with_id(Format::Text)).unwrap();
         let want = format!(
             "# HELP hits_total \n\
              # TYPE hits_total counter\n\
@@ -385,25 +409,14 @@ pub(crate) mod tests {
              revision=\"{REVISION}\",nginx_version=\"1.22.1\"}} 1\n"
         );
         assert_eq!(out, want);
-        out.clear();
-        render(&mut out, Format::Json, &s, "z", None, &sel, Some(&id)).unwrap();
+        let out = render_string(&with_id(Format::Json)).unwrap();
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
         assert_eq!(
             v["families"][0]["series"][0]["labels"],
             serde_json::json!({"node_id": "n-1", "dc": "eu", "exported_dc": "local", "code": "200"})
         );
         // Without an identity: neither the labels nor the build info.
-        out.clear();
-        render(
-            &mut out,
-            Format::Text,
-            &s,
-            "z",
-            None,
-            &Selection::default(),
-            None,
-        )
-        .unwrap();
+        let out = render_string(&Scrape::new(s, "z")).unwrap();
         assert!(
             out.contains("hits_total{dc=\"local\",code=\"200\"} 2\n"),
             "{out}"

@@ -1,25 +1,26 @@
 //! What a format's writer sees: a family's [`Meta`], a series' [`Point`], and the
 //! [`Sink`] trait each format implements.
 
+use super::Scrape;
 use crate::metrics::store::decode_key;
 use crate::metrics::MetricType;
 
 /// How a family is exposed (a histogram may be exposed as a summary).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
+pub enum ExposedType {
     Counter,
     Gauge,
     Histogram,
     Summary,
 }
 
-impl Kind {
+impl ExposedType {
     pub fn as_str(self) -> &'static str {
         match self {
-            Kind::Counter => "counter",
-            Kind::Gauge => "gauge",
-            Kind::Histogram => "histogram",
-            Kind::Summary => "summary",
+            ExposedType::Counter => "counter",
+            ExposedType::Gauge => "gauge",
+            ExposedType::Histogram => "histogram",
+            ExposedType::Summary => "summary",
         }
     }
 }
@@ -28,7 +29,7 @@ impl Kind {
 pub struct Meta<'a> {
     pub name: &'a str,
     pub help: &'a str,
-    pub kind: Kind,
+    pub kind: ExposedType,
     /// The declared type (a summary comes from a histogram).
     pub declared: MetricType,
     /// Empty when the family has none.
@@ -39,42 +40,65 @@ pub struct Meta<'a> {
     pub buckets: &'a [f64],
 }
 
-/// One series' values, read once.
+/// One series' values, read once. A new kind (a sparse histogram) is a new variant
+/// and a new [`Sink`] method whose default writes it as a kind every sink knows (its
+/// classic buckets): only the sinks that carry it as such override that method.
 #[derive(Clone, Copy)]
 pub enum Point<'a> {
-    Counter {
-        int: u64,
-        float: f64,
-        /// Creation time, ms since the epoch.
-        created: Option<u64>,
-    },
+    Counter(CounterValue),
     Gauge(f64),
-    Histogram {
-        /// Cumulative count at each bucket bound.
-        cumulative: &'a [u64],
-        count: u64,
-        sum: f64,
-        /// At [`SUMMARY_QUANTILES`], when the sink wants them inline (JSON).
-        quantiles: &'a [f64],
-        created: Option<u64>,
-    },
-    Summary {
-        /// At [`SUMMARY_QUANTILES`].
-        quantiles: &'a [f64],
-        count: u64,
-        sum: f64,
-        created: Option<u64>,
-    },
+    Histogram(HistogramValue<'a>),
+    Summary(SummaryValue<'a>),
 }
 
-/// A format's writer.
+#[derive(Clone, Copy)]
+pub struct CounterValue {
+    pub int: u64,
+    pub float: f64,
+    /// Creation time, ms since the epoch.
+    pub created: Option<u64>,
+}
+
+#[derive(Clone, Copy)]
+pub struct HistogramValue<'a> {
+    /// Cumulative count at each bucket bound.
+    pub cumulative: &'a [u64],
+    pub count: u64,
+    pub sum: f64,
+    /// At [`SUMMARY_QUANTILES`], when the sink wants them inline (JSON).
+    pub quantiles: &'a [f64],
+    pub created: Option<u64>,
+}
+
+#[derive(Clone, Copy)]
+pub struct SummaryValue<'a> {
+    /// At [`SUMMARY_QUANTILES`].
+    pub quantiles: &'a [f64],
+    pub count: u64,
+    pub sum: f64,
+    pub created: Option<u64>,
+}
+
+/// A format's writer, or a writer in front of one (constant labels).
 pub trait Sink {
     /// Whether histograms with a quantile option get summary families (the exposition
     /// formats) rather than quantiles inside every histogram series (JSON).
     const SUMMARY_FAMILIES: bool;
     fn family(&mut self, m: &Meta<'_>);
-    /// `labels` is a series key: the label values, see [`decode_key`].
-    fn series(&mut self, m: &Meta<'_>, labels: &[u8], p: &Point<'_>);
+    /// One series: `labels` is its key, the label values (see [`decode_key`]). Hands
+    /// the point to the method of its kind.
+    fn series(&mut self, m: &Meta<'_>, labels: &[u8], p: &Point<'_>) {
+        match p {
+            Point::Counter(c) => self.counter(m, labels, c),
+            Point::Gauge(v) => self.gauge(m, labels, *v),
+            Point::Histogram(h) => self.histogram(m, labels, h),
+            Point::Summary(s) => self.summary(m, labels, s),
+        }
+    }
+    fn counter(&mut self, m: &Meta<'_>, labels: &[u8], c: &CounterValue);
+    fn gauge(&mut self, m: &Meta<'_>, labels: &[u8], v: f64);
+    fn histogram(&mut self, m: &Meta<'_>, labels: &[u8], h: &HistogramValue<'_>);
+    fn summary(&mut self, m: &Meta<'_>, labels: &[u8], s: &SummaryValue<'_>);
     fn end_family(&mut self, m: &Meta<'_>);
     fn finish(&mut self);
 }
@@ -83,4 +107,18 @@ pub trait Sink {
 /// series was made).
 pub fn label_values(key: &[u8]) -> impl Iterator<Item = &str> {
     decode_key(key).map(|v| std::str::from_utf8(v).unwrap_or(""))
+}
+
+/// A family's series as a collector hands them over: each one's key (its label
+/// values, see [`crate::metrics::store::encode_key`]) and point.
+pub type Series<'p> = [(Vec<u8>, Point<'p>)];
+
+/// Families a scrape reads rather than stores (client_rust's `Collector`): handed to
+/// the walk, which writes them after the zone's own, through the same sink.
+pub trait Collector {
+    /// Adds the families this collector writes for `scrape`, as (name, group): what
+    /// a selection may name.
+    fn families(&self, scrape: &Scrape<'_>, out: &mut Vec<(&'static str, &'static str)>);
+    /// Hands each of its families to `family`, in order, with its series.
+    fn collect(&self, scrape: &Scrape<'_>, family: &mut dyn FnMut(&Meta<'_>, &Series<'_>));
 }

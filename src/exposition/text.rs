@@ -1,43 +1,44 @@
-//! Prometheus text format 0.0.4 and OpenMetrics 1.0.0 text: the encoders.
+//! Prometheus text format 0.0.4, and the line encoders OpenMetrics shares.
 //!
-//! Writes into a `String` through a few small functions tested byte for byte; the
+//! Writes bytes through a few small functions tested byte for byte; the
 //! zone walker ([`super::walk`]) reads each series once and every line of it derives
 //! from that read.
 
-use super::{label_values, Kind, Meta, Point, Sink};
-use crate::metrics::family::counter_base;
+use super::model::{CounterValue, HistogramValue, SummaryValue};
+use super::number::Out;
+pub use super::number::{write_canonical, write_f64, write_ms_as_seconds, write_u64};
+use super::{label_values, Meta, Sink};
 use crate::metrics::histogram::SUMMARY_QUANTILES;
-use std::fmt::Write;
 
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// `# HELP` and `# TYPE` lines. Help escapes `\` and newline.
-pub fn write_header(out: &mut String, name: &str, help: &str, t: &str) {
-    out.push_str("# HELP ");
-    out.push_str(name);
-    out.push(' ');
+pub fn write_header(out: &mut impl Out, name: &str, help: &str, t: &str) {
+    out.put_str("# HELP ");
+    out.put_str(name);
+    out.put_char(' ');
     for c in help.chars() {
         match c {
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
+            '\\' => out.put_str("\\\\"),
+            '\n' => out.put_str("\\n"),
+            c => out.put_char(c),
         }
     }
-    out.push_str("\n# TYPE ");
-    out.push_str(name);
-    out.push(' ');
-    out.push_str(t);
-    out.push('\n');
+    out.put_str("\n# TYPE ");
+    out.put_str(name);
+    out.put_char(' ');
+    out.put_str(t);
+    out.put_char('\n');
 }
 
 /// A label value, escaped: `\` `"` and newline.
-pub fn write_label_value(out: &mut String, v: &str) {
+pub fn write_label_value(out: &mut impl Out, v: &str) {
     for c in v.chars() {
         match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
+            '\\' => out.put_str("\\\\"),
+            '"' => out.put_str("\\\""),
+            '\n' => out.put_str("\\n"),
+            c => out.put_char(c),
         }
     }
 }
@@ -45,212 +46,165 @@ pub fn write_label_value(out: &mut String, v: &str) {
 /// `{a="x",b="y"` without the closing brace, or empty when there are no labels: the
 /// caller appends `le` or closes it (see [`close_labels`]).
 pub fn write_label_prefix<'v>(
-    out: &mut String,
+    out: &mut impl Out,
     names: &[String],
     values: impl Iterator<Item = &'v str>,
 ) {
     for (i, (n, v)) in names.iter().zip(values).enumerate() {
-        out.push(if i == 0 { '{' } else { ',' });
-        out.push_str(n);
-        out.push_str("=\"");
+        out.put_char(if i == 0 { '{' } else { ',' });
+        out.put_str(n);
+        out.put_str("=\"");
         write_label_value(out, v);
-        out.push('"');
+        out.put_char('"');
     }
 }
 
 /// Closes a label prefix, adding one more label if given.
-pub fn close_labels(out: &mut String, prefix: &str, extra: Option<(&str, &str)>) {
-    out.push_str(prefix);
+pub fn close_labels(out: &mut impl Out, prefix: &str, extra: Option<(&str, &str)>) {
+    out.put_str(prefix);
     // Pushed piece by piece: this runs for every bucket line, and `write!` through
     // `fmt` was a tenth of a large render.
     match (prefix.is_empty(), extra) {
         (true, None) => {}
-        (false, None) => out.push('}'),
+        (false, None) => out.put_char('}'),
         (empty, Some((n, v))) => {
-            out.push(if empty { '{' } else { ',' });
-            out.push_str(n);
-            out.push_str("=\"");
-            out.push_str(v);
-            out.push_str("\"}");
+            out.put_char(if empty { '{' } else { ',' });
+            out.put_str(n);
+            out.put_str("=\"");
+            out.put_str(v);
+            out.put_str("\"}");
         }
-    }
-}
-
-pub fn write_u64(out: &mut String, n: u64) {
-    out.push_str(itoa::Buffer::new().format(n));
-}
-
-/// A float as Prometheus parsers read it: `+Inf`, `-Inf`, `NaN`, integers without a
-/// fraction, otherwise the shortest representation that round-trips.
-pub fn write_f64(out: &mut String, v: f64) {
-    if v.is_nan() {
-        out.push_str("NaN");
-    } else if v.is_infinite() {
-        out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
-    } else if v.fract() == 0.0 && v.abs() < 1e15 {
-        if v < 0.0 {
-            out.push('-');
-        }
-        write_u64(out, v.abs() as u64);
-    } else if v.abs() >= 1e-4 && v.abs() < 1e15 {
-        let _ = write!(out, "{v}");
-    } else {
-        let _ = write!(out, "{v:e}");
     }
 }
 
 /// One sample line: `name{labels} value`.
 pub fn write_sample(
-    out: &mut String,
+    out: &mut impl Out,
     name: &str,
     suffix: &str,
     labels: &str,
     extra: Option<(&str, &str)>,
 ) {
-    out.push_str(name);
-    out.push_str(suffix);
+    out.put_str(name);
+    out.put_str(suffix);
     close_labels(out, labels, extra);
-    out.push(' ');
+    out.put_char(' ');
 }
 
-/// Milliseconds as seconds, the shortest way (`1700000000.12`, `1234`): what
-/// `write_f64(ms / 1000)` prints, without formatting a float.
-pub fn write_ms_as_seconds(out: &mut String, ms: u64) {
-    write_u64(out, ms / 1000);
-    let frac = ms % 1000;
-    if frac != 0 {
-        let digits = [
-            b'0' + (frac / 100) as u8,
-            b'0' + (frac / 10 % 10) as u8,
-            b'0' + (frac % 10) as u8,
-        ];
-        let len = if frac % 100 == 0 {
-            1
-        } else if frac % 10 == 0 {
-            2
-        } else {
-            3
-        };
-        out.push('.');
-        out.push_str(std::str::from_utf8(&digits[..len]).unwrap_or("0"));
-    }
-}
-
-/// `# HELP` as OpenMetrics escapes it: `\`, newline and `"`.
-fn write_om_help(out: &mut String, help: &str) {
-    for c in help.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '"' => out.push_str("\\\""),
-            c => out.push(c),
-        }
-    }
-}
-
-/// A number as OpenMetrics wants `le` and `quantile` label values ("Canonical
-/// Numbers"): Go's `%g` with `.0` appended when there is neither a point nor an
-/// exponent: `0.005`, `1.0`, `10.0`, `100000.0`, `1e+06`, `1e-05`, `+Inf`.
-pub fn write_canonical(out: &mut String, v: f64) {
-    if v.is_nan() {
-        out.push_str("NaN");
-        return;
-    }
-    if v.is_infinite() {
-        out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
-        return;
-    }
-    if v == 0.0 {
-        out.push_str("0.0");
-        return;
-    }
-    // Shortest round-trip digits, as Go's `%g` uses them.
-    let sci = format!("{v:e}");
-    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
-    let exp: i32 = exp.parse().unwrap_or(0);
-    if !(-4..6).contains(&exp) {
-        let _ = write!(
-            out,
-            "{mantissa}e{}{:02}",
-            if exp < 0 { '-' } else { '+' },
-            exp.abs()
-        );
-    } else {
-        let start = out.len();
-        let _ = write!(out, "{v}");
-        if !out[start..].contains('.') {
-            out.push_str(".0");
-        }
-    }
-}
-
-/// The Prometheus text format 0.0.4 or, with `openmetrics`, OpenMetrics 1.0.0.
-///
-/// OpenMetrics differs in: `# TYPE`, `# UNIT`, `# HELP` (in that order, `"` escaped in
-/// help, empty help and unit left out); counters named `<base>_total` are family
-/// `<base>` with samples `<base>_total` and `<base>_created`; counters without `_total`
-/// are `unknown` (their sample keeps its name in both formats); histograms and
-/// summaries get `_created`, and `_sum` (with `_count`, for histograms) only when the
-/// sum is not negative; `le` and `quantile` values are canonical; `# EOF` ends it.
-pub struct TextSink<'o> {
-    out: &'o mut String,
-    om: bool,
+/// The sample lines that the text format 0.0.4 and OpenMetrics write alike: a
+/// series' label prefix, its values, buckets and quantiles. Each format's sink holds
+/// one; `number` writes `le` and `quantile` values as the format wants them.
+pub(super) struct Lines<'o> {
+    pub(super) out: &'o mut Vec<u8>,
     /// The current series' label prefix (`{a="x"`, no closing brace).
     labels: String,
     /// `le` values of the current family.
     les: Vec<String>,
     /// Quantile label values.
     qs: [String; 5],
-    /// OpenMetrics: the current family is a counter exposed with `_total`/`_created`.
-    om_counter_base: Option<String>,
+    number: fn(&mut String, f64),
 }
 
-impl<'o> TextSink<'o> {
-    pub fn new(out: &'o mut String, openmetrics: bool) -> TextSink<'o> {
+impl<'o> Lines<'o> {
+    pub(super) fn new(out: &'o mut Vec<u8>, number: fn(&mut String, f64)) -> Lines<'o> {
         let qs = SUMMARY_QUANTILES.map(|q| {
             let mut s = String::new();
-            if openmetrics {
-                write_canonical(&mut s, q);
-            } else {
-                write_f64(&mut s, q);
-            }
+            number(&mut s, q);
             s
         });
-        TextSink {
+        Lines {
             out,
-            om: openmetrics,
             labels: String::new(),
             les: Vec::new(),
             qs,
-            om_counter_base: None,
+            number,
         }
     }
 
-    fn value_line(&mut self, name: &str, suffix: &str, extra: Option<(&str, &str)>) {
+    /// A family begins: its `le` values.
+    pub(super) fn family(&mut self, m: &Meta<'_>) {
+        self.les.clear();
+        for b in m.buckets {
+            let mut s = String::new();
+            (self.number)(&mut s, *b);
+            self.les.push(s);
+        }
+    }
+
+    /// A series begins: its label prefix, kept for each of its lines.
+    pub(super) fn series(&mut self, m: &Meta<'_>, key: &[u8]) {
+        self.labels.clear();
+        write_label_prefix(&mut self.labels, m.label_names, label_values(key));
+    }
+
+    pub(super) fn value_line(&mut self, name: &str, suffix: &str, extra: Option<(&str, &str)>) {
         write_sample(self.out, name, suffix, &self.labels, extra);
     }
 
-    fn write_created(&mut self, name: &str, created: Option<u64>) {
-        if let (true, Some(ms)) = (self.om, created) {
-            self.value_line(name, "_created", None);
-            write_ms_as_seconds(self.out, ms);
-            self.out.push('\n');
+    /// A counter's sample: whole while it has no fraction.
+    pub(super) fn counter(&mut self, name: &str, suffix: &str, c: &CounterValue) {
+        self.value_line(name, suffix, None);
+        if c.float == 0.0 {
+            write_u64(self.out, c.int);
+        } else {
+            write_f64(self.out, c.int as f64 + c.float);
         }
+        self.out.push(b'\n');
     }
 
-    fn write_sum_count(&mut self, name: &str, sum: f64, count: u64, histogram: bool) {
-        // OpenMetrics: a sum is a counter, never negative (or NaN); a histogram shows
-        // `_count` if and only if it shows `_sum`.
-        let show_sum = !self.om || sum >= 0.0;
-        if show_sum {
-            self.value_line(name, "_sum", None);
-            write_f64(self.out, sum);
-            self.out.push('\n');
+    pub(super) fn gauge(&mut self, name: &str, v: f64) {
+        self.value_line(name, "", None);
+        write_f64(self.out, v);
+        self.out.push(b'\n');
+    }
+
+    /// `_bucket` lines, `+Inf` last.
+    pub(super) fn buckets(&mut self, name: &str, h: &HistogramValue<'_>) {
+        let les = std::mem::take(&mut self.les);
+        for (le, c) in les.iter().zip(h.cumulative) {
+            self.value_line(name, "_bucket", Some(("le", le)));
+            write_u64(self.out, *c);
+            self.out.push(b'\n');
         }
-        if show_sum || !histogram {
-            self.value_line(name, "_count", None);
-            write_u64(self.out, count);
-            self.out.push('\n');
+        self.les = les;
+        self.value_line(name, "_bucket", Some(("le", "+Inf")));
+        write_u64(self.out, h.count);
+        self.out.push(b'\n');
+    }
+
+    pub(super) fn quantiles(&mut self, name: &str, quantiles: &[f64]) {
+        let qs = std::mem::take(&mut self.qs);
+        for (q, v) in qs.iter().zip(quantiles) {
+            self.value_line(name, "", Some(("quantile", q)));
+            write_f64(self.out, *v);
+            self.out.push(b'\n');
+        }
+        self.qs = qs;
+    }
+
+    pub(super) fn sum(&mut self, name: &str, sum: f64) {
+        self.value_line(name, "_sum", None);
+        write_f64(self.out, sum);
+        self.out.push(b'\n');
+    }
+
+    pub(super) fn count(&mut self, name: &str, count: u64) {
+        self.value_line(name, "_count", None);
+        write_u64(self.out, count);
+        self.out.push(b'\n');
+    }
+}
+
+/// The Prometheus text format 0.0.4. Counters keep their name; no units, no
+/// `_created`, no end marker.
+pub struct TextSink<'o> {
+    lines: Lines<'o>,
+}
+
+impl<'o> TextSink<'o> {
+    pub fn new(out: &'o mut Vec<u8>) -> TextSink<'o> {
+        TextSink {
+            lines: Lines::new(out, write_f64),
         }
     }
 }
@@ -259,125 +213,44 @@ impl Sink for TextSink<'_> {
     const SUMMARY_FAMILIES: bool = true;
 
     fn family(&mut self, m: &Meta<'_>) {
-        self.les.clear();
-        for b in m.buckets {
-            let mut s = String::new();
-            if self.om {
-                write_canonical(&mut s, *b);
-            } else {
-                write_f64(&mut s, *b);
-            }
-            self.les.push(s);
-        }
-        if !self.om {
-            write_header(self.out, m.name, m.help, m.kind.as_str());
-            return;
-        }
-        self.om_counter_base = None;
-        let (family, t) = match m.kind {
-            Kind::Counter => match counter_base(m.name) {
-                Some(base) => {
-                    self.om_counter_base = Some(base.to_string());
-                    (base, "counter")
-                }
-                None => (m.name, "unknown"),
-            },
-            k => (m.name, k.as_str()),
-        };
-        let _ = writeln!(self.out, "# TYPE {family} {t}");
-        if !m.unit.is_empty() {
-            let _ = writeln!(self.out, "# UNIT {family} {}", m.unit);
-        }
-        if !m.help.is_empty() {
-            let _ = write!(self.out, "# HELP {family} ");
-            write_om_help(self.out, m.help);
-            self.out.push('\n');
-        }
+        self.lines.family(m);
+        write_header(self.lines.out, m.name, m.help, m.kind.as_str());
     }
 
-    fn series(&mut self, m: &Meta<'_>, labels: &[u8], p: &Point<'_>) {
-        self.labels.clear();
-        write_label_prefix(&mut self.labels, m.label_names, label_values(labels));
-        match *p {
-            Point::Counter {
-                int,
-                float,
-                created,
-            } => {
-                let base = self.om_counter_base.take();
-                let (name, suffix) = match &base {
-                    Some(b) => (b.as_str(), "_total"),
-                    None => (m.name, ""),
-                };
-                self.value_line(name, suffix, None);
-                if float == 0.0 {
-                    write_u64(self.out, int);
-                } else {
-                    write_f64(self.out, int as f64 + float);
-                }
-                self.out.push('\n');
-                if base.is_some() {
-                    self.write_created(name, created);
-                }
-                self.om_counter_base = base;
-            }
-            Point::Gauge(v) => {
-                self.value_line(m.name, "", None);
-                write_f64(self.out, v);
-                self.out.push('\n');
-            }
-            Point::Histogram {
-                cumulative,
-                count,
-                sum,
-                created,
-                ..
-            } => {
-                let les = std::mem::take(&mut self.les);
-                for (le, c) in les.iter().zip(cumulative) {
-                    self.value_line(m.name, "_bucket", Some(("le", le)));
-                    write_u64(self.out, *c);
-                    self.out.push('\n');
-                }
-                self.les = les;
-                self.value_line(m.name, "_bucket", Some(("le", "+Inf")));
-                write_u64(self.out, count);
-                self.out.push('\n');
-                self.write_sum_count(m.name, sum, count, true);
-                self.write_created(m.name, created);
-            }
-            Point::Summary {
-                quantiles,
-                count,
-                sum,
-                created,
-            } => {
-                let qs = std::mem::take(&mut self.qs);
-                for (q, v) in qs.iter().zip(quantiles) {
-                    self.value_line(m.name, "", Some(("quantile", q)));
-                    write_f64(self.out, *v);
-                    self.out.push('\n');
-                }
-                self.qs = qs;
-                self.write_sum_count(m.name, sum, count, false);
-                self.write_created(m.name, created);
-            }
-        }
+    fn counter(&mut self, m: &Meta<'_>, labels: &[u8], c: &CounterValue) {
+        self.lines.series(m, labels);
+        self.lines.counter(m.name, "", c);
+    }
+
+    fn gauge(&mut self, m: &Meta<'_>, labels: &[u8], v: f64) {
+        self.lines.series(m, labels);
+        self.lines.gauge(m.name, v);
+    }
+
+    fn histogram(&mut self, m: &Meta<'_>, labels: &[u8], h: &HistogramValue<'_>) {
+        self.lines.series(m, labels);
+        self.lines.buckets(m.name, h);
+        self.lines.sum(m.name, h.sum);
+        self.lines.count(m.name, h.count);
+    }
+
+    fn summary(&mut self, m: &Meta<'_>, labels: &[u8], s: &SummaryValue<'_>) {
+        self.lines.series(m, labels);
+        self.lines.quantiles(m.name, s.quantiles);
+        self.lines.sum(m.name, s.sum);
+        self.lines.count(m.name, s.count);
     }
 
     fn end_family(&mut self, _m: &Meta<'_>) {}
 
-    fn finish(&mut self) {
-        if self.om {
-            self.out.push_str("# EOF\n");
-        }
-    }
+    fn finish(&mut self) {}
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exposition::{Selection, StubStatus};
+    use crate::exposition::tests::render_string;
+    use crate::exposition::{Scrape, Selection, StubStatus};
     use crate::metrics::family::QuantileMode;
     use crate::metrics::Store;
     use crate::metrics::{counter, FamilySpec, HistogramSpec, MetricType};
@@ -390,14 +263,11 @@ mod tests {
     /// format 0.0.4.
     fn write_zone(out: &mut String, store: &Store<'_>, zone: &str, stub: Option<&StubStatus>) {
         // Nothing is filtered, so nothing can be missing.
-        let _ = crate::exposition::walk(
-            &mut TextSink::new(out, false),
-            store,
-            zone,
-            stub,
-            &Selection::default(),
-            None,
-        );
+        let scrape = Scrape {
+            stub: stub.copied(),
+            ..Scrape::new(*store, zone)
+        };
+        out.push_str(&render_string(&scrape).unwrap());
     }
 
     #[test]
@@ -584,16 +454,10 @@ latency_seconds_count 3
     fn openmetrics_renders_byte_for_byte() {
         let mem = crate::exposition::tests::sample_zone();
         let s = Store::attach(Region::new(&mem)).unwrap();
-        let mut out = String::new();
-        crate::exposition::render(
-            &mut out,
-            crate::exposition::Format::OpenMetrics,
-            &s,
-            "z",
-            None,
-            &Selection::default(),
-            None,
-        )
+        let out = render_string(&Scrape {
+            format: crate::exposition::Format::OpenMetrics,
+            ..Scrape::new(s, "z")
+        })
         .unwrap();
         let want = r##"# TYPE http_requests counter
 # HELP http_requests Requests.
@@ -725,19 +589,14 @@ size_bytes_count 0
         let f = s.register(&h, 1, ALIVE).unwrap();
         let d = s.series_at(f, &[] as &[&str], 1, ALIVE, 2000).unwrap();
         s.observe(d, -3.0, 1, ALIVE).unwrap();
-        let mut out = String::new();
-        crate::exposition::render(
-            &mut out,
-            crate::exposition::Format::OpenMetrics,
-            &s,
-            "z",
-            None,
-            &Selection {
+        let out = render_string(&Scrape {
+            format: crate::exposition::Format::OpenMetrics,
+            selection: Selection {
                 names: vec!["d".into()],
                 ..Selection::default()
             },
-            None,
-        )
+            ..Scrape::new(s, "z")
+        })
         .unwrap();
         assert_eq!(
             out,

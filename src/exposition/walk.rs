@@ -1,76 +1,72 @@
 //! The walk over a zone: families in declaration order, each series read once, then
-//! the module's own families, all handed to one [`Sink`].
+//! the collectors' families, all handed to one [`Sink`].
 
-use super::builtins::{self, StubStatus};
 use super::const_labels::WithConstLabels;
+use super::model::{CounterValue, HistogramValue, SummaryValue};
 use super::select::worker_runs;
-use super::{Kind, Meta, NotFound, Point, Selection, Sink};
-use crate::identity::Identity;
+use super::{Collector, ExposedType, Meta, NotFound, Point, Scrape, Sink};
 use crate::metrics::family::{FamilySpec, HistogramSpec, QuantileMode, QUANTILES_SUFFIX};
 use crate::metrics::histogram::{self, Snapshot, SUMMARY_QUANTILES};
 use crate::metrics::{counter, gauge, Family, MetricType, Store};
 use crate::shm::Offset;
 
-/// Renders `store` (zone `zone`) into `sink`: the families `sel` selects, then the
-/// module's own. Checks `sel` first: nothing is written when it names a group or
-/// family that is not here. With an identity, every series gets its constant labels
-/// and the build info family is written.
+/// Writes `scrape` into `sink`: the zone's families its selection selects, then those
+/// of `collectors` it selects. Checks the selection first: nothing is written when it
+/// names a group or family that is not here. With an identity, every series gets its
+/// constant labels.
 pub fn walk<S: Sink>(
     sink: &mut S,
-    store: &Store<'_>,
-    zone: &str,
-    stub: Option<&StubStatus>,
-    sel: &Selection,
-    identity: Option<&Identity>,
+    scrape: &Scrape<'_>,
+    collectors: &[&dyn Collector],
 ) -> Result<(), NotFound> {
+    let store = &scrape.store;
     let families = store.families();
     let specs: Vec<FamilySpec> = families.iter().map(|(f, _)| store.spec(*f)).collect();
+    let mut collected = Vec::new();
+    for c in collectors {
+        c.families(scrape, &mut collected);
+    }
     let mut known: Vec<(&str, &str)> = specs.iter().map(|s| (s.name.as_str(), s.group())).collect();
-    known.extend(builtins::shown(stub.is_some(), identity.is_some()).map(|b| (b.name, b.group)));
-    sel.check(&known)?;
-    let zone = ZoneToWrite {
-        store,
-        name: zone,
-        stub,
-        identity,
+    known.extend(collected);
+    scrape.selection.check(&known)?;
+    let zone = Zone {
+        families: &families,
+        specs: &specs,
     };
-    match identity {
+    match scrape.identity {
         Some(id) if !id.labels.is_empty() => write_all(
             &mut WithConstLabels::new(sink, &id.labels),
+            scrape,
             &zone,
-            &families,
-            &specs,
-            sel,
+            collectors,
         ),
-        _ => write_all(sink, &zone, &families, &specs, sel),
+        _ => write_all(sink, scrape, &zone, collectors),
     }
     Ok(())
 }
 
-/// What a walk writes from.
-pub(super) struct ZoneToWrite<'a, 's> {
-    pub store: &'a Store<'s>,
-    pub name: &'a str,
-    pub stub: Option<&'a StubStatus>,
-    pub identity: Option<&'a Identity>,
+/// The zone's families, read once, with their specs.
+struct Zone<'z> {
+    families: &'z [(Family, Vec<Offset>)],
+    specs: &'z [FamilySpec],
 }
 
 fn write_all<S: Sink>(
     sink: &mut S,
-    zone: &ZoneToWrite<'_, '_>,
-    families: &[(Family, Vec<Offset>)],
-    specs: &[FamilySpec],
-    sel: &Selection,
+    scrape: &Scrape<'_>,
+    zone: &Zone<'_>,
+    collectors: &[&dyn Collector],
 ) {
+    let (store, sel) = (&scrape.store, &scrape.selection);
     let mut w = Walker {
-        store: zone.store,
+        store,
         key: Vec::new(),
         snapshot: None,
         cumulative: Vec::new(),
         quantiles: Vec::new(),
     };
     let mut running = Vec::new();
-    for ((family, series), spec) in families.iter().zip(specs) {
+    for ((family, series), spec) in zone.families.iter().zip(zone.specs) {
         if !sel.includes(&spec.name, spec.group()) {
             continue;
         }
@@ -79,7 +75,7 @@ fn write_all<S: Sink>(
                 running.clear();
                 running.extend(series.iter().copied().filter(|&rec| {
                     w.key.clear();
-                    zone.store.series_key(rec, &mut w.key);
+                    store.series_key(rec, &mut w.key);
                     worker_runs(label, workers, &w.key)
                 }));
                 &running
@@ -90,9 +86,9 @@ fn write_all<S: Sink>(
             name: &spec.name,
             help: &spec.help,
             kind: match family.metric_type {
-                MetricType::Counter => Kind::Counter,
-                MetricType::Gauge => Kind::Gauge,
-                MetricType::Histogram => Kind::Histogram,
+                MetricType::Counter => ExposedType::Counter,
+                MetricType::Gauge => ExposedType::Gauge,
+                MetricType::Histogram => ExposedType::Histogram,
             },
             declared: family.metric_type,
             unit: &spec.unit,
@@ -106,7 +102,18 @@ fn write_all<S: Sink>(
             (_, _) => w.scalars(sink, &meta, series),
         }
     }
-    builtins::write(sink, zone, sel);
+    for c in collectors {
+        c.collect(scrape, &mut |meta, series| {
+            if !sel.includes(meta.name, meta.group) {
+                return;
+            }
+            sink.family(meta);
+            for (key, p) in series {
+                sink.series(meta, key, p);
+            }
+            sink.end_family(meta);
+        });
+    }
     sink.finish();
 }
 
@@ -147,11 +154,11 @@ impl Walker<'_, '_> {
             let h = store.series_values(rec);
             let point = if meta.declared == MetricType::Counter {
                 let (int, float) = counter::read(&r, h);
-                Point::Counter {
+                Point::Counter(CounterValue {
                     int,
                     float,
                     created: self.created(rec),
-                }
+                })
             } else {
                 Point::Gauge(gauge::read(&r, h))
             };
@@ -182,7 +189,7 @@ impl Walker<'_, '_> {
         };
         let want_quantiles = !S::SUMMARY_FAMILIES || mode != QuantileMode::Off;
         if mode == QuantileMode::Instead {
-            meta.kind = Kind::Summary;
+            meta.kind = ExposedType::Summary;
         }
         meta.buckets = &h.buckets;
         // Summary points of a `beside` family: written after the histogram.
@@ -198,15 +205,15 @@ impl Walker<'_, '_> {
                 snap.quantiles(&SUMMARY_QUANTILES, h.scale(), &mut self.quantiles);
             }
             let point = match mode {
-                QuantileMode::Instead => Point::Summary {
+                QuantileMode::Instead => Point::Summary(SummaryValue {
                     quantiles: &self.quantiles,
                     count,
                     sum,
                     created,
-                },
+                }),
                 _ => {
                     snap.cumulative(&cuts, &mut self.cumulative);
-                    Point::Histogram {
+                    Point::Histogram(HistogramValue {
                         cumulative: &self.cumulative,
                         count,
                         sum,
@@ -216,7 +223,7 @@ impl Walker<'_, '_> {
                             &self.quantiles
                         },
                         created,
-                    }
+                    })
                 }
             };
             if store.still_the_same(rec, tag) {
@@ -238,19 +245,19 @@ impl Walker<'_, '_> {
             let name = format!("{}{QUANTILES_SUFFIX}", spec.name);
             let summary = Meta {
                 name: &name,
-                kind: Kind::Summary,
+                kind: ExposedType::Summary,
                 unit: "",
                 buckets: &[],
                 ..meta
             };
             sink.family(&summary);
             for p in &beside {
-                let point = Point::Summary {
+                let point = Point::Summary(SummaryValue {
                     quantiles: &p.quantiles,
                     count: p.count,
                     sum: p.sum,
                     created: p.created,
-                };
+                });
                 sink.series(&summary, &p.key, &point);
             }
             sink.end_family(&summary);

@@ -8,7 +8,7 @@ pub mod slots;
 mod spec;
 mod util;
 
-use crate::exposition::{Format, Selection};
+use crate::exposition::{Format, Scrape, Selection};
 use crate::metrics::histogram::Snapshot;
 use crate::metrics::{MetricType, Reason, RegisterError, Store};
 use crate::nginx::{stub_status, zone};
@@ -333,24 +333,22 @@ fn add_readers(lua: &Lua, m: &Table) -> LuaResult<()> {
                     ))
                 })?,
             };
-            let name = slots::name(slot).unwrap_or_default();
-            let mut out = String::new();
+            let mut out = Vec::new();
             // Everything the metrics port shows, no more: the series of workers that
             // a reload retired are left out as there. Nothing is filtered by name, so
             // nothing can be missing.
-            let selection = Selection {
-                workers: crate::nginx::process::worker_count(),
-                ..Selection::default()
-            };
-            let _ = crate::exposition::render(
-                &mut out,
+            let scrape = Scrape {
+                store,
+                zone: slots::name(slot).unwrap_or_default(),
+                stub: stub_status::read(),
+                selection: Selection {
+                    workers: crate::nginx::process::worker_count(),
+                    ..Selection::default()
+                },
+                identity: crate::nginx::zone::identity(),
                 format,
-                &store,
-                &name,
-                stub_status::read().as_ref(),
-                &selection,
-                crate::nginx::zone::identity(),
-            );
+            };
+            let _ = crate::exposition::render(&mut out, &scrape);
             lua.create_string(out)
         })?,
     )?;

@@ -9,7 +9,7 @@ use super::{args, conf_error, process, stub_status, zone, LocConf, MainConf, Mod
 use crate::access::{parse_rule, AccessRules};
 use crate::auth::{client_address, Credentials, Verdict};
 use crate::exposition::negotiate::negotiate;
-use crate::exposition::Selection;
+use crate::exposition::{Scrape, Selection};
 use ngx::core::Status;
 use ngx::ffi::{ngx_command_t, ngx_conf_t, ngx_http_request_t, ngx_int_t};
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
@@ -315,18 +315,18 @@ fn serve(r: &mut ngx_http_request_t) -> Result<ngx_int_t, ngx_int_t> {
             r,
             lcf.thread_pool,
             limits,
-            render::Scrape {
+            Scrape {
                 store,
                 zone: name,
                 stub: stub_status::read(),
                 format: n.format,
-                gzip: n.gzip,
                 selection: Selection {
                     workers: process::worker_count(),
                     ..n.selection
                 },
                 identity: zone::identity(),
             },
+            n.gzip,
         )),
         Err(refusal) => Ok(render::refuse(r, refusal.status, refusal.message, &[])),
     }

@@ -16,7 +16,7 @@
 //! larger of the interval and a minute.
 
 use super::{args, conf_error, parse_time_ms, stub_status, zone, MainConf};
-use crate::exposition::{self, Format, Selection};
+use crate::exposition::{self, Scrape, Selection};
 use crate::identity::expand;
 use crate::metrics::builtin::PUSH;
 use crate::metrics::{counter, gauge, Store};
@@ -437,22 +437,20 @@ fn run_rounds(
     let mut next = Instant::now();
     while wait_until(next) {
         let started = Instant::now();
-        let mut body = String::with_capacity(64 * 1024);
+        let mut body = Vec::with_capacity(64 * 1024);
         enter();
-        let _ = exposition::render(
-            &mut body,
-            Format::Text,
-            &store,
-            &zone_name,
-            stub_status::read().as_ref(),
-            &Selection {
+        let scrape = Scrape {
+            stub: stub_status::read(),
+            selection: Selection {
                 workers: super::process::worker_count(),
                 ..Selection::default()
             },
             identity,
-        );
+            ..Scrape::new(store, &zone_name)
+        };
+        let _ = exposition::render(&mut body, &scrape);
         idle();
-        let result = pusher.push(body.as_bytes());
+        let result = pusher.push(&body);
         enter();
         let r = store.region();
         let took = started.elapsed();

@@ -15,9 +15,8 @@
 
 use super::Module;
 use crate::bitfield::{self, c};
-use crate::exposition::{self, Format, Selection, StubStatus};
+use crate::exposition::{self, Scrape};
 use crate::limits::{self, Limits};
-use crate::metrics::Store;
 use ngx::core::Status;
 use ngx::ffi::{
     ngx_buf_t, ngx_chain_t, ngx_event_t, ngx_http_request_t, ngx_int_t, ngx_log_t, ngx_table_elt_t,
@@ -37,24 +36,13 @@ const TEXT_PLAIN: &str = "text/plain; charset=utf-8";
 /// Every response of the handler depends on these request headers.
 const VARY: &str = "Accept, Accept-Encoding";
 
-/// What a scrape renders: decided in the worker, done in the thread.
-pub struct Scrape {
-    pub store: Store<'static>,
-    pub zone: String,
-    pub stub: Option<StubStatus>,
-    pub format: Format,
-    pub gzip: bool,
-    pub selection: Selection,
-    pub identity: Option<&'static crate::identity::Identity>,
-}
-
 /// The response, made by `render`.
 struct Output {
     status: u16,
     content_type: &'static str,
     body: Vec<u8>,
     gzip: bool,
-    /// The most memory the rendering took (the text, before compression).
+    /// The most memory the rendering took (the exposition, before compression).
     peak: usize,
 }
 
@@ -72,7 +60,9 @@ impl Output {
 
 /// One scrape, owned by the request (a pool cleanup frees it).
 struct Job {
-    scrape: Option<Scrape>,
+    /// What to render (decided in the worker, done in the thread), and whether to
+    /// compress it.
+    scrape: Option<(Scrape<'static>, bool)>,
     out: Output,
     /// Set by the thread when `out` is complete.
     done: AtomicBool,
@@ -83,7 +73,7 @@ struct Job {
 }
 
 /// A job that owns what it is given; its `hold` timer starts unarmed.
-fn job(scrape: Option<Scrape>, out: Output, done: bool) -> Job {
+fn job(scrape: Option<(Scrape<'static>, bool)>, out: Output, done: bool) -> Job {
     Job {
         scrape,
         out,
@@ -95,16 +85,17 @@ fn job(scrape: Option<Scrape>, out: Output, done: bool) -> Job {
     }
 }
 
-/// Renders `scrape` for `r`, in `pool` when given, else right here; then sends it.
-/// Beyond the worker's `limits`, answers `503` instead. Returns what a content handler
-/// returns.
+/// Renders `scrape` for `r` (gzipped with `gzip`), in `pool` when given, else right
+/// here; then sends it. Beyond the worker's `limits`, answers `503` instead. Returns
+/// what a content handler returns.
 pub fn serve(
     r: &mut ngx_http_request_t,
     pool: Option<std::ptr::NonNull<ngx_thread_pool_t>>,
     limits: Limits,
-    scrape: Scrape,
+    scrape: Scrape<'static>,
+    gzip: bool,
 ) -> ngx_int_t {
-    let hint = LAST_TEXT_LEN.load(Ordering::Relaxed);
+    let hint = LAST_BODY_LEN.load(Ordering::Relaxed);
     let Some(claim) = limits::admit(limits, hint + hint / 8) else {
         return refuse(
             r,
@@ -115,7 +106,7 @@ pub fn serve(
             &[("Retry-After", RETRY_AFTER)],
         );
     };
-    let mut scrape_job = job(Some(scrape), Output::new(500, Vec::new()), false);
+    let mut scrape_job = job(Some((scrape, gzip)), Output::new(500, Vec::new()), false);
     scrape_job.claim = Some(claim);
     let Some(job) = own(r, scrape_job) else {
         return Status::NGX_ERROR.0;
@@ -215,50 +206,43 @@ fn render(job: &mut Job) {
             std::thread::sleep(std::time::Duration::from_millis(u64::from(ms)));
         }
     }
-    if let Some(s) = job.scrape.take() {
-        job.out = output(&s);
+    if let Some((s, gzip)) = job.scrape.take() {
+        job.out = output(&s, gzip);
     }
     job.done.store(true, Ordering::Release);
 }
 
-/// Length of this process's last rendered text. A scrape reserves a little more than
-/// that up front: growing the buffer by doubling copied tens of megabytes at 100k
-/// series. Capacity a smaller scrape leaves unused is never touched, so never resident.
-static LAST_TEXT_LEN: AtomicUsize = AtomicUsize::new(0);
+/// Length of this process's last rendered exposition (before compression). A scrape
+/// reserves a little more than that up front: growing the buffer by doubling copied
+/// tens of megabytes at 100k series. Capacity a smaller scrape leaves unused is never
+/// touched, so never resident.
+static LAST_BODY_LEN: AtomicUsize = AtomicUsize::new(0);
 
 /// Checks the selection, renders and compresses: everything that reads the zone.
-fn output(s: &Scrape) -> Output {
-    let hint = LAST_TEXT_LEN.load(Ordering::Relaxed);
-    let mut text = String::with_capacity((hint + hint / 8).max(64 * 1024));
-    let peak = |text: &String| text.capacity();
-    match exposition::render(
-        &mut text,
-        s.format,
-        &s.store,
-        &s.zone,
-        s.stub.as_ref(),
-        &s.selection,
-        s.identity,
-    ) {
+fn output(s: &Scrape<'_>, gzip_it: bool) -> Output {
+    let hint = LAST_BODY_LEN.load(Ordering::Relaxed);
+    let mut body = Vec::with_capacity((hint + hint / 8).max(64 * 1024));
+    match exposition::render(&mut body, s) {
         Ok(()) => {
-            LAST_TEXT_LEN.store(text.len(), Ordering::Relaxed);
-            let gzipped = if s.gzip { gzip(text.as_bytes()) } else { None };
+            LAST_BODY_LEN.store(body.len(), Ordering::Relaxed);
+            let peak = body.capacity();
+            let gzipped = if gzip_it { gzip(&body) } else { None };
             Output {
                 status: 200,
                 content_type: s.format.content_type(),
                 gzip: gzipped.is_some(),
-                peak: peak(&text),
-                body: gzipped.unwrap_or_else(|| text.into_bytes()),
+                peak,
+                body: gzipped.unwrap_or(body),
             }
         }
         Err(not_found) => Output {
-            peak: peak(&text),
+            peak: body.capacity(),
             ..Output::new(404, format!("{not_found}\n").into_bytes())
         },
     }
 }
 
-/// gzip at the fastest level: exposition text shrinks about tenfold even so, and the
+/// gzip at the fastest level: an exposition shrinks about tenfold even so, and the
 /// CPU spent per scrape stays small.
 fn gzip(body: &[u8]) -> Option<Vec<u8>> {
     let mut enc = flate2::write::GzEncoder::new(

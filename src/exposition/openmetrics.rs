@@ -1,0 +1,127 @@
+//! OpenMetrics 1.0.0 text: the sample lines of the text format ([`super::text`]) with
+//! OpenMetrics' headers, counters, `_created` lines and end marker.
+
+use super::model::{CounterValue, HistogramValue, SummaryValue};
+use super::number::{write_canonical, write_ms_as_seconds, Out};
+use super::text::Lines;
+use super::{ExposedType, Meta, Sink};
+use crate::metrics::family::counter_base;
+
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// `# HELP` as OpenMetrics escapes it: `\`, newline and `"`.
+fn write_om_help(out: &mut impl Out, help: &str) {
+    for c in help.chars() {
+        match c {
+            '\\' => out.put_str("\\\\"),
+            '\n' => out.put_str("\\n"),
+            '"' => out.put_str("\\\""),
+            c => out.put_char(c),
+        }
+    }
+}
+
+/// OpenMetrics 1.0.0. It differs from the text format 0.0.4 in: `# TYPE`, `# UNIT`,
+/// `# HELP` (in that order, `"` escaped in help, empty help and unit left out);
+/// counters named `<base>_total` are family `<base>` with samples `<base>_total` and
+/// `<base>_created`; counters without `_total` are `unknown` (their sample keeps its
+/// name in both formats); histograms and summaries get `_created`, and `_sum` (with
+/// `_count`, for histograms) only when the sum is not negative; `le` and `quantile`
+/// values are canonical; `# EOF` ends it.
+pub struct OpenMetricsSink<'o> {
+    lines: Lines<'o>,
+    /// The current family is a counter exposed with `_total`/`_created`.
+    counter_base: Option<String>,
+}
+
+impl<'o> OpenMetricsSink<'o> {
+    pub fn new(out: &'o mut Vec<u8>) -> OpenMetricsSink<'o> {
+        OpenMetricsSink {
+            lines: Lines::new(out, write_canonical),
+            counter_base: None,
+        }
+    }
+
+    fn created(&mut self, name: &str, created: Option<u64>) {
+        if let Some(ms) = created {
+            self.lines.value_line(name, "_created", None);
+            write_ms_as_seconds(self.lines.out, ms);
+            self.lines.out.push(b'\n');
+        }
+    }
+}
+
+impl Sink for OpenMetricsSink<'_> {
+    const SUMMARY_FAMILIES: bool = true;
+
+    fn family(&mut self, m: &Meta<'_>) {
+        self.lines.family(m);
+        self.counter_base = None;
+        let (family, t) = match m.kind {
+            ExposedType::Counter => match counter_base(m.name) {
+                Some(base) => {
+                    self.counter_base = Some(base.to_string());
+                    (base, "counter")
+                }
+                None => (m.name, "unknown"),
+            },
+            k => (m.name, k.as_str()),
+        };
+        let out = &mut *self.lines.out;
+        out.put_fmt(format_args!("# TYPE {family} {t}\n"));
+        if !m.unit.is_empty() {
+            out.put_fmt(format_args!("# UNIT {family} {}\n", m.unit));
+        }
+        if !m.help.is_empty() {
+            out.put_fmt(format_args!("# HELP {family} "));
+            write_om_help(out, m.help);
+            out.push(b'\n');
+        }
+    }
+
+    fn counter(&mut self, m: &Meta<'_>, labels: &[u8], c: &CounterValue) {
+        self.lines.series(m, labels);
+        let base = self.counter_base.take();
+        match &base {
+            Some(b) => {
+                self.lines.counter(b, "_total", c);
+                self.created(b, c.created);
+            }
+            None => self.lines.counter(m.name, "", c),
+        }
+        self.counter_base = base;
+    }
+
+    fn gauge(&mut self, m: &Meta<'_>, labels: &[u8], v: f64) {
+        self.lines.series(m, labels);
+        self.lines.gauge(m.name, v);
+    }
+
+    fn histogram(&mut self, m: &Meta<'_>, labels: &[u8], h: &HistogramValue<'_>) {
+        self.lines.series(m, labels);
+        self.lines.buckets(m.name, h);
+        // A sum is a counter, never negative (or NaN); a histogram shows `_count` if
+        // and only if it shows `_sum`.
+        if h.sum >= 0.0 {
+            self.lines.sum(m.name, h.sum);
+            self.lines.count(m.name, h.count);
+        }
+        self.created(m.name, h.created);
+    }
+
+    fn summary(&mut self, m: &Meta<'_>, labels: &[u8], s: &SummaryValue<'_>) {
+        self.lines.series(m, labels);
+        self.lines.quantiles(m.name, s.quantiles);
+        if s.sum >= 0.0 {
+            self.lines.sum(m.name, s.sum);
+        }
+        self.lines.count(m.name, s.count);
+        self.created(m.name, s.created);
+    }
+
+    fn end_family(&mut self, _m: &Meta<'_>) {}
+
+    fn finish(&mut self) {
+        self.lines.out.put_str("# EOF\n");
+    }
+}
