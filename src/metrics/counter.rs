@@ -13,9 +13,8 @@ use super::value::{add_f64, check, load_f64, HandleError};
 use crate::shm::{Offset, Region};
 use std::sync::atomic::Ordering::Relaxed;
 
-pub const VALUE_WORDS: u64 = 2;
-const INT: Offset = 0;
-const FLOAT: Offset = 1;
+pub use super::layout::COUNTER_WORDS as VALUE_WORDS;
+use super::layout::{COUNTER_FLOAT as FLOAT, COUNTER_INT as INT};
 /// Where the integer word stops taking increments (see the module's comment).
 const FOLD_AT: u64 = 1 << 63;
 /// The largest whole increment the integer word takes (2^53: every such increment is

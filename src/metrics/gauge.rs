@@ -7,7 +7,8 @@ use super::value::{check, load_f64, HandleError};
 use crate::shm::{Offset, Region};
 use std::sync::atomic::Ordering::Relaxed;
 
-pub const VALUE_WORDS: u64 = 1;
+use super::layout::GAUGE_VALUE as VALUE;
+pub use super::layout::GAUGE_WORDS as VALUE_WORDS;
 
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
 pub enum GaugeError {
@@ -22,14 +23,14 @@ pub fn set(r: &Region<'_>, handle: u64, v: f64) -> Result<(), GaugeError> {
     if v.is_nan() {
         return Err(GaugeError::NotANumber);
     }
-    r.word(h).store(v.to_bits(), Relaxed);
+    r.word(h + VALUE).store(v.to_bits(), Relaxed);
     Ok(())
 }
 
 #[inline(always)]
 pub fn add(r: &Region<'_>, handle: u64, v: f64) -> Result<(), GaugeError> {
     let h = check(r, handle, MetricType::Gauge, VALUE_WORDS).map_err(GaugeError::Handle)?;
-    let w = r.word(h);
+    let w = r.word(h + VALUE);
     let mut cur = w.load(Relaxed);
     loop {
         let next = f64::from_bits(cur) + v;
@@ -44,7 +45,7 @@ pub fn add(r: &Region<'_>, handle: u64, v: f64) -> Result<(), GaugeError> {
 }
 
 pub fn read(r: &Region<'_>, h: Offset) -> f64 {
-    load_f64(r.word(h))
+    load_f64(r.word(h + VALUE))
 }
 
 #[cfg(test)]

@@ -18,10 +18,9 @@ use super::value::{add_f64, check, load_f64, HandleError};
 use crate::shm::{Offset, Region};
 use std::sync::atomic::Ordering::{Acquire, Relaxed};
 
-const LAYOUT: Offset = 0;
-const SCALE: Offset = 1;
-const HIGHEST: Offset = 2;
-const CHUNKS: Offset = 3;
+use super::layout::{
+    HIST_CHUNKS as CHUNKS, HIST_HIGHEST as HIGHEST, HIST_LAYOUT as LAYOUT, HIST_SCALE as SCALE,
+};
 // The overflow count and the sum follow the chunk words (see `overflow_at`).
 /// Mark bits in a chunk word (its high half).
 const MARKS: u32 = 32;
@@ -331,6 +330,7 @@ pub fn cuts(spec_scale: f64, layout: HdrLayout, bounds: &[f64]) -> Vec<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::layout::{S_TAG, S_VALUES};
     use crate::metrics::value::tag;
     use crate::shm::region::heap_words;
 
@@ -344,15 +344,16 @@ mod tests {
     impl Series {
         fn new(spec: &HistogramSpec) -> Series {
             let layout = spec.layout().unwrap();
-            let body = 3 + value_words(layout) as usize;
+            let h = S_VALUES;
+            let body = (h + value_words(layout) as Offset) as usize;
             let every_chunk = chunk_count(layout) * chunk_slots(layout);
             let mem = heap_words(body + every_chunk as usize);
             let r = Region::new(&mem);
-            r.store(0, tag(MetricType::Histogram, 0));
-            init(&r, 3, spec, layout);
+            r.store(S_TAG, tag(MetricType::Histogram, 0));
+            init(&r, h, spec, layout);
             Series {
                 mem,
-                h: 3,
+                h: u64::from(h),
                 next: std::cell::Cell::new(body as Offset),
             }
         }

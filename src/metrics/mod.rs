@@ -10,6 +10,7 @@ pub mod family;
 pub mod gauge;
 pub mod hdr;
 pub mod histogram;
+pub mod layout;
 pub mod store;
 pub mod value;
 

@@ -34,32 +34,7 @@ use super::{counter, gauge, histogram, value};
 use crate::shm::{Arena, AttachError, Guard, Kind, Liveness, Offset, Region, Slot};
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 
-// Family body words.
-const F_META: Offset = 0;
-const F_HELP: Offset = 1;
-const F_LABELS: Offset = 2;
-const F_SERIES: Offset = 3;
-const F_LIMIT: Offset = 4;
-const F_LAYOUT: Offset = 5;
-const F_LOWEST: Offset = 6;
-const F_HIGHEST: Offset = 7;
-const F_PRECISION: Offset = 8;
-const F_BUCKETS: Offset = 9;
-const F_UNIT: Offset = 10;
-const F_GROUP: Offset = 11;
-const F_EXPIRE: Offset = 12;
-const F_OVERFLOW: Offset = 13;
-const FAMILY_WORDS: usize = 14;
-
-// Series body words: the tag word that handles are checked against (first: a reused
-// block keeps it, with the generation the deleted series left), what the sweep saw
-// (see `sweep`), the creation time, then the values (a handle is the offset of the
-// first value word).
-const S_TAG: Offset = 0;
-const S_SEEN: Offset = 1;
-const S_CREATED: Offset = 2;
-const S_VALUES: Offset = 3;
-const _: () = assert!(S_VALUES as u64 - S_TAG as u64 == value::TAG_DISTANCE);
+use super::layout::*;
 
 /// Milliseconds since the Unix epoch, for series creation times.
 pub fn now_ms() -> u64 {

@@ -17,8 +17,8 @@ impl<'a> Store<'a> {
         let r = self.region();
         let h = self.series_values(rec);
         let (a, b) = match t {
-            MetricType::Counter => (r.load(h), r.load(h + 1)),
-            MetricType::Gauge => (r.load(h), 0),
+            MetricType::Counter => (r.load(h + COUNTER_INT), r.load(h + COUNTER_FLOAT)),
+            MetricType::Gauge => (r.load(h + GAUGE_VALUE), 0),
             MetricType::Histogram => {
                 let (overflow, sum) = histogram::activity_words(&r, h);
                 (r.load(overflow), r.load(sum))
