@@ -416,7 +416,8 @@ fn add_readers(lua: &Lua, m: &Table) -> LuaResult<()> {
     Ok(())
 }
 
-/// IP rules, error reasons, the version and the C structs' layouts.
+/// IP rules, error reasons, the version, the C functions' return codes and the C
+/// structs' layouts.
 fn add_helpers(lua: &Lua, m: &Table) -> LuaResult<()> {
     // ip_rules({allow...}, {deny...}) -> rules | nil, err. `rules:allows(ip)` applies
     // the metrics endpoint's semantics (deny wins; then allow, if given, must match).
@@ -449,6 +450,7 @@ fn add_helpers(lua: &Lua, m: &Table) -> LuaResult<()> {
     m.set("reasons", reasons)?;
     m.set("version", crate::identity::VERSION)?;
     m.set("layouts", ffi::layouts(lua)?)?;
+    m.set("codes", ffi::codes(lua)?)?;
     Ok(())
 }
 

@@ -78,6 +78,33 @@ pub enum HandleError {
     Stale,
 }
 
+/// Why an update (counter, gauge or histogram) was refused. Each is counted in the
+/// zone under the [`Reason`](super::store::Reason) it converts to.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub enum UpdateError {
+    /// Not a series handle of this type at all.
+    BadHandle,
+    /// The series was deleted: resolve its labels again.
+    Stale,
+    /// NaN; for a counter also a negative or infinite increment (counters only go up);
+    /// for a gauge also an addition whose result is NaN.
+    InvalidValue,
+    /// A histogram value's chunk did not exist and the zone had no room for it: the
+    /// value is counted in `_count`, `_sum` and the `+Inf` bucket only, as a value
+    /// above `highest`.
+    ZoneFull,
+}
+
+impl From<HandleError> for UpdateError {
+    #[inline(always)]
+    fn from(e: HandleError) -> UpdateError {
+        match e {
+            HandleError::Bad => UpdateError::BadHandle,
+            HandleError::Stale => UpdateError::Stale,
+        }
+    }
+}
+
 /// Checks that `handle` is the first value word of a live `t` series of the handle's
 /// generation, needing `words` words.
 #[inline(always)]

@@ -2,6 +2,7 @@
 //! registration and series lookup return.
 
 use super::super::family::SpecError;
+use super::super::value::UpdateError;
 use std::fmt;
 
 /// Why something was refused or failed; each has a slot in the zone's error counters,
@@ -47,6 +48,18 @@ impl Reason {
 
     pub fn from_u32(v: u32) -> Option<Reason> {
         Reason::ALL.get(v as usize).copied()
+    }
+}
+
+impl From<UpdateError> for Reason {
+    #[inline(always)]
+    fn from(e: UpdateError) -> Reason {
+        match e {
+            UpdateError::BadHandle => Reason::BadHandle,
+            UpdateError::Stale => Reason::StaleHandle,
+            UpdateError::InvalidValue => Reason::InvalidValue,
+            UpdateError::ZoneFull => Reason::ZoneFull,
+        }
     }
 }
 

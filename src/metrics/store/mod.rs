@@ -30,6 +30,7 @@ use super::family::{
     check_buckets, exposition_names, possible_owners, FamilySpec, HistogramSpec, MetricType,
     QuantileMode, MAX_LABEL_VALUE,
 };
+use super::value::UpdateError;
 use super::{counter, gauge, histogram, value};
 use crate::shm::{Arena, AttachError, Guard, Kind, Liveness, Offset, Region, Slot};
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};

@@ -12,7 +12,7 @@ impl<'a> Store<'a> {
         v: f64,
         me: u32,
         alive: Liveness<'_>,
-    ) -> Result<(), histogram::ObserveError> {
+    ) -> Result<(), UpdateError> {
         histogram::observe(&self.region(), handle, v, |pointer, slots| {
             self.make_chunk(handle, pointer, slots, me, alive)
         })
@@ -31,14 +31,14 @@ impl<'a> Store<'a> {
         slots: u32,
         me: u32,
         alive: Liveness<'_>,
-    ) -> Result<Offset, histogram::ObserveError> {
+    ) -> Result<Offset, UpdateError> {
         let held = self.lock(me, alive);
         if value::check(&self.region(), handle, MetricType::Histogram, 1).is_err() {
-            return Err(histogram::ObserveError::Stale);
+            return Err(UpdateError::Stale);
         }
         self.arena
             .chunk(&held, pointer, slots as usize, alive)
-            .map_err(|_| histogram::ObserveError::ZoneFull)
+            .map_err(|_| UpdateError::ZoneFull)
     }
 
     /// The handle of the series with these label values, made if missing. Refusals are

@@ -350,10 +350,7 @@ fn a_full_zone_refuses_new_chunks_and_keeps_count_and_sum_exact() {
         s.series(c, &[i.to_string()], 1, ALIVE).unwrap();
         i += 1;
     }
-    assert_eq!(
-        s.observe(h, 30.0, 1, ALIVE),
-        Err(histogram::ObserveError::ZoneFull)
-    );
+    assert_eq!(s.observe(h, 30.0, 1, ALIVE), Err(UpdateError::ZoneFull));
     s.observe(h, 0.001, 1, ALIVE).unwrap();
     let snap = histogram::Snapshot::read(&s.region(), h as Offset, None);
     // The refused value is in _count, _sum and +Inf only: sums stay exact.
@@ -388,7 +385,7 @@ fn a_deleted_series_block_is_reused_and_its_handles_are_stale() {
     let used = s.arena().used_bytes();
     assert!(s.delete_series(f, &["a"], 1, ALIVE));
     assert!(!s.delete_series(f, &["a"], 1, ALIVE), "deleted once");
-    assert_eq!(counter::inc(&r, a, 1), Err(counter::CounterError::Stale));
+    assert_eq!(counter::inc(&r, a, 1), Err(UpdateError::Stale));
     assert_eq!((s.series_count(f), s.arena().series()), (0, 0));
     assert_eq!(s.find_series(f, &["a"]), None);
     // Before the worker moves on: a new block, and the freed one is counted as
@@ -404,7 +401,7 @@ fn a_deleted_series_block_is_reused_and_its_handles_are_stale() {
     assert_eq!(c & 0xffff_ffff, a & 0xffff_ffff, "same block");
     assert_ne!(c, a, "another generation");
     // The old handle never reaches the new series; the new one starts at zero.
-    assert_eq!(counter::inc(&r, a, 1), Err(counter::CounterError::Stale));
+    assert_eq!(counter::inc(&r, a, 1), Err(UpdateError::Stale));
     counter::inc(&r, c, 2).unwrap();
     counter::inc(&r, b, 3).unwrap();
     let (_, series) = s.families().remove(0);
@@ -470,7 +467,7 @@ fn a_stalled_participant_holds_reuse_back_then_lets_it_resume() {
     let b = s.series(f, &["b"], 1, ALIVE).unwrap();
     assert_eq!(b & 0xffff_ffff, a_at, "the oldest free block first");
     assert_eq!(counter::read(&r, b as Offset), (0, 0.0));
-    assert_eq!(counter::inc(&r, a, 1), Err(counter::CounterError::Stale));
+    assert_eq!(counter::inc(&r, a, 1), Err(UpdateError::Stale));
     // A stalled worker that dies lets go too.
     s.join_epochs(4, ALIVE).unwrap();
     assert!(s.delete_series(f, &["b"], 1, ALIVE));
@@ -505,10 +502,7 @@ fn a_block_that_used_up_its_generations_is_retired() {
     };
     assert_eq!(n, 1 << 17, "one series per generation, then a new block");
     // No handle of the retired block reaches anything, the first generation's least.
-    assert_eq!(
-        counter::inc(&r, first, 1),
-        Err(counter::CounterError::Stale)
-    );
+    assert_eq!(counter::inc(&r, first, 1), Err(UpdateError::Stale));
     counter::inc(&r, last, 1).unwrap();
     assert_eq!(counter::read(&r, last as Offset), (1, 0.0));
 }
@@ -524,10 +518,7 @@ fn a_histograms_chunks_are_freed_and_reused_zeroed() {
     }
     let used = s.arena().used_bytes();
     assert!(s.delete_series(f, &[] as &[&str], 1, ALIVE));
-    assert_eq!(
-        s.observe(a, 0.1, 1, ALIVE),
-        Err(histogram::ObserveError::Stale)
-    );
+    assert_eq!(s.observe(a, 0.1, 1, ALIVE), Err(UpdateError::Stale));
     // Reused (no participant holds them back): the block and the same chunks, every
     // count back at zero.
     let b = s.series_at(f, &[] as &[&str], 1, ALIVE, 0).unwrap();
@@ -626,10 +617,7 @@ fn a_takeover_finishes_a_half_done_delete() {
     // Process 41 starts deleting "a" (handles dead, marked in progress, unlinked)
     // and dies holding the lock.
     assert!(s.begin_delete_and_keep_lock(a, 41, ALIVE));
-    assert_eq!(
-        counter::inc(&s.region(), a, 1),
-        Err(counter::CounterError::Stale)
-    );
+    assert_eq!(counter::inc(&s.region(), a, 1), Err(UpdateError::Stale));
     // The next process takes the lock over and finishes: "a" is gone, its block
     // free for reuse, the counts right.
     let dead_41: &dyn Fn(u32) -> bool = &|pid| pid != 41;
@@ -722,7 +710,7 @@ fn the_sweep_deletes_what_no_update_changed_for_expire_seconds() {
     assert!(s.find_series(g, &["c"]).is_some(), "no expire: kept");
     assert_eq!(sweep(t + 21_000), (2, 0));
     assert_eq!(sweep(t + 23_000), (2, 2));
-    assert_eq!(counter::inc(&r, a, 1), Err(counter::CounterError::Stale));
+    assert_eq!(counter::inc(&r, a, 1), Err(UpdateError::Stale));
     assert_eq!(
         (s.series_count(f), s.series_count(hf), s.series_count(g)),
         (0, 0, 1)
