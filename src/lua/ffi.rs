@@ -78,7 +78,7 @@ pub extern "C" fn ngx_prom_histogram_observe(handle: u64, v: f64) -> i32 {
         histogram::observe(r, h, v, |pointer, slots| {
             Store::attach(*r)
                 .map_err(|_| UpdateError::BadHandle)?
-                .make_chunk(h, pointer, slots, zone::my_pid(), &zone::alive)
+                .make_chunk(h, pointer, slots, zone::participant())
         })
     })
 }
@@ -142,7 +142,7 @@ impl Outcome {
 pub extern "C" fn ngx_prom_debug_delete_and_die(handle: u64) -> i32 {
     let (slot, handle) = slots::split(handle);
     match slots::store(slot) {
-        Some(s) if s.begin_delete_and_keep_lock(handle, zone::my_pid(), &zone::alive) => 0,
+        Some(s) if s.begin_delete_and_keep_lock(handle, zone::participant()) => 0,
         _ => -1,
     }
 }

@@ -143,7 +143,7 @@ fn add_declarations(lua: &Lua, m: &Table) -> LuaResult<()> {
         lua.create_function(|_, (slot, spec): (usize, Table)| {
             let spec = spec_from(&spec)?;
             let store = store_of(slot)?;
-            match store.register(&spec, zone::my_pid(), &zone::alive) {
+            match store.register(&spec, zone::participant()) {
                 Ok(f) => Ok((Some(u64::from(f.id)), None)),
                 Err(e @ RegisterError::ZoneFull { .. }) => Ok((None, Some(e.to_string()))),
                 Err(e) => Err(err(e.to_string())),
@@ -163,7 +163,7 @@ fn add_series(lua: &Lua, m: &Table) -> LuaResult<()> {
             let f = family_of(&store, family)?;
             let values = label_values(values)?;
             // The third value says why a label set went to the overflow series.
-            match store.series_noting_overflow(f, &values, zone::my_pid(), &zone::alive) {
+            match store.series_noting_overflow(f, &values, zone::participant()) {
                 Ok((h, overflow)) => Ok((
                     Some(slots::join(slot, h)),
                     None,
@@ -181,7 +181,7 @@ fn add_series(lua: &Lua, m: &Table) -> LuaResult<()> {
         lua.create_function(|lua, (slot, family): (usize, u64)| {
             let store = store_of(slot)?;
             let f = family_of(&store, family)?;
-            match store.overflow_series(f, zone::my_pid(), &zone::alive) {
+            match store.overflow_series(f, zone::participant()) {
                 Some((h, value)) => Ok((Some(slots::join(slot, h)), lua.create_string(value)?)),
                 None => Ok((None, lua.create_string("no overflow series")?)),
             }
@@ -211,7 +211,7 @@ fn add_series(lua: &Lua, m: &Table) -> LuaResult<()> {
             let store = store_of(slot)?;
             let f = family_of(&store, family)?;
             let values = label_values(values)?;
-            Ok(store.delete_series(f, &values, zone::my_pid(), &zone::alive))
+            Ok(store.delete_series(f, &values, zone::participant()))
         })?,
     )?;
 
@@ -221,7 +221,7 @@ fn add_series(lua: &Lua, m: &Table) -> LuaResult<()> {
         lua.create_function(|_, (slot, family): (usize, u64)| {
             let store = store_of(slot)?;
             let f = family_of(&store, family)?;
-            Ok(store.reset(f, zone::my_pid(), &zone::alive))
+            Ok(store.reset(f, zone::participant()))
         })?,
     )?;
 
@@ -268,8 +268,7 @@ fn add_series(lua: &Lua, m: &Table) -> LuaResult<()> {
             let ids: Vec<u32> = positions.keys().copied().collect();
             Ok(store.delete_matching(
                 &ids,
-                zone::my_pid(),
-                &zone::alive,
+                zone::participant(),
                 crate::metrics::store::now_ms(),
                 doomed,
             ))
@@ -284,7 +283,7 @@ fn add_series(lua: &Lua, m: &Table) -> LuaResult<()> {
             let f = family_of(&store, family)?;
             let buckets = number_list(buckets, "buckets")?;
             store
-                .set_buckets(f, &buckets, zone::my_pid(), &zone::alive)
+                .set_buckets(f, &buckets, zone::participant())
                 .map_err(|e| err(e.to_string()))?;
             Ok(true)
         })?,

@@ -149,11 +149,11 @@ pub(super) unsafe fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
     for (i, family) in PROCESS.iter().enumerate() {
         let name = family.name;
         let made = store
-            .register(&family.spec(), zone::my_pid(), &zone::alive)
+            .register(&family.spec(), zone::participant())
             .map_err(|e| e.to_string())
             .and_then(|f| {
                 store
-                    .series(f, &[worker.as_str()], zone::my_pid(), &zone::alive)
+                    .series(f, &[worker.as_str()], zone::participant())
                     .map_err(|e| e.to_string())
             });
         match made {

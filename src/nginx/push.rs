@@ -238,29 +238,25 @@ struct Handles {
 
 /// Makes the push families' series (in the worker: creation takes the zone lock).
 fn make_series(store: &Store<'static>) -> Result<Handles, String> {
-    let me = zone::my_pid();
+    let me = zone::participant();
     let mut fams = Vec::new();
     for family in &PUSH {
         let f = store
-            .register(&family.spec(), me, &zone::alive)
+            .register(&family.spec(), me)
             .map_err(|e| format!("{}: {e}", family.name))?;
         fams.push(f);
     }
     let mut results = [0u64; RESULTS.len()];
     for (i, r) in RESULTS.iter().enumerate() {
         results[i] = store
-            .series(fams[0], &[*r], me, &zone::alive)
+            .series(fams[0], &[*r], me)
             .map_err(|e| e.to_string())?;
     }
     let none: &[&str] = &[];
     Ok(Handles {
         results,
-        last_success: store
-            .series(fams[1], none, me, &zone::alive)
-            .map_err(|e| e.to_string())?,
-        duration: store
-            .series(fams[2], none, me, &zone::alive)
-            .map_err(|e| e.to_string())?,
+        last_success: store.series(fams[1], none, me).map_err(|e| e.to_string())?,
+        duration: store.series(fams[2], none, me).map_err(|e| e.to_string())?,
     })
 }
 
@@ -397,7 +393,7 @@ fn run(
     };
     // This thread reads and updates the zone outside the event loop: a participant of
     // its own in the zone's epochs, in the zone only while it renders and records.
-    let Some(slot) = store.join_thread_epochs(zone::my_pid(), &zone::alive) else {
+    let Some(slot) = store.join_thread_epochs(zone::participant()) else {
         log.write(
             ngx::ffi::NGX_LOG_WARN,
             "prometheus_push: no epoch slot left in the zone; its deleted series' memory \
@@ -424,7 +420,7 @@ fn run_rounds(
 ) {
     let enter = || {
         if let Some(slot) = slot {
-            store.enter_epochs(slot, zone::my_pid(), &zone::alive);
+            store.enter_epochs(slot, zone::participant());
         }
     };
     let idle = || {

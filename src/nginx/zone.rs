@@ -6,6 +6,7 @@
 //! store is attached again, not re-created, and every value survives.
 
 use super::{args, conf_error, MainConf, Module};
+use crate::metrics::store::Participant;
 use crate::metrics::Store;
 use crate::shm::arena::MIN_ZONE_BYTES;
 use crate::shm::Region;
@@ -230,4 +231,12 @@ pub fn alive(pid: u32) -> bool {
 
 pub fn my_pid() -> u32 {
     std::process::id()
+}
+
+/// This process as the store's calls that may take the zone lock see it.
+pub fn participant() -> Participant<'static> {
+    Participant {
+        me: my_pid(),
+        alive: &alive,
+    }
 }

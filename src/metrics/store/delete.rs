@@ -40,14 +40,13 @@ impl<'a> Store<'a> {
         &self,
         f: Family,
         values: &[V],
-        me: u32,
-        alive: Liveness<'_>,
+        p: Participant<'_>,
     ) -> bool {
         if values.len() != f.label_count {
             return false;
         }
         let key = encode_key(values);
-        let g = self.lock(me, alive);
+        let g = self.lock(p);
         match self.arena.lookup(f.id, &key) {
             Some(rec) => {
                 self.delete_locked(&g, rec);
@@ -62,11 +61,10 @@ impl<'a> Store<'a> {
     pub fn delete_where(
         &self,
         f: Family,
-        me: u32,
-        alive: Liveness<'_>,
+        p: Participant<'_>,
         doomed: impl Fn(&[u8]) -> bool,
     ) -> u64 {
-        self.delete_matching(&[f.id], me, alive, 0, |_, key| doomed(key))
+        self.delete_matching(&[f.id], p, 0, |_, key| doomed(key))
     }
 
     /// Deletes every series of the families `ids` for which `doomed(family id, encoded
@@ -76,12 +74,11 @@ impl<'a> Store<'a> {
     pub fn delete_matching(
         &self,
         ids: &[Offset],
-        me: u32,
-        alive: Liveness<'_>,
+        p: Participant<'_>,
         _now: u64,
         doomed: impl Fn(Offset, &[u8]) -> bool,
     ) -> u64 {
-        let g = self.lock(me, alive);
+        let g = self.lock(p);
         let mut key = Vec::new();
         let recs: Vec<Offset> = self
             .arena
@@ -105,8 +102,8 @@ impl<'a> Store<'a> {
     /// For failure drills: starts deleting the series of `handle` (its handles dead,
     /// marked as the delete in progress, unlinked) and keeps the zone lock, as a
     /// process killed in the middle of a delete leaves it. The caller must die next.
-    pub fn begin_delete_and_keep_lock(&self, handle: u64, me: u32, alive: Liveness<'_>) -> bool {
-        let g = self.lock(me, alive);
+    pub fn begin_delete_and_keep_lock(&self, handle: u64, p: Participant<'_>) -> bool {
+        let g = self.lock(p);
         let r = self.region();
         let Some(rec) = [
             MetricType::Counter,
@@ -124,8 +121,8 @@ impl<'a> Store<'a> {
     }
 
     /// Deletes every series of `f`.
-    pub fn reset(&self, f: Family, me: u32, alive: Liveness<'_>) -> u64 {
-        self.delete_where(f, me, alive, |_| true)
+    pub fn reset(&self, f: Family, p: Participant<'_>) -> u64 {
+        self.delete_where(f, p, |_| true)
     }
 
     /// The first half of a delete: the series' handles dead, the record marked as the

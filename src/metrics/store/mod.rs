@@ -25,6 +25,7 @@ mod tests;
 pub use error::{Reason, RegisterError, SeriesError};
 use key::{bytes_to_f64s, f64s_to_bytes};
 pub use key::{decode_key, encode_key};
+pub use participant::Participant;
 
 use super::family::{
     check_buckets, exposition_names, possible_owners, FamilySpec, HistogramSpec, MetricType,
@@ -90,8 +91,8 @@ impl<'a> Store<'a> {
     /// Takes the zone lock. After a takeover, first finishes the delete the dead owner
     /// may have left half done (the arena has already finished or dropped a record it
     /// was making), and counts the series again.
-    fn lock(&self, me: u32, alive: Liveness<'_>) -> Guard<'a> {
-        let g = self.arena.lock(me, alive);
+    fn lock(&self, p: Participant<'_>) -> Guard<'a> {
+        let g = self.arena.lock(p.me, p.alive);
         if g.taken_over_from.is_some() {
             let rec = self.arena.deleting();
             if rec != 0 {

@@ -2,31 +2,41 @@
 
 use super::*;
 
+/// A process (or one of its threads) that takes the zone lock: its pid, which the lock
+/// records as its owner, and how to tell whether another owner still runs (a dead
+/// owner's lock is taken over). Made once by the glue, passed to every call that may
+/// lock.
+#[derive(Clone, Copy)]
+pub struct Participant<'a> {
+    pub me: u32,
+    pub alive: Liveness<'a>,
+}
+
 impl<'a> Store<'a> {
-    /// Makes process `me` a participant of the zone's epochs (see
+    /// Makes process `p.me` a participant of the zone's epochs (see
     /// [`crate::shm::epoch`]): from now on nothing it could still be using is reused
     /// until it [announces](Self::announce) a quiescent point. `None`: no slot was
     /// free, and the zone stops reusing freed memory instead.
-    pub fn join_epochs(&self, me: u32, alive: Liveness<'_>) -> Option<Slot> {
-        let g = self.lock(me, alive);
-        self.arena.epochs().join(&g, u64::from(me), alive)
+    pub fn join_epochs(&self, p: Participant<'_>) -> Option<Slot> {
+        let g = self.lock(p);
+        self.arena.epochs().join(&g, u64::from(p.me), p.alive)
     }
 
-    /// Makes a thread of process `me` that reads or updates the zone outside the event
+    /// Makes a thread of process `p.me` that reads or updates the zone outside the event
     /// loop a participant, idle until it [enters](Self::enter_epochs).
-    pub fn join_thread_epochs(&self, me: u32, alive: Liveness<'_>) -> Option<Slot> {
-        let g = self.lock(me, alive);
+    pub fn join_thread_epochs(&self, p: Participant<'_>) -> Option<Slot> {
+        let g = self.lock(p);
         let slot =
             self.arena
                 .epochs()
-                .join(&g, crate::shm::epoch::THREAD | u64::from(me), alive)?;
+                .join(&g, crate::shm::epoch::THREAD | u64::from(p.me), p.alive)?;
         self.arena.epochs().idle(slot);
         Some(slot)
     }
 
     /// The thread holding `slot` is about to read or update the zone.
-    pub fn enter_epochs(&self, slot: Slot, me: u32, alive: Liveness<'_>) {
-        let g = self.lock(me, alive);
+    pub fn enter_epochs(&self, slot: Slot, p: Participant<'_>) {
+        let g = self.lock(p);
         self.arena.epochs().enter(&g, slot);
     }
 
@@ -47,8 +57,8 @@ impl<'a> Store<'a> {
 
     /// Counts the bytes of deleted series and their chunks that wait for a participant
     /// to move on before they can be reused (renders show the last count).
-    pub fn waiting_bytes(&self, me: u32, alive: Liveness<'_>) -> u64 {
-        let g = self.lock(me, alive);
-        self.arena.count_waiting(&g, alive)
+    pub fn waiting_bytes(&self, p: Participant<'_>) -> u64 {
+        let g = self.lock(p);
+        self.arena.count_waiting(&g, p.alive)
     }
 }

@@ -12,22 +12,17 @@ impl<'a> Store<'a> {
     /// Registers a family, or returns the existing one of the same shape: every worker
     /// registers at start, and a zone kept over a reload already has them. Help, buckets
     /// and the series limit are updated in place; type, labels and HDR range must match.
-    pub fn register(
-        &self,
-        spec: &FamilySpec,
-        me: u32,
-        alive: Liveness<'_>,
-    ) -> Result<Family, RegisterError> {
+    pub fn register(&self, spec: &FamilySpec, p: Participant<'_>) -> Result<Family, RegisterError> {
         spec.validate().map_err(RegisterError::Spec)?;
         if let Some(existing) = self.family_by_name(&spec.name) {
             self.check_same_shape(existing, spec)?;
-            self.update(existing, spec, me, alive)?;
+            self.update(existing, spec, p)?;
             return Ok(existing);
         }
         let full = || RegisterError::ZoneFull {
             family: spec.name.clone(),
         };
-        let g = self.lock(me, alive);
+        let g = self.lock(p);
         // Another worker may have won the race while this one waited.
         if let Some(existing) = self.family_by_name(&spec.name) {
             drop(g);
@@ -63,7 +58,7 @@ impl<'a> Store<'a> {
                 0,
                 spec.name.as_bytes(),
                 FAMILY_WORDS,
-                alive,
+                p.alive,
                 false,
             )
             .map_err(|_| full())?;
@@ -164,8 +159,7 @@ impl<'a> Store<'a> {
         &self,
         f: Family,
         spec: &FamilySpec,
-        me: u32,
-        alive: Liveness<'_>,
+        p: Participant<'_>,
     ) -> Result<(), RegisterError> {
         let have = self.spec(f);
         let r = self.region();
@@ -187,7 +181,7 @@ impl<'a> Store<'a> {
                 let blob = if want.is_empty() {
                     0
                 } else {
-                    let g = self.lock(me, alive);
+                    let g = self.lock(p);
                     u64::from(self.arena.make_blob(&g, want.as_bytes()).map_err(|_| {
                         RegisterError::ZoneFull {
                             family: spec.name.clone(),
@@ -198,7 +192,7 @@ impl<'a> Store<'a> {
             }
         }
         if have.help != spec.help {
-            let g = self.lock(me, alive);
+            let g = self.lock(p);
             let help = self
                 .arena
                 .make_blob(&g, spec.help.as_bytes())
@@ -209,7 +203,7 @@ impl<'a> Store<'a> {
         }
         if let (Some(a), Some(b)) = (&have.histogram, &spec.histogram) {
             if a.buckets != b.buckets {
-                self.set_buckets(f, &b.buckets, me, alive)?;
+                self.set_buckets(f, &b.buckets, p)?;
             }
         }
         Ok(())
@@ -221,8 +215,7 @@ impl<'a> Store<'a> {
         &self,
         f: Family,
         buckets: &[f64],
-        me: u32,
-        alive: Liveness<'_>,
+        p: Participant<'_>,
     ) -> Result<(), RegisterError> {
         let spec = self.spec(f);
         let Some(h) = &spec.histogram else {
@@ -232,7 +225,7 @@ impl<'a> Store<'a> {
             });
         };
         check_buckets(&spec.name, h, buckets).map_err(RegisterError::Spec)?;
-        let g = self.lock(me, alive);
+        let g = self.lock(p);
         let blob = self
             .arena
             .make_blob(&g, &f64s_to_bytes(buckets))

@@ -6,15 +6,9 @@ use super::*;
 impl<'a> Store<'a> {
     /// Counts `v` in histogram series `handle`, making the chunk it falls in the first
     /// time (see [`histogram::observe`]).
-    pub fn observe(
-        &self,
-        handle: u64,
-        v: f64,
-        me: u32,
-        alive: Liveness<'_>,
-    ) -> Result<(), UpdateError> {
+    pub fn observe(&self, handle: u64, v: f64, p: Participant<'_>) -> Result<(), UpdateError> {
         histogram::observe(&self.region(), handle, v, |pointer, slots| {
-            self.make_chunk(handle, pointer, slots, me, alive)
+            self.make_chunk(handle, pointer, slots, p)
         })
     }
 
@@ -29,15 +23,14 @@ impl<'a> Store<'a> {
         handle: u64,
         pointer: Offset,
         slots: u32,
-        me: u32,
-        alive: Liveness<'_>,
+        p: Participant<'_>,
     ) -> Result<Offset, UpdateError> {
-        let held = self.lock(me, alive);
+        let held = self.lock(p);
         if value::check(&self.region(), handle, MetricType::Histogram, 1).is_err() {
             return Err(UpdateError::Stale);
         }
         self.arena
-            .chunk(&held, pointer, slots as usize, alive)
+            .chunk(&held, pointer, slots as usize, p.alive)
             .map_err(|_| UpdateError::ZoneFull)
     }
 
@@ -48,10 +41,9 @@ impl<'a> Store<'a> {
         &self,
         f: Family,
         values: &[V],
-        me: u32,
-        alive: Liveness<'_>,
+        p: Participant<'_>,
     ) -> Result<u64, SeriesError> {
-        self.series_at(f, values, me, alive, now_ms())
+        self.series_at(f, values, p, now_ms())
     }
 
     /// [`series`](Self::series), saying why when the handle is the overflow series'.
@@ -59,10 +51,9 @@ impl<'a> Store<'a> {
         &self,
         f: Family,
         values: &[V],
-        me: u32,
-        alive: Liveness<'_>,
+        p: Participant<'_>,
     ) -> Result<(u64, Option<SeriesError>), SeriesError> {
-        self.find_or_make(f, values, me, alive, now_ms())
+        self.find_or_make(f, values, p, now_ms())
             .inspect_err(|e| self.count_error(e.reason()))
     }
 
@@ -72,11 +63,10 @@ impl<'a> Store<'a> {
         &self,
         f: Family,
         values: &[V],
-        me: u32,
-        alive: Liveness<'_>,
+        p: Participant<'_>,
         created_ms: u64,
     ) -> Result<u64, SeriesError> {
-        self.find_or_make(f, values, me, alive, created_ms)
+        self.find_or_make(f, values, p, created_ms)
             .map(|(handle, _)| handle)
             .inspect_err(|e| self.count_error(e.reason()))
     }
@@ -112,8 +102,7 @@ impl<'a> Store<'a> {
         &self,
         f: Family,
         values: &[V],
-        me: u32,
-        alive: Liveness<'_>,
+        p: Participant<'_>,
         created_ms: u64,
     ) -> Result<(u64, Option<SeriesError>), SeriesError> {
         let name = || {
@@ -159,7 +148,7 @@ impl<'a> Store<'a> {
                 (histogram::value_words(layout), Some((spec, layout)))
             }
         };
-        let g = self.lock(me, alive);
+        let g = self.lock(p);
         if let Some(rec) = self.arena.lookup(f.id, &key) {
             return Ok((self.handle_of(rec), None));
         }
@@ -167,7 +156,7 @@ impl<'a> Store<'a> {
         // reserve and outside max_series (a delete does not count it either).
         if f.label_count > 0 && key == self.overflow_key(f) {
             return self
-                .make_series(&g, alive, f, &key, words, hist.as_ref(), created_ms, true)
+                .make_series(&g, p.alive, f, &key, words, hist.as_ref(), created_ms, true)
                 .map(|handle| (handle, None))
                 .map_err(|_| SeriesError::ZoneFull { family: name() });
         }
@@ -178,7 +167,16 @@ impl<'a> Store<'a> {
                 limit,
             }
         } else {
-            match self.make_series(&g, alive, f, &key, words, hist.as_ref(), created_ms, false) {
+            match self.make_series(
+                &g,
+                p.alive,
+                f,
+                &key,
+                words,
+                hist.as_ref(),
+                created_ms,
+                false,
+            ) {
                 Ok(handle) => return Ok((handle, None)),
                 Err(_) => SeriesError::ZoneFull { family: name() },
             }
@@ -195,7 +193,7 @@ impl<'a> Store<'a> {
             None => {
                 match self.make_series(
                     &g,
-                    alive,
+                    p.alive,
                     f,
                     &overflow,
                     words,
@@ -215,19 +213,14 @@ impl<'a> Store<'a> {
     /// The handle of `f`'s overflow series, made if missing (nothing is counted: no
     /// label set was refused), with the overflow label value; None for a family
     /// without labels, or when not even the zone's reserve has room.
-    pub fn overflow_series(
-        &self,
-        f: Family,
-        me: u32,
-        alive: Liveness<'_>,
-    ) -> Option<(u64, Vec<u8>)> {
+    pub fn overflow_series(&self, f: Family, p: Participant<'_>) -> Option<(u64, Vec<u8>)> {
         if f.label_count == 0 {
             return None;
         }
         let key = self.overflow_key(f);
         let value = decode_key(&key).next().unwrap_or_default().to_vec();
         let values = vec![value.clone(); f.label_count];
-        self.find_or_make(f, &values, me, alive, now_ms())
+        self.find_or_make(f, &values, p, now_ms())
             .ok()
             .map(|(handle, _)| (handle, value))
     }

@@ -35,7 +35,7 @@ impl<'a> Store<'a> {
     /// lock, then deletes what expired under one lock. A series is taken as updated when
     /// its values changed since the last look; its time starts at its creation.
     /// Returns (series of expiring families looked at, series deleted).
-    pub fn sweep(&self, budget: usize, now_ms: u64, me: u32, alive: Liveness<'_>) -> (u64, u64) {
+    pub fn sweep(&self, budget: usize, now_ms: u64, p: Participant<'_>) -> (u64, u64) {
         let r = self.region();
         let now = self.zone_tenths(now_ms);
         let mut expire_of: std::collections::HashMap<Offset, u64> = Default::default();
@@ -74,7 +74,7 @@ impl<'a> Store<'a> {
         }
         let mut deleted = 0;
         if !doomed.is_empty() {
-            let g = self.lock(me, alive);
+            let g = self.lock(p);
             for (rec, tag, fp) in doomed {
                 // Updated or deleted since it was looked at: it stays (for now).
                 let t = MetricType::from_u8(tag as u8).expect("checked above");
