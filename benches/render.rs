@@ -39,15 +39,17 @@ fn main() {
     for i in 0..series {
         let (svc, route) = (format!("svc-{}", i % 100), format!("/route/{i}"));
         let h = store
-            .series(
+            .find_or_make(
                 f,
                 &[svc.as_str(), route.as_str(), "200"],
                 Participant {
                     me: 1,
                     alive: &alive,
                 },
+                Default::default(),
             )
-            .expect("series");
+            .expect("series")
+            .handle;
         counter::inc(&store.region(), h, i as u64).expect("inc");
     }
     let plain = Identity {

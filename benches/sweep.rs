@@ -5,7 +5,7 @@
 //! (`cargo bench --no-default-features --bench sweep`; `SWEEP_SERIES`, default 100k)
 //! and puts its table in BENCHMARKS.md.
 
-use ngx_prometheus::metrics::{FamilySpec, MetricType, Participant, Store};
+use ngx_prometheus::metrics::{FamilySpec, MetricType, Participant, SeriesOptions, Store};
 use ngx_prometheus::shm::region::heap_words;
 use ngx_prometheus::shm::Region;
 
@@ -30,14 +30,16 @@ fn main() {
         .unwrap();
     let t = 1_000_000_000;
     for i in 0..n {
-        s.series_at(
+        s.find_or_make(
             f,
             &[format!("{i:08}")],
             Participant {
                 me: 1,
                 alive: &alive,
             },
-            t,
+            SeriesOptions {
+                created_ms: Some(t),
+            },
         )
         .unwrap();
     }
@@ -91,14 +93,16 @@ fn main() {
     let (mut peak, mut refused) = (0, 0);
     for i in 0..1_000_000u64 {
         let now = t + i / 5; // 5 per ms
-        if c.series_at(
+        if c.find_or_make(
             f,
             &[format!("{i:08}")],
             Participant {
                 me: 1,
                 alive: &alive,
             },
-            now,
+            SeriesOptions {
+                created_ms: Some(now),
+            },
         )
         .is_err()
         {
@@ -181,7 +185,15 @@ fn reuse_costs(n: u64, alive: &dyn Fn(u32) -> bool) -> ReuseCosts {
     let keys: Vec<[String; 1]> = (0..2 * n).map(|i| [format!("{i:08}")]).collect();
     let start = std::time::Instant::now();
     for k in &keys[..n as usize] {
-        s.series_at(f, k, Participant { me: 1, alive }, t).unwrap();
+        s.find_or_make(
+            f,
+            k,
+            Participant { me: 1, alive },
+            SeriesOptions {
+                created_ms: Some(t),
+            },
+        )
+        .unwrap();
     }
     let fresh_ns = per(start, n);
     let start = std::time::Instant::now();
@@ -197,7 +209,15 @@ fn reuse_costs(n: u64, alive: &dyn Fn(u32) -> bool) -> ReuseCosts {
     let used = s.arena().used_bytes();
     let start = std::time::Instant::now();
     for k in &keys[n as usize..] {
-        s.series_at(f, k, Participant { me: 1, alive }, t).unwrap();
+        s.find_or_make(
+            f,
+            k,
+            Participant { me: 1, alive },
+            SeriesOptions {
+                created_ms: Some(t),
+            },
+        )
+        .unwrap();
     }
     let reuse_ns = per(start, n);
     let bytes_unchanged = s.arena().used_bytes() == used;

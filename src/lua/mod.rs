@@ -163,11 +163,12 @@ fn add_series(lua: &Lua, m: &Table) -> LuaResult<()> {
             let f = family_of(&store, family)?;
             let values = label_values(values)?;
             // The third value says why a label set went to the overflow series.
-            match store.series_noting_overflow(f, &values, zone::participant()) {
-                Ok((h, overflow)) => Ok((
-                    Some(slots::join(slot, h)),
+            match store.find_or_make(f, &values, zone::participant(), Default::default()) {
+                Ok(s) => Ok((
+                    Some(slots::join(slot, s.handle)),
                     None,
-                    overflow.map(|e| format!("{e}; recorded in the family's overflow series")),
+                    s.overflowed
+                        .map(|e| format!("{e}; recorded in the family's overflow series")),
                 )),
                 Err(e) => Ok((None, Some(e.to_string()), None)),
             }

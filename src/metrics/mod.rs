@@ -15,4 +15,6 @@ pub mod store;
 pub mod value;
 
 pub use family::{FamilySpec, HistogramSpec, MetricType, SpecError};
-pub use store::{Family, Participant, Reason, RegisterError, SeriesError, Store};
+pub use store::{
+    Family, Found, Participant, Reason, RegisterError, SeriesError, SeriesOptions, Store,
+};

@@ -153,7 +153,13 @@ pub(super) unsafe fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
             .map_err(|e| e.to_string())
             .and_then(|f| {
                 store
-                    .series(f, &[worker.as_str()], zone::participant())
+                    .find_or_make(
+                        f,
+                        &[worker.as_str()],
+                        zone::participant(),
+                        Default::default(),
+                    )
+                    .map(|s| s.handle)
                     .map_err(|e| e.to_string())
             });
         match made {

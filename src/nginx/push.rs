@@ -246,17 +246,20 @@ fn make_series(store: &Store<'static>) -> Result<Handles, String> {
             .map_err(|e| format!("{}: {e}", family.name))?;
         fams.push(f);
     }
+    let series = |f, values: &[&str]| {
+        store
+            .find_or_make(f, values, me, Default::default())
+            .map(|s| s.handle)
+            .map_err(|e| e.to_string())
+    };
     let mut results = [0u64; RESULTS.len()];
     for (i, r) in RESULTS.iter().enumerate() {
-        results[i] = store
-            .series(fams[0], &[*r], me)
-            .map_err(|e| e.to_string())?;
+        results[i] = series(fams[0], &[*r])?;
     }
-    let none: &[&str] = &[];
     Ok(Handles {
         results,
-        last_success: store.series(fams[1], none, me).map_err(|e| e.to_string())?,
-        duration: store.series(fams[2], none, me).map_err(|e| e.to_string())?,
+        last_success: series(fams[1], &[])?,
+        duration: series(fams[2], &[])?,
     })
 }
 

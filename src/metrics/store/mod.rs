@@ -17,7 +17,7 @@ pub mod key;
 mod participant;
 mod read;
 mod register;
-mod series;
+pub mod series;
 mod sweep;
 #[cfg(test)]
 mod tests;
@@ -26,6 +26,7 @@ pub use error::{Reason, RegisterError, SeriesError};
 use key::{bytes_to_f64s, f64s_to_bytes};
 pub use key::{decode_key, encode_key};
 pub use participant::Participant;
+pub use series::{Found, SeriesOptions};
 
 use super::family::{
     check_buckets, exposition_names, possible_owners, FamilySpec, HistogramSpec, MetricType,

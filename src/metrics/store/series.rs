@@ -3,6 +3,21 @@
 
 use super::*;
 
+/// How [`Store::find_or_make`] makes a missing series.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SeriesOptions {
+    /// The creation time (ms since the epoch) a new series records; `None`: now.
+    pub created_ms: Option<u64>,
+}
+
+/// A series [`Store::find_or_make`] found or made.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Found {
+    pub handle: u64,
+    /// Why the label set was refused, when `handle` is the family's overflow series'.
+    pub overflowed: Option<SeriesError>,
+}
+
 impl<'a> Store<'a> {
     /// Counts `v` in histogram series `handle`, making the chunk it falls in the first
     /// time (see [`histogram::observe`]).
@@ -34,40 +49,20 @@ impl<'a> Store<'a> {
             .map_err(|_| UpdateError::ZoneFull)
     }
 
-    /// The handle of the series with these label values, made if missing. Refusals are
-    /// counted in the zone's error counters before they are returned; a label set the
-    /// family's `max_series` or a full zone refuses gets the family's overflow series.
-    pub fn series<V: AsRef<[u8]>>(
+    /// The series of `f` with these label values, made if missing. Refusals are counted
+    /// in the zone's error counters before they are returned; a label set the family's
+    /// `max_series` or a full zone refuses gets the family's overflow series, and
+    /// [`Found::overflowed`] says why.
+    pub fn find_or_make<V: AsRef<[u8]>>(
         &self,
         f: Family,
         values: &[V],
         p: Participant<'_>,
-    ) -> Result<u64, SeriesError> {
-        self.series_at(f, values, p, now_ms())
-    }
-
-    /// [`series`](Self::series), saying why when the handle is the overflow series'.
-    pub fn series_noting_overflow<V: AsRef<[u8]>>(
-        &self,
-        f: Family,
-        values: &[V],
-        p: Participant<'_>,
-    ) -> Result<(u64, Option<SeriesError>), SeriesError> {
-        self.find_or_make(f, values, p, now_ms())
-            .inspect_err(|e| self.count_error(e.reason()))
-    }
-
-    /// [`series`](Self::series), with the creation time (ms since the epoch) a new
-    /// series records.
-    pub fn series_at<V: AsRef<[u8]>>(
-        &self,
-        f: Family,
-        values: &[V],
-        p: Participant<'_>,
-        created_ms: u64,
-    ) -> Result<u64, SeriesError> {
-        self.find_or_make(f, values, p, created_ms)
-            .map(|(handle, _)| handle)
+        options: SeriesOptions,
+    ) -> Result<Found, SeriesError> {
+        let created_ms = options.created_ms.unwrap_or_else(now_ms);
+        self.locate(f, values, p, created_ms)
+            .map(|(handle, overflowed)| Found { handle, overflowed })
             .inspect_err(|e| self.count_error(e.reason()))
     }
 
@@ -98,7 +93,8 @@ impl<'a> Store<'a> {
         value::handle(self.series_values(rec), tag)
     }
 
-    pub(super) fn find_or_make<V: AsRef<[u8]>>(
+    /// [`find_or_make`](Self::find_or_make)'s work, refusals not counted.
+    pub(super) fn locate<V: AsRef<[u8]>>(
         &self,
         f: Family,
         values: &[V],
@@ -220,7 +216,7 @@ impl<'a> Store<'a> {
         let key = self.overflow_key(f);
         let value = decode_key(&key).next().unwrap_or_default().to_vec();
         let values = vec![value.clone(); f.label_count];
-        self.find_or_make(f, &values, p, now_ms())
+        self.locate(f, &values, p, now_ms())
             .ok()
             .map(|(handle, _)| (handle, value))
     }
@@ -298,5 +294,32 @@ impl<'a> Store<'a> {
         }
         self.arena.publish(g, rec);
         Ok(value::handle(body + S_VALUES, tag))
+    }
+}
+
+/// Shorthands of the tests (here and in the exposition's).
+#[cfg(test)]
+impl Store<'_> {
+    pub fn series<V: AsRef<[u8]>>(
+        &self,
+        f: Family,
+        values: &[V],
+        p: Participant<'_>,
+    ) -> Result<u64, SeriesError> {
+        self.find_or_make(f, values, p, SeriesOptions::default())
+            .map(|s| s.handle)
+    }
+
+    pub fn series_at<V: AsRef<[u8]>>(
+        &self,
+        f: Family,
+        values: &[V],
+        p: Participant<'_>,
+        created_ms: u64,
+    ) -> Result<u64, SeriesError> {
+        let options = SeriesOptions {
+            created_ms: Some(created_ms),
+        };
+        self.find_or_make(f, values, p, options).map(|s| s.handle)
     }
 }
