@@ -238,41 +238,7 @@ fn add_series(lua: &Lua, m: &Table) -> LuaResult<()> {
                 let (label, value) = pair?;
                 wanted_values.push((label, value.as_bytes().to_vec()));
             }
-            // Per family: the positions of the wanted labels. A family without one of
-            // them has no series that carries it.
-            let mut positions: std::collections::HashMap<u32, Vec<(usize, &[u8])>> =
-                Default::default();
-            for name in &names {
-                let Some(f) = store.family_by_name(name) else {
-                    continue;
-                };
-                let labels = store.spec(f).label_names;
-                let at: Option<Vec<(usize, &[u8])>> = wanted_values
-                    .iter()
-                    .map(|(label, value)| {
-                        let i = labels.iter().position(|l| l == label)?;
-                        Some((i, value.as_slice()))
-                    })
-                    .collect();
-                if let Some(at) = at {
-                    positions.insert(f.id, at);
-                }
-            }
-            if positions.is_empty() {
-                return Ok(0);
-            }
-            let doomed = |owner: u32, key: &[u8]| {
-                let want = &positions[&owner];
-                let values: Vec<&[u8]> = crate::metrics::store::decode_key(key).collect();
-                want.iter().all(|(i, v)| values.get(*i) == Some(v))
-            };
-            let ids: Vec<u32> = positions.keys().copied().collect();
-            Ok(store.delete_matching(
-                &ids,
-                zone::participant(),
-                crate::metrics::store::now_ms(),
-                doomed,
-            ))
+            Ok(store.delete_labelled(&names, &wanted_values, zone::participant()))
         })?,
     )?;
 

@@ -64,18 +64,56 @@ impl<'a> Store<'a> {
         p: Participant<'_>,
         doomed: impl Fn(&[u8]) -> bool,
     ) -> u64 {
-        self.delete_matching(&[f.id], p, 0, |_, key| doomed(key))
+        self.delete_matching(&[f.id], p, |_, key| doomed(key))
+    }
+
+    /// Deletes the series of the families named `names` (those the zone has) that
+    /// carry every `(label, value)` of `wanted`; returns how many. A family without one
+    /// of the labels has no such series. One walk over the zone, however many families.
+    pub fn delete_labelled<N: AsRef<str>, L: AsRef<str>, V: AsRef<[u8]>>(
+        &self,
+        names: &[N],
+        wanted: &[(L, V)],
+        p: Participant<'_>,
+    ) -> u64 {
+        // Per family: the positions of the wanted labels, with the values wanted there.
+        let mut positions: std::collections::HashMap<Offset, Vec<(usize, &[u8])>> =
+            Default::default();
+        for name in names {
+            let Some(f) = self.family_by_name(name.as_ref()) else {
+                continue;
+            };
+            let labels = self.spec(f).label_names;
+            let at: Option<Vec<(usize, &[u8])>> = wanted
+                .iter()
+                .map(|(label, value)| {
+                    let i = labels.iter().position(|l| l == label.as_ref())?;
+                    Some((i, value.as_ref()))
+                })
+                .collect();
+            if let Some(at) = at {
+                positions.insert(f.id, at);
+            }
+        }
+        if positions.is_empty() {
+            return 0;
+        }
+        let ids: Vec<Offset> = positions.keys().copied().collect();
+        self.delete_matching(&ids, p, |owner, key| {
+            let values: Vec<&[u8]> = decode_key(key).collect();
+            positions[&owner]
+                .iter()
+                .all(|(i, v)| values.get(*i) == Some(v))
+        })
     }
 
     /// Deletes every series of the families `ids` for which `doomed(family id, encoded
     /// key)` holds; returns how many. One walk over the zone, under the lock, however
-    /// many families. `_now` is not used (reuse waits for epochs, not time); kept for
-    /// the Lua glue's call.
-    pub fn delete_matching(
+    /// many families.
+    fn delete_matching(
         &self,
         ids: &[Offset],
         p: Participant<'_>,
-        _now: u64,
         doomed: impl Fn(Offset, &[u8]) -> bool,
     ) -> u64 {
         let g = self.lock(p);
@@ -102,6 +140,7 @@ impl<'a> Store<'a> {
     /// For failure drills: starts deleting the series of `handle` (its handles dead,
     /// marked as the delete in progress, unlinked) and keeps the zone lock, as a
     /// process killed in the middle of a delete leaves it. The caller must die next.
+    #[cfg(any(test, feature = "debug-hooks"))]
     pub fn begin_delete_and_keep_lock(&self, handle: u64, p: Participant<'_>) -> bool {
         let g = self.lock(p);
         let r = self.region();

@@ -19,14 +19,6 @@ pub struct Found {
 }
 
 impl<'a> Store<'a> {
-    /// Counts `v` in histogram series `handle`, making the chunk it falls in the first
-    /// time (see [`histogram::observe`]).
-    pub fn observe(&self, handle: u64, v: f64, p: Participant<'_>) -> Result<(), UpdateError> {
-        histogram::observe(&self.region(), handle, v, |pointer, slots| {
-            self.make_chunk(handle, pointer, slots, p)
-        })
-    }
-
     /// What [`histogram::observe`] calls on a value's first chunk miss: makes the chunk
     /// under the zone lock (once, however many processes miss at once), unless series
     /// `handle` was deleted since the caller checked it (its chunk would never be freed).
@@ -297,9 +289,19 @@ impl<'a> Store<'a> {
     }
 }
 
-/// Shorthands of the tests (here and in the exposition's).
+/// Shorthands of the tests (here and in the exposition's). The FFI path observes with
+/// [`histogram::observe`] and [`Store::make_chunk`] itself: attaching a store first
+/// would cost the hot path a header check.
 #[cfg(test)]
 impl Store<'_> {
+    /// Counts `v` in histogram series `handle`, making the chunk it falls in the first
+    /// time (see [`histogram::observe`]).
+    pub fn observe(&self, handle: u64, v: f64, p: Participant<'_>) -> Result<(), UpdateError> {
+        histogram::observe(&self.region(), handle, v, |pointer, slots| {
+            self.make_chunk(handle, pointer, slots, p)
+        })
+    }
+
     pub fn series<V: AsRef<[u8]>>(
         &self,
         f: Family,

@@ -566,6 +566,40 @@ fn reset_and_delete_where_pick_their_series_only() {
 }
 
 #[test]
+fn delete_labelled_deletes_the_named_families_series_that_carry_every_label() {
+    let mem = heap_words(1 << 14);
+    let s = Store::format(Region::new(&mem), 0).unwrap();
+    let a = s
+        .register(&counter_spec("a_total", &["code", "route"]), who(1))
+        .unwrap();
+    let b = s
+        .register(&counter_spec("b_total", &["route"]), who(1))
+        .unwrap();
+    let c = s
+        .register(&counter_spec("c_total", &["other"]), who(1))
+        .unwrap();
+    for (code, route) in [("200", "r1"), ("500", "r1"), ("200", "r2")] {
+        s.series(a, &[code, route], who(1)).unwrap();
+    }
+    s.series(b, &["r1"], who(1)).unwrap();
+    s.series(c, &["r1"], who(1)).unwrap();
+    let names = ["a_total", "b_total", "c_total", "not_registered"];
+    // c_total has no label "route": none of its series carries it.
+    assert_eq!(s.delete_labelled(&names, &[("route", "r1")], who(1)), 3);
+    assert_eq!(
+        (s.series_count(a), s.series_count(b), s.series_count(c)),
+        (1, 0, 1)
+    );
+    assert!(s.find_series(a, &["200", "r2"]).is_some());
+    // Every wanted label must match; a family lacking one is left alone.
+    let both = [("route", "r2"), ("code", "500")];
+    assert_eq!(s.delete_labelled(&names, &both, who(1)), 0);
+    let both = [("route", "r2"), ("code", "200")];
+    assert_eq!(s.delete_labelled(&names, &both, who(1)), 1);
+    assert_eq!(s.arena().series(), 1);
+}
+
+#[test]
 fn churn_of_mixed_sizes_stays_within_a_bound() {
     // 200,000 label sets of 1 to 120 bytes made over time, at most 500 alive at
     // once, a worker that announces every 300th series: the zone holds the live
