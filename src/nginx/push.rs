@@ -20,7 +20,7 @@ use crate::exposition::{self, Format, Selection};
 use crate::identity::expand;
 use crate::metrics::builtin::PUSH;
 use crate::metrics::{counter, gauge, Store};
-use crate::push::client::{self, Backoff, Endpoint, Pusher};
+use crate::push::{check_header, grouping_path, load_roots, Backoff, Endpoint, Pusher};
 use ngx::ffi::{ngx_command_t, ngx_conf_t, ngx_cycle_t, ngx_log_t};
 use std::ffi::{c_char, c_void};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -90,7 +90,7 @@ pub(super) extern "C" fn header_directive(
 ) -> *mut c_char {
     // SAFETY: as above.
     let (mcf, a) = unsafe { (&mut *conf.cast::<MainConf>(), args(cf)) };
-    if let Err(why) = client::check_header(a[0], a[1]) {
+    if let Err(why) = check_header(a[0], a[1]) {
         return conf_error(cf, &format!("prometheus_push_header: {why}"));
     }
     mcf.push_headers.push((a[0].to_string(), a[1].to_string()));
@@ -177,7 +177,7 @@ pub(super) fn resolve(cf: *mut ngx_conf_t, mcf: &mut MainConf) -> Result<(), *mu
     if p.endpoint.https {
         // The system's roots or the named file, read now (as the master, before the
         // workers drop privileges) so that `nginx -t` reports what will not work.
-        let roots = client::load_roots(ca.as_deref()).map_err(|why| {
+        let roots = load_roots(ca.as_deref()).map_err(|why| {
             let directive = if ca.is_some() {
                 "prometheus_push_ca"
             } else {
@@ -371,7 +371,7 @@ fn run(
     h: Handles,
     log: Log,
 ) {
-    let path = client::grouping_path(&conf.endpoint.path, &conf.job, &[]);
+    let path = grouping_path(&conf.endpoint.path, &conf.job, &[]);
     let auth = conf
         .basic_auth
         .as_ref()
