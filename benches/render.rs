@@ -7,7 +7,7 @@
 
 use ngx_prometheus::exposition::{render, Scrape};
 use ngx_prometheus::identity::{ConstLabels, Identity};
-use ngx_prometheus::metrics::{counter, FamilySpec, MetricType, Store};
+use ngx_prometheus::metrics::{counter, FamilySpec, MetricType, Participant, Store};
 use ngx_prometheus::shm::region::heap_words;
 use ngx_prometheus::shm::Region;
 
@@ -27,12 +27,29 @@ fn main() {
             &["service", "route", "code"],
         )
     };
-    let f = store.register(&spec, 1, &alive).expect("family");
+    let f = store
+        .register(
+            &spec,
+            Participant {
+                me: 1,
+                alive: &alive,
+            },
+        )
+        .expect("family");
     for i in 0..series {
         let (svc, route) = (format!("svc-{}", i % 100), format!("/route/{i}"));
         let h = store
-            .series(f, &[svc.as_str(), route.as_str(), "200"], 1, &alive)
-            .expect("series");
+            .find_or_make(
+                f,
+                &[svc.as_str(), route.as_str(), "200"],
+                Participant {
+                    me: 1,
+                    alive: &alive,
+                },
+                Default::default(),
+            )
+            .expect("series")
+            .handle;
         counter::inc(&store.region(), h, i as u64).expect("inc");
     }
     let plain = Identity {

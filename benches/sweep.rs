@@ -5,7 +5,7 @@
 //! (`cargo bench --no-default-features --bench sweep`; `SWEEP_SERIES`, default 100k)
 //! and puts its table in BENCHMARKS.md.
 
-use ngx_prometheus::metrics::{FamilySpec, MetricType, Store};
+use ngx_prometheus::metrics::{FamilySpec, MetricType, Participant, SeriesOptions, Store};
 use ngx_prometheus::shm::region::heap_words;
 use ngx_prometheus::shm::Region;
 
@@ -19,17 +19,43 @@ fn main() {
     let s = Store::format(Region::new(&mem), 0).unwrap();
     let mut spec = FamilySpec::new("sweep_total", MetricType::Counter, &["k"]);
     spec.expire_s = 3600;
-    let f = s.register(&spec, 1, &alive).unwrap();
+    let f = s
+        .register(
+            &spec,
+            Participant {
+                me: 1,
+                alive: &alive,
+            },
+        )
+        .unwrap();
     let t = 1_000_000_000;
     for i in 0..n {
-        s.series_at(f, &[format!("{i:08}")], 1, &alive, t).unwrap();
+        s.find_or_make(
+            f,
+            &[format!("{i:08}")],
+            Participant {
+                me: 1,
+                alive: &alive,
+            },
+            SeriesOptions {
+                created_ms: Some(t),
+            },
+        )
+        .unwrap();
     }
     let time = |at: u64| {
         let start = std::time::Instant::now();
         let mut looked = 0;
         let mut deleted = 0;
         while looked < n {
-            let (l, d) = s.sweep(10_000, at, 1, &alive);
+            let (l, d) = s.sweep(
+                10_000,
+                at,
+                Participant {
+                    me: 1,
+                    alive: &alive,
+                },
+            );
             looked += l;
             deleted += d;
         }
@@ -46,20 +72,51 @@ fn main() {
     // of 10,000 records every 250 ms; two workers announce every 100 ms (their timers).
     let mem = heap_words(1 << 19); // 4 MB
     let c = Store::format(Region::new(&mem), 0).unwrap();
-    let workers = [1, 2].map(|pid| c.join_epochs(pid, &alive).unwrap());
+    let workers = [1, 2].map(|pid| {
+        c.join_epochs(Participant {
+            me: pid,
+            alive: &alive,
+        })
+        .unwrap()
+    });
     let mut spec = FamilySpec::new("churn_total", MetricType::Counter, &["k"]);
     spec.expire_s = 1;
-    let f = c.register(&spec, 1, &alive).unwrap();
+    let f = c
+        .register(
+            &spec,
+            Participant {
+                me: 1,
+                alive: &alive,
+            },
+        )
+        .unwrap();
     let (mut peak, mut refused) = (0, 0);
     for i in 0..1_000_000u64 {
         let now = t + i / 5; // 5 per ms
-        if c.series_at(f, &[format!("{i:08}")], 1, &alive, now)
-            .is_err()
+        if c.find_or_make(
+            f,
+            &[format!("{i:08}")],
+            Participant {
+                me: 1,
+                alive: &alive,
+            },
+            SeriesOptions {
+                created_ms: Some(now),
+            },
+        )
+        .is_err()
         {
             refused += 1;
         }
         if i % 1250 == 0 {
-            c.sweep(10_000, now, 1, &alive);
+            c.sweep(
+                10_000,
+                now,
+                Participant {
+                    me: 1,
+                    alive: &alive,
+                },
+            );
         }
         if i % 500 == 0 {
             workers.iter().for_each(|&w| c.announce(w));
@@ -117,24 +174,31 @@ fn reuse_costs(n: u64, alive: &dyn Fn(u32) -> bool) -> ReuseCosts {
         |start: std::time::Instant, ops: u64| start.elapsed().as_secs_f64() * 1e9 / ops as f64;
     let mem = heap_words(1 << 24);
     let s = Store::format(Region::new(&mem), 0).unwrap();
-    let workers = [1, 2].map(|pid| s.join_epochs(pid, alive).unwrap());
+    let workers = [1, 2].map(|pid| s.join_epochs(Participant { me: pid, alive }).unwrap());
     let f = s
         .register(
             &FamilySpec::new("reuse_total", MetricType::Counter, &["k"]),
-            1,
-            alive,
+            Participant { me: 1, alive },
         )
         .unwrap();
     let t = 1_000_000_000;
     let keys: Vec<[String; 1]> = (0..2 * n).map(|i| [format!("{i:08}")]).collect();
     let start = std::time::Instant::now();
     for k in &keys[..n as usize] {
-        s.series_at(f, k, 1, alive, t).unwrap();
+        s.find_or_make(
+            f,
+            k,
+            Participant { me: 1, alive },
+            SeriesOptions {
+                created_ms: Some(t),
+            },
+        )
+        .unwrap();
     }
     let fresh_ns = per(start, n);
     let start = std::time::Instant::now();
     for k in &keys[..n as usize] {
-        assert!(s.delete_series(f, k, 1, alive));
+        assert!(s.delete_series(f, k, Participant { me: 1, alive }));
     }
     let delete_ns = per(start, n);
     let start = std::time::Instant::now();
@@ -145,23 +209,31 @@ fn reuse_costs(n: u64, alive: &dyn Fn(u32) -> bool) -> ReuseCosts {
     let used = s.arena().used_bytes();
     let start = std::time::Instant::now();
     for k in &keys[n as usize..] {
-        s.series_at(f, k, 1, alive, t).unwrap();
+        s.find_or_make(
+            f,
+            k,
+            Participant { me: 1, alive },
+            SeriesOptions {
+                created_ms: Some(t),
+            },
+        )
+        .unwrap();
     }
     let reuse_ns = per(start, n);
     let bytes_unchanged = s.arena().used_bytes() == used;
     let start = std::time::Instant::now();
     for _ in 0..1000 {
-        s.waiting_bytes(1, alive);
+        s.waiting_bytes(Participant { me: 1, alive });
     }
     let waiting_idle_ns = per(start, 1000);
     // Worker 2 stops announcing; worker 1 deletes the series again: all wait on worker 2.
     for k in &keys[n as usize..] {
-        s.delete_series(f, k, 1, alive);
+        s.delete_series(f, k, Participant { me: 1, alive });
     }
     s.announce(workers[0]);
     let start = std::time::Instant::now();
     for _ in 0..10 {
-        s.waiting_bytes(1, alive);
+        s.waiting_bytes(Participant { me: 1, alive });
     }
     let waiting_behind_us = per(start, 10) / 1e3;
     ReuseCosts {

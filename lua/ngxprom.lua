@@ -52,6 +52,8 @@ local gauge_add = C.ngx_prom_gauge_add
 local observe = C.ngx_prom_histogram_observe
 local count_error = C.ngx_prom_count_error
 local REASON = core.reasons
+-- What the update functions return, named once on the Rust side (lua/ffi.rs).
+local FFI_OK, FFI_STALE = core.codes.FFI_OK, core.codes.FFI_STALE
 
 local _M = { _VERSION = core.version, core = core }
 
@@ -87,12 +89,10 @@ _M.log_once = log_once
 -- Children: one series of a family, holding its handle and its label values.
 --
 -- An update through the handle of a series that was deleted (by `del`, `reset`, an
--- expiry, or another worker) returns STALE: it was not applied, and was counted as
+-- expiry, or another worker) returns FFI_STALE: it was not applied, and was counted as
 -- `stale_handle`. The child then resolves its labels again (making the series anew)
 -- and applies the update there, so a child kept anywhere goes on working and the
 -- update is counted once.
-
-local STALE = -2
 
 -- Stands in for a series that could not be made: updates do nothing (the refusal was
 -- counted when it happened) and never raise.
@@ -131,14 +131,14 @@ end
 -- one more; giving up is counted as stale_handle and logged.
 local MAX_RENEW = 3
 
--- An update that did not go in (`rc` from the FFI call, not 0): the series was
--- deleted (STALE: the update was not applied; the child resolves its labels again and
+-- An update that did not go in (`rc` from the FFI call, not FFI_OK): the series was
+-- deleted (FFI_STALE: the update was not applied; the child resolves its labels again and
 -- the update is retried, so it lands once, in the series that exists now), or the
 -- module refused the value (counted there as invalid_value, or zone_full for a
 -- histogram chunk): logged once, returns nil and why.
 local function not_recorded(child, rc, update, v)
     local tries = 0
-    while rc == STALE do
+    while rc == FFI_STALE do
         tries = tries + 1
         if tries > MAX_RENEW then
             local msg = "metric \"" .. child.family.name .. "\": update dropped: its series"
@@ -148,7 +148,7 @@ local function not_recorded(child, rc, update, v)
         end
         if not renew(child) then return nil, "series unavailable" end
         rc = update(child.handle, v)
-        if rc == 0 then return true end
+        if rc == FFI_OK then return true end
     end
     local family = child.family
     local why
@@ -174,13 +174,13 @@ local function counter_update(child, n)
     if n == nil then
         -- The common case takes the integer entry: no float checks on the C side.
         local rc = counter_inc(child.handle, 1)
-        if rc == 0 then return true end
+        if rc == FFI_OK then return true end
         local ok, err = not_recorded(child, rc, counter_inc, 1)
         return ok, err
     end
     if type(n) ~= "number" then error("increment must be a number", 3) end
     local rc = counter_add(child.handle, n)
-    if rc == 0 then return true end
+    if rc == FFI_OK then return true end
     local ok, err = not_recorded(child, rc, counter_add, n)
     return ok, err
 end
@@ -190,14 +190,14 @@ local function gauge_update(child, v, sign)
     if sign == nil then
         if type(v) ~= "number" then error("value must be a number", 3) end
         local rc = gauge_set(child.handle, v)
-        if rc == 0 then return true end
+        if rc == FFI_OK then return true end
         local ok, err = not_recorded(child, rc, gauge_set, v)
         return ok, err
     end
     if v == nil then v = 1 elseif type(v) ~= "number" then error("value must be a number", 3) end
     v = sign * v
     local rc = gauge_add(child.handle, v)
-    if rc == 0 then return true end
+    if rc == FFI_OK then return true end
     local ok, err = not_recorded(child, rc, gauge_add, v)
     return ok, err
 end
@@ -205,7 +205,7 @@ end
 local function histogram_update(child, v)
     if type(v) ~= "number" then error("value must be a number", 3) end
     local rc = observe(child.handle, v)
-    if rc == 0 then return true end
+    if rc == FFI_OK then return true end
     local ok, err = not_recorded(child, rc, observe, v)
     return ok, err
 end
@@ -266,10 +266,10 @@ local new_handles = ffi.typeof("ngx_prom_request_handles_t")
 local band = require("bit").band
 
 -- The struct's fields, in the order of their bits in record_request's result
--- (2^(i-1)); REFUSED: some update was refused for another reason (counted).
+-- (STALE_BIT * 2^(i-1)); REFUSED: some update was refused for another reason (counted).
 local BATCH_FIELDS = { "requests", "request_latency", "upstream_latency", "gateway_latency",
     "received_bytes", "sent_bytes" }
-local REFUSED = 64
+local STALE_BIT, REFUSED = core.codes.STALE_BIT, core.codes.BATCH_REFUSED
 
 -- A new batch whose histograms take `ms_per_unit` milliseconds per unit (1000 for
 -- seconds). `batch.may_renew`, if set, is asked (with record's `arg`) before a deleted
@@ -309,7 +309,7 @@ local function settle(facts, batch, requests, rc, arg)
         ffi.fill(again, ffi.sizeof(again))
         again.ms_per_unit = h.ms_per_unit
         for i = 1, #BATCH_FIELDS do
-            if band(stale, 2 ^ (i - 1)) ~= 0 then
+            if band(stale, STALE_BIT * 2 ^ (i - 1)) ~= 0 then
                 local field = BATCH_FIELDS[i]
                 local child = requests
                 if i > 1 then child = batch.children[field] end
@@ -341,7 +341,7 @@ function _M.record(facts, batch, requests, arg)
     local h = batch.handles
     if requests then h.requests = requests.handle else h.requests = 0 end
     local rc = record_request(facts, h)
-    if rc == 0 then return true end
+    if rc == FFI_OK then return true end
     local ok, err = settle(facts, batch, requests, rc, arg)
     return ok, err
 end

@@ -13,7 +13,7 @@
 #![forbid(unsafe_code)]
 
 use crate::metrics::family::valid_group;
-use crate::push::client::{parse_url, Endpoint};
+use crate::push::{parse_url, Endpoint};
 use std::time::Duration;
 
 /// nginx's reading of a time (`5s`, `500ms`), in milliseconds; `None` unless positive.

@@ -21,14 +21,19 @@ use ngx_prometheus::exposition::text::TextSink;
 use ngx_prometheus::exposition::{label_values, walk, ExposedType, Meta, Scrape, Sink};
 use ngx_prometheus::identity::{ConstLabels, Identity};
 use ngx_prometheus::metrics::family::QuantileMode;
-use ngx_prometheus::metrics::{counter, gauge, FamilySpec, HistogramSpec, MetricType, Store};
+use ngx_prometheus::metrics::store::{Found, Participant, SeriesOptions};
+use ngx_prometheus::metrics::{
+    counter, gauge, histogram, FamilySpec, HistogramSpec, MetricType, Store,
+};
 use ngx_prometheus::shm::region::heap_words;
 use ngx_prometheus::shm::Region;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 
-const ALIVE: &dyn Fn(u32) -> bool = &|_| true;
-const ME: u32 = 1;
+const ME: Participant<'static> = Participant {
+    me: 1,
+    alive: &|_| true,
+};
 
 /// One input, read from a small line language so that the kept seeds are readable
 /// and can be written by hand (see [`Input::parse`] and `fuzz/corpus/exposition/`).
@@ -384,18 +389,31 @@ fn spec_of(f: &FamilyIn) -> FamilySpec {
     spec
 }
 
+/// Counts `v` in histogram series `h` the way the FFI path does, making the chunk it
+/// falls in on a first miss.
+fn observe(store: &Store<'_>, h: u64, v: f64) -> bool {
+    histogram::observe(&store.region(), h, v, |pointer, slots| {
+        store.make_chunk(h, pointer, slots, ME)
+    })
+    .is_ok()
+}
+
 /// Registers and records everything the input holds that the store accepts.
 fn fill(store: &Store<'_>, input: &Input, consts: &[String]) -> Made {
     let r = store.region();
     let mut made = Made::new();
     for f in input.families.iter().take(MAX_FAMILIES) {
         let spec = spec_of(f);
-        let Ok(family) = store.register(&spec, ME, ALIVE) else {
+        let Ok(family) = store.register(&spec, ME) else {
             continue;
         };
         let mut series = BTreeSet::new();
         for s in f.series.iter().take(MAX_SERIES) {
-            let Ok(h) = store.series_at(family, &s.values, ME, ALIVE, s.created_ms) else {
+            let options = SeriesOptions {
+                created_ms: Some(s.created_ms),
+            };
+            let Ok(Found { handle: h, .. }) = store.find_or_make(family, &s.values, ME, options)
+            else {
                 continue;
             };
             let mut key: Vec<String> = consts.to_vec();
@@ -410,12 +428,8 @@ fn fill(store: &Store<'_>, input: &Input, consts: &[String]) -> Made {
                     (KindIn::Gauge, Op::Set(v)) => gauge::set(&r, h, v).is_ok(),
                     (KindIn::Gauge, Op::Float(v)) => gauge::add(&r, h, v).is_ok(),
                     (KindIn::Gauge, Op::Whole(n)) => gauge::set(&r, h, n as f64).is_ok(),
-                    (KindIn::Histogram, Op::Float(v) | Op::Set(v)) => {
-                        store.observe(h, v, ME, ALIVE).is_ok()
-                    }
-                    (KindIn::Histogram, Op::Whole(n)) => {
-                        store.observe(h, n as f64, ME, ALIVE).is_ok()
-                    }
+                    (KindIn::Histogram, Op::Float(v) | Op::Set(v)) => observe(store, h, v),
+                    (KindIn::Histogram, Op::Whole(n)) => observe(store, h, n as f64),
                 };
             }
         }

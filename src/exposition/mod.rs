@@ -126,6 +126,10 @@ pub(crate) mod tests {
     use std::sync::atomic::AtomicU64;
 
     const ALIVE: &dyn Fn(u32) -> bool = &|_| true;
+    const ME: crate::metrics::store::Participant<'static> = crate::metrics::store::Participant {
+        me: 1,
+        alive: ALIVE,
+    };
     pub(crate) const T0: u64 = 1_700_000_000_123;
 
     pub(crate) fn spec(name: &str, t: MetricType, labels: &[&str]) -> FamilySpec {
@@ -137,25 +141,25 @@ pub(crate) mod tests {
         let mem = heap_words(1 << 16);
         let s = Store::format(Region::new(&mem), 1234).unwrap();
         let r = s.region();
-        let reg = |spec: &FamilySpec| s.register(spec, 1, ALIVE).unwrap();
+        let reg = |spec: &FamilySpec| s.register(spec, ME).unwrap();
         let mut c = spec("http_requests_total", MetricType::Counter, &["code"]);
         c.help = "Requests.".into();
         let c = reg(&c);
-        let ok = s.series_at(c, &["200"], 1, ALIVE, T0).unwrap();
+        let ok = s.series_at(c, &["200"], ME, T0).unwrap();
         counter::inc(&r, ok, 3).unwrap();
-        let odd = s.series_at(c, &["a\"b\\\n"], 1, ALIVE, T0 + 500).unwrap();
+        let odd = s.series_at(c, &["a\"b\\\n"], ME, T0 + 500).unwrap();
         counter::add(&r, odd, 0.5).unwrap();
         let mut k = spec("kong_bandwidth_bytes", MetricType::Counter, &[]);
         k.unit = "bytes".into();
         k.group = "http".into();
         let k = reg(&k);
-        let kb = s.series_at(k, &[] as &[&str], 1, ALIVE, T0).unwrap();
+        let kb = s.series_at(k, &[] as &[&str], ME, T0).unwrap();
         counter::inc(&r, kb, 42).unwrap();
         let mut g = spec("temperature_celsius", MetricType::Gauge, &[]);
         g.help = "Say \"hot\"\\ or\ncold.".into();
         g.unit = "celsius".into();
         let g = reg(&g);
-        let gs = s.series_at(g, &[] as &[&str], 1, ALIVE, T0).unwrap();
+        let gs = s.series_at(g, &[] as &[&str], ME, T0).unwrap();
         gauge::set(&r, gs, -1.5).unwrap();
         let mut h = spec("latency_seconds", MetricType::Histogram, &["route"]);
         h.help = "Latency.".into();
@@ -166,9 +170,9 @@ pub(crate) mod tests {
             ..HistogramSpec::default()
         });
         let h = reg(&h);
-        let hs = s.series_at(h, &["/"], 1, ALIVE, T0).unwrap();
+        let hs = s.series_at(h, &["/"], ME, T0).unwrap();
         for v in [0.05, 0.5, 5.0] {
-            s.observe(hs, v, 1, ALIVE).unwrap();
+            s.observe(hs, v, ME).unwrap();
         }
         let mut i = spec("size_bytes", MetricType::Histogram, &[]);
         i.quantiles = QuantileMode::Instead;
@@ -180,7 +184,7 @@ pub(crate) mod tests {
             buckets: vec![100.0],
         });
         let i = reg(&i);
-        s.series_at(i, &[] as &[&str], 1, ALIVE, T0).unwrap();
+        s.series_at(i, &[] as &[&str], ME, T0).unwrap();
         mem
     }
 
@@ -320,13 +324,13 @@ pub(crate) mod tests {
             ..spec("jobs_total", MetricType::Counter, &["queue", "worker"])
         };
         let (fw, fa) = (
-            s.register(&per_worker, 1, ALIVE).unwrap(),
-            s.register(&app, 1, ALIVE).unwrap(),
+            s.register(&per_worker, ME).unwrap(),
+            s.register(&app, ME).unwrap(),
         );
         for w in ["0", "1", "2", "3", "x"] {
-            let h = s.series_at(fw, &[w], 1, ALIVE, T0).unwrap();
+            let h = s.series_at(fw, &[w], ME, T0).unwrap();
             gauge::set(&s.region(), h, 7.0).unwrap();
-            s.series_at(fa, &["q", w], 1, ALIVE, T0).unwrap();
+            s.series_at(fa, &["q", w], ME, T0).unwrap();
         }
         let shown = |workers: Option<u32>, format: Format| {
             let sel = Selection {
@@ -377,11 +381,10 @@ pub(crate) mod tests {
         let f = s
             .register(
                 &spec("hits_total", MetricType::Counter, &["dc", "code"]),
-                1,
-                ALIVE,
+                ME,
             )
             .unwrap();
-        let h = s.series_at(f, &["local", "200"], 1, ALIVE, T0).unwrap();
+        let h = s.series_at(f, &["local", "200"], ME, T0).unwrap();
         counter::inc(&s.region(), h, 2).unwrap();
         let id = Identity {
             labels: ConstLabels::parse(&["node_id=n-1", "dc=eu"], &[]).unwrap(),

@@ -258,6 +258,10 @@ mod tests {
     use crate::shm::Region;
 
     const ALIVE: &dyn Fn(u32) -> bool = &|_| true;
+    const ME: crate::metrics::store::Participant<'static> = crate::metrics::store::Participant {
+        me: 1,
+        alive: ALIVE,
+    };
 
     /// Writes every family of the zone, then the module's own families, in the text
     /// format 0.0.4.
@@ -325,8 +329,7 @@ mod tests {
                     help: "Requests.".into(),
                     ..FamilySpec::new("http_requests_total", MetricType::Counter, &["code"])
                 },
-                1,
-                ALIVE,
+                ME,
             )
             .unwrap();
         let h = s
@@ -347,17 +350,16 @@ mod tests {
                     group: String::new(),
                     quantiles: QuantileMode::Off,
                 },
-                1,
-                ALIVE,
+                ME,
             )
             .unwrap();
-        let ok = s.series(c, &["200"], 1, ALIVE).unwrap();
-        let quote = s.series(c, &["a\"b"], 1, ALIVE).unwrap();
+        let ok = s.series(c, &["200"], ME).unwrap();
+        let quote = s.series(c, &["a\"b"], ME).unwrap();
         counter::inc(&s.region(), ok, 3).unwrap();
         counter::add(&s.region(), quote, 0.5).unwrap();
-        let lat = s.series(h, &[] as &[&str], 1, ALIVE).unwrap();
+        let lat = s.series(h, &[] as &[&str], ME).unwrap();
         for v in [0.05, 0.5, 5.0] {
-            s.observe(lat, v, 1, ALIVE).unwrap();
+            s.observe(lat, v, ME).unwrap();
         }
         let mut out = String::new();
         write_zone(&mut out, &s, "z", None);
@@ -586,9 +588,9 @@ size_bytes_count 0
             ..HistogramSpec::default()
         });
         h.quantiles = QuantileMode::Beside;
-        let f = s.register(&h, 1, ALIVE).unwrap();
-        let d = s.series_at(f, &[] as &[&str], 1, ALIVE, 2000).unwrap();
-        s.observe(d, -3.0, 1, ALIVE).unwrap();
+        let f = s.register(&h, ME).unwrap();
+        let d = s.series_at(f, &[] as &[&str], ME, 2000).unwrap();
+        s.observe(d, -3.0, ME).unwrap();
         let out = render_string(&Scrape {
             format: crate::exposition::Format::OpenMetrics,
             selection: Selection {

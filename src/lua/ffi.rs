@@ -2,93 +2,74 @@
 //! None of them allocates on the heap or raises, and only a histogram's first value in
 //! a chunk of its range takes the zone lock (to make that chunk: a few times in a
 //! series' life); a bad handle or value, or a full zone, is counted in the zone's error
-//! counters and reported by the return value (0 ok, -1 refused).
+//! counters and reported by the return value (`FFI_OK`, `FFI_REFUSED`, `FFI_STALE`).
 
 use super::slots;
-use crate::metrics::value::HandleError;
+use crate::metrics::value::UpdateError;
 use crate::metrics::{counter, gauge, histogram, Reason, Store};
 use crate::nginx::{request, zone};
 use ngx::ffi::ngx_http_request_t;
 
 #[inline(always)]
-fn with<F: FnOnce(&crate::shm::Region<'static>, u64) -> Result<(), Reason>>(
+fn with<F: FnOnce(&crate::shm::Region<'static>, u64) -> Result<(), UpdateError>>(
     handle: u64,
     f: F,
 ) -> i32 {
     let (slot, handle) = slots::split(handle);
     let Some(r) = slots::region(slot) else {
-        return -1;
+        return FFI_REFUSED;
     };
     match f(&r, handle) {
-        Ok(()) => 0,
-        Err(reason) => {
-            if let Ok(s) = Store::attach(r) {
-                s.count_error(reason);
-            }
-            if reason == Reason::StaleHandle {
-                STALE
-            } else {
-                -1
-            }
-        }
+        Ok(()) => FFI_OK,
+        Err(e) => refused(r, e),
     }
 }
 
-/// What an update through the handle of a deleted series returns: resolve the labels
-/// again (the update was dropped, and counted as `stale_handle`).
-const STALE: i32 = -2;
-
-fn counter_reason(e: counter::CounterError) -> Reason {
-    match e {
-        counter::CounterError::BadHandle => Reason::BadHandle,
-        counter::CounterError::Stale => Reason::StaleHandle,
-        counter::CounterError::InvalidIncrement => Reason::InvalidValue,
+/// Counts a refused update in its zone and says what to return. Out of line: the
+/// update's success path stays free of the error path's set-up.
+#[cold]
+#[inline(never)]
+fn refused(r: crate::shm::Region<'static>, e: UpdateError) -> i32 {
+    let reason = Reason::from(e);
+    if let Ok(s) = Store::attach(r) {
+        s.count_error(reason);
+    }
+    if reason == Reason::StaleHandle {
+        FFI_STALE
+    } else {
+        FFI_REFUSED
     }
 }
 
-fn handle_reason(e: HandleError) -> Reason {
-    match e {
-        HandleError::Bad => Reason::BadHandle,
-        HandleError::Stale => Reason::StaleHandle,
-    }
-}
-
-fn gauge_reason(e: gauge::GaugeError) -> Reason {
-    match e {
-        gauge::GaugeError::Handle(e) => handle_reason(e),
-        gauge::GaugeError::NotANumber => Reason::InvalidValue,
-    }
-}
-
-fn observe_reason(e: histogram::ObserveError) -> Reason {
-    match e {
-        histogram::ObserveError::BadHandle => Reason::BadHandle,
-        histogram::ObserveError::Stale => Reason::StaleHandle,
-        histogram::ObserveError::NotANumber => Reason::InvalidValue,
-        histogram::ObserveError::ZoneFull => Reason::ZoneFull,
-    }
-}
+/// What an update function returns (exported to Lua as `codes`, by these names, the
+/// way lua-resty-core names its `FFI_OK`...): applied;
+pub const FFI_OK: i32 = 0;
+/// refused and counted (a bad handle or value, a full zone): retrying cannot help;
+pub const FFI_REFUSED: i32 = -1;
+/// dropped because its series was deleted (counted as `stale_handle`): resolve the
+/// labels again.
+pub const FFI_STALE: i32 = -2;
 
 /// Adds a whole number to a counter.
 #[no_mangle]
 pub extern "C" fn ngx_prom_counter_inc(handle: u64, n: u64) -> i32 {
-    with(handle, |r, h| counter::inc(r, h, n).map_err(counter_reason))
+    with(handle, |r, h| counter::inc(r, h, n))
 }
 
 /// Adds a non-negative number to a counter.
 #[no_mangle]
 pub extern "C" fn ngx_prom_counter_add(handle: u64, v: f64) -> i32 {
-    with(handle, |r, h| counter::add(r, h, v).map_err(counter_reason))
+    with(handle, |r, h| counter::add(r, h, v))
 }
 
 #[no_mangle]
 pub extern "C" fn ngx_prom_gauge_set(handle: u64, v: f64) -> i32 {
-    with(handle, |r, h| gauge::set(r, h, v).map_err(gauge_reason))
+    with(handle, |r, h| gauge::set(r, h, v))
 }
 
 #[no_mangle]
 pub extern "C" fn ngx_prom_gauge_add(handle: u64, v: f64) -> i32 {
-    with(handle, |r, h| gauge::add(r, h, v).map_err(gauge_reason))
+    with(handle, |r, h| gauge::add(r, h, v))
 }
 
 #[no_mangle]
@@ -96,10 +77,9 @@ pub extern "C" fn ngx_prom_histogram_observe(handle: u64, v: f64) -> i32 {
     with(handle, |r, h| {
         histogram::observe(r, h, v, |pointer, slots| {
             Store::attach(*r)
-                .map_err(|_| histogram::ObserveError::BadHandle)?
-                .make_chunk(h, pointer, slots, zone::my_pid(), &zone::alive)
+                .map_err(|_| UpdateError::BadHandle)?
+                .make_chunk(h, pointer, slots, zone::participant())
         })
-        .map_err(observe_reason)
     })
 }
 
@@ -127,7 +107,7 @@ pub extern "C" fn ngx_prom_debug_seize_lock(slot: u32) -> i32 {
 
 /// What several updates in one call came to, as `ngx_prom_record_request` returns it:
 /// for each update dropped because its handle was stale, its bit (`STALE_BIT` times the
-/// field's place in `RequestHandles`); `REFUSED` when another was refused (counted as
+/// field's place in `RequestHandles`); `BATCH_REFUSED` when another was refused (counted as
 /// invalid_value or zone_full: retrying cannot help). 0 when all went in. An update
 /// reported stale was not applied, and every other one was, exactly once: the caller
 /// renews the stale ones' handles and records those again, and the request is counted
@@ -136,17 +116,18 @@ pub extern "C" fn ngx_prom_debug_seize_lock(slot: u32) -> i32 {
 struct Outcome(i32);
 
 /// The bit of `requests`; the next fields' bits follow in struct order.
-const STALE_BIT: i32 = 1;
-/// Set when an update was refused for a reason other than a stale handle.
-const REFUSED: i32 = 1 << 6;
+pub const STALE_BIT: i32 = 1;
+/// Set when an update was refused for a reason other than a stale handle (exported to
+/// Lua in `codes`).
+pub const BATCH_REFUSED: i32 = 1 << 6;
 
 impl Outcome {
     #[inline(always)]
     fn add(&mut self, bit: i32, rc: i32) {
-        if rc == STALE {
+        if rc == FFI_STALE {
             self.0 |= bit;
-        } else if rc != 0 {
-            self.0 |= REFUSED;
+        } else if rc != FFI_OK {
+            self.0 |= BATCH_REFUSED;
         }
     }
 }
@@ -161,7 +142,7 @@ impl Outcome {
 pub extern "C" fn ngx_prom_debug_delete_and_die(handle: u64) -> i32 {
     let (slot, handle) = slots::split(handle);
     match slots::store(slot) {
-        Some(s) if s.begin_delete_and_keep_lock(handle, zone::my_pid(), &zone::alive) => 0,
+        Some(s) if s.begin_delete_and_keep_lock(handle, zone::participant()) => 0,
         _ => -1,
     }
 }
@@ -307,6 +288,22 @@ pub unsafe extern "C" fn ngx_prom_record_request(f: *const Facts, h: *const Requ
         );
     }
     rc.0
+}
+
+/// The return codes, by the names the Rust side gives them (see `FFI_OK`): Lua's
+/// bindings compare with these, never with literals of their own.
+pub fn codes(lua: &mlua::Lua) -> mlua::Result<mlua::Table> {
+    let t = lua.create_table()?;
+    for (name, code) in [
+        ("FFI_OK", FFI_OK),
+        ("FFI_REFUSED", FFI_REFUSED),
+        ("FFI_STALE", FFI_STALE),
+        ("STALE_BIT", STALE_BIT),
+        ("BATCH_REFUSED", BATCH_REFUSED),
+    ] {
+        t.set(name, code)?;
+    }
+    Ok(t)
 }
 
 /// The size and field offsets of each struct `lua/ngxprom.lua` declares, from the Rust

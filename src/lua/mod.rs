@@ -143,7 +143,7 @@ fn add_declarations(lua: &Lua, m: &Table) -> LuaResult<()> {
         lua.create_function(|_, (slot, spec): (usize, Table)| {
             let spec = spec_from(&spec)?;
             let store = store_of(slot)?;
-            match store.register(&spec, zone::my_pid(), &zone::alive) {
+            match store.register(&spec, zone::participant()) {
                 Ok(f) => Ok((Some(u64::from(f.id)), None)),
                 Err(e @ RegisterError::ZoneFull { .. }) => Ok((None, Some(e.to_string()))),
                 Err(e) => Err(err(e.to_string())),
@@ -163,11 +163,12 @@ fn add_series(lua: &Lua, m: &Table) -> LuaResult<()> {
             let f = family_of(&store, family)?;
             let values = label_values(values)?;
             // The third value says why a label set went to the overflow series.
-            match store.series_noting_overflow(f, &values, zone::my_pid(), &zone::alive) {
-                Ok((h, overflow)) => Ok((
-                    Some(slots::join(slot, h)),
+            match store.find_or_make(f, &values, zone::participant(), Default::default()) {
+                Ok(s) => Ok((
+                    Some(slots::join(slot, s.handle)),
                     None,
-                    overflow.map(|e| format!("{e}; recorded in the family's overflow series")),
+                    s.overflowed
+                        .map(|e| format!("{e}; recorded in the family's overflow series")),
                 )),
                 Err(e) => Ok((None, Some(e.to_string()), None)),
             }
@@ -181,7 +182,7 @@ fn add_series(lua: &Lua, m: &Table) -> LuaResult<()> {
         lua.create_function(|lua, (slot, family): (usize, u64)| {
             let store = store_of(slot)?;
             let f = family_of(&store, family)?;
-            match store.overflow_series(f, zone::my_pid(), &zone::alive) {
+            match store.overflow_series(f, zone::participant()) {
                 Some((h, value)) => Ok((Some(slots::join(slot, h)), lua.create_string(value)?)),
                 None => Ok((None, lua.create_string("no overflow series")?)),
             }
@@ -211,7 +212,7 @@ fn add_series(lua: &Lua, m: &Table) -> LuaResult<()> {
             let store = store_of(slot)?;
             let f = family_of(&store, family)?;
             let values = label_values(values)?;
-            Ok(store.delete_series(f, &values, zone::my_pid(), &zone::alive))
+            Ok(store.delete_series(f, &values, zone::participant()))
         })?,
     )?;
 
@@ -221,7 +222,7 @@ fn add_series(lua: &Lua, m: &Table) -> LuaResult<()> {
         lua.create_function(|_, (slot, family): (usize, u64)| {
             let store = store_of(slot)?;
             let f = family_of(&store, family)?;
-            Ok(store.reset(f, zone::my_pid(), &zone::alive))
+            Ok(store.reset(f, zone::participant()))
         })?,
     )?;
 
@@ -237,42 +238,7 @@ fn add_series(lua: &Lua, m: &Table) -> LuaResult<()> {
                 let (label, value) = pair?;
                 wanted_values.push((label, value.as_bytes().to_vec()));
             }
-            // Per family: the positions of the wanted labels. A family without one of
-            // them has no series that carries it.
-            let mut positions: std::collections::HashMap<u32, Vec<(usize, &[u8])>> =
-                Default::default();
-            for name in &names {
-                let Some(f) = store.family_by_name(name) else {
-                    continue;
-                };
-                let labels = store.spec(f).label_names;
-                let at: Option<Vec<(usize, &[u8])>> = wanted_values
-                    .iter()
-                    .map(|(label, value)| {
-                        let i = labels.iter().position(|l| l == label)?;
-                        Some((i, value.as_slice()))
-                    })
-                    .collect();
-                if let Some(at) = at {
-                    positions.insert(f.id, at);
-                }
-            }
-            if positions.is_empty() {
-                return Ok(0);
-            }
-            let doomed = |owner: u32, key: &[u8]| {
-                let want = &positions[&owner];
-                let values: Vec<&[u8]> = crate::metrics::store::decode_key(key).collect();
-                want.iter().all(|(i, v)| values.get(*i) == Some(v))
-            };
-            let ids: Vec<u32> = positions.keys().copied().collect();
-            Ok(store.delete_matching(
-                &ids,
-                zone::my_pid(),
-                &zone::alive,
-                crate::metrics::store::now_ms(),
-                doomed,
-            ))
+            Ok(store.delete_labelled(&names, &wanted_values, zone::participant()))
         })?,
     )?;
 
@@ -284,7 +250,7 @@ fn add_series(lua: &Lua, m: &Table) -> LuaResult<()> {
             let f = family_of(&store, family)?;
             let buckets = number_list(buckets, "buckets")?;
             store
-                .set_buckets(f, &buckets, zone::my_pid(), &zone::alive)
+                .set_buckets(f, &buckets, zone::participant())
                 .map_err(|e| err(e.to_string()))?;
             Ok(true)
         })?,
@@ -414,7 +380,8 @@ fn add_readers(lua: &Lua, m: &Table) -> LuaResult<()> {
     Ok(())
 }
 
-/// IP rules, error reasons, the version and the C structs' layouts.
+/// IP rules, error reasons, the version, the C functions' return codes and the C
+/// structs' layouts.
 fn add_helpers(lua: &Lua, m: &Table) -> LuaResult<()> {
     // ip_rules({allow...}, {deny...}) -> rules | nil, err. `rules:allows(ip)` applies
     // the metrics endpoint's semantics (deny wins; then allow, if given, must match).
@@ -447,6 +414,7 @@ fn add_helpers(lua: &Lua, m: &Table) -> LuaResult<()> {
     m.set("reasons", reasons)?;
     m.set("version", crate::identity::VERSION)?;
     m.set("layouts", ffi::layouts(lua)?)?;
+    m.set("codes", ffi::codes(lua)?)?;
     Ok(())
 }
 

@@ -3,38 +3,32 @@
 //! (`+inf` plus `-inf`) is refused and the value kept.
 
 use super::family::MetricType;
-use super::value::{check, load_f64, HandleError};
+use super::value::{check, load_f64, UpdateError};
 use crate::shm::{Offset, Region};
 use std::sync::atomic::Ordering::Relaxed;
 
-pub const VALUE_WORDS: u64 = 1;
-
-#[derive(Debug, PartialEq, Eq, Clone, Copy)]
-pub enum GaugeError {
-    Handle(HandleError),
-    /// NaN, given or as the result of the addition.
-    NotANumber,
-}
+use super::layout::GAUGE_VALUE as VALUE;
+pub use super::layout::GAUGE_WORDS as VALUE_WORDS;
 
 #[inline(always)]
-pub fn set(r: &Region<'_>, handle: u64, v: f64) -> Result<(), GaugeError> {
-    let h = check(r, handle, MetricType::Gauge, VALUE_WORDS).map_err(GaugeError::Handle)?;
+pub fn set(r: &Region<'_>, handle: u64, v: f64) -> Result<(), UpdateError> {
+    let h = check(r, handle, MetricType::Gauge, VALUE_WORDS)?;
     if v.is_nan() {
-        return Err(GaugeError::NotANumber);
+        return Err(UpdateError::InvalidValue);
     }
-    r.word(h).store(v.to_bits(), Relaxed);
+    r.word(h + VALUE).store(v.to_bits(), Relaxed);
     Ok(())
 }
 
 #[inline(always)]
-pub fn add(r: &Region<'_>, handle: u64, v: f64) -> Result<(), GaugeError> {
-    let h = check(r, handle, MetricType::Gauge, VALUE_WORDS).map_err(GaugeError::Handle)?;
-    let w = r.word(h);
+pub fn add(r: &Region<'_>, handle: u64, v: f64) -> Result<(), UpdateError> {
+    let h = check(r, handle, MetricType::Gauge, VALUE_WORDS)?;
+    let w = r.word(h + VALUE);
     let mut cur = w.load(Relaxed);
     loop {
         let next = f64::from_bits(cur) + v;
         if next.is_nan() {
-            return Err(GaugeError::NotANumber);
+            return Err(UpdateError::InvalidValue);
         }
         match w.compare_exchange_weak(cur, next.to_bits(), Relaxed, Relaxed) {
             Ok(_) => return Ok(()),
@@ -44,7 +38,7 @@ pub fn add(r: &Region<'_>, handle: u64, v: f64) -> Result<(), GaugeError> {
 }
 
 pub fn read(r: &Region<'_>, h: Offset) -> f64 {
-    load_f64(r.word(h))
+    load_f64(r.word(h + VALUE))
 }
 
 #[cfg(test)]
@@ -70,12 +64,15 @@ mod tests {
         let r = Region::new(&mem);
         r.store(0, tag(MetricType::Gauge, 0));
         set(&r, 3, 2.0).unwrap();
-        assert_eq!(set(&r, 3, f64::NAN), Err(GaugeError::NotANumber));
-        assert_eq!(add(&r, 3, f64::NAN), Err(GaugeError::NotANumber));
+        assert_eq!(set(&r, 3, f64::NAN), Err(UpdateError::InvalidValue));
+        assert_eq!(add(&r, 3, f64::NAN), Err(UpdateError::InvalidValue));
         assert_eq!(read(&r, 3), 2.0);
         // Infinities are values; their sum is not.
         set(&r, 3, f64::INFINITY).unwrap();
-        assert_eq!(add(&r, 3, f64::NEG_INFINITY), Err(GaugeError::NotANumber));
+        assert_eq!(
+            add(&r, 3, f64::NEG_INFINITY),
+            Err(UpdateError::InvalidValue)
+        );
         assert_eq!(read(&r, 3), f64::INFINITY);
         add(&r, 3, 1.0).unwrap();
         set(&r, 3, -0.0).unwrap();

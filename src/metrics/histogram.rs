@@ -14,14 +14,13 @@
 
 use super::family::{HistogramSpec, MetricType};
 use super::hdr::HdrLayout;
-use super::value::{add_f64, check, load_f64, HandleError};
+use super::value::{add_f64, check, load_f64, UpdateError};
 use crate::shm::{Offset, Region};
 use std::sync::atomic::Ordering::{Acquire, Relaxed};
 
-const LAYOUT: Offset = 0;
-const SCALE: Offset = 1;
-const HIGHEST: Offset = 2;
-const CHUNKS: Offset = 3;
+use super::layout::{
+    HIST_CHUNKS as CHUNKS, HIST_HIGHEST as HIGHEST, HIST_LAYOUT as LAYOUT, HIST_SCALE as SCALE,
+};
 // The overflow count and the sum follow the chunk words (see `overflow_at`).
 /// Mark bits in a chunk word (its high half).
 const MARKS: u32 = 32;
@@ -93,17 +92,6 @@ pub fn ticks(v: f64, scale: f64) -> u64 {
     }
 }
 
-#[derive(Debug, PartialEq, Eq, Clone, Copy)]
-pub enum ObserveError {
-    BadHandle,
-    /// The series was deleted: resolve its labels again.
-    Stale,
-    NotANumber,
-    /// The value's chunk did not exist and the zone had no room for it: the value is
-    /// counted in `_count`, `_sum` and the `+Inf` bucket only, as a value above `highest`.
-    ZoneFull,
-}
-
 /// Counts `v` in series `handle`. `make_chunk(pointer, slots)` is called the first time
 /// a value falls in a chunk: it makes the chunk (zeroed), stores its offset in the word
 /// at `pointer` and returns it, or why not (the zone is full, the series was deleted
@@ -113,23 +101,19 @@ pub fn observe(
     r: &Region<'_>,
     handle: u64,
     v: f64,
-    make_chunk: impl FnOnce(Offset, u32) -> Result<Offset, ObserveError>,
-) -> Result<(), ObserveError> {
+    make_chunk: impl FnOnce(Offset, u32) -> Result<Offset, UpdateError>,
+) -> Result<(), UpdateError> {
     // The smallest histogram body; the words past the parameters are bounds-checked
     // below (the layout word says where they are).
-    let h =
-        check(r, handle, MetricType::Histogram, u64::from(CHUNKS) + 1).map_err(|e| match e {
-            HandleError::Bad => ObserveError::BadHandle,
-            HandleError::Stale => ObserveError::Stale,
-        })?;
+    let h = check(r, handle, MetricType::Histogram, u64::from(CHUNKS) + 1)?;
     if v.is_nan() {
-        return Err(ObserveError::NotANumber);
+        return Err(UpdateError::InvalidValue);
     }
     let layout = HdrLayout::unpack(r.load(h + LAYOUT));
     let overflow = h + overflow_at(layout);
     let sum = r
         .get(u64::from(overflow) + 1)
-        .ok_or(ObserveError::BadHandle)?;
+        .ok_or(UpdateError::BadHandle)?;
     let t = ticks(v, f64::from_bits(r.load(h + SCALE)));
     if t > r.load(h + HIGHEST) {
         r.word(overflow).fetch_add(1, Relaxed);
@@ -141,7 +125,7 @@ pub fn observe(
         let pointer = h + CHUNKS + (i >> layout.chunk_shift) as Offset;
         // Acquire pairs with the release that published the chunk (made zeroed, so this
         // orders nothing today; it keeps the pairing honest if chunks are ever reused).
-        let word = r.get(u64::from(pointer)).ok_or(ObserveError::BadHandle)?;
+        let word = r.get(u64::from(pointer)).ok_or(UpdateError::BadHandle)?;
         let seen = word.load(Acquire);
         let made = match seen as Offset {
             0 => match make_chunk(pointer, chunk_slots(layout)) {
@@ -149,10 +133,10 @@ pub fn observe(
                 // No room for the value's bucket chunk: the value is counted where the
                 // values above `highest` are (the `+Inf` bucket only), so `_count` and
                 // `_sum` stay exact; the caller still counts the zone as full.
-                Err(ObserveError::ZoneFull) => {
+                Err(UpdateError::ZoneFull) => {
                     r.word(overflow).fetch_add(1, Relaxed);
                     add_f64(sum, v);
-                    return Err(ObserveError::ZoneFull);
+                    return Err(UpdateError::ZoneFull);
                 }
                 Err(e) => return Err(e),
             },
@@ -165,7 +149,7 @@ pub fn observe(
         if seen >> mark & 1 == 0 {
             word.fetch_or(1 << mark, Relaxed);
         }
-        let slot = r.get(u64::from(made) + k).ok_or(ObserveError::BadHandle)?;
+        let slot = r.get(u64::from(made) + k).ok_or(UpdateError::BadHandle)?;
         slot.fetch_add(1, Relaxed);
     }
     add_f64(sum, v);
@@ -331,6 +315,7 @@ pub fn cuts(spec_scale: f64, layout: HdrLayout, bounds: &[f64]) -> Vec<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::layout::{S_TAG, S_VALUES};
     use crate::metrics::value::tag;
     use crate::shm::region::heap_words;
 
@@ -344,15 +329,16 @@ mod tests {
     impl Series {
         fn new(spec: &HistogramSpec) -> Series {
             let layout = spec.layout().unwrap();
-            let body = 3 + value_words(layout) as usize;
+            let h = S_VALUES;
+            let body = (h + value_words(layout) as Offset) as usize;
             let every_chunk = chunk_count(layout) * chunk_slots(layout);
             let mem = heap_words(body + every_chunk as usize);
             let r = Region::new(&mem);
-            r.store(0, tag(MetricType::Histogram, 0));
-            init(&r, 3, spec, layout);
+            r.store(S_TAG, tag(MetricType::Histogram, 0));
+            init(&r, h, spec, layout);
             Series {
                 mem,
-                h: 3,
+                h: u64::from(h),
                 next: std::cell::Cell::new(body as Offset),
             }
         }
@@ -361,7 +347,7 @@ mod tests {
             Region::new(&self.mem)
         }
 
-        fn observe(&self, v: f64) -> Result<(), ObserveError> {
+        fn observe(&self, v: f64) -> Result<(), UpdateError> {
             let r = self.region();
             observe(&r, self.h, v, |pointer, slots| {
                 let at = self.next.get();
@@ -422,7 +408,7 @@ mod tests {
         series.observe(0.25).unwrap();
         series.observe(7.0).unwrap();
         series.observe(-3.0).unwrap();
-        assert_eq!(series.observe(f64::NAN), Err(ObserveError::NotANumber));
+        assert_eq!(series.observe(f64::NAN), Err(UpdateError::InvalidValue));
         let snap = Snapshot::read(&r, h as Offset, None);
         let mut cum = Vec::new();
         snap.cumulative(&cuts(spec.scale(), snap.layout, &spec.buckets), &mut cum);
@@ -453,8 +439,8 @@ mod tests {
         // chunk that exists count as before.
         let sum = snap.sum;
         let r = series.region();
-        let refused = observe(&r, series.h, 30.0, |_, _| Err(ObserveError::ZoneFull));
-        assert_eq!(refused, Err(ObserveError::ZoneFull));
+        let refused = observe(&r, series.h, 30.0, |_, _| Err(UpdateError::ZoneFull));
+        assert_eq!(refused, Err(UpdateError::ZoneFull));
         observe(&r, series.h, 0.003, |_, _| unreachable!()).unwrap();
         let snap = Snapshot::read(&r, series.h as Offset, None);
         assert_eq!(snap.count(), 2051);

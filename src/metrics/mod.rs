@@ -10,8 +10,11 @@ pub mod family;
 pub mod gauge;
 pub mod hdr;
 pub mod histogram;
+pub mod layout;
 pub mod store;
 pub mod value;
 
 pub use family::{FamilySpec, HistogramSpec, MetricType, SpecError};
-pub use store::{Family, Reason, RegisterError, SeriesError, Store};
+pub use store::{
+    Family, Found, Participant, Reason, RegisterError, SeriesError, SeriesOptions, Store,
+};

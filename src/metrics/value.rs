@@ -17,9 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 /// [`next_generation`]). A block so serves at most 2^17 series; retiring it costs its
 /// bytes once per 2^17 deletes of that size (under 0.001% of what churn frees).
 const SERIES_MAGIC: u64 = 0x5e71_e5ab << 32;
-/// How far before a series' first value word its tag is (the sweep's word and the
-/// creation time are between them).
-pub const TAG_DISTANCE: u64 = 3;
+pub use super::layout::TAG_DISTANCE;
 const GENERATIONS: u64 = 1 << 17;
 const LAST_GENERATION: u64 = GENERATIONS - 1;
 const GENERATION_SHIFT: u32 = 36;
@@ -78,6 +76,33 @@ pub enum HandleError {
     /// Its series was deleted (its block may hold another series now): resolve the
     /// labels again.
     Stale,
+}
+
+/// Why an update (counter, gauge or histogram) was refused. Each is counted in the
+/// zone under the [`Reason`](super::store::Reason) it converts to.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub enum UpdateError {
+    /// Not a series handle of this type at all.
+    BadHandle,
+    /// The series was deleted: resolve its labels again.
+    Stale,
+    /// NaN; for a counter also a negative or infinite increment (counters only go up);
+    /// for a gauge also an addition whose result is NaN.
+    InvalidValue,
+    /// A histogram value's chunk did not exist and the zone had no room for it: the
+    /// value is counted in `_count`, `_sum` and the `+Inf` bucket only, as a value
+    /// above `highest`.
+    ZoneFull,
+}
+
+impl From<HandleError> for UpdateError {
+    #[inline(always)]
+    fn from(e: HandleError) -> UpdateError {
+        match e {
+            HandleError::Bad => UpdateError::BadHandle,
+            HandleError::Stale => UpdateError::Stale,
+        }
+    }
 }
 
 /// Checks that `handle` is the first value word of a live `t` series of the handle's
@@ -153,14 +178,17 @@ mod tests {
     use super::*;
     use crate::shm::region::heap_words;
 
+    /// Where the values of the series whose tag is word 1 start.
+    const AT: Offset = 1 + TAG_DISTANCE as Offset;
+
     #[test]
     fn handles_of_deleted_series_are_stale_even_when_the_block_is_reused() {
         let mem = heap_words(8);
         let r = Region::new(&mem);
         let first = tag(MetricType::Counter, next_generation(0).unwrap());
         r.store(1, first);
-        let old = handle(4, first);
-        assert_eq!(check(&r, old, MetricType::Counter, 2), Ok(4));
+        let old = handle(AT, first);
+        assert_eq!(check(&r, old, MetricType::Counter, 2), Ok(AT));
         assert_eq!(check(&r, old, MetricType::Gauge, 1), Err(HandleError::Bad));
         // Deleted: stale.
         let dead = dead_tag(first);
@@ -173,13 +201,13 @@ mod tests {
         // The block reused by another counter: the old handle stays stale, the new works.
         let second = tag(MetricType::Counter, next_generation(dead).unwrap());
         r.store(1, second);
-        let new = handle(4, second);
+        let new = handle(AT, second);
         assert_ne!(new, old);
         assert_eq!(
             check(&r, old, MetricType::Counter, 2),
             Err(HandleError::Stale)
         );
-        assert_eq!(check(&r, new, MetricType::Counter, 2), Ok(4));
+        assert_eq!(check(&r, new, MetricType::Counter, 2), Ok(AT));
         // A block whose series never got deleted properly moves on a generation too.
         assert_eq!(
             next_generation(second),
@@ -197,7 +225,7 @@ mod tests {
         );
         r.store(1, exhausted);
         for g in [0, 1, LAST_GENERATION] {
-            let h = handle(4, tag(MetricType::Gauge, g));
+            let h = handle(AT, tag(MetricType::Gauge, g));
             assert_eq!(check(&r, h, MetricType::Gauge, 1), Err(HandleError::Stale));
         }
         // Not a tag at all, out of range, zero: bad.

@@ -149,11 +149,17 @@ pub(super) unsafe fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
     for (i, family) in PROCESS.iter().enumerate() {
         let name = family.name;
         let made = store
-            .register(&family.spec(), zone::my_pid(), &zone::alive)
+            .register(&family.spec(), zone::participant())
             .map_err(|e| e.to_string())
             .and_then(|f| {
                 store
-                    .series(f, &[worker.as_str()], zone::my_pid(), &zone::alive)
+                    .find_or_make(
+                        f,
+                        &[worker.as_str()],
+                        zone::participant(),
+                        Default::default(),
+                    )
+                    .map(|s| s.handle)
                     .map_err(|e| e.to_string())
             });
         match made {

@@ -20,7 +20,7 @@ use crate::exposition::{self, Scrape, Selection};
 use crate::identity::expand;
 use crate::metrics::builtin::PUSH;
 use crate::metrics::{counter, gauge, Store};
-use crate::push::client::{self, Backoff, Endpoint, Pusher};
+use crate::push::{check_header, grouping_path, load_roots, Backoff, Endpoint, Pusher};
 use ngx::ffi::{ngx_command_t, ngx_conf_t, ngx_cycle_t, ngx_log_t};
 use std::ffi::{c_char, c_void};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -90,7 +90,7 @@ pub(super) extern "C" fn header_directive(
 ) -> *mut c_char {
     // SAFETY: as above.
     let (mcf, a) = unsafe { (&mut *conf.cast::<MainConf>(), args(cf)) };
-    if let Err(why) = client::check_header(a[0], a[1]) {
+    if let Err(why) = check_header(a[0], a[1]) {
         return conf_error(cf, &format!("prometheus_push_header: {why}"));
     }
     mcf.push_headers.push((a[0].to_string(), a[1].to_string()));
@@ -177,7 +177,7 @@ pub(super) fn resolve(cf: *mut ngx_conf_t, mcf: &mut MainConf) -> Result<(), *mu
     if p.endpoint.https {
         // The system's roots or the named file, read now (as the master, before the
         // workers drop privileges) so that `nginx -t` reports what will not work.
-        let roots = client::load_roots(ca.as_deref()).map_err(|why| {
+        let roots = load_roots(ca.as_deref()).map_err(|why| {
             let directive = if ca.is_some() {
                 "prometheus_push_ca"
             } else {
@@ -238,29 +238,28 @@ struct Handles {
 
 /// Makes the push families' series (in the worker: creation takes the zone lock).
 fn make_series(store: &Store<'static>) -> Result<Handles, String> {
-    let me = zone::my_pid();
+    let me = zone::participant();
     let mut fams = Vec::new();
     for family in &PUSH {
         let f = store
-            .register(&family.spec(), me, &zone::alive)
+            .register(&family.spec(), me)
             .map_err(|e| format!("{}: {e}", family.name))?;
         fams.push(f);
     }
+    let series = |f, values: &[&str]| {
+        store
+            .find_or_make(f, values, me, Default::default())
+            .map(|s| s.handle)
+            .map_err(|e| e.to_string())
+    };
     let mut results = [0u64; RESULTS.len()];
     for (i, r) in RESULTS.iter().enumerate() {
-        results[i] = store
-            .series(fams[0], &[*r], me, &zone::alive)
-            .map_err(|e| e.to_string())?;
+        results[i] = series(fams[0], &[*r])?;
     }
-    let none: &[&str] = &[];
     Ok(Handles {
         results,
-        last_success: store
-            .series(fams[1], none, me, &zone::alive)
-            .map_err(|e| e.to_string())?,
-        duration: store
-            .series(fams[2], none, me, &zone::alive)
-            .map_err(|e| e.to_string())?,
+        last_success: series(fams[1], &[])?,
+        duration: series(fams[2], &[])?,
     })
 }
 
@@ -372,7 +371,7 @@ fn run(
     h: Handles,
     log: Log,
 ) {
-    let path = client::grouping_path(&conf.endpoint.path, &conf.job, &[]);
+    let path = grouping_path(&conf.endpoint.path, &conf.job, &[]);
     let auth = conf
         .basic_auth
         .as_ref()
@@ -397,7 +396,7 @@ fn run(
     };
     // This thread reads and updates the zone outside the event loop: a participant of
     // its own in the zone's epochs, in the zone only while it renders and records.
-    let Some(slot) = store.join_thread_epochs(zone::my_pid(), &zone::alive) else {
+    let Some(slot) = store.join_thread_epochs(zone::participant()) else {
         log.write(
             ngx::ffi::NGX_LOG_WARN,
             "prometheus_push: no epoch slot left in the zone; its deleted series' memory \
@@ -424,7 +423,7 @@ fn run_rounds(
 ) {
     let enter = || {
         if let Some(slot) = slot {
-            store.enter_epochs(slot, zone::my_pid(), &zone::alive);
+            store.enter_epochs(slot, zone::participant());
         }
     };
     let idle = || {

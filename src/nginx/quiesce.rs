@@ -57,7 +57,7 @@ pub(super) unsafe fn start(cycle: *mut ngx_cycle_t) {
     let mut joined = Vec::new();
     for name in zone::names() {
         if let Some((_, store)) = zone::lookup(&name) {
-            match store.join_epochs(zone::my_pid(), &zone::alive) {
+            match store.join_epochs(zone::participant()) {
                 Some(slot) => joined.push((name, slot)),
                 // SAFETY: `cycle` is the running cycle (per the contract), its log valid.
                 None => unsafe {
@@ -101,7 +101,7 @@ fn announce() {
                 }
                 let epochs = store.arena().epochs();
                 if store.arena().free_bytes() > 0 || epochs.waiting() > 0 {
-                    store.waiting_bytes(zone::my_pid(), &zone::alive);
+                    store.waiting_bytes(zone::participant());
                 }
             }
         }

@@ -47,7 +47,7 @@ unsafe extern "C" fn tick(ev: *mut ngx_event_t) {
     }
     for name in zone::names() {
         if let Some((_, store)) = zone::lookup(&name) {
-            store.sweep(BUDGET, now_ms(), zone::my_pid(), &zone::alive);
+            store.sweep(BUDGET, now_ms(), zone::participant());
         }
     }
     // SAFETY: `ev` is the static timer event, fired and not armed now.

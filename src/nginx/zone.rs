@@ -6,8 +6,9 @@
 //! store is attached again, not re-created, and every value survives.
 
 use super::{args, conf_error, MainConf, Module};
+use crate::metrics::store::Participant;
 use crate::metrics::Store;
-use crate::shm::arena::MIN_ZONE_BYTES;
+use crate::shm::arena::{Arena, MIN_ZONE_BYTES};
 use crate::shm::Region;
 use ngx::ffi::{ngx_conf_t, ngx_int_t, ngx_shm_zone_t, ngx_slab_pool_t, ngx_str_t};
 use ngx::http::HttpModuleMainConf;
@@ -136,12 +137,9 @@ unsafe fn store_at(mem: *mut u8) -> Option<Store<'static>> {
     // The header tells the size: read its first words, then the whole region.
     // SAFETY: a formatted region is at least MIN_ZONE_BYTES long.
     let head = unsafe { Region::from_raw(mem, MIN_ZONE_BYTES) };
-    let words = head.load(2) as usize;
-    if words < MIN_ZONE_BYTES / 8 {
-        return None;
-    }
-    // SAFETY: the header's word count is the region's size (Store::attach re-checks).
-    Store::attach(unsafe { Region::from_raw(mem, words * 8) }).ok()
+    let bytes = Arena::zone_bytes(&head)?;
+    // SAFETY: the header's size is the region's (Store::attach re-checks).
+    Store::attach(unsafe { Region::from_raw(mem, bytes) }).ok()
 }
 
 /// Checks that every `prometheus_metrics` names a declared zone.
@@ -230,4 +228,12 @@ pub fn alive(pid: u32) -> bool {
 
 pub fn my_pid() -> u32 {
     std::process::id()
+}
+
+/// This process as the store's calls that may take the zone lock see it.
+pub fn participant() -> Participant<'static> {
+    Participant {
+        me: my_pid(),
+        alive: &alive,
+    }
 }

@@ -203,6 +203,15 @@ impl<'a> Arena<'a> {
         Self::attach(r)
     }
 
+    /// The size in bytes of the zone whose first `MIN_ZONE_BYTES` are `head`, as its
+    /// header says; `None` when that is below the minimum. What a process that has only
+    /// the zone's address reads to map the whole zone before it attaches (which checks
+    /// the size again).
+    pub fn zone_bytes(head: &Region<'_>) -> Option<usize> {
+        let bytes = (head.load(H_WORDS) as usize).checked_mul(8)?;
+        (bytes >= MIN_ZONE_BYTES).then_some(bytes)
+    }
+
     /// Reads the layout of a zone formatted before (possibly by an earlier cycle).
     pub fn attach(r: Region<'a>) -> Result<Arena<'a>, AttachError> {
         if r.len() * 8 < MIN_ZONE_BYTES {
@@ -909,6 +918,15 @@ mod tests {
 
     fn zone(words: usize) -> Vec<std::sync::atomic::AtomicU64> {
         heap_words(words)
+    }
+
+    #[test]
+    fn the_header_tells_the_zone_size_from_its_first_bytes() {
+        let mem = zone(MIN_ZONE_BYTES / 4);
+        let head = Region::new(&mem[..MIN_ZONE_BYTES / 8]);
+        assert_eq!(Arena::zone_bytes(&head), None);
+        Arena::format(Region::new(&mem), 0).unwrap();
+        assert_eq!(Arena::zone_bytes(&head), Some(2 * MIN_ZONE_BYTES));
     }
 
     #[test]

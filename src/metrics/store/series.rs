@@ -1,0 +1,327 @@
+//! Finding and making series (and their overflow series), and the histogram chunks
+//! made on a value's first miss.
+
+use super::*;
+
+/// How [`Store::find_or_make`] makes a missing series.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SeriesOptions {
+    /// The creation time (ms since the epoch) a new series records; `None`: now.
+    pub created_ms: Option<u64>,
+}
+
+/// A series [`Store::find_or_make`] found or made.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Found {
+    pub handle: u64,
+    /// Why the label set was refused, when `handle` is the family's overflow series'.
+    pub overflowed: Option<SeriesError>,
+}
+
+impl<'a> Store<'a> {
+    /// What [`histogram::observe`] calls on a value's first chunk miss: makes the chunk
+    /// under the zone lock (once, however many processes miss at once), unless series
+    /// `handle` was deleted since the caller checked it (its chunk would never be freed).
+    /// Kept out of line: the hot path's caller only reaches it a few times per series.
+    #[cold]
+    #[inline(never)]
+    pub fn make_chunk(
+        &self,
+        handle: u64,
+        pointer: Offset,
+        slots: u32,
+        p: Participant<'_>,
+    ) -> Result<Offset, UpdateError> {
+        let held = self.lock(p);
+        if value::check(&self.region(), handle, MetricType::Histogram, 1).is_err() {
+            return Err(UpdateError::Stale);
+        }
+        self.arena
+            .chunk(&held, pointer, slots as usize, p.alive)
+            .map_err(|_| UpdateError::ZoneFull)
+    }
+
+    /// The series of `f` with these label values, made if missing. Refusals are counted
+    /// in the zone's error counters before they are returned; a label set the family's
+    /// `max_series` or a full zone refuses gets the family's overflow series, and
+    /// [`Found::overflowed`] says why.
+    pub fn find_or_make<V: AsRef<[u8]>>(
+        &self,
+        f: Family,
+        values: &[V],
+        p: Participant<'_>,
+        options: SeriesOptions,
+    ) -> Result<Found, SeriesError> {
+        let created_ms = options.created_ms.unwrap_or_else(now_ms);
+        self.locate(f, values, p, created_ms)
+            .map(|(handle, overflowed)| Found { handle, overflowed })
+            .inspect_err(|e| self.count_error(e.reason()))
+    }
+
+    /// The handle of an existing series, without making it.
+    pub fn find_series<V: AsRef<[u8]>>(&self, f: Family, values: &[V]) -> Option<u64> {
+        self.live_handle(f, &encode_key(values))
+    }
+
+    /// The handle of the live series of `f` with `key`, found without the lock.
+    pub(super) fn live_handle(&self, f: Family, key: &[u8]) -> Option<u64> {
+        let rec = self.arena.lookup(f.id, key)?;
+        let tag_word = self.region().word(self.arena.body(rec) + S_TAG);
+        let tag = tag_word.load(Acquire);
+        if !value::is_live_tag(tag) || !self.arena.is_published(rec) {
+            return None;
+        }
+        // The block may have been freed and reused since the lookup: it is this series
+        // only if it still has this key and the tag did not change while it was read.
+        if !self.arena.key_is(rec, f.id, key) || tag_word.load(Acquire) != tag {
+            return None;
+        }
+        Some(value::handle(self.series_values(rec), tag))
+    }
+
+    /// The handle of series record `rec` (under the lock, where it cannot change).
+    pub(super) fn handle_of(&self, rec: Offset) -> u64 {
+        let tag = self.region().load(self.arena.body(rec) + S_TAG);
+        value::handle(self.series_values(rec), tag)
+    }
+
+    /// [`find_or_make`](Self::find_or_make)'s work, refusals not counted.
+    pub(super) fn locate<V: AsRef<[u8]>>(
+        &self,
+        f: Family,
+        values: &[V],
+        p: Participant<'_>,
+        created_ms: u64,
+    ) -> Result<(u64, Option<SeriesError>), SeriesError> {
+        let name = || {
+            let mut n = Vec::new();
+            self.arena.read_key(f.id, &mut n);
+            String::from_utf8_lossy(&n).into_owned()
+        };
+        if values.len() != f.label_count {
+            return Err(SeriesError::LabelCount {
+                family: name(),
+                expected: f.label_count,
+                got: values.len(),
+            });
+        }
+        let key = encode_key(values);
+        if let Some(handle) = self.live_handle(f, &key) {
+            return Ok((handle, None));
+        }
+        for (i, v) in values.iter().enumerate() {
+            let why = if v.as_ref().len() > MAX_LABEL_VALUE {
+                Some("is longer than 4096 bytes")
+            } else if std::str::from_utf8(v.as_ref()).is_err() {
+                Some("is not valid UTF-8")
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                let spec = self.spec(f);
+                return Err(SeriesError::InvalidLabelValue {
+                    family: name(),
+                    label: spec.label_names[i].clone(),
+                    why,
+                });
+            }
+        }
+        let r = self.region();
+        let (words, hist) = match f.metric_type {
+            MetricType::Counter => (counter::VALUE_WORDS, None),
+            MetricType::Gauge => (gauge::VALUE_WORDS, None),
+            MetricType::Histogram => {
+                let spec = self.spec(f).histogram.expect("histogram family has a spec");
+                let layout = spec.layout().expect("validated at registration");
+                (histogram::value_words(layout), Some((spec, layout)))
+            }
+        };
+        let g = self.lock(p);
+        if let Some(rec) = self.arena.lookup(f.id, &key) {
+            return Ok((self.handle_of(rec), None));
+        }
+        // The overflow series' own label set: made as the overflow series, in the
+        // reserve and outside max_series (a delete does not count it either).
+        if f.label_count > 0 && key == self.overflow_key(f) {
+            return self
+                .make_series(&g, p.alive, f, &key, words, hist.as_ref(), created_ms, true)
+                .map(|handle| (handle, None))
+                .map_err(|_| SeriesError::ZoneFull { family: name() });
+        }
+        let limit = r.load(f.body + F_LIMIT);
+        let refused = if limit > 0 && r.load(f.body + F_SERIES) >= limit {
+            SeriesError::SeriesLimit {
+                family: name(),
+                limit,
+            }
+        } else {
+            match self.make_series(
+                &g,
+                p.alive,
+                f,
+                &key,
+                words,
+                hist.as_ref(),
+                created_ms,
+                false,
+            ) {
+                Ok(handle) => return Ok((handle, None)),
+                Err(_) => SeriesError::ZoneFull { family: name() },
+            }
+        };
+        // A family with labels records what it refused in its overflow series (every
+        // label value the family's overflow value): sums over the family stay exact.
+        // The refusal is still counted. Made in the zone's reserve, outside the limit.
+        if f.label_count == 0 {
+            return Err(refused);
+        }
+        let overflow = self.overflow_key(f);
+        let handle = match self.arena.lookup(f.id, &overflow) {
+            Some(rec) => self.handle_of(rec),
+            None => {
+                match self.make_series(
+                    &g,
+                    p.alive,
+                    f,
+                    &overflow,
+                    words,
+                    hist.as_ref(),
+                    created_ms,
+                    true,
+                ) {
+                    Ok(handle) => handle,
+                    Err(_) => return Err(refused),
+                }
+            }
+        };
+        self.count_error(refused.reason());
+        Ok((handle, Some(refused)))
+    }
+
+    /// The handle of `f`'s overflow series, made if missing (nothing is counted: no
+    /// label set was refused), with the overflow label value; None for a family
+    /// without labels, or when not even the zone's reserve has room.
+    pub fn overflow_series(&self, f: Family, p: Participant<'_>) -> Option<(u64, Vec<u8>)> {
+        if f.label_count == 0 {
+            return None;
+        }
+        let key = self.overflow_key(f);
+        let value = decode_key(&key).next().unwrap_or_default().to_vec();
+        let values = vec![value.clone(); f.label_count];
+        self.locate(f, &values, p, now_ms())
+            .ok()
+            .map(|(handle, _)| (handle, value))
+    }
+
+    /// Whether series record `rec` is the overflow series of `f` (families with labels
+    /// only have one).
+    pub(super) fn is_overflow(&self, f: Family, rec: Offset) -> bool {
+        f.label_count > 0 && self.arena.key_is(rec, f.id, &self.overflow_key(f))
+    }
+
+    /// The key of `f`'s overflow series.
+    pub(super) fn overflow_key(&self, f: Family) -> Vec<u8> {
+        let mut value = Vec::new();
+        self.arena.read_blob(
+            self.region().load(f.body + F_OVERFLOW) as Offset,
+            &mut value,
+        );
+        if value.is_empty() {
+            value.extend_from_slice(crate::metrics::family::DEFAULT_OVERFLOW.as_bytes());
+        }
+        encode_key(&vec![value; f.label_count])
+    }
+
+    /// Makes a series of `f` with `key` (under the lock, once looked for); `overflow`:
+    /// the family's overflow series, made in the zone's reserve and not counted towards
+    /// `max_series`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn make_series(
+        &self,
+        g: &Guard<'_>,
+        alive: Liveness<'_>,
+        f: Family,
+        key: &[u8],
+        words: u64,
+        hist: Option<&(HistogramSpec, crate::metrics::hdr::HdrLayout)>,
+        created_ms: u64,
+        overflow: bool,
+    ) -> Result<u64, crate::shm::Full> {
+        let r = self.region();
+        let (rec, body, generation, _reused) = loop {
+            let (rec, body) = self.arena.make_keyed(
+                g,
+                Kind::Series,
+                f.id,
+                key,
+                S_VALUES as usize + words as usize,
+                alive,
+                overflow,
+            )?;
+            // A reused block's tag word holds the generation its deleted series left;
+            // a block that has used up its generations is retired (handles never alias).
+            let previous = r.load(body + S_TAG);
+            match value::next_generation(previous) {
+                Some(generation) => break (rec, body, generation, previous != 0),
+                None => self.arena.release(g, rec, false),
+            }
+        };
+        let tag = value::tag(f.metric_type, generation);
+        r.store(body + S_CREATED, created_ms);
+        r.store(body + S_TAG, tag);
+        if let Some((spec, layout)) = hist {
+            histogram::init(&r, body + S_VALUES, spec, *layout);
+        }
+        let since = self.zone_tenths(created_ms);
+        r.store(
+            body + S_SEEN,
+            u64::from(self.fingerprint(rec, f.metric_type)) << 32 | since,
+        );
+        #[cfg(feature = "debug-hooks")]
+        if _reused {
+            crate::shm::faults::reached(crate::shm::faults::Point::Reuse);
+        }
+        if !overflow {
+            r.word(f.body + F_SERIES).fetch_add(1, Relaxed);
+        }
+        self.arena.publish(g, rec);
+        Ok(value::handle(body + S_VALUES, tag))
+    }
+}
+
+/// Shorthands of the tests (here and in the exposition's). The FFI path observes with
+/// [`histogram::observe`] and [`Store::make_chunk`] itself: attaching a store first
+/// would cost the hot path a header check.
+#[cfg(test)]
+impl Store<'_> {
+    /// Counts `v` in histogram series `handle`, making the chunk it falls in the first
+    /// time (see [`histogram::observe`]).
+    pub fn observe(&self, handle: u64, v: f64, p: Participant<'_>) -> Result<(), UpdateError> {
+        histogram::observe(&self.region(), handle, v, |pointer, slots| {
+            self.make_chunk(handle, pointer, slots, p)
+        })
+    }
+
+    pub fn series<V: AsRef<[u8]>>(
+        &self,
+        f: Family,
+        values: &[V],
+        p: Participant<'_>,
+    ) -> Result<u64, SeriesError> {
+        self.find_or_make(f, values, p, SeriesOptions::default())
+            .map(|s| s.handle)
+    }
+
+    pub fn series_at<V: AsRef<[u8]>>(
+        &self,
+        f: Family,
+        values: &[V],
+        p: Participant<'_>,
+        created_ms: u64,
+    ) -> Result<u64, SeriesError> {
+        let options = SeriesOptions {
+            created_ms: Some(created_ms),
+        };
+        self.find_or_make(f, values, p, options).map(|s| s.handle)
+    }
+}
