@@ -1077,7 +1077,15 @@ fn held_scrape(port: u16) -> std::net::TcpStream {
 fn wait_answer_began(s: &std::net::TcpStream) {
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let mut one = [0u8; 1];
-    assert_eq!(s.peek(&mut one).unwrap(), 1, "no answer began");
+    // A signal to the test process (a child's exit, under load) interrupts the wait;
+    // std retries read_exact on EINTR but not peek.
+    let n = loop {
+        match s.peek(&mut one) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            r => break r.unwrap(),
+        }
+    };
+    assert_eq!(n, 1, "no answer began");
 }
 
 /// Reads a held connection's status line and headers (not its body).
