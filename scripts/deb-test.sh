@@ -199,7 +199,8 @@ EOF
 } >"$CONF"
 ! grep -q load_module "$CONF" || die "the test's own configuration loads a module"
 ! grep -qF "$ROOT" "$CONF" || die "the test's own configuration names the checkout"
-"$NGINX" -T "${NGINX_ARGS[@]}" 2>/dev/null | grep -qx 'load_module modules/ngx_prometheus.so;' ||
+dump=$("$NGINX" -T "${NGINX_ARGS[@]}" 2>&1) || die "nginx -T fails: $dump"
+grep -qx 'load_module modules/ngx_prometheus.so;' <<<"$dump" ||
   die "nginx -T does not show the package's load_module line"
 
 log_start=$(stat -c %s "$ERROR_LOG" 2>/dev/null || echo 0)
