@@ -61,10 +61,21 @@ stop_nginx() {
   rm -f "$STATE/pidfile"
 }
 
+# Links to the package's snippet in modules-enabled, whatever their names (the package
+# refuses to be tested when installed before, so any such link is this test's).
+ours_enabled() {
+  find /etc/nginx/modules-enabled -maxdepth 1 -type l \
+    -lname /usr/share/nginx/modules-available/mod-http-prometheus.conf
+}
+unlink_ours() {
+  ours_enabled | while IFS= read -r l; do rm -f "$l"; done
+}
+
 # Everything this test may have changed, put back; safe to run at any point.
 restore() {
   stop_nginx
   rm -f "$CONF"
+  unlink_ours
   if known; then
     "${APT[@]}" purge "$PKG" >"$STATE/purge-restore.log" 2>&1 ||
       echo "deb-test: could not purge $PKG, see $STATE/purge-restore.log" >&2
@@ -240,7 +251,10 @@ expect() {
     [ "$v" = "$REQUESTS" ] && break
     sleep 0.1
   done
-  [ "$v" = "$REQUESTS" ] || die "$2{code=\"200\"} is '$v' at $1, not $REQUESTS"
+  if [ "$v" != "$REQUESTS" ]; then
+    tail -c +"$((log_start + 1))" "$ERROR_LOG" | tail -20 >&2
+    die "$2{code=\"200\"} is '$v' at $1, not $REQUESTS (the error log's last lines above)"
+  fi
 }
 scrape="http://127.0.0.1:$port/metrics?format=text"
 expect "$scrape" debtest_requests_total
@@ -284,6 +298,7 @@ for p in "${PATHS[@]}" "$LINK" "$LINK.removed" "$CONF"; do
     [[ " ${before[*]} " == *" $p "* ]] || left+=("$p")
   fi
 done
+mapfile -t -O "${#left[@]}" left < <(ours_enabled)
 [ ${#left[@]} = 0 ] || die "left after purge: ${left[*]}"
 ! compgen -G "/var/lib/dpkg/info/$PKG.*" >/dev/null || die "dpkg's files for $PKG are left"
 nginx_still_starts "apt-get purge"
