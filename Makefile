@@ -128,7 +128,8 @@ deb: setup
 # The package end to end on this machine, as root (scripts/deb-test.sh): lintian, apt-get
 # install, the system nginx serving its module and Lua modules, remove and purge. It
 # installs a system package and starts the system nginx (both undone when it ends, pass
-# or fail), so `make test` runs it alone, before the suites: about 30 s, 10 of them CPU.
+# or fail), so `make test` runs it alone, before the suites: about 35 s on a quiet machine
+# (12 s of CPU; a minute under load), mostly lintian and apt-get.
 deb-test: setup-test
 	./scripts/deb-test.sh
 

@@ -12,8 +12,9 @@
 #      (and through nginx-lua-prometheus's API, `require "prometheus"`, when the package
 #      ships lua/prometheus.lua); no load_module line and no path into the checkout;
 #      sends requests and checks the exact counts in the scrape;
-#   4. stops nginx, removes the package (nginx -t, a real start and stop), purges it
-#      (the same), and checks no file of the package is left.
+#   4. stops nginx, removes the package (nginx -t, a real start and stop), installs it
+#      again (enabled again), purges it (nginx -t, start, stop), and checks no file or
+#      link of the package is left.
 #
 # The machine is restored whatever happens (trap): our conf.d file removed, our nginx
 # stopped, the package purged. A run killed outright (no trap) leaves its state directory,
@@ -36,11 +37,16 @@ REQUESTS=25   # 5 clients, 5 requests each
 APT=(apt-get -o DPkg::Lock::Timeout=300 -y -q)
 export DEBIAN_FRONTEND=noninteractive
 
-say() { echo "deb-test: $*"; }
+say() { echo "deb-test: [${SECONDS}s] $*"; }
 die() { echo "deb-test: FAIL: $*" >&2; exit 1; }
-installed() { dpkg-query -W -f='${Status}' "$PKG" 2>/dev/null | grep -q "ok installed"; }
-known() { dpkg-query -W -f='${Status}' "$PKG" >/dev/null 2>&1 &&
-  ! dpkg-query -W -f='${Status}' "$PKG" 2>/dev/null | grep -q "not-installed"; }
+# (No `| grep -q` under pipefail: a writer cut off by an early exit fails the pipe.)
+status() { dpkg-query -W -f='${Status}' "$PKG" 2>/dev/null || true; }
+installed() { [[ "$(status)" == *"ok installed" ]]; }
+known() { local s; s=$(status); [ -n "$s" ] && [[ "$s" != *not-installed ]]; }
+
+# Any command that fails outside a check names itself (set -e alone would exit silently).
+set -E
+trap 'echo "deb-test: FAIL: line $LINENO: $BASH_COMMAND" >&2' ERR
 
 [ "$(id -u)" = 0 ] || die "run as root: the test installs and removes a package"
 
@@ -220,9 +226,10 @@ pid=$(cat "$PIDFILE")
 say "nginx $pid up ($MODE), ours on 127.0.0.1:$port"
 
 # Lua's require "ngx_prometheus" (through the cpath link) must be the copy nginx loaded.
-worker=$(pgrep -P "$pid" | head -1)
+workers=$(pgrep -P "$pid" || true)
+worker=${workers%%$'\n'*}
 [ -n "$worker" ] || die "nginx has no worker"
-maps=$(grep -o '/[^ ]*ngx_prometheus\.so' "/proc/$worker/maps" | sort -u | tr '\n' ' ')
+maps=$(grep -o '/[^ ]*ngx_prometheus\.so' "/proc/$worker/maps" | sort -u | tr '\n' ' ' || true)
 [ "$maps" = "/usr/lib/nginx/modules/ngx_prometheus.so " ] || die "a worker maps: $maps"
 
 codes=$STATE/codes
@@ -288,7 +295,15 @@ for p in /usr/lib/nginx/modules/ngx_prometheus.so /usr/share/lua/5.1/ngxprom.lua
 done
 nginx_still_starts "apt-get remove"
 
-# Purge: nothing of ours is left.
+# Installed again: the postinst enables the kept link again.
+"${APT[@]}" install "$deb" >"$STATE/reinstall.log" 2>&1 ||
+  { cat "$STATE/reinstall.log" >&2; die "apt-get install after remove failed"; }
+if [ ! -L "$LINK" ] || [ -L "$LINK.removed" ]; then
+  die "installing after a remove did not enable $LINK again"
+fi
+say "reinstalled after remove: enabled again"
+
+# Purge (from installed): nothing of ours is left.
 "${APT[@]}" purge "$PKG" >"$STATE/purge.log" 2>&1 ||
   { cat "$STATE/purge.log" >&2; die "apt-get purge failed"; }
 ! known || die "dpkg still knows $PKG after purge"
