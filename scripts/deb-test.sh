@@ -84,7 +84,7 @@ restore() {
   unlink_ours
   if known; then
     "${APT[@]}" purge "$PKG" >"$STATE/purge-restore.log" 2>&1 ||
-      echo "deb-test: could not purge $PKG, see $STATE/purge-restore.log" >&2
+      { cat "$STATE/purge-restore.log" >&2; echo "deb-test: could not purge $PKG (above)" >&2; }
   fi
   rm -rf "$STATE"
 }
