@@ -130,6 +130,7 @@ chmod 0644 "$STAGE/DEBIAN/control" "$STAGE/DEBIAN/md5sums"
 find "$STAGE" -type d -exec chmod 0755 {} +
 
 deb=$OUT/${PKG}_${version}_$arch.deb
+rm -f "$OUT/${PKG}_"*.deb   # one package in the directory: `apt install ./.build/deb/*.deb`
 dpkg-deb --root-owner-group -Zxz --build "$STAGE" "$deb" >/dev/null
 echo "deb: built $deb (Depends: $depends)" >&2
 echo "$deb"
