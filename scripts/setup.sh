@@ -10,14 +10,15 @@ ROLE=${1:-run}   # run | test
 
 PKGS=(nginx libnginx-mod-http-lua libnginx-mod-http-ndk lua-resty-core lua-resty-lrucache
       nginx-dev libclang-dev libpcre2-dev libssl-dev zlib1g-dev libluajit2-5.1-common
-      build-essential pkg-config curl ca-certificates)
+      build-essential pkg-config curl ca-certificates dpkg-dev)
 if [ "$ROLE" = test ]; then
   # openssl: t/push.rs and t/gateway.rs make a throwaway CA and server certificate for their https tests.
   # lua-busted and luajit2 (OpenResty's LuaJIT branch, as Debian's nginx links): make lua-unit.
   # strace: t/admin.rs delays one worker's fsync (a slow disk) to race Admin writes.
   # victoria-metrics: the central store t/fleet.rs remote-writes into.
+  # lintian, procps (pgrep): make deb-test checks the package and finds nginx's workers.
   PKGS+=(prometheus prometheus-pushgateway victoria-metrics wrk python3-pip openssl iproute2 valgrind lua-busted luajit2
-         strace)
+         strace lintian procps)
 fi
 
 missing=()
