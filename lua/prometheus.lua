@@ -17,6 +17,7 @@
 
 local prom = require "ngxprom"
 local ffi = require "ffi"
+local exposition = require "prometheus.exposition"
 
 local C = ffi.C
 local count_error = C.ngx_prom_count_error
@@ -24,8 +25,7 @@ local REASON = prom.core.reasons
 local log_once = prom.log_once
 local type, tostring, tonumber, select, pcall, error, setmetatable, ipairs, pairs =
     type, tostring, tonumber, select, pcall, error, setmetatable, ipairs, pairs
-local byte, sub, format, find, concat, sort = string.byte, string.sub, string.format,
-    string.find, table.concat, table.sort
+local find, concat, sort = string.find, table.concat, table.sort
 local ngx_log, ERR = ngx.log, ngx.ERR
 local INF = math.huge
 local unpack = unpack
@@ -41,7 +41,6 @@ local DEFAULT_BUCKETS = { 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.3, 0
     0.75, 1, 1.5, 2, 3, 4, 5, 10 }
 -- Metric names starting with it are refused there (its own keys); kept refused.
 local RESERVED_PREFIX = "__ngx_prom__"
-local TYPE_NAME = { counter = "counter", gauge = "gauge", histogram = "histogram" }
 
 --------------------------------------------------------------------------------
 -- Errors: logged once per worker and message (ngxprom's log), counted in the zone's
@@ -66,54 +65,6 @@ local function refuse(metric, reason, msg)
     msg = "metric \"" .. metric.name .. "\": " .. msg
     log_once(msg)
     return nil, msg
-end
-
---------------------------------------------------------------------------------
--- Label values as that library stores them: a string up to its first byte that is
--- not well-formed UTF-8 (Unicode 6.2, table 3-7), anything else through tostring.
-
--- The index of the first byte of `s` not part of a well-formed UTF-8 sequence, or nil.
-local function first_malformed(s)
-    local i, n = 1, #s
-    while i <= n do
-        local c = byte(s, i)
-        if c < 0x80 then
-            i = i + 1
-        else
-            local len, lo, hi
-            if c >= 0xC2 and c <= 0xDF then len, lo, hi = 2, 0x80, 0xBF
-            elseif c == 0xE0 then len, lo, hi = 3, 0xA0, 0xBF
-            elseif c == 0xED then len, lo, hi = 3, 0x80, 0x9F
-            elseif c >= 0xE1 and c <= 0xEF then len, lo, hi = 3, 0x80, 0xBF
-            elseif c == 0xF0 then len, lo, hi = 4, 0x90, 0xBF
-            elseif c >= 0xF1 and c <= 0xF3 then len, lo, hi = 4, 0x80, 0xBF
-            elseif c == 0xF4 then len, lo, hi = 4, 0x80, 0x8F
-            else return i end
-            if i + len - 1 > n then return i end
-            local b = byte(s, i + 1)
-            if b < lo or b > hi then return i end
-            for j = i + 2, i + len - 1 do
-                b = byte(s, j)
-                if b < 0x80 or b > 0xBF then return i end
-            end
-            i = i + len
-        end
-    end
-    return nil
-end
-
-local function label_string(v)
-    if type(v) ~= "string" then return tostring(v) end
-    local cut = first_malformed(v)
-    if cut then return sub(v, 1, cut - 1) end
-    return v
-end
-
--- ngxprom's hook (Family.fix_labels): the values a new series is named by.
-local function fix_labels(values, n)
-    local out = {}
-    for i = 1, n do out[i] = label_string(values[i]) end
-    return out
 end
 
 --------------------------------------------------------------------------------
@@ -189,7 +140,7 @@ local function metric_del(self, label_values)
             return ok, err
         end
     end
-    local fixed = fix_labels(values, n)
+    local fixed = exposition.fix_labels(values, n)
     local ok, err = self.family:del(unpack(fixed, 1, n))
     return ok, err
 end
@@ -198,35 +149,6 @@ local function metric_reset(self)
     local n, err = self.family:reset()
     if not n then return nil, err end
     return true
-end
-
---------------------------------------------------------------------------------
--- `le` as that library prints it: each bound through one printf format shared by the
--- histogram's bounds ("%0<w>.<p>f", wide and precise enough for all of them, so that
--- the formatted bounds sort as numbers: the order of its lines), then through
--- tonumber and tostring (leading and trailing zeros gone).
-
-local function bound_format(buckets)
-    local order, precision = 1, 1
-    for _, b in ipairs(buckets) do
-        local s = format("%f", b):gsub("0*$", "")
-        local dot = find(s, ".", 1, true)
-        if dot - 1 > order then order = dot - 1 end
-        if #s - dot > precision then precision = #s - dot end
-    end
-    return "%0" .. (order + precision + 1) .. "." .. precision .. "f"
-end
-
-local function histogram_bounds(buckets)
-    local fmt = bound_format(buckets)
-    local sorted, shown, index = {}, {}, {}
-    for i, b in ipairs(buckets) do
-        local padded = format(fmt, b)
-        sorted[i] = padded
-        shown[i] = tostring(tonumber(padded))
-        index[b] = i
-    end
-    return sorted, shown, index
 end
 
 --------------------------------------------------------------------------------
@@ -337,7 +259,7 @@ local function register(self, kind, name, help, label_names, buckets, exptime)
         return
     end
     if err then log_once(err) end
-    family.fix_labels = fix_labels
+    family.fix_labels = exposition.fix_labels
     local metric = {
         name = name, help = help, kind = kind, label_names = label_names,
         label_count = label_names and #label_names or 0, family = family, parent = self,
@@ -348,7 +270,7 @@ local function register(self, kind, name, help, label_names, buckets, exptime)
     if kind == "histogram" then
         metric.buckets = buckets
         metric.bucket_count = #buckets
-        metric.sorted_le, metric.shown_le, metric.bucket_index = histogram_bounds(buckets)
+        metric.sorted_le, metric.shown_le, metric.bucket_index = exposition.bounds(buckets)
     end
     self.registry[name] = metric
     self.by_zone_name[zname] = metric
@@ -417,70 +339,6 @@ function Prometheus:init_worker(sync_interval)
     if sync_interval ~= nil then self.sync_interval = sync_interval end
 end
 
---------------------------------------------------------------------------------
--- The exposition, as that library prints it: every line keyed as it keys them (label
--- values escaped, `le` padded so that bounds sort as numbers, "Inf" last), sorted by
--- key, HELP and TYPE before the first line of each metric, values through tostring.
--- Built from the zone's own text rendering, the families of this worker's
--- registrations only; buckets that no observation reached are left out, as there.
-
--- The metric name a key belongs to, as that library finds it (for HELP and TYPE).
-local function short_name(key)
-    local brace = find(key, "{", 1, true)
-    if not brace then return key end
-    local b = find(key, "_bucket{", 1, true)
-    if b and find(key, "le=", 1, true) then return sub(key, 1, b - 1) end
-    return sub(key, 1, brace - 1)
-end
-
-local function value_of(text)
-    if text == "+Inf" then return INF end
-    if text == "-Inf" then return -INF end
-    if text == "NaN" then return 0 / 0 end
-    return tonumber(text)
-end
-
--- Appends { key, value } entries for one family's sample line.
-local function add_sample(entries, metric, zname, key, value, pending)
-    local name = metric.name
-    local rest = sub(key, #zname + 1)
-    if metric.kind ~= "histogram" then
-        if rest == "" and metric.braces then rest = "{}" end
-        entries[#entries + 1] = { name .. rest, value }
-        return
-    end
-    local suffix, labels = rest:match("^(_%l+)(.*)$")
-    if suffix == "_bucket" then
-        local head, le = labels:match('^(.*)le="([^"]*)"}$')
-        if not head then return end
-        local i, sorted, shown
-        if le == "+Inf" then
-            sorted, shown = "Inf", "+Inf"
-        else
-            i = metric.bucket_index[tonumber(le)]
-            if not i then return end
-            sorted, shown = metric.sorted_le[i], metric.shown_le[i]
-        end
-        if value_of(value) ~= 0 then
-            local pre = name .. "_bucket" .. head
-            pending[#pending + 1] = { pre .. 'le="' .. sorted .. '"}', value,
-                pre .. 'le="' .. shown .. '"}' }
-        end
-    elseif suffix == "_sum" or suffix == "_count" then
-        if labels == "" and metric.braces then labels = "{}" end
-        pending[#pending + 1] = { name .. suffix .. labels, value }
-        if suffix == "_count" then
-            -- A series no observation reached has no lines there.
-            if value_of(value) ~= 0 then
-                for _, e in ipairs(pending) do entries[#entries + 1] = e end
-            end
-            for i = #pending, 1, -1 do pending[i] = nil end
-        end
-    end
-end
-
-local function by_key(a, b) return a[1] < b[1] end
-
 -- The zone's error counts but stale_handle (an update through a deleted series'
 -- handle, then applied to the series made anew: nothing was lost).
 local function error_count(zone)
@@ -494,44 +352,16 @@ local function error_count(zone)
     return n
 end
 
+-- That library's lines (see prometheus.exposition), or with `write_fn` (Kong's
+-- form) the whole text passed to it.
 function Prometheus:metric_data(write_fn)
     if not self.initialized then
         ngx_log(ERR, "Prometheus module has not been initialized")
         return
     end
-    local entries = { { self.error_metric_name, tostring(error_count(self.zone)) } }
     local text = self.zone:render() or ""
-    local metric, zname
-    local pending = {}
-    for line in text:gmatch("[^\n]+") do
-        if byte(line, 1) == 35 then -- "#"
-            local n = line:match("^# TYPE (%S+) ")
-            if n then
-                zname = n
-                metric = self.by_zone_name[n]
-                for i = #pending, 1, -1 do pending[i] = nil end
-            end
-        elseif metric then
-            local key, value = line:match("^(.*) (%S+)$")
-            if key then add_sample(entries, metric, zname, key, value, pending) end
-        end
-    end
-    sort(entries, by_key)
-    local prefix, registry = self.prefix, self.registry
-    local out, seen = {}, {}
-    for _, e in ipairs(entries) do
-        local short = short_name(e[1])
-        if not seen[short] then
-            seen[short] = true
-            local m = registry[short]
-            if m then
-                if m.help then out[#out + 1] = format("# HELP %s%s %s\n", prefix, short, m.help) end
-                out[#out + 1] = format("# TYPE %s%s %s\n", prefix, short, TYPE_NAME[m.kind])
-            end
-        end
-        local v = value_of(e[2])
-        out[#out + 1] = prefix .. (e[3] or e[1]) .. " " .. tostring(v) .. "\n"
-    end
+    local out = exposition.lines(text, self.by_zone_name, self.registry, self.prefix,
+        self.error_metric_name, error_count(self.zone))
     if type(write_fn) == "function" then
         write_fn(concat(out))
         return
