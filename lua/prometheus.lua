@@ -294,6 +294,9 @@ end
 --------------------------------------------------------------------------------
 -- init
 
+-- Per zone name: zone family name -> metric, for every instance of this worker.
+local registered = {}
+
 local function zone_missing(err)
     return err and (err:find("^unknown zone") or err:find("^no prometheus_zone"))
 end
@@ -313,7 +316,15 @@ function Prometheus.init(dict_name, options_or_prefix)
             .. " metrics in a zone, declare it with `prometheus_zone " .. dict_name
             .. " 10m;` (" .. err .. ")", 2)
     end
-    local self = setmetatable({ zone = zone, registry = {}, by_zone_name = {} }, mt)
+    -- collect() shows the zone's families registered through any instance in this
+    -- worker (that library shows every key of its dictionary), HELP and TYPE from
+    -- this one's.
+    local shown = registered[dict_name]
+    if not shown then
+        shown = {}
+        registered[dict_name] = shown
+    end
+    local self = setmetatable({ zone = zone, registry = {}, by_zone_name = shown }, mt)
     local opts = options_or_prefix
     if type(opts) == "table" then
         self.prefix = opts.prefix or ""
