@@ -24,7 +24,7 @@ function M.init_worker(opts)
         received = zone:counter("rp_received_bytes_total", "Bytes received.", { "route" }),
     }
     -- Shape 8: the four updates under service, route and code, a 21-bucket histogram,
-    -- through ngxprom (ours8), the drop-in require("prometheus") (dropin8) and the peer.
+    -- through ngxprom (ours8), the drop-in require("prometheus") (drop8) and the peer.
     local svc = { "service", "route", "code" }
     ours.s8 = {
         requests = zone:counter("rp8_requests_total", "Requests.", svc),
@@ -152,7 +152,7 @@ function compile_all()
         local function of(lib) return lib and sub and lib[sub] or lib end
         M.f["ours" .. shape] = compile(shape, "ours", of(ours))
         M.f["none" .. shape] = compile(shape, "none", nil)
-        M.f["dropin" .. shape] = compile(shape, "dropin", dropin)
+        M.f["drop" .. shape] = compile(shape, "dropin", dropin)
         if peer then M.f["peer" .. shape] = compile(shape, "peer", of(peer)) end
     end
 end

@@ -740,6 +740,9 @@ for kind, own in pairs({ counter = CounterFamily, gauge = GaugeFamily, histogram
     HOT[kind] = { labels = Family.labels }
     for k, f in pairs(own) do HOT[kind][k] = f end
 end
+-- The update forms with label values by kind (`family:inc(v, { a, b })`...), for
+-- prometheus.lua, which calls them as functions.
+_M.updates = HOT
 
 --------------------------------------------------------------------------------
 -- Zones.
