@@ -659,6 +659,34 @@ cases.numeric = function(p)
     c:inc(2, {"0", "15.5"})
 end
 
+-- Random bytes as label values (a fixed seed): every byte value, runs of UTF-8 lead
+-- and continuation bytes, quotes, backslashes, newlines; the library is the oracle.
+cases.bytes = function(p)
+    local c = p:counter("bytes_c", "Random label values", {"a", "b"})
+    local seed = 12345
+    local function rand(n)
+        seed = (seed * 1103515245 + 12345) % 2147483648
+        return math.floor(seed / 65536) % n
+    end
+    local valid = { "a", "Z", "0", " ", "\"", "\\", "\n", "\1", "\127", "\195\169",
+        "\226\130\172", "\240\164\173\162", "\237\159\191", "\224\160\128", "\244\143\191\191",
+        "\194\128", "\239\191\191" }
+    local invalid = { "\128", "\192\128", "\237\160\128", "\244\144\128\128", "\255",
+        "\226\130", "\240\159", "\224\159\191", "\245\128\128\128", "\193\191" }
+    for _ = 1, 400 do
+        local v = {}
+        for i = 1, 2 do
+            local pieces = {}
+            for j = 1, rand(10) do
+                local list = rand(8) == 0 and invalid or valid
+                pieces[j] = list[rand(#list) + 1]
+            end
+            v[i] = table.concat(pieces)
+        end
+        c:inc(1, v)
+    end
+end
+
 -- testErrorIncorrectLabels, testErrorNegativeValue and testNoValues: each refused and
 -- counted, nothing recorded.
 cases.lb = function(p)
@@ -1092,6 +1120,8 @@ fn label_values_are_escaped_cut_at_bad_utf8_and_numbers_printed_as_there() {
     ] {
         assert!(utf8.contains(want), "{want:?} missing:\n{utf8}");
     }
+    let bytes = same(port, "bytes", 0);
+    assert!(bytes.lines().count() > 300, "{bytes}");
     let numeric = same(port, "numeric", 0);
     for want in [
         // A number and its string are the same series, as there.
