@@ -91,6 +91,9 @@ local function counter_inc(self, value, label_values)
         return refuse(self, REASON.invalid_value,
             "increment " .. tostring(value) .. " refused: counters only go up by finite amounts")
     end
+    if label_values ~= nil and type(label_values) ~= "table" then
+        return refuse(self, REASON.label_count, "label values must be a table")
+    end
     local ok, err = counter_add(self.family, v, label_values)
     return ok, err
 end
@@ -103,6 +106,9 @@ local function gauge_set(self, value, label_values)
     if not v or v ~= v then
         return refuse(self, REASON.invalid_value, "value " .. tostring(value) .. " is not a number")
     end
+    if label_values ~= nil and type(label_values) ~= "table" then
+        return refuse(self, REASON.label_count, "label values must be a table")
+    end
     local ok, err = gauge_set_to(self.family, v, label_values)
     return ok, err
 end
@@ -112,6 +118,9 @@ local function gauge_inc(self, value, label_values)
     if value ~= nil then v = number(value) end
     if not v or v ~= v then
         return refuse(self, REASON.invalid_value, "value " .. tostring(value) .. " is not a number")
+    end
+    if label_values ~= nil and type(label_values) ~= "table" then
+        return refuse(self, REASON.label_count, "label values must be a table")
     end
     local ok, err = gauge_add(self.family, v, label_values)
     return ok, err
@@ -125,6 +134,9 @@ local function histogram_observe(self, value, label_values)
     if not v or v ~= v then
         return refuse(self, REASON.invalid_value, "value " .. tostring(value) .. " is not a number")
     end
+    if label_values ~= nil and type(label_values) ~= "table" then
+        return refuse(self, REASON.label_count, "label values must be a table")
+    end
     local ok, err = histogram_add(self.family, v, label_values)
     return ok, err
 end
@@ -132,6 +144,9 @@ end
 -- del(label_values): that series goes at once, in every worker (there is nothing to
 -- wait for: no worker holds unsynced increments).
 local function metric_del(self, label_values)
+    if label_values ~= nil and type(label_values) ~= "table" then
+        return refuse(self, REASON.label_count, "label values must be a table")
+    end
     local values = label_values or {}
     local n = #values
     if n ~= self.label_count then
@@ -256,7 +271,9 @@ local function register(self, kind, name, help, label_names, buckets, exptime)
         opts.lowest = lowest
     end
     local zname = self.prefix .. name
-    local ok, family, err = pcall(self.zone[kind], self.zone, zname, help or "", label_names, opts)
+    -- Help is printed through %s there: a number is help too.
+    local ok, family, err = pcall(self.zone[kind], self.zone, zname,
+        help == nil and "" or tostring(help), label_names, opts)
     if not ok then
         -- Refused by this module where that library accepts (a name it reserves, a
         -- clash with another family's exposition, more than 128 buckets).

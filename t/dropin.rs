@@ -591,6 +591,7 @@ cases.names = function(p)
     p:counter("names_count1", "Counter", {"foo\002"})
     local ok = p:counter("names_ok", "Valid", {"a"})
     ok:inc(1, {"x"})
+    p:gauge("names_numhelp", 42):set(1)
     assert(p:counter("names_bad one", "x") == nil)
 end
 
@@ -986,6 +987,10 @@ fn sides_http(port: u16, extra: bool) -> String {
                 h:observe(nil, {{"x"}})
                 h:observe(0/0, {{"x"}})
                 h:observe(1, {{}})
+                c:inc(1, 5)
+                c:inc(1, "x")
+                h:observe(1, true)
+                p:gauge("bad_g", "G", {{"a"}}):set(1, 7)
                 p:counter("bad_c", "C", {{"a", "b"}})
                 p:histogram("bad_u", "U", nil, {{3, 1, 2}}):observe(2)
                 ngx.say("recorded")
@@ -1075,7 +1080,8 @@ fn invalid_metric_and_label_names_are_refused_logged_and_counted_as_there() {
     let lines = same(port, "names", 8);
     assert_eq!(
         lines,
-        "# HELP names_ok Valid\n# TYPE names_ok counter\nnames_ok{a=\"x\"} 1\n"
+        "# HELP names_numhelp 42\n# TYPE names_numhelp gauge\nnames_numhelp 1\n\
+         # HELP names_ok Valid\n# TYPE names_ok counter\nnames_ok{a=\"x\"} 1\n"
     );
     // Refused registrations are logged (once each), never raised.
     let log = n.error_log();
@@ -1295,8 +1301,8 @@ fn bad_inputs_never_fail_the_request_that_records() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.text(), "recorded\n");
     let page = get(port, "/collect/ours").text();
-    // 12 refused updates, one registration twice; numbers as label values taken.
-    assert!(page.contains("\nnginx_metric_errors_total 13\n"), "{page}");
+    // 16 refused updates, one registration twice; numbers as label values taken.
+    assert!(page.contains("\nnginx_metric_errors_total 17\n"), "{page}");
     assert!(page.contains("bad_u_bucket{le=\"2\"} 1\n"), "{page}");
     let bad_c: Vec<&str> = page.lines().filter(|l| l.starts_with("bad_c{")).collect();
     assert_eq!(bad_c, ["bad_c{a=\"1\",b=\"2\"} 1"], "{page}");
