@@ -5,13 +5,15 @@
 
 local M = {}
 
-local ours, peer
+local ours, peer, dropin
 local children = {}
 local trace = { tag = "none", counts = {} }
 local compile_all -- below, with the shapes
 
 -- Families with the same names, labels and buckets in both libraries.
 local BUCKETS = { 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10 }
+local BUCKETS21 = { 0.001, 0.002, 0.005, 0.007, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05,
+    0.06, 0.07, 0.08, 0.09, 0.1, 0.2, 0.3, 0.4, 0.5, 1 }
 
 function M.init_worker(opts)
     local zone = require("ngxprom").zone("rp")
@@ -20,6 +22,22 @@ function M.init_worker(opts)
         latency = zone:histogram("rp_latency_seconds", "Latency.", { "route" }, { buckets = BUCKETS }),
         sent = zone:counter("rp_sent_bytes_total", "Bytes sent.", { "route" }),
         received = zone:counter("rp_received_bytes_total", "Bytes received.", { "route" }),
+    }
+    -- Shape 8: the four updates under service, route and code, a 21-bucket histogram,
+    -- through ngxprom (ours8), the drop-in require("prometheus") (drop8) and the peer.
+    local svc = { "service", "route", "code" }
+    ours.s8 = {
+        requests = zone:counter("rp8_requests_total", "Requests.", svc),
+        latency = zone:histogram("rp8_latency_seconds", "Latency.", svc, { buckets = BUCKETS21 }),
+        sent = zone:counter("rp8_sent_bytes_total", "Bytes sent.", svc),
+        received = zone:counter("rp8_received_bytes_total", "Bytes received.", svc),
+    }
+    local dropin_lib = assert(loadfile(opts.dropin))().init("rp", { prefix = "dropin_" })
+    dropin = {
+        requests = dropin_lib:counter("rp8_requests_total", "Requests.", svc),
+        latency = dropin_lib:histogram("rp8_latency_seconds", "Latency.", svc, BUCKETS21),
+        sent = dropin_lib:counter("rp8_sent_bytes_total", "Bytes sent.", svc),
+        received = dropin_lib:counter("rp8_received_bytes_total", "Bytes received.", svc),
     }
     children.requests = ours.requests:labels("GET", "200", "/r")
     ours.http = require("ngxprom.log").new(zone, { labels = { "route" }, namespace = "rp_log" })
@@ -30,6 +48,13 @@ function M.init_worker(opts)
             latency = peer_lib:histogram("rp_latency_seconds", "Latency.", { "route" }, BUCKETS),
             sent = peer_lib:counter("rp_sent_bytes_total", "Bytes sent.", { "route" }),
             received = peer_lib:counter("rp_received_bytes_total", "Bytes received.", { "route" }),
+        }
+        local svc = { "service", "route", "code" }
+        peer.s8 = {
+            requests = peer_lib:counter("rp8_requests_total", "Requests.", svc),
+            latency = peer_lib:histogram("rp8_latency_seconds", "Latency.", svc, BUCKETS21),
+            sent = peer_lib:counter("rp8_sent_bytes_total", "Bytes sent.", svc),
+            received = peer_lib:counter("rp8_received_bytes_total", "Bytes received.", svc),
         }
     end
     compile_all()
@@ -73,6 +98,11 @@ local FOUR = [[
     lib.latency:observe(t, { "/r" })
     lib.sent:inc(sent, { "/r" })
     lib.received:inc(received, { "/r" })]]
+local FOUR7 = [[
+    lib.requests:inc(1, { "svc1", "route1", code })
+    lib.latency:observe(t, { "svc1", "route1", code })
+    lib.sent:inc(sent, { "svc1", "route1", code })
+    lib.received:inc(received, { "svc1", "route1", code })]]
 -- `use` ends every variant of a shape (none included): it keeps what was read, as the
 -- rest of a real block would. Without it LuaJIT drops the unused reads from the
 -- baseline's trace (no string made for ngx.var.status), while an FFI call's snapshot
@@ -97,6 +127,11 @@ local SHAPES = {
     -- (6) ngxprom.log: one call, the request read natively (so no reads); the peer's
     -- form of it is (5).
     { read = "", use = "", ours = 'lib.http:log("/r")', peer = nil },
+    -- (7) the gateway's plugin: bench/e2e.sh measures it; nothing here.
+    { read = "", use = "" },
+    -- (8) the four updates under { "svc1", "route1", status }, a 21-bucket histogram:
+    -- the same calls through ngxprom, the drop-in and the peer.
+    { read = READ4, use = USE4, ours = FOUR7, dropin = FOUR7, peer = FOUR7, lib = "s8" },
 }
 
 -- M.f.ours1, M.f.peer1, M.f.none1, ...: log_by_lua_block { rp.f.ours1() } calls its own.
@@ -113,9 +148,12 @@ end
 
 function compile_all()
     for shape = 1, #SHAPES do
-        M.f["ours" .. shape] = compile(shape, "ours", ours)
+        local sub = SHAPES[shape].lib
+        local function of(lib) return lib and sub and lib[sub] or lib end
+        M.f["ours" .. shape] = compile(shape, "ours", of(ours))
         M.f["none" .. shape] = compile(shape, "none", nil)
-        if peer then M.f["peer" .. shape] = compile(shape, "peer", peer) end
+        M.f["drop" .. shape] = compile(shape, "dropin", dropin)
+        if peer then M.f["peer" .. shape] = compile(shape, "peer", of(peer)) end
     end
 end
 

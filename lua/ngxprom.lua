@@ -502,6 +502,11 @@ function Family:_miss(values, n)
     end
     local bad = invalid_label(self, values, n)
     if bad then return NULL, bad end
+    -- The cache keeps the child under the values as given; the series is named by
+    -- the family's `fix_labels(values, n)` when it has one (prometheus.lua makes
+    -- them the strings nginx-lua-prometheus would have stored).
+    local key = values
+    if self.fix_labels then values = self.fix_labels(values, n) end
     local handle, serr, overflow = core.series(self.slot, id, values)
     if not handle then
         log_once(serr)
@@ -518,7 +523,7 @@ function Family:_miss(values, n)
     else
         child = new_child(self, handle, values)
     end
-    if n == 0 then self.unlabelled = child else cache_put(self, values, n, child) end
+    if n == 0 then self.unlabelled = child else cache_put(self, key, n, child) end
     return child
 end
 
@@ -735,6 +740,9 @@ for kind, own in pairs({ counter = CounterFamily, gauge = GaugeFamily, histogram
     HOT[kind] = { labels = Family.labels }
     for k, f in pairs(own) do HOT[kind][k] = f end
 end
+-- The update forms with label values by kind (`family:inc(v, { a, b })`...), for
+-- prometheus.lua, which calls them as functions.
+_M.updates = HOT
 
 --------------------------------------------------------------------------------
 -- Zones.

@@ -17,6 +17,9 @@ use std::ffi::{c_char, c_void};
 /// Smallest accepted `size`: nginx's slab pool takes a few pages of it.
 pub const MIN_SIZE: usize = 2 * MIN_ZONE_BYTES;
 
+/// What nginx calls a zone's shared memory: this, then the zone's name.
+pub const SHM_PREFIX: &str = "prometheus_zone:";
+
 pub struct ZoneConf {
     pub name: String,
     pub shm: *mut ngx_shm_zone_t,
@@ -44,12 +47,23 @@ pub(super) extern "C" fn directive(
         Ok(size) => size,
         Err(why) => return conf_error(cf, &why),
     };
+    // nginx's name for the shared memory is the zone's with a prefix of its own, so
+    // that a `lua_shared_dict` of the same name (what nginx-lua-prometheus used, kept
+    // beside the zone that replaces it) is another zone, in whichever order they come.
+    let shm_name = format!("{SHM_PREFIX}{name}");
+    // SAFETY: `cf` is valid; its pool lives as long as the configuration, which keeps
+    // the name nginx is given.
+    let data = unsafe { ngx::ffi::ngx_pnalloc((*cf).pool, shm_name.len()) }.cast::<u8>();
+    if data.is_null() {
+        return ngx::core::NGX_CONF_ERROR;
+    }
+    // SAFETY: `data` has room for `shm_name.len()` bytes and does not overlap it.
+    unsafe { std::ptr::copy_nonoverlapping(shm_name.as_ptr(), data, shm_name.len()) };
     let mut zone_name = ngx_str_t {
-        len: name.len(),
-        data: name.as_ptr().cast_mut(),
+        len: shm_name.len(),
+        data,
     };
-    // SAFETY: `cf` is valid; nginx copies nothing from `zone_name` it does not keep in
-    // the configuration pool (the name points into `cf->args`, which lives as long).
+    // SAFETY: `cf` is valid; `zone_name` points into the configuration pool.
     let shm = unsafe {
         ngx::ffi::ngx_shared_memory_add(
             cf,
