@@ -618,7 +618,9 @@ function _M.document()
                 .. "(lua/gateway/entities.lua). Every response but nginx's 413 and /metrics (the metrics "
                 .. "port's handler: X-Gateway-Worker only) carries X-Gateway-Worker and "
                 .. "X-Gateway-Config-Version. Any other method on a path is 405 with an Allow header "
-                .. "(after a 404 when a nested path's parent does not exist).",
+                .. "(after a 404 when a nested path's parent does not exist). A request nginx refuses "
+                .. "before the Admin API sees it (malformed, a URI or header too long) gets the Error "
+                .. "body too, without those headers.",
         },
         servers = array({ { url = "http://127.0.0.1:8001" } }),
         paths = paths,
