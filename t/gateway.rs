@@ -1820,15 +1820,31 @@ fn assert_json_error(what: &str, r: &Response, status: u16, message: &str) {
     assert_eq!(v, json!({ "message": message }), "{what}");
 }
 
-/// Sends `bytes` and half-closes: nginx refuses these before reading any body, and
-/// answers and closes at once rather than lingering for one.
+/// Sends `bytes` and half-closes (nginx refuses these before reading any body), and
+/// reads the answer up to its Content-Length: nginx may linger on the connection after
+/// it, for a body it was announced.
 fn refused(port: u16, bytes: &[u8]) -> Response {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     s.write_all(bytes).unwrap();
     let _ = s.shutdown(std::net::Shutdown::Write);
     let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = parse_response(&raw[..end + 4]);
+            let len: usize = head
+                .header("content-length")
+                .map_or(usize::MAX, |n| n.parse().unwrap());
+            if raw.len() >= end + 4 + len {
+                break;
+            }
+        }
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+        }
+    }
     parse_response(&raw)
 }
 
