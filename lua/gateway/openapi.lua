@@ -357,10 +357,10 @@ local function entity_schemas(kind, out)
         kept[f] = fmt("Ignored when the %s exists: it keeps its %s.", kind, f)
     end
     local function with(base, extra)
-        local out = {}
-        for k, v in pairs(base or {}) do out[k] = v end
-        for k, v in pairs(extra or {}) do out[k] = v end
-        return out
+        local merged = {}
+        for k, v in pairs(base or {}) do merged[k] = v end
+        for k, v in pairs(extra or {}) do merged[k] = v end
+        return merged
     end
     request("Create")
     request("Update", kept, true)
@@ -486,7 +486,8 @@ local function add_collection(paths, kind, base, id_base, parent)
         parameters = parent and array({ parent_param(parent.kind, parent.field) }) or nil,
         get = { operationId = op_id(id_base, "list"), summary = fmt("List %s, in creation order", kind),
                 parameters = page_params(),
-                responses = errors(statuses({ 400 }, nested), { ["200"] = ok("A page.", ref(schema_name(kind, "Page"))) }) },
+                responses = errors(statuses({ 400 }, nested),
+                                   { ["200"] = ok("A page.", ref(schema_name(kind, "Page"))) }) },
         head = { operationId = op_id(id_base, "list", "head"), parameters = page_params(),
                  responses = errors(statuses({ 400 }, nested), { ["200"] = ok("As GET, without the body.") }) },
         post = {

@@ -81,7 +81,8 @@ end
 local function lookup(name, r, s, c)
     local scoped = current.index[name]
     if not scoped then return false end
-    local p = (c ~= "" and (scoped[r .. "|" .. s .. "|" .. c] or scoped[r .. "||" .. c] or scoped["|" .. s .. "|" .. c]))
+    local p = (c ~= ""
+            and (scoped[r .. "|" .. s .. "|" .. c] or scoped[r .. "||" .. c] or scoped["|" .. s .. "|" .. c]))
         or scoped[r .. "|" .. s .. "|"]
         or (c ~= "" and scoped["||" .. c])
         or scoped[r .. "||"] or scoped["|" .. s .. "|"] or scoped["||"]
