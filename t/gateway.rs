@@ -1913,8 +1913,7 @@ fn refused_by_nginx() -> Vec<(&'static str, Vec<u8>, u16, &'static str)> {
 }
 
 /// Error-log entries (a Lua traceback's lines joined to theirs) that mention Lua or an
-/// uninitialized variable (the error location reads one a refused request never set),
-/// or are alerts, but for those naming one of `expected`.
+/// uninitialized variable, or are alerts, but for those naming one of `expected`.
 fn lua_lines(g: &Gateway, expected: &[&str]) -> Vec<String> {
     let mut entries: Vec<String> = Vec::new();
     for line in g.nginx.error_log().lines() {

@@ -8,6 +8,10 @@ local exporter = require "gateway.exporter"
 local error_page = require "gateway.error_page"
 local plugins = require "gateway.plugins"
 local ngx_balancer = require "ngx.balancer"
+local get_request = require("resty.core.base").get_request
+local ffi = require "ffi"
+
+local cast, uintptr_t = ffi.cast, ffi.typeof("uintptr_t")
 
 local ngx, ipairs, tonumber, tostring = ngx, ipairs, tonumber, tostring
 
@@ -201,25 +205,28 @@ end
 
 --------------------------------------------------------------------------------
 -- A request's context (ngx.ctx) is lost when nginx moves it to another location: the
--- jump of an https service to its own location (ngx.exec), and nginx's error page
--- (@error) for an upstream that fails or times out, a refusal in the balancer phase
--- or a Lua error. So it waits here from the start of the access phase until the log
--- phase, under a number kept in a variable, which survives both moves.
+-- jump of an https service to its own location (ngx.exec), and nginx's error page for
+-- an upstream that fails or times out, a refusal in the balancer phase or a Lua error.
+-- So it waits here from the start of the access phase until the log phase (which
+-- always runs, once, and drops it), under the address of nginx's request, which both
+-- moves keep. (No nginx variable: setting one costs a lookup by name per request.)
 
-local stashed, last_ref = {}, 0
+local stashed = {}
+
+local function request_key()
+    return tonumber(cast(uintptr_t, get_request()))
+end
 
 local function stash(ctx)
-    last_ref = last_ref % 1073741824 + 1
-    stashed[last_ref] = ctx
-    ctx.ref = last_ref
-    ngx.var.gateway_ctx_ref = last_ref
+    local key = request_key()
+    stashed[key] = ctx
+    ctx.ref = key
 end
 
 -- The stashed context of this request, made ngx.ctx again; nil if there is none (a
 -- request nginx refused before the access phase).
 local function restore()
-    local ref = tonumber(ngx.var.gateway_ctx_ref)
-    local ctx = ref and stashed[ref]
+    local ctx = stashed[request_key()]
     if not ctx then return nil end
     ngx.ctx = ctx
     return ctx
