@@ -72,7 +72,7 @@ unit:
 unit-nginx:
 	./scripts/cargo-for-nginx.sh test --release --locked --lib bitfield::
 
-# luacheck (.luacheckrc) over the Lua, shellcheck over the shell scripts (about 4 s and
+# luacheck (.luacheckrc) over the Lua, shellcheck over the shell scripts (about 1 s and
 # 15 s here), beside rustfmt and clippy.
 lint:
 	cargo fmt --all -- --check
