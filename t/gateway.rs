@@ -2209,3 +2209,34 @@ fn upstream_error(code: &str) -> Vec<u8> {
     )
     .into_bytes()
 }
+
+/// The metrics port over https (run.sh's TLS_CERT/TLS_KEY): a plain HTTP request there
+/// gets the JSON answer too (nginx's 497, sent as 400), not nginx's HTML page.
+#[test]
+fn plain_http_to_the_https_metrics_port_is_json() {
+    let dir = std::env::temp_dir().join(format!("ngxprom-497-{}", std::process::id()));
+    let ca = Ca::new(&dir);
+    let g = start_gateway(
+        "metrics-497",
+        &[
+            ("METRICS_SSL", " ssl".into()),
+            (
+                "METRICS_SERVER",
+                format!(
+                    "ssl_certificate {}; ssl_certificate_key {};",
+                    ca.server_cert.display(),
+                    ca.server_key.display()
+                ),
+            ),
+        ],
+    );
+    let r = refused(g.metrics, b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_json_error(
+        "plain HTTP to https",
+        &r,
+        400,
+        "A plain HTTP request was sent to an HTTPS port",
+    );
+    assert!(lua_lines(&g, &[]).is_empty(), "{:?}", lua_lines(&g, &[]));
+    let _ = std::fs::remove_dir_all(&dir);
+}
