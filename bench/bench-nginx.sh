@@ -29,9 +29,10 @@ SCRAPE_ZONE_MB=$(( (SERIES * 22 / 1024) + 16 ))
 SIZES=$(tr -s ' ' '\n' <<<"$SIZES" | sed '/^$/d' | sort -nu | tr '\n' ' '); SIZES=${SIZES% }
 MAX_SIZE=0
 for s in $SIZES; do
-  [[ "$s" =~ ^[0-9]+$ ]] && [ "$s" -ge 2 ] || { echo "bench: BENCH_SIZES: bad size '$s'" >&2; exit 1; }
+  if ! [[ "$s" =~ ^[0-9]+$ ]] || [ "$s" -lt 2 ]; then echo "bench: BENCH_SIZES: bad size '$s'" >&2; exit 1; fi
   [ "$s" -gt "$MAX_SIZE" ] && MAX_SIZE=$s
 done
+# shellcheck disable=SC2017  # integer steps in this order are the sizing rule; reordered it sizes otherwise
 SIZES_ZONE_MB=$(( MAX_SIZE / 2 * 21760 / 1048576 * 102 / 100 + 24 ))
 # p3 histograms take up to ~136 KB each: the mem zone holds every probe at once.
 MEM_ZONE_MB=$([ "$SMOKE" = 1 ] && echo 16 || echo 64)

@@ -23,7 +23,7 @@ PROXY=$(free_port); ADMIN=$(free_port); METRICS=$(free_port); UPSTREAM=$(free_po
 BPROXY=$(free_port); BUP=$(free_port)
 cleanup() {
   for p in "$GW" "$BARE"; do
-    [ -f "$p/nginx.pid" ] && kill -QUIT "$(cat "$p/nginx.pid")" 2>/dev/null || true
+    if [ -f "$p/nginx.pid" ]; then kill -QUIT "$(cat "$p/nginx.pid")" 2>/dev/null || true; fi
   done
   sleep 0.5
   rm -rf "$GW" "$BARE"
@@ -34,7 +34,7 @@ trap cleanup EXIT
 start_gateway "$GW" "$PROXY" "$ADMIN" "$METRICS" "$UPSTREAM"
 
 mkdir -p "$BARE/logs"
-USER_LINE=$([ "$(id -u)" = 0 ] && echo "user nobody nogroup;" || true)
+USER_LINE=$(if [ "$(id -u)" = 0 ]; then echo "user nobody nogroup;"; fi)
 cat >"$BARE/nginx.conf" <<CONF
 $USER_LINE
 worker_processes 2;

@@ -156,6 +156,7 @@ fi
 
 # --- report ---------------------------------------------------------------------------
 sample() {  # part case -> stats of net_ns
+  # shellcheck disable=SC2016  # an awk program for stats(): its $1 and $f are awk's
   stats 5 -v p="$1" -v c="$2" '$1==p && $2==c {print $f}' "$RESULTS"
 }
 fmt_ns() { awk -v m="$1" -v lo="$2" -v hi="$3" 'BEGIN{printf "%.1f ns (%.1f–%.1f)", m, lo, hi}'; }
@@ -187,6 +188,7 @@ TABLE=$(
   row "Log helper, log phase of a proxied request, 1 worker" logphase:log_native logphase:log_var "5× \`ngx.var\` + FFI record calls"
 )
 NOTES=$(
+  # shellcheck disable=SC2016  # an awk program for stats(): its $1 and $f are awk's
   echo "- Hot path: ns per call, median (min–max) of $((REPS * 2)) samples ($REPS repetitions × 2 workers running at the same time; worker pids ${PIDS% }), or of $REPS samples for the \"1 worker alone\" rows (the other worker idle); N=$N iterations per loop ($N_SLOW for the shared-dict stand-ins), empty-loop cost subtracted (empty loop: median $(stats 7 -v p=hot -v c=ours_inc '$1==p && $2==c {print $f}' "$RESULTS" | awk '{printf "%.2f", $1}') ns/iteration). Both workers update the same series / the same dict keys."
   echo "- Log helper: N=$LOG_N calls per loop; content phase in both workers at once ($((REPS * 2)) samples), log phase in one worker ($REPS samples)."
   echo "- $JIT_LINE"
@@ -198,7 +200,7 @@ NOTES=$(
 # --- report: hot-path variants ------------------------------------------------------------
 for fn in c1 c3 g1 g3 h1 h3; do
   for key in solo:${fn}_same hot:${fn}_same hot:${fn}_diff; do
-    read -r MED[$key] LO[$key] HI[$key] CNT[$key] < <(sample "${key%%:*}" "${key#*:}")
+    read -r "MED[$key]" "LO[$key]" "HI[$key]" "CNT[$key]" < <(sample "${key%%:*}" "${key#*:}")
     [ "${CNT[$key]}" -gt 0 ] || die "no samples for $key"
   done
 done
@@ -216,7 +218,7 @@ HOT2_TABLE=$(
 )
 HOT2_NOTES=$(
   echo "- Same method as the table above (median (min–max) ns per call, $((REPS * 2)) samples at once, $REPS alone, N=$N; the empty loop subtracted computes a value as the loops do). Each call resolves the child through the family's cached label lookup, as a plugin does per request: 1 label \`route\`, or 3 \`service, route, method\`; histograms at the default precision. The label values are read from an array at a varying index (holding the same strings), so that LuaJIT cannot hoist the lookup out of the loop as it does for constant keys: the rows above with \`child:inc()\` and \`labels(a, b)\` constants are the cost without the lookup."
-  echo "- \"Different series\": each worker updates its own series (its worker id in \`route\`). Both were made one after the other, so they are neighbours in the zone: their value words are $(for k in c1 c3 g1 g3 h1 h3; do printf '%s%s B' "$([ $k = c1 ] || echo ', ')" "${APART[${k}_diff]}"; done) apart (c1, c3, g1, g3, h1, h3; a cache line is 64 B). The last row has $(( ${APART[c1_apart]} / 8 )) words (${APART[padding]} series) between them."
+  echo "- \"Different series\": each worker updates its own series (its worker id in \`route\`). Both were made one after the other, so they are neighbours in the zone: their value words are $(for k in c1 c3 g1 g3 h1 h3; do printf '%s%s B' "$([ $k = c1 ] || echo ', ')" "${APART[${k}_diff]}"; done) apart (c1, c3, g1, g3, h1, h3; a cache line is 64 B). The last row has $(( APART[c1_apart] / 8 )) words (${APART[padding]} series) between them."
   awk -v cs="${MED[hot:c1_same]}" -v ca="${MED[hot:c1_apart]}" -v hs="${MED[hot:h1_same]}" -v hd="${MED[hot:h1_diff]}" 'BEGIN {
     printf "- **Per-worker stripes: measured, not taken.** A stripe gives each worker its own copy of a series'"'"' hot words on a cache line of its own, so two workers updating one series write different lines: what the \"different series\" column measures (each worker its own series; the last row'"'"'s two are on no common line). Stripes would take a counter update with both workers on one series from %.1f to about %.1f ns, and a histogram observation from %.1f to about %.1f ns. Their price: for a counter, a 64-byte line per worker per series (96 B → 96 + 64 × workers: 224 B with 2 workers, 1,120 B with 16); for a histogram, its count words too (2,560 at the default precision: 20 KiB per worker per series), or the bucket words stay shared and contended; and every scrape sums one copy per worker. The saving, %.0f ns on an update that meets another worker'"'"'s on the same series in the same instant, is lost in the microseconds of CPU even a bare `return 200` request costs (the request-path table): one copy per series stays.\n", cs, ca, hs, hd, cs - ca
   }'

@@ -26,7 +26,7 @@ chmod 755 "$GW"
 PROXY=$(free_port); ADMIN=$(free_port); METRICS=$(free_port); UPSTREAM=$(free_port)
 RESULTS=$(mktemp)
 cleanup() {
-  [ -f "$GW/nginx.pid" ] && kill -QUIT "$(cat "$GW/nginx.pid")" 2>/dev/null || true
+  if [ -f "$GW/nginx.pid" ]; then kill -QUIT "$(cat "$GW/nginx.pid")" 2>/dev/null || true; fi
   sleep 0.5
   rm -rf "$GW" "$RESULTS"
 }

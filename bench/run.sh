@@ -76,7 +76,7 @@ trap 'exit 130' INT TERM
 # The benchmark server, for the steps that measure in it.
 LUAJIT_VERSION="LuaJIT ?"
 NEED_SERVER=0
-for s in $(awk '$3 == "server" {print $1}' <<<"$STEPS"); do if selected "$s"; then NEED_SERVER=1; fi; done
+while read -r s; do if selected "$s"; then NEED_SERVER=1; fi; done < <(awk '$3 == "server" {print $1}' <<<"$STEPS")
 if [ "$NEED_SERVER" = 1 ]; then
   # shellcheck source=bench/bench-nginx.sh
   . "$ROOT/bench/bench-nginx.sh"

@@ -69,14 +69,16 @@ awk -F'\t' '$3 != 200 {bad++} END {exit bad > 0}' "$LOAD_SCRAPES" || die "a scra
 
 
 load_stat() {  # variant field -> median min max n
+  # shellcheck disable=SC2016  # an awk program for stats(): its $1 and $f are awk's
   stats "$2" -v v="$1" '$1==v {print $f}' "$LOAD_TSV"
 }
 declare -A LD
 for v in "${LOAD_VARIANTS[@]}"; do
   for fld in 3:req 4:p50 5:p90 6:p99 7:p999 8:max; do
-    read -r LD[$v:${fld#*:}] LD[$v:${fld#*:}:lo] LD[$v:${fld#*:}:hi] _ < <(load_stat "$v" "${fld%%:*}")
+    read -r "LD[$v:${fld#*:}]" "LD[$v:${fld#*:}:lo]" "LD[$v:${fld#*:}:hi]" _ < <(load_stat "$v" "${fld%%:*}")
   done
-  read -r LD[$v:scrape_s] _ LD[$v:scrape_hi] LD[$v:scrapes] < <(stats 4 -v v="$v" '$1==v {print $f}' "$LOAD_SCRAPES")
+  # shellcheck disable=SC2016  # an awk program for stats(): its $1 and $f are awk's
+  read -r "LD[$v:scrape_s]" _ "LD[$v:scrape_hi]" "LD[$v:scrapes]" < <(stats 4 -v v="$v" '$1==v {print $f}' "$LOAD_SCRAPES")
 done
 msu() { awk -v u="$1" 'BEGIN{printf "%.2f", u / 1000}'; }
 dms() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%+.2f ms", (a - b) / 1000}'; }

@@ -69,6 +69,7 @@ for size in $SIZES; do
     [ "$(tail -n 1 "$WORK/size.om.txt")" = "# EOF" ] || die "OpenMetrics exposition does not end with # EOF"
   fi
   for rep in $(seq "$SIZE_SCRAPES"); do
+    # shellcheck disable=SC2086  # FORMATS is a list: one argument per format
     for f in $(rotate "$rep" $FORMATS); do
       case $f in
         text) size_scrape "$size" text "$BASE/metrics_sizes" "$rep" ;;
@@ -83,15 +84,16 @@ done
 RSS_AFTER=$(rss_snapshot)
 
 size_stat() {  # size format field(5=ttfb 6=total 7=bytes) -> median min max n
+  # shellcheck disable=SC2016  # an awk program for stats(): its $1 and $f are awk's
   stats "$3" -v s="$1" -v m="$2" '$1==s && $2==m {print $f}' "$SIZES_TSV"
 }
 ms3() { awk -v m="$1" -v lo="$2" -v hi="$3" 'BEGIN{printf "%.1f ms (%.1f–%.1f)", m * 1000, lo * 1000, hi * 1000}'; }
 declare -A SZ
 for size in $SIZES; do
   for f in $FORMATS; do
-    read -r SZ[$size:$f:ttfb] SZ[$size:$f:ttfb_lo] SZ[$size:$f:ttfb_hi] _ < <(size_stat "$size" "$f" 5)
-    read -r SZ[$size:$f:total] SZ[$size:$f:total_lo] SZ[$size:$f:total_hi] _ < <(size_stat "$size" "$f" 6)
-    read -r SZ[$size:$f:bytes] _ _ _ < <(size_stat "$size" "$f" 7)
+    read -r "SZ[$size:$f:ttfb]" "SZ[$size:$f:ttfb_lo]" "SZ[$size:$f:ttfb_hi]" _ < <(size_stat "$size" "$f" 5)
+    read -r "SZ[$size:$f:total]" "SZ[$size:$f:total_lo]" "SZ[$size:$f:total_hi]" _ < <(size_stat "$size" "$f" 6)
+    read -r "SZ[$size:$f:bytes]" _ _ _ < <(size_stat "$size" "$f" 7)
   done
   SZ[$size:ttfb]=${SZ[$size:text:ttfb]}; SZ[$size:total]=${SZ[$size:text:total]}; SZ[$size:bytes]=${SZ[$size:text:bytes]}
   SZ[$size:ttfb_lo]=${SZ[$size:text:ttfb_lo]}

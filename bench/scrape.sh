@@ -67,6 +67,7 @@ log "scrapes done ($((SECONDS - T1)) s)"
 
 # --- report ---------------------------------------------------------------------------
 scrape_stats() {  # side field(3=time 4=bytes)
+  # shellcheck disable=SC2016  # an awk program for stats(): its $1 and $f are awk's
   stats "$2" -v s="$1" '$1==s {print $f}' "$SCRAPES_TSV"
 }
 read -r S_OURS S_OURS_LO S_OURS_HI S_N < <(scrape_stats ours 3)

@@ -84,7 +84,7 @@ case "$cmd" in
     # Only inputs that reach code the kept ones do not (edges, not hit counts or
     # comparisons): the kept corpus stays small.
     "$BIN/$t" -merge=1 -use_counters=0 -use_cmp=0 "fuzz/corpus/$t" "target/fuzz-corpus/$t" 2>/dev/null
-    echo "fuzz: fuzz/corpus/$t holds $(ls "fuzz/corpus/$t" | wc -l) inputs" ;;
+    echo "fuzz: fuzz/corpus/$t holds $(find "fuzz/corpus/$t" -mindepth 1 -maxdepth 1 ! -name '.*' | wc -l) inputs" ;;
   repro)
     t=${2:?usage: fuzz.sh repro TARGET FILE}; check_target "$t"; build
     "$BIN/$t" "${3:?usage: fuzz.sh repro TARGET FILE}" ;;

@@ -24,8 +24,8 @@ for k in $KNOWN; do
 done
 for kv in "$@"; do
   k=${kv%%=*}
-  if [ "$k" = "$kv" ] || ! [[ " $(echo $KNOWN) " == *" $k "* ]]; then
-    echo "run.sh: unknown setting \"$kv\"; known: $(echo $KNOWN)" >&2
+  if [ "$k" = "$kv" ] || ! [[ " ${KNOWN//$'\n'/ } " == *" $k "* ]]; then
+    echo "run.sh: unknown setting \"$kv\"; known: ${KNOWN//$'\n'/ }" >&2
     exit 2
   fi
   S[$k]=${kv#*=}

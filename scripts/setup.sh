@@ -15,10 +15,11 @@ if [ "$ROLE" = test ]; then
   # openssl: t/push.rs and t/gateway.rs make a throwaway CA and server certificate for their https tests.
   # lua-busted and luajit2 (OpenResty's LuaJIT branch, as Debian's nginx links): make lua-unit.
   # strace: t/admin.rs delays one worker's fsync (a slow disk) to race Admin writes.
+  # lua-check (luacheck) and shellcheck: make lint.
   # victoria-metrics: the central store t/fleet.rs remote-writes into.
   # lintian, procps (pgrep): make deb-test checks the package and finds nginx's workers.
   PKGS+=(prometheus prometheus-pushgateway victoria-metrics wrk python3-pip openssl iproute2 valgrind lua-busted luajit2
-         strace lintian procps)
+         strace lintian procps lua-check shellcheck)
 fi
 
 missing=()
@@ -60,6 +61,7 @@ if [ ! -f "$SRC/objs/ngx_auto_config.h" ] || [ "$(cat "$SRC/.version" 2>/dev/nul
   echo "setup: configuring nginx $NGINX_VERSION sources in $SRC"
   rm -rf "$SRC"; mkdir -p "$(dirname "$SRC")"
   cp -a /usr/share/nginx/src "$SRC"
+  # shellcheck source=/dev/null  # Debian's nginx source tree's, copied just above
   (cd "$SRC" && . ./conf_flags && ./configure "${NGX_CONF_FLAGS[@]}" >configure.log 2>&1) ||
     { echo "setup: nginx configure failed, see $SRC/configure.log" >&2; exit 1; }
   echo "$NGINX_VERSION" >"$SRC/.version"

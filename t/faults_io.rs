@@ -677,7 +677,7 @@ fn upstreams_that_hang_reset_or_answer_garbage_are_answered_and_counted_exactly(
         ("stalled-head", 504, "gateway"),
     ];
     const N: usize = 3;
-    for &(name, status, _) in expected {
+    for &(name, status, source) in expected {
         for _ in 0..N {
             if status == 0 {
                 let raw = exchange(
@@ -697,6 +697,26 @@ fn upstreams_that_hang_reset_or_answer_garbage_are_answered_and_counted_exactly(
                 get(g.proxy, &format!("/{name}"))
             };
             assert_eq!(r.status, status, "{name}: {}", r.text());
+            // What nginx answers itself is the gateway's JSON, never nginx's page.
+            if source == "gateway" {
+                assert_eq!(
+                    r.header("content-type"),
+                    Some("application/json; charset=utf-8"),
+                    "{name}: {}",
+                    r.text()
+                );
+                let message = if status == 504 {
+                    "The upstream server is timing out"
+                } else {
+                    "An invalid response was received from the upstream server"
+                };
+                assert_eq!(
+                    serde_json::from_slice::<Value>(&r.body).ok(),
+                    Some(json!({ "message": message })),
+                    "{name}: {}",
+                    r.text()
+                );
+            }
             if name == "cut-mid-response" {
                 assert_eq!(r.text(), "only ten b");
             }

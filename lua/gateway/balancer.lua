@@ -107,7 +107,8 @@ function _M.targets(snapshot)
             else
                 st = "unhealthy"
             end
-            out[#out + 1] = { upstream = u.name, target = t.target, address = t.ip .. ":" .. tostring(t.port), state = st }
+            out[#out + 1] = { upstream = u.name, target = t.target, address = t.ip .. ":" .. tostring(t.port),
+                              state = st }
         end
     end
     return out

@@ -346,7 +346,8 @@ local upstreams = {
                         -- Consecutive failures before a target is taken out; 0 disables.
                         { failures = { type = "integer", default = 3, between = { 0, 255 } } },
                         { http_statuses = { type = "set", default = as_array({ 500, 502, 503, 504 }),
-                                            len_max = LIMITS.http_statuses, elements = { type = "integer", between = { 100, 999 } } } },
+                                            len_max = LIMITS.http_statuses,
+                                            elements = { type = "integer", between = { 100, 999 } } } },
                         { timeouts = { type = "integer", default = 3, between = { 0, 255 } } },
                     } } },
                     -- Seconds after which an unhealthy target gets traffic again.

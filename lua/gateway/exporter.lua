@@ -498,8 +498,8 @@ local function refresh(health)
         if set.kong then
             local s = core.stub_status()
             if s then
-                for _, state in ipairs({ "accepted", "handled", "active", "reading", "writing", "waiting" }) do
-                    set.connections:labels(state):set(s[state])
+                for _, name in ipairs({ "accepted", "handled", "active", "reading", "writing", "waiting" }) do
+                    set.connections:labels(name):set(s[name])
                 end
                 set.connections:labels("total"):set(s.requests)
                 set.nginx_requests:labels():set(s.requests)
@@ -507,9 +507,9 @@ local function refresh(health)
         end
         if a.upstream_health and snapshot and health then
             for _, t in ipairs(health.targets(snapshot)) do
-                for _, state in ipairs(HEALTH_STATES) do
-                    set.target_health:labels(t.upstream, t.target, t.address, state)
-                        :set(state == t.state and 1 or 0)
+                for _, health_state in ipairs(HEALTH_STATES) do
+                    set.target_health:labels(t.upstream, t.target, t.address, health_state)
+                        :set(health_state == t.state and 1 or 0)
                 end
             end
         end
@@ -525,7 +525,6 @@ local function mirror_errors()
     if not st then return end
     local total = 0
     for _, n in pairs(st.errors) do total = total + n end
-    local state = ngx.shared.gateway_state
     local mirrored = state:get("kong_metric_errors_mirrored") or 0
     if total > mirrored then
         a.set.metric_errors:labels():inc(total - mirrored)

@@ -2,6 +2,7 @@
 --   init (master)        db.configure: state file, declarative or seed file
 --   init_worker          db sync timer, proxy (router, balancer health, metric gauges)
 --   access / resume (https services) / balancer / log   proxy.*
+--   error_page (the proxy's error location)            proxy.error_page
 
 local _M = {}
 
@@ -24,6 +25,7 @@ function _M.init(opts)
     require "gateway.proxy"
     require "gateway.admin"
     require "gateway.status"
+    require "gateway.error_page"
     require "gateway.openapi"
 end
 
@@ -61,6 +63,10 @@ end
 
 function _M.log()
     return require("gateway.proxy").log()
+end
+
+function _M.error_page()
+    return require("gateway.proxy").error_page()
 end
 
 return _M

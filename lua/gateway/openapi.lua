@@ -357,10 +357,10 @@ local function entity_schemas(kind, out)
         kept[f] = fmt("Ignored when the %s exists: it keeps its %s.", kind, f)
     end
     local function with(base, extra)
-        local out = {}
-        for k, v in pairs(base or {}) do out[k] = v end
-        for k, v in pairs(extra or {}) do out[k] = v end
-        return out
+        local merged = {}
+        for k, v in pairs(base or {}) do merged[k] = v end
+        for k, v in pairs(extra or {}) do merged[k] = v end
+        return merged
     end
     request("Create")
     request("Update", kept, true)
@@ -486,7 +486,8 @@ local function add_collection(paths, kind, base, id_base, parent)
         parameters = parent and array({ parent_param(parent.kind, parent.field) }) or nil,
         get = { operationId = op_id(id_base, "list"), summary = fmt("List %s, in creation order", kind),
                 parameters = page_params(),
-                responses = errors(statuses({ 400 }, nested), { ["200"] = ok("A page.", ref(schema_name(kind, "Page"))) }) },
+                responses = errors(statuses({ 400 }, nested),
+                                   { ["200"] = ok("A page.", ref(schema_name(kind, "Page"))) }) },
         head = { operationId = op_id(id_base, "list", "head"), parameters = page_params(),
                  responses = errors(statuses({ 400 }, nested), { ["200"] = ok("As GET, without the body.") }) },
         post = {
@@ -618,7 +619,9 @@ function _M.document()
                 .. "(lua/gateway/entities.lua). Every response but nginx's 413 and /metrics (the metrics "
                 .. "port's handler: X-Gateway-Worker only) carries X-Gateway-Worker and "
                 .. "X-Gateway-Config-Version. Any other method on a path is 405 with an Allow header "
-                .. "(after a 404 when a nested path's parent does not exist).",
+                .. "(after a 404 when a nested path's parent does not exist). A request nginx refuses "
+                .. "before the Admin API sees it (malformed, a URI or header too long) gets the Error "
+                .. "body too, without those headers.",
         },
         servers = array({ { url = "http://127.0.0.1:8001" } }),
         paths = paths,

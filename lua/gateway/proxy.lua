@@ -5,11 +5,15 @@ local db = require "gateway.db"
 local router_mod = require "gateway.router"
 local balancer = require "gateway.balancer"
 local exporter = require "gateway.exporter"
+local error_page = require "gateway.error_page"
 local plugins = require "gateway.plugins"
-local core = require "ngx_prometheus"
 local ngx_balancer = require "ngx.balancer"
+local get_request = require("resty.core.base").get_request
+local ffi = require "ffi"
 
-local ngx, ipairs, tonumber = ngx, ipairs, tonumber
+local cast, uintptr_t = ffi.cast, ffi.typeof("uintptr_t")
+
+local ngx, ipairs, tonumber, tostring = ngx, ipairs, tonumber, tostring
 
 local _M = {}
 
@@ -81,7 +85,8 @@ end
 local function lookup(name, r, s, c)
     local scoped = current.index[name]
     if not scoped then return false end
-    local p = (c ~= "" and (scoped[r .. "|" .. s .. "|" .. c] or scoped[r .. "||" .. c] or scoped["|" .. s .. "|" .. c]))
+    local p = (c ~= ""
+            and (scoped[r .. "|" .. s .. "|" .. c] or scoped[r .. "||" .. c] or scoped["|" .. s .. "|" .. c]))
         or scoped[r .. "|" .. s .. "|"]
         or (c ~= "" and scoped["||" .. c])
         or scoped[r .. "||"] or scoped["|" .. s .. "|"] or scoped["||"]
@@ -107,12 +112,10 @@ local function resolve(name, route_id, service_id, consumer_id)
 end
 _M.resolve = resolve
 
+-- The gateway's own answer (no route, a plugin's refusal...): the response is out, and
+-- the request ends without a second (error page) body.
 local function exit_json(status, message)
-    ngx.status = status
-    ngx.header.content_type = "application/json; charset=utf-8"
-    ngx.say((core.json_encode({ message = message })))
-    -- The response is out: end the request without a second (error page) body.
-    return ngx.exit(ngx.HTTP_OK)
+    return error_page.send(status, message)
 end
 
 -- Joins the service path and what is left of the request path (both escaped).
@@ -201,33 +204,54 @@ local function accepts_scheme(protocols, scheme)
 end
 
 --------------------------------------------------------------------------------
--- https services are proxied from their own locations (nginx's TLS verification
--- settings are per location): the request jumps there with ngx.exec, which starts
--- a fresh ngx.ctx, so the context waits here under a number kept in a variable
--- until `resume` takes it back, in the same pass through nginx's phases.
+-- A request's context (ngx.ctx) is lost when nginx moves it to another location: the
+-- jump of an https service to its own location (ngx.exec), and nginx's error page for
+-- an upstream that fails or times out, a refusal in the balancer phase or a Lua error.
+-- So it waits here from the start of the access phase until the log phase (which
+-- always runs, once, and drops it), under the address of nginx's request, which both
+-- moves keep. (No nginx variable: setting one costs a lookup by name per request.)
 
-local stashed, last_ref = {}, 0
+local stashed = {}
 
-local function jump(ctx, location)
-    last_ref = last_ref % 1073741824 + 1
-    stashed[last_ref] = ctx
-    ngx.var.gateway_ctx_ref = last_ref
-    return ngx.exec(location)
+local function request_key()
+    return tonumber(cast(uintptr_t, get_request()))
+end
+
+local function stash(ctx)
+    local key = request_key()
+    stashed[key] = ctx
+    ctx.ref = key
+end
+
+-- The stashed context of this request, made ngx.ctx again; nil if there is none (a
+-- request nginx refused before the access phase).
+local function restore()
+    local ctx = stashed[request_key()]
+    if not ctx then return nil end
+    ngx.ctx = ctx
+    return ctx
 end
 
 function _M.resume()
-    local ref = tonumber(ngx.var.gateway_ctx_ref)
-    local ctx = ref and stashed[ref]
-    if not ctx then
+    if not restore() then
         ngx.log(ngx.ERR, "gateway: an https location was entered without a routed request")
         return ngx.exit(500)
     end
-    stashed[ref] = nil
-    ngx.ctx = ctx
+end
+
+-- The content handler of the proxy's error location: nginx's error status, or the
+-- balancer's own refusal (which nginx can only pass on as a 500), as JSON.
+function _M.error_page()
+    local ctx = restore()
+    if ctx and ctx.balancer_status then
+        return error_page.send(ctx.balancer_status, ctx.balancer_message)
+    end
+    return error_page.answer(ngx.status)
 end
 
 function _M.access()
     local ctx = ngx.ctx
+    stash(ctx)
     local snapshot = current.snapshot
     if not snapshot then
         ctx.exit_status = 503
@@ -308,7 +332,7 @@ function _M.access()
     if service.protocol == "https" then
         -- Kong's choice: the name the client asked for when the Host is preserved.
         ngx.var.upstream_sni = (route.preserve_host and host ~= "") and host or service.host
-        return jump(ctx, service.tls_verify == false and "@https_unverified" or "@https")
+        return ngx.exec(service.tls_verify == false and "@https_unverified" or "@https")
     end
 end
 
@@ -335,6 +359,7 @@ function _M.balancer()
             target, err = balancer.pick(upstream.id)
             if not target then
                 ngx.log(ngx.ERR, "gateway: upstream ", upstream.name, ": ", err)
+                ctx.balancer_status, ctx.balancer_message = 503, err
                 return ngx.exit(503)
             end
             ctx.target = target
@@ -347,12 +372,23 @@ function _M.balancer()
     local ok, err = ngx_balancer.set_current_peer(ip, port)
     if not ok then
         ngx.log(ngx.ERR, "gateway: cannot proxy to ", ip, ":", port, ": ", err)
-        return ngx.exit(502)
+        -- An address nginx cannot read: a target named by a host name (the gateway
+        -- resolves none) or not a valid IPv4 address (999.1.1.1).
+        ctx.balancer_status = 503
+        ctx.balancer_message = "cannot proxy to " .. ip .. ":" .. port .. ": " .. tostring(err)
+        return ngx.exit(503)
     end
 end
 
 function _M.log()
     local ctx = ngx.ctx
+    local ref = ctx.ref
+    if not ref then
+        -- In the error location, if its content handler did not restore the context.
+        ctx = restore() or ctx
+        ref = ctx.ref
+    end
+    if ref then stashed[ref] = nil end
     local upstream, target = ctx.upstream, ctx.target
     if upstream and target then
         local statuses = ngx.var.upstream_status

@@ -12,7 +12,8 @@ local sample = {
         { port = { type = "integer", default = 80, between = { 0, 65535 } } },
         { enabled = { type = "boolean", default = true } },
         { mode = { type = "string", one_of = { "a", "b" } } },
-        { paths = { type = "array", len_max = 3, elements = { type = "string", match = "^/", match_err = "should start with: /" } } },
+        { paths = { type = "array", len_max = 3,
+                    elements = { type = "string", match = "^/", match_err = "should start with: /" } } },
         { tags = { type = "set", elements = { type = "string" } } },
         { limits = { type = "record", fields = {
             { per_second = { type = "number", default = 1 } },

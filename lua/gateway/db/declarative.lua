@@ -47,7 +47,8 @@ end
 -- is keyed by them) survive reloads: from what identifies the entity (its name, or
 -- its scope for plugins and targets), else from its whole content.
 local function stable_id(kind, input, taken)
-    local def, key = defs[kind], nil
+    local def = defs[kind]
+    local key
     if def.unique_together then
         key = {}
         for _, f in ipairs(def.unique_together) do key[f] = input[f] end

@@ -79,9 +79,9 @@ function _M.commit(s, token, old_text, version, state_file)
         if not current_writer() then return nil, errors.internal(LOST) end
         return nil, errors.internal("cannot write the state file: " .. werr)
     end
-    local next_version, verr = next_version()
-    if not next_version then return nil, errors.internal(verr) end
-    local set, serr = config_dict():safe_set("config", text, 0, next_version)
+    local new_version, verr = next_version()
+    if not new_version then return nil, errors.internal(verr) end
+    local set, serr = config_dict():safe_set("config", text, 0, new_version)
     if not set then
         -- A failed set has dropped the old value: put back the old value and file, so
         -- that workers and the next start keep serving what they served.
@@ -90,8 +90,8 @@ function _M.commit(s, token, old_text, version, state_file)
         return nil, errors.internal(fmt(
             "the configuration (%d bytes) does not fit in lua_shared_dict gateway_config: %s", #text, serr))
     end
-    config_dict():set("version", next_version)
-    return next_version
+    config_dict():set("version", new_version)
+    return new_version
 end
 
 -- The entities whose series a reload must delete: those of the running configuration

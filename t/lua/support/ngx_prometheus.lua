@@ -6,7 +6,7 @@
 -- (src/lua/util.rs) and by the integration suites; anything else raises.
 local json = require "dkjson"
 
-local byte, char, fmt, concat = string.byte, string.char, string.format, table.concat
+local byte, fmt, concat = string.byte, string.format, table.concat
 
 local M = {}
 
