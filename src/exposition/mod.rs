@@ -7,7 +7,8 @@
 //! families a scrape shows, [`const_labels`] puts constant labels in front of every
 //! series, [`builtins`] writes the module's scrape-time families. [`negotiate`] decides,
 //! from a request's `Accept`, `Accept-Encoding` and query string, which format and
-//! families to serve.
+//! families to serve. [`status_page`] is the HTML page (`?format=html`) that shows what
+//! the JSON holds, live, in a browser.
 
 // No unsafe code here: the compiler holds this module to the promise in lib.rs.
 #![forbid(unsafe_code)]
@@ -18,6 +19,7 @@ pub mod json;
 pub mod model;
 pub mod negotiate;
 pub mod select;
+pub mod status_page;
 pub mod text;
 pub mod walk;
 
@@ -35,6 +37,7 @@ pub const TEXT_CONTENT_TYPE: &str = CONTENT_TYPE;
 pub const OPENMETRICS_CONTENT_TYPE: &str =
     "application/openmetrics-text; version=1.0.0; charset=utf-8";
 pub const JSON_CONTENT_TYPE: &str = "application/json";
+pub const HTML_CONTENT_TYPE: &str = "text/html; charset=utf-8";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
@@ -44,6 +47,10 @@ pub enum Format {
     OpenMetrics,
     /// JSON for scripts (`?format=json`).
     Json,
+    /// The status page (`?format=html`): a fixed document that reads the JSON of the
+    /// same URL; nothing of the zone is in it. Never chosen by `Accept`, nor by
+    /// [`Format::parse`] (Lua's `render` returns data, not a page).
+    Html,
 }
 
 impl Format {
@@ -62,6 +69,7 @@ impl Format {
             Format::Text => TEXT_CONTENT_TYPE,
             Format::OpenMetrics => OPENMETRICS_CONTENT_TYPE,
             Format::Json => JSON_CONTENT_TYPE,
+            Format::Html => HTML_CONTENT_TYPE,
         }
     }
 }
@@ -102,6 +110,10 @@ pub fn render(
             sel,
             id,
         ),
+        Format::Html => {
+            out.push_str(status_page::PAGE);
+            Ok(())
+        }
     }
 }
 

@@ -56,6 +56,8 @@ struct Output {
     gzip: bool,
     /// The most memory the rendering took (the text, before compression).
     peak: usize,
+    /// Headers of this kind of answer beyond those every answer has.
+    headers: &'static [(&'static str, &'static str)],
 }
 
 impl Output {
@@ -66,6 +68,7 @@ impl Output {
             peak: body.capacity(),
             body,
             gzip: false,
+            headers: &[],
         }
     }
 }
@@ -249,6 +252,10 @@ fn output(s: &Scrape) -> Output {
                 gzip: gzipped.is_some(),
                 peak: peak(&text),
                 body: gzipped.unwrap_or_else(|| text.into_bytes()),
+                headers: match s.format {
+                    Format::Html => exposition::status_page::headers(),
+                    _ => &[],
+                },
             }
         }
         Err(not_found) => Output {
@@ -402,8 +409,15 @@ fn send(r: &mut ngx_http_request_t, job: &Job) -> ngx_int_t {
     // SAFETY: live request; the buffer and chain link come from the request pool and
     // the memory they point to (the job's body) is freed only with that pool.
     unsafe {
-        if push_header(r, "Vary", VARY).is_null() {
-            return Status::NGX_ERROR.0;
+        // No answer here is ever to be read as another type (an error message that
+        // quotes a query string, a label value in the text format).
+        for (k, v) in [("Vary", VARY), ("X-Content-Type-Options", "nosniff")]
+            .iter()
+            .chain(out.headers)
+        {
+            if push_header(r, k, v).is_null() {
+                return Status::NGX_ERROR.0;
+            }
         }
         if out.gzip {
             let h = push_header(r, "Content-Encoding", "gzip");
