@@ -71,7 +71,14 @@ mod tests {
         }
         // Attributes the hashes do not cover: inline handlers and style attributes;
         // and nothing fetched from elsewhere.
-        for bad in [" style=", " onload=", " onclick=", " src=", "http://", "https://"] {
+        for bad in [
+            " style=",
+            " onload=",
+            " onclick=",
+            " src=",
+            "http://",
+            "https://",
+        ] {
             assert!(!PAGE.contains(bad), "the page contains {bad:?}");
         }
         assert!(!inline("script").contains("innerHTML"));
@@ -82,7 +89,10 @@ mod tests {
     #[test]
     fn the_policy_names_the_inline_script_and_style() {
         let csp = headers()[0].1;
-        assert!(csp.starts_with("default-src 'none'; script-src 'sha256-"), "{csp}");
+        assert!(
+            csp.starts_with("default-src 'none'; script-src 'sha256-"),
+            "{csp}"
+        );
         assert!(csp.contains(&digest(inline("script"))));
         assert!(csp.contains(&digest(inline("style"))));
         assert!(!csp.contains("unsafe"), "{csp}");
