@@ -16,8 +16,9 @@ if [ "$ROLE" = test ]; then
   # lua-busted and luajit2 (OpenResty's LuaJIT branch, as Debian's nginx links): make lua-unit.
   # strace: t/admin.rs delays one worker's fsync (a slow disk) to race Admin writes.
   # victoria-metrics: the central store t/fleet.rs remote-writes into.
+  # chromium (headless) and a font for its screenshots: t/status.rs, make status-screenshot.
   PKGS+=(prometheus prometheus-pushgateway victoria-metrics wrk python3-pip openssl iproute2 valgrind lua-busted luajit2
-         strace)
+         strace chromium fonts-dejavu-core)
 fi
 
 missing=()
