@@ -23,11 +23,23 @@ const PAGE_WAIT: Duration = Duration::from_secs(20);
 /// A label value that would be markup, a quote and UTF-8, if anything parsed it.
 const HOSTILE: &str = "<img src=x onerror=\"window.__pwned=1\">'é\u{2603}";
 
+/// The Basic credentials `/secured` (on [`module_nginx`]'s metrics port) asks for.
+const USER: &str = "prometheus";
+const PASSWORD: &str = "s3cret pass";
+
 /// nginx with the module and the log-phase helper (families `nginx_http_*` with a
 /// `route` label the client picks with `?r=`); `/fail` answers 503; `/forget?r=`
 /// deletes that route's 200 series and histograms through the Lua API. The metrics
-/// port serves loopback clients only.
+/// port serves loopback clients only; `/secured` also wants [`USER`]'s credentials.
 fn module_nginx(name: &str) -> (Nginx, u16, u16) {
+    let p = prefix(name);
+    let line = pipe_through(
+        root().join("scripts/credential.sh").to_str().unwrap(),
+        &["basic", USER],
+        PASSWORD,
+    );
+    assert!(line.status.success());
+    std::fs::write(p.join("metrics.credentials"), &line.stdout).unwrap();
     let (app, metrics) = (free_port(), free_port());
     let log = r#"log_by_lua_block { http_metrics:log(ngx.unescape_uri(ngx.var.arg_r or "none")) }"#;
     let http = format!(
@@ -53,14 +65,20 @@ fn module_nginx(name: &str) -> (Nginx, u16, u16) {
     }}
     server {{
         listen 127.0.0.1:{metrics};
-        location = /metrics {{
+        prometheus_allow 127.0.0.1;
+        location = /metrics {{ prometheus_metrics metrics; }}
+        location = /secured {{
             prometheus_metrics metrics;
-            prometheus_allow 127.0.0.1;
+            prometheus_auth_file metrics.credentials;
         }}
     }}
 "#
     );
-    (Nginx::start(name, &http), app, metrics)
+    (
+        Nginx::start_with(p.clone(), config(&p, &http)),
+        app,
+        metrics,
+    )
 }
 
 fn json_doc(port: u16, query: &str) -> Value {
@@ -606,6 +624,29 @@ fn refused_clients_get_what_metrics_answers() {
     assert_eq!(page.body, scrape.body);
     assert_eq!(page.header("content-type"), scrape.header("content-type"));
     assert!(page.header("content-security-policy").is_none());
+    // Credentials: the same 401 and challenge without them, the page with them.
+    let page = get(metrics, "/secured?format=html");
+    let scrape = get(metrics, "/secured");
+    assert_eq!(page.status, 401);
+    assert_eq!(page.body, scrape.body);
+    assert_eq!(
+        page.header("www-authenticate"),
+        scrape.header("www-authenticate")
+    );
+    use base64::Engine;
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"))
+    );
+    let page = request(
+        metrics,
+        "GET",
+        "/secured?format=html",
+        &[("Authorization", &basic)],
+        b"",
+    );
+    assert_eq!(page.status, 200);
+    assert!(page.text().starts_with("<!DOCTYPE html>"));
     // Allowed: the page, with its headers.
     let ok = get(metrics, "/metrics?format=html");
     assert_eq!(ok.status, 200);
