@@ -548,7 +548,19 @@ fn gateway_families_target_health_and_a_deleted_route() {
         key(&["gateway_http_requests_total", "broken", "broken"])
     );
     assert_eq!(b.values()[&broken], "3");
+    // The picture with traffic flowing: rates on the page.
+    let traffic = Traffic::start(g.proxy, "/");
+    let deadline = Instant::now() + PAGE_WAIT;
+    while shown_number(&mut b, "rps").unwrap_or(0.0) <= 0.0 {
+        assert!(
+            Instant::now() < deadline,
+            "no rate under traffic: {:?}",
+            b.values()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let shot = b.screenshot();
+    traffic.stop();
     assert!(shot.starts_with(b"\x89PNG"), "not a PNG");
     std::fs::write(root().join("target/status-page.png"), &shot).unwrap();
     if let Ok(path) = std::env::var("STATUS_SCREENSHOT") {
