@@ -244,7 +244,10 @@ fn output(s: &Scrape) -> Output {
         s.identity,
     ) {
         Ok(()) => {
-            LAST_TEXT_LEN.store(text.len(), Ordering::Relaxed);
+            // The status page is no measure of the next scrape's size.
+            if s.format != Format::Html {
+                LAST_TEXT_LEN.store(text.len(), Ordering::Relaxed);
+            }
             let gzipped = if s.gzip { gzip(text.as_bytes()) } else { None };
             Output {
                 status: 200,
