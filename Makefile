@@ -14,12 +14,12 @@ SHELL := /bin/bash
 NGINX_BIN ?= nginx
 export NGINX_BIN
 # The integration suites (t/<name>.rs; each is a [[test]] in Cargo.toml).
-SUITES := nginx admin gateway endpoint access identity push security lifecycle fleet openapi faults_io faults dropin
+SUITES := nginx admin gateway endpoint access identity push security lifecycle fleet status openapi faults_io faults dropin
 OPENRESTY_STYLE := $(CURDIR)/.build/openresty-style/sbin/nginx
 OPENRESTY_STYLE_STATIC := $(CURDIR)/.build/openresty-style-static/sbin/nginx
 
 .PHONY: run test build build-test setup setup-test unit unit-nginx lint lua-unit rules-test integration admin-openapi \
-	deb deb-test \
+	deb deb-test status-screenshot \
 	fuzz soak soak-short test-suites test-beside test-openresty-style \
 	test-openresty-style-static bench bench-smoke clean
 
@@ -102,6 +102,12 @@ rules-test:
 # the entity definitions (make lua-unit fails when the copy is stale).
 admin-openapi:
 	./scripts/admin-openapi.sh
+
+# docs/status-page.png, the status page (`?format=html`) in headless Chromium, as the
+# gateway test of t/status.rs leaves it (a demo gateway after known traffic).
+status-screenshot: setup-test build-test
+	STATUS_SCREENSHOT=$(CURDIR)/docs/status-page.png cargo test --release --locked --test status \
+		-- --exact gateway_families_target_health_and_a_deleted_route
 
 # The fuzz crate linted (fmt, clippy), then every fuzz target (fuzz/src/bin/) for 10 s
 # from its kept corpus, then the exposition corpus and what the run found through the

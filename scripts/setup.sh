@@ -18,8 +18,9 @@ if [ "$ROLE" = test ]; then
   # lua-check (luacheck) and shellcheck: make lint.
   # victoria-metrics: the central store t/fleet.rs remote-writes into.
   # lintian, procps (pgrep): make deb-test checks the package and finds nginx's workers.
+  # chromium (headless) and a font for its screenshots: t/status.rs, make status-screenshot.
   PKGS+=(prometheus prometheus-pushgateway victoria-metrics wrk python3-pip openssl iproute2 valgrind lua-busted luajit2
-         strace lintian procps lua-check shellcheck)
+         strace lintian procps lua-check shellcheck chromium fonts-dejavu-core)
 fi
 
 missing=()

@@ -718,13 +718,13 @@ fn bad_input_gets_a_clear_4xx_and_no_data() {
             "/metrics?format=xml",
             vec![("Accept-Encoding", "gzip")],
             400,
-            Some("unknown format \"xml\": use text, openmetrics or json\n"),
+            Some("unknown format \"xml\": use text, openmetrics, json or html\n"),
         ),
         (
             "/metrics?format=",
             vec![],
             400,
-            Some("unknown format \"\": use text, openmetrics or json\n"),
+            Some("unknown format \"\": use text, openmetrics, json or html\n"),
         ),
         (
             "/metrics?name[]=no_such_total",

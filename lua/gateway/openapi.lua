@@ -562,10 +562,12 @@ local function add_node_paths(paths)
         return { description = description, content = { ["text/plain"] = { schema = text } } }
     end
     paths["/metrics"] = node_get("metrics", "The exposition the metrics port serves (the same handler)", {
-        ["200"] = { description = "Text format 0.0.4, OpenMetrics or JSON (Accept, ?format=), gzip on request.",
+        ["200"] = { description = "Text format 0.0.4, OpenMetrics or JSON (Accept, ?format=), gzip on request; "
+                        .. "?format=html: the status page, which polls the JSON.",
                     content = { ["text/plain"] = { schema = text },
                                 ["application/openmetrics-text"] = { schema = text },
-                                ["application/json"] = { schema = { type = "object" } } } },
+                                ["application/json"] = { schema = { type = "object" } },
+                                ["text/html"] = { schema = text } } },
         ["400"] = refusal("A malformed Accept header or query argument."),
         ["404"] = refusal("An unknown family or group."),
         ["406"] = refusal("No format the client accepts."),

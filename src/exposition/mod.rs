@@ -8,8 +8,10 @@
 //! [`openmetrics`] OpenMetrics 1.0 (with the text format's line encoders), [`json`] a
 //! JSON document for scripts; [`number`] prints numbers for all of them. [`select`]
 //! decides which families a scrape shows, [`const_labels`] puts constant labels in
-//! front of every series, [`builtins`] holds the module's scrape-time collectors. [`negotiate`] decides, from a request's `Accept`,
-//! `Accept-Encoding` and query string, which format and families to serve.
+//! front of every series, [`builtins`] holds the module's scrape-time collectors.
+//! [`negotiate`] decides, from a request's `Accept`, `Accept-Encoding` and query string,
+//! which format and families to serve. [`status_page`] is the HTML page
+//! (`?format=html`) that shows what the JSON holds, live, in a browser.
 
 // No unsafe code here: the compiler holds this module to the promise in lib.rs.
 #![forbid(unsafe_code)]
@@ -22,6 +24,7 @@ pub mod negotiate;
 pub mod number;
 pub mod openmetrics;
 pub mod select;
+pub mod status_page;
 pub mod text;
 pub mod walk;
 
@@ -41,6 +44,10 @@ pub enum Format {
     OpenMetrics,
     /// JSON for scripts (`?format=json`).
     Json,
+    /// The status page (`?format=html`): a fixed document that reads the JSON of the
+    /// same URL; nothing of the zone is in it. Never chosen by `Accept`, nor by
+    /// [`Format::parse`] (Lua's `render` returns data, not a page).
+    Html,
 }
 
 impl Format {
@@ -59,6 +66,15 @@ impl Format {
             Format::Text => text::CONTENT_TYPE,
             Format::OpenMetrics => openmetrics::CONTENT_TYPE,
             Format::Json => json::CONTENT_TYPE,
+            Format::Html => status_page::CONTENT_TYPE,
+        }
+    }
+
+    /// Headers an answer in this format carries beyond those every answer has.
+    pub fn headers(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Format::Html => status_page::headers(),
+            _ => &[],
         }
     }
 }
@@ -109,6 +125,10 @@ pub fn render(out: &mut Vec<u8>, scrape: &Scrape<'_>) -> Result<(), NotFound> {
             scrape,
             &collectors,
         ),
+        Format::Html => {
+            out.extend_from_slice(status_page::PAGE.as_bytes());
+            Ok(())
+        }
     }
 }
 

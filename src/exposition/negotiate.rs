@@ -3,7 +3,8 @@
 //! rule is unit-tested; the handler only collects the header values and query string.
 //!
 //! Rules:
-//! - `?format=text|openmetrics|json` wins over `Accept`; any other value is a `400`.
+//! - `?format=text|openmetrics|json|html` wins over `Accept`; any other value is a
+//!   `400`. `html` (the status page) only ever comes from `?format=`.
 //! - `Accept` chooses between the text format 0.0.4 (`text/plain`, version absent or
 //!   `0.0.4`) and OpenMetrics 1.0.0 (`application/openmetrics-text`, version absent or
 //!   `1.0.0`); `*/*`, `text/*` and `application/*` match as usual. The highest `q`
@@ -159,9 +160,13 @@ fn parse_query(query: &[u8]) -> Result<Query, Refusal> {
         let value = String::from_utf8(percent_decode(v))
             .map_err(|_| bad(format!("query parameter \"{which}\" is not valid UTF-8")))?;
         if which == "format" {
-            let f = Format::parse(&value).ok_or_else(|| {
+            let f = match value.as_str() {
+                "html" => Some(Format::Html),
+                v => Format::parse(v),
+            }
+            .ok_or_else(|| {
                 bad(format!(
-                    "unknown format {}: use text, openmetrics or json",
+                    "unknown format {}: use text, openmetrics, json or html",
                     quoted(&value)
                 ))
             })?;
@@ -515,7 +520,7 @@ mod tests {
         let cases: [(&[u8], &str); 8] = [
             (
                 b"format=xml",
-                "unknown format \"xml\": use text, openmetrics or json\n",
+                "unknown format \"xml\": use text, openmetrics, json or html\n",
             ),
             (
                 b"format=json&format=text",
@@ -556,6 +561,21 @@ mod tests {
             .unwrap_err()
             .message;
         assert!(msg.contains(&format!("\"{}...\"", "a".repeat(64))), "{msg}");
+    }
+
+    #[test]
+    fn the_status_page_is_asked_for_by_name_only() {
+        let n = negotiate(None, Some("gzip"), b"format=html&group=http&x=%3Cb%3E", &[]).unwrap();
+        assert_eq!(n.format, Format::Html);
+        assert!(n.gzip);
+        assert_eq!(n.selection.groups, ["http"]);
+        // A browser's own Accept gets the text format; `text/html` alone is refused.
+        assert_eq!(
+            choose_format(Some("text/html,application/xhtml+xml,*/*;q=0.8")),
+            Some(Format::Text)
+        );
+        assert_eq!(choose_format(Some("text/html")), None);
+        assert_eq!(Format::parse("html"), None);
     }
 
     #[test]

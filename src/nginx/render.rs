@@ -15,7 +15,7 @@
 
 use super::Module;
 use crate::bitfield::{self, c};
-use crate::exposition::{self, Scrape};
+use crate::exposition::{self, Format, Scrape};
 use crate::limits::{self, Limits};
 use ngx::core::Status;
 use ngx::ffi::{
@@ -44,6 +44,8 @@ struct Output {
     gzip: bool,
     /// The most memory the rendering took (the exposition, before compression).
     peak: usize,
+    /// Headers of this kind of answer beyond those every answer has.
+    headers: &'static [(&'static str, &'static str)],
 }
 
 impl Output {
@@ -54,6 +56,7 @@ impl Output {
             peak: body.capacity(),
             body,
             gzip: false,
+            headers: &[],
         }
     }
 }
@@ -224,7 +227,10 @@ fn output(s: &Scrape<'_>, gzip_it: bool) -> Output {
     let mut body = Vec::with_capacity((hint + hint / 8).max(64 * 1024));
     match exposition::render(&mut body, s) {
         Ok(()) => {
-            LAST_BODY_LEN.store(body.len(), Ordering::Relaxed);
+            // The status page is no measure of the next scrape's size.
+            if s.format != Format::Html {
+                LAST_BODY_LEN.store(body.len(), Ordering::Relaxed);
+            }
             let peak = body.capacity();
             let gzipped = if gzip_it { gzip(&body) } else { None };
             Output {
@@ -233,6 +239,7 @@ fn output(s: &Scrape<'_>, gzip_it: bool) -> Output {
                 gzip: gzipped.is_some(),
                 peak,
                 body: gzipped.unwrap_or(body),
+                headers: s.format.headers(),
             }
         }
         Err(not_found) => Output {
@@ -386,8 +393,15 @@ fn send(r: &mut ngx_http_request_t, job: &Job) -> ngx_int_t {
     // SAFETY: live request; the buffer and chain link come from the request pool and
     // the memory they point to (the job's body) is freed only with that pool.
     unsafe {
-        if push_header(r, "Vary", VARY).is_null() {
-            return Status::NGX_ERROR.0;
+        // No answer here is ever to be read as another type (an error message that
+        // quotes a query string, a label value in the text format).
+        for (k, v) in [("Vary", VARY), ("X-Content-Type-Options", "nosniff")]
+            .iter()
+            .chain(out.headers)
+        {
+            if push_header(r, k, v).is_null() {
+                return Status::NGX_ERROR.0;
+            }
         }
         if out.gzip {
             let h = push_header(r, "Content-Encoding", "gzip");
