@@ -300,7 +300,7 @@ impl<'a> Store<'a> {
         );
         #[cfg(feature = "debug-hooks")]
         if _reused {
-            crate::shm::faults::reached(crate::shm::faults::Point::Reuse);
+            crate::shm::faults::reached(crate::shm::faults::KillPoint::Reuse);
         }
         if !overflow {
             r.word(f.body + F_SERIES).fetch_add(1, Relaxed);
