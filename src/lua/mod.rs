@@ -126,7 +126,7 @@ fn add_helpers(lua: &Lua, m: &Table) -> LuaResult<()> {
         reasons.set(r.as_str(), r as u32)?;
     }
     m.set("reasons", reasons)?;
-    m.set("version", crate::identity::VERSION)?;
+    m.set("version", crate::config::identity::VERSION)?;
     m.set("layouts", ffi::layouts(lua)?)?;
     m.set("codes", ffi::codes(lua)?)?;
     Ok(())
@@ -381,13 +381,13 @@ fn ip_rules(
     let parse = |list: Option<Vec<String>>| -> Result<Vec<_>, String> {
         let mut out = Vec::new();
         for s in list.unwrap_or_default() {
-            out.extend(crate::access::parse_rule(&s)?);
+            out.extend(crate::config::access::parse_rule(&s)?);
         }
         Ok(out)
     };
     match (parse(allow), parse(deny)) {
         (Ok(allow), Ok(deny)) => Ok((
-            Some(IpRules(crate::access::AccessRules { allow, deny })),
+            Some(IpRules(crate::config::access::AccessRules { allow, deny })),
             None,
         )),
         (Err(e), _) | (_, Err(e)) => Ok((None, Some(e))),
@@ -395,7 +395,7 @@ fn ip_rules(
 }
 
 /// Compiled IP rules, held by Lua.
-struct IpRules(crate::access::AccessRules);
+struct IpRules(crate::config::access::AccessRules);
 
 impl mlua::UserData for IpRules {
     fn add_methods<M: mlua::UserDataMethods<Self>>(methods: &mut M) {

@@ -6,8 +6,8 @@
 use super::limits;
 use super::render;
 use super::{args, conf_error, process, stub_status, zone, LocConf, MainConf, Module};
-use crate::access::{parse_rule, AccessRules};
-use crate::auth::{client_address, Credentials, Verdict};
+use crate::config::access::{parse_rule, AccessRules};
+use crate::config::auth::{client_address, Credentials, Verdict};
 use crate::exposition::negotiate::negotiate;
 use crate::exposition::{Scrape, Selection};
 use ngx::core::Status;
@@ -28,7 +28,7 @@ pub(super) extern "C" fn metrics_directive(
     if lcf.metrics_zone.is_some() {
         return conf_error(cf, "prometheus_metrics: is duplicate");
     }
-    let (zone, groups) = match crate::directives::metrics(&a) {
+    let (zone, groups) = match crate::config::directives::metrics(&a) {
         Ok(v) => v,
         Err(msg) => return conf_error(cf, &format!("prometheus_metrics: {msg}")),
     };

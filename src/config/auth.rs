@@ -310,7 +310,7 @@ pub fn unmap(ip: IpAddr) -> IpAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::access::parse_rule;
+    use crate::config::access::parse_rule;
 
     fn creds() -> Credentials {
         let text = format!(
