@@ -4,15 +4,19 @@
 //! nginx's connection counters) and a Lua module (registration through `mlua`, recording
 //! through plain `extern "C"` functions that LuaJIT's FFI calls and compiles).
 //!
-//! Layers, from the bottom: [`shm`] (the zone as atomic words), [`metrics`] (families,
-//! series, values), [`exposition`] (a scrape written as text, OpenMetrics or JSON bytes), [`access`] (CIDR rules), [`auth`] (credentials, trusted proxies),
-//! [`limits`] (what scrapes may hold in a worker), [`directives`] (directive arguments); then the
-//! glue: `nginx` and `lua`, the only modules that talk to C. [`bitfield`] reads and
-//! writes nginx structs' bitfields for the glue where the C compiler put them.
+//! The pure layers, which never see nginx (plain `cargo test` runs them), from the
+//! bottom: [`shm`] (the zone as atomic words), [`metrics`] (families, series, values),
+//! [`exposition`] (a scrape written as text, OpenMetrics or JSON bytes; what a request
+//! negotiates), [`push`] (the Pushgateway client); beside them [`config`] (directive
+//! arguments and the rules they set: addresses, credentials, constant labels, scrape
+//! limits; JSON input) and [`host`] (a worker's /proc readings, files replaced whole).
+//! Then the glue, the only modules that talk to C: `nginx` (directives, handlers,
+//! timers, threads; `nginx::bitfield` reads nginx structs' bitfields where the C
+//! compiler put them) and `lua` (the mlua control plane, the FFI hot path).
 
 // Every `unsafe` block says why it is sound, and an `unsafe fn`'s body marks its own
 // unsafe operations: checked, not just promised. The pure layers (metrics, exposition,
-// push, access, auth, identity) forbid unsafe code outright.
+// push, and config's modules but limits' malloc_trim) forbid unsafe code outright.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
