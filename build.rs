@@ -1,6 +1,6 @@
 //! Build steps: the commit the module is built from (`nginx_prometheus_build_info`),
 //! and the C compiler's layout of the nginx structs the module touches
-//! (`src/bitfield_probe.c`, for `src/bitfield.rs`).
+//! (`src/nginx/bitfield_probe.c`, for `src/nginx/bitfield.rs`).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -32,7 +32,7 @@ fn revision() {
 /// from (its include paths and defines reach us as `DEP_NGINX_*`: nginx-sys is a direct
 /// dependency for that), runs it, and keeps what it prints as `nginx_layout.rs`.
 fn nginx_layout() {
-    const PROBE: &str = "src/bitfield_probe.c";
+    const PROBE: &str = "src/nginx/bitfield_probe.c";
     println!("cargo:rerun-if-changed={PROBE}");
     for var in [
         "DEP_NGINX_INCLUDE",

@@ -5,8 +5,8 @@
 //! (`cargo bench --no-default-features --bench render`; `RENDER_SERIES`, default 100k)
 //! and puts its table in BENCHMARKS.md.
 
+use ngx_prometheus::config::identity::{ConstLabels, Identity};
 use ngx_prometheus::exposition::{render, Scrape};
-use ngx_prometheus::identity::{ConstLabels, Identity};
 use ngx_prometheus::metrics::{counter, FamilySpec, MetricType, Participant, Store};
 use ngx_prometheus::shm::region::heap_words;
 use ngx_prometheus::shm::Region;

@@ -20,9 +20,10 @@ local type, select, setmetatable, error, pcall, ipairs, pairs =
 local unpack = unpack
 local ngx_log, ERR = ngx.log, ngx.ERR
 
--- The module's whole C boundary, declared here once (the structs' layouts are checked
--- against the Rust ones by t/nginx.rs); ngxprom.log and the gateway's exporter use
--- these through ffi.C after requiring this module.
+-- The module's whole C boundary, declared and bound here once (the structs' layouts
+-- are checked against the Rust ones by t/nginx.rs). ngxprom.log and the gateway's
+-- exporter take what they call from this module (as lua-resty-core's modules take
+-- resty.core.base's), never from ffi.C themselves.
 if not pcall(ffi.typeof, "ngx_prom_facts_t") then
     ffi.cdef [[
     int  ngx_prom_counter_inc(uint64_t handle, uint64_t n);
@@ -51,11 +52,18 @@ local gauge_set = C.ngx_prom_gauge_set
 local gauge_add = C.ngx_prom_gauge_add
 local observe = C.ngx_prom_histogram_observe
 local count_error = C.ngx_prom_count_error
+local request_facts = C.ngx_prom_request_facts
 local REASON = core.reasons
 -- What the update functions return, named once on the Rust side (lua/ffi.rs).
 local FFI_OK, FFI_STALE = core.codes.FFI_OK, core.codes.FFI_STALE
 
 local _M = { _VERSION = core.version, core = core }
+
+-- For ngxprom.log and the gateway's exporter: count_error(slot, core.reasons.<reason>);
+-- request_facts(r, facts) fills a new_facts() struct from request `r`
+-- (resty.core.base's get_request()) and returns 0, or not 0 without a request.
+_M.count_error, _M.request_facts = count_error, request_facts
+_M.new_facts = ffi.typeof("ngx_prom_facts_t")
 
 -- mlua raises error objects; Lua callers get the message alone, at their own level.
 local function message(err)

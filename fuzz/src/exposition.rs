@@ -13,13 +13,13 @@
 //! OpenMetrics parsers, Python's json) and compares (`scripts/fuzz.sh` replays the kept
 //! corpus and what a run found through it).
 
+use ngx_prometheus::config::identity::{ConstLabels, Identity};
 use ngx_prometheus::exposition::builtins::COLLECTORS;
 use ngx_prometheus::exposition::json::JsonSink;
 use ngx_prometheus::exposition::model::{CounterValue, HistogramValue, SummaryValue};
 use ngx_prometheus::exposition::openmetrics::OpenMetricsSink;
 use ngx_prometheus::exposition::text::TextSink;
 use ngx_prometheus::exposition::{label_values, walk, ExposedType, Meta, Scrape, Sink};
-use ngx_prometheus::identity::{ConstLabels, Identity};
 use ngx_prometheus::metrics::family::QuantileMode;
 use ngx_prometheus::metrics::store::{Found, Participant, SeriesOptions};
 use ngx_prometheus::metrics::{

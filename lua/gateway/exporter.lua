@@ -17,18 +17,16 @@
 --   (module: nginx_connections{state}, nginx_requests_total)       | kong_nginx_connections_total{state}, kong_nginx_requests_total
 --   (module: nginx_metric_errors_total{zone,reason})               | kong_nginx_metric_errors_total
 
-local ffi = require "ffi"
 local prom = require "ngxprom"
 local core = require "ngx_prometheus"
 local base = require "resty.core.base"
 local db = require "gateway.db"
 
-local C = ffi.C
 local get_request = base.get_request
 local tostring, tonumber, pairs, ipairs = tostring, tonumber, pairs, ipairs
 
-local request_facts = C.ngx_prom_request_facts
-local facts = ffi.new("ngx_prom_facts_t")
+local request_facts = prom.request_facts
+local facts = prom.new_facts()
 local record, batch_set = prom.record, prom.batch_set
 local cache_put, cache_revive = prom.cache_put, prom.cache_revive
 

@@ -14,16 +14,13 @@
 -- ngxprom's batches: a series deleted or expired meanwhile is made anew and the
 -- request counted in it, once.
 
-local ffi = require "ffi"
 local prom = require "ngxprom"
 local base = require "resty.core.base"
 
-local C = ffi.C
 local get_request = base.get_request
-local request_facts = C.ngx_prom_request_facts
-local facts = ffi.new("ngx_prom_facts_t")
+local request_facts, count_error = prom.request_facts, prom.count_error
+local facts = prom.new_facts()
 local record, new_batch, batch_set = prom.record, prom.batch, prom.batch_set
-local count_error = C.ngx_prom_count_error
 local LABEL_COUNT = prom.core.reasons.label_count
 local tostring, select, error, type, pairs = tostring, select, error, type, pairs
 local log_once = prom.log_once

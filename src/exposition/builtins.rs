@@ -4,7 +4,7 @@
 
 use super::model::{CounterValue, Series};
 use super::{Collector, ExposedType, Meta, Point, Scrape};
-use crate::identity::{REVISION, VERSION};
+use crate::config::identity::{REVISION, VERSION};
 use crate::metrics::builtin::{self, Builtin, Reading, Source};
 use crate::metrics::store::{encode_key, Reason};
 use crate::metrics::MetricType;

@@ -3,7 +3,7 @@
 
 use super::model::{CounterValue, HistogramValue, SummaryValue};
 use super::{Meta, Sink};
-use crate::identity::ConstLabels;
+use crate::config::identity::ConstLabels;
 use crate::metrics::store::encode_key;
 
 /// Puts the constant labels in front of every series' own labels, for any sink.

@@ -28,7 +28,7 @@ pub mod status_page;
 pub mod text;
 pub mod walk;
 
-use crate::identity::Identity;
+use crate::config::identity::Identity;
 use crate::metrics::Store;
 
 pub use builtins::StubStatus;
@@ -135,7 +135,7 @@ pub fn render(out: &mut Vec<u8>, scrape: &Scrape<'_>) -> Result<(), NotFound> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::identity::{ConstLabels, REVISION, VERSION};
+    use crate::config::identity::{ConstLabels, REVISION, VERSION};
     use crate::metrics::builtin::{BUILD_INFO, PROCESS_GROUP};
     use crate::metrics::family::HistogramSpec;
     use crate::metrics::family::QuantileMode;

@@ -20,16 +20,18 @@
 use super::{Format, Selection};
 use crate::metrics::family::{valid_group, valid_metric_name};
 
-/// A request refused before any rendering; `message` is the whole response body.
+/// Why a scrape request cannot be served as it asks (a bad query `400`, a group the
+/// location does not serve `404`, an `Accept` allowing neither format `406`), found
+/// before any rendering; `message` is the whole response body.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Refusal {
+pub struct NegotiationError {
     pub status: u16,
     pub message: String,
 }
 
-impl Refusal {
-    fn new(status: u16, message: String) -> Refusal {
-        Refusal { status, message }
+impl NegotiationError {
+    fn new(status: u16, message: String) -> NegotiationError {
+        NegotiationError { status, message }
     }
 }
 
@@ -65,11 +67,11 @@ pub fn negotiate(
     accept_encoding: Option<&str>,
     query: &[u8],
     served: &[String],
-) -> Result<Negotiated, Refusal> {
+) -> Result<Negotiated, NegotiationError> {
     let q = parse_query(query)?;
     for g in &q.groups {
         if !served.is_empty() && !served.contains(g) {
-            return Err(Refusal::new(
+            return Err(NegotiationError::new(
                 404,
                 format!(
                     "unknown group {}: this location serves {}\n",
@@ -82,7 +84,7 @@ pub fn negotiate(
     let format = match q.format {
         Some(f) => f,
         None => choose_format(accept).ok_or_else(|| {
-            Refusal::new(
+            NegotiationError::new(
                 406,
                 "not acceptable: this endpoint serves text/plain; version=0.0.4 and \
                  application/openmetrics-text; version=1.0.0 (or ?format=json)\n"
@@ -140,8 +142,8 @@ pub fn percent_decode(s: &[u8]) -> Vec<u8> {
     out
 }
 
-fn parse_query(query: &[u8]) -> Result<Query, Refusal> {
-    let bad = |msg: String| Refusal::new(400, msg + "\n");
+fn parse_query(query: &[u8]) -> Result<Query, NegotiationError> {
+    let bad = |msg: String| NegotiationError::new(400, msg + "\n");
     let mut q = Query::default();
     let mut format_seen: Option<String> = None;
     for pair in query.split(|b| *b == b'&').filter(|p| !p.is_empty()) {
@@ -508,7 +510,7 @@ mod tests {
         let e = negotiate(None, None, b"group=app", &served).unwrap_err();
         assert_eq!(
             e,
-            Refusal {
+            NegotiationError {
                 status: 404,
                 message: "unknown group \"app\": this location serves http, nginx\n".into()
             }

@@ -169,8 +169,9 @@ impl Walker<'_, '_> {
         sink.end_family(meta);
     }
 
-    /// A histogram family: buckets, quantiles inside each series (JSON), or a summary
-    /// family beside or instead of the buckets.
+    /// A histogram family, in one of three shapes: buckets (each series with its
+    /// quantiles inside, for a sink without summary families: JSON), a summary instead
+    /// of the buckets, or the buckets and a summary family beside them.
     fn histogram<'m, S: Sink>(
         &mut self,
         sink: &mut S,
@@ -180,14 +181,12 @@ impl Walker<'_, '_> {
         series: &[Offset],
     ) {
         let Some(layout) = h.layout() else { return };
-        let (store, r) = (self.store, self.store.region());
         let cuts = histogram::cuts(h.scale(), layout, &h.buckets);
         let mode = if S::SUMMARY_FAMILIES {
             spec.quantiles
         } else {
             QuantileMode::Off
         };
-        let want_quantiles = !S::SUMMARY_FAMILIES || mode != QuantileMode::Off;
         if mode == QuantileMode::Instead {
             meta.kind = ExposedType::Summary;
         }
@@ -196,73 +195,103 @@ impl Walker<'_, '_> {
         let mut beside: Vec<SummaryPoint> = Vec::new();
         sink.family(&meta);
         for &rec in series {
-            let tag = store.series_tag(rec);
-            self.key.clear();
-            store.series_key(rec, &mut self.key);
-            let snap = Snapshot::read(&r, store.series_values(rec), self.snapshot.take());
-            let (count, sum, created) = (snap.count(), snap.sum, self.created(rec));
-            if want_quantiles {
-                snap.quantiles(&SUMMARY_QUANTILES, h.scale(), &mut self.quantiles);
+            if let Some(p) = self.histogram_series(sink, &meta, h, &cuts, mode, rec) {
+                beside.push(p);
             }
-            let point = match mode {
-                QuantileMode::Instead => Point::Summary(SummaryValue {
-                    quantiles: &self.quantiles,
-                    count,
-                    sum,
-                    created,
-                }),
-                _ => {
-                    snap.cumulative(&cuts, &mut self.cumulative);
-                    Point::Histogram(HistogramValue {
-                        cumulative: &self.cumulative,
-                        count,
-                        sum,
-                        quantiles: if S::SUMMARY_FAMILIES {
-                            &[]
-                        } else {
-                            &self.quantiles
-                        },
-                        created,
-                    })
-                }
-            };
-            if store.still_the_same(rec, tag) {
-                sink.series(&meta, &self.key, &point);
-                if mode == QuantileMode::Beside {
-                    beside.push(SummaryPoint {
-                        key: self.key.clone(),
-                        quantiles: self.quantiles.clone(),
-                        count,
-                        sum,
-                        created,
-                    });
-                }
-            }
-            self.snapshot = Some(snap);
         }
         sink.end_family(&meta);
         if mode == QuantileMode::Beside {
-            let name = format!("{}{QUANTILES_SUFFIX}", spec.name);
-            let summary = Meta {
-                name: &name,
-                kind: ExposedType::Summary,
-                unit: "",
-                buckets: &[],
-                ..meta
-            };
-            sink.family(&summary);
-            for p in &beside {
-                let point = Point::Summary(SummaryValue {
-                    quantiles: &p.quantiles,
-                    count: p.count,
-                    sum: p.sum,
-                    created: p.created,
-                });
-                sink.series(&summary, &p.key, &point);
-            }
-            sink.end_family(&summary);
+            write_beside(sink, &meta, &spec.name, &beside);
         }
     }
+
+    /// Series `rec` of a histogram family, written as `mode` says; with `beside`, the
+    /// summary point to write after the family.
+    fn histogram_series<S: Sink>(
+        &mut self,
+        sink: &mut S,
+        meta: &Meta<'_>,
+        h: &HistogramSpec,
+        cuts: &[usize],
+        mode: QuantileMode,
+        rec: Offset,
+    ) -> Option<SummaryPoint> {
+        let (store, r) = (self.store, self.store.region());
+        let tag = store.series_tag(rec);
+        self.key.clear();
+        store.series_key(rec, &mut self.key);
+        let snap = Snapshot::read(&r, store.series_values(rec), self.snapshot.take());
+        let (count, sum, created) = (snap.count(), snap.sum, self.created(rec));
+        if !S::SUMMARY_FAMILIES || mode != QuantileMode::Off {
+            snap.quantiles(&SUMMARY_QUANTILES, h.scale(), &mut self.quantiles);
+        }
+        let point = match mode {
+            QuantileMode::Instead => Point::Summary(SummaryValue {
+                quantiles: &self.quantiles,
+                count,
+                sum,
+                created,
+            }),
+            _ => {
+                snap.cumulative(cuts, &mut self.cumulative);
+                Point::Histogram(HistogramValue {
+                    cumulative: &self.cumulative,
+                    count,
+                    sum,
+                    quantiles: if S::SUMMARY_FAMILIES {
+                        &[]
+                    } else {
+                        &self.quantiles
+                    },
+                    created,
+                })
+            }
+        };
+        let mut kept = None;
+        if store.still_the_same(rec, tag) {
+            sink.series(meta, &self.key, &point);
+            if mode == QuantileMode::Beside {
+                kept = Some(SummaryPoint {
+                    key: self.key.clone(),
+                    quantiles: self.quantiles.clone(),
+                    count,
+                    sum,
+                    created,
+                });
+            }
+        }
+        self.snapshot = Some(snap);
+        kept
+    }
+}
+
+/// The summary family written after a `beside` histogram family (`histogram`, named
+/// `family`): the quantiles, count and sum of its series.
+fn write_beside<S: Sink>(
+    sink: &mut S,
+    histogram: &Meta<'_>,
+    family: &str,
+    points: &[SummaryPoint],
+) {
+    let name = format!("{family}{QUANTILES_SUFFIX}");
+    let summary = Meta {
+        name: &name,
+        kind: ExposedType::Summary,
+        unit: "",
+        buckets: &[],
+        ..*histogram
+    };
+    sink.family(&summary);
+    for p in points {
+        let point = Point::Summary(SummaryValue {
+            quantiles: &p.quantiles,
+            count: p.count,
+            sum: p.sum,
+            created: p.created,
+        });
+        sink.series(&summary, &p.key, &point);
+    }
+    sink.end_family(&summary);
 }
 
 /// Milliseconds the next render of this process stalls in the middle of its first

@@ -148,7 +148,7 @@ pub extern "C" fn ngx_prom_debug_delete_and_die(handle: u64) -> i32 {
 }
 
 /// Makes this process SIGKILL itself the next time it reaches fault point `point`
-/// (`crate::shm::faults::Point`: 1 in a delete, 2 in an expiry sweep's second
+/// (`crate::shm::faults::KillPoint`: 1 in a delete, 2 in an expiry sweep's second
 /// delete, 3 making a series in a reused block, 4 taking the last block off a free
 /// list). For failure-injection tests only: the
 /// other processes must take the lock over and repair what it left. Returns 0, or -1
@@ -164,7 +164,7 @@ pub extern "C" fn ngx_prom_debug_die_at(point: u32) -> i32 {
             libc::kill(libc::getpid(), libc::SIGKILL);
         }
     }
-    match faults::Point::from_u32(point) {
+    match faults::KillPoint::from_u32(point) {
         Some(p) => {
             faults::arm(p, die);
             0

@@ -9,17 +9,18 @@ use std::sync::Mutex;
 
 pub const MAX_ZONES: usize = 16;
 
-struct Slot {
+/// A zone this process attached: where its words are mapped here, and how many bytes.
+struct AttachedZone {
     base: AtomicPtr<u8>,
     bytes: AtomicUsize,
 }
 
 #[allow(clippy::declare_interior_mutable_const)]
-const EMPTY: Slot = Slot {
+const EMPTY: AttachedZone = AttachedZone {
     base: AtomicPtr::new(std::ptr::null_mut()),
     bytes: AtomicUsize::new(0),
 };
-static SLOTS: [Slot; MAX_ZONES] = [EMPTY; MAX_ZONES];
+static SLOTS: [AttachedZone; MAX_ZONES] = [EMPTY; MAX_ZONES];
 static NAMES: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
 /// The slot of zone `name`, attaching it on first use. `store` is the zone's store

@@ -11,7 +11,7 @@ pub fn register(lua: &Lua, m: &Table) -> LuaResult<()> {
         "json_decode",
         lua.create_function(|lua, text: mlua::LuaString| {
             match serde_json::from_slice::<serde_json::Value>(&text.as_bytes()) {
-                Ok(v) => match crate::json_input::inexact_integer(&v) {
+                Ok(v) => match crate::config::json_input::inexact_integer(&v) {
                     None => Ok((Some(lua.to_value(&v)?), None)),
                     Some(e) => Ok((None, Some(format!("invalid JSON: {e}")))),
                 },
@@ -47,7 +47,9 @@ pub fn register(lua: &Lua, m: &Table) -> LuaResult<()> {
     // uuid() -> a random (version 4) UUID string.
     m.set(
         "uuid",
-        lua.create_function(|_, ()| crate::identity::uuid_v4().map_err(mlua::Error::RuntimeError))?,
+        lua.create_function(|_, ()| {
+            crate::config::identity::uuid_v4().map_err(mlua::Error::RuntimeError)
+        })?,
     )?;
     // write_file_atomic(path, contents[, may_rename]) -> true | nil, err: a temporary
     // file beside `path`, fsync, rename over `path`, fsync of the directory. Readers see
@@ -68,7 +70,8 @@ pub fn register(lua: &Lua, m: &Table) -> LuaResult<()> {
                         Err(e) => Err(std::io::Error::other(e.to_string())),
                     },
                 };
-                match crate::atomic_file::write_fenced(at, &contents.as_bytes(), 0o600, fence) {
+                match crate::host::atomic_file::write_fenced(at, &contents.as_bytes(), 0o600, fence)
+                {
                     Ok(()) => Ok((Some(true), None)),
                     Err(e) => Ok((None, Some(format!("{path}: {e}")))),
                 }
@@ -80,9 +83,9 @@ pub fn register(lua: &Lua, m: &Table) -> LuaResult<()> {
     m.set(
         "remove_stale_temporaries",
         lua.create_function(|_, path: String| {
-            Ok(crate::atomic_file::remove_stale(std::path::Path::new(
-                &path,
-            )))
+            Ok(crate::host::atomic_file::remove_stale(
+                std::path::Path::new(&path),
+            ))
         })?,
     )?;
     Ok(())

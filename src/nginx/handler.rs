@@ -6,8 +6,8 @@
 use super::limits;
 use super::render;
 use super::{args, conf_error, process, stub_status, zone, LocConf, MainConf, Module};
-use crate::access::{parse_rule, AccessRules};
-use crate::auth::{client_address, Credentials, Verdict};
+use crate::config::access::{parse_rule, AccessRules};
+use crate::config::auth::{client_address, Credentials, Verdict};
 use crate::exposition::negotiate::negotiate;
 use crate::exposition::{Scrape, Selection};
 use ngx::core::Status;
@@ -28,7 +28,7 @@ pub(super) extern "C" fn metrics_directive(
     if lcf.metrics_zone.is_some() {
         return conf_error(cf, "prometheus_metrics: is duplicate");
     }
-    let (zone, groups) = match crate::directives::metrics(&a) {
+    let (zone, groups) = match crate::config::directives::metrics(&a) {
         Ok(v) => v,
         Err(msg) => return conf_error(cf, &format!("prometheus_metrics: {msg}")),
     };
@@ -194,15 +194,15 @@ extern "C" fn metrics_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
 }
 
 /// Why a client may not have what a location serves: the one-line answer it gets.
-struct Refusal {
+struct AccessDenied {
     status: u16,
     message: String,
     challenges: Vec<(&'static str, &'static str)>,
 }
 
-impl Refusal {
-    fn new(status: u16, message: impl Into<String>) -> Refusal {
-        Refusal {
+impl AccessDenied {
+    fn new(status: u16, message: impl Into<String>) -> AccessDenied {
+        AccessDenied {
             status,
             message: message.into(),
             challenges: Vec::new(),
@@ -216,14 +216,14 @@ impl Refusal {
 
 /// The address rules (with trusted proxies), then the credentials: whether this
 /// location's access rules let the client in.
-fn admit(r: &ngx_http_request_t, lcf: &LocConf) -> Result<(), Refusal> {
+fn admit(r: &ngx_http_request_t, lcf: &LocConf) -> Result<(), AccessDenied> {
     let client = match peer_ip(r) {
         Some(peer) => {
             let trusted = lcf.trusted_proxies.as_deref().unwrap_or(&[]);
             let forwarded = header_values(r, "x-forwarded-for");
             match client_address(peer, trusted, &forwarded) {
                 Ok(ip) => Some(ip),
-                Err(bad) => return Err(Refusal::new(400, format!("{}\n", bad.0))),
+                Err(bad) => return Err(AccessDenied::new(400, format!("{}\n", bad.0))),
             }
         }
         // Unix sockets are local by definition.
@@ -235,14 +235,14 @@ fn admit(r: &ngx_http_request_t, lcf: &LocConf) -> Result<(), Refusal> {
         (None, _) => true,
     };
     if !allowed {
-        return Err(Refusal::new(403, "Forbidden\n"));
+        return Err(AccessDenied::new(403, "Forbidden\n"));
     }
     if let Some(Some(credentials)) = &lcf.credentials {
         match credentials.check(&header_values(r, "authorization")) {
             Verdict::Granted => {}
             Verdict::Unauthorized => {
                 let mut refusal =
-                    Refusal::new(401, "Unauthorized: valid credentials are required\n");
+                    AccessDenied::new(401, "Unauthorized: valid credentials are required\n");
                 if credentials.has_basic() {
                     refusal
                         .challenges
@@ -256,7 +256,7 @@ fn admit(r: &ngx_http_request_t, lcf: &LocConf) -> Result<(), Refusal> {
                 return Err(refusal);
             }
             Verdict::Malformed => {
-                return Err(Refusal::new(
+                return Err(AccessDenied::new(
                     400,
                     "Bad Request: one Authorization header of at most 1024 bytes\n",
                 ))

@@ -3,7 +3,7 @@
 //! whichever directive comes first), so errors reach `nginx -t`.
 
 use super::{args, conf_error, MainConf};
-use crate::identity::{hostname, node_id, ConstLabels, Identity};
+use crate::config::identity::{hostname, node_id, ConstLabels, Identity};
 use ngx::ffi::{ngx_command_t, ngx_conf_t};
 use std::ffi::{c_char, c_void};
 

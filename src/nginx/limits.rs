@@ -1,8 +1,8 @@
 //! `prometheus_max_renders number;` / `prometheus_max_pinned size;`: the directives of
-//! the per-worker scrape limits kept by [`crate::limits`].
+//! the per-worker scrape limits kept by [`crate::config::limits`].
 
 use super::{args, conf_error, MainConf};
-use crate::limits::{parse_max_renders, Limits};
+use crate::config::limits::{parse_max_renders, Limits};
 use ngx::ffi::{ngx_command_t, ngx_conf_t};
 use std::ffi::{c_char, c_void};
 
@@ -43,7 +43,7 @@ pub(super) extern "C" fn max_pinned_directive(
     if mcf.max_pinned.is_some() {
         return conf_error(cf, "prometheus_max_pinned: is duplicate");
     }
-    match crate::directives::max_pinned(a[0], &super::parse_size) {
+    match crate::config::directives::max_pinned(a[0], &super::parse_size) {
         Ok(size) => mcf.max_pinned = Some(size),
         Err(why) => return conf_error(cf, &format!("prometheus_max_pinned: {why}")),
     }

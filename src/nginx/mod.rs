@@ -1,6 +1,7 @@
 //! nginx glue: the module table, its directives and their configuration structs.
 //! Everything here talks to nginx's C structures; the logic it calls is elsewhere.
 
+pub mod bitfield;
 mod handler;
 mod identity;
 mod limits;
@@ -13,8 +14,8 @@ pub mod stub_status;
 mod sweep;
 pub mod zone;
 
-use crate::access::AccessRules;
-use crate::auth::Credentials;
+use crate::config::access::AccessRules;
+use crate::config::auth::Credentials;
 use cidr_utils::cidr::IpCidr;
 use ngx::ffi::{
     ngx_command_t, ngx_http_module_t, ngx_module_t, ngx_uint_t, NGX_CONF_1MORE, NGX_CONF_NOARGS,
@@ -82,7 +83,7 @@ pub struct MainConf {
     pub hostname: String,
     /// `prometheus_const_labels` as written, resolved into `identity`.
     pub const_labels: Vec<String>,
-    pub identity: crate::identity::Identity,
+    pub identity: crate::config::identity::Identity,
     /// `prometheus_process_metrics`; `process_set` once the directive was seen.
     pub process: process::ProcessConf,
     pub process_set: bool,

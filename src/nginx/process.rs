@@ -7,10 +7,10 @@
 //! gracefully neither waits for it nor samples again.
 
 use super::{args, conf_error, parse_time_ms, zone, MainConf};
-use crate::bitfield;
+use crate::host::process;
 use crate::metrics::builtin::PROCESS;
 use crate::metrics::{counter, gauge, Store};
-use crate::process;
+use crate::nginx::bitfield;
 use ngx::ffi::{ngx_command_t, ngx_conf_t, ngx_cycle_t, ngx_event_t, ngx_int_t, ngx_msec_t};
 use std::cell::RefCell;
 use std::ffi::{c_char, c_void};
@@ -60,7 +60,7 @@ pub(super) extern "C" fn directive(
 }
 
 fn parse(a: &[&str]) -> Result<ProcessConf, String> {
-    let p = crate::directives::process(a, &parse_time_ms)?;
+    let p = crate::config::directives::process(a, &parse_time_ms)?;
     Ok(ProcessConf {
         enabled: p.enabled,
         zone: p.zone,

@@ -16,8 +16,8 @@
 //! larger of the interval and a minute.
 
 use super::{args, conf_error, parse_time_ms, stub_status, zone, MainConf};
+use crate::config::identity::expand;
 use crate::exposition::{self, Scrape, Selection};
-use crate::identity::expand;
 use crate::metrics::builtin::PUSH;
 use crate::metrics::{counter, gauge, Store};
 use crate::push::{check_header, grouping_path, load_roots, Backoff, Endpoint, Pusher};
@@ -48,7 +48,7 @@ pub struct PushConf {
 static STOP: AtomicBool = AtomicBool::new(false);
 
 fn parse(a: &[&str]) -> Result<PushConf, String> {
-    let p = crate::directives::push(a, &parse_time_ms)?;
+    let p = crate::config::directives::push(a, &parse_time_ms)?;
     Ok(PushConf {
         url: p.url,
         endpoint: p.endpoint,
@@ -367,7 +367,7 @@ fn run(
     conf: PushConf,
     store: Store<'static>,
     zone_name: String,
-    identity: Option<&'static crate::identity::Identity>,
+    identity: Option<&'static crate::config::identity::Identity>,
     h: Handles,
     log: Log,
 ) {
@@ -415,7 +415,7 @@ fn run_rounds(
     conf: PushConf,
     store: Store<'static>,
     zone_name: String,
-    identity: Option<&'static crate::identity::Identity>,
+    identity: Option<&'static crate::config::identity::Identity>,
     h: Handles,
     log: Log,
     pusher: Pusher,
@@ -457,7 +457,7 @@ fn run_rounds(
         match result {
             Ok(_) => {
                 let _ = counter::inc(&r, h.results[0], 1);
-                let _ = gauge::set(&r, h.last_success, crate::process::now_seconds());
+                let _ = gauge::set(&r, h.last_success, crate::host::process::now_seconds());
                 if let Some(reason) = failing.take() {
                     log.write(
                         ngx::ffi::NGX_LOG_NOTICE,

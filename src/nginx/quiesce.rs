@@ -10,7 +10,7 @@
 //! update path itself does nothing for the epochs.
 
 use super::zone;
-use crate::bitfield;
+use crate::nginx::bitfield;
 use crate::shm::Slot;
 use ngx::ffi::{ngx_cycle_t, ngx_event_t, ngx_msec_t};
 use std::cell::RefCell;

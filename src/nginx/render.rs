@@ -14,9 +14,9 @@
 //! timer of `send_timeout` while the client reads).
 
 use super::Module;
-use crate::bitfield::{self, c};
+use crate::config::limits::{self, Limits};
 use crate::exposition::{self, Format, Scrape};
-use crate::limits::{self, Limits};
+use crate::nginx::bitfield::{self, c};
 use ngx::core::Status;
 use ngx::ffi::{
     ngx_buf_t, ngx_chain_t, ngx_event_t, ngx_http_request_t, ngx_int_t, ngx_log_t, ngx_table_elt_t,

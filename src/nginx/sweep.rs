@@ -3,8 +3,8 @@
 //! zone's records per tick, off the request path.
 
 use super::zone;
-use crate::bitfield;
 use crate::metrics::store::now_ms;
+use crate::nginx::bitfield;
 use ngx::ffi::{ngx_cycle_t, ngx_event_t, ngx_msec_t};
 use std::mem::MaybeUninit;
 

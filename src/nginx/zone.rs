@@ -43,7 +43,7 @@ pub(super) extern "C" fn directive(
     if mcf.zones.iter().any(|z| z.name == name) {
         return conf_error(cf, &format!("prometheus_zone: duplicate zone \"{name}\""));
     }
-    let size = match crate::directives::zone(name, size_arg, MIN_SIZE, &super::parse_size) {
+    let size = match crate::config::directives::zone(name, size_arg, MIN_SIZE, &super::parse_size) {
         Ok(size) => size,
         Err(why) => return conf_error(cf, &why),
     };
@@ -222,7 +222,7 @@ pub fn lookup(name: &str) -> Option<(String, Store<'static>)> {
 }
 
 /// The identity (constant labels, versions) of the running cycle.
-pub fn identity() -> Option<&'static crate::identity::Identity> {
+pub fn identity() -> Option<&'static crate::config::identity::Identity> {
     running_main_conf().map(|m| &m.identity)
 }
 

@@ -141,7 +141,7 @@ impl Pusher {
         let mut hs = Vec::with_capacity(headers.len() + 2);
         hs.push((
             HeaderName::from_static("content-type"),
-            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            HeaderValue::from_static(crate::exposition::text::CONTENT_TYPE),
         ));
         if let Some((user, pass)) = basic_auth {
             let v = format!("Basic {}", STANDARD.encode(format!("{user}:{pass}")));

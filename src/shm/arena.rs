@@ -488,7 +488,7 @@ impl<'a> Arena<'a> {
         self.r.store(head, next);
         if next == 0 {
             #[cfg(feature = "debug-hooks")]
-            super::faults::reached(super::faults::Point::PopLast);
+            super::faults::reached(super::faults::KillPoint::PopLast);
             self.r.store(tail, 0);
         }
         Some(at)

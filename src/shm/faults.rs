@@ -8,9 +8,10 @@
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::OnceLock;
 
+/// Where a process can be made to die (not an exposition's `Point`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u32)]
-pub enum Point {
+pub enum KillPoint {
     /// In a delete, under the lock: the series' handles dead, it unlinked and its
     /// block on a free list, the delete not yet marked done nor the series uncounted.
     Delete = 1,
@@ -25,11 +26,16 @@ pub enum Point {
     PopLast = 4,
 }
 
-impl Point {
-    pub fn from_u32(v: u32) -> Option<Point> {
-        [Point::Delete, Point::Sweep, Point::Reuse, Point::PopLast]
-            .into_iter()
-            .find(|p| *p as u32 == v)
+impl KillPoint {
+    pub fn from_u32(v: u32) -> Option<KillPoint> {
+        [
+            KillPoint::Delete,
+            KillPoint::Sweep,
+            KillPoint::Reuse,
+            KillPoint::PopLast,
+        ]
+        .into_iter()
+        .find(|p| *p as u32 == v)
     }
 }
 
@@ -40,14 +46,14 @@ static ARMED: AtomicU32 = AtomicU32::new(0);
 static KILL: OnceLock<fn()> = OnceLock::new();
 
 /// Makes this process die (by `kill`) the next time it reaches `point`.
-pub fn arm(point: Point, kill: fn()) {
+pub fn arm(point: KillPoint, kill: fn()) {
     let _ = KILL.set(kill);
     ARMED.store(point as u32, Relaxed);
 }
 
 /// Dies here if armed for `point`.
 #[inline(never)]
-pub fn reached(point: Point) {
+pub fn reached(point: KillPoint) {
     if ARMED.load(Relaxed) == point as u32 {
         if let Some(kill) = KILL.get() {
             kill();
@@ -59,7 +65,7 @@ pub fn reached(point: Point) {
 /// delete dies at `Delete`.
 #[inline(never)]
 pub fn sweep_deletes_again() {
-    if ARMED.load(Relaxed) == Point::Sweep as u32 {
-        ARMED.store(Point::Delete as u32, Relaxed);
+    if ARMED.load(Relaxed) == KillPoint::Sweep as u32 {
+        ARMED.store(KillPoint::Delete as u32, Relaxed);
     }
 }

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ngx_prometheus::access::{parse_rule, AccessRules};
+use ngx_prometheus::config::access::{parse_rule, AccessRules};
 use std::net::{IpAddr, Ipv4Addr};
 
 fuzz_target!(|input: (Vec<String>, Vec<String>, Vec<u32>, Vec<u128>)| {

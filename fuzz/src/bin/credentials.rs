@@ -6,8 +6,8 @@
 
 use base64::Engine;
 use libfuzzer_sys::fuzz_target;
-use ngx_prometheus::access::parse_rule;
-use ngx_prometheus::auth::{
+use ngx_prometheus::config::access::parse_rule;
+use ngx_prometheus::config::auth::{
     client_address, hash_line, unmap, Credentials, Verdict, MAX_AUTHORIZATION,
 };
 use std::net::IpAddr;

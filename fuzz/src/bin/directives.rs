@@ -8,9 +8,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ngx_prometheus::directives;
-use ngx_prometheus::identity::{expand, valid_label_name, ConstLabels, MAX_CONST_LABELS};
-use ngx_prometheus::limits::parse_max_renders;
+use ngx_prometheus::config::directives;
+use ngx_prometheus::config::identity::{expand, valid_label_name, ConstLabels, MAX_CONST_LABELS};
+use ngx_prometheus::config::limits::parse_max_renders;
 use ngx_prometheus::metrics::family::valid_group;
 
 /// Digits, then `ms` or `s`; positive (as the module's reader of nginx times answers).

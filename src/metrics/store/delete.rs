@@ -200,7 +200,7 @@ impl<'a> Store<'a> {
         let reuse = value::next_generation(self.series_tag(rec)).is_some();
         self.arena.release(g, rec, reuse);
         #[cfg(feature = "debug-hooks")]
-        crate::shm::faults::reached(crate::shm::faults::Point::Delete);
+        crate::shm::faults::reached(crate::shm::faults::KillPoint::Delete);
         if was_live && !self.is_overflow(family, rec) {
             r.word(family.body + F_SERIES).fetch_sub(1, Relaxed);
         }

@@ -2,6 +2,7 @@
 //! made on a value's first miss.
 
 use super::*;
+use crate::metrics::hdr::HdrLayout;
 
 /// How [`Store::find_or_make`] makes a missing series.
 #[derive(Clone, Copy, Debug, Default)]
@@ -85,7 +86,9 @@ impl<'a> Store<'a> {
         value::handle(self.series_values(rec), tag)
     }
 
-    /// [`find_or_make`](Self::find_or_make)'s work, refusals not counted.
+    /// [`find_or_make`](Self::find_or_make)'s work, refusals not counted: the series
+    /// found without the lock; else, under it, found or made; else (over `max_series`,
+    /// or a full zone) the family's overflow series, found or made in the reserve.
     pub(super) fn locate<V: AsRef<[u8]>>(
         &self,
         f: Family,
@@ -93,14 +96,9 @@ impl<'a> Store<'a> {
         p: Participant<'_>,
         created_ms: u64,
     ) -> Result<(u64, Option<SeriesError>), SeriesError> {
-        let name = || {
-            let mut n = Vec::new();
-            self.arena.read_key(f.id, &mut n);
-            String::from_utf8_lossy(&n).into_owned()
-        };
         if values.len() != f.label_count {
             return Err(SeriesError::LabelCount {
-                family: name(),
+                family: self.family_name(f),
                 expected: f.label_count,
                 got: values.len(),
             });
@@ -109,25 +107,108 @@ impl<'a> Store<'a> {
         if let Some(handle) = self.live_handle(f, &key) {
             return Ok((handle, None));
         }
+        self.check_label_values(f, values)?;
+        let (words, hist) = self.value_words(f);
+        let g = self.lock(p);
+        if let Some(rec) = self.arena.lookup(f.id, &key) {
+            return Ok((self.handle_of(rec), None));
+        }
+        let make = |key: &[u8], overflow: bool| {
+            self.make_series(
+                &g,
+                p.alive,
+                f,
+                key,
+                words,
+                hist.as_ref(),
+                created_ms,
+                overflow,
+            )
+        };
+        let zone_full = || SeriesError::ZoneFull {
+            family: self.family_name(f),
+        };
+        // The overflow series' own label set: made as the overflow series, in the
+        // reserve and outside max_series (a delete does not count it either).
+        if f.label_count > 0 && key == self.overflow_key(f) {
+            return make(&key, true)
+                .map(|handle| (handle, None))
+                .map_err(|_| zone_full());
+        }
+        let limit = self.region().load(f.body + F_LIMIT);
+        let refused = if limit > 0 && self.region().load(f.body + F_SERIES) >= limit {
+            SeriesError::SeriesLimit {
+                family: self.family_name(f),
+                limit,
+            }
+        } else {
+            match make(&key, false) {
+                Ok(handle) => return Ok((handle, None)),
+                Err(_) => zone_full(),
+            }
+        };
+        self.overflow_instead(f, refused, make)
+    }
+
+    /// A label set `refused` goes, in a family with labels, to the family's overflow
+    /// series (every label value the family's overflow value), found or made (`make`)
+    /// in the zone's reserve, outside the limit: sums over the family stay exact. The
+    /// refusal is still counted.
+    fn overflow_instead(
+        &self,
+        f: Family,
+        refused: SeriesError,
+        make: impl Fn(&[u8], bool) -> Result<u64, crate::shm::Full>,
+    ) -> Result<(u64, Option<SeriesError>), SeriesError> {
+        if f.label_count == 0 {
+            return Err(refused);
+        }
+        let overflow = self.overflow_key(f);
+        let handle = match self.arena.lookup(f.id, &overflow) {
+            Some(rec) => self.handle_of(rec),
+            None => match make(&overflow, true) {
+                Ok(handle) => handle,
+                Err(_) => return Err(refused),
+            },
+        };
+        self.count_error(refused.reason());
+        Ok((handle, Some(refused)))
+    }
+
+    /// The name of family `f`, for messages.
+    fn family_name(&self, f: Family) -> String {
+        let mut n = Vec::new();
+        self.arena.read_key(f.id, &mut n);
+        String::from_utf8_lossy(&n).into_owned()
+    }
+
+    /// Refuses the first label value a series cannot have: too long, or not UTF-8.
+    fn check_label_values<V: AsRef<[u8]>>(
+        &self,
+        f: Family,
+        values: &[V],
+    ) -> Result<(), SeriesError> {
         for (i, v) in values.iter().enumerate() {
             let why = if v.as_ref().len() > MAX_LABEL_VALUE {
-                Some("is longer than 4096 bytes")
+                "is longer than 4096 bytes"
             } else if std::str::from_utf8(v.as_ref()).is_err() {
-                Some("is not valid UTF-8")
+                "is not valid UTF-8"
             } else {
-                None
+                continue;
             };
-            if let Some(why) = why {
-                let spec = self.spec(f);
-                return Err(SeriesError::InvalidLabelValue {
-                    family: name(),
-                    label: spec.label_names[i].clone(),
-                    why,
-                });
-            }
+            return Err(SeriesError::InvalidLabelValue {
+                family: self.family_name(f),
+                label: self.spec(f).label_names[i].clone(),
+                why,
+            });
         }
-        let r = self.region();
-        let (words, hist) = match f.metric_type {
+        Ok(())
+    }
+
+    /// The value words a new series of `f` takes and, for a histogram, the spec and
+    /// layout its chunks are made from.
+    fn value_words(&self, f: Family) -> (u64, Option<(HistogramSpec, HdrLayout)>) {
+        match f.metric_type {
             MetricType::Counter => (counter::VALUE_WORDS, None),
             MetricType::Gauge => (gauge::VALUE_WORDS, None),
             MetricType::Histogram => {
@@ -135,67 +216,7 @@ impl<'a> Store<'a> {
                 let layout = spec.layout().expect("validated at registration");
                 (histogram::value_words(layout), Some((spec, layout)))
             }
-        };
-        let g = self.lock(p);
-        if let Some(rec) = self.arena.lookup(f.id, &key) {
-            return Ok((self.handle_of(rec), None));
         }
-        // The overflow series' own label set: made as the overflow series, in the
-        // reserve and outside max_series (a delete does not count it either).
-        if f.label_count > 0 && key == self.overflow_key(f) {
-            return self
-                .make_series(&g, p.alive, f, &key, words, hist.as_ref(), created_ms, true)
-                .map(|handle| (handle, None))
-                .map_err(|_| SeriesError::ZoneFull { family: name() });
-        }
-        let limit = r.load(f.body + F_LIMIT);
-        let refused = if limit > 0 && r.load(f.body + F_SERIES) >= limit {
-            SeriesError::SeriesLimit {
-                family: name(),
-                limit,
-            }
-        } else {
-            match self.make_series(
-                &g,
-                p.alive,
-                f,
-                &key,
-                words,
-                hist.as_ref(),
-                created_ms,
-                false,
-            ) {
-                Ok(handle) => return Ok((handle, None)),
-                Err(_) => SeriesError::ZoneFull { family: name() },
-            }
-        };
-        // A family with labels records what it refused in its overflow series (every
-        // label value the family's overflow value): sums over the family stay exact.
-        // The refusal is still counted. Made in the zone's reserve, outside the limit.
-        if f.label_count == 0 {
-            return Err(refused);
-        }
-        let overflow = self.overflow_key(f);
-        let handle = match self.arena.lookup(f.id, &overflow) {
-            Some(rec) => self.handle_of(rec),
-            None => {
-                match self.make_series(
-                    &g,
-                    p.alive,
-                    f,
-                    &overflow,
-                    words,
-                    hist.as_ref(),
-                    created_ms,
-                    true,
-                ) {
-                    Ok(handle) => handle,
-                    Err(_) => return Err(refused),
-                }
-            }
-        };
-        self.count_error(refused.reason());
-        Ok((handle, Some(refused)))
     }
 
     /// The handle of `f`'s overflow series, made if missing (nothing is counted: no
@@ -243,7 +264,7 @@ impl<'a> Store<'a> {
         f: Family,
         key: &[u8],
         words: u64,
-        hist: Option<&(HistogramSpec, crate::metrics::hdr::HdrLayout)>,
+        hist: Option<&(HistogramSpec, HdrLayout)>,
         created_ms: u64,
         overflow: bool,
     ) -> Result<u64, crate::shm::Full> {
@@ -279,7 +300,7 @@ impl<'a> Store<'a> {
         );
         #[cfg(feature = "debug-hooks")]
         if _reused {
-            crate::shm::faults::reached(crate::shm::faults::Point::Reuse);
+            crate::shm::faults::reached(crate::shm::faults::KillPoint::Reuse);
         }
         if !overflow {
             r.word(f.body + F_SERIES).fetch_add(1, Relaxed);

@@ -3,7 +3,7 @@
  *
  * build.rs compiles this against the configured nginx tree that nginx-sys made the
  * bindings from, runs it, and writes what it prints (Rust constants) to
- * $OUT_DIR/nginx_layout.rs, which src/bitfield.rs includes. bindgen places
+ * $OUT_DIR/nginx_layout.rs, which src/nginx/bitfield.rs includes. bindgen places
  * bitfields by rules of its own, and those disagreed with gcc and clang for
  * ngx_http_request_t from nginx 1.29.3 on; so the module reads and writes bitfields at
  * the positions found here, and checks bindgen's sizes and offsets against them.

@@ -26,15 +26,16 @@ use subtle::{Choice, ConstantTimeEq};
 /// Longest `Authorization` header looked at; longer ones are refused outright.
 pub const MAX_AUTHORIZATION: usize = 1024;
 
+/// The HTTP authentication scheme a credential answers (a line's first word: its kind).
 #[derive(Clone, Debug, PartialEq, Eq)]
-enum Kind {
+enum Scheme {
     Basic,
     Bearer,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Credential {
-    kind: Kind,
+    scheme: Scheme,
     /// The user (Basic) or a name for the token (bearer, only for the operator).
     name: String,
     /// SHA-256 of the name: users are compared by digest, so that the time taken does
@@ -102,16 +103,16 @@ impl Credentials {
                     "line {at}: expected \"basic <user> <hash>\" or \"bearer <name> <hash>\""
                 ));
             };
-            let kind = match kind {
-                "basic" => Kind::Basic,
-                "bearer" => Kind::Bearer,
+            let scheme = match kind {
+                "basic" => Scheme::Basic,
+                "bearer" => Scheme::Bearer,
                 other => {
                     return Err(format!(
                         "line {at}: unknown kind \"{other}\" (basic or bearer)"
                     ))
                 }
             };
-            if kind == Kind::Basic && name.contains(':') {
+            if scheme == Scheme::Basic && name.contains(':') {
                 return Err(format!("line {at}: a Basic user name cannot contain ':'"));
             }
             let Some(rest) = hash.strip_prefix("sha256:") else {
@@ -135,12 +136,12 @@ impl Credentials {
             };
             if entries
                 .iter()
-                .any(|e: &Credential| e.kind == kind && e.name == name)
+                .any(|e: &Credential| e.scheme == scheme && e.name == name)
             {
                 return Err(format!("line {at}: \"{name}\" is listed twice"));
             }
             entries.push(Credential {
-                kind,
+                scheme,
                 name: name.to_string(),
                 name_digest: sha256(b"", name.as_bytes()),
                 salt: salt.as_bytes().to_vec(),
@@ -196,7 +197,7 @@ impl Credentials {
         // subtle's `Choice`: comparisons in constant time, and no branch on their
         // results until every entry was compared.
         let mut ok = Choice::from(0);
-        for e in self.entries.iter().filter(|e| e.kind == Kind::Basic) {
+        for e in self.entries.iter().filter(|e| e.scheme == Scheme::Basic) {
             let digest = sha256(&e.salt, password);
             // Both comparisons always run: no early exit on the user name.
             ok |= e.name_digest[..].ct_eq(&user[..]) & digest[..].ct_eq(&e.digest[..]);
@@ -209,7 +210,7 @@ impl Credentials {
             return false;
         }
         let mut ok = Choice::from(0);
-        for e in self.entries.iter().filter(|e| e.kind == Kind::Bearer) {
+        for e in self.entries.iter().filter(|e| e.scheme == Scheme::Bearer) {
             ok |= sha256(&e.salt, token)[..].ct_eq(&e.digest[..]);
         }
         ok.into()
@@ -217,11 +218,11 @@ impl Credentials {
 
     /// Whether Basic credentials exist (the challenge offers only what can succeed).
     pub fn has_basic(&self) -> bool {
-        self.entries.iter().any(|e| e.kind == Kind::Basic)
+        self.entries.iter().any(|e| e.scheme == Scheme::Basic)
     }
 
     pub fn has_bearer(&self) -> bool {
-        self.entries.iter().any(|e| e.kind == Kind::Bearer)
+        self.entries.iter().any(|e| e.scheme == Scheme::Bearer)
     }
 
     pub fn len(&self) -> usize {
@@ -309,7 +310,7 @@ pub fn unmap(ip: IpAddr) -> IpAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::access::parse_rule;
+    use crate::config::access::parse_rule;
 
     fn creds() -> Credentials {
         let text = format!(

@@ -4,10 +4,10 @@
 //! so that every rule is unit-tested and fuzzed (`fuzz/src/bin/directives.rs`).
 //!
 //! The other directives' values are read where their subject lives:
-//! `prometheus_allow`/`deny`/`trusted_proxies` by [`crate::access::parse_rule`],
-//! `prometheus_auth_file` by [`crate::auth::Credentials::parse`],
-//! `prometheus_const_labels` by [`crate::identity::ConstLabels::parse`],
-//! `prometheus_max_renders` by [`crate::limits::parse_max_renders`].
+//! `prometheus_allow`/`deny`/`trusted_proxies` by [`crate::config::access::parse_rule`],
+//! `prometheus_auth_file` by [`crate::config::auth::Credentials::parse`],
+//! `prometheus_const_labels` by [`crate::config::identity::ConstLabels::parse`],
+//! `prometheus_max_renders` by [`crate::config::limits::parse_max_renders`].
 
 // No unsafe code here: the compiler holds this module to the promise in lib.rs.
 #![forbid(unsafe_code)]

@@ -225,7 +225,7 @@ pub fn node_id(path: &Path) -> Result<String, String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let id = uuid_v4()?;
             // Replaced whole: a crash never leaves a half-written id.
-            crate::atomic_file::write(path, format!("{id}\n").as_bytes(), 0o644)
+            crate::host::atomic_file::write(path, format!("{id}\n").as_bytes(), 0o644)
                 .map_err(|e| format!("cannot create \"{shown}\": {e}"))?;
             Ok(id)
         }
