@@ -16,8 +16,10 @@ if [ "$ROLE" = test ]; then
   # lua-busted and luajit2 (OpenResty's LuaJIT branch, as Debian's nginx links): make lua-unit.
   # strace: t/admin.rs delays one worker's fsync (a slow disk) to race Admin writes.
   # victoria-metrics: the central store t/fleet.rs remote-writes into.
+  # protobuf-compiler: the test that src/exposition/proto/ is what protoc makes of
+  # proto/metrics.proto, and the Python classes the protobuf exposition is decoded with.
   PKGS+=(prometheus prometheus-pushgateway victoria-metrics wrk python3-pip openssl iproute2 valgrind lua-busted luajit2
-         strace)
+         strace protobuf-compiler)
 fi
 
 missing=()
@@ -47,6 +49,9 @@ pip_install() {
 if [ "$ROLE" = test ]; then
   # The reference parsers.
   pip_install 'import prometheus_client' prometheus-client
+  # The independent protobuf decoder: the Python runtime of protoc's release (3.21.12 is
+  # Debian 12's protoc, whose generated Python it runs).
+  pip_install 'import google.protobuf as p; assert p.__version__ == "4.21.12"' protobuf==4.21.12
   # t/openapi.rs drives the Admin API from its OpenAPI description; pinned, so that its
   # seeded run makes the same cases everywhere.
   pip_install 'import schemathesis; assert schemathesis.__version__ == "4.32.5"' schemathesis==4.32.5

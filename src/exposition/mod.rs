@@ -21,6 +21,7 @@ pub mod model;
 pub mod negotiate;
 pub mod number;
 pub mod openmetrics;
+pub mod proto;
 pub mod select;
 pub mod text;
 pub mod walk;
