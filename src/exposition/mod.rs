@@ -18,10 +18,12 @@ pub mod builtins;
 pub mod const_labels;
 pub mod json;
 pub mod model;
+pub mod native;
 pub mod negotiate;
 pub mod number;
 pub mod openmetrics;
 pub mod proto;
+pub mod protobuf;
 pub mod select;
 pub mod text;
 pub mod walk;
@@ -42,6 +44,9 @@ pub enum Format {
     OpenMetrics,
     /// JSON for scripts (`?format=json`).
     Json,
+    /// Length-delimited `io.prometheus.client.MetricFamily` messages, with native
+    /// histograms.
+    Protobuf,
 }
 
 impl Format {
@@ -51,6 +56,7 @@ impl Format {
             "text" => Some(Format::Text),
             "openmetrics" => Some(Format::OpenMetrics),
             "json" => Some(Format::Json),
+            "protobuf" => Some(Format::Protobuf),
             _ => None,
         }
     }
@@ -60,6 +66,7 @@ impl Format {
             Format::Text => text::CONTENT_TYPE,
             Format::OpenMetrics => openmetrics::CONTENT_TYPE,
             Format::Json => json::CONTENT_TYPE,
+            Format::Protobuf => protobuf::CONTENT_TYPE,
         }
     }
 }
@@ -110,6 +117,7 @@ pub fn render(out: &mut Vec<u8>, scrape: &Scrape<'_>) -> Result<(), NotFound> {
             scrape,
             &collectors,
         ),
+        Format::Protobuf => walk(&mut protobuf::ProtobufSink::new(out), scrape, &collectors),
     }
 }
 
@@ -295,7 +303,12 @@ pub(crate) mod tests {
             (sel(&[], &[], &["nginx_connections"]), "unknown metric family \"nginx_connections\""),
         ];
         for (s, want) in cases {
-            for f in [Format::Text, Format::OpenMetrics, Format::Json] {
+            for f in [
+                Format::Text,
+                Format::OpenMetrics,
+                Format::Json,
+                Format::Protobuf,
+            ] {
                 assert_eq!(render_str(f, &s).unwrap_err().to_string(), want);
             }
         }

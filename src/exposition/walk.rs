@@ -2,7 +2,8 @@
 //! the collectors' families, all handed to one [`Sink`].
 
 use super::const_labels::WithConstLabels;
-use super::model::{CounterValue, HistogramValue, SummaryValue};
+use super::model::{CounterValue, HistogramValue, NativeHistogramValue, SummaryValue};
+use super::native::{Converter, NativeBuckets};
 use super::select::worker_runs;
 use super::{Collector, ExposedType, Meta, NotFound, Point, Scrape, Sink};
 use crate::metrics::family::{FamilySpec, HistogramSpec, QuantileMode, QUANTILES_SUFFIX};
@@ -64,6 +65,7 @@ fn write_all<S: Sink>(
         snapshot: None,
         cumulative: Vec::new(),
         quantiles: Vec::new(),
+        native: NativeBuckets::default(),
     };
     let mut running = Vec::new();
     for ((family, series), spec) in zone.families.iter().zip(zone.specs) {
@@ -133,6 +135,7 @@ struct Walker<'a, 's> {
     snapshot: Option<Snapshot>,
     cumulative: Vec<u64>,
     quantiles: Vec<f64>,
+    native: NativeBuckets,
 }
 
 impl Walker<'_, '_> {
@@ -182,6 +185,8 @@ impl Walker<'_, '_> {
         let Some(layout) = h.layout() else { return };
         let (store, r) = (self.store, self.store.region());
         let cuts = histogram::cuts(h.scale(), layout, &h.buckets);
+        let native =
+            S::NATIVE_HISTOGRAMS.then(|| Converter::new(layout, h.scale(), h.highest_ticks()));
         let mode = if S::SUMMARY_FAMILIES {
             spec.quantiles
         } else {
@@ -213,7 +218,7 @@ impl Walker<'_, '_> {
                 }),
                 _ => {
                     snap.cumulative(&cuts, &mut self.cumulative);
-                    Point::Histogram(HistogramValue {
+                    let classic = HistogramValue {
                         cumulative: &self.cumulative,
                         count,
                         sum,
@@ -223,7 +228,18 @@ impl Walker<'_, '_> {
                             &self.quantiles
                         },
                         created,
-                    })
+                    };
+                    match &native {
+                        // The count, buckets and native buckets come from one read.
+                        Some(c) => {
+                            c.convert(&snap, &mut self.native);
+                            Point::NativeHistogram(NativeHistogramValue {
+                                classic,
+                                native: &self.native,
+                            })
+                        }
+                        None => Point::Histogram(classic),
+                    }
                 }
             };
             if store.still_the_same(rec, tag) {

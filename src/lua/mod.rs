@@ -286,7 +286,7 @@ fn add_series(lua: &Lua, m: &Table) -> LuaResult<()> {
 /// Reading a zone: the exposition, its accounting, nginx's counters; counting errors.
 fn add_readers(lua: &Lua, m: &Table) -> LuaResult<()> {
     // render(slot[, format]) -> the exposition, as the metrics handler serves it;
-    // format: "text" (default), "openmetrics" or "json"
+    // format: "text" (default), "openmetrics", "json" or "protobuf" (bytes)
     m.set(
         "render",
         lua.create_function(|lua, (slot, format): (usize, Option<String>)| {
@@ -295,7 +295,7 @@ fn add_readers(lua: &Lua, m: &Table) -> LuaResult<()> {
                 None => Format::Text,
                 Some(f) => Format::parse(f).ok_or_else(|| {
                     err(format!(
-                        "unknown format \"{f}\": use text, openmetrics or json"
+                        "unknown format \"{f}\": use text, openmetrics, json or protobuf"
                     ))
                 })?,
             };
