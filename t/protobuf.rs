@@ -21,6 +21,7 @@ fn app_http(app: u16, metrics: u16) -> String {
         r#"
     prometheus_zone metrics 8m;
     prometheus_process_metrics off;
+    prometheus_const_labels dc=eu;
     client_body_buffer_size 1m;
     log_format scrapes "$request_uri|$status|$sent_http_content_type|$sent_http_content_encoding";
     init_by_lua_block {{
@@ -65,7 +66,6 @@ fn app_http(app: u16, metrics: u16) -> String {
     server {{
         listen 127.0.0.1:{metrics};
         access_log logs/scrapes.log scrapes;
-        prometheus_const_labels dc=eu;
         location = /metrics {{ prometheus_metrics metrics; }}
     }}
 "#
@@ -85,7 +85,11 @@ fn decode_with_python(body: &[u8]) -> Vec<Value> {
         .arg(proto.join("metrics.proto"))
         .output()
         .expect("protoc (Debian protobuf-compiler)");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let script = format!(
         r#"
 import json, sys
@@ -139,7 +143,12 @@ fn native_buckets(h: &Value) -> Vec<(i64, i64)> {
     let (mut out, mut index, mut count) = (Vec::new(), 0i64, 0i64);
     let empty = vec![];
     let mut deltas = h["positive_delta"].as_array().unwrap_or(&empty).iter();
-    for (n, span) in h["positive_span"].as_array().unwrap_or(&empty).iter().enumerate() {
+    for (n, span) in h["positive_span"]
+        .as_array()
+        .unwrap_or(&empty)
+        .iter()
+        .enumerate()
+    {
         let offset = span.get("offset").map(int).unwrap_or(0);
         index += if n == 0 { offset } else { offset + 1 };
         for k in 0..span.get("length").map(int).unwrap_or(0) {
@@ -166,14 +175,20 @@ fn an_independent_decoder_reads_every_family() {
         metrics,
         "GET",
         "/metrics",
-        &[("Accept", PROMETHEUS_NATIVE_ACCEPT), ("Accept-Encoding", "gzip")],
+        &[
+            ("Accept", PROMETHEUS_NATIVE_ACCEPT),
+            ("Accept-Encoding", "gzip"),
+        ],
         b"",
     );
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-type"), Some(PROTOBUF));
     assert_eq!(r.header("content-encoding"), Some("gzip"));
     let families = decode_with_python(&gunzip(&r.body));
-    let names: Vec<&str> = families.iter().map(|f| f["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = families
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
     assert_eq!(
         names[..5],
         [
@@ -190,12 +205,21 @@ fn an_independent_decoder_reads_every_family() {
     assert_eq!(requests["type"], "COUNTER");
     assert_eq!(requests["help"], "Requests by code.");
     let m = &requests["metric"][0];
-    assert_eq!(m["label"], serde_json::json!([dc, {"name": "code", "value": "200"}]));
+    assert_eq!(
+        m["label"],
+        serde_json::json!([dc, {"name": "code", "value": "200"}])
+    );
     assert_eq!(m["counter"]["value"], 3.0);
     let created = m["counter"]["created_timestamp"].as_f64().unwrap();
-    assert!(created >= before.floor() && created <= before + 60.0, "{created}");
+    assert!(
+        created >= before.floor() && created <= before + 60.0,
+        "{created}"
+    );
     let temp = family(&families, "app_temperature_celsius");
-    assert_eq!((&temp["type"], &temp["unit"]), (&"GAUGE".into(), &"celsius".into()));
+    assert_eq!(
+        (&temp["type"], &temp["unit"]),
+        (&"GAUGE".into(), &"celsius".into())
+    );
     assert_eq!(temp["metric"][0]["gauge"]["value"], 21.5);
 
     // Classic and native buckets in one message: 0.003 0.05 0.2 2 and 100 (above 60,
@@ -209,18 +233,27 @@ fn an_independent_decoder_reads_every_family() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|b| (b["upper_bound"].as_f64().unwrap(), int(&b["cumulative_count"])))
+        .map(|b| {
+            (
+                b["upper_bound"].as_f64().unwrap(),
+                int(&b["cumulative_count"]),
+            )
+        })
         .collect();
     assert_eq!(classic, vec![(0.005, 1), (0.1, 2), (1.0, 3)]);
     assert_eq!(h["schema"], 4);
     assert_eq!(h["zero_threshold"], 0.5e-6);
     assert!(h.get("created_timestamp").is_some());
     let buckets = native_buckets(h);
-    let counted: i64 = buckets.iter().map(|(_, c)| c).sum::<i64>()
-        + h.get("zero_count").map(int).unwrap_or(0);
+    let counted: i64 =
+        buckets.iter().map(|(_, c)| c).sum::<i64>() + h.get("zero_count").map(int).unwrap_or(0);
     assert_eq!(counted, 5, "count = zero count + buckets: {h}");
     let bucket_of = |v: f64| (v.log2() * 16.0).ceil() as i64;
-    let nonempty: Vec<i64> = buckets.iter().filter(|(_, c)| *c > 0).map(|(i, _)| *i).collect();
+    let nonempty: Vec<i64> = buckets
+        .iter()
+        .filter(|(_, c)| *c > 0)
+        .map(|(i, _)| *i)
+        .collect();
     assert_eq!(
         nonempty,
         vec![
@@ -234,16 +267,28 @@ fn an_independent_decoder_reads_every_family() {
     );
     let summary = family(&families, "app_latency_seconds_quantiles");
     assert_eq!(summary["type"], "SUMMARY");
-    assert_eq!(summary["metric"][0]["summary"]["quantile"].as_array().unwrap().len(), 5);
+    assert_eq!(
+        summary["metric"][0]["summary"]["quantile"]
+            .as_array()
+            .unwrap()
+            .len(),
+        5
+    );
 
     // Precision 3: schema 7; the 0 in the zero bucket, its threshold half of lowest.
     let h = &family(&families, "app_size_bytes")["metric"][0]["histogram"];
-    assert_eq!((h["schema"].as_i64(), h["zero_threshold"].as_f64()), (Some(7), Some(0.5)));
+    assert_eq!(
+        (h["schema"].as_i64(), h["zero_threshold"].as_f64()),
+        (Some(7), Some(0.5))
+    );
     assert_eq!(int(&h["zero_count"]), 1);
     assert_eq!(native_buckets(h).iter().filter(|(_, c)| *c > 0).count(), 3);
 
     // Filters as in the text formats; ?format=protobuf without Accept.
-    let r = get(metrics, "/metrics?format=protobuf&name[]=app_temperature_celsius");
+    let r = get(
+        metrics,
+        "/metrics?format=protobuf&name[]=app_temperature_celsius",
+    );
     assert_eq!(r.header("content-type"), Some(PROTOBUF));
     let only = decode_with_python(&r.body);
     assert_eq!(only.len(), 1);
@@ -260,20 +305,28 @@ fn an_independent_decoder_reads_every_family() {
         )],
         b"",
     );
-    assert_eq!(r.header("content-type"), Some("text/plain; version=0.0.4; charset=utf-8"));
+    assert_eq!(
+        r.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
     let r = request(
         metrics,
         "GET",
         "/metrics",
-        &[("Accept", "application/vnd.google.protobuf;proto=other.Message;encoding=delimited")],
+        &[(
+            "Accept",
+            "application/vnd.google.protobuf;proto=other.Message;encoding=delimited",
+        )],
         b"",
     );
     assert_eq!(r.status, 406);
     assert!(nginx.errors().is_empty(), "{:?}", nginx.errors());
 }
 
-/// Values from a skewed, two-mode distribution (deterministic): 99 in 100 log-normal
-/// around 20 ms, the rest around 800 ms.
+/// Values from a skewed, two-mode distribution (deterministic): 19 in 20 log-normal
+/// around 20 ms, the rest around 800 ms. The quantiles checked fall inside the modes:
+/// one in the gap between them (0.95) would be decided by rounding of the rate's
+/// extrapolated counts, not by the buckets.
 fn known_distribution(n: usize) -> Vec<f64> {
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut uniform = move || {
@@ -285,7 +338,7 @@ fn known_distribution(n: usize) -> Vec<f64> {
     (0..n)
         .map(|i| {
             let z = (-2.0 * uniform().ln()).sqrt() * (std::f64::consts::TAU * uniform()).cos();
-            let (median, sigma) = if i % 100 == 0 { (0.8, 0.3) } else { (0.02, 0.6) };
+            let (median, sigma) = if i % 20 == 0 { (0.8, 0.3) } else { (0.02, 0.6) };
             // Microseconds, as the histogram's ticks are.
             (median * (sigma * z).exp() * 1e6).round() / 1e6
         })
@@ -311,16 +364,27 @@ fn prometheus_reads_native_histograms_over_protobuf() {
             (c == want).then_some(())
         })
     };
-    assert!(count(1.0).is_some(), "no native histogram: {:?}", prom.warnings());
+    assert!(
+        count(1.0).is_some(),
+        "no native histogram: {:?}",
+        prom.warnings()
+    );
     let values = known_distribution(5000);
-    let body = values.iter().map(|v| format!("{v}")).collect::<Vec<_>>().join(" ");
-    assert_eq!(post(app, "/observe?route=/q", body.as_bytes()).text(), "5000\n");
+    let body = values
+        .iter()
+        .map(|v| format!("{v}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert_eq!(
+        post(app, "/observe?route=/q", body.as_bytes()).text(),
+        "5000\n"
+    );
     assert!(count(5001.0).is_some());
     // Quantiles of the values posted (the rate leaves the first value out), against
     // the exact ones, within what docs/exposition.md states for precision 2: 4.82 %.
     let mut sorted = values.clone();
     sorted.sort_by(f64::total_cmp);
-    for q in [0.5, 0.9, 0.99] {
+    for q in [0.5, 0.9, 0.99, 0.999] {
         let exact = sorted[((q * sorted.len() as f64).ceil() as usize).max(1) - 1];
         let got = prom
             .query(&format!(
@@ -328,15 +392,23 @@ fn prometheus_reads_native_histograms_over_protobuf() {
             ))
             .unwrap_or_else(|| panic!("no quantile {q}"));
         let err = (got - exact).abs() / exact;
-        assert!(err <= 0.0482, "q{q}: Prometheus {got}, exact {exact}: {err}");
+        eprintln!("q{q}: Prometheus {got}, exact {exact}, error {err:.4}");
+        assert!(
+            err <= 0.0482,
+            "q{q}: Prometheus {got}, exact {exact}: {err}"
+        );
     }
     // Read as native, 2.42 keeps no classic series of the same histogram.
     assert_eq!(prom.query("app_latency_seconds_bucket"), None);
-    assert_eq!(prom.query("app_latency_seconds_quantiles_count{route=\"/q\"}"), Some(5001.0));
+    assert_eq!(
+        prom.query("app_latency_seconds_quantiles_count{route=\"/q\"}"),
+        Some(5001.0)
+    );
     assert!(prom.warnings().is_empty(), "{:?}", prom.warnings());
     let log = std::fs::read_to_string(nginx.prefix.join("logs/scrapes.log")).unwrap();
     assert!(
-        log.lines().all(|l| l == format!("/metrics|200|{PROTOBUF}|gzip")),
+        log.lines()
+            .all(|l| l == format!("/metrics|200|{PROTOBUF}|gzip")),
         "{log}"
     );
     assert!(nginx.errors().is_empty(), "{:?}", nginx.errors());
