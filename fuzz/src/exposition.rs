@@ -18,7 +18,6 @@ use ngx_prometheus::exposition::json::JsonSink;
 use ngx_prometheus::exposition::model::{CounterValue, HistogramValue, SummaryValue};
 use ngx_prometheus::exposition::openmetrics::OpenMetricsSink;
 use ngx_prometheus::exposition::proto::{self, MetricFamily, MetricType as ProtoType};
-use prost::Message;
 use ngx_prometheus::exposition::protobuf::ProtobufSink;
 use ngx_prometheus::exposition::text::TextSink;
 use ngx_prometheus::exposition::{label_values, walk, ExposedType, Meta, Scrape, Sink};
@@ -30,6 +29,7 @@ use ngx_prometheus::metrics::{
 };
 use ngx_prometheus::shm::region::heap_words;
 use ngx_prometheus::shm::Region;
+use prost::Message;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 
@@ -829,13 +829,23 @@ pub fn check_protobuf(r: &Rendered) {
             assert_eq!(labels, want, "{}", f.name);
             let same = |a: f64, b: f64| assert_eq!(a.to_bits(), b.to_bits(), "{}", f.name);
             match p {
-                PointRec::Counter { int, float, created } => {
+                PointRec::Counter {
+                    int,
+                    float,
+                    created,
+                } => {
                     let c = m.counter.as_ref().expect("a counter");
                     same(c.value(), *int as f64 + float);
                     assert_eq!(c.created_timestamp.as_ref().map(ms), *created);
                 }
                 PointRec::Gauge(v) => same(m.gauge.as_ref().expect("a gauge").value(), *v),
-                PointRec::Histogram { cumulative, count, sum, created, .. } => {
+                PointRec::Histogram {
+                    cumulative,
+                    count,
+                    sum,
+                    created,
+                    ..
+                } => {
                     let h = m.histogram.as_ref().expect("a histogram");
                     assert_eq!(h.sample_count(), *count);
                     same(h.sample_sum(), *sum);
@@ -854,7 +864,12 @@ pub fn check_protobuf(r: &Rendered) {
                     assert_eq!(classic, want, "{}", f.name);
                     check_native(h);
                 }
-                PointRec::Summary { quantiles, count, sum, created } => {
+                PointRec::Summary {
+                    quantiles,
+                    count,
+                    sum,
+                    created,
+                } => {
                     let s = m.summary.as_ref().expect("a summary");
                     assert_eq!(s.sample_count(), *count);
                     same(s.sample_sum(), *sum);
@@ -876,7 +891,10 @@ fn ms(t: &prost_types::Timestamp) -> u64 {
 /// negative, adding up with the zero bucket to the count.
 fn check_native(h: &proto::Histogram) {
     assert!((-4..=8).contains(&h.schema()), "schema {}", h.schema());
-    assert!(h.zero_threshold() > 0.0, "Prometheus 2.42 would read it as classic");
+    assert!(
+        h.zero_threshold() > 0.0,
+        "Prometheus 2.42 would read it as classic"
+    );
     let lengths: u64 = h.positive_span.iter().map(|s| u64::from(s.length())).sum();
     assert_eq!(lengths, h.positive_delta.len() as u64);
     assert!(h.negative_span.is_empty() && h.negative_delta.is_empty());
