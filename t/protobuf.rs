@@ -50,6 +50,11 @@ fn app_http(app: u16, metrics: u16) -> String {
                 ngx.say("ok")
             }}
         }}
+        location = /render {{
+            content_by_lua_block {{
+                ngx.print(require("ngxprom").zone("metrics"):render("protobuf"))
+            }}
+        }}
         location = /observe {{
             content_by_lua_block {{
                 ngx.req.read_body()
@@ -320,6 +325,20 @@ fn an_independent_decoder_reads_every_family() {
         b"",
     );
     assert_eq!(r.status, 406);
+    // Lua's render, the same families and values as the metrics port serves.
+    // (nginx's connection counters move between the two requests.)
+    let apps = |body: &[u8]| -> Vec<Value> {
+        let all = decode_with_python(body);
+        all.into_iter()
+            .filter(|f| f["name"].as_str().unwrap().starts_with("app_"))
+            .collect()
+    };
+    let from_lua = apps(&get(app, "/render").body);
+    assert_eq!(from_lua.len(), 5);
+    assert_eq!(
+        from_lua,
+        apps(&get(metrics, "/metrics?format=protobuf").body)
+    );
     assert!(nginx.errors().is_empty(), "{:?}", nginx.errors());
 }
 
