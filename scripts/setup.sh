@@ -19,8 +19,10 @@ if [ "$ROLE" = test ]; then
   # victoria-metrics: the central store t/fleet.rs remote-writes into.
   # lintian, procps (pgrep): make deb-test checks the package and finds nginx's workers.
   # chromium (headless) and a font for its screenshots: t/status.rs, make status-screenshot.
+  # protobuf-compiler: the test that src/exposition/proto/ is what protoc makes of
+  # proto/metrics.proto, and the Python classes the protobuf exposition is decoded with.
   PKGS+=(prometheus prometheus-pushgateway victoria-metrics wrk python3-pip openssl iproute2 valgrind lua-busted luajit2
-         strace lintian procps lua-check shellcheck chromium fonts-dejavu-core)
+         strace lintian procps lua-check shellcheck chromium fonts-dejavu-core protobuf-compiler)
 fi
 
 missing=()
@@ -50,6 +52,9 @@ pip_install() {
 if [ "$ROLE" = test ]; then
   # The reference parsers.
   pip_install 'import prometheus_client' prometheus-client
+  # The independent protobuf decoder: the Python runtime of protoc's release (3.21.12 is
+  # Debian 12's protoc, whose generated Python it runs).
+  pip_install 'import google.protobuf as p; assert p.__version__ == "4.21.12"' protobuf==4.21.12
   # t/openapi.rs drives the Admin API from its OpenAPI description; pinned, so that its
   # seeded run makes the same cases everywhere.
   pip_install 'import schemathesis; assert schemathesis.__version__ == "4.32.5"' schemathesis==4.32.5

@@ -708,8 +708,9 @@ fn bad_input_gets_a_clear_4xx_and_no_data() {
             vec![("Accept", "application/json")],
             406,
             Some(
-                "not acceptable: this endpoint serves text/plain; version=0.0.4 and \
-                 application/openmetrics-text; version=1.0.0 (or ?format=json)\n",
+                "not acceptable: this endpoint serves text/plain; version=0.0.4, \
+                 application/openmetrics-text; version=1.0.0 and application/vnd.google.protobuf; \
+                 proto=io.prometheus.client.MetricFamily; encoding=delimited (or ?format=json)\n",
             ),
         ),
         ("/metrics", vec![("Accept", "text/html")], 406, None),
@@ -718,13 +719,13 @@ fn bad_input_gets_a_clear_4xx_and_no_data() {
             "/metrics?format=xml",
             vec![("Accept-Encoding", "gzip")],
             400,
-            Some("unknown format \"xml\": use text, openmetrics, json or html\n"),
+            Some("unknown format \"xml\": use text, openmetrics, json, protobuf or html\n"),
         ),
         (
             "/metrics?format=",
             vec![],
             400,
-            Some("unknown format \"\": use text, openmetrics, json or html\n"),
+            Some("unknown format \"\": use text, openmetrics, json, protobuf or html\n"),
         ),
         (
             "/metrics?name[]=no_such_total",
@@ -816,7 +817,7 @@ fn bad_input_gets_a_clear_4xx_and_no_data() {
         "metric \"app_requests\" clashes with metric \"app_requests_total\": both would expose app_requests",
         "metric \"q_seconds\": invalid quantiles: the label \"quantile\" is reserved for summaries",
         "metric \"_total\": invalid name: a counter's name needs something before \"_total\"",
-        "unknown format \"xml\": use text, openmetrics or json",
+        "unknown format \"xml\": use text, openmetrics, json, protobuf or html",
     ];
     assert_eq!(lines.len(), want.len(), "{out}");
     for (got, want) in lines.iter().zip(want) {

@@ -708,7 +708,7 @@ pub struct Sample {
 }
 
 /// Runs `program args` with `input` on its standard input; returns what it did.
-pub fn pipe_through(program: &str, args: &[&str], input: &str) -> std::process::Output {
+pub fn pipe_through(program: &str, args: &[&str], input: impl AsRef<[u8]>) -> std::process::Output {
     let mut child = Command::new(program)
         .args(args)
         .stdin(Stdio::piped())
@@ -720,7 +720,7 @@ pub fn pipe_through(program: &str, args: &[&str], input: &str) -> std::process::
         .stdin
         .take()
         .unwrap()
-        .write_all(input.as_bytes())
+        .write_all(input.as_ref())
         .unwrap();
     child.wait_with_output().unwrap()
 }
@@ -1112,6 +1112,12 @@ impl Prometheus {
     /// A server with the whole `prometheus.yml` that `config` writes, given the
     /// server's own directory (for files it names: discovery files, rules).
     pub fn start_with(config: impl FnOnce(&Path) -> String) -> Prometheus {
+        Prometheus::start_with_flags(&[], config)
+    }
+
+    /// [`Prometheus::start_with`], with extra command-line flags
+    /// (`--enable-feature=native-histograms`).
+    pub fn start_with_flags(flags: &[&str], config: impl FnOnce(&Path) -> String) -> Prometheus {
         let dir = prefix("prometheus-server");
         let web = free_port();
         std::fs::write(dir.join("prometheus.yml"), config(&dir)).unwrap();
@@ -1126,6 +1132,7 @@ impl Prometheus {
                 dir.join("data").display()
             ))
             .arg(format!("--web.listen-address=127.0.0.1:{web}"))
+            .args(flags)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -18,6 +18,8 @@ use ngx_prometheus::exposition::builtins::COLLECTORS;
 use ngx_prometheus::exposition::json::JsonSink;
 use ngx_prometheus::exposition::model::{CounterValue, HistogramValue, SummaryValue};
 use ngx_prometheus::exposition::openmetrics::OpenMetricsSink;
+use ngx_prometheus::exposition::proto::{self, MetricFamily, MetricType as ProtoType};
+use ngx_prometheus::exposition::protobuf::ProtobufSink;
 use ngx_prometheus::exposition::text::TextSink;
 use ngx_prometheus::exposition::{label_values, walk, ExposedType, Meta, Scrape, Sink};
 use ngx_prometheus::metrics::family::QuantileMode;
@@ -27,6 +29,7 @@ use ngx_prometheus::metrics::{
 };
 use ngx_prometheus::shm::region::heap_words;
 use ngx_prometheus::shm::Region;
+use prost::Message;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 
@@ -447,6 +450,8 @@ pub struct Rendered {
     pub text: String,
     pub openmetrics: String,
     pub json: String,
+    /// Length-delimited `MetricFamily` messages.
+    pub protobuf: Vec<u8>,
     /// Handed to the text writers (both get the same).
     pub families: Vec<FamilyRec>,
     /// Handed to the JSON writer (quantiles inside histograms, no summary families).
@@ -502,11 +507,15 @@ pub fn render(input: &Input) -> Rendered {
     };
     walk(&mut t, &scrape, &collectors).expect("nothing is selected by name");
     let json_families = t.families;
+    let mut protobuf = Vec::new();
+    walk(&mut ProtobufSink::new(&mut protobuf), &scrape, &collectors)
+        .expect("nothing is selected by name");
     let utf8 = |b: Vec<u8>| String::from_utf8(b).expect("the text formats are UTF-8");
     Rendered {
         text: utf8(text),
         openmetrics: utf8(openmetrics),
         json: utf8(json),
+        protobuf,
         families,
         json_families,
         made,
@@ -779,4 +788,125 @@ pub fn dump(data: &[u8], r: &Rendered) {
     });
     let path = format!("{dir}/{h:016x}.json");
     std::fs::write(&path, doc.to_string()).unwrap_or_else(|e| panic!("{path}: {e}"));
+}
+
+/// The protobuf output, decoded by prost, holds what the text writers were handed:
+/// every family with series (in order, with its type, help and unit), each series'
+/// labels and values bit for bit, classic buckets; and a well-formed native histogram
+/// in every histogram whose count is its zero count plus its buckets.
+pub fn check_protobuf(r: &Rendered) {
+    let mut bytes = &r.protobuf[..];
+    let mut decoded = Vec::new();
+    while !bytes.is_empty() {
+        decoded.push(MetricFamily::decode_length_delimited(&mut bytes).expect("a family"));
+    }
+    let written: Vec<&FamilyRec> = r.families.iter().filter(|f| !f.series.is_empty()).collect();
+    let names = |v: Vec<&str>| v.join(" ");
+    assert_eq!(
+        names(decoded.iter().map(|f| f.name()).collect()),
+        names(written.iter().map(|f| f.name.as_str()).collect()),
+        "families"
+    );
+    for (d, f) in decoded.iter().zip(written) {
+        let want_type = match f.kind {
+            ExposedType::Counter => ProtoType::Counter,
+            ExposedType::Gauge => ProtoType::Gauge,
+            ExposedType::Histogram => ProtoType::Histogram,
+            ExposedType::Summary => ProtoType::Summary,
+        };
+        assert_eq!(d.r#type(), want_type, "{}", f.name);
+        assert_eq!(d.help(), f.help);
+        assert_eq!(d.unit(), f.unit);
+        assert_eq!(d.metric.len(), f.series.len(), "{}", f.name);
+        for (m, (values, p)) in d.metric.iter().zip(&f.series) {
+            let labels: Vec<(&str, &str)> = m.label.iter().map(|l| (l.name(), l.value())).collect();
+            let want: Vec<(&str, &str)> = f
+                .label_names
+                .iter()
+                .map(String::as_str)
+                .zip(values.iter().map(String::as_str))
+                .collect();
+            assert_eq!(labels, want, "{}", f.name);
+            let same = |a: f64, b: f64| assert_eq!(a.to_bits(), b.to_bits(), "{}", f.name);
+            match p {
+                PointRec::Counter {
+                    int,
+                    float,
+                    created,
+                } => {
+                    let c = m.counter.as_ref().expect("a counter");
+                    same(c.value(), *int as f64 + float);
+                    assert_eq!(c.created_timestamp.as_ref().map(ms), *created);
+                }
+                PointRec::Gauge(v) => same(m.gauge.as_ref().expect("a gauge").value(), *v),
+                PointRec::Histogram {
+                    cumulative,
+                    count,
+                    sum,
+                    created,
+                    ..
+                } => {
+                    let h = m.histogram.as_ref().expect("a histogram");
+                    assert_eq!(h.sample_count(), *count);
+                    same(h.sample_sum(), *sum);
+                    assert_eq!(h.created_timestamp.as_ref().map(ms), *created);
+                    let classic: Vec<(u64, u64)> = h
+                        .bucket
+                        .iter()
+                        .map(|b| (b.upper_bound().to_bits(), b.cumulative_count()))
+                        .collect();
+                    let want: Vec<(u64, u64)> = f
+                        .buckets
+                        .iter()
+                        .map(|b| b.to_bits())
+                        .zip(cumulative.iter().copied())
+                        .collect();
+                    assert_eq!(classic, want, "{}", f.name);
+                    check_native(h);
+                }
+                PointRec::Summary {
+                    quantiles,
+                    count,
+                    sum,
+                    created,
+                } => {
+                    let s = m.summary.as_ref().expect("a summary");
+                    assert_eq!(s.sample_count(), *count);
+                    same(s.sample_sum(), *sum);
+                    assert_eq!(s.created_timestamp.as_ref().map(ms), *created);
+                    let got: Vec<u64> = s.quantile.iter().map(|q| q.value().to_bits()).collect();
+                    let want: Vec<u64> = quantiles.iter().map(|q| q.to_bits()).collect();
+                    assert_eq!(got, want);
+                }
+            }
+        }
+    }
+}
+
+fn ms(t: &prost_types::Timestamp) -> u64 {
+    t.seconds as u64 * 1000 + t.nanos as u64 / 1_000_000
+}
+
+/// Spans and deltas describe buckets of increasing index and counts that are never
+/// negative, adding up with the zero bucket to the count.
+fn check_native(h: &proto::Histogram) {
+    assert!((-4..=8).contains(&h.schema()), "schema {}", h.schema());
+    assert!(
+        h.zero_threshold() > 0.0,
+        "Prometheus 2.42 would read it as classic"
+    );
+    let lengths: u64 = h.positive_span.iter().map(|s| u64::from(s.length())).sum();
+    assert_eq!(lengths, h.positive_delta.len() as u64);
+    assert!(h.negative_span.is_empty() && h.negative_delta.is_empty());
+    let (mut count, mut total) = (0i64, h.zero_count());
+    for (n, s) in h.positive_span.iter().enumerate() {
+        assert!(s.length() > 0, "an empty span");
+        assert!(n == 0 || s.offset() >= 0, "spans go up");
+    }
+    for d in &h.positive_delta {
+        count += d;
+        assert!(count >= 0, "a negative bucket count");
+        total += count as u64;
+    }
+    assert_eq!(total, h.sample_count(), "count = zero count + buckets");
 }

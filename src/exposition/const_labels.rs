@@ -1,7 +1,7 @@
 //! Constant labels (`prometheus_const_labels`): put in front of every series' own
 //! labels at render time, for any format.
 
-use super::model::{CounterValue, HistogramValue, SummaryValue};
+use super::model::{CounterValue, HistogramValue, NativeHistogramValue, SummaryValue};
 use super::{Meta, Sink};
 use crate::config::identity::ConstLabels;
 use crate::metrics::store::encode_key;
@@ -39,6 +39,7 @@ impl<S> WithConstLabels<'_, S> {
 
 impl<S: Sink> Sink for WithConstLabels<'_, S> {
     const SUMMARY_FAMILIES: bool = S::SUMMARY_FAMILIES;
+    const NATIVE_HISTOGRAMS: bool = S::NATIVE_HISTOGRAMS;
 
     fn family(&mut self, m: &Meta<'_>) {
         self.names = self.consts.family_names(m.label_names);
@@ -73,6 +74,15 @@ impl<S: Sink> Sink for WithConstLabels<'_, S> {
             ..*m
         };
         self.inner.histogram(&meta, &self.key, h);
+    }
+
+    fn native_histogram(&mut self, m: &Meta<'_>, labels: &[u8], h: &NativeHistogramValue<'_>) {
+        self.set_key(labels);
+        let meta = Meta {
+            label_names: &self.names,
+            ..*m
+        };
+        self.inner.native_histogram(&meta, &self.key, h);
     }
 
     fn summary(&mut self, m: &Meta<'_>, labels: &[u8], s: &SummaryValue<'_>) {

@@ -6,7 +6,9 @@
 //! [`Collector`]s read at scrape time) and hands every family and series to a [`Sink`]
 //! ([`model`]), one per format: [`text`] writes the Prometheus text format 0.0.4,
 //! [`openmetrics`] OpenMetrics 1.0 (with the text format's line encoders), [`json`] a
-//! JSON document for scripts; [`number`] prints numbers for all of them. [`select`]
+//! JSON document for scripts, [`protobuf`] length-delimited `MetricFamily` messages
+//! (with [`native`] histograms made from the HDR counts; [`proto`] is prost's code for
+//! the upstream `metrics.proto`); [`number`] prints numbers for the text ones. [`select`]
 //! decides which families a scrape shows, [`const_labels`] puts constant labels in
 //! front of every series, [`builtins`] holds the module's scrape-time collectors.
 //! [`negotiate`] decides, from a request's `Accept`, `Accept-Encoding` and query string,
@@ -20,9 +22,12 @@ pub mod builtins;
 pub mod const_labels;
 pub mod json;
 pub mod model;
+pub mod native;
 pub mod negotiate;
 pub mod number;
 pub mod openmetrics;
+pub mod proto;
+pub mod protobuf;
 pub mod select;
 pub mod status_page;
 pub mod text;
@@ -44,6 +49,9 @@ pub enum Format {
     OpenMetrics,
     /// JSON for scripts (`?format=json`).
     Json,
+    /// Length-delimited `io.prometheus.client.MetricFamily` messages, with native
+    /// histograms.
+    Protobuf,
     /// The status page (`?format=html`): a fixed document that reads the JSON of the
     /// same URL; nothing of the zone is in it. Never chosen by `Accept`, nor by
     /// [`Format::parse`] (Lua's `render` returns data, not a page).
@@ -57,6 +65,7 @@ impl Format {
             "text" => Some(Format::Text),
             "openmetrics" => Some(Format::OpenMetrics),
             "json" => Some(Format::Json),
+            "protobuf" => Some(Format::Protobuf),
             _ => None,
         }
     }
@@ -66,6 +75,7 @@ impl Format {
             Format::Text => text::CONTENT_TYPE,
             Format::OpenMetrics => openmetrics::CONTENT_TYPE,
             Format::Json => json::CONTENT_TYPE,
+            Format::Protobuf => protobuf::CONTENT_TYPE,
             Format::Html => status_page::CONTENT_TYPE,
         }
     }
@@ -125,6 +135,7 @@ pub fn render(out: &mut Vec<u8>, scrape: &Scrape<'_>) -> Result<(), NotFound> {
             scrape,
             &collectors,
         ),
+        Format::Protobuf => walk(&mut protobuf::ProtobufSink::new(out), scrape, &collectors),
         Format::Html => {
             out.extend_from_slice(status_page::PAGE.as_bytes());
             Ok(())
@@ -314,7 +325,12 @@ pub(crate) mod tests {
             (sel(&[], &[], &["nginx_connections"]), "unknown metric family \"nginx_connections\""),
         ];
         for (s, want) in cases {
-            for f in [Format::Text, Format::OpenMetrics, Format::Json] {
+            for f in [
+                Format::Text,
+                Format::OpenMetrics,
+                Format::Json,
+                Format::Protobuf,
+            ] {
                 assert_eq!(render_str(f, &s).unwrap_err().to_string(), want);
             }
         }

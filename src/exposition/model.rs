@@ -1,6 +1,7 @@
 //! What a format's writer sees: a family's [`Meta`], a series' [`Point`], and the
 //! [`Sink`] trait each format implements.
 
+use super::native::NativeBuckets;
 use super::Scrape;
 use crate::metrics::store::decode_key;
 use crate::metrics::MetricType;
@@ -48,6 +49,9 @@ pub enum Point<'a> {
     Counter(CounterValue),
     Gauge(f64),
     Histogram(HistogramValue<'a>),
+    /// A histogram with its native buckets too, for the sinks that ask for them
+    /// ([`Sink::NATIVE_HISTOGRAMS`]).
+    NativeHistogram(NativeHistogramValue<'a>),
     Summary(SummaryValue<'a>),
 }
 
@@ -71,6 +75,14 @@ pub struct HistogramValue<'a> {
 }
 
 #[derive(Clone, Copy)]
+pub struct NativeHistogramValue<'a> {
+    /// Its classic buckets, count, sum and creation time.
+    pub classic: HistogramValue<'a>,
+    /// The same counts in exponential buckets (see [`super::native`]).
+    pub native: &'a NativeBuckets,
+}
+
+#[derive(Clone, Copy)]
 pub struct SummaryValue<'a> {
     /// At [`SUMMARY_QUANTILES`].
     pub quantiles: &'a [f64],
@@ -84,6 +96,9 @@ pub trait Sink {
     /// Whether histograms with a quantile option get summary families (the exposition
     /// formats) rather than quantiles inside every histogram series (JSON).
     const SUMMARY_FAMILIES: bool;
+    /// Whether histograms come as [`Point::NativeHistogram`] (what the walk converts
+    /// only for the sinks that carry native histograms).
+    const NATIVE_HISTOGRAMS: bool = false;
     fn family(&mut self, m: &Meta<'_>);
     /// One series: `labels` is its key, the label values (see [`decode_key`]). Hands
     /// the point to the method of its kind.
@@ -92,12 +107,18 @@ pub trait Sink {
             Point::Counter(c) => self.counter(m, labels, c),
             Point::Gauge(v) => self.gauge(m, labels, *v),
             Point::Histogram(h) => self.histogram(m, labels, h),
+            Point::NativeHistogram(h) => self.native_histogram(m, labels, h),
             Point::Summary(s) => self.summary(m, labels, s),
         }
     }
     fn counter(&mut self, m: &Meta<'_>, labels: &[u8], c: &CounterValue);
     fn gauge(&mut self, m: &Meta<'_>, labels: &[u8], v: f64);
     fn histogram(&mut self, m: &Meta<'_>, labels: &[u8], h: &HistogramValue<'_>);
+    /// A histogram with native buckets: its classic buckets, unless the sink carries
+    /// native histograms.
+    fn native_histogram(&mut self, m: &Meta<'_>, labels: &[u8], h: &NativeHistogramValue<'_>) {
+        self.histogram(m, labels, &h.classic);
+    }
     fn summary(&mut self, m: &Meta<'_>, labels: &[u8], s: &SummaryValue<'_>);
     fn end_family(&mut self, m: &Meta<'_>);
     fn finish(&mut self);

@@ -3,13 +3,17 @@
 //! rule is unit-tested; the handler only collects the header values and query string.
 //!
 //! Rules:
-//! - `?format=text|openmetrics|json|html` wins over `Accept`; any other value is a
-//!   `400`. `html` (the status page) only ever comes from `?format=`.
+//! - `?format=text|openmetrics|json|protobuf|html` wins over `Accept`; any other value
+//!   is a `400`. `html` (the status page) only ever comes from `?format=`.
 //! - `Accept` chooses between the text format 0.0.4 (`text/plain`, version absent or
-//!   `0.0.4`) and OpenMetrics 1.0.0 (`application/openmetrics-text`, version absent or
-//!   `1.0.0`); `*/*`, `text/*` and `application/*` match as usual. The highest `q`
-//!   wins; on a tie the more specific range, then the one listed first, then the text
-//!   format. No `Accept`, or one made only of malformed elements: the text format.
+//!   `0.0.4`), OpenMetrics 1.0.0 (`application/openmetrics-text`, version absent or
+//!   `1.0.0`) and the protobuf exposition (`application/vnd.google.protobuf` with
+//!   `proto=io.prometheus.client.MetricFamily` and `encoding=delimited`, as client_golang
+//!   negotiates it: another or no `proto` or `encoding` does not match, so the next
+//!   acceptable format is served, or `406`); `*/*`, `text/*` and `application/*` match
+//!   the text formats as usual, never protobuf (a binary format is served only to a
+//!   client that names it). The highest `q` wins; on a tie the more specific range,
+//!   then the one listed first, then the text format. No `Accept`, or one made only of malformed elements: the text format.
 //!   Malformed elements are skipped. A well-formed `Accept` that allows neither
 //!   format (`application/json`, `text/html`, `q=0`): `406`.
 //! - gzip when `Accept-Encoding` lists `gzip` (or `x-gzip`, or `*`) with `q > 0`.
@@ -86,8 +90,9 @@ pub fn negotiate(
         None => choose_format(accept).ok_or_else(|| {
             NegotiationError::new(
                 406,
-                "not acceptable: this endpoint serves text/plain; version=0.0.4 and \
-                 application/openmetrics-text; version=1.0.0 (or ?format=json)\n"
+                "not acceptable: this endpoint serves text/plain; version=0.0.4, \
+                 application/openmetrics-text; version=1.0.0 and application/vnd.google.protobuf; \
+                 proto=io.prometheus.client.MetricFamily; encoding=delimited (or ?format=json)\n"
                     .to_string(),
             )
         })?,
@@ -168,7 +173,7 @@ fn parse_query(query: &[u8]) -> Result<Query, NegotiationError> {
             }
             .ok_or_else(|| {
                 bad(format!(
-                    "unknown format {}: use text, openmetrics, json or html",
+                    "unknown format {}: use text, openmetrics, json, protobuf or html",
                     quoted(&value)
                 ))
             })?;
@@ -259,12 +264,15 @@ fn parse_q(v: &str) -> Option<f64> {
     ok.then(|| v.parse().ok()).flatten()
 }
 
-/// One element of `Accept`: type, subtype, `version` parameter and `q`.
+/// One element of `Accept`: type, subtype, the parameters we match on and `q`.
 #[derive(Debug, PartialEq)]
 struct Range {
     t: String,
     sub: String,
     version: Option<String>,
+    /// Protobuf's message (`proto`) and framing (`encoding`).
+    proto: Option<String>,
+    encoding: Option<String>,
     q: f64,
 }
 
@@ -281,6 +289,8 @@ fn parse_range(element: &str) -> Option<Range> {
         t: t.to_ascii_lowercase(),
         sub: sub.to_ascii_lowercase(),
         version: None,
+        proto: None,
+        encoding: None,
         q: 1.0,
     };
     for p in parts {
@@ -303,13 +313,20 @@ fn parse_range(element: &str) -> Option<Range> {
         match k.as_str() {
             "q" => r.q = parse_q(&v)?,
             "version" => r.version = Some(v),
+            "proto" => r.proto = Some(v),
+            "encoding" => r.encoding = Some(v),
             _ => {}
         }
     }
     Some(r)
 }
 
-/// The format `Accept` prefers; `None`: it allows neither (`406`).
+/// The protobuf exposition's media type is `application/` this, with `proto=` the
+/// message and `encoding=delimited`.
+const PROTOBUF_SUBTYPE: &str = "vnd.google.protobuf";
+const PROTOBUF_MESSAGE: &str = "io.prometheus.client.MetricFamily";
+
+/// The format `Accept` prefers; `None`: it allows none (`406`).
 pub fn choose_format(accept: Option<&str>) -> Option<Format> {
     let Some(accept) = accept else {
         return Some(Format::Text);
@@ -334,13 +351,22 @@ pub fn choose_format(accept: Option<&str>) -> Option<Format> {
             "1.0.0",
             0,
         ),
+        (Format::Protobuf, "application", PROTOBUF_SUBTYPE, "", 0),
     ];
     let mut best: Option<((f64, u8, i64, u8), Format)> = None;
     for (format, t, sub, version, pref) in offers {
         // The most specific range matching the offer gives its q (RFC 9110 12.5.1).
         let mut found: Option<(u8, f64, i64)> = None;
         for (i, r) in ranges.iter().enumerate() {
-            let specificity = if r.t == "*" {
+            let specificity = if format == Format::Protobuf {
+                if (r.t.as_str(), r.sub.as_str()) != (t, sub)
+                    || r.proto.as_deref() != Some(PROTOBUF_MESSAGE)
+                    || r.encoding.as_deref() != Some("delimited")
+                {
+                    continue;
+                }
+                3
+            } else if r.t == "*" {
                 0
             } else if r.t != t {
                 continue;
@@ -404,6 +430,82 @@ mod tests {
 
     const PROMETHEUS_2_42: &str = "application/openmetrics-text;version=1.0.0,\
         application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+    /// What 2.42 sends with `--enable-feature=native-histograms` (from its binary).
+    const PROMETHEUS_2_42_NATIVE: &str =
+        "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited,\
+        application/openmetrics-text;version=1.0.0;q=0.8,application/openmetrics-text;version=0.0.1;q=0.75,\
+        text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+
+    #[test]
+    fn protobuf_is_served_to_clients_that_name_it() {
+        let pb = "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; \
+                  encoding=delimited";
+        let cases: Vec<(String, Option<Format>)> =
+            vec![
+            (PROMETHEUS_2_42_NATIVE.into(), Some(Format::Protobuf)),
+            (pb.into(), Some(Format::Protobuf)),
+            (
+                format!("{pb};q=0.5, application/openmetrics-text;q=0.8"),
+                Some(Format::OpenMetrics),
+            ),
+            (format!("text/plain;q=0.5, {pb};q=0.6"), Some(Format::Protobuf)),
+            // Equal q: the more specific range (protobuf's names all its parameters),
+            // then the one listed first.
+            (format!("text/plain, {pb}"), Some(Format::Protobuf)),
+            (
+                format!("{pb}, text/plain;version=0.0.4"),
+                Some(Format::Protobuf),
+            ),
+            (
+                format!("text/plain;version=0.0.4, {pb}"),
+                Some(Format::Text),
+            ),
+            (
+                "Application/Vnd.Google.Protobuf; proto=\"io.prometheus.client.MetricFamily\"; \
+                 encoding=\"delimited\""
+                    .into(),
+                Some(Format::Protobuf),
+            ),
+            // Another message, another encoding (client_golang's text encodings), or
+            // none: not ours; the next acceptable format, else 406.
+            (
+                "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;\
+                 encoding=text, text/plain;q=0.1"
+                    .into(),
+                Some(Format::Text),
+            ),
+            (
+                "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;\
+                 encoding=compact-text"
+                    .into(),
+                None,
+            ),
+            (
+                "application/vnd.google.protobuf;proto=other.Message;encoding=delimited".into(),
+                None,
+            ),
+            ("application/vnd.google.protobuf".into(), None),
+            (
+                "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily".into(),
+                None,
+            ),
+            // Wildcards never bring protobuf.
+            ("application/*".into(), Some(Format::OpenMetrics)),
+            (
+                "application/openmetrics-text;q=0, text/plain;q=0, */*".into(),
+                None,
+            ),
+            (format!("{pb};q=0, */*;q=0.1"), Some(Format::Text)),
+        ];
+        for (accept, want) in cases {
+            assert_eq!(choose_format(Some(&accept)), want, "Accept: {accept:?}");
+        }
+        let n = negotiate(None, Some("gzip"), b"format=protobuf", &[]).unwrap();
+        assert_eq!((n.format, n.gzip), (Format::Protobuf, true));
+        let e = negotiate(Some("application/vnd.google.protobuf"), None, b"", &[]).unwrap_err();
+        assert_eq!(e.status, 406);
+        assert!(e.message.contains("encoding=delimited"), "{}", e.message);
+    }
 
     #[test]
     fn accept_chooses_the_format() {
@@ -522,7 +624,7 @@ mod tests {
         let cases: [(&[u8], &str); 8] = [
             (
                 b"format=xml",
-                "unknown format \"xml\": use text, openmetrics, json or html\n",
+                "unknown format \"xml\": use text, openmetrics, json, protobuf or html\n",
             ),
             (
                 b"format=json&format=text",

@@ -2,7 +2,8 @@
 //! the collectors' families, all handed to one [`Sink`].
 
 use super::const_labels::WithConstLabels;
-use super::model::{CounterValue, HistogramValue, SummaryValue};
+use super::model::{CounterValue, HistogramValue, NativeHistogramValue, SummaryValue};
+use super::native::{Converter, NativeBuckets};
 use super::select::worker_runs;
 use super::{Collector, ExposedType, Meta, NotFound, Point, Scrape, Sink};
 use crate::metrics::family::{FamilySpec, HistogramSpec, QuantileMode, QUANTILES_SUFFIX};
@@ -64,6 +65,7 @@ fn write_all<S: Sink>(
         snapshot: None,
         cumulative: Vec::new(),
         quantiles: Vec::new(),
+        native: NativeBuckets::default(),
     };
     let mut running = Vec::new();
     for ((family, series), spec) in zone.families.iter().zip(zone.specs) {
@@ -117,6 +119,17 @@ fn write_all<S: Sink>(
     sink.finish();
 }
 
+/// What every series of one histogram family is written with.
+#[derive(Clone, Copy)]
+struct HistogramShape<'a> {
+    scale: f64,
+    /// Where the family's `le` bounds fall among the HDR slots.
+    cuts: &'a [usize],
+    /// For a sink that writes native histograms.
+    native: Option<&'a Converter>,
+    mode: QuantileMode,
+}
+
 /// A summary point kept for the summary family written after its histogram.
 struct SummaryPoint {
     key: Vec<u8>,
@@ -133,6 +146,7 @@ struct Walker<'a, 's> {
     snapshot: Option<Snapshot>,
     cumulative: Vec<u64>,
     quantiles: Vec<f64>,
+    native: NativeBuckets,
 }
 
 impl Walker<'_, '_> {
@@ -182,6 +196,8 @@ impl Walker<'_, '_> {
     ) {
         let Some(layout) = h.layout() else { return };
         let cuts = histogram::cuts(h.scale(), layout, &h.buckets);
+        let native =
+            S::NATIVE_HISTOGRAMS.then(|| Converter::new(layout, h.scale(), h.highest_ticks()));
         let mode = if S::SUMMARY_FAMILIES {
             spec.quantiles
         } else {
@@ -194,8 +210,14 @@ impl Walker<'_, '_> {
         // Summary points of a `beside` family: written after the histogram.
         let mut beside: Vec<SummaryPoint> = Vec::new();
         sink.family(&meta);
+        let shape = HistogramShape {
+            scale: h.scale(),
+            cuts: &cuts,
+            native: native.as_ref(),
+            mode,
+        };
         for &rec in series {
-            if let Some(p) = self.histogram_series(sink, &meta, h, &cuts, mode, rec) {
+            if let Some(p) = self.histogram_series(sink, &meta, &shape, rec) {
                 beside.push(p);
             }
         }
@@ -205,17 +227,21 @@ impl Walker<'_, '_> {
         }
     }
 
-    /// Series `rec` of a histogram family, written as `mode` says; with `beside`, the
-    /// summary point to write after the family.
+    /// Series `rec` of a histogram family, written as `shape.mode` says; with `beside`,
+    /// the summary point to write after the family.
     fn histogram_series<S: Sink>(
         &mut self,
         sink: &mut S,
         meta: &Meta<'_>,
-        h: &HistogramSpec,
-        cuts: &[usize],
-        mode: QuantileMode,
+        shape: &HistogramShape<'_>,
         rec: Offset,
     ) -> Option<SummaryPoint> {
+        let HistogramShape {
+            scale,
+            cuts,
+            native,
+            mode,
+        } = *shape;
         let (store, r) = (self.store, self.store.region());
         let tag = store.series_tag(rec);
         self.key.clear();
@@ -223,7 +249,7 @@ impl Walker<'_, '_> {
         let snap = Snapshot::read(&r, store.series_values(rec), self.snapshot.take());
         let (count, sum, created) = (snap.count(), snap.sum, self.created(rec));
         if !S::SUMMARY_FAMILIES || mode != QuantileMode::Off {
-            snap.quantiles(&SUMMARY_QUANTILES, h.scale(), &mut self.quantiles);
+            snap.quantiles(&SUMMARY_QUANTILES, scale, &mut self.quantiles);
         }
         let point = match mode {
             QuantileMode::Instead => Point::Summary(SummaryValue {
@@ -234,7 +260,7 @@ impl Walker<'_, '_> {
             }),
             _ => {
                 snap.cumulative(cuts, &mut self.cumulative);
-                Point::Histogram(HistogramValue {
+                let classic = HistogramValue {
                     cumulative: &self.cumulative,
                     count,
                     sum,
@@ -244,7 +270,18 @@ impl Walker<'_, '_> {
                         &self.quantiles
                     },
                     created,
-                })
+                };
+                match native {
+                    // The count, buckets and native buckets come from one read.
+                    Some(c) => {
+                        c.convert(&snap, &mut self.native);
+                        Point::NativeHistogram(NativeHistogramValue {
+                            classic,
+                            native: &self.native,
+                        })
+                    }
+                    None => Point::Histogram(classic),
+                }
             }
         };
         let mut kept = None;

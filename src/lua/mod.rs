@@ -291,14 +291,14 @@ fn quantile(
 }
 
 /// render(slot[, format]) -> the exposition, as the metrics handler serves it;
-/// format: "text" (default), "openmetrics" or "json"
+/// format: "text" (default), "openmetrics", "json" or "protobuf" (bytes)
 fn render(lua: &Lua, (slot, format): (usize, Option<String>)) -> LuaResult<mlua::LuaString> {
     let store = store_of(slot)?;
     let format = match format.as_deref() {
         None => Format::Text,
         Some(f) => Format::parse(f).ok_or_else(|| {
             err(format!(
-                "unknown format \"{f}\": use text, openmetrics or json"
+                "unknown format \"{f}\": use text, openmetrics, json or protobuf"
             ))
         })?,
     };

@@ -1,0 +1,376 @@
+//! The protobuf exposition: length-delimited `io.prometheus.client.MetricFamily`
+//! messages ([`super::proto`], client_model's `metrics.proto`), encoded by prost.
+//! Histograms carry their classic buckets and their native buckets ([`super::native`])
+//! in one message; what the text formats show is all here too (constant labels,
+//! creation times as `created_timestamp`, help, unit).
+
+use super::model::{CounterValue, HistogramValue, NativeHistogramValue, SummaryValue};
+use super::proto::{
+    self, Bucket, BucketSpan, Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType,
+    Quantile, Summary,
+};
+use super::{label_values, ExposedType, Meta, Sink};
+use prost::Message;
+
+pub const CONTENT_TYPE: &str =
+    "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited";
+
+/// Writes each family as one `MetricFamily`, its length in front (a varint), as
+/// client_golang's `expfmt` does. A family's metrics are encoded one by one after its
+/// name, help and type (field 4 each; the unit, field 5, last), which is what prost
+/// makes of the whole message, without holding every series as a message at once. A
+/// family without series is left out (client_golang's `Gather` drops them too).
+pub struct ProtobufSink<'o> {
+    out: &'o mut Vec<u8>,
+    /// The current family's message, without its length.
+    family: Vec<u8>,
+    series: usize,
+    /// Label pairs of the last series, kept for their strings' buffers.
+    labels: Vec<LabelPair>,
+}
+
+impl<'o> ProtobufSink<'o> {
+    pub fn new(out: &'o mut Vec<u8>) -> ProtobufSink<'o> {
+        ProtobufSink {
+            out,
+            family: Vec::new(),
+            series: 0,
+            labels: Vec::new(),
+        }
+    }
+
+    /// A metric with the series' labels.
+    fn metric(&mut self, m: &Meta<'_>, key: &[u8]) -> Metric {
+        let mut label = std::mem::take(&mut self.labels);
+        label.resize_with(m.label_names.len(), LabelPair::default);
+        for ((pair, name), value) in label.iter_mut().zip(m.label_names).zip(label_values(key)) {
+            set(&mut pair.name, name);
+            set(&mut pair.value, value);
+        }
+        Metric {
+            label,
+            ..Metric::default()
+        }
+    }
+
+    fn emit(&mut self, metric: Metric) {
+        prost::encoding::message::encode(4, &metric, &mut self.family);
+        self.series += 1;
+        self.labels = metric.label;
+    }
+}
+
+/// Sets an optional string field, reusing its buffer.
+fn set(field: &mut Option<String>, v: &str) {
+    let s = field.get_or_insert_with(String::new);
+    s.clear();
+    s.push_str(v);
+}
+
+/// Milliseconds since the epoch as a `google.protobuf.Timestamp`.
+fn timestamp(ms: u64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: (ms / 1000) as i64,
+        nanos: (ms % 1000) as i32 * 1_000_000,
+    }
+}
+
+fn classic(h: &HistogramValue<'_>, bounds: &[f64]) -> proto::Histogram {
+    proto::Histogram {
+        sample_count: Some(h.count),
+        sample_sum: Some(h.sum),
+        // `+Inf` is left out, as client_golang does: it is the count.
+        bucket: bounds
+            .iter()
+            .zip(h.cumulative)
+            .map(|(le, c)| Bucket {
+                cumulative_count: Some(*c),
+                upper_bound: Some(*le),
+                ..Bucket::default()
+            })
+            .collect(),
+        created_timestamp: h.created.map(timestamp),
+        ..proto::Histogram::default()
+    }
+}
+
+impl Sink for ProtobufSink<'_> {
+    const SUMMARY_FAMILIES: bool = true;
+    const NATIVE_HISTOGRAMS: bool = true;
+
+    fn family(&mut self, m: &Meta<'_>) {
+        self.family.clear();
+        self.series = 0;
+        let header = MetricFamily {
+            name: Some(m.name.to_string()),
+            help: (!m.help.is_empty()).then(|| m.help.to_string()),
+            r#type: Some(match m.kind {
+                ExposedType::Counter => MetricType::Counter,
+                ExposedType::Gauge => MetricType::Gauge,
+                ExposedType::Histogram => MetricType::Histogram,
+                ExposedType::Summary => MetricType::Summary,
+            } as i32),
+            ..MetricFamily::default()
+        };
+        header
+            .encode(&mut self.family)
+            .expect("a Vec grows as needed");
+    }
+
+    fn counter(&mut self, m: &Meta<'_>, labels: &[u8], c: &CounterValue) {
+        let mut metric = self.metric(m, labels);
+        metric.counter = Some(Counter {
+            value: Some(c.int as f64 + c.float),
+            exemplar: None,
+            created_timestamp: c.created.map(timestamp),
+        });
+        self.emit(metric);
+    }
+
+    fn gauge(&mut self, m: &Meta<'_>, labels: &[u8], v: f64) {
+        let mut metric = self.metric(m, labels);
+        metric.gauge = Some(Gauge { value: Some(v) });
+        self.emit(metric);
+    }
+
+    fn histogram(&mut self, m: &Meta<'_>, labels: &[u8], h: &HistogramValue<'_>) {
+        let mut metric = self.metric(m, labels);
+        metric.histogram = Some(classic(h, m.buckets));
+        self.emit(metric);
+    }
+
+    fn native_histogram(&mut self, m: &Meta<'_>, labels: &[u8], h: &NativeHistogramValue<'_>) {
+        let mut metric = self.metric(m, labels);
+        let n = h.native;
+        metric.histogram = Some(proto::Histogram {
+            schema: Some(n.schema),
+            zero_threshold: Some(n.zero_threshold),
+            zero_count: Some(n.zero_count),
+            positive_span: n
+                .spans
+                .iter()
+                .map(|&(offset, length)| BucketSpan {
+                    offset: Some(offset),
+                    length: Some(length),
+                })
+                .collect(),
+            positive_delta: n.deltas.clone(),
+            ..classic(&h.classic, m.buckets)
+        });
+        self.emit(metric);
+    }
+
+    fn summary(&mut self, m: &Meta<'_>, labels: &[u8], s: &SummaryValue<'_>) {
+        let mut metric = self.metric(m, labels);
+        metric.summary = Some(Summary {
+            sample_count: Some(s.count),
+            sample_sum: Some(s.sum),
+            quantile: crate::metrics::histogram::SUMMARY_QUANTILES
+                .iter()
+                .zip(s.quantiles)
+                .map(|(q, v)| Quantile {
+                    quantile: Some(*q),
+                    value: Some(*v),
+                })
+                .collect(),
+            created_timestamp: s.created.map(timestamp),
+        });
+        self.emit(metric);
+    }
+
+    fn end_family(&mut self, m: &Meta<'_>) {
+        if self.series == 0 {
+            return;
+        }
+        if !m.unit.is_empty() {
+            prost::encoding::string::encode(5, &m.unit.to_string(), &mut self.family);
+        }
+        prost::encoding::encode_varint(self.family.len() as u64, self.out);
+        self.out.extend_from_slice(&self.family);
+    }
+
+    fn finish(&mut self) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exposition::tests::{render_string, sample_zone, T0};
+    use crate::exposition::{render, Format, Scrape, Selection};
+    use crate::metrics::Store;
+    use crate::shm::Region;
+
+    /// Decodes a length-delimited stream of families.
+    pub(crate) fn decode(mut bytes: &[u8]) -> Vec<MetricFamily> {
+        let mut out = Vec::new();
+        while !bytes.is_empty() {
+            out.push(MetricFamily::decode_length_delimited(&mut bytes).unwrap());
+        }
+        out
+    }
+
+    fn scrape(names: &[&str]) -> (Vec<u8>, Vec<MetricFamily>) {
+        let mem = sample_zone();
+        let s = Store::attach(Region::new(&mem)).unwrap();
+        let mut out = Vec::new();
+        render(
+            &mut out,
+            &Scrape {
+                format: Format::Protobuf,
+                selection: Selection {
+                    names: names.iter().map(|n| n.to_string()).collect(),
+                    ..Selection::default()
+                },
+                ..Scrape::new(s, "z")
+            },
+        )
+        .unwrap();
+        let families = decode(&out);
+        (out, families)
+    }
+
+    fn label(name: &str, value: &str) -> LabelPair {
+        LabelPair {
+            name: Some(name.into()),
+            value: Some(value.into()),
+        }
+    }
+
+    /// The bytes are what prost makes of the whole message, length-delimited.
+    fn delimited(families: &[MetricFamily]) -> Vec<u8> {
+        let mut want = Vec::new();
+        for f in families {
+            f.encode_length_delimited(&mut want).unwrap();
+        }
+        want
+    }
+
+    #[test]
+    fn a_counter_family_byte_for_byte() {
+        let (out, families) = scrape(&["kong_bandwidth_bytes"]);
+        let created = Some(prost_types::Timestamp {
+            seconds: (T0 / 1000) as i64,
+            nanos: 123_000_000,
+        });
+        let want = MetricFamily {
+            name: Some("kong_bandwidth_bytes".into()),
+            help: None,
+            r#type: Some(MetricType::Counter as i32),
+            metric: vec![Metric {
+                counter: Some(Counter {
+                    value: Some(42.0),
+                    exemplar: None,
+                    created_timestamp: created,
+                }),
+                ..Metric::default()
+            }],
+            unit: Some("bytes".into()),
+        };
+        assert_eq!(families, vec![want.clone()]);
+        assert_eq!(out, delimited(&[want]));
+        // The wire bytes themselves, field by field (proto2: every set field is sent).
+        let mut wire = vec![0x39]; // total length, 57
+        wire.extend(b"\x0a\x14kong_bandwidth_bytes"); // 1: name
+        wire.extend(b"\x18\x00"); // 3: type COUNTER
+        wire.extend(b"\x22\x18"); // 4: metric, 24 bytes
+        wire.extend(b"\x1a\x16"); //   3: counter, 22 bytes
+        wire.extend(b"\x09"); //     1: value, double 42
+        wire.extend(42f64.to_le_bytes());
+        wire.extend(b"\x1a\x0b\x08"); //     3: created_timestamp, 11 bytes; 1: seconds
+        wire.extend(b"\x80\xe2\xcf\xaa\x06"); //       1700000000 as a varint
+        wire.extend(b"\x10\xc0\xa9\xd3\x3a"); //       2: nanos 123000000
+        wire.extend(b"\x2a\x05bytes"); // 5: unit
+        assert_eq!(wire[0] as usize, wire.len() - 1);
+        assert_eq!(out, wire);
+    }
+
+    #[test]
+    fn families_of_every_kind() {
+        let (out, families) = scrape(&[]);
+        let names: Vec<&str> = families.iter().map(|f| f.name()).collect();
+        // The summary of a `beside` histogram follows it; families without series
+        // (nginx's counters without stub_status) are left out.
+        assert_eq!(
+            names,
+            vec![
+                "http_requests_total",
+                "kong_bandwidth_bytes",
+                "temperature_celsius",
+                "latency_seconds",
+                "latency_seconds_quantiles",
+                "size_bytes",
+                "nginx_metric_errors_total",
+                "nginx_metric_zone_bytes",
+                "nginx_metric_series",
+                "nginx_metric_lock_takeovers_total",
+            ]
+        );
+        assert_eq!(out, delimited(&families));
+        let requests = &families[0];
+        assert_eq!(requests.help(), "Requests.");
+        assert_eq!(requests.metric[1].label, vec![label("code", "a\"b\\\n")]);
+        assert_eq!(requests.metric[1].counter.as_ref().unwrap().value(), 0.5);
+        let gauge = &families[2];
+        assert_eq!(gauge.help(), "Say \"hot\"\\ or\ncold.");
+        assert_eq!(gauge.metric[0].gauge.unwrap().value(), -1.5);
+        let latency = families[3].metric[0].histogram.as_ref().unwrap();
+        assert_eq!(families[3].r#type(), MetricType::Histogram);
+        assert_eq!(families[3].metric[0].label, vec![label("route", "/")]);
+        assert_eq!((latency.sample_count(), latency.sample_sum()), (3, 5.55));
+        let classic: Vec<(f64, u64)> = latency
+            .bucket
+            .iter()
+            .map(|b| (b.upper_bound(), b.cumulative_count()))
+            .collect();
+        assert_eq!(classic, vec![(0.005, 0), (0.1, 1), (1.0, 2)]);
+        // Native: 0.05, 0.5 and 5 in schema 4 buckets (1 us ticks).
+        assert_eq!(latency.schema(), 4);
+        assert_eq!(latency.zero_threshold(), 0.5e-6);
+        assert_eq!(latency.zero_count(), 0);
+        let spans: Vec<(i32, u32)> = latency
+            .positive_span
+            .iter()
+            .map(|s| (s.offset(), s.length()))
+            .collect();
+        // 0.05 and 5 are in buckets -69 and 38; 0.5 is a bound itself (2^-1, the top
+        // of bucket -16), but its HDR slot's middle is above it: bucket -15.
+        let idx = |v: f64| crate::exposition::native::bucket_of(4, v);
+        assert_eq!((idx(0.05), idx(0.5), idx(5.0)), (-69, -16, 38));
+        assert_eq!(spans, vec![(-69, 1), (53, 1), (52, 1)]);
+        assert_eq!(latency.positive_delta, vec![1, 0, 0]);
+        assert_eq!(
+            latency.created_timestamp.unwrap().seconds,
+            (T0 / 1000) as i64
+        );
+        let summary = families[4].metric[0].summary.as_ref().unwrap();
+        assert_eq!(families[4].r#type(), MetricType::Summary);
+        assert_eq!(summary.sample_count(), 3);
+        let qs: Vec<f64> = summary.quantile.iter().map(|q| q.quantile()).collect();
+        assert_eq!(qs, vec![0.5, 0.9, 0.99, 0.999, 1.0]);
+        // `instead`: a summary only, NaN quantiles while empty.
+        assert_eq!(families[5].r#type(), MetricType::Summary);
+        let empty = families[5].metric[0].summary.as_ref().unwrap();
+        assert!(empty.quantile.iter().all(|q| q.value().is_nan()));
+        assert_eq!(
+            families[8].metric[0].label,
+            vec![label("zone", "z")],
+            "the module's own families"
+        );
+    }
+
+    #[test]
+    fn an_empty_selection_is_an_empty_body() {
+        let mem = sample_zone();
+        let s = Store::attach(Region::new(&mem)).unwrap();
+        let out = render_string(&Scrape {
+            format: Format::Protobuf,
+            selection: Selection {
+                served: vec!["nothing_here".into()],
+                ..Selection::default()
+            },
+            ..Scrape::new(s, "z")
+        })
+        .unwrap();
+        assert_eq!(out, "");
+    }
+}
