@@ -817,7 +817,7 @@ fn bad_input_gets_a_clear_4xx_and_no_data() {
         "metric \"app_requests\" clashes with metric \"app_requests_total\": both would expose app_requests",
         "metric \"q_seconds\": invalid quantiles: the label \"quantile\" is reserved for summaries",
         "metric \"_total\": invalid name: a counter's name needs something before \"_total\"",
-        "unknown format \"xml\": use text, openmetrics, json, protobuf or html",
+        "unknown format \"xml\": use text, openmetrics, json or protobuf",
     ];
     assert_eq!(lines.len(), want.len(), "{out}");
     for (got, want) in lines.iter().zip(want) {
