@@ -87,7 +87,8 @@ local function counter_inc(self, value, label_values)
     local v = 1
     if value ~= nil then v = number(value) end
     -- Checked before the series is looked up, as there: a refused increment makes none.
-    if not v or not (v >= 0) or v == INF then
+    -- `not (v >= 0)` and not `v < 0`: NaN must be refused too.
+    if not v or not (v >= 0) or v == INF then -- luacheck: ignore 581
         return refuse(self, REASON.invalid_value,
             "increment " .. tostring(value) .. " refused: counters only go up by finite amounts")
     end

@@ -4,8 +4,8 @@
 -- lines, in its order, from the text format the zone renders.
 
 local type, tostring, tonumber, ipairs = type, tostring, tonumber, ipairs
-local byte, sub, format, find, concat, sort = string.byte, string.sub, string.format,
-    string.find, table.concat, table.sort
+local byte, sub, format, find, sort = string.byte, string.sub, string.format,
+    string.find, table.sort
 local INF = math.huge
 
 local _M = {}
