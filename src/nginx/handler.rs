@@ -3,18 +3,18 @@
 //! decided by [`crate::exposition::negotiate`]; this file only collects the header
 //! values and the query string.
 
-use super::limits;
-use super::render;
 use super::{args, conf_error, process, stub_status, zone, LocConf, MainConf, Module};
+use super::{limits, render, request, response};
 use crate::access::{parse_rule, AccessRules};
 use crate::auth::{client_address, Credentials, Verdict};
 use crate::exposition::negotiate::negotiate;
 use crate::exposition::{Scrape, Selection};
 use ngx::core::Status;
-use ngx::ffi::{ngx_command_t, ngx_conf_t, ngx_http_request_t, ngx_int_t};
-use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
+use ngx::ffi::{ngx_command_t, ngx_conf_t, ngx_int_t};
+use ngx::http::{
+    HTTPStatus, HttpModuleLocationConf, HttpModuleMainConf, Method, NgxHttpCoreModule, Request,
+};
 use std::ffi::{c_char, c_void};
-use std::net::IpAddr;
 use std::sync::Arc;
 
 pub(super) extern "C" fn metrics_directive(
@@ -160,38 +160,11 @@ pub(super) extern "C" fn trusted_proxies_directive(
     ngx::core::NGX_CONF_OK
 }
 
-/// The TCP peer's address.
-fn peer_ip(r: &ngx_http_request_t) -> Option<IpAddr> {
-    // SAFETY: a request's connection and its sockaddr are valid for the request's life;
-    // the sockaddr's family tells which struct it is.
-    unsafe {
-        let sa = (*r.connection).sockaddr;
-        if sa.is_null() {
-            return None;
-        }
-        match i32::from((*sa).sa_family) {
-            libc::AF_INET => {
-                let sin = &*sa.cast::<libc::sockaddr_in>();
-                Some(IpAddr::from(
-                    u32::from_be(sin.sin_addr.s_addr).to_be_bytes(),
-                ))
-            }
-            libc::AF_INET6 => {
-                let sin6 = &*sa.cast::<libc::sockaddr_in6>();
-                Some(IpAddr::from(sin6.sin6_addr.s6_addr))
-            }
-            _ => None,
-        }
-    }
-}
-
-extern "C" fn metrics_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
-    // SAFETY: nginx calls content handlers with a live request.
-    let r = unsafe { &mut *r };
+ngx::http_request_handler!(metrics_handler, |r: &mut Request| {
     match serve(r) {
         Ok(rc) | Err(rc) => rc,
     }
-}
+});
 
 /// Why a client may not have what a location serves: the one-line answer it gets.
 struct Refusal {
@@ -209,18 +182,18 @@ impl Refusal {
         }
     }
 
-    fn send(self, r: &mut ngx_http_request_t) -> ngx_int_t {
+    fn send(self, r: &mut Request) -> Status {
         render::refuse(r, self.status, self.message, &self.challenges)
     }
 }
 
 /// The address rules (with trusted proxies), then the credentials: whether this
 /// location's access rules let the client in.
-fn admit(r: &ngx_http_request_t, lcf: &LocConf) -> Result<(), Refusal> {
-    let client = match peer_ip(r) {
+fn admit(r: &Request, lcf: &LocConf) -> Result<(), Refusal> {
+    let client = match request::peer_ip(r) {
         Some(peer) => {
             let trusted = lcf.trusted_proxies.as_deref().unwrap_or(&[]);
-            let forwarded = header_values(r, "x-forwarded-for");
+            let forwarded = request::header_values(r, "x-forwarded-for");
             match client_address(peer, trusted, &forwarded) {
                 Ok(ip) => Some(ip),
                 Err(bad) => return Err(Refusal::new(400, format!("{}\n", bad.0))),
@@ -238,7 +211,7 @@ fn admit(r: &ngx_http_request_t, lcf: &LocConf) -> Result<(), Refusal> {
         return Err(Refusal::new(403, "Forbidden\n"));
     }
     if let Some(Some(credentials)) = &lcf.credentials {
-        match credentials.check(&header_values(r, "authorization")) {
+        match credentials.check(&request::header_values(r, "authorization")) {
             Verdict::Granted => {}
             Verdict::Unauthorized => {
                 let mut refusal =
@@ -268,47 +241,36 @@ fn admit(r: &ngx_http_request_t, lcf: &LocConf) -> Result<(), Refusal> {
 
 /// Reads a request body away, so that on a kept-alive connection its bytes cannot
 /// pass for the next request.
-fn discard_body(r: &mut ngx_http_request_t) -> Result<(), ngx_int_t> {
-    // SAFETY: live request.
-    let rc = unsafe { ngx::ffi::ngx_http_discard_request_body(r) };
-    if rc == Status::NGX_OK.0 {
-        Ok(())
-    } else {
-        Err(rc)
+fn discard_body(r: &mut Request) -> Result<(), Status> {
+    match r.discard_request_body() {
+        Status::NGX_OK => Ok(()),
+        rc => Err(rc),
     }
 }
 
 /// Everything before the first byte of metric data decides whether any is sent.
-fn serve(r: &mut ngx_http_request_t) -> Result<ngx_int_t, ngx_int_t> {
-    let lcf = Module::location_conf(r).ok_or(Status::NGX_ERROR.0)?;
-    let limits = limits::of(Module::main_conf(r).ok_or(Status::NGX_ERROR.0)?);
+fn serve(r: &mut Request) -> Result<Status, Status> {
+    let lcf = Module::location_conf(r).ok_or(Status::NGX_ERROR)?;
+    let limits = limits::of(Module::main_conf(r).ok_or(Status::NGX_ERROR)?);
     // A body is never used here: read it away before any answer.
     discard_body(r)?;
     if let Err(refusal) = admit(r, lcf) {
         return Ok(refusal.send(r));
     }
-    let method = r.method as u32;
-    if method & (ngx::ffi::NGX_HTTP_GET | ngx::ffi::NGX_HTTP_HEAD) == 0 {
-        return Err(ngx::ffi::NGX_HTTP_NOT_ALLOWED as ngx_int_t);
+    let method = r.method();
+    if method != Method::GET && method != Method::HEAD {
+        return Err(HTTPStatus::NOT_ALLOWED.into());
     }
     let zone_name = lcf.metrics_zone.as_deref().unwrap_or("");
     let Some((name, store)) = zone::lookup(zone_name) else {
-        return Err(ngx::ffi::NGX_HTTP_SERVICE_UNAVAILABLE as ngx_int_t);
+        return Err(HTTPStatus::SERVICE_UNAVAILABLE.into());
     };
-    let accept = header(r, "accept");
-    let accept_encoding = header(r, "accept-encoding");
-    // SAFETY: `args` points into the request line, valid for the request's life.
-    let query: &[u8] = unsafe {
-        if r.args.len == 0 || r.args.data.is_null() {
-            &[]
-        } else {
-            std::slice::from_raw_parts(r.args.data, r.args.len)
-        }
-    };
+    let accept = request::header(r, "accept");
+    let accept_encoding = request::header(r, "accept-encoding");
     match negotiate(
         accept.as_deref(),
         accept_encoding.as_deref(),
-        query,
+        request::query(r),
         &lcf.groups,
     ) {
         Ok(n) => Ok(render::serve(
@@ -332,22 +294,20 @@ fn serve(r: &mut ngx_http_request_t) -> Result<ngx_int_t, ngx_int_t> {
     }
 }
 
-/// `prometheus_protect on;`: the location's own content (`stub_status`, a file, a
-/// proxied status page) is served only to the clients `prometheus_metrics` would
-/// serve there, refused with the same answers. Runs in the access phase of every
-/// request; subrequests never reach it (nginx skips access checks for them).
-pub(super) extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
-    // SAFETY: nginx calls phase handlers with a live request.
-    let r = unsafe { &mut *r };
+// `prometheus_protect on;`: the location's own content (`stub_status`, a file, a
+// proxied status page) is served only to the clients `prometheus_metrics` would serve
+// there, refused with the same answers. Runs in the access phase of every request;
+// subrequests never reach it (nginx skips access checks for them).
+ngx::http_request_handler!(access_handler, |r: &mut Request| {
     let Some(lcf) = Module::location_conf(r) else {
-        return Status::NGX_DECLINED.0;
+        return Status::NGX_DECLINED;
     };
     // A metrics location checks in its content handler, where a refusal is sent.
     if lcf.protect != Some(true) || lcf.metrics_zone.is_some() {
-        return Status::NGX_DECLINED.0;
+        return Status::NGX_DECLINED;
     }
     let Err(refusal) = admit(r, lcf) else {
-        return Status::NGX_OK.0;
+        return Status::NGX_OK;
     };
     let rc = match discard_body(r) {
         Ok(()) => refusal.send(r),
@@ -355,10 +315,9 @@ pub(super) extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t
     };
     // The answer is out (or failed): finish the request here, as the content phase
     // would, and stop the phases.
-    // SAFETY: live request; finalized once, by this call.
-    unsafe { ngx::ffi::ngx_http_finalize_request(r, rc) };
-    Status::NGX_DONE.0
-}
+    response::finalize(r, rc);
+    Status::NGX_DONE
+});
 
 /// `prometheus_protect on | off;`
 pub(super) extern "C" fn protect_directive(
@@ -386,56 +345,14 @@ pub(super) extern "C" fn protect_directive(
 
 /// Puts [`access_handler`] in the access phase (the module's postconfiguration).
 pub(super) extern "C" fn add_access_handler(cf: *mut ngx_conf_t) -> ngx_int_t {
-    // SAFETY: nginx calls postconfiguration with the http {} configuration being read;
-    // the core module's main conf and its phase arrays exist then.
-    unsafe {
-        let Some(cmcf) = NgxHttpCoreModule::main_conf_mut(&*cf) else {
-            return Status::NGX_ERROR.0;
-        };
-        let phase = &mut cmcf.phases[ngx::ffi::ngx_http_phases_NGX_HTTP_ACCESS_PHASE as usize];
-        let slot =
-            ngx::ffi::ngx_array_push(&mut phase.handlers).cast::<ngx::ffi::ngx_http_handler_pt>();
-        if slot.is_null() {
-            return Status::NGX_ERROR.0;
-        }
-        *slot = Some(access_handler);
+    // SAFETY: nginx calls postconfiguration with the http {} configuration being read.
+    let cf = unsafe { &*cf };
+    let access = ngx::ffi::ngx_http_phases_NGX_HTTP_ACCESS_PHASE;
+    match super::add_phase_handler(cf, access, access_handler) {
+        Ok(()) => Status::NGX_OK.0,
+        Err(()) => Status::NGX_ERROR.0,
     }
-    Status::NGX_OK.0
 }
 
 const BASIC_CHALLENGE: &str = "Basic realm=\"metrics\", charset=\"UTF-8\"";
 const BEARER_CHALLENGE: &str = "Bearer realm=\"metrics\"";
-
-/// The raw values of every request header `name` (lowercase), in order.
-fn header_values<'r>(r: &'r ngx_http_request_t, name: &str) -> Vec<&'r [u8]> {
-    // SAFETY: the request's header list is valid (and not modified) while its content
-    // handler runs; the values live in the request's buffers.
-    let headers = unsafe { ngx::http::list_iterator(&r.headers_in.headers) };
-    headers
-        .filter(|(k, _)| k.as_bytes().eq_ignore_ascii_case(name.as_bytes()))
-        .map(|(_, v)| v.as_bytes())
-        .collect()
-}
-
-/// Every value of request header `name` (lowercase), joined with `,` as HTTP allows;
-/// `None` when absent. Values that are not UTF-8 are left out.
-fn header(r: &ngx_http_request_t, name: &str) -> Option<String> {
-    // SAFETY: the request's header list is valid (and not modified) while its content
-    // handler runs.
-    let headers = unsafe { ngx::http::list_iterator(&r.headers_in.headers) };
-    let mut out: Option<String> = None;
-    for (k, v) in headers {
-        if !k.as_bytes().eq_ignore_ascii_case(name.as_bytes()) {
-            continue;
-        }
-        let Ok(v) = v.to_str() else { continue };
-        match &mut out {
-            Some(o) => {
-                o.push(',');
-                o.push_str(v);
-            }
-            None => out = Some(v.to_string()),
-        }
-    }
-    out
-}

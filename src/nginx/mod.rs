@@ -9,6 +9,7 @@ mod push;
 mod quiesce;
 mod render;
 pub mod request;
+pub mod response;
 pub mod stub_status;
 mod sweep;
 pub mod zone;
@@ -379,6 +380,28 @@ pub(crate) fn parse_size(t: &str) -> Option<usize> {
     // SAFETY: ngx_parse_size only reads `len` bytes of the string.
     let size = unsafe { ngx::ffi::ngx_parse_size(&mut s) };
     usize::try_from(size).ok()
+}
+
+/// Adds `handler` to phase `phase` of the `http {}` block being read (in a
+/// postconfiguration, once the core module made its phase arrays).
+pub(crate) fn add_phase_handler(
+    cf: &ngx::ffi::ngx_conf_t,
+    phase: ngx::ffi::ngx_http_phases,
+    handler: unsafe extern "C" fn(*mut ngx::ffi::ngx_http_request_t) -> ngx::ffi::ngx_int_t,
+) -> Result<(), ()> {
+    use ngx::http::HttpModuleMainConf;
+    let cmcf = ngx::http::NgxHttpCoreModule::main_conf_mut(cf).ok_or(())?;
+    let handlers = &mut cmcf.phases[phase as usize].handlers;
+    // SAFETY: the core module made `handlers` (an array of `ngx_http_handler_pt`, in the
+    // configuration pool) in its preconfiguration; a push returns room for one of them.
+    unsafe {
+        let slot = ngx::ffi::ngx_array_push(handlers).cast::<ngx::ffi::ngx_http_handler_pt>();
+        if slot.is_null() {
+            return Err(());
+        }
+        *slot = Some(handler);
+    }
+    Ok(())
 }
 
 /// Logs a configuration error (nginx appends the file and line) and fails the directive.
