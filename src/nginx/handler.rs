@@ -3,69 +3,68 @@
 //! decided by [`crate::exposition::negotiate`]; this file only collects the header
 //! values and the query string.
 
-use super::{args, conf_error, process, stub_status, zone, LocConf, MainConf, Module};
+use super::{conf_error, process, stub_status, zone, LocConf, MainConf, Module};
 use super::{limits, render, request, response};
 use crate::access::{parse_rule, AccessRules};
 use crate::auth::{client_address, Credentials, Verdict};
 use crate::exposition::negotiate::negotiate;
 use crate::exposition::{Scrape, Selection};
 use ngx::core::Status;
-use ngx::ffi::{ngx_command_t, ngx_conf_t, ngx_int_t};
+use ngx::ffi::{ngx_conf_t, ngx_int_t};
 use ngx::http::{
     HTTPStatus, HttpModuleLocationConf, HttpModuleMainConf, Method, NgxHttpCoreModule, Request,
 };
-use std::ffi::{c_char, c_void};
+use std::ffi::c_char;
 use std::sync::Arc;
 
-pub(super) extern "C" fn metrics_directive(
-    cf: *mut ngx_conf_t,
-    _cmd: *mut ngx_command_t,
-    conf: *mut c_void,
-) -> *mut c_char {
-    // SAFETY: nginx calls directive handlers with the configuration being parsed and
-    // this module's location conf (NGX_HTTP_LOC_CONF_OFFSET).
-    let (lcf, a) = unsafe { (&mut *conf.cast::<LocConf>(), args(cf)) };
-    if lcf.metrics_zone.is_some() {
-        return conf_error(cf, "prometheus_metrics: is duplicate");
-    }
-    let (zone, groups) = match crate::directives::metrics(&a) {
-        Ok(v) => v,
-        Err(msg) => return conf_error(cf, &format!("prometheus_metrics: {msg}")),
-    };
-    // SAFETY: `cf` is valid; its main conf for this module exists inside http {}.
-    let (mcf, at) = unsafe {
-        let cf_ref = &*cf;
-        let Some(mcf) = Module::main_conf_mut(cf_ref) else {
+directive! {
+    pub(super) fn metrics_directive(cf, lcf: &mut LocConf, a) {
+        if lcf.metrics_zone.is_some() {
+            return conf_error(cf, "prometheus_metrics: is duplicate");
+        }
+        let (zone, groups) = match crate::directives::metrics(&a) {
+            Ok(v) => v,
+            Err(msg) => return conf_error(cf, &format!("prometheus_metrics: {msg}")),
+        };
+        // SAFETY: `cf` is valid; its main conf for this module exists inside http {}.
+        let (mcf, at) = unsafe {
+            let cf_ref = &*cf;
+            let Some(mcf) = Module::main_conf_mut(cf_ref) else {
+                return ngx::core::NGX_CONF_ERROR;
+            };
+            let file = (*cf_ref.conf_file).file.name.to_str().unwrap_or("?");
+            (
+                mcf as &mut MainConf,
+                format!("{file}:{}", (*cf_ref.conf_file).line),
+            )
+        };
+        mcf.references.push(zone::ZoneReference {
+            zone: zone.clone(),
+            at,
+        });
+        lcf.metrics_zone = Some(zone);
+        lcf.groups = groups;
+        // SAFETY: the core module's location conf exists for every location.
+        let Some(clcf) = (unsafe { NgxHttpCoreModule::location_conf_mut(&*cf) }) else {
             return ngx::core::NGX_CONF_ERROR;
         };
-        let file = (*cf_ref.conf_file).file.name.to_str().unwrap_or("?");
-        (
-            mcf as &mut MainConf,
-            format!("{file}:{}", (*cf_ref.conf_file).line),
-        )
-    };
-    mcf.references.push(zone::ZoneReference {
-        zone: zone.clone(),
-        at,
-    });
-    lcf.metrics_zone = Some(zone);
-    lcf.groups = groups;
-    // SAFETY: the core module's location conf exists for every location.
-    let Some(clcf) = (unsafe { NgxHttpCoreModule::location_conf_mut(&*cf) }) else {
-        return ngx::core::NGX_CONF_ERROR;
-    };
-    clcf.handler = Some(metrics_handler);
-    // Scrapes render in nginx's default thread pool (as `aio threads` uses), off the
-    // event loop; without it they would render in the worker.
-    // SAFETY: `cf` is valid; a null name means the default pool.
-    lcf.thread_pool =
-        std::ptr::NonNull::new(unsafe { ngx::ffi::ngx_thread_pool_add(cf, std::ptr::null_mut()) });
-    ngx::core::NGX_CONF_OK
+        clcf.handler = Some(metrics_handler);
+        // Scrapes render in nginx's default thread pool (as `aio threads` uses), off the
+        // event loop; without it they would render in the worker.
+        // SAFETY: `cf` is valid; a null name means the default pool.
+        lcf.thread_pool =
+            std::ptr::NonNull::new(unsafe { ngx::ffi::ngx_thread_pool_add(cf, std::ptr::null_mut()) });
+        ngx::core::NGX_CONF_OK
+    }
 }
 
-fn rules_directive(cf: *mut ngx_conf_t, conf: *mut c_void, deny: bool) -> *mut c_char {
-    // SAFETY: as for `metrics_directive`.
-    let (lcf, a) = unsafe { (&mut *conf.cast::<LocConf>(), args(cf)) };
+/// `prometheus_allow` / `prometheus_deny <cidr>...;`
+fn rules_directive(
+    cf: *mut ngx_conf_t,
+    lcf: &mut LocConf,
+    a: Vec<&str>,
+    deny: bool,
+) -> *mut c_char {
     let directive = if deny {
         "prometheus_deny"
     } else {
@@ -82,82 +81,70 @@ fn rules_directive(cf: *mut ngx_conf_t, conf: *mut c_void, deny: bool) -> *mut c
     ngx::core::NGX_CONF_OK
 }
 
-pub(super) extern "C" fn allow_directive(
-    cf: *mut ngx_conf_t,
-    _cmd: *mut ngx_command_t,
-    conf: *mut c_void,
-) -> *mut c_char {
-    rules_directive(cf, conf, false)
+directive! {
+    pub(super) fn allow_directive(cf, lcf: &mut LocConf, a) {
+        rules_directive(cf, lcf, a, false)
+    }
 }
 
-pub(super) extern "C" fn deny_directive(
-    cf: *mut ngx_conf_t,
-    _cmd: *mut ngx_command_t,
-    conf: *mut c_void,
-) -> *mut c_char {
-    rules_directive(cf, conf, true)
+directive! {
+    pub(super) fn deny_directive(cf, lcf: &mut LocConf, a) {
+        rules_directive(cf, lcf, a, true)
+    }
 }
 
-/// `prometheus_auth_file <path> | off;`: read and checked now, so `nginx -t` fails on a
-/// missing, unreadable or malformed file and names it. A relative path is relative to
-/// nginx's configuration directory, as for `auth_basic_user_file`.
-pub(super) extern "C" fn auth_file_directive(
-    cf: *mut ngx_conf_t,
-    _cmd: *mut ngx_command_t,
-    conf: *mut c_void,
-) -> *mut c_char {
-    // SAFETY: as for `metrics_directive`.
-    let (lcf, a) = unsafe { (&mut *conf.cast::<LocConf>(), args(cf)) };
-    if lcf.credentials.is_some() {
-        return conf_error(cf, "prometheus_auth_file: is duplicate");
-    }
-    if a[0] == "off" {
-        lcf.credentials = Some(None);
-        return ngx::core::NGX_CONF_OK;
-    }
-    let path = match super::full_name(cf, a[0], true) {
-        Ok(p) => p,
-        Err(e) => return conf_error(cf, &format!("prometheus_auth_file: {e}")),
-    };
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) => {
-            return conf_error(
-                cf,
-                &format!("prometheus_auth_file: cannot read \"{path}\": {e}"),
-            )
+directive! {
+    /// `prometheus_auth_file <path> | off;`: read and checked now, so `nginx -t` fails on a
+    /// missing, unreadable or malformed file and names it. A relative path is relative to
+    /// nginx's configuration directory, as for `auth_basic_user_file`.
+    pub(super) fn auth_file_directive(cf, lcf: &mut LocConf, a) {
+        if lcf.credentials.is_some() {
+            return conf_error(cf, "prometheus_auth_file: is duplicate");
         }
-    };
-    match Credentials::parse(&text) {
-        Ok(c) => {
-            lcf.credentials = Some(Some(Arc::new(c)));
-            ngx::core::NGX_CONF_OK
+        if a[0] == "off" {
+            lcf.credentials = Some(None);
+            return ngx::core::NGX_CONF_OK;
         }
-        Err(why) => conf_error(cf, &format!("prometheus_auth_file \"{path}\": {why}")),
-    }
-}
-
-/// `prometheus_trusted_proxies <cidr>...;`
-pub(super) extern "C" fn trusted_proxies_directive(
-    cf: *mut ngx_conf_t,
-    _cmd: *mut ngx_command_t,
-    conf: *mut c_void,
-) -> *mut c_char {
-    // SAFETY: as for `metrics_directive`.
-    let (lcf, a) = unsafe { (&mut *conf.cast::<LocConf>(), args(cf)) };
-    let list = lcf.trusted_proxies.get_or_insert_with(Vec::new);
-    for arg in a {
-        match parse_rule(arg) {
-            Ok(cidrs) => list.extend(cidrs),
-            Err(why) => {
+        let path = match super::full_name(cf, a[0], true) {
+            Ok(p) => p,
+            Err(e) => return conf_error(cf, &format!("prometheus_auth_file: {e}")),
+        };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) => {
                 return conf_error(
                     cf,
-                    &format!("prometheus_trusted_proxies: invalid address {why}"),
+                    &format!("prometheus_auth_file: cannot read \"{path}\": {e}"),
                 )
             }
+        };
+        match Credentials::parse(&text) {
+            Ok(c) => {
+                lcf.credentials = Some(Some(Arc::new(c)));
+                ngx::core::NGX_CONF_OK
+            }
+            Err(why) => conf_error(cf, &format!("prometheus_auth_file \"{path}\": {why}")),
         }
     }
-    ngx::core::NGX_CONF_OK
+}
+
+directive! {
+    /// `prometheus_trusted_proxies <cidr>...;`
+    pub(super) fn trusted_proxies_directive(cf, lcf: &mut LocConf, a) {
+        let list = lcf.trusted_proxies.get_or_insert_with(Vec::new);
+        for arg in a {
+            match parse_rule(arg) {
+                Ok(cidrs) => list.extend(cidrs),
+                Err(why) => {
+                    return conf_error(
+                        cf,
+                        &format!("prometheus_trusted_proxies: invalid address {why}"),
+                    )
+                }
+            }
+        }
+        ngx::core::NGX_CONF_OK
+    }
 }
 
 ngx::http_request_handler!(metrics_handler, |r: &mut Request| {
@@ -319,28 +306,24 @@ ngx::http_request_handler!(access_handler, |r: &mut Request| {
     Status::NGX_DONE
 });
 
-/// `prometheus_protect on | off;`
-pub(super) extern "C" fn protect_directive(
-    cf: *mut ngx_conf_t,
-    _cmd: *mut ngx_command_t,
-    conf: *mut c_void,
-) -> *mut c_char {
-    // SAFETY: as for `metrics_directive`.
-    let (lcf, a) = unsafe { (&mut *conf.cast::<LocConf>(), args(cf)) };
-    if lcf.protect.is_some() {
-        return conf_error(cf, "prometheus_protect: is duplicate");
-    }
-    lcf.protect = match a[0] {
-        "on" => Some(true),
-        "off" => Some(false),
-        other => {
-            return conf_error(
-                cf,
-                &format!("prometheus_protect: invalid value \"{other}\" (on or off)"),
-            )
+directive! {
+    /// `prometheus_protect on | off;`
+    pub(super) fn protect_directive(cf, lcf: &mut LocConf, a) {
+        if lcf.protect.is_some() {
+            return conf_error(cf, "prometheus_protect: is duplicate");
         }
-    };
-    ngx::core::NGX_CONF_OK
+        lcf.protect = match a[0] {
+            "on" => Some(true),
+            "off" => Some(false),
+            other => {
+                return conf_error(
+                    cf,
+                    &format!("prometheus_protect: invalid value \"{other}\" (on or off)"),
+                )
+            }
+        };
+        ngx::core::NGX_CONF_OK
+    }
 }
 
 /// Puts [`access_handler`] in the access phase (the module's postconfiguration).

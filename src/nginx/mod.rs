@@ -1,6 +1,32 @@
 //! nginx glue: the module table, its directives and their configuration structs.
 //! Everything here talks to nginx's C structures; the logic it calls is elsewhere.
 
+/// Defines a directive handler, `extern "C" fn $name(cf, cmd, conf)`, whose body gets
+/// the configuration being parsed (`cf`), this module's configuration of the
+/// directive's level (`MainConf` for a command with `NGX_HTTP_MAIN_CONF_OFFSET`,
+/// `LocConf` for `NGX_HTTP_LOC_CONF_OFFSET`: the command table must agree) and the
+/// directive's arguments.
+macro_rules! directive {
+    (
+        $(#[$attr:meta])*
+        $vis:vis fn $name:ident($cf:ident, $conf:ident: &mut $t:ty, $args:ident) $body:block
+    ) => {
+        $(#[$attr])*
+        $vis extern "C" fn $name(
+            $cf: *mut ngx::ffi::ngx_conf_t,
+            _cmd: *mut ngx::ffi::ngx_command_t,
+            conf: *mut std::ffi::c_void,
+        ) -> *mut std::ffi::c_char {
+            // SAFETY: nginx calls a directive handler with the configuration being parsed
+            // and this module's configuration at the command's `conf` offset (of type
+            // `$t`, per the command table), both valid and unshared for the call.
+            let given = unsafe { (&mut *conf.cast::<$t>(), $crate::nginx::args($cf)) };
+            let ($conf, $args): (&mut $t, Vec<&str>) = given;
+            $body
+        }
+    };
+}
+
 mod handler;
 mod identity;
 mod limits;

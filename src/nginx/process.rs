@@ -6,14 +6,13 @@
 //! the first zone, every 5 s). The timer is cancelable: a worker shutting down
 //! gracefully neither waits for it nor samples again.
 
-use super::{args, conf_error, parse_time_ms, zone, MainConf};
+use super::{conf_error, parse_time_ms, zone, MainConf};
 use crate::bitfield;
 use crate::metrics::builtin::PROCESS;
 use crate::metrics::{counter, gauge, Store};
 use crate::process;
-use ngx::ffi::{ngx_command_t, ngx_conf_t, ngx_cycle_t, ngx_event_t, ngx_int_t, ngx_msec_t};
+use ngx::ffi::{ngx_cycle_t, ngx_event_t, ngx_int_t, ngx_msec_t};
 use std::cell::RefCell;
-use std::ffi::{c_char, c_void};
 use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -38,24 +37,19 @@ impl Default for ProcessConf {
     }
 }
 
-pub(super) extern "C" fn directive(
-    cf: *mut ngx_conf_t,
-    _cmd: *mut ngx_command_t,
-    conf: *mut c_void,
-) -> *mut c_char {
-    // SAFETY: nginx calls directive handlers with the configuration being parsed and
-    // this module's main conf (NGX_HTTP_MAIN_CONF_OFFSET).
-    let (mcf, a) = unsafe { (&mut *conf.cast::<MainConf>(), args(cf)) };
-    if mcf.process_set {
-        return conf_error(cf, "prometheus_process_metrics: is duplicate");
-    }
-    mcf.process_set = true;
-    match parse(&a) {
-        Ok(p) => {
-            mcf.process = p;
-            ngx::core::NGX_CONF_OK
+directive! {
+    pub(super) fn directive(cf, mcf: &mut MainConf, a) {
+        if mcf.process_set {
+            return conf_error(cf, "prometheus_process_metrics: is duplicate");
         }
-        Err(why) => conf_error(cf, &format!("prometheus_process_metrics: {why}")),
+        mcf.process_set = true;
+        match parse(&a) {
+            Ok(p) => {
+                mcf.process = p;
+                ngx::core::NGX_CONF_OK
+            }
+            Err(why) => conf_error(cf, &format!("prometheus_process_metrics: {why}")),
+        }
     }
 }
 
