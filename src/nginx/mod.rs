@@ -38,6 +38,7 @@ pub mod request;
 pub mod response;
 pub mod stub_status;
 mod sweep;
+mod timer;
 pub mod zone;
 
 use crate::access::AccessRules;
@@ -327,16 +328,53 @@ pub static mut ngx_http_prometheus_module: ngx_module_t = ngx_module_t {
 
 /// In every new worker: process metrics, and the pusher and the expiry sweep in worker 0.
 unsafe extern "C" fn init_process(cycle: *mut ngx::ffi::ngx_cycle_t) -> ngx::ffi::ngx_int_t {
-    // SAFETY: nginx calls init_process with the running cycle.
-    unsafe { process::remember_worker_count(cycle) };
-    // SAFETY: as above.
-    let rc = unsafe { process::init_process(cycle) };
-    push::start(cycle);
-    // SAFETY: as above.
-    unsafe { sweep::start(cycle) };
-    // SAFETY: as above.
-    unsafe { quiesce::start(cycle) };
+    // SAFETY: nginx calls init_process with the running cycle, in the new process.
+    let p = unsafe { NewProcess::of(cycle) };
+    process::remember_worker_count(p.workers);
+    let rc = process::init_process(&p);
+    push::start(&p);
+    sweep::start(&p);
+    quiesce::start(&p);
     rc
+}
+
+/// What the module's `init_process` parts need to know of a new process, read once.
+pub(crate) struct NewProcess {
+    /// The cycle's log, valid as long as the process.
+    pub log: *mut ngx::ffi::ngx_log_t,
+    /// `ngx_worker`: the worker's number (0 with `master_process off`).
+    pub worker: ngx::ffi::ngx_uint_t,
+    /// A worker or the single process, not a helper (cache manager, loader).
+    pub serves: bool,
+    /// `worker_processes` of the running configuration, when readable.
+    pub workers: Option<ngx::ffi::ngx_int_t>,
+}
+
+impl NewProcess {
+    /// # Safety
+    /// `cycle` is the running cycle, as nginx passes it to `init_process`, in the
+    /// process that runs it.
+    unsafe fn of(cycle: *mut ngx::ffi::ngx_cycle_t) -> NewProcess {
+        // SAFETY: per the contract, `cycle` and its `conf_ctx` are valid; nginx set
+        // `ngx_worker` and `ngx_process` before calling init_process; the core module's
+        // configuration is made for every cycle and lives as long (`conf_ctx` is indexed
+        // by module index, as `ngx_get_conf` does).
+        unsafe {
+            debug_assert!(!cycle.is_null() && !(*cycle).conf_ctx.is_null());
+            let ccf = *(*cycle)
+                .conf_ctx
+                .add(ngx::ffi::ngx_core_module.index)
+                .cast::<*const ngx::ffi::ngx_core_conf_t>();
+            let process = ngx::ffi::ngx_process as u32;
+            NewProcess {
+                log: (*cycle).log,
+                worker: ngx::ffi::ngx_worker,
+                serves: process == ngx::ffi::NGX_PROCESS_WORKER
+                    || process == ngx::ffi::NGX_PROCESS_SINGLE,
+                workers: ccf.as_ref().map(|c| c.worker_processes),
+            }
+        }
+    }
 }
 
 unsafe extern "C" fn exit_process(_cycle: *mut ngx::ffi::ngx_cycle_t) {

@@ -15,14 +15,14 @@
 //! and when they end, counted by reason, and retried after 1 s, 2 s, 4 s... up to the
 //! larger of the interval and a minute.
 
-use super::{conf_error, parse_time_ms, stub_status, zone, MainConf};
+use super::{conf_error, parse_time_ms, stub_status, zone, MainConf, NewProcess};
 use crate::exposition::{self, Scrape, Selection};
 use crate::identity::{expand, Identity};
 use crate::metrics::builtin::PUSH;
 use crate::metrics::{counter, gauge, Store};
 use crate::push::{check_header, grouping_path, load_roots, Backoff, Endpoint, PushError, Pusher};
 use crate::shm::Slot;
-use ngx::ffi::{ngx_conf_t, ngx_cycle_t, ngx_log_t};
+use ngx::ffi::{ngx_conf_t, ngx_log_t};
 use std::ffi::c_char;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -261,9 +261,8 @@ impl Log {
 }
 
 /// Module `init_process` part: starts the pushing thread in worker 0.
-pub(super) fn start(cycle: *mut ngx_cycle_t) {
-    // SAFETY: nginx calls init_process with the running cycle; `ngx_worker` is set.
-    let (log, worker) = unsafe { ((*cycle).log, ngx::ffi::ngx_worker) };
+pub(super) fn start(p: &NewProcess) {
+    let (log, worker) = (p.log, p.worker);
     let Some(mcf) = zone::running_main_conf() else {
         return;
     };
@@ -302,16 +301,11 @@ pub(super) fn start(cycle: *mut ngx_cycle_t) {
     if let Err(e) = spawned {
         ngx::ngx_log_error!(
             ngx::ffi::NGX_LOG_ERR,
-            log_of(cycle),
+            p.log,
             "prometheus_push: cannot start the push thread: {}",
             e
         );
     }
-}
-
-fn log_of(cycle: *mut ngx_cycle_t) -> *mut ngx_log_t {
-    // SAFETY: the running cycle's log.
-    unsafe { (*cycle).log }
 }
 
 /// Module `exit_process` part.
@@ -321,16 +315,7 @@ pub(super) fn stop() {
 
 /// Whether the worker is shutting down (nginx's flags, set by its signal handler).
 fn stopping() -> bool {
-    if STOP.load(Ordering::Relaxed) {
-        return true;
-    }
-    // SAFETY: word-sized flags nginx sets once; a stale read only delays the stop
-    // by one look.
-    unsafe {
-        std::ptr::read_volatile(std::ptr::addr_of!(ngx::ffi::ngx_quit)) != 0
-            || std::ptr::read_volatile(std::ptr::addr_of!(ngx::ffi::ngx_terminate)) != 0
-            || std::ptr::read_volatile(std::ptr::addr_of!(ngx::ffi::ngx_exiting)) != 0
-    }
+    STOP.load(Ordering::Relaxed) || super::timer::shutting_down()
 }
 
 /// Sleeps until `deadline` or a stop; false on a stop.
