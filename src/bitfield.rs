@@ -14,8 +14,8 @@
 //! types and bindgen's accessors (plain Rust), never an nginx symbol.
 
 use ngx::ffi::{
-    ngx_buf_t, ngx_chain_t, ngx_event_t, ngx_http_headers_out_t, ngx_http_request_t,
-    ngx_table_elt_t,
+    ngx_buf_t, ngx_chain_t, ngx_event_t, ngx_http_headers_in_t, ngx_http_headers_out_t,
+    ngx_http_request_t, ngx_list_part_t, ngx_list_t, ngx_pool_cleanup_t, ngx_table_elt_t,
 };
 use std::marker::PhantomData;
 use std::mem::{offset_of, size_of};
@@ -120,6 +120,13 @@ const _: () = {
     assert!(offset_of!(ngx_table_elt_t, value) == c::OFFSET_TABLE_ELT_VALUE);
     assert!(offset_of!(ngx_table_elt_t, lowcase_key) == c::OFFSET_TABLE_ELT_LOWCASE_KEY);
     assert!(offset_of!(ngx_chain_t, next) == c::OFFSET_CHAIN_NEXT);
+    assert!(offset_of!(ngx_http_headers_in_t, headers) == c::OFFSET_HEADERS_IN_HEADERS);
+    assert!(offset_of!(ngx_list_t, part) == c::OFFSET_LIST_PART);
+    assert!(offset_of!(ngx_list_part_t, elts) == c::OFFSET_LIST_PART_ELTS);
+    assert!(offset_of!(ngx_list_part_t, nelts) == c::OFFSET_LIST_PART_NELTS);
+    assert!(offset_of!(ngx_list_part_t, next) == c::OFFSET_LIST_PART_NEXT);
+    assert!(offset_of!(ngx_pool_cleanup_t, handler) == c::OFFSET_POOL_CLEANUP_HANDLER);
+    assert!(offset_of!(ngx_pool_cleanup_t, data) == c::OFFSET_POOL_CLEANUP_DATA);
     assert!(offset_of!(ngx_buf_t, shadow) == c::OFFSET_BUF_SHADOW);
     assert!(offset_of!(ngx_buf_t, num) == c::OFFSET_BUF_NUM);
     assert!(offset_of!(ngx_event_t, handler) == c::OFFSET_EVENT_HANDLER);

@@ -121,6 +121,14 @@ main(void)
     OFFSET(ngx_table_elt_t, "OFFSET_TABLE_ELT_VALUE", value);
     OFFSET(ngx_table_elt_t, "OFFSET_TABLE_ELT_LOWCASE_KEY", lowcase_key);
     OFFSET(ngx_chain_t, "OFFSET_CHAIN_NEXT", next);
+    /* What ngx 0.5's request header iterator and our pool cleanups walk. */
+    OFFSET(ngx_http_headers_in_t, "OFFSET_HEADERS_IN_HEADERS", headers);
+    OFFSET(ngx_list_t, "OFFSET_LIST_PART", part);
+    OFFSET(ngx_list_part_t, "OFFSET_LIST_PART_ELTS", elts);
+    OFFSET(ngx_list_part_t, "OFFSET_LIST_PART_NELTS", nelts);
+    OFFSET(ngx_list_part_t, "OFFSET_LIST_PART_NEXT", next);
+    OFFSET(ngx_pool_cleanup_t, "OFFSET_POOL_CLEANUP_HANDLER", handler);
+    OFFSET(ngx_pool_cleanup_t, "OFFSET_POOL_CLEANUP_DATA", data);
     OFFSET(ngx_buf_t, "OFFSET_BUF_SHADOW", shadow);
     OFFSET(ngx_buf_t, "OFFSET_BUF_NUM", num);
     OFFSET(ngx_event_t, "OFFSET_EVENT_HANDLER", handler);

@@ -52,8 +52,8 @@ directive! {
         // Scrapes render in nginx's default thread pool (as `aio threads` uses), off the
         // event loop; without it they would render in the worker.
         // SAFETY: `cf` is valid; a null name means the default pool.
-        lcf.thread_pool =
-            std::ptr::NonNull::new(unsafe { ngx::ffi::ngx_thread_pool_add(cf, std::ptr::null_mut()) });
+        let pool = unsafe { ngx::ffi::ngx_thread_pool_add(cf, std::ptr::null_mut()) };
+        lcf.thread_pool = std::ptr::NonNull::new(pool);
         ngx::core::NGX_CONF_OK
     }
 }
