@@ -13,7 +13,10 @@
 //! Unlike the rest of the glue this is in the unit-test binary: it uses the bindings'
 //! types and bindgen's accessors (plain Rust), never an nginx symbol.
 
-use ngx::ffi::{ngx_buf_t, ngx_event_t, ngx_http_request_t};
+use ngx::ffi::{
+    ngx_buf_t, ngx_chain_t, ngx_event_t, ngx_http_headers_in_t, ngx_http_headers_out_t,
+    ngx_http_request_t, ngx_list_part_t, ngx_list_t, ngx_pool_cleanup_t, ngx_table_elt_t,
+};
 use std::marker::PhantomData;
 use std::mem::{offset_of, size_of};
 
@@ -84,6 +87,46 @@ const _: () = {
     assert!(offset_of!(ngx_http_request_t, request_length) == c::OFFSET_REQUEST_REQUEST_LENGTH);
     assert!(offset_of!(ngx_http_request_t, state) == c::OFFSET_REQUEST_STATE);
     assert!(offset_of!(ngx_http_request_t, log_handler) == c::OFFSET_REQUEST_LOG_HANDLER);
+    assert!(offset_of!(ngx_http_request_t, connection) == c::OFFSET_REQUEST_CONNECTION);
+    assert!(offset_of!(ngx_http_request_t, ctx) == c::OFFSET_REQUEST_CTX);
+    assert!(offset_of!(ngx_http_request_t, headers_in) == c::OFFSET_REQUEST_HEADERS_IN);
+    assert!(offset_of!(ngx_http_request_t, args) == c::OFFSET_REQUEST_ARGS);
+    assert!(offset_of!(ngx_http_request_t, pool) == c::OFFSET_REQUEST_POOL);
+    assert!(offset_of!(ngx_http_request_t, main) == c::OFFSET_REQUEST_MAIN);
+    assert!(
+        offset_of!(ngx_http_request_t, write_event_handler)
+            == c::OFFSET_REQUEST_WRITE_EVENT_HANDLER
+    );
+    // The response path: headers it adds (zeroed whole: the size covers nginx 1.23+'s
+    // `next`), the members of `headers_out` it sets, its chain link.
+    assert!(size_of::<ngx_table_elt_t>() == c::SIZE_OF_TABLE_ELT);
+    assert!(size_of::<ngx_chain_t>() == c::SIZE_OF_CHAIN);
+    assert!(offset_of!(ngx_http_headers_out_t, headers) == c::OFFSET_HEADERS_OUT_HEADERS);
+    assert!(offset_of!(ngx_http_headers_out_t, status) == c::OFFSET_HEADERS_OUT_STATUS);
+    assert!(
+        offset_of!(ngx_http_headers_out_t, content_encoding)
+            == c::OFFSET_HEADERS_OUT_CONTENT_ENCODING
+    );
+    assert!(
+        offset_of!(ngx_http_headers_out_t, content_type_len)
+            == c::OFFSET_HEADERS_OUT_CONTENT_TYPE_LEN
+    );
+    assert!(offset_of!(ngx_http_headers_out_t, content_type) == c::OFFSET_HEADERS_OUT_CONTENT_TYPE);
+    assert!(
+        offset_of!(ngx_http_headers_out_t, content_length_n)
+            == c::OFFSET_HEADERS_OUT_CONTENT_LENGTH_N
+    );
+    assert!(offset_of!(ngx_table_elt_t, key) == c::OFFSET_TABLE_ELT_KEY);
+    assert!(offset_of!(ngx_table_elt_t, value) == c::OFFSET_TABLE_ELT_VALUE);
+    assert!(offset_of!(ngx_table_elt_t, lowcase_key) == c::OFFSET_TABLE_ELT_LOWCASE_KEY);
+    assert!(offset_of!(ngx_chain_t, next) == c::OFFSET_CHAIN_NEXT);
+    assert!(offset_of!(ngx_http_headers_in_t, headers) == c::OFFSET_HEADERS_IN_HEADERS);
+    assert!(offset_of!(ngx_list_t, part) == c::OFFSET_LIST_PART);
+    assert!(offset_of!(ngx_list_part_t, elts) == c::OFFSET_LIST_PART_ELTS);
+    assert!(offset_of!(ngx_list_part_t, nelts) == c::OFFSET_LIST_PART_NELTS);
+    assert!(offset_of!(ngx_list_part_t, next) == c::OFFSET_LIST_PART_NEXT);
+    assert!(offset_of!(ngx_pool_cleanup_t, handler) == c::OFFSET_POOL_CLEANUP_HANDLER);
+    assert!(offset_of!(ngx_pool_cleanup_t, data) == c::OFFSET_POOL_CLEANUP_DATA);
     assert!(offset_of!(ngx_buf_t, shadow) == c::OFFSET_BUF_SHADOW);
     assert!(offset_of!(ngx_buf_t, num) == c::OFFSET_BUF_NUM);
     assert!(offset_of!(ngx_event_t, handler) == c::OFFSET_EVENT_HANDLER);

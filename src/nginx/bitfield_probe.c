@@ -80,6 +80,8 @@ main(void)
     SIZE(ngx_http_request_t, "SIZE_OF_REQUEST");
     SIZE(ngx_buf_t, "SIZE_OF_BUF");
     SIZE(ngx_event_t, "SIZE_OF_EVENT");
+    SIZE(ngx_table_elt_t, "SIZE_OF_TABLE_ELT");
+    SIZE(ngx_chain_t, "SIZE_OF_CHAIN");
 
     BITFIELD(ngx_http_request_t, "REQUEST_COUNT", count);
     BITFIELD(ngx_http_request_t, "REQUEST_BLOCKED", blocked);
@@ -101,6 +103,32 @@ main(void)
     OFFSET(ngx_http_request_t, "OFFSET_REQUEST_REQUEST_LENGTH", request_length);
     OFFSET(ngx_http_request_t, "OFFSET_REQUEST_STATE", state);
     OFFSET(ngx_http_request_t, "OFFSET_REQUEST_LOG_HANDLER", log_handler);
+    OFFSET(ngx_http_request_t, "OFFSET_REQUEST_CONNECTION", connection);
+    OFFSET(ngx_http_request_t, "OFFSET_REQUEST_CTX", ctx);
+    OFFSET(ngx_http_request_t, "OFFSET_REQUEST_HEADERS_IN", headers_in);
+    OFFSET(ngx_http_request_t, "OFFSET_REQUEST_ARGS", args);
+    OFFSET(ngx_http_request_t, "OFFSET_REQUEST_POOL", pool);
+    OFFSET(ngx_http_request_t, "OFFSET_REQUEST_MAIN", main);
+    OFFSET(ngx_http_request_t, "OFFSET_REQUEST_WRITE_EVENT_HANDLER", write_event_handler);
+    /* What the response path (src/nginx/response.rs) writes. */
+    OFFSET(ngx_http_headers_out_t, "OFFSET_HEADERS_OUT_HEADERS", headers);
+    OFFSET(ngx_http_headers_out_t, "OFFSET_HEADERS_OUT_STATUS", status);
+    OFFSET(ngx_http_headers_out_t, "OFFSET_HEADERS_OUT_CONTENT_ENCODING", content_encoding);
+    OFFSET(ngx_http_headers_out_t, "OFFSET_HEADERS_OUT_CONTENT_TYPE_LEN", content_type_len);
+    OFFSET(ngx_http_headers_out_t, "OFFSET_HEADERS_OUT_CONTENT_TYPE", content_type);
+    OFFSET(ngx_http_headers_out_t, "OFFSET_HEADERS_OUT_CONTENT_LENGTH_N", content_length_n);
+    OFFSET(ngx_table_elt_t, "OFFSET_TABLE_ELT_KEY", key);
+    OFFSET(ngx_table_elt_t, "OFFSET_TABLE_ELT_VALUE", value);
+    OFFSET(ngx_table_elt_t, "OFFSET_TABLE_ELT_LOWCASE_KEY", lowcase_key);
+    OFFSET(ngx_chain_t, "OFFSET_CHAIN_NEXT", next);
+    /* What ngx 0.5's request header iterator and our pool cleanups walk. */
+    OFFSET(ngx_http_headers_in_t, "OFFSET_HEADERS_IN_HEADERS", headers);
+    OFFSET(ngx_list_t, "OFFSET_LIST_PART", part);
+    OFFSET(ngx_list_part_t, "OFFSET_LIST_PART_ELTS", elts);
+    OFFSET(ngx_list_part_t, "OFFSET_LIST_PART_NELTS", nelts);
+    OFFSET(ngx_list_part_t, "OFFSET_LIST_PART_NEXT", next);
+    OFFSET(ngx_pool_cleanup_t, "OFFSET_POOL_CLEANUP_HANDLER", handler);
+    OFFSET(ngx_pool_cleanup_t, "OFFSET_POOL_CLEANUP_DATA", data);
     OFFSET(ngx_buf_t, "OFFSET_BUF_SHADOW", shadow);
     OFFSET(ngx_buf_t, "OFFSET_BUF_NUM", num);
     OFFSET(ngx_event_t, "OFFSET_EVENT_HANDLER", handler);

@@ -3,69 +3,68 @@
 //! decided by [`crate::exposition::negotiate`]; this file only collects the header
 //! values and the query string.
 
-use super::limits;
-use super::render;
-use super::{args, conf_error, process, stub_status, zone, LocConf, MainConf, Module};
+use super::{conf_error, process, stub_status, zone, LocConf, MainConf, Module};
+use super::{limits, render, request, response};
 use crate::config::access::{parse_rule, AccessRules};
 use crate::config::auth::{client_address, Credentials, Verdict};
 use crate::exposition::negotiate::negotiate;
 use crate::exposition::{Scrape, Selection};
 use ngx::core::Status;
-use ngx::ffi::{ngx_command_t, ngx_conf_t, ngx_http_request_t, ngx_int_t};
-use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
-use std::ffi::{c_char, c_void};
-use std::net::IpAddr;
+use ngx::ffi::{ngx_conf_t, ngx_int_t};
+use ngx::http::{
+    HTTPStatus, HttpModuleLocationConf, HttpModuleMainConf, Method, NgxHttpCoreModule, Request,
+};
+use std::ffi::c_char;
 use std::sync::Arc;
 
-pub(super) extern "C" fn metrics_directive(
-    cf: *mut ngx_conf_t,
-    _cmd: *mut ngx_command_t,
-    conf: *mut c_void,
-) -> *mut c_char {
-    // SAFETY: nginx calls directive handlers with the configuration being parsed and
-    // this module's location conf (NGX_HTTP_LOC_CONF_OFFSET).
-    let (lcf, a) = unsafe { (&mut *conf.cast::<LocConf>(), args(cf)) };
-    if lcf.metrics_zone.is_some() {
-        return conf_error(cf, "prometheus_metrics: is duplicate");
-    }
-    let (zone, groups) = match crate::config::directives::metrics(&a) {
-        Ok(v) => v,
-        Err(msg) => return conf_error(cf, &format!("prometheus_metrics: {msg}")),
-    };
-    // SAFETY: `cf` is valid; its main conf for this module exists inside http {}.
-    let (mcf, at) = unsafe {
-        let cf_ref = &*cf;
-        let Some(mcf) = Module::main_conf_mut(cf_ref) else {
+directive! {
+    pub(super) fn metrics_directive(cf, lcf: &mut LocConf, a) {
+        if lcf.metrics_zone.is_some() {
+            return conf_error(cf, "prometheus_metrics: is duplicate");
+        }
+        let (zone, groups) = match crate::config::directives::metrics(&a) {
+            Ok(v) => v,
+            Err(msg) => return conf_error(cf, &format!("prometheus_metrics: {msg}")),
+        };
+        // SAFETY: `cf` is valid; its main conf for this module exists inside http {}.
+        let (mcf, at) = unsafe {
+            let cf_ref = &*cf;
+            let Some(mcf) = Module::main_conf_mut(cf_ref) else {
+                return ngx::core::NGX_CONF_ERROR;
+            };
+            let file = (*cf_ref.conf_file).file.name.to_str().unwrap_or("?");
+            (
+                mcf as &mut MainConf,
+                format!("{file}:{}", (*cf_ref.conf_file).line),
+            )
+        };
+        mcf.references.push(zone::ZoneReference {
+            zone: zone.clone(),
+            at,
+        });
+        lcf.metrics_zone = Some(zone);
+        lcf.groups = groups;
+        // SAFETY: the core module's location conf exists for every location.
+        let Some(clcf) = (unsafe { NgxHttpCoreModule::location_conf_mut(&*cf) }) else {
             return ngx::core::NGX_CONF_ERROR;
         };
-        let file = (*cf_ref.conf_file).file.name.to_str().unwrap_or("?");
-        (
-            mcf as &mut MainConf,
-            format!("{file}:{}", (*cf_ref.conf_file).line),
-        )
-    };
-    mcf.references.push(zone::ZoneReference {
-        zone: zone.clone(),
-        at,
-    });
-    lcf.metrics_zone = Some(zone);
-    lcf.groups = groups;
-    // SAFETY: the core module's location conf exists for every location.
-    let Some(clcf) = (unsafe { NgxHttpCoreModule::location_conf_mut(&*cf) }) else {
-        return ngx::core::NGX_CONF_ERROR;
-    };
-    clcf.handler = Some(metrics_handler);
-    // Scrapes render in nginx's default thread pool (as `aio threads` uses), off the
-    // event loop; without it they would render in the worker.
-    // SAFETY: `cf` is valid; a null name means the default pool.
-    lcf.thread_pool =
-        std::ptr::NonNull::new(unsafe { ngx::ffi::ngx_thread_pool_add(cf, std::ptr::null_mut()) });
-    ngx::core::NGX_CONF_OK
+        clcf.handler = Some(metrics_handler);
+        // Scrapes render in nginx's default thread pool (as `aio threads` uses), off the
+        // event loop; without it they would render in the worker.
+        // SAFETY: `cf` is valid; a null name means the default pool.
+        let pool = unsafe { ngx::ffi::ngx_thread_pool_add(cf, std::ptr::null_mut()) };
+        lcf.thread_pool = std::ptr::NonNull::new(pool);
+        ngx::core::NGX_CONF_OK
+    }
 }
 
-fn rules_directive(cf: *mut ngx_conf_t, conf: *mut c_void, deny: bool) -> *mut c_char {
-    // SAFETY: as for `metrics_directive`.
-    let (lcf, a) = unsafe { (&mut *conf.cast::<LocConf>(), args(cf)) };
+/// `prometheus_allow` / `prometheus_deny <cidr>...;`
+fn rules_directive(
+    cf: *mut ngx_conf_t,
+    lcf: &mut LocConf,
+    a: Vec<&str>,
+    deny: bool,
+) -> *mut c_char {
     let directive = if deny {
         "prometheus_deny"
     } else {
@@ -82,116 +81,77 @@ fn rules_directive(cf: *mut ngx_conf_t, conf: *mut c_void, deny: bool) -> *mut c
     ngx::core::NGX_CONF_OK
 }
 
-pub(super) extern "C" fn allow_directive(
-    cf: *mut ngx_conf_t,
-    _cmd: *mut ngx_command_t,
-    conf: *mut c_void,
-) -> *mut c_char {
-    rules_directive(cf, conf, false)
+directive! {
+    pub(super) fn allow_directive(cf, lcf: &mut LocConf, a) {
+        rules_directive(cf, lcf, a, false)
+    }
 }
 
-pub(super) extern "C" fn deny_directive(
-    cf: *mut ngx_conf_t,
-    _cmd: *mut ngx_command_t,
-    conf: *mut c_void,
-) -> *mut c_char {
-    rules_directive(cf, conf, true)
+directive! {
+    pub(super) fn deny_directive(cf, lcf: &mut LocConf, a) {
+        rules_directive(cf, lcf, a, true)
+    }
 }
 
-/// `prometheus_auth_file <path> | off;`: read and checked now, so `nginx -t` fails on a
-/// missing, unreadable or malformed file and names it. A relative path is relative to
-/// nginx's configuration directory, as for `auth_basic_user_file`.
-pub(super) extern "C" fn auth_file_directive(
-    cf: *mut ngx_conf_t,
-    _cmd: *mut ngx_command_t,
-    conf: *mut c_void,
-) -> *mut c_char {
-    // SAFETY: as for `metrics_directive`.
-    let (lcf, a) = unsafe { (&mut *conf.cast::<LocConf>(), args(cf)) };
-    if lcf.credentials.is_some() {
-        return conf_error(cf, "prometheus_auth_file: is duplicate");
-    }
-    if a[0] == "off" {
-        lcf.credentials = Some(None);
-        return ngx::core::NGX_CONF_OK;
-    }
-    let path = match super::full_name(cf, a[0], true) {
-        Ok(p) => p,
-        Err(e) => return conf_error(cf, &format!("prometheus_auth_file: {e}")),
-    };
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) => {
-            return conf_error(
-                cf,
-                &format!("prometheus_auth_file: cannot read \"{path}\": {e}"),
-            )
+directive! {
+    /// `prometheus_auth_file <path> | off;`: read and checked now, so `nginx -t` fails on a
+    /// missing, unreadable or malformed file and names it. A relative path is relative to
+    /// nginx's configuration directory, as for `auth_basic_user_file`.
+    pub(super) fn auth_file_directive(cf, lcf: &mut LocConf, a) {
+        if lcf.credentials.is_some() {
+            return conf_error(cf, "prometheus_auth_file: is duplicate");
         }
-    };
-    match Credentials::parse(&text) {
-        Ok(c) => {
-            lcf.credentials = Some(Some(Arc::new(c)));
-            ngx::core::NGX_CONF_OK
+        if a[0] == "off" {
+            lcf.credentials = Some(None);
+            return ngx::core::NGX_CONF_OK;
         }
-        Err(why) => conf_error(cf, &format!("prometheus_auth_file \"{path}\": {why}")),
-    }
-}
-
-/// `prometheus_trusted_proxies <cidr>...;`
-pub(super) extern "C" fn trusted_proxies_directive(
-    cf: *mut ngx_conf_t,
-    _cmd: *mut ngx_command_t,
-    conf: *mut c_void,
-) -> *mut c_char {
-    // SAFETY: as for `metrics_directive`.
-    let (lcf, a) = unsafe { (&mut *conf.cast::<LocConf>(), args(cf)) };
-    let list = lcf.trusted_proxies.get_or_insert_with(Vec::new);
-    for arg in a {
-        match parse_rule(arg) {
-            Ok(cidrs) => list.extend(cidrs),
-            Err(why) => {
+        let path = match super::full_name(cf, a[0], true) {
+            Ok(p) => p,
+            Err(e) => return conf_error(cf, &format!("prometheus_auth_file: {e}")),
+        };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) => {
                 return conf_error(
                     cf,
-                    &format!("prometheus_trusted_proxies: invalid address {why}"),
+                    &format!("prometheus_auth_file: cannot read \"{path}\": {e}"),
                 )
             }
-        }
-    }
-    ngx::core::NGX_CONF_OK
-}
-
-/// The TCP peer's address.
-fn peer_ip(r: &ngx_http_request_t) -> Option<IpAddr> {
-    // SAFETY: a request's connection and its sockaddr are valid for the request's life;
-    // the sockaddr's family tells which struct it is.
-    unsafe {
-        let sa = (*r.connection).sockaddr;
-        if sa.is_null() {
-            return None;
-        }
-        match i32::from((*sa).sa_family) {
-            libc::AF_INET => {
-                let sin = &*sa.cast::<libc::sockaddr_in>();
-                Some(IpAddr::from(
-                    u32::from_be(sin.sin_addr.s_addr).to_be_bytes(),
-                ))
+        };
+        match Credentials::parse(&text) {
+            Ok(c) => {
+                lcf.credentials = Some(Some(Arc::new(c)));
+                ngx::core::NGX_CONF_OK
             }
-            libc::AF_INET6 => {
-                let sin6 = &*sa.cast::<libc::sockaddr_in6>();
-                Some(IpAddr::from(sin6.sin6_addr.s6_addr))
-            }
-            _ => None,
+            Err(why) => conf_error(cf, &format!("prometheus_auth_file \"{path}\": {why}")),
         }
     }
 }
 
-extern "C" fn metrics_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
-    // SAFETY: nginx calls content handlers with a live request.
-    let r = unsafe { &mut *r };
+directive! {
+    /// `prometheus_trusted_proxies <cidr>...;`
+    pub(super) fn trusted_proxies_directive(cf, lcf: &mut LocConf, a) {
+        let list = lcf.trusted_proxies.get_or_insert_with(Vec::new);
+        for arg in a {
+            match parse_rule(arg) {
+                Ok(cidrs) => list.extend(cidrs),
+                Err(why) => {
+                    return conf_error(
+                        cf,
+                        &format!("prometheus_trusted_proxies: invalid address {why}"),
+                    )
+                }
+            }
+        }
+        ngx::core::NGX_CONF_OK
+    }
+}
+
+ngx::http_request_handler!(metrics_handler, |r: &mut Request| {
     match serve(r) {
         Ok(rc) | Err(rc) => rc,
     }
-}
+});
 
 /// Why a client may not have what a location serves: the one-line answer it gets.
 struct AccessDenied {
@@ -209,18 +169,18 @@ impl AccessDenied {
         }
     }
 
-    fn send(self, r: &mut ngx_http_request_t) -> ngx_int_t {
+    fn send(self, r: &mut Request) -> Status {
         render::refuse(r, self.status, self.message, &self.challenges)
     }
 }
 
 /// The address rules (with trusted proxies), then the credentials: whether this
 /// location's access rules let the client in.
-fn admit(r: &ngx_http_request_t, lcf: &LocConf) -> Result<(), AccessDenied> {
-    let client = match peer_ip(r) {
+fn admit(r: &Request, lcf: &LocConf) -> Result<(), AccessDenied> {
+    let client = match request::peer_ip(r) {
         Some(peer) => {
             let trusted = lcf.trusted_proxies.as_deref().unwrap_or(&[]);
-            let forwarded = header_values(r, "x-forwarded-for");
+            let forwarded = request::header_values(r, "x-forwarded-for");
             match client_address(peer, trusted, &forwarded) {
                 Ok(ip) => Some(ip),
                 Err(bad) => return Err(AccessDenied::new(400, format!("{}\n", bad.0))),
@@ -238,7 +198,7 @@ fn admit(r: &ngx_http_request_t, lcf: &LocConf) -> Result<(), AccessDenied> {
         return Err(AccessDenied::new(403, "Forbidden\n"));
     }
     if let Some(Some(credentials)) = &lcf.credentials {
-        match credentials.check(&header_values(r, "authorization")) {
+        match credentials.check(&request::header_values(r, "authorization")) {
             Verdict::Granted => {}
             Verdict::Unauthorized => {
                 let mut refusal =
@@ -268,47 +228,36 @@ fn admit(r: &ngx_http_request_t, lcf: &LocConf) -> Result<(), AccessDenied> {
 
 /// Reads a request body away, so that on a kept-alive connection its bytes cannot
 /// pass for the next request.
-fn discard_body(r: &mut ngx_http_request_t) -> Result<(), ngx_int_t> {
-    // SAFETY: live request.
-    let rc = unsafe { ngx::ffi::ngx_http_discard_request_body(r) };
-    if rc == Status::NGX_OK.0 {
-        Ok(())
-    } else {
-        Err(rc)
+fn discard_body(r: &mut Request) -> Result<(), Status> {
+    match r.discard_request_body() {
+        Status::NGX_OK => Ok(()),
+        rc => Err(rc),
     }
 }
 
 /// Everything before the first byte of metric data decides whether any is sent.
-fn serve(r: &mut ngx_http_request_t) -> Result<ngx_int_t, ngx_int_t> {
-    let lcf = Module::location_conf(r).ok_or(Status::NGX_ERROR.0)?;
-    let limits = limits::of(Module::main_conf(r).ok_or(Status::NGX_ERROR.0)?);
+fn serve(r: &mut Request) -> Result<Status, Status> {
+    let lcf = Module::location_conf(r).ok_or(Status::NGX_ERROR)?;
+    let limits = limits::of(Module::main_conf(r).ok_or(Status::NGX_ERROR)?);
     // A body is never used here: read it away before any answer.
     discard_body(r)?;
     if let Err(refusal) = admit(r, lcf) {
         return Ok(refusal.send(r));
     }
-    let method = r.method as u32;
-    if method & (ngx::ffi::NGX_HTTP_GET | ngx::ffi::NGX_HTTP_HEAD) == 0 {
-        return Err(ngx::ffi::NGX_HTTP_NOT_ALLOWED as ngx_int_t);
+    let method = r.method();
+    if method != Method::GET && method != Method::HEAD {
+        return Err(HTTPStatus::NOT_ALLOWED.into());
     }
     let zone_name = lcf.metrics_zone.as_deref().unwrap_or("");
     let Some((name, store)) = zone::lookup(zone_name) else {
-        return Err(ngx::ffi::NGX_HTTP_SERVICE_UNAVAILABLE as ngx_int_t);
+        return Err(HTTPStatus::SERVICE_UNAVAILABLE.into());
     };
-    let accept = header(r, "accept");
-    let accept_encoding = header(r, "accept-encoding");
-    // SAFETY: `args` points into the request line, valid for the request's life.
-    let query: &[u8] = unsafe {
-        if r.args.len == 0 || r.args.data.is_null() {
-            &[]
-        } else {
-            std::slice::from_raw_parts(r.args.data, r.args.len)
-        }
-    };
+    let accept = request::header(r, "accept");
+    let accept_encoding = request::header(r, "accept-encoding");
     match negotiate(
         accept.as_deref(),
         accept_encoding.as_deref(),
-        query,
+        request::query(r),
         &lcf.groups,
     ) {
         Ok(n) => Ok(render::serve(
@@ -332,22 +281,20 @@ fn serve(r: &mut ngx_http_request_t) -> Result<ngx_int_t, ngx_int_t> {
     }
 }
 
-/// `prometheus_protect on;`: the location's own content (`stub_status`, a file, a
-/// proxied status page) is served only to the clients `prometheus_metrics` would
-/// serve there, refused with the same answers. Runs in the access phase of every
-/// request; subrequests never reach it (nginx skips access checks for them).
-pub(super) extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
-    // SAFETY: nginx calls phase handlers with a live request.
-    let r = unsafe { &mut *r };
+// `prometheus_protect on;`: the location's own content (`stub_status`, a file, a
+// proxied status page) is served only to the clients `prometheus_metrics` would serve
+// there, refused with the same answers. Runs in the access phase of every request;
+// subrequests never reach it (nginx skips access checks for them).
+ngx::http_request_handler!(access_handler, |r: &mut Request| {
     let Some(lcf) = Module::location_conf(r) else {
-        return Status::NGX_DECLINED.0;
+        return Status::NGX_DECLINED;
     };
     // A metrics location checks in its content handler, where a refusal is sent.
     if lcf.protect != Some(true) || lcf.metrics_zone.is_some() {
-        return Status::NGX_DECLINED.0;
+        return Status::NGX_DECLINED;
     }
     let Err(refusal) = admit(r, lcf) else {
-        return Status::NGX_OK.0;
+        return Status::NGX_OK;
     };
     let rc = match discard_body(r) {
         Ok(()) => refusal.send(r),
@@ -355,87 +302,40 @@ pub(super) extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t
     };
     // The answer is out (or failed): finish the request here, as the content phase
     // would, and stop the phases.
-    // SAFETY: live request; finalized once, by this call.
-    unsafe { ngx::ffi::ngx_http_finalize_request(r, rc) };
-    Status::NGX_DONE.0
-}
+    response::finalize(r, rc);
+    Status::NGX_DONE
+});
 
-/// `prometheus_protect on | off;`
-pub(super) extern "C" fn protect_directive(
-    cf: *mut ngx_conf_t,
-    _cmd: *mut ngx_command_t,
-    conf: *mut c_void,
-) -> *mut c_char {
-    // SAFETY: as for `metrics_directive`.
-    let (lcf, a) = unsafe { (&mut *conf.cast::<LocConf>(), args(cf)) };
-    if lcf.protect.is_some() {
-        return conf_error(cf, "prometheus_protect: is duplicate");
-    }
-    lcf.protect = match a[0] {
-        "on" => Some(true),
-        "off" => Some(false),
-        other => {
-            return conf_error(
-                cf,
-                &format!("prometheus_protect: invalid value \"{other}\" (on or off)"),
-            )
+directive! {
+    /// `prometheus_protect on | off;`
+    pub(super) fn protect_directive(cf, lcf: &mut LocConf, a) {
+        if lcf.protect.is_some() {
+            return conf_error(cf, "prometheus_protect: is duplicate");
         }
-    };
-    ngx::core::NGX_CONF_OK
+        lcf.protect = match a[0] {
+            "on" => Some(true),
+            "off" => Some(false),
+            other => {
+                return conf_error(
+                    cf,
+                    &format!("prometheus_protect: invalid value \"{other}\" (on or off)"),
+                )
+            }
+        };
+        ngx::core::NGX_CONF_OK
+    }
 }
 
 /// Puts [`access_handler`] in the access phase (the module's postconfiguration).
 pub(super) extern "C" fn add_access_handler(cf: *mut ngx_conf_t) -> ngx_int_t {
-    // SAFETY: nginx calls postconfiguration with the http {} configuration being read;
-    // the core module's main conf and its phase arrays exist then.
-    unsafe {
-        let Some(cmcf) = NgxHttpCoreModule::main_conf_mut(&*cf) else {
-            return Status::NGX_ERROR.0;
-        };
-        let phase = &mut cmcf.phases[ngx::ffi::ngx_http_phases_NGX_HTTP_ACCESS_PHASE as usize];
-        let slot =
-            ngx::ffi::ngx_array_push(&mut phase.handlers).cast::<ngx::ffi::ngx_http_handler_pt>();
-        if slot.is_null() {
-            return Status::NGX_ERROR.0;
-        }
-        *slot = Some(access_handler);
+    // SAFETY: nginx calls postconfiguration with the http {} configuration being read.
+    let cf = unsafe { &*cf };
+    let access = ngx::ffi::ngx_http_phases_NGX_HTTP_ACCESS_PHASE;
+    match super::add_phase_handler(cf, access, access_handler) {
+        Ok(()) => Status::NGX_OK.0,
+        Err(()) => Status::NGX_ERROR.0,
     }
-    Status::NGX_OK.0
 }
 
 const BASIC_CHALLENGE: &str = "Basic realm=\"metrics\", charset=\"UTF-8\"";
 const BEARER_CHALLENGE: &str = "Bearer realm=\"metrics\"";
-
-/// The raw values of every request header `name` (lowercase), in order.
-fn header_values<'r>(r: &'r ngx_http_request_t, name: &str) -> Vec<&'r [u8]> {
-    // SAFETY: the request's header list is valid (and not modified) while its content
-    // handler runs; the values live in the request's buffers.
-    let headers = unsafe { ngx::http::list_iterator(&r.headers_in.headers) };
-    headers
-        .filter(|(k, _)| k.as_bytes().eq_ignore_ascii_case(name.as_bytes()))
-        .map(|(_, v)| v.as_bytes())
-        .collect()
-}
-
-/// Every value of request header `name` (lowercase), joined with `,` as HTTP allows;
-/// `None` when absent. Values that are not UTF-8 are left out.
-fn header(r: &ngx_http_request_t, name: &str) -> Option<String> {
-    // SAFETY: the request's header list is valid (and not modified) while its content
-    // handler runs.
-    let headers = unsafe { ngx::http::list_iterator(&r.headers_in.headers) };
-    let mut out: Option<String> = None;
-    for (k, v) in headers {
-        if !k.as_bytes().eq_ignore_ascii_case(name.as_bytes()) {
-            continue;
-        }
-        let Ok(v) = v.to_str() else { continue };
-        match &mut out {
-            Some(o) => {
-                o.push(',');
-                o.push_str(v);
-            }
-            None => out = Some(v.to_string()),
-        }
-    }
-    out
-}

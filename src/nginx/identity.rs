@@ -2,42 +2,33 @@
 //! resolved once the whole `http {}` block is read (the labels may name `$node_id`
 //! whichever directive comes first), so errors reach `nginx -t`.
 
-use super::{args, conf_error, MainConf};
+use super::{conf_error, MainConf};
 use crate::config::identity::{hostname, node_id, ConstLabels, Identity};
-use ngx::ffi::{ngx_command_t, ngx_conf_t};
-use std::ffi::{c_char, c_void};
+use ngx::ffi::ngx_conf_t;
+use std::ffi::c_char;
 
-pub(super) extern "C" fn node_id_file_directive(
-    cf: *mut ngx_conf_t,
-    _cmd: *mut ngx_command_t,
-    conf: *mut c_void,
-) -> *mut c_char {
-    // SAFETY: nginx calls directive handlers with the configuration being parsed and
-    // this module's main conf (NGX_HTTP_MAIN_CONF_OFFSET).
-    let (mcf, a) = unsafe { (&mut *conf.cast::<MainConf>(), args(cf)) };
-    if mcf.node_id_file.is_some() {
-        return conf_error(cf, "prometheus_node_id_file: is duplicate");
+directive! {
+    pub(super) fn node_id_file_directive(cf, mcf: &mut MainConf, a) {
+        if mcf.node_id_file.is_some() {
+            return conf_error(cf, "prometheus_node_id_file: is duplicate");
+        }
+        // A file nginx writes, so relative to the prefix, as `pid` and `error_log` are.
+        match super::full_name(cf, a[0], false) {
+            Ok(path) => mcf.node_id_file = Some(path),
+            Err(e) => return conf_error(cf, &format!("prometheus_node_id_file: {e}")),
+        }
+        ngx::core::NGX_CONF_OK
     }
-    // A file nginx writes, so relative to the prefix, as `pid` and `error_log` are.
-    match super::full_name(cf, a[0], false) {
-        Ok(path) => mcf.node_id_file = Some(path),
-        Err(e) => return conf_error(cf, &format!("prometheus_node_id_file: {e}")),
-    }
-    ngx::core::NGX_CONF_OK
 }
 
-pub(super) extern "C" fn const_labels_directive(
-    cf: *mut ngx_conf_t,
-    _cmd: *mut ngx_command_t,
-    conf: *mut c_void,
-) -> *mut c_char {
-    // SAFETY: as above.
-    let (mcf, a) = unsafe { (&mut *conf.cast::<MainConf>(), args(cf)) };
-    if !mcf.const_labels.is_empty() {
-        return conf_error(cf, "prometheus_const_labels: is duplicate");
+directive! {
+    pub(super) fn const_labels_directive(cf, mcf: &mut MainConf, a) {
+        if !mcf.const_labels.is_empty() {
+            return conf_error(cf, "prometheus_const_labels: is duplicate");
+        }
+        mcf.const_labels = a.iter().map(|s| s.to_string()).collect();
+        ngx::core::NGX_CONF_OK
     }
-    mcf.const_labels = a.iter().map(|s| s.to_string()).collect();
-    ngx::core::NGX_CONF_OK
 }
 
 /// Reads or makes the node id and builds the identity every scrape and push uses.

@@ -1,6 +1,32 @@
 //! nginx glue: the module table, its directives and their configuration structs.
 //! Everything here talks to nginx's C structures; the logic it calls is elsewhere.
 
+/// Defines a directive handler, `extern "C" fn $name(cf, cmd, conf)`, whose body gets
+/// the configuration being parsed (`cf`), this module's configuration of the
+/// directive's level (`MainConf` for a command with `NGX_HTTP_MAIN_CONF_OFFSET`,
+/// `LocConf` for `NGX_HTTP_LOC_CONF_OFFSET`: the command table must agree) and the
+/// directive's arguments.
+macro_rules! directive {
+    (
+        $(#[$attr:meta])*
+        $vis:vis fn $name:ident($cf:ident, $conf:ident: &mut $t:ty, $args:ident) $body:block
+    ) => {
+        $(#[$attr])*
+        $vis extern "C" fn $name(
+            $cf: *mut ngx::ffi::ngx_conf_t,
+            _cmd: *mut ngx::ffi::ngx_command_t,
+            conf: *mut std::ffi::c_void,
+        ) -> *mut std::ffi::c_char {
+            // SAFETY: nginx calls a directive handler with the configuration being parsed
+            // and this module's configuration at the command's `conf` offset (of type
+            // `$t`, per the command table), both valid and unshared for the call.
+            let given = unsafe { (&mut *conf.cast::<$t>(), $crate::nginx::args($cf)) };
+            let ($conf, $args): (&mut $t, Vec<&str>) = given;
+            $body
+        }
+    };
+}
+
 pub mod bitfield;
 mod handler;
 mod identity;
@@ -10,8 +36,10 @@ mod push;
 mod quiesce;
 mod render;
 pub mod request;
+pub mod response;
 pub mod stub_status;
 mod sweep;
+mod timer;
 pub mod zone;
 
 use crate::config::access::AccessRules;
@@ -301,16 +329,53 @@ pub static mut ngx_http_prometheus_module: ngx_module_t = ngx_module_t {
 
 /// In every new worker: process metrics, and the pusher and the expiry sweep in worker 0.
 unsafe extern "C" fn init_process(cycle: *mut ngx::ffi::ngx_cycle_t) -> ngx::ffi::ngx_int_t {
-    // SAFETY: nginx calls init_process with the running cycle.
-    unsafe { process::remember_worker_count(cycle) };
-    // SAFETY: as above.
-    let rc = unsafe { process::init_process(cycle) };
-    push::start(cycle);
-    // SAFETY: as above.
-    unsafe { sweep::start(cycle) };
-    // SAFETY: as above.
-    unsafe { quiesce::start(cycle) };
+    // SAFETY: nginx calls init_process with the running cycle, in the new process.
+    let p = unsafe { NewProcess::of(cycle) };
+    process::remember_worker_count(p.workers);
+    let rc = process::init_process(&p);
+    push::start(&p);
+    sweep::start(&p);
+    quiesce::start(&p);
     rc
+}
+
+/// What the module's `init_process` parts need to know of a new process, read once.
+pub(crate) struct NewProcess {
+    /// The cycle's log, valid as long as the process.
+    pub log: *mut ngx::ffi::ngx_log_t,
+    /// `ngx_worker`: the worker's number (0 with `master_process off`).
+    pub worker: ngx::ffi::ngx_uint_t,
+    /// A worker or the single process, not a helper (cache manager, loader).
+    pub serves: bool,
+    /// `worker_processes` of the running configuration, when readable.
+    pub workers: Option<ngx::ffi::ngx_int_t>,
+}
+
+impl NewProcess {
+    /// # Safety
+    /// `cycle` is the running cycle, as nginx passes it to `init_process`, in the
+    /// process that runs it.
+    unsafe fn of(cycle: *mut ngx::ffi::ngx_cycle_t) -> NewProcess {
+        // SAFETY: per the contract, `cycle` and its `conf_ctx` are valid; nginx set
+        // `ngx_worker` and `ngx_process` before calling init_process; the core module's
+        // configuration is made for every cycle and lives as long (`conf_ctx` is indexed
+        // by module index, as `ngx_get_conf` does).
+        unsafe {
+            debug_assert!(!cycle.is_null() && !(*cycle).conf_ctx.is_null());
+            let ccf = *(*cycle)
+                .conf_ctx
+                .add(ngx::ffi::ngx_core_module.index)
+                .cast::<*const ngx::ffi::ngx_core_conf_t>();
+            let process = ngx::ffi::ngx_process as u32;
+            NewProcess {
+                log: (*cycle).log,
+                worker: ngx::ffi::ngx_worker,
+                serves: process == ngx::ffi::NGX_PROCESS_WORKER
+                    || process == ngx::ffi::NGX_PROCESS_SINGLE,
+                workers: ccf.as_ref().map(|c| c.worker_processes),
+            }
+        }
+    }
 }
 
 unsafe extern "C" fn exit_process(_cycle: *mut ngx::ffi::ngx_cycle_t) {
@@ -380,6 +445,28 @@ pub(crate) fn parse_size(t: &str) -> Option<usize> {
     // SAFETY: ngx_parse_size only reads `len` bytes of the string.
     let size = unsafe { ngx::ffi::ngx_parse_size(&mut s) };
     usize::try_from(size).ok()
+}
+
+/// Adds `handler` to phase `phase` of the `http {}` block being read (in a
+/// postconfiguration, once the core module made its phase arrays).
+pub(crate) fn add_phase_handler(
+    cf: &ngx::ffi::ngx_conf_t,
+    phase: ngx::ffi::ngx_http_phases,
+    handler: unsafe extern "C" fn(*mut ngx::ffi::ngx_http_request_t) -> ngx::ffi::ngx_int_t,
+) -> Result<(), ()> {
+    use ngx::http::HttpModuleMainConf;
+    let cmcf = ngx::http::NgxHttpCoreModule::main_conf_mut(cf).ok_or(())?;
+    let handlers = &mut cmcf.phases[phase as usize].handlers;
+    // SAFETY: the core module made `handlers` (an array of `ngx_http_handler_pt`, in the
+    // configuration pool) in its preconfiguration; a push returns room for one of them.
+    unsafe {
+        let slot = ngx::ffi::ngx_array_push(handlers).cast::<ngx::ffi::ngx_http_handler_pt>();
+        if slot.is_null() {
+            return Err(());
+        }
+        *slot = Some(handler);
+    }
+    Ok(())
 }
 
 /// Logs a configuration error (nginx appends the file and line) and fails the directive.

@@ -6,15 +6,13 @@
 //! the first zone, every 5 s). The timer is cancelable: a worker shutting down
 //! gracefully neither waits for it nor samples again.
 
-use super::{args, conf_error, parse_time_ms, zone, MainConf};
+use super::timer::{self, Timer};
+use super::{conf_error, parse_time_ms, zone, MainConf, NewProcess};
 use crate::host::process;
 use crate::metrics::builtin::PROCESS;
 use crate::metrics::{counter, gauge, Store};
-use crate::nginx::bitfield;
-use ngx::ffi::{ngx_command_t, ngx_conf_t, ngx_cycle_t, ngx_event_t, ngx_int_t, ngx_msec_t};
+use ngx::ffi::{ngx_event_t, ngx_int_t, ngx_msec_t};
 use std::cell::RefCell;
-use std::ffi::{c_char, c_void};
-use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 const DEFAULT_INTERVAL_MS: ngx_msec_t = 5000;
@@ -38,24 +36,19 @@ impl Default for ProcessConf {
     }
 }
 
-pub(super) extern "C" fn directive(
-    cf: *mut ngx_conf_t,
-    _cmd: *mut ngx_command_t,
-    conf: *mut c_void,
-) -> *mut c_char {
-    // SAFETY: nginx calls directive handlers with the configuration being parsed and
-    // this module's main conf (NGX_HTTP_MAIN_CONF_OFFSET).
-    let (mcf, a) = unsafe { (&mut *conf.cast::<MainConf>(), args(cf)) };
-    if mcf.process_set {
-        return conf_error(cf, "prometheus_process_metrics: is duplicate");
-    }
-    mcf.process_set = true;
-    match parse(&a) {
-        Ok(p) => {
-            mcf.process = p;
-            ngx::core::NGX_CONF_OK
+directive! {
+    pub(super) fn directive(cf, mcf: &mut MainConf, a) {
+        if mcf.process_set {
+            return conf_error(cf, "prometheus_process_metrics: is duplicate");
         }
-        Err(why) => conf_error(cf, &format!("prometheus_process_metrics: {why}")),
+        mcf.process_set = true;
+        match parse(&a) {
+            Ok(p) => {
+                mcf.process = p;
+                ngx::core::NGX_CONF_OK
+            }
+            Err(why) => conf_error(cf, &format!("prometheus_process_metrics: {why}")),
+        }
     }
 }
 
@@ -83,31 +76,16 @@ thread_local! {
     static LUA: RefCell<Option<mlua::WeakLua>> = const { RefCell::new(None) };
 }
 
-static mut TIMER: MaybeUninit<ngx_event_t> = MaybeUninit::zeroed();
+static TIMER: Timer = Timer::new();
 
 /// `worker_processes` of the running configuration; 0 until a worker starts.
 static WORKER_COUNT: AtomicU32 = AtomicU32::new(0);
 
 /// Module `init_process` part: remembers how many workers this configuration runs, so
 /// that renders leave out the series of workers a reload took away.
-///
-/// # Safety
-/// `cycle` is the running cycle, as nginx passes it to `init_process`.
-pub(super) unsafe fn remember_worker_count(cycle: *mut ngx_cycle_t) {
-    // SAFETY: per the bullets below.
-    // - the core module's configuration is made for every cycle, before any module's
-    //   `init_process`, and lives as long as the cycle;
-    // - `conf_ctx` is indexed by module index, as `ngx_get_conf` does.
-    let n = unsafe {
-        debug_assert!(!cycle.is_null() && !(*cycle).conf_ctx.is_null());
-        let ccf = *(*cycle)
-            .conf_ctx
-            .add(ngx::ffi::ngx_core_module.index)
-            .cast::<*const ngx::ffi::ngx_core_conf_t>();
-        if ccf.is_null() {
-            return;
-        }
-        (*ccf).worker_processes
+pub(super) fn remember_worker_count(workers: Option<ngx_int_t>) {
+    let Some(n) = workers else {
+        return;
     };
     // With `master_process off` the one process is worker 0; counts never drop below it.
     WORKER_COUNT.store(
@@ -130,10 +108,9 @@ pub fn remember_lua(lua: &mlua::Lua) {
 }
 
 /// Module `init_process`: in a worker, makes the series and starts the timer.
-pub(super) unsafe fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
+pub(super) fn init_process(p: &NewProcess) -> ngx_int_t {
     let ok = ngx::ffi::NGX_OK as ngx_int_t;
-    // SAFETY: nginx calls init_process with the running cycle, in the new process.
-    let log = unsafe { (*cycle).log };
+    let log = p.log;
     let Some(conf) = zone::running_main_conf().map(|m| m.process.clone()) else {
         return ok;
     };
@@ -143,8 +120,7 @@ pub(super) unsafe fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
     let Some((zone_name, store)) = zone::lookup(&conf.zone) else {
         return ok;
     };
-    // SAFETY: reading the worker number nginx set before calling init_process.
-    let worker = unsafe { ngx::ffi::ngx_worker }.to_string();
+    let worker = p.worker.to_string();
     let mut handles = [0u64; PROCESS.len()];
     for (i, family) in PROCESS.iter().enumerate() {
         let name = family.name;
@@ -182,31 +158,16 @@ pub(super) unsafe fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
         })
     });
     sample_now();
-    // SAFETY: the timer event is a static only this thread touches; nginx keeps a
-    // pointer to it while it is armed, and it lives as long as the process.
-    unsafe {
-        let ev = (*std::ptr::addr_of_mut!(TIMER)).as_mut_ptr();
-        (*ev).handler = Some(tick);
-        (*ev).log = log;
-        (*ev).data = std::ptr::null_mut();
-        bitfield::set(&mut *ev, bitfield::c::EVENT_CANCELABLE, 1);
-        ngx::ffi::ngx_add_timer(ev, conf.interval_ms);
-    }
+    TIMER.start(log, tick, true, conf.interval_ms);
     ok
 }
 
-unsafe extern "C" fn tick(ev: *mut ngx_event_t) {
-    // SAFETY: reading nginx's shutdown flags from its own (only) thread.
-    let stopping = unsafe {
-        ngx::ffi::ngx_exiting != 0 || ngx::ffi::ngx_quit != 0 || ngx::ffi::ngx_terminate != 0
-    };
-    if stopping {
+extern "C" fn tick(_ev: *mut ngx_event_t) {
+    if timer::shutting_down() {
         return;
     }
-    let interval = sample_now();
-    if let Some(ms) = interval {
-        // SAFETY: `ev` is the static timer event, fired and not armed now.
-        unsafe { ngx::ffi::ngx_add_timer(ev, ms) };
+    if let Some(ms) = sample_now() {
+        TIMER.again(ms);
     }
 }
 

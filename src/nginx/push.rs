@@ -15,14 +15,15 @@
 //! and when they end, counted by reason, and retried after 1 s, 2 s, 4 s... up to the
 //! larger of the interval and a minute.
 
-use super::{args, conf_error, parse_time_ms, stub_status, zone, MainConf};
-use crate::config::identity::expand;
+use super::{conf_error, parse_time_ms, stub_status, zone, MainConf, NewProcess};
+use crate::config::identity::{expand, Identity};
 use crate::exposition::{self, Scrape, Selection};
 use crate::metrics::builtin::PUSH;
 use crate::metrics::{counter, gauge, Store};
-use crate::push::{check_header, grouping_path, load_roots, Backoff, Endpoint, Pusher};
-use ngx::ffi::{ngx_command_t, ngx_conf_t, ngx_cycle_t, ngx_log_t};
-use std::ffi::{c_char, c_void};
+use crate::push::{check_header, grouping_path, load_roots, Backoff, Endpoint, PushError, Pusher};
+use crate::shm::Slot;
+use ngx::ffi::{ngx_conf_t, ngx_log_t};
+use std::ffi::c_char;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -63,100 +64,83 @@ fn parse(a: &[&str]) -> Result<PushConf, String> {
     })
 }
 
-pub(super) extern "C" fn push_directive(
-    cf: *mut ngx_conf_t,
-    _cmd: *mut ngx_command_t,
-    conf: *mut c_void,
-) -> *mut c_char {
-    // SAFETY: nginx calls directive handlers with the configuration being parsed and
-    // this module's main conf (NGX_HTTP_MAIN_CONF_OFFSET).
-    let (mcf, a) = unsafe { (&mut *conf.cast::<MainConf>(), args(cf)) };
-    if mcf.push.is_some() {
-        return conf_error(cf, "prometheus_push: is duplicate");
-    }
-    match parse(&a) {
-        Ok(p) => {
-            mcf.push = Some(p);
-            ngx::core::NGX_CONF_OK
+directive! {
+    pub(super) fn push_directive(cf, mcf: &mut MainConf, a) {
+        if mcf.push.is_some() {
+            return conf_error(cf, "prometheus_push: is duplicate");
         }
-        Err(why) => conf_error(cf, &format!("prometheus_push: {why}")),
+        match parse(&a) {
+            Ok(p) => {
+                mcf.push = Some(p);
+                ngx::core::NGX_CONF_OK
+            }
+            Err(why) => conf_error(cf, &format!("prometheus_push: {why}")),
+        }
     }
 }
 
-pub(super) extern "C" fn header_directive(
-    cf: *mut ngx_conf_t,
-    _cmd: *mut ngx_command_t,
-    conf: *mut c_void,
-) -> *mut c_char {
-    // SAFETY: as above.
-    let (mcf, a) = unsafe { (&mut *conf.cast::<MainConf>(), args(cf)) };
-    if let Err(why) = check_header(a[0], a[1]) {
-        return conf_error(cf, &format!("prometheus_push_header: {why}"));
+directive! {
+    pub(super) fn header_directive(cf, mcf: &mut MainConf, a) {
+        if let Err(why) = check_header(a[0], a[1]) {
+            return conf_error(cf, &format!("prometheus_push_header: {why}"));
+        }
+        mcf.push_headers.push((a[0].to_string(), a[1].to_string()));
+        ngx::core::NGX_CONF_OK
     }
-    mcf.push_headers.push((a[0].to_string(), a[1].to_string()));
-    ngx::core::NGX_CONF_OK
 }
 
-pub(super) extern "C" fn basic_auth_directive(
-    cf: *mut ngx_conf_t,
-    _cmd: *mut ngx_command_t,
-    conf: *mut c_void,
-) -> *mut c_char {
-    // SAFETY: as above.
-    let (mcf, a) = unsafe { (&mut *conf.cast::<MainConf>(), args(cf)) };
-    if mcf.push_basic_auth.is_some() {
-        return conf_error(cf, "prometheus_push_basic_auth: is duplicate");
-    }
-    let (user, file) = (a[0], a[1]);
-    if user.is_empty() || user.contains(':') {
-        return conf_error(
-            cf,
-            &format!("prometheus_push_basic_auth: invalid user \"{user}\" (no ':')"),
-        );
-    }
-    let file = match super::full_name(cf, file, true) {
-        Ok(p) => p,
-        Err(e) => return conf_error(cf, &format!("prometheus_push_basic_auth: {e}")),
-    };
-    // The password stays out of nginx.conf, which is often world-readable.
-    let password = match std::fs::read_to_string(&file) {
-        Ok(s) => s.trim_end_matches(['\r', '\n']).to_string(),
-        Err(e) => {
+directive! {
+    pub(super) fn basic_auth_directive(cf, mcf: &mut MainConf, a) {
+        if mcf.push_basic_auth.is_some() {
+            return conf_error(cf, "prometheus_push_basic_auth: is duplicate");
+        }
+        let (user, file) = (a[0], a[1]);
+        if user.is_empty() || user.contains(':') {
             return conf_error(
                 cf,
-                &format!("prometheus_push_basic_auth: cannot read \"{file}\": {e}"),
-            )
+                &format!("prometheus_push_basic_auth: invalid user \"{user}\" (no ':')"),
+            );
         }
-    };
-    if password.is_empty() || password.contains('\n') {
-        return conf_error(
-            cf,
-            &format!("prometheus_push_basic_auth: \"{file}\" must hold one line, the password"),
-        );
+        let file = match super::full_name(cf, file, true) {
+            Ok(p) => p,
+            Err(e) => return conf_error(cf, &format!("prometheus_push_basic_auth: {e}")),
+        };
+        // The password stays out of nginx.conf, which is often world-readable.
+        let password = match std::fs::read_to_string(&file) {
+            Ok(s) => s.trim_end_matches(['\r', '\n']).to_string(),
+            Err(e) => {
+                return conf_error(
+                    cf,
+                    &format!("prometheus_push_basic_auth: cannot read \"{file}\": {e}"),
+                )
+            }
+        };
+        if password.is_empty() || password.contains('\n') {
+            return conf_error(
+                cf,
+                &format!("prometheus_push_basic_auth: \"{file}\" must hold one line, the password"),
+            );
+        }
+        mcf.push_basic_auth = Some((user.to_string(), password));
+        ngx::core::NGX_CONF_OK
     }
-    mcf.push_basic_auth = Some((user.to_string(), password));
-    ngx::core::NGX_CONF_OK
 }
 
-/// `prometheus_push_ca <file>;`: the CA certificates (PEM) a `https://` gateway's
-/// certificate must lead to, instead of the system's roots. A relative path is relative
-/// to nginx's configuration directory; the file is read when the `http {}` block is.
-pub(super) extern "C" fn ca_directive(
-    cf: *mut ngx_conf_t,
-    _cmd: *mut ngx_command_t,
-    conf: *mut c_void,
-) -> *mut c_char {
-    // SAFETY: as above.
-    let (mcf, a) = unsafe { (&mut *conf.cast::<MainConf>(), args(cf)) };
-    if mcf.push_ca.is_some() {
-        return conf_error(cf, "prometheus_push_ca: is duplicate");
+directive! {
+    /// `prometheus_push_ca <file>;`: the CA certificates (PEM) a `https://` gateway's
+    /// certificate must lead to, instead of the system's roots. A relative path is relative
+    /// to nginx's configuration directory; the file is read when the `http {}` block is.
+    pub(super) fn ca_directive(cf, mcf: &mut MainConf, a) {
+        if mcf.push_ca.is_some() {
+            return conf_error(cf, "prometheus_push_ca: is duplicate");
+        }
+        let path = match super::full_name(cf, a[0], true) {
+            Ok(p) => p,
+            Err(e) => return conf_error(cf, &format!("prometheus_push_ca: {e}")),
+        };
+        mcf.push_ca = Some(path);
+        ngx::core::NGX_CONF_OK
     }
-    let path = match super::full_name(cf, a[0], true) {
-        Ok(p) => p,
-        Err(e) => return conf_error(cf, &format!("prometheus_push_ca: {e}")),
-    };
-    mcf.push_ca = Some(path);
-    ngx::core::NGX_CONF_OK
 }
 
 /// Called once the `http {}` block is read: completes the push configuration.
@@ -277,9 +261,8 @@ impl Log {
 }
 
 /// Module `init_process` part: starts the pushing thread in worker 0.
-pub(super) fn start(cycle: *mut ngx_cycle_t) {
-    // SAFETY: nginx calls init_process with the running cycle; `ngx_worker` is set.
-    let (log, worker) = unsafe { ((*cycle).log, ngx::ffi::ngx_worker) };
+pub(super) fn start(p: &NewProcess) {
+    let (log, worker) = (p.log, p.worker);
     let Some(mcf) = zone::running_main_conf() else {
         return;
     };
@@ -318,16 +301,11 @@ pub(super) fn start(cycle: *mut ngx_cycle_t) {
     if let Err(e) = spawned {
         ngx::ngx_log_error!(
             ngx::ffi::NGX_LOG_ERR,
-            log_of(cycle),
+            p.log,
             "prometheus_push: cannot start the push thread: {}",
             e
         );
     }
-}
-
-fn log_of(cycle: *mut ngx_cycle_t) -> *mut ngx_log_t {
-    // SAFETY: the running cycle's log.
-    unsafe { (*cycle).log }
 }
 
 /// Module `exit_process` part.
@@ -337,16 +315,7 @@ pub(super) fn stop() {
 
 /// Whether the worker is shutting down (nginx's flags, set by its signal handler).
 fn stopping() -> bool {
-    if STOP.load(Ordering::Relaxed) {
-        return true;
-    }
-    // SAFETY: word-sized flags nginx sets once; a stale read only delays the stop
-    // by one look.
-    unsafe {
-        std::ptr::read_volatile(std::ptr::addr_of!(ngx::ffi::ngx_quit)) != 0
-            || std::ptr::read_volatile(std::ptr::addr_of!(ngx::ffi::ngx_terminate)) != 0
-            || std::ptr::read_volatile(std::ptr::addr_of!(ngx::ffi::ngx_exiting)) != 0
-    }
+    STOP.load(Ordering::Relaxed) || super::timer::shutting_down()
 }
 
 /// Sleeps until `deadline` or a stop; false on a stop.
@@ -363,136 +332,190 @@ fn wait_until(deadline: Instant) -> bool {
     }
 }
 
+/// The push thread: builds the client, joins the zone's epochs, pushes until the
+/// worker stops.
 fn run(
     conf: PushConf,
     store: Store<'static>,
     zone_name: String,
-    identity: Option<&'static crate::config::identity::Identity>,
+    identity: Option<&'static Identity>,
     h: Handles,
     log: Log,
 ) {
+    let Some(pusher) = client(&conf, &log) else {
+        return;
+    };
+    // This thread reads and updates the zone outside the event loop: a participant of
+    // its own in the zone's epochs, in the zone only while it renders and records.
+    let slot = store.join_thread_epochs(zone::participant());
+    if slot.is_none() {
+        log.write(
+            ngx::ffi::NGX_LOG_WARN,
+            "prometheus_push: no epoch slot left in the zone; its deleted series' memory \
+             is no longer reused",
+        );
+    }
+    let backoff = Backoff::new(conf.interval);
+    let mut rounds = Rounds {
+        conf,
+        store,
+        zone_name,
+        identity,
+        h,
+        log,
+        pusher,
+        slot,
+        backoff,
+        failing: None,
+    };
+    let mut next = Instant::now();
+    while wait_until(next) {
+        next = rounds.round();
+    }
+    if let Some(slot) = slot {
+        store.leave_epochs(slot);
+    }
+}
+
+/// The HTTP client for the configured gateway; `None` (logged) if it cannot be made.
+fn client(conf: &PushConf, log: &Log) -> Option<Pusher> {
     let path = grouping_path(&conf.endpoint.path, &conf.job, &[]);
     let auth = conf
         .basic_auth
         .as_ref()
         .map(|(u, p)| (u.as_str(), p.as_str()));
-    let pusher = match Pusher::new(
+    let roots = conf.roots.clone();
+    match Pusher::new(
         &conf.endpoint,
         &path,
         &conf.headers,
         auth,
-        conf.roots.clone(),
+        roots,
         conf.timeout,
     ) {
-        Ok(p) => p,
+        Ok(p) => Some(p),
         Err(why) => {
             // The configuration checks make this unreachable; say so if it is not.
             log.write(
                 ngx::ffi::NGX_LOG_ERR,
                 &format!("prometheus_push: cannot push to {}: {why}", conf.url),
             );
-            return;
+            None
         }
-    };
-    // This thread reads and updates the zone outside the event loop: a participant of
-    // its own in the zone's epochs, in the zone only while it renders and records.
-    let Some(slot) = store.join_thread_epochs(zone::participant()) else {
-        log.write(
-            ngx::ffi::NGX_LOG_WARN,
-            "prometheus_push: no epoch slot left in the zone; its deleted series' memory \
-             is no longer reused",
-        );
-        return run_rounds(conf, store, zone_name, identity, h, log, pusher, None);
-    };
-    run_rounds(conf, store, zone_name, identity, h, log, pusher, Some(slot));
-    store.leave_epochs(slot);
+    }
 }
 
-/// The push rounds, until the worker stops. `slot`: this thread's epoch slot (none
-/// when the zone had none left: it then reuses nothing).
-#[allow(clippy::too_many_arguments)]
-fn run_rounds(
+/// What the push thread keeps from one round to the next.
+struct Rounds {
     conf: PushConf,
     store: Store<'static>,
     zone_name: String,
-    identity: Option<&'static crate::config::identity::Identity>,
+    identity: Option<&'static Identity>,
     h: Handles,
     log: Log,
     pusher: Pusher,
-    slot: Option<crate::shm::Slot>,
-) {
-    let enter = || {
-        if let Some(slot) = slot {
-            store.enter_epochs(slot, zone::participant());
-        }
-    };
-    let idle = || {
-        if let Some(slot) = slot {
-            store.idle_epochs(slot);
-        }
-    };
-    let mut backoff = Backoff::new(conf.interval);
-    let mut failing: Option<&'static str> = None;
-    let mut next = Instant::now();
-    while wait_until(next) {
+    /// This thread's epoch slot (none when the zone had none left: it then reuses
+    /// nothing).
+    slot: Option<Slot>,
+    backoff: Backoff,
+    /// The reason of the failures going on: logged when it starts or changes.
+    failing: Option<&'static str>,
+}
+
+impl Rounds {
+    /// One push: render, send, count; returns when the next one is due.
+    fn round(&mut self) -> Instant {
         let started = Instant::now();
+        self.enter();
+        let body = self.render();
+        self.idle();
+        let result = self.pusher.push(&body);
+        self.enter();
+        let next = self.record(started, result);
+        self.idle();
+        next
+    }
+
+    /// The zone as a scrape of the metrics port would show it.
+    fn render(&self) -> Vec<u8> {
         let mut body = Vec::with_capacity(64 * 1024);
-        enter();
         let scrape = Scrape {
             stub: stub_status::read(),
             selection: Selection {
                 workers: super::process::worker_count(),
                 ..Selection::default()
             },
-            identity,
-            ..Scrape::new(store, &zone_name)
+            identity: self.identity,
+            ..Scrape::new(self.store, &self.zone_name)
         };
         let _ = exposition::render(&mut body, &scrape);
-        idle();
-        let result = pusher.push(&body);
-        enter();
-        let r = store.region();
-        let took = started.elapsed();
-        let _ = gauge::set(&r, h.duration, took.as_secs_f64());
+        body
+    }
+
+    /// Counts the push's result and duration, logs a change of state, and returns when
+    /// the next push is due (the interval, or the backoff's delay).
+    fn record(&mut self, started: Instant, result: Result<u16, PushError>) -> Instant {
+        let r = self.store.region();
+        let _ = gauge::set(&r, self.h.duration, started.elapsed().as_secs_f64());
+        let reason = result.as_ref().err().map_or("ok", PushError::reason);
+        if let Some(i) = RESULTS.iter().position(|x| *x == reason) {
+            let _ = counter::inc(&r, self.h.results[i], 1);
+        }
         match result {
             Ok(_) => {
-                let _ = counter::inc(&r, h.results[0], 1);
-                let _ = gauge::set(&r, h.last_success, crate::host::process::now_seconds());
-                if let Some(reason) = failing.take() {
-                    log.write(
-                        ngx::ffi::NGX_LOG_NOTICE,
-                        &format!(
-                            "prometheus_push: {} works again after {} failed pushes ({reason})",
-                            conf.url,
-                            backoff.failures()
-                        ),
-                    );
-                }
-                backoff.success();
-                next = started + backoff.next_delay_ok();
+                let _ = gauge::set(&r, self.h.last_success, crate::host::process::now_seconds());
+                self.succeeded();
+                started + self.backoff.next_delay_ok()
             }
             Err(e) => {
-                let reason = e.reason();
-                if let Some(i) = RESULTS.iter().position(|x| *x == reason) {
-                    let _ = counter::inc(&r, h.results[i], 1);
-                }
-                let delay = backoff.fail();
-                // The first failure and every change of cause are logged; a gateway
-                // that stays down does not fill the log.
-                if failing != Some(reason) {
-                    log.write(
-                        ngx::ffi::NGX_LOG_ERR,
-                        &format!(
-                            "prometheus_push: push to {} failed: {e}; retrying with backoff \
-                             (next in {delay:?})",
-                            conf.url
-                        ),
-                    );
-                }
-                failing = Some(reason);
-                next = Instant::now() + delay;
+                let delay = self.failed(&e);
+                Instant::now() + delay
             }
         }
-        idle();
+    }
+
+    fn succeeded(&mut self) {
+        if let Some(reason) = self.failing.take() {
+            self.log.write(
+                ngx::ffi::NGX_LOG_NOTICE,
+                &format!(
+                    "prometheus_push: {} works again after {} failed pushes ({reason})",
+                    self.conf.url,
+                    self.backoff.failures()
+                ),
+            );
+        }
+        self.backoff.success();
+    }
+
+    /// Returns the delay before the next try.
+    fn failed(&mut self, e: &PushError) -> Duration {
+        let delay = self.backoff.fail();
+        // The first failure and every change of cause are logged; a gateway that stays
+        // down does not fill the log.
+        if self.failing != Some(e.reason()) {
+            self.log.write(
+                ngx::ffi::NGX_LOG_ERR,
+                &format!(
+                    "prometheus_push: push to {} failed: {e}; retrying with backoff \
+                     (next in {delay:?})",
+                    self.conf.url
+                ),
+            );
+        }
+        self.failing = Some(e.reason());
+        delay
+    }
+
+    fn enter(&self) {
+        if let Some(slot) = self.slot {
+            self.store.enter_epochs(slot, zone::participant());
+        }
+    }
+
+    fn idle(&self) {
+        if let Some(slot) = self.slot {
+            self.store.idle_epochs(slot);
+        }
     }
 }

@@ -9,19 +9,19 @@
 //! thread: the render is covered by the worker's announcement until it is back. The
 //! update path itself does nothing for the epochs.
 
+use super::timer::Timer;
 use super::zone;
-use crate::nginx::bitfield;
+use super::NewProcess;
 use crate::shm::Slot;
-use ngx::ffi::{ngx_cycle_t, ngx_event_t, ngx_msec_t};
+use ngx::ffi::{ngx_event_t, ngx_msec_t};
 use std::cell::RefCell;
-use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 /// How often a worker announces: the longest a freed block waits for an idle or busy
 /// (not stopped) worker, give or take one event-loop iteration.
 const TICK_MS: ngx_msec_t = 100;
 
-static mut TIMER: MaybeUninit<ngx_event_t> = MaybeUninit::zeroed();
+static TIMER: Timer = Timer::new();
 
 thread_local! {
     /// This worker's slot in each zone it joined, by zone name.
@@ -44,14 +44,8 @@ pub(super) fn render_back() {
 
 /// Module `init_process` part: joins every zone and arms the announcing timer, in
 /// worker processes (helpers such as the cache manager never update metrics).
-///
-/// # Safety
-/// `cycle` is the running cycle, as nginx passes it to `init_process`, in the process
-/// that runs it.
-pub(super) unsafe fn start(cycle: *mut ngx_cycle_t) {
-    // SAFETY: reading nginx's process kind, set before init_process.
-    let process = unsafe { ngx::ffi::ngx_process } as u32;
-    if process != ngx::ffi::NGX_PROCESS_WORKER && process != ngx::ffi::NGX_PROCESS_SINGLE {
+pub(super) fn start(p: &NewProcess) {
+    if !p.serves {
         return;
     }
     let mut joined = Vec::new();
@@ -59,15 +53,14 @@ pub(super) unsafe fn start(cycle: *mut ngx_cycle_t) {
         if let Some((_, store)) = zone::lookup(&name) {
             match store.join_epochs(zone::participant()) {
                 Some(slot) => joined.push((name, slot)),
-                // SAFETY: `cycle` is the running cycle (per the contract), its log valid.
-                None => unsafe {
+                None => {
                     ngx::ngx_log_error!(
                         ngx::ffi::NGX_LOG_WARN,
-                        (*cycle).log,
+                        p.log,
                         "prometheus zone \"{name}\": no epoch slot left for this worker; \
                          deleted series' memory is no longer reused in this zone"
                     );
-                },
+                }
             }
         }
     }
@@ -75,17 +68,8 @@ pub(super) unsafe fn start(cycle: *mut ngx_cycle_t) {
         return;
     }
     SLOTS.with(|s| *s.borrow_mut() = joined);
-    // SAFETY: the timer event is a static only this thread touches; nginx keeps a
-    // pointer to it while it is armed, and it lives as long as the process.
-    unsafe {
-        let ev = (*std::ptr::addr_of_mut!(TIMER)).as_mut_ptr();
-        (*ev).handler = Some(tick);
-        (*ev).log = (*cycle).log;
-        (*ev).data = std::ptr::null_mut();
-        // Cancelable: a worker shutting down does not wait for it.
-        bitfield::set(&mut *ev, bitfield::c::EVENT_CANCELABLE, 1);
-        ngx::ffi::ngx_add_timer(ev, TICK_MS);
-    }
+    // Cancelable: a worker shutting down does not wait for it.
+    TIMER.start(p.log, tick, true, TICK_MS);
 }
 
 /// Announces this worker quiescent in every zone it joined, then counts what still
@@ -108,10 +92,9 @@ fn announce() {
     });
 }
 
-unsafe extern "C" fn tick(ev: *mut ngx_event_t) {
+extern "C" fn tick(_ev: *mut ngx_event_t) {
     announce();
-    // SAFETY: `ev` is the static timer event, fired and not armed now.
-    unsafe { ngx::ffi::ngx_add_timer(ev, TICK_MS) };
+    TIMER.again(TICK_MS);
 }
 
 /// Module `exit_process` part: gives the slots back, unless a render is still in a

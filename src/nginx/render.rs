@@ -13,16 +13,14 @@
 //! in the worker; the response then holds the worker as any other does (the write
 //! timer of `send_timeout` while the client reads).
 
+use super::response::{self, Body, Response};
 use super::Module;
 use crate::config::limits::{self, Limits};
 use crate::exposition::{self, Format, Scrape};
 use crate::nginx::bitfield::{self, c};
 use ngx::core::Status;
-use ngx::ffi::{
-    ngx_buf_t, ngx_chain_t, ngx_event_t, ngx_http_request_t, ngx_int_t, ngx_log_t, ngx_table_elt_t,
-    ngx_thread_pool_t,
-};
-use ngx::http::HttpModule;
+use ngx::ffi::{ngx_event_t, ngx_http_request_t, ngx_log_t, ngx_thread_pool_t};
+use ngx::http::{HttpModule, Request};
 use std::ffi::c_void;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -35,6 +33,11 @@ const HOLD_MS: ngx::ffi::ngx_msec_t = 60_000;
 const TEXT_PLAIN: &str = "text/plain; charset=utf-8";
 /// Every response of the handler depends on these request headers.
 const VARY: &str = "Accept, Accept-Encoding";
+
+/// Headers of every answer of the handler. No answer here is ever to be read as
+/// another type (an error message that quotes a query string, a label value in the
+/// text format).
+const EVERY_ANSWER: [(&str, &str); 2] = [("Vary", VARY), ("X-Content-Type-Options", "nosniff")];
 
 /// The response, made by `render`.
 struct Output {
@@ -61,7 +64,9 @@ impl Output {
     }
 }
 
-/// One scrape, owned by the request (a pool cleanup frees it).
+/// One scrape, owned by the request (a pool cleanup drops it). Its fields drop in
+/// order after `drop`: the claim last, so that it trims the allocator once the rest is
+/// freed.
 struct Job {
     /// What to render (decided in the worker, done in the thread), and whether to
     /// compress it.
@@ -73,6 +78,15 @@ struct Job {
     hold: ngx_event_t,
     /// The scrape's share of its worker's limits (none for a refusal).
     claim: Option<limits::Claim>,
+}
+
+impl Drop for Job {
+    /// In the worker, from the request pool's cleanup: the timer is disarmed first
+    /// (`rendered` has done so already unless the pool is destroyed some other way), so
+    /// nginx's timer tree never points into a freed job.
+    fn drop(&mut self) {
+        release_hold(&mut self.hold);
+    }
 }
 
 /// A job that owns what it is given; its `hold` timer starts unarmed.
@@ -92,12 +106,12 @@ fn job(scrape: Option<(Scrape<'static>, bool)>, out: Output, done: bool) -> Job 
 /// here; then sends it. Beyond the worker's `limits`, answers `503` instead. Returns
 /// what a content handler returns.
 pub fn serve(
-    r: &mut ngx_http_request_t,
+    r: &mut Request,
     pool: Option<std::ptr::NonNull<ngx_thread_pool_t>>,
     limits: Limits,
     scrape: Scrape<'static>,
     gzip: bool,
-) -> ngx_int_t {
+) -> Status {
     let hint = LAST_BODY_LEN.load(Ordering::Relaxed);
     let Some(claim) = limits::admit(limits, hint + hint / 8) else {
         return refuse(
@@ -111,17 +125,20 @@ pub fn serve(
     };
     let mut scrape_job = job(Some((scrape, gzip)), Output::new(500, Vec::new()), false);
     scrape_job.claim = Some(claim);
-    let Some(job) = own(r, scrape_job) else {
-        return Status::NGX_ERROR.0;
+    let Some(job) = response::keep(r, scrape_job) else {
+        return Status::NGX_ERROR;
     };
+    // SAFETY: the request pool owns the job until the request ends; only this worker's
+    // thread touches it until `post` hands it to a pool thread.
+    let job = unsafe { &mut *job.as_ptr() };
     if let Some(pool) = pool {
         if post(r, pool, job).is_ok() {
-            return Status::NGX_DONE.0;
+            return Status::NGX_DONE;
         }
     }
     render(job);
     settle(job);
-    send(r, job)
+    send(r, &mut job.out)
 }
 
 /// Seconds a client refused for the limits is told to wait.
@@ -135,55 +152,22 @@ fn settle(job: &mut Job) {
 }
 
 /// Answers `status` with `message` as a plain-text body (a refused request: no
-/// rendering, no metric data).
+/// rendering, no metric data), `headers` before the handler's own.
 pub fn refuse(
-    r: &mut ngx_http_request_t,
+    r: &mut Request,
     status: u16,
     message: String,
     headers: &[(&'static str, &'static str)],
-) -> ngx_int_t {
-    let job = job(None, Output::new(status, message.into_bytes()), true);
-    for (k, v) in headers {
-        // SAFETY: live request, headers not sent yet.
-        if unsafe { push_header(r, k, v) }.is_null() {
-            return Status::NGX_ERROR.0;
-        }
-    }
-    match own(r, job) {
-        Some(job) => send(r, job),
-        None => Status::NGX_ERROR.0,
-    }
-}
-
-/// Moves `job` to the heap, to be dropped with the request pool. The reference is
-/// only used while the request lives (`'j` is not tied to `r` so that `r` stays usable).
-fn own<'j>(r: &mut ngx_http_request_t, job: Job) -> Option<&'j mut Job> {
-    // SAFETY: `r.pool` lives as long as the request; the cleanup runs once, when the
-    // pool is destroyed, after the response (which points into the job's body) is sent.
-    unsafe {
-        let cln = ngx::ffi::ngx_pool_cleanup_add(r.pool, 0);
-        if cln.is_null() {
-            return None;
-        }
-        let raw = Box::into_raw(Box::new(job));
-        (*cln).handler = Some(drop_job);
-        (*cln).data = raw.cast();
-        Some(&mut *raw)
-    }
-}
-
-unsafe extern "C" fn drop_job(data: *mut c_void) {
-    // SAFETY: `data` is the `Box<Job>` leaked in `own`, dropped exactly once here, in
-    // the worker; its timer is disarmed first (`rendered` has done so already unless
-    // the pool is destroyed some other way), so nginx's timer tree never points into it.
-    // The claim goes last: it trims the allocator after a large body is freed.
-    unsafe {
-        let mut job = Box::from_raw(data.cast::<Job>());
-        release_hold(&mut job.hold);
-        let claim = job.claim.take();
-        drop(job);
-        drop(claim);
-    }
+) -> Status {
+    let mut all = headers.to_vec();
+    all.extend(EVERY_ANSWER);
+    let head = Response {
+        status,
+        content_type: TEXT_PLAIN,
+        headers: &all,
+        gzipped: false,
+    };
+    response::send(r, &head, Body::Owned(message.into_bytes()))
 }
 
 /// Disarms a job's hold timer if armed.
@@ -263,43 +247,47 @@ fn gzip(body: &[u8]) -> Option<Vec<u8>> {
 /// Queues the rendering on `pool`; the request waits (blocked, with a reference held)
 /// until `rendered` runs.
 fn post(
-    r: &mut ngx_http_request_t,
+    r: &mut Request,
     pool: std::ptr::NonNull<ngx_thread_pool_t>,
     job: &mut Job,
 ) -> Result<(), ()> {
+    let request: *mut ngx_http_request_t = (&mut *r).into();
     // SAFETY:
     // - the task is allocated from the request pool, which outlives it: the request is
     //   blocked (`blocked`, `count`) until `rendered` has run in this worker;
     // - the thread only touches `*job`, which nothing else touches until `done` is set
-    //   and the pool's completion notifies this worker;
-    // - `r.ctx` has a slot for every http module, ours included.
+    //   and the pool's completion notifies this worker.
     unsafe {
-        let task = ngx::ffi::ngx_thread_task_alloc(r.pool, std::mem::size_of::<*mut Job>());
+        let size = std::mem::size_of::<*mut Job>();
+        let task = ngx::ffi::ngx_thread_task_alloc(r.pool().as_ptr(), size);
         if task.is_null() {
             return Err(());
         }
         *(*task).ctx.cast::<*mut Job>() = job;
         (*task).handler = Some(render_in_thread);
-        (*task).event.data = (r as *mut ngx_http_request_t).cast();
+        (*task).event.data = request.cast();
         (*task).event.handler = Some(rendered);
         if ngx::ffi::ngx_thread_task_post(pool.as_ptr(), task) != Status::NGX_OK.0 {
             return Err(());
         }
-        // No epoch announcement of this worker until the render is back (`rendered`).
-        super::quiesce::render_posted();
-        *r.ctx.add(Module::module().ctx_index) = (job as *mut Job).cast();
-        // Not cancelable: a worker shutting down waits for it (see the module doc).
-        job.hold.handler = Some(hold_again);
-        job.hold.data = (job as *mut Job).cast();
-        job.hold.log = (*r.connection).log;
-        ngx::ffi::ngx_add_timer(&mut job.hold, HOLD_MS);
-        let main = &mut *r.main;
-        let (blocked, count) = (c::REQUEST_BLOCKED, c::REQUEST_COUNT);
-        bitfield::set(main, blocked, bitfield::get(main, blocked) + 1);
-        bitfield::set(main, count, bitfield::get(main, count) + 1);
-        bitfield::set(r, c::REQUEST_AIO, 1);
-        r.write_event_handler = Some(send_rendered);
     }
+    // No epoch announcement of this worker until the render is back (`rendered`).
+    super::quiesce::render_posted();
+    r.set_module_ctx((job as *mut Job).cast(), Module::module());
+    // Not cancelable: a worker shutting down waits for it (see the module doc).
+    job.hold.handler = Some(hold_again);
+    job.hold.data = (job as *mut Job).cast();
+    job.hold.log = r.log();
+    // SAFETY: the job lives until its cleanup, which disarms the timer first.
+    unsafe { ngx::ffi::ngx_add_timer(&mut job.hold, HOLD_MS) };
+    // SAFETY: `main` is the live main request of this one (itself, or the request this
+    // subrequest belongs to).
+    let main = unsafe { &mut *r.as_ref().main };
+    let (blocked, count) = (c::REQUEST_BLOCKED, c::REQUEST_COUNT);
+    bitfield::set(main, blocked, bitfield::get(main, blocked) + 1);
+    bitfield::set(main, count, bitfield::get(main, count) + 1);
+    bitfield::set(r.as_mut(), c::REQUEST_AIO, 1);
+    r.as_mut().write_event_handler = Some(send_rendered);
     Ok(())
 }
 
@@ -349,97 +337,22 @@ unsafe extern "C" fn send_rendered(r: *mut ngx_http_request_t) {
             return; // a write event before the thread finished: nothing to send yet
         }
         *(*r).ctx.add(Module::module().ctx_index) = std::ptr::null_mut();
-        let rc = send(&mut *r, &*job);
-        ngx::ffi::ngx_http_finalize_request(r, rc);
+        let r = Request::from_ngx_http_request(r);
+        let rc = send(r, &mut (*job).out);
+        response::finalize(r, rc);
     }
 }
 
-/// Adds a response header whose key and value are static strings.
-///
-/// # Safety
-/// `r` is a live request whose headers are not sent yet.
-unsafe fn push_header(
-    r: &mut ngx_http_request_t,
-    key: &'static str,
-    value: &'static str,
-) -> *mut ngx_table_elt_t {
-    // SAFETY: per the contract; the element comes from the request pool, is zeroed
-    // before use, and nginx only reads the static strings it points to.
-    unsafe {
-        let h = ngx::ffi::ngx_list_push(&mut r.headers_out.headers).cast::<ngx_table_elt_t>();
-        if !h.is_null() {
-            std::ptr::write_bytes(h, 0, 1);
-            (*h).hash = 1;
-            (*h).key.len = key.len();
-            (*h).key.data = key.as_ptr().cast_mut();
-            (*h).value.len = value.len();
-            (*h).value.data = value.as_ptr().cast_mut();
-        }
-        h
-    }
-}
-
-/// Sends the job's output, pointing the response buffer at its body (no copy).
-fn send(r: &mut ngx_http_request_t, job: &Job) -> ngx_int_t {
-    let out = &job.out;
-    let body = out.body.as_slice();
-    r.headers_out.status = ngx::ffi::ngx_uint_t::from(out.status);
-    r.headers_out.content_length_n = body.len() as _;
-    r.headers_out.content_type.len = out.content_type.len();
-    r.headers_out.content_type.data = out.content_type.as_ptr().cast_mut();
-    // The media type alone, without `; version=...`: what nginx's `*_types` directives
-    // (gzip_types, charset_types, sub_filter_types...) compare against.
-    r.headers_out.content_type_len = out.content_type.find(';').unwrap_or(out.content_type.len());
-    // SAFETY: live request; the buffer and chain link come from the request pool and
-    // the memory they point to (the job's body) is freed only with that pool.
-    unsafe {
-        // No answer here is ever to be read as another type (an error message that
-        // quotes a query string, a label value in the text format).
-        for (k, v) in [("Vary", VARY), ("X-Content-Type-Options", "nosniff")]
-            .iter()
-            .chain(out.headers)
-        {
-            if push_header(r, k, v).is_null() {
-                return Status::NGX_ERROR.0;
-            }
-        }
-        if out.gzip {
-            let h = push_header(r, "Content-Encoding", "gzip");
-            if h.is_null() {
-                return Status::NGX_ERROR.0;
-            }
-            // nginx's own gzip filter leaves an encoded response alone.
-            r.headers_out.content_encoding = h;
-        }
-        let rc = ngx::ffi::ngx_http_send_header(r);
-        if rc == Status::NGX_ERROR.0
-            || rc > Status::NGX_OK.0
-            || bitfield::get(r, c::REQUEST_HEADER_ONLY) != 0
-        {
-            return rc;
-        }
-        if body.is_empty() {
-            // A filter that selects nothing in the text format: no body at all.
-            return ngx::ffi::ngx_http_send_special(r, ngx::ffi::NGX_HTTP_LAST as _);
-        }
-        let b = ngx::ffi::ngx_pcalloc(r.pool, std::mem::size_of::<ngx_buf_t>()).cast::<ngx_buf_t>();
-        let cl = ngx::ffi::ngx_alloc_chain_link(r.pool);
-        if b.is_null() || cl.is_null() {
-            return Status::NGX_ERROR.0;
-        }
-        let start = body.as_ptr().cast_mut();
-        (*b).start = start;
-        (*b).pos = start;
-        (*b).last = start.add(body.len());
-        (*b).end = (*b).last;
-        let last_buf = u32::from(std::ptr::eq(r as *const _, r.main));
-        bitfield::set(&mut *b, c::BUF_MEMORY, 1);
-        bitfield::set(&mut *b, c::BUF_LAST_BUF, last_buf);
-        bitfield::set(&mut *b, c::BUF_LAST_IN_CHAIN, 1);
-        (*cl).buf = b;
-        (*cl).next = std::ptr::null_mut::<ngx_chain_t>();
-        ngx::ffi::ngx_http_output_filter(r, cl)
-    }
+/// Sends a job's output; its body moves to the request pool (sent without a copy).
+fn send(r: &mut Request, out: &mut Output) -> Status {
+    let headers: Vec<_> = EVERY_ANSWER.iter().chain(out.headers).copied().collect();
+    let head = Response {
+        status: out.status,
+        content_type: out.content_type,
+        headers: &headers,
+        gzipped: out.gzip,
+    };
+    response::send(r, &head, Body::Owned(std::mem::take(&mut out.body)))
 }
 
 /// Milliseconds every render waits before it starts, so that a test can act while

@@ -1,7 +1,80 @@
-//! What the log-phase helper reads from a finished request, natively: cheaper than
-//! `ngx.var`, which formats each value as a string for Lua to parse back.
+//! What the glue reads from a request: the client's address, request headers and the
+//! query string for a content or access handler (through ngx 0.5's `Request` where it
+//! has a reader), and what the log-phase helper reads from a finished request,
+//! natively: cheaper than `ngx.var`, which formats each value as a string for Lua to
+//! parse back.
 
 use ngx::ffi::{ngx_http_request_t, ngx_http_upstream_state_t, ngx_msec_t};
+use ngx::http::Request;
+use std::net::IpAddr;
+
+/// The TCP peer's address; `None` for a Unix socket.
+pub fn peer_ip(r: &Request) -> Option<IpAddr> {
+    // SAFETY: a request's connection and its sockaddr are valid for the request's life;
+    // the sockaddr's family tells which struct it is.
+    unsafe {
+        let sa = (*r.connection()).sockaddr;
+        if sa.is_null() {
+            return None;
+        }
+        match i32::from((*sa).sa_family) {
+            libc::AF_INET => {
+                let sin = &*sa.cast::<libc::sockaddr_in>();
+                Some(IpAddr::from(
+                    u32::from_be(sin.sin_addr.s_addr).to_be_bytes(),
+                ))
+            }
+            libc::AF_INET6 => {
+                let sin6 = &*sa.cast::<libc::sockaddr_in6>();
+                Some(IpAddr::from(sin6.sin6_addr.s6_addr))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The query string (after `?`, undecoded); empty when there is none.
+pub fn query(r: &Request) -> &[u8] {
+    let args = r.as_ref().args;
+    if args.len == 0 || args.data.is_null() {
+        return &[];
+    }
+    // SAFETY: `args` points into the request line, valid for the request's life.
+    unsafe { std::slice::from_raw_parts(args.data, args.len) }
+}
+
+/// The raw values of every request header `name` (any case), in order.
+pub fn header_values<'r>(r: &'r Request, name: &str) -> Vec<&'r [u8]> {
+    named(r, name).collect()
+}
+
+fn named<'r, 'n>(r: &'r Request, name: &'n str) -> impl Iterator<Item = &'r [u8]> + 'n
+where
+    'r: 'n,
+{
+    r.headers_in_iterator()
+        .filter(move |(k, _)| k.as_bytes().eq_ignore_ascii_case(name.as_bytes()))
+        .map(|(_, v)| v.as_bytes())
+}
+
+/// Every value of request header `name` (any case), joined with `,` as HTTP allows;
+/// `None` when absent. Values that are not UTF-8 are left out.
+pub fn header(r: &Request, name: &str) -> Option<String> {
+    let mut out: Option<String> = None;
+    for v in named(r, name) {
+        let Ok(v) = std::str::from_utf8(v) else {
+            continue;
+        };
+        match &mut out {
+            Some(o) => {
+                o.push(',');
+                o.push_str(v);
+            }
+            None => out = Some(v.to_string()),
+        }
+    }
+    out
+}
 
 /// Facts about one request at log time. Times in milliseconds, as nginx keeps them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

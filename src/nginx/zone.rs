@@ -5,7 +5,7 @@
 //! same name and size back to the init callback with the previous cycle's data: the
 //! store is attached again, not re-created, and every value survives.
 
-use super::{args, conf_error, MainConf, Module};
+use super::{conf_error, MainConf, Module};
 use crate::metrics::store::Participant;
 use crate::metrics::Store;
 use crate::shm::arena::{Arena, MIN_ZONE_BYTES};
@@ -31,59 +31,54 @@ pub struct ZoneReference {
     pub at: String,
 }
 
-pub(super) extern "C" fn directive(
-    cf: *mut ngx_conf_t,
-    _cmd: *mut ngx::ffi::ngx_command_t,
-    conf: *mut c_void,
-) -> *mut c_char {
-    // SAFETY: nginx calls directive handlers with the configuration being parsed and
-    // the module's main conf (NGX_HTTP_MAIN_CONF_OFFSET), both valid for the call.
-    let (mcf, a) = unsafe { (&mut *conf.cast::<MainConf>(), args(cf)) };
-    let (name, size_arg) = (a[0], a[1]);
-    if mcf.zones.iter().any(|z| z.name == name) {
-        return conf_error(cf, &format!("prometheus_zone: duplicate zone \"{name}\""));
+directive! {
+    pub(super) fn directive(cf, mcf: &mut MainConf, a) {
+        let (name, size_arg) = (a[0], a[1]);
+        if mcf.zones.iter().any(|z| z.name == name) {
+            return conf_error(cf, &format!("prometheus_zone: duplicate zone \"{name}\""));
+        }
+        let size = match crate::config::directives::zone(name, size_arg, MIN_SIZE, &super::parse_size) {
+            Ok(size) => size,
+            Err(why) => return conf_error(cf, &why),
+        };
+        // nginx's name for the shared memory is the zone's with a prefix of its own, so
+        // that a `lua_shared_dict` of the same name (what nginx-lua-prometheus used, kept
+        // beside the zone that replaces it) is another zone, in whichever order they come.
+        let shm_name = format!("{SHM_PREFIX}{name}");
+        // SAFETY: `cf` is valid; its pool lives as long as the configuration, which keeps
+        // the name nginx is given.
+        let data = unsafe { ngx::ffi::ngx_pnalloc((*cf).pool, shm_name.len()) }.cast::<u8>();
+        if data.is_null() {
+            return ngx::core::NGX_CONF_ERROR;
+        }
+        // SAFETY: `data` has room for `shm_name.len()` bytes and does not overlap it.
+        unsafe { std::ptr::copy_nonoverlapping(shm_name.as_ptr(), data, shm_name.len()) };
+        let mut zone_name = ngx_str_t {
+            len: shm_name.len(),
+            data,
+        };
+        // SAFETY: `cf` is valid; `zone_name` points into the configuration pool.
+        let shm = unsafe {
+            ngx::ffi::ngx_shared_memory_add(
+                cf,
+                &mut zone_name,
+                size,
+                std::ptr::addr_of_mut!(super::ngx_http_prometheus_module).cast(),
+            )
+        };
+        // SAFETY: a non-null result is a zone entry owned by the cycle.
+        let Some(zone) = (unsafe { shm.as_mut() }) else {
+            return ngx::core::NGX_CONF_ERROR;
+        };
+        // `data` stays null until `init` stores the store's address there: code that looks
+        // a zone up before that (Lua in init_by_lua) finds no store.
+        zone.init = Some(init);
+        mcf.zones.push(ZoneConf {
+            name: name.to_string(),
+            shm,
+        });
+        ngx::core::NGX_CONF_OK
     }
-    let size = match crate::config::directives::zone(name, size_arg, MIN_SIZE, &super::parse_size) {
-        Ok(size) => size,
-        Err(why) => return conf_error(cf, &why),
-    };
-    // nginx's name for the shared memory is the zone's with a prefix of its own, so
-    // that a `lua_shared_dict` of the same name (what nginx-lua-prometheus used, kept
-    // beside the zone that replaces it) is another zone, in whichever order they come.
-    let shm_name = format!("{SHM_PREFIX}{name}");
-    // SAFETY: `cf` is valid; its pool lives as long as the configuration, which keeps
-    // the name nginx is given.
-    let data = unsafe { ngx::ffi::ngx_pnalloc((*cf).pool, shm_name.len()) }.cast::<u8>();
-    if data.is_null() {
-        return ngx::core::NGX_CONF_ERROR;
-    }
-    // SAFETY: `data` has room for `shm_name.len()` bytes and does not overlap it.
-    unsafe { std::ptr::copy_nonoverlapping(shm_name.as_ptr(), data, shm_name.len()) };
-    let mut zone_name = ngx_str_t {
-        len: shm_name.len(),
-        data,
-    };
-    // SAFETY: `cf` is valid; `zone_name` points into the configuration pool.
-    let shm = unsafe {
-        ngx::ffi::ngx_shared_memory_add(
-            cf,
-            &mut zone_name,
-            size,
-            std::ptr::addr_of_mut!(super::ngx_http_prometheus_module).cast(),
-        )
-    };
-    // SAFETY: a non-null result is a zone entry owned by the cycle.
-    let Some(zone) = (unsafe { shm.as_mut() }) else {
-        return ngx::core::NGX_CONF_ERROR;
-    };
-    // `data` stays null until `init` stores the store's address there: code that looks
-    // a zone up before that (Lua in init_by_lua) finds no store.
-    zone.init = Some(init);
-    mcf.zones.push(ZoneConf {
-        name: name.to_string(),
-        shm,
-    });
-    ngx::core::NGX_CONF_OK
 }
 
 /// Zone init callback: attach the previous cycle's store or format a new one.
