@@ -6,10 +6,11 @@
 //!
 //! The pure layers, which never see nginx (plain `cargo test` runs them), from the
 //! bottom: [`shm`] (the zone as atomic words), [`metrics`] (families, series, values),
-//! [`exposition`] (a scrape written as text, OpenMetrics or JSON bytes; what a request
-//! negotiates), [`push`] (the Pushgateway client); beside them [`config`] (directive
-//! arguments and the rules they set: addresses, credentials, constant labels, scrape
-//! limits; JSON input) and [`host`] (a worker's /proc readings, files replaced whole).
+//! [`exposition`] (a scrape written as text, OpenMetrics, JSON or protobuf bytes, or the
+//! status page; what a request negotiates), [`push`] (the Pushgateway client); beside
+//! them [`config`] (directive arguments and the rules they set: addresses,
+//! credentials, constant labels, scrape limits; JSON input) and [`host`] (a worker's
+//! /proc readings, files replaced whole).
 //! Then the glue, the only modules that talk to C: `nginx` (directives, handlers,
 //! timers, threads; `nginx::bitfield` reads nginx structs' bitfields where the C
 //! compiler put them) and `lua` (the mlua control plane, the FFI hot path).
