@@ -2,7 +2,7 @@
 //! users: that library's integration suite (its `integration/` directory: test_basic.go
 //! and test_reset.go) ported, and what its unit tests (prometheus_test.lua) and the
 //! issue's bad inputs show through `collect()`, each case run side by side with the
-//! real library (0.20240525, from /work/shared/peers or `PEER_DIR`) in the same nginx
+//! real library (0.20240525, from ../shared/peers beside the repository or `PEER_DIR`) in the same nginx
 //! and compared byte for byte.
 
 mod harness;
