@@ -83,6 +83,31 @@ local function number(v)
     return tonumber(v)
 end
 
+-- The label values' check every update shares, then `update` of ngxprom's family.
+local function update_labelled(self, update, v, label_values)
+    if label_values ~= nil and type(label_values) ~= "table" then
+        return refuse(self, REASON.label_count, "label values must be a table")
+    end
+    local ok, err = update(self.family, v, label_values)
+    return ok, err
+end
+
+-- `v` is `value` read as a number (nil when it is not one).
+local function update_number(self, update, v, value, label_values)
+    if not v or v ~= v then
+        return refuse(self, REASON.invalid_value, "value " .. tostring(value) .. " is not a number")
+    end
+    return update_labelled(self, update, v, label_values)
+end
+
+-- An update whose value may not be left out (gauge:set, histogram:observe).
+local function update_required(self, update, value, label_values)
+    if not value then
+        return refuse(self, REASON.invalid_value, "no value passed")
+    end
+    return update_number(self, update, number(value), value, label_values)
+end
+
 local function counter_inc(self, value, label_values)
     local v = 1
     if value ~= nil then v = number(value) end
@@ -92,54 +117,21 @@ local function counter_inc(self, value, label_values)
         return refuse(self, REASON.invalid_value,
             "increment " .. tostring(value) .. " refused: counters only go up by finite amounts")
     end
-    if label_values ~= nil and type(label_values) ~= "table" then
-        return refuse(self, REASON.label_count, "label values must be a table")
-    end
-    local ok, err = counter_add(self.family, v, label_values)
-    return ok, err
+    return update_labelled(self, counter_add, v, label_values)
 end
 
 local function gauge_set(self, value, label_values)
-    if not value then
-        return refuse(self, REASON.invalid_value, "no value passed")
-    end
-    local v = number(value)
-    if not v or v ~= v then
-        return refuse(self, REASON.invalid_value, "value " .. tostring(value) .. " is not a number")
-    end
-    if label_values ~= nil and type(label_values) ~= "table" then
-        return refuse(self, REASON.label_count, "label values must be a table")
-    end
-    local ok, err = gauge_set_to(self.family, v, label_values)
-    return ok, err
+    return update_required(self, gauge_set_to, value, label_values)
 end
 
 local function gauge_inc(self, value, label_values)
     local v = 1
     if value ~= nil then v = number(value) end
-    if not v or v ~= v then
-        return refuse(self, REASON.invalid_value, "value " .. tostring(value) .. " is not a number")
-    end
-    if label_values ~= nil and type(label_values) ~= "table" then
-        return refuse(self, REASON.label_count, "label values must be a table")
-    end
-    local ok, err = gauge_add(self.family, v, label_values)
-    return ok, err
+    return update_number(self, gauge_add, v, value, label_values)
 end
 
 local function histogram_observe(self, value, label_values)
-    if not value then
-        return refuse(self, REASON.invalid_value, "no value passed")
-    end
-    local v = number(value)
-    if not v or v ~= v then
-        return refuse(self, REASON.invalid_value, "value " .. tostring(value) .. " is not a number")
-    end
-    if label_values ~= nil and type(label_values) ~= "table" then
-        return refuse(self, REASON.label_count, "label values must be a table")
-    end
-    local ok, err = histogram_add(self.family, v, label_values)
-    return ok, err
+    return update_required(self, histogram_add, value, label_values)
 end
 
 -- del(label_values): that series goes at once, in every worker (there is nothing to
