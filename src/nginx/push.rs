@@ -16,11 +16,12 @@
 //! larger of the interval and a minute.
 
 use super::{conf_error, parse_time_ms, stub_status, zone, MainConf, NewProcess};
+use crate::config::directives::Push;
 use crate::config::identity::{expand, Identity};
 use crate::exposition::{self, Scrape, Selection};
 use crate::metrics::builtin::PUSH;
 use crate::metrics::{counter, gauge, Store};
-use crate::push::{check_header, grouping_path, load_roots, Backoff, Endpoint, PushError, Pusher};
+use crate::push::{check_header, grouping_path, load_roots, Backoff, PushError, Pusher};
 use crate::shm::Slot;
 use ngx::ffi::{ngx_conf_t, ngx_log_t};
 use std::ffi::c_char;
@@ -30,13 +31,9 @@ use std::time::{Duration, Instant};
 /// `prometheus_push` and its companions, as configured.
 #[derive(Clone, Debug)]
 pub struct PushConf {
-    pub url: String,
-    pub endpoint: Endpoint,
-    pub zone: String,
-    pub interval: Duration,
-    pub timeout: Duration,
-    /// The job template, expanded once the identity is known.
-    pub job_template: String,
+    /// The directive's own arguments.
+    pub written: Push,
+    /// `written.job_template`, expanded once the identity is known.
     pub job: String,
     pub headers: Vec<(String, String)>,
     pub basic_auth: Option<(String, String)>,
@@ -49,14 +46,8 @@ pub struct PushConf {
 static STOP: AtomicBool = AtomicBool::new(false);
 
 fn parse(a: &[&str]) -> Result<PushConf, String> {
-    let p = crate::config::directives::push(a, &parse_time_ms)?;
     Ok(PushConf {
-        url: p.url,
-        endpoint: p.endpoint,
-        zone: p.zone,
-        interval: p.interval,
-        timeout: p.timeout,
-        job_template: p.job_template,
+        written: crate::config::directives::push(a, &parse_time_ms)?,
         job: String::new(),
         headers: Vec::new(),
         basic_auth: None,
@@ -158,7 +149,7 @@ pub(super) fn resolve(cf: *mut ngx_conf_t, mcf: &mut MainConf) -> Result<(), *mu
         }
         return Ok(());
     };
-    if p.endpoint.https {
+    if p.written.endpoint.https {
         // The system's roots or the named file, read now (as the master, before the
         // workers drop privileges) so that `nginx -t` reports what will not work.
         let roots = load_roots(ca.as_deref()).map_err(|why| {
@@ -175,14 +166,14 @@ pub(super) fn resolve(cf: *mut ngx_conf_t, mcf: &mut MainConf) -> Result<(), *mu
             cf,
             &format!(
                 "prometheus_push_ca \"{file}\": the push URL \"{}\" is not https://",
-                p.url
+                p.written.url
             ),
         ));
     }
-    if !p.zone.is_empty() && !mcf.zones.iter().any(|z| z.name == p.zone) {
+    if !p.written.zone.is_empty() && !mcf.zones.iter().any(|z| z.name == p.written.zone) {
         return Err(conf_error(
             cf,
-            &format!("prometheus_push: unknown zone \"{}\"", p.zone),
+            &format!("prometheus_push: unknown zone \"{}\"", p.written.zone),
         ));
     }
     if mcf.zones.is_empty() {
@@ -195,7 +186,7 @@ pub(super) fn resolve(cf: *mut ngx_conf_t, mcf: &mut MainConf) -> Result<(), *mu
     if let Some(id) = &mcf.node_id {
         vars.push(("node_id", id.as_str()));
     }
-    p.job = expand(&p.job_template, &vars)
+    p.job = expand(&p.written.job_template, &vars)
         .map_err(|e| conf_error(cf, &format!("prometheus_push: job {e}")))?;
     p.headers = headers;
     p.basic_auth = auth;
@@ -270,7 +261,7 @@ pub(super) fn start(p: &NewProcess) {
     if worker != 0 {
         return;
     }
-    let Some((zone_name, store)) = zone::lookup(&conf.zone) else {
+    let Some((zone_name, store)) = zone::lookup(&conf.written.zone) else {
         return;
     };
     let log = Log(log);
@@ -290,9 +281,9 @@ pub(super) fn start(p: &NewProcess) {
         &format!(
             "prometheus_push: process {} pushes zone \"{zone_name}\" to {} as job \"{}\" every {:?}",
             zone::my_pid(),
-            conf.url,
+            conf.written.url,
             conf.job,
-            conf.interval
+            conf.written.interval
         ),
     );
     let spawned = std::thread::Builder::new()
@@ -355,7 +346,7 @@ fn run(
              is no longer reused",
         );
     }
-    let backoff = Backoff::new(conf.interval);
+    let backoff = Backoff::new(conf.written.interval);
     let mut rounds = Rounds {
         conf,
         store,
@@ -379,26 +370,29 @@ fn run(
 
 /// The HTTP client for the configured gateway; `None` (logged) if it cannot be made.
 fn client(conf: &PushConf, log: &Log) -> Option<Pusher> {
-    let path = grouping_path(&conf.endpoint.path, &conf.job, &[]);
+    let path = grouping_path(&conf.written.endpoint.path, &conf.job, &[]);
     let auth = conf
         .basic_auth
         .as_ref()
         .map(|(u, p)| (u.as_str(), p.as_str()));
     let roots = conf.roots.clone();
     match Pusher::new(
-        &conf.endpoint,
+        &conf.written.endpoint,
         &path,
         &conf.headers,
         auth,
         roots,
-        conf.timeout,
+        conf.written.timeout,
     ) {
         Ok(p) => Some(p),
         Err(why) => {
             // The configuration checks make this unreachable; say so if it is not.
             log.write(
                 ngx::ffi::NGX_LOG_ERR,
-                &format!("prometheus_push: cannot push to {}: {why}", conf.url),
+                &format!(
+                    "prometheus_push: cannot push to {}: {why}",
+                    conf.written.url
+                ),
             );
             None
         }
@@ -480,7 +474,7 @@ impl Rounds {
                 ngx::ffi::NGX_LOG_NOTICE,
                 &format!(
                     "prometheus_push: {} works again after {} failed pushes ({reason})",
-                    self.conf.url,
+                    self.conf.written.url,
                     self.backoff.failures()
                 ),
             );
@@ -499,7 +493,7 @@ impl Rounds {
                 &format!(
                     "prometheus_push: push to {} failed: {e}; retrying with backoff \
                      (next in {delay:?})",
-                    self.conf.url
+                    self.conf.written.url
                 ),
             );
         }
