@@ -2104,7 +2104,14 @@ fn upstream_failures_and_lua_errors_are_json_and_recorded() {
     let r = refused(g.proxy, b"GET / HTTP/1.1\r\n\r\n");
     assert_json_error("no Host", &r, 400, "Bad request");
 
-    let (_, s) = scrape(g.metrics, "/metrics");
+    // refused() stops reading at the answer's end, and nginx runs the log phase after
+    // sending it: the 400 is counted a moment later, possibly while another worker
+    // answers the scrape.
+    let s = eventually(Duration::from_secs(10), || {
+        let (_, s) = scrape(g.metrics, "/metrics");
+        requests(&s, "", "", "400", "gateway", "").map(|_| s)
+    })
+    .expect("the refused request is counted");
     for (name, code) in [
         ("dead", "502"),
         ("slow", "504"),
