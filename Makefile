@@ -19,7 +19,7 @@ OPENRESTY_STYLE := $(CURDIR)/.build/openresty-style/sbin/nginx
 OPENRESTY_STYLE_STATIC := $(CURDIR)/.build/openresty-style-static/sbin/nginx
 
 .PHONY: run test build build-test setup setup-test unit unit-nginx lint lua-unit rules-test integration admin-openapi \
-	deb deb-test status-screenshot \
+	deb deb-test doc status-screenshot \
 	fuzz soak soak-short test-suites test-beside test-openresty-style \
 	test-openresty-style-static bench bench-smoke clean
 
@@ -28,7 +28,7 @@ run: setup build
 
 # After the checks, two lines of work at once (2 cores): the suites against $(NGINX_BIN)
 # (they mostly wait on nginx, timers and clients), and beside them what only needs CPU:
-# fuzzing, and building the OpenResty-style nginx builds and the module for each. Then
+# fuzzing, the documentation, and building the OpenResty-style nginx builds and the module for each. Then
 # the suites against those builds. --output-sync keeps each line's output together.
 test: setup-test build-test lint lua-unit rules-test unit
 	$(MAKE) --no-print-directory deb-test
@@ -42,6 +42,7 @@ test-suites:
 
 test-beside:
 	$(MAKE) --no-print-directory fuzz
+	$(MAKE) --no-print-directory doc
 	$(MAKE) --no-print-directory NGINX_BIN=$(OPENRESTY_STYLE) setup-test build-test
 	$(MAKE) --no-print-directory NGINX_BIN=$(OPENRESTY_STYLE_STATIC) setup-test build-test
 
@@ -67,6 +68,11 @@ build:
 # `build`, plus the module with the tests' failure-injection hooks (feature debug-hooks).
 build-test:
 	./scripts/build-test-module.sh
+
+# The developers' documentation (private items included): no broken or ambiguous link.
+# About 50 s from nothing, so it runs beside the suites rather than in `lint`.
+doc:
+	RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --document-private-items --release --locked
 
 unit:
 	cargo test --release --locked --lib

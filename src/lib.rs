@@ -20,6 +20,9 @@
 // push, and config's modules but limits' malloc_trim) forbid unsafe code outright.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
+// A cdylib has no Rust users: its documentation is for the people working on it, built
+// with private items (`make lint`), so links into private items are what it is for.
+#![allow(rustdoc::private_intra_doc_links)]
 
 pub mod config;
 pub mod exposition;

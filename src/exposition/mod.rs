@@ -1,7 +1,7 @@
 //! Exposition formats. Pure: writes what the store holds as bytes.
 //!
 //! A [`Scrape`] describes one scrape (store, zone, nginx's counters, selection,
-//! identity, format); [`render`] writes it. [`walk`] reads a zone once (families in
+//! identity, format); [`render`] writes it. [`walk()`] reads a zone once (families in
 //! declaration order, each series once, then the module's own families, which
 //! [`Collector`]s read at scrape time) and hands every family and series to a [`Sink`]
 //! ([`model`]), one per format: [`text`] writes the Prometheus text format 0.0.4,
@@ -119,7 +119,7 @@ impl<'s> Scrape<'s> {
     }
 }
 
-/// Appends `scrape` to `out` in its format; see [`walk`]. Nothing is written when
+/// Appends `scrape` to `out` in its format; see [`walk()`]. Nothing is written when
 /// the selection names a group or family that is not there.
 pub fn render(out: &mut Vec<u8>, scrape: &Scrape<'_>) -> Result<(), NotFound> {
     let collectors = builtins::COLLECTORS;

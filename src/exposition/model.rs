@@ -69,7 +69,7 @@ pub struct HistogramValue<'a> {
     pub cumulative: &'a [u64],
     pub count: u64,
     pub sum: f64,
-    /// At [`SUMMARY_QUANTILES`], when the sink wants them inline (JSON).
+    /// At [`SUMMARY_QUANTILES`](crate::metrics::histogram::SUMMARY_QUANTILES), when the sink wants them inline (JSON).
     pub quantiles: &'a [f64],
     pub created: Option<u64>,
 }
@@ -84,7 +84,7 @@ pub struct NativeHistogramValue<'a> {
 
 #[derive(Clone, Copy)]
 pub struct SummaryValue<'a> {
-    /// At [`SUMMARY_QUANTILES`].
+    /// At [`SUMMARY_QUANTILES`](crate::metrics::histogram::SUMMARY_QUANTILES).
     pub quantiles: &'a [f64],
     pub count: u64,
     pub sum: f64,

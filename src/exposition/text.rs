@@ -1,7 +1,7 @@
 //! Prometheus text format 0.0.4, and the line encoders OpenMetrics shares.
 //!
 //! Writes bytes through a few small functions tested byte for byte; the
-//! zone walker ([`super::walk`]) reads each series once and every line of it derives
+//! zone walker ([`super::walk()`]) reads each series once and every line of it derives
 //! from that read.
 
 use super::model::{CounterValue, HistogramValue, SummaryValue};

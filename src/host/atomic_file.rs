@@ -18,7 +18,7 @@ pub fn write(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
     write_fenced(path, contents, mode, || Ok(()))
 }
 
-/// [`write`], asking `may_rename` once the temporary file is on disk, just before the
+/// [`write()`], asking `may_rename` once the temporary file is on disk, just before the
 /// rename: an error from it leaves `path` untouched (the temporary file is removed) and
 /// is returned. A writer that may have been superseded during a slow write checks there
 /// that it is still the one allowed to replace the file.
@@ -88,7 +88,7 @@ fn file_name(path: &Path) -> String {
         .unwrap_or_default()
 }
 
-/// Removes the temporary files (and second names of the previous file) that [`write`]
+/// Removes the temporary files (and second names of the previous file) that [`write()`]
 /// left beside `path` in processes that no longer exist (killed between creating and
 /// renaming them); those of live processes, which may be writing right now, stay. Returns how many were removed. Does nothing
 /// where /proc cannot tell which processes live.

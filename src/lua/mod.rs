@@ -132,7 +132,7 @@ fn add_helpers(lua: &Lua, m: &Table) -> LuaResult<()> {
     Ok(())
 }
 
-/// zone([name]) -> slot | nil, err
+/// zone(\[name\]) -> slot | nil, err
 fn attach_zone(_: &Lua, name: Option<String>) -> LuaResult<(Option<usize>, Option<String>)> {
     let name = name.unwrap_or_default();
     let Some((real, store)) = zone::lookup(&name) else {

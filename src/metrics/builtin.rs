@@ -1,7 +1,7 @@
 //! The module's own families, declared once. The store refuses user families whose
 //! samples would clash with them, Lua refuses their names, the exposition walk writes
 //! the ones read at scrape time, and the process sampler and push thread register the
-//! ones they keep in the zone: all from [`ALL`].
+//! ones they keep in the zone: all from [`all()`].
 
 use super::family::{FamilySpec, BUILTIN_GROUP};
 use super::MetricType;

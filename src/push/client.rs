@@ -110,7 +110,7 @@ pub struct Pusher {
 impl Pusher {
     /// A pusher sending to `path` on `ep`, each push bounded by `timeout`: resolution,
     /// connection, TLS handshake, request and answer together, so a slow-dripping peer
-    /// cannot hold the caller for longer. `roots` are for `https://` (see [`load_roots`]).
+    /// cannot hold the caller for longer. `roots` are for `https://` (see [`load_roots`](super::tls::load_roots)).
     pub fn new(
         ep: &Endpoint,
         path: &str,

@@ -26,7 +26,7 @@ impl Endpoint {
         }
     }
 
-    /// The absolute URL of `path` (from [`grouping_path`]) on this endpoint.
+    /// The absolute URL of `path` (from [`grouping_path`](super::grouping::grouping_path)) on this endpoint.
     pub fn url(&self, path: &str) -> String {
         let scheme = if self.https { "https" } else { "http" };
         let path = if path.is_empty() { "/" } else { path };
