@@ -21,7 +21,8 @@
 #
 # The peer is loaded from ../shared/peers/nginx-lua-prometheus (BENCH_PEER_DIR) when
 # present; without it the peer's column says so. Overrides: BENCH_RP_WARM, BENCH_RP_N,
-# BENCH_RP_REPS, BENCH_RP_SECONDS, BENCH_CALLGRIND=0, BENCH_RP_ONLY.
+# BENCH_RP_REPS, BENCH_RP_CPU_REPS, BENCH_RP_SECONDS, BENCH_RP_WRK (wrk's options; -t2 -c4), BENCH_CALLGRIND=0,
+# BENCH_RP_ONLY, BENCH_RP_STEP (the step name its numbers are put under).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -31,6 +32,10 @@ if [ "$SMOKE" = 1 ]; then
 else
   WARM=${BENCH_RP_WARM:-600}; N=${BENCH_RP_N:-1000}; REPS=${BENCH_RP_REPS:-3}; SECS=${BENCH_RP_SECONDS:-2}
 fi
+WRK_ARGS=${BENCH_RP_WRK:-"-t2 -c4"}
+# The CPU column is within this machine's noise (the instructions are the measure here);
+# bench/worker-cpu.sh repeats shape 8 end to end, paired, often enough to be trusted.
+CPU_REPS=${BENCH_RP_CPU_REPS:-$((SMOKE ? 1 : 2))}
 log() { printf 'request-path: %s\n' "$*" >&2; }
 die() { log "FAILED: $*"; exit 1; }
 
@@ -38,7 +43,7 @@ ENV_LINES=$("$ROOT/scripts/nginx-env.sh") || die "scripts/nginx-env.sh failed"
 NGINX_BIN=$(sed -n 's/^NGINX_BIN=//p' <<<"$ENV_LINES")
 # shellcheck source=bench/common.sh
 . "$ROOT/bench/common.sh"
-step_init request_path
+step_init "${BENCH_RP_STEP:-request_path}"   # bench/worker-cpu.sh runs it as a step of its own
 find_peer
 JITDIR=$(find_jitdir)   # jit/vmdef.lua, for the names of trace events
 
@@ -140,15 +145,21 @@ else
   for _ in $(seq 50); do [ -n "$MASTER" ] || { sleep 0.1; MASTER=$(cat "$P/nginx.pid" 2>/dev/null || true); }; done
   wait_up || die "nginx did not answer"
   HZ=$(getconf CLK_TCK)
-  for rep in $(seq "$REPS"); do
-    for loc in "${LOCS[@]}"; do
-      wrk -t2 -c4 -d1s -H "Host: $loc" "$BASE/" >/dev/null 2>&1 || true   # warm-up
+  for rep in $(seq "$CPU_REPS"); do
+    # Rotated per repetition: no location always follows the same one.
+    for loc in $(rotate "$rep" "${LOCS[@]}"); do
+      # shellcheck disable=SC2086 # WRK_ARGS is a list of wrk's options
+      wrk $WRK_ARGS -d1s -H "Host: $loc" "$BASE/" >/dev/null 2>&1 || true   # warm-up
       before=$(workers_cpu "$P")
-      out=$(wrk -t2 -c4 -d"${SECS}s" -H "Host: $loc" "$BASE/" 2>&1) || die "wrk on $loc: $out"
+      # shellcheck disable=SC2086
+      out=$(wrk $WRK_ARGS -d"${SECS}s" -H "Host: $loc" "$BASE/" 2>&1) || die "wrk on $loc: $out"
       after=$(workers_cpu "$P")
       ! grep -q "Non-2xx" <<<"$out" || die "wrk on $loc: $out"
       reqs=$(awk '/requests in/ {print $1}' <<<"$out")
-      CPU[$loc]+="$(awk -v t=$((after - before)) -v hz="$HZ" -v r="$reqs" 'BEGIN {printf "%.3f", t / hz / r * 1e6}') "
+      us=$(awk -v t=$((after - before)) -v hz="$HZ" -v r="$reqs" 'BEGIN {printf "%.3f", t / hz / r * 1e6}')
+      CPU[$loc]+="$us "
+      put_value "cpu_rep_${rep}_$loc" "$us"
+      log "cpu rep $rep $loc $us µs/request ($reqs requests)"
     done
   done
   kill -QUIT "$MASTER"; MASTER=""
@@ -203,7 +214,7 @@ echo "- Issue 13's targets (ours adds at most ⅓ of the instructions the peer a
 echo "- What ours does per update: the family's method and the child's (one lookup each: the request-path methods are kept in the family and child tables themselves), one cached lookup per label value, the label table read at constant indexes only (so LuaJIT does not allocate a \`{ a, b, c }\` written in the call), then one FFI call that updates the shared zone (its cost: \`ours3\` over \`none3\`). The peer adds to a Lua table in the worker and writes its shared dict later from a timer, so part of its cost is paid outside the request, and a scrape shows other workers' updates up to a second late (bench/peer.sh); it takes the label table's length (\`#\`), which makes the table real, collected later."
 echo "- Bare \`return 200\` (no Lua): $(stat "${IR[bare]:-}") instructions/request, $(stat "${CPU[bare]:-}") µs CPU."
 echo "- Instructions: ${CG_NOTE:-callgrind on one nginx process (\`master_process off\`), each location in a process of its own (a fresh LuaJIT), $WARM warm-up requests then $N measured per repetition, $REPS repetitions in a row, a full GC before each; median (min–max)}."
-echo "- CPU: ${CPU_NOTE:-2 workers, \`wrk -t2 -c4\` for ${SECS} s per location after 1 s of warm-up, $REPS repetitions interleaved; utime+stime of the workers ÷ requests, medians}."
+echo "- CPU: ${CPU_NOTE:-2 workers, \`wrk $WRK_ARGS\` for ${SECS} s per location after 1 s of warm-up, $CPU_REPS repetitions interleaved; utime+stime of the workers ÷ requests, medians}."
 if [ -z "$CG_NOTE" ]; then
   echo "- Per location, last repetition: instructions per request in LuaJIT's VM (interpreter, GC, runtime) / in compiled traces / in our module; then the trace events of its warm-up and measured requests (jit.attach: traces started, stopped, aborted and why; none: the JIT had nothing left to do):"
   for loc in "${LOCS[@]}"; do

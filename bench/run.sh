@@ -23,7 +23,7 @@
 # under valgrind; default: full mode only); those of the steps: BENCH_N, BENCH_LOG_N,
 # BENCH_REPS, BENCH_SERIES, BENCH_SCRAPES, BENCH_SIZES (e.g. "1000 10000 100000"),
 # BENCH_SIZE_SCRAPES, BENCH_LOAD_REPS, BENCH_LOAD_SECONDS, BENCH_LOAD_CONNECTIONS
-# (bench/bench-nginx.sh), BENCH_E2E_*, BENCH_ROUTING_*, BENCH_ROUTES, BENCH_RP_*,
+# (bench/bench-nginx.sh), BENCH_E2E_*, BENCH_ROUTING_*, BENCH_ROUTES, BENCH_RP_*, BENCH_CPU_*,
 # BENCH_PEER_DIR (in their scripts).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -42,6 +42,7 @@ profile          profile.sh        -       instructions per hot-path call under 
 e2e              e2e.sh            -       the gateway with the prometheus plugin on, off, and nginx without Lua: requests/s, latency, CPU and instructions per request
 routing          routing.sh        -       the proxy and Admin writes with 3 routes vs 2,000 routes of 64 paths
 request_path     request-path.sh   -       each usage shape of the Lua API in log_by_lua beside nginx-lua-prometheus: instructions and CPU per request
+worker_cpu       worker-cpu.sh     -       the four updates of a request end to end on 2 workers, ours, the drop-in and nginx-lua-prometheus: worker CPU per request, paired by repetition
 peer             peer.sh           -       nginx-lua-prometheus itself beside ours: tight loops, scrape, p99 while scraping, series visible after recording
 labels           labels.sh         -       what constant labels add to a render (the encoder alone)
 lifecycle        lifecycle.sh      -       the expiry sweep's cost and a million churned label sets (the store alone)
@@ -140,7 +141,7 @@ report() {
   echo
   echo "## Results"
   echo
-  part peer request_path hot scrape e2e routing hot.variants sizes load memory profile
+  part peer request_path worker_cpu hot scrape e2e routing hot.variants sizes load memory profile
   heading "Series lifecycle" lifecycle
   part lifecycle
   heading "Constant labels" labels
