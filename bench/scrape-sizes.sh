@@ -2,8 +2,9 @@
 # Scrape sizes, in the benchmark server (bench/bench.conf, bench/bench.lua): 1k, 10k,
 # 100k series (half counters, half default-precision histograms, grown in place in one
 # zone): time to first byte (the render, done in the thread pool before the header goes
-# out), total time and bytes, text and gzip (and OpenMetrics when the endpoint
-# negotiates it). Worker RSS before the zone is filled and after (for memory.sh).
+# out), total time and bytes, text and gzip (and OpenMetrics and protobuf when the
+# endpoint negotiates them). Worker RSS before the zone is filled and after (for
+# memory.sh).
 #
 #   bench/scrape-sizes.sh                  a step of bench/run.sh, or alone (its own server)
 #   BENCH_SMOKE=1 bench/scrape-sizes.sh    tiny sizes
@@ -43,7 +44,37 @@ gzip_location   # GZ_BY, GZ_PATH, GZ_NOTE (bench/bench-nginx.sh)
 OM_ACCEPT='Accept: application/openmetrics-text; version=1.0.0'
 OM_CT=$(curl -s -o /dev/null -w '%{content_type}' -H "$OM_ACCEPT" "$BASE/metrics_sizes") || OM_CT="(request failed)"
 if [[ "$OM_CT" == application/openmetrics-text* ]]; then OM=1; else OM=0; fi
-FORMATS="text gzip$([ "$OM" = 1 ] && echo ' om omgz')"
+# Protobuf (issue 29): as Prometheus asks for it with native histograms.
+PB_ACCEPT='Accept: application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited'
+PB_CT=$(curl -s -o /dev/null -w '%{content_type}' -H "$PB_ACCEPT" "$BASE/metrics_sizes") || PB_CT="(request failed)"
+if [[ "$PB_CT" == application/vnd.google.protobuf* ]]; then PB=1; else PB=0; fi
+FORMATS="text gzip$([ "$OM" = 1 ] && echo ' om omgz')$([ "$PB" = 1 ] && echo ' pb pbgz')"
+# pb_check FILE ROUTE: FILE (length-delimited MetricFamily messages) holds ROUTE's
+# histogram with its 3 observations, as a native histogram, read by Python's protobuf
+# with protoc's classes for proto/metrics.proto (scripts/setup.sh test).
+pb_check() {
+  mkdir -p "$WORK/pb"
+  protoc --python_out="$WORK/pb" -I"$ROOT/proto" "$ROOT/proto/metrics.proto"
+  python3 - "$WORK/pb" "$1" "$2" <<'PY'
+import sys
+sys.path.insert(0, sys.argv[1])
+import metrics_pb2
+from google.protobuf.internal.decoder import _DecodeVarint32
+data, pos, route, found = open(sys.argv[2], "rb").read(), 0, sys.argv[3], False
+while pos < len(data):
+    n, pos = _DecodeVarint32(data, pos)
+    mf = metrics_pb2.MetricFamily()
+    mf.ParseFromString(data[pos:pos + n])
+    pos += n
+    if mf.name != "bench_size_latency_seconds":
+        continue
+    for m in mf.metric:
+        if any(l.name == "route" and l.value == route for l in m.label):
+            h = m.histogram
+            found = h.sample_count == 3 and h.HasField("schema") and h.zero_threshold > 0
+sys.exit(0 if found else 1)
+PY
+}
 declare -A SIZE_SERIES SIZE_USED
 size_scrape() {  # size format url rep [curl args...]
   local size=$1 fmt=$2 url=$3 rep=$4 r; shift 4
@@ -68,6 +99,11 @@ for size in $SIZES; do
     curl -sf -H "$OM_ACCEPT" "$BASE/metrics_sizes" -o "$WORK/size.om.txt" || die "GET /metrics_sizes (OpenMetrics)"
     [ "$(tail -n 1 "$WORK/size.om.txt")" = "# EOF" ] || die "OpenMetrics exposition does not end with # EOF"
   fi
+  if [ "$PB" = 1 ]; then
+    curl -sf -H "$PB_ACCEPT" -H 'Accept-Encoding: gzip' "$BASE$GZ_PATH" | gzip -dc >"$WORK/size.pb" ||
+      die "GET $GZ_PATH (protobuf): not gzip"
+    pb_check "$WORK/size.pb" "/r/$routes" || die "protobuf exposition lacks the last route's native histogram"
+  fi
   for rep in $(seq "$SIZE_SCRAPES"); do
     # shellcheck disable=SC2086  # FORMATS is a list: one argument per format
     for f in $(rotate "$rep" $FORMATS); do
@@ -76,6 +112,8 @@ for size in $SIZES; do
         gzip) size_scrape "$size" gzip "$BASE$GZ_PATH" "$rep" -H 'Accept-Encoding: gzip' ;;
         om) size_scrape "$size" om "$BASE/metrics_sizes" "$rep" -H "$OM_ACCEPT" ;;
         omgz) size_scrape "$size" omgz "$BASE$GZ_PATH" "$rep" -H "$OM_ACCEPT" -H 'Accept-Encoding: gzip' ;;
+        pb) size_scrape "$size" pb "$BASE/metrics_sizes" "$rep" -H "$PB_ACCEPT" ;;
+        pbgz) size_scrape "$size" pbgz "$BASE$GZ_PATH" "$rep" -H "$PB_ACCEPT" -H 'Accept-Encoding: gzip' ;;
       esac
     done
   done
@@ -109,6 +147,7 @@ size_table() {  # plain-format gzip-format title
 SIZES_TABLE=$(
   size_table text gzip "text format 0.0.4"
   if [ "$OM" = 1 ]; then echo; size_table om omgz "OpenMetrics 1.0.0"; fi
+  if [ "$PB" = 1 ]; then echo; size_table pb pbgz "protobuf, native and classic buckets"; fi
 )
 SIZES_NOTES=$(
   echo "- One zone (\`sizes\`, $SIZES_ZONE_MB MiB) grown in place: routes \`/r/1\`…, each with one counter series and one histogram series at the **default precision** (1 µs–60 s, 2 digits; 11 buckets + \`+Inf\` + \`_sum\` + \`_count\` = 14 sample lines) holding 3 observations; so 100k series are 50k counters + 50k histograms, $(awk -v s="$MAX_SIZE" 'BEGIN{printf "%d", s / 2 * 15}') sample lines. Zone used at the largest size: $((${SIZE_USED[$MAX_SIZE]} / 1048576)) MiB. Series creation (not timed here): $(awk -v s="$SIZE_SETUP_S" 'BEGIN{printf "%.2f", s}') s in all."
@@ -123,6 +162,11 @@ SIZES_NOTES=$(
     echo "- OpenMetrics: \`$OM_ACCEPT\`, answered with \`Content-Type: $OM_CT\`; the body ends with \`# EOF\` (checked)."
   else
     echo "- **OpenMetrics: not measured — not implemented yet (issue 5).** Asked with \`$OM_ACCEPT\`, the endpoint answers \`Content-Type: $OM_CT\` (the text format)."
+  fi
+  if [ "$PB" = 1 ]; then
+    echo "- Protobuf: \`$PB_ACCEPT\`, answered with \`Content-Type: $PB_CT\`: length-delimited \`MetricFamily\` messages, each histogram with its classic buckets and its native ones (schema 4 at the default precision); the last route's native histogram read back by Python's \`protobuf\` (checked)."
+  else
+    echo "- **Protobuf: not measured.** Asked with \`$PB_ACCEPT\`, the endpoint answers \`Content-Type: $PB_CT\`."
   fi
 )
 

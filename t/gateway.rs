@@ -2247,3 +2247,59 @@ fn plain_http_to_the_https_metrics_port_is_json() {
     assert!(lua_lines(&g, &[]).is_empty(), "{:?}", lua_lines(&g, &[]));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A real Prometheus 2.42 with native histograms scrapes the gateway's metrics port
+/// over protobuf: its three latency families are read as native histograms, so
+/// `histogram_count` and `histogram_quantile` answer on their bare names.
+#[test]
+fn prometheus_reads_the_latency_families_as_native_histograms() {
+    let g = start_gateway("native-latency", &[]);
+    let upstream = format!("http://127.0.0.1:{}", g.upstream);
+    service(&g, "example-service", &upstream);
+    route(&g, "example-service", "example-route", &["/example"]);
+    prometheus_everywhere(&g);
+    settle(&g);
+    for path in ["/example/", "/example/", "/example/", "/example/slow"] {
+        assert_eq!(get(g.proxy, path).status, 200);
+    }
+    let metrics = g.metrics;
+    let prom = Prometheus::start_with_flags(&["--enable-feature=native-histograms"], |_| {
+        format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n\
+             \x20 - job_name: gateway\n    static_configs:\n      - targets: ['127.0.0.1:{metrics}']\n"
+        )
+    });
+    let sel = "{service=\"example-service\",route=\"example-route\"}";
+    for family in [
+        "gateway_request_latency_seconds",
+        "gateway_upstream_latency_seconds",
+        "gateway_latency_seconds",
+    ] {
+        let count = eventually(Duration::from_secs(60), || {
+            prom.query(&format!("histogram_count({family}{sel})"))
+                .filter(|c| *c == 4.0)
+        });
+        assert_eq!(count, Some(4.0), "{family}: {:?}", prom.warnings());
+        let median = prom
+            .query(&format!("histogram_quantile(0.5, {family}{sel})"))
+            .unwrap_or_else(|| panic!("{family}: no median"));
+        let top = prom
+            .query(&format!("histogram_quantile(1, {family}{sel})"))
+            .unwrap_or_else(|| panic!("{family}: no maximum"));
+        assert!(
+            median.is_finite() && median >= 0.0 && median <= top,
+            "{family}: {median} {top}"
+        );
+        // Read as native, 2.42 keeps no classic bucket series of it.
+        assert_eq!(prom.query(&format!("count({family}_bucket)")), None);
+    }
+    // The slow route's 50 ms is in the request latency's top quarter.
+    let top = prom
+        .query(&format!(
+            "histogram_quantile(1, gateway_request_latency_seconds{sel})"
+        ))
+        .unwrap();
+    assert!(top >= 0.045, "{top}");
+    assert!(prom.warnings().is_empty(), "{:?}", prom.warnings());
+    assert!(g.nginx.errors().is_empty(), "{:?}", g.nginx.errors());
+}

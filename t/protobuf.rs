@@ -298,33 +298,6 @@ fn an_independent_decoder_reads_every_family() {
     let only = decode_with_python(&r.body);
     assert_eq!(only.len(), 1);
     assert_eq!(only[0]["name"], "app_temperature_celsius");
-    // Another message or encoding: the next acceptable format, else 406.
-    let r = request(
-        metrics,
-        "GET",
-        "/metrics",
-        &[(
-            "Accept",
-            "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=text,\
-             text/plain;q=0.1",
-        )],
-        b"",
-    );
-    assert_eq!(
-        r.header("content-type"),
-        Some("text/plain; version=0.0.4; charset=utf-8")
-    );
-    let r = request(
-        metrics,
-        "GET",
-        "/metrics",
-        &[(
-            "Accept",
-            "application/vnd.google.protobuf;proto=other.Message;encoding=delimited",
-        )],
-        b"",
-    );
-    assert_eq!(r.status, 406);
     // Lua's render, the same families and values as the metrics port serves.
     // (nginx's connection counters move between the two requests.)
     let apps = |body: &[u8]| -> Vec<Value> {
@@ -339,6 +312,134 @@ fn an_independent_decoder_reads_every_family() {
         from_lua,
         apps(&get(metrics, "/metrics?format=protobuf").body)
     );
+    assert!(nginx.errors().is_empty(), "{:?}", nginx.errors());
+}
+
+/// `nginx_metric_scrape_fallbacks_total` as the text format shows it (checked by
+/// promtool and the reference parser): the count of each reason, in the order
+/// proto, encoding, version, escaping; `None` before the zone's first fallback (the
+/// name filter's `404`: no such family).
+fn fallbacks(metrics: u16) -> Option<[f64; 4]> {
+    let path = "/metrics?format=text&name[]=nginx_metric_scrape_fallbacks_total";
+    if get(metrics, path).status == 404 {
+        return None;
+    }
+    let (_, samples) = scrape(metrics, path);
+    assert_eq!(samples.len(), 4, "{samples:?}");
+    Some(["proto", "encoding", "version", "escaping"].map(|reason| {
+        value(
+            &samples,
+            "nginx_metric_scrape_fallbacks_total",
+            &[("dc", "eu"), ("reason", reason)],
+        )
+        .unwrap_or_else(|| panic!("no {reason}: {samples:?}"))
+    }))
+}
+
+#[test]
+fn an_unhonoured_accept_falls_back_and_is_counted() {
+    let (app, metrics) = (free_port(), free_port());
+    let nginx = Nginx::start("protobuf-fallback", &app_http(app, metrics));
+    assert_eq!(get(app, "/record").text(), "ok\n");
+    let text = "text/plain; version=0.0.4; charset=utf-8";
+    let om = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    let pb = "application/vnd.google.protobuf";
+    let mf = "proto=io.prometheus.client.MetricFamily";
+    // Prometheus' own Accept (2.42 with native histograms, 3's escaping) and
+    // `?format=` are served as asked: the family is not even made.
+    for (accept, path) in [
+        (PROMETHEUS_NATIVE_ACCEPT.to_string(), "/metrics"),
+        (
+            format!("{pb};{mf};encoding=delimited;escaping=allow-utf-8"),
+            "/metrics",
+        ),
+        (
+            format!("{pb};{mf};encoding=text"),
+            "/metrics?format=protobuf",
+        ),
+    ] {
+        let r = request(metrics, "GET", path, &[("Accept", &accept)], b"");
+        assert_eq!(
+            (r.status, r.header("content-type")),
+            (200, Some(PROTOBUF)),
+            "{accept}"
+        );
+    }
+    assert_eq!(fallbacks(metrics), None);
+    // (Accept, what is served, reason counted): every one a whole, valid scrape.
+    let cases: Vec<(String, &str, &str)> = vec![
+        (format!("{pb};{mf};encoding=text"), text, "encoding"),
+        (
+            format!("{pb};{mf};encoding=compact-text, application/openmetrics-text;q=0.5"),
+            om,
+            "encoding",
+        ),
+        (format!("{pb};{mf}"), text, "encoding"),
+        (
+            format!("{pb};proto=other.Message;encoding=delimited"),
+            text,
+            "proto",
+        ),
+        (pb.to_string(), text, "proto"),
+        (
+            "application/openmetrics-text;version=2.0.0".into(),
+            text,
+            "version",
+        ),
+        (
+            "application/openmetrics-text;escaping=dots".into(),
+            om,
+            "escaping",
+        ),
+    ];
+    let mut want = [0.0; 4];
+    for (accept, served, reason) in &cases {
+        let r = request(metrics, "GET", "/metrics", &[("Accept", accept)], b"");
+        assert_eq!(
+            (r.status, r.header("content-type")),
+            (200, Some(*served)),
+            "{accept}"
+        );
+        let body = r.text();
+        if *served == text {
+            promtool_check(&body).unwrap_or_else(|e| panic!("{accept}: {e}"));
+            assert!(
+                body.lines()
+                    .any(|l| l.starts_with("app_requests_total{") && l.ends_with("} 3")),
+                "{accept}: {body}"
+            );
+        } else {
+            let families = parse_openmetrics_with_reference(&body);
+            assert!(
+                families.iter().any(|f| f.name == "app_requests"),
+                "{accept}"
+            );
+        }
+        let at = ["proto", "encoding", "version", "escaping"]
+            .iter()
+            .position(|r| r == reason)
+            .unwrap();
+        want[at] += 1.0;
+        assert_eq!(fallbacks(metrics), Some(want), "after {accept}");
+    }
+    // Served as asked again: nothing moves.
+    let r = request(metrics, "GET", "/metrics", &[("Accept", PROTOBUF)], b"");
+    assert_eq!(r.header("content-type"), Some(PROTOBUF));
+    let families = decode_with_python(&r.body);
+    let fb = family(&families, "nginx_metric_scrape_fallbacks_total");
+    assert_eq!(fb["type"], "COUNTER");
+    assert_eq!(fb["metric"].as_array().unwrap().len(), 4);
+    assert_eq!(fallbacks(metrics), Some([2.0, 3.0, 1.0, 1.0]));
+    // Nothing we serve, named: still a 406, not counted.
+    let r = request(
+        metrics,
+        "GET",
+        "/metrics",
+        &[("Accept", "application/json")],
+        b"",
+    );
+    assert_eq!(r.status, 406);
+    assert_eq!(fallbacks(metrics), Some([2.0, 3.0, 1.0, 1.0]));
     assert!(nginx.errors().is_empty(), "{:?}", nginx.errors());
 }
 

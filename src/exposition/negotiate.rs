@@ -9,13 +9,23 @@
 //!   `0.0.4`), OpenMetrics 1.0.0 (`application/openmetrics-text`, version absent or
 //!   `1.0.0`) and the protobuf exposition (`application/vnd.google.protobuf` with
 //!   `proto=io.prometheus.client.MetricFamily` and `encoding=delimited`, as client_golang
-//!   negotiates it: another or no `proto` or `encoding` does not match, so the next
-//!   acceptable format is served, or `406`); `*/*`, `text/*` and `application/*` match
-//!   the text formats as usual, never protobuf (a binary format is served only to a
-//!   client that names it). The highest `q` wins; on a tie the more specific range,
-//!   then the one listed first, then the text format. No `Accept`, or one made only of malformed elements: the text format.
-//!   Malformed elements are skipped. A well-formed `Accept` that allows neither
-//!   format (`application/json`, `text/html`, `q=0`): `406`.
+//!   negotiates it); `*/*`, `text/*` and `application/*` match the text formats as
+//!   usual, never protobuf (a binary format is served only to a client that names it).
+//!   The highest `q` wins; on a tie the more specific range, then the one listed first,
+//!   then the text format. No `Accept`, or one made only of malformed elements: the
+//!   text format. Malformed elements are skipped. A well-formed `Accept` that allows
+//!   none of the formats and names none of their media types (`application/json`,
+//!   `text/html`, `q=0`): `406`.
+//! - A **fallback**: the element the client prefers names one of our media types with
+//!   a parameter we cannot honour: protobuf with another or no `proto` or `encoding`
+//!   (client_golang's `text` and `compact-text` encodings), a `version` we do not
+//!   speak, an `escaping` other than `allow-utf-8`, `underscores` or `values` (our
+//!   names are all valid legacy names, which those three leave as they are; `dots`
+//!   would rewrite every `_`). As client_golang's `NegotiateAccept` does, such an
+//!   element does not match: the next acceptable format is served, else the text
+//!   format, never a `406` (an `escaping` we cannot honour leaves the format as chosen:
+//!   its names are served unescaped). The handler counts each fallback by its
+//!   [`Fallback`] reason.
 //! - gzip when `Accept-Encoding` lists `gzip` (or `x-gzip`, or `*`) with `q > 0`.
 //! - `name`/`name[]` and `group`/`group[]` repeat or take comma-separated lists; each
 //!   must be a valid metric or group name (`400`). A group the location does not
@@ -44,6 +54,40 @@ pub struct Negotiated {
     pub format: Format,
     pub gzip: bool,
     pub selection: Selection,
+    /// Why the format served is not the one the client preferred, if so.
+    pub fallback: Option<Fallback>,
+}
+
+/// Why the element of `Accept` the client preferred could not be honoured (the
+/// `reason` label of `nginx_metric_scrape_fallbacks_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fallback {
+    /// Protobuf with another or no `proto` (message).
+    Proto,
+    /// Protobuf with another or no `encoding` (framing).
+    Encoding,
+    /// A `version` of the text format or OpenMetrics we do not speak.
+    Version,
+    /// An `escaping` scheme we do not apply.
+    Escaping,
+}
+
+impl Fallback {
+    pub const ALL: [Fallback; 4] = [
+        Fallback::Proto,
+        Fallback::Encoding,
+        Fallback::Version,
+        Fallback::Escaping,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Fallback::Proto => "proto",
+            Fallback::Encoding => "encoding",
+            Fallback::Version => "version",
+            Fallback::Escaping => "escaping",
+        }
+    }
 }
 
 /// At most this many names and groups per request.
@@ -85,20 +129,24 @@ pub fn negotiate(
             ));
         }
     }
-    let format = match q.format {
-        Some(f) => f,
-        None => choose_format(accept).ok_or_else(|| {
-            NegotiationError::new(
-                406,
-                "not acceptable: this endpoint serves text/plain; version=0.0.4, \
+    let (format, fallback) = match q.format {
+        Some(f) => (f, None),
+        None => match choose(accept) {
+            (Some(f), fallback) => (f, fallback),
+            (None, _) => {
+                return Err(NegotiationError::new(
+                    406,
+                    "not acceptable: this endpoint serves text/plain; version=0.0.4, \
                  application/openmetrics-text; version=1.0.0 and application/vnd.google.protobuf; \
                  proto=io.prometheus.client.MetricFamily; encoding=delimited (or ?format=json)\n"
-                    .to_string(),
-            )
-        })?,
+                        .to_string(),
+                ))
+            }
+        },
     };
     Ok(Negotiated {
         format,
+        fallback,
         gzip: accepts_gzip(accept_encoding),
         selection: Selection {
             served: served.to_vec(),
@@ -273,6 +321,8 @@ struct Range {
     /// Protobuf's message (`proto`) and framing (`encoding`).
     proto: Option<String>,
     encoding: Option<String>,
+    /// Name escaping asked for (client_golang's `escaping`).
+    escaping: Option<String>,
     q: f64,
 }
 
@@ -291,6 +341,7 @@ fn parse_range(element: &str) -> Option<Range> {
         version: None,
         proto: None,
         encoding: None,
+        escaping: None,
         q: 1.0,
     };
     for p in parts {
@@ -315,6 +366,7 @@ fn parse_range(element: &str) -> Option<Range> {
             "version" => r.version = Some(v),
             "proto" => r.proto = Some(v),
             "encoding" => r.encoding = Some(v),
+            "escaping" => r.escaping = Some(v),
             _ => {}
         }
     }
@@ -326,10 +378,49 @@ fn parse_range(element: &str) -> Option<Range> {
 const PROTOBUF_SUBTYPE: &str = "vnd.google.protobuf";
 const PROTOBUF_MESSAGE: &str = "io.prometheus.client.MetricFamily";
 
+/// Escaping schemes that leave our names as they are: every name we serve is a valid
+/// legacy name, which `allow-utf-8`, `underscores` and `values` do not change.
+const HONOURED_ESCAPING: [&str; 3] = ["allow-utf-8", "underscores", "values"];
+
+/// Why `r`, which names one of our media types exactly, cannot be served as it asks;
+/// `None` for a range that is not ours or that we honour.
+fn unhonoured(r: &Range) -> Option<Fallback> {
+    let version_ok = |want: &str| !matches!(r.version.as_deref(), Some(v) if v != want);
+    match (r.t.as_str(), r.sub.as_str()) {
+        ("application", PROTOBUF_SUBTYPE) => {
+            if r.proto.as_deref() != Some(PROTOBUF_MESSAGE) {
+                return Some(Fallback::Proto);
+            }
+            if r.encoding.as_deref() != Some("delimited") {
+                return Some(Fallback::Encoding);
+            }
+        }
+        ("text", "plain") if !version_ok("0.0.4") => return Some(Fallback::Version),
+        ("application", "openmetrics-text") if !version_ok("1.0.0") => {
+            return Some(Fallback::Version)
+        }
+        _ => {}
+    }
+    escaping_unhonoured(r)
+}
+
+fn escaping_unhonoured(r: &Range) -> Option<Fallback> {
+    r.escaping
+        .as_deref()
+        .filter(|e| !HONOURED_ESCAPING.contains(e))
+        .map(|_| Fallback::Escaping)
+}
+
 /// The format `Accept` prefers; `None`: it allows none (`406`).
 pub fn choose_format(accept: Option<&str>) -> Option<Format> {
+    choose(accept).0
+}
+
+/// The format to serve (`None`: `406`) and, when it is not what the client preferred,
+/// why (see the module's rules).
+pub fn choose(accept: Option<&str>) -> (Option<Format>, Option<Fallback>) {
     let Some(accept) = accept else {
-        return Some(Format::Text);
+        return (Some(Format::Text), None);
     };
     let elements: Vec<&str> = split_unquoted(accept, ',')
         .into_iter()
@@ -339,7 +430,7 @@ pub fn choose_format(accept: Option<&str>) -> Option<Format> {
     let ranges: Vec<Range> = elements.iter().filter_map(|e| parse_range(e)).collect();
     if ranges.is_empty() {
         // Nothing understandable: serve the default rather than refuse.
-        return Some(Format::Text);
+        return (Some(Format::Text), None);
     }
     // (format, type, subtype, version, preference on a full tie)
     let offers = [
@@ -353,10 +444,12 @@ pub fn choose_format(accept: Option<&str>) -> Option<Format> {
         ),
         (Format::Protobuf, "application", PROTOBUF_SUBTYPE, "", 0),
     ];
-    let mut best: Option<((f64, u8, i64, u8), Format)> = None;
+    // (q, specificity, order, preference): the highest wins.
+    type Score = (f64, u8, i64, u8);
+    let mut best: Option<(Score, Format, usize)> = None;
     for (format, t, sub, version, pref) in offers {
         // The most specific range matching the offer gives its q (RFC 9110 12.5.1).
-        let mut found: Option<(u8, f64, i64)> = None;
+        let mut found: Option<(u8, f64, i64, usize)> = None;
         for (i, r) in ranges.iter().enumerate() {
             let specificity = if format == Format::Protobuf {
                 if (r.t.as_str(), r.sub.as_str()) != (t, sub)
@@ -381,20 +474,49 @@ pub fn choose_format(accept: Option<&str>) -> Option<Format> {
                     Some(_) => continue,
                 }
             };
-            if !matches!(found, Some((s, _, _)) if s >= specificity) {
-                found = Some((specificity, r.q, -(i as i64)));
+            if !matches!(found, Some((s, _, _, _)) if s >= specificity) {
+                found = Some((specificity, r.q, -(i as i64), i));
             }
         }
-        if let Some((specificity, q, order)) = found {
+        if let Some((specificity, q, order, i)) = found {
             if q > 0.0 {
                 let score = (q, specificity, order, pref);
-                if !matches!(&best, Some((b, _)) if *b >= score) {
-                    best = Some((score, format));
+                if !matches!(&best, Some((b, _, _)) if *b >= score) {
+                    best = Some((score, format, i));
                 }
             }
         }
     }
-    best.map(|(_, f)| f)
+    // The preferred range we cannot honour as asked (it names all its parameters, so
+    // it is as specific as a range gets), if it beats what is served.
+    let refused = ranges
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.q > 0.0)
+        .filter_map(|(i, r)| {
+            let why = match unhonoured(r)? {
+                // An escaping we do not apply does not change the format.
+                Fallback::Escaping => return None,
+                why => why,
+            };
+            Some(((r.q, 3, -(i as i64), 2), why))
+        })
+        .fold(
+            None,
+            |acc: Option<(Score, Fallback)>, (score, why)| match acc {
+                Some((s, _)) if s >= score => acc,
+                _ => Some((score, why)),
+            },
+        );
+    match (best, refused) {
+        (Some((score, format, i)), refused) => match refused {
+            Some((r, why)) if r > score => (Some(format), Some(why)),
+            _ => (Some(format), escaping_unhonoured(&ranges[i])),
+        },
+        // client_golang's last resort: the text format.
+        (None, Some((_, why))) => (Some(Format::Text), Some(why)),
+        (None, None) => (None, None),
+    }
 }
 
 /// Whether `Accept-Encoding` allows gzip.
@@ -467,27 +589,13 @@ mod tests {
                 Some(Format::Protobuf),
             ),
             // Another message, another encoding (client_golang's text encodings), or
-            // none: not ours; the next acceptable format, else 406.
+            // none: not ours; the next acceptable format (checked with its reason in
+            // `unhonoured_elements_fall_back_and_say_why`).
             (
                 "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;\
-                 encoding=text, text/plain;q=0.1"
+                 encoding=text, application/openmetrics-text;q=0.1"
                     .into(),
-                Some(Format::Text),
-            ),
-            (
-                "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;\
-                 encoding=compact-text"
-                    .into(),
-                None,
-            ),
-            (
-                "application/vnd.google.protobuf;proto=other.Message;encoding=delimited".into(),
-                None,
-            ),
-            ("application/vnd.google.protobuf".into(), None),
-            (
-                "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily".into(),
-                None,
+                Some(Format::OpenMetrics),
             ),
             // Wildcards never bring protobuf.
             ("application/*".into(), Some(Format::OpenMetrics)),
@@ -502,9 +610,96 @@ mod tests {
         }
         let n = negotiate(None, Some("gzip"), b"format=protobuf", &[]).unwrap();
         assert_eq!((n.format, n.gzip), (Format::Protobuf, true));
-        let e = negotiate(Some("application/vnd.google.protobuf"), None, b"", &[]).unwrap_err();
+        let e = negotiate(Some("application/json"), None, b"", &[]).unwrap_err();
         assert_eq!(e.status, 406);
         assert!(e.message.contains("encoding=delimited"), "{}", e.message);
+    }
+
+    #[test]
+    fn unhonoured_elements_fall_back_and_say_why() {
+        use Fallback::*;
+        let pb = "application/vnd.google.protobuf";
+        let mf = "proto=io.prometheus.client.MetricFamily";
+        let cases: Vec<(String, Option<Format>, Option<Fallback>)> = vec![
+            // Alone: the text format, as client_golang serves, never a 406.
+            (format!("{pb};{mf};encoding=text"), Some(Format::Text), Some(Encoding)),
+            (format!("{pb};{mf};encoding=compact-text"), Some(Format::Text), Some(Encoding)),
+            (format!("{pb};{mf}"), Some(Format::Text), Some(Encoding)),
+            (format!("{pb};proto=other.Message;encoding=delimited"), Some(Format::Text), Some(Proto)),
+            (pb.into(), Some(Format::Text), Some(Proto)),
+            (format!("{pb};proto=other;encoding=text"), Some(Format::Text), Some(Proto)),
+            // The next acceptable format when there is one.
+            (
+                format!("{pb};{mf};encoding=text, application/openmetrics-text;q=0.5"),
+                Some(Format::OpenMetrics),
+                Some(Encoding),
+            ),
+            (
+                format!("{pb};proto=x;encoding=delimited, {pb};{mf};encoding=delimited;q=0.9"),
+                Some(Format::Protobuf),
+                Some(Proto),
+            ),
+            // Equal q: the element naming every parameter is the preferred one.
+            (format!("text/plain, {pb};{mf};encoding=text"), Some(Format::Text), Some(Encoding)),
+            // Not preferred, or not acceptable at all: no fallback.
+            (format!("text/plain, {pb};{mf};encoding=text;q=0.5"), Some(Format::Text), None),
+            (format!("{pb};{mf};encoding=text;q=0, text/plain"), Some(Format::Text), None),
+            (format!("{pb};q=0"), None, None),
+            // Versions we do not speak.
+            ("text/plain;version=1.0.0".into(), Some(Format::Text), Some(Version)),
+            (
+                "application/openmetrics-text;version=2.0.0, text/plain;version=0.0.4;q=0.5".into(),
+                Some(Format::Text),
+                Some(Version),
+            ),
+            (
+                "application/openmetrics-text;version=0.0.1;q=0.9, application/openmetrics-text;version=1.0.0"
+                    .into(),
+                Some(Format::OpenMetrics),
+                None,
+            ),
+            // Escaping: the three that leave legacy names alone are honoured; `dots`
+            // (and anything unknown) is not, and the format stays as chosen.
+            (
+                format!("{pb};{mf};encoding=delimited;escaping=allow-utf-8"),
+                Some(Format::Protobuf),
+                None,
+            ),
+            ("text/plain;escaping=underscores".into(), Some(Format::Text), None),
+            ("application/openmetrics-text;escaping=values".into(), Some(Format::OpenMetrics), None),
+            ("application/openmetrics-text;escaping=dots".into(), Some(Format::OpenMetrics), Some(Escaping)),
+            ("*/*;escaping=bogus".into(), Some(Format::Text), Some(Escaping)),
+            (
+                "text/plain;escaping=dots;q=0.5, application/openmetrics-text".into(),
+                Some(Format::OpenMetrics),
+                None,
+            ),
+            // What Prometheus 2.42 sends, and Prometheus 3's escaping: no fallback.
+            (PROMETHEUS_2_42.into(), Some(Format::OpenMetrics), None),
+            (PROMETHEUS_2_42_NATIVE.into(), Some(Format::Protobuf), None),
+            (
+                format!("{pb};{mf};encoding=delimited;escaping=allow-utf-8,\
+                 application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.5,*/*;q=0.1"),
+                Some(Format::Protobuf),
+                None,
+            ),
+            // Not one of our media types: refused as before.
+            ("application/json".into(), None, None),
+        ];
+        for (accept, format, fallback) in cases {
+            assert_eq!(
+                choose(Some(&accept)),
+                (format, fallback),
+                "Accept: {accept:?}"
+            );
+        }
+        let n = negotiate(Some(pb), Some("gzip"), b"", &[]).unwrap();
+        assert_eq!((n.format, n.fallback), (Format::Text, Some(Proto)));
+        // `?format=` wins: nothing falls back.
+        let n = negotiate(Some(pb), None, b"format=openmetrics", &[]).unwrap();
+        assert_eq!((n.format, n.fallback), (Format::OpenMetrics, None));
+        let names: Vec<&str> = Fallback::ALL.iter().map(|f| f.as_str()).collect();
+        assert_eq!(names, ["proto", "encoding", "version", "escaping"]);
     }
 
     #[test]
@@ -544,8 +739,12 @@ mod tests {
             ),
             // An explicit q=0 beats a wildcard for its own type.
             (Some("text/plain;q=0, */*"), Some(Format::OpenMetrics)),
-            // A version we do not speak does not match.
-            (Some("application/openmetrics-text;version=0.0.1"), None),
+            // A version we do not speak does not match: the next format, else the
+            // text format (a fallback).
+            (
+                Some("application/openmetrics-text;version=0.0.1"),
+                Some(Format::Text),
+            ),
             (
                 Some("application/openmetrics-text;version=0.0.1, */*;q=0.1"),
                 Some(Format::Text),

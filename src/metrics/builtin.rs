@@ -31,6 +31,8 @@ pub enum Source {
     Process,
     /// Kept in the zone by the push thread.
     Push,
+    /// Kept in the scraped zone by the metrics handler.
+    Handler,
 }
 
 /// What a scrape-time family shows.
@@ -278,9 +280,26 @@ pub const PUSH: [Builtin; 3] = [
     ),
 ];
 
+/// Scrapes served in another format than the one asked for, by
+/// [`Fallback`](crate::exposition::negotiate::Fallback) reason: made in a zone at its
+/// first fallback.
+pub const FALLBACKS: Builtin = Builtin {
+    name: "nginx_metric_scrape_fallbacks_total",
+    metric_type: Counter,
+    help: "Scrapes whose preferred Accept element could not be honoured (another protobuf proto or encoding, a version or name escaping not served), answered as the next acceptable format, by reason.",
+    labels: &["reason"],
+    group: BUILTIN_GROUP,
+    unit: "",
+    source: Source::Handler,
+};
+
 /// Every family of the module.
 pub fn all() -> impl Iterator<Item = &'static Builtin> {
-    SCRAPED.iter().chain(&PROCESS).chain(&PUSH)
+    SCRAPED
+        .iter()
+        .chain(&PROCESS)
+        .chain(&PUSH)
+        .chain(std::iter::once(&FALLBACKS))
 }
 
 /// The module's family called `name`, if there is one: user families may not take it.

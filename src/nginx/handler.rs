@@ -7,8 +7,10 @@ use super::{conf_error, process, stub_status, zone, LocConf, MainConf, Module};
 use super::{limits, render, request, response};
 use crate::config::access::{parse_rule, AccessRules};
 use crate::config::auth::{client_address, Credentials, Verdict};
-use crate::exposition::negotiate::negotiate;
+use crate::exposition::negotiate::{negotiate, Fallback};
 use crate::exposition::{Scrape, Selection};
+use crate::metrics::builtin::FALLBACKS;
+use crate::metrics::{counter, Store};
 use ngx::core::Status;
 use ngx::ffi::{ngx_conf_t, ngx_int_t};
 use ngx::http::{
@@ -260,24 +262,46 @@ fn serve(r: &mut Request) -> Result<Status, Status> {
         request::query(r),
         &lcf.groups,
     ) {
-        Ok(n) => Ok(render::serve(
-            r,
-            lcf.thread_pool,
-            limits,
-            Scrape {
-                store,
-                zone: name,
-                stub: stub_status::read(),
-                format: n.format,
-                selection: Selection {
-                    workers: process::worker_count(),
-                    ..n.selection
+        Ok(n) => {
+            if let Some(why) = n.fallback {
+                count_fallback(&store, why);
+            }
+            Ok(render::serve(
+                r,
+                lcf.thread_pool,
+                limits,
+                Scrape {
+                    store,
+                    zone: name,
+                    stub: stub_status::read(),
+                    format: n.format,
+                    selection: Selection {
+                        workers: process::worker_count(),
+                        ..n.selection
+                    },
+                    identity: zone::identity(),
                 },
-                identity: zone::identity(),
-            },
-            n.gzip,
-        )),
+                n.gzip,
+            ))
+        }
         Err(refusal) => Ok(render::refuse(r, refusal.status, refusal.message, &[])),
+    }
+}
+
+/// Counts a scrape served in another format than the one asked for, in the scraped
+/// zone. The family, with a series for every reason, is made there at the first
+/// fallback (under the zone lock, as any family; a zone too full for it leaves the
+/// fallback uncounted, and counts that as `zone_full`); then it is found without it.
+fn count_fallback(store: &Store<'static>, why: Fallback) {
+    let me = zone::participant();
+    let Ok(family) = store.register(&FALLBACKS.spec(), me) else {
+        return;
+    };
+    for reason in Fallback::ALL {
+        let found = store.find_or_make(family, &[reason.as_str()], me, Default::default());
+        if let (Ok(s), true) = (found, reason == why) {
+            let _ = counter::inc(&store.region(), s.handle, 1);
+        }
     }
 }
 

@@ -1,10 +1,27 @@
 //! A scrape every second, each format in turn, plain and gzipped: every answer whole
-//! and well-formed (JSON parsed; about one scrape in seven, a text or OpenMetrics one,
-//! through the reference parsers), and no counted series ever going down.
+//! and well-formed (JSON and protobuf decoded, every native histogram's count its zero
+//! bucket plus its buckets; some text and OpenMetrics ones through the reference
+//! parsers), and no counted series ever going down.
 
 use crate::harness::{self, gunzip};
 use crate::support::{paced, series, Ctx};
+use prost::Message;
+use proto::{Histogram, MetricFamily};
 use std::collections::BTreeMap;
+
+/// The module's prost code for `proto/metrics.proto` (the module itself cannot be
+/// linked into a test: it calls into nginx).
+#[allow(clippy::all, clippy::pedantic, dead_code)]
+mod proto {
+    include!("../../src/exposition/proto/io.prometheus.client.rs");
+}
+
+const PROTOBUF: &str =
+    "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited";
+/// What Prometheus 2.42 asks for with `--enable-feature=native-histograms`.
+const PROTOBUF_ACCEPT: &str = "application/vnd.google.protobuf;\
+proto=io.prometheus.client.MetricFamily;encoding=delimited,\
+application/openmetrics-text;version=1.0.0;q=0.8,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
 
 const VARIANTS: &[(&str, &str, bool)] = &[
     ("text", "text/plain; version=0.0.4; charset=utf-8", false),
@@ -21,17 +38,58 @@ const VARIANTS: &[(&str, &str, bool)] = &[
         false,
     ),
     ("json", "application/json", true),
+    ("protobuf", PROTOBUF, true),
+    ("protobuf", PROTOBUF, false),
 ];
+
+/// Decodes a length-delimited stream of families; `Err` says what is wrong with it.
+fn decode_protobuf(mut body: &[u8]) -> Result<Vec<MetricFamily>, String> {
+    let mut out = Vec::new();
+    while !body.is_empty() {
+        let f = MetricFamily::decode_length_delimited(&mut body).map_err(|e| e.to_string())?;
+        out.push(f);
+    }
+    Ok(out)
+}
+
+/// What Prometheus refuses in a native histogram: a count that is not its zero bucket
+/// plus its buckets, a bucket below zero, spans and deltas of different lengths.
+fn native_mismatch(h: &Histogram) -> Option<String> {
+    h.schema?;
+    let mut bucket: i64 = 0;
+    let mut total = h.zero_count.unwrap_or(0) as i64;
+    for d in &h.positive_delta {
+        bucket += d;
+        if bucket < 0 {
+            return Some(format!("a bucket of {bucket}"));
+        }
+        total += bucket;
+    }
+    let spans: u32 = h.positive_span.iter().map(|s| s.length.unwrap_or(0)).sum();
+    if spans as usize != h.positive_delta.len() {
+        return Some(format!(
+            "{spans} buckets in spans, {} deltas",
+            h.positive_delta.len()
+        ));
+    }
+    (total as u64 != h.sample_count.unwrap_or(0))
+        .then(|| format!("count {:?}, buckets {total}", h.sample_count))
+}
 
 pub fn every_second(ctx: &Ctx) -> String {
     let mut last: BTreeMap<BTreeMap<String, String>, f64> = BTreeMap::new();
+    let mut last_pb: BTreeMap<Vec<(String, String)>, f64> = BTreeMap::new();
     let (mut bytes, mut parsed, mut refused) = (0usize, 0u32, 0u32);
+    let mut natives = 0usize;
     let n = paced(ctx, 1.0, |n| {
         let (format, content_type, gzip) = VARIANTS[n as usize % VARIANTS.len()];
         let mut headers = vec![];
-        // OpenMetrics as Prometheus asks for it; the others by `?format=`.
+        // OpenMetrics and protobuf as Prometheus asks for them; the others by `?format=`.
         let path = if format == "openmetrics" {
             headers.push(("Accept", "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"));
+            "/metrics".to_string()
+        } else if format == "protobuf" {
+            headers.push(("Accept", PROTOBUF_ACCEPT));
             "/metrics".to_string()
         } else {
             format!("/metrics?format={format}")
@@ -80,6 +138,37 @@ pub fn every_second(ctx: &Ctx) -> String {
                     }
                 }
             }
+            "protobuf" => {
+                let families = match decode_protobuf(&body) {
+                    Ok(f) => f,
+                    Err(e) => return fail(format!("not protobuf: {e}")),
+                };
+                for f in &families {
+                    let name = f.name.as_deref().unwrap_or_default();
+                    for m in &f.metric {
+                        if let Some(h) = &m.histogram {
+                            if let Some(why) = native_mismatch(h) {
+                                fail(format!("{name}: native histogram with {why}"));
+                            }
+                            natives += usize::from(h.schema.is_some());
+                        }
+                        if name != "gateway_http_requests_total" {
+                            continue;
+                        }
+                        let labels: Vec<(String, String)> = m
+                            .label
+                            .iter()
+                            .map(|l| (l.name().to_string(), l.value().to_string()))
+                            .collect();
+                        let now = m.counter.as_ref().map_or(f64::NAN, |c| c.value());
+                        if let Some(before) = last_pb.insert(labels.clone(), now) {
+                            if now < before || now.is_nan() {
+                                fail(format!("{labels:?} went from {before} to {now}"));
+                            }
+                        }
+                    }
+                }
+            }
             "openmetrics" if !text.ends_with("# EOF\n") => fail("no # EOF at the end".into()),
             _ => {}
         }
@@ -104,7 +193,7 @@ pub fn every_second(ctx: &Ctx) -> String {
     });
     format!(
         "{n} scrapes ({refused} answered 503 + Retry-After during a burst), {} KiB on \
-         average, {parsed} through a reference parser",
+         average, {parsed} through a reference parser, {natives} native histograms decoded",
         bytes / n.max(1) as usize / 1024
     )
 }
@@ -119,8 +208,12 @@ pub fn bursts(ctx: &Ctx) -> String {
             let all: Vec<_> = (0..12)
                 .map(|i| {
                     s.spawn(move || {
-                        let (format, gzip) =
-                            [("text", true), ("openmetrics", false), ("json", true)][i % 3];
+                        let (format, gzip) = [
+                            ("text", true),
+                            ("openmetrics", false),
+                            ("json", true),
+                            ("protobuf", true),
+                        ][i % 4];
                         let mut headers = vec![];
                         if gzip {
                             headers.push(("Accept-Encoding", "gzip"));
@@ -144,6 +237,7 @@ pub fn bursts(ctx: &Ctx) -> String {
                                     "json" => {
                                         serde_json::from_slice::<serde_json::Value>(&body).is_ok()
                                     }
+                                    "protobuf" => decode_protobuf(&body).is_ok(),
                                     _ => body.ends_with(b"\n"),
                                 }
                             }
