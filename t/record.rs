@@ -444,3 +444,160 @@ fn lua_api_and_ngxprom_log_still_work() {
     assert!(value(&s, "app_hits_total", &[("code", "204")]) == Some(3.0));
     assert!(n.errors().is_empty(), "{:?}", n.errors());
 }
+
+/// `upstreams=on`: every try of every peer, failed ones included, counted per
+/// upstream, peer and status as `$upstream_addr` and `$upstream_status` list them; each
+/// try's time as `$upstream_response_time`. `cache=on`: responses by
+/// `$upstream_cache_status` (MISS, HIT, EXPIRED) as the access log has them.
+#[test]
+fn upstream_peers_and_cache() {
+    let (app, back, dead, metrics) = (free_port(), free_port(), free_port(), free_port());
+    let p = prefix("record-peers");
+    let body = format!(
+        r#"
+    prometheus_zone metrics 8m;
+    log_format tries '$upstream_addr|$upstream_status|$upstream_response_time|$upstream_cache_status';
+    proxy_cache_path {prefix}/tmp/cache keys_zone=c:1m;
+    upstream two {{
+        server 127.0.0.1:{back};
+        server 127.0.0.1:{dead} max_fails=0;
+    }}
+    server {{
+        listen 127.0.0.1:{app};
+        access_log {prefix}/logs/tries.log tries;
+        prometheus_record labels=location upstreams=on cache=on namespace=px;
+        location /two {{ proxy_pass http://two; }}
+        location /cached {{
+            proxy_cache c;
+            proxy_cache_valid 200 1s;
+            proxy_pass http://127.0.0.1:{back};
+        }}
+    }}
+    server {{
+        listen 127.0.0.1:{back};
+        location / {{ return 200 "backend"; }}
+    }}
+    server {{
+        listen 127.0.0.1:{metrics};
+        location /metrics {{ prometheus_metrics; }}
+    }}
+"#,
+        prefix = p.display()
+    );
+    let n = Nginx::start_with(p.clone(), config(&p, &body));
+    for _ in 0..10 {
+        assert_eq!(get(app, "/two").status, 200);
+    }
+    for wait in [false, false, true, false] {
+        if wait {
+            // nginx keeps validity in whole seconds: 1s may last up to 2.
+            std::thread::sleep(Duration::from_millis(2100));
+        }
+        assert_eq!(get(app, "/cached").status, 200);
+    }
+    // The access log's tries and cache statuses.
+    let mut tries: BTreeMap<(String, String), f64> = BTreeMap::new();
+    let mut failures: BTreeMap<String, f64> = BTreeMap::new();
+    let mut timed: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+    let mut cache: BTreeMap<String, f64> = BTreeMap::new();
+    let lines = eventually(Duration::from_secs(10), || {
+        let t = std::fs::read_to_string(p.join("logs/tries.log")).unwrap_or_default();
+        (t.lines().count() == 14).then_some(t)
+    })
+    .unwrap();
+    for l in lines.lines() {
+        let w: Vec<&str> = l.split('|').collect();
+        // "-": no upstream was tried (a cache hit).
+        let addrs: Vec<&str> = w[0].split(", ").filter(|a| *a != "-").collect();
+        let codes: Vec<&str> = w[1].split(", ").collect();
+        let times: Vec<&str> = w[2].split(", ").collect();
+        for i in 0..addrs.len() {
+            let code = if codes[i] == "-" { "0" } else { codes[i] };
+            *tries.entry((addrs[i].into(), code.into())).or_default() += 1.0;
+            let c: u32 = code.parse().unwrap();
+            if c == 0 || c >= 500 {
+                *failures.entry(addrs[i].into()).or_default() += 1.0;
+            }
+            if times[i] != "-" {
+                let e = timed.entry(addrs[i].into()).or_default();
+                e.0 += 1.0;
+                e.1 += times[i].parse::<f64>().unwrap();
+            }
+        }
+        if w[3] != "-" {
+            *cache.entry(w[3].into()).or_default() += 1.0;
+        }
+    }
+    let dead_addr = format!("127.0.0.1:{dead}");
+    assert!(
+        failures.get(&dead_addr).copied().unwrap_or(0.0) >= 1.0,
+        "{tries:?}"
+    );
+    assert_eq!(cache.get("MISS"), Some(&1.0), "{cache:?}");
+    assert_eq!(cache.get("HIT"), Some(&2.0), "{cache:?}");
+    assert_eq!(cache.get("EXPIRED"), Some(&1.0), "{cache:?}");
+    let s = eventually(Duration::from_secs(10), || {
+        let (_, s) = scrape(metrics, "/metrics");
+        let recorded: f64 = s
+            .iter()
+            .filter(|x| x.name == "px_requests_total")
+            .map(|x| x.value)
+            .sum();
+        (recorded == 14.0).then_some(s)
+    })
+    .unwrap_or_else(|| panic!("{}", n.error_log()));
+    let sum = |name: &str, peer: &str| -> f64 {
+        s.iter()
+            .filter(|x| x.name == name && x.labels.get("peer").map(String::as_str) == Some(peer))
+            .map(|x| x.value)
+            .sum()
+    };
+    for ((peer, code), count) in &tries {
+        let got: f64 = s
+            .iter()
+            .filter(|x| {
+                x.name == "px_upstream_peer_requests_total"
+                    && x.labels["peer"] == *peer
+                    && x.labels["code"] == *code
+            })
+            .map(|x| x.value)
+            .sum();
+        assert_eq!(got, *count, "tries of {peer} with {code}");
+    }
+    for (peer, n) in &failures {
+        assert_eq!(
+            sum("px_upstream_peer_failures_total", peer),
+            *n,
+            "failures of {peer}"
+        );
+    }
+    for (peer, (count, secs)) in &timed {
+        assert_eq!(
+            sum("px_upstream_peer_duration_seconds_count", peer),
+            *count,
+            "{peer}"
+        );
+        let got = sum("px_upstream_peer_duration_seconds_sum", peer);
+        assert!((got - secs).abs() < 1e-6 * count, "{peer}: {got} vs {secs}");
+    }
+    // The upstream block's name labels its peers; a proxy_pass to an address its host.
+    assert!(s.iter().any(|x| x.name == "px_upstream_peer_requests_total"
+        && x.labels["upstream"] == "two"
+        && x.labels["peer"] == dead_addr));
+    for (status, n) in &cache {
+        assert_eq!(
+            value(
+                &s,
+                "px_cache_responses_total",
+                &[("location", "/cached"), ("cache_status", status)]
+            ),
+            Some(*n),
+            "{status}"
+        );
+    }
+    assert!(
+        n.errors().iter().all(|e| e.contains("connect() failed")),
+        "{:?}",
+        n.errors()
+    );
+}

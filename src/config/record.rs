@@ -66,6 +66,10 @@ pub struct Record {
     pub max_series: u64,
     pub overflow: String,
     pub expire_s: u64,
+    /// `upstreams=on`: per upstream peer, from every try nginx made.
+    pub upstreams: bool,
+    /// `cache=on`: responses by `$upstream_cache_status`.
+    pub cache: bool,
 }
 
 /// The recorded families, in this order (indexes into [`Record::families`]).
@@ -74,11 +78,19 @@ pub const REQUEST_DURATION: usize = 1;
 pub const UPSTREAM_DURATION: usize = 2;
 pub const RECEIVED_BYTES: usize = 3;
 pub const SENT_BYTES: usize = 4;
-pub const FAMILIES: usize = 5;
+/// `upstreams=on`: tries per upstream, peer and the try's status; each try's response
+/// time; tries that failed (no response header, or a 5xx).
+pub const PEER_REQUESTS: usize = 5;
+pub const PEER_DURATION: usize = 6;
+pub const PEER_FAILURES: usize = 7;
+/// `cache=on`: responses by cache status, for requests that had one.
+pub const CACHE_RESPONSES: usize = 8;
+pub const FAMILIES: usize = 9;
 
 const HELP: &str = "off | [zone=<name>] [labels=server,location,method,code|class] \
 [label=<name>:<value>]... [namespace=<prefix>] [group=<group>] [buckets=<bounds>] \
-[precision=<1-5>] [max_series=<n>] [overflow=<value>] [expire=<time>]";
+[precision=<1-5>] [max_series=<n>] [overflow=<value>] [expire=<time>] [upstreams=on|off] \
+[cache=on|off]";
 
 /// `prometheus_record`'s words; `None` for `off`. Every refusal names the word.
 pub fn parse(a: &[&str], time: Time<'_>) -> Result<Option<Record>, String> {
@@ -95,6 +107,8 @@ pub fn parse(a: &[&str], time: Time<'_>) -> Result<Option<Record>, String> {
         max_series: 0,
         overflow: String::new(),
         expire_s: 0,
+        upstreams: false,
+        cache: false,
     };
     let mut fixed_given = false;
     let mut values: Vec<Label> = Vec::new();
@@ -196,6 +210,18 @@ pub fn parse(a: &[&str], time: Time<'_>) -> Result<Option<Record>, String> {
                 let ms = time(v).ok_or_else(|| bad("a time, for example 300s or 1h"))?;
                 r.expire_s = ms.div_ceil(1000);
             }
+            "upstreams" | "cache" => {
+                let on = match v {
+                    "on" => true,
+                    "off" => false,
+                    _ => return Err(bad("on or off")),
+                };
+                if k == "cache" {
+                    r.cache = on;
+                } else {
+                    r.upstreams = on;
+                }
+            }
             "labels" => return Err("\"labels=\" is given twice".into()),
             _ => return Err(format!("unknown parameter \"{arg}\" ({HELP})")),
         }
@@ -218,7 +244,7 @@ pub fn parse(a: &[&str], time: Time<'_>) -> Result<Option<Record>, String> {
     r.histogram.highest = HistogramSpec::highest_for(&buckets);
     r.histogram.buckets = buckets;
     r.max_series = max_series.unwrap_or(if with_values { DEFAULT_MAX_SERIES } else { 0 });
-    for spec in r.families() {
+    for spec in r.families().iter().flatten() {
         spec.validate().map_err(|e| e.to_string())?;
         if crate::metrics::builtin::find(&spec.name).is_some() {
             return Err(format!(
@@ -231,14 +257,20 @@ pub fn parse(a: &[&str], time: Time<'_>) -> Result<Option<Record>, String> {
 }
 
 impl Record {
-    /// The declarations of the recorded families, indexed by [`REQUESTS`] and the rest.
-    pub fn families(&self) -> Vec<FamilySpec> {
+    /// The declarations of the recorded families, indexed by [`REQUESTS`] and the rest;
+    /// `None` for those not recorded.
+    pub fn families(&self) -> Vec<Option<FamilySpec>> {
         let names: Vec<String> = self.labels.iter().map(|l| l.name().to_string()).collect();
         let mut with_code = names.clone();
         with_code.push("code".into());
+        let peer: Vec<String> = ["upstream", "peer"].map(String::from).to_vec();
+        let mut peer_code = peer.clone();
+        peer_code.push("code".into());
+        let mut with_cache = names.clone();
+        with_cache.push("cache_status".into());
         let ns = &self.namespace;
-        let family =
-            |suffix: &str, help: &str, t: MetricType, labels: &[String], unit: &str| FamilySpec {
+        let family = |suffix: &str, help: &str, t: MetricType, labels: &[String], unit: &str| {
+            Some(FamilySpec {
                 name: format!("{ns}_{suffix}"),
                 help: help.into(),
                 metric_type: t,
@@ -250,7 +282,8 @@ impl Record {
                 unit: unit.into(),
                 group: self.group.clone(),
                 quantiles: Default::default(),
-            };
+            })
+        };
         use MetricType::{Counter, Histogram};
         vec![
             family(
@@ -288,6 +321,38 @@ impl Record {
                 &names,
                 "bytes",
             ),
+            family(
+                "upstream_peer_requests_total",
+                "Tries of upstream peers, by the try's status (0: no response header).",
+                Counter,
+                &peer_code,
+                "",
+            )
+            .filter(|_| self.upstreams),
+            family(
+                "upstream_peer_duration_seconds",
+                "Response time of each try of an upstream peer that got a response.",
+                Histogram,
+                &peer,
+                "seconds",
+            )
+            .filter(|_| self.upstreams),
+            family(
+                "upstream_peer_failures_total",
+                "Tries of upstream peers that failed: no response header, or a 5xx status.",
+                Counter,
+                &peer,
+                "",
+            )
+            .filter(|_| self.upstreams),
+            family(
+                "cache_responses_total",
+                "Responses by $upstream_cache_status, for requests that had one.",
+                Counter,
+                &with_cache,
+                "",
+            )
+            .filter(|_| self.cache),
         ]
     }
 }
@@ -358,10 +423,22 @@ mod tests {
             "configured labels only: bounded by the configuration"
         );
         let f = r.families();
-        assert_eq!(f[REQUESTS].name, "nginx_http_requests_total");
-        assert_eq!(f[REQUESTS].label_names, ["server", "code"]);
-        assert_eq!(f[SENT_BYTES].label_names, ["server"]);
-        assert_eq!(f.len(), FAMILIES);
+        let f = |i: usize| f[i].clone().unwrap();
+        assert_eq!(f(REQUESTS).name, "nginx_http_requests_total");
+        assert_eq!(f(REQUESTS).label_names, ["server", "code"]);
+        assert_eq!(f(SENT_BYTES).label_names, ["server"]);
+        assert_eq!(r.families().len(), FAMILIES);
+        assert!(r.families()[PEER_REQUESTS..].iter().all(Option::is_none));
+        let r = parse_ok(&["upstreams=on", "cache=on"]);
+        let f = r.families();
+        assert_eq!(
+            f[PEER_REQUESTS].as_ref().unwrap().label_names,
+            ["upstream", "peer", "code"]
+        );
+        assert_eq!(
+            f[CACHE_RESPONSES].as_ref().unwrap().label_names,
+            ["server", "cache_status"]
+        );
     }
 
     #[test]
@@ -380,11 +457,12 @@ mod tests {
         assert_eq!(r.histogram.highest, 200.0);
         assert_eq!(r.expire_s, 300);
         let f = r.families();
+        let f = |i: usize| f[i].clone().unwrap();
         assert_eq!(
-            f[REQUEST_DURATION].label_names,
+            f(REQUEST_DURATION).label_names,
             ["location", "method", "host"]
         );
-        assert_eq!(f[REQUESTS].name, "web_requests_total");
+        assert_eq!(f(REQUESTS).name, "web_requests_total");
         assert_eq!(parse_ok(&["label=h:$host", "max_series=0"]).max_series, 0);
     }
 
@@ -410,6 +488,8 @@ mod tests {
             (&["group=a b"], "invalid group \"a b\""),
             (&["overflow="], "invalid overflow \"\""),
             (&["labels=server", "labels=method"], "given twice"),
+            (&["upstreams=yes"], "invalid upstreams \"yes\" (on or off)"),
+            (&["cache=1"], "invalid cache \"1\""),
         ] {
             let e = parse(words, &time).unwrap_err();
             assert!(e.contains(want), "{words:?}: {e}");

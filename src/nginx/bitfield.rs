@@ -16,8 +16,9 @@
 use ngx::ffi::{
     ngx_buf_t, ngx_chain_t, ngx_event_t, ngx_http_compile_complex_value_t,
     ngx_http_complex_value_t, ngx_http_core_loc_conf_t, ngx_http_core_srv_conf_t,
-    ngx_http_headers_in_t, ngx_http_headers_out_t, ngx_http_request_t, ngx_list_part_t, ngx_list_t,
-    ngx_pool_cleanup_t, ngx_table_elt_t,
+    ngx_http_headers_in_t, ngx_http_headers_out_t, ngx_http_request_t,
+    ngx_http_upstream_srv_conf_t, ngx_http_upstream_state_t, ngx_http_upstream_t, ngx_list_part_t,
+    ngx_list_t, ngx_pool_cleanup_t, ngx_table_elt_t,
 };
 use std::marker::PhantomData;
 use std::mem::{offset_of, size_of};
@@ -150,6 +151,17 @@ const _: () = {
     assert!(offset_of!(ngx_http_request_t, err_status) == c::OFFSET_REQUEST_ERR_STATUS);
     assert!(offset_of!(ngx_http_core_srv_conf_t, server_name) == c::OFFSET_CORE_SRV_SERVER_NAME);
     assert!(offset_of!(ngx_http_core_loc_conf_t, name) == c::OFFSET_CORE_LOC_NAME);
+    // ... and each upstream try (`upstreams=on`).
+    assert!(offset_of!(ngx_http_request_t, upstream) == c::OFFSET_REQUEST_UPSTREAM);
+    assert!(offset_of!(ngx_http_upstream_t, upstream) == c::OFFSET_UPSTREAM_UPSTREAM);
+    assert!(offset_of!(ngx_http_upstream_srv_conf_t, host) == c::OFFSET_UPSTREAM_SRV_HOST);
+    assert!(size_of::<ngx_http_upstream_state_t>() == c::SIZE_OF_UPSTREAM_STATE);
+    assert!(offset_of!(ngx_http_upstream_state_t, status) == c::OFFSET_UPSTREAM_STATE_STATUS);
+    assert!(
+        offset_of!(ngx_http_upstream_state_t, response_time)
+            == c::OFFSET_UPSTREAM_STATE_RESPONSE_TIME
+    );
+    assert!(offset_of!(ngx_http_upstream_state_t, peer) == c::OFFSET_UPSTREAM_STATE_PEER);
 };
 
 /// The bytes a field spans as one little-endian word (at most 5 bytes).

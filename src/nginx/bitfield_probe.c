@@ -147,6 +147,13 @@ main(void)
     OFFSET(ngx_http_request_t, "OFFSET_REQUEST_ERR_STATUS", err_status);
     OFFSET(ngx_http_core_srv_conf_t, "OFFSET_CORE_SRV_SERVER_NAME", server_name);
     OFFSET(ngx_http_core_loc_conf_t, "OFFSET_CORE_LOC_NAME", name);
+    OFFSET(ngx_http_request_t, "OFFSET_REQUEST_UPSTREAM", upstream);
+    OFFSET(ngx_http_upstream_t, "OFFSET_UPSTREAM_UPSTREAM", upstream);
+    OFFSET(ngx_http_upstream_srv_conf_t, "OFFSET_UPSTREAM_SRV_HOST", host);
+    SIZE(ngx_http_upstream_state_t, "SIZE_OF_UPSTREAM_STATE");
+    OFFSET(ngx_http_upstream_state_t, "OFFSET_UPSTREAM_STATE_STATUS", status);
+    OFFSET(ngx_http_upstream_state_t, "OFFSET_UPSTREAM_STATE_RESPONSE_TIME", response_time);
+    OFFSET(ngx_http_upstream_state_t, "OFFSET_UPSTREAM_STATE_PEER", peer);
 
     printf("/// Every bitfield above, named `struct.member`.\n"
            "pub const POSITIONS: &[(&str, (usize, usize))] = &[\n");

@@ -24,6 +24,8 @@ pub struct RecordConf {
     pub record: Record,
     /// One compiled complex value per `label=`, in the order of `record.labels`.
     values: Vec<*mut ngx_http_complex_value_t>,
+    /// `$upstream_cache_status`, compiled when `cache=on`.
+    cache_status: Option<*mut ngx_http_complex_value_t>,
     /// This worker's store and families, once registered (workers are single-threaded;
     /// the zone and the families live as long as the cycle).
     resolved: Cell<Option<Resolved>>,
@@ -34,7 +36,7 @@ pub struct RecordConf {
 #[derive(Clone, Copy)]
 struct Resolved {
     store: Store<'static>,
-    families: [Family; FAMILIES],
+    families: [Option<Family>; FAMILIES],
 }
 
 directive! {
@@ -68,9 +70,18 @@ directive! {
                 }
             }
         }
+        let cache_status = if rec.cache {
+            match compile(cf, "$upstream_cache_status") {
+                Some(cv) => Some(cv),
+                None => return conf_error(cf, "prometheus_record: cache=on needs $upstream_cache_status"),
+            }
+        } else {
+            None
+        };
         lcf.record = Some(Some(Rc::new(RecordConf {
             record: rec,
             values,
+            cache_status,
             resolved: Cell::new(None),
             logged: Cell::new(false),
         })));
@@ -133,7 +144,7 @@ fn remember(cf: *mut ngx_conf_t, rec: &Record) -> Result<(), String> {
 /// A `prometheus_record` as the whole `http {}` block's checks see it.
 pub struct Recorder {
     record: Record,
-    families: Vec<crate::metrics::FamilySpec>,
+    families: Vec<Option<crate::metrics::FamilySpec>>,
     at: String,
 }
 
@@ -222,8 +233,12 @@ fn resolve(r: *mut ngx_http_request_t, rc: &RecordConf) -> Option<Resolved> {
     let specs = rc.record.families();
     let mut families = Vec::with_capacity(FAMILIES);
     for spec in &specs {
+        let Some(spec) = spec else {
+            families.push(None);
+            continue;
+        };
         match store.register(spec, zone::participant()) {
-            Ok(f) => families.push(f),
+            Ok(f) => families.push(Some(f)),
             Err(e) => return failed(e.to_string()),
         }
     }
@@ -274,23 +289,86 @@ unsafe fn record_request(r: *mut ngx_http_request_t, rc: &RecordConf, location: 
         rc.record.status,
         &mut code,
     )));
-    let [requests, latency, upstream, received, sent] = res.families;
-    update(res.store, requests, &values, |r, h| counter::inc(r, h, 1));
+    let [requests, latency, upstream, received, sent, peer_requests, peer_duration, peer_failures, cache] =
+        res.families;
+    let store = res.store;
+    update(store, requests, &values, |r, h| counter::inc(r, h, 1));
     values.pop();
-    update(res.store, latency, &values, |r, h| {
-        observe(res.store, r, h, facts.request_ms as f64 / 1000.0)
+    update(store, latency, &values, |r, h| {
+        observe(store, r, h, facts.request_ms as f64 / 1000.0)
     });
     if let Some(ms) = facts.upstream_ms {
-        update(res.store, upstream, &values, |r, h| {
-            observe(res.store, r, h, ms as f64 / 1000.0)
+        update(store, upstream, &values, |r, h| {
+            observe(store, r, h, ms as f64 / 1000.0)
         });
     }
-    update(res.store, received, &values, |r, h| {
+    update(store, received, &values, |r, h| {
         counter::inc(r, h, facts.received_bytes)
     });
-    update(res.store, sent, &values, |r, h| {
+    update(store, sent, &values, |r, h| {
         counter::inc(r, h, facts.sent_bytes)
     });
+    if let Some(cv) = rc.cache_status {
+        // SAFETY: compiled for this configuration; per the contract.
+        let status = unsafe { complex_value(r, cv) };
+        if !status.is_empty() {
+            values.push(status);
+            update(store, cache, &values, |r, h| counter::inc(r, h, 1));
+        }
+    }
+    if peer_requests.is_some() {
+        // SAFETY: per the contract.
+        unsafe { record_tries(r, store, [peer_requests, peer_duration, peer_failures]) };
+    }
+}
+
+/// One update per try of an upstream peer, from the request's upstream states (what
+/// `$upstream_addr`, `$upstream_status` and `$upstream_response_time` print).
+///
+/// # Safety
+/// `r` is the request in its log phase.
+unsafe fn record_tries(r: *mut ngx_http_request_t, store: Store<'static>, f: [Option<Family>; 3]) {
+    use ngx::ffi::{ngx_http_upstream_state_t, ngx_msec_t};
+    // SAFETY: per the contract: `upstream_states` is null or an array of states in the
+    // request pool; a state's `peer` is null (an internal redirect's mark, printed as
+    // " : ") or a name that lives as long as the upstream's configuration; the request's
+    // last upstream, when it has one, and its configuration's `host` likewise.
+    unsafe {
+        let states = (*r).upstream_states;
+        if states.is_null() || (*states).nelts == 0 {
+            return;
+        }
+        let u = (*r).upstream;
+        let upstream = if u.is_null() || (*u).upstream.is_null() {
+            Cow::Borrowed(&b""[..])
+        } else {
+            str_value(Some((*(*u).upstream).host))
+        };
+        for s in (*states).as_slice::<ngx_http_upstream_state_t>() {
+            if s.peer.is_null() {
+                continue;
+            }
+            let mut code = [0u8; 10];
+            let status = s.status as u32;
+            let values = [
+                upstream.clone(),
+                str_value(Some(*s.peer)),
+                Cow::Borrowed(record::status_value(
+                    status,
+                    record::Status::Code,
+                    &mut code,
+                )),
+            ];
+            update(store, f[0], &values, |r, h| counter::inc(r, h, 1));
+            if s.response_time != ngx_msec_t::MAX {
+                let secs = s.response_time as f64 / 1000.0;
+                update(store, f[1], &values[..2], |r, h| observe(store, r, h, secs));
+            }
+            if status == 0 || status >= 500 {
+                update(store, f[2], &values[..2], |r, h| counter::inc(r, h, 1));
+            }
+        }
+    }
 }
 
 /// Applies `f` to the series of `family` with `values` (made if missing, the overflow
@@ -298,10 +376,13 @@ unsafe fn record_request(r: *mut ngx_http_request_t, rc: &RecordConf, location: 
 /// Refusals are counted in the zone's error counters, as the FFI functions count them.
 fn update(
     store: Store<'static>,
-    family: Family,
+    family: Option<Family>,
     values: &[Cow<'_, [u8]>],
     f: impl Fn(&crate::shm::Region<'static>, u64) -> Result<(), UpdateError>,
 ) {
+    let Some(family) = family else {
+        return;
+    };
     let region = store.region();
     for _ in 0..2 {
         // Counted in the zone's errors by find_or_make.
