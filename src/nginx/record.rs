@@ -385,12 +385,19 @@ fn update(
     };
     let region = store.region();
     for _ in 0..2 {
-        // Counted in the zone's errors by find_or_make.
-        let Ok(found) = store.find_or_make(family, values, zone::participant(), Default::default())
-        else {
-            return;
+        // An existing series first, found without the lock or the clock (find_or_make
+        // reads the time for a series it may make); refusals are counted in the zone's
+        // errors by find_or_make.
+        let handle = match store.find_series(family, values) {
+            Some(h) => h,
+            None => {
+                match store.find_or_make(family, values, zone::participant(), Default::default()) {
+                    Ok(found) => found.handle,
+                    Err(_) => return,
+                }
+            }
         };
-        match f(&region, found.handle) {
+        match f(&region, handle) {
             Ok(()) => return,
             Err(UpdateError::Stale) => continue,
             Err(e) => {
