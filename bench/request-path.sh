@@ -67,6 +67,7 @@ for s in 1 2 3 4 5 6 8; do
   [ "$s" = 8 ] && LOCS+=("drop$s")   # the drop-in require("prometheus"), shape 8 only
   [ "$PEER" = true ] && [ "$s" != 6 ] && LOCS+=("peer$s")
 done
+LOCS+=(rec px pxrec)
 # BENCH_RP_ONLY="none1 ours1": measure these locations alone (while working on one shape).
 [ -n "${BENCH_RP_ONLY:-}" ] && read -r -a LOCS <<<"$BENCH_RP_ONLY"
 
@@ -79,6 +80,18 @@ render() {  # render PREFIX WORKERS
     printf 'server {\n    listen 127.0.0.1:%s;\n    server_name %s;\n    location / { return 200 "ok\\n";%s }\n}\n' \
       "$PORT" "$v" "$log"
   done >"$1/variants.conf"
+  # The native recorder (prometheus_record, no Lua): rec records what ngxprom.log does
+  # in shape 6 (requests by code, latency, bytes both ways, one label) over bare; pxrec
+  # adds per-peer tries (upstreams=on) to a proxied request, over the same proxied
+  # request unrecorded (px; the backend is the control server's /rp_backend).
+  {
+    printf 'server {\n    listen 127.0.0.1:%s;\n    server_name rec;\n    location / { prometheus_record zone=rp labels=location,code namespace=rp_native; return 200 "ok\\n"; }\n}\n' "$PORT"
+    for v in px pxrec; do
+      rec=""; [ "$v" = pxrec ] && rec="prometheus_record zone=rp labels=location,code upstreams=on namespace=rp_native_px; "
+      printf 'server {\n    listen 127.0.0.1:%s;\n    server_name %s;\n    location / { %sproxy_pass http://127.0.0.1:%s/rp_backend; }\n}\n' \
+        "$PORT" "$v" "$rec" "$PORT"
+    done
+  } >>"$1/variants.conf"
 }
 wait_up() { for _ in $(seq 600); do curl -sf -o /dev/null -H "Host: bare" "$BASE/" && return 0; sleep 0.1; done; return 1; }
 # requests LOCATION COUNT: COUNT GETs on one keep-alive connection.
@@ -210,6 +223,9 @@ echo "- The drop-in \`require(\"prometheus\")\` on shape (8), the same four call
 # (1)-(5); ngxprom.log at most +1 µs of CPU per request) are rows of bench/targets.tsv,
 # on the numbers above.
 i6=$(added "${IR[ours6]:-}" "${IR[none6]:-}")
+ar=$(added "${IR[rec]:-}" "${IR[bare]:-}"); a6=$(added "${IR[ours6]:-}" "${IR[none6]:-}"); ap5=$(added "${IR[peer5]:-}" "${IR[none5]:-}")
+apx=$(added "${IR[pxrec]:-}" "${IR[px]:-}")
+echo "- The native recorder (\`prometheus_record\`, no Lua; the four facts of \`ngxprom.log\`, location \`rec\` over \`bare\`): $(stat "${IR[rec]:-}") instructions/request, **${ar:-—} added** (\`ngxprom.log\`: ${a6:-—}, $(ratio "${ar:-}" "${a6:-}") of ours; the peer's four updates: ${ap5:-—}, $(ratio "${ar:-}" "${ap5:-}")); with per-peer tries on a proxied request (\`pxrec\` over \`px\`): **${apx:-—} added**. CPU µs/request added: $(added "${CPU[rec]:-}" "${CPU[bare]:-}" 2)."
 echo "- Issue 13's targets (ours adds at most ⅓ of the instructions the peer adds; \`ngxprom.log\` at most +1 µs of CPU per request) are in the targets table (bench/targets.tsv). The CPU column is inside this machine's noise: the instructions are the measure (${i6:-—} added by \`ngxprom.log\`). The gateway plugin (shape 7): bench/e2e.sh, instructions per proxied request with the plugin on and off."
 echo "- What ours does per update: the family's method and the child's (one lookup each: the request-path methods are kept in the family and child tables themselves), one cached lookup per label value, the label table read at constant indexes only (so LuaJIT does not allocate a \`{ a, b, c }\` written in the call), then one FFI call that updates the shared zone (its cost: \`ours3\` over \`none3\`). The peer adds to a Lua table in the worker and writes its shared dict later from a timer, so part of its cost is paid outside the request, and a scrape shows other workers' updates up to a second late (bench/peer.sh); it takes the label table's length (\`#\`), which makes the table real, collected later."
 echo "- Bare \`return 200\` (no Lua): $(stat "${IR[bare]:-}") instructions/request, $(stat "${CPU[bare]:-}") µs CPU."

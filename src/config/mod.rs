@@ -11,3 +11,4 @@ pub mod directives;
 pub mod identity;
 pub mod json_input;
 pub mod limits;
+pub mod record;

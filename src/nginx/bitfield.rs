@@ -14,8 +14,11 @@
 //! types and bindgen's accessors (plain Rust), never an nginx symbol.
 
 use ngx::ffi::{
-    ngx_buf_t, ngx_chain_t, ngx_event_t, ngx_http_headers_in_t, ngx_http_headers_out_t,
-    ngx_http_request_t, ngx_list_part_t, ngx_list_t, ngx_pool_cleanup_t, ngx_table_elt_t,
+    ngx_buf_t, ngx_chain_t, ngx_event_t, ngx_http_compile_complex_value_t,
+    ngx_http_complex_value_t, ngx_http_core_loc_conf_t, ngx_http_core_srv_conf_t,
+    ngx_http_headers_in_t, ngx_http_headers_out_t, ngx_http_request_t,
+    ngx_http_upstream_srv_conf_t, ngx_http_upstream_state_t, ngx_http_upstream_t, ngx_list_part_t,
+    ngx_list_t, ngx_pool_cleanup_t, ngx_table_elt_t,
 };
 use std::marker::PhantomData;
 use std::mem::{offset_of, size_of};
@@ -131,6 +134,34 @@ const _: () = {
     assert!(offset_of!(ngx_buf_t, num) == c::OFFSET_BUF_NUM);
     assert!(offset_of!(ngx_event_t, handler) == c::OFFSET_EVENT_HANDLER);
     assert!(offset_of!(ngx_event_t, timer) == c::OFFSET_EVENT_TIMER);
+    // The native recorder: complex values it compiles and evaluates, the request's
+    // members `request::facts` reads, the core module's server and location names.
+    assert!(size_of::<ngx_http_complex_value_t>() == c::SIZE_OF_COMPLEX_VALUE);
+    assert!(size_of::<ngx_http_compile_complex_value_t>() == c::SIZE_OF_COMPILE_COMPLEX_VALUE);
+    assert!(offset_of!(ngx_http_compile_complex_value_t, cf) == c::OFFSET_CCV_CF);
+    assert!(offset_of!(ngx_http_compile_complex_value_t, value) == c::OFFSET_CCV_VALUE);
+    assert!(
+        offset_of!(ngx_http_compile_complex_value_t, complex_value) == c::OFFSET_CCV_COMPLEX_VALUE
+    );
+    assert!(offset_of!(ngx_http_request_t, srv_conf) == c::OFFSET_REQUEST_SRV_CONF);
+    assert!(offset_of!(ngx_http_request_t, loc_conf) == c::OFFSET_REQUEST_LOC_CONF);
+    assert!(offset_of!(ngx_http_request_t, upstream_states) == c::OFFSET_REQUEST_UPSTREAM_STATES);
+    assert!(offset_of!(ngx_http_request_t, start_sec) == c::OFFSET_REQUEST_START_SEC);
+    assert!(offset_of!(ngx_http_request_t, start_msec) == c::OFFSET_REQUEST_START_MSEC);
+    assert!(offset_of!(ngx_http_request_t, err_status) == c::OFFSET_REQUEST_ERR_STATUS);
+    assert!(offset_of!(ngx_http_core_srv_conf_t, server_name) == c::OFFSET_CORE_SRV_SERVER_NAME);
+    assert!(offset_of!(ngx_http_core_loc_conf_t, name) == c::OFFSET_CORE_LOC_NAME);
+    // ... and each upstream try (`upstreams=on`).
+    assert!(offset_of!(ngx_http_request_t, upstream) == c::OFFSET_REQUEST_UPSTREAM);
+    assert!(offset_of!(ngx_http_upstream_t, upstream) == c::OFFSET_UPSTREAM_UPSTREAM);
+    assert!(offset_of!(ngx_http_upstream_srv_conf_t, host) == c::OFFSET_UPSTREAM_SRV_HOST);
+    assert!(size_of::<ngx_http_upstream_state_t>() == c::SIZE_OF_UPSTREAM_STATE);
+    assert!(offset_of!(ngx_http_upstream_state_t, status) == c::OFFSET_UPSTREAM_STATE_STATUS);
+    assert!(
+        offset_of!(ngx_http_upstream_state_t, response_time)
+            == c::OFFSET_UPSTREAM_STATE_RESPONSE_TIME
+    );
+    assert!(offset_of!(ngx_http_upstream_state_t, peer) == c::OFFSET_UPSTREAM_STATE_PEER);
 };
 
 /// The bytes a field spans as one little-endian word (at most 5 bytes).

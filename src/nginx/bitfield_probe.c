@@ -133,6 +133,27 @@ main(void)
     OFFSET(ngx_buf_t, "OFFSET_BUF_NUM", num);
     OFFSET(ngx_event_t, "OFFSET_EVENT_HANDLER", handler);
     OFFSET(ngx_event_t, "OFFSET_EVENT_TIMER", timer);
+    /* What the native recorder (src/nginx/record.rs) reads and writes. */
+    SIZE(ngx_http_complex_value_t, "SIZE_OF_COMPLEX_VALUE");
+    SIZE(ngx_http_compile_complex_value_t, "SIZE_OF_COMPILE_COMPLEX_VALUE");
+    OFFSET(ngx_http_compile_complex_value_t, "OFFSET_CCV_CF", cf);
+    OFFSET(ngx_http_compile_complex_value_t, "OFFSET_CCV_VALUE", value);
+    OFFSET(ngx_http_compile_complex_value_t, "OFFSET_CCV_COMPLEX_VALUE", complex_value);
+    OFFSET(ngx_http_request_t, "OFFSET_REQUEST_SRV_CONF", srv_conf);
+    OFFSET(ngx_http_request_t, "OFFSET_REQUEST_LOC_CONF", loc_conf);
+    OFFSET(ngx_http_request_t, "OFFSET_REQUEST_UPSTREAM_STATES", upstream_states);
+    OFFSET(ngx_http_request_t, "OFFSET_REQUEST_START_SEC", start_sec);
+    OFFSET(ngx_http_request_t, "OFFSET_REQUEST_START_MSEC", start_msec);
+    OFFSET(ngx_http_request_t, "OFFSET_REQUEST_ERR_STATUS", err_status);
+    OFFSET(ngx_http_core_srv_conf_t, "OFFSET_CORE_SRV_SERVER_NAME", server_name);
+    OFFSET(ngx_http_core_loc_conf_t, "OFFSET_CORE_LOC_NAME", name);
+    OFFSET(ngx_http_request_t, "OFFSET_REQUEST_UPSTREAM", upstream);
+    OFFSET(ngx_http_upstream_t, "OFFSET_UPSTREAM_UPSTREAM", upstream);
+    OFFSET(ngx_http_upstream_srv_conf_t, "OFFSET_UPSTREAM_SRV_HOST", host);
+    SIZE(ngx_http_upstream_state_t, "SIZE_OF_UPSTREAM_STATE");
+    OFFSET(ngx_http_upstream_state_t, "OFFSET_UPSTREAM_STATE_STATUS", status);
+    OFFSET(ngx_http_upstream_state_t, "OFFSET_UPSTREAM_STATE_RESPONSE_TIME", response_time);
+    OFFSET(ngx_http_upstream_state_t, "OFFSET_UPSTREAM_STATE_PEER", peer);
 
     printf("/// Every bitfield above, named `struct.member`.\n"
            "pub const POSITIONS: &[(&str, (usize, usize))] = &[\n");

@@ -34,6 +34,7 @@ mod limits;
 pub mod process;
 mod push;
 mod quiesce;
+mod record;
 mod render;
 pub mod request;
 pub mod response;
@@ -46,9 +47,10 @@ use crate::config::access::AccessRules;
 use crate::config::auth::Credentials;
 use cidr_utils::cidr::IpCidr;
 use ngx::ffi::{
-    ngx_command_t, ngx_http_module_t, ngx_module_t, ngx_uint_t, NGX_CONF_1MORE, NGX_CONF_NOARGS,
-    NGX_CONF_TAKE1, NGX_CONF_TAKE12, NGX_CONF_TAKE2, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET,
-    NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_MODULE, NGX_HTTP_SRV_CONF,
+    ngx_command_t, ngx_http_module_t, ngx_module_t, ngx_uint_t, NGX_CONF_1MORE, NGX_CONF_ANY,
+    NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_CONF_TAKE12, NGX_CONF_TAKE2, NGX_HTTP_LOC_CONF,
+    NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_MODULE,
+    NGX_HTTP_SRV_CONF,
 };
 use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, Merge, MergeConfigError};
 use ngx::ngx_string;
@@ -75,6 +77,9 @@ impl HttpModule for Module {
         }
         // SAFETY: as above; nothing else holds the main conf during this call.
         let mcf = unsafe { &mut *conf.cast::<MainConf>() };
+        if let Err(why) = record::check_zones(mcf) {
+            return conf_error(cf, &why);
+        }
         let z = &mcf.process.zone;
         if mcf.process.enabled && !z.is_empty() && !mcf.zones.iter().any(|d| &d.name == z) {
             return conf_error(
@@ -125,6 +130,8 @@ pub struct MainConf {
     /// worker (`None`: the defaults in `limits`).
     pub max_renders: Option<usize>,
     pub max_pinned: Option<usize>,
+    /// Every `prometheus_record`, for the checks once the block is read.
+    pub records: Vec<record::Recorder>,
 }
 
 /// `location {}` level.
@@ -145,6 +152,10 @@ pub struct LocConf {
     pub protect: Option<bool>,
     /// Where scrapes render (nginx's default thread pool), when available.
     pub thread_pool: Option<std::ptr::NonNull<ngx::ffi::ngx_thread_pool_t>>,
+    /// `prometheus_record`: `Some(None)` is an explicit `off`; inherited when unset.
+    pub record: Option<Option<std::rc::Rc<record::RecordConf>>>,
+    /// `prometheus_record_location`: the `location` label; inherited when unset.
+    pub record_location: Option<String>,
 }
 
 impl Merge for LocConf {
@@ -161,11 +172,17 @@ impl Merge for LocConf {
         if self.protect.is_none() {
             self.protect = prev.protect;
         }
+        if self.record.is_none() {
+            self.record = prev.record.clone();
+        }
+        if self.record_location.is_none() {
+            self.record_location = prev.record_location.clone();
+        }
         Ok(())
     }
 }
 
-static mut COMMANDS: [ngx_command_t; 17] = [
+static mut COMMANDS: [ngx_command_t; 19] = [
     ngx_command_t {
         name: ngx_string!("prometheus_zone"),
         type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE2) as ngx_uint_t,
@@ -299,12 +316,29 @@ static mut COMMANDS: [ngx_command_t; 17] = [
         offset: 0,
         post: ptr::null_mut(),
     },
+    ngx_command_t {
+        name: ngx_string!("prometheus_record"),
+        type_: (NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_ANY)
+            as ngx_uint_t,
+        set: Some(record::record_directive),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("prometheus_record_location"),
+        type_: (NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1) as ngx_uint_t,
+        set: Some(record::location_directive),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
     ngx_command_t::empty(),
 ];
 
 static CTX: ngx_http_module_t = ngx_http_module_t {
     preconfiguration: None,
-    postconfiguration: Some(handler::add_access_handler),
+    postconfiguration: Some(postconfiguration),
     create_main_conf: Some(Module::create_main_conf),
     init_main_conf: Some(Module::init_main_conf),
     create_srv_conf: None,
@@ -326,6 +360,18 @@ pub static mut ngx_http_prometheus_module: ngx_module_t = ngx_module_t {
     exit_process: Some(exit_process),
     ..ngx_module_t::default()
 };
+
+/// The module's phase handlers: access (metrics locations' rules) and log (recorders).
+extern "C" fn postconfiguration(cf: *mut ngx::ffi::ngx_conf_t) -> ngx::ffi::ngx_int_t {
+    if handler::add_access_handler(cf) != ngx::core::Status::NGX_OK.0 {
+        return ngx::core::Status::NGX_ERROR.0;
+    }
+    // SAFETY: nginx calls postconfiguration with the http {} configuration being read.
+    match record::add_log_handler(unsafe { &*cf }) {
+        Ok(()) => ngx::core::Status::NGX_OK.0,
+        Err(()) => ngx::core::Status::NGX_ERROR.0,
+    }
+}
 
 /// In every new worker: process metrics, and the pusher and the expiry sweep in worker 0.
 unsafe extern "C" fn init_process(cycle: *mut ngx::ffi::ngx_cycle_t) -> ngx::ffi::ngx_int_t {

@@ -1,5 +1,5 @@
 //! Directive values (`directives`, `identity::ConstLabels::parse` and `expand`,
-//! `limits::parse_max_renders`): arbitrary words never panic, and what is accepted
+//! `limits::parse_max_renders`, `record::parse` and the recorder's `label_value`): arbitrary words never panic, and what is accepted
 //! keeps the promises the rest of the module relies on.
 //!
 //! nginx reads times and sizes itself (`ngx_parse_time`, `ngx_parse_size`, nginx's
@@ -11,6 +11,7 @@ use libfuzzer_sys::fuzz_target;
 use ngx_prometheus::config::directives;
 use ngx_prometheus::config::identity::{expand, valid_label_name, ConstLabels, MAX_CONST_LABELS};
 use ngx_prometheus::config::limits::parse_max_renders;
+use ngx_prometheus::config::record;
 use ngx_prometheus::metrics::family::valid_group;
 
 /// Digits, then `ms` or `s`; positive (as the module's reader of nginx times answers).
@@ -40,7 +41,7 @@ fuzz_target!(|input: (u8, Vec<String>, Vec<(String, String)>)| {
     let (which, words, vars) = input;
     let a: Vec<&str> = words.iter().map(String::as_str).collect();
     let first = a.first().copied().unwrap_or("");
-    match which % 8 {
+    match which % 10 {
         0 => {
             const MIN: usize = 64 << 10;
             let size_arg = a.get(1).copied().unwrap_or("");
@@ -98,6 +99,24 @@ fuzz_target!(|input: (u8, Vec<String>, Vec<(String, String)>)| {
                     assert_eq!(s, first);
                 }
             }
+        }
+        7 => {
+            // What the recorder accepts gives families the zone registers: valid, at
+            // most MAX_LABELS labels each, no label twice.
+            if let Ok(Some(r)) = record::parse(&a, &time) {
+                assert!(a != ["off"]);
+                for spec in r.families().into_iter().flatten() {
+                    assert!(spec.validate().is_ok(), "{spec:?}");
+                }
+            }
+        }
+        8 => {
+            // Any bytes a client sends become a stored value: UTF-8, bounded.
+            let v = record::label_value(first.as_bytes());
+            assert!(v.len() <= record::MAX_VALUE_BYTES && std::str::from_utf8(&v).is_ok());
+            let raw: Vec<u8> = words.iter().flat_map(|w| w.bytes().map(|b| b ^ 0x80)).collect();
+            let v = record::label_value(&raw);
+            assert!(v.len() <= record::MAX_VALUE_BYTES && std::str::from_utf8(&v).is_ok());
         }
         _ => {
             if let Ok(n) = parse_max_renders(first) {

@@ -1,0 +1,509 @@
+//! The native request recorder: `prometheus_record` and `prometheus_record_location`,
+//! and the log-phase handler that records every request of a location that has a
+//! recorder, with no Lua run. What is recorded and how a label value is bounded is
+//! `config::record`; the series are found and made by the store's `find_or_make` and
+//! updated by `counter::inc` and `histogram::observe`, the paths the Lua API's FFI
+//! functions take.
+
+use super::{conf_error, request, zone, LocConf, Module};
+use crate::config::record::{self, Label, Record, FAMILIES};
+use crate::metrics::store::Family;
+use crate::metrics::value::UpdateError;
+use crate::metrics::{counter, histogram, Reason, Store};
+use ngx::ffi::{
+    ngx_conf_t, ngx_http_compile_complex_value_t, ngx_http_complex_value_t, ngx_http_request_t,
+    ngx_int_t, ngx_str_t,
+};
+use ngx::http::{HttpModuleLocationConf, HttpModuleServerConf, NgxHttpCoreModule};
+use std::borrow::Cow;
+use std::cell::Cell;
+use std::rc::Rc;
+
+/// One `prometheus_record` directive, compiled; shared by the locations inheriting it.
+pub struct RecordConf {
+    pub record: Record,
+    /// One compiled complex value per `label=`, in the order of `record.labels`.
+    values: Vec<*mut ngx_http_complex_value_t>,
+    /// `$upstream_cache_status`, compiled when `cache=on`.
+    cache_status: Option<*mut ngx_http_complex_value_t>,
+    /// This worker's store and families, once registered (workers are single-threaded;
+    /// the zone and the families live as long as the cycle).
+    resolved: Cell<Option<Resolved>>,
+    /// Why registration failed, logged once per worker.
+    logged: Cell<bool>,
+}
+
+#[derive(Clone, Copy)]
+struct Resolved {
+    store: Store<'static>,
+    families: [Option<Family>; FAMILIES],
+}
+
+directive! {
+    /// `prometheus_record ... | off;`
+    pub(super) fn record_directive(cf, lcf: &mut LocConf, a) {
+        if lcf.record.is_some() {
+            return conf_error(cf, "prometheus_record: is duplicate");
+        }
+        let parsed = match record::parse(&a, &super::parse_time_ms) {
+            Ok(p) => p,
+            Err(why) => return conf_error(cf, &format!("prometheus_record: {why}")),
+        };
+        let Some(rec) = parsed else {
+            lcf.record = Some(None);
+            return ngx::core::NGX_CONF_OK;
+        };
+        if let Err(why) = remember(cf, &rec) {
+            return conf_error(cf, &format!("prometheus_record: {why}"));
+        }
+        let mut values = Vec::new();
+        for l in &rec.labels {
+            if let Label::Value { name, value } = l {
+                match compile(cf, value) {
+                    Some(cv) => values.push(cv),
+                    None => {
+                        return conf_error(
+                            cf,
+                            &format!("prometheus_record: invalid label \"{name}:{value}\""),
+                        )
+                    }
+                }
+            }
+        }
+        let cache_status = if rec.cache {
+            match compile(cf, "$upstream_cache_status") {
+                Some(cv) => Some(cv),
+                None => return conf_error(cf, "prometheus_record: cache=on needs $upstream_cache_status"),
+            }
+        } else {
+            None
+        };
+        lcf.record = Some(Some(Rc::new(RecordConf {
+            record: rec,
+            values,
+            cache_status,
+            resolved: Cell::new(None),
+            logged: Cell::new(false),
+        })));
+        ngx::core::NGX_CONF_OK
+    }
+}
+
+directive! {
+    /// `prometheus_record_location <name>;`: the `location` label of this location.
+    pub(super) fn location_directive(cf, lcf: &mut LocConf, a) {
+        if lcf.record_location.is_some() {
+            return conf_error(cf, "prometheus_record_location: is duplicate");
+        }
+        let name = a[0];
+        if name.is_empty() || name.len() > record::MAX_VALUE_BYTES || name.contains('\u{fffd}') {
+            return conf_error(
+                cf,
+                &format!("prometheus_record_location: invalid name \"{name}\" (1 to 256 bytes of UTF-8)"),
+            );
+        }
+        lcf.record_location = Some(name.to_string());
+        ngx::core::NGX_CONF_OK
+    }
+}
+
+/// Keeps `rec` for the check of its zone once `http {}` is read ([`check_zones`]);
+/// refuses it when another recorder names the same families in the same zone with
+/// other labels or options (the zone would refuse one of them at run time).
+fn remember(cf: *mut ngx_conf_t, rec: &Record) -> Result<(), String> {
+    use ngx::http::HttpModuleMainConf;
+    // SAFETY: `cf` is the configuration being parsed; nothing else holds our main
+    // conf during a directive handler.
+    let (mcf, at) = unsafe {
+        let cf = &*cf;
+        let mcf = Module::main_conf_mut(cf).ok_or("no main configuration")?;
+        let file = (*cf.conf_file).file.name.to_str().unwrap_or("?");
+        (mcf, format!("{file}:{}", (*cf.conf_file).line))
+    };
+    let families = rec.families();
+    for other in &mcf.records {
+        if other.record.zone == rec.zone
+            && other.record.namespace == rec.namespace
+            && other.families != families
+        {
+            return Err(format!(
+                "namespace \"{}\" is recorded with other labels or options at {} \
+                 (give one of them another namespace=)",
+                rec.namespace, other.at
+            ));
+        }
+    }
+    mcf.records.push(Recorder {
+        record: rec.clone(),
+        families,
+        at,
+    });
+    Ok(())
+}
+
+/// A `prometheus_record` as the whole `http {}` block's checks see it.
+pub struct Recorder {
+    record: Record,
+    families: Vec<Option<crate::metrics::FamilySpec>>,
+    at: String,
+}
+
+/// Checks that every recorder names a declared zone (`init_main_conf`).
+pub(super) fn check_zones(mcf: &super::MainConf) -> Result<(), String> {
+    for r in &mcf.records {
+        let z = &r.record.zone;
+        if mcf.zones.is_empty() {
+            return Err(format!(
+                "prometheus_record at {}: no prometheus_zone is declared in http {{}}",
+                r.at
+            ));
+        }
+        if !z.is_empty() && !mcf.zones.iter().any(|d| &d.name == z) {
+            return Err(format!(
+                "prometheus_record at {}: unknown zone \"{z}\"",
+                r.at
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Compiles `value` as nginx's own directives do (`ngx_http_compile_complex_value`),
+/// into the configuration pool; `None` when nginx refuses it (it logged why).
+fn compile(cf: *mut ngx_conf_t, value: &str) -> Option<*mut ngx_http_complex_value_t> {
+    // SAFETY: `cf` is the configuration being parsed; its pool lives as long as the
+    // configuration. The value's bytes are copied into the pool: nginx keeps pointers
+    // into the source string. Both structs are zeroed first, as nginx's directives do
+    // with `ngx_memzero` (the compile struct's bitfields `zero`, `conf_prefix`,
+    // `root_prefix` are then all 0: bindgen's layout of the three pointers before them
+    // is checked against the C compiler's in `bitfield`).
+    unsafe {
+        let pool = (*cf).pool;
+        let data = ngx::ffi::ngx_pnalloc(pool, value.len()).cast::<u8>();
+        let cv = ngx::ffi::ngx_pcalloc(pool, std::mem::size_of::<ngx_http_complex_value_t>())
+            .cast::<ngx_http_complex_value_t>();
+        if data.is_null() || cv.is_null() {
+            return None;
+        }
+        std::ptr::copy_nonoverlapping(value.as_ptr(), data, value.len());
+        let mut source = ngx_str_t {
+            len: value.len(),
+            data,
+        };
+        let mut ccv: ngx_http_compile_complex_value_t = std::mem::zeroed();
+        ccv.cf = cf;
+        ccv.value = &mut source;
+        ccv.complex_value = cv;
+        if ngx::ffi::ngx_http_compile_complex_value(&mut ccv) != ngx::ffi::NGX_OK as ngx_int_t {
+            return None;
+        }
+        Some(cv)
+    }
+}
+
+/// The log-phase handler: records the request when its location has a recorder.
+pub(super) unsafe extern "C" fn log_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
+    // SAFETY: nginx calls log-phase handlers with the request being finished, valid
+    // for the call; its location configuration is this module's `LocConf`.
+    let lcf = unsafe { Module::location_conf(&*r) };
+    if let Some(Some(Some(rc))) = lcf.map(|l| &l.record) {
+        // SAFETY: as above; this worker's event loop is the only thread here.
+        unsafe { record_request(r, rc, lcf.and_then(|l| l.record_location.as_deref())) };
+    }
+    ngx::ffi::NGX_OK as ngx_int_t
+}
+
+/// The store and families of `rc` in this worker, registered on first use (again on
+/// a later request when the zone refused them: it may have room by then).
+fn resolve(r: *mut ngx_http_request_t, rc: &RecordConf) -> Option<Resolved> {
+    if let Some(res) = rc.resolved.get() {
+        return Some(res);
+    }
+    let failed = |msg: String| {
+        if !rc.logged.replace(true) {
+            // SAFETY: a live request's connection and its log are valid for the call.
+            let log = unsafe { (*(*r).connection).log };
+            ngx::ngx_log_error!(ngx::ffi::NGX_LOG_ERR, log, "prometheus_record: {}", msg);
+        }
+        None
+    };
+    let Some((_, store)) = zone::lookup(&rc.record.zone) else {
+        return failed(format!("no zone \"{}\"", rc.record.zone));
+    };
+    let specs = rc.record.families();
+    let mut families = Vec::with_capacity(FAMILIES);
+    for spec in &specs {
+        let Some(spec) = spec else {
+            families.push(None);
+            continue;
+        };
+        match store.register(spec, zone::participant()) {
+            Ok(f) => families.push(Some(f)),
+            Err(e) => return failed(e.to_string()),
+        }
+    }
+    let res = Resolved {
+        store,
+        families: families.try_into().ok()?,
+    };
+    rc.resolved.set(Some(res));
+    Some(res)
+}
+
+/// # Safety
+/// `r` is the request in its log phase, on this worker's event loop.
+unsafe fn record_request(r: *mut ngx_http_request_t, rc: &RecordConf, location: Option<&str>) {
+    let Some(res) = resolve(r, rc) else {
+        return;
+    };
+    // SAFETY: per the contract.
+    let facts = unsafe { request::facts(r) };
+    let mut values: Vec<Cow<'_, [u8]>> = Vec::with_capacity(rc.record.labels.len() + 1);
+    let mut next_value = rc.values.iter();
+    for l in &rc.record.labels {
+        let v = match l {
+            // SAFETY: the request's server and location configurations are nginx's
+            // core module's, valid as long as the cycle.
+            Label::Server => unsafe { server_name(r) },
+            Label::Location => match location {
+                Some(name) => Cow::Borrowed(name.as_bytes()),
+                // SAFETY: as above.
+                None => unsafe { location_name(r) },
+            },
+            // SAFETY: as above.
+            Label::Method => Cow::Borrowed(method_name(unsafe { (*r).method })),
+            Label::Value { .. } => {
+                let Some(&cv) = next_value.next() else {
+                    return;
+                };
+                // SAFETY: `cv` was compiled for this configuration; the value is in the
+                // request pool, valid for the rest of the request.
+                unsafe { complex_value(r, cv) }
+            }
+        };
+        values.push(v);
+    }
+    let mut code = [0u8; 10];
+    values.push(Cow::Borrowed(record::status_value(
+        facts.status,
+        rc.record.status,
+        &mut code,
+    )));
+    let [requests, latency, upstream, received, sent, peer_requests, peer_duration, peer_failures, cache] =
+        res.families;
+    let store = res.store;
+    update(store, requests, &values, |r, h| counter::inc(r, h, 1));
+    values.pop();
+    update(store, latency, &values, |r, h| {
+        observe(store, r, h, facts.request_ms as f64 / 1000.0)
+    });
+    if let Some(ms) = facts.upstream_ms {
+        update(store, upstream, &values, |r, h| {
+            observe(store, r, h, ms as f64 / 1000.0)
+        });
+    }
+    update(store, received, &values, |r, h| {
+        counter::inc(r, h, facts.received_bytes)
+    });
+    update(store, sent, &values, |r, h| {
+        counter::inc(r, h, facts.sent_bytes)
+    });
+    if let Some(cv) = rc.cache_status {
+        // SAFETY: compiled for this configuration; per the contract.
+        let status = unsafe { complex_value(r, cv) };
+        if !status.is_empty() {
+            values.push(status);
+            update(store, cache, &values, |r, h| counter::inc(r, h, 1));
+        }
+    }
+    if peer_requests.is_some() {
+        // SAFETY: per the contract.
+        unsafe { record_tries(r, store, [peer_requests, peer_duration, peer_failures]) };
+    }
+}
+
+/// One update per try of an upstream peer, from the request's upstream states (what
+/// `$upstream_addr`, `$upstream_status` and `$upstream_response_time` print).
+///
+/// # Safety
+/// `r` is the request in its log phase.
+unsafe fn record_tries(r: *mut ngx_http_request_t, store: Store<'static>, f: [Option<Family>; 3]) {
+    use ngx::ffi::{ngx_http_upstream_state_t, ngx_msec_t};
+    // SAFETY: per the contract: `upstream_states` is null or an array of states in the
+    // request pool; a state's `peer` is null (an internal redirect's mark, printed as
+    // " : ") or a name that lives as long as the upstream's configuration; the request's
+    // last upstream, when it has one, and its configuration's `host` likewise.
+    unsafe {
+        let states = (*r).upstream_states;
+        if states.is_null() || (*states).nelts == 0 {
+            return;
+        }
+        let u = (*r).upstream;
+        let upstream = if u.is_null() || (*u).upstream.is_null() {
+            Cow::Borrowed(&b""[..])
+        } else {
+            str_value(Some((*(*u).upstream).host))
+        };
+        for s in (*states).as_slice::<ngx_http_upstream_state_t>() {
+            if s.peer.is_null() {
+                continue;
+            }
+            let mut code = [0u8; 10];
+            let status = s.status as u32;
+            let values = [
+                upstream.clone(),
+                str_value(Some(*s.peer)),
+                Cow::Borrowed(record::status_value(
+                    status,
+                    record::Status::Code,
+                    &mut code,
+                )),
+            ];
+            update(store, f[0], &values, |r, h| counter::inc(r, h, 1));
+            if s.response_time != ngx_msec_t::MAX {
+                let secs = s.response_time as f64 / 1000.0;
+                update(store, f[1], &values[..2], |r, h| observe(store, r, h, secs));
+            }
+            if status == 0 || status >= 500 {
+                update(store, f[2], &values[..2], |r, h| counter::inc(r, h, 1));
+            }
+        }
+    }
+}
+
+/// Applies `f` to the series of `family` with `values` (made if missing, the overflow
+/// series past `max_series`); a series deleted in between is looked up once more.
+/// Refusals are counted in the zone's error counters, as the FFI functions count them.
+fn update(
+    store: Store<'static>,
+    family: Option<Family>,
+    values: &[Cow<'_, [u8]>],
+    f: impl Fn(&crate::shm::Region<'static>, u64) -> Result<(), UpdateError>,
+) {
+    let Some(family) = family else {
+        return;
+    };
+    let region = store.region();
+    for _ in 0..2 {
+        // An existing series first, found without the lock or the clock (find_or_make
+        // reads the time for a series it may make); refusals are counted in the zone's
+        // errors by find_or_make.
+        let handle = match store.find_series(family, values) {
+            Some(h) => h,
+            None => {
+                match store.find_or_make(family, values, zone::participant(), Default::default()) {
+                    Ok(found) => found.handle,
+                    Err(_) => return,
+                }
+            }
+        };
+        match f(&region, handle) {
+            Ok(()) => return,
+            Err(UpdateError::Stale) => continue,
+            Err(e) => {
+                store.count_error(Reason::from(e));
+                return;
+            }
+        }
+    }
+    store.count_error(Reason::StaleHandle);
+}
+
+fn observe(
+    store: Store<'static>,
+    region: &crate::shm::Region<'static>,
+    handle: u64,
+    v: f64,
+) -> Result<(), UpdateError> {
+    histogram::observe(region, handle, v, |pointer, slots| {
+        store.make_chunk(handle, pointer, slots, zone::participant())
+    })
+}
+
+/// # Safety
+/// `r` is a live request; `cv` a complex value compiled for its configuration.
+unsafe fn complex_value<'r>(
+    r: *mut ngx_http_request_t,
+    cv: *mut ngx_http_complex_value_t,
+) -> Cow<'r, [u8]> {
+    let mut out = ngx_str_t {
+        len: 0,
+        data: std::ptr::null_mut(),
+    };
+    // SAFETY: per the contract; on success `out` points at `len` bytes in the request
+    // pool (or the configuration, for a constant value).
+    unsafe {
+        if ngx::ffi::ngx_http_complex_value(r, cv, &mut out) != ngx::ffi::NGX_OK as ngx_int_t
+            || out.len == 0
+            || out.data.is_null()
+        {
+            return Cow::Borrowed(b"");
+        }
+        record::label_value(std::slice::from_raw_parts(out.data, out.len))
+    }
+}
+
+/// # Safety
+/// `r` is a live request.
+unsafe fn server_name<'r>(r: *mut ngx_http_request_t) -> Cow<'r, [u8]> {
+    // SAFETY: per the contract; the core module's server configuration of a request
+    // and its `server_name` live as long as the cycle.
+    let name = unsafe { NgxHttpCoreModule::server_conf(&*r).map(|c| c.server_name) };
+    // SAFETY: as above.
+    unsafe { str_value(name) }
+}
+
+/// # Safety
+/// `r` is a live request.
+unsafe fn location_name<'r>(r: *mut ngx_http_request_t) -> Cow<'r, [u8]> {
+    // SAFETY: per the contract; as for the server's name.
+    let name = unsafe { NgxHttpCoreModule::location_conf(&*r).map(|c| c.name) };
+    // SAFETY: as above.
+    unsafe { str_value(name) }
+}
+
+/// # Safety
+/// `s` describes readable bytes that live as long as the cycle, or is `None`.
+unsafe fn str_value<'r>(s: Option<ngx_str_t>) -> Cow<'r, [u8]> {
+    match s {
+        Some(s) if s.len > 0 && !s.data.is_null() => {
+            // SAFETY: per the contract.
+            record::label_value(unsafe { std::slice::from_raw_parts(s.data, s.len) })
+        }
+        _ => Cow::Borrowed(b""),
+    }
+}
+
+/// The name of a method nginx knows, `OTHER` otherwise: nginx accepts any method
+/// name of capital letters, and a client must not choose label values here.
+fn method_name(method: ngx::ffi::ngx_uint_t) -> &'static [u8] {
+    use ngx::ffi::*;
+    match method as u32 {
+        NGX_HTTP_GET => b"GET",
+        NGX_HTTP_HEAD => b"HEAD",
+        NGX_HTTP_POST => b"POST",
+        NGX_HTTP_PUT => b"PUT",
+        NGX_HTTP_DELETE => b"DELETE",
+        NGX_HTTP_OPTIONS => b"OPTIONS",
+        NGX_HTTP_PATCH => b"PATCH",
+        NGX_HTTP_TRACE => b"TRACE",
+        NGX_HTTP_CONNECT => b"CONNECT",
+        NGX_HTTP_MKCOL => b"MKCOL",
+        NGX_HTTP_COPY => b"COPY",
+        NGX_HTTP_MOVE => b"MOVE",
+        NGX_HTTP_PROPFIND => b"PROPFIND",
+        NGX_HTTP_PROPPATCH => b"PROPPATCH",
+        NGX_HTTP_LOCK => b"LOCK",
+        NGX_HTTP_UNLOCK => b"UNLOCK",
+        _ => b"OTHER",
+    }
+}
+
+/// Puts [`log_handler`] in the log phase (the module's postconfiguration).
+pub(super) fn add_log_handler(cf: &ngx_conf_t) -> Result<(), ()> {
+    super::add_phase_handler(
+        cf,
+        ngx::ffi::ngx_http_phases_NGX_HTTP_LOG_PHASE,
+        log_handler,
+    )
+}
