@@ -39,9 +39,7 @@ MEM_ZONE_MB=$([ "$SMOKE" = 1 ] && echo 16 || echo 64)
 
 for c in curl awk sort shuf; do command -v "$c" >/dev/null || die "$c is not installed"; done
 # The nginx to measure: $NGINX_BIN (default Debian's), with the module built for it.
-ENV_LINES=$("$ROOT/scripts/nginx-env.sh") || die "scripts/nginx-env.sh failed"
-NGINX_BIN=$(sed -n 's/^NGINX_BIN=//p' <<<"$ENV_LINES")
-MODULE=$(sed -n 's/^MODULE=//p' <<<"$ENV_LINES")
+MODULE=$(env_get MODULE)
 [ -f "$MODULE" ] || die "$MODULE is missing: run 'make build' first"
 # LuaJIT's jit/v.lua (libluajit2-5.1-common); without it, aborts are not checked.
 JITDIR=$(find_jitdir)
@@ -169,10 +167,10 @@ sizes_fill() {
 }
 
 # gzip_location: GZ_BY (who compresses) and GZ_PATH (the gzip location to scrape), with
-# GZ_NOTE when nginx's type match left the issue's location uncompressed.
+# GZ_NOTE when nginx's type match left the usual gzip location uncompressed.
 # A module that gzips by itself (Accept-Encoding) answers gzip on a location without
 # nginx's gzip; otherwise nginx's gzip filter does, on the event loop. The gzip location
-# as the issue configures it (gzip_types text/plain); if nginx sends that uncompressed,
+# as users configure it (gzip_types text/plain); if nginx sends that uncompressed,
 # the same with gzip_types *.
 gzip_location() {
   GZ_PATH=/metrics_sizes_gz; GZ_NOTE=""

@@ -14,8 +14,6 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 case "${BENCH_SMOKE:-0}" in 0 | "" | no | false) SMOKE=0 ;; *) SMOKE=1 ;; esac
-log() { printf 'scrape-sizes: %s\n' "$*" >&2; }
-die() { log "FAILED: $*"; exit 1; }
 # shellcheck source=bench/common.sh
 . "$ROOT/bench/common.sh"
 # shellcheck source=bench/bench-nginx.sh
@@ -39,7 +37,7 @@ SIZES_TSV="$WORK/sizes.tsv"   # size format rep code ttfb total bytes
 : >"$SIZES_TSV"
 gzip_location   # GZ_BY, GZ_PATH, GZ_NOTE (bench/bench-nginx.sh)
 [ -z "$GZ_NOTE" ] || log "gzip: $GZ_NOTE"
-# OpenMetrics (issue 5): measured when the endpoint negotiates it.
+# OpenMetrics: measured when the endpoint negotiates it (a build that answers text is said so).
 OM_ACCEPT='Accept: application/openmetrics-text; version=1.0.0'
 OM_CT=$(curl -s -o /dev/null -w '%{content_type}' -H "$OM_ACCEPT" "$BASE/metrics_sizes") || OM_CT="(request failed)"
 if [[ "$OM_CT" == application/openmetrics-text* ]]; then OM=1; else OM=0; fi
@@ -122,7 +120,7 @@ SIZES_NOTES=$(
   if [ "$OM" = 1 ]; then
     echo "- OpenMetrics: \`$OM_ACCEPT\`, answered with \`Content-Type: $OM_CT\`; the body ends with \`# EOF\` (checked)."
   else
-    echo "- **OpenMetrics: not measured — not implemented yet (issue 5).** Asked with \`$OM_ACCEPT\`, the endpoint answers \`Content-Type: $OM_CT\` (the text format)."
+    echo "- **OpenMetrics: not measured — this build does not negotiate it.** Asked with \`$OM_ACCEPT\`, the endpoint answers \`Content-Type: $OM_CT\` (the text format)."
   fi
 )
 
