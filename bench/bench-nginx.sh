@@ -1,7 +1,7 @@
 # shellcheck shell=bash disable=SC2034  # the sizes and the server's variables are for the steps
 # Sourced by the steps that measure in the benchmark server (bench/bench.conf with the
 # Lua of bench/bench.lua): hot-path.sh, scrape.sh, scrape-sizes.sh, memory.sh and
-# scrape-load.sh, after ROOT, SMOKE, log() and die() are set and bench/common.sh is
+# scrape-load.sh, after ROOT is set and bench/common.sh (SMOKE, log, die) is
 # sourced. Their sizes (smoke or full mode, BENCH_* overrides), the server's zones, and
 # the server itself: bench/run.sh starts one (bench_server_start) and its steps share it
 # in the order of its table, each leaving its series there as the one suite did; a step

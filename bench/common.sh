@@ -1,6 +1,10 @@
 # shellcheck shell=bash
 # Sourced by the benchmarks (after ROOT is set): what several of them need.
 
+# SMOKE=1 for a smoke run (BENCH_SMOKE set): tiny sizes, only that every step still works.
+# shellcheck disable=SC2034  # SMOKE: for the scripts that source this
+case "${BENCH_SMOKE:-0}" in 0 | "" | no | false) SMOKE=0 ;; *) SMOKE=1 ;; esac
+
 # log MESSAGE, die MESSAGE: progress and failure on stderr, named by the script.
 BENCH_NAME=$(basename "$0" .sh)
 log() { printf '%s: %s\n' "$BENCH_NAME" "$*" >&2; }
