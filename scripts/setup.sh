@@ -85,9 +85,10 @@ fi
 
 # An OpenResty-style nginx named by NGINX_BIN= (make test-openresty-style, or
 # NGINX_BIN=.build/openresty-style/sbin/nginx make run) is built from ../shared/vendor.
+# Only this checkout's own: one elsewhere is another checkout's to build.
 if [ "$ROLE" = nginx ]; then
-  case "${NGINX_BIN:-}" in
-    *openresty-style-static/sbin/nginx) ./scripts/openresty-style.sh static ;;
-    *openresty-style/sbin/nginx) ./scripts/openresty-style.sh dynamic ;;
+  case "$(realpath -m "${NGINX_BIN:-nginx}")" in
+    "$PWD/.build/openresty-style-static/sbin/nginx") ./scripts/openresty-style.sh static ;;
+    "$PWD/.build/openresty-style/sbin/nginx") ./scripts/openresty-style.sh dynamic ;;
   esac
 fi
