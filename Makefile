@@ -1,6 +1,8 @@
 # Two commands set everything up on a fresh Debian 12 machine (as root):
 #   make run    build the module and run the demo gateway with metrics (foreground)
-#   make test   build everything and pass every test (unit, lint, integration)
+#   make test   build everything and pass every test (unit, lint, integration); on this
+#               2-core machine `make -j2 test` is faster. Each stage says what it took.
+#   make integration SUITES="push admin"   some integration suites (builds first)
 #   make soak   the soak for 10 minutes (SOAK_SECONDS=n for another length)
 #   make deb    the Debian package for Debian's nginx, in .build/deb/
 #
@@ -18,72 +20,95 @@ SUITES := nginx admin gateway endpoint access identity push security lifecycle f
 OPENRESTY_STYLE := $(CURDIR)/.build/openresty-style/sbin/nginx
 OPENRESTY_STYLE_STATIC := $(CURDIR)/.build/openresty-style-static/sbin/nginx
 
-.PHONY: run test build build-test setup setup-test unit unit-nginx lint lua-unit rules-test integration admin-openapi \
-	deb deb-test doc status-screenshot \
+.PHONY: run test checks build build-test setup setup-test nginx unit unit-nginx lint lua-unit rules-test \
+	integration admin-openapi deb deb-test doc status-screenshot \
 	fuzz soak soak-short test-suites test-beside test-openresty-style \
 	test-openresty-style-static bench bench-smoke clean
 
-run: setup build
+run: build
 	./scripts/run.sh
 
-# After the checks, two lines of work at once (2 cores): the suites against $(NGINX_BIN)
-# (they mostly wait on nginx, timers and clients), and beside them what only needs CPU:
-# fuzzing, the documentation, and building the OpenResty-style nginx builds and the module for each. Then
-# the suites against those builds. --output-sync keeps each line's output together.
-test: setup-test build-test lint lua-unit rules-test unit
-	$(MAKE) --no-print-directory deb-test
-	$(MAKE) --no-print-directory -j2 --output-sync=recurse test-suites test-beside
-	$(MAKE) --no-print-directory test-openresty-style test-openresty-style-static
+# Every target says what it needs, so any of them works alone on a fresh clone and
+# `make -jN` runs only what may run together. `make test` goes in four stages, each
+# timed (scripts/timed.sh): the checks; the Debian package's test, alone (it installs a
+# package and starts the system nginx); two lines of work at once, the suites against
+# $(NGINX_BIN) (they mostly wait on nginx, timers and clients) and beside them what only
+# needs CPU (fuzzing, the documentation, the OpenResty-style nginx builds and the module for each); then
+# the suites against those builds. The third stage runs its two lines at once even
+# under a plain `make test`; --output-sync keeps each line's output together.
+# The stages after the first set SETUP_DONE: the packages are there.
+test:
+	@./scripts/timed.sh "checks (build, lint, lua-unit, rules-test, unit)" $(MAKE) --no-print-directory checks
+	@./scripts/timed.sh "deb-test" $(MAKE) --no-print-directory SETUP_DONE=1 deb-test
+	@./scripts/timed.sh "suites on $(NGINX_BIN), beside fuzzing and the OpenResty-style builds" \
+		$(MAKE) --no-print-directory SETUP_DONE=1 $(if $(filter -j%,$(MAKEFLAGS)),,-j2) \
+		--output-sync=recurse test-suites test-beside
+	@./scripts/timed.sh "suites on the OpenResty-style builds" \
+		$(MAKE) --no-print-directory SETUP_DONE=1 --output-sync=recurse \
+		test-openresty-style test-openresty-style-static
+
+checks: build-test lint lua-unit rules-test unit
 
 test-suites:
-	$(MAKE) --no-print-directory integration
-	$(MAKE) --no-print-directory soak-short
-	$(MAKE) --no-print-directory bench-smoke
+	@./scripts/timed.sh integration $(MAKE) --no-print-directory integration
+	@./scripts/timed.sh soak-short $(MAKE) --no-print-directory soak-short
+	@./scripts/timed.sh bench-smoke $(MAKE) --no-print-directory bench-smoke
 
 test-beside:
-	$(MAKE) --no-print-directory fuzz
-	$(MAKE) --no-print-directory doc
-	$(MAKE) --no-print-directory NGINX_BIN=$(OPENRESTY_STYLE) setup-test build-test
-	$(MAKE) --no-print-directory NGINX_BIN=$(OPENRESTY_STYLE_STATIC) setup-test build-test
+	@./scripts/timed.sh fuzz $(MAKE) --no-print-directory fuzz
+	@./scripts/timed.sh doc $(MAKE) --no-print-directory doc
+	@./scripts/timed.sh "OpenResty-style builds" $(MAKE) --no-print-directory \
+		NGINX_BIN=$(OPENRESTY_STYLE) build-test
+	@./scripts/timed.sh "OpenResty-style static builds" $(MAKE) --no-print-directory \
+		NGINX_BIN=$(OPENRESTY_STYLE_STATIC) build-test
 
 # The build-specific parts of `test` again, against the OpenResty-style nginx.
 test-openresty-style:
-	$(MAKE) --no-print-directory NGINX_BIN=$(OPENRESTY_STYLE) setup-test build-test unit-nginx integration
+	$(MAKE) --no-print-directory NGINX_BIN=$(OPENRESTY_STYLE) unit-nginx integration
 
 # The same nginx with LuaJIT linked into its binary: the module's lua_* symbols must
 # resolve from the executable itself. The core suite (t/nginx.rs) only.
 test-openresty-style-static:
-	$(MAKE) --no-print-directory NGINX_BIN=$(OPENRESTY_STYLE_STATIC) SUITES=nginx setup-test build-test \
-		integration
+	$(MAKE) --no-print-directory NGINX_BIN=$(OPENRESTY_STYLE_STATIC) SUITES=nginx integration
 
+# Packages (apt, pip) and the configured Debian nginx tree: `setup` for building and
+# running, `setup-test` adds what the tests use. One apt at a time: setup-test comes
+# after setup. SETUP_DONE=1 skips both (`make test`'s later stages).
 setup:
-	./scripts/setup.sh run
+	$(if $(SETUP_DONE),@true,./scripts/setup.sh run)
 
-setup-test:
-	./scripts/setup.sh test
+setup-test: setup
+	$(if $(SETUP_DONE),@true,./scripts/setup.sh test)
 
-build:
+# The nginx NGINX_BIN names, built when it is one of the OpenResty-style builds
+# (scripts/openresty-style.sh; nothing to do for an installed nginx).
+nginx: setup
+	./scripts/setup.sh nginx
+
+build: nginx
 	./scripts/cargo-for-nginx.sh build --release --locked
 
 # `build`, plus the module with the tests' failure-injection hooks (feature debug-hooks).
-build-test:
+build-test: setup-test nginx
 	./scripts/build-test-module.sh
 
 # The developers' documentation (private items included): no broken or ambiguous link.
-# About 50 s from nothing, so it runs beside the suites rather than in `lint`.
-doc:
+# About 50 s from nothing, so it runs beside the suites rather than in `lint`. After
+# build-test: the same target directory.
+doc: build-test
 	RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --document-private-items --release --locked
 
-unit:
+# After build-test: the same target directory (cargo would only wait for its lock).
+unit: build-test
 	cargo test --release --locked --lib
 
 # The unit tests that depend on the nginx tree (struct layouts), for $(NGINX_BIN)'s tree.
-unit-nginx:
+unit-nginx: build-test
 	./scripts/cargo-for-nginx.sh test --release --locked --lib bitfield::
 
 # luacheck (.luacheckrc) over the Lua, shellcheck over the shell scripts (about 1 s and
 # 15 s here), beside rustfmt and clippy.
-lint:
+lint: setup-test
 	cargo fmt --all -- --check
 	cargo clippy --release --locked --all-targets -- -D warnings
 	luacheck lua t/lua
@@ -95,12 +120,12 @@ lint:
 # store's index/crud/declarative) under busted, run by LuaJIT as nginx runs them; no
 # build or nginx needed. t/lua/support/ stands in for the Rust module and for the few
 # ngx functions those modules touch.
-lua-unit:
+lua-unit: setup-test
 	luajit "$$(command -v busted)" --lpath='lua/?.lua;lua/?/init.lua;t/lua/support/?.lua' \
 		--helper=t/lua/support/helper.lua t/lua
 
 # The shipped Prometheus rules: syntax, then their unit tests (each alert firing and not).
-rules-test:
+rules-test: setup-test
 	promtool check rules rules/ngx-prometheus.rules.yml
 	promtool test rules rules/ngx-prometheus.test.yml
 
@@ -118,11 +143,14 @@ status-screenshot: setup-test build-test
 # The fuzz crate linted (fmt, clippy), then every fuzz target (fuzz/src/bin/) for 10 s
 # from its kept corpus, then the exposition corpus and what the run found through the
 # reference parsers (scripts/fuzz.sh).
-fuzz:
+fuzz: setup-test
 	./scripts/fuzz.sh lint
 	./scripts/fuzz.sh ci 10
 
-integration:
+# One suite, or one test of it:
+#   make integration SUITES=push
+#   cargo test --release --locked --test push -- --test-threads=2 NAME   (after make build-test)
+integration: build-test
 	@echo "== integration suites ($(SUITES)) on $$(./scripts/nginx-env.sh | sed -n 's/^DESCRIPTION=//p')"
 	cargo test --release --locked --no-fail-fast $(addprefix --test ,$(SUITES)) -- --test-threads=2
 
@@ -130,10 +158,10 @@ integration:
 # counts, flat memory and zone, a clean error log. `make soak` runs it for 10 minutes;
 # `make test` for 60 s on Debian's nginx (about 70 s of wall time, a few CPU seconds).
 SOAK_SECONDS ?= 600
-soak: setup-test
+soak: setup-test build
 	./scripts/soak.sh $(SOAK_SECONDS)
 
-soak-short:
+soak-short: setup-test build
 	./scripts/soak.sh 60
 
 # The Debian package (scripts/deb.sh): libnginx-mod-http-prometheus_<version>_<arch>.deb in
@@ -152,7 +180,7 @@ deb-test: setup-test
 bench: setup-test build
 	./bench/run.sh
 
-bench-smoke:
+bench-smoke: setup-test build
 	BENCH_SMOKE=1 ./bench/run.sh
 
 clean:

@@ -17,8 +17,8 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
-log() { printf 'ab: %s\n' "$*" >&2; }
-die() { log "FAILED: $*"; exit 1; }
+# shellcheck source=bench/common.sh
+. "$ROOT/bench/common.sh"   # log, die, env_get
 
 [ $# -ge 1 ] || die "usage: bench/ab.sh BASE [STEP...]"
 BASE=$(git rev-parse --short=10 "$1^{commit}") || die "no revision $1"
@@ -28,9 +28,8 @@ HEAD_REV=$(git rev-parse --short=10 HEAD)
 DIRTY=""; git diff --quiet HEAD || DIRTY=" + uncommitted changes"
 DIR=${BENCH_AB_DIR:-$ROOT/.build/ab/$BASE}
 
-ENV_LINES=$("$ROOT/scripts/nginx-env.sh") || die "scripts/nginx-env.sh failed"
-SOURCE_DIR=$(sed -n 's/^SOURCE_DIR=//p' <<<"$ENV_LINES")
-TARGET_DIR=$(sed -n 's/^TARGET_DIR=//p' <<<"$ENV_LINES")
+SOURCE_DIR=$(env_get SOURCE_DIR)
+TARGET_DIR=$(env_get TARGET_DIR)
 export NGINX_SOURCE_DIR=$SOURCE_DIR
 
 if [ ! -f "$DIR/Cargo.toml" ]; then
@@ -74,7 +73,7 @@ build "$ROOT"
 measure "$DIR" base
 measure "$ROOT" head
 
-echo "Before and after in one run (\`bench/ab.sh $BASE $STEPS\`, $(date -u '+%Y-%m-%d %H:%M UTC'); nginx $(sed -n 's/^NGINX_VERSION=//p' <<<"$ENV_LINES")): before = $BASE, after = $HEAD_REV$DIRTY. Instruction counts (callgrind) are deterministic; CPU times and rates are one pass each on a shared machine."
+echo "Before and after in one run (\`bench/ab.sh $BASE $STEPS\`, $(date -u '+%Y-%m-%d %H:%M UTC'); nginx $(env_get NGINX_VERSION)): before = $BASE, after = $HEAD_REV$DIRTY. Instruction counts (callgrind) are deterministic; CPU times and rates are one pass each on a shared machine."
 echo
 echo "| step | measure | before | after | after ÷ before |"
 echo "|---|---|---|---|---|"

@@ -1,7 +1,7 @@
 # shellcheck shell=bash disable=SC2034  # the sizes and the server's variables are for the steps
 # Sourced by the steps that measure in the benchmark server (bench/bench.conf with the
 # Lua of bench/bench.lua): hot-path.sh, scrape.sh, scrape-sizes.sh, memory.sh and
-# scrape-load.sh, after ROOT, SMOKE, log() and die() are set and bench/common.sh is
+# scrape-load.sh, after ROOT is set and bench/common.sh (SMOKE, log, die) is
 # sourced. Their sizes (smoke or full mode, BENCH_* overrides), the server's zones, and
 # the server itself: bench/run.sh starts one (bench_server_start) and its steps share it
 # in the order of its table, each leaving its series there as the one suite did; a step
@@ -39,9 +39,7 @@ MEM_ZONE_MB=$([ "$SMOKE" = 1 ] && echo 16 || echo 64)
 
 for c in curl awk sort shuf; do command -v "$c" >/dev/null || die "$c is not installed"; done
 # The nginx to measure: $NGINX_BIN (default Debian's), with the module built for it.
-ENV_LINES=$("$ROOT/scripts/nginx-env.sh") || die "scripts/nginx-env.sh failed"
-NGINX_BIN=$(sed -n 's/^NGINX_BIN=//p' <<<"$ENV_LINES")
-MODULE=$(sed -n 's/^MODULE=//p' <<<"$ENV_LINES")
+MODULE=$(env_get MODULE)
 [ -f "$MODULE" ] || die "$MODULE is missing: run 'make build' first"
 # LuaJIT's jit/v.lua (libluajit2-5.1-common); without it, aborts are not checked.
 JITDIR=$(find_jitdir)
@@ -169,10 +167,10 @@ sizes_fill() {
 }
 
 # gzip_location: GZ_BY (who compresses) and GZ_PATH (the gzip location to scrape), with
-# GZ_NOTE when nginx's type match left the issue's location uncompressed.
+# GZ_NOTE when nginx's type match left the usual gzip location uncompressed.
 # A module that gzips by itself (Accept-Encoding) answers gzip on a location without
 # nginx's gzip; otherwise nginx's gzip filter does, on the event loop. The gzip location
-# as the issue configures it (gzip_types text/plain); if nginx sends that uncompressed,
+# as users configure it (gzip_types text/plain); if nginx sends that uncompressed,
 # the same with gzip_types *.
 gzip_location() {
   GZ_PATH=/metrics_sizes_gz; GZ_NOTE=""

@@ -1,5 +1,21 @@
 # shellcheck shell=bash
-# Sourced by the benchmarks (after ROOT and log() are set): what several of them need.
+# Sourced by the benchmarks (after ROOT is set): what several of them need.
+
+# SMOKE=1 for a smoke run (BENCH_SMOKE set): tiny sizes, only that every step still works.
+# shellcheck disable=SC2034  # SMOKE: for the scripts that source this
+case "${BENCH_SMOKE:-0}" in 0 | "" | no | false) SMOKE=0 ;; *) SMOKE=1 ;; esac
+
+# log MESSAGE, die MESSAGE: progress and failure on stderr, named by the script.
+BENCH_NAME=$(basename "$0" .sh)
+log() { printf '%s: %s\n' "$BENCH_NAME" "$*" >&2; }
+die() { log "FAILED: $*"; exit 1; }
+
+# The nginx in use, as scripts/nginx-env.sh describes it ($NGINX_BIN, default Debian's):
+# env_get KEY is one of its lines (MODULE, SOURCE_DIR, DESCRIPTION...); NGINX_BIN is the
+# binary's absolute path.
+ENV_LINES=$("$ROOT/scripts/nginx-env.sh") || die "scripts/nginx-env.sh failed"
+env_get() { sed -n "s/^$1=//p" <<<"$ENV_LINES"; }
+NGINX_BIN=$(env_get NGINX_BIN)
 
 # step_init NAME: this script is the step NAME of bench/run.sh. Its section is what it
 # prints; other fragments go to OUT/NAME.<part>.md (fragment) and its measured numbers,

@@ -14,7 +14,6 @@ CONNS=${BENCH_E2E_CONNECTIONS:-16}
 
 # shellcheck source=bench/gateway-common.sh
 . "$ROOT/bench/gateway-common.sh"
-log() { echo "e2e: $*" >&2; }
 step_init e2e
 
 GW=$(mktemp -d /tmp/ngxprom-e2e.XXXXXX); BARE=$(mktemp -d /tmp/ngxprom-bare.XXXXXX)
@@ -90,7 +89,7 @@ set_plugin true
 COUNTED=$(curl -fsS "localhost:$METRICS/metrics" | awk -F' ' '/^gateway_http_requests_total\{service="demo",route="root",code="200"/ {s += $2} END {print s + 0}')
 [ "$COUNTED" -gt 0 ] || { log "the plugin recorded nothing"; exit 1; }
 
-# Instructions per request (deterministic, issue 13's shape 7): the same gateway in one
+# Instructions per request (the plugin's cost, deterministic where CPU time is noise): the same gateway in one
 # process under callgrind (master_process off), W warm-up requests through the proxy,
 # counters zeroed, N measured, a dump; plugin on and off interleaved, CG_REPS times.
 declare -A IR=()
@@ -166,7 +165,7 @@ if [ -z "$CG_NOTE" ]; then
   irstat() { tr ' ' '\n' <<<"$1" | sed '/^$/d' | sort -g | awk '{v[NR] = $1} END {printf "%s (%s–%s)", v[int((NR + 1) / 2)], v[1], v[NR]}'; }
   irmed() { tr ' ' '\n' <<<"$1" | sed '/^$/d' | median; }
   put_value ir_on "$(irmed "${IR[true]}")"; put_value ir_off "$(irmed "${IR[false]}")"
-  echo "- Instructions per proxied request (callgrind, the same gateway in one process, $CG_W warm-up then $CG_N measured requests on one keep-alive connection, $CG_REPS repetitions interleaved, median (min–max)): plugin on $(irstat "${IR[true]}"), off $(irstat "${IR[false]}"); **the plugin adds $(awk -v a="$(irmed "${IR[true]}")" -v b="$(irmed "${IR[false]}")" 'BEGIN {printf "%.0f", a - b}') instructions per request**, with every metric switch on (issue 13's shape 7; its CPU column above is inside this machine's noise)."
+  echo "- Instructions per proxied request (callgrind, the same gateway in one process, $CG_W warm-up then $CG_N measured requests on one keep-alive connection, $CG_REPS repetitions interleaved, median (min–max)): plugin on $(irstat "${IR[true]}"), off $(irstat "${IR[false]}"); **the plugin adds $(awk -v a="$(irmed "${IR[true]}")" -v b="$(irmed "${IR[false]}")" 'BEGIN {printf "%.0f", a - b}') instructions per request**, with every metric switch on (the measure of the plugin's cost: the CPU column above is inside this machine's noise)."
 else
   echo "- Instructions per proxied request: $CG_NOTE."
 fi

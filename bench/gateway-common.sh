@@ -3,13 +3,10 @@
 # nginx/gateway.conf started in a prefix, wrk's summary (and common.sh: medians, worker
 # CPU from /proc).
 
-# The nginx to measure: $NGINX_BIN (default Debian's); scripts/render-conf.sh copies the
+# The nginx to measure is common.sh's NGINX_BIN; scripts/render-conf.sh copies the
 # module built for it.
-NGINX_BIN=$("$ROOT/scripts/nginx-env.sh" | sed -n 's/^NGINX_BIN=//p')
-[ -n "$NGINX_BIN" ] || { echo "scripts/nginx-env.sh failed" >&2; exit 1; }
-
 # shellcheck source=bench/common.sh
-. "$ROOT/bench/common.sh"   # free_port, median, rotate, workers_cpu
+. "$ROOT/bench/common.sh"   # log, die, NGINX_BIN, free_port, median, rotate, workers_cpu
 
 # start_gateway PREFIX PROXY ADMIN METRICS UPSTREAM: nginx/gateway.conf, access log off
 # (no per-request file write in the way of what is measured).

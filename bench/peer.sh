@@ -30,11 +30,7 @@ if [ "$SMOKE" = 1 ]; then
 else
   N=2000000; ROUTES=10000; VISIBLE=10000; REPS=3; LOAD_SECS=8; SCRAPES=5
 fi
-log() { printf 'peer: %s\n' "$*" >&2; }
-die() { log "FAILED: $*"; exit 1; }
 
-ENV_LINES=$("$ROOT/scripts/nginx-env.sh") || die "scripts/nginx-env.sh failed"
-NGINX_BIN=$(sed -n 's/^NGINX_BIN=//p' <<<"$ENV_LINES")
 # shellcheck source=bench/common.sh
 . "$ROOT/bench/common.sh"
 step_init peer
@@ -188,7 +184,7 @@ done
 put_value p99_none_ms "$(med p99_none_ms none)"
 echo "### Side by side with nginx-lua-prometheus, in the same nginx"
 echo
-echo "\`bench/peer.sh\` ($([ "$SMOKE" = 1 ] && echo "smoke run" || echo "full run"); $(sed -n 's/^DESCRIPTION=//p' <<<"$ENV_LINES"); peer: $([ "$PEER" = true ] && echo "nginx-lua-prometheus at commit ${PEER_REV:-?}, loaded from \`../shared/peers/nginx-lua-prometheus\`" || echo "absent, its column is empty")). Both libraries record the same families through the same Lua calls (\`bench/peer_bench.lua\`), 2 workers; median (min–max) of $REPS repetitions unless said."
+echo "\`bench/peer.sh\` ($([ "$SMOKE" = 1 ] && echo "smoke run" || echo "full run"); $(env_get DESCRIPTION); peer: $([ "$PEER" = true ] && echo "nginx-lua-prometheus at commit ${PEER_REV:-?}, loaded from \`../shared/peers/nginx-lua-prometheus\`" || echo "absent, its column is empty")). Both libraries record the same families through the same Lua calls (\`bench/peer_bench.lua\`), 2 workers; median (min–max) of $REPS repetitions unless said."
 echo
 echo "| measurement | ours | peer | peer ÷ ours |"
 echo "|---|---|---|---|"

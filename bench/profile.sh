@@ -15,9 +15,6 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
-case "${BENCH_SMOKE:-0}" in 0 | "" | no | false) SMOKE=0 ;; *) SMOKE=1 ;; esac
-log() { printf 'profile: %s\n' "$*" >&2; }
-die() { log "FAILED: $*"; exit 1; }
 # shellcheck source=bench/common.sh
 . "$ROOT/bench/common.sh"
 # shellcheck source=bench/bench-nginx.sh

@@ -26,7 +26,8 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
-case "${BENCH_SMOKE:-0}" in 0 | "" | no | false) SMOKE=0 ;; *) SMOKE=1 ;; esac
+# shellcheck source=bench/common.sh
+. "$ROOT/bench/common.sh"
 if [ "$SMOKE" = 1 ]; then
   WARM=${BENCH_RP_WARM:-50}; N=${BENCH_RP_N:-50}; REPS=${BENCH_RP_REPS:-1}; SECS=${BENCH_RP_SECONDS:-1}
 else
@@ -36,13 +37,7 @@ WRK_ARGS=${BENCH_RP_WRK:-"-t2 -c4"}
 # The CPU column is within this machine's noise (the instructions are the measure here);
 # bench/worker-cpu.sh repeats shape 8 end to end, paired, often enough to be trusted.
 CPU_REPS=${BENCH_RP_CPU_REPS:-$((SMOKE ? 1 : 2))}
-log() { printf 'request-path: %s\n' "$*" >&2; }
-die() { log "FAILED: $*"; exit 1; }
 
-ENV_LINES=$("$ROOT/scripts/nginx-env.sh") || die "scripts/nginx-env.sh failed"
-NGINX_BIN=$(sed -n 's/^NGINX_BIN=//p' <<<"$ENV_LINES")
-# shellcheck source=bench/common.sh
-. "$ROOT/bench/common.sh"
 step_init "${BENCH_RP_STEP:-request_path}"   # bench/worker-cpu.sh runs it as a step of its own
 find_peer
 JITDIR=$(find_jitdir)   # jit/vmdef.lua, for the names of trace events
@@ -198,7 +193,7 @@ NAMES=("" "inc(1, {a, b, c}), fresh table" "labels(a, b, c):inc() (peer: inc wit
 NAMES[8]="the four updates, labels {svc1, route1, status}, 21 buckets"
 echo "### The Lua API on the request path, ours beside nginx-lua-prometheus"
 echo
-echo "\`bench/request-path.sh\` ($([ "$SMOKE" = 1 ] && echo "smoke run" || echo "full run"); $(sed -n 's/^DESCRIPTION=//p' <<<"$ENV_LINES"); peer: $([ "$PEER" = true ] && echo "nginx-lua-prometheus at commit ${PEER_REV:-?}" || echo "absent"))."
+echo "\`bench/request-path.sh\` ($([ "$SMOKE" = 1 ] && echo "smoke run" || echo "full run"); $(env_get DESCRIPTION); peer: $([ "$PEER" = true ] && echo "nginx-lua-prometheus at commit ${PEER_REV:-?}" || echo "absent"))."
 echo "Each location answers \`return 200\` and runs one log_by_lua shape; **added** = the shape's"
 echo "cost minus the same block without metric calls (\`none\`), at JIT steady state."
 echo
@@ -214,19 +209,20 @@ done
 echo
 # The drop-in (lua/prometheus.lua) on shape 8 (location drop8: Host names of one length,
 # which nginx hashes per byte): the same calls as ours8 through
-# nginx-lua-prometheus's API (issue 31's target: within 10% of ours in instructions).
+# nginx-lua-prometheus's API (its users switch for free only if it costs within 10% of
+# ours in instructions: bench/targets.tsv).
 ad=$(added "${IR[drop8]:-}" "${IR[none8]:-}"); ao8=$(added "${IR[ours8]:-}" "${IR[none8]:-}")
 cd8=$(added "${CPU[drop8]:-}" "${CPU[none8]:-}" 2)
 put_value "added_dropin8" "$ad"; put_value "cpu_added_dropin8" "$cd8"
 echo "- The drop-in \`require(\"prometheus\")\` on shape (8), the same four calls: $(stat "${IR[drop8]:-}") instructions/request, **${ad:-—} added** (ngxprom: ${ao8:-—}; $( [ -n "$ad" ] && [ -n "$ao8" ] && awk -v a="$ad" -v b="$ao8" 'BEGIN {if (b > 0) printf "%+.1f%%", (a / b - 1) * 100}' || echo "—") over ngxprom), CPU µs/request added ${cd8:-—}."
-# Issue 13's targets (ours adds at most a third of the instructions the peer adds for
+# The request path's targets (ours adds at most a third of the instructions the peer adds for
 # (1)-(5); ngxprom.log at most +1 µs of CPU per request) are rows of bench/targets.tsv,
 # on the numbers above.
 i6=$(added "${IR[ours6]:-}" "${IR[none6]:-}")
 ar=$(added "${IR[rec]:-}" "${IR[bare]:-}"); a6=$(added "${IR[ours6]:-}" "${IR[none6]:-}"); ap5=$(added "${IR[peer5]:-}" "${IR[none5]:-}")
 apx=$(added "${IR[pxrec]:-}" "${IR[px]:-}")
 echo "- The native recorder (\`prometheus_record\`, no Lua; the four facts of \`ngxprom.log\`, location \`rec\` over \`bare\`): $(stat "${IR[rec]:-}") instructions/request, **${ar:-—} added** (\`ngxprom.log\`: ${a6:-—}, $(ratio "${ar:-}" "${a6:-}") of ours; the peer's four updates: ${ap5:-—}, $(ratio "${ar:-}" "${ap5:-}")); with per-peer tries on a proxied request (\`pxrec\` over \`px\`): **${apx:-—} added**. CPU µs/request added: $(added "${CPU[rec]:-}" "${CPU[bare]:-}" 2)."
-echo "- Issue 13's targets (ours adds at most ⅓ of the instructions the peer adds; \`ngxprom.log\` at most +1 µs of CPU per request) are in the targets table (bench/targets.tsv). The CPU column is inside this machine's noise: the instructions are the measure (${i6:-—} added by \`ngxprom.log\`). The gateway plugin (shape 7): bench/e2e.sh, instructions per proxied request with the plugin on and off."
+echo "- The request path's targets (ours adds at most ⅓ of the instructions the peer adds; \`ngxprom.log\` at most +1 µs of CPU per request) are in the targets table (bench/targets.tsv). The CPU column is inside this machine's noise: the instructions are the measure (${i6:-—} added by \`ngxprom.log\`). The gateway plugin (shape 7): bench/e2e.sh, instructions per proxied request with the plugin on and off."
 echo "- What ours does per update: the family's method and the child's (one lookup each: the request-path methods are kept in the family and child tables themselves), one cached lookup per label value, the label table read at constant indexes only (so LuaJIT does not allocate a \`{ a, b, c }\` written in the call), then one FFI call that updates the shared zone (its cost: \`ours3\` over \`none3\`). The peer adds to a Lua table in the worker and writes its shared dict later from a timer, so part of its cost is paid outside the request, and a scrape shows other workers' updates up to a second late (bench/peer.sh); it takes the label table's length (\`#\`), which makes the table real, collected later."
 echo "- Bare \`return 200\` (no Lua): $(stat "${IR[bare]:-}") instructions/request, $(stat "${CPU[bare]:-}") µs CPU."
 echo "- Instructions: ${CG_NOTE:-callgrind on one nginx process (\`master_process off\`), each location in a process of its own (a fresh LuaJIT), $WARM warm-up requests then $N measured per repetition, $REPS repetitions in a row, a full GC before each; median (min–max)}."

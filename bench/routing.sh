@@ -18,7 +18,6 @@ CONNS=16
 
 # shellcheck source=bench/gateway-common.sh
 . "$ROOT/bench/gateway-common.sh"
-log() { echo "routing: $*" >&2; }
 step_init routing
 
 GW=$(mktemp -d /tmp/ngxprom-routing.XXXXXX)

@@ -48,8 +48,6 @@ labels           labels.sh         -       what constant labels add to a render 
 lifecycle        lifecycle.sh      -       the expiry sweep's cost and a million churned label sets (the store alone)
 "
 
-log() { printf 'bench: %s\n' "$*" >&2; }
-die() { log "FAILED: $*"; exit 1; }
 # shellcheck source=bench/common.sh
 . "$ROOT/bench/common.sh"
 
@@ -115,7 +113,6 @@ heading() {
 COMMAND="./bench/run.sh"
 [ -z "$ONLY" ] || COMMAND="BENCH_ONLY=\"$ONLY\" $COMMAND"
 [ "$SMOKE" = 0 ] || COMMAND="BENCH_SMOKE=1 $COMMAND"
-ENV_LINES=$("$ROOT/scripts/nginx-env.sh") || die "scripts/nginx-env.sh failed"
 report() {
   echo "# Benchmarks$([ "$SMOKE" = 1 ] && echo ' (smoke: tiny sizes, timings meaningless)')"
   echo
@@ -130,7 +127,7 @@ report() {
   echo "- Date: $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo "- Command: \`$COMMAND\` ($([ "$SMOKE" = 1 ] && echo "smoke mode" || echo "full mode")$([ -z "$ONLY" ] || echo ", these steps only"); \`BENCH_SMOKE=1 ./bench/run.sh\` is the CI smoke run)"
   echo "- Machine: $(nproc) CPUs, $(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo), Linux $(uname -r), $(awk '/MemTotal/{printf "%.0f GiB RAM", $2/1048576}' /proc/meminfo)"
-  echo "- Software: nginx $(sed -n 's/^NGINX_VERSION=//p' <<<"$ENV_LINES"), lua-nginx-module $(dpkg-query -W -f='${Version}' libnginx-mod-http-lua 2>/dev/null || echo "?"), $LUAJIT_VERSION; 2 worker processes"
+  echo "- Software: nginx $(env_get NGINX_VERSION), lua-nginx-module $(dpkg-query -W -f='${Version}' libnginx-mod-http-lua 2>/dev/null || echo "?"), $LUAJIT_VERSION; 2 worker processes"
   echo "- Run time: $SECONDS s"
   echo
   echo "## Targets"

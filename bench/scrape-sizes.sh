@@ -14,9 +14,6 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
-case "${BENCH_SMOKE:-0}" in 0 | "" | no | false) SMOKE=0 ;; *) SMOKE=1 ;; esac
-log() { printf 'scrape-sizes: %s\n' "$*" >&2; }
-die() { log "FAILED: $*"; exit 1; }
 # shellcheck source=bench/common.sh
 . "$ROOT/bench/common.sh"
 # shellcheck source=bench/bench-nginx.sh
@@ -40,7 +37,7 @@ SIZES_TSV="$WORK/sizes.tsv"   # size format rep code ttfb total bytes
 : >"$SIZES_TSV"
 gzip_location   # GZ_BY, GZ_PATH, GZ_NOTE (bench/bench-nginx.sh)
 [ -z "$GZ_NOTE" ] || log "gzip: $GZ_NOTE"
-# OpenMetrics (issue 5): measured when the endpoint negotiates it.
+# OpenMetrics: measured when the endpoint negotiates it (a build that answers text is said so).
 OM_ACCEPT='Accept: application/openmetrics-text; version=1.0.0'
 OM_CT=$(curl -s -o /dev/null -w '%{content_type}' -H "$OM_ACCEPT" "$BASE/metrics_sizes") || OM_CT="(request failed)"
 if [[ "$OM_CT" == application/openmetrics-text* ]]; then OM=1; else OM=0; fi
@@ -161,7 +158,7 @@ SIZES_NOTES=$(
   if [ "$OM" = 1 ]; then
     echo "- OpenMetrics: \`$OM_ACCEPT\`, answered with \`Content-Type: $OM_CT\`; the body ends with \`# EOF\` (checked)."
   else
-    echo "- **OpenMetrics: not measured — not implemented yet (issue 5).** Asked with \`$OM_ACCEPT\`, the endpoint answers \`Content-Type: $OM_CT\` (the text format)."
+    echo "- **OpenMetrics: not measured — this build does not negotiate it.** Asked with \`$OM_ACCEPT\`, the endpoint answers \`Content-Type: $OM_CT\` (the text format)."
   fi
   if [ "$PB" = 1 ]; then
     echo "- Protobuf: \`$PB_ACCEPT\`, answered with \`Content-Type: $PB_CT\`: length-delimited \`MetricFamily\` messages, each histogram with its classic buckets and its native ones (schema 4 at the default precision); the last route's native histogram read back by Python's \`protobuf\` (checked)."

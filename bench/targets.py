@@ -83,7 +83,7 @@ def main():
             if limit is None:
                 sys.exit(f"targets.py: bad limit in {targets_tsv}: {row['limit']}")
             unit = f" {row['unit']}" if row["unit"] else ""
-            what = f"{row['target']}: {'≤' if row['cmp'] == '<=' else '≥'} {row['limit']}{unit} (issue {row['issue']})"
+            what = f"{row['target']}: {'≤' if row['cmp'] == '<=' else '≥'} {row['limit']}{unit}"
             v = evaluate(row["value"], values)
             note = re.sub(r"\{([^}:]+)(?::([^}]+))?\}", lambda m: shown(m.group(1), m.group(2), values), row["note"])
             if v is None:

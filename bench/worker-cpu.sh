@@ -21,9 +21,6 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
-case "${BENCH_SMOKE:-0}" in 0 | "" | no | false) SMOKE=0 ;; *) SMOKE=1 ;; esac
-log() { printf 'worker-cpu: %s\n' "$*" >&2; }
-die() { log "FAILED: $*"; exit 1; }
 # shellcheck source=bench/common.sh
 . "$ROOT/bench/common.sh"
 step_init worker_cpu
@@ -52,7 +49,7 @@ below() { awk '$1 < 0 {n++} END {print n + 0}'; }
 declare -A NAMES=([ours8]="ngxprom (\`ngxprom.counter\`, …)" [drop8]="the drop-in \`require(\"prometheus\")\`" [peer8]="nginx-lua-prometheus")
 echo "### End to end: worker CPU per request, ours beside nginx-lua-prometheus"
 echo
-echo "\`bench/worker-cpu.sh\` ($([ "$SMOKE" = 1 ] && echo "smoke run" || echo "full run"); $(sed -n 's/^DESCRIPTION=//p' < <("$ROOT/scripts/nginx-env.sh")); peer at commit ${PEER_REV:-?})."
+echo "\`bench/worker-cpu.sh\` ($([ "$SMOKE" = 1 ] && echo "smoke run" || echo "full run"); $(env_get DESCRIPTION); peer at commit ${PEER_REV:-?})."
 echo "The four updates of shape (8) (labels {svc1, route1, status}, a 21-bucket histogram) in"
 echo "\`log_by_lua\`, 2 workers, \`wrk $WRK\` for $SECS s per location after 1 s of warm-up, $REPS"
 echo "repetitions, locations in an order rotated per repetition; utime+stime of the workers ÷"

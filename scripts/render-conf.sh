@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# render-conf.sh TEMPLATE PREFIX [KEY=VALUE...]: writes PREFIX/nginx.conf (and PREFIX/seed.json) from templates
+# render-conf.sh TEMPLATE PREFIX [KEY=VALUE...]: writes PREFIX/nginx.conf (and, unless
+# SEED= names the first start's entities, the demo's PREFIX/seed.json) from templates
 # in nginx/, with the module built for $NGINX_BIN (scripts/nginx-env.sh) copied to
 # PREFIX/lib/ngx_prometheus.so (the name Lua's `require "ngx_prometheus"` looks for).
-# Used by `make run` and bench/.
+# Used by `make run`, bench/ and the tests (t/harness.rs render_template).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 TEMPLATE=$1; PREFIX=$2; shift 2
@@ -17,7 +18,11 @@ declare -A V=(
   [DECLARATIVE]="" [SEED]="$PREFIX/seed.json"
   [METRICS_HTTP]="" [METRICS_SERVER]="" [METRICS_SSL]=""
 )
-for kv in "$@"; do V[${kv%%=*}]=${kv#*=}; done
+seed_given=""
+for kv in "$@"; do
+  V[${kv%%=*}]=${kv#*=}
+  if [ "${kv%%=*}" = SEED ]; then seed_given=1; fi
+done
 # Started as root, nginx runs its workers as nobody: keep that, and say so.
 if [ -z "${V[USER]}" ] && [ "$(id -u)" = 0 ]; then V[USER]="user nobody nogroup;"; fi
 mkdir -p "$PREFIX"/{logs,lib,tmp,state}
@@ -33,6 +38,9 @@ for k in "${!V[@]}"; do
   sed_args+=(-e "s|@$k@|$v|g")
 done
 sed "${sed_args[@]}" "$ROOT/$TEMPLATE" >"$PREFIX/nginx.conf"
-# The first start's entities (a demo service, routes, and the prometheus plugin).
-sed "${sed_args[@]}" "$ROOT/nginx/seed.json" >"$PREFIX/seed.json"
-chmod 644 "$PREFIX/seed.json"
+# The first start's entities (a demo service, routes, and the prometheus plugin), unless
+# the caller names its own (or none: SEED=).
+if [ -z "$seed_given" ]; then
+  sed "${sed_args[@]}" "$ROOT/nginx/seed.json" >"$PREFIX/seed.json"
+  chmod 644 "$PREFIX/seed.json"
+fi

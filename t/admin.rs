@@ -3,7 +3,7 @@
 mod harness;
 mod inject;
 
-use harness::{admin, request, start_gateway, Gateway, Response};
+use harness::{admin, body_of, request, start_gateway, Gateway, Response};
 use inject::{connection_to_worker, patch_on, stall_next_fsync, wait_in_fsync};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -16,14 +16,6 @@ const JSON: (&str, &str) = ("Content-Type", "application/json");
 
 fn gateway(name: &str) -> Gateway {
     start_gateway(name, &[])
-}
-
-fn body_of(r: &Response) -> Value {
-    if r.body.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&r.body).unwrap_or_else(|_| Value::String(r.text()))
-    }
 }
 
 /// A JSON request that must answer `status`; returns the body.

@@ -1,7 +1,7 @@
 //! The drop-in `require("prometheus")` (lua/prometheus.lua) for nginx-lua-prometheus
 //! users: that library's integration suite (its `integration/` directory: test_basic.go
 //! and test_reset.go) ported, and what its unit tests (prometheus_test.lua) and the
-//! issue's bad inputs show through `collect()`, each case run side by side with the
+//! bad inputs its users send show through `collect()`, each case run side by side with the
 //! real library (0.20240525, from ../shared/peers beside the repository or `PEER_DIR`) in the same nginx
 //! and compared byte for byte.
 

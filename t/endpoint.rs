@@ -6,7 +6,7 @@ mod harness;
 
 use harness::*;
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// What Prometheus 2.42 sends.
 const PROMETHEUS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0,\
@@ -107,33 +107,13 @@ fn app_http(app: u16, metrics: u16) -> String {
     )
 }
 
-struct App {
-    nginx: Nginx,
-    app: u16,
-    metrics: u16,
-    /// Unix seconds just before and after `/record` (the series' creation times).
-    recorded: (f64, f64),
-}
-
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-}
-
-fn start_app(name: &str) -> App {
-    let (app, metrics) = (free_port(), free_port());
-    let nginx = Nginx::start(name, &app_http(app, metrics));
-    let before = unix_now();
-    assert_eq!(get(app, "/record").text(), "ok\n");
-    let after = unix_now();
-    App {
-        nginx,
-        app,
-        metrics,
-        recorded: (before, after),
-    }
+/// The app after `/record`, and the Unix seconds just before and after it (the series'
+/// creation times).
+fn start_app(name: &str) -> (App, (f64, f64)) {
+    let a = App::start(name, app_http);
+    let before = now();
+    assert_eq!(get(a.app, "/record").text(), "ok\n");
+    (a, (before, now()))
 }
 
 fn fetch(port: u16, path: &str, headers: &[(&str, &str)]) -> Response {
@@ -176,7 +156,7 @@ fn family<'a>(fams: &'a [OmFamily], name: &str) -> &'a OmFamily {
 
 #[test]
 fn text_by_default_openmetrics_when_asked_and_gzip_when_accepted() {
-    let a = start_app("negotiate");
+    let (a, recorded) = start_app("negotiate");
     // No Accept: the text format 0.0.4, as before.
     let r = fetch(a.metrics, "/metrics", &[]);
     assert_eq!(r.status, 200);
@@ -227,9 +207,9 @@ fn text_by_default_openmetrics_when_asked_and_gzip_when_accepted() {
     )
     .unwrap();
     assert!(
-        created >= a.recorded.0.floor() && created <= a.recorded.1 + 0.001,
+        created >= recorded.0.floor() && created <= recorded.1 + 0.001,
         "created {created}, recorded {:?}",
-        a.recorded
+        recorded
     );
     let sent = family(&fams, "app_sent_bytes");
     assert_eq!(
@@ -350,7 +330,7 @@ fn text_by_default_openmetrics_when_asked_and_gzip_when_accepted() {
 
 #[test]
 fn json_has_families_series_values_and_hdr_quantiles() {
-    let a = start_app("json");
+    let (a, recorded) = start_app("json");
     let r = fetch(a.metrics, "/metrics?format=json", &[]);
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-type"), Some("application/json"));
@@ -385,7 +365,7 @@ fn json_has_families_series_values_and_hdr_quantiles() {
     assert_eq!(series[1]["labels"], serde_json::json!({"code": "500"}));
     assert_eq!(series[1]["value"], 1);
     let created = series[0]["created"].as_f64().unwrap();
-    assert!(created >= a.recorded.0.floor() && created <= a.recorded.1 + 0.001);
+    assert!(created >= recorded.0.floor() && created <= recorded.1 + 0.001);
     let legacy = by_name["app_legacy_bytes"];
     assert_eq!(
         (legacy["unit"].as_str(), legacy["group"].as_str()),
@@ -460,7 +440,7 @@ fn json_has_families_series_values_and_hdr_quantiles() {
 
 #[test]
 fn names_and_groups_select_families() {
-    let a = start_app("filters");
+    let (a, _) = start_app("filters");
     let cases: [(&str, &[&str]); 9] = [
         (
             "/metrics?name[]=app_requests_total&name[]=app_temperature_celsius",
@@ -567,7 +547,7 @@ fn names_and_groups_select_families() {
 
 #[test]
 fn quantile_summaries_equal_hdrhistogram() {
-    let a = start_app("summaries");
+    let (a, _) = start_app("summaries");
     // Values from 10 µs to 30 s.
     let mut x: u64 = 0x2545_f491_4f6c_dd1d;
     let values: Vec<f64> = (0..2000)
@@ -693,7 +673,7 @@ fn quantile_summaries_equal_hdrhistogram() {
 
 #[test]
 fn bad_input_gets_a_clear_4xx_and_no_data() {
-    let a = start_app("badinput");
+    let (a, _) = start_app("badinput");
     let long_accept = "a/b;q=0.5,".repeat(600);
     let commas = ",".repeat(3000);
     // (path, request headers, status, whole body)
@@ -880,7 +860,7 @@ fn directive_arguments_are_checked() {
 
 #[test]
 fn prometheus_scrapes_both_formats_without_warnings() {
-    let a = start_app("prometheus");
+    let (a, recorded) = start_app("prometheus");
     let target = format!("['127.0.0.1:{}']", a.metrics);
     let prom = Prometheus::start(&format!(
         "  - job_name: om\n    static_configs:\n      - targets: {target}\n\
@@ -930,7 +910,7 @@ fn prometheus_scrapes_both_formats_without_warnings() {
     let created = prom
         .query("app_requests_created{job=\"om\",code=\"200\"}")
         .expect("_created ingested");
-    assert!(created >= a.recorded.0.floor() && created <= a.recorded.1 + 0.001);
+    assert!(created >= recorded.0.floor() && created <= recorded.1 + 0.001);
     // Metadata from OpenMetrics: the unit reached Prometheus.
     let meta = prom
         .api("/api/v1/metadata?metric=app_latency_seconds")

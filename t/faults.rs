@@ -166,15 +166,6 @@ fn takeovers(samples: &[Sample]) -> f64 {
     .unwrap_or(0.0)
 }
 
-fn zone_errors(samples: &[Sample], reason: &str) -> f64 {
-    value(
-        samples,
-        "nginx_metric_errors_total",
-        &[("zone", "metrics"), ("reason", reason)],
-    )
-    .unwrap_or(0.0)
-}
-
 /// The zone's series as the scrape shows them: every counter series of the app's
 /// families, and the histogram's one.
 fn shown_series(samples: &[Sample]) -> f64 {

@@ -534,12 +534,6 @@ fn admin_writes_from_both_workers_on_a_stalled_disk_are_all_kept() {
     assert!(gw.nginx.errors().is_empty(), "{:?}", gw.nginx.errors());
 }
 
-fn created(g: &Gateway, path: &str, body: Value) -> Value {
-    let (s, v) = admin(g.admin, "POST", path, Some(body));
-    assert_eq!(s, 201, "{path}: {v}");
-    v
-}
-
 /// The gateway's request count for a service (and its route of the same name).
 fn count(s: &[Sample], service: &str, code: &str, source: &str) -> Option<f64> {
     value(
@@ -615,49 +609,62 @@ fn upstreams_that_hang_reset_or_answer_garbage_are_answered_and_counted_exactly(
         ),
     ];
     for (name, peer) in &peers {
-        created(
-            &g,
+        created(admin(
+            g.admin,
+            "POST",
             "/services",
-            json!({ "name": name, "url": format!("http://127.0.0.1:{}", peer.port),
+            Some(
+                json!({ "name": name, "url": format!("http://127.0.0.1:{}", peer.port),
                     "read_timeout": 300, "retries": 0 }),
-        );
-        created(
-            &g,
+            ),
+        ));
+        created(admin(
+            g.admin,
+            "POST",
             &format!("/services/{name}/routes"),
-            json!({ "name": name, "paths": [format!("/{name}")] }),
-        );
+            Some(json!({ "name": name, "paths": [format!("/{name}")] })),
+        ));
     }
-    created(
-        &g,
+    created(admin(
+        g.admin,
+        "POST",
         "/plugins",
-        json!({ "name": "prometheus", "config": { "status_code_metrics": true, "latency_metrics": true,
+        Some(
+            json!({ "name": "prometheus", "config": { "status_code_metrics": true, "latency_metrics": true,
                 "bandwidth_metrics": true, "upstream_health_metrics": true } }),
-    );
+        ),
+    ));
     // A pool whose one target resets every connection: two failures in a row make it
     // unhealthy (passive checks), and the pool has no peer left.
     let pooled = Peer::start(Behaviour::ResetAfterRequest);
-    created(
-        &g,
+    created(admin(
+        g.admin,
+        "POST",
         "/upstreams",
-        json!({ "name": "pool", "healthchecks": { "passive": { "unhealthy": { "failures": 2 },
+        Some(
+            json!({ "name": "pool", "healthchecks": { "passive": { "unhealthy": { "failures": 2 },
                 "readmit_after": 600 } } }),
-    );
-    created(
-        &g,
+        ),
+    ));
+    created(admin(
+        g.admin,
+        "POST",
         "/upstreams/pool/targets",
-        json!({ "target": format!("127.0.0.1:{}", pooled.port) }),
-    );
-    created(
-        &g,
+        Some(json!({ "target": format!("127.0.0.1:{}", pooled.port) })),
+    ));
+    created(admin(
+        g.admin,
+        "POST",
         "/services",
-        json!({ "name": "pooled", "host": "pool", "port": 80, "retries": 0 }),
-    );
-    created(
-        &g,
+        Some(json!({ "name": "pooled", "host": "pool", "port": 80, "retries": 0 })),
+    ));
+    created(admin(
+        g.admin,
+        "POST",
         "/services/pooled/routes",
-        json!({ "name": "pooled", "paths": ["/pooled"] }),
-    );
-    std::thread::sleep(Duration::from_millis(1200));
+        Some(json!({ "name": "pooled", "paths": ["/pooled"] })),
+    ));
+    settle(&g);
     let body = vec![b'x'; 200_000];
     let expected: &[(&str, u16, &str)] = &[
         ("hang", 504, "gateway"),
@@ -724,17 +731,19 @@ fn upstreams_that_hang_reset_or_answer_garbage_are_answered_and_counted_exactly(
     }
     let pooled_answers: Vec<u16> = (0..4).map(|_| get(g.proxy, "/pooled").status).collect();
     // A service whose host is a name the gateway cannot resolve: 503, named, as Kong.
-    created(
-        &g,
+    created(admin(
+        g.admin,
+        "POST",
         "/services",
-        json!({ "name": "named", "url": "http://upstream.invalid", "retries": 0 }),
-    );
-    created(
-        &g,
+        Some(json!({ "name": "named", "url": "http://upstream.invalid", "retries": 0 })),
+    ));
+    created(admin(
+        g.admin,
+        "POST",
         "/services/named/routes",
-        json!({ "name": "named", "paths": ["/named"] }),
-    );
-    std::thread::sleep(Duration::from_millis(1200));
+        Some(json!({ "name": "named", "paths": ["/named"] })),
+    ));
+    settle(&g);
     let named = get(g.proxy, "/named");
     assert_eq!(named.status, 503, "{}", named.text());
     let message = serde_json::from_slice::<Value>(&named.body).unwrap()["message"].clone();
@@ -1024,23 +1033,28 @@ fn chosen_by_client_of_gateway(i: usize, last: bool) -> String {
 #[test]
 fn the_gateway_labels_nothing_a_client_chooses_and_its_memory_stays_flat() {
     let g = start_gateway("fio-gateway-client-labels", &[]);
-    created(
-        &g,
+    created(admin(
+        g.admin,
+        "POST",
         "/services",
-        json!({ "name": "known", "url": format!("http://127.0.0.1:{}", g.upstream) }),
-    );
-    created(
-        &g,
+        Some(json!({ "name": "known", "url": format!("http://127.0.0.1:{}", g.upstream) })),
+    ));
+    created(admin(
+        g.admin,
+        "POST",
         "/services/known/routes",
-        json!({ "name": "known", "paths": ["/known"] }),
-    );
-    created(
-        &g,
+        Some(json!({ "name": "known", "paths": ["/known"] })),
+    ));
+    created(admin(
+        g.admin,
+        "POST",
         "/plugins",
-        json!({ "name": "prometheus", "config": { "status_code_metrics": true, "latency_metrics": true,
+        Some(
+            json!({ "name": "prometheus", "config": { "status_code_metrics": true, "latency_metrics": true,
                 "bandwidth_metrics": true } }),
-    );
-    std::thread::sleep(Duration::from_millis(1200));
+        ),
+    ));
+    settle(&g);
     let warm = blast(g.proxy, 0..20_000, chosen_by_client_of_gateway);
     assert_eq!(warm.values().sum::<usize>(), 20_000, "{warm:?}");
     let before = worker_memory(&g.nginx, None);

@@ -14,19 +14,12 @@ use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 const JOB: &str = "ngx-prometheus";
 /// Generous: everything here waits for a scrape (1 s), a remote-write batch (1 s) and
 /// the store's indexing; a loaded machine may take many times that.
 const PATIENCE: Duration = Duration::from_secs(40);
-
-fn now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-}
 
 /// VictoriaMetrics, single node, on a loopback port with its storage in `dir`.
 struct Victoria {
@@ -813,7 +806,7 @@ fn kongs_dashboard_families_under_kong_naming() {
             "naming": "kong", "status_code_metrics": true, "latency_metrics": true,
             "bandwidth_metrics": true, "upstream_health_metrics": true } })),
     ));
-    std::thread::sleep(Duration::from_millis(1200));
+    settle(&g);
     for _ in 0..3 {
         assert_eq!(get(g.proxy, "/").status, 200);
     }

@@ -253,16 +253,17 @@ impl Nginx {
     }
 
     pub fn master_pid(&self) -> u32 {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            if let Ok(s) = std::fs::read_to_string(self.prefix.join("nginx.pid")) {
-                if let Ok(pid) = s.trim().parse() {
-                    return pid;
-                }
-            }
-            assert!(Instant::now() < deadline, "no pid file");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_for(
+            Duration::from_secs(5),
+            || {
+                std::fs::read_to_string(self.prefix.join("nginx.pid"))
+                    .ok()?
+                    .trim()
+                    .parse()
+                    .ok()
+            },
+            || "no pid file".into(),
+        )
     }
 
     /// Worker pids: children of the master that are not cache processes.
@@ -294,28 +295,24 @@ impl Nginx {
     /// Waits until the master has replaced worker `pid` (2 workers again, none of them
     /// `pid`), however it died.
     pub fn wait_replaced(&self, pid: u32) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let w = self.worker_pids();
-            if w.len() == 2 && !w.contains(&pid) {
-                return;
-            }
-            assert!(Instant::now() < deadline, "worker {pid} was not replaced");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_for(
+            Duration::from_secs(20),
+            || {
+                let w = self.worker_pids();
+                (w.len() == 2 && !w.contains(&pid)).then_some(())
+            },
+            || format!("worker {pid} was not replaced"),
+        )
     }
 
     /// Waits until one of the workers `before` has died (a fault killed it) and the
     /// master has replaced it; returns its pid.
     pub fn wait_one_died(&self, before: &[u32]) -> u32 {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let dead = loop {
-            if let Some(&pid) = before.iter().find(|p| !alive(**p)) {
-                break pid;
-            }
-            assert!(Instant::now() < deadline, "none of {before:?} died");
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let dead = wait_for(
+            Duration::from_secs(20),
+            || before.iter().copied().find(|p| !alive(*p)),
+            || format!("none of {before:?} died"),
+        );
         self.wait_replaced(dead);
         dead
     }
@@ -330,15 +327,11 @@ impl Nginx {
     }
 
     pub fn wait_workers(&self, n: usize) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.worker_pids().len() < n {
-            assert!(
-                Instant::now() < deadline,
-                "workers did not start:\n{}",
-                self.error_log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_for(
+            Duration::from_secs(10),
+            || (self.worker_pids().len() >= n).then_some(()),
+            || format!("workers did not start:\n{}", self.error_log()),
+        )
     }
 
     /// `nginx -s reload`, returning once the old workers are gone and new ones run.
@@ -355,33 +348,29 @@ impl Nginx {
             "reload failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let now = self.worker_pids();
-            let alive_old = before
-                .iter()
-                .any(|p| Path::new(&format!("/proc/{p}")).exists());
-            if now.len() >= workers && now.iter().all(|p| !before.contains(p)) && !alive_old {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "reload did not finish:\n{}",
-                self.error_log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_for(
+            Duration::from_secs(15),
+            || {
+                let now = self.worker_pids();
+                let alive_old = before
+                    .iter()
+                    .any(|p| Path::new(&format!("/proc/{p}")).exists());
+                (now.len() >= workers && now.iter().all(|p| !before.contains(p)) && !alive_old)
+                    .then_some(())
+            },
+            || format!("reload did not finish:\n{}", self.error_log()),
+        )
     }
 
     /// Stops nginx (graceful) and waits for every process to exit; the prefix stays.
     pub fn stop(&self) {
         let pid = self.master_pid();
         let _ = self.nginx(&["-s", "quit"]);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Path::new(&format!("/proc/{pid}")).exists() {
-            assert!(Instant::now() < deadline, "nginx did not stop");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_for(
+            Duration::from_secs(10),
+            || (!Path::new(&format!("/proc/{pid}")).exists()).then_some(()),
+            || "nginx did not stop".into(),
+        );
         let _ = std::fs::remove_file(self.prefix.join("nginx.pid"));
     }
 
@@ -432,10 +421,10 @@ impl Drop for Nginx {
                     .arg(pid.to_string())
                     .stderr(Stdio::null())
                     .status();
-                let deadline = Instant::now() + Duration::from_secs(5);
-                while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
+                // At most 5 s for a graceful exit; killed after that.
+                poll(Duration::from_secs(5), Duration::from_millis(20), || {
+                    (!Path::new(&format!("/proc/{pid}")).exists()).then_some(())
+                });
                 let _ = Command::new("kill")
                     .arg("-KILL")
                     .arg(pid.to_string())
@@ -481,11 +470,11 @@ pub fn alive(pid: u32) -> bool {
 
 /// Waits (20 s at most) until process `pid` is gone.
 pub fn wait_gone(pid: u32) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while alive(pid) {
-        assert!(Instant::now() < deadline, "process {pid} still runs");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for(
+        Duration::from_secs(20),
+        || (!alive(pid)).then_some(()),
+        || format!("process {pid} still runs"),
+    )
 }
 
 #[derive(Debug, Clone)]
@@ -788,6 +777,16 @@ pub fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<
         .map(|s| s.value)
 }
 
+/// The zone `metrics`' refusals for `reason` (`nginx_metric_errors_total`), 0 when none.
+pub fn zone_errors(samples: &[Sample], reason: &str) -> f64 {
+    value(
+        samples,
+        "nginx_metric_errors_total",
+        &[("zone", "metrics"), ("reason", reason)],
+    )
+    .unwrap_or(0.0)
+}
+
 /// Scrapes and parses without promtool's lint: for Kong's family names, which break
 /// Prometheus naming conventions on purpose (`kong_latency_ms`, counters without `_total`).
 pub fn scrape_unlinted(port: u16, path: &str) -> (String, Vec<Sample>) {
@@ -812,8 +811,8 @@ pub fn scrape(port: u16, path: &str) -> (String, Vec<Sample>) {
     (text, samples)
 }
 
-/// Polls `f` until it returns Some or `timeout` passes.
-pub fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+/// Polls `f` every `every` until it returns Some, or None once `timeout` has passed.
+pub fn poll<T>(timeout: Duration, every: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(v) = f() {
@@ -822,8 +821,23 @@ pub fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Opt
         if Instant::now() > deadline {
             return None;
         }
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(every);
     }
+}
+
+/// Polls `f` (every 100 ms) until it returns Some or `timeout` passes.
+pub fn eventually<T>(timeout: Duration, f: impl FnMut() -> Option<T>) -> Option<T> {
+    poll(timeout, Duration::from_millis(100), f)
+}
+
+/// Polls `f` (every 20 ms: what the harness waits for is near) until it returns Some;
+/// after `timeout`, fails the test saying `what()`.
+pub fn wait_for<T>(
+    timeout: Duration,
+    f: impl FnMut() -> Option<T>,
+    what: impl FnOnce() -> String,
+) -> T {
+    poll(timeout, Duration::from_millis(20), f).unwrap_or_else(|| panic!("{}", what()))
 }
 
 /// The gateway of `nginx/gateway.conf`, rendered for a test.
@@ -835,34 +849,24 @@ pub struct Gateway {
     pub upstream: u16,
 }
 
-/// Renders a template of `nginx/` like `scripts/render-conf.sh` does: the common
-/// placeholders (module, paths, worker user) plus `vars`, which win.
+/// Renders a template of `nginx/` with `scripts/render-conf.sh` (what `make run` and
+/// the benchmarks use), for the nginx under test, into `prefix`: the common
+/// placeholders (module, paths, worker user) plus `vars`, which win. Returns the
+/// configuration; every placeholder must be set.
 pub fn render_template(template: &str, prefix: &Path, vars: &[(&str, String)]) -> String {
-    let user = if unsafe_is_root() {
-        "user nobody nogroup;"
-    } else {
-        ""
-    };
-    let mut v: Vec<(&str, String)> = vec![
-        (
-            "MODULE",
-            prefix.join("lib/ngx_prometheus.so").display().to_string(),
-        ),
-        ("ROOT", root().display().to_string()),
-        ("PREFIX", prefix.display().to_string()),
-        ("LIBDIR", prefix.join("lib").display().to_string()),
-        ("WORKERS", "2".into()),
-        ("USER", user.into()),
-        ("LOAD_LUA", build().load_lua.clone()),
-    ];
-    for (k, val) in vars {
-        v.retain(|(key, _)| key != k);
-        v.push((k, val.clone()));
-    }
-    let mut conf = std::fs::read_to_string(root().join(template)).unwrap();
-    for (k, val) in &v {
-        conf = conf.replace(&format!("@{k}@"), val);
-    }
+    let out = Command::new(root().join("scripts/render-conf.sh"))
+        .arg(template)
+        .arg(prefix)
+        .args(vars.iter().map(|(k, v)| format!("{k}={v}")))
+        .env("NGINX_BIN", &build().nginx)
+        .output()
+        .expect("scripts/render-conf.sh runs");
+    assert!(
+        out.status.success(),
+        "scripts/render-conf.sh {template}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let conf = std::fs::read_to_string(prefix.join("nginx.conf")).unwrap();
     let left = conf
         .split('@')
         .skip(1)
@@ -886,6 +890,7 @@ pub fn render_gateway(prefix: &Path, vars: &[(&str, String)]) -> (String, [u16; 
         ("METRICS_PORT", ports[2].to_string()),
         ("UPSTREAM_PORT", ports[3].to_string()),
         ("DECLARATIVE", String::new()),
+        // Tests start from an empty configuration, not the demo's seed.
         ("SEED", String::new()),
         // scripts/run.sh's metrics knobs, off.
         ("METRICS_HTTP", String::new()),
@@ -912,6 +917,109 @@ pub fn start_gateway(name: &str, vars: &[(&str, String)]) -> Gateway {
     }
 }
 
+/// Waits until every worker of `g` runs the newest configuration: the version the
+/// Admin API announces (`X-Gateway-Config-Version`; an entity read installs the newest
+/// first) is the one each worker's `GET /` reports from its own snapshot, so traffic
+/// sent next meets the change in whichever worker takes it.
+pub fn settle(g: &Gateway) {
+    let version = |r: &Response| -> u64 {
+        r.header("x-gateway-config-version")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no X-Gateway-Config-Version: {} {}", r.status, r.text()))
+    };
+    let newest = version(&get(g.admin, "/services?size=1"));
+    let workers = g.nginx.worker_pids();
+    let mut current = std::collections::BTreeSet::new();
+    let done = eventually(Duration::from_secs(30), || {
+        // Several connections at once, so that every worker answers some.
+        let answers: Vec<Response> = (0..4)
+            .map(|_| {
+                std::thread::spawn({
+                    let port = g.admin;
+                    move || get(port, "/")
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .collect();
+        for r in &answers {
+            let pid: u32 = r
+                .header("x-gateway-worker")
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(0);
+            if version(r) >= newest {
+                current.insert(pid);
+            }
+        }
+        workers.iter().all(|w| current.contains(w)).then_some(())
+    });
+    assert!(
+        done.is_some(),
+        "workers {workers:?} never all ran configuration version {newest} (only {current:?})"
+    );
+}
+
+/// An Admin API answer's body: its JSON, the text itself if it is not JSON, Null if empty.
+pub fn body_of(r: &Response) -> serde_json::Value {
+    if r.body.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_slice(&r.body).unwrap_or_else(|_| serde_json::Value::String(r.text()))
+    }
+}
+
+/// The body of an Admin answer (from `admin`) that must be `201 Created`.
+pub fn created(r: (u16, serde_json::Value)) -> serde_json::Value {
+    assert_eq!(r.0, 201, "{}", r.1);
+    r.1
+}
+
+/// Unix time in seconds.
+pub fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// This machine's host name, as nginx's workers read it.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// An nginx serving an application on `app` and its metrics on `metrics` (free ports),
+/// with the `http {}` body a suite renders for the two ports.
+pub struct App {
+    pub nginx: Nginx,
+    pub app: u16,
+    pub metrics: u16,
+}
+
+impl App {
+    pub fn start(name: &str, http: impl FnOnce(u16, u16) -> String) -> App {
+        App::start_with(name, http, Nginx::start)
+    }
+
+    /// The same, started by `start` (for example `Nginx::start_with_debug_hooks`).
+    pub fn start_with(
+        name: &str,
+        http: impl FnOnce(u16, u16) -> String,
+        start: fn(&str, &str) -> Nginx,
+    ) -> App {
+        let (app, metrics) = (free_port(), free_port());
+        let nginx = start(name, &http(app, metrics));
+        App {
+            nginx,
+            app,
+            metrics,
+        }
+    }
+}
+
 /// A JSON request to the Admin API; returns status and parsed body (Null if empty).
 pub fn admin(
     port: u16,
@@ -927,12 +1035,7 @@ pub fn admin(
         None => (vec![], vec![]),
     };
     let r = request(port, method, path, &headers, &bytes);
-    let v = if r.body.is_empty() {
-        serde_json::Value::Null
-    } else {
-        serde_json::from_slice(&r.body).unwrap_or(serde_json::Value::String(r.text()))
-    };
-    (r.status, v)
+    (r.status, body_of(&r))
 }
 
 /// A family as the reference OpenMetrics parser
@@ -1260,18 +1363,17 @@ impl Load {
 
     /// Waits until every worker of `pids` has answered some request (60 s at most).
     pub fn wait_answered_by(&self, pids: &[u32]) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let seen = self.workers();
-            if pids.iter().all(|p| seen.contains(p)) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "workers {pids:?} never all answered (only {seen:?})"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_for(
+            Duration::from_secs(60),
+            || {
+                let seen = self.workers();
+                pids.iter().all(|p| seen.contains(p)).then_some(())
+            },
+            || {
+                let seen = self.workers();
+                format!("workers {pids:?} never all answered (only {seen:?})")
+            },
+        )
     }
 
     /// Requests answered so far.
@@ -1282,15 +1384,11 @@ impl Load {
     /// Waits until `n` more requests than now have been answered (60 s at most).
     pub fn wait_more(&self, n: usize) {
         let want = self.answered() + n;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while self.answered() < want {
-            assert!(
-                Instant::now() < deadline,
-                "the load got {} answers of {want}",
-                self.answered()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_for(
+            Duration::from_secs(60),
+            || (self.answered() >= want).then_some(()),
+            || format!("the load got {} answers of {want}", self.answered()),
+        )
     }
 
     /// Stops the clients (each finishes its request in flight) and returns every

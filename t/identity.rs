@@ -4,21 +4,7 @@
 mod harness;
 
 use harness::*;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-fn now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .unwrap()
-        .trim()
-        .to_string()
-}
+use std::time::Duration;
 
 /// A zone, a family with a label that collides with a constant one, and a metrics
 /// location; `top` goes first in `http {}`.

@@ -273,37 +273,21 @@ fn app_http(app: u16, metrics: u16, zone_size: &str) -> String {
     )
 }
 
-struct App {
-    nginx: Nginx,
-    app: u16,
-    metrics: u16,
-}
-
 fn start_app(name: &str, zone_size: &str) -> App {
-    start_app_with(name, zone_size, Nginx::start)
+    App::start(name, |app, metrics| app_http(app, metrics, zone_size))
 }
 
-fn start_app_with(name: &str, zone_size: &str, start: fn(&str, &str) -> Nginx) -> App {
-    let (app, metrics) = (free_port(), free_port());
-    let nginx = start(name, &app_http(app, metrics, zone_size));
-    App {
-        nginx,
-        app,
-        metrics,
-    }
+/// The same with the module's failure-injection hooks.
+fn start_app_with_hooks(name: &str, zone_size: &str) -> App {
+    App::start_with(
+        name,
+        |app, metrics| app_http(app, metrics, zone_size),
+        Nginx::start_with_debug_hooks,
+    )
 }
 
 fn lc(samples: &[Sample], k: &str) -> Option<f64> {
     value(samples, "lc_total", &[("k", k)])
-}
-
-fn errors(samples: &[Sample], reason: &str) -> f64 {
-    value(
-        samples,
-        "nginx_metric_errors_total",
-        &[("zone", "metrics"), ("reason", reason)],
-    )
-    .unwrap_or(0.0)
 }
 
 fn used_bytes(samples: &[Sample]) -> f64 {
@@ -471,7 +455,7 @@ fn every_recorder_counts_each_request_after_a_delete_or_an_expiry() {
     ex_counted(a.metrics, "exp", n, rx);
     // Both workers' handles were stale, each time: the renewals happened.
     let (_, s) = scrape(a.metrics, "/metrics");
-    assert!(errors(&s, "stale_handle") >= 2.0, "{s:?}");
+    assert!(zone_errors(&s, "stale_handle") >= 2.0, "{s:?}");
     assert!(a.nginx.errors().is_empty(), "{:?}", a.nginx.errors());
 }
 
@@ -503,7 +487,7 @@ fn del_and_reset_reach_every_worker_and_memory_is_reused() {
     }
     let (_, s) = scrape(a.metrics, "/metrics");
     assert_eq!(lc(&s, "a"), Some(sent as f64));
-    assert!(errors(&s, "stale_handle") >= 1.0);
+    assert!(zone_errors(&s, "stale_handle") >= 1.0);
     assert_eq!(
         value(&s, "lc_seconds_count", &[("k", "a")]),
         Some(sent as f64)
@@ -515,7 +499,7 @@ fn del_and_reset_reach_every_worker_and_memory_is_reused() {
         "nil metric \"lc_total\": del expected 1 label values, got 2\n"
     );
     let (_, s) = scrape(a.metrics, "/metrics");
-    assert_eq!(errors(&s, "label_count"), 1.0);
+    assert_eq!(zone_errors(&s, "label_count"), 1.0);
 
     // reset: every series of the family, in every worker.
     for k in ["b", "c", "d"] {
@@ -587,7 +571,7 @@ fn a_cached_child_of_a_deleted_series_never_updates_the_one_in_its_block() {
     // delete, never more than was sent.
     let again = lc(&s, "a").unwrap();
     assert!(again > 0.0 && again < hammered, "{again} of {hammered}");
-    assert!(errors(&s, "stale_handle") >= 1.0);
+    assert!(zone_errors(&s, "stale_handle") >= 1.0);
     assert!(a.nginx.errors().is_empty(), "{:?}", a.nginx.errors());
     assert!(a.nginx.crashes().is_empty());
 }
@@ -595,7 +579,7 @@ fn a_cached_child_of_a_deleted_series_never_updates_the_one_in_its_block() {
 #[test]
 fn a_worker_killed_in_the_middle_of_a_delete_wedges_nothing() {
     // The shipped module cannot die in the middle of a delete: this one can (`debug-hooks`).
-    let a = start_app_with("lifecycle-kill", "8m", Nginx::start_with_debug_hooks);
+    let a = start_app_with_hooks("lifecycle-kill", "8m");
     for k in ["keep1", "keep2", "doomed"] {
         on_both_workers(a.app, &format!("/inc?k={k}&n=5"), 4);
     }
@@ -669,7 +653,7 @@ fn churn_through_a_small_zone_stays_within_its_bound() {
     let live: Vec<&Sample> = s.iter().filter(|x| x.name == "lc_churn_total").collect();
     assert_eq!(live.len(), window);
     assert!(live.iter().all(|x| x.value == 1.0));
-    assert_eq!(errors(&s, "zone_full"), 0.0);
+    assert_eq!(zone_errors(&s, "zone_full"), 0.0);
     // Bound: the fixed part (header, hash index: ~70 KB) and (1,000 live + 5,000/s
     // for 4.5 s) series of 80 bytes (a 6-byte label value). (Label values of one
     // width: a freed block serves series of its size or up to a quarter smaller, so
@@ -706,7 +690,7 @@ fn a_deleted_route_leaves_the_exposition_and_prometheus() {
         "/routes/kept/plugins",
         json!({"name": "prometheus", "config": {"naming": "kong", "status_code_metrics": true}}),
     );
-    std::thread::sleep(Duration::from_millis(1200));
+    settle(&g);
     for _ in 0..10 {
         assert_eq!(get(g.proxy, "/gone/").status, 200);
         assert_eq!(get(g.proxy, "/kept/").status, 200);
@@ -840,7 +824,7 @@ fn churn_with_expire_through_a_small_zone_stays_within_its_bound() {
     let a = start_app("lifecycle-expire-churn", "4m");
     let peak = churn_a_million(&a, "/exp_churn");
     let (_, s) = scrape(a.metrics, "/metrics");
-    assert_eq!(errors(&s, "zone_full"), 0.0);
+    assert_eq!(zone_errors(&s, "zone_full"), 0.0);
     let live = s.iter().filter(|x| x.name == "lc_exp_churn_total").count();
     // Alive: what the last ~2.5 s made (expire, a sweep pass), at most.
     assert!(live <= 18_000, "{live} alive");
@@ -867,7 +851,7 @@ fn label_sets_beyond_max_series_go_to_the_overflow_series() {
         Some(900.0)
     );
     assert_eq!(series.iter().map(|x| x.value).sum::<f64>(), 1000.0);
-    assert_eq!(errors(&s, "series_limit"), 900.0);
+    assert_eq!(zone_errors(&s, "series_limit"), 900.0);
     // Logged once (per worker and message).
     let logged = a
         .nginx
@@ -953,7 +937,7 @@ fn the_plugins_expire_removes_idle_routes_series() {
         let (status, v) = admin(g.admin, "POST", path, Some(body));
         assert_eq!(status, 201, "{v}");
     }
-    std::thread::sleep(Duration::from_millis(1200));
+    settle(&g);
     for _ in 0..3 {
         assert_eq!(get(g.proxy, "/idle/").status, 200);
     }
@@ -1086,8 +1070,7 @@ fn the_plugin_counts_every_request_after_a_routes_series_are_deleted_or_expire()
         let (status, v) = admin(g.admin, "POST", path, Some(body));
         assert_eq!(status, 201, "{v}");
     }
-    // The workers sync their configuration every 0.1 s.
-    std::thread::sleep(Duration::from_millis(1200));
+    settle(&g);
     for route in ["del", "exp"] {
         let n = proxied_under_load(g.proxy, &format!("/{route}/"), 10);
         route_counted(&g, route, n);
@@ -1102,7 +1085,7 @@ fn the_plugin_counts_every_request_after_a_routes_series_are_deleted_or_expire()
         assert_eq!(status, 200, "{v}");
     }
     assert_eq!(route_counts(&g, "del"), vec![None; 3]);
-    std::thread::sleep(Duration::from_millis(1000));
+    settle(&g);
     let n = proxied_under_load(g.proxy, "/del/", 50);
     route_counted(&g, "del", n);
     assert_eq!(route_counts(&g, "gone"), vec![None; 3]);
@@ -1192,7 +1175,7 @@ fn a_worker_paused_between_check_and_add_never_adds_into_a_reused_block() {
     // same block size for 4 s, far past the old 3 s grace, keeping any series made in
     // victim's block. X's add must land in no series, and once X has moved on the
     // freed memory is reused.
-    let a = start_app_with("lifecycle-pause", "8m", Nginx::start_with_debug_hooks);
+    let a = start_app_with_hooks("lifecycle-pause", "8m");
     on_both_workers(a.app, "/inc?k=victim", 4);
     let x = until_worker(a.app, "/pause_add?k=victim&delay=1000&ms=6000", |_| true);
     let started = Instant::now();
@@ -1283,11 +1266,7 @@ fn a_render_stalled_mid_series_keeps_its_block_from_reuse() {
     // series is deleted and, past the old 3 s grace, 200 series of its size are made:
     // none may take its block while the render is in it, and the scrape shows the
     // series' old values or none of it, never another's.
-    let a = start_app_with(
-        "lifecycle-render-stall",
-        "8m",
-        Nginx::start_with_debug_hooks,
-    );
+    let a = start_app_with_hooks("lifecycle-render-stall", "8m");
     assert_eq!(get(a.app, "/inc?k=victim&n=7").text(), "ok\n");
     let block = get(a.app, "/offsets?k=victim").text();
     on_both_workers(a.app, "/render_stall?ms=5000", 2);

@@ -92,20 +92,10 @@ fn app_http(app: u16, metrics: u16, zone_size: &str, extra: &str) -> String {
     )
 }
 
-struct App {
-    nginx: Nginx,
-    app: u16,
-    metrics: u16,
-}
-
 fn start_app(name: &str, zone_size: &str, extra: &str) -> App {
-    let (app, metrics) = (free_port(), free_port());
-    let nginx = Nginx::start(name, &app_http(app, metrics, zone_size, extra));
-    App {
-        nginx,
-        app,
-        metrics,
-    }
+    App::start(name, |app, metrics| {
+        app_http(app, metrics, zone_size, extra)
+    })
 }
 
 /// Sends `n` requests to /hit from `threads` clients; returns responses per worker pid.
@@ -526,46 +516,16 @@ fn connection_gauges_agree_with_stub_status() {
 fn prometheus_scrapes_and_answers_promql() {
     let a = start_app("prom", "8m", "");
     hit(a.app, 25, 2);
-    let dir = prefix("prometheus-server");
-    let web = free_port();
-    std::fs::write(
-        dir.join("prometheus.yml"),
-        format!(
-            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: ngx\n    static_configs:\n      - targets: ['127.0.0.1:{}']\n",
-            a.metrics
-        ),
-    )
-    .unwrap();
-    let mut server = Command::new("prometheus")
-        .arg(format!(
-            "--config.file={}",
-            dir.join("prometheus.yml").display()
-        ))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{web}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("prometheus (Debian package)");
-    let query = |q: &str| -> Option<f64> {
-        let r =
-            std::panic::catch_unwind(|| get(web, &format!("/api/v1/query?query={}", urlencode(q))))
-                .ok()?;
-        let v: serde_json::Value = serde_json::from_slice(&r.body).ok()?;
-        v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
-    };
+    let prom = Prometheus::start(&format!(
+        "  - job_name: ngx\n    static_configs:\n      - targets: ['127.0.0.1:{}']\n",
+        a.metrics
+    ));
     let got = eventually(Duration::from_secs(60), || {
-        query("test_requests_total").filter(|v| *v == 25.0)
+        prom.query("test_requests_total").filter(|v| *v == 25.0)
     });
-    let up = query("up{job=\"ngx\"}");
-    let hits = query("sum(test_hits_total)");
-    let health = query("scrape_samples_scraped{job=\"ngx\"}");
-    let _ = server.kill();
-    let _ = server.wait();
-    let _ = std::fs::remove_dir_all(&dir);
+    let up = prom.query("up{job=\"ngx\"}");
+    let hits = prom.query("sum(test_hits_total)");
+    let health = prom.query("scrape_samples_scraped{job=\"ngx\"}");
     assert_eq!(got, Some(25.0), "PromQL never saw the count");
     assert_eq!(up, Some(1.0));
     assert_eq!(hits, Some(25.0));

@@ -105,13 +105,6 @@ fn proxied(front: &Nginx) -> String {
     std::fs::read_to_string(front.prefix.join("logs/tls-access.log")).unwrap_or_default()
 }
 
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .unwrap()
-        .trim()
-        .to_string()
-}
-
 fn app(app: u16, metrics: u16, push: &str) -> String {
     format!(
         r#"

@@ -77,23 +77,9 @@ fn raw_request(port: u16, bytes: &[u8]) -> Response {
     parse_response(&exchange(port, bytes))
 }
 
-fn body_of(r: &Response) -> Value {
-    serde_json::from_slice(&r.body).unwrap_or_else(|_| Value::String(r.text()))
-}
-
 fn form(port: u16, method: &str, path: &str, body: &str) -> (u16, Value) {
     let r = request(port, method, path, &[FORM], body.as_bytes());
     (r.status, body_of(&r))
-}
-
-fn created(r: (u16, Value)) -> Value {
-    assert_eq!(r.0, 201, "{}", r.1);
-    r.1
-}
-
-/// Admin API changes reach every worker within a second (t/admin.rs).
-fn settle() {
-    std::thread::sleep(Duration::from_millis(1200));
 }
 
 /// No Lua error, alert or crash in the error log.
@@ -131,7 +117,7 @@ fn the_proxy_forwards_the_path_escaped_and_never_splits_a_request() {
         "/services/base/routes",
         Some(json!({"name": "based", "paths": ["/b%C3%A4se"], "strip_path": true})),
     ));
-    settle();
+    settle(&gw);
 
     // What the client sent, escaped, is what the upstream gets; the route's prefix
     // (matched decoded) is stripped from the escaped form.
@@ -448,7 +434,7 @@ fn ip_restriction_sends_only_final_error_statuses() {
             json!({"name": "ip-restriction", "config": {"deny": ["127.0.0.0/8"], "status": 451, "message": "nope"}}),
         ),
     ));
-    settle();
+    settle(&gw);
     let r = get(gw.proxy, "/");
     assert_eq!(r.status, 451, "{}", r.text());
     assert_eq!(body_of(&r)["message"], "nope");
@@ -686,7 +672,7 @@ fn hidden_credentials_leave_every_other_argument_as_sent() {
         "/plugins",
         Some(json!({"name": "key-auth", "config": {"hide_credentials": true}})),
     ));
-    settle();
+    settle(&gw);
     // 150 arguments (more than ngx.req.get_uri_args returns), escapes of every kind;
     // the key among the first 100.
     let mut args: Vec<String> = (0..150).map(|i| format!("a{i}=v%20{i}+x%2B")).collect();

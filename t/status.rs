@@ -501,8 +501,7 @@ fn gateway_families_target_health_and_a_deleted_route() {
         json!({ "name": "prometheus", "config": { "status_code_metrics": true,
             "latency_metrics": true, "bandwidth_metrics": true, "upstream_health_metrics": true } }),
     );
-    // Admin API changes reach every worker within a second.
-    std::thread::sleep(Duration::from_millis(1200));
+    settle(&g);
     for (path, times, status) in [
         ("/", 6, 200),
         ("/slow", 3, 200),
