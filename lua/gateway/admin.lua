@@ -25,7 +25,7 @@ local endpoints = require "gateway.endpoints"
 local plugins = require "gateway.plugins"
 local body = require "gateway.body"
 local schema = require "gateway.schema"
-local exporter = require "gateway.exporter"
+local exporter = require "gateway.plugins.prometheus.exporter"
 
 local defs = entities.defs
 local null, array_mt = core.null, core.array_mt

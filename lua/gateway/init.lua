@@ -40,7 +40,7 @@ function _M.init_worker()
             if premature then return end
             local dropped = db.take_dropped()
             if not dropped then return end
-            local ok, err = pcall(require("gateway.exporter").forget, dropped.gone, dropped.configs)
+            local ok, err = pcall(require("gateway.plugins.prometheus.exporter").forget, dropped.gone, dropped.configs)
             if not ok then
                 ngx.log(ngx.ERR, "gateway: deleting the series of dropped entities: ",
                     require("ngx_prometheus").printable(tostring(err)))

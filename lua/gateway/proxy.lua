@@ -4,7 +4,7 @@
 local db = require "gateway.db"
 local router_mod = require "gateway.router"
 local balancer = require "gateway.balancer"
-local exporter = require "gateway.exporter"
+local exporter = require "gateway.plugins.prometheus.exporter"
 local error_page = require "gateway.error_page"
 local plugins = require "gateway.plugins"
 local ngx_balancer = require "ngx.balancer"

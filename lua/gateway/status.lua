@@ -1,5 +1,5 @@
 -- The Admin API's /status (its /metrics is the module's handler: nginx/gateway.conf).
-local exporter = require "gateway.exporter"
+local exporter = require "gateway.plugins.prometheus.exporter"
 local core = require "ngx_prometheus"
 
 local _M = {}

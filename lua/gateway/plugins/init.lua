@@ -1,24 +1,20 @@
--- The plugins the gateway knows, by name. A plugin module returns
---   { name, priority, schema = <config record schema, see gateway.schema>,
+-- The plugins the gateway knows, by name. Each is a directory, as Kong's are:
+-- gateway/plugins/<name>/handler.lua (what the core calls), schema.lua (its config
+-- record, see gateway.schema) and any modules of its own. A handler returns
+--   { name, priority, schema = require "gateway.plugins.<name>.schema",
 --     access = function(conf, ctx) ... end,   -- optional, runs by priority (high first)
 --     log = function(conf, ctx) ... end }      -- optional
 local _M = {}
 
-local MODULES = {
-    ["prometheus"] = "gateway.plugins.prometheus",
-    ["key-auth"] = "gateway.plugins.key_auth",
-    ["ip-restriction"] = "gateway.plugins.ip_restriction",
-}
-
-local names = {}
-for name in pairs(MODULES) do names[#names + 1] = name end
-table.sort(names)
+-- The plugins shipped with the gateway (Kong's bundled plugins).
+local names = { "ip-restriction", "key-auth", "prometheus" }
+local known = {}
+for _, name in ipairs(names) do known[name] = true end
 
 -- The plugin module for `name`, or nil when no such plugin exists.
 function _M.get(name)
-    local mod = MODULES[name]
-    if not mod then return nil end
-    return require(mod)
+    if not known[name] then return nil end
+    return require("gateway.plugins." .. name .. ".handler")
 end
 
 local SCOPES = { "service", "route", "consumer" }
