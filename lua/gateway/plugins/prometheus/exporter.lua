@@ -159,13 +159,22 @@ function _M.clash(a, b)
     return nil
 end
 
+-- The entities that label the gateway's series: the label, the field of ngx.ctx the
+-- proxy sets to the entity (nil: not a request's), and the label's value for one.
+local LABELLED = {
+    services = { label = "service", ctx = "service", value = function(e) return e.name or e.id end },
+    routes = { label = "route", ctx = "route", value = function(e) return e.name or e.id end },
+    consumers = { label = "consumer", ctx = "consumer", value = function(e) return e.username or e.id end },
+    upstreams = { label = "upstream", value = function(e) return e.name end },
+}
+
 -- Whether the service, route and consumer of a request are in the latest
 -- configuration.
 local function still_configured(ctx)
     local latest = db.refresh()
     if not latest then return false end
-    for field, kind in pairs({ service = "services", route = "routes", consumer = "consumers" }) do
-        local e = ctx[field]
+    for kind, l in pairs(LABELLED) do
+        local e = l.ctx and ctx[l.ctx]
         if e and not latest[kind][e.id] then return false end
     end
     return true
@@ -275,19 +284,11 @@ function _M.log(conf, ctx)
     record(facts, entry, code, ctx)
 end
 
--- The label each kind of entity gives the gateway's series, and its value for one.
-local LABELS = {
-    services = function(e) return "service", e.name or e.id end,
-    routes = function(e) return "route", e.name or e.id end,
-    consumers = function(e) return "consumer", e.username or e.id end,
-    upstreams = function(e) return "upstream", e.name end,
-}
-
--- Deletes, from every family of both namings (and of every namespace `configs`
--- name), the series labelled with entities that are gone: `gone` lists
--- { kind, row } (targets need their upstream: `upstream_name`). Returns how many
--- series were deleted.
-function _M.forget(gone, configs)
+-- The entities_removed phase: deletes, from every family of both namings (and of
+-- every namespace `configs` name), the series labelled with entities that are gone
+-- (`removed`, gateway.db.removed's { kind, row, refs }: a target's series are its
+-- upstream's). Returns how many series were deleted.
+function _M.forget(removed, configs)
     -- Family name -> its labels, as a set.
     local families = {}
     local namings = { { naming = "kong" }, { naming = "prometheus", namespace = "gateway" } }
@@ -300,13 +301,14 @@ function _M.forget(gone, configs)
         end
     end
     local deleted = 0
-    for _, g in ipairs(gone) do
+    for _, g in ipairs(removed) do
         local match
+        local l = LABELLED[g.kind]
         if g.kind == "targets" then
-            match = { upstream = g.upstream_name, target = g.row.target }
-        elseif LABELS[g.kind] then
-            local label, value = LABELS[g.kind](g.row)
-            match = { [label] = value }
+            local upstream = g.refs and g.refs.upstream
+            match = { upstream = upstream and upstream.name, target = g.row.target }
+        elseif l then
+            match = { [l.label] = l.value(g.row) }
         end
         if match then
             local names = {}
@@ -329,12 +331,13 @@ local active = {}
 -- The family sets the previous snapshot's instances (enabled or not) named.
 local named_before = {}
 
--- Called by the proxy on every new snapshot: declares the families of every naming in
--- use and applies bucket changes (the global plugin's buckets win, then the oldest).
-function _M.configure(snapshot)
+-- The configure phase, on every new snapshot with every instance of the plugin:
+-- declares the families of every naming in use and applies bucket changes (the global
+-- instance's buckets win, then the oldest).
+function _M.configure(instances, snapshot)
     local by_set = {}
-    for _, p in ipairs(snapshot.list.plugins or {}) do
-        if p.name == "prometheus" and p.enabled ~= false then
+    for _, p in ipairs(instances) do
+        if p.enabled ~= false then
             local key = set_key(p.config)
             local global = not (p.service or p.route or p.consumer)
             local cur = by_set[key]
@@ -350,9 +353,7 @@ function _M.configure(snapshot)
     -- the new configuration; the last one to switch deletes what a request still
     -- recorded under the old one meanwhile.
     local named = {}
-    for _, p in ipairs(snapshot.list.plugins or {}) do
-        if p.name == "prometheus" then named[set_key(p.config)] = true end
-    end
+    for _, p in ipairs(instances) do named[set_key(p.config)] = true end
     for key in pairs(named_before) do
         if not named[key] and sets[key] then
             for _, fam in pairs(sets[key]) do
@@ -390,8 +391,8 @@ function _M.configure(snapshot)
             end
         end
     end
-    for _, p in ipairs(snapshot.list.plugins or {}) do
-        if p.name == "prometheus" and p.enabled ~= false and p.config.upstream_health_metrics then
+    for _, p in ipairs(instances) do
+        if p.enabled ~= false and p.config.upstream_health_metrics then
             local key = set_key(p.config)
             if active[key] then active[key].upstream_health = true end
         end
@@ -530,21 +531,20 @@ local function mirror_errors()
     end
 end
 
-function _M.init_worker(health)
+function _M.init_worker()
     register_worker()
-    local ok, err = ngx.timer.every(1, function(premature)
-        if premature then return end
-        local fine, e = pcall(refresh, health)
-        if not fine then prom.log_once("metrics refresh: " .. tostring(e)) end
-        pcall(mirror_errors)
-        if ngx.worker.id() == 0 then
-            fine, e = pcall(sweep_retired)
-            if not fine then prom.log_once("retired workers' series: " .. tostring(e)) end
-        end
-    end)
-    if not ok then ngx.log(ngx.ERR, "gateway: cannot start the metrics timer: ", err) end
-    -- A first refresh right away, so a scrape just after start sees the gauges.
-    ngx.timer.at(0, function() pcall(refresh, health) end)
+end
+
+-- The metrics phase, every second in each worker: the gauges, the mirrored errors
+-- and (worker 0) the retired workers' series.
+function _M.refresh()
+    local fine, e = pcall(refresh, require "gateway.balancer")
+    if not fine then prom.log_once("metrics refresh: " .. tostring(e)) end
+    pcall(mirror_errors)
+    if ngx.worker.id() == 0 then
+        fine, e = pcall(sweep_retired)
+        if not fine then prom.log_once("retired workers' series: " .. tostring(e)) end
+    end
 end
 
 -- The exposition text, as the metrics port serves it (for the Admin API).

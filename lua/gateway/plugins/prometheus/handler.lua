@@ -48,4 +48,36 @@ function _M.log(conf, ctx)
     exporter.log(conf, ctx)
 end
 
+-- The phases the core calls (gateway.plugins): they hand over to the exporter.
+function _M.init_worker()
+    exporter = exporter or require "gateway.plugins.prometheus.exporter"
+    exporter.init_worker()
+end
+
+function _M.configure(instances, snapshot)
+    exporter = exporter or require "gateway.plugins.prometheus.exporter"
+    exporter.configure(instances, snapshot)
+end
+
+function _M.entities_removed(removed, configs)
+    exporter = exporter or require "gateway.plugins.prometheus.exporter"
+    exporter.forget(removed, configs)
+end
+
+function _M.metrics()
+    exporter = exporter or require "gateway.plugins.prometheus.exporter"
+    exporter.refresh()
+end
+
+-- /status's `metrics`: the zone's capacity, usage, families, series and errors.
+function _M.status()
+    exporter = exporter or require "gateway.plugins.prometheus.exporter"
+    local zone = exporter.status() or {}
+    return { metrics = {
+        zone = "metrics",
+        capacity_bytes = zone.capacity_bytes, used_bytes = zone.used_bytes,
+        families = zone.families, series = zone.series, errors = zone.errors,
+    } }
+end
+
 return _M
