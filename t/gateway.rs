@@ -912,7 +912,7 @@ fn the_request_path_compiles() {
         .iter()
         .filter(|l| l.contains("request: \"GET /x "))
         .filter(|l| {
-            ["plugins/prometheus/", "ngxprom.lua:"]
+            ["plugins/prometheus/", "ngxprom.lua:", "ngxprom/log.lua:"]
                 .iter()
                 .any(|f| l.contains(f))
         })

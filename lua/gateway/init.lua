@@ -28,6 +28,7 @@ function _M.init(opts)
     require "gateway.status"
     require "gateway.error_page"
     require "gateway.openapi"
+    require("gateway.plugins").init()
 end
 
 function _M.init_worker()

@@ -6,6 +6,8 @@
 --     access = function(conf, ctx) ... end,   -- by priority (high first); false stops
 --     log = function(conf, ctx) ... end,      -- by priority
 --     -- Called by the core for every plugin that has them, knowing none by name:
+--     init = function() ... end,              -- in the master (start, reload): load
+--                                             -- what workers will need
 --     init_worker = function() ... end,       -- once in each worker
 --     configure = function(instances, snapshot) ... end,
 --         -- each worker, on every new configuration: every instance (rows, enabled
@@ -63,6 +65,11 @@ local function call(name, phase, ...)
         return nil
     end
     return res
+end
+
+-- In the master: every plugin's handler loaded, and its init phase.
+function _M.init()
+    for _, name in ipairs(names) do call(name, "init") end
 end
 
 -- Every plugin's per-second refresh of what its metrics show.

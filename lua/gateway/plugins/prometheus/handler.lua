@@ -2,8 +2,13 @@
 -- of the same name. This file is the phase hooks; the schema is schema.lua, the
 -- families and the recording exporter.lua, loaded when first used: the schema is also
 -- read outside nginx (gateway.openapi's generator, the unit tests), where the
--- exporter's FFI cannot load. Inside nginx the master has loaded it already.
+-- exporter's FFI cannot load. Inside nginx the master loads it (the init phase).
 local exporter
+
+local function loaded()
+    exporter = exporter or require "gateway.plugins.prometheus.exporter"
+    return exporter
+end
 
 local _M = {
     name = "prometheus",
@@ -18,8 +23,7 @@ _M.schema = require "gateway.plugins.prometheus.schema"
 -- `namespace = "foo_request"` would both write `foo_request_latency_seconds`, and
 -- `namespace = "kong"` would write Kong naming's families with other labels.
 function _M.conflict(conf, other)
-    exporter = exporter or require "gateway.plugins.prometheus.exporter"
-    local mine, theirs = exporter.clash(conf, other)
+    local mine, theirs = loaded().clash(conf, other)
     if not mine then return nil end
     local function naming(c)
         return c.naming == "kong" and "naming kong" or ('namespace "' .. c.namespace .. '"')
@@ -48,31 +52,16 @@ function _M.log(conf, ctx)
     exporter.log(conf, ctx)
 end
 
--- The phases the core calls (gateway.plugins): they hand over to the exporter.
-function _M.init_worker()
-    exporter = exporter or require "gateway.plugins.prometheus.exporter"
-    exporter.init_worker()
-end
-
-function _M.configure(instances, snapshot)
-    exporter = exporter or require "gateway.plugins.prometheus.exporter"
-    exporter.configure(instances, snapshot)
-end
-
-function _M.entities_removed(removed, configs)
-    exporter = exporter or require "gateway.plugins.prometheus.exporter"
-    exporter.forget(removed, configs)
-end
-
-function _M.metrics()
-    exporter = exporter or require "gateway.plugins.prometheus.exporter"
-    exporter.refresh()
-end
+-- The phases the core calls for every plugin (gateway.plugins): the exporter's.
+function _M.init() loaded() end
+function _M.init_worker() loaded().init_worker() end
+function _M.configure(instances, snapshot) loaded().configure(instances, snapshot) end
+function _M.entities_removed(removed, configs) loaded().forget(removed, configs) end
+function _M.metrics() loaded().refresh() end
 
 -- /status's `metrics`: the zone's capacity, usage, families, series and errors.
 function _M.status()
-    exporter = exporter or require "gateway.plugins.prometheus.exporter"
-    local zone = exporter.status() or {}
+    local zone = loaded().status() or {}
     return { metrics = {
         zone = "metrics",
         capacity_bytes = zone.capacity_bytes, used_bytes = zone.used_bytes,
