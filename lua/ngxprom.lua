@@ -13,6 +13,7 @@
 
 local ffi = require "ffi"
 local core = require "ngx_prometheus"
+local label_cache = require "ngxprom.cache"
 
 local C = ffi.C
 local type, select, setmetatable, error, pcall, ipairs, pairs =
@@ -379,51 +380,11 @@ function Family:_ensure()
 end
 
 --------------------------------------------------------------------------------
--- The label cache: per family, the children of the label sets this worker used, in a
--- tree keyed by one label value per level. It is bounded so that a client who chooses
--- a label value cannot grow the worker's memory: two generations, `cache` (read by the
--- hot path) and `old`; when `cache` holds `cache_size` label sets, it becomes `old`
--- and a new one starts. A label set found in `old` moves back to `cache`, so every
--- set used at least once per generation stays cached, and a family with at most
--- `cache_size` label sets in use never misses after warming up. At most 2 x
--- `cache_size` label sets are kept; the rest are garbage. Label sets sent to the
--- overflow series all share one child, the family's `overflow`.
+-- The label cache (ngxprom.cache): per family, the children of the label sets this
+-- worker used, bounded.
 
-local CACHE_SIZE = 10000
-
--- The leaf under values[1..n] in tree `node`, or nil.
-local function cache_find(node, values, n)
-    for i = 1, n do
-        if node == nil then return nil end
-        node = node[values[i]]
-    end
-    return node
-end
-
--- Puts `leaf` under values[1..n] (n >= 1) in `owner.cache`, starting a new generation
--- first when it is full. Shared with ngxprom.log, whose loggers cache the same way.
-local function cache_put(owner, values, n, leaf)
-    if owner.cached >= owner.cache_size then
-        owner.old, owner.cache, owner.cached = owner.cache, {}, 0
-    end
-    local node = owner.cache
-    for i = 1, n - 1 do
-        local v = values[i]
-        local nxt = node[v]
-        if nxt == nil then nxt = {}; node[v] = nxt end
-        node = nxt
-    end
-    node[values[n]] = leaf
-    owner.cached = owner.cached + 1
-end
-
--- The leaf for values[1..n] from the previous generation, moved to the current one;
--- nil when it is not there either.
-local function cache_revive(owner, values, n)
-    local leaf = cache_find(owner.old, values, n)
-    if leaf ~= nil then cache_put(owner, values, n, leaf) end
-    return leaf
-end
+local CACHE_SIZE = label_cache.SIZE
+local cache_find, cache_put, cache_revive = label_cache.find, label_cache.put, label_cache.revive
 
 -- Why label value `v` cannot name a series, or nil when it can: strings, numbers
 -- (not NaN) and booleans can; nil (a hole, a missing variable), NaN and anything
@@ -453,7 +414,6 @@ local function invalid_label(family, values, n)
     end
 end
 _M.invalid_label = invalid_label
-_M.cache_put, _M.cache_revive = cache_put, cache_revive
 
 -- A wrong number of label values (`n`) for `what`: a runtime failure, counted and
 -- logged once; returns the message.

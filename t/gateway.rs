@@ -907,7 +907,7 @@ fn the_request_path_compiles() {
         .iter()
         .filter(|l| l.contains("request: \"GET /x "))
         .filter(|l| {
-            ["exporter.lua:", "plugins/prometheus.lua:", "ngxprom.lua:"]
+            ["plugins/prometheus/", "ngxprom.lua:", "ngxprom/log.lua:"]
                 .iter()
                 .any(|f| l.contains(f))
         })
@@ -1978,7 +1978,7 @@ fn upstream_failures_and_lua_errors_are_json_and_recorded() {
     let prefix = prefix("proxy-errors-json");
     let (conf, [proxy, admin_port, metrics, upstream]) = render_gateway(&prefix, &[]);
     let hook = r#"require("gateway").init_worker()
-        require("gateway.plugins.ip_restriction").access = function()
+        require("gateway.plugins.ip-restriction.handler").access = function()
             error("injected fault")
         end"#;
     assert!(conf.contains(r#"require("gateway").init_worker()"#));

@@ -25,7 +25,6 @@ local endpoints = require "gateway.endpoints"
 local plugins = require "gateway.plugins"
 local body = require "gateway.body"
 local schema = require "gateway.schema"
-local exporter = require "gateway.exporter"
 
 local defs = entities.defs
 local null, array_mt = core.null, core.array_mt
@@ -235,51 +234,19 @@ local function get(kind, key, scope, snap)
     return send(200, _M.render(kind, row))
 end
 
--- The prometheus plugins' configurations in `s`: the namings whose families may hold
--- series of an entity.
-local function metric_configs(s)
-    local out = {}
-    for _, p in ipairs(s.list.plugins) do
-        if p.name == "prometheus" then out[#out + 1] = p.config end
-    end
-    return out
-end
-
--- Series labelled with entities that are gone (or renamed) leave every family, so
--- that the next scrape no longer shows them. After the change is stored; a failure
--- here is logged, never the answer's.
-local function forget(gone, configs)
-    if not gone or #gone == 0 then return end
-    local ok, err = pcall(exporter.forget, gone, configs)
-    if not ok then
-        ngx.log(ngx.ERR, "gateway admin: deleting the series of removed entities: ", schema.printable(tostring(err)))
-    end
-end
-
--- An update that renames an entity (its label value) leaves its old series behind:
--- they go as if it had been deleted.
-local function renamed(kind, old, new, s)
-    local label = { services = "name", routes = "name", consumers = "username", upstreams = "name" }
-    local f = label[kind]
-    if not f or old[f] == new[f] then return nil end
-    return { { kind = kind, row = old } }, metric_configs(s)
-end
-
 local function patch(kind, key, scope)
     local input, err = read_input(scope)
     if not input then return send_error(err) end
-    local gone, configs, warnings
+    local warnings
     local row, werr = db.write(function(s, now)
         local old = db.find(s, kind, key, scope)
         if not old then return nil, NOT_FOUND end
         local new, uerr = db.update(s, kind, old, db.merge(kind, old, input), now)
-        if new then gone, configs = renamed(kind, old, new, s) end
         warnings = shadowing(kind, new, s)
         return new, uerr
     end)
     if not row then return send_error(werr) end
     warn(warnings)
-    forget(gone, configs)
     return send(200, _M.render(kind, row))
 end
 
@@ -289,7 +256,7 @@ local function put(kind, key, scope)
     local input, err = read_input(scope)
     if not input then return send_error(err) end
     local endpoint_key = defs[kind].endpoint_key
-    local gone, configs, warnings
+    local warnings
     local row, werr = db.write(function(s, now)
         local old = db.find(s, kind, key, scope)
         if not schema.is_uuid(key) then
@@ -301,7 +268,6 @@ local function put(kind, key, scope)
         local new, uerr
         if old then
             new, uerr = db.update(s, kind, old, input, now)
-            if new then gone, configs = renamed(kind, old, new, s) end
         else
             new, uerr = db.insert(s, kind, input, now)
         end
@@ -310,31 +276,21 @@ local function put(kind, key, scope)
     end)
     if not row then return send_error(werr) end
     warn(warnings)
-    forget(gone, configs)
     return send(200, _M.render(kind, row))
 end
 
--- Deleting what does not exist succeeds, as in Kong. The series labelled with what
--- was deleted leave the zone.
+-- Deleting what does not exist succeeds, as in Kong. What a write removed (deleted,
+-- renamed) reaches the plugins through db.write (gateway.db.removed): the series
+-- labelled with it leave the zone before the answer.
 local function delete(kind, key, scope)
-    local gone, configs
     local ok, err = db.write(function(s)
         local old = db.find(s, kind, key, scope)
         if not old then return true end
-        configs = metric_configs(s)
-        local derr
-        gone, derr = db.delete(s, kind, old)
+        local gone, derr = db.delete(s, kind, old)
         if not gone then return nil, derr end
-        for _, g in ipairs(gone) do
-            if g.kind == "targets" then
-                local u = s.upstreams[g.row.upstream.id]
-                g.upstream_name = u and u.name
-            end
-        end
         return true
     end)
     if not ok then return send_error(err) end
-    forget(gone, configs)
     return send(204)
 end
 

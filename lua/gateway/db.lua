@@ -8,7 +8,8 @@
 -- is the source of truth: it is loaded by the master on start and on `nginx -s reload`.
 --
 -- Master (init_by_lua):  db.configure{ state_file, declarative_file, seed_file }
--- Workers:               db.init_worker(), db.snapshot(), db.on_change(fn), db.node_id()
+-- Workers:               db.init_worker(), db.snapshot(), db.on_change(fn),
+--                        db.on_removed(fn), db.node_id()
 -- The Admin API:         db.refresh(), db.write(fn) with db.find/insert/update/delete/merge
 --
 -- The jobs live in gateway/db/: errors (Kong's error bodies), index (a document and
@@ -29,6 +30,7 @@ local errors = require "gateway.db.errors"
 local lock = require "gateway.db.lock"
 local publish = require "gateway.db.publish"
 local master = require "gateway.db.master"
+local removed_between = require("gateway.db.removed").between
 
 local printable = core.printable
 local ipairs, tostring, pcall = ipairs, tostring, pcall
@@ -40,6 +42,7 @@ local SYNC_INTERVAL = 0.1
 
 local current         -- this worker's snapshot
 local callbacks = {}  -- on_change handlers
+local on_removed = {} -- on_removed handlers
 
 _M.find = index.find
 _M.insert = crud.insert
@@ -47,7 +50,6 @@ _M.update = crud.update
 _M.merge = crud.merge
 _M.delete = crud.delete
 _M.configure = master.configure
-_M.take_dropped = publish.take_dropped
 
 --------------------------------------------------------------------------------
 -- Snapshots.
@@ -77,6 +79,22 @@ local function sync()
     return s
 end
 
+-- on_removed(fn): fn(removed, plugins_before, plugins_after) runs in the worker that
+-- made a change, after it is stored, when the change removed entities (or renamed
+-- them: gateway.db.removed), and in worker 0 after a reload that did; with the plugin
+-- rows of the configuration before and after. A failure is logged, never raised.
+function _M.on_removed(fn)
+    on_removed[#on_removed + 1] = fn
+end
+
+local function removed_handlers(gone, before, after)
+    if #gone == 0 then return end
+    for _, fn in ipairs(on_removed) do
+        local ok, err = pcall(fn, gone, before, after)
+        if not ok then ngx.log(ngx.ERR, "gateway: after removing entities: ", printable(tostring(err))) end
+    end
+end
+
 function _M.init_worker()
     sync()
     local ok, err = ngx.timer.every(SYNC_INTERVAL, function(premature)
@@ -85,6 +103,17 @@ function _M.init_worker()
         if not synced then ngx.log(ngx.ERR, "gateway: configuration sync failed: ", printable(tostring(serr))) end
     end)
     if not ok then ngx.log(ngx.ERR, "gateway: cannot start the configuration sync timer: ", err) end
+    -- What a reload removed (a declarative file, an edited state file) is handed over
+    -- once, by worker 0, as what the Admin API's writes remove is.
+    if ngx.worker.id() == 0 then
+        ngx.timer.at(0, function(premature)
+            if premature then return end
+            local taken = publish.take_removed()
+            if not taken then return end
+            local after = current and current.list.plugins
+            removed_handlers(taken.removed or {}, taken.plugins, after)
+        end)
+    end
 end
 
 -- This worker's current snapshot (nil before init_worker).
@@ -127,13 +156,14 @@ local function write_locked(token, fn)
     -- installed here yet: then install it first (what the sync timer would do).
     local snap = current
     if not snap or snap.version ~= version then snap = sync() end
-    local s
+    local s, old
     if snap and snap.version == version then
-        s = index.working_copy(snap)
+        s, old = index.working_copy(snap), snap.list
     else
         local doc, err = core.json_decode(text)
         if doc == nil then return nil, errors.internal("cannot decode the shared configuration: " .. err) end
-        s = index.build(doc)
+        -- The index adopts the document's lists, which the change edits.
+        s, old = index.build(doc), core.json_decode(text)
     end
     local result, ferr = fn(s, ngx.time())
     if result == nil then return nil, ferr end
@@ -142,6 +172,7 @@ local function write_locked(token, fn)
         if not next_version then return nil, cerr end
         s.version = next_version
         install(s)
+        return result, nil, removed_between(old, s), old.plugins, s.list.plugins
     end
     return result
 end
@@ -150,14 +181,16 @@ end
 -- configuration while holding the lock every worker's writes take; it changes it
 -- with insert/update/delete (passing `now`) and returns a result, or nil and an error
 -- (then nothing is stored). A change is persisted, published and installed in this
--- worker before write returns. Errors are { status, body } (gateway.db.errors).
+-- worker before write returns, and what it removed handed to the on_removed
+-- handlers. Errors are { status, body } (gateway.db.errors).
 function _M.write(fn)
     if _M.dbless() then return nil, errors.dbless() end
     local token, err = lock.take()
     if not token then return nil, errors.busy(err) end
-    local ok, result, ferr = pcall(write_locked, token, fn)
+    local ok, result, ferr, gone, before, after = pcall(write_locked, token, fn)
     lock.release(token)
     if not ok then return nil, errors.internal("write failed: " .. tostring(result)) end
+    if gone then removed_handlers(gone, before, after) end
     return result, ferr
 end
 

@@ -434,8 +434,9 @@ local keyauth_credentials = {
 -- grow needs a len_max (a LIMITS entry, documented in README's "Limits"), and
 -- children a per_parent cap when something reads all of a parent's on every request.
 -- Only code that gives an entity meaning names its kind: the proxy and balancer, the
--- plugins' conflict check (gateway.db.crud) and the metrics side (gateway.exporter,
--- and gateway.db.publish and gateway.admin for entities whose names are label values).
+-- plugins' conflict check (gateway.db.crud) and the plugins themselves (the prometheus
+-- plugin's exporter says which kinds label its series). What a change removed is
+-- every kind's (gateway.db.removed): a row gone, or its endpoint key changed.
 --
 -- In load order: a kind comes after every kind its foreign fields reference (checked
 -- below), so that a document loads in one pass.

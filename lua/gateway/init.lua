@@ -1,6 +1,7 @@
 -- The gateway's phase handlers: thin, each hands over to the module that does the work.
 --   init (master)        db.configure: state file, declarative or seed file
---   init_worker          db sync timer, proxy (router, balancer health, metric gauges)
+--   init_worker          db sync timer, proxy (router, balancer health), the plugins'
+--                        phases (init_worker, metrics every second, entities_removed)
 --   access / resume (https services) / balancer / log   proxy.*
 --   error_page (the proxy's error location)            proxy.error_page
 
@@ -27,26 +28,18 @@ function _M.init(opts)
     require "gateway.status"
     require "gateway.error_page"
     require "gateway.openapi"
+    require("gateway.plugins").init()
 end
 
 function _M.init_worker()
     local db = require "gateway.db"
+    local plugins = require "gateway.plugins"
     db.init_worker()
     require("gateway.proxy").init_worker()
-    -- After a reload that dropped entities (a declarative file, an edited state
-    -- file), worker 0 deletes their series, as the Admin API's deletes do.
-    if ngx.worker.id() == 0 then
-        ngx.timer.at(0, function(premature)
-            if premature then return end
-            local dropped = db.take_dropped()
-            if not dropped then return end
-            local ok, err = pcall(require("gateway.exporter").forget, dropped.gone, dropped.configs)
-            if not ok then
-                ngx.log(ngx.ERR, "gateway: deleting the series of dropped entities: ",
-                    require("ngx_prometheus").printable(tostring(err)))
-            end
-        end)
-    end
+    plugins.init_worker()
+    -- What an Admin API write or a reload removed reaches every plugin (metric series
+    -- labelled with a deleted route leave the zone).
+    db.on_removed(plugins.entities_removed)
 end
 
 function _M.access()

@@ -4,7 +4,6 @@
 local db = require "gateway.db"
 local router_mod = require "gateway.router"
 local balancer = require "gateway.balancer"
-local exporter = require "gateway.exporter"
 local error_page = require "gateway.error_page"
 local plugins = require "gateway.plugins"
 local ngx_balancer = require "ngx.balancer"
@@ -72,12 +71,11 @@ local function install(snapshot)
     current.index, current.access_plugins, current.log_plugins = build_index(snapshot)
     current.resolved = {}
     balancer.build(snapshot)
-    exporter.configure(snapshot)
+    plugins.configure(snapshot)
 end
 
 function _M.init_worker()
     db.on_change(install)
-    exporter.init_worker(balancer)
 end
 
 -- The plugin `name` that applies, by Kong's precedence: consumer+route+service,

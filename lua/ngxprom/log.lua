@@ -22,9 +22,10 @@ local request_facts, count_error = prom.request_facts, prom.count_error
 local facts = prom.new_facts()
 local record, new_batch, batch_set = prom.record, prom.batch, prom.batch_set
 local LABEL_COUNT = prom.core.reasons.label_count
-local tostring, select, error, type, pairs = tostring, select, error, type, pairs
+local tostring, select, error, type, pairs, setmetatable = tostring, select, error, type, pairs, setmetatable
 local log_once = prom.log_once
-local cache_put, cache_revive, invalid_label = prom.cache_put, prom.cache_revive, prom.invalid_label
+local label_cache = require "ngxprom.cache"
+local cache_put, cache_revive, invalid_label = label_cache.put, label_cache.revive, prom.invalid_label
 
 local _M = {}
 local Logger = {}
@@ -55,7 +56,7 @@ function _M.new(zone, opts)
         append(labels, "code"), { max_series = opts.max_series, expire = opts.expire, group = "http",
             cache = cache })
     -- The entries' cache is as large as the families'.
-    self.cache, self.old, self.cached, self.cache_size = {}, {}, 0, self.requests.cache_size
+    self.recorder = _M.recorder(self, #labels, self.requests.cache_size)
     self.status = on("status")
     if on("latency") then
         self.latency = zone:histogram(ns .. "_request_duration_seconds",
@@ -78,27 +79,110 @@ local function child_of(family, values)
     if family then return family:child(values) end
 end
 
+--------------------------------------------------------------------------------
+-- Recorders: a label cache (ngxprom's kind) of entries, for the log phase. An entry
+-- is a batch (ngxprom's: the series one request updates, recorded by one C call,
+-- stale series renewed) for one label set, with its requests children by status and
+-- source; the maker says what series an entry has:
+--   maker:new_entry(values, n, arg) -> entry | nil, err   (values[1..n] as given; once
+--       per label set and worker while it stays cached; n is the count given, which
+--       the maker checks; nil caches nothing)
+--   maker:new_code(entry, status, from_upstream) -> requests child | nil
+-- This module's loggers record through one, and so does the gateway's prometheus
+-- plugin (its entries have more series: the gateway's own latency).
+
+local Recorder = {}
+Recorder.__index = Recorder
+
+-- A recorder of label sets of `nlabels` values, caching `cache_size` of them per
+-- generation.
+function _M.recorder(maker, nlabels, cache_size)
+    return setmetatable({ maker = maker, nlabels = nlabels, cache = {}, old = {}, cached = 0,
+        cache_size = cache_size }, Recorder)
+end
+
+-- Slow path, once per label set and worker (while it stays cached): the entry from
+-- the previous generation, else the maker's. Kept out of `entry` so that the cached
+-- path has no closures or allocations and compiles.
+function Recorder:_miss(arg, n, ...)
+    local values = { ... }
+    local count = select("#", ...)
+    if count == n and n > 0 then
+        local entry = cache_revive(self, values, n)
+        if entry then return entry end
+    end
+    local entry, err = self.maker:new_entry(values, count, arg)
+    if not entry then return nil, err end
+    if n == 0 then
+        self.unlabelled = entry
+    else
+        cache_put(self, values, n, entry)
+    end
+    return entry
+end
+
+-- The entry for a label set (the values, in order); `arg` goes to the maker. Up to
+-- three labels are looked up without a loop: an inner loop of one to three
+-- iterations inside the caller's loop makes LuaJIT abort and blacklist the trace.
+function Recorder:entry(arg, ...)
+    local n = self.nlabels
+    if select("#", ...) == n then
+        local node
+        if n == 0 then
+            node = self.unlabelled
+        else
+            local a, b, c = ...
+            node = self.cache[a]
+            if n > 1 and node then node = node[b] end
+            if n > 2 and node then node = node[c] end
+            if n > 3 and node then
+                for i = 4, n do
+                    node = node[(select(i, ...))]
+                    if node == nil then break end
+                end
+            end
+        end
+        if node ~= nil then return node end
+    end
+    local entry, err = self:_miss(arg, n, ...)
+    return entry, err
+end
+
+-- Records the request facts `f` (ngxprom.request_facts') in `entry`, and in its
+-- requests child for the status and source unless `codes` is false. `arg` goes to
+-- the entry's may_renew (ngxprom's batches). Returns true, or nil and why.
+function Recorder:record(f, entry, codes, arg)
+    local code = nil
+    if codes then
+        local key = f.status * 2 + f.from_upstream
+        code = entry.codes[key]
+        if not code then
+            code = self.maker:new_code(entry, f.status, f.from_upstream)
+            if code then entry.codes[key] = code end
+        end
+    end
+    local ok, err = record(f, entry, code, arg)
+    return ok, err
+end
+
+--------------------------------------------------------------------------------
+-- Loggers: the families of `new`, labelled with the caller's labels (and the
+-- requests family with `code`).
+
 -- The families whose series an entry's struct holds, by field.
 local FIELDS = { request_latency = "latency", upstream_latency = "upstream",
                  received_bytes = "received", sent_bytes = "sent" }
 
--- Slow path, once per label set and worker (while it stays cached): resolves every
--- family's series. Kept out of `_entry` so that the cached path has no closures or
--- allocations and compiles. A label set that every family sent to its overflow
--- series shares one entry, the logger's `overflow`, whose requests go to the
--- requests family's overflow series whatever their code.
-function Logger:_new_entry(n, ...)
-    local values = { ... }
-    if select("#", ...) ~= n then
+-- A logger's entry for values[1..n] (its recorder's maker). A label set that every
+-- family sent to its overflow series shares one entry, the logger's `overflow`, whose
+-- requests go to the requests family's overflow series whatever their code.
+function Logger:new_entry(values, n)
+    if n ~= self.nlabels then
         local slot = self.requests.slot
         if slot then count_error(slot, LABEL_COUNT) end
-        local err = "expected " .. n .. " label values, got " .. select("#", ...)
+        local err = "expected " .. self.nlabels .. " label values, got " .. n
         log_once("log helper: " .. err)
         return nil, err
-    end
-    if n > 0 then
-        local entry = cache_revive(self, values, n)
-        if entry then return entry end
     end
     -- A value that cannot be a label value is counted and logged once (not once per
     -- family); nothing is cached for it.
@@ -135,43 +219,12 @@ function Logger:_new_entry(n, ...)
         entry.handles, entry.children = b.handles, b.children
     end
     for field in pairs(FIELDS) do batch_set(entry, field, children[field]) end
-    if n == 0 then
-        self.entries = entry
-    else
-        cache_put(self, values, n, entry)
-    end
     return entry
 end
 
--- The cached entry for a label set: the FFI struct of handles and per-code counters.
--- Up to three labels are looked up without a loop: an inner loop of one to three
--- iterations inside the caller's loop makes LuaJIT abort and blacklist the trace.
-function Logger:_entry(...)
-    local n = self.nlabels
-    if select("#", ...) == n then
-        local node
-        if n == 0 then
-            node = self.entries
-        else
-            local a, b, c = ...
-            node = self.cache[a]
-            if n > 1 and node then node = node[b] end
-            if n > 2 and node then node = node[c] end
-            if n > 3 and node then
-                for i = 4, n do
-                    node = node[(select(i, ...))]
-                    if node == nil then break end
-                end
-            end
-        end
-        if node ~= nil then return node end
-    end
-    local entry, err = self:_new_entry(n, ...)
-    return entry, err
-end
-
--- The requests child of `entry` for `status`, or nil when it cannot be had.
-function Logger:_code(entry, status)
+-- The requests child of `entry` for `status`, or nil when it cannot be had (its
+-- recorder's maker; the source is not a label here).
+function Logger:new_code(entry, status)
     local child
     if entry.overflow then
         child = self.requests:_overflow()
@@ -182,7 +235,6 @@ function Logger:_code(entry, status)
         child = self.requests:child(values)
     end
     if not child or child.handle == 0 then return nil end
-    entry.codes[status] = child
     return child
 end
 
@@ -191,13 +243,11 @@ end
 function Logger:log(...)
     local r = get_request()
     if not r then return nil, "no request" end
-    local entry, err = self:_entry(...)
+    local recorder = self.recorder
+    local entry, err = recorder:entry(nil, ...)
     if not entry then return nil, err end
     if request_facts(r, facts) ~= 0 then return nil, "no request" end
-    local status = facts.status
-    local code = entry.codes[status]
-    if not code then code = self:_code(entry, status) end
-    local ok, rerr = record(facts, entry, code)
+    local ok, rerr = recorder:record(facts, entry, true, nil)
     return ok, rerr
 end
 

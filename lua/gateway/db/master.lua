@@ -84,7 +84,7 @@ local function load_and_publish(conf)
         if not ok then return nil, "cannot write the state file: " .. werr end
     end
     conf.node_id = s.node_id
-    pcall(publish.remember_dropped, s)
+    pcall(publish.remember_removed, s)
     return publish.publish(s)
 end
 

@@ -8,8 +8,9 @@ local core = require "ngx_prometheus"
 local index = require "gateway.db.index"
 local errors = require "gateway.db.errors"
 local lock = require "gateway.db.lock"
+local removed = require "gateway.db.removed"
 
-local ipairs, type, tostring = ipairs, type, tostring
+local type, tostring = type, tostring
 local fmt = string.format
 
 local _M = {}
@@ -94,46 +95,28 @@ function _M.commit(s, token, old_text, version, state_file)
     return new_version
 end
 
--- The entities whose series a reload must delete: those of the running configuration
--- (the shared dict outlives reloads) that `s` no longer has, as the Admin API's deletes
--- list them ({ kind, row }, targets with their upstream's name), with the running
--- prometheus plugins' configurations. Kept in gateway_state for worker 0, which the
--- zone is attached in (the master has no zone).
-local FORGET_KEY = "db:forget"
-local LABELLED = { "services", "routes", "consumers", "upstreams", "targets" }
+-- What a reload removed: the entities of the running configuration (the shared dict
+-- outlives reloads) that `s` no longer has (gateway.db.removed), with the running
+-- configuration's plugins (whose configs say where their traces are). Kept in
+-- gateway_state for worker 0, which hands it to the plugins (the master has no zone).
+local REMOVED_KEY = "db:removed"
 
 -- (master, before publishing `s`)
-function _M.remember_dropped(s)
+function _M.remember_removed(s)
     local text = config_dict():get("config")
     local old = text and core.json_decode(text)
     if type(old) ~= "table" then return end
-    local gone, configs = {}, {}
-    for _, kind in ipairs(LABELLED) do
-        for _, row in ipairs(old[kind] or {}) do
-            if not s[kind][row.id] then
-                local g = { kind = kind, row = row }
-                if kind == "targets" then
-                    for _, u in ipairs(old.upstreams or {}) do
-                        if row.upstream and u.id == row.upstream.id then g.upstream_name = u.name end
-                    end
-                end
-                gone[#gone + 1] = g
-            end
-        end
-    end
-    for _, p in ipairs(old.plugins or {}) do
-        if p.name == "prometheus" then configs[#configs + 1] = p.config end
-    end
+    local gone = removed.between(old, s)
     if #gone > 0 then
-        state_dict():set(FORGET_KEY, core.json_encode({ gone = gone, configs = configs }))
+        state_dict():set(REMOVED_KEY, core.json_encode({ removed = gone, plugins = old.plugins or {} }))
     end
 end
 
--- (worker) The series a reload left to delete: { gone, configs } once, else nil.
-function _M.take_dropped()
-    local text = state_dict():get(FORGET_KEY)
+-- (worker) What the last reload removed: { removed, plugins } once, else nil.
+function _M.take_removed()
+    local text = state_dict():get(REMOVED_KEY)
     if not text then return nil end
-    state_dict():delete(FORGET_KEY)
+    state_dict():delete(REMOVED_KEY)
     return core.json_decode(text)
 end
 

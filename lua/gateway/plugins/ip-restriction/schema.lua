@@ -1,12 +1,5 @@
--- ip-restriction: allow or deny clients by IP address or CIDR (IPv4 and IPv6), matched
--- by the Rust module (cidr-utils). A denied client gets `status` and `message`.
+-- ip-restriction's configuration: rules, and the answer a refused client gets.
 local core = require "ngx_prometheus"
-
-local _M = {
-    name = "ip-restriction",
-    -- Before authentication: refuse early and cheaply.
-    priority = 3000,
-}
 
 -- Rules are checked one by one on every request: a list is at most this long.
 local MAX_RULES = 256
@@ -19,7 +12,7 @@ local function valid_rule(v)
     return true
 end
 
-_M.schema = {
+return {
     fields = {
         { allow = { type = "array", len_max = MAX_RULES, elements = { type = "string", custom = valid_rule },
             description = "Addresses or CIDRs allowed; when set, every other client is refused. "
@@ -40,21 +33,3 @@ _M.schema = {
         return true
     end,
 }
-
--- Compiled rules per plugin configuration (configurations are immutable snapshots).
-local compiled = setmetatable({}, { __mode = "k" })
-
-function _M.access(conf, ctx)
-    local rules = compiled[conf]
-    if not rules then
-        rules = core.ip_rules(conf.allow or {}, conf.deny or {})
-        compiled[conf] = rules
-    end
-    if rules and rules:allows(ngx.var.remote_addr) then
-        return true
-    end
-    ctx.exit_status, ctx.exit_message = conf.status, conf.message
-    return false
-end
-
-return _M

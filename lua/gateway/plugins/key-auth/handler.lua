@@ -7,17 +7,7 @@ local _M = {
     no_consumer = true,
 }
 
-_M.schema = {
-    fields = {
-        { key_names = { type = "array", elements = { type = "string", match = "^[%w%-_]+$", len_max = 64 },
-            default = { "apikey" }, len_min = 1, len_max = 16,
-            description = "Header or query argument names that carry the key, tried in order." } },
-        { hide_credentials = { type = "boolean", default = false,
-            description = "Remove the key from the request before proxying it." } },
-        { key_in_header = { type = "boolean", default = true, description = "Look for the key in headers." } },
-        { key_in_query = { type = "boolean", default = true, description = "Look for the key in the query string." } },
-    },
-}
+_M.schema = require "gateway.plugins.key-auth.schema"
 
 -- The query string as received, less every `name=...` pair: the other arguments reach
 -- the upstream byte for byte (decoding and re-encoding them would change their

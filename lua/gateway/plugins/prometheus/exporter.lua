@@ -18,21 +18,26 @@
 --   (module: nginx_metric_errors_total{zone,reason})               | kong_nginx_metric_errors_total
 
 local prom = require "ngxprom"
+local new_recorder = require("ngxprom.log").recorder
 local core = require "ngx_prometheus"
 local base = require "resty.core.base"
-local db = require "gateway.db"
 
 local get_request = base.get_request
-local tostring, tonumber, pairs, ipairs = tostring, tonumber, pairs, ipairs
+local tostring, tonumber, pairs, ipairs, setmetatable = tostring, tonumber, pairs, ipairs, setmetatable
 
 local request_facts = prom.request_facts
 local facts = prom.new_facts()
-local record, batch_set = prom.record, prom.batch_set
-local cache_put, cache_revive = prom.cache_put, prom.cache_revive
-
-local zone = prom.zone("metrics")
+local batch_set = prom.batch_set
 
 local _M = {}
+
+-- The zone `metrics` (nginx/gateway.conf), reached on first use rather than when this
+-- module is loaded; the store likewise (the unit specs load it with stand-ins).
+local zone_, db_
+local function metrics_zone()
+    zone_ = zone_ or prom.zone("metrics")
+    return zone_
+end
 
 -- Status codes as label strings, made once.
 local code_strings = setmetatable({}, {
@@ -126,7 +131,10 @@ local function family_set(conf)
     local set = sets[key]
     if set then return set end
     local list, kong = descriptors(conf)
-    set = { kong = kong }
+    -- `source` of a response the gateway made itself (no route, a plugin's refusal,
+    -- an unreachable or timed-out upstream), not the upstream.
+    set = { kong = kong, own_source = kong and "kong" or "gateway" }
+    local zone = metrics_zone()
     for _, d in ipairs(list) do
         local opts
         if d.buckets then
@@ -159,90 +167,87 @@ function _M.clash(a, b)
     return nil
 end
 
+-- The entities that label the gateway's series: the label, the field of ngx.ctx the
+-- proxy sets to the entity (nil: not a request's), and the label's value for one.
+local LABELLED = {
+    services = { label = "service", ctx = "service", value = function(e) return e.name or e.id end },
+    routes = { label = "route", ctx = "route", value = function(e) return e.name or e.id end },
+    consumers = { label = "consumer", ctx = "consumer", value = function(e) return e.username or e.id end },
+    upstreams = { label = "upstream", value = function(e) return e.name end },
+}
+
 -- Whether the service, route and consumer of a request are in the latest
 -- configuration.
 local function still_configured(ctx)
-    local latest = db.refresh()
+    db_ = db_ or require "gateway.db"
+    local latest = db_.refresh()
     if not latest then return false end
-    for field, kind in pairs({ service = "services", route = "routes", consumer = "consumers" }) do
-        local e = ctx[field]
+    for kind, l in pairs(LABELLED) do
+        local e = l.ctx and ctx[l.ctx]
         if e and not latest[kind][e.id] then return false end
     end
     return true
 end
 
--- The child of `family` for these label values, or nil when it cannot be had.
-local function child_of(family, ...)
-    local child = family:labels(...)
+-- The child of `family` whose labels have the values of `by_name` (label -> value), in
+-- the family's order: its descriptor's, the one place each naming's order is written.
+-- Nil when it cannot be had.
+local function child_named(family, by_name)
+    local labels, values = family.spec.labels, {}
+    for i = 1, #labels do values[i] = by_name[labels[i]] end
+    local child = family:child(values)
     if child.handle ~= 0 then return child end
 end
 
--- The batch (see ngxprom's) of one (service, route, consumer) for one plugin
--- configuration, with its requests children by status and source: made once per
--- worker, then reused by every request with those labels.
-local function new_entry(set, conf, service, route, consumer)
+-- A plugin configuration's entries, made for its recorder (ngxprom.log's): the batch
+-- of one (service, route, consumer) with the series the configuration turns on, and
+-- its requests children by status and source.
+local Entries = {}
+Entries.__index = Entries
+
+function Entries:new_entry(values, _, ctx)
+    -- A worker still on the previous configuration for a moment must not bring back
+    -- the series of a route (service, consumer) the Admin API just deleted.
+    if not still_configured(ctx) then return nil end
+    local set, conf = self.set, self.conf
     local entry = prom.batch(set.kong and 1 or 1000)
+    local names = { service = values[1], route = values[2], consumer = values[3], workspace = "default" }
     if conf.latency_metrics then
-        if set.kong then
-            batch_set(entry, "request_latency", child_of(set.request_latency, service, route, "default"))
-            batch_set(entry, "upstream_latency", child_of(set.upstream_latency, service, route, "default"))
-            batch_set(entry, "gateway_latency", child_of(set.gateway_latency, service, route, "default"))
-        else
-            batch_set(entry, "request_latency", child_of(set.request_latency, service, route))
-            batch_set(entry, "upstream_latency", child_of(set.upstream_latency, service, route))
-            batch_set(entry, "gateway_latency", child_of(set.gateway_latency, service, route))
-        end
+        batch_set(entry, "request_latency", child_named(set.request_latency, names))
+        batch_set(entry, "upstream_latency", child_named(set.upstream_latency, names))
+        batch_set(entry, "gateway_latency", child_named(set.gateway_latency, names))
     end
     if conf.bandwidth_metrics then
-        if set.kong then
-            batch_set(entry, "received_bytes", child_of(set.bandwidth, service, route, "ingress", "default", consumer))
-            batch_set(entry, "sent_bytes", child_of(set.bandwidth, service, route, "egress", "default", consumer))
-        else
-            batch_set(entry, "received_bytes", child_of(set.bandwidth, service, route, "ingress", consumer))
-            batch_set(entry, "sent_bytes", child_of(set.bandwidth, service, route, "egress", consumer))
-        end
+        names.direction = "ingress"
+        batch_set(entry, "received_bytes", child_named(set.bandwidth, names))
+        names.direction = "egress"
+        batch_set(entry, "sent_bytes", child_named(set.bandwidth, names))
+        names.direction = nil
     end
-    entry.codes, entry.service, entry.route, entry.consumer = {}, service, route, consumer
+    entry.codes, entry.names = {}, names
     -- A series of the entry deleted because what it names is gone from the latest
     -- configuration (the request was routed by the one before) must not come back.
     entry.may_renew = still_configured
     return entry
 end
 
--- The requests child of an entry for a status and a source, or nil.
-local function code_child(set, entry, status, from_upstream)
-    local key = status * 2 + from_upstream
-    local child = entry.codes[key]
-    if child then return child end
-    -- "service" when the upstream sent the response; otherwise the gateway made it
-    -- (no route, a plugin's refusal, an unreachable or timed-out upstream).
-    local source = from_upstream == 1 and "service" or (set.kong and "kong" or "gateway")
-    local code = code_strings[status]
-    if set.kong then
-        child = child_of(set.requests, entry.service, entry.route, code, source, "default", entry.consumer)
-    else
-        child = child_of(set.requests, entry.service, entry.route, code, source, entry.consumer)
-    end
-    if child then entry.codes[key] = child end
-    return child
+-- "service" when the upstream sent the response, else the gateway's own source.
+function Entries:new_code(entry, status, from_upstream)
+    local names = entry.names
+    names.code = code_strings[status]
+    names.source = from_upstream == 1 and "service" or self.set.own_source
+    return child_named(self.set.requests, names)
 end
 
--- Entries by plugin configuration (immutable per snapshot), each in a label cache of
--- ngxprom's kind, keyed by service, route and consumer, and bounded like a family's.
-local entries = setmetatable({}, { __mode = "k" })
+-- Recorders by plugin configuration (immutable per snapshot), bounded like a family's
+-- label cache.
+local recorders = setmetatable({}, { __mode = "k" })
 
--- The entry of a label set that the current generation of the cache lacks: from the
--- previous one, else made (once per label set and worker while it stays cached).
-local function missing_entry(by_conf, set, conf, ctx, service, route, consumer)
-    local values = { service, route, consumer }
-    local entry = cache_revive(by_conf, values, 3)
-    if entry then return entry end
-    -- A worker still on the previous configuration for a moment must not bring back
-    -- the series of a route (service, consumer) the Admin API just deleted.
-    if not still_configured(ctx) then return nil end
-    entry = new_entry(set, conf, service, route, consumer)
-    cache_put(by_conf, values, 3, entry)
-    return entry
+local function recorder_of(conf)
+    local set = family_set(conf)
+    local rec = new_recorder(setmetatable({ set = set, conf = conf }, Entries), 3, set.requests.cache_size)
+    recorders[conf] = rec
+    return rec
 end
 
 -- Records one request. `ctx` is ngx.ctx as the proxy filled it. Steady state: two FFI
@@ -252,42 +257,21 @@ end
 function _M.log(conf, ctx)
     local r = get_request()
     if not r or request_facts(r, facts) ~= 0 then return end
-    local service, route = ctx.service_label or "", ctx.route_label or ""
     local consumer = ""
     if conf.per_consumer and ctx.consumer then
         consumer = ctx.consumer.username or ctx.consumer.id
     end
-    local set = family_set(conf)
-    local by_conf = entries[conf]
-    if not by_conf then
-        by_conf = { cache = {}, old = {}, cached = 0, cache_size = set.requests.cache_size }
-        entries[conf] = by_conf
-    end
-    local entry = by_conf.cache[service]
-    if entry then entry = entry[route] end
-    if entry then entry = entry[consumer] end
-    if not entry then
-        entry = missing_entry(by_conf, set, conf, ctx, service, route, consumer)
-        if not entry then return end
-    end
-    local code = nil
-    if conf.status_code_metrics then code = code_child(set, entry, facts.status, facts.from_upstream) end
-    record(facts, entry, code, ctx)
+    local rec = recorders[conf] or recorder_of(conf)
+    local entry = rec:entry(ctx, ctx.service_label or "", ctx.route_label or "", consumer)
+    if not entry then return end
+    rec:record(facts, entry, conf.status_code_metrics, ctx)
 end
 
--- The label each kind of entity gives the gateway's series, and its value for one.
-local LABELS = {
-    services = function(e) return "service", e.name or e.id end,
-    routes = function(e) return "route", e.name or e.id end,
-    consumers = function(e) return "consumer", e.username or e.id end,
-    upstreams = function(e) return "upstream", e.name end,
-}
-
--- Deletes, from every family of both namings (and of every namespace `configs`
--- name), the series labelled with entities that are gone: `gone` lists
--- { kind, row } (targets need their upstream: `upstream_name`). Returns how many
--- series were deleted.
-function _M.forget(gone, configs)
+-- The entities_removed phase: deletes, from every family of both namings (and of
+-- every namespace `configs` name), the series labelled with entities that are gone
+-- (`removed`, gateway.db.removed's { kind, row, refs }: a target's series are its
+-- upstream's). Returns how many series were deleted.
+function _M.forget(removed, configs)
     -- Family name -> its labels, as a set.
     local families = {}
     local namings = { { naming = "kong" }, { naming = "prometheus", namespace = "gateway" } }
@@ -300,13 +284,14 @@ function _M.forget(gone, configs)
         end
     end
     local deleted = 0
-    for _, g in ipairs(gone) do
+    for _, g in ipairs(removed) do
         local match
+        local l = LABELLED[g.kind]
         if g.kind == "targets" then
-            match = { upstream = g.upstream_name, target = g.row.target }
-        elseif LABELS[g.kind] then
-            local label, value = LABELS[g.kind](g.row)
-            match = { [label] = value }
+            local upstream = g.refs and g.refs.upstream
+            match = { upstream = upstream and upstream.name, target = g.row.target }
+        elseif l then
+            match = { [l.label] = l.value(g.row) }
         end
         if match then
             local names = {}
@@ -315,7 +300,7 @@ function _M.forget(gone, configs)
                 for label in pairs(match) do has_all = has_all and labels[label] == true end
                 if has_all then names[#names + 1] = name end
             end
-            deleted = deleted + (zone:delete_labelled(names, match) or 0)
+            deleted = deleted + (metrics_zone():delete_labelled(names, match) or 0)
         end
     end
     return deleted
@@ -329,12 +314,13 @@ local active = {}
 -- The family sets the previous snapshot's instances (enabled or not) named.
 local named_before = {}
 
--- Called by the proxy on every new snapshot: declares the families of every naming in
--- use and applies bucket changes (the global plugin's buckets win, then the oldest).
-function _M.configure(snapshot)
+-- The configure phase, on every new snapshot with every instance of the plugin:
+-- declares the families of every naming in use and applies bucket changes (the global
+-- instance's buckets win, then the oldest).
+function _M.configure(instances, snapshot)
     local by_set = {}
-    for _, p in ipairs(snapshot.list.plugins or {}) do
-        if p.name == "prometheus" and p.enabled ~= false then
+    for _, p in ipairs(instances) do
+        if p.enabled ~= false then
             local key = set_key(p.config)
             local global = not (p.service or p.route or p.consumer)
             local cur = by_set[key]
@@ -350,9 +336,7 @@ function _M.configure(snapshot)
     -- the new configuration; the last one to switch deletes what a request still
     -- recorded under the old one meanwhile.
     local named = {}
-    for _, p in ipairs(snapshot.list.plugins or {}) do
-        if p.name == "prometheus" then named[set_key(p.config)] = true end
-    end
+    for _, p in ipairs(instances) do named[set_key(p.config)] = true end
     for key in pairs(named_before) do
         if not named[key] and sets[key] then
             for _, fam in pairs(sets[key]) do
@@ -390,8 +374,8 @@ function _M.configure(snapshot)
             end
         end
     end
-    for _, p in ipairs(snapshot.list.plugins or {}) do
-        if p.name == "prometheus" and p.enabled ~= false and p.config.upstream_health_metrics then
+    for _, p in ipairs(instances) do
+        if p.enabled ~= false and p.config.upstream_health_metrics then
             local key = set_key(p.config)
             if active[key] then active[key].upstream_health = true end
         end
@@ -462,7 +446,7 @@ local function sweep_retired()
         if not entry then break end
         local pid, until_ = entry:match("^(%d+) (.+)$")
         if pid then
-            zone:delete_labelled(names, { pid = pid })
+            metrics_zone():delete_labelled(names, { pid = pid })
             if tonumber(until_) > now then state:rpush(RETIRED, entry) end
         end
     end
@@ -519,7 +503,7 @@ end
 local function mirror_errors()
     local a = active.kong
     if not a or ngx.worker.id() ~= 0 then return end
-    local st = zone:status()
+    local st = metrics_zone():status()
     if not st then return end
     local total = 0
     for _, n in pairs(st.errors) do total = total + n end
@@ -530,26 +514,25 @@ local function mirror_errors()
     end
 end
 
-function _M.init_worker(health)
+function _M.init_worker()
     register_worker()
-    local ok, err = ngx.timer.every(1, function(premature)
-        if premature then return end
-        local fine, e = pcall(refresh, health)
-        if not fine then prom.log_once("metrics refresh: " .. tostring(e)) end
-        pcall(mirror_errors)
-        if ngx.worker.id() == 0 then
-            fine, e = pcall(sweep_retired)
-            if not fine then prom.log_once("retired workers' series: " .. tostring(e)) end
-        end
-    end)
-    if not ok then ngx.log(ngx.ERR, "gateway: cannot start the metrics timer: ", err) end
-    -- A first refresh right away, so a scrape just after start sees the gauges.
-    ngx.timer.at(0, function() pcall(refresh, health) end)
+end
+
+-- The metrics phase, every second in each worker: the gauges, the mirrored errors
+-- and (worker 0) the retired workers' series.
+function _M.refresh()
+    local fine, e = pcall(refresh, require "gateway.balancer")
+    if not fine then prom.log_once("metrics refresh: " .. tostring(e)) end
+    pcall(mirror_errors)
+    if ngx.worker.id() == 0 then
+        fine, e = pcall(sweep_retired)
+        if not fine then prom.log_once("retired workers' series: " .. tostring(e)) end
+    end
 end
 
 -- The exposition text, as the metrics port serves it (for the Admin API).
 function _M.status()
-    return zone:status()
+    return metrics_zone():status()
 end
 
 return _M

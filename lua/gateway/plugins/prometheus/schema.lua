@@ -1,16 +1,4 @@
--- prometheus: request, latency, bandwidth and upstream health metrics, Kong's plugin
--- of the same name. This file is the schema and the phase hook; the families and the
--- recording live in gateway.exporter, loaded when first used: the schema is also read
--- outside nginx (gateway.openapi's generator, the unit tests), where the exporter's
--- FFI cannot load. Inside nginx the Admin API has loaded it in the master already.
-local exporter
-
-local _M = {
-    name = "prometheus",
-    -- Last among log handlers: sees what the others decided.
-    priority = 13,
-}
-
+-- The prometheus plugin's configuration: which metrics, their naming, buckets and limits.
 local KONG_LATENCY_MS = { 1, 2, 5, 7, 10, 15, 20, 30, 50, 75, 100, 200, 500, 750, 1000, 3000, 6000 }
 local KONG_UPSTREAM_MS = { 25, 50, 80, 100, 250, 400, 700, 1000, 2000, 5000, 10000, 30000, 60000 }
 
@@ -24,7 +12,7 @@ local function buckets_field(default, what)
             .. "Can change at any time: counts are kept at full resolution and re-cut." }
 end
 
-_M.schema = {
+return {
     fields = {
         { per_consumer = { type = "boolean", default = false,
             description = "Label request and bandwidth series with the consumer's username." } },
@@ -64,40 +52,3 @@ _M.schema = {
         return true
     end,
 }
-
--- Two instances whose families would meet without being the same families (the
--- Admin API refuses the second, naming both): `namespace = "foo"` and
--- `namespace = "foo_request"` would both write `foo_request_latency_seconds`, and
--- `namespace = "kong"` would write Kong naming's families with other labels.
-function _M.conflict(conf, other)
-    exporter = exporter or require "gateway.exporter"
-    local mine, theirs = exporter.clash(conf, other)
-    if not mine then return nil end
-    local function naming(c)
-        return c.naming == "kong" and "naming kong" or ('namespace "' .. c.namespace .. '"')
-    end
-    if mine == theirs then
-        return string.format("both would write family %s (%s, %s)", mine, naming(conf), naming(other))
-    end
-    return string.format("family %s (%s) and family %s (%s) would expose the same names",
-        mine, naming(conf), theirs, naming(other))
-end
-
--- The switches a narrower instance (`narrow`) turns off that a wider one (`wide`)
--- turns on: the narrower one wins, so its requests lose them.
-local SWITCHES = { "status_code_metrics", "latency_metrics", "bandwidth_metrics",
-                   "upstream_health_metrics", "per_consumer" }
-function _M.turns_off(narrow, wide)
-    local off = {}
-    for _, f in ipairs(SWITCHES) do
-        if wide[f] and not narrow[f] then off[#off + 1] = f end
-    end
-    return off
-end
-
-function _M.log(conf, ctx)
-    exporter = exporter or require "gateway.exporter"
-    exporter.log(conf, ctx)
-end
-
-return _M
