@@ -36,8 +36,10 @@ pub struct OpenMetricsSink<'o> {
 
 impl<'o> OpenMetricsSink<'o> {
     pub fn new(out: &'o mut Vec<u8>) -> OpenMetricsSink<'o> {
+        let mut lines = Lines::new(out, write_canonical);
+        lines.exemplars = true;
         OpenMetricsSink {
-            lines: Lines::new(out, write_canonical),
+            lines,
             counter_base: None,
         }
     }

@@ -4,7 +4,7 @@
 //! in one message; what the text formats show is all here too (constant labels,
 //! creation times as `created_timestamp`, help, unit).
 
-use super::model::{CounterValue, HistogramValue, NativeHistogramValue, SummaryValue};
+use super::model::{CounterValue, Exemplar, HistogramValue, NativeHistogramValue, SummaryValue};
 use super::proto::{
     self, Bucket, BucketSpan, Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType,
     Quantile, Summary,
@@ -75,20 +75,45 @@ fn timestamp(ms: u64) -> prost_types::Timestamp {
     }
 }
 
+/// An exemplar as client_model carries it: its id as label `trace_id`, timestamped.
+fn exemplar(e: &Exemplar) -> proto::Exemplar {
+    proto::Exemplar {
+        label: vec![LabelPair {
+            name: Some(crate::metrics::exemplar::LABEL.to_string()),
+            value: Some(e.id().to_string()),
+        }],
+        value: Some(e.value),
+        timestamp: Some(timestamp(e.ms)),
+    }
+}
+
 fn classic(h: &HistogramValue<'_>, bounds: &[f64]) -> proto::Histogram {
+    let at = |i: usize| h.exemplars.get(i).and_then(Option::as_ref).map(exemplar);
+    let mut bucket: Vec<Bucket> = bounds
+        .iter()
+        .zip(h.cumulative)
+        .enumerate()
+        .map(|(i, (le, c))| Bucket {
+            cumulative_count: Some(*c),
+            upper_bound: Some(*le),
+            exemplar: at(i),
+            ..Bucket::default()
+        })
+        .collect();
+    // `+Inf` is left out, as client_golang does (it is the count), unless it carries
+    // an exemplar: then it is sent, as client_golang does too.
+    if let Some(e) = at(h.cumulative.len()) {
+        bucket.push(Bucket {
+            cumulative_count: Some(h.count),
+            upper_bound: Some(f64::INFINITY),
+            exemplar: Some(e),
+            ..Bucket::default()
+        });
+    }
     proto::Histogram {
         sample_count: Some(h.count),
         sample_sum: Some(h.sum),
-        // `+Inf` is left out, as client_golang does: it is the count.
-        bucket: bounds
-            .iter()
-            .zip(h.cumulative)
-            .map(|(le, c)| Bucket {
-                cumulative_count: Some(*c),
-                upper_bound: Some(*le),
-                ..Bucket::default()
-            })
-            .collect(),
+        bucket,
         created_timestamp: h.created.map(timestamp),
         ..proto::Histogram::default()
     }
@@ -121,7 +146,7 @@ impl Sink for ProtobufSink<'_> {
         let mut metric = self.metric(m, labels);
         metric.counter = Some(Counter {
             value: Some(c.int as f64 + c.float),
-            exemplar: None,
+            exemplar: c.exemplar.as_ref().map(exemplar),
             created_timestamp: c.created.map(timestamp),
         });
         self.emit(metric);
@@ -142,6 +167,19 @@ impl Sink for ProtobufSink<'_> {
     fn native_histogram(&mut self, m: &Meta<'_>, labels: &[u8], h: &NativeHistogramValue<'_>) {
         let mut metric = self.metric(m, labels);
         let n = h.native;
+        let mut classic = classic(&h.classic, m.buckets);
+        // The native histogram's own exemplars (field 16, read by Prometheus from
+        // 2.47 on): the buckets', in bucket order.
+        let exemplars = classic
+            .bucket
+            .iter()
+            .filter_map(|b| b.exemplar.clone())
+            .collect();
+        if m.native_only {
+            // Native only: no classic buckets, so no series per bucket in Prometheus
+            // (nor the classic buckets' exemplars, which Prometheus 2.42 reads).
+            classic.bucket.clear();
+        }
         metric.histogram = Some(proto::Histogram {
             schema: Some(n.schema),
             zero_threshold: Some(n.zero_threshold),
@@ -155,7 +193,8 @@ impl Sink for ProtobufSink<'_> {
                 })
                 .collect(),
             positive_delta: n.deltas.clone(),
-            ..classic(&h.classic, m.buckets)
+            exemplars,
+            ..classic
         });
         self.emit(metric);
     }

@@ -183,6 +183,12 @@ pub struct FamilySpec {
     pub group: String,
     /// Histograms only: quantile summaries beside or instead of the buckets.
     pub quantiles: QuantileMode,
+    /// Counters and histograms: series made from now on keep exemplars (see
+    /// `metrics::exemplar`).
+    pub exemplars: bool,
+    /// Histograms only: the protobuf exposition serves the native histogram without
+    /// its classic buckets (the text formats always show them).
+    pub native_only: bool,
 }
 
 /// A declaration that can never produce valid exposition. Names the culprit.
@@ -397,6 +403,8 @@ impl FamilySpec {
             unit: String::new(),
             group: String::new(),
             quantiles: QuantileMode::Off,
+            exemplars: false,
+            native_only: false,
         }
     }
 
@@ -473,6 +481,18 @@ impl FamilySpec {
             return Err(bad(
                 "quantiles",
                 format!("\"{}\" applies to histograms only", self.quantiles.as_str()),
+            ));
+        }
+        if self.exemplars && self.metric_type == MetricType::Gauge {
+            return Err(bad(
+                "exemplars",
+                "counters and histograms keep exemplars, gauges do not".to_string(),
+            ));
+        }
+        if self.native_only && self.metric_type != MetricType::Histogram {
+            return Err(bad(
+                "native_only",
+                "applies to histograms only".to_string(),
             ));
         }
         Ok(())
