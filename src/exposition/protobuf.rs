@@ -412,4 +412,98 @@ mod tests {
         .unwrap();
         assert_eq!(out, "");
     }
+
+    fn exemplar_families() -> (Vec<u8>, Vec<MetricFamily>) {
+        let mem = crate::exposition::tests::exemplar_zone();
+        let s = Store::attach(Region::new(&mem)).unwrap();
+        let mut out = Vec::new();
+        render(
+            &mut out,
+            &Scrape {
+                format: Format::Protobuf,
+                selection: Selection {
+                    groups: vec!["app".into()],
+                    ..Selection::default()
+                },
+                ..Scrape::new(s, "z")
+            },
+        )
+        .unwrap();
+        let families = decode(&out);
+        (out, families)
+    }
+
+    fn ex(id: &str, value: f64, ms: u64) -> Option<proto::Exemplar> {
+        Some(proto::Exemplar {
+            label: vec![label("trace_id", id)],
+            value: Some(value),
+            timestamp: Some(timestamp(ms)),
+        })
+    }
+
+    #[test]
+    fn exemplars_on_counters_and_classic_buckets() {
+        let (out, families) = exemplar_families();
+        assert_eq!(out, delimited(&families));
+        let names: Vec<&str> = families.iter().map(|f| f.name()).collect();
+        assert_eq!(
+            names,
+            vec!["jobs_total", "plain_total", "req_seconds", "native_seconds"]
+        );
+        // The counter, byte for byte as prost writes the whole message.
+        let want = MetricFamily {
+            name: Some("jobs_total".into()),
+            help: None,
+            r#type: Some(MetricType::Counter as i32),
+            metric: vec![Metric {
+                label: vec![label("code", "200")],
+                counter: Some(Counter {
+                    value: Some(2.0),
+                    exemplar: ex("abc", 2.0, T0 + 1000),
+                    created_timestamp: Some(timestamp(T0)),
+                }),
+                ..Metric::default()
+            }],
+            unit: None,
+        };
+        assert_eq!(families[0], want);
+        assert_eq!(families[1].metric[0].counter.as_ref().unwrap().exemplar, None);
+        // Classic buckets carry theirs; `+Inf` is sent because it has one.
+        let h = families[2].metric[0].histogram.as_ref().unwrap();
+        let buckets: Vec<(f64, u64, Option<proto::Exemplar>)> = h
+            .bucket
+            .iter()
+            .map(|b| (b.upper_bound(), b.cumulative_count(), b.exemplar.clone()))
+            .collect();
+        assert_eq!(
+            buckets,
+            vec![
+                (0.1, 2, ex("b\"q", 0.07, T0 + 2)),
+                (1.0, 3, None),
+                (f64::INFINITY, 4, ex("inf", 5.0, T0 + 3)),
+            ]
+        );
+        // The native histogram's own field holds them too, timestamped.
+        assert_eq!(
+            h.exemplars,
+            vec![
+                ex("b\"q", 0.07, T0 + 2).unwrap(),
+                ex("inf", 5.0, T0 + 3).unwrap()
+            ]
+        );
+        assert!(!h.positive_span.is_empty());
+    }
+
+    #[test]
+    fn native_only_leaves_the_classic_buckets_out() {
+        let (_, families) = exemplar_families();
+        let n = families[3].metric[0].histogram.as_ref().unwrap();
+        assert!(n.bucket.is_empty(), "{n:?}");
+        assert_eq!((n.sample_count(), n.sample_sum()), (1, 0.05));
+        assert_eq!(n.positive_delta, vec![1]);
+        assert!(n.zero_threshold() > 0.0);
+        assert_eq!(n.exemplars, vec![ex("n", 0.05, T0 + 5).unwrap()]);
+        // The other histogram keeps its classic buckets.
+        assert_eq!(families[2].metric[0].histogram.as_ref().unwrap().bucket.len(), 3);
+    }
 }

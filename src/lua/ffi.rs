@@ -125,15 +125,7 @@ unsafe fn with_exemplar(
     let id = unsafe { std::slice::from_raw_parts(id, len) };
     // The update checked the handle (its series is live in this event handler: see
     // shm::epoch), so the words found from it are the series' own.
-    let at = (h & 0xffff_ffff) as crate::shm::Offset;
-    let values = if histogram {
-        histogram::value_words(crate::metrics::hdr::HdrLayout::unpack(
-            r.load(at + crate::metrics::layout::HIST_LAYOUT),
-        ))
-    } else {
-        counter::VALUE_WORDS
-    };
-    if exemplar::record(&r, at, values, histogram, v, id, coarse_now_ms()).is_err() {
+    if exemplar::record_after_update(&r, h, histogram, v, id, coarse_now_ms()).is_err() {
         if let Ok(s) = Store::attach(r) {
             s.count_error(Reason::InvalidExemplar);
         }

@@ -28,6 +28,8 @@ use super::layout::{
     EXEMPLAR_ID_WORDS, EXEMPLAR_SLOT_WORDS, F_BUCKETS, S_CREATED, S_VALUES, X_FAMILY, X_ID,
     X_LEN, X_SEQ, X_SLOTS, X_TIME, X_VALUE,
 };
+use super::hdr::HdrLayout;
+use super::layout::HIST_LAYOUT;
 use crate::shm::{arena, Offset, Region};
 use std::sync::atomic::{
     fence,
@@ -203,6 +205,29 @@ pub fn record(
     }
     seq.store(s + 2, Release);
     Ok(())
+}
+
+/// [`record`] for the series of `handle`, which the update just made through it
+/// checked (a counter's, or a histogram's when `histogram`).
+#[inline]
+pub fn record_after_update(
+    r: &Region<'_>,
+    handle: u64,
+    histogram: bool,
+    v: f64,
+    id: &[u8],
+    now_ms: u64,
+) -> Result<(), Refused> {
+    let h = (handle & 0xffff_ffff) as Offset;
+    let values = if histogram {
+        let Some(layout) = r.get(u64::from(h) + u64::from(HIST_LAYOUT)) else {
+            return Ok(());
+        };
+        super::histogram::value_words(HdrLayout::unpack(layout.load(Relaxed)))
+    } else {
+        super::counter::VALUE_WORDS
+    };
+    record(r, h, values, histogram, v, id, now_ms)
 }
 
 /// The exemplars of the series whose values start at `h`, `values` words long: one

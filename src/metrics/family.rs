@@ -665,6 +665,24 @@ mod tests {
     }
 
     #[test]
+    fn exemplars_and_native_only_apply_where_they_mean_something() {
+        let mut g = spec("g", MetricType::Gauge, &[]);
+        g.exemplars = true;
+        let e = g.validate().unwrap_err().to_string();
+        assert!(e.contains("invalid exemplars"), "{e}");
+        let mut c = spec("c_total", MetricType::Counter, &[]);
+        c.exemplars = true;
+        c.validate().unwrap();
+        c.native_only = true;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("invalid native_only: applies to histograms only"), "{e}");
+        let mut h = spec("h", MetricType::Histogram, &[]);
+        h.exemplars = true;
+        h.native_only = true;
+        h.validate().unwrap();
+    }
+
+    #[test]
     fn exposition_names_cover_both_formats() {
         assert_eq!(
             exposition_names("req_total", MetricType::Counter),
