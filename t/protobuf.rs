@@ -516,7 +516,10 @@ fn exemplars_reach_an_independent_decoder_and_hostile_ids_are_refused() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs_f64();
-    assert_eq!(get(app, "/record?id=4bf92f3577b34da6&v=0.05").text(), "ok\n");
+    assert_eq!(
+        get(app, "/record?id=4bf92f3577b34da6&v=0.05").text(),
+        "ok\n"
+    );
     assert_eq!(get(app, "/record?id=00f067aa0ba902b7&v=0.5").text(), "ok\n");
     let hostile = get(app, "/hostile").text();
     assert!(
@@ -585,7 +588,9 @@ fn exemplars_reach_an_independent_decoder_and_hostile_ids_are_refused() {
         "{om}"
     );
     assert!(
-        om.contains("x_native_seconds_bucket{le=\"0.1\"} 1 # {trace_id=\"4bf92f3577b34da6\"} 0.05 "),
+        om.contains(
+            "x_native_seconds_bucket{le=\"0.1\"} 1 # {trace_id=\"4bf92f3577b34da6\"} 0.05 "
+        ),
         "{om}"
     );
     assert!(
@@ -594,14 +599,20 @@ fn exemplars_reach_an_independent_decoder_and_hostile_ids_are_refused() {
     );
     let text = get(metrics, "/metrics?format=text").text();
     assert!(!text.contains("trace_id"), "{text}");
-    assert!(text.contains("x_native_seconds_bucket{le=\"0.1\"} 1\n"), "{text}");
+    assert!(
+        text.contains("x_native_seconds_bucket{le=\"0.1\"} 1\n"),
+        "{text}"
+    );
     assert!(nginx.errors().is_empty(), "{:?}", nginx.errors());
 }
 
 #[test]
 fn prometheus_stores_exemplars_and_native_only_histograms() {
     let (app, metrics) = (free_port(), free_port());
-    let nginx = Nginx::start("protobuf-exemplars-prometheus", &exemplar_http(app, metrics));
+    let nginx = Nginx::start(
+        "protobuf-exemplars-prometheus",
+        &exemplar_http(app, metrics),
+    );
     assert_eq!(get(app, "/record?id=first0000000001&v=0.05").text(), "ok\n");
     let prom = Prometheus::start_with_flags(
         &["--enable-feature=native-histograms,exemplar-storage"],
@@ -633,8 +644,16 @@ fn prometheus_stores_exemplars_and_native_only_histograms() {
         })
         .is_some()
     };
-    assert!(has("x_jobs_total", "first0000000001"), "{:?}", prom.warnings());
-    assert!(has("x_latency_seconds", "first0000000001"), "{:?}", ids("x_latency_seconds"));
+    assert!(
+        has("x_jobs_total", "first0000000001"),
+        "{:?}",
+        prom.warnings()
+    );
+    assert!(
+        has("x_latency_seconds", "first0000000001"),
+        "{:?}",
+        ids("x_latency_seconds")
+    );
     // A later request's trace id replaces it in its bucket and reaches Prometheus.
     assert_eq!(get(app, "/record?id=second000000002&v=0.06").text(), "ok\n");
     assert!(has("x_jobs_total", "second000000002"));

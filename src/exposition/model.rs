@@ -3,9 +3,9 @@
 
 use super::native::NativeBuckets;
 use super::Scrape;
+pub use crate::metrics::exemplar::Exemplar;
 use crate::metrics::store::decode_key;
 use crate::metrics::MetricType;
-pub use crate::metrics::exemplar::Exemplar;
 
 /// How a family is exposed (a histogram may be exposed as a summary).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

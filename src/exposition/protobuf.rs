@@ -467,7 +467,10 @@ mod tests {
             unit: None,
         };
         assert_eq!(families[0], want);
-        assert_eq!(families[1].metric[0].counter.as_ref().unwrap().exemplar, None);
+        assert_eq!(
+            families[1].metric[0].counter.as_ref().unwrap().exemplar,
+            None
+        );
         // Classic buckets carry theirs; `+Inf` is sent because it has one.
         let h = families[2].metric[0].histogram.as_ref().unwrap();
         let buckets: Vec<(f64, u64, Option<proto::Exemplar>)> = h
@@ -504,6 +507,14 @@ mod tests {
         assert!(n.zero_threshold() > 0.0);
         assert_eq!(n.exemplars, vec![ex("n", 0.05, T0 + 5).unwrap()]);
         // The other histogram keeps its classic buckets.
-        assert_eq!(families[2].metric[0].histogram.as_ref().unwrap().bucket.len(), 3);
+        assert_eq!(
+            families[2].metric[0]
+                .histogram
+                .as_ref()
+                .unwrap()
+                .bucket
+                .len(),
+            3
+        );
     }
 }

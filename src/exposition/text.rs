@@ -5,10 +5,10 @@
 //! from that read.
 
 use super::model::{CounterValue, Exemplar, HistogramValue, SummaryValue};
-use crate::metrics::exemplar;
 use super::number::Out;
 pub use super::number::{write_canonical, write_f64, write_ms_as_seconds, write_u64};
 use super::{label_values, Meta, Sink};
+use crate::metrics::exemplar;
 use crate::metrics::histogram::SUMMARY_QUANTILES;
 
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";

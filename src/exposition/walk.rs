@@ -6,9 +6,9 @@ use super::model::{CounterValue, HistogramValue, NativeHistogramValue, SummaryVa
 use super::native::{Converter, NativeBuckets};
 use super::select::worker_runs;
 use super::{Collector, ExposedType, Meta, NotFound, Point, Scrape, Sink};
+use crate::metrics::exemplar::{self, Exemplar};
 use crate::metrics::family::{FamilySpec, HistogramSpec, QuantileMode, QUANTILES_SUFFIX};
 use crate::metrics::histogram::{self, Snapshot, SUMMARY_QUANTILES};
-use crate::metrics::exemplar::{self, Exemplar};
 use crate::metrics::{counter, gauge, Family, MetricType, Store};
 use crate::shm::Offset;
 

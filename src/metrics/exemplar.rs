@@ -24,12 +24,12 @@
 //! instead, so bounds changed since it was recorded never put it in a bucket that
 //! does not contain it.
 
-use super::layout::{
-    EXEMPLAR_ID_WORDS, EXEMPLAR_SLOT_WORDS, F_BUCKETS, S_CREATED, S_VALUES, X_FAMILY, X_ID,
-    X_LEN, X_SEQ, X_SLOTS, X_TIME, X_VALUE,
-};
 use super::hdr::HdrLayout;
 use super::layout::HIST_LAYOUT;
+use super::layout::{
+    EXEMPLAR_ID_WORDS, EXEMPLAR_SLOT_WORDS, F_BUCKETS, S_CREATED, S_VALUES, X_FAMILY, X_ID, X_LEN,
+    X_SEQ, X_SLOTS, X_TIME, X_VALUE,
+};
 use crate::shm::{arena, Offset, Region};
 use std::sync::atomic::{
     fence,
@@ -151,7 +151,9 @@ fn slot_at(area: Offset, i: u64) -> Offset {
 #[inline]
 fn bucket_slot(r: &Region<'_>, area: Offset, slots: u64, v: f64) -> u64 {
     let family = r.load(area + X_FAMILY);
-    let blob = r.get(family + u64::from(F_BUCKETS)).map_or(0, |w| w.load(Acquire));
+    let blob = r
+        .get(family + u64::from(F_BUCKETS))
+        .map_or(0, |w| w.load(Acquire));
     let mut i = 0u64;
     if let Some((data, bytes)) = arena::blob_data(r, blob as Offset) {
         for w in r.words(data, (bytes / 8) as u32) {

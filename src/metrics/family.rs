@@ -490,10 +490,7 @@ impl FamilySpec {
             ));
         }
         if self.native_only && self.metric_type != MetricType::Histogram {
-            return Err(bad(
-                "native_only",
-                "applies to histograms only".to_string(),
-            ));
+            return Err(bad("native_only", "applies to histograms only".to_string()));
         }
         Ok(())
     }
@@ -675,7 +672,10 @@ mod tests {
         c.validate().unwrap();
         c.native_only = true;
         let e = c.validate().unwrap_err().to_string();
-        assert!(e.contains("invalid native_only: applies to histograms only"), "{e}");
+        assert!(
+            e.contains("invalid native_only: applies to histograms only"),
+            "{e}"
+        );
         let mut h = spec("h", MetricType::Histogram, &[]);
         h.exemplars = true;
         h.native_only = true;

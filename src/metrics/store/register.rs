@@ -13,7 +13,11 @@ fn meta_word(spec: &FamilySpec) -> u64 {
         | (spec.label_names.len() as u64) << 8
         | (spec.quantiles as u64) << 16
         | if spec.exemplars { META_EXEMPLARS } else { 0 }
-        | if spec.native_only { META_NATIVE_ONLY } else { 0 }
+        | if spec.native_only {
+            META_NATIVE_ONLY
+        } else {
+            0
+        }
 }
 
 impl<'a> Store<'a> {

@@ -225,7 +225,11 @@ impl<'a> Store<'a> {
                 Shape {
                     values: histogram::value_words(layout),
                     // One per bucket and `+Inf` (at most MAX_BUCKETS + 1 = 129).
-                    exemplar_slots: if keeps { spec.buckets.len() as u64 + 1 } else { 0 },
+                    exemplar_slots: if keeps {
+                        spec.buckets.len() as u64 + 1
+                    } else {
+                        0
+                    },
                     hist: Some((spec, layout)),
                 }
             }

@@ -54,7 +54,9 @@ fn exemplars_cost_a_series_96_bytes_a_slot_and_apply_to_series_made_after() {
     let mut spec = counter_spec("c_total", &["k"]);
     let f = s.register(&spec, who(1)).unwrap();
     let before = s.arena().used_bytes();
-    let old = s.series_at(f, &["abcd"], who(1), 1_700_000_000_123).unwrap();
+    let old = s
+        .series_at(f, &["abcd"], who(1), 1_700_000_000_123)
+        .unwrap();
     assert_eq!(s.arena().used_bytes() - before, 72 + 8);
     // Switched on in place: the next series gets an area (the family word and one
     // 12-word slot), the old one keeps none and ignores exemplars.
@@ -62,7 +64,9 @@ fn exemplars_cost_a_series_96_bytes_a_slot_and_apply_to_series_made_after() {
     s.register(&spec, who(1)).unwrap();
     assert!(s.spec(f).exemplars);
     let before = s.arena().used_bytes();
-    let new = s.series_at(f, &["efgh"], who(1), 1_700_000_000_123).unwrap();
+    let new = s
+        .series_at(f, &["efgh"], who(1), 1_700_000_000_123)
+        .unwrap();
     assert_eq!(s.arena().used_bytes() - before, 72 + 8 + 8 + 96);
     let (_, series) = &s.families()[0];
     assert_eq!(s.series_created_ms(series[1]), 1_700_000_000_123);
@@ -72,9 +76,19 @@ fn exemplars_cost_a_series_96_bytes_a_slot_and_apply_to_series_made_after() {
         exemplar::record_after_update(&r, h, false, 1.0, b"t", 7).unwrap();
     }
     let mut out = Vec::new();
-    exemplar::read(&r, s.series_values(series[0]), counter::VALUE_WORDS, &mut out);
+    exemplar::read(
+        &r,
+        s.series_values(series[0]),
+        counter::VALUE_WORDS,
+        &mut out,
+    );
     assert!(out.is_empty());
-    exemplar::read(&r, s.series_values(series[1]), counter::VALUE_WORDS, &mut out);
+    exemplar::read(
+        &r,
+        s.series_values(series[1]),
+        counter::VALUE_WORDS,
+        &mut out,
+    );
     assert_eq!(out, vec![Some(exemplar::Exemplar::new("t", 1.0, 7))]);
     // A histogram: a slot per bucket and +Inf.
     let mut h = FamilySpec {
