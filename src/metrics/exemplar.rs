@@ -57,15 +57,20 @@ pub enum Refused {
 
 /// Whether `id` may be an exemplar's trace id: 1 to [`MAX_ID`] bytes of UTF-8 without
 /// control characters (C0, DEL, C1): what every reader takes as a label value.
-pub fn check_id(id: &[u8]) -> Result<&str, Refused> {
+pub fn check_id(id: &[u8]) -> Result<(), Refused> {
     if id.is_empty() || id.len() > MAX_ID {
         return Err(Refused::InvalidId);
+    }
+    // Printable ASCII (trace ids, request ids: the usual case) a byte at a time,
+    // without decoding; anything else decoded.
+    if id.iter().all(|b| (0x20..0x7f).contains(b)) {
+        return Ok(());
     }
     let s = std::str::from_utf8(id).map_err(|_| Refused::InvalidId)?;
     if s.chars().any(char::is_control) {
         return Err(Refused::InvalidId);
     }
-    Ok(s)
+    Ok(())
 }
 
 /// The words an exemplar area of `slots` slots takes after a series' values.
@@ -183,7 +188,7 @@ pub fn record(
     let Some((area, slots)) = area(r, h, values) else {
         return Ok(());
     };
-    let id = check_id(id)?.as_bytes();
+    check_id(id)?;
     let i = if histogram {
         bucket_slot(r, area, slots, v)
     } else {
@@ -200,10 +205,12 @@ pub fn record(
     r.store(slot + X_VALUE, v.to_bits());
     r.store(slot + X_TIME, now_ms);
     r.store(slot + X_LEN, id.len() as u64);
-    for (k, chunk) in id.chunks(8).enumerate() {
-        let mut b = [0u8; 8];
-        b[..chunk.len()].copy_from_slice(chunk);
-        r.store(slot + X_ID + k as Offset, u64::from_ne_bytes(b));
+    // The words the id covers (a reader takes only `len` bytes of them).
+    let mut b = [0u8; MAX_ID];
+    b[..id.len()].copy_from_slice(id);
+    for (k, w) in b.chunks_exact(8).take(id.len().div_ceil(8)).enumerate() {
+        let w: [u8; 8] = w.try_into().expect("chunks of 8");
+        r.store(slot + X_ID + k as Offset, u64::from_ne_bytes(w));
     }
     seq.store(s + 2, Release);
     Ok(())
