@@ -297,7 +297,7 @@ pub fn by_bucket(read: &[Option<Exemplar>], bounds: &[f64], out: &mut Vec<Option
     for e in read.iter().flatten() {
         let i = bounds.partition_point(|b| *b < e.value);
         let kept = &mut out[i];
-        if kept.is_none_or(|k| k.ms <= e.ms) {
+        if !matches!(kept, Some(k) if k.ms > e.ms) {
             *kept = Some(*e);
         }
     }
