@@ -273,6 +273,7 @@ pub struct FamilyRec {
     pub unit: String,
     pub label_names: Vec<String>,
     pub buckets: Vec<f64>,
+    pub native_only: bool,
     pub series: Vec<(Vec<String>, PointRec)>,
 }
 
@@ -326,6 +327,7 @@ impl<S: Sink> Sink for Tee<S> {
             unit: m.unit.to_string(),
             label_names: m.label_names.to_vec(),
             buckets: m.buckets.to_vec(),
+            native_only: m.native_only,
             series: Vec::new(),
         });
         self.inner.family(m);
@@ -912,17 +914,24 @@ pub fn check_protobuf(r: &Rendered) {
                     assert_eq!(h.sample_count(), *count);
                     same(h.sample_sum(), *sum);
                     assert_eq!(h.created_timestamp.as_ref().map(ms), *created);
-                    let classic: Vec<(u64, u64)> = h
+                    let mut classic: Vec<(u64, u64)> = h
                         .bucket
                         .iter()
                         .map(|b| (b.upper_bound().to_bits(), b.cumulative_count()))
                         .collect();
-                    let want: Vec<(u64, u64)> = f
-                        .buckets
-                        .iter()
-                        .map(|b| b.to_bits())
-                        .zip(cumulative.iter().copied())
-                        .collect();
+                    // A `+Inf` bucket is sent only to carry an exemplar: it is the count.
+                    if classic.last().map(|b| b.0) == Some(f64::INFINITY.to_bits()) {
+                        assert_eq!(classic.pop().map(|b| b.1), Some(*count));
+                    }
+                    let want: Vec<(u64, u64)> = if f.native_only {
+                        Vec::new()
+                    } else {
+                        f.buckets
+                            .iter()
+                            .map(|b| b.to_bits())
+                            .zip(cumulative.iter().copied())
+                            .collect()
+                    };
                     assert_eq!(classic, want, "{}", f.name);
                     check_native(h);
                 }

@@ -82,10 +82,12 @@ pub fn area_words(slots: u64) -> u64 {
     }
 }
 
-/// The creation-time word of a series made at `created_ms` with `slots` slots.
+/// The creation-time word of a series made at `created_ms` with `slots` slots. A time
+/// past 2^56 ms (two million years; only a caller's own creation time can be) is kept
+/// as the largest one the word holds.
 pub fn created_word(created_ms: u64, slots: u64) -> u64 {
-    debug_assert!(slots < 256 && created_ms < 1 << CREATED_BITS);
-    created_ms & ((1 << CREATED_BITS) - 1) | slots << CREATED_BITS
+    debug_assert!(slots < 256);
+    created_ms.min((1 << CREATED_BITS) - 1) | slots << CREATED_BITS
 }
 
 /// The creation time in a creation-time word.
@@ -326,6 +328,10 @@ mod tests {
         let w = created_word(1_700_000_000_123, 12);
         assert_eq!((created_ms(w), slots_of(w)), (1_700_000_000_123, 12));
         assert_eq!(slots_of(created_word(5, 0)), 0);
+        // Found by the exposition fuzz target: a creation time past the word's bits
+        // is clamped, never spilt into the slot count.
+        let w = created_word(u64::MAX, 3);
+        assert_eq!((created_ms(w), slots_of(w)), ((1 << CREATED_BITS) - 1, 3));
     }
 
     /// A series body at word 8: created word at 8 + S_CREATED, 2 value words, then
