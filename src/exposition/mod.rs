@@ -247,7 +247,7 @@ pub(crate) mod tests {
         });
         let h = reg(&h);
         let hs = s.series_at(h, &[] as &[&str], ME, T0).unwrap();
-        for (v, id, ms) in [(0.05, "a", 1), (0.07, "b\"q", 2), (5.0, "inf", 3)] {
+        for (v, id, ms) in [(0.05, "a", 1), (0.07, "b-q", 2), (5.0, "inf", 3)] {
             s.observe(hs, v, ME).unwrap();
             record_after_update(&r, hs, true, v, id.as_bytes(), T0 + ms).unwrap();
         }

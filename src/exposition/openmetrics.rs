@@ -159,7 +159,7 @@ jobs_created{code=\"200\"} 1700000000.123
 plain_total 1
 plain_created 1700000000.123
 # TYPE req_seconds histogram
-req_seconds_bucket{le=\"0.1\"} 2 # {trace_id=\"b\\\"q\"} 0.07 1700000000.125
+req_seconds_bucket{le=\"0.1\"} 2 # {trace_id=\"b-q\"} 0.07 1700000000.125
 req_seconds_bucket{le=\"1.0\"} 3
 req_seconds_bucket{le=\"+Inf\"} 4 # {trace_id=\"inf\"} 5 1700000000.126
 req_seconds_sum 5.62

@@ -481,7 +481,7 @@ mod tests {
         assert_eq!(
             buckets,
             vec![
-                (0.1, 2, ex("b\"q", 0.07, T0 + 2)),
+                (0.1, 2, ex("b-q", 0.07, T0 + 2)),
                 (1.0, 3, None),
                 (f64::INFINITY, 4, ex("inf", 5.0, T0 + 3)),
             ]
@@ -490,7 +490,7 @@ mod tests {
         assert_eq!(
             h.exemplars,
             vec![
-                ex("b\"q", 0.07, T0 + 2).unwrap(),
+                ex("b-q", 0.07, T0 + 2).unwrap(),
                 ex("inf", 5.0, T0 + 3).unwrap()
             ]
         );

@@ -56,18 +56,23 @@ pub enum Refused {
 }
 
 /// Whether `id` may be an exemplar's trace id: 1 to [`MAX_ID`] bytes of UTF-8 without
-/// control characters (C0, DEL, C1): what every reader takes as a label value.
+/// control characters (C0, DEL, C1), `"` or `\`: what every reader takes as a label
+/// value unescaped (prometheus_client's OpenMetrics parser refuses an exemplar whose
+/// value has an escaped quote).
 pub fn check_id(id: &[u8]) -> Result<(), Refused> {
     if id.is_empty() || id.len() > MAX_ID {
         return Err(Refused::InvalidId);
     }
     // Printable ASCII (trace ids, request ids: the usual case) a byte at a time,
     // without decoding; anything else decoded.
-    if id.iter().all(|b| (0x20..0x7f).contains(b)) {
+    if id
+        .iter()
+        .all(|b| (0x20..0x7f).contains(b) && *b != b'"' && *b != b'\\')
+    {
         return Ok(());
     }
     let s = std::str::from_utf8(id).map_err(|_| Refused::InvalidId)?;
-    if s.chars().any(char::is_control) {
+    if s.chars().any(|c| c.is_control() || c == '"' || c == '\\') {
         return Err(Refused::InvalidId);
     }
     Ok(())
@@ -321,6 +326,8 @@ mod tests {
         assert_eq!(check_id(b"a\x7fb"), Err(Refused::InvalidId));
         assert_eq!(check_id("a\u{85}b".as_bytes()), Err(Refused::InvalidId));
         assert_eq!(check_id(b"\xff\xfe"), Err(Refused::InvalidId));
+        assert_eq!(check_id(b"a\"b"), Err(Refused::InvalidId));
+        assert_eq!(check_id("é\\".as_bytes()), Err(Refused::InvalidId));
     }
 
     #[test]
