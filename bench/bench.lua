@@ -55,6 +55,11 @@ function M.init(opts)
     local z = prom.zone("bench")
     S.req = z:counter("bench_requests_total", "Hot-path counter.", { "method", "route" })
     S.lat = z:histogram("bench_latency_seconds", "Hot-path histogram.", { "route" })
+    -- The same shapes keeping exemplars: what an exemplar adds to an update.
+    S.req_x = z:counter("bench_x_requests_total", "Hot-path counter, exemplars.",
+        { "method", "route" }, { exemplars = true })
+    S.lat_x = z:histogram("bench_x_latency_seconds", "Hot-path histogram, exemplars.",
+        { "route" }, { exemplars = true })
     S.logger = require("ngxprom.log").new(z, { namespace = "bench_log", labels = { "service", "route" } })
     -- The ngx.var equivalent of the log helper records into families of the same shape.
     S.var = {
@@ -113,6 +118,8 @@ local function context()
         family = S.req,
         child = S.req:labels(METHOD, ROUTE),
         hchild = S.lat:labels(ROUTE),
+        child_x = S.req_x:labels(METHOD, ROUTE),
+        hchild_x = S.lat_x:labels(ROUTE),
         dict = ngx.shared.bench_dict,
         logger = S.logger,
         var_entry = {
@@ -206,6 +213,18 @@ function L.ours_observe(n, c)
     for i = 1, n do h:observe(band(i, 1023) * 0.0005) end
 end
 
+-- The same with a 32-hex-digit trace id as the exemplar (the id a `$request_id` gives).
+local TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+function L.ours_inc_x(n, c)
+    local child = c.child_x
+    for _ = 1, n do child:inc(1, TRACE_ID) end
+end
+
+function L.ours_observe_x(n, c)
+    local h = c.hchild_x
+    for i = 1, n do h:observe(band(i, 1023) * 0.0005, TRACE_ID) end
+end
+
 -- Stand-in (b): linear search over 15 bounds, then bucket, sum and count incr.
 function L.standin_observe(n, c)
     local d = c.dict
@@ -282,6 +301,7 @@ end
 local OVERHEAD = {
     ours_inc = "empty", ours_labels_inc = "empty", ffi_inc = "empty", dict_incr = "empty",
     ours_observe = "empty_v", standin_observe = "empty_v",
+    ours_inc_x = "empty", ours_observe_x = "empty_v",
     log_native = "empty", log_var = "empty",
 }
 

@@ -37,7 +37,7 @@ fi
 CG_TSV="$CGP/callgrind.tsv"   # case instructions-per-call breakdown
 : >"$CG_TSV"
 CG_NOTE=""
-CASES=(ffi_inc ours_inc ours_labels_inc c1_same c3_same g1_same g3_same ours_observe h1_same h3_same)
+CASES=(ffi_inc ours_inc ours_inc_x ours_labels_inc c1_same c3_same g1_same g3_same ours_observe ours_observe_x h1_same h3_same)
 CG_N1=100000; CG_N2=200000
 if { [ "$SMOKE" = 1 ] && [ "${BENCH_CALLGRIND:-}" != 1 ]; } || [ "${BENCH_CALLGRIND:-1}" = 0 ]; then
   CG_NOTE="callgrind: skipped ($( [ "$SMOKE" = 1 ] && echo "smoke run" || echo "BENCH_CALLGRIND=0"))."
@@ -105,6 +105,8 @@ case_desc() {
     g1_same) echo "gauge \`labels(a):set(v)\`" ;;
     g3_same) echo "gauge \`labels(a, b, c):set(v)\`" ;;
     ours_observe) echo "histogram \`child:observe(v)\`" ;;
+    ours_inc_x) echo "counter \`child:inc(1, id)\`, exemplars on (32-byte id)" ;;
+    ours_observe_x) echo "histogram \`child:observe(v, id)\`, exemplars on (32-byte id)" ;;
     h1_same) echo "histogram \`labels(a):observe(v)\`" ;;
     h3_same) echo "histogram \`labels(a, b, c):observe(v)\`" ;;
     *) echo "$1" ;;

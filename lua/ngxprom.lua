@@ -32,6 +32,8 @@ if not pcall(ffi.typeof, "ngx_prom_facts_t") then
     int  ngx_prom_gauge_set(uint64_t handle, double v);
     int  ngx_prom_gauge_add(uint64_t handle, double v);
     int  ngx_prom_histogram_observe(uint64_t handle, double v);
+    int  ngx_prom_counter_add_x(uint64_t handle, double v, const char *id, size_t len);
+    int  ngx_prom_histogram_observe_x(uint64_t handle, double v, const char *id, size_t len);
     void ngx_prom_count_error(uint32_t slot, uint32_t reason);
     typedef struct {
         double status, request_ms, upstream_ms, received_bytes, sent_bytes, from_upstream;
@@ -52,6 +54,8 @@ local counter_add = C.ngx_prom_counter_add
 local gauge_set = C.ngx_prom_gauge_set
 local gauge_add = C.ngx_prom_gauge_add
 local observe = C.ngx_prom_histogram_observe
+local counter_add_x = C.ngx_prom_counter_add_x
+local observe_x = C.ngx_prom_histogram_observe_x
 local count_error = C.ngx_prom_count_error
 local request_facts = C.ngx_prom_request_facts
 local REASON = core.reasons
@@ -179,7 +183,25 @@ end
 -- families' forms with label values (`family:inc(v, { a, b })`). Always called as
 -- statements, never as tail calls, so a misuse error at level 3 names the user's call
 -- one frame above the method. They return true, or nil and why (see not_recorded).
-local function counter_update(child, n)
+-- An update with an exemplar (`x`, a trace id string): the update, then the exemplar
+-- kept if the family keeps them (a refused id is counted as invalid_exemplar, the
+-- update still counts). A stale series is renewed and the update retried without it.
+local function exemplar_update(child, update, plain, v, x)
+    if type(x) ~= "string" then error("exemplar must be a string", 4) end
+    local rc = update(child.handle, v, x, #x)
+    if rc == FFI_OK then return true end
+    local ok, err = not_recorded(child, rc, plain, v)
+    return ok, err
+end
+
+local function counter_update(child, n, x)
+    if x ~= nil then
+        if n == nil then n = 1 elseif type(n) ~= "number" then
+            error("increment must be a number", 3)
+        end
+        local ok, err = exemplar_update(child, counter_add_x, counter_add, n, x)
+        return ok, err
+    end
     if n == nil then
         -- The common case takes the integer entry: no float checks on the C side.
         local rc = counter_inc(child.handle, 1)
@@ -211,8 +233,12 @@ local function gauge_update(child, v, sign)
     return ok, err
 end
 
-local function histogram_update(child, v)
+local function histogram_update(child, v, x)
     if type(v) ~= "number" then error("value must be a number", 3) end
+    if x ~= nil then
+        local ok, err = exemplar_update(child, observe_x, observe, v, x)
+        return ok, err
+    end
     local rc = observe(child.handle, v)
     if rc == FFI_OK then return true end
     local ok, err = not_recorded(child, rc, observe, v)
@@ -221,8 +247,8 @@ end
 
 local Counter = { del = del }
 Counter.__index = Counter
-function Counter:inc(n)
-    local ok, err = counter_update(self, n)
+function Counter:inc(n, exemplar)
+    local ok, err = counter_update(self, n, exemplar)
     return ok, err
 end
 Counter.add = Counter.inc
@@ -244,8 +270,8 @@ end
 
 local Histogram = { del = del }
 Histogram.__index = Histogram
-function Histogram:observe(v)
-    local ok, err = histogram_update(self, v)
+function Histogram:observe(v, exemplar)
+    local ok, err = histogram_update(self, v, exemplar)
     return ok, err
 end
 
@@ -581,10 +607,10 @@ end
 
 local CounterFamily, GaugeFamily, HistogramFamily = {}, {}, {}
 
-function CounterFamily:inc(v, values)
+function CounterFamily:inc(v, values, exemplar)
     local child = live_child(self, values)
     if not child then return nil, "series unavailable" end
-    local ok, err = counter_update(child, v)
+    local ok, err = counter_update(child, v, exemplar)
     return ok, err
 end
 CounterFamily.add = CounterFamily.inc
@@ -608,10 +634,10 @@ function GaugeFamily:dec(v, values)
     return ok, err
 end
 
-function HistogramFamily:observe(v, values)
+function HistogramFamily:observe(v, values, exemplar)
     local child = live_child(self, values)
     if not child then return nil, "series unavailable" end
-    local ok, err = histogram_update(child, v)
+    local ok, err = histogram_update(child, v, exemplar)
     return ok, err
 end
 
@@ -741,7 +767,7 @@ local function spec_of(kind, name, help, labels, opts, level)
         buckets = opts.buckets, lowest = opts.lowest, highest = opts.highest,
         precision = opts.precision, max_series = opts.max_series, expire = opts.expire,
         unit = opts.unit, group = opts.group, quantiles = opts.quantiles,
-        overflow = opts.overflow,
+        overflow = opts.overflow, exemplars = opts.exemplars, native_only = opts.native_only,
     }
     local ok, err = pcall(core.validate, spec)
     if not ok then error(message(err), level + 1) end

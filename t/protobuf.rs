@@ -114,6 +114,18 @@ while pos < len(data):
             if m.HasField(kind) and getattr(m, kind).HasField("created_timestamp"):
                 ts = getattr(m, kind).created_timestamp
                 md[kind]["created_timestamp"] = ts.seconds + ts.nanos / 1e9
+        # Exemplars' timestamps as seconds too, wherever they are.
+        exemplars = []
+        if m.HasField("counter") and m.counter.HasField("exemplar"):
+            exemplars.append((m.counter.exemplar, md["counter"]["exemplar"]))
+        if m.HasField("histogram"):
+            for b, bd in zip(m.histogram.bucket, md["histogram"].get("bucket", [])):
+                if b.HasField("exemplar"):
+                    exemplars.append((b.exemplar, bd["exemplar"]))
+            for e, ed in zip(m.histogram.exemplars, md["histogram"].get("exemplars", [])):
+                exemplars.append((e, ed))
+        for e, ed in exemplars:
+            ed["timestamp"] = e.timestamp.seconds + e.timestamp.nanos / 1e9
     out.append(d)
 print(json.dumps(out))
 "#,
@@ -531,5 +543,227 @@ fn prometheus_reads_native_histograms_over_protobuf() {
             .all(|l| l == format!("/metrics|200|{PROTOBUF}|gzip")),
         "{log}"
     );
+    assert!(nginx.errors().is_empty(), "{:?}", nginx.errors());
+}
+
+fn exemplar_http(app: u16, metrics: u16) -> String {
+    format!(
+        r#"
+    prometheus_zone metrics 8m;
+    prometheus_process_metrics off;
+    init_by_lua_block {{
+        local z = require("ngxprom").zone("metrics")
+        x = {{
+            jobs = z:counter("x_jobs_total", "Jobs.", {{ "code" }}, {{ exemplars = true }}),
+            plain = z:counter("x_plain_total", "No exemplars.", {{}}),
+            latency = z:histogram("x_latency_seconds", "Latency.", {{}}, {{
+                buckets = {{ 0.1, 1 }}, exemplars = true,
+            }}),
+            native = z:histogram("x_native_seconds", "Native only.", {{}}, {{
+                buckets = {{ 0.1 }}, exemplars = true, native_only = true,
+            }}),
+        }}
+    }}
+    server {{
+        listen 127.0.0.1:{app};
+        location = /record {{
+            content_by_lua_block {{
+                local id = ngx.var.arg_id
+                local v = tonumber(ngx.var.arg_v)
+                assert(x.jobs:labels("200"):inc(1, id))
+                assert(x.plain:inc(1, nil, id))
+                assert(x.latency:observe(v, nil, id))
+                assert(x.native:labels():observe(v, id))
+                ngx.say("ok")
+            }}
+        }}
+        location = /hostile {{
+            content_by_lua_block {{
+                -- Each update counts; each exemplar is refused and counted.
+                local bad = {{ "\xff\xfe", "a\nb", "tab\there", string.rep("a", 65), "" }}
+                for _, id in ipairs(bad) do
+                    assert(x.jobs:labels("200"):inc(1, id))
+                    assert(x.latency:observe(0.05, nil, id))
+                end
+                local ok, err = pcall(x.latency.observe, x.latency, 0.05, nil, 42)
+                ngx.say(#bad, " ", tostring(ok), " ", err)
+            }}
+        }}
+    }}
+    server {{
+        listen 127.0.0.1:{metrics};
+        location = /metrics {{ prometheus_metrics metrics; }}
+    }}
+"#
+    )
+}
+
+fn openmetrics(port: u16) -> String {
+    request(
+        port,
+        "GET",
+        "/metrics",
+        &[("Accept", "application/openmetrics-text; version=1.0.0")],
+        b"",
+    )
+    .text()
+}
+
+#[test]
+fn exemplars_reach_an_independent_decoder_and_hostile_ids_are_refused() {
+    let (app, metrics) = (free_port(), free_port());
+    let nginx = Nginx::start("protobuf-exemplars", &exemplar_http(app, metrics));
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert_eq!(
+        get(app, "/record?id=4bf92f3577b34da6&v=0.05").text(),
+        "ok\n"
+    );
+    assert_eq!(get(app, "/record?id=00f067aa0ba902b7&v=0.5").text(), "ok\n");
+    let hostile = get(app, "/hostile").text();
+    assert!(
+        hostile.starts_with("5 false ") && hostile.contains("exemplar must be a string"),
+        "{hostile}"
+    );
+    let r = request(
+        metrics,
+        "GET",
+        "/metrics",
+        &[("Accept", PROMETHEUS_NATIVE_ACCEPT)],
+        b"",
+    );
+    assert_eq!(r.header("content-type"), Some(PROTOBUF));
+    let families = decode_with_python(&r.body);
+    let exemplar = |e: &Value| -> (String, f64, f64) {
+        assert_eq!(e["label"][0]["name"], "trace_id", "{e}");
+        (
+            e["label"][0]["value"].as_str().unwrap().to_string(),
+            e["value"].as_f64().unwrap(),
+            e["timestamp"].as_f64().unwrap(),
+        )
+    };
+    let now = before + 60.0;
+    let jobs = &family(&families, "x_jobs_total")["metric"][0]["counter"];
+    // Every update counted, the hostile ones too; the exemplar is the last good one.
+    assert_eq!(jobs["value"].as_f64(), Some(7.0));
+    let (id, v, ts) = exemplar(&jobs["exemplar"]);
+    assert_eq!((id.as_str(), v), ("00f067aa0ba902b7", 1.0));
+    assert!((before - 1.0..now).contains(&ts), "{ts} {before}");
+    assert!(family(&families, "x_plain_total")["metric"][0]["counter"]
+        .get("exemplar")
+        .is_none());
+    let h = &family(&families, "x_latency_seconds")["metric"][0]["histogram"];
+    assert_eq!(int(&h["sample_count"]), 7);
+    let buckets: Vec<(f64, Option<String>)> = h["bucket"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b["upper_bound"].as_f64().unwrap(),
+                b.get("exemplar").map(|e| exemplar(e).0),
+            )
+        })
+        .collect();
+    assert_eq!(
+        buckets,
+        vec![
+            (0.1, Some("4bf92f3577b34da6".to_string())),
+            (1.0, Some("00f067aa0ba902b7".to_string()))
+        ]
+    );
+    assert_eq!(h["exemplars"].as_array().map(Vec::len), Some(2));
+    // Native only: no classic buckets in the message, the native ones and the
+    // exemplars on the native histogram.
+    let n = &family(&families, "x_native_seconds")["metric"][0]["histogram"];
+    assert!(n.get("bucket").is_none(), "{n}");
+    assert_eq!(native_buckets(n).last().map(|b| b.1), Some(1));
+    assert_eq!(int(&n["sample_count"]), 2);
+    assert_eq!(n["exemplars"].as_array().map(Vec::len), Some(2));
+    // OpenMetrics shows them, the text format does not; the refusals are counted.
+    let om = openmetrics(metrics);
+    assert!(
+        om.contains("x_jobs_total{code=\"200\"} 7 # {trace_id=\"00f067aa0ba902b7\"} 1 "),
+        "{om}"
+    );
+    assert!(
+        om.contains(
+            "x_native_seconds_bucket{le=\"0.1\"} 1 # {trace_id=\"4bf92f3577b34da6\"} 0.05 "
+        ),
+        "{om}"
+    );
+    assert!(
+        om.contains("nginx_metric_errors_total{zone=\"metrics\",reason=\"invalid_exemplar\"} 10\n"),
+        "{om}"
+    );
+    let text = get(metrics, "/metrics?format=text").text();
+    assert!(!text.contains("trace_id"), "{text}");
+    assert!(
+        text.contains("x_native_seconds_bucket{le=\"0.1\"} 1\n"),
+        "{text}"
+    );
+    assert!(nginx.errors().is_empty(), "{:?}", nginx.errors());
+}
+
+#[test]
+fn prometheus_stores_exemplars_and_native_only_histograms() {
+    let (app, metrics) = (free_port(), free_port());
+    let nginx = Nginx::start(
+        "protobuf-exemplars-prometheus",
+        &exemplar_http(app, metrics),
+    );
+    assert_eq!(get(app, "/record?id=first0000000001&v=0.05").text(), "ok\n");
+    let prom = Prometheus::start_with_flags(
+        &["--enable-feature=native-histograms,exemplar-storage"],
+        |_| {
+            format!(
+                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n\
+                 \x20 - job_name: exemplars\n    static_configs:\n      - targets: ['127.0.0.1:{metrics}']\n"
+            )
+        },
+    );
+    let ids = |query: &str| -> Option<Vec<String>> {
+        let v = prom.api(&format!(
+            "/api/v1/query_exemplars?query={}&start=0&end=4102444800",
+            urlencode(query)
+        ))?;
+        let mut out: Vec<String> = v["data"]
+            .as_array()?
+            .iter()
+            .flat_map(|s| s["exemplars"].as_array().cloned().unwrap_or_default())
+            .filter_map(|e| e["labels"]["trace_id"].as_str().map(str::to_string))
+            .collect();
+        out.sort();
+        out.dedup();
+        Some(out)
+    };
+    let has = |query: &str, id: &str| {
+        eventually(Duration::from_secs(60), || {
+            ids(query).filter(|v| v.iter().any(|i| i == id)).map(|_| ())
+        })
+        .is_some()
+    };
+    assert!(
+        has("x_jobs_total", "first0000000001"),
+        "{:?}",
+        prom.warnings()
+    );
+    assert!(
+        has("x_latency_seconds", "first0000000001"),
+        "{:?}",
+        ids("x_latency_seconds")
+    );
+    // A later request's trace id replaces it in its bucket and reaches Prometheus.
+    assert_eq!(get(app, "/record?id=second000000002&v=0.06").text(), "ok\n");
+    assert!(has("x_jobs_total", "second000000002"));
+    assert!(has("x_latency_seconds", "second000000002"));
+    // Native only: a native histogram, and no classic bucket series.
+    assert_eq!(prom.query("histogram_count(x_native_seconds)"), Some(2.0));
+    assert_eq!(prom.query("x_native_seconds_bucket"), None);
+    // 2.42 takes exemplars from classic buckets only: none for the native-only one.
+    assert_eq!(ids("x_native_seconds"), Some(vec![]));
+    assert!(prom.warnings().is_empty(), "{:?}", prom.warnings());
     assert!(nginx.errors().is_empty(), "{:?}", nginx.errors());
 }

@@ -25,7 +25,7 @@ use ngx_prometheus::exposition::{label_values, walk, ExposedType, Meta, Scrape, 
 use ngx_prometheus::metrics::family::QuantileMode;
 use ngx_prometheus::metrics::store::{Found, Participant, SeriesOptions};
 use ngx_prometheus::metrics::{
-    counter, gauge, histogram, FamilySpec, HistogramSpec, MetricType, Store,
+    counter, exemplar, gauge, histogram, FamilySpec, HistogramSpec, MetricType, Store,
 };
 use ngx_prometheus::shm::region::heap_words;
 use ngx_prometheus::shm::Region;
@@ -64,6 +64,8 @@ pub struct FamilyIn {
     pub highest: f64,
     pub precision: u8,
     pub buckets: Vec<f64>,
+    pub exemplars: bool,
+    pub native_only: bool,
     pub series: Vec<SeriesIn>,
 }
 
@@ -88,12 +90,19 @@ pub enum Op {
     Whole(u64),
     Float(f64),
     Set(f64),
+    /// An update of this value carrying this exemplar id (raw bytes: hostile ids too).
+    Exemplar(f64, [u8; 80], usize),
 }
 
 /// A word of the input language: `\s` is a space, `\t` a tab, `\n` a newline, `\e`
 /// nothing (an empty word), `\xHH` a byte, `\\` a backslash; bytes that are not
 /// UTF-8 become U+FFFD.
 fn word(w: &[u8]) -> String {
+    String::from_utf8_lossy(&word_bytes(w)).into_owned()
+}
+
+/// [`word`]'s bytes, before any UTF-8 check.
+fn word_bytes(w: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(w.len());
     let mut i = 0;
     while i < w.len() {
@@ -120,7 +129,7 @@ fn word(w: &[u8]) -> String {
             i += 1;
         }
     }
-    String::from_utf8_lossy(&out).into_owned()
+    out
 }
 
 /// A number: Rust's syntax (`1.5`, `-0`, `1e308`, `NaN`, `inf`, `-inf`) or `0x` and the
@@ -144,6 +153,8 @@ impl Input {
     /// series <created ms> [<label value>...]              starts a series
     /// inc <u64>  add <number>  set <number>               (counter, gauge)
     /// observe <number>                                    (histogram)
+    /// exemplars  native_only                              (family options)
+    /// exemplar <number> <id>                  (counter add, histogram observe, with an id)
     /// ```
     ///
     /// Anything else is skipped: every byte string is an input.
@@ -153,6 +164,18 @@ impl Input {
             ..Input::default()
         };
         for line in data.split(|b| *b == b'\n') {
+            if let Some(rest) = line.strip_prefix(b"exemplar ") {
+                let mut parts = rest.splitn(2, |b| *b == b' ');
+                let v = float(&word(parts.next().unwrap_or_default()));
+                let id = word_bytes(parts.next().unwrap_or_default());
+                let mut buf = [0u8; 80];
+                let n = id.len().min(buf.len());
+                buf[..n].copy_from_slice(&id[..n]);
+                if let Some(s) = input.families.last_mut().and_then(|f| f.series.last_mut()) {
+                    s.ops.push(Op::Exemplar(v, buf, n));
+                }
+                continue;
+            }
             let mut words = line.split(|b| *b == b' ').map(word);
             let Some(keyword) = words.next() else {
                 continue;
@@ -182,6 +205,8 @@ impl Input {
                     highest: 60.0,
                     precision: 2,
                     buckets: vec![0.005, 0.1, 1.0],
+                    exemplars: false,
+                    native_only: false,
                     series: Vec::new(),
                 }),
                 _ => {
@@ -203,6 +228,8 @@ impl FamilyIn {
             "help" => return self.help = rest.join(" "),
             "unit" => return self.unit = first,
             "group" => return self.group = first,
+            "exemplars" => return self.exemplars = true,
+            "native_only" => return self.native_only = true,
             "quantiles" => {
                 self.quantiles = match first.as_str() {
                     "beside" => 1,
@@ -246,6 +273,7 @@ pub struct FamilyRec {
     pub unit: String,
     pub label_names: Vec<String>,
     pub buckets: Vec<f64>,
+    pub native_only: bool,
     pub series: Vec<(Vec<String>, PointRec)>,
 }
 
@@ -299,6 +327,7 @@ impl<S: Sink> Sink for Tee<S> {
             unit: m.unit.to_string(),
             label_names: m.label_names.to_vec(),
             buckets: m.buckets.to_vec(),
+            native_only: m.native_only,
             series: Vec::new(),
         });
         self.inner.family(m);
@@ -376,6 +405,8 @@ fn spec_of(f: &FamilyIn) -> FamilySpec {
     spec.help = f.help.clone();
     spec.unit = f.unit.clone();
     spec.group = f.group.clone();
+    spec.exemplars = f.exemplars;
+    spec.native_only = f.native_only;
     spec.quantiles = match f.quantiles % 3 {
         1 => QuantileMode::Beside,
         2 => QuantileMode::Instead,
@@ -433,6 +464,24 @@ fn fill(store: &Store<'_>, input: &Input, consts: &[String]) -> Made {
                     (KindIn::Gauge, Op::Whole(n)) => gauge::set(&r, h, n as f64).is_ok(),
                     (KindIn::Histogram, Op::Float(v) | Op::Set(v)) => observe(store, h, v),
                     (KindIn::Histogram, Op::Whole(n)) => observe(store, h, n as f64),
+                    (KindIn::Gauge, Op::Exemplar(v, ..)) => gauge::set(&r, h, v).is_ok(),
+                    // As the FFI does: the update, then the exemplar if it went in.
+                    (kind, Op::Exemplar(v, id, n)) => {
+                        let histogram = kind == KindIn::Histogram;
+                        let done = if histogram {
+                            observe(store, h, v)
+                        } else {
+                            counter::add(&r, h, v).is_ok()
+                        };
+                        if done {
+                            let kept =
+                                exemplar::record_after_update(&r, h, histogram, v, &id[..n], 1);
+                            // Refused exactly when the id cannot be shown.
+                            let valid = exemplar::check_id(&id[..n]).is_ok();
+                            assert!(kept.is_ok() || !valid, "a valid id refused");
+                        }
+                        done
+                    }
                 };
             }
         }
@@ -712,7 +761,22 @@ fn sample_line(line: &str) -> Result<Sample<'_>, String> {
             }
         }
     }
-    let value = rest.strip_prefix(' ').ok_or("no space before the value")?;
+    let mut value = rest.strip_prefix(' ').ok_or("no space before the value")?;
+    // An exemplar after the value (OpenMetrics): `# {trace_id="..."} <value> <time>`.
+    if let Some((v, exemplar)) = value.split_once(" # ") {
+        value = v;
+        let (rest, time) = exemplar.rsplit_once(' ').ok_or("exemplar without a time")?;
+        time.parse::<f64>()
+            .map_err(|_| format!("bad exemplar time {time:?}"))?;
+        let line = format!("exemplar{rest}");
+        let (_, labels, _) = sample_line(&line)?;
+        if labels.len() != 1 || labels[0].0 != "trace_id" || labels[0].1.is_empty() {
+            return Err(format!("bad exemplar {exemplar:?}"));
+        }
+        if !(name.ends_with("_bucket") || name.ends_with("_total")) {
+            return Err(format!("an exemplar on {name}"));
+        }
+    }
     let ok = matches!(value, "NaN" | "+Inf" | "-Inf")
         || (value.starts_with(|c: char| c.is_ascii_digit() || c == '-')
             && value.parse::<f64>().is_ok());
@@ -850,17 +914,24 @@ pub fn check_protobuf(r: &Rendered) {
                     assert_eq!(h.sample_count(), *count);
                     same(h.sample_sum(), *sum);
                     assert_eq!(h.created_timestamp.as_ref().map(ms), *created);
-                    let classic: Vec<(u64, u64)> = h
+                    let mut classic: Vec<(u64, u64)> = h
                         .bucket
                         .iter()
                         .map(|b| (b.upper_bound().to_bits(), b.cumulative_count()))
                         .collect();
-                    let want: Vec<(u64, u64)> = f
-                        .buckets
-                        .iter()
-                        .map(|b| b.to_bits())
-                        .zip(cumulative.iter().copied())
-                        .collect();
+                    // A `+Inf` bucket is sent only to carry an exemplar: it is the count.
+                    if classic.last().map(|b| b.0) == Some(f64::INFINITY.to_bits()) {
+                        assert_eq!(classic.pop().map(|b| b.1), Some(*count));
+                    }
+                    let want: Vec<(u64, u64)> = if f.native_only {
+                        Vec::new()
+                    } else {
+                        f.buckets
+                            .iter()
+                            .map(|b| b.to_bits())
+                            .zip(cumulative.iter().copied())
+                            .collect()
+                    };
                     assert_eq!(classic, want, "{}", f.name);
                     check_native(h);
                 }

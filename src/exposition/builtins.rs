@@ -84,6 +84,7 @@ fn write(
             group: b.group,
             label_names: &label_names,
             buckets: &[],
+            native_only: false,
         };
         family(&meta, &series);
     }
@@ -94,6 +95,7 @@ fn count(n: u64, created: Option<u64>) -> Point<'static> {
         int: n,
         float: 0.0,
         created,
+        exemplar: None,
     })
 }
 

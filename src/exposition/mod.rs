@@ -219,6 +219,55 @@ pub(crate) mod tests {
         mem
     }
 
+    /// A zone whose families keep exemplars (and one that does not), made at T0: a
+    /// counter with one; a histogram with one on `le="0.1"` (the later of two) and one
+    /// on `+Inf`; a native-only histogram with one.
+    pub(crate) fn exemplar_zone() -> Vec<AtomicU64> {
+        use crate::metrics::exemplar::record_after_update;
+        let mem = heap_words(1 << 16);
+        let s = Store::format(Region::new(&mem), 1234).unwrap();
+        let r = s.region();
+        let reg = |spec: &FamilySpec| s.register(spec, ME).unwrap();
+        let mut c = spec("jobs_total", MetricType::Counter, &["code"]);
+        c.exemplars = true;
+        let c = reg(&c);
+        let cs = s.series_at(c, &["200"], ME, T0).unwrap();
+        counter::add(&r, cs, 2.0).unwrap();
+        record_after_update(&r, cs, false, 2.0, b"abc", T0 + 1000).unwrap();
+        let plain = reg(&spec("plain_total", MetricType::Counter, &[]));
+        let ps = s.series_at(plain, &[] as &[&str], ME, T0).unwrap();
+        counter::add(&r, ps, 1.0).unwrap();
+        // No exemplar area: the exemplar is left out, nothing is written.
+        record_after_update(&r, ps, false, 1.0, b"ignored", T0).unwrap();
+        let mut h = spec("req_seconds", MetricType::Histogram, &[]);
+        h.exemplars = true;
+        h.histogram = Some(HistogramSpec {
+            buckets: vec![0.1, 1.0],
+            ..HistogramSpec::default()
+        });
+        let h = reg(&h);
+        let hs = s.series_at(h, &[] as &[&str], ME, T0).unwrap();
+        for (v, id, ms) in [(0.05, "a", 1), (0.07, "b-q", 2), (5.0, "inf", 3)] {
+            s.observe(hs, v, ME).unwrap();
+            record_after_update(&r, hs, true, v, id.as_bytes(), T0 + ms).unwrap();
+        }
+        // Refused: a control character; the observation stands.
+        s.observe(hs, 0.5, ME).unwrap();
+        assert!(record_after_update(&r, hs, true, 0.5, b"x\ny", T0 + 4).is_err());
+        let mut n = spec("native_seconds", MetricType::Histogram, &[]);
+        n.exemplars = true;
+        n.native_only = true;
+        n.histogram = Some(HistogramSpec {
+            buckets: vec![0.1],
+            ..HistogramSpec::default()
+        });
+        let n = reg(&n);
+        let ns = s.series_at(n, &[] as &[&str], ME, T0).unwrap();
+        s.observe(ns, 0.05, ME).unwrap();
+        record_after_update(&r, ns, true, 0.05, b"n", T0 + 5).unwrap();
+        mem
+    }
+
     /// Renders `scrape` as text, for tests that read what was written.
     pub(crate) fn render_string(scrape: &Scrape<'_>) -> Result<String, NotFound> {
         let mut out = Vec::new();

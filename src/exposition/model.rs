@@ -3,6 +3,7 @@
 
 use super::native::NativeBuckets;
 use super::Scrape;
+pub use crate::metrics::exemplar::Exemplar;
 use crate::metrics::store::decode_key;
 use crate::metrics::MetricType;
 
@@ -39,6 +40,8 @@ pub struct Meta<'a> {
     pub label_names: &'a [String],
     /// Histogram bucket bounds (`le`), `+Inf` excluded.
     pub buckets: &'a [f64],
+    /// A histogram served in protobuf as a native histogram only (no classic buckets).
+    pub native_only: bool,
 }
 
 /// One series' values, read once. A new kind (a sparse histogram) is a new variant
@@ -61,6 +64,8 @@ pub struct CounterValue {
     pub float: f64,
     /// Creation time, ms since the epoch.
     pub created: Option<u64>,
+    /// The latest exemplar, for the sinks that show them (OpenMetrics, protobuf).
+    pub exemplar: Option<Exemplar>,
 }
 
 #[derive(Clone, Copy)]
@@ -72,6 +77,9 @@ pub struct HistogramValue<'a> {
     /// At [`SUMMARY_QUANTILES`](crate::metrics::histogram::SUMMARY_QUANTILES), when the sink wants them inline (JSON).
     pub quantiles: &'a [f64],
     pub created: Option<u64>,
+    /// One per bucket, `+Inf` last (see `exemplar::by_bucket`); empty when the series
+    /// has none.
+    pub exemplars: &'a [Option<Exemplar>],
 }
 
 #[derive(Clone, Copy)]

@@ -36,8 +36,10 @@ pub struct OpenMetricsSink<'o> {
 
 impl<'o> OpenMetricsSink<'o> {
     pub fn new(out: &'o mut Vec<u8>) -> OpenMetricsSink<'o> {
+        let mut lines = Lines::new(out, write_canonical);
+        lines.exemplars = true;
         OpenMetricsSink {
-            lines: Lines::new(out, write_canonical),
+            lines,
             counter_base: None,
         }
     }
@@ -123,5 +125,62 @@ impl Sink for OpenMetricsSink<'_> {
 
     fn finish(&mut self) {
         self.lines.out.put_str("# EOF\n");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::exposition::tests::{exemplar_zone, render_string};
+    use crate::exposition::{Format, Scrape, Selection};
+    use crate::metrics::Store;
+    use crate::shm::Region;
+
+    fn render(format: Format) -> String {
+        let mem = exemplar_zone();
+        let s = Store::attach(Region::new(&mem)).unwrap();
+        render_string(&Scrape {
+            format,
+            selection: Selection {
+                groups: vec!["app".into()],
+                ..Selection::default()
+            },
+            ..Scrape::new(s, "z")
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn exemplars_byte_for_byte() {
+        let want = "\
+# TYPE jobs counter
+jobs_total{code=\"200\"} 2 # {trace_id=\"abc\"} 2 1700000001.123
+jobs_created{code=\"200\"} 1700000000.123
+# TYPE plain counter
+plain_total 1
+plain_created 1700000000.123
+# TYPE req_seconds histogram
+req_seconds_bucket{le=\"0.1\"} 2 # {trace_id=\"b-q\"} 0.07 1700000000.125
+req_seconds_bucket{le=\"1.0\"} 3
+req_seconds_bucket{le=\"+Inf\"} 4 # {trace_id=\"inf\"} 5 1700000000.126
+req_seconds_sum 5.62
+req_seconds_count 4
+req_seconds_created 1700000000.123
+# TYPE native_seconds histogram
+native_seconds_bucket{le=\"0.1\"} 1 # {trace_id=\"n\"} 0.05 1700000000.128
+native_seconds_bucket{le=\"+Inf\"} 1
+native_seconds_sum 0.05
+native_seconds_count 1
+native_seconds_created 1700000000.123
+# EOF
+";
+        assert_eq!(render(Format::OpenMetrics), want);
+    }
+
+    #[test]
+    fn the_text_format_carries_no_exemplars() {
+        let text = render(Format::Text);
+        assert!(text.contains("jobs_total{code=\"200\"} 2\n"), "{text}");
+        assert!(!text.contains('#') || !text.contains("trace_id"), "{text}");
+        assert!(text.contains("native_seconds_bucket{le=\"0.1\"} 1\n"));
     }
 }

@@ -4,7 +4,7 @@
 //! in one message; what the text formats show is all here too (constant labels,
 //! creation times as `created_timestamp`, help, unit).
 
-use super::model::{CounterValue, HistogramValue, NativeHistogramValue, SummaryValue};
+use super::model::{CounterValue, Exemplar, HistogramValue, NativeHistogramValue, SummaryValue};
 use super::proto::{
     self, Bucket, BucketSpan, Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType,
     Quantile, Summary,
@@ -75,20 +75,45 @@ fn timestamp(ms: u64) -> prost_types::Timestamp {
     }
 }
 
+/// An exemplar as client_model carries it: its id as label `trace_id`, timestamped.
+fn exemplar(e: &Exemplar) -> proto::Exemplar {
+    proto::Exemplar {
+        label: vec![LabelPair {
+            name: Some(crate::metrics::exemplar::LABEL.to_string()),
+            value: Some(e.id().to_string()),
+        }],
+        value: Some(e.value),
+        timestamp: Some(timestamp(e.ms)),
+    }
+}
+
 fn classic(h: &HistogramValue<'_>, bounds: &[f64]) -> proto::Histogram {
+    let at = |i: usize| h.exemplars.get(i).and_then(Option::as_ref).map(exemplar);
+    let mut bucket: Vec<Bucket> = bounds
+        .iter()
+        .zip(h.cumulative)
+        .enumerate()
+        .map(|(i, (le, c))| Bucket {
+            cumulative_count: Some(*c),
+            upper_bound: Some(*le),
+            exemplar: at(i),
+            ..Bucket::default()
+        })
+        .collect();
+    // `+Inf` is left out, as client_golang does (it is the count), unless it carries
+    // an exemplar: then it is sent, as client_golang does too.
+    if let Some(e) = at(h.cumulative.len()) {
+        bucket.push(Bucket {
+            cumulative_count: Some(h.count),
+            upper_bound: Some(f64::INFINITY),
+            exemplar: Some(e),
+            ..Bucket::default()
+        });
+    }
     proto::Histogram {
         sample_count: Some(h.count),
         sample_sum: Some(h.sum),
-        // `+Inf` is left out, as client_golang does: it is the count.
-        bucket: bounds
-            .iter()
-            .zip(h.cumulative)
-            .map(|(le, c)| Bucket {
-                cumulative_count: Some(*c),
-                upper_bound: Some(*le),
-                ..Bucket::default()
-            })
-            .collect(),
+        bucket,
         created_timestamp: h.created.map(timestamp),
         ..proto::Histogram::default()
     }
@@ -121,7 +146,7 @@ impl Sink for ProtobufSink<'_> {
         let mut metric = self.metric(m, labels);
         metric.counter = Some(Counter {
             value: Some(c.int as f64 + c.float),
-            exemplar: None,
+            exemplar: c.exemplar.as_ref().map(exemplar),
             created_timestamp: c.created.map(timestamp),
         });
         self.emit(metric);
@@ -142,6 +167,19 @@ impl Sink for ProtobufSink<'_> {
     fn native_histogram(&mut self, m: &Meta<'_>, labels: &[u8], h: &NativeHistogramValue<'_>) {
         let mut metric = self.metric(m, labels);
         let n = h.native;
+        let mut classic = classic(&h.classic, m.buckets);
+        // The native histogram's own exemplars (field 16, read by Prometheus from
+        // 2.47 on): the buckets', in bucket order.
+        let exemplars = classic
+            .bucket
+            .iter()
+            .filter_map(|b| b.exemplar.clone())
+            .collect();
+        if m.native_only {
+            // Native only: no classic buckets, so no series per bucket in Prometheus
+            // (nor the classic buckets' exemplars, which Prometheus 2.42 reads).
+            classic.bucket.clear();
+        }
         metric.histogram = Some(proto::Histogram {
             schema: Some(n.schema),
             zero_threshold: Some(n.zero_threshold),
@@ -155,7 +193,8 @@ impl Sink for ProtobufSink<'_> {
                 })
                 .collect(),
             positive_delta: n.deltas.clone(),
-            ..classic(&h.classic, m.buckets)
+            exemplars,
+            ..classic
         });
         self.emit(metric);
     }
@@ -372,5 +411,110 @@ mod tests {
         })
         .unwrap();
         assert_eq!(out, "");
+    }
+
+    fn exemplar_families() -> (Vec<u8>, Vec<MetricFamily>) {
+        let mem = crate::exposition::tests::exemplar_zone();
+        let s = Store::attach(Region::new(&mem)).unwrap();
+        let mut out = Vec::new();
+        render(
+            &mut out,
+            &Scrape {
+                format: Format::Protobuf,
+                selection: Selection {
+                    groups: vec!["app".into()],
+                    ..Selection::default()
+                },
+                ..Scrape::new(s, "z")
+            },
+        )
+        .unwrap();
+        let families = decode(&out);
+        (out, families)
+    }
+
+    fn ex(id: &str, value: f64, ms: u64) -> Option<proto::Exemplar> {
+        Some(proto::Exemplar {
+            label: vec![label("trace_id", id)],
+            value: Some(value),
+            timestamp: Some(timestamp(ms)),
+        })
+    }
+
+    #[test]
+    fn exemplars_on_counters_and_classic_buckets() {
+        let (out, families) = exemplar_families();
+        assert_eq!(out, delimited(&families));
+        let names: Vec<&str> = families.iter().map(|f| f.name()).collect();
+        assert_eq!(
+            names,
+            vec!["jobs_total", "plain_total", "req_seconds", "native_seconds"]
+        );
+        // The counter, byte for byte as prost writes the whole message.
+        let want = MetricFamily {
+            name: Some("jobs_total".into()),
+            help: None,
+            r#type: Some(MetricType::Counter as i32),
+            metric: vec![Metric {
+                label: vec![label("code", "200")],
+                counter: Some(Counter {
+                    value: Some(2.0),
+                    exemplar: ex("abc", 2.0, T0 + 1000),
+                    created_timestamp: Some(timestamp(T0)),
+                }),
+                ..Metric::default()
+            }],
+            unit: None,
+        };
+        assert_eq!(families[0], want);
+        assert_eq!(
+            families[1].metric[0].counter.as_ref().unwrap().exemplar,
+            None
+        );
+        // Classic buckets carry theirs; `+Inf` is sent because it has one.
+        let h = families[2].metric[0].histogram.as_ref().unwrap();
+        let buckets: Vec<(f64, u64, Option<proto::Exemplar>)> = h
+            .bucket
+            .iter()
+            .map(|b| (b.upper_bound(), b.cumulative_count(), b.exemplar.clone()))
+            .collect();
+        assert_eq!(
+            buckets,
+            vec![
+                (0.1, 2, ex("b-q", 0.07, T0 + 2)),
+                (1.0, 3, None),
+                (f64::INFINITY, 4, ex("inf", 5.0, T0 + 3)),
+            ]
+        );
+        // The native histogram's own field holds them too, timestamped.
+        assert_eq!(
+            h.exemplars,
+            vec![
+                ex("b-q", 0.07, T0 + 2).unwrap(),
+                ex("inf", 5.0, T0 + 3).unwrap()
+            ]
+        );
+        assert!(!h.positive_span.is_empty());
+    }
+
+    #[test]
+    fn native_only_leaves_the_classic_buckets_out() {
+        let (_, families) = exemplar_families();
+        let n = families[3].metric[0].histogram.as_ref().unwrap();
+        assert!(n.bucket.is_empty(), "{n:?}");
+        assert_eq!((n.sample_count(), n.sample_sum()), (1, 0.05));
+        assert_eq!(n.positive_delta, vec![1]);
+        assert!(n.zero_threshold() > 0.0);
+        assert_eq!(n.exemplars, vec![ex("n", 0.05, T0 + 5).unwrap()]);
+        // The other histogram keeps its classic buckets.
+        assert_eq!(
+            families[2].metric[0]
+                .histogram
+                .as_ref()
+                .unwrap()
+                .bucket
+                .len(),
+            3
+        );
     }
 }

@@ -4,10 +4,11 @@
 //! zone walker ([`super::walk()`]) reads each series once and every line of it derives
 //! from that read.
 
-use super::model::{CounterValue, HistogramValue, SummaryValue};
+use super::model::{CounterValue, Exemplar, HistogramValue, SummaryValue};
 use super::number::Out;
 pub use super::number::{write_canonical, write_f64, write_ms_as_seconds, write_u64};
 use super::{label_values, Meta, Sink};
+use crate::metrics::exemplar;
 use crate::metrics::histogram::SUMMARY_QUANTILES;
 
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -103,6 +104,8 @@ pub(super) struct Lines<'o> {
     /// Quantile label values.
     qs: [String; 5],
     number: fn(&mut String, f64),
+    /// Exemplars are written after `_bucket` and `_total` values (OpenMetrics only).
+    pub(super) exemplars: bool,
 }
 
 impl<'o> Lines<'o> {
@@ -118,7 +121,24 @@ impl<'o> Lines<'o> {
             les: Vec::new(),
             qs,
             number,
+            exemplars: false,
         }
+    }
+
+    /// ` # {trace_id="..."} value timestamp` after a sample's value, when the format
+    /// shows exemplars and there is one.
+    fn exemplar(&mut self, e: Option<&Exemplar>) {
+        let Some(e) = e.filter(|_| self.exemplars) else {
+            return;
+        };
+        self.out.put_str(" # {");
+        self.out.put_str(exemplar::LABEL);
+        self.out.put_str("=\"");
+        write_label_value(self.out, e.id());
+        self.out.put_str("\"} ");
+        write_f64(self.out, e.value);
+        self.out.put_char(' ');
+        write_ms_as_seconds(self.out, e.ms);
     }
 
     /// A family begins: its `le` values.
@@ -149,6 +169,10 @@ impl<'o> Lines<'o> {
         } else {
             write_f64(self.out, c.int as f64 + c.float);
         }
+        // Only a `_total` sample may carry one (OpenMetrics: counters, not `unknown`).
+        if suffix == "_total" {
+            self.exemplar(c.exemplar.as_ref());
+        }
         self.out.push(b'\n');
     }
 
@@ -161,14 +185,17 @@ impl<'o> Lines<'o> {
     /// `_bucket` lines, `+Inf` last.
     pub(super) fn buckets(&mut self, name: &str, h: &HistogramValue<'_>) {
         let les = std::mem::take(&mut self.les);
-        for (le, c) in les.iter().zip(h.cumulative) {
+        let at = |i: usize| h.exemplars.get(i).and_then(Option::as_ref);
+        for (i, (le, c)) in les.iter().zip(h.cumulative).enumerate() {
             self.value_line(name, "_bucket", Some(("le", le)));
             write_u64(self.out, *c);
+            self.exemplar(at(i));
             self.out.push(b'\n');
         }
         self.les = les;
         self.value_line(name, "_bucket", Some(("le", "+Inf")));
         write_u64(self.out, h.count);
+        self.exemplar(at(h.cumulative.len()));
         self.out.push(b'\n');
     }
 
@@ -349,6 +376,8 @@ mod tests {
                     unit: String::new(),
                     group: String::new(),
                     quantiles: QuantileMode::Off,
+                    exemplars: false,
+                    native_only: false,
                 },
                 ME,
             )
@@ -521,6 +550,8 @@ nginx_metric_errors_total{zone="z",reason="lua"} 0
 nginx_metric_errors_created{zone="z",reason="lua"} 1234
 nginx_metric_errors_total{zone="z",reason="stale_handle"} 0
 nginx_metric_errors_created{zone="z",reason="stale_handle"} 1234
+nginx_metric_errors_total{zone="z",reason="invalid_exemplar"} 0
+nginx_metric_errors_created{zone="z",reason="invalid_exemplar"} 1234
 # TYPE nginx_metric_zone_bytes gauge
 # UNIT nginx_metric_zone_bytes bytes
 # HELP nginx_metric_zone_bytes Bytes of the metrics zone: used, in all, and freed but not reusable yet.

@@ -6,6 +6,7 @@ use super::model::{CounterValue, HistogramValue, NativeHistogramValue, SummaryVa
 use super::native::{Converter, NativeBuckets};
 use super::select::worker_runs;
 use super::{Collector, ExposedType, Meta, NotFound, Point, Scrape, Sink};
+use crate::metrics::exemplar::{self, Exemplar};
 use crate::metrics::family::{FamilySpec, HistogramSpec, QuantileMode, QUANTILES_SUFFIX};
 use crate::metrics::histogram::{self, Snapshot, SUMMARY_QUANTILES};
 use crate::metrics::{counter, gauge, Family, MetricType, Store};
@@ -66,6 +67,8 @@ fn write_all<S: Sink>(
         cumulative: Vec::new(),
         quantiles: Vec::new(),
         native: NativeBuckets::default(),
+        exemplars_read: Vec::new(),
+        exemplars: Vec::new(),
     };
     let mut running = Vec::new();
     for ((family, series), spec) in zone.families.iter().zip(zone.specs) {
@@ -97,6 +100,7 @@ fn write_all<S: Sink>(
             group: spec.group(),
             label_names: &spec.label_names,
             buckets: &[],
+            native_only: spec.native_only,
         };
         match (family.metric_type, &spec.histogram) {
             (MetricType::Histogram, Some(h)) => w.histogram(sink, meta, spec, h, series),
@@ -147,6 +151,9 @@ struct Walker<'a, 's> {
     cumulative: Vec<u64>,
     quantiles: Vec<f64>,
     native: NativeBuckets,
+    /// A series' exemplar slots as read, and a histogram's placed on its buckets.
+    exemplars_read: Vec<Option<Exemplar>>,
+    exemplars: Vec<Option<Exemplar>>,
 }
 
 impl Walker<'_, '_> {
@@ -168,10 +175,12 @@ impl Walker<'_, '_> {
             let h = store.series_values(rec);
             let point = if meta.declared == MetricType::Counter {
                 let (int, float) = counter::read(&r, h);
+                exemplar::read(&r, h, counter::VALUE_WORDS, &mut self.exemplars_read);
                 Point::Counter(CounterValue {
                     int,
                     float,
                     created: self.created(rec),
+                    exemplar: self.exemplars_read.first().copied().flatten(),
                 })
             } else {
                 Point::Gauge(gauge::read(&r, h))
@@ -246,7 +255,15 @@ impl Walker<'_, '_> {
         let tag = store.series_tag(rec);
         self.key.clear();
         store.series_key(rec, &mut self.key);
-        let snap = Snapshot::read(&r, store.series_values(rec), self.snapshot.take());
+        let h = store.series_values(rec);
+        let snap = Snapshot::read(&r, h, self.snapshot.take());
+        exemplar::read(
+            &r,
+            h,
+            histogram::value_words(snap.layout),
+            &mut self.exemplars_read,
+        );
+        exemplar::by_bucket(&self.exemplars_read, meta.buckets, &mut self.exemplars);
         let (count, sum, created) = (snap.count(), snap.sum, self.created(rec));
         if !S::SUMMARY_FAMILIES || mode != QuantileMode::Off {
             snap.quantiles(&SUMMARY_QUANTILES, scale, &mut self.quantiles);
@@ -270,6 +287,7 @@ impl Walker<'_, '_> {
                         &self.quantiles
                     },
                     created,
+                    exemplars: &self.exemplars,
                 };
                 match native {
                     // The count, buckets and native buckets come from one read.

@@ -6,7 +6,7 @@
 
 use super::slots;
 use crate::metrics::value::UpdateError;
-use crate::metrics::{counter, gauge, histogram, Reason, Store};
+use crate::metrics::{counter, exemplar, gauge, histogram, Reason, Store};
 use crate::nginx::{request, zone};
 use ngx::ffi::ngx_http_request_t;
 
@@ -81,6 +81,90 @@ pub extern "C" fn ngx_prom_histogram_observe(handle: u64, v: f64) -> i32 {
                 .make_chunk(h, pointer, slots, zone::participant())
         })
     })
+}
+
+/// Milliseconds since the epoch from the coarse real-time clock (the vDSO's, no system
+/// call, a few ms of resolution): an exemplar's timestamp.
+#[inline]
+fn coarse_now_ms() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_REALTIME_COARSE exists on
+    // every Linux nginx runs on (2.6.32+), and on failure `ts` stays zero.
+    unsafe {
+        libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts);
+    }
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}
+
+/// The update `update` made (its return code `rc`), then exemplar `id` (`len` bytes)
+/// for value `v` kept in the series if the update went in: a refused id is counted
+/// (`invalid_exemplar`), the update's code is returned either way.
+///
+/// # Safety
+/// `id` points to `len` readable bytes (or `len` is 0).
+#[inline(always)]
+unsafe fn with_exemplar(
+    handle: u64,
+    rc: i32,
+    histogram: bool,
+    v: f64,
+    id: *const u8,
+    len: usize,
+) -> i32 {
+    if rc != FFI_OK || id.is_null() {
+        return rc;
+    }
+    let (slot, h) = slots::split(handle);
+    let Some(r) = slots::region(slot) else {
+        return rc;
+    };
+    // SAFETY: per the contract: the caller's string, alive for this call.
+    let id = unsafe { std::slice::from_raw_parts(id, len) };
+    // The update checked the handle (its series is live in this event handler: see
+    // shm::epoch), so the words found from it are the series' own.
+    if exemplar::record_after_update(&r, h, histogram, v, id, coarse_now_ms()).is_err() {
+        if let Ok(s) = Store::attach(r) {
+            s.count_error(Reason::InvalidExemplar);
+        }
+    }
+    rc
+}
+
+/// [`ngx_prom_counter_add`] with an exemplar: trace id `id`, `len` bytes, kept if the
+/// series keeps exemplars (its family's `exemplars` option).
+///
+/// # Safety
+/// `id` points to `len` readable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn ngx_prom_counter_add_x(
+    handle: u64,
+    v: f64,
+    id: *const u8,
+    len: usize,
+) -> i32 {
+    let rc = ngx_prom_counter_add(handle, v);
+    // SAFETY: per the contract.
+    unsafe { with_exemplar(handle, rc, false, v, id, len) }
+}
+
+/// [`ngx_prom_histogram_observe`] with an exemplar, kept in the slot of the value's
+/// classic bucket (see [`ngx_prom_counter_add_x`]).
+///
+/// # Safety
+/// `id` points to `len` readable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn ngx_prom_histogram_observe_x(
+    handle: u64,
+    v: f64,
+    id: *const u8,
+    len: usize,
+) -> i32 {
+    let rc = ngx_prom_histogram_observe(handle, v);
+    // SAFETY: per the contract.
+    unsafe { with_exemplar(handle, rc, true, v, id, len) }
 }
 
 /// Counts an error that Lua detected (a wrong label count, a failed lookup).

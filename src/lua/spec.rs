@@ -45,6 +45,8 @@ pub(super) fn spec_from(t: &Table) -> LuaResult<FamilySpec> {
     let unit = d.string("unit")?;
     let group = d.string("group")?;
     let quantiles = d.quantiles()?;
+    let exemplars = d.boolean("exemplars")?;
+    let native_only = d.boolean("native_only")?;
     let spec = FamilySpec {
         name,
         help,
@@ -57,6 +59,8 @@ pub(super) fn spec_from(t: &Table) -> LuaResult<FamilySpec> {
         unit,
         group,
         quantiles,
+        exemplars,
+        native_only,
     };
     spec.validate().map_err(|e| err(e.to_string()))?;
     if crate::metrics::builtin::find(&spec.name).is_some() {
@@ -100,6 +104,18 @@ impl Declaration<'_> {
             Value::String(s) => Ok(s.to_str()?.to_string()),
             other => Err(self.refuse(format_args!(
                 "\"{key}\" must be a string, got {}",
+                other.type_name()
+            ))),
+        }
+    }
+
+    /// A boolean field, absent: false.
+    fn boolean(&self, key: &str) -> LuaResult<bool> {
+        match self.t.get::<Value>(key)? {
+            Value::Nil => Ok(false),
+            Value::Boolean(b) => Ok(b),
+            other => Err(self.refuse(format_args!(
+                "\"{key}\" must be a boolean, got {}",
                 other.type_name()
             ))),
         }

@@ -183,6 +183,12 @@ pub struct FamilySpec {
     pub group: String,
     /// Histograms only: quantile summaries beside or instead of the buckets.
     pub quantiles: QuantileMode,
+    /// Counters and histograms: series made from now on keep exemplars (see
+    /// `metrics::exemplar`).
+    pub exemplars: bool,
+    /// Histograms only: the protobuf exposition serves the native histogram without
+    /// its classic buckets (the text formats always show them).
+    pub native_only: bool,
 }
 
 /// A declaration that can never produce valid exposition. Names the culprit.
@@ -397,6 +403,8 @@ impl FamilySpec {
             unit: String::new(),
             group: String::new(),
             quantiles: QuantileMode::Off,
+            exemplars: false,
+            native_only: false,
         }
     }
 
@@ -474,6 +482,15 @@ impl FamilySpec {
                 "quantiles",
                 format!("\"{}\" applies to histograms only", self.quantiles.as_str()),
             ));
+        }
+        if self.exemplars && self.metric_type == MetricType::Gauge {
+            return Err(bad(
+                "exemplars",
+                "counters and histograms keep exemplars, gauges do not".to_string(),
+            ));
+        }
+        if self.native_only && self.metric_type != MetricType::Histogram {
+            return Err(bad("native_only", "applies to histograms only".to_string()));
         }
         Ok(())
     }
@@ -642,6 +659,27 @@ mod tests {
         ] {
             assert_eq!(QuantileMode::from_u8(m as u8), m);
         }
+    }
+
+    #[test]
+    fn exemplars_and_native_only_apply_where_they_mean_something() {
+        let mut g = spec("g", MetricType::Gauge, &[]);
+        g.exemplars = true;
+        let e = g.validate().unwrap_err().to_string();
+        assert!(e.contains("invalid exemplars"), "{e}");
+        let mut c = spec("c_total", MetricType::Counter, &[]);
+        c.exemplars = true;
+        c.validate().unwrap();
+        c.native_only = true;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("invalid native_only: applies to histograms only"),
+            "{e}"
+        );
+        let mut h = spec("h", MetricType::Histogram, &[]);
+        h.exemplars = true;
+        h.native_only = true;
+        h.validate().unwrap();
     }
 
     #[test]

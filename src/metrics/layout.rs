@@ -27,6 +27,7 @@ pub const FAMILY_WORDS: usize = 14;
 // first value word).
 pub const S_TAG: Offset = 0;
 pub const S_SEEN: Offset = 1;
+// The creation time's word also holds, in its high byte, the series' exemplar slots.
 pub const S_CREATED: Offset = 2;
 pub const S_VALUES: Offset = 3;
 /// How far before a series' first value word its tag is: what a handle check reads.
@@ -47,3 +48,17 @@ pub const HIST_LAYOUT: Offset = 0;
 pub const HIST_SCALE: Offset = 1;
 pub const HIST_HIGHEST: Offset = 2;
 pub const HIST_CHUNKS: Offset = 3;
+
+// A series' exemplar area, after its values (see `exemplar`; its slot count is the
+// high byte of the `S_CREATED` word): the family's body offset, then the slots.
+pub const X_FAMILY: Offset = 0;
+pub const X_SLOTS: Offset = 1;
+// A slot: its sequence word (odd while written), the value, the time (ms), the id's
+// length and its bytes.
+pub const X_SEQ: Offset = 0;
+pub const X_VALUE: Offset = 1;
+pub const X_TIME: Offset = 2;
+pub const X_LEN: Offset = 3;
+pub const X_ID: Offset = 4;
+pub const EXEMPLAR_ID_WORDS: u32 = 8;
+pub const EXEMPLAR_SLOT_WORDS: u32 = X_ID + EXEMPLAR_ID_WORDS;

@@ -6,6 +6,7 @@
 
 pub mod builtin;
 pub mod counter;
+pub mod exemplar;
 pub mod family;
 pub mod gauge;
 pub mod hdr;

@@ -45,7 +45,7 @@ use std::sync::atomic::Ordering::*;
 const MAGIC: u64 = u64::from_le_bytes(*b"NGXPROM\0");
 /// Bump when the layout changes: a zone kept across `nginx -s reload` from an older
 /// module build is then re-created instead of misread.
-const LAYOUT_VERSION: u64 = 8;
+const LAYOUT_VERSION: u64 = 9;
 
 // Header words.
 const H_MAGIC: Offset = 0;
@@ -907,6 +907,18 @@ impl<'g, 'l> Oldest<'g, 'l> {
             .known
             .get_or_insert_with(|| arena.epochs().oldest(self.held, self.alive))
     }
+}
+
+/// Where blob `rec`'s bytes start and how many there are, for a reader without an
+/// [`Arena`] (the hot path); `None` for no blob or one that does not fit the region.
+pub fn blob_data(r: &Region<'_>, rec: Offset) -> Option<(Offset, usize)> {
+    if rec == 0 {
+        return None;
+    }
+    let len = r.get(u64::from(rec) + u64::from(B_LEN))?.load(Relaxed) as usize;
+    let data = u64::from(rec) + u64::from(B_DATA);
+    let end = data.checked_add(words_for(len) as u64)?;
+    (end <= r.len() as u64).then_some((data as Offset, len))
 }
 
 #[cfg(test)]

@@ -19,10 +19,13 @@ pub enum Reason {
     Lua = 6,
     /// An update through the handle of a deleted series: dropped.
     StaleHandle = 7,
+    /// An exemplar whose trace id cannot be exposed (see `metrics::exemplar`): dropped,
+    /// its update counted.
+    InvalidExemplar = 8,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 8] = [
+    pub const ALL: [Reason; 9] = [
         Reason::ZoneFull,
         Reason::SeriesLimit,
         Reason::LabelCount,
@@ -31,6 +34,7 @@ impl Reason {
         Reason::BadHandle,
         Reason::Lua,
         Reason::StaleHandle,
+        Reason::InvalidExemplar,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -43,6 +47,7 @@ impl Reason {
             Reason::BadHandle => "bad_handle",
             Reason::Lua => "lua",
             Reason::StaleHandle => "stale_handle",
+            Reason::InvalidExemplar => "invalid_exemplar",
         }
     }
 

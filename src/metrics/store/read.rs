@@ -62,6 +62,6 @@ impl<'a> Store<'a> {
 
     /// When a series record was made, in ms since the Unix epoch.
     pub fn series_created_ms(&self, rec: Offset) -> u64 {
-        self.region().load(self.arena.body(rec) + S_CREATED)
+        crate::metrics::exemplar::created_ms(self.region().load(self.arena.body(rec) + S_CREATED))
     }
 }

@@ -3,9 +3,21 @@
 
 use super::*;
 
-// Family meta word: type in bits 0..8, label count 8..16, quantile mode 16..24.
+// Family meta word: type in bits 0..8, label count 8..16, quantile mode 16..24,
+// exemplars bit 24, native only bit 25.
+pub(super) const META_EXEMPLARS: u64 = 1 << 24;
+const META_NATIVE_ONLY: u64 = 1 << 25;
+
 fn meta_word(spec: &FamilySpec) -> u64 {
-    spec.metric_type as u64 | (spec.label_names.len() as u64) << 8 | (spec.quantiles as u64) << 16
+    spec.metric_type as u64
+        | (spec.label_names.len() as u64) << 8
+        | (spec.quantiles as u64) << 16
+        | if spec.exemplars { META_EXEMPLARS } else { 0 }
+        | if spec.native_only {
+            META_NATIVE_ONLY
+        } else {
+            0
+        }
 }
 
 impl<'a> Store<'a> {
@@ -169,7 +181,9 @@ impl<'a> Store<'a> {
         if have.expire_s != spec.expire_s {
             r.word(f.body + F_EXPIRE).store(spec.expire_s, Relaxed);
         }
-        if have.quantiles != spec.quantiles {
+        if (have.quantiles, have.exemplars, have.native_only)
+            != (spec.quantiles, spec.exemplars, spec.native_only)
+        {
             r.word(f.body + F_META).store(meta_word(spec), Release);
         }
         for (at, have, want) in [
@@ -279,6 +293,8 @@ impl<'a> Store<'a> {
             unit: text(F_UNIT),
             group: text(F_GROUP),
             quantiles: QuantileMode::from_u8((r.load(f.body + F_META) >> 16) as u8),
+            exemplars: r.load(f.body + F_META) & META_EXEMPLARS != 0,
+            native_only: r.load(f.body + F_META) & META_NATIVE_ONLY != 0,
         }
     }
 

@@ -2,6 +2,7 @@
 //! made on a value's first miss.
 
 use super::*;
+use crate::metrics::exemplar;
 use crate::metrics::hdr::HdrLayout;
 
 /// How [`Store::find_or_make`] makes a missing series.
@@ -9,6 +10,13 @@ use crate::metrics::hdr::HdrLayout;
 pub struct SeriesOptions {
     /// The creation time (ms since the epoch) a new series records; `None`: now.
     pub created_ms: Option<u64>,
+}
+
+/// The words a new series of a family takes: its values, then its exemplar area.
+pub(super) struct Shape {
+    values: u64,
+    exemplar_slots: u64,
+    hist: Option<(HistogramSpec, HdrLayout)>,
 }
 
 /// A series [`Store::find_or_make`] found or made.
@@ -108,22 +116,13 @@ impl<'a> Store<'a> {
             return Ok((handle, None));
         }
         self.check_label_values(f, values)?;
-        let (words, hist) = self.value_words(f);
+        let shape = self.value_words(f);
         let g = self.lock(p);
         if let Some(rec) = self.arena.lookup(f.id, &key) {
             return Ok((self.handle_of(rec), None));
         }
         let make = |key: &[u8], overflow: bool| {
-            self.make_series(
-                &g,
-                p.alive,
-                f,
-                key,
-                words,
-                hist.as_ref(),
-                created_ms,
-                overflow,
-            )
+            self.make_series(&g, p.alive, f, key, &shape, created_ms, overflow)
         };
         let zone_full = || SeriesError::ZoneFull {
             family: self.family_name(f),
@@ -207,14 +206,32 @@ impl<'a> Store<'a> {
 
     /// The value words a new series of `f` takes and, for a histogram, the spec and
     /// layout its chunks are made from.
-    fn value_words(&self, f: Family) -> (u64, Option<(HistogramSpec, HdrLayout)>) {
+    fn value_words(&self, f: Family) -> Shape {
+        let keeps = self.region().load(f.body + F_META) & register::META_EXEMPLARS != 0;
         match f.metric_type {
-            MetricType::Counter => (counter::VALUE_WORDS, None),
-            MetricType::Gauge => (gauge::VALUE_WORDS, None),
+            MetricType::Counter => Shape {
+                values: counter::VALUE_WORDS,
+                exemplar_slots: u64::from(keeps),
+                hist: None,
+            },
+            MetricType::Gauge => Shape {
+                values: gauge::VALUE_WORDS,
+                exemplar_slots: 0,
+                hist: None,
+            },
             MetricType::Histogram => {
                 let spec = self.spec(f).histogram.expect("histogram family has a spec");
                 let layout = spec.layout().expect("validated at registration");
-                (histogram::value_words(layout), Some((spec, layout)))
+                Shape {
+                    values: histogram::value_words(layout),
+                    // One per bucket and `+Inf` (at most MAX_BUCKETS + 1 = 129).
+                    exemplar_slots: if keeps {
+                        spec.buckets.len() as u64 + 1
+                    } else {
+                        0
+                    },
+                    hist: Some((spec, layout)),
+                }
             }
         }
     }
@@ -263,8 +280,7 @@ impl<'a> Store<'a> {
         alive: Liveness<'_>,
         f: Family,
         key: &[u8],
-        words: u64,
-        hist: Option<&(HistogramSpec, HdrLayout)>,
+        shape: &Shape,
         created_ms: u64,
         overflow: bool,
     ) -> Result<u64, crate::shm::Full> {
@@ -275,7 +291,8 @@ impl<'a> Store<'a> {
                 Kind::Series,
                 f.id,
                 key,
-                S_VALUES as usize + words as usize,
+                S_VALUES as usize
+                    + (shape.values + exemplar::area_words(shape.exemplar_slots)) as usize,
                 alive,
                 overflow,
             )?;
@@ -288,10 +305,16 @@ impl<'a> Store<'a> {
             }
         };
         let tag = value::tag(f.metric_type, generation);
-        r.store(body + S_CREATED, created_ms);
+        r.store(
+            body + S_CREATED,
+            exemplar::created_word(created_ms, shape.exemplar_slots),
+        );
         r.store(body + S_TAG, tag);
-        if let Some((spec, layout)) = hist {
+        if let Some((spec, layout)) = &shape.hist {
             histogram::init(&r, body + S_VALUES, spec, *layout);
+        }
+        if shape.exemplar_slots > 0 {
+            exemplar::init(&r, body + S_VALUES + shape.values as Offset, f.body);
         }
         let since = self.zone_tenths(created_ms);
         r.store(

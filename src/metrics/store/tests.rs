@@ -1,4 +1,6 @@
 use super::*;
+use crate::metrics::exemplar;
+use crate::metrics::family::DEFAULT_BUCKETS;
 use crate::shm::region::heap_words;
 use std::sync::atomic::AtomicU64;
 
@@ -43,6 +45,76 @@ fn a_counter_series_takes_72_bytes_plus_its_labels() {
     // Found again, the creation time stays.
     assert_eq!(s.series_at(f, &["abcd"], who(1), 5).unwrap(), h);
     assert_eq!(s.series_created_ms(series[0]), 1_700_000_000_123);
+}
+
+#[test]
+fn exemplars_cost_a_series_96_bytes_a_slot_and_apply_to_series_made_after() {
+    let mem = heap_words(1 << 14);
+    let s = Store::format(Region::new(&mem), 0).unwrap();
+    let mut spec = counter_spec("c_total", &["k"]);
+    let f = s.register(&spec, who(1)).unwrap();
+    let before = s.arena().used_bytes();
+    let old = s
+        .series_at(f, &["abcd"], who(1), 1_700_000_000_123)
+        .unwrap();
+    assert_eq!(s.arena().used_bytes() - before, 72 + 8);
+    // Switched on in place: the next series gets an area (the family word and one
+    // 12-word slot), the old one keeps none and ignores exemplars.
+    spec.exemplars = true;
+    s.register(&spec, who(1)).unwrap();
+    assert!(s.spec(f).exemplars);
+    let before = s.arena().used_bytes();
+    let new = s
+        .series_at(f, &["efgh"], who(1), 1_700_000_000_123)
+        .unwrap();
+    assert_eq!(s.arena().used_bytes() - before, 72 + 8 + 8 + 96);
+    let (_, series) = &s.families()[0];
+    assert_eq!(s.series_created_ms(series[1]), 1_700_000_000_123);
+    let r = s.region();
+    for h in [old, new] {
+        counter::inc(&r, h, 1).unwrap();
+        exemplar::record_after_update(&r, h, false, 1.0, b"t", 7).unwrap();
+    }
+    let mut out = Vec::new();
+    exemplar::read(
+        &r,
+        s.series_values(series[0]),
+        counter::VALUE_WORDS,
+        &mut out,
+    );
+    assert!(out.is_empty());
+    exemplar::read(
+        &r,
+        s.series_values(series[1]),
+        counter::VALUE_WORDS,
+        &mut out,
+    );
+    assert_eq!(out, vec![Some(exemplar::Exemplar::new("t", 1.0, 7))]);
+    // A histogram: a slot per bucket and +Inf.
+    let mut h = FamilySpec {
+        name: "lat_seconds".into(),
+        metric_type: MetricType::Histogram,
+        histogram: Some(HistogramSpec::default()),
+        exemplars: true,
+        ..counter_spec("x", &[])
+    };
+    let hf = s.register(&h, who(1)).unwrap();
+    let hs = s.series_at(hf, &[] as &[&str], who(1), 5).unwrap();
+    let (_, series) = &s.families()[1];
+    let values = histogram::value_words(h.histogram.as_ref().unwrap().layout().unwrap());
+    exemplar::read(&r, s.series_values(series[0]), values, &mut out);
+    assert_eq!(out.len(), DEFAULT_BUCKETS.len() + 1);
+    // Values pick their bucket's slot from the family's current bounds.
+    s.observe(hs, 0.003, who(1)).unwrap();
+    exemplar::record_after_update(&r, hs, true, 0.003, b"low", 1).unwrap();
+    s.observe(hs, 100.0, who(1)).unwrap();
+    exemplar::record_after_update(&r, hs, true, 100.0, b"high", 2).unwrap();
+    exemplar::read(&r, s.series_values(series[0]), values, &mut out);
+    assert_eq!(out[0].unwrap().id(), "low");
+    assert_eq!(out[DEFAULT_BUCKETS.len()].unwrap().id(), "high");
+    h.native_only = true;
+    s.register(&h, who(1)).unwrap();
+    assert!(s.spec(hf).native_only && s.spec(hf).exemplars);
 }
 
 #[test]
