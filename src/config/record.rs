@@ -282,6 +282,10 @@ impl Record {
                 unit: unit.into(),
                 group: self.group.clone(),
                 quantiles: Default::default(),
+                // The recorder has no trace id to give, and its histograms are read
+                // in every format.
+                exemplars: false,
+                native_only: false,
             })
         };
         use MetricType::{Counter, Histogram};
