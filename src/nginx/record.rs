@@ -17,7 +17,7 @@ use ngx::ffi::{
 };
 use ngx::http::{HttpModuleLocationConf, HttpModuleServerConf, NgxHttpCoreModule};
 use std::borrow::Cow;
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 
@@ -30,7 +30,7 @@ pub struct RecordConf {
     cache_status: Option<*mut ngx_http_complex_value_t>,
     /// This worker's store and families, once registered (workers are single-threaded;
     /// the zone and the families live as long as the cycle).
-    resolved: Cell<Option<Resolved>>,
+    resolved: OnceCell<Resolved>,
     /// Why registration failed, logged once per worker.
     logged: Cell<bool>,
     /// This worker's handles of the series its requests went to (workers are
@@ -73,41 +73,53 @@ const CACHE_STATUSES: [&[u8]; 7] = [
     b"HIT",
 ];
 
-/// The handle cache of a recorder in a worker, and the buffers the request path reuses.
+/// The handle cache of a recorder in a worker, and the buffer the request path reuses.
 #[derive(Default)]
 struct Cache {
-    /// Series key of the label values (without the status) -> the handles.
-    entries: HashMap<Vec<u8>, Entry>,
+    /// Series key of the label values (without the status) -> its place in `slots`.
+    index: HashMap<Vec<u8>, usize>,
+    /// The cached label sets: their keys and handles; at most [`CACHED_LABEL_SETS`].
+    slots: Vec<(Vec<u8>, Entry)>,
+    /// The slot the last request used: a request with the same label values as the
+    /// last one (the common case) finds its entry with one comparison, no hashing.
+    last: usize,
+    /// The slot the next new label set takes once `slots` is full (round robin).
+    victim: usize,
     /// The request's label values, encoded as a series key; a status or cache status
     /// is appended and cut off again for the families that have it.
     key: Vec<u8>,
-    /// The key of an evicted entry, whose allocation the next entry reuses.
-    spare: Vec<u8>,
 }
 
-/// The entry of the label set `key` in `entries`, made (evicting one when full, its
-/// key's allocation kept in `spare` for the next) if new.
-fn entry<'a>(
-    entries: &'a mut HashMap<Vec<u8>, Entry>,
-    spare: &mut Vec<u8>,
-    key: &[u8],
-) -> &'a mut Entry {
-    if !entries.contains_key(key) {
-        let mut k = std::mem::take(spare);
-        if entries.len() >= CACHED_LABEL_SETS {
-            k.clear();
-            if let Some(any) = entries.keys().next() {
-                k.extend_from_slice(any);
-            }
-            if let Some((old, _)) = entries.remove_entry(&k[..]) {
-                *spare = old;
-            }
+impl Cache {
+    /// The place in `slots` of the label set in `self.key`, taken (evicting another
+    /// label set once full) if new.
+    fn slot(&mut self) -> usize {
+        if self.slots.get(self.last).is_some_and(|s| s.0 == self.key) {
+            return self.last;
         }
-        k.clear();
-        k.extend_from_slice(key);
-        entries.insert(k, Entry::default());
+        let i = match self.index.get(&self.key[..]) {
+            Some(&i) => i,
+            None => {
+                let i = if self.slots.len() < CACHED_LABEL_SETS {
+                    self.slots.push((self.key.clone(), Entry::default()));
+                    self.slots.len() - 1
+                } else {
+                    let i = self.victim;
+                    self.victim = (i + 1) % CACHED_LABEL_SETS;
+                    let (old, entry) = &mut self.slots[i];
+                    self.index.remove(&old[..]);
+                    old.clear();
+                    old.extend_from_slice(&self.key);
+                    *entry = Entry::default();
+                    i
+                };
+                self.index.insert(self.key.clone(), i);
+                i
+            }
+        };
+        self.last = i;
+        i
     }
-    entries.get_mut(key).expect("the entry is in the map")
 }
 
 impl Entry {
@@ -188,7 +200,7 @@ directive! {
             record: rec,
             values,
             cache_status,
-            resolved: Cell::new(None),
+            resolved: OnceCell::new(),
             logged: Cell::new(false),
             cache: RefCell::new(Cache::default()),
         })));
@@ -322,7 +334,7 @@ pub(super) unsafe extern "C" fn log_handler(r: *mut ngx_http_request_t) -> ngx_i
 
 /// The store and families of `rc` in this worker, registered on first use (again on
 /// a later request when the zone refused them: it may have room by then).
-fn resolve(r: *mut ngx_http_request_t, rc: &RecordConf) -> Option<Resolved> {
+fn resolve(r: *mut ngx_http_request_t, rc: &RecordConf) -> Option<&Resolved> {
     if let Some(res) = rc.resolved.get() {
         return Some(res);
     }
@@ -353,8 +365,7 @@ fn resolve(r: *mut ngx_http_request_t, rc: &RecordConf) -> Option<Resolved> {
         store,
         families: families.try_into().ok()?,
     };
-    rc.resolved.set(Some(res));
-    Some(res)
+    Some(rc.resolved.get_or_init(|| res))
 }
 
 /// # Safety
@@ -399,12 +410,9 @@ unsafe fn record_request(r: *mut ngx_http_request_t, rc: &RecordConf, location: 
     let [requests, latency, upstream, received, sent, peer_requests, peer_duration, peer_failures, cache_family] =
         res.families;
     let store = res.store;
-    let Cache {
-        entries,
-        key,
-        spare,
-    } = cache;
-    let entry = entry(entries, spare, key);
+    let i = cache.slot();
+    let Cache { slots, key, .. } = cache;
+    let entry = &mut slots[i].1;
     let mut code = [0u8; 10];
     push_value(
         key,
