@@ -413,15 +413,18 @@ unsafe fn record_request(r: *mut ngx_http_request_t, rc: &RecordConf, location: 
     let i = cache.slot();
     let Cache { slots, key, .. } = cache;
     let entry = &mut slots[i].1;
-    let mut code = [0u8; 10];
-    push_value(
-        key,
-        record::status_value(facts.status, rc.record.status, &mut code),
-    );
-    cached(store, requests, entry.code(facts.status), key, |r, h| {
-        counter::inc(r, h, 1)
-    });
-    key.truncate(labels);
+    // The status is encoded into the key only when its series must be looked up.
+    let slot = entry.code(facts.status);
+    if requests.is_some() && (*slot == 0 || counter::inc(&store.region(), *slot, 1).is_err()) {
+        *slot = 0;
+        let mut code = [0u8; 10];
+        push_value(
+            key,
+            record::status_value(facts.status, rc.record.status, &mut code),
+        );
+        cached(store, requests, slot, key, |r, h| counter::inc(r, h, 1));
+        key.truncate(labels);
+    }
     cached(store, latency, &mut entry.latency, key, |r, h| {
         observe(store, r, h, facts.request_ms as f64 / 1000.0)
     });
