@@ -601,3 +601,120 @@ fn upstream_peers_and_cache() {
         n.errors()
     );
 }
+
+/// Each worker keeps the handles of the series a label set went to (a bounded cache):
+/// a cached handle whose series expired is renewed (the request after the expiry lands
+/// in the series made anew, counted from zero, exactly), and more distinct label sets
+/// than the cache holds (`CACHED_LABEL_SETS` = 256 per worker, visited round-robin so
+/// each visit finds its entry evicted) still count exactly.
+#[test]
+fn cached_handles_are_renewed_and_the_cache_is_bounded() {
+    let (app, metrics) = (free_port(), free_port());
+    let p = prefix("record-cache");
+    let http = format!(
+        r#"
+    prometheus_zone cache 32m;
+    server {{
+        listen 127.0.0.1:{app};
+        access_log off;
+        location /exp {{
+            prometheus_record labels=code label=host:$host expire=1s namespace=rec_exp;
+            return 200;
+        }}
+        location /many {{
+            prometheus_record labels=code label=host:$host max_series=2000 namespace=rec_many;
+            return 200;
+        }}
+    }}
+    server {{
+        listen 127.0.0.1:{metrics};
+        location /metrics {{ prometheus_metrics; }}
+    }}
+"#
+    );
+    let n = Nginx::start_with(p.clone(), config(&p, &http));
+    let count = |s: &[Sample], name: &str, host: &str| -> f64 {
+        s.iter()
+            .filter(|x| x.name == name && x.labels.get("host").map(String::as_str) == Some(host))
+            .map(|x| x.value)
+            .sum()
+    };
+    // Expiry: both workers cache the series' handles, the sweep deletes the series,
+    // then the same label set again.
+    let send = |k: usize| {
+        for _ in 0..k {
+            assert_eq!(
+                request(app, "GET", "/exp", &[("Host", "a.test")], b"").status,
+                200
+            );
+        }
+    };
+    // The log phase runs after the answer: a scrape waits for the last request.
+    let settled = |name: &str, host: &str, want: f64| {
+        eventually(Duration::from_secs(10), || {
+            let (_, s) = scrape(metrics, "/metrics");
+            (count(&s, name, host) >= want).then_some(s)
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "{name}{{host={host}}} never reached {want}: {}",
+                n.error_log()
+            )
+        })
+    };
+    send(20);
+    let s = settled("rec_exp_requests_total", "a.test", 20.0);
+    assert_eq!(count(&s, "rec_exp_requests_total", "a.test"), 20.0);
+    eventually(Duration::from_secs(15), || {
+        let (_, s) = scrape(metrics, "/metrics");
+        (!s.iter().any(|x| x.name.starts_with("rec_exp_"))).then_some(())
+    })
+    .unwrap_or_else(|| panic!("never expired: {}", n.error_log()));
+    send(20);
+    let s = settled("rec_exp_request_duration_seconds_count", "a.test", 20.0);
+    assert_eq!(
+        count(&s, "rec_exp_requests_total", "a.test"),
+        20.0,
+        "after the expiry"
+    );
+    assert_eq!(
+        count(&s, "rec_exp_request_duration_seconds_count", "a.test"),
+        20.0
+    );
+    // More label sets than both workers' caches hold, three rounds.
+    let hosts = 600;
+    for _ in 0..3 {
+        for i in 0..hosts {
+            let host = format!("h{i}.test");
+            assert_eq!(
+                request(app, "GET", "/many", &[("Host", &host)], b"").status,
+                200
+            );
+        }
+    }
+    let total = |s: &[Sample], name: &str| -> f64 {
+        s.iter().filter(|x| x.name == name).map(|x| x.value).sum()
+    };
+    let s = eventually(Duration::from_secs(10), || {
+        let (_, s) = scrape(metrics, "/metrics");
+        let want = 3.0 * hosts as f64;
+        (total(&s, "rec_many_requests_total") >= want
+            && total(&s, "rec_many_request_duration_seconds_count") >= want)
+            .then_some(s)
+    })
+    .unwrap_or_else(|| panic!("not all recorded: {}", n.error_log()));
+    for i in 0..hosts {
+        let host = format!("h{i}.test");
+        assert_eq!(count(&s, "rec_many_requests_total", &host), 3.0, "{host}");
+        assert_eq!(
+            count(&s, "rec_many_request_duration_seconds_count", &host),
+            3.0,
+            "{host}"
+        );
+        assert!(
+            count(&s, "rec_many_sent_bytes_total", &host) > 0.0,
+            "{host}"
+        );
+    }
+    assert!(n.errors().is_empty(), "{:?}", n.errors());
+}

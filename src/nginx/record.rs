@@ -7,6 +7,7 @@
 
 use super::{conf_error, request, zone, LocConf, Module};
 use crate::config::record::{self, Label, Record, FAMILIES};
+use crate::metrics::store::decode_key;
 use crate::metrics::store::Family;
 use crate::metrics::value::UpdateError;
 use crate::metrics::{counter, histogram, Reason, Store};
@@ -16,7 +17,8 @@ use ngx::ffi::{
 };
 use ngx::http::{HttpModuleLocationConf, HttpModuleServerConf, NgxHttpCoreModule};
 use std::borrow::Cow;
-use std::cell::Cell;
+use std::cell::{Cell, OnceCell, RefCell};
+use std::collections::HashMap;
 use std::rc::Rc;
 
 /// One `prometheus_record` directive, compiled; shared by the locations inheriting it.
@@ -28,9 +30,125 @@ pub struct RecordConf {
     cache_status: Option<*mut ngx_http_complex_value_t>,
     /// This worker's store and families, once registered (workers are single-threaded;
     /// the zone and the families live as long as the cycle).
-    resolved: Cell<Option<Resolved>>,
+    resolved: OnceCell<Resolved>,
     /// Why registration failed, logged once per worker.
     logged: Cell<bool>,
+    /// This worker's handles of the series its requests went to (workers are
+    /// single-threaded; the cache is in the worker's own memory).
+    cache: RefCell<Cache>,
+}
+
+/// How many label sets a recorder keeps the handles of, per worker. Label values come
+/// from clients (`$host`): past this, a new label set evicts an arbitrary one, so a
+/// worker holds at most this many keys of at most `labels × (4 + 256)` bytes each.
+pub const CACHED_LABEL_SETS: usize = 256;
+
+/// The handles of one label set's series, 0 where not known yet. A handle whose series
+/// was deleted since (`del`, `reset`, an expiry) fails its update as stale; the series
+/// is then looked up (or made) again, and the update applied there.
+#[derive(Default)]
+struct Entry {
+    /// Requests by status: the raw status and its series, a few statuses per label set.
+    codes: [(u32, u64); CODES],
+    /// The next `codes` slot a new status takes when all are in use.
+    next_code: usize,
+    latency: u64,
+    upstream: u64,
+    received: u64,
+    sent: u64,
+    /// Responses by `$upstream_cache_status`, in the order of [`CACHE_STATUSES`].
+    cache: [u64; CACHE_STATUSES.len()],
+}
+
+const CODES: usize = 4;
+
+/// The values nginx gives `$upstream_cache_status`.
+const CACHE_STATUSES: [&[u8]; 7] = [
+    b"MISS",
+    b"BYPASS",
+    b"EXPIRED",
+    b"STALE",
+    b"UPDATING",
+    b"REVALIDATED",
+    b"HIT",
+];
+
+/// The handle cache of a recorder in a worker, and the buffer the request path reuses.
+#[derive(Default)]
+struct Cache {
+    /// Series key of the label values (without the status) -> its place in `slots`.
+    index: HashMap<Vec<u8>, usize>,
+    /// The cached label sets: their keys and handles; at most [`CACHED_LABEL_SETS`].
+    slots: Vec<(Vec<u8>, Entry)>,
+    /// The slot the last request used: a request with the same label values as the
+    /// last one (the common case) finds its entry with one comparison, no hashing.
+    last: usize,
+    /// The slot the next new label set takes once `slots` is full (round robin).
+    victim: usize,
+    /// The request's label values, encoded as a series key; a status or cache status
+    /// is appended and cut off again for the families that have it.
+    key: Vec<u8>,
+}
+
+impl Cache {
+    /// The place in `slots` of the label set in `self.key`, taken (evicting another
+    /// label set once full) if new.
+    fn slot(&mut self) -> usize {
+        if self.slots.get(self.last).is_some_and(|s| s.0 == self.key) {
+            return self.last;
+        }
+        let i = match self.index.get(&self.key[..]) {
+            Some(&i) => i,
+            None => {
+                let i = if self.slots.len() < CACHED_LABEL_SETS {
+                    self.slots.push((self.key.clone(), Entry::default()));
+                    self.slots.len() - 1
+                } else {
+                    let i = self.victim;
+                    self.victim = (i + 1) % CACHED_LABEL_SETS;
+                    let (old, entry) = &mut self.slots[i];
+                    self.index.remove(&old[..]);
+                    old.clear();
+                    old.extend_from_slice(&self.key);
+                    *entry = Entry::default();
+                    i
+                };
+                self.index.insert(self.key.clone(), i);
+                i
+            }
+        };
+        self.last = i;
+        i
+    }
+}
+
+impl Entry {
+    /// The handle slot of requests with `status`, taking a slot when it is new.
+    fn code(&mut self, status: u32) -> &mut u64 {
+        let i = match self.codes.iter().position(|c| c.0 == status && c.1 != 0) {
+            Some(i) => i,
+            None => {
+                let i = match self.codes.iter().position(|c| c.1 == 0) {
+                    Some(i) => i,
+                    None => {
+                        let i = self.next_code;
+                        self.next_code = (i + 1) % CODES;
+                        i
+                    }
+                };
+                self.codes[i] = (status, 0);
+                i
+            }
+        };
+        &mut self.codes[i].1
+    }
+}
+
+/// Appends one label value to a series key (as [`encode_key`](crate::metrics::store::encode_key)
+/// encodes each).
+fn push_value(key: &mut Vec<u8>, v: &[u8]) {
+    key.extend_from_slice(&(v.len() as u32).to_le_bytes());
+    key.extend_from_slice(v);
 }
 
 #[derive(Clone, Copy)]
@@ -82,8 +200,9 @@ directive! {
             record: rec,
             values,
             cache_status,
-            resolved: Cell::new(None),
+            resolved: OnceCell::new(),
             logged: Cell::new(false),
+            cache: RefCell::new(Cache::default()),
         })));
         ngx::core::NGX_CONF_OK
     }
@@ -215,7 +334,7 @@ pub(super) unsafe extern "C" fn log_handler(r: *mut ngx_http_request_t) -> ngx_i
 
 /// The store and families of `rc` in this worker, registered on first use (again on
 /// a later request when the zone refused them: it may have room by then).
-fn resolve(r: *mut ngx_http_request_t, rc: &RecordConf) -> Option<Resolved> {
+fn resolve(r: *mut ngx_http_request_t, rc: &RecordConf) -> Option<&Resolved> {
     if let Some(res) = rc.resolved.get() {
         return Some(res);
     }
@@ -246,8 +365,7 @@ fn resolve(r: *mut ngx_http_request_t, rc: &RecordConf) -> Option<Resolved> {
         store,
         families: families.try_into().ok()?,
     };
-    rc.resolved.set(Some(res));
-    Some(res)
+    Some(rc.resolved.get_or_init(|| res))
 }
 
 /// # Safety
@@ -256,9 +374,14 @@ unsafe fn record_request(r: *mut ngx_http_request_t, rc: &RecordConf, location: 
     let Some(res) = resolve(r, rc) else {
         return;
     };
+    // Only this worker's event loop is here, and nothing below records a request again.
+    let Ok(mut cache) = rc.cache.try_borrow_mut() else {
+        return;
+    };
+    let cache = &mut *cache;
     // SAFETY: per the contract.
     let facts = unsafe { request::facts(r) };
-    let mut values: Vec<Cow<'_, [u8]>> = Vec::with_capacity(rc.record.labels.len() + 1);
+    cache.key.clear();
     let mut next_value = rc.values.iter();
     for l in &rc.record.labels {
         let v = match l {
@@ -281,53 +404,73 @@ unsafe fn record_request(r: *mut ngx_http_request_t, rc: &RecordConf, location: 
                 unsafe { complex_value(r, cv) }
             }
         };
-        values.push(v);
+        push_value(&mut cache.key, &v);
     }
-    let mut code = [0u8; 10];
-    values.push(Cow::Borrowed(record::status_value(
-        facts.status,
-        rc.record.status,
-        &mut code,
-    )));
-    let [requests, latency, upstream, received, sent, peer_requests, peer_duration, peer_failures, cache] =
+    let labels = cache.key.len();
+    let [requests, latency, upstream, received, sent, peer_requests, peer_duration, peer_failures, cache_family] =
         res.families;
     let store = res.store;
-    update(store, requests, &values, |r, h| counter::inc(r, h, 1));
-    values.pop();
-    update(store, latency, &values, |r, h| {
+    let i = cache.slot();
+    let Cache { slots, key, .. } = cache;
+    let entry = &mut slots[i].1;
+    // The status is encoded into the key only when its series must be looked up.
+    let slot = entry.code(facts.status);
+    if requests.is_some() && (*slot == 0 || counter::inc(&store.region(), *slot, 1).is_err()) {
+        *slot = 0;
+        let mut code = [0u8; 10];
+        push_value(
+            key,
+            record::status_value(facts.status, rc.record.status, &mut code),
+        );
+        cached(store, requests, slot, key, |r, h| counter::inc(r, h, 1));
+        key.truncate(labels);
+    }
+    cached(store, latency, &mut entry.latency, key, |r, h| {
         observe(store, r, h, facts.request_ms as f64 / 1000.0)
     });
     if let Some(ms) = facts.upstream_ms {
-        update(store, upstream, &values, |r, h| {
+        cached(store, upstream, &mut entry.upstream, key, |r, h| {
             observe(store, r, h, ms as f64 / 1000.0)
         });
     }
-    update(store, received, &values, |r, h| {
+    cached(store, received, &mut entry.received, key, |r, h| {
         counter::inc(r, h, facts.received_bytes)
     });
-    update(store, sent, &values, |r, h| {
+    cached(store, sent, &mut entry.sent, key, |r, h| {
         counter::inc(r, h, facts.sent_bytes)
     });
     if let Some(cv) = rc.cache_status {
         // SAFETY: compiled for this configuration; per the contract.
         let status = unsafe { complex_value(r, cv) };
         if !status.is_empty() {
-            values.push(status);
-            update(store, cache, &values, |r, h| counter::inc(r, h, 1));
+            push_value(key, &status);
+            let mut none = 0;
+            let slot = match CACHE_STATUSES.iter().position(|s| *s == &status[..]) {
+                Some(i) => &mut entry.cache[i],
+                None => &mut none,
+            };
+            cached(store, cache_family, slot, key, |r, h| counter::inc(r, h, 1));
+            key.truncate(labels);
         }
     }
     if peer_requests.is_some() {
         // SAFETY: per the contract.
-        unsafe { record_tries(r, store, [peer_requests, peer_duration, peer_failures]) };
+        unsafe { record_tries(r, store, [peer_requests, peer_duration, peer_failures], key) };
     }
 }
 
 /// One update per try of an upstream peer, from the request's upstream states (what
-/// `$upstream_addr`, `$upstream_status` and `$upstream_response_time` print).
+/// `$upstream_addr`, `$upstream_status` and `$upstream_response_time` print). `key` is
+/// a buffer to reuse for the series keys.
 ///
 /// # Safety
 /// `r` is the request in its log phase.
-unsafe fn record_tries(r: *mut ngx_http_request_t, store: Store<'static>, f: [Option<Family>; 3]) {
+unsafe fn record_tries(
+    r: *mut ngx_http_request_t,
+    store: Store<'static>,
+    f: [Option<Family>; 3],
+    key: &mut Vec<u8>,
+) {
     use ngx::ffi::{ngx_http_upstream_state_t, ngx_msec_t};
     // SAFETY: per the contract: `upstream_states` is null or an array of states in the
     // request pool; a state's `peer` is null (an internal redirect's mark, printed as
@@ -348,57 +491,81 @@ unsafe fn record_tries(r: *mut ngx_http_request_t, store: Store<'static>, f: [Op
             if s.peer.is_null() {
                 continue;
             }
-            let mut code = [0u8; 10];
             let status = s.status as u32;
-            let values = [
-                upstream.clone(),
-                str_value(Some(*s.peer)),
-                Cow::Borrowed(record::status_value(
-                    status,
-                    record::Status::Code,
-                    &mut code,
-                )),
-            ];
-            update(store, f[0], &values, |r, h| counter::inc(r, h, 1));
+            key.clear();
+            push_value(key, &upstream);
+            push_value(key, &str_value(Some(*s.peer)));
+            let peer = key.len();
+            let mut code = [0u8; 10];
+            push_value(
+                key,
+                record::status_value(status, record::Status::Code, &mut code),
+            );
+            cached(store, f[0], &mut 0, key, |r, h| counter::inc(r, h, 1));
+            key.truncate(peer);
             if s.response_time != ngx_msec_t::MAX {
                 let secs = s.response_time as f64 / 1000.0;
-                update(store, f[1], &values[..2], |r, h| observe(store, r, h, secs));
+                cached(store, f[1], &mut 0, key, |r, h| observe(store, r, h, secs));
             }
             if status == 0 || status >= 500 {
-                update(store, f[2], &values[..2], |r, h| counter::inc(r, h, 1));
+                cached(store, f[2], &mut 0, key, |r, h| counter::inc(r, h, 1));
             }
         }
     }
 }
 
-/// Applies `f` to the series of `family` with `values` (made if missing, the overflow
-/// series past `max_series`); a series deleted in between is looked up once more.
-/// Refusals are counted in the zone's error counters, as the FFI functions count them.
-fn update(
+/// Applies `f` to the series of `family` whose label values are encoded in `key`,
+/// through the handle in `slot` when it has one (0: none). A handle that no longer
+/// names a live series (deleted, expired: stale) is forgotten and the series looked up
+/// again without the lock (made if missing, the overflow series past `max_series`); a
+/// series deleted in between is looked up once more. `slot` keeps the handle of a
+/// series found or made for these labels, never the overflow series' (the label set may
+/// find room later). Refusals are counted in the zone's error counters, as the FFI
+/// functions count them.
+fn cached(
     store: Store<'static>,
     family: Option<Family>,
-    values: &[Cow<'_, [u8]>],
+    slot: &mut u64,
+    key: &[u8],
     f: impl Fn(&crate::shm::Region<'static>, u64) -> Result<(), UpdateError>,
 ) {
     let Some(family) = family else {
         return;
     };
     let region = store.region();
+    if *slot != 0 {
+        match f(&region, *slot) {
+            Ok(()) => return,
+            // A cached handle of a series deleted since; its block may even hold
+            // something else by now (a bad handle): the lookup below finds the series.
+            Err(UpdateError::Stale | UpdateError::BadHandle) => *slot = 0,
+            Err(e) => {
+                store.count_error(Reason::from(e));
+                return;
+            }
+        }
+    }
     for _ in 0..2 {
         // An existing series first, found without the lock or the clock (find_or_make
         // reads the time for a series it may make); refusals are counted in the zone's
         // errors by find_or_make.
-        let handle = match store.find_series(family, values) {
-            Some(h) => h,
+        let (handle, keep) = match store.find_series_key(family, key) {
+            Some(h) => (h, true),
             None => {
-                match store.find_or_make(family, values, zone::participant(), Default::default()) {
-                    Ok(found) => found.handle,
+                let values: Vec<&[u8]> = decode_key(key).collect();
+                match store.find_or_make(family, &values, zone::participant(), Default::default()) {
+                    Ok(found) => (found.handle, found.overflowed.is_none()),
                     Err(_) => return,
                 }
             }
         };
         match f(&region, handle) {
-            Ok(()) => return,
+            Ok(()) => {
+                if keep {
+                    *slot = handle;
+                }
+                return;
+            }
             Err(UpdateError::Stale) => continue,
             Err(e) => {
                 store.count_error(Reason::from(e));

@@ -72,6 +72,13 @@ impl<'a> Store<'a> {
         self.live_handle(f, &encode_key(values))
     }
 
+    /// [`find_series`](Self::find_series) for label values already encoded as a series
+    /// key ([`encode_key`]): callers on the request path keep the key in a buffer they
+    /// reuse, so finding an existing series allocates nothing.
+    pub fn find_series_key(&self, f: Family, key: &[u8]) -> Option<u64> {
+        self.live_handle(f, key)
+    }
+
     /// The handle of the live series of `f` with `key`, found without the lock.
     pub(super) fn live_handle(&self, f: Family, key: &[u8]) -> Option<u64> {
         let rec = self.arena.lookup(f.id, key)?;
