@@ -111,6 +111,7 @@ unit-nginx: build-test
 lint: setup-test
 	cargo fmt --all -- --check
 	cargo clippy --release --locked --all-targets -- -D warnings
+	./scripts/fuzz.sh lint
 	luacheck lua t/lua
 	shellcheck scripts/*.sh bench/*.sh .ci/run
 	./scripts/check-reliability.sh

@@ -114,7 +114,10 @@ fuzz_target!(|input: (u8, Vec<String>, Vec<(String, String)>)| {
             // Any bytes a client sends become a stored value: UTF-8, bounded.
             let v = record::label_value(first.as_bytes());
             assert!(v.len() <= record::MAX_VALUE_BYTES && std::str::from_utf8(&v).is_ok());
-            let raw: Vec<u8> = words.iter().flat_map(|w| w.bytes().map(|b| b ^ 0x80)).collect();
+            let raw: Vec<u8> = words
+                .iter()
+                .flat_map(|w| w.bytes().map(|b| b ^ 0x80))
+                .collect();
             let v = record::label_value(&raw);
             assert!(v.len() <= record::MAX_VALUE_BYTES && std::str::from_utf8(&v).is_ok());
         }
