@@ -219,9 +219,16 @@ echo "- The drop-in \`require(\"prometheus\")\` on shape (8), the same four call
 # (1)-(5); ngxprom.log at most +1 µs of CPU per request) are rows of bench/targets.tsv,
 # on the numbers above.
 i6=$(added "${IR[ours6]:-}" "${IR[none6]:-}")
-ar=$(added "${IR[rec]:-}" "${IR[bare]:-}"); a6=$(added "${IR[ours6]:-}" "${IR[none6]:-}"); ap5=$(added "${IR[peer5]:-}" "${IR[none5]:-}")
-apx=$(added "${IR[pxrec]:-}" "${IR[px]:-}")
-echo "- The native recorder (\`prometheus_record\`, no Lua; the four facts of \`ngxprom.log\`, location \`rec\` over \`bare\`): $(stat "${IR[rec]:-}") instructions/request, **${ar:-—} added** (\`ngxprom.log\`: ${a6:-—}, $(ratio "${ar:-}" "${a6:-}") of ours; the peer's four updates: ${ap5:-—}, $(ratio "${ar:-}" "${ap5:-}")); with per-peer tries on a proxied request (\`pxrec\` over \`px\`): **${apx:-—} added**. CPU µs/request added: $(added "${CPU[rec]:-}" "${CPU[bare]:-}" 2)."
+# What each way of recording the same four facts adds to a bare `return 200`, the
+# entry into Lua included where there is one: the native recorder (rec), ngxprom.log
+# (ours6) and the peer's four updates with the ngx.var reads they need (peer5).
+ar=$(added "${IR[rec]:-}" "${IR[bare]:-}"); alog=$(added "${IR[ours6]:-}" "${IR[bare]:-}")
+apeer=$(added "${IR[peer5]:-}" "${IR[bare]:-}"); apx=$(added "${IR[pxrec]:-}" "${IR[px]:-}")
+crec=$(added "${CPU[rec]:-}" "${CPU[bare]:-}" 2)
+put_value added_rec "$ar"; put_value log_over_bare "$alog"; put_value peer5_over_bare "$apeer"
+put_value added_pxrec "$apx"; put_value cpu_added_rec "$crec"
+share() { [ -n "$1" ] && [ -n "$2" ] && awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.0f%%", a / b * 100; else print "—"}' || echo "—"; }
+echo "- The native recorder (\`prometheus_record\`, no Lua; the four facts of \`ngxprom.log\`, location \`rec\`): $(stat "${IR[rec]:-}") instructions/request, **${ar:-—} added over a bare \`return 200\`**, where \`ngxprom.log\` adds ${alog:-—} ($(share "$ar" "$alog") of it) and the peer's four updates ${apeer:-—} ($(share "$ar" "$apeer")), each with its entry into Lua; with per-peer tries on a proxied request (\`pxrec\` over \`px\`, the same proxy without the recorder): **${apx:-—} added**. Worker CPU µs/request added over bare: ${crec:-—}."
 echo "- The request path's targets (ours adds at most ⅓ of the instructions the peer adds; \`ngxprom.log\` at most +1 µs of CPU per request) are in the targets table (bench/targets.tsv). The CPU column is inside this machine's noise: the instructions are the measure (${i6:-—} added by \`ngxprom.log\`). The gateway plugin (shape 7): bench/e2e.sh, instructions per proxied request with the plugin on and off."
 echo "- What ours does per update: the family's method and the child's (one lookup each: the request-path methods are kept in the family and child tables themselves), one cached lookup per label value, the label table read at constant indexes only (so LuaJIT does not allocate a \`{ a, b, c }\` written in the call), then one FFI call that updates the shared zone (its cost: \`ours3\` over \`none3\`). The peer adds to a Lua table in the worker and writes its shared dict later from a timer, so part of its cost is paid outside the request, and a scrape shows other workers' updates up to a second late (bench/peer.sh); it takes the label table's length (\`#\`), which makes the table real, collected later."
 echo "- Bare \`return 200\` (no Lua): $(stat "${IR[bare]:-}") instructions/request, $(stat "${CPU[bare]:-}") µs CPU."
