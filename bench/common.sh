@@ -133,7 +133,7 @@ clean_log() {
   [ -z "$bad" ] || { log "FAILED: errors in $1/logs/error.log: $bad"; exit 1; }
 }
 
-# cargo_bench_table BENCH NAME=VALUE: runs the cargo bench target benches/BENCH.rs (the
+# cargo_bench_table BENCH NAME=VALUE: runs the cargo bench target bench/micro/BENCH.rs (the
 # pure layers, built without the nginx glue) with NAME=VALUE in its environment and prints
 # the rows of the markdown table it writes. Never beside another cargo build.
 cargo_bench_table() {

@@ -102,7 +102,7 @@ else
   CG_W=${BENCH_E2E_CG_WARM:-1000}; CG_N=${BENCH_E2E_CG_N:-2000}; CG_REPS=${BENCH_E2E_CG_REPS:-3}
   CG=$(mktemp -d /tmp/ngxprom-e2e-cg.XXXXXX); chmod 755 "$CG"
   CPROXY=$(free_port); CADMIN=$(free_port); CMETRICS=$(free_port); CUP=$(free_port)
-  "$ROOT/scripts/render-conf.sh" nginx/gateway.conf "$CG" PROXY_PORT="$CPROXY" ADMIN_PORT="$CADMIN" \
+  "$ROOT/scripts/render-conf.sh" conf/gateway.conf "$CG" PROXY_PORT="$CPROXY" ADMIN_PORT="$CADMIN" \
     METRICS_PORT="$CMETRICS" UPSTREAM_PORT="$CUP" >/dev/null
   sed -i "s|access_log $CG/logs/access.log;|access_log off;|" "$CG/nginx.conf"
   callgrind_nginx "$CG"; VG=$CG_PID
@@ -156,7 +156,7 @@ for c in plugin_on plugin_off bare_nginx; do
 done
 echo
 echo "- \`wrk -t1 -c$CONNS -d${DURATION}s --latency\`, $REPS interleaved repetitions, medians; 2 nginx workers; the proxy"
-echo "  and the upstream are the same nginx (\`nginx/gateway.conf\`, seeded demo service and route), access log off."
+echo "  and the upstream are the same nginx (\`conf/gateway.conf\`, seeded demo service and route), access log off."
 echo "- plugin_on: the seeded global prometheus plugin with status, latency, bandwidth and upstream health"
 echo "  metrics; plugin_off: the same plugin disabled through the Admin API; bare_nginx: \`proxy_pass\` only."
 echo "- Worker CPU per request: utime+stime of the worker processes from /proc over the run, divided by the"

@@ -1,6 +1,6 @@
 # shellcheck shell=bash
 # Sourced by the gateway benchmarks (e2e.sh, routing.sh): ports, the gateway of
-# nginx/gateway.conf started in a prefix, wrk's summary (and common.sh: medians, worker
+# conf/gateway.conf started in a prefix, wrk's summary (and common.sh: medians, worker
 # CPU from /proc).
 
 # The nginx to measure is common.sh's NGINX_BIN; scripts/render-conf.sh copies the
@@ -8,10 +8,10 @@
 # shellcheck source=bench/common.sh
 . "$ROOT/bench/common.sh"   # log, die, NGINX_BIN, free_port, median, rotate, workers_cpu
 
-# start_gateway PREFIX PROXY ADMIN METRICS UPSTREAM: nginx/gateway.conf, access log off
+# start_gateway PREFIX PROXY ADMIN METRICS UPSTREAM: conf/gateway.conf, access log off
 # (no per-request file write in the way of what is measured).
 start_gateway() {
-  "$ROOT/scripts/render-conf.sh" nginx/gateway.conf "$1" PROXY_PORT="$2" ADMIN_PORT="$3" \
+  "$ROOT/scripts/render-conf.sh" conf/gateway.conf "$1" PROXY_PORT="$2" ADMIN_PORT="$3" \
     METRICS_PORT="$4" UPSTREAM_PORT="$5"
   sed -i "s|access_log $1/logs/access.log;|access_log off;|" "$1/nginx.conf"
   "$NGINX_BIN" -p "$1" -c "$1/nginx.conf"

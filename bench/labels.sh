@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Constant labels: what prometheus_const_labels adds to a render, on the store alone (the
-# encoder, no nginx): the cargo bench target benches/render.rs.
+# encoder, no nginx): the cargo bench target bench/micro/render.rs.
 #
 #   bench/labels.sh                  a step of bench/run.sh, or alone
 #   BENCH_SMOKE=1 bench/labels.sh    10,000 series instead of 100,000

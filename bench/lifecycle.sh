@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Series lifecycle: the expiry sweep's cost and a million churned label sets, on the store
-# alone (no nginx): the cargo bench target benches/sweep.rs.
+# alone (no nginx): the cargo bench target bench/micro/sweep.rs.
 #
 #   bench/lifecycle.sh                  a step of bench/run.sh, or alone
 #   BENCH_SMOKE=1 bench/lifecycle.sh    10,000 series instead of 100,000

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # render-conf.sh TEMPLATE PREFIX [KEY=VALUE...]: writes PREFIX/nginx.conf (and, unless
 # SEED= names the first start's entities, the demo's PREFIX/seed.json) from templates
-# in nginx/, with the module built for $NGINX_BIN (scripts/nginx-env.sh) copied to
+# in conf/, with the module built for $NGINX_BIN (scripts/nginx-env.sh) copied to
 # PREFIX/lib/ngx_prometheus.so (the name Lua's `require "ngx_prometheus"` looks for).
 # Used by `make run`, bench/ and the tests (t/harness.rs render_template).
 set -euo pipefail
@@ -41,6 +41,6 @@ sed "${sed_args[@]}" "$ROOT/$TEMPLATE" >"$PREFIX/nginx.conf"
 # The first start's entities (a demo service, routes, and the prometheus plugin), unless
 # the caller names its own (or none: SEED=).
 if [ -z "$seed_given" ]; then
-  sed "${sed_args[@]}" "$ROOT/nginx/seed.json" >"$PREFIX/seed.json"
+  sed "${sed_args[@]}" "$ROOT/conf/seed.json" >"$PREFIX/seed.json"
   chmod 644 "$PREFIX/seed.json"
 fi

@@ -74,7 +74,7 @@ args=(PROXY_PORT="$PROXY_PORT" ADMIN_PORT="$ADMIN_PORT" UPSTREAM_PORT="$UPSTREAM
 for k in WORKERS DECLARATIVE; do
   if [ -n "$(get $k)" ]; then args+=("$k=$(get $k)"); fi
 done
-"$ROOT/scripts/render-conf.sh" nginx/gateway.conf "$PREFIX" "${args[@]}"
+"$ROOT/scripts/render-conf.sh" conf/gateway.conf "$PREFIX" "${args[@]}"
 NGINX_BIN=$("$ROOT/scripts/nginx-env.sh" | sed -n 's/^NGINX_BIN=//p')
 "$NGINX_BIN" -t -q -p "$PREFIX" -c "$PREFIX/nginx.conf"
 cat <<MSG

@@ -386,7 +386,7 @@ fn tls_metrics_listener_from_nginx_dir() {
     let port = free_port();
     let node_file = p.join("state/node_id");
     let conf = render_template(
-        "nginx/metrics-tls.conf",
+        "conf/metrics-tls.conf",
         &p,
         &[
             ("METRICS_ADDR", "127.0.0.1".into()),

@@ -1,4 +1,4 @@
-//! A fleet end to end: three gateway nodes (nginx/gateway.conf, each with its node id
+//! A fleet end to end: three gateway nodes (conf/gateway.conf, each with its node id
 //! as a constant label), one real Prometheus finding them through file-based service
 //! discovery, running rules/ngx-prometheus.rules.yml and remote-writing into
 //! VictoriaMetrics (Debian `victoria-metrics`), the central store every query here goes
@@ -194,7 +194,7 @@ fn fake_target(status: &'static str, body: &'static str) -> u16 {
     port
 }
 
-/// One gateway node: nginx/gateway.conf with its own node id and `node_id` constant
+/// One gateway node: conf/gateway.conf with its own node id and `node_id` constant
 /// label, seeded with the services and routes every node has.
 struct Node {
     id: &'static str,

@@ -840,7 +840,7 @@ pub fn wait_for<T>(
     poll(timeout, Duration::from_millis(20), f).unwrap_or_else(|| panic!("{}", what()))
 }
 
-/// The gateway of `nginx/gateway.conf`, rendered for a test.
+/// The gateway of `conf/gateway.conf`, rendered for a test.
 pub struct Gateway {
     pub nginx: Nginx,
     pub proxy: u16,
@@ -849,7 +849,7 @@ pub struct Gateway {
     pub upstream: u16,
 }
 
-/// Renders a template of `nginx/` with `scripts/render-conf.sh` (what `make run` and
+/// Renders a template of `conf/` with `scripts/render-conf.sh` (what `make run` and
 /// the benchmarks use), for the nginx under test, into `prefix`: the common
 /// placeholders (module, paths, worker user) plus `vars`, which win. Returns the
 /// configuration; every placeholder must be set.
@@ -880,7 +880,7 @@ pub fn render_template(template: &str, prefix: &Path, vars: &[(&str, String)]) -
     conf
 }
 
-/// Renders `nginx/gateway.conf` with free ports; `vars` override placeholders (for
+/// Renders `conf/gateway.conf` with free ports; `vars` override placeholders (for
 /// example `("DECLARATIVE", "/path/kong.json")`).
 pub fn render_gateway(prefix: &Path, vars: &[(&str, String)]) -> (String, [u16; 4]) {
     let ports = [free_port(), free_port(), free_port(), free_port()];
@@ -901,7 +901,7 @@ pub fn render_gateway(prefix: &Path, vars: &[(&str, String)]) -> (String, [u16; 
         v.retain(|(key, _)| key != k);
         v.push((k, val.clone()));
     }
-    (render_template("nginx/gateway.conf", prefix, &v), ports)
+    (render_template("conf/gateway.conf", prefix, &v), ports)
 }
 
 pub fn start_gateway(name: &str, vars: &[(&str, String)]) -> Gateway {

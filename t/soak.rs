@@ -1,4 +1,4 @@
-//! The soak: the real gateway (`nginx/gateway.conf`, 2 workers) under every load of
+//! The soak: the real gateway (`conf/gateway.conf`, 2 workers) under every load of
 //! [`loads`] at once for `SOAK_SECONDS` (default 60, what `make test` runs;
 //! `scripts/soak.sh` runs 600). At the end: every count the global `prometheus` plugin
 //! kept equals what the loads were answered (requests by service, route, code, source

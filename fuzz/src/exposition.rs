@@ -14,7 +14,7 @@
 //! corpus and what a run found through it).
 
 use ngx_prometheus::config::identity::{ConstLabels, Identity};
-use ngx_prometheus::exposition::builtins::COLLECTORS;
+use ngx_prometheus::exposition::collectors::COLLECTORS;
 use ngx_prometheus::exposition::json::JsonSink;
 use ngx_prometheus::exposition::model::{CounterValue, HistogramValue, SummaryValue};
 use ngx_prometheus::exposition::openmetrics::OpenMetricsSink;

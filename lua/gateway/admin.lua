@@ -2,7 +2,7 @@
 --
 --   GET /                                  node info
 --   GET /status                            gateway.status (GET /metrics: the module's
---                                          handler, nginx/gateway.conf)
+--                                          handler, conf/gateway.conf)
 --   GET /openapi.json                      this API's description (gateway.openapi)
 --   GET /plugins/enabled, GET /schemas/plugins/{name}   Kong's plugin names and schema
 --   GET|POST /<collection>                 services, routes, consumers, plugins,
@@ -346,7 +346,7 @@ local function node_info(snap)
 end
 
 local NODE = {
-    -- GET and HEAD /metrics are nginx's (prometheus_metrics, nginx/gateway.conf); another
+    -- GET and HEAD /metrics are nginx's (prometheus_metrics, conf/gateway.conf); another
     -- method comes here by that location's error_page 405 and is refused below.
     metrics = function() return send_error(NOT_FOUND) end,
     status = function()

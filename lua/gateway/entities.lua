@@ -154,7 +154,7 @@ local services = {
             { connect_timeout = TIMEOUT },
             { write_timeout = TIMEOUT },
             { read_timeout = TIMEOUT },
-            -- TLS to the service (protocol https only; nginx/gateway.conf @https).
+            -- TLS to the service (protocol https only; conf/gateway.conf @https).
             { tls_verify = { type = "boolean",
                 description = "Verify the service's certificate (unset: verified; false: not)." } },
             { tls_verify_depth = { type = "integer", between = { 0, 64 },
@@ -191,11 +191,11 @@ local services = {
                 end
                 if depth ~= nil and depth ~= null then
                     refuse("tls_verify_depth", "not supported: certificate chains are verified to "
-                        .. "depth 4 (proxy_ssl_verify_depth in nginx/gateway.conf)")
+                        .. "depth 4 (proxy_ssl_verify_depth in conf/gateway.conf)")
                 end
                 if has_cas then
                     refuse("ca_certificates", "not supported: there are no CA certificate entities; "
-                        .. "certificates are verified against proxy_ssl_trusted_certificate in nginx/gateway.conf")
+                        .. "certificates are verified against proxy_ssl_trusted_certificate in conf/gateway.conf")
                 end
             end
             if errs then return nil, errs end

@@ -1,5 +1,5 @@
 -- gateway.error_page: the answer to every error the gateway's nginx would otherwise
--- answer with its own HTML page. Each server of nginx/gateway.conf sends its error
+-- answer with its own HTML page. Each server of conf/gateway.conf sends its error
 -- statuses (`error_page ... @error`) here: requests nginx refuses before any Lua runs
 -- (a malformed request line or header, a URI or header too long, a body too large,
 -- TRACE), an upstream that fails or times out, a Lua error in a handler. The body is

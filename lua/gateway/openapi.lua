@@ -555,7 +555,7 @@ local function add_node_paths(paths)
         { ["200"] = ok("The node.", node) })
     paths["/status"] = node_get("status", "The metric zone's capacity, usage, series and errors",
         { ["200"] = ok("Status.", { type = "object" }) })
-    -- nginx's prometheus_metrics handler (nginx/gateway.conf), not this module: the
+    -- nginx's prometheus_metrics handler (conf/gateway.conf), not this module: the
     -- metrics port's formats, filters and refusals, one-line text errors.
     local text = { type = "string" }
     local function refusal(description)

@@ -1,4 +1,4 @@
--- The Admin API's /status (its /metrics is the module's handler: nginx/gateway.conf).
+-- The Admin API's /status (its /metrics is the module's handler: conf/gateway.conf).
 local plugins = require "gateway.plugins"
 local core = require "ngx_prometheus"
 

@@ -10,7 +10,7 @@
 //! (with [`native`] histograms made from the HDR counts; [`proto`] is prost's code for
 //! the upstream `metrics.proto`); [`number`] prints numbers for the text ones. [`select`]
 //! decides which families a scrape shows, [`const_labels`] puts constant labels in
-//! front of every series, [`builtins`] holds the module's scrape-time collectors.
+//! front of every series, [`collectors`] holds the module's scrape-time collectors.
 //! [`negotiate`] decides, from a request's `Accept`, `Accept-Encoding` and query string,
 //! which format and families to serve. [`status_page`] is the HTML page
 //! (`?format=html`) that shows what the JSON holds, live, in a browser.
@@ -18,7 +18,7 @@
 // No unsafe code here: the compiler holds this module to the promise in lib.rs.
 #![forbid(unsafe_code)]
 
-pub mod builtins;
+pub mod collectors;
 pub mod const_labels;
 pub mod json;
 pub mod model;
@@ -36,7 +36,7 @@ pub mod walk;
 use crate::config::identity::Identity;
 use crate::metrics::Store;
 
-pub use builtins::StubStatus;
+pub use collectors::StubStatus;
 pub use model::{label_values, Collector, ExposedType, Meta, Point, Sink};
 pub use select::{NotFound, Selection};
 pub use walk::walk;
@@ -122,7 +122,7 @@ impl<'s> Scrape<'s> {
 /// Appends `scrape` to `out` in its format; see [`walk()`]. Nothing is written when
 /// the selection names a group or family that is not there.
 pub fn render(out: &mut Vec<u8>, scrape: &Scrape<'_>) -> Result<(), NotFound> {
-    let collectors = builtins::COLLECTORS;
+    let collectors = collectors::COLLECTORS;
     match scrape.format {
         Format::Text => walk(&mut text::TextSink::new(out), scrape, &collectors),
         Format::OpenMetrics => walk(

@@ -21,7 +21,7 @@ local function config_dict() return ngx.shared.gateway_config end
 local function state_dict() return ngx.shared.gateway_state end
 
 -- The whole configuration, as JSON, is at most half of lua_shared_dict gateway_config
--- (8 MiB with the 16m of nginx/gateway.conf): every change re-encodes it, every worker
+-- (8 MiB with the 16m of conf/gateway.conf): every change re-encodes it, every worker
 -- decodes it once per change, and a new copy always fits beside the old one.
 local function max_document()
     return math.floor(config_dict():capacity() / 2)

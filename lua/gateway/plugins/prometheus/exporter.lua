@@ -31,7 +31,7 @@ local batch_set = prom.batch_set
 
 local _M = {}
 
--- The zone `metrics` (nginx/gateway.conf), reached on first use rather than when this
+-- The zone `metrics` (conf/gateway.conf), reached on first use rather than when this
 -- module is loaded; the store likewise (the unit specs load it with stand-ins).
 local zone_, db_
 local function metrics_zone()
