@@ -388,7 +388,7 @@ local function dispatch(method, segs)
     if segs[1] == "schemas" then
         if n ~= 3 or segs[2] ~= "plugins" then return send_error(NOT_FOUND) end
         if method ~= "GET" and method ~= "HEAD" then return method_not_allowed("GET, HEAD") end
-        local s = require("gateway.schemas").plugin(segs[3])
+        local s = require("gateway.schema_json").plugin(segs[3])
         if not s then
             return send(404, { message = fmt("No plugin named '%s'", schema.printable(segs[3])) })
         end

@@ -1,4 +1,4 @@
--- gateway.schemas: a plugin's schema as Kong's `GET /schemas/plugins/{name}` answers it,
+-- gateway.schema_json: a plugin's schema as Kong's `GET /schemas/plugins/{name}` answers it,
 -- made from the definitions that validate plugins (gateway.entities and the plugin's
 -- module): `{ fields = { { name = {...} }, ..., { config = { type = "record",
 -- fields = <the plugin's> } } } }`. Functions (custom checks) have no JSON form and are
