@@ -237,7 +237,7 @@ upstreams:
         _, err = declarative.load_text("- a\n", "kong.yaml")
         assert.equal("kong.yaml:1: expected an object at the top level", err)
         _, err = declarative.load_text("a: [\n", "kong.yml")
-        assert.truthy(err:find("^kong%.yml: line 2: "), err)
+        assert.truthy(err:find("^kong%.yml:2: did not find expected"), err)
     end)
 
     it("takes _format_version unquoted and an empty list as none", function()

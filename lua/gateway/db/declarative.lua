@@ -218,7 +218,12 @@ end
 function _M.load_text(text, path)
     if not is_json(path) then
         local doc, where = yaml.decode(text)
-        if doc == nil then return nil, fmt("%s: %s", path, where) end
+        if doc == nil then
+            -- "line 3: why" -> "kong.yml:3: why", as the entities' errors say it.
+            local line, why = where:match("^line (%d+): (.*)$")
+            if line then return nil, fmt("%s:%s: %s", path, line, why) end
+            return nil, fmt("%s: %s", path, where)
+        end
         return _M.load_document(doc, path, where)
     end
     local doc, jerr = core.json_decode(text)
