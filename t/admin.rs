@@ -1821,6 +1821,11 @@ fn bad_kong_ymls() -> Vec<(&'static str, String, &'static str)> {
             "kong.yml:1: nested deeper than 64 levels",
         ),
         (
+            "a file larger than lua_shared_dict gateway_config (16m)",
+            format!("#{}", "x".repeat(16 << 20)),
+            "kong.yml: 16777217 bytes, more than the limit of 16777216",
+        ),
+        (
             "a syntax error",
             "_format_version: \"3.0\"\nservices:\n- name: [web\n".into(),
             "kong.yml:4: did not find expected ',' or ']'",

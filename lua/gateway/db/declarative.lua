@@ -27,29 +27,36 @@ local FORMATS = { ["1"] = true, ["1.1"] = true, ["2.1"] = true, ["3.0"] = true }
 
 local ENOENT = 2
 
--- The largest configuration file read (declarative, seed or state file): twice what
--- lua_shared_dict gateway_config (16m) can publish, so that no file that could be
--- published is refused here, and none is read whole into memory without bound.
-_M.MAX_FILE_BYTES = 32 * 1024 * 1024
+-- The largest configuration file read (declarative, seed or state file): the size of
+-- lua_shared_dict gateway_config (16 MiB with nginx/gateway.conf's 16m), twice what
+-- can be published as JSON (gateway.db.publish), so that no file that could be
+-- published is refused here (YAML's indentation and comments included), and none is
+-- read into memory without bound.
+local function max_file_bytes()
+    local dict = ngx.shared.gateway_config
+    return dict:capacity()
+end
 
 -- read_file(path) -> text | nil, err, missing: `missing` is true only when there is
 -- no such file; any other failure (permissions, an I/O error, a file larger than
--- MAX_FILE_BYTES) is not an absence, and a caller that would make the file anew must not.
+-- max_file_bytes()) is not an absence, and a caller that would make the file anew must not.
 function _M.read_file(path)
     local f, err, code = io.open(path, "rb")
     if not f then return nil, err, code == ENOENT end
+    local limit = max_file_bytes()
+    -- Not a regular file (a pipe): read up to the limit and see.
     local size = f:seek("end")
-    if size and size > _M.MAX_FILE_BYTES then
+    if size and size > limit then
         f:close()
-        return nil, fmt("%s: %d bytes, more than the limit of %d", path, size, _M.MAX_FILE_BYTES), false
+        return nil, fmt("%s: %d bytes, more than the limit of %d", path, size, limit), false
     end
-    f:seek("set")
-    local text, rerr = f:read(_M.MAX_FILE_BYTES + 1)
+    if size then f:seek("set") end
+    local text, rerr = f:read(limit + 1)
     f:close()
-    if text == nil and size == 0 then text = "" end
+    if text == nil and not rerr then text = "" end
     if not text then return nil, path .. ": " .. tostring(rerr), false end
-    if #text > _M.MAX_FILE_BYTES then
-        return nil, fmt("%s: more than the limit of %d bytes", path, _M.MAX_FILE_BYTES), false
+    if #text > limit then
+        return nil, fmt("%s: more than the limit of %d bytes", path, limit), false
     end
     return text
 end
