@@ -64,7 +64,8 @@ local function valid_tag(tag)
     return true
 end
 
-local TAG = { type = "string", len_min = 1, len_max = 128, custom = valid_tag }
+local TAG = { type = "string", len_min = 1, len_max = 128, custom = valid_tag,
+              description = "A tag: printable ASCII but `,`, `/` and space, or UTF-8 beyond ASCII." }
 _M.TAG = TAG
 
 local function tags()
