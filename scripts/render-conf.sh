@@ -14,6 +14,9 @@ while IFS='=' read -r k v; do E[$k]=$v; done <<<"$ENV_LINES"
 declare -A V=(
   [MODULE]="$PREFIX/lib/ngx_prometheus.so" [ROOT]="$ROOT" [PREFIX]="$PREFIX" [LIBDIR]="$PREFIX/lib"
   [LOAD_LUA]="${E[LOAD_LUA]}"
+  # Debian's Lua 5.1 module directories (lua-yaml), for a LuaJIT that does not search them.
+  [LUA_SYSTEM_PATH]="/usr/share/lua/5.1/?.lua;/usr/share/lua/5.1/?/init.lua"
+  [LUA_SYSTEM_CPATH]="/usr/lib/$(uname -m)-linux-gnu/lua/5.1/?.so"
   [PROXY_PORT]=8000 [ADMIN_PORT]=8001 [UPSTREAM_PORT]=8081 [METRICS_PORT]=9542 [WORKERS]=2 [USER]=""
   [DECLARATIVE]="" [SEED]="$PREFIX/seed.json"
   [METRICS_HTTP]="" [METRICS_SERVER]="" [METRICS_SSL]=""

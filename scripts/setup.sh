@@ -13,7 +13,8 @@ cd "$(dirname "$0")/.."
 ROLE=${1:-run}   # run | test | nginx
 case "$ROLE" in run | test | nginx) ;; *) echo "setup: no role $ROLE (run, test, nginx)" >&2; exit 2 ;; esac
 
-PKGS=(nginx libnginx-mod-http-lua libnginx-mod-http-ndk lua-resty-core lua-resty-lrucache
+# lua-yaml (lyaml): the gateway's YAML declarative files.
+PKGS=(nginx libnginx-mod-http-lua libnginx-mod-http-ndk lua-resty-core lua-resty-lrucache lua-yaml
       nginx-dev libclang-dev libpcre2-dev libssl-dev zlib1g-dev libluajit2-5.1-common
       build-essential pkg-config curl ca-certificates dpkg-dev)
 if [ "$ROLE" = test ]; then

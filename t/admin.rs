@@ -1696,3 +1696,411 @@ fn enabled_plugins_and_plugin_schemas_answer_as_kong() {
     expect(p, "POST", "/plugins/enabled", None, 405);
     assert!(gw.nginx.errors().is_empty(), "{:?}", gw.nginx.errors());
 }
+
+/// A `kong.yml` the workers (nobody) can read, in a directory of its own.
+fn declarative_yaml(name: &str, text: &str) -> PathBuf {
+    let file = declarative_file(name, &Value::Null).with_file_name("kong.yml");
+    std::fs::write(&file, text).unwrap();
+    Command::new("chmod")
+        .arg("644")
+        .arg(&file)
+        .status()
+        .unwrap();
+    file
+}
+
+/// Kong's `kong.yml` as deck writes it, for an upstream on `port`.
+fn kong_yml(port: u16) -> String {
+    format!(
+        r#"_format_version: "3.0"
+services:
+- name: web
+  url: http://127.0.0.1:{port}
+  tags: [team-a, prod]
+  routes:
+  - name: root
+    paths:
+    - /
+    tags: [team-a]
+    plugins:
+    - name: key-auth
+      config:
+        key_names: [apikey]
+  plugins:
+  - name: prometheus
+    config:
+      status_code_metrics: true
+consumers:
+- username: dave
+  tags: [prod]
+  keyauth_credentials:
+  - key: dave-key
+    tags: [team-a]
+upstreams:
+- name: backend
+  tags: [prod]
+  targets:
+  - target: 127.0.0.1:{port}
+    weight: 50
+    tags: [team-a]
+"#
+    )
+}
+
+#[test]
+fn a_kong_yml_is_served_as_kong_serves_it() {
+    let file = declarative_yaml("admin-kong-yml", &kong_yml(9));
+    let gw = start_gateway(
+        "admin-kong-yml",
+        &[("DECLARATIVE", file.display().to_string())],
+    );
+    // The upstream's port is known once the gateway runs: rewrite, reload.
+    std::fs::write(&file, kong_yml(gw.upstream)).unwrap();
+    gw.nginx.reload();
+    let p = gw.admin;
+    let web = expect(p, "GET", "/services/web", None, 200);
+    assert_eq!(web["tags"], json!(["team-a", "prod"]));
+    assert_eq!(web["port"], gw.upstream);
+    let route = expect(p, "GET", "/routes/root", None, 200);
+    assert_eq!(route["service"], json!({"id": web["id"]}));
+    let key_auth = expect(p, "GET", "/routes/root/plugins", None, 200);
+    assert_eq!(
+        key_auth["data"][0]["config"]["key_names"],
+        json!(["apikey"])
+    );
+    expect(p, "GET", "/consumers/dave/key-auth/dave-key", None, 200);
+    let targets = expect(p, "GET", "/upstreams/backend/targets", None, 200);
+    assert_eq!(targets["data"][0]["weight"], 50);
+    // Traffic: the route's key-auth, the consumer's credential.
+    assert_eq!(request(gw.proxy, "GET", "/", &[], b"").status, 401);
+    let r = request(gw.proxy, "GET", "/", &[("apikey", "dave-key")], b"");
+    assert_eq!(r.status, 200, "{}", r.text());
+    // The file's tags filter the lists, as the Admin API's do.
+    let team_a = expect(p, "GET", "/key-auths?tags=team-a", None, 200);
+    assert_eq!(names(&team_a, "key"), BTreeSet::from(["dave-key".into()]));
+    let prod = expect(p, "GET", "/upstreams?tags=prod", None, 200);
+    assert_eq!(names(&prod, "name"), BTreeSet::from(["backend".into()]));
+    assert!(gw.nginx.errors().is_empty(), "{:?}", gw.nginx.errors());
+    let _ = std::fs::remove_dir_all(file.parent().unwrap());
+}
+
+/// Files that must be refused, with what the refusal says: the file, the line, the
+/// entity or the bound.
+fn bad_kong_ymls() -> Vec<(&'static str, String, &'static str)> {
+    let mut laughs =
+        String::from("_format_version: \"3.0\"\nx0: &a0 [l, l, l, l, l, l, l, l, l, l]\n");
+    for i in 1..9 {
+        let prev = format!("*a{}", i - 1);
+        laughs += &format!("x{i}: &a{i} [{}]\n", vec![prev; 10].join(", "));
+    }
+    laughs += "services: *a8\n";
+    vec![
+        (
+            "a wrong type, on a nested entity",
+            "_format_version: \"3.0\"\nservices:\n- name: web\n  host: web.internal\n  routes:\n  - name: r\n    paths: [/r]\n    strip_path: maybe\n".into(),
+            "kong.yml:8: services[1].routes[1] (name 'r'): schema violation (strip_path: expected a boolean)",
+        ),
+        (
+            "an unknown field",
+            "_format_version: \"3.0\"\nconsumers:\n- username: dave\n  keyauth_credentials:\n  - key: k\n    secret: s\n".into(),
+            "kong.yml:6: consumers[1].keyauth_credentials[1] (key 'k'): schema violation (secret: unknown field)",
+        ),
+        (
+            "a duplicate key",
+            "_format_version: \"3.0\"\nservices:\n- name: a\n  host: a.internal\n  name: b\n".into(),
+            "kong.yml:5: duplicate key 'name' (first at line 3)",
+        ),
+        (
+            "a billion laughs",
+            laughs,
+            "kong.yml:7: more than 1000000 nodes (an alias counts as every node it repeats)",
+        ),
+        (
+            "10,000 levels of nesting",
+            format!("services: {}{}\n", "[".repeat(10_000), "]".repeat(10_000)),
+            "kong.yml:1: nested deeper than 64 levels",
+        ),
+        (
+            "a file larger than lua_shared_dict gateway_config (16m)",
+            format!("#{}", "x".repeat(16 << 20)),
+            "kong.yml: 16777217 bytes, more than the limit of 16777216",
+        ),
+        (
+            "a syntax error",
+            "_format_version: \"3.0\"\nservices:\n- name: [web\n".into(),
+            "kong.yml:4: did not find expected ',' or ']'",
+        ),
+    ]
+}
+
+#[test]
+fn a_bad_kong_yml_stops_a_start_naming_the_file_line_and_entity() {
+    for (what, text, said) in bad_kong_ymls() {
+        let file = declarative_yaml("admin-bad-kong-yml", &text);
+        let out = failed_start(
+            "admin-bad-kong-yml",
+            &[("DECLARATIVE", file.display().to_string())],
+        );
+        let want = format!("{}/{said}", file.parent().unwrap().display());
+        assert!(out.contains(&want), "{what}: want {want}, got:\n{out}");
+        let _ = std::fs::remove_dir_all(file.parent().unwrap());
+    }
+}
+
+#[test]
+fn a_bad_kong_yml_fails_a_reload_and_the_running_configuration_stays() {
+    let file = declarative_yaml("admin-bad-kong-yml-reload", &kong_yml(9));
+    let gw = start_gateway(
+        "admin-bad-kong-yml-reload",
+        &[("DECLARATIVE", file.display().to_string())],
+    );
+    std::fs::write(&file, kong_yml(gw.upstream)).unwrap();
+    gw.nginx.reload();
+    let workers = gw.nginx.worker_pids();
+    let version = expect(gw.admin, "GET", "/services/web", None, 200)["id"].clone();
+    for (i, (what, text, said)) in bad_kong_ymls().into_iter().enumerate() {
+        std::fs::write(&file, &text).unwrap();
+        harness::signal(gw.nginx.master_pid(), "HUP");
+        let want = format!("{}/{said}", file.parent().unwrap().display());
+        harness::wait_for(
+            Duration::from_secs(15),
+            || (gw.nginx.error_log().matches(&want).count() == 1).then_some(()),
+            || {
+                format!(
+                    "{what} (reload {i}): no '{want}' in\n{}",
+                    gw.nginx.error_log()
+                )
+            },
+        );
+        // Nothing of the file was loaded: the same workers serve the same entities.
+        assert_eq!(gw.nginx.worker_pids(), workers, "{what}");
+        assert_eq!(
+            expect(gw.admin, "GET", "/services/web", None, 200)["id"],
+            version,
+            "{what}"
+        );
+        let r = request(gw.proxy, "GET", "/", &[("apikey", "dave-key")], b"");
+        assert_eq!(r.status, 200, "{what}: {}", r.text());
+    }
+    // Only the reloads' own lines: no worker error, no Lua error elsewhere.
+    let others: Vec<String> = gw
+        .nginx
+        .errors()
+        .into_iter()
+        .filter(|l| !l.contains("init_by_lua error: gateway: "))
+        .collect();
+    assert!(others.is_empty(), "{others:?}");
+    let _ = std::fs::remove_dir_all(file.parent().unwrap());
+}
+
+/// Every list of `p` filtered by `tags`: the names (or keys, targets) it answers,
+/// following `next` pages of `size` 1, so the filter holds across pages.
+fn tagged(p: u16, list: &str, tags: &str, key: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut next = format!("{list}?size=1&tags={}", harness::urlencode(tags));
+    loop {
+        let page = expect(p, "GET", &next, None, 200);
+        let data = page["data"].as_array().unwrap();
+        assert!(data.len() <= 1, "{next}: {page}");
+        out.extend(data.iter().map(|e| e[key].as_str().unwrap().to_string()));
+        match page["next"].as_str() {
+            Some(n) => next = n.to_string(),
+            None => return out,
+        }
+    }
+}
+
+fn set(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn tags_filter_every_list_with_kongs_and_and_or() {
+    let gw = gateway("admin-tags");
+    let p = gw.admin;
+    for (name, tags) in [
+        ("a", json!(["x", "y"])),
+        ("b", json!(["x"])),
+        ("c", json!(["y"])),
+        ("d", json!([])),
+    ] {
+        expect(
+            p,
+            "POST",
+            "/services",
+            Some(json!({"name": name, "host": format!("{name}.internal"), "tags": tags})),
+            201,
+        );
+        expect(
+            p,
+            "POST",
+            &format!("/services/{name}/routes"),
+            Some(json!({"name": format!("r{name}"), "paths": [format!("/{name}")], "tags": tags})),
+            201,
+        );
+        expect(
+            p,
+            "POST",
+            "/consumers",
+            Some(json!({"username": format!("u{name}"), "tags": tags})),
+            201,
+        );
+        expect(
+            p,
+            "POST",
+            &format!("/consumers/u{name}/key-auth"),
+            Some(json!({"key": format!("k{name}"), "tags": tags})),
+            201,
+        );
+        expect(
+            p,
+            "POST",
+            &format!("/services/{name}/plugins"),
+            Some(
+                json!({"name": "ip-restriction", "config": {"allow": ["127.0.0.1"]}, "tags": tags}),
+            ),
+            201,
+        );
+    }
+    expect(
+        p,
+        "POST",
+        "/upstreams",
+        Some(json!({"name": "up", "tags": ["x"]})),
+        201,
+    );
+    for (t, tags) in [
+        ("127.0.0.1:1", json!(["x", "y"])),
+        ("127.0.0.1:2", json!(["y"])),
+    ] {
+        expect(
+            p,
+            "POST",
+            "/upstreams/up/targets",
+            Some(json!({"target": t, "tags": tags})),
+            201,
+        );
+    }
+
+    for (tags, want) in [
+        ("x", &["a", "b"][..]),
+        ("x,y", &["a"][..]),
+        ("y,x", &["a"][..]),
+        ("x/y", &["a", "b", "c"][..]),
+        ("z", &[][..]),
+        ("z/y", &["a", "c"][..]),
+    ] {
+        let with = |prefix: &str| -> BTreeSet<String> {
+            want.iter().map(|n| format!("{prefix}{n}")).collect()
+        };
+        assert_eq!(
+            tagged(p, "/services", tags, "name"),
+            with(""),
+            "services {tags}"
+        );
+        assert_eq!(
+            tagged(p, "/routes", tags, "name"),
+            with("r"),
+            "routes {tags}"
+        );
+        assert_eq!(
+            tagged(p, "/consumers", tags, "username"),
+            with("u"),
+            "consumers {tags}"
+        );
+        assert_eq!(
+            tagged(p, "/key-auths", tags, "key"),
+            with("k"),
+            "key-auths {tags}"
+        );
+        let plugins = tagged(p, "/plugins", tags, "id");
+        assert_eq!(plugins.len(), want.len(), "plugins {tags}");
+    }
+    // Nested lists too, within their parent.
+    assert_eq!(tagged(p, "/services/a/routes", "x", "name"), set(&["ra"]));
+    assert_eq!(tagged(p, "/services/b/routes", "y", "name"), set(&[]));
+    assert_eq!(
+        tagged(p, "/consumers/ua/key-auth", "x,y", "key"),
+        set(&["ka"])
+    );
+    assert_eq!(
+        tagged(p, "/services/c/plugins", "y", "name"),
+        set(&["ip-restriction"])
+    );
+    assert_eq!(tagged(p, "/upstreams", "x", "name"), set(&["up"]));
+    assert_eq!(
+        tagged(p, "/upstreams/up/targets", "y", "target"),
+        set(&["127.0.0.1:1", "127.0.0.1:2"])
+    );
+    assert_eq!(
+        tagged(p, "/upstreams/up/targets", "x,y", "target"),
+        set(&["127.0.0.1:1"])
+    );
+    // The next page keeps the filter.
+    let page = expect(p, "GET", "/services?size=1&tags=x", None, 200);
+    assert!(page["next"].as_str().unwrap().contains("tags=x"), "{page}");
+
+    // A filter Kong refuses is a 400 naming `tags`.
+    for (q, why) in [
+        ("tags=x,y/z", "cannot mix ',' (and) with '/' (or)"),
+        ("tags=", "a tag is empty"),
+        ("tags=x,,y", "a tag is empty"),
+        ("tags=a,b,c,d,e,f", "cannot query more than 5 tags"),
+        ("tags=x&tags=y", "given more than once"),
+        ("tags", "expected a value"),
+        ("tags=a%20b", "invalid tag 'a b'"),
+        ("tags=a%01", "control characters are not allowed"),
+    ] {
+        for list in ["/services", "/upstreams/up/targets"] {
+            let v = expect(p, "GET", &format!("{list}?{q}"), None, 400);
+            assert_eq!(v["name"], "invalid options", "{list}?{q}: {v}");
+            let said = v["fields"]["tags"].as_str().unwrap_or_default();
+            assert!(said.contains(why), "{list}?{q}: {v}");
+        }
+    }
+    assert!(gw.nginx.errors().is_empty(), "{:?}", gw.nginx.errors());
+}
+
+#[test]
+fn tags_are_held_to_kongs_rules_and_limits() {
+    let gw = gateway("admin-tag-rules");
+    let p = gw.admin;
+    for (tags, field, why) in [
+        (json!(["a,b"]), "1", "invalid tag 'a,b'"),
+        (json!(["ok", "a/b"]), "2", "invalid tag 'a/b'"),
+        (json!(["a b"]), "1", "invalid tag 'a b'"),
+        (json!([""]), "1", "length must be at least 1"),
+        (json!(["x".repeat(129)]), "1", "length must be at most 128"),
+        (json!([7]), "1", "expected a string"),
+    ] {
+        let v = expect(
+            p,
+            "POST",
+            "/services",
+            Some(json!({"name": "s", "host": "s.internal", "tags": tags})),
+            400,
+        );
+        let i: usize = field.parse().unwrap();
+        let said = v["fields"]["tags"][i - 1].as_str().unwrap_or_default();
+        assert!(said.contains(why), "{tags}: {v}");
+    }
+    let many: Vec<String> = (0..65).map(|i| format!("t{i}")).collect();
+    let v = expect(
+        p,
+        "POST",
+        "/consumers",
+        Some(json!({"username": "u", "tags": many})),
+        400,
+    );
+    assert_eq!(v["fields"]["tags"], "length must be at most 64", "{v}");
+    // Nothing was stored; UTF-8 beyond ASCII is a tag, as in Kong.
+    assert_eq!(expect(p, "GET", "/services", None, 200)["data"], json!([]));
+    expect(
+        p,
+        "POST",
+        "/services",
+        Some(json!({"name": "s", "host": "s.internal", "tags": ["équipe", "a:b.c-d_e~f"]})),
+        201,
+    );
+    assert_eq!(tagged(p, "/services", "équipe", "name"), set(&["s"]));
+}

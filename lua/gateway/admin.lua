@@ -164,6 +164,54 @@ local function page_size(args)
     return size
 end
 
+-- Kong's ?tags=: "a,b" lists the entities tagged a and b, "a/b" those tagged a or b.
+local MAX_FILTER_TAGS = endpoints.MAX_FILTER_TAGS
+
+local function invalid_tags(why)
+    return { code = 10, name = "invalid options", message = "invalid option (tags: " .. why .. ")",
+             fields = { tags = why } }
+end
+
+-- tag_filter(args) -> nil (no filter) | { any = bool, [i] = tag } | false, error body
+local function tag_filter(args)
+    local given = args.tags
+    if given == nil then return nil end
+    if type(given) ~= "string" then
+        return false, invalid_tags(given == true and "expected a value" or "given more than once")
+    end
+    local has_and, has_or = given:find(",", 1, true), given:find("/", 1, true)
+    if has_and and has_or then
+        return false, invalid_tags("cannot mix ',' (and) with '/' (or)")
+    end
+    local filter, sep = { any = has_or ~= nil }, has_or and "/" or ","
+    for tag in (given .. sep):gmatch("(.-)" .. sep) do
+        if #filter == MAX_FILTER_TAGS then
+            return false, invalid_tags(fmt("cannot query more than %d tags", MAX_FILTER_TAGS))
+        end
+        local _, err = schema.check_value(entities.TAG, tag)
+        if err then return false, invalid_tags(tag == "" and "a tag is empty" or err) end
+        filter[#filter + 1] = tag
+    end
+    return filter
+end
+
+local function tagged(row, filter)
+    if not filter then return true end
+    local tags = row.tags
+    if not tags then return false end
+    for _, want in ipairs(filter) do
+        local found = false
+        for _, t in ipairs(tags) do
+            if t == want then
+                found = true
+                break
+            end
+        end
+        if found == filter.any then return found end
+    end
+    return not filter.any
+end
+
 local function list(kind, scope, snap)
     local args = ngx.req.get_uri_args()
     local size = page_size(args)
@@ -171,6 +219,8 @@ local function list(kind, scope, snap)
         return send(400, { code = 9, name = "invalid size",
                            message = fmt("size must be an integer between 1 and %d", MAX_SIZE) })
     end
+    local filter, ferr = tag_filter(args)
+    if filter == false then return send(400, ferr) end
     local after
     if type(args.offset) == "table" then
         return send(400, { code = 7, name = "invalid offset", message = "offset is given more than once" })
@@ -184,7 +234,7 @@ local function list(kind, scope, snap)
     local rows, data, last, more = snap.list[kind], {}, nil, false
     for i = first_index(snap, kind, after), #rows do
         local row = rows[i]
-        if belongs(row, scope) then
+        if belongs(row, scope) and tagged(row, filter) then
             if #data == size then
                 more = true
                 break
@@ -197,8 +247,8 @@ local function list(kind, scope, snap)
     local next_page = null
     if offset then
         -- Kong's next page keeps the path; we keep an explicit size too.
-        next_page = fmt("%s?offset=%s%s", ngx.var.uri, ngx.escape_uri(offset),
-            args.size and "&size=" .. size or "")
+        next_page = fmt("%s?offset=%s%s%s", ngx.var.uri, ngx.escape_uri(offset),
+            args.size and "&size=" .. size or "", filter and "&tags=" .. ngx.escape_uri(args.tags) or "")
     end
     return send(200, { data = setmetatable(data, array_mt), offset = offset, next = next_page })
 end

@@ -16,6 +16,8 @@ local _M = {}
 
 -- A page of a collection: `size` entities, 1 to max (README "Limits").
 _M.PAGE = { default = 100, max = 1000 }
+-- Tags one ?tags= filter may name (Kong's limit).
+_M.MAX_FILTER_TAGS = 5
 
 -- URL segment -> kind, for the kinds with a top-level collection.
 local collections = {}

@@ -53,9 +53,23 @@ local LIMITS = {
 }
 _M.LIMITS = LIMITS
 
+-- Kong's tag rule: printable ASCII but for ',' and '/' (they separate tags in the
+-- Admin API's ?tags= filter) and space, or UTF-8 beyond ASCII (what every string
+-- stored may hold: gateway.schema).
+local function valid_tag(tag)
+    if tag:find("[ ,/]") then
+        return nil, fmt("invalid tag '%s': expected printable ascii (except `,`, `/` and space) "
+            .. "or valid utf-8 sequences", shown(tag))
+    end
+    return true
+end
+
+local TAG = { type = "string", len_min = 1, len_max = 128, custom = valid_tag,
+              description = "A tag: printable ASCII but `,`, `/` and space, or UTF-8 beyond ASCII." }
+_M.TAG = TAG
+
 local function tags()
-    return { tags = { type = "set", len_max = LIMITS.tags,
-                      elements = { type = "string", len_min = 1, len_max = 128 } } }
+    return { tags = { type = "set", len_max = LIMITS.tags, elements = TAG } }
 end
 
 local NAME = {

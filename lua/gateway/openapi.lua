@@ -265,7 +265,8 @@ local ERROR = {
         message = { type = "string" },
         code = { type = "integer", description = "2 schema violation, 3 primary key violation, "
             .. "4 foreign key violation, 5 unique constraint violation, 7 invalid offset, 8 database error "
-            .. "or busy, 9 invalid size, 12 operation unsupported (DB-less mode), 13 configuration too large" },
+            .. "or busy, 9 invalid size, 10 invalid options (`tags`), 12 operation unsupported (DB-less mode), "
+            .. "13 configuration too large" },
         name = { type = "string" },
         fields = { type = "object", additionalProperties = true },
     },
@@ -273,7 +274,7 @@ local ERROR = {
 
 local STATUS_TEXT = {
     [400] = "Bad input, named in the body: a schema violation, a reference to a missing entity, a "
-        .. "malformed body or key, a bad `size` or `offset`, the configuration too large, or deleting an "
+        .. "malformed body or key, a bad `size`, `offset` or `tags`, the configuration too large, or deleting an "
         .. "entity others reference (a service that routes use, an upstream with targets)",
     [404] = "No such entity (or no such parent, on a nested path)",
     [405] = "Method not allowed here (the `Allow` header lists those that are), or a write in DB-less mode",
@@ -438,11 +439,20 @@ local function page_param_defs()
         offset = { name = "offset", ["in"] = "query", required = false,
                    description = "Where the page starts: the previous page's `offset` (given once).",
                    schema = { type = "string", minLength = 1 } },
+        tags = { name = "tags", ["in"] = "query", required = false,
+                 description = fmt("Only entities with these tags (Kong's filter): `a,b` both, `a/b` either; "
+                     .. "at most %d tags, each as a tag is stored (1 to 128 bytes, no `,`, `/` or space); "
+                     .. "`,` and `/` together are refused (given once). The `next` page keeps the filter.",
+                     endpoints.MAX_FILTER_TAGS),
+                 -- At most 5 tags of 128 bytes and 4 separators: anything longer is refused.
+                 schema = { type = "string", minLength = 1,
+                            maxLength = endpoints.MAX_FILTER_TAGS * 129 - 1 } },
     }
 end
 
 local function page_params()
-    return array({ { ["$ref"] = "#/components/parameters/size" }, { ["$ref"] = "#/components/parameters/offset" } })
+    return array({ { ["$ref"] = "#/components/parameters/size" }, { ["$ref"] = "#/components/parameters/offset" },
+                   { ["$ref"] = "#/components/parameters/tags" } })
 end
 
 local function op_id(...)

@@ -491,6 +491,12 @@ function _M.validate(sch, input, opts)
     return validate_record(sch, input, opts)
 end
 
+-- check_value(field, v) -> normalized | nil, err: one value against one field
+-- definition (a query parameter held to a field's rules).
+function _M.check_value(def, v)
+    return validate_value(def, v, {})
+end
+
 local function is_record(t)
     return type(t) == "table" and getmetatable(t) ~= array_mt and (next(t) == nil or not is_array(t))
 end

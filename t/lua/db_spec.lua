@@ -183,7 +183,7 @@ describe("gateway.db.declarative.load_document", function()
         _, err = declarative.load_document({ node_id = "x" }, "f.json")
         assert.equal("f.json: node_id: expected a valid UUID", err)
         _, err = declarative.load_document(setmetatable({}, core.array_mt), "f.json")
-        assert.equal("f.json: expected a JSON object", err)
+        assert.equal("f.json: expected an object at the top level", err)
     end)
 
     it("names the entity and the field of a bad entity", function()
