@@ -1782,34 +1782,69 @@ fn swap(text: &str, from: &str, to: &str) -> String {
     text.replace(from, to)
 }
 
-/// A newcomer's path, from the README's front page: its standalone `nginx.conf` (only
-/// the install paths and ports swapped for this build's and the test's) started from
-/// another directory, requests counted, and its `prometheus.yml` (the target and the
-/// interval swapped) scraped by a real Prometheus whose PromQL gives the exact count.
+/// The first block of `lang` after `marker` in the README.
+fn readme_block_after(marker: &str, lang: &str) -> String {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let at = readme
+        .find(marker)
+        .unwrap_or_else(|| panic!("README has no {marker:?}"));
+    let block = readme[at..]
+        .split(&format!("```{lang}\n"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("README has no {lang} block after {marker:?}"));
+    block[..block.find("```").unwrap()].to_string()
+}
+
+/// A newcomer's path, from the README's front page, for this build's kind of nginx
+/// (Debian's, lua module loaded; or OpenResty's, lua compiled in): its install commands
+/// run as written into a scratch root (only the directories and the built file
+/// swapped), its complete `nginx.conf` (the same paths and the ports swapped) started
+/// from another directory, requests counted, and its `prometheus.yml` (the target and
+/// the interval swapped) scraped by a real Prometheus whose PromQL gives the exact count.
 #[test]
 fn the_readmes_standalone_nginx_conf_and_prometheus_yml_work_as_written() {
     let p = prefix("standalone");
     let (web, metrics) = (free_port(), free_port());
-    let lib = p.join("lib");
-    let mut conf = readme_block("## Your own nginx", "nginx");
-    // The lua module's lines as this build needs them (none when it is compiled in).
-    let debian_lua = "load_module /usr/lib/nginx/modules/ndk_http_module.so;       # Debian's lua module needs NDK\nload_module /usr/lib/nginx/modules/ngx_http_lua_module.so;\n";
-    conf = swap(&conf, debian_lua, &format!("{}\n", build().load_lua));
+    let lib = p.join("lib").display().to_string();
+    let share = p.join("share/ngx-prometheus").display().to_string();
+    let (marker, modules) = if build().load_lua.is_empty() {
+        ("For **OpenResty**", "/usr/local/openresty/nginx/modules")
+    } else {
+        ("For **Debian's nginx**", "/usr/lib/nginx/modules")
+    };
+    let install = readme_block_after(marker, "sh");
+    let install: Vec<&str> = install
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with("make "))
+        .collect();
+    let install = swap(
+        &install.join("\n"),
+        "target/release/libngx_prometheus.so",
+        &build().module.display().to_string(),
+    );
+    let install = swap(&install, modules, &lib);
+    let install = swap(&install, "/usr/local/share/ngx-prometheus", &share);
+    // What a real system has already: the modules directory and /usr/local/share.
+    std::fs::create_dir_all(&lib).unwrap();
+    std::fs::create_dir_all(p.join("share")).unwrap();
+    let out = Command::new("sh")
+        .args(["-ec", &install])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the README's install commands:\n{install}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut conf = readme_block_after(marker, "nginx");
     conf = swap(
         &conf,
-        "/usr/lib/nginx/modules/ngx_prometheus.so",
-        &lib.join("ngx_prometheus.so").display().to_string(),
+        &format!("{modules}/ngx_prometheus.so"),
+        &format!("{lib}/ngx_prometheus.so"),
     );
-    conf = swap(
-        &conf,
-        "/usr/lib/nginx/modules/?.so",
-        &format!("{}/?.so", lib.display()),
-    );
-    conf = swap(
-        &conf,
-        "/usr/local/share/ngx-prometheus/lua",
-        &root().join("lua").display().to_string(),
-    );
+    conf = swap(&conf, &format!("{modules}/?.so"), &format!("{lib}/?.so"));
+    conf = swap(&conf, "/usr/local/share/ngx-prometheus", &share);
     conf = swap(&conf, "listen 8080;", &format!("listen 127.0.0.1:{web};"));
     conf = swap(
         &conf,
