@@ -1509,8 +1509,10 @@ impl RunSh {
             .stdout(banner)
             .spawn()
             .unwrap();
+        // Up once the Admin API answers: a request to the proxy would be counted.
         let up = eventually(Duration::from_secs(20), || {
-            std::panic::catch_unwind(|| get(proxy, "/"))
+            (listening(proxy) && listening(metrics)).then_some(())?;
+            std::panic::catch_unwind(|| get(admin, "/status"))
                 .ok()
                 .filter(|r| r.status == 200)
         });
@@ -1551,6 +1553,45 @@ fn readme_commands(section: &str) -> Vec<String> {
         .lines()
         .map(str::to_string)
         .collect()
+}
+
+/// A newcomer's first scrape: `make run`'s script started as it comes (the seed, its
+/// defaults; only the ports given), then the README's first commands as written (ports
+/// swapped): the scrape shows exactly the series the README shows.
+#[test]
+fn make_runs_first_scrape_shows_what_the_readme_shows() {
+    let gw = RunSh::start("first-scrape");
+    let swap_ports = |line: &str| {
+        line.replace("localhost:8000", &format!("127.0.0.1:{}", gw.proxy))
+            .replace("localhost:9542", &format!("127.0.0.1:{}", gw.metrics))
+    };
+    let block = readme_block_after("metrics flow at once:", "sh");
+    let (mut commands, mut expected) = (Vec::new(), Vec::new());
+    for line in block.lines() {
+        match line.strip_prefix("# ") {
+            Some(series) => expected.push(series.to_string()),
+            None if !line.trim().is_empty() => commands.push(swap_ports(line)),
+            None => {}
+        }
+    }
+    assert!(commands.len() >= 2 && expected.len() >= 2, "{block}");
+    let (last, requests) = commands.split_last().unwrap();
+    for cmd in requests {
+        let out = Command::new("sh").args(["-ec", cmd]).output().unwrap();
+        assert!(out.status.success(), "{cmd}");
+    }
+    // nginx counts a request in its log phase, after the answer: the scrape is retried
+    // until the count is there (the README's reader types slower than this).
+    let mut output = String::new();
+    let seen = eventually(Duration::from_secs(5), || {
+        let out = Command::new("sh").args(["-c", last]).output().unwrap();
+        output = String::from_utf8_lossy(&out.stdout).into_owned();
+        expected
+            .iter()
+            .all(|e| output.lines().any(|l| l == e))
+            .then_some(())
+    });
+    assert!(seen.is_some(), "README shows {expected:#?}, got:\n{output}");
 }
 
 /// The README's "Kong way" example, run as written against `make run`'s seeded gateway:
