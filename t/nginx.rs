@@ -1498,6 +1498,10 @@ impl RunSh {
             cmd.env("PREFIX", &dir);
         }
         let banner = std::fs::File::create(dir.with_extension("banner")).unwrap();
+        if extra.iter().any(|a| a.starts_with("NGINX_BIN=")) {
+            // An argument wins over the environment: this one must not be used.
+            cmd.env("NGINX_BIN", "/nonexistent/nginx");
+        }
         let child = cmd
             .args([
                 format!("PROXY_PORT={proxy}"),
@@ -1685,9 +1689,10 @@ fn a_full_zone_keeps_a_histograms_count_and_sum_exact() {
     assert!(a.nginx.crashes().is_empty());
 }
 
-/// `run.sh`'s knobs: the prefix as an argument, the metrics port's credentials and
-/// constant labels without editing the generated file, a banner with the ports in use,
-/// and an unknown setting refused by name (before anything is written).
+/// `run.sh`'s knobs: the prefix and the nginx as arguments, the metrics port's
+/// credentials, constant labels, https and push without editing the generated file, a
+/// banner with the ports in use, and an unknown setting refused by name (before
+/// anything is written).
 #[test]
 fn run_sh_takes_every_knob_as_an_argument_and_shows_the_ports_it_uses() {
     // Bounded: a run.sh that took the typo would start a gateway in the foreground.
@@ -1772,6 +1777,7 @@ fn run_sh_takes_every_knob_as_an_argument_and_shows_the_ports_it_uses() {
             format!("TLS_KEY={}", key.display()),
             format!("PUSH_URL=http://127.0.0.1:{}", free_port()),
             "PUSH_ARGS=interval=1h".into(),
+            format!("NGINX_BIN={}", build().nginx.display()),
         ],
         false,
     );
@@ -1780,6 +1786,14 @@ fn run_sh_takes_every_knob_as_an_argument_and_shows_the_ports_it_uses() {
     let banner = std::fs::read_to_string(gw.dir.with_extension("banner")).unwrap();
     assert!(
         banner.contains(&format!("https://127.0.0.1:{}/metrics", gw.metrics)),
+        "{banner}"
+    );
+    // Every port in use, the demo upstream's too, and the nginx given as an argument.
+    for port in [gw.proxy, gw.admin, gw.upstream] {
+        assert!(banner.contains(&format!("127.0.0.1:{port}/")), "{banner}");
+    }
+    assert!(
+        banner.contains(&build().nginx.display().to_string()),
         "{banner}"
     );
     let out = Command::new("curl")
