@@ -1810,6 +1810,106 @@ fn run_sh_takes_every_knob_as_an_argument_and_shows_the_ports_it_uses() {
     let _ = std::fs::remove_file(&creds);
 }
 
+/// The README's `run.sh` example with the metrics port's knobs, run as written from a
+/// directory holding the files it names (the push password, a certificate and key; the
+/// credentials made by the README's own command): only the ports, the prefix and the
+/// Pushgateway's address (a closed port) are swapped or added. Its scrape command then
+/// gets the series with the constant labels, over https, with those credentials.
+#[test]
+fn the_readmes_run_sh_knobs_example_works_as_written() {
+    let block = readme_block_after("prints the ports it uses:", "sh").replace("\\\n", " ");
+    let scripts = format!("{}/scripts/", root().display());
+    let find = |what: &str| {
+        block
+            .lines()
+            .find(|l| l.contains(what))
+            .unwrap_or_else(|| panic!("no {what:?} in the README's block:\n{block}"))
+            .replace("./scripts/", &scripts)
+    };
+    let (credentials, start, scrape) = (find("credential.sh"), find("AUTH_FILE="), find("curl "));
+    let cwd = prefix("runsh-readme-cwd");
+    std::fs::write(cwd.join("pw.txt"), "pushpw\n").unwrap();
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", "/CN=localhost"])
+        .args(["-keyout", "metrics.key", "-out", "metrics.pem"])
+        .current_dir(&cwd)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let out = Command::new("sh")
+        .args(["-ec", &credentials])
+        .current_dir(&cwd)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{credentials}: {out:?}");
+
+    let (proxy, upstream, metrics, admin) = (free_port(), free_port(), free_port(), free_port());
+    let dir = prefix("runsh-readme");
+    let start = format!(
+        "exec {} PREFIX={} PROXY_PORT={proxy} UPSTREAM_PORT={upstream} METRICS_PORT={metrics} ADMIN_PORT={admin}",
+        swap(&start, "http://127.0.0.1:9091", &format!("http://127.0.0.1:{}", free_port())),
+        dir.display()
+    );
+    let child = Command::new("sh")
+        .args(["-c", &start])
+        .current_dir(&cwd)
+        .stdout(std::fs::File::create(dir.with_extension("banner")).unwrap())
+        .spawn()
+        .unwrap();
+    let gw = RunSh {
+        child,
+        dir,
+        proxy,
+        upstream,
+        metrics,
+        admin,
+    };
+    let up = eventually(Duration::from_secs(20), || {
+        std::panic::catch_unwind(|| get(gw.admin, "/status"))
+            .ok()
+            .filter(|r| r.status == 200)
+    });
+    assert!(
+        up.is_some(),
+        "the README's run.sh line did not start:\n{start}"
+    );
+    let scrape = swap(
+        &scrape,
+        "127.0.0.1:9542",
+        &format!("127.0.0.1:{}", gw.metrics),
+    );
+    let mut got = String::new();
+    let seen = eventually(Duration::from_secs(5), || {
+        let out = Command::new("sh").args(["-c", &scrape]).output().unwrap();
+        got = String::from_utf8_lossy(&out.stdout).into_owned();
+        (got.contains("dc=\"lab\"") && got.contains("hostname=\"")).then_some(())
+    });
+    assert!(seen.is_some(), "{scrape}: {got}");
+    let conf = std::fs::read_to_string(gw.dir.join("nginx.conf")).unwrap();
+    for line in [
+        format!(
+            "prometheus_push_basic_auth pusher {}",
+            cwd.join("pw.txt").display()
+        ),
+        format!(
+            "prometheus_auth_file {}",
+            cwd.join("metrics.credentials").display()
+        ),
+    ] {
+        assert!(conf.contains(&line), "{line} not in:\n{conf}");
+    }
+    drop(gw);
+    let _ = std::fs::remove_dir_all(&cwd);
+}
+
 fn base64_of(s: &str) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(s)
