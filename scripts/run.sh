@@ -16,10 +16,15 @@
 #   PUSH_BASIC_AUTH="user file"  prometheus_push_basic_auth
 #   PUSH_CA=file             prometheus_push_ca
 #   TLS_CERT=file TLS_KEY=file   the metrics port speaks https
+#   HTTP_DIRECTIVES='...;'   more directives for http {} (prometheus_push_header,
+#                            prometheus_process_metrics, ...), nginx syntax
+#   METRICS_DIRECTIVES='...;'  more for the metrics port's server {} (prometheus_allow,
+#                            prometheus_trusted_proxies, ...)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 KNOWN="PREFIX PROXY_PORT ADMIN_PORT UPSTREAM_PORT METRICS_PORT WORKERS DECLARATIVE NGINX_BIN
-AUTH_FILE CONST_LABELS NODE_ID_FILE PUSH_URL PUSH_ARGS PUSH_BASIC_AUTH PUSH_CA TLS_CERT TLS_KEY"
+AUTH_FILE CONST_LABELS NODE_ID_FILE PUSH_URL PUSH_ARGS PUSH_BASIC_AUTH PUSH_CA TLS_CERT TLS_KEY
+HTTP_DIRECTIVES METRICS_DIRECTIVES"
 declare -A S=()
 for k in $KNOWN; do
   if [ -n "${!k:-}" ]; then S[$k]=${!k}; fi
@@ -69,6 +74,8 @@ if [ -n "$(get TLS_CERT)$(get TLS_KEY)" ]; then
   server_lines+="ssl_certificate $(abs "$(get TLS_CERT)");"$'\n'
   server_lines+="ssl_certificate_key $(abs "$(get TLS_KEY)");"$'\n'
 fi
+http_lines+="$(get HTTP_DIRECTIVES)"$'\n'
+server_lines+="$(get METRICS_DIRECTIVES)"$'\n'
 
 args=(PROXY_PORT="$PROXY_PORT" ADMIN_PORT="$ADMIN_PORT" UPSTREAM_PORT="$UPSTREAM_PORT"
       METRICS_PORT="$METRICS_PORT" METRICS_HTTP="${http_lines//$'\n'/ }"

@@ -1718,6 +1718,9 @@ fn run_sh_takes_every_knob_as_an_argument_and_shows_the_ports_it_uses() {
         &[
             format!("AUTH_FILE={}", creds.display()),
             "CONST_LABELS=dc=lab \"host=${hostname}\"".into(),
+            // Any other directive, for http {} and for the metrics server {}.
+            "HTTP_DIRECTIVES=prometheus_process_metrics interval=200ms;".into(),
+            "METRICS_DIRECTIVES=add_header X-Knob on always;".into(),
         ],
         true,
     );
@@ -1737,6 +1740,7 @@ fn run_sh_takes_every_knob_as_an_argument_and_shows_the_ports_it_uses() {
         b"",
     );
     assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-knob"), Some("on"));
     let samples = parse_with_reference(&r.text());
     assert!(
         samples
@@ -1745,6 +1749,19 @@ fn run_sh_takes_every_knob_as_an_argument_and_shows_the_ports_it_uses() {
         "{}",
         r.text()
     );
+    let process = eventually(Duration::from_secs(5), || {
+        let r = request(
+            gw.metrics,
+            "GET",
+            "/metrics",
+            &[("Authorization", &auth)],
+            b"",
+        );
+        r.text()
+            .contains("nginx_worker_resident_memory_bytes{")
+            .then_some(())
+    });
+    assert!(process.is_some(), "HTTP_DIRECTIVES did not reach http {{}}");
     drop(gw);
 
     // https and a push, from arguments too (the push goes nowhere: a closed port).
