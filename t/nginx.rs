@@ -1598,6 +1598,44 @@ fn make_runs_first_scrape_shows_what_the_readme_shows() {
     assert!(seen.is_some(), "README shows {expected:#?}, got:\n{output}");
 }
 
+/// `make run KEY=VALUE...`: make hands what its command line sets to run.sh as
+/// arguments, as written (a `${hostname}` make would otherwise expand to nothing), and
+/// run.sh refuses by name a setting it does not know (a typo make would drop).
+#[test]
+fn make_run_hands_its_settings_to_run_sh_as_written() {
+    let labels = "CONST_LABELS=dc=lab \"host=${hostname}\"";
+    let out = Command::new("make")
+        .current_dir(root())
+        // Not the settings of a make this test may run under.
+        .env_remove("MAKEFLAGS")
+        .env_remove("MFLAGS")
+        .env_remove("MAKELEVEL")
+        .args(["-n", "run", "SETUP_DONE=1", labels, "PROXY_PORT=18000"])
+        .arg("METRIC_PORT=1")
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{printed}{out:?}");
+    let line = printed.lines().last().unwrap_or_default();
+    assert_eq!(
+        line,
+        format!("./scripts/run.sh '{labels}' 'METRIC_PORT=1' 'PROXY_PORT=18000'"),
+        "{printed}"
+    );
+    let scratch = prefix("make-run-args");
+    let refused = Command::new("timeout")
+        .arg("20")
+        .args(["sh", "-c", line])
+        .current_dir(root())
+        .env("PREFIX", &scratch)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&scratch);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{err}");
+    assert!(err.contains("unknown setting \"METRIC_PORT=1\""), "{err}");
+}
+
 /// The README's "Kong way" example, run as written against `make run`'s seeded gateway:
 /// every Admin call succeeds (curl fails on a 4xx here) and the scrape shows the lines
 /// the README shows.
