@@ -25,8 +25,14 @@ OPENRESTY_STYLE_STATIC := $(CURDIR)/.build/openresty-style-static/sbin/nginx
 	fuzz soak soak-short test-suites test-beside test-openresty-style \
 	test-openresty-style-static bench bench-smoke clean
 
+# `make run KEY=VALUE...`: what make's command line sets goes to run.sh as arguments,
+# as written (make itself would expand CONST_LABELS' `${hostname}` to nothing), so
+# run.sh takes every setting it knows and refuses, by name, one it does not.
+# SETUP_DONE and SUITES are make's own.
+RUN_ARGS = $(strip $(foreach v,$(sort $(.VARIABLES)),$(if $(filter command line,$(origin $(v))),$(if $(filter SETUP_DONE SUITES,$(v)),,'$(v)=$(subst ','\'',$(value $(v)))'))))
+
 run: build
-	./scripts/run.sh
+	./scripts/run.sh $(RUN_ARGS)
 
 # Every target says what it needs, so any of them works alone on a fresh clone and
 # `make -jN` runs only what may run together. `make test` goes in four stages, each

@@ -4,7 +4,9 @@
 #
 # run.sh [KEY=VALUE...] (each also read from the environment; an argument wins):
 #   PREFIX=dir               where the configuration, logs and state live (default run/)
-#   PROXY_PORT ADMIN_PORT UPSTREAM_PORT METRICS_PORT WORKERS DECLARATIVE
+#   PROXY_PORT ADMIN_PORT UPSTREAM_PORT METRICS_PORT WORKERS
+#   DECLARATIVE=file         a declarative file (database-less mode)
+#   NGINX_BIN=path           the nginx to run (default Debian's; scripts/nginx-env.sh)
 #   AUTH_FILE=file           the metrics port asks for these credentials (prometheus_auth_file)
 #   CONST_LABELS='a=b "h=${hostname}"'  labels on every series (prometheus_const_labels's
 #                            arguments, nginx syntax)
@@ -14,10 +16,15 @@
 #   PUSH_BASIC_AUTH="user file"  prometheus_push_basic_auth
 #   PUSH_CA=file             prometheus_push_ca
 #   TLS_CERT=file TLS_KEY=file   the metrics port speaks https
+#   HTTP_DIRECTIVES='...;'   more directives for http {} (prometheus_push_header,
+#                            prometheus_process_metrics, ...), nginx syntax
+#   METRICS_DIRECTIVES='...;'  more for the metrics port's server {} (prometheus_allow,
+#                            prometheus_trusted_proxies, ...)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-KNOWN="PREFIX PROXY_PORT ADMIN_PORT UPSTREAM_PORT METRICS_PORT WORKERS DECLARATIVE
-AUTH_FILE CONST_LABELS NODE_ID_FILE PUSH_URL PUSH_ARGS PUSH_BASIC_AUTH PUSH_CA TLS_CERT TLS_KEY"
+KNOWN="PREFIX PROXY_PORT ADMIN_PORT UPSTREAM_PORT METRICS_PORT WORKERS DECLARATIVE NGINX_BIN
+AUTH_FILE CONST_LABELS NODE_ID_FILE PUSH_URL PUSH_ARGS PUSH_BASIC_AUTH PUSH_CA TLS_CERT TLS_KEY
+HTTP_DIRECTIVES METRICS_DIRECTIVES"
 declare -A S=()
 for k in $KNOWN; do
   if [ -n "${!k:-}" ]; then S[$k]=${!k}; fi
@@ -67,13 +74,16 @@ if [ -n "$(get TLS_CERT)$(get TLS_KEY)" ]; then
   server_lines+="ssl_certificate $(abs "$(get TLS_CERT)");"$'\n'
   server_lines+="ssl_certificate_key $(abs "$(get TLS_KEY)");"$'\n'
 fi
+http_lines+="$(get HTTP_DIRECTIVES)"$'\n'
+server_lines+="$(get METRICS_DIRECTIVES)"$'\n'
 
 args=(PROXY_PORT="$PROXY_PORT" ADMIN_PORT="$ADMIN_PORT" UPSTREAM_PORT="$UPSTREAM_PORT"
       METRICS_PORT="$METRICS_PORT" METRICS_HTTP="${http_lines//$'\n'/ }"
       METRICS_SERVER="${server_lines//$'\n'/ }" METRICS_SSL="$ssl")
-for k in WORKERS DECLARATIVE; do
-  if [ -n "$(get $k)" ]; then args+=("$k=$(get $k)"); fi
-done
+if [ -n "$(get WORKERS)" ]; then args+=("WORKERS=$(get WORKERS)"); fi
+if [ -n "$(get DECLARATIVE)" ]; then args+=("DECLARATIVE=$(abs "$(get DECLARATIVE)")"); fi
+# The nginx in use, for render-conf.sh and nginx-env.sh alike.
+if [ -n "$(get NGINX_BIN)" ]; then export NGINX_BIN; NGINX_BIN=$(get NGINX_BIN); fi
 "$ROOT/scripts/render-conf.sh" conf/gateway.conf "$PREFIX" "${args[@]}"
 NGINX_BIN=$("$ROOT/scripts/nginx-env.sh" | sed -n 's/^NGINX_BIN=//p')
 "$NGINX_BIN" -t -q -p "$PREFIX" -c "$PREFIX/nginx.conf"
@@ -82,6 +92,8 @@ ngx-prometheus gateway (prefix $PREFIX, $NGINX_BIN)
   proxy    http://127.0.0.1:$PROXY_PORT/        (try /slow too)
   admin    http://127.0.0.1:$ADMIN_PORT/        (curl localhost:$ADMIN_PORT/services)
   metrics  $scheme://127.0.0.1:$METRICS_PORT/metrics$([ -n "$(get AUTH_FILE)" ] && echo "  (credentials: $(abs "$(get AUTH_FILE)"))")
+           (also [::1]:$METRICS_PORT; ?format=html for the status page)
+  upstream http://127.0.0.1:$UPSTREAM_PORT/        (the demo upstream the seeded service points at)
   logs     $PREFIX/logs/error.log
 Ctrl-C stops it.
 MSG

@@ -1751,6 +1751,52 @@ fn a_scoped_plugin_that_turns_off_recording_is_warned_about() {
     assert!(w.contains("route "), "{w}");
 }
 
+/// The same trap in a configuration loaded without the Admin API (a declarative file,
+/// at start and at reload): the log says it, as the Admin API would have.
+#[test]
+fn a_declarative_scoped_plugin_that_turns_off_recording_is_logged() {
+    let dir = std::env::temp_dir().join(format!("ngxprom-shadow-decl-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("kong.json");
+    let doc = json!({
+        "_format_version": "3.0",
+        "services": [{
+            "name": "svc", "url": "http://127.0.0.1:9",
+            "routes": [{ "name": "r", "paths": ["/"] }],
+            "plugins": [{ "name": "prometheus", "config": { "per_consumer": true } }],
+        }],
+        "plugins": [{ "name": "prometheus", "config": all_switches() }],
+    });
+    std::fs::write(&file, doc.to_string()).unwrap();
+    for (path, mode) in [(&dir, "755"), (&file, "644")] {
+        std::process::Command::new("chmod")
+            .arg(mode)
+            .arg(path)
+            .status()
+            .unwrap();
+    }
+    let g = start_gateway(
+        "shadow-declarative",
+        &[("DECLARATIVE", file.display().to_string())],
+    );
+    g.nginx.reload();
+    let log = g.nginx.error_log();
+    let said: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("[warn]") && l.contains("turns off"))
+        .collect();
+    assert!(
+        said.iter().any(|l| l.contains("status_code_metrics")
+            && l.contains("latency_metrics")
+            && l.contains("(service ")
+            && l.contains("(global)")),
+        "{log}"
+    );
+    // Said once per load (the start, the reload), not once per side of the pair.
+    assert_eq!(said.len(), 2, "{said:#?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// The Admin API's `/metrics` is the metrics port's handler: the same formats
 /// (JSON, OpenMetrics by `Accept`), filters (`?name=`, `?group=`) and gzip.
 #[test]

@@ -125,8 +125,8 @@ fn constant_labels_and_node_id() {
 
 /// Relative file arguments resolve as nginx's own directives' do, whatever the
 /// directory nginx is started from: the node id file (a file nginx writes) against the
-/// prefix, the push password and the auth file (files nginx reads) against the
-/// configuration directory. The configuration lives in `conf/`, so the two differ.
+/// prefix, the push password, the push CA and the auth file (files nginx reads) against
+/// the configuration directory. The configuration lives in `conf/`, so the two differ.
 #[test]
 fn relative_paths_do_not_depend_on_the_working_directory() {
     let (app, metrics) = (free_port(), free_port());
@@ -140,10 +140,27 @@ fn relative_paths_do_not_depend_on_the_working_directory() {
         format!("basic u sha256:00:{digest}\n"),
     )
     .unwrap();
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", "/CN=push-ca", "-keyout"])
+        .arg(p.join("push-ca.key"))
+        .arg("-out")
+        .arg(p.join("conf/push-ca.pem"))
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
     let top = "prometheus_node_id_file state/node_id;\n    \
                prometheus_const_labels node_id=$node_id;\n    \
-               prometheus_push http://127.0.0.1:9 interval=1h;\n    \
-               prometheus_push_basic_auth pusher push.password;";
+               prometheus_push https://127.0.0.1:9 interval=1h;\n    \
+               prometheus_push_basic_auth pusher push.password;\n    \
+               prometheus_push_ca push-ca.pem;";
     // Every path the newcomer writes is relative, as in the README's nginx.conf.
     let abs = format!("{}/", p.display());
     let conf = config(&p, &http(top, app, metrics))

@@ -1498,6 +1498,10 @@ impl RunSh {
             cmd.env("PREFIX", &dir);
         }
         let banner = std::fs::File::create(dir.with_extension("banner")).unwrap();
+        if extra.iter().any(|a| a.starts_with("NGINX_BIN=")) {
+            // An argument wins over the environment: this one must not be used.
+            cmd.env("NGINX_BIN", "/nonexistent/nginx");
+        }
         let child = cmd
             .args([
                 format!("PROXY_PORT={proxy}"),
@@ -1509,8 +1513,10 @@ impl RunSh {
             .stdout(banner)
             .spawn()
             .unwrap();
+        // Up once the Admin API answers: a request to the proxy would be counted.
         let up = eventually(Duration::from_secs(20), || {
-            std::panic::catch_unwind(|| get(proxy, "/"))
+            (listening(proxy) && listening(metrics)).then_some(())?;
+            std::panic::catch_unwind(|| get(admin, "/status"))
                 .ok()
                 .filter(|r| r.status == 200)
         });
@@ -1551,6 +1557,83 @@ fn readme_commands(section: &str) -> Vec<String> {
         .lines()
         .map(str::to_string)
         .collect()
+}
+
+/// A newcomer's first scrape: `make run`'s script started as it comes (the seed, its
+/// defaults; only the ports given), then the README's first commands as written (ports
+/// swapped): the scrape shows exactly the series the README shows.
+#[test]
+fn make_runs_first_scrape_shows_what_the_readme_shows() {
+    let gw = RunSh::start("first-scrape");
+    let swap_ports = |line: &str| {
+        line.replace("localhost:8000", &format!("127.0.0.1:{}", gw.proxy))
+            .replace("localhost:9542", &format!("127.0.0.1:{}", gw.metrics))
+    };
+    let block = readme_block_after("metrics flow at once:", "sh");
+    let (mut commands, mut expected) = (Vec::new(), Vec::new());
+    for line in block.lines() {
+        match line.strip_prefix("# ") {
+            Some(series) => expected.push(series.to_string()),
+            None if !line.trim().is_empty() => commands.push(swap_ports(line)),
+            None => {}
+        }
+    }
+    assert!(commands.len() >= 2 && expected.len() >= 2, "{block}");
+    let (last, requests) = commands.split_last().unwrap();
+    for cmd in requests {
+        let out = Command::new("sh").args(["-ec", cmd]).output().unwrap();
+        assert!(out.status.success(), "{cmd}");
+    }
+    // nginx counts a request in its log phase, after the answer: the scrape is retried
+    // until the count is there (the README's reader types slower than this).
+    let mut output = String::new();
+    let seen = eventually(Duration::from_secs(5), || {
+        let out = Command::new("sh").args(["-c", last]).output().unwrap();
+        output = String::from_utf8_lossy(&out.stdout).into_owned();
+        expected
+            .iter()
+            .all(|e| output.lines().any(|l| l == e))
+            .then_some(())
+    });
+    assert!(seen.is_some(), "README shows {expected:#?}, got:\n{output}");
+}
+
+/// `make run KEY=VALUE...`: make hands what its command line sets to run.sh as
+/// arguments, as written (a `${hostname}` make would otherwise expand to nothing), and
+/// run.sh refuses by name a setting it does not know (a typo make would drop).
+#[test]
+fn make_run_hands_its_settings_to_run_sh_as_written() {
+    let labels = "CONST_LABELS=dc=lab \"host=${hostname}\"";
+    let out = Command::new("make")
+        .current_dir(root())
+        // Not the settings of a make this test may run under.
+        .env_remove("MAKEFLAGS")
+        .env_remove("MFLAGS")
+        .env_remove("MAKELEVEL")
+        .args(["-n", "run", "SETUP_DONE=1", labels, "PROXY_PORT=18000"])
+        .arg("METRIC_PORT=1")
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{printed}{out:?}");
+    let line = printed.lines().last().unwrap_or_default();
+    assert_eq!(
+        line,
+        format!("./scripts/run.sh '{labels}' 'METRIC_PORT=1' 'PROXY_PORT=18000'"),
+        "{printed}"
+    );
+    let scratch = prefix("make-run-args");
+    let refused = Command::new("timeout")
+        .arg("20")
+        .args(["sh", "-c", line])
+        .current_dir(root())
+        .env("PREFIX", &scratch)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&scratch);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{err}");
+    assert!(err.contains("unknown setting \"METRIC_PORT=1\""), "{err}");
 }
 
 /// The README's "Kong way" example, run as written against `make run`'s seeded gateway:
@@ -1644,9 +1727,10 @@ fn a_full_zone_keeps_a_histograms_count_and_sum_exact() {
     assert!(a.nginx.crashes().is_empty());
 }
 
-/// `run.sh`'s knobs: the prefix as an argument, the metrics port's credentials and
-/// constant labels without editing the generated file, a banner with the ports in use,
-/// and an unknown setting refused by name (before anything is written).
+/// `run.sh`'s knobs: the prefix and the nginx as arguments, the metrics port's
+/// credentials, constant labels, https and push without editing the generated file, a
+/// banner with the ports in use, and an unknown setting refused by name (before
+/// anything is written).
 #[test]
 fn run_sh_takes_every_knob_as_an_argument_and_shows_the_ports_it_uses() {
     // Bounded: a run.sh that took the typo would start a gateway in the foreground.
@@ -1672,6 +1756,9 @@ fn run_sh_takes_every_knob_as_an_argument_and_shows_the_ports_it_uses() {
         &[
             format!("AUTH_FILE={}", creds.display()),
             "CONST_LABELS=dc=lab \"host=${hostname}\"".into(),
+            // Any other directive, for http {} and for the metrics server {}.
+            "HTTP_DIRECTIVES=prometheus_process_metrics interval=200ms;".into(),
+            "METRICS_DIRECTIVES=add_header X-Knob on always;".into(),
         ],
         true,
     );
@@ -1691,6 +1778,7 @@ fn run_sh_takes_every_knob_as_an_argument_and_shows_the_ports_it_uses() {
         b"",
     );
     assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-knob"), Some("on"));
     let samples = parse_with_reference(&r.text());
     assert!(
         samples
@@ -1699,6 +1787,19 @@ fn run_sh_takes_every_knob_as_an_argument_and_shows_the_ports_it_uses() {
         "{}",
         r.text()
     );
+    let process = eventually(Duration::from_secs(5), || {
+        let r = request(
+            gw.metrics,
+            "GET",
+            "/metrics",
+            &[("Authorization", &auth)],
+            b"",
+        );
+        r.text()
+            .contains("nginx_worker_resident_memory_bytes{")
+            .then_some(())
+    });
+    assert!(process.is_some(), "HTTP_DIRECTIVES did not reach http {{}}");
     drop(gw);
 
     // https and a push, from arguments too (the push goes nowhere: a closed port).
@@ -1731,6 +1832,7 @@ fn run_sh_takes_every_knob_as_an_argument_and_shows_the_ports_it_uses() {
             format!("TLS_KEY={}", key.display()),
             format!("PUSH_URL=http://127.0.0.1:{}", free_port()),
             "PUSH_ARGS=interval=1h".into(),
+            format!("NGINX_BIN={}", build().nginx.display()),
         ],
         false,
     );
@@ -1739,6 +1841,14 @@ fn run_sh_takes_every_knob_as_an_argument_and_shows_the_ports_it_uses() {
     let banner = std::fs::read_to_string(gw.dir.with_extension("banner")).unwrap();
     assert!(
         banner.contains(&format!("https://127.0.0.1:{}/metrics", gw.metrics)),
+        "{banner}"
+    );
+    // Every port in use, the demo upstream's too, and the nginx given as an argument.
+    for port in [gw.proxy, gw.admin, gw.upstream] {
+        assert!(banner.contains(&format!("127.0.0.1:{port}/")), "{banner}");
+    }
+    assert!(
+        banner.contains(&build().nginx.display().to_string()),
         "{banner}"
     );
     let out = Command::new("curl")
@@ -1753,6 +1863,106 @@ fn run_sh_takes_every_knob_as_an_argument_and_shows_the_ports_it_uses() {
     drop(gw);
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_file(&creds);
+}
+
+/// The README's `run.sh` example with the metrics port's knobs, run as written from a
+/// directory holding the files it names (the push password, a certificate and key; the
+/// credentials made by the README's own command): only the ports, the prefix and the
+/// Pushgateway's address (a closed port) are swapped or added. Its scrape command then
+/// gets the series with the constant labels, over https, with those credentials.
+#[test]
+fn the_readmes_run_sh_knobs_example_works_as_written() {
+    let block = readme_block_after("prints the ports it uses:", "sh").replace("\\\n", " ");
+    let scripts = format!("{}/scripts/", root().display());
+    let find = |what: &str| {
+        block
+            .lines()
+            .find(|l| l.contains(what))
+            .unwrap_or_else(|| panic!("no {what:?} in the README's block:\n{block}"))
+            .replace("./scripts/", &scripts)
+    };
+    let (credentials, start, scrape) = (find("credential.sh"), find("AUTH_FILE="), find("curl "));
+    let cwd = prefix("runsh-readme-cwd");
+    std::fs::write(cwd.join("pw.txt"), "pushpw\n").unwrap();
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", "/CN=localhost"])
+        .args(["-keyout", "metrics.key", "-out", "metrics.pem"])
+        .current_dir(&cwd)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let out = Command::new("sh")
+        .args(["-ec", &credentials])
+        .current_dir(&cwd)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{credentials}: {out:?}");
+
+    let (proxy, upstream, metrics, admin) = (free_port(), free_port(), free_port(), free_port());
+    let dir = prefix("runsh-readme");
+    let start = format!(
+        "exec {} PREFIX={} PROXY_PORT={proxy} UPSTREAM_PORT={upstream} METRICS_PORT={metrics} ADMIN_PORT={admin}",
+        swap(&start, "http://127.0.0.1:9091", &format!("http://127.0.0.1:{}", free_port())),
+        dir.display()
+    );
+    let child = Command::new("sh")
+        .args(["-c", &start])
+        .current_dir(&cwd)
+        .stdout(std::fs::File::create(dir.with_extension("banner")).unwrap())
+        .spawn()
+        .unwrap();
+    let gw = RunSh {
+        child,
+        dir,
+        proxy,
+        upstream,
+        metrics,
+        admin,
+    };
+    let up = eventually(Duration::from_secs(20), || {
+        std::panic::catch_unwind(|| get(gw.admin, "/status"))
+            .ok()
+            .filter(|r| r.status == 200)
+    });
+    assert!(
+        up.is_some(),
+        "the README's run.sh line did not start:\n{start}"
+    );
+    let scrape = swap(
+        &scrape,
+        "127.0.0.1:9542",
+        &format!("127.0.0.1:{}", gw.metrics),
+    );
+    let mut got = String::new();
+    let seen = eventually(Duration::from_secs(5), || {
+        let out = Command::new("sh").args(["-c", &scrape]).output().unwrap();
+        got = String::from_utf8_lossy(&out.stdout).into_owned();
+        (got.contains("dc=\"lab\"") && got.contains("hostname=\"")).then_some(())
+    });
+    assert!(seen.is_some(), "{scrape}: {got}");
+    let conf = std::fs::read_to_string(gw.dir.join("nginx.conf")).unwrap();
+    for line in [
+        format!(
+            "prometheus_push_basic_auth pusher {}",
+            cwd.join("pw.txt").display()
+        ),
+        format!(
+            "prometheus_auth_file {}",
+            cwd.join("metrics.credentials").display()
+        ),
+    ] {
+        assert!(conf.contains(&line), "{line} not in:\n{conf}");
+    }
+    drop(gw);
+    let _ = std::fs::remove_dir_all(&cwd);
 }
 
 fn base64_of(s: &str) -> String {
@@ -1782,34 +1992,69 @@ fn swap(text: &str, from: &str, to: &str) -> String {
     text.replace(from, to)
 }
 
-/// A newcomer's path, from the README's front page: its standalone `nginx.conf` (only
-/// the install paths and ports swapped for this build's and the test's) started from
-/// another directory, requests counted, and its `prometheus.yml` (the target and the
-/// interval swapped) scraped by a real Prometheus whose PromQL gives the exact count.
+/// The first block of `lang` after `marker` in the README.
+fn readme_block_after(marker: &str, lang: &str) -> String {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let at = readme
+        .find(marker)
+        .unwrap_or_else(|| panic!("README has no {marker:?}"));
+    let block = readme[at..]
+        .split(&format!("```{lang}\n"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("README has no {lang} block after {marker:?}"));
+    block[..block.find("```").unwrap()].to_string()
+}
+
+/// A newcomer's path, from the README's front page, for this build's kind of nginx
+/// (Debian's, lua module loaded; or OpenResty's, lua compiled in): its install commands
+/// run as written into a scratch root (only the directories and the built file
+/// swapped), its complete `nginx.conf` (the same paths and the ports swapped) started
+/// from another directory, requests counted, and its `prometheus.yml` (the target and
+/// the interval swapped) scraped by a real Prometheus whose PromQL gives the exact count.
 #[test]
 fn the_readmes_standalone_nginx_conf_and_prometheus_yml_work_as_written() {
     let p = prefix("standalone");
     let (web, metrics) = (free_port(), free_port());
-    let lib = p.join("lib");
-    let mut conf = readme_block("## Your own nginx", "nginx");
-    // The lua module's lines as this build needs them (none when it is compiled in).
-    let debian_lua = "load_module /usr/lib/nginx/modules/ndk_http_module.so;       # Debian's lua module needs NDK\nload_module /usr/lib/nginx/modules/ngx_http_lua_module.so;\n";
-    conf = swap(&conf, debian_lua, &format!("{}\n", build().load_lua));
+    let lib = p.join("lib").display().to_string();
+    let share = p.join("share/ngx-prometheus").display().to_string();
+    let (marker, modules) = if build().load_lua.is_empty() {
+        ("For **OpenResty**", "/usr/local/openresty/nginx/modules")
+    } else {
+        ("For **Debian's nginx**", "/usr/lib/nginx/modules")
+    };
+    let install = readme_block_after(marker, "sh");
+    let install: Vec<&str> = install
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with("make "))
+        .collect();
+    let install = swap(
+        &install.join("\n"),
+        "target/release/libngx_prometheus.so",
+        &build().module.display().to_string(),
+    );
+    let install = swap(&install, modules, &lib);
+    let install = swap(&install, "/usr/local/share/ngx-prometheus", &share);
+    // What a real system has already: the modules directory and /usr/local/share.
+    std::fs::create_dir_all(&lib).unwrap();
+    std::fs::create_dir_all(p.join("share")).unwrap();
+    let out = Command::new("sh")
+        .args(["-ec", &install])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the README's install commands:\n{install}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut conf = readme_block_after(marker, "nginx");
     conf = swap(
         &conf,
-        "/usr/lib/nginx/modules/ngx_prometheus.so",
-        &lib.join("ngx_prometheus.so").display().to_string(),
+        &format!("{modules}/ngx_prometheus.so"),
+        &format!("{lib}/ngx_prometheus.so"),
     );
-    conf = swap(
-        &conf,
-        "/usr/lib/nginx/modules/?.so",
-        &format!("{}/?.so", lib.display()),
-    );
-    conf = swap(
-        &conf,
-        "/usr/local/share/ngx-prometheus/lua",
-        &root().join("lua").display().to_string(),
-    );
+    conf = swap(&conf, &format!("{modules}/?.so"), &format!("{lib}/?.so"));
+    conf = swap(&conf, "/usr/local/share/ngx-prometheus", &share);
     conf = swap(&conf, "listen 8080;", &format!("listen 127.0.0.1:{web};"));
     conf = swap(
         &conf,

@@ -11,7 +11,7 @@ local publish = require "gateway.db.publish"
 local lock = require "gateway.db.lock"
 
 local is_uuid = schema.is_uuid
-local pcall = pcall
+local ipairs, pcall = ipairs, pcall
 local fmt = string.format
 
 local _M = {}
@@ -84,6 +84,12 @@ local function load_and_publish(conf)
         if not ok then return nil, "cannot write the state file: " .. werr end
     end
     conf.node_id = s.node_id
+    -- A narrower plugin instance that turns off what a wider one records: said as the
+    -- Admin API says it of a write (gateway.plugins.shadow_warnings).
+    local ok, warnings = pcall(require("gateway.plugins").all_shadow_warnings, s.plugins)
+    for _, w in ipairs(ok and warnings or {}) do
+        ngx.log(ngx.WARN, "gateway: ", schema.printable(w))
+    end
     pcall(publish.remember_removed, s)
     return publish.publish(s)
 end

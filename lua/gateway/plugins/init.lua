@@ -180,6 +180,23 @@ function _M.shadow_warnings(row, others)
     return out
 end
 
+-- Every warning shadow_warnings gives about the instances `rows` (by id) among
+-- themselves, each once, sorted: what a configuration loaded without the Admin API (a
+-- declarative file, the state or seed file, at start or reload) has the log say.
+function _M.all_shadow_warnings(rows)
+    local seen, out = {}, {}
+    for _, row in pairs(rows) do
+        for _, w in ipairs(_M.shadow_warnings(row, rows)) do
+            if not seen[w] then
+                seen[w] = true
+                out[#out + 1] = w
+            end
+        end
+    end
+    table.sort(out)
+    return out
+end
+
 -- Every plugin name, sorted.
 function _M.names()
     return names
