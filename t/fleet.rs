@@ -471,6 +471,31 @@ fn check_dashboard(vm: &Victoria, node_ids: &[&str]) {
     let mut exprs = Vec::new();
     dashboard_exprs(&d["panels"], &mut exprs);
     assert!(exprs.len() >= 15, "{exprs:?}");
+    // Everything the dashboard is there to show is read by some expression.
+    for (what, needle) in [
+        (
+            "requests by service, route and code",
+            "sum by (service, route, code) (rate(gateway_http_requests_total",
+        ),
+        ("the error ratio", r#"code=~"5..""#),
+        (
+            "latency percentiles",
+            "histogram_quantile(0.99, sum by (service, route, le) (rate(gateway_request_latency_seconds_bucket",
+        ),
+        ("bandwidth", "gateway_bandwidth_bytes_total"),
+        ("connections", "nginx_connections{"),
+        ("zone usage", r#"nginx_metric_zone_bytes{node_id=~"$node",state="used"}"#),
+        ("the overflow series", r#"route="__overflow__""#),
+        ("metric errors", "nginx_metric_errors_total"),
+        ("upstream target health", "gateway_upstream_target_health"),
+        ("requests per node", "sum by (node_id) (rate(gateway_http_requests_total"),
+        ("scrape health", r#"up{job="$job"}"#),
+    ] {
+        assert!(
+            exprs.iter().any(|e| e.contains(needle)),
+            "the dashboard has no panel for {what} ({needle})"
+        );
+    }
     // One node (node a, which has no series limit: the overflow panel is rightly
     // empty there, and only that one), two (Grafana's regex for a multi-value) and
     // All must have data everywhere.
