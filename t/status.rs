@@ -637,7 +637,70 @@ fn hostile_query_string_injects_nothing_and_the_group_is_kept() {
         json!(0)
     );
     assert_no_problems(&mut b);
-    assert_nginx_clean(&n, &[]);
+
+    // A hostile selection is refused before any page is made, as the scrape refuses
+    // it (400, plain text, nosniff, the value quoted), and a browser shows that as
+    // text, running nothing of it.
+    let markup = "<img src=x onerror=window.__pwned=1>";
+    for sel in ["name", "group"] {
+        let q = format!("{sel}={}", urlencode(markup));
+        let page = get(metrics, &format!("/metrics?format=html&refresh=1&{q}"));
+        let scrape = get(metrics, &format!("/metrics?format=json&{q}"));
+        assert_eq!(page.status, 400, "{q}");
+        assert_eq!(page.body, scrape.body, "{q}");
+        assert_eq!(
+            page.header("content-type"),
+            Some("text/plain; charset=utf-8")
+        );
+        assert_eq!(page.header("x-content-type-options"), Some("nosniff"));
+        assert!(page.text().contains(markup), "{}", page.text());
+        let mut b = Browser::start(1024, 768);
+        b.navigate(&format!(
+            "http://127.0.0.1:{metrics}/metrics?format=html&refresh=1&{q}"
+        ));
+        assert_eq!(b.eval("document.contentType"), json!("text/plain"));
+        assert_eq!(
+            b.eval("document.body.textContent"),
+            json!(page.text()),
+            "{q}"
+        );
+        assert_eq!(
+            b.eval("document.getElementsByTagName('img').length"),
+            json!(0)
+        );
+        assert_eq!(b.eval("window.__pwned === undefined"), json!(true));
+        let problems: Vec<String> = b
+            .problems()
+            .into_iter()
+            // A plain-text document: the browser asks for /favicon.ico (a 404).
+            .filter(|p| !p.contains("status of 400") && !p.contains("/favicon.ico"))
+            .collect();
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
+    }
+    // A well-formed selection of nothing (a family that may come later): the page is
+    // served and shows the JSON's 404 as its state, as text.
+    let mut b = Browser::start(1024, 768);
+    b.navigate(&format!(
+        "http://127.0.0.1:{metrics}/metrics?format=html&refresh=1&name=nope_x"
+    ));
+    let errored = "document.getElementById('state').getAttribute('data-state') === 'error'";
+    assert!(
+        b.wait_for(errored, PAGE_WAIT).is_some(),
+        "the page shows no error: {}",
+        b.eval("document.getElementById('state').textContent")
+    );
+    assert_eq!(
+        b.eval("document.getElementById('state').textContent"),
+        json!("404: unknown metric family \"nope_x\"\n")
+    );
+    let problems: Vec<String> = b
+        .problems()
+        .into_iter()
+        .filter(|p| !p.contains("status of 404"))
+        .collect();
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    // The plain-text documents' /favicon.ico: nginx's own 404 of a static file.
+    assert_nginx_clean(&n, &["favicon.ico"]);
     n.stop();
 }
 
