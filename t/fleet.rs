@@ -16,7 +16,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-const JOB: &str = "ngx-prometheus";
+/// Not the documented default: the rules must work under any job name.
+const JOB: &str = "edge-gateways";
 /// Generous: everything here waits for a scrape (1 s), a remote-write batch (1 s) and
 /// the store's indexing; a loaded machine may take many times that.
 const PATIENCE: Duration = Duration::from_secs(40);
@@ -592,7 +593,8 @@ fn a_fleet_through_prometheus_into_victoria_metrics() {
     );
     let vm_port = vm.port;
     let sd_dir = sd.clone();
-    // What docs/fleet.md ("Running a fleet") shows, with 1 s intervals and this test's paths.
+    // What docs/fleet.md ("Running a fleet") shows, with 1 s intervals, this test's paths
+    // and another job name.
     let prom = Prometheus::start_with(|_| {
         format!(
             r#"global:
