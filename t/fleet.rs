@@ -16,7 +16,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-const JOB: &str = "ngx-prometheus";
+/// Not the documented default: the rules must work under any job name.
+const JOB: &str = "edge-gateways";
 /// Generous: everything here waits for a scrape (1 s), a remote-write batch (1 s) and
 /// the store's indexing; a loaded machine may take many times that.
 const PATIENCE: Duration = Duration::from_secs(40);
@@ -106,6 +107,34 @@ impl Victoria {
         Ok(v)
     }
 
+    /// The raw samples of the one series `selector` names with timestamps in
+    /// (`from`, `to`]: (milliseconds, value), as the store keeps them.
+    fn samples(&self, selector: &str, from: f64, to: f64) -> Vec<(i64, f64)> {
+        let path = format!(
+            "/api/v1/export?match[]={}&start={from:.3}&end={to:.3}",
+            urlencode(selector)
+        );
+        let port = self.port;
+        let Ok(r) = std::panic::catch_unwind(|| get(port, &path)) else {
+            return Vec::new();
+        };
+        let lines: Vec<Value> = r
+            .text()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert!(lines.len() <= 1, "{selector}: more than one series");
+        let mut out = Vec::new();
+        for l in lines {
+            let ts = l["timestamps"].as_array().unwrap();
+            let vs = l["values"].as_array().unwrap();
+            for (t, v) in ts.iter().zip(vs) {
+                out.push((t.as_i64().unwrap(), v.as_f64().unwrap()));
+            }
+        }
+        in_window(out, from, to)
+    }
+
     /// The series of an instant query: labels and value.
     fn query_at(&self, q: &str, at: Option<f64>) -> Vec<(BTreeMap<String, String>, f64)> {
         let v = self
@@ -167,6 +196,38 @@ impl Drop for Victoria {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// Samples with timestamps in (`from`, `to`] (seconds), sorted.
+fn in_window(mut samples: Vec<(i64, f64)>, from: f64, to: f64) -> Vec<(i64, f64)> {
+    let (from, to) = ((from * 1000.0) as i64, (to * 1000.0) as i64);
+    samples.retain(|(t, _)| *t > from && *t <= to);
+    samples.sort_by_key(|(t, _)| *t);
+    samples
+}
+
+/// The raw samples the scraping Prometheus holds for the one series `selector` names,
+/// with timestamps in (`from`, `to`].
+fn prom_samples(prom: &Prometheus, selector: &str, from: f64, to: f64) -> Vec<(i64, f64)> {
+    let window = (to - from).ceil() as u64 + 2;
+    let v = prom
+        .api(&format!(
+            "/api/v1/query?query={}&time={to:.3}",
+            urlencode(&format!("{selector}[{window}s]"))
+        ))
+        .expect("Prometheus answers");
+    let result = v["data"]["result"].as_array().unwrap();
+    assert_eq!(result.len(), 1, "{selector}: {v}");
+    let out = result[0]["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let t = (p[0].as_f64().unwrap() * 1000.0).round() as i64;
+            (t, p[1].as_str().unwrap().parse().unwrap())
+        })
+        .collect();
+    in_window(out, from, to)
 }
 
 /// A scrape target that is not ours: answers every request with `status` and `body`.
@@ -411,11 +472,38 @@ fn check_dashboard(vm: &Victoria, node_ids: &[&str]) {
     let mut exprs = Vec::new();
     dashboard_exprs(&d["panels"], &mut exprs);
     assert!(exprs.len() >= 15, "{exprs:?}");
-    // One node (node b: no overflow, so some panels are rightly empty: errors only),
-    // two (Grafana's regex for a multi-value) and All must have data everywhere.
+    // Everything the dashboard is there to show is read by some expression.
+    for (what, needle) in [
+        (
+            "requests by service, route and code",
+            "sum by (service, route, code) (rate(gateway_http_requests_total",
+        ),
+        ("the error ratio", r#"code=~"5..""#),
+        (
+            "latency percentiles",
+            "histogram_quantile(0.99, sum by (service, route, le) (rate(gateway_request_latency_seconds_bucket",
+        ),
+        ("bandwidth", "gateway_bandwidth_bytes_total"),
+        ("connections", "nginx_connections{"),
+        ("zone usage", r#"nginx_metric_zone_bytes{node_id=~"$node",state="used"}"#),
+        ("the overflow series", r#"route="__overflow__""#),
+        ("metric errors", "nginx_metric_errors_total"),
+        ("upstream target health", "gateway_upstream_target_health"),
+        ("requests per node", "sum by (node_id) (rate(gateway_http_requests_total"),
+        ("scrape health", r#"up{job="$job"}"#),
+    ] {
+        assert!(
+            exprs.iter().any(|e| e.contains(needle)),
+            "the dashboard has no panel for {what} ({needle})"
+        );
+    }
+    // One node (node a, which has no series limit: the overflow panel is rightly
+    // empty there, and only that one), two (Grafana's regex for a multi-value) and
+    // All must have data everywhere.
     let two = format!("({}|{})", node_ids[0], node_ids[2]);
-    for (node, need_data) in [(node_ids[1], false), (two.as_str(), true), (".*", true)] {
+    for (node, single) in [(node_ids[0], true), (two.as_str(), false), (".*", false)] {
         for e in &exprs {
+            let need_data = !(single && e.contains("__overflow__"));
             let q = substitute(
                 e,
                 &[
@@ -441,6 +529,43 @@ fn check_dashboard(vm: &Victoria, node_ids: &[&str]) {
     }
 }
 
+/// The shipped rules on the live fleet, as the store has them: every recording rule of
+/// rules/ngx-prometheus.rules.yml has data (Prometheus computed it from the nodes' real
+/// series and remote-wrote it), and the overflow alert fires for `overflowing`, the
+/// node whose series limit is reached, and for no other.
+fn check_rules(vm: &Victoria, overflowing: &Node) {
+    let text = std::fs::read_to_string(root().join("rules/ngx-prometheus.rules.yml")).unwrap();
+    let records: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- record: "))
+        .collect();
+    assert!(records.len() >= 10, "{records:?}");
+    for r in &records {
+        let has_data = || vm.query(r).iter().any(|(_, v)| !v.is_nan());
+        assert!(
+            eventually(PATIENCE, || has_data().then_some(())).is_some(),
+            "recording rule {r} has no data on the store: {:?}",
+            vm.query(r)
+        );
+    }
+    let firing =
+        r#"ALERTS{alertname="NginxMetricOverflowSeriesReceivingData",alertstate="firing"}"#;
+    let instances = || -> Vec<String> {
+        vm.query(firing)
+            .into_iter()
+            .map(|(l, _)| l.get("instance").cloned().unwrap_or_default())
+            .collect()
+    };
+    assert!(
+        eventually(PATIENCE, || (instances() == [overflowing.instance()])
+            .then_some(()))
+        .is_some(),
+        "{firing}: want {}, the store has {:?}",
+        overflowing.instance(),
+        vm.query(firing)
+    );
+}
+
 #[test]
 fn a_fleet_through_prometheus_into_victoria_metrics() {
     let started = std::time::Instant::now();
@@ -458,7 +583,8 @@ fn a_fleet_through_prometheus_into_victoria_metrics() {
 
     let sd = work.join("sd");
     std::fs::create_dir_all(&sd).unwrap();
-    write_sd(&sd, "nodes.json", &sd_of(&[a, b, c]));
+    // Node c is not in the file yet: it is added while Prometheus runs.
+    write_sd(&sd, "nodes.json", &sd_of(&[a, b]));
     write_sd(
         &sd,
         "bad.json",
@@ -467,7 +593,8 @@ fn a_fleet_through_prometheus_into_victoria_metrics() {
     );
     let vm_port = vm.port;
     let sd_dir = sd.clone();
-    // What docs/fleet.md ("Running a fleet") shows, with 1 s intervals and this test's paths.
+    // What docs/fleet.md ("Running a fleet") shows, with 1 s intervals, this test's paths
+    // and another job name.
     let prom = Prometheus::start_with(|_| {
         format!(
             r#"global:
@@ -497,6 +624,20 @@ remote_write:
             sd = sd_dir.display(),
         )
     });
+
+    // A node added to the discovery file (rewritten, renamed in) is scraped from then
+    // on, and its series reach the store.
+    let up_of = |n: &Node| format!(r#"up{{instance="{}"}}"#, n.instance());
+    for n in [a, b] {
+        vm.wait_for(&up_of(n), Some(1.0));
+    }
+    assert_eq!(vm.value(&format!("count({})", up_of(c))), None);
+    write_sd(&sd, "nodes.json", &sd_of(&[a, b, c]));
+    vm.wait_for(&up_of(c), Some(1.0));
+    vm.wait_for(
+        r#"count(nginx_prometheus_build_info{node_id="node-c"})"#,
+        Some(1.0),
+    );
 
     // Known traffic. Node c sees home, users and fail first: those are its 3 label
     // sets; extra and the unrouted 404s land in its overflow series.
@@ -656,6 +797,7 @@ remote_write:
     );
     std::thread::sleep(Duration::from_secs(2));
     check_dashboard(&vm, &["node-a", "node-b", "node-c"]);
+    check_rules(&vm, c);
 
     // A malformed discovery file: Prometheus logs it and keeps the targets it had;
     // counts keep flowing.
@@ -684,6 +826,7 @@ remote_write:
     // back it holds what was scraped meanwhile.
     let home_b = r#"sum(gateway_http_requests_total{node_id="node-b",route="home"})"#;
     vm.stop();
+    let stopped = now();
     b.send("/home", 7, 200);
     std::thread::sleep(Duration::from_secs(3));
     let during = now();
@@ -697,6 +840,7 @@ remote_write:
         prom.log()
     );
     std::thread::sleep(Duration::from_secs(2));
+    let back = now();
     vm.run();
     let got = eventually(PATIENCE, || {
         let v = vm.query_at(home_b, Some(during));
@@ -708,6 +852,50 @@ remote_write:
         vm.query_at(home_b, Some(during))
     );
     vm.wait_for(home_b, Some(15.0));
+    // Nothing lost: every sample Prometheus scraped from node b while the store was
+    // down is on the store, with its timestamp and value.
+    let raw = r#"gateway_http_requests_total{node_id="node-b",route="home"}"#;
+    let scraped = prom_samples(&prom, raw, stopped, back);
+    assert!(scraped.len() >= 3, "Prometheus scraped {scraped:?}");
+    assert!(
+        eventually(PATIENCE, || (vm.samples(raw, stopped, back) == scraped)
+            .then_some(()))
+        .is_some(),
+        "the outage's samples: Prometheus has {scraped:?}\nthe store {:?}",
+        vm.samples(raw, stopped, back)
+    );
+
+    // A node of ours that refuses Prometheus (its allow rule changed, nginx
+    // reloaded): it answers 403, Prometheus reports it down with that reason, and
+    // nothing of it reaches the store while it refuses. Once it allows Prometheus
+    // again, its counts are exact, the requests it served meanwhile included.
+    let conf_path = b.g.nginx.prefix.join("nginx.conf");
+    let conf = std::fs::read_to_string(&conf_path).unwrap();
+    let allow = "prometheus_allow 127.0.0.1 ::1;";
+    assert!(conf.contains(allow));
+    std::fs::write(
+        &conf_path,
+        conf.replace(allow, "prometheus_allow 127.0.0.2;"),
+    )
+    .unwrap();
+    b.g.nginx.reload();
+    let why = eventually(PATIENCE, || {
+        let (health, err) = targets(&prom).get(&b.instance())?.clone();
+        (health == "down").then_some(err)
+    })
+    .expect("Prometheus reports the refusing node down");
+    assert!(why.contains("403"), "{why}");
+    eprintln!("fleet: Prometheus says of our refusing node: {why}");
+    vm.wait_for(&up_of(b), Some(0.0));
+    b.send("/home", 4, 200);
+    let of_b = r#"count({__name__=~"gateway_.+|nginx_.+", node_id="node-b"})"#;
+    vm.wait_for(of_b, None);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(vm.value(of_b), None, "node b's series while it refuses");
+    std::fs::write(&conf_path, &conf).unwrap();
+    b.g.nginx.reload();
+    vm.wait_for(&up_of(b), Some(1.0));
+    vm.wait_for(home_b, Some(19.0));
 
     // A route deleted on one node: its series go from that node (every family), and
     // stay on the others.

@@ -289,6 +289,18 @@ fn assert_page_matches(b: &mut Browser, port: u16, query: &str) {
     }
 }
 
+/// Nothing of ours crashed or failed while the page was used: no worker died, and the
+/// error log has no line at `[error]` or worse but those containing one of `expected`.
+fn assert_nginx_clean(n: &Nginx, expected: &[&str]) {
+    assert!(n.crashes().is_empty(), "{:?}", n.crashes());
+    let errors: Vec<String> = n
+        .errors()
+        .into_iter()
+        .filter(|l| !expected.iter().any(|e| l.contains(e)))
+        .collect();
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
+}
+
 fn assert_no_problems(b: &mut Browser) {
     let problems = b.problems();
     assert!(problems.is_empty(), "{}", problems.join("\n"));
@@ -430,6 +442,7 @@ fn module_families_rates_and_a_deleted_series() {
         json!("ok")
     );
     assert_no_problems(&mut b);
+    assert_nginx_clean(&n, &[]);
     n.stop();
 }
 
@@ -578,6 +591,8 @@ fn gateway_families_target_health_and_a_deleted_route() {
     }
     assert_page_matches(&mut b, g.metrics, "");
     assert_no_problems(&mut b);
+    // The dead target's refusals are nginx's own upstream errors, and expected.
+    assert_nginx_clean(&g.nginx, &["connect() failed (111: Connection refused)"]);
     g.nginx.stop();
 }
 
@@ -622,12 +637,79 @@ fn hostile_query_string_injects_nothing_and_the_group_is_kept() {
         json!(0)
     );
     assert_no_problems(&mut b);
+
+    // A hostile selection is refused before any page is made, as the scrape refuses
+    // it (400, plain text, nosniff, the value quoted), and a browser shows that as
+    // text, running nothing of it.
+    let markup = "<img src=x onerror=window.__pwned=1>";
+    for sel in ["name", "group"] {
+        let q = format!("{sel}={}", urlencode(markup));
+        let page = get(metrics, &format!("/metrics?format=html&refresh=1&{q}"));
+        let scrape = get(metrics, &format!("/metrics?format=json&{q}"));
+        assert_eq!(page.status, 400, "{q}");
+        assert_eq!(page.body, scrape.body, "{q}");
+        assert_eq!(
+            page.header("content-type"),
+            Some("text/plain; charset=utf-8")
+        );
+        assert_eq!(page.header("x-content-type-options"), Some("nosniff"));
+        assert!(page.text().contains(markup), "{}", page.text());
+        let mut b = Browser::start(1024, 768);
+        b.navigate(&format!(
+            "http://127.0.0.1:{metrics}/metrics?format=html&refresh=1&{q}"
+        ));
+        assert_eq!(b.eval("document.contentType"), json!("text/plain"));
+        assert_eq!(
+            b.eval("document.body.textContent"),
+            json!(page.text()),
+            "{q}"
+        );
+        assert_eq!(
+            b.eval("document.getElementsByTagName('img').length"),
+            json!(0)
+        );
+        assert_eq!(b.eval("window.__pwned === undefined"), json!(true));
+        let problems: Vec<String> = b
+            .problems()
+            .into_iter()
+            // A plain-text document: the browser asks for /favicon.ico (a 404).
+            .filter(|p| !p.contains("status of 400") && !p.contains("/favicon.ico"))
+            .collect();
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
+    }
+    // A well-formed selection of nothing (a family that may come later): the page is
+    // served and shows the JSON's 404 as its state, as text.
+    let mut b = Browser::start(1024, 768);
+    b.navigate(&format!(
+        "http://127.0.0.1:{metrics}/metrics?format=html&refresh=1&name=nope_x"
+    ));
+    let errored = "document.getElementById('state').getAttribute('data-state') === 'error'";
+    assert!(
+        b.wait_for(errored, PAGE_WAIT).is_some(),
+        "the page shows no error: {}",
+        b.eval("document.getElementById('state').textContent")
+    );
+    assert_eq!(
+        b.eval("document.getElementById('state').textContent"),
+        json!("404: unknown metric family \"nope_x\"\n")
+    );
+    let problems: Vec<String> = b
+        .problems()
+        .into_iter()
+        .filter(|p| !p.contains("status of 404"))
+        .collect();
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    // The plain-text documents' /favicon.ico: nginx's own 404 of a static file.
+    assert_nginx_clean(&n, &["favicon.ico"]);
     n.stop();
 }
 
 #[test]
 fn refused_clients_get_what_metrics_answers() {
-    let (n, _app, metrics) = module_nginx("status-refused");
+    let (n, app, metrics) = module_nginx("status-refused");
+    for _ in 0..3 {
+        assert_eq!(get(app, "/?r=a").status, 200);
+    }
     let refused: IpAddr = "127.0.0.2".parse().unwrap();
     let page = request_from(Some(refused), metrics, "GET", "/metrics?format=html", b"");
     let scrape = request_from(Some(refused), metrics, "GET", "/metrics", b"");
@@ -635,6 +717,23 @@ fn refused_clients_get_what_metrics_answers() {
     assert_eq!(page.body, scrape.body);
     assert_eq!(page.header("content-type"), scrape.header("content-type"));
     assert!(page.header("content-security-policy").is_none());
+    // Nor the JSON the page polls, however the refused client dresses the request
+    // (no trusted proxy is configured: a forwarded address counts for nothing).
+    for (path, headers) in [
+        ("/metrics?format=json", vec![]),
+        (
+            "/metrics?format=html&refresh=1",
+            vec![("X-Forwarded-For", "127.0.0.1"), ("X-Real-IP", "127.0.0.1")],
+        ),
+        (
+            "/metrics?format=json&group=http",
+            vec![("X-Forwarded-For", "127.0.0.1")],
+        ),
+    ] {
+        let r = request_full(Some(refused), metrics, "GET", path, &headers, b"");
+        assert_eq!(r.status, 403, "{path} {headers:?}");
+        assert_eq!(r.body, scrape.body, "{path} {headers:?}");
+    }
     // Credentials: the same 401 and challenge without them, the page with them.
     let page = get(metrics, "/secured?format=html");
     let scrape = get(metrics, "/secured");
@@ -673,5 +772,10 @@ fn refused_clients_get_what_metrics_answers() {
         csp.contains("connect-src 'self'") && !csp.contains("unsafe"),
         "{csp}"
     );
+    // Nothing was lost or counted twice: the requests sent before are all there.
+    let doc = expected(&json_doc(metrics, ""));
+    let route_a = format!("route-total:{}", key(&["nginx_http_requests_total", "a"]));
+    assert_eq!(doc[&route_a], json!(3.0));
+    assert_nginx_clean(&n, &[]);
     n.stop();
 }
