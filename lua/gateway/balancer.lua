@@ -3,7 +3,11 @@
 -- A target whose responses fail `healthchecks.passive.unhealthy.failures` times in a
 -- row (connection errors, timeouts, or a status in `http_statuses`) is marked unhealthy
 -- in the shared dict for `readmit_after` seconds and skipped meanwhile; the entry's
--- expiry re-admits it. A success resets its failure count.
+-- expiry re-admits it. A success resets its failure count. Active checks
+-- (gateway.healthcheck) mark the same entry; when they probe unhealthy targets, the
+-- mark lasts until their successes clear it.
+
+local healthcheck = require "gateway.healthcheck"
 
 local state = ngx.shared.gateway_state
 local tostring = tostring
@@ -43,6 +47,11 @@ local function passive(upstream)
     return hc.unhealthy or {}, hc.readmit_after or 10
 end
 
+-- An upstream's ring in this worker: { upstream, targets = { entries } }, or nil.
+function _M.ring(upstream_id)
+    return rings[upstream_id]
+end
+
 function _M.is_healthy(target)
     return not state:get("unhealthy|" .. target.key)
 end
@@ -76,10 +85,12 @@ function _M.report(upstream, target, ok)
     end
     local n = state:incr(fails_key, 1, 0)
     if n and n >= threshold then
-        state:set("unhealthy|" .. target.key, ngx.now(), readmit_after)
+        local ttl = healthcheck.mark_ttl(upstream)
+        state:set("unhealthy|" .. target.key, ngx.now(), ttl)
         state:delete(fails_key)
         ngx.log(ngx.WARN, "gateway: target ", target.target, " of upstream ", upstream.name,
-            " is unhealthy after ", n, " failures in a row; re-admitted in ", readmit_after, " s")
+            " is unhealthy after ", n, " failures in a row; ",
+            ttl > 0 and ("re-admitted in " .. ttl .. " s") or "re-admitted by active checks")
     end
 end
 
@@ -100,7 +111,7 @@ function _M.targets(snapshot)
         local unhealthy = passive(u)
         for _, t in ipairs(ring and ring.targets or {}) do
             local st
-            if (unhealthy.failures or 3) == 0 then
+            if (unhealthy.failures or 3) == 0 and not healthcheck.enabled(u) then
                 st = "healthchecks_off"
             elseif _M.is_healthy(t) then
                 st = "healthy"
