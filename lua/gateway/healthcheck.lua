@@ -11,6 +11,8 @@
 --   hc_ok|<key>          active successes in a row while unhealthy
 --   hc_http|<key>, hc_tcp|<key>, hc_timeout|<key>
 --                        active failures of each kind in a row while healthy
+--   hc_at|<key>          when the target was last probed: a worker 0 that replaces
+--                        one that died (or a reload's) keeps the intervals
 -- where <key> is "<upstream id>|<target>", so that health survives every change of
 -- configuration that keeps the target (a PATCH of its upstream, a reload).
 --
@@ -80,6 +82,7 @@ end
 -- Everything the checks keep about a target (its upstream id and target string).
 local function forget(key)
     clear_counters(key)
+    state:delete("hc_at|" .. key)
     state:delete("unhealthy|" .. key)
     state:delete("fails|" .. key)
 end
@@ -226,8 +229,8 @@ local function ring_of(upstream_id)
     return require("gateway.balancer").ring(upstream_id)
 end
 
--- Ring entries being probed, and when each was last probed (by key).
-local inflight, last = {}, {}
+-- Ring entries being probed (by key).
+local inflight = {}
 -- Upstream ids with a batch running, and how many run.
 local busy, batches = {}, 0
 
@@ -266,7 +269,7 @@ local function run_batch(premature, upstream, list)
                 nxt = nxt + 1
                 probe_one(upstream, t)
                 ngx.update_time()
-                last[t.key] = ngx.now()
+                if still_configured(upstream.id, t.key) then state:set("hc_at|" .. t.key, ngx.now()) end
                 inflight[t.key] = nil
             end
         end
@@ -307,7 +310,7 @@ local function tick()
             local a, due = active_of(u), nil
             for _, t in ipairs(ring.targets) do
                 local every = interval_of(a, t.key)
-                if every > 0 and not inflight[t.key] and now - (last[t.key] or 0) >= every then
+                if every > 0 and not inflight[t.key] and now - (state:get("hc_at|" .. t.key) or 0) >= every then
                     due = due or {}
                     due[#due + 1] = t
                 end
@@ -328,17 +331,14 @@ end
 
 -- On every configuration (worker 0): marks made under settings that no longer hold
 -- are brought in line (a mark without expiry gets one when active checks stop
--- re-admitting; with no checks at all, none is left), and probe times of targets
--- that are gone are dropped.
+-- re-admitting; with no checks at all, none is left).
 local function reconcile(snap)
-    local keys = {}
     for _, u in ipairs(snap.list.upstreams or EMPTY) do
         local ring = ring_of(u.id)
         local ttl = _M.mark_ttl(u)
         local passive = u.healthchecks and u.healthchecks.passive
         local off = not _M.enabled(u) and ((passive and passive.unhealthy and passive.unhealthy.failures) or 3) == 0
         for _, t in ipairs(ring and ring.targets or EMPTY) do
-            keys[t.key] = true
             local mark = "unhealthy|" .. t.key
             if off then
                 state:delete(mark)
@@ -346,9 +346,6 @@ local function reconcile(snap)
                 state:expire(mark, ttl)
             end
         end
-    end
-    for key in pairs(last) do
-        if not keys[key] then last[key] = nil end
     end
 end
 
