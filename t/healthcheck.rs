@@ -709,7 +709,10 @@ fn a_declarative_file_configures_active_checks() {
         "_format_version": "3.0",
         "upstreams": [{
             "name": "pool",
-            "healthchecks": { "active": active(0.2, 1) },
+            // TCP probes: a connection that opens is a success.
+            "healthchecks": { "active": { "type": "tcp", "timeout": 0.5,
+                "healthy": { "interval": 0.2, "successes": 1 },
+                "unhealthy": { "interval": 0.2, "tcp_failures": 1 } } },
             "targets": [{ "target": b.target() }, { "target": format!("127.0.0.1:{dead}") }],
         }],
         "services": [{ "name": "svc", "host": "pool", "port": 80,
@@ -732,5 +735,7 @@ fn a_declarative_file_configures_active_checks() {
     wait_state(&g, &format!("127.0.0.1:{dead}"), "unhealthy");
     // Every request goes to the healthy target; none to the dead one (no 502).
     assert_eq!(served_by_backend(&g, 10), 10);
+    // A TCP probe sends nothing: the backend saw no request for /health.
+    assert_eq!(b.probes(), 0);
     assert_eq!(lua_trouble(&g), Vec::<String>::new());
 }
