@@ -42,9 +42,10 @@ function _M.build(snapshot)
     rings = new
 end
 
+-- The passive checks' `unhealthy` settings (how long a mark lasts: healthcheck.mark_ttl).
 local function passive(upstream)
     local hc = upstream.healthchecks and upstream.healthchecks.passive or {}
-    return hc.unhealthy or {}, hc.readmit_after or 10
+    return hc.unhealthy or {}
 end
 
 -- An upstream's ring in this worker: { upstream, targets = { entries } }, or nil.
@@ -75,7 +76,7 @@ end
 
 -- Passive check: a response from `target` succeeded or failed.
 function _M.report(upstream, target, ok)
-    local unhealthy, readmit_after = passive(upstream)
+    local unhealthy = passive(upstream)
     local threshold = unhealthy.failures or 3
     if threshold == 0 then return end
     local fails_key = "fails|" .. target.key
@@ -90,7 +91,9 @@ function _M.report(upstream, target, ok)
         state:delete(fails_key)
         ngx.log(ngx.WARN, "gateway: target ", target.target, " of upstream ", upstream.name,
             " is unhealthy after ", n, " failures in a row; ",
-            ttl > 0 and ("re-admitted in " .. ttl .. " s") or "re-admitted by active checks")
+            ttl > 0 and ("re-admitted in " .. ttl .. " s")
+                or healthcheck.readmits(upstream) and "re-admitted by active checks"
+                or "not re-admitted (readmit_after is 0)")
     end
 end
 

@@ -27,7 +27,7 @@ local core = require "ngx_prometheus"
 
 local state = ngx.shared.gateway_state
 local printable = core.printable
-local ngx, ipairs, pairs, tonumber, tostring, type, pcall = ngx, ipairs, pairs, tonumber, tostring, type, pcall
+local ngx, ipairs, tonumber, tostring, type, pcall = ngx, ipairs, tonumber, tostring, type, pcall
 local min, floor = math.min, math.floor
 
 local _M = {}
@@ -61,14 +61,14 @@ end
 
 -- Whether active checks bring unhealthy targets back (they are probed, and successes
 -- count): then a target marked unhealthy stays so until they do.
-local function readmits(upstream)
+function _M.readmits(upstream)
     local a = active_of(upstream)
     return (unhealthy_of(a).interval or 0) > 0 and (healthy_of(a).successes or 0) > 0
 end
 
 -- Seconds an unhealthy mark lasts (0: until active successes clear it).
 function _M.mark_ttl(upstream)
-    if readmits(upstream) then return 0 end
+    if _M.readmits(upstream) then return 0 end
     local passive = upstream.healthchecks and upstream.healthchecks.passive
     return passive and passive.readmit_after or 10
 end
@@ -234,17 +234,19 @@ local inflight = {}
 -- Upstream ids with a batch running, and how many run.
 local busy, batches = {}, 0
 
--- Whether `target` (a ring entry) is still in this worker's configuration.
-local function still_configured(upstream_id, key)
-    local ring = ring_of(upstream_id)
-    if not ring then return false end
-    for _, t in ipairs(ring.targets) do
+-- Whether `target` (an entry of `ring`, a ring of `upstream_id`) is still in this
+-- worker's configuration: the same ring (no change since), or one that has its key.
+local function still_configured(upstream_id, ring, key)
+    local now = ring_of(upstream_id)
+    if now == ring then return true end
+    if not now then return false end
+    for _, t in ipairs(now.targets) do
         if t.key == key then return true end
     end
     return false
 end
 
-local function probe_one(upstream, target)
+local function probe_one(upstream, ring, target)
     if ngx.worker.exiting() then return end
     local a = active_of(upstream)
     local ok, outcome, detail = pcall(probe, target, a)
@@ -253,13 +255,13 @@ local function probe_one(upstream, target)
         return
     end
     -- A target deleted while it was probed leaves nothing behind.
-    if still_configured(upstream.id, target.key) then
+    if still_configured(upstream.id, ring, target.key) then
         _M.record(upstream, target, outcome, detail)
     end
 end
 
--- A timer: probes `list` (ring entries of `upstream`), `concurrency` at a time.
-local function run_batch(premature, upstream, list)
+-- A timer: probes `list` (entries of `ring`, `upstream`'s), `concurrency` at a time.
+local function run_batch(premature, upstream, ring, list)
     if not premature then
         local n = min(#list, active_of(upstream).concurrency or 10)
         local nxt = 1
@@ -267,9 +269,9 @@ local function run_batch(premature, upstream, list)
             while nxt <= #list do
                 local t = list[nxt]
                 nxt = nxt + 1
-                probe_one(upstream, t)
+                probe_one(upstream, ring, t)
                 ngx.update_time()
-                if still_configured(upstream.id, t.key) then state:set("hc_at|" .. t.key, ngx.now()) end
+                if still_configured(upstream.id, ring, t.key) then state:set("hc_at|" .. t.key, ngx.now()) end
                 inflight[t.key] = nil
             end
         end
@@ -316,7 +318,7 @@ local function tick()
                 end
             end
             if due then
-                local ok, err = ngx.timer.at(0, run_batch, u, due)
+                local ok, err = ngx.timer.at(0, run_batch, u, ring, due)
                 if ok then
                     busy[u.id] = true
                     batches = batches + 1
