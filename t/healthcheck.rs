@@ -613,7 +613,13 @@ fn bad_active_settings_are_refused_naming_the_field_and_nothing_is_stored() {
         (json!({ "timeout": 0 }), "timeout"),
         (json!({ "timeout": 1e300 }), "timeout"),
         (json!({ "concurrency": 0 }), "concurrency"),
-        (json!({ "type": "https" }), "type"),
+        (json!({ "type": "udp" }), "type"),
+        (json!({ "https_sni": "a\r\nb" }), "https_sni"),
+        (json!({ "https_sni": "a b" }), "https_sni"),
+        (
+            json!({ "https_verify_certificate": "maybe" }),
+            "https_verify_certificate",
+        ),
         (
             json!({ "healthy": { "interval": 0.01 } }),
             "healthy.interval",
@@ -737,5 +743,92 @@ fn a_declarative_file_configures_active_checks() {
     assert_eq!(served_by_backend(&g, 10), 10);
     // A TCP probe sends nothing: the backend saw no request for /health.
     assert_eq!(b.probes(), 0);
+    assert_eq!(lua_trouble(&g), Vec::<String>::new());
+}
+
+#[test]
+fn https_probes_verify_the_targets_certificate_unless_told_not_to() {
+    // Two TLS targets in the gateway's nginx: `good`'s certificate (for localhost and
+    // 127.0.0.1) from the CA the probes trust, `rogue`'s from one they do not.
+    let p = prefix("hc-https");
+    let ca = Ca::new(&p);
+    let rogue_ca = Ca::new(&p.join("rogue"));
+    let (good, rogue) = (free_port(), free_port());
+    let (conf, [proxy, admin_port, metrics, upstream]) = render_gateway(&p, &[]);
+    let bundle = "lua_ssl_trusted_certificate /etc/ssl/certs/ca-certificates.crt;";
+    assert!(conf.contains(bundle));
+    let conf = conf.replace(
+        bundle,
+        &format!("lua_ssl_trusted_certificate {};", ca.cert.display()),
+    );
+    let mut servers = String::new();
+    for (port, c) in [(good, &ca), (rogue, &rogue_ca)] {
+        servers += &format!(
+            "server {{ listen 127.0.0.1:{port} ssl; ssl_certificate {}; ssl_certificate_key {}; \
+             location = /health {{ return 200; }} }}\n",
+            c.server_cert.display(),
+            c.server_key.display()
+        );
+    }
+    let conf = conf.replacen(
+        "# Metrics, on their own port",
+        &(servers + "# Metrics, on their own port"),
+        1,
+    );
+    let g = Gateway {
+        nginx: Nginx::start_with(p.clone(), conf),
+        proxy,
+        admin: admin_port,
+        metrics,
+        upstream,
+    };
+    created(admin(
+        g.admin,
+        "POST",
+        "/upstreams",
+        Some(json!({ "name": "pool", "healthchecks": { "active": {
+            "type": "https", "http_path": "/health", "https_sni": "localhost", "timeout": 0.5,
+            "healthy": { "interval": 0.2, "successes": 1 },
+            "unhealthy": { "interval": 0.2, "tcp_failures": 1, "http_failures": 1 } } } })),
+    ));
+    for port in [good, rogue] {
+        created(admin(
+            g.admin,
+            "POST",
+            "/upstreams/pool/targets",
+            Some(json!({ "target": format!("127.0.0.1:{port}") })),
+        ));
+    }
+    created(admin(
+        g.admin,
+        "POST",
+        "/plugins",
+        Some(json!({ "name": "prometheus", "config": { "upstream_health_metrics": true } })),
+    ));
+    created(admin(
+        g.admin,
+        "POST",
+        "/services",
+        Some(json!({ "name": "svc", "host": "pool" })),
+    ));
+    created(admin(
+        g.admin,
+        "POST",
+        "/services/svc/plugins",
+        Some(json!({ "name": "prometheus",
+                     "config": { "naming": "kong", "upstream_health_metrics": true } })),
+    ));
+    settle(&g);
+    wait_state(&g, &format!("127.0.0.1:{good}"), "healthy");
+    wait_state(&g, &format!("127.0.0.1:{rogue}"), "unhealthy");
+    // Without verification the rogue target's probes succeed.
+    let (status, body) = admin(
+        g.admin,
+        "PATCH",
+        "/upstreams/pool",
+        Some(json!({ "healthchecks": { "active": { "https_verify_certificate": false } } })),
+    );
+    assert_eq!(status, 200, "{body}");
+    wait_state(&g, &format!("127.0.0.1:{rogue}"), "healthy");
     assert_eq!(lua_trouble(&g), Vec::<String>::new());
 }

@@ -349,8 +349,9 @@ local COUNTER = { type = "integer", default = 0, between = { 0, 255 },
                   description = "Outcomes in a row that change the target's state (0: never)." }
 
 local ACTIVE_HEALTHCHECKS = { type = "record", fields = {
-    { type = { type = "string", default = "http", one_of = { "http", "tcp" },
-               description = "http: GET http_path, judged by its status; tcp: a connection succeeds." } },
+    { type = { type = "string", default = "http", one_of = { "http", "https", "tcp" },
+               description = "http (https: over TLS): GET http_path, judged by its status; "
+                   .. "tcp: a connection that opens is a success." } },
     { http_path = { type = "string", default = "/", match = PATH.match, match_err = PATH.match_err,
                     len_max = PATH.len_max, custom = PATH.custom,
                     description = "The path probed: escaped (RFC 3986 characters and %XX), no query." } },
@@ -358,6 +359,10 @@ local ACTIVE_HEALTHCHECKS = { type = "record", fields = {
                   description = "Seconds a whole probe may take (connect, request, status line)." } },
     { concurrency = { type = "integer", default = 10, between = { 1, 256 },
                       description = "Targets of the upstream probed at the same time." } },
+    { https_verify_certificate = { type = "boolean", default = true,
+        description = "https: verify the target's certificate (against lua_ssl_trusted_certificate)." } },
+    { https_sni = { type = "string", custom = valid_host,
+        description = "https: the name sent as SNI and verified (unset: the target's host, if a name)." } },
     { healthy = { type = "record", fields = {
         { interval = INTERVAL },
         { successes = COUNTER },

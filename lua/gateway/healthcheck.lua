@@ -186,9 +186,22 @@ local function probe(target, a)
     sock:settimeouts(ms, ms, ms)
     local ok, err = sock:connect(target.ip, target.port)
     if not ok then return failed(err) end
-    if (a.type or "http") == "tcp" then
+    local kind = a.type or "http"
+    if kind == "tcp" then
         sock:close()
         return "success"
+    end
+    if kind == "https" then
+        -- A handshake that fails (or a certificate refused) is a TCP failure, as in Kong.
+        local host = target.target:match("^(.*):%d+$")
+        local sni = a.https_sni
+        if sni == nil and not host:find("^%d+%.%d+%.%d+%.%d+$") and not host:find(":", 1, true) then sni = host end
+        ms = left(deadline)
+        if not ms then sock:close(); return "timeout" end
+        sock:settimeouts(ms, ms, ms)
+        -- No session kept (false): nothing is resumed between probes.
+        ok, err = sock:sslhandshake(false, sni, a.https_verify_certificate ~= false)
+        if not ok then sock:close(); return failed(err) end
     end
     local req = "GET " .. (a.http_path or "/") .. " HTTP/1.0\r\nHost: " .. target.target
         .. "\r\nUser-Agent: " .. USER_AGENT .. "\r\nConnection: close\r\n\r\n"

@@ -72,7 +72,8 @@ describe("gateway.healthcheck", function()
         local cases = {
             { { timeout = 0 }, "timeout" }, { { timeout = 61 }, "timeout" },
             { { concurrency = 0 }, "concurrency" }, { { concurrency = 257 }, "concurrency" },
-            { { type = "https" }, "type" }, { { type = "udp" }, "type" },
+            { { type = "udp" }, "type" }, { { https_sni = "a\r\n" }, "https_sni" },
+            { { https_verify_certificate = "yes" }, "https_verify_certificate" },
         }
         for _, c in ipairs(cases) do
             local errs = errors_of(c[1])
