@@ -536,7 +536,13 @@ fn upstreams_and_targets() {
     assert_eq!(
         up["healthchecks"],
         json!({"passive": {"unhealthy": {"failures": 3, "http_statuses": [500, 502, 503, 504],
-                                         "timeouts": 3}, "readmit_after": 10}})
+                                         "timeouts": 3}, "readmit_after": 10},
+               // Kong's active defaults: no probes until an interval is set.
+               "active": {"type": "http", "http_path": "/", "timeout": 1, "concurrency": 10,
+                          "healthy": {"interval": 0, "successes": 0, "http_statuses": [200, 302]},
+                          "unhealthy": {"interval": 0, "http_failures": 0, "tcp_failures": 0,
+                                        "timeouts": 0,
+                                        "http_statuses": [429, 404, 500, 501, 502, 503, 504, 505]}}})
     );
     // A record PATCH keeps its siblings.
     let patched = expect_form(

@@ -3,7 +3,11 @@
 -- A target whose responses fail `healthchecks.passive.unhealthy.failures` times in a
 -- row (connection errors, timeouts, or a status in `http_statuses`) is marked unhealthy
 -- in the shared dict for `readmit_after` seconds and skipped meanwhile; the entry's
--- expiry re-admits it. A success resets its failure count.
+-- expiry re-admits it. A success resets its failure count. Active checks
+-- (gateway.healthcheck) mark the same entry; when they probe unhealthy targets, the
+-- mark lasts until their successes clear it.
+
+local healthcheck = require "gateway.healthcheck"
 
 local state = ngx.shared.gateway_state
 local tostring = tostring
@@ -38,9 +42,15 @@ function _M.build(snapshot)
     rings = new
 end
 
+-- The passive checks' `unhealthy` settings (how long a mark lasts: healthcheck.mark_ttl).
 local function passive(upstream)
     local hc = upstream.healthchecks and upstream.healthchecks.passive or {}
-    return hc.unhealthy or {}, hc.readmit_after or 10
+    return hc.unhealthy or {}
+end
+
+-- An upstream's ring in this worker: { upstream, targets = { entries } }, or nil.
+function _M.ring(upstream_id)
+    return rings[upstream_id]
 end
 
 function _M.is_healthy(target)
@@ -66,7 +76,7 @@ end
 
 -- Passive check: a response from `target` succeeded or failed.
 function _M.report(upstream, target, ok)
-    local unhealthy, readmit_after = passive(upstream)
+    local unhealthy = passive(upstream)
     local threshold = unhealthy.failures or 3
     if threshold == 0 then return end
     local fails_key = "fails|" .. target.key
@@ -76,10 +86,14 @@ function _M.report(upstream, target, ok)
     end
     local n = state:incr(fails_key, 1, 0)
     if n and n >= threshold then
-        state:set("unhealthy|" .. target.key, ngx.now(), readmit_after)
+        local ttl = healthcheck.mark_ttl(upstream)
+        state:set("unhealthy|" .. target.key, ngx.now(), ttl)
         state:delete(fails_key)
         ngx.log(ngx.WARN, "gateway: target ", target.target, " of upstream ", upstream.name,
-            " is unhealthy after ", n, " failures in a row; re-admitted in ", readmit_after, " s")
+            " is unhealthy after ", n, " failures in a row; ",
+            ttl > 0 and ("re-admitted in " .. ttl .. " s")
+                or healthcheck.readmits(upstream) and "re-admitted by active checks"
+                or "not re-admitted (readmit_after is 0)")
     end
 end
 
@@ -100,7 +114,7 @@ function _M.targets(snapshot)
         local unhealthy = passive(u)
         for _, t in ipairs(ring and ring.targets or {}) do
             local st
-            if (unhealthy.failures or 3) == 0 then
+            if (unhealthy.failures or 3) == 0 and not healthcheck.enabled(u) then
                 st = "healthchecks_off"
             elseif _M.is_healthy(t) then
                 st = "healthy"

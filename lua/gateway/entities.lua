@@ -346,6 +346,51 @@ local plugin_entity = {
 --------------------------------------------------------------------------------
 -- Upstreams and targets.
 
+-- Seconds between probes: 0 (none in that state) or from 0.1 s (ten probes a second
+-- per target at most).
+local function probe_interval(v)
+    if v ~= 0 and v < 0.1 then return nil, "value should be 0 (no probes) or between 0.1 and 65535" end
+    return true
+end
+local INTERVAL = { type = "number", default = 0, between = { 0, 65535 }, custom = probe_interval,
+                   description = "Seconds between probes of a target in this state: 0 (none) or 0.1 to 65535." }
+local function statuses(default)
+    return { type = "set", default = as_array(default), len_max = LIMITS.http_statuses,
+             elements = { type = "integer", between = { 100, 999 } } }
+end
+-- A consecutive-outcome threshold; 0 turns that transition off.
+local COUNTER = { type = "integer", default = 0, between = { 0, 255 },
+                  description = "Outcomes in a row that change the target's state (0: never)." }
+
+local ACTIVE_HEALTHCHECKS = { type = "record", fields = {
+    { type = { type = "string", default = "http", one_of = { "http", "https", "tcp" },
+               description = "http (https: over TLS): GET http_path, judged by its status; "
+                   .. "tcp: a connection that opens is a success." } },
+    { http_path = { type = "string", default = "/", match = PATH.match, match_err = PATH.match_err,
+                    len_max = PATH.len_max, custom = PATH.custom,
+                    description = "The path probed: escaped (RFC 3986 characters and %XX), no query." } },
+    { timeout = { type = "number", default = 1, between = { 0.001, 60 },
+                  description = "Seconds a whole probe may take (connect, request, status line)." } },
+    { concurrency = { type = "integer", default = 10, between = { 1, 256 },
+                      description = "Targets of the upstream probed at the same time." } },
+    { https_verify_certificate = { type = "boolean", default = true,
+        description = "https: verify the target's certificate (against lua_ssl_trusted_certificate)." } },
+    { https_sni = { type = "string", custom = valid_host,
+        description = "https: the name sent as SNI and verified (unset: the target's host, if a name)." } },
+    { healthy = { type = "record", fields = {
+        { interval = INTERVAL },
+        { successes = COUNTER },
+        { http_statuses = statuses({ 200, 302 }) },
+    } } },
+    { unhealthy = { type = "record", fields = {
+        { interval = INTERVAL },
+        { http_failures = COUNTER },
+        { tcp_failures = COUNTER },
+        { timeouts = COUNTER },
+        { http_statuses = statuses({ 429, 404, 500, 501, 502, 503, 504, 505 }) },
+    } } },
+} }
+
 local upstreams = {
     schema = {
         fields = {
@@ -367,6 +412,8 @@ local upstreams = {
                     -- Seconds after which an unhealthy target gets traffic again.
                     { readmit_after = { type = "number", default = 10, between = { 0, 65535 } } },
                 } } },
+                -- Probes of every target (Kong's fields and defaults; gateway.healthcheck).
+                { active = ACTIVE_HEALTHCHECKS },
             } } },
             tags(),
         },

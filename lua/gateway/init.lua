@@ -1,6 +1,7 @@
 -- The gateway's phase handlers: thin, each hands over to the module that does the work.
 --   init (master)        db.configure: state file, declarative or seed file
---   init_worker          db sync timer, proxy (router, balancer health), the plugins'
+--   init_worker          db sync timer, proxy (router, balancer health), active health
+--                        checks (worker 0 probes), the plugins'
 --                        phases (init_worker, metrics every second, entities_removed)
 --   access / resume (https services) / balancer / log   proxy.*
 --   error_page (the proxy's error location)            proxy.error_page
@@ -36,6 +37,8 @@ function _M.init_worker()
     local plugins = require "gateway.plugins"
     db.init_worker()
     require("gateway.proxy").init_worker()
+    -- After the proxy: its configuration handler builds the rings the probes use.
+    require("gateway.healthcheck").init_worker()
     plugins.init_worker()
     -- What an Admin API write or a reload removed reaches every plugin (metric series
     -- labelled with a deleted route leave the zone).
