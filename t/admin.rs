@@ -539,6 +539,7 @@ fn upstreams_and_targets() {
                                          "timeouts": 3}, "readmit_after": 10},
                // Kong's active defaults: no probes until an interval is set.
                "active": {"type": "http", "http_path": "/", "timeout": 1, "concurrency": 10,
+                          "https_verify_certificate": true,
                           "healthy": {"interval": 0, "successes": 0, "http_statuses": [200, 302]},
                           "unhealthy": {"interval": 0, "http_failures": 0, "tcp_failures": 0,
                                         "timeouts": 0,
