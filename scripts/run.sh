@@ -14,10 +14,16 @@
 #   PUSH_BASIC_AUTH="user file"  prometheus_push_basic_auth
 #   PUSH_CA=file             prometheus_push_ca
 #   TLS_CERT=file TLS_KEY=file   the metrics port speaks https
+#   DNS_RESOLVER="addr[:port] ..."  where host names are resolved (default: /etc/resolv.conf)
+#   DNS_HOSTSFILE=file       read before DNS (default /etc/hosts)
+#   DNS_STALE_TTL=seconds    how long a name's last answer outlives its TTL when the
+#                            resolver fails (default 3600)
+#   DNS_TIMEOUT=ms           per DNS query try (default 2000, or resolv.conf's timeout)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 KNOWN="PREFIX PROXY_PORT ADMIN_PORT UPSTREAM_PORT METRICS_PORT WORKERS DECLARATIVE
-AUTH_FILE CONST_LABELS NODE_ID_FILE PUSH_URL PUSH_ARGS PUSH_BASIC_AUTH PUSH_CA TLS_CERT TLS_KEY"
+AUTH_FILE CONST_LABELS NODE_ID_FILE PUSH_URL PUSH_ARGS PUSH_BASIC_AUTH PUSH_CA TLS_CERT TLS_KEY
+DNS_RESOLVER DNS_HOSTSFILE DNS_STALE_TTL DNS_TIMEOUT"
 declare -A S=()
 for k in $KNOWN; do
   if [ -n "${!k:-}" ]; then S[$k]=${!k}; fi
@@ -71,9 +77,10 @@ fi
 args=(PROXY_PORT="$PROXY_PORT" ADMIN_PORT="$ADMIN_PORT" UPSTREAM_PORT="$UPSTREAM_PORT"
       METRICS_PORT="$METRICS_PORT" METRICS_HTTP="${http_lines//$'\n'/ }"
       METRICS_SERVER="${server_lines//$'\n'/ }" METRICS_SSL="$ssl")
-for k in WORKERS DECLARATIVE; do
+for k in WORKERS DECLARATIVE DNS_RESOLVER DNS_STALE_TTL DNS_TIMEOUT; do
   if [ -n "$(get $k)" ]; then args+=("$k=$(get $k)"); fi
 done
+if [ -n "$(get DNS_HOSTSFILE)" ]; then args+=("DNS_HOSTSFILE=$(abs "$(get DNS_HOSTSFILE)")"); fi
 "$ROOT/scripts/render-conf.sh" nginx/gateway.conf "$PREFIX" "${args[@]}"
 NGINX_BIN=$("$ROOT/scripts/nginx-env.sh" | sed -n 's/^NGINX_BIN=//p')
 "$NGINX_BIN" -t -q -p "$PREFIX" -c "$PREFIX/nginx.conf"

@@ -892,6 +892,9 @@ pub fn render_gateway(prefix: &Path, vars: &[(&str, String)]) -> (String, [u16; 
         ("DECLARATIVE", String::new()),
         // Tests start from an empty configuration, not the demo's seed.
         ("SEED", String::new()),
+        // No test asks the machine's resolver: names go to a loopback port where
+        // nothing listens (t/dns.rs runs a resolver of its own).
+        ("DNS_RESOLVER", "127.0.0.1:9".to_string()),
         // scripts/run.sh's metrics knobs, off.
         ("METRICS_HTTP", String::new()),
         ("METRICS_SERVER", String::new()),
