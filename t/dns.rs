@@ -585,3 +585,46 @@ fn silent_or_garbage_resolvers_neither_block_nor_break_the_worker() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_no_lua_errors(&g);
 }
+
+/// A resolver setting that is not an address, or a number out of range, stops nginx
+/// at start with a message naming it (no gateway that cannot resolve).
+#[test]
+fn bad_dns_settings_are_refused_at_start() {
+    for (key, value, message) in [
+        (
+            "DNS_RESOLVER",
+            "dns.example:53",
+            "dns resolver: 'dns.example:53' is not an address[:port]",
+        ),
+        (
+            "DNS_RESOLVER",
+            "127.0.0.1:99999",
+            "dns resolver: '127.0.0.1:99999' is not an address[:port]",
+        ),
+        (
+            "DNS_STALE_TTL",
+            "-1",
+            "dns stale_ttl: '-1' is not an integer between 0 and 2147483647",
+        ),
+        (
+            "DNS_TIMEOUT",
+            "1.5",
+            "dns timeout: '1.5' is not an integer between 1 and 60000",
+        ),
+    ] {
+        let prefix = prefix(&format!("dns-bad-{}", key.to_lowercase()));
+        let (_, _) = render_gateway(&prefix, &[(key, value.to_string())]);
+        let out = nginx_command()
+            .arg("-t")
+            .arg("-p")
+            .arg(&prefix)
+            .arg("-c")
+            .arg(prefix.join("nginx.conf"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{key}={value} accepted: {stderr}");
+        assert!(stderr.contains(message), "{key}={value}: {stderr}");
+        let _ = std::fs::remove_dir_all(&prefix);
+    }
+}

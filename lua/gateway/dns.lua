@@ -57,9 +57,26 @@ local function ipv4(s)
     return true
 end
 
--- At least two colons: "1.2.3.4:53" is an address and a port.
+-- RFC 4291 text: eight groups of 1-4 hex digits, one "::" for a run of zeros, the
+-- last two groups possibly a dotted quad.
 local function ipv6(s)
-    return s:find(":.*:") ~= nil and s:find("^[%x:.]+$") ~= nil
+    if not s:find("^[%x:.]+$") or not s:find(":.*:") then return false end
+    local v4 = s:match(":(%d+%.%d+%.%d+%.%d+)$")
+    if v4 then
+        if not ipv4(v4) then return false end
+        s = s:sub(1, #s - #v4) .. "0:0"
+    end
+    if s:find("%.") then return false end
+    local _, double = s:gsub("::", "")
+    if double > 1 or s:find(":::") then return false end
+    if (s:find("^:") and not s:find("^::")) or (s:find(":$") and not s:find("::$")) then return false end
+    local groups = 0
+    for g in s:gmatch("[^:]+") do
+        if #g > 4 then return false end
+        groups = groups + 1
+    end
+    if double == 1 then return groups < 8 end
+    return groups == 8
 end
 
 -- Whether a host is an address literal, not a name. A dotted quad that is not a valid
@@ -123,6 +140,8 @@ local function resolv_conf(text)
     if #servers == 0 then servers[1] = { "127.0.0.1", 53 } end
     return servers, timeout, attempts
 end
+_M.parse_resolv_conf = resolv_conf
+_M.parse_nameserver = nameserver
 
 -- name -> addresses (peer form): IPv4 addresses when the file has any for the name,
 -- else its IPv6 ones (A before AAAA, as for DNS answers). The first line naming an
