@@ -415,7 +415,9 @@ local function resolved(premature, e)
         in_flight = in_flight - 1
         return
     end
-    local list, ttl, err, not_found = resolve(e.name)
+    -- pcall: whatever happens, the name is asked again later (in_flight cleared).
+    local ok, list, ttl, err, not_found = pcall(resolve, e.name)
+    if not ok then list, err = nil, "resolver error: " .. tostring(list) end
     in_flight = in_flight - 1
     e.in_flight = false
     local now = ngx.now()
