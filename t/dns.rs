@@ -234,6 +234,8 @@ fn names_resolve_to_every_address_and_a_changed_answer_moves_traffic() {
             "svc.test": { "A": [svc], "ttl": 1 },
             "pool.test": { "A": pool, "ttl": 1 },
             "six.test": { "AAAA": ["::1"], "ttl": 1 },
+            // 127.0.0.5 refuses: a retry takes the name's next address.
+            "two.test": { "A": ["127.0.0.2", "127.0.0.5"], "ttl": 3600 },
         } })
     };
     let dns = Dns::start("moves", zone("127.0.0.2", &["127.0.0.2", "127.0.0.3"]));
@@ -249,6 +251,11 @@ fn names_resolve_to_every_address_and_a_changed_answer_moves_traffic() {
         &g,
         "six",
         json!({ "url": format!("http://six.test:{port}") }),
+    );
+    service(
+        &g,
+        "two",
+        json!({ "url": format!("http://two.test:{port}") }),
     );
     created(admin(
         g.admin,
@@ -268,6 +275,9 @@ fn names_resolve_to_every_address_and_a_changed_answer_moves_traffic() {
 
     until_answered_by(&g, "/svc", "127.0.0.2");
     until_answered_by(&g, "/six", "::1");
+    for _ in 0..6 {
+        assert_eq!(peer_of(&g, "/two"), "127.0.0.2");
+    }
     // Every A address of the target's name is a peer.
     let mut seen = std::collections::BTreeSet::new();
     for _ in 0..12 {
