@@ -16,7 +16,7 @@ SHELL := /bin/bash
 NGINX_BIN ?= nginx
 export NGINX_BIN
 # The integration suites (t/<name>.rs; each is a [[test]] in Cargo.toml).
-SUITES := nginx admin gateway endpoint access identity push security lifecycle fleet status openapi faults_io faults dropin protobuf record healthcheck
+SUITES := nginx admin gateway endpoint access identity push security lifecycle fleet status openapi faults_io faults dropin protobuf record healthcheck dns
 OPENRESTY_STYLE := $(CURDIR)/.build/openresty-style/sbin/nginx
 OPENRESTY_STYLE_STATIC := $(CURDIR)/.build/openresty-style-static/sbin/nginx
 

@@ -20,6 +20,7 @@ declare -A V=(
   [PROXY_PORT]=8000 [ADMIN_PORT]=8001 [UPSTREAM_PORT]=8081 [METRICS_PORT]=9542 [WORKERS]=2 [USER]=""
   [DECLARATIVE]="" [SEED]="$PREFIX/seed.json"
   [METRICS_HTTP]="" [METRICS_SERVER]="" [METRICS_SSL]=""
+  [DNS_RESOLVER]="" [DNS_HOSTSFILE]="" [DNS_STALE_TTL]="" [DNS_TIMEOUT]=""
 )
 seed_given=""
 for kv in "$@"; do

@@ -20,11 +20,16 @@
 #                            prometheus_process_metrics, ...), nginx syntax
 #   METRICS_DIRECTIVES='...;'  more for the metrics port's server {} (prometheus_allow,
 #                            prometheus_trusted_proxies, ...)
+#   DNS_RESOLVER="addr[:port] ..."  where host names are resolved (default: /etc/resolv.conf)
+#   DNS_HOSTSFILE=file       read before DNS (default /etc/hosts)
+#   DNS_STALE_TTL=seconds    how long a name's last answer outlives its TTL when the
+#                            resolver fails (default 3600)
+#   DNS_TIMEOUT=ms           per DNS query try (default 2000, or resolv.conf's timeout)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 KNOWN="PREFIX PROXY_PORT ADMIN_PORT UPSTREAM_PORT METRICS_PORT WORKERS DECLARATIVE NGINX_BIN
 AUTH_FILE CONST_LABELS NODE_ID_FILE PUSH_URL PUSH_ARGS PUSH_BASIC_AUTH PUSH_CA TLS_CERT TLS_KEY
-HTTP_DIRECTIVES METRICS_DIRECTIVES"
+HTTP_DIRECTIVES METRICS_DIRECTIVES DNS_RESOLVER DNS_HOSTSFILE DNS_STALE_TTL DNS_TIMEOUT"
 declare -A S=()
 for k in $KNOWN; do
   if [ -n "${!k:-}" ]; then S[$k]=${!k}; fi
@@ -80,8 +85,12 @@ server_lines+="$(get METRICS_DIRECTIVES)"$'\n'
 args=(PROXY_PORT="$PROXY_PORT" ADMIN_PORT="$ADMIN_PORT" UPSTREAM_PORT="$UPSTREAM_PORT"
       METRICS_PORT="$METRICS_PORT" METRICS_HTTP="${http_lines//$'\n'/ }"
       METRICS_SERVER="${server_lines//$'\n'/ }" METRICS_SSL="$ssl")
-if [ -n "$(get WORKERS)" ]; then args+=("WORKERS=$(get WORKERS)"); fi
-if [ -n "$(get DECLARATIVE)" ]; then args+=("DECLARATIVE=$(abs "$(get DECLARATIVE)")"); fi
+for k in WORKERS DNS_RESOLVER DNS_STALE_TTL DNS_TIMEOUT; do
+  if [ -n "$(get $k)" ]; then args+=("$k=$(get $k)"); fi
+done
+for k in DECLARATIVE DNS_HOSTSFILE; do
+  if [ -n "$(get $k)" ]; then args+=("$k=$(abs "$(get $k)")"); fi
+done
 # The nginx in use, for render-conf.sh and nginx-env.sh alike.
 if [ -n "$(get NGINX_BIN)" ]; then export NGINX_BIN; NGINX_BIN=$(get NGINX_BIN); fi
 "$ROOT/scripts/render-conf.sh" conf/gateway.conf "$PREFIX" "${args[@]}"

@@ -13,8 +13,9 @@ cd "$(dirname "$0")/.."
 ROLE=${1:-run}   # run | test | nginx
 case "$ROLE" in run | test | nginx) ;; *) echo "setup: no role $ROLE (run, test, nginx)" >&2; exit 2 ;; esac
 
-# lua-yaml (lyaml): the gateway's YAML declarative files.
-PKGS=(nginx libnginx-mod-http-lua libnginx-mod-http-ndk lua-resty-core lua-resty-lrucache lua-yaml
+# lua-yaml (lyaml): the gateway's YAML declarative files; lua-nginx-dns: OpenResty's
+# lua-resty-dns, the gateway's resolver of host names.
+PKGS=(nginx libnginx-mod-http-lua libnginx-mod-http-ndk lua-resty-core lua-resty-lrucache lua-yaml lua-nginx-dns
       nginx-dev libclang-dev libpcre2-dev libssl-dev zlib1g-dev libluajit2-5.1-common
       build-essential pkg-config curl ca-certificates dpkg-dev)
 if [ "$ROLE" = test ]; then
@@ -66,6 +67,8 @@ if [ "$ROLE" != nginx ]; then
     # t/openapi.rs drives the Admin API from its OpenAPI description; pinned, so that its
     # seeded run makes the same cases everywhere.
     pip_install 'import schemathesis; assert schemathesis.__version__ == "4.32.5"' schemathesis==4.32.5
+    # t/dns.rs's own DNS server (t/fixtures/dns_server.py) builds its packets with dnslib.
+    pip_install 'import dnslib' dnslib==0.9.26
     # Rust toolchain components used by the checks.
     rustup component list --installed 2>/dev/null | grep -q clippy || rustup component add clippy rustfmt || true
   fi

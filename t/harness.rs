@@ -880,6 +880,16 @@ pub fn render_template(template: &str, prefix: &Path, vars: &[(&str, String)]) -
     conf
 }
 
+/// A loopback UDP port that takes DNS queries and never answers (a socket this
+/// process keeps and never reads): a name in a test's configuration is asked there and
+/// times out, quietly. (A port where nothing listens would refuse each query, and
+/// nginx logs every refusal as an error.)
+pub fn silent_resolver() -> String {
+    static SINK: std::sync::OnceLock<std::net::UdpSocket> = std::sync::OnceLock::new();
+    let sink = SINK.get_or_init(|| std::net::UdpSocket::bind("127.0.0.1:0").unwrap());
+    sink.local_addr().unwrap().to_string()
+}
+
 /// Renders `conf/gateway.conf` with free ports; `vars` override placeholders (for
 /// example `("DECLARATIVE", "/path/kong.json")`).
 pub fn render_gateway(prefix: &Path, vars: &[(&str, String)]) -> (String, [u16; 4]) {
@@ -892,6 +902,8 @@ pub fn render_gateway(prefix: &Path, vars: &[(&str, String)]) -> (String, [u16; 
         ("DECLARATIVE", String::new()),
         // Tests start from an empty configuration, not the demo's seed.
         ("SEED", String::new()),
+        // No test asks the machine's resolver (t/dns.rs runs one of its own).
+        ("DNS_RESOLVER", silent_resolver()),
         // scripts/run.sh's metrics knobs, off.
         ("METRICS_HTTP", String::new()),
         ("METRICS_SERVER", String::new()),

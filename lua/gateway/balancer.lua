@@ -6,7 +6,12 @@
 -- expiry re-admits it. A success resets its failure count. Active checks
 -- (gateway.healthcheck) mark the same entry; when they probe unhealthy targets, the
 -- mark lasts until their successes clear it.
+--
+-- A target named by a host name is one peer per address of its name (gateway.dns),
+-- each with the target's weight and health of its own, rebuilt when the name's
+-- addresses change; a name with no address (yet, or any more) is `dns_error`.
 
+local dns = require "gateway.dns"
 local healthcheck = require "gateway.healthcheck"
 
 local state = ngx.shared.gateway_state
@@ -14,32 +19,71 @@ local tostring = tostring
 
 local _M = {}
 
--- upstream id -> { upstream, targets = { { target, ip, port, weight, current } } }
+-- upstream id -> { upstream, targets = { { target, ip, port, weight, current } },
+--                  unresolved = { { target, entry } } }
 local rings = {}
+local built_from
 
+-- "host:port" (as entities.lua normalizes targets) -> host, port.
 local function parse_target(t)
     local host, port = t:match("^%[?([^%]]+)%]?:(%d+)$")
     if not host then host, port = t, 8000 end
-    if host == "localhost" then host = "127.0.0.1" end
     return host, tonumber(port)
 end
 
+-- The hosts of the targets `build` uses, for gateway.dns.track.
+function _M.hosts(snapshot, out)
+    for _, t in ipairs(snapshot.list.targets or {}) do
+        if (t.weight or 100) > 0 then out[#out + 1] = (parse_target(t.target)) end
+    end
+    return out
+end
+
 function _M.build(snapshot)
+    built_from = snapshot
     local new = {}
     for _, u in ipairs(snapshot.list.upstreams or {}) do
-        new[u.id] = { upstream = u, targets = {} }
+        new[u.id] = { upstream = u, targets = {}, unresolved = {} }
     end
     for _, t in ipairs(snapshot.list.targets or {}) do
         local ring = t.upstream and new[t.upstream.id]
         if ring and (t.weight or 100) > 0 then
-            local ip, port = parse_target(t.target)
-            ring.targets[#ring.targets + 1] = {
-                target = t.target, ip = ip, port = port, weight = t.weight or 100, current = 0,
-                key = ring.upstream.id .. "|" .. t.target,
-            }
+            local host, port = parse_target(t.target)
+            local entry = dns.get(host)
+            local addresses = entry and entry.addresses
+            if not addresses then
+                ring.unresolved[#ring.unresolved + 1] = { target = t.target, entry = entry }
+            end
+            local key = ring.upstream.id .. "|" .. t.target
+            for _, ip in ipairs(addresses or {}) do
+                ring.targets[#ring.targets + 1] = {
+                    target = t.target, ip = ip, port = port, weight = t.weight or 100, current = 0,
+                    -- Health per address of a name; per target for an address literal.
+                    key = entry.state == "static" and key or (key .. "|" .. ip),
+                }
+            end
         end
     end
     rings = new
+end
+
+-- A name's addresses changed: the rings of the same configuration, rebuilt.
+dns.on_change(function()
+    if built_from then _M.build(built_from) end
+end)
+
+-- Waits for the first answer of the names of an upstream's targets still pending.
+-- Returns whether there were any.
+function _M.wait_pending(upstream_id)
+    local ring = rings[upstream_id]
+    local waited = false
+    for _, u in ipairs(ring and ring.unresolved or {}) do
+        if u.entry and u.entry.state == "pending" then
+            dns.wait(u.entry)
+            waited = true
+        end
+    end
+    return waited
 end
 
 -- The passive checks' `unhealthy` settings (how long a mark lasts: healthcheck.mark_ttl).
@@ -69,7 +113,10 @@ function _M.pick(upstream_id)
             if not best or t.current > best.current then best = t end
         end
     end
-    if not best then return nil, "failure to get a peer from the ring-balancer" end
+    if not best then
+        if #ring.targets == 0 and #ring.unresolved > 0 then return nil, "name resolution failed" end
+        return nil, "failure to get a peer from the ring-balancer"
+    end
     best.current = best.current - total
     return best
 end
@@ -123,6 +170,10 @@ function _M.targets(snapshot)
             end
             out[#out + 1] = { upstream = u.name, target = t.target, address = t.ip .. ":" .. tostring(t.port),
                               state = st }
+        end
+        -- Kong's report of a target without addresses: no address, `dns_error`.
+        for _, t in ipairs(ring and ring.unresolved or {}) do
+            out[#out + 1] = { upstream = u.name, target = t.target, address = "", state = "dns_error" }
         end
     end
     return out

@@ -23,6 +23,7 @@
 -- (lua-resty-healthcheck) makes it: only its status line is read.
 
 local db = require "gateway.db"
+local dns = require "gateway.dns"
 local core = require "ngx_prometheus"
 
 local state = ngx.shared.gateway_state
@@ -371,7 +372,13 @@ local function removed(gone)
     for _, g in ipairs(gone) do
         local upstream = g.refs and g.refs.upstream
         if g.kind == "targets" and upstream and upstream.id and type(g.row.target) == "string" then
-            forget(upstream.id .. "|" .. g.row.target)
+            local key = upstream.id .. "|" .. g.row.target
+            forget(key)
+            -- A target named by a host name has health per address (gateway.balancer):
+            -- the addresses its name last had.
+            local host = g.row.target:match("^%[?([^%]]+)%]?:%d+$") or g.row.target
+            local entry = dns.get(host)
+            for _, ip in ipairs(entry and entry.addresses or EMPTY) do forget(key .. "|" .. ip) end
         end
     end
 end

@@ -1,5 +1,6 @@
 -- The gateway's phase handlers: thin, each hands over to the module that does the work.
---   init (master)        db.configure: state file, declarative or seed file
+--   init (master)        db.configure: state file, declarative or seed file;
+--                        dns.configure: resolvers, hosts file
 --   init_worker          db sync timer, proxy (router, balancer health), active health
 --                        checks (worker 0 probes), the plugins'
 --                        phases (init_worker, metrics every second, entities_removed)
@@ -20,6 +21,10 @@ function _M.init(opts)
         declarative_file = nonempty(opts.declarative),
         seed_file = nonempty(opts.seed),
     })
+    if not ok then
+        error("gateway: " .. tostring(err), 0)
+    end
+    ok, err = require("gateway.dns").configure(opts.dns)
     if not ok then
         error("gateway: " .. tostring(err), 0)
     end

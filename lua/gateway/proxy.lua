@@ -4,6 +4,7 @@
 local db = require "gateway.db"
 local router_mod = require "gateway.router"
 local balancer = require "gateway.balancer"
+local dns = require "gateway.dns"
 local error_page = require "gateway.error_page"
 local plugins = require "gateway.plugins"
 local ngx_balancer = require "ngx.balancer"
@@ -21,9 +22,6 @@ local current = {
     snapshot = nil, router = nil, index = {}, access_plugins = {}, log_plugins = {},
     -- Memoized `resolve` results: name -> route id -> service id -> consumer id -> plugin | false.
     resolved = {},
-    -- Service id -> true for services whose host names neither an address nor an
-    -- upstream: the gateway resolves no names, so they cannot be proxied.
-    unresolvable = {},
 }
 
 -- Enabled plugins by name and scope key "route|service|consumer" (ids or "").
@@ -50,23 +48,20 @@ local function build_index(snapshot)
     return index, access, log
 end
 
--- An IPv4 or IPv6 address, or localhost: what the balancer can connect to unresolved.
-local function is_address(host)
-    return host == "localhost" or host:find("^%d+%.%d+%.%d+%.%d+$") ~= nil or host:find(":", 1, true) ~= nil
-end
-
-local function unresolvable_services(snapshot)
+-- The hosts a configuration proxies to (names and addresses): services' that name no
+-- upstream, and targets'.
+local function hosts(snapshot)
     local out = {}
     local upstreams = snapshot.by_name.upstreams or {}
     for _, s in ipairs(snapshot.list.services or {}) do
-        if s.host and not upstreams[s.host] and not is_address(s.host) then out[s.id] = true end
+        if s.host and not upstreams[s.host] then out[#out + 1] = s.host end
     end
-    return out
+    return balancer.hosts(snapshot, out)
 end
 
 local function install(snapshot)
     current.snapshot = snapshot
-    current.unresolvable = unresolvable_services(snapshot)
+    dns.track(hosts(snapshot))
     current.router = router_mod.build(snapshot)
     current.index, current.access_plugins, current.log_plugins = build_index(snapshot)
     current.resolved = {}
@@ -75,6 +70,7 @@ local function install(snapshot)
 end
 
 function _M.init_worker()
+    dns.init_worker()
     db.on_change(install)
 end
 
@@ -309,23 +305,35 @@ function _M.access()
     end
     local upstream = snapshot.by_name.upstreams and snapshot.by_name.upstreams[service.host]
     ctx.upstream = upstream
-    if not upstream and current.unresolvable[service.id] then
-        -- Answered here, as Kong answers a failed resolution: in the balancer phase a
-        -- refusal could only be nginx's 500.
-        ctx.exit_status = 503
-        return exit_json(503, "name resolution failed: the gateway resolves no host names; "
-            .. "give the service an IP address, localhost or the name of an upstream")
-    end
     if upstream then
         -- The first peer is picked here, where the gateway can still answer (Kong's 503):
         -- a refusal in the balancer phase could only be nginx's 500.
         local target, err = balancer.pick(upstream.id)
+        if not target and balancer.wait_pending(upstream.id) then
+            target, err = balancer.pick(upstream.id)
+        end
         if not target then
             ngx.log(ngx.ERR, "gateway: upstream ", upstream.name, ": ", err)
             ctx.exit_status = 503
             return exit_json(503, err)
         end
         ctx.target = target
+    else
+        -- The service's own host: its addresses as last resolved (a name's first answer
+        -- waited for), taken in turn; answered here when there are none, as Kong does.
+        local entry = dns.get(service.host)
+        if entry and entry.state == "pending" then dns.wait(entry) end
+        local addresses = entry and entry.addresses
+        if not addresses then
+            ngx.log(ngx.ERR, "gateway: service ", ctx.service_label, ": ", service.host, ": ",
+                entry and entry.err or "not resolved")
+            ctx.exit_status = 503
+            return exit_json(503, "name resolution failed")
+        end
+        local n = #addresses
+        local rr = entry.rr % n + 1
+        entry.rr = rr
+        ctx.addresses, ctx.address_index = addresses, rr
     end
     if service.protocol == "https" then
         -- Kong's choice: the name the client asked for when the Host is preserved.
@@ -364,14 +372,15 @@ function _M.balancer()
         end
         ip, port = target.ip, target.port
     else
-        ip = service.host == "localhost" and "127.0.0.1" or service.host
+        -- A retry takes the service's next address.
+        local addresses = ctx.addresses
+        ip = addresses[(ctx.address_index + ctx.tries - 2) % #addresses + 1]
         port = service.port or (service.protocol == "https" and 443 or 80)
     end
     local ok, err = ngx_balancer.set_current_peer(ip, port)
     if not ok then
         ngx.log(ngx.ERR, "gateway: cannot proxy to ", ip, ":", port, ": ", err)
-        -- An address nginx cannot read: a target named by a host name (the gateway
-        -- resolves none) or not a valid IPv4 address (999.1.1.1).
+        -- An address nginx cannot read: not a valid IPv4 address (999.1.1.1).
         ctx.balancer_status = 503
         ctx.balancer_message = "cannot proxy to " .. ip .. ":" .. port .. ": " .. tostring(err)
         return ngx.exit(503)
