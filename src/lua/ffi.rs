@@ -441,9 +441,8 @@ pub unsafe extern "C" fn ngx_prom_request_exemplar(
         return 0;
     }
     // SAFETY: per the contract.
-    let (len, invalid) = unsafe {
-        request::exemplar_id(r.cast_mut(), std::slice::from_raw_parts_mut(buf, cap))
-    };
+    let (len, invalid) =
+        unsafe { request::exemplar_id(r.cast_mut(), std::slice::from_raw_parts_mut(buf, cap)) };
     if invalid {
         if let Some(s) = slots::store(slot as usize) {
             s.count_error(Reason::InvalidExemplar);

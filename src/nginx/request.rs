@@ -194,7 +194,8 @@ unsafe fn request_id<'r>(r: *mut ngx_http_request_t) -> Option<&'r [u8]> {
     };
     // SAFETY: per the contract; the value nginx returns lives in the request's pool.
     unsafe {
-        let v = ngx::ffi::ngx_http_get_variable(r, &mut name, REQUEST_ID_KEY as ngx::ffi::ngx_uint_t);
+        let v =
+            ngx::ffi::ngx_http_get_variable(r, &mut name, REQUEST_ID_KEY as ngx::ffi::ngx_uint_t);
         if v.is_null() || (*v).not_found() != 0 || (*v).data.is_null() {
             return None;
         }
