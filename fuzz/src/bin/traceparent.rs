@@ -9,7 +9,9 @@ use ngx_prometheus::metrics::exemplar::check_id;
 use ngx_prometheus::metrics::trace_id::{of_headers, parse, TraceParent, MAX_LEN};
 
 fn hex(s: &[u8], n: usize) -> bool {
-    s.len() == n && s.iter().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
+    s.len() == n
+        && s.iter()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
 }
 
 /// The spec's reading: four `-`-separated fields for version 00, at least four (the
@@ -38,12 +40,19 @@ fn reference(v: &[u8]) -> Option<&[u8]> {
 fuzz_target!(|input: (Vec<u8>, Option<Vec<u8>>)| {
     let (first, second) = input;
     let got = parse(&first);
-    assert_eq!(got, reference(&first), "{:?}", String::from_utf8_lossy(&first));
+    assert_eq!(
+        got,
+        reference(&first),
+        "{:?}",
+        String::from_utf8_lossy(&first)
+    );
     if let Some(id) = got {
         assert!(check_id(id).is_ok());
         assert_eq!(id, &first[3..35]);
     }
-    let headers: Vec<&[u8]> = std::iter::once(&first[..]).chain(second.as_deref()).collect();
+    let headers: Vec<&[u8]> = std::iter::once(&first[..])
+        .chain(second.as_deref())
+        .collect();
     match of_headers(headers.iter().copied()) {
         TraceParent::Valid(id) => assert!(second.is_none() && got == Some(id)),
         TraceParent::Invalid => assert!(second.is_some() || got.is_none()),
