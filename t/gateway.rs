@@ -2365,7 +2365,7 @@ fn is_request_id(id: &str) -> bool {
 /// latency buckets carry the trace id of a valid `traceparent`, else `$request_id`, on
 /// series made from then on (one made while it was off keeps counting, without); a
 /// hostile `traceparent` is never an id and is counted; switched off, exemplars are no
-/// longer shown and counts go on; on again, they are.
+/// longer shown and counts go on; on again, they are, and across a reload.
 #[test]
 fn the_plugins_exemplars_field_links_requests_to_their_trace_ids() {
     let g = start_gateway("exemplars", &[]);
@@ -2501,6 +2501,14 @@ fn the_plugins_exemplars_field_links_requests_to_their_trace_ids() {
     let om = openmetrics(g.metrics);
     assert_eq!(exemplar_ids(&om, new_total), vec![trace(11)], "{om}");
     assert!(om.contains(&format!("{new_total} {}", total + 1)), "{om}");
+    // A reload keeps the zone: counts and exemplars go on in the new workers.
+    g.nginx.reload();
+    settle(&g);
+    assert_eq!(traced(g.proxy, "/new/", tp(12).as_bytes()), 200);
+    let om = openmetrics(g.metrics);
+    assert_eq!(exemplar_ids(&om, new_total), vec![trace(12)], "{om}");
+    assert!(om.contains(&format!("{new_total} {}", total + 2)), "{om}");
+    assert!(om.contains(&format!("{old_total} 3")), "{om}");
     assert!(lua_lines(&g, &[]).is_empty(), "{:?}", lua_lines(&g, &[]));
     assert!(g.nginx.errors().is_empty(), "{:?}", g.nginx.errors());
 }
