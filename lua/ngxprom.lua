@@ -42,10 +42,13 @@ if not pcall(ffi.typeof, "ngx_prom_facts_t") then
         uint64_t requests, request_latency, upstream_latency, gateway_latency;
         uint64_t received_bytes, sent_bytes;
         double ms_per_unit;
+        const char *exemplar;
+        size_t exemplar_len;
     } ngx_prom_request_handles_t;
     int  ngx_prom_request_facts(const void *r, ngx_prom_facts_t *out);
     int  ngx_prom_record_request(const ngx_prom_facts_t *f,
                                  const ngx_prom_request_handles_t *h);
+    int  ngx_prom_request_exemplar(const void *r, uint32_t slot, char *buf, size_t cap);
     ]]
 end
 
@@ -327,6 +330,23 @@ function _M.batch_set(batch, field, child)
     end
 end
 
+-- The request's exemplar id, written by ngx_prom_request_exemplar: one buffer per
+-- worker, read by the record call that follows in the same log handler.
+local request_exemplar = C.ngx_prom_request_exemplar
+local MAX_ID = core.max_exemplar_id
+local exemplar_buf = ffi.new("char[?]", MAX_ID)
+
+-- Makes the next record of `batch` carry the exemplar of request `r` (resty.core.base's
+-- get_request()) on its count and latencies: the trace id of its `traceparent` when
+-- valid, else `$request_id`; an invalid `traceparent` is counted as invalid_exemplar
+-- in the zone of `slot`. Call it before every record of a batch it was called for
+-- once (the id is the current request's).
+function _M.batch_exemplar(batch, r, slot)
+    local h = batch.handles
+    h.exemplar = exemplar_buf
+    h.exemplar_len = request_exemplar(r, slot, exemplar_buf, MAX_ID)
+end
+
 -- The struct the updates dropped as stale are recorded again through.
 local again = ffi.new("ngx_prom_request_handles_t")
 
@@ -343,6 +363,7 @@ local function settle(facts, batch, requests, rc, arg)
         if batch.may_renew and not batch.may_renew(arg) then return nil, "series deleted" end
         ffi.fill(again, ffi.sizeof(again))
         again.ms_per_unit = h.ms_per_unit
+        again.exemplar, again.exemplar_len = h.exemplar, h.exemplar_len
         for i = 1, #BATCH_FIELDS do
             if band(stale, STALE_BIT * 2 ^ (i - 1)) ~= 0 then
                 local field = BATCH_FIELDS[i]
@@ -679,6 +700,24 @@ function Family:set_expire(seconds)
     local ok, res = pcall(core.set_expire, self.slot, id, seconds)
     if not ok then error(message(res), 2) end
     self.spec.expire = seconds
+    return true
+end
+
+-- Whether series made from now on keep exemplars (the `exemplars` option; counters and
+-- histograms). Switched off, the exemplars kept are no longer shown; switched on
+-- again, they are, beside new ones. A series made while it was off keeps none.
+function Family:set_exemplars(on)
+    if type(on) ~= "boolean" then error("exemplars must be a boolean", 2) end
+    local id, err = self:_ensure()
+    if not id then return nil, err end
+    local was = self.spec.exemplars
+    self.spec.exemplars = on
+    local ok, res, rerr = pcall(core.register, self.slot, self.spec)
+    if not ok or not res then
+        self.spec.exemplars = was
+        if not ok then error(message(res), 2) end
+        return nil, rerr
+    end
     return true
 end
 

@@ -2337,3 +2337,308 @@ fn prometheus_reads_the_latency_families_as_native_histograms() {
     assert!(prom.warnings().is_empty(), "{:?}", prom.warnings());
     assert!(g.nginx.errors().is_empty(), "{:?}", g.nginx.errors());
 }
+
+/// The trace ids of the exemplars on the OpenMetrics lines of `text` that start with
+/// `prefix` (a sample name and the start of its labels), in order.
+fn exemplar_ids(text: &str, prefix: &str) -> Vec<String> {
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| {
+            let at = l.find(" # {trace_id=\"")? + " # {trace_id=\"".len();
+            let end = at + l[at..].find('"')?;
+            Some(l[at..end].to_string())
+        })
+        .collect()
+}
+
+fn openmetrics(port: u16) -> String {
+    let r = request(
+        port,
+        "GET",
+        "/metrics",
+        &[("Accept", "application/openmetrics-text; version=1.0.0")],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.text()
+}
+
+fn patch_plugin(g: &Gateway, id: &str, config: serde_json::Value) {
+    let r = request(
+        g.admin,
+        "PATCH",
+        &format!("/plugins/{id}"),
+        &[("Content-Type", "application/json")],
+        json!({ "config": config }).to_string().as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    settle(g);
+}
+
+/// A raw HTTP/1.1 request to the proxy with header `traceparent` (any bytes); its status.
+fn traced(port: u16, path: &str, traceparent: &[u8]) -> u16 {
+    let mut raw = format!("GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n").into_bytes();
+    for line in traceparent.split(|&b| b == b'\n') {
+        raw.extend_from_slice(b"traceparent: ");
+        raw.extend_from_slice(line);
+        raw.extend_from_slice(b"\r\n");
+    }
+    raw.extend_from_slice(b"\r\n");
+    // Not `refused`: a half-closed connection is a client gone (499) to the proxy.
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(&raw).unwrap();
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    parse_response(&answer).status
+}
+
+fn is_request_id(id: &str) -> bool {
+    id.len() == 32
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// The plugin's `exemplars` field: off, no exemplar; switched on, the request count and
+/// latency buckets carry the trace id of a valid `traceparent`, else `$request_id`, on
+/// series made from then on (one made while it was off keeps counting, without); a
+/// hostile `traceparent` is never an id and is counted; switched off, exemplars are no
+/// longer shown and counts go on; on again, they are, and across a reload.
+#[test]
+fn the_plugins_exemplars_field_links_requests_to_their_trace_ids() {
+    let g = start_gateway("exemplars", &[]);
+    let upstream = format!("http://127.0.0.1:{}", g.upstream);
+    service(&g, "svc", &upstream);
+    route(&g, "svc", "old", &["/old"]);
+    let plugin = created(admin(
+        g.admin,
+        "POST",
+        "/plugins",
+        Some(json!({ "name": "prometheus", "config": all_switches() })),
+    ));
+    let id = plugin["id"].as_str().unwrap().to_string();
+    assert_eq!(plugin["config"]["exemplars"], json!(false));
+    settle(&g);
+    assert_eq!(get(g.proxy, "/old/").status, 200);
+    let tp = |n: u32| format!("00-{n:032x}-00f067aa0ba902b7-01");
+    let trace = |n: u32| format!("{n:032x}");
+    assert_eq!(traced(g.proxy, "/old/", tp(1).as_bytes()), 200);
+    let om = openmetrics(g.metrics);
+    assert!(!om.contains("trace_id"), "{om}");
+
+    let mut on = all_switches();
+    on["exemplars"] = json!(true);
+    patch_plugin(&g, &id, on.clone());
+    route(&g, "svc", "new", &["/new"]);
+    settle(&g);
+    assert_eq!(traced(g.proxy, "/old/", tp(2).as_bytes()), 200);
+    assert_eq!(traced(g.proxy, "/new/", tp(3).as_bytes()), 200);
+    let new_total =
+        "gateway_http_requests_total{service=\"svc\",route=\"new\",code=\"200\",source=\"service\",consumer=\"\"}";
+    let old_total =
+        "gateway_http_requests_total{service=\"svc\",route=\"old\",code=\"200\",source=\"service\",consumer=\"\"}";
+    let om = openmetrics(g.metrics);
+    assert_eq!(exemplar_ids(&om, new_total), vec![trace(3)], "{om}");
+    for family in [
+        "gateway_request_latency_seconds",
+        "gateway_upstream_latency_seconds",
+        "gateway_latency_seconds",
+    ] {
+        let on_buckets = exemplar_ids(
+            &om,
+            &format!("{family}_bucket{{service=\"svc\",route=\"new\","),
+        );
+        assert_eq!(on_buckets, vec![trace(3)], "{family}: {om}");
+    }
+    // The series made while it was off keeps counting, without exemplars.
+    assert!(om.contains(&format!("{old_total} 3")), "{om}");
+    assert_eq!(exemplar_ids(&om, old_total), Vec::<String>::new());
+    assert!(exemplar_ids(
+        &om,
+        "gateway_request_latency_seconds_bucket{service=\"svc\",route=\"old\","
+    )
+    .is_empty());
+    // Never on the byte counts.
+    assert!(
+        exemplar_ids(&om, "gateway_bandwidth_bytes_total").is_empty(),
+        "{om}"
+    );
+
+    // Without traceparent: `$request_id`, not counted.
+    let (_, before) = scrape(g.metrics, "/metrics");
+    let invalid_before = zone_errors(&before, "invalid_exemplar");
+    assert_eq!(get(g.proxy, "/new/").status, 200);
+    let last = exemplar_ids(&openmetrics(g.metrics), new_total);
+    assert!(
+        last.len() == 1 && is_request_id(&last[0]) && last[0] != trace(3),
+        "{last:?}"
+    );
+    // Hostile ones: never an id (`$request_id` instead), each counted.
+    let upper = format!(
+        "00-{}-00F067AA0BA902B7-01",
+        "4BF92F3577B34DA6A3CE929D0E0E4736"
+    );
+    let long = format!("{}-{}", tp(4), "a".repeat(600));
+    let mut hostile: Vec<Vec<u8>> = vec![
+        upper.clone().into_bytes(),
+        format!(
+            "00-{}-00f067aa0ba902b7-01",
+            "4bf92f3577b34da6a3ce929d0e0e473g"
+        )
+        .into_bytes(),
+        format!("00-{}-00f067aa0ba902b7-01", "0".repeat(32)).into_bytes(),
+        format!("01-{}-00f067aa0ba902b7-01x", trace(5)).into_bytes(),
+        [tp(6).as_bytes(), b" trailing"].concat(),
+        long.clone().into_bytes(),
+        format!(
+            "00-{}-00f067aa0ba902b7-01",
+            "4bf92f3577b34da6\x01\x7f3ce929d0e0e47"
+        )
+        .into_bytes(),
+        b"00-4bf92f3577b34da6\xff\xfe3ce929d0e0e4736-00f067aa0ba902b7-01".to_vec(),
+        // Two headers.
+        format!("{}\n{}", tp(7), tp(8)).into_bytes(),
+    ];
+    hostile.push(format!("00-{}-00f067aa0ba902b7-01\"", trace(9)).into_bytes());
+    for h in &hostile {
+        assert_eq!(
+            traced(g.proxy, "/new/", h),
+            200,
+            "{}",
+            String::from_utf8_lossy(h)
+        );
+        let om = openmetrics(g.metrics);
+        let last = exemplar_ids(&om, new_total);
+        assert!(
+            last.len() == 1 && is_request_id(&last[0]),
+            "{}: {last:?}",
+            String::from_utf8_lossy(h)
+        );
+        for n in [4, 5, 6, 7, 8, 9] {
+            assert_ne!(last[0], trace(n));
+        }
+        assert!(!om.contains("4bf92f3577b34da6"), "{om}");
+        assert!(!om.contains("4BF92F"), "{om}");
+    }
+    let (_, after) = scrape(g.metrics, "/metrics");
+    assert_eq!(
+        zone_errors(&after, "invalid_exemplar") - invalid_before,
+        hostile.len() as f64
+    );
+
+    // Off: no exemplar shown, counts go on.
+    patch_plugin(&g, &id, json!({ "exemplars": false }));
+    assert_eq!(traced(g.proxy, "/new/", tp(10).as_bytes()), 200);
+    let om = openmetrics(g.metrics);
+    assert!(!om.contains("trace_id"), "{om}");
+    let total = 2 + hostile.len() + 1;
+    assert!(om.contains(&format!("{new_total} {total}")), "{om}");
+    // On again: the kept ones are shown, new ones recorded.
+    patch_plugin(&g, &id, on);
+    assert_eq!(traced(g.proxy, "/new/", tp(11).as_bytes()), 200);
+    let om = openmetrics(g.metrics);
+    assert_eq!(exemplar_ids(&om, new_total), vec![trace(11)], "{om}");
+    assert!(om.contains(&format!("{new_total} {}", total + 1)), "{om}");
+    // A reload keeps the zone: counts and exemplars go on in the new workers.
+    g.nginx.reload();
+    settle(&g);
+    assert_eq!(traced(g.proxy, "/new/", tp(12).as_bytes()), 200);
+    let om = openmetrics(g.metrics);
+    assert_eq!(exemplar_ids(&om, new_total), vec![trace(12)], "{om}");
+    assert!(om.contains(&format!("{new_total} {}", total + 2)), "{om}");
+    assert!(om.contains(&format!("{old_total} 3")), "{om}");
+    assert!(lua_lines(&g, &[]).is_empty(), "{:?}", lua_lines(&g, &[]));
+    assert!(g.nginx.errors().is_empty(), "{:?}", g.nginx.errors());
+}
+
+/// A real Prometheus 2.42 with native histograms and exemplar storage scrapes the
+/// gateway over protobuf: `/api/v1/query_exemplars` returns the trace ids of the
+/// requests' `traceparent` headers for the request count and the latency families.
+#[test]
+fn prometheus_stores_the_gateways_exemplars() {
+    let g = start_gateway("exemplars-prometheus", &[]);
+    let upstream = format!("http://127.0.0.1:{}", g.upstream);
+    service(&g, "svc", &upstream);
+    route(&g, "svc", "r", &["/r"]);
+    let mut config = all_switches();
+    config["exemplars"] = json!(true);
+    created(admin(
+        g.admin,
+        "POST",
+        "/plugins",
+        Some(json!({ "name": "prometheus", "config": config })),
+    ));
+    settle(&g);
+    let first = "0af7651916cd43dd8448eb211c80319c";
+    assert_eq!(
+        traced(
+            g.proxy,
+            "/r/",
+            format!("00-{first}-b7ad6b7169203331-01").as_bytes()
+        ),
+        200
+    );
+    let metrics = g.metrics;
+    let prom = Prometheus::start_with_flags(
+        &["--enable-feature=native-histograms,exemplar-storage"],
+        |_| {
+            format!(
+                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n\
+                 \x20 - job_name: gateway\n    static_configs:\n      - targets: ['127.0.0.1:{metrics}']\n"
+            )
+        },
+    );
+    let ids = |query: &str| -> Option<Vec<String>> {
+        let v = prom.api(&format!(
+            "/api/v1/query_exemplars?query={}&start=0&end=4102444800",
+            urlencode(query)
+        ))?;
+        Some(
+            v["data"]
+                .as_array()?
+                .iter()
+                .flat_map(|s| s["exemplars"].as_array().cloned().unwrap_or_default())
+                .filter_map(|e| e["labels"]["trace_id"].as_str().map(str::to_string))
+                .collect(),
+        )
+    };
+    let has = |query: &str, id: &str| {
+        eventually(Duration::from_secs(60), || {
+            ids(query).filter(|v| v.iter().any(|i| i == id)).map(|_| ())
+        })
+        .is_some()
+    };
+    for family in [
+        "gateway_http_requests_total",
+        "gateway_request_latency_seconds",
+        "gateway_upstream_latency_seconds",
+        "gateway_latency_seconds",
+    ] {
+        assert!(
+            has(family, first),
+            "{family}: {:?} {:?}",
+            ids(family),
+            prom.warnings()
+        );
+    }
+    // Read as native histograms, as without exemplars.
+    assert_eq!(
+        prom.query("histogram_count(gateway_request_latency_seconds{route=\"r\"})"),
+        Some(1.0)
+    );
+    // A later request's trace id reaches it too.
+    let second = "4bf92f3577b34da6a3ce929d0e0e4736";
+    assert_eq!(
+        traced(
+            g.proxy,
+            "/r/",
+            format!("00-{second}-00f067aa0ba902b7-01").as_bytes()
+        ),
+        200
+    );
+    assert!(has("gateway_http_requests_total", second));
+    assert!(has("gateway_request_latency_seconds", second));
+    assert!(prom.warnings().is_empty(), "{:?}", prom.warnings());
+    assert!(g.nginx.errors().is_empty(), "{:?}", g.nginx.errors());
+}

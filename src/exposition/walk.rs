@@ -69,6 +69,7 @@ fn write_all<S: Sink>(
         native: NativeBuckets::default(),
         exemplars_read: Vec::new(),
         exemplars: Vec::new(),
+        show_exemplars: false,
     };
     let mut running = Vec::new();
     for ((family, series), spec) in zone.families.iter().zip(zone.specs) {
@@ -102,6 +103,9 @@ fn write_all<S: Sink>(
             buckets: &[],
             native_only: spec.native_only,
         };
+        // Exemplars are shown while the family keeps them: switched off, those its
+        // series kept stay in the zone, unshown (and shown again if switched back on).
+        w.show_exemplars = spec.exemplars;
         match (family.metric_type, &spec.histogram) {
             (MetricType::Histogram, Some(h)) => w.histogram(sink, meta, spec, h, series),
             (MetricType::Histogram, None) => {}
@@ -154,11 +158,23 @@ struct Walker<'a, 's> {
     /// A series' exemplar slots as read, and a histogram's placed on its buckets.
     exemplars_read: Vec<Option<Exemplar>>,
     exemplars: Vec<Option<Exemplar>>,
+    /// Whether the family being walked keeps exemplars now.
+    show_exemplars: bool,
 }
 
 impl Walker<'_, '_> {
     fn created(&self, rec: Offset) -> Option<u64> {
         Some(self.store.series_created_ms(rec))
+    }
+
+    /// The exemplar slots of the series whose values (`values` words) start at `h`,
+    /// into `exemplars_read`; none while the family does not keep exemplars.
+    fn read_exemplars(&mut self, h: Offset, values: u64) {
+        if self.show_exemplars {
+            exemplar::read(&self.store.region(), h, values, &mut self.exemplars_read);
+        } else {
+            self.exemplars_read.clear();
+        }
     }
 
     /// A counter or gauge family.
@@ -175,7 +191,7 @@ impl Walker<'_, '_> {
             let h = store.series_values(rec);
             let point = if meta.declared == MetricType::Counter {
                 let (int, float) = counter::read(&r, h);
-                exemplar::read(&r, h, counter::VALUE_WORDS, &mut self.exemplars_read);
+                self.read_exemplars(h, counter::VALUE_WORDS);
                 Point::Counter(CounterValue {
                     int,
                     float,
@@ -257,12 +273,7 @@ impl Walker<'_, '_> {
         store.series_key(rec, &mut self.key);
         let h = store.series_values(rec);
         let snap = Snapshot::read(&r, h, self.snapshot.take());
-        exemplar::read(
-            &r,
-            h,
-            histogram::value_words(snap.layout),
-            &mut self.exemplars_read,
-        );
+        self.read_exemplars(h, histogram::value_words(snap.layout));
         exemplar::by_bucket(&self.exemplars_read, meta.buckets, &mut self.exemplars);
         let (count, sum, created) = (snap.count(), snap.sum, self.created(rec));
         if !S::SUMMARY_FAMILIES || mode != QuantileMode::Off {

@@ -313,17 +313,24 @@ pub struct RequestHandles {
     pub sent_bytes: u64,
     /// Milliseconds per histogram unit: 1000 for seconds, 1 for milliseconds.
     pub ms_per_unit: f64,
+    /// The request's exemplar id (`exemplar_len` bytes, see `ngx_prom_request_exemplar`)
+    /// for the request count and the three latencies; `exemplar_len` 0: none.
+    pub exemplar: *const u8,
+    pub exemplar_len: usize,
 }
 
 /// Records what `ngx_prom_request_facts` read into the series of `h`, in one call: the
 /// request count, the three latencies (the gateway's share is request minus upstream)
-/// and the bytes in each direction. Returns 0 when every update went in, -1 for a null
-/// pointer, else the bits of what did not (see `Outcome`): each stale update's field bit
-/// (requests 1, request_latency 2, upstream_latency 4, gateway_latency 8,
-/// received_bytes 16, sent_bytes 32), and 64 when another update was refused.
+/// and the bytes in each direction; with `h.exemplar_len` not 0, the count and the
+/// latencies carry the exemplar `h.exemplar` (the byte counts never do). Returns 0
+/// when every update went in, -1 for a null pointer, else the bits of what did not
+/// (see `Outcome`): each stale update's field bit (requests 1, request_latency 2,
+/// upstream_latency 4, gateway_latency 8, received_bytes 16, sent_bytes 32), and 64
+/// when another update was refused. A refused exemplar is counted
+/// (`invalid_exemplar`) and reported by no bit: its update went in.
 ///
 /// # Safety
-/// `f` and `h` point to valid structs.
+/// `f` and `h` point to valid structs; `h.exemplar` to `h.exemplar_len` readable bytes.
 #[no_mangle]
 pub unsafe extern "C" fn ngx_prom_record_request(f: *const Facts, h: *const RequestHandles) -> i32 {
     if f.is_null() || h.is_null() {
@@ -331,21 +338,56 @@ pub unsafe extern "C" fn ngx_prom_record_request(f: *const Facts, h: *const Requ
     }
     // SAFETY: per the contract.
     let (f, h) = unsafe { (&*f, &*h) };
+    // One branch here: a request without an exemplar runs the updates it ran before.
+    if h.exemplar_len == 0 || h.exemplar.is_null() {
+        record::<false>(f, h)
+    } else {
+        record::<true>(f, h)
+    }
+}
+
+/// [`ngx_prom_record_request`]'s updates, with the exemplar when `X`.
+#[inline(always)]
+fn record<const X: bool>(f: &Facts, h: &RequestHandles) -> i32 {
+    // The exemplar after an update that went in (see `with_exemplar`).
+    let x = |handle: u64, rc: i32, histogram: bool, v: f64| -> i32 {
+        if X {
+            // SAFETY: per `ngx_prom_record_request`'s contract.
+            unsafe { with_exemplar(handle, rc, histogram, v, h.exemplar, h.exemplar_len) }
+        } else {
+            rc
+        }
+    };
     let mut rc = Outcome::default();
     if h.requests != 0 {
-        rc.add(STALE_BIT, ngx_prom_counter_inc(h.requests, 1));
+        rc.add(
+            STALE_BIT,
+            x(h.requests, ngx_prom_counter_inc(h.requests, 1), false, 1.0),
+        );
     }
     let unit = h.ms_per_unit;
     if h.request_latency != 0 {
+        let v = f.request_ms / unit;
         rc.add(
             STALE_BIT << 1,
-            ngx_prom_histogram_observe(h.request_latency, f.request_ms / unit),
+            x(
+                h.request_latency,
+                ngx_prom_histogram_observe(h.request_latency, v),
+                true,
+                v,
+            ),
         );
     }
     if h.upstream_latency != 0 && f.upstream_ms >= 0.0 {
+        let v = f.upstream_ms / unit;
         rc.add(
             STALE_BIT << 2,
-            ngx_prom_histogram_observe(h.upstream_latency, f.upstream_ms / unit),
+            x(
+                h.upstream_latency,
+                ngx_prom_histogram_observe(h.upstream_latency, v),
+                true,
+                v,
+            ),
         );
     }
     if h.gateway_latency != 0 {
@@ -354,9 +396,15 @@ pub unsafe extern "C" fn ngx_prom_record_request(f: *const Facts, h: *const Requ
         } else {
             f.request_ms
         };
+        let v = own / unit;
         rc.add(
             STALE_BIT << 3,
-            ngx_prom_histogram_observe(h.gateway_latency, own / unit),
+            x(
+                h.gateway_latency,
+                ngx_prom_histogram_observe(h.gateway_latency, v),
+                true,
+                v,
+            ),
         );
     }
     if h.received_bytes != 0 {
@@ -372,6 +420,35 @@ pub unsafe extern "C" fn ngx_prom_record_request(f: *const Facts, h: *const Requ
         );
     }
     rc.0
+}
+
+/// Writes the exemplar id of request `r` to `buf` (`cap` bytes) and returns its
+/// length, 0 for none: the trace id of its W3C `traceparent` header, else its
+/// `$request_id` (see `request::exemplar_id`). A `traceparent` that is there but
+/// invalid (malformed, uppercase, all-zero ids, too long, repeated) is never used: it
+/// is counted as `invalid_exemplar` in the zone of `slot`, and `$request_id` taken.
+///
+/// # Safety
+/// `r` is the current request in its log phase; `buf` points to `cap` writable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn ngx_prom_request_exemplar(
+    r: *const ngx_http_request_t,
+    slot: u32,
+    buf: *mut u8,
+    cap: usize,
+) -> i32 {
+    if r.is_null() || buf.is_null() {
+        return 0;
+    }
+    // SAFETY: per the contract.
+    let (len, invalid) =
+        unsafe { request::exemplar_id(r.cast_mut(), std::slice::from_raw_parts_mut(buf, cap)) };
+    if invalid {
+        if let Some(s) = slots::store(slot as usize) {
+            s.count_error(Reason::InvalidExemplar);
+        }
+    }
+    len as i32
 }
 
 /// The return codes, by the names the Rust side gives them (see `FFI_OK`): Lua's
@@ -441,6 +518,8 @@ pub fn layouts(lua: &mlua::Lua) -> mlua::Result<mlua::Table> {
                 ("received_bytes", offset_of!(RequestHandles, received_bytes)),
                 ("sent_bytes", offset_of!(RequestHandles, sent_bytes)),
                 ("ms_per_unit", offset_of!(RequestHandles, ms_per_unit)),
+                ("exemplar", offset_of!(RequestHandles, exemplar)),
+                ("exemplar_len", offset_of!(RequestHandles, exemplar_len)),
             ],
         )?,
     )?;

@@ -117,8 +117,8 @@ fn add_readers(lua: &Lua, m: &Table) -> LuaResult<()> {
     m.set("stub_status", lua.create_function(read_stub_status)?)
 }
 
-/// IP rules, error reasons, the version, the C functions' return codes and the C
-/// structs' layouts.
+/// IP rules, error reasons, the version, the C functions' return codes, the C
+/// structs' layouts and the longest exemplar id.
 fn add_helpers(lua: &Lua, m: &Table) -> LuaResult<()> {
     m.set("ip_rules", lua.create_function(ip_rules)?)?;
     let reasons = lua.create_table()?;
@@ -129,6 +129,8 @@ fn add_helpers(lua: &Lua, m: &Table) -> LuaResult<()> {
     m.set("version", crate::config::identity::VERSION)?;
     m.set("layouts", ffi::layouts(lua)?)?;
     m.set("codes", ffi::codes(lua)?)?;
+    // The longest exemplar id kept: the buffer `ngx_prom_request_exemplar` fills.
+    m.set("max_exemplar_id", crate::metrics::exemplar::MAX_ID)?;
     Ok(())
 }
 

@@ -13,6 +13,7 @@ pub mod hdr;
 pub mod histogram;
 pub mod layout;
 pub mod store;
+pub mod trace_id;
 pub mod value;
 
 pub use family::{FamilySpec, HistogramSpec, MetricType, SpecError};

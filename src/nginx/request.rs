@@ -48,7 +48,8 @@ pub fn header_values<'r>(r: &'r Request, name: &str) -> Vec<&'r [u8]> {
     named(r, name).collect()
 }
 
-fn named<'r, 'n>(r: &'r Request, name: &'n str) -> impl Iterator<Item = &'r [u8]> + 'n
+/// Every value of request header `name` (any case), in order.
+pub fn named<'r, 'n>(r: &'r Request, name: &'n str) -> impl Iterator<Item = &'r [u8]> + 'n
 where
     'r: 'n,
 {
@@ -131,5 +132,73 @@ pub unsafe fn facts(r: *const ngx_http_request_t) -> RequestFacts {
             received_bytes: r.request_length.max(0) as u64,
             sent_bytes: (*r.connection).sent.max(0) as u64,
         }
+    }
+}
+
+/// The id a request's exemplars carry, written to the front of `out`: the trace id of
+/// its W3C `traceparent` header when that is valid, else nginx's `$request_id` (the
+/// value the access log and `proxy_set_header` see when the configuration uses it
+/// anywhere; a fresh random one otherwise). Returns the id's length (0: none, or
+/// `out` too short) and whether a `traceparent` was there but invalid (never used:
+/// the caller counts it).
+///
+/// # Safety
+/// `r` is a live request of the current worker.
+pub unsafe fn exemplar_id(r: *mut ngx_http_request_t, out: &mut [u8]) -> (usize, bool) {
+    use crate::metrics::trace_id::{self, TraceParent};
+    // SAFETY: per the contract.
+    let req = unsafe { Request::from_ngx_http_request(r) };
+    let invalid = match trace_id::of_headers(named(req, "traceparent")) {
+        TraceParent::Valid(id) if id.len() <= out.len() => {
+            out[..id.len()].copy_from_slice(id);
+            return (id.len(), false);
+        }
+        TraceParent::Absent | TraceParent::Valid(_) => false,
+        TraceParent::Invalid => true,
+    };
+    // SAFETY: per the contract.
+    let id = unsafe { request_id(r) };
+    match id {
+        Some(id) if id.len() <= out.len() => {
+            out[..id.len()].copy_from_slice(id);
+            (id.len(), invalid)
+        }
+        _ => (0, invalid),
+    }
+}
+
+/// nginx's hash of a variable name (`ngx_hash`, folded over the bytes).
+const fn ngx_hash_key(name: &[u8]) -> usize {
+    let mut key = 0usize;
+    let mut i = 0;
+    while i < name.len() {
+        key = key.wrapping_mul(31).wrapping_add(name[i] as usize);
+        i += 1;
+    }
+    key
+}
+
+const REQUEST_ID: &[u8] = b"request_id";
+const REQUEST_ID_KEY: usize = ngx_hash_key(REQUEST_ID);
+
+/// `$request_id` of request `r` (nginx makes it on first use and keeps it when the
+/// configuration indexes the variable); `None` when nginx has none.
+///
+/// # Safety
+/// `r` is a live request of the current worker.
+unsafe fn request_id<'r>(r: *mut ngx_http_request_t) -> Option<&'r [u8]> {
+    let mut name = ngx::ffi::ngx_str_t {
+        len: REQUEST_ID.len(),
+        // nginx only reads the name.
+        data: REQUEST_ID.as_ptr().cast_mut(),
+    };
+    // SAFETY: per the contract; the value nginx returns lives in the request's pool.
+    unsafe {
+        let v =
+            ngx::ffi::ngx_http_get_variable(r, &mut name, REQUEST_ID_KEY as ngx::ffi::ngx_uint_t);
+        if v.is_null() || (*v).not_found() != 0 || (*v).data.is_null() {
+            return None;
+        }
+        Some(std::slice::from_raw_parts((*v).data, (*v).len() as usize))
     }
 }

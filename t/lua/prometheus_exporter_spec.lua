@@ -4,7 +4,7 @@
 -- from coming back for what the latest configuration no longer has, and deleted when
 -- entities are removed. The zone, the C calls that record and the store are stand-ins
 -- (they need nginx: the gateway suite records for real); they keep what they were given.
-local fake = { logged = {}, recorded = {}, deleted = {}, resets = {}, facts = {} }
+local fake = { logged = {}, recorded = {}, deleted = {}, resets = {}, facts = {}, exemplars = {} }
 
 local Family = {}
 Family.__index = Family
@@ -26,6 +26,7 @@ function Family:labels(...) return self:child({ ... }) end
 function Family:reset() fake.resets[#fake.resets + 1] = self.name end
 function Family:set_expire(s) self.spec.expire = s end
 function Family:set_buckets(b) self.spec.buckets = b end
+function Family:set_exemplars(on) self.spec.exemplars = on end
 
 local zone = { families = {} }
 local function declare(kind)
@@ -33,7 +34,8 @@ local function declare(kind)
         local f = zone.families[name]
         if f then return f end
         f = setmetatable({ name = name, kind = kind, children = {}, made = 0, cache_size = 10000,
-            spec = { labels = labels or {}, expire = opts and opts.expire, buckets = opts and opts.buckets } }, Family)
+            spec = { labels = labels or {}, expire = opts and opts.expire, buckets = opts and opts.buckets,
+                exemplars = opts and opts.exemplars } }, Family)
         zone.families[name] = f
         return f
     end
@@ -61,6 +63,9 @@ local prom = {
     record = function(_, batch, requests, arg)
         fake.recorded[#fake.recorded + 1] = { batch = batch, requests = requests, arg = arg }
         return true
+    end,
+    batch_exemplar = function(batch, r, slot)
+        fake.exemplars[#fake.exemplars + 1] = { batch = batch, r = r, slot = slot }
     end,
     log_once = function(msg) fake.logged[#fake.logged + 1] = msg end,
     count_error = function() end,
@@ -94,7 +99,7 @@ local function values(child) return child and table.concat(child.values, ",") en
 describe("the prometheus plugin's exporter", function()
     before_each(function()
         latest = { services = { s1 = svc }, routes = { r1 = rt }, consumers = { c1 = ann } }
-        fake.recorded, fake.deleted, fake.resets, fake.logged = {}, {}, {}, {}
+        fake.recorded, fake.deleted, fake.resets, fake.logged, fake.exemplars = {}, {}, {}, {}, {}
         fake.facts = { status = 200, from_upstream = 1 }
     end)
 
@@ -184,5 +189,47 @@ describe("the prometheus plugin's exporter", function()
         assert.same({}, fake.resets)
         exporter.configure({}, {})
         assert.truthy(table.concat(fake.resets, " "):find("left_http_requests_total", 1, true))
+    end)
+
+    it("gives a request's batch its exemplar only where the field is on", function()
+        local off, on = conf({ namespace = "xoff" }), conf({ namespace = "xon", exemplars = true })
+        exporter.log(off, ctx())
+        assert.same({}, fake.exemplars)
+        exporter.log(on, ctx())
+        assert.equal(1, #fake.exemplars)
+        assert.equal("r", fake.exemplars[1].r)
+        assert.equal(fake.recorded[2].batch, fake.exemplars[1].batch)
+    end)
+
+    it("keeps exemplars in the count and latency families while an enabled instance asks", function()
+        local fams = { "xs_http_requests_total", "xs_request_latency_seconds",
+            "xs_upstream_latency_seconds", "xs_latency_seconds" }
+        local function kept()
+            local out = {}
+            for _, n in ipairs(fams) do out[#out + 1] = zone.families[n].spec.exemplars end
+            return out
+        end
+        local plain, with = conf({ namespace = "xs" }), conf({ namespace = "xs", exemplars = true })
+        exporter.configure({ { id = "p1", enabled = true, config = plain } }, {})
+        assert.same({ false, false, false, false }, kept())
+        -- A scoped instance that asks is enough; the global one does not.
+        exporter.configure({ { id = "p1", enabled = true, config = plain },
+            { id = "p2", enabled = true, route = { id = "r1" }, config = with } }, {})
+        assert.same({ true, true, true, true }, kept())
+        assert.is_falsy(zone.families["xs_bandwidth_bytes_total"].spec.exemplars)
+        -- Disabled, it no longer counts.
+        exporter.configure({ { id = "p1", enabled = true, config = plain },
+            { id = "p2", enabled = false, route = { id = "r1" }, config = with } }, {})
+        assert.same({ false, false, false, false }, kept())
+    end)
+end)
+
+describe("the prometheus plugin's schema", function()
+    it("has exemplars off by default and takes only a boolean", function()
+        assert.is_false(conf().exemplars)
+        assert.is_true(conf({ exemplars = true }).exemplars)
+        local ok, errs = schema.validate(plugin_schema, { exemplars = "yes" })
+        assert.is_nil(ok)
+        assert.truthy(errs.exemplars, "exemplars")
     end)
 end)

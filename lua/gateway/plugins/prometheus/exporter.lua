@@ -27,7 +27,7 @@ local tostring, tonumber, pairs, ipairs, setmetatable = tostring, tonumber, pair
 
 local request_facts = prom.request_facts
 local facts = prom.new_facts()
-local batch_set = prom.batch_set
+local batch_set, batch_exemplar = prom.batch_set, prom.batch_exemplar
 
 local _M = {}
 
@@ -125,6 +125,16 @@ end
 
 local sets = {}
 
+-- Family set key -> whether an enabled instance of it asks for exemplars (the
+-- configure phase's; until it ran, the first instance's own field decides).
+local exemplars_wanted = {}
+
+-- The families whose series carry a request's exemplar: the request count and the
+-- latencies (never the byte counts).
+local EXEMPLAR_FIELDS = { "requests", "request_latency", "upstream_latency", "gateway_latency" }
+local carries_exemplars = {}
+for _, f in ipairs(EXEMPLAR_FIELDS) do carries_exemplars[f] = true end
+
 -- The family set of a naming; families register in the zone on first use.
 local function family_set(conf)
     local key = set_key(conf)
@@ -135,6 +145,8 @@ local function family_set(conf)
     -- an unreachable or timed-out upstream), not the upstream.
     set = { kong = kong, own_source = kong and "kong" or "gateway" }
     local zone = metrics_zone()
+    local exemplars = exemplars_wanted[key]
+    if exemplars == nil then exemplars = conf.exemplars == true end
     for _, d in ipairs(list) do
         local opts
         if d.buckets then
@@ -143,6 +155,7 @@ local function family_set(conf)
         elseif d.http then
             opts = { max_series = conf.series_limit, group = "http", unit = d.unit, expire = conf.expire }
         end
+        if carries_exemplars[d.field] then opts.exemplars = exemplars end
         set[d.field] = zone[d.type](zone, d.name, d.help, d.labels, opts)
     end
     sets[key] = set
@@ -264,6 +277,7 @@ function _M.log(conf, ctx)
     local rec = recorders[conf] or recorder_of(conf)
     local entry = rec:entry(ctx, ctx.service_label or "", ctx.route_label or "", consumer)
     if not entry then return end
+    if conf.exemplars then batch_exemplar(entry, r, zone_.slot or 0) end
     rec:record(facts, entry, conf.status_code_metrics, ctx)
 end
 
@@ -318,10 +332,11 @@ local named_before = {}
 -- declares the families of every naming in use and applies bucket changes (the global
 -- instance's buckets win, then the oldest).
 function _M.configure(instances, snapshot)
-    local by_set = {}
+    local by_set, wanted = {}, {}
     for _, p in ipairs(instances) do
         if p.enabled ~= false then
             local key = set_key(p.config)
+            wanted[key] = wanted[key] or p.config.exemplars == true
             local global = not (p.service or p.route or p.consumer)
             local cur = by_set[key]
             if not cur or (global and not cur.global) then
@@ -349,10 +364,20 @@ function _M.configure(instances, snapshot)
     end
     named_before = named
     active = {}
+    exemplars_wanted = wanted
     for key, chosen in pairs(by_set) do
         local conf = chosen.conf
         local set = family_set(conf)
         active[key] = { set = set, conf = conf, upstream_health = false }
+        -- Series made from now on keep exemplars while an enabled instance asks for
+        -- them; the ones kept are shown while it does.
+        for _, field in ipairs(EXEMPLAR_FIELDS) do
+            local fam = set[field]
+            if (fam.spec.exemplars == true) ~= wanted[key] then
+                local ok, err = pcall(fam.set_exemplars, fam, wanted[key])
+                if not ok then prom.log_once("prometheus plugin: " .. tostring(err)) end
+            end
+        end
         -- The request families expire as the chosen instance says (as its buckets).
         for _, fam in ipairs({ set.requests, set.request_latency, set.upstream_latency,
                                set.gateway_latency, set.bandwidth }) do

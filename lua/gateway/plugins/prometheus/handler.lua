@@ -38,7 +38,7 @@ end
 -- The switches a narrower instance (`narrow`) turns off that a wider one (`wide`)
 -- turns on: the narrower one wins, so its requests lose them.
 local SWITCHES = { "status_code_metrics", "latency_metrics", "bandwidth_metrics",
-                   "upstream_health_metrics", "per_consumer" }
+                   "upstream_health_metrics", "per_consumer", "exemplars" }
 function _M.turns_off(narrow, wide)
     local off = {}
     for _, f in ipairs(SWITCHES) do

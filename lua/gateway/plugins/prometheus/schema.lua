@@ -24,6 +24,10 @@ return {
             description = "Count bytes received from and sent to clients." } },
         { upstream_health_metrics = { type = "boolean", default = false,
             description = "One gauge per upstream target and health state (1 or 0)." } },
+        { exemplars = { type = "boolean", default = false,
+            description = "Link the request count and latency buckets to one request each: the "
+                .. "trace id of its W3C `traceparent` header, else `$request_id` (OpenMetrics "
+                .. "and protobuf scrapes). Costs zone memory per series made while on." } },
         { naming = { type = "string", default = "prometheus", one_of = { "prometheus", "kong" },
             description = "'prometheus': base units (seconds, bytes) and `_total` counters under "
                 .. "`namespace`; 'kong': Kong's exact family names, units and labels." } },
