@@ -150,6 +150,8 @@ pub(crate) mod tests {
     use crate::metrics::builtin::{BUILD_INFO, PROCESS_GROUP};
     use crate::metrics::family::HistogramSpec;
     use crate::metrics::family::QuantileMode;
+    use crate::metrics::store::observe;
+    use crate::metrics::store::tests::series_at;
     use crate::metrics::{counter, gauge};
     use crate::metrics::{FamilySpec, MetricType};
     use crate::shm::region::heap_words;
@@ -176,21 +178,21 @@ pub(crate) mod tests {
         let mut c = spec("http_requests_total", MetricType::Counter, &["code"]);
         c.help = "Requests.".into();
         let c = reg(&c);
-        let ok = s.series_at(c, &["200"], ME, T0).unwrap();
+        let ok = series_at(&s, c, &["200"], ME, T0).unwrap();
         counter::inc(&r, ok, 3).unwrap();
-        let odd = s.series_at(c, &["a\"b\\\n"], ME, T0 + 500).unwrap();
+        let odd = series_at(&s, c, &["a\"b\\\n"], ME, T0 + 500).unwrap();
         counter::add(&r, odd, 0.5).unwrap();
         let mut k = spec("kong_bandwidth_bytes", MetricType::Counter, &[]);
         k.unit = "bytes".into();
         k.group = "http".into();
         let k = reg(&k);
-        let kb = s.series_at(k, &[] as &[&str], ME, T0).unwrap();
+        let kb = series_at(&s, k, &[] as &[&str], ME, T0).unwrap();
         counter::inc(&r, kb, 42).unwrap();
         let mut g = spec("temperature_celsius", MetricType::Gauge, &[]);
         g.help = "Say \"hot\"\\ or\ncold.".into();
         g.unit = "celsius".into();
         let g = reg(&g);
-        let gs = s.series_at(g, &[] as &[&str], ME, T0).unwrap();
+        let gs = series_at(&s, g, &[] as &[&str], ME, T0).unwrap();
         gauge::set(&r, gs, -1.5).unwrap();
         let mut h = spec("latency_seconds", MetricType::Histogram, &["route"]);
         h.help = "Latency.".into();
@@ -201,9 +203,9 @@ pub(crate) mod tests {
             ..HistogramSpec::default()
         });
         let h = reg(&h);
-        let hs = s.series_at(h, &["/"], ME, T0).unwrap();
+        let hs = series_at(&s, h, &["/"], ME, T0).unwrap();
         for v in [0.05, 0.5, 5.0] {
-            s.observe(hs, v, ME).unwrap();
+            observe(&s.region(), hs, v, || ME).unwrap();
         }
         let mut i = spec("size_bytes", MetricType::Histogram, &[]);
         i.quantiles = QuantileMode::Instead;
@@ -215,7 +217,7 @@ pub(crate) mod tests {
             buckets: vec![100.0],
         });
         let i = reg(&i);
-        s.series_at(i, &[] as &[&str], ME, T0).unwrap();
+        series_at(&s, i, &[] as &[&str], ME, T0).unwrap();
         mem
     }
 
@@ -231,11 +233,11 @@ pub(crate) mod tests {
         let mut c = spec("jobs_total", MetricType::Counter, &["code"]);
         c.exemplars = true;
         let c = reg(&c);
-        let cs = s.series_at(c, &["200"], ME, T0).unwrap();
+        let cs = series_at(&s, c, &["200"], ME, T0).unwrap();
         counter::add(&r, cs, 2.0).unwrap();
         record_after_update(&r, cs, false, 2.0, b"abc", T0 + 1000).unwrap();
         let plain = reg(&spec("plain_total", MetricType::Counter, &[]));
-        let ps = s.series_at(plain, &[] as &[&str], ME, T0).unwrap();
+        let ps = series_at(&s, plain, &[] as &[&str], ME, T0).unwrap();
         counter::add(&r, ps, 1.0).unwrap();
         // No exemplar area: the exemplar is left out, nothing is written.
         record_after_update(&r, ps, false, 1.0, b"ignored", T0).unwrap();
@@ -246,13 +248,13 @@ pub(crate) mod tests {
             ..HistogramSpec::default()
         });
         let h = reg(&h);
-        let hs = s.series_at(h, &[] as &[&str], ME, T0).unwrap();
+        let hs = series_at(&s, h, &[] as &[&str], ME, T0).unwrap();
         for (v, id, ms) in [(0.05, "a", 1), (0.07, "b-q", 2), (5.0, "inf", 3)] {
-            s.observe(hs, v, ME).unwrap();
+            observe(&s.region(), hs, v, || ME).unwrap();
             record_after_update(&r, hs, true, v, id.as_bytes(), T0 + ms).unwrap();
         }
         // Refused: a control character; the observation stands.
-        s.observe(hs, 0.5, ME).unwrap();
+        observe(&s.region(), hs, 0.5, || ME).unwrap();
         assert!(record_after_update(&r, hs, true, 0.5, b"x\ny", T0 + 4).is_err());
         let mut n = spec("native_seconds", MetricType::Histogram, &[]);
         n.exemplars = true;
@@ -262,8 +264,8 @@ pub(crate) mod tests {
             ..HistogramSpec::default()
         });
         let n = reg(&n);
-        let ns = s.series_at(n, &[] as &[&str], ME, T0).unwrap();
-        s.observe(ns, 0.05, ME).unwrap();
+        let ns = series_at(&s, n, &[] as &[&str], ME, T0).unwrap();
+        observe(&s.region(), ns, 0.05, || ME).unwrap();
         record_after_update(&r, ns, true, 0.05, b"n", T0 + 5).unwrap();
         mem
     }
@@ -413,9 +415,9 @@ pub(crate) mod tests {
             s.register(&app, ME).unwrap(),
         );
         for w in ["0", "1", "2", "3", "x"] {
-            let h = s.series_at(fw, &[w], ME, T0).unwrap();
+            let h = series_at(&s, fw, &[w], ME, T0).unwrap();
             gauge::set(&s.region(), h, 7.0).unwrap();
-            s.series_at(fa, &["q", w], ME, T0).unwrap();
+            series_at(&s, fa, &["q", w], ME, T0).unwrap();
         }
         let shown = |workers: Option<u32>, format: Format| {
             let sel = Selection {
@@ -469,7 +471,7 @@ pub(crate) mod tests {
                 ME,
             )
             .unwrap();
-        let h = s.series_at(f, &["local", "200"], ME, T0).unwrap();
+        let h = series_at(&s, f, &["local", "200"], ME, T0).unwrap();
         counter::inc(&s.region(), h, 2).unwrap();
         let id = Identity {
             labels: ConstLabels::parse(&["node_id=n-1", "dc=eu"], &[]).unwrap(),

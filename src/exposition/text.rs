@@ -279,6 +279,8 @@ mod tests {
     use crate::exposition::tests::render_string;
     use crate::exposition::{Scrape, Selection, StubStatus};
     use crate::metrics::family::QuantileMode;
+    use crate::metrics::store::observe;
+    use crate::metrics::store::tests::{series, series_at};
     use crate::metrics::Store;
     use crate::metrics::{counter, FamilySpec, HistogramSpec, MetricType};
     use crate::shm::region::heap_words;
@@ -382,13 +384,13 @@ mod tests {
                 ME,
             )
             .unwrap();
-        let ok = s.series(c, &["200"], ME).unwrap();
-        let quote = s.series(c, &["a\"b"], ME).unwrap();
+        let ok = series(&s, c, &["200"], ME).unwrap();
+        let quote = series(&s, c, &["a\"b"], ME).unwrap();
         counter::inc(&s.region(), ok, 3).unwrap();
         counter::add(&s.region(), quote, 0.5).unwrap();
-        let lat = s.series(h, &[] as &[&str], ME).unwrap();
+        let lat = series(&s, h, &[] as &[&str], ME).unwrap();
         for v in [0.05, 0.5, 5.0] {
-            s.observe(lat, v, ME).unwrap();
+            observe(&s.region(), lat, v, || ME).unwrap();
         }
         let mut out = String::new();
         write_zone(&mut out, &s, "z", None);
@@ -620,8 +622,8 @@ size_bytes_count 0
         });
         h.quantiles = QuantileMode::Beside;
         let f = s.register(&h, ME).unwrap();
-        let d = s.series_at(f, &[] as &[&str], ME, 2000).unwrap();
-        s.observe(d, -3.0, ME).unwrap();
+        let d = series_at(&s, f, &[] as &[&str], ME, 2000).unwrap();
+        observe(&s.region(), d, -3.0, || ME).unwrap();
         let out = render_string(&Scrape {
             format: crate::exposition::Format::OpenMetrics,
             selection: Selection {

@@ -6,7 +6,7 @@
 
 use super::slots;
 use crate::metrics::value::UpdateError;
-use crate::metrics::{counter, exemplar, gauge, histogram, Reason, Store};
+use crate::metrics::{counter, exemplar, gauge, store, Reason, Store};
 use crate::nginx::{request, zone};
 use ngx::ffi::ngx_http_request_t;
 
@@ -74,13 +74,7 @@ pub extern "C" fn ngx_prom_gauge_add(handle: u64, v: f64) -> i32 {
 
 #[no_mangle]
 pub extern "C" fn ngx_prom_histogram_observe(handle: u64, v: f64) -> i32 {
-    with(handle, |r, h| {
-        histogram::observe(r, h, v, |pointer, slots| {
-            Store::attach(*r)
-                .map_err(|_| UpdateError::BadHandle)?
-                .make_chunk(h, pointer, slots, zone::participant())
-        })
-    })
+    with(handle, |r, h| store::observe(r, h, v, zone::participant))
 }
 
 /// Milliseconds since the epoch from the coarse real-time clock (the vDSO's, no system

@@ -2,15 +2,14 @@
 //! and the log-phase handler that records every request of a location that has a
 //! recorder, with no Lua run. What is recorded and how a label value is bounded is
 //! `config::record`; the series are found and made by the store's `find_or_make` and
-//! updated by `counter::inc` and `histogram::observe`, the paths the Lua API's FFI
+//! updated by `counter::inc` and `store::observe`, the paths the Lua API's FFI
 //! functions take.
 
 use super::{conf_error, request, zone, LocConf, Module};
 use crate::config::record::{self, Label, Record, FAMILIES};
-use crate::metrics::store::decode_key;
-use crate::metrics::store::Family;
+use crate::metrics::store::{self, decode_key, Family};
 use crate::metrics::value::UpdateError;
-use crate::metrics::{counter, histogram, Reason, Store};
+use crate::metrics::{counter, Reason, Store};
 use ngx::ffi::{
     ngx_conf_t, ngx_http_compile_complex_value_t, ngx_http_complex_value_t, ngx_http_request_t,
     ngx_int_t, ngx_str_t,
@@ -426,11 +425,11 @@ unsafe fn record_request(r: *mut ngx_http_request_t, rc: &RecordConf, location: 
         key.truncate(labels);
     }
     cached(store, latency, &mut entry.latency, key, |r, h| {
-        observe(store, r, h, facts.request_ms as f64 / 1000.0)
+        store::observe(r, h, facts.request_ms as f64 / 1000.0, zone::participant)
     });
     if let Some(ms) = facts.upstream_ms {
         cached(store, upstream, &mut entry.upstream, key, |r, h| {
-            observe(store, r, h, ms as f64 / 1000.0)
+            store::observe(r, h, ms as f64 / 1000.0, zone::participant)
         });
     }
     cached(store, received, &mut entry.received, key, |r, h| {
@@ -505,7 +504,9 @@ unsafe fn record_tries(
             key.truncate(peer);
             if s.response_time != ngx_msec_t::MAX {
                 let secs = s.response_time as f64 / 1000.0;
-                cached(store, f[1], &mut 0, key, |r, h| observe(store, r, h, secs));
+                cached(store, f[1], &mut 0, key, |r, h| {
+                    store::observe(r, h, secs, zone::participant)
+                });
             }
             if status == 0 || status >= 500 {
                 cached(store, f[2], &mut 0, key, |r, h| counter::inc(r, h, 1));
@@ -574,17 +575,6 @@ fn cached(
         }
     }
     store.count_error(Reason::StaleHandle);
-}
-
-fn observe(
-    store: Store<'static>,
-    region: &crate::shm::Region<'static>,
-    handle: u64,
-    v: f64,
-) -> Result<(), UpdateError> {
-    histogram::observe(region, handle, v, |pointer, slots| {
-        store.make_chunk(handle, pointer, slots, zone::participant())
-    })
 }
 
 /// # Safety

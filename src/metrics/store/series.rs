@@ -340,39 +340,21 @@ impl<'a> Store<'a> {
     }
 }
 
-/// Shorthands of the tests (here and in the exposition's). The FFI path observes with
-/// [`histogram::observe`] and [`Store::make_chunk`] itself: attaching a store first
-/// would cost the hot path a header check.
-#[cfg(test)]
-impl Store<'_> {
-    /// Counts `v` in histogram series `handle`, making the chunk it falls in the first
-    /// time (see [`histogram::observe`]).
-    pub fn observe(&self, handle: u64, v: f64, p: Participant<'_>) -> Result<(), UpdateError> {
-        histogram::observe(&self.region(), handle, v, |pointer, slots| {
-            self.make_chunk(handle, pointer, slots, p)
-        })
-    }
-
-    pub fn series<V: AsRef<[u8]>>(
-        &self,
-        f: Family,
-        values: &[V],
-        p: Participant<'_>,
-    ) -> Result<u64, SeriesError> {
-        self.find_or_make(f, values, p, SeriesOptions::default())
-            .map(|s| s.handle)
-    }
-
-    pub fn series_at<V: AsRef<[u8]>>(
-        &self,
-        f: Family,
-        values: &[V],
-        p: Participant<'_>,
-        created_ms: u64,
-    ) -> Result<u64, SeriesError> {
-        let options = SeriesOptions {
-            created_ms: Some(created_ms),
-        };
-        self.find_or_make(f, values, p, options).map(|s| s.handle)
-    }
+/// Counts `v` in histogram series `handle` of the zone `r` holds: how every caller
+/// observes (the FFI, the recorder, the tests). A value's first miss in a chunk of its
+/// range makes the chunk under the zone lock (see [`Store::make_chunk`]); only then is
+/// the store attached and `participant` asked for, so the hot path pays for neither (an
+/// attach checks the zone's header; the glue's participant reads the pid).
+#[inline(always)]
+pub fn observe<'p>(
+    r: &Region<'_>,
+    handle: u64,
+    v: f64,
+    participant: impl FnOnce() -> Participant<'p>,
+) -> Result<(), UpdateError> {
+    histogram::observe(r, handle, v, |pointer, slots| {
+        Store::attach(*r)
+            .map_err(|_| UpdateError::BadHandle)?
+            .make_chunk(handle, pointer, slots, participant())
+    })
 }
