@@ -5,8 +5,7 @@
 //! from that read.
 
 use super::model::{CounterValue, Exemplar, HistogramValue, SummaryValue};
-use super::number::Out;
-pub use super::number::{write_canonical, write_f64, write_ms_as_seconds, write_u64};
+use super::number::{write_f64, write_ms_as_seconds, write_u64, Out};
 use super::{label_values, Meta, Sink};
 use crate::metrics::exemplar;
 use crate::metrics::histogram::SUMMARY_QUANTILES;
@@ -276,6 +275,7 @@ impl Sink for TextSink<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::exposition::number::write_canonical;
     use crate::exposition::tests::render_string;
     use crate::exposition::{Scrape, Selection, StubStatus};
     use crate::metrics::family::QuantileMode;

@@ -9,6 +9,7 @@ use super::{Collector, ExposedType, Meta, NotFound, Point, Scrape, Sink};
 use crate::metrics::exemplar::{self, Exemplar};
 use crate::metrics::family::{FamilySpec, HistogramSpec, QuantileMode, QUANTILES_SUFFIX};
 use crate::metrics::histogram::{self, Snapshot, SUMMARY_QUANTILES};
+use crate::metrics::layout::COUNTER_WORDS;
 use crate::metrics::{counter, gauge, Family, MetricType, Store};
 use crate::shm::Offset;
 
@@ -175,7 +176,7 @@ impl Walker<'_, '_> {
             let h = store.series_values(rec);
             let point = if meta.declared == MetricType::Counter {
                 let (int, float) = counter::read(&r, h);
-                exemplar::read(&r, h, counter::VALUE_WORDS, &mut self.exemplars_read);
+                exemplar::read(&r, h, COUNTER_WORDS, &mut self.exemplars_read);
                 Point::Counter(CounterValue {
                     int,
                     float,

@@ -19,6 +19,16 @@ pub(super) struct Shape {
     hist: Option<(HistogramSpec, HdrLayout)>,
 }
 
+/// A new series of one family as [`Store::find_or_make`] makes it: the family, the
+/// words it takes, its creation time, and who makes it (a freed block is reused only
+/// once every participant has moved on).
+pub(super) struct NewSeries<'p> {
+    family: Family,
+    shape: Shape,
+    created_ms: u64,
+    p: Participant<'p>,
+}
+
 /// A series [`Store::find_or_make`] found or made.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Found {
@@ -123,14 +133,17 @@ impl<'a> Store<'a> {
             return Ok((handle, None));
         }
         self.check_label_values(f, values)?;
-        let shape = self.value_words(f);
+        let new = NewSeries {
+            family: f,
+            shape: self.value_words(f),
+            created_ms,
+            p,
+        };
         let g = self.lock(p);
         if let Some(rec) = self.arena.lookup(f.id, &key) {
             return Ok((self.handle_of(rec), None));
         }
-        let make = |key: &[u8], overflow: bool| {
-            self.make_series(&g, p.alive, f, key, &shape, created_ms, overflow)
-        };
+        let make = |key: &[u8], overflow: bool| self.make_series(&g, &new, key, overflow);
         let zone_full = || SeriesError::ZoneFull {
             family: self.family_name(f),
         };
@@ -217,12 +230,12 @@ impl<'a> Store<'a> {
         let keeps = self.region().load(f.body + F_META) & register::META_EXEMPLARS != 0;
         match f.metric_type {
             MetricType::Counter => Shape {
-                values: counter::VALUE_WORDS,
+                values: COUNTER_WORDS,
                 exemplar_slots: u64::from(keeps),
                 hist: None,
             },
             MetricType::Gauge => Shape {
-                values: gauge::VALUE_WORDS,
+                values: GAUGE_WORDS,
                 exemplar_slots: 0,
                 hist: None,
             },
@@ -277,20 +290,22 @@ impl<'a> Store<'a> {
         encode_key(&vec![value; f.label_count])
     }
 
-    /// Makes a series of `f` with `key` (under the lock, once looked for); `overflow`:
+    /// Makes a series of `new.family` with `key` (under the lock, once looked for); `overflow`:
     /// the family's overflow series, made in the zone's reserve and not counted towards
     /// `max_series`.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn make_series(
         &self,
         g: &Guard<'_>,
-        alive: Liveness<'_>,
-        f: Family,
+        new: &NewSeries<'_>,
         key: &[u8],
-        shape: &Shape,
-        created_ms: u64,
         overflow: bool,
     ) -> Result<u64, crate::shm::Full> {
+        let NewSeries {
+            family: f,
+            ref shape,
+            created_ms,
+            p,
+        } = *new;
         let r = self.region();
         let (rec, body, generation, _reused) = loop {
             let (rec, body) = self.arena.make_keyed(
@@ -300,7 +315,7 @@ impl<'a> Store<'a> {
                 key,
                 S_VALUES as usize
                     + (shape.values + exemplar::area_words(shape.exemplar_slots)) as usize,
-                alive,
+                p.alive,
                 overflow,
             )?;
             // A reused block's tag word holds the generation its deleted series left;

@@ -97,19 +97,9 @@ fn exemplars_cost_a_series_96_bytes_a_slot_and_apply_to_series_made_after() {
         exemplar::record_after_update(&r, h, false, 1.0, b"t", 7).unwrap();
     }
     let mut out = Vec::new();
-    exemplar::read(
-        &r,
-        s.series_values(series[0]),
-        counter::VALUE_WORDS,
-        &mut out,
-    );
+    exemplar::read(&r, s.series_values(series[0]), COUNTER_WORDS, &mut out);
     assert!(out.is_empty());
-    exemplar::read(
-        &r,
-        s.series_values(series[1]),
-        counter::VALUE_WORDS,
-        &mut out,
-    );
+    exemplar::read(&r, s.series_values(series[1]), COUNTER_WORDS, &mut out);
     assert_eq!(out, vec![Some(exemplar::Exemplar::new("t", 1.0, 7))]);
     // A histogram: a slot per bucket and +Inf.
     let mut h = FamilySpec {
