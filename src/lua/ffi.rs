@@ -9,6 +9,7 @@ use crate::metrics::value::UpdateError;
 use crate::metrics::{counter, exemplar, gauge, store, Reason, Store};
 use crate::nginx::{request, zone};
 use ngx::ffi::ngx_http_request_t;
+use ngx::http::Request;
 
 #[inline(always)]
 fn with<F: FnOnce(&crate::shm::Region<'static>, u64) -> Result<(), UpdateError>>(
@@ -281,7 +282,7 @@ pub unsafe extern "C" fn ngx_prom_request_facts(
     }
     // SAFETY: per the contract.
     unsafe {
-        let f = request::facts(r);
+        let f = request::facts(Request::from_ngx_http_request(r.cast_mut()));
         *out = Facts {
             status: f64::from(f.status),
             request_ms: f.request_ms as f64,

@@ -33,7 +33,7 @@ use super::family::{
     QuantileMode, MAX_LABEL_VALUE,
 };
 use super::value::UpdateError;
-use super::{counter, histogram, value};
+use super::{histogram, value};
 use crate::shm::{Arena, AttachError, Guard, Kind, Liveness, Offset, Region, Slot};
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 

@@ -1,5 +1,5 @@
 use super::*;
-use crate::metrics::exemplar;
+use crate::metrics::{counter, exemplar};
 use crate::metrics::family::DEFAULT_BUCKETS;
 use crate::shm::region::heap_words;
 use std::sync::atomic::AtomicU64;
