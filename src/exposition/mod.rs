@@ -1,7 +1,7 @@
 //! Exposition formats. Pure: writes what the store holds as bytes.
 //!
-//! A [`Scrape`] describes one scrape (store, zone, nginx's counters, selection,
-//! identity, format); [`render`] writes it. [`walk()`] reads a zone once (families in
+//! A [`Scrape`] ([`scrape`]) describes one scrape (store, zone, nginx's counters,
+//! selection, identity, format); [`render`] writes it. [`walk()`] reads a zone once (families in
 //! declaration order, each series once, then the module's own families, which
 //! [`Collector`]s read at scrape time) and hands every family and series to a [`Sink`]
 //! ([`model`]), one per format: [`text`] writes the Prometheus text format 0.0.4,
@@ -28,96 +28,16 @@ pub mod number;
 pub mod openmetrics;
 pub mod proto;
 pub mod protobuf;
+pub mod scrape;
 pub mod select;
 pub mod status_page;
 pub mod text;
 pub mod walk;
 
-use crate::config::identity::Identity;
-use crate::metrics::Store;
-
-pub use builtins::StubStatus;
-pub use model::{label_values, Collector, ExposedType, Meta, Point, Sink};
+pub use model::{label_values, ExposedType, Meta, Point, Sink};
+pub use scrape::{Collector, Format, Scrape, StubStatus};
 pub use select::{NotFound, Selection};
 pub use walk::walk;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
-    /// Prometheus text format 0.0.4, the default.
-    Text,
-    /// OpenMetrics 1.0.0 text.
-    OpenMetrics,
-    /// JSON for scripts (`?format=json`).
-    Json,
-    /// Length-delimited `io.prometheus.client.MetricFamily` messages, with native
-    /// histograms.
-    Protobuf,
-    /// The status page (`?format=html`): a fixed document that reads the JSON of the
-    /// same URL; nothing of the zone is in it. Never chosen by `Accept`, nor by
-    /// [`Format::parse`] (Lua's `render` returns data, not a page).
-    Html,
-}
-
-impl Format {
-    /// `?format=` values.
-    pub fn parse(s: &str) -> Option<Format> {
-        match s {
-            "text" => Some(Format::Text),
-            "openmetrics" => Some(Format::OpenMetrics),
-            "json" => Some(Format::Json),
-            "protobuf" => Some(Format::Protobuf),
-            _ => None,
-        }
-    }
-
-    pub fn content_type(self) -> &'static str {
-        match self {
-            Format::Text => text::CONTENT_TYPE,
-            Format::OpenMetrics => openmetrics::CONTENT_TYPE,
-            Format::Json => json::CONTENT_TYPE,
-            Format::Protobuf => protobuf::CONTENT_TYPE,
-            Format::Html => status_page::CONTENT_TYPE,
-        }
-    }
-
-    /// Headers an answer in this format carries beyond those every answer has.
-    pub fn headers(self) -> &'static [(&'static str, &'static str)] {
-        match self {
-            Format::Html => status_page::headers(),
-            _ => &[],
-        }
-    }
-}
-
-/// One scrape: what it reads and how it is written. Every entry point (the metrics
-/// handler, Lua's `render`, the pusher) describes its scrape with one.
-#[derive(Clone)]
-pub struct Scrape<'s> {
-    pub store: Store<'s>,
-    /// The zone's name, as the module's own families label it.
-    pub zone: String,
-    /// nginx's connection counters, where `stub_status` has them.
-    pub stub: Option<StubStatus>,
-    pub selection: Selection,
-    /// With an identity, every series gets its constant labels and the build info
-    /// family is written.
-    pub identity: Option<&'s Identity>,
-    pub format: Format,
-}
-
-impl<'s> Scrape<'s> {
-    /// Everything in `store`, as text, without nginx's counters or an identity.
-    pub fn new(store: Store<'s>, zone: &str) -> Scrape<'s> {
-        Scrape {
-            store,
-            zone: zone.to_string(),
-            stub: None,
-            selection: Selection::default(),
-            identity: None,
-            format: Format::Text,
-        }
-    }
-}
 
 /// Appends `scrape` to `out` in its format; see [`walk()`]. Nothing is written when
 /// the selection names a group or family that is not there.
@@ -146,11 +66,12 @@ pub fn render(out: &mut Vec<u8>, scrape: &Scrape<'_>) -> Result<(), NotFound> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::config::identity::{ConstLabels, REVISION, VERSION};
+    use crate::config::identity::{ConstLabels, Identity, REVISION, VERSION};
     use crate::metrics::builtin::{BUILD_INFO, PROCESS_GROUP};
     use crate::metrics::family::HistogramSpec;
     use crate::metrics::family::QuantileMode;
     use crate::metrics::store::observe;
+    use crate::metrics::Store;
     use crate::metrics::store::tests::series_at;
     use crate::metrics::{counter, gauge};
     use crate::metrics::{FamilySpec, MetricType};

@@ -31,7 +31,8 @@
 //!   must be a valid metric or group name (`400`). A group the location does not
 //!   serve is a `404`.
 
-use super::{Format, Selection};
+use super::scrape::Format;
+use super::select::Selection;
 use crate::metrics::family::{valid_group, valid_metric_name};
 
 /// Why a scrape request cannot be served as it asks (a bad query `400`, a group the

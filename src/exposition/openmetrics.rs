@@ -2,9 +2,9 @@
 //! OpenMetrics' headers, counters, `_created` lines and end marker.
 
 use super::model::{CounterValue, HistogramValue, SummaryValue};
+use super::model::{ExposedType, Meta, Sink};
 use super::number::{write_canonical, write_ms_as_seconds, Out};
 use super::text::Lines;
-use super::{ExposedType, Meta, Sink};
 use crate::metrics::family::counter_base;
 
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";

@@ -4,9 +4,9 @@
 //! zone walker ([`super::walk()`]) reads each series once and every line of it derives
 //! from that read.
 
+use super::model::{label_values, Meta, Sink};
 use super::model::{CounterValue, Exemplar, HistogramValue, SummaryValue};
 use super::number::{write_f64, write_ms_as_seconds, write_u64, Out};
-use super::{label_values, Meta, Sink};
 use crate::metrics::exemplar;
 use crate::metrics::histogram::SUMMARY_QUANTILES;
 

@@ -3,9 +3,11 @@
 
 use super::const_labels::WithConstLabels;
 use super::model::{CounterValue, HistogramValue, NativeHistogramValue, SummaryValue};
+use super::model::{ExposedType, Meta, Point, Sink};
 use super::native::{Converter, NativeBuckets};
+use super::scrape::{Collector, Scrape};
 use super::select::worker_runs;
-use super::{Collector, ExposedType, Meta, NotFound, Point, Scrape, Sink};
+use super::select::NotFound;
 use crate::metrics::exemplar::{self, Exemplar};
 use crate::metrics::family::{FamilySpec, HistogramSpec, QuantileMode, QUANTILES_SUFFIX};
 use crate::metrics::histogram::{self, Snapshot, SUMMARY_QUANTILES};

@@ -1,6 +1,6 @@
 use super::*;
-use crate::metrics::{counter, exemplar};
 use crate::metrics::family::DEFAULT_BUCKETS;
+use crate::metrics::{counter, exemplar};
 use crate::shm::region::heap_words;
 use std::sync::atomic::AtomicU64;
 
