@@ -71,8 +71,8 @@ pub(crate) mod tests {
     use crate::metrics::family::HistogramSpec;
     use crate::metrics::family::QuantileMode;
     use crate::metrics::store::observe;
-    use crate::metrics::Store;
     use crate::metrics::store::tests::series_at;
+    use crate::metrics::Store;
     use crate::metrics::{counter, gauge};
     use crate::metrics::{FamilySpec, MetricType};
     use crate::shm::region::heap_words;

@@ -175,14 +175,48 @@ impl<'o> Lines<'o> {
         self.out.push(b'\n');
     }
 
-    pub(super) fn gauge(&mut self, name: &str, v: f64) {
-        self.value_line(name, "", None);
+    /// A gauge series: its one line.
+    pub(super) fn gauge(&mut self, m: &Meta<'_>, key: &[u8], v: f64) {
+        self.series(m, key);
+        self.value_line(m.name, "", None);
         write_f64(self.out, v);
         self.out.push(b'\n');
     }
 
+    /// A histogram series: its buckets, then `_sum` and `_count` if `with_sum`.
+    pub(super) fn histogram(
+        &mut self,
+        m: &Meta<'_>,
+        key: &[u8],
+        h: &HistogramValue<'_>,
+        with_sum: bool,
+    ) {
+        self.series(m, key);
+        self.buckets(m.name, h);
+        if with_sum {
+            self.sum(m.name, h.sum);
+            self.count(m.name, h.count);
+        }
+    }
+
+    /// A summary series: its quantiles, `_sum` if `with_sum`, then `_count`.
+    pub(super) fn summary(
+        &mut self,
+        m: &Meta<'_>,
+        key: &[u8],
+        s: &SummaryValue<'_>,
+        with_sum: bool,
+    ) {
+        self.series(m, key);
+        self.quantiles(m.name, s.quantiles);
+        if with_sum {
+            self.sum(m.name, s.sum);
+        }
+        self.count(m.name, s.count);
+    }
+
     /// `_bucket` lines, `+Inf` last.
-    pub(super) fn buckets(&mut self, name: &str, h: &HistogramValue<'_>) {
+    fn buckets(&mut self, name: &str, h: &HistogramValue<'_>) {
         let les = std::mem::take(&mut self.les);
         let at = |i: usize| h.exemplars.get(i).and_then(Option::as_ref);
         for (i, (le, c)) in les.iter().zip(h.cumulative).enumerate() {
@@ -198,7 +232,7 @@ impl<'o> Lines<'o> {
         self.out.push(b'\n');
     }
 
-    pub(super) fn quantiles(&mut self, name: &str, quantiles: &[f64]) {
+    fn quantiles(&mut self, name: &str, quantiles: &[f64]) {
         let qs = std::mem::take(&mut self.qs);
         for (q, v) in qs.iter().zip(quantiles) {
             self.value_line(name, "", Some(("quantile", q)));
@@ -208,13 +242,13 @@ impl<'o> Lines<'o> {
         self.qs = qs;
     }
 
-    pub(super) fn sum(&mut self, name: &str, sum: f64) {
+    fn sum(&mut self, name: &str, sum: f64) {
         self.value_line(name, "_sum", None);
         write_f64(self.out, sum);
         self.out.push(b'\n');
     }
 
-    pub(super) fn count(&mut self, name: &str, count: u64) {
+    fn count(&mut self, name: &str, count: u64) {
         self.value_line(name, "_count", None);
         write_u64(self.out, count);
         self.out.push(b'\n');
@@ -249,22 +283,15 @@ impl Sink for TextSink<'_> {
     }
 
     fn gauge(&mut self, m: &Meta<'_>, labels: &[u8], v: f64) {
-        self.lines.series(m, labels);
-        self.lines.gauge(m.name, v);
+        self.lines.gauge(m, labels, v);
     }
 
     fn histogram(&mut self, m: &Meta<'_>, labels: &[u8], h: &HistogramValue<'_>) {
-        self.lines.series(m, labels);
-        self.lines.buckets(m.name, h);
-        self.lines.sum(m.name, h.sum);
-        self.lines.count(m.name, h.count);
+        self.lines.histogram(m, labels, h, true);
     }
 
     fn summary(&mut self, m: &Meta<'_>, labels: &[u8], s: &SummaryValue<'_>) {
-        self.lines.series(m, labels);
-        self.lines.quantiles(m.name, s.quantiles);
-        self.lines.sum(m.name, s.sum);
-        self.lines.count(m.name, s.count);
+        self.lines.summary(m, labels, s, true);
     }
 
     fn end_family(&mut self, _m: &Meta<'_>) {}
