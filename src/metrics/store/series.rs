@@ -24,7 +24,7 @@ pub(super) struct Shape {
 /// once every participant has moved on).
 pub(super) struct NewSeries<'p> {
     family: Family,
-    shape: Shape,
+    shape: &'p Shape,
     created_ms: u64,
     p: Participant<'p>,
 }
@@ -133,9 +133,10 @@ impl<'a> Store<'a> {
             return Ok((handle, None));
         }
         self.check_label_values(f, values)?;
+        let shape = self.value_words(f);
         let new = NewSeries {
             family: f,
-            shape: self.value_words(f),
+            shape: &shape,
             created_ms,
             p,
         };
@@ -302,7 +303,7 @@ impl<'a> Store<'a> {
     ) -> Result<u64, crate::shm::Full> {
         let NewSeries {
             family: f,
-            ref shape,
+            shape,
             created_ms,
             p,
         } = *new;
