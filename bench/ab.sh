@@ -62,7 +62,7 @@ measure() {  # measure TREE NAME: runs the steps there, prints the directory of 
   (cd "$1" && BENCH_ONLY="$STEPS" BENCH_CALLGRIND=1 BENCH_KEEP=1 ./bench/run.sh \
     >"$out/report.md" 2>"$out/log") || { tail -20 "$out/log" >&2; die "bench in $1 failed"; }
   local kept
-  kept=$(sed -n 's/^bench: kept //p' "$out/log" | tail -1)
+  kept=$(sed -n 's/^\(bench\|run\): kept //p' "$out/log" | tail -1)
   [ -d "$kept/out" ] || die "no kept work directory in $out/log"
   cp "$kept"/out/*.tsv "$out/"
   rm -rf "$kept"

@@ -16,11 +16,9 @@
 -- same bytes (names, help, label order, `le` formatting, order of lines).
 
 local prom = require "ngxprom"
-local ffi = require "ffi"
 local exposition = require "prometheus.exposition"
 
-local C = ffi.C
-local count_error = C.ngx_prom_count_error
+local count_error = prom.count_error
 local REASON = prom.core.reasons
 local log_once = prom.log_once
 -- ngxprom's update forms with label values, called as functions (one lookup less per

@@ -132,7 +132,7 @@ fn main() {
     );
     println!("| 1,000,000 label sets through a 4 MB zone (expire 1 s, 5,000/s) | peak {peak} bytes used, {refused} refused |");
     println!(
-        "| a new series in fresh memory (`series_at`, 1 label) | {:.0} ns |",
+        "| a new series in fresh memory (`find_or_make`, 1 label) | {:.0} ns |",
         reuse.fresh_ns
     );
     println!(

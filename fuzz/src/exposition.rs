@@ -23,9 +23,9 @@ use ngx_prometheus::exposition::protobuf::ProtobufSink;
 use ngx_prometheus::exposition::text::TextSink;
 use ngx_prometheus::exposition::{label_values, walk, ExposedType, Meta, Scrape, Sink};
 use ngx_prometheus::metrics::family::QuantileMode;
-use ngx_prometheus::metrics::store::{Found, Participant, SeriesOptions};
+use ngx_prometheus::metrics::store::{self, Found, Participant, SeriesOptions};
 use ngx_prometheus::metrics::{
-    counter, exemplar, gauge, histogram, FamilySpec, HistogramSpec, MetricType, Store,
+    counter, exemplar, gauge, FamilySpec, HistogramSpec, MetricType, Store,
 };
 use ngx_prometheus::shm::region::heap_words;
 use ngx_prometheus::shm::Region;
@@ -426,10 +426,7 @@ fn spec_of(f: &FamilyIn) -> FamilySpec {
 /// Counts `v` in histogram series `h` the way the FFI path does, making the chunk it
 /// falls in on a first miss.
 fn observe(store: &Store<'_>, h: u64, v: f64) -> bool {
-    histogram::observe(&store.region(), h, v, |pointer, slots| {
-        store.make_chunk(h, pointer, slots, ME)
-    })
-    .is_ok()
+    store::observe(&store.region(), h, v, || ME).is_ok()
 }
 
 /// Registers and records everything the input holds that the store accepts.

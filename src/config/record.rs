@@ -110,124 +110,157 @@ pub fn parse(a: &[&str], time: Time<'_>) -> Result<Option<Record>, String> {
         upstreams: false,
         cache: false,
     };
-    let mut fixed_given = false;
-    let mut values: Vec<Label> = Vec::new();
-    let mut max_series: Option<u64> = None;
-    let mut buckets: Option<Vec<f64>> = None;
+    let mut given = Given::default();
     for arg in a {
-        let Some((k, v)) = arg.split_once('=') else {
-            return Err(format!("unknown parameter \"{arg}\" ({HELP})"));
-        };
-        let bad = |what: &str| format!("invalid {k} \"{v}\" ({what})");
-        match k {
-            "zone" => r.zone = v.to_string(),
-            "namespace" => {
-                if !crate::metrics::family::valid_metric_name(v) {
-                    return Err(bad("a metric name prefix: [a-zA-Z_:][a-zA-Z0-9_:]*"));
-                }
-                r.namespace = v.to_string();
-            }
-            "group" => {
-                if !valid_group(v) {
-                    return Err(bad("1 to 64 letters, digits, '_' and '-'"));
-                }
-                r.group = v.to_string();
-            }
-            "labels" if !fixed_given => {
-                fixed_given = true;
-                r.labels.clear();
-                let mut status = None;
-                for w in v.split(',').filter(|w| !w.is_empty()) {
-                    let label = match w {
-                        "server" => Label::Server,
-                        "location" => Label::Location,
-                        "method" => Label::Method,
-                        "code" | "class" if status.is_none() => {
-                            status = Some(if w == "code" {
-                                Status::Code
-                            } else {
-                                Status::Class
-                            });
-                            continue;
-                        }
-                        "code" | "class" => {
-                            return Err(bad("code and class are the same label: one of them"))
-                        }
-                        _ => {
-                            return Err(format!(
-                                "invalid labels \"{v}\": unknown label \"{w}\" \
-                                 (server, location, method, code, class; other values with label=<name>:<value>)"
-                            ))
-                        }
-                    };
-                    if r.labels.contains(&label) {
-                        return Err(format!("invalid labels \"{v}\": \"{w}\" is given twice"));
-                    }
-                    r.labels.push(label);
-                }
-                r.status = status.unwrap_or(Status::Code);
-            }
-            "label" => {
-                let Some((name, value)) = v.split_once(':') else {
-                    return Err(bad("<name>:<value>, for example host:$host"));
-                };
-                if !valid_label_name(name) || name == "code" {
-                    return Err(format!(
-                        "invalid label \"{v}\": invalid label name \"{name}\" \
-                         ([a-zA-Z_][a-zA-Z0-9_]*, not code, le, quantile or __*)"
-                    ));
-                }
-                if value.is_empty() {
-                    return Err(format!("invalid label \"{v}\": the value is empty"));
-                }
-                values.push(Label::Value {
-                    name: name.to_string(),
-                    value: value.to_string(),
-                });
-            }
-            "buckets" => {
-                let b: Result<Vec<f64>, _> = v.split(',').map(str::parse::<f64>).collect();
-                match b {
-                    Ok(b) if !b.is_empty() => buckets = Some(b),
-                    _ => return Err(bad("increasing numbers of seconds, comma-separated")),
-                }
-            }
-            "precision" => match v.parse::<u8>() {
-                Ok(p @ 1..=5) => r.histogram.precision = p,
-                _ => return Err(bad("significant digits, 1 to 5")),
-            },
-            "max_series" => match v.parse::<u64>() {
-                Ok(n) => max_series = Some(n),
-                _ => return Err(bad("a number of series, 0 for no limit")),
-            },
-            "overflow" => {
-                if v.is_empty() || v.len() > MAX_VALUE_BYTES {
-                    return Err(bad("1 to 256 bytes"));
-                }
-                r.overflow = v.to_string();
-            }
-            "expire" => {
-                let ms = time(v).ok_or_else(|| bad("a time, for example 300s or 1h"))?;
-                r.expire_s = ms.div_ceil(1000);
-            }
-            "upstreams" | "cache" => {
-                let on = match v {
-                    "on" => true,
-                    "off" => false,
-                    _ => return Err(bad("on or off")),
-                };
-                if k == "cache" {
-                    r.cache = on;
-                } else {
-                    r.upstreams = on;
-                }
-            }
-            "labels" => return Err("\"labels=\" is given twice".into()),
-            _ => return Err(format!("unknown parameter \"{arg}\" ({HELP})")),
-        }
+        word(&mut r, &mut given, arg, time)?;
     }
-    let with_values = !values.is_empty();
-    r.labels.extend(values);
+    finish(r, given).map(Some)
+}
+
+/// What the words gave that is settled only once all are read.
+#[derive(Default)]
+struct Given {
+    /// `labels=` was given (once at most).
+    fixed: bool,
+    /// The `label=` labels, after the fixed ones.
+    values: Vec<Label>,
+    max_series: Option<u64>,
+    buckets: Option<Vec<f64>>,
+}
+
+/// One `key=value` word, into `r` (or `given`).
+fn word(r: &mut Record, given: &mut Given, arg: &str, time: Time<'_>) -> Result<(), String> {
+    let Some((k, v)) = arg.split_once('=') else {
+        return Err(format!("unknown parameter \"{arg}\" ({HELP})"));
+    };
+    let bad = |what: &str| format!("invalid {k} \"{v}\" ({what})");
+    match k {
+        "zone" => r.zone = v.to_string(),
+        "namespace" => {
+            if !crate::metrics::family::valid_metric_name(v) {
+                return Err(bad("a metric name prefix: [a-zA-Z_:][a-zA-Z0-9_:]*"));
+            }
+            r.namespace = v.to_string();
+        }
+        "group" => {
+            if !valid_group(v) {
+                return Err(bad("1 to 64 letters, digits, '_' and '-'"));
+            }
+            r.group = v.to_string();
+        }
+        "labels" if !given.fixed => {
+            given.fixed = true;
+            (r.labels, r.status) = fixed_labels(v)?;
+        }
+        "label" => given.values.push(value_label(v)?),
+        "buckets" => {
+            let b: Result<Vec<f64>, _> = v.split(',').map(str::parse::<f64>).collect();
+            match b {
+                Ok(b) if !b.is_empty() => given.buckets = Some(b),
+                _ => return Err(bad("increasing numbers of seconds, comma-separated")),
+            }
+        }
+        "precision" => match v.parse::<u8>() {
+            Ok(p @ 1..=5) => r.histogram.precision = p,
+            _ => return Err(bad("significant digits, 1 to 5")),
+        },
+        "max_series" => match v.parse::<u64>() {
+            Ok(n) => given.max_series = Some(n),
+            _ => return Err(bad("a number of series, 0 for no limit")),
+        },
+        "overflow" => {
+            if v.is_empty() || v.len() > MAX_VALUE_BYTES {
+                return Err(bad("1 to 256 bytes"));
+            }
+            r.overflow = v.to_string();
+        }
+        "expire" => {
+            let ms = time(v).ok_or_else(|| bad("a time, for example 300s or 1h"))?;
+            r.expire_s = ms.div_ceil(1000);
+        }
+        "upstreams" | "cache" => {
+            let on = match v {
+                "on" => true,
+                "off" => false,
+                _ => return Err(bad("on or off")),
+            };
+            if k == "cache" {
+                r.cache = on;
+            } else {
+                r.upstreams = on;
+            }
+        }
+        "labels" => return Err("\"labels=\" is given twice".into()),
+        _ => return Err(format!("unknown parameter \"{arg}\" ({HELP})")),
+    }
+    Ok(())
+}
+
+/// `labels=server,location,method,code|class`: the fixed labels, and which status
+/// label the requests family has.
+fn fixed_labels(v: &str) -> Result<(Vec<Label>, Status), String> {
+    let mut labels = Vec::new();
+    let mut status = None;
+    for w in v.split(',').filter(|w| !w.is_empty()) {
+        let label = match w {
+            "server" => Label::Server,
+            "location" => Label::Location,
+            "method" => Label::Method,
+            "code" | "class" if status.is_none() => {
+                status = Some(if w == "code" {
+                    Status::Code
+                } else {
+                    Status::Class
+                });
+                continue;
+            }
+            "code" | "class" => {
+                return Err(format!(
+                    "invalid labels \"{v}\" (code and class are the same label: one of them)"
+                ))
+            }
+            _ => {
+                return Err(format!(
+                    "invalid labels \"{v}\": unknown label \"{w}\" \
+                     (server, location, method, code, class; other values with label=<name>:<value>)"
+                ))
+            }
+        };
+        if labels.contains(&label) {
+            return Err(format!("invalid labels \"{v}\": \"{w}\" is given twice"));
+        }
+        labels.push(label);
+    }
+    Ok((labels, status.unwrap_or(Status::Code)))
+}
+
+/// `label=<name>:<value>`.
+fn value_label(v: &str) -> Result<Label, String> {
+    let Some((name, value)) = v.split_once(':') else {
+        return Err(format!(
+            "invalid label \"{v}\" (<name>:<value>, for example host:$host)"
+        ));
+    };
+    if !valid_label_name(name) || name == "code" {
+        return Err(format!(
+            "invalid label \"{v}\": invalid label name \"{name}\" \
+             ([a-zA-Z_][a-zA-Z0-9_]*, not code, le, quantile or __*)"
+        ));
+    }
+    if value.is_empty() {
+        return Err(format!("invalid label \"{v}\": the value is empty"));
+    }
+    Ok(Label::Value {
+        name: name.to_string(),
+        value: value.to_string(),
+    })
+}
+
+/// The checks and defaults that need every word: labels named once and not too many,
+/// the buckets, `max_series`, and families the zone would accept.
+fn finish(mut r: Record, given: Given) -> Result<Record, String> {
+    let with_values = !given.values.is_empty();
+    r.labels.extend(given.values);
     for (i, l) in r.labels.iter().enumerate() {
         if r.labels[..i].iter().any(|p| p.name() == l.name()) {
             return Err(format!("the label \"{}\" is given twice", l.name()));
@@ -240,10 +273,12 @@ pub fn parse(a: &[&str], time: Time<'_>) -> Result<Option<Record>, String> {
             MAX_LABELS - 1
         ));
     }
-    let buckets = buckets.unwrap_or_else(|| DEFAULT_BUCKETS.to_vec());
+    let buckets = given.buckets.unwrap_or_else(|| DEFAULT_BUCKETS.to_vec());
     r.histogram.highest = HistogramSpec::highest_for(&buckets);
     r.histogram.buckets = buckets;
-    r.max_series = max_series.unwrap_or(if with_values { DEFAULT_MAX_SERIES } else { 0 });
+    r.max_series = given
+        .max_series
+        .unwrap_or(if with_values { DEFAULT_MAX_SERIES } else { 0 });
     for spec in r.families().iter().flatten() {
         spec.validate().map_err(|e| e.to_string())?;
         if crate::metrics::builtin::find(&spec.name).is_some() {
@@ -253,7 +288,7 @@ pub fn parse(a: &[&str], time: Time<'_>) -> Result<Option<Record>, String> {
             ));
         }
     }
-    Ok(Some(r))
+    Ok(r)
 }
 
 impl Record {

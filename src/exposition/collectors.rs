@@ -3,23 +3,12 @@
 //! zone's accounting and the build.
 
 use super::model::{CounterValue, Series};
-use super::{Collector, ExposedType, Meta, Point, Scrape};
+use super::model::{ExposedType, Meta, Point};
+use super::scrape::{Collector, Scrape};
 use crate::config::identity::{REVISION, VERSION};
 use crate::metrics::builtin::{self, Builtin, Reading, Source};
 use crate::metrics::store::{encode_key, Reason};
 use crate::metrics::MetricType;
-
-/// nginx's connection counters, as `stub_status` shows them.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct StubStatus {
-    pub accepted: u64,
-    pub handled: u64,
-    pub requests: u64,
-    pub active: u64,
-    pub reading: u64,
-    pub writing: u64,
-    pub waiting: u64,
-}
 
 /// nginx's connection counters: written only where nginx has them (`stub_status`).
 pub struct Connections;

@@ -2,7 +2,7 @@
 //! labels at render time, for any format.
 
 use super::model::{CounterValue, HistogramValue, NativeHistogramValue, SummaryValue};
-use super::{Meta, Sink};
+use super::model::{Meta, Sink};
 use crate::config::identity::ConstLabels;
 use crate::metrics::store::encode_key;
 

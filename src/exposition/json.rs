@@ -11,9 +11,9 @@
 //! Numbers that JSON cannot hold (`NaN`, infinities) are `null`: a quantile of a
 //! series without observations, or one that falls above the histogram's `highest`.
 
+use super::model::{label_values, Meta, Sink};
 use super::model::{CounterValue, HistogramValue, SummaryValue};
 use super::number::{write_f64, write_ms_as_seconds, write_u64, Out};
-use super::{label_values, Meta, Sink};
 
 pub const CONTENT_TYPE: &str = "application/json";
 

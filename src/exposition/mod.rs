@@ -1,7 +1,7 @@
 //! Exposition formats. Pure: writes what the store holds as bytes.
 //!
-//! A [`Scrape`] describes one scrape (store, zone, nginx's counters, selection,
-//! identity, format); [`render`] writes it. [`walk()`] reads a zone once (families in
+//! A [`Scrape`] ([`scrape`]) describes one scrape (store, zone, nginx's counters,
+//! selection, identity, format); [`render`] writes it. [`walk()`] reads a zone once (families in
 //! declaration order, each series once, then the module's own families, which
 //! [`Collector`]s read at scrape time) and hands every family and series to a [`Sink`]
 //! ([`model`]), one per format: [`text`] writes the Prometheus text format 0.0.4,
@@ -28,96 +28,16 @@ pub mod number;
 pub mod openmetrics;
 pub mod proto;
 pub mod protobuf;
+pub mod scrape;
 pub mod select;
 pub mod status_page;
 pub mod text;
 pub mod walk;
 
-use crate::config::identity::Identity;
-use crate::metrics::Store;
-
-pub use collectors::StubStatus;
-pub use model::{label_values, Collector, ExposedType, Meta, Point, Sink};
+pub use model::{label_values, ExposedType, Meta, Point, Sink};
+pub use scrape::{Collector, Format, Scrape, StubStatus};
 pub use select::{NotFound, Selection};
 pub use walk::walk;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
-    /// Prometheus text format 0.0.4, the default.
-    Text,
-    /// OpenMetrics 1.0.0 text.
-    OpenMetrics,
-    /// JSON for scripts (`?format=json`).
-    Json,
-    /// Length-delimited `io.prometheus.client.MetricFamily` messages, with native
-    /// histograms.
-    Protobuf,
-    /// The status page (`?format=html`): a fixed document that reads the JSON of the
-    /// same URL; nothing of the zone is in it. Never chosen by `Accept`, nor by
-    /// [`Format::parse`] (Lua's `render` returns data, not a page).
-    Html,
-}
-
-impl Format {
-    /// `?format=` values.
-    pub fn parse(s: &str) -> Option<Format> {
-        match s {
-            "text" => Some(Format::Text),
-            "openmetrics" => Some(Format::OpenMetrics),
-            "json" => Some(Format::Json),
-            "protobuf" => Some(Format::Protobuf),
-            _ => None,
-        }
-    }
-
-    pub fn content_type(self) -> &'static str {
-        match self {
-            Format::Text => text::CONTENT_TYPE,
-            Format::OpenMetrics => openmetrics::CONTENT_TYPE,
-            Format::Json => json::CONTENT_TYPE,
-            Format::Protobuf => protobuf::CONTENT_TYPE,
-            Format::Html => status_page::CONTENT_TYPE,
-        }
-    }
-
-    /// Headers an answer in this format carries beyond those every answer has.
-    pub fn headers(self) -> &'static [(&'static str, &'static str)] {
-        match self {
-            Format::Html => status_page::headers(),
-            _ => &[],
-        }
-    }
-}
-
-/// One scrape: what it reads and how it is written. Every entry point (the metrics
-/// handler, Lua's `render`, the pusher) describes its scrape with one.
-#[derive(Clone)]
-pub struct Scrape<'s> {
-    pub store: Store<'s>,
-    /// The zone's name, as the module's own families label it.
-    pub zone: String,
-    /// nginx's connection counters, where `stub_status` has them.
-    pub stub: Option<StubStatus>,
-    pub selection: Selection,
-    /// With an identity, every series gets its constant labels and the build info
-    /// family is written.
-    pub identity: Option<&'s Identity>,
-    pub format: Format,
-}
-
-impl<'s> Scrape<'s> {
-    /// Everything in `store`, as text, without nginx's counters or an identity.
-    pub fn new(store: Store<'s>, zone: &str) -> Scrape<'s> {
-        Scrape {
-            store,
-            zone: zone.to_string(),
-            stub: None,
-            selection: Selection::default(),
-            identity: None,
-            format: Format::Text,
-        }
-    }
-}
 
 /// Appends `scrape` to `out` in its format; see [`walk()`]. Nothing is written when
 /// the selection names a group or family that is not there.
@@ -146,10 +66,13 @@ pub fn render(out: &mut Vec<u8>, scrape: &Scrape<'_>) -> Result<(), NotFound> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::config::identity::{ConstLabels, REVISION, VERSION};
+    use crate::config::identity::{ConstLabels, Identity, REVISION, VERSION};
     use crate::metrics::builtin::{BUILD_INFO, PROCESS_GROUP};
     use crate::metrics::family::HistogramSpec;
     use crate::metrics::family::QuantileMode;
+    use crate::metrics::store::observe;
+    use crate::metrics::store::tests::series_at;
+    use crate::metrics::Store;
     use crate::metrics::{counter, gauge};
     use crate::metrics::{FamilySpec, MetricType};
     use crate::shm::region::heap_words;
@@ -176,21 +99,21 @@ pub(crate) mod tests {
         let mut c = spec("http_requests_total", MetricType::Counter, &["code"]);
         c.help = "Requests.".into();
         let c = reg(&c);
-        let ok = s.series_at(c, &["200"], ME, T0).unwrap();
+        let ok = series_at(&s, c, &["200"], ME, T0).unwrap();
         counter::inc(&r, ok, 3).unwrap();
-        let odd = s.series_at(c, &["a\"b\\\n"], ME, T0 + 500).unwrap();
+        let odd = series_at(&s, c, &["a\"b\\\n"], ME, T0 + 500).unwrap();
         counter::add(&r, odd, 0.5).unwrap();
         let mut k = spec("kong_bandwidth_bytes", MetricType::Counter, &[]);
         k.unit = "bytes".into();
         k.group = "http".into();
         let k = reg(&k);
-        let kb = s.series_at(k, &[] as &[&str], ME, T0).unwrap();
+        let kb = series_at(&s, k, &[] as &[&str], ME, T0).unwrap();
         counter::inc(&r, kb, 42).unwrap();
         let mut g = spec("temperature_celsius", MetricType::Gauge, &[]);
         g.help = "Say \"hot\"\\ or\ncold.".into();
         g.unit = "celsius".into();
         let g = reg(&g);
-        let gs = s.series_at(g, &[] as &[&str], ME, T0).unwrap();
+        let gs = series_at(&s, g, &[] as &[&str], ME, T0).unwrap();
         gauge::set(&r, gs, -1.5).unwrap();
         let mut h = spec("latency_seconds", MetricType::Histogram, &["route"]);
         h.help = "Latency.".into();
@@ -201,9 +124,9 @@ pub(crate) mod tests {
             ..HistogramSpec::default()
         });
         let h = reg(&h);
-        let hs = s.series_at(h, &["/"], ME, T0).unwrap();
+        let hs = series_at(&s, h, &["/"], ME, T0).unwrap();
         for v in [0.05, 0.5, 5.0] {
-            s.observe(hs, v, ME).unwrap();
+            observe(&s.region(), hs, v, || ME).unwrap();
         }
         let mut i = spec("size_bytes", MetricType::Histogram, &[]);
         i.quantiles = QuantileMode::Instead;
@@ -215,7 +138,7 @@ pub(crate) mod tests {
             buckets: vec![100.0],
         });
         let i = reg(&i);
-        s.series_at(i, &[] as &[&str], ME, T0).unwrap();
+        series_at(&s, i, &[] as &[&str], ME, T0).unwrap();
         mem
     }
 
@@ -231,11 +154,11 @@ pub(crate) mod tests {
         let mut c = spec("jobs_total", MetricType::Counter, &["code"]);
         c.exemplars = true;
         let c = reg(&c);
-        let cs = s.series_at(c, &["200"], ME, T0).unwrap();
+        let cs = series_at(&s, c, &["200"], ME, T0).unwrap();
         counter::add(&r, cs, 2.0).unwrap();
         record_after_update(&r, cs, false, 2.0, b"abc", T0 + 1000).unwrap();
         let plain = reg(&spec("plain_total", MetricType::Counter, &[]));
-        let ps = s.series_at(plain, &[] as &[&str], ME, T0).unwrap();
+        let ps = series_at(&s, plain, &[] as &[&str], ME, T0).unwrap();
         counter::add(&r, ps, 1.0).unwrap();
         // No exemplar area: the exemplar is left out, nothing is written.
         record_after_update(&r, ps, false, 1.0, b"ignored", T0).unwrap();
@@ -246,13 +169,13 @@ pub(crate) mod tests {
             ..HistogramSpec::default()
         });
         let h = reg(&h);
-        let hs = s.series_at(h, &[] as &[&str], ME, T0).unwrap();
+        let hs = series_at(&s, h, &[] as &[&str], ME, T0).unwrap();
         for (v, id, ms) in [(0.05, "a", 1), (0.07, "b-q", 2), (5.0, "inf", 3)] {
-            s.observe(hs, v, ME).unwrap();
+            observe(&s.region(), hs, v, || ME).unwrap();
             record_after_update(&r, hs, true, v, id.as_bytes(), T0 + ms).unwrap();
         }
         // Refused: a control character; the observation stands.
-        s.observe(hs, 0.5, ME).unwrap();
+        observe(&s.region(), hs, 0.5, || ME).unwrap();
         assert!(record_after_update(&r, hs, true, 0.5, b"x\ny", T0 + 4).is_err());
         let mut n = spec("native_seconds", MetricType::Histogram, &[]);
         n.exemplars = true;
@@ -262,8 +185,8 @@ pub(crate) mod tests {
             ..HistogramSpec::default()
         });
         let n = reg(&n);
-        let ns = s.series_at(n, &[] as &[&str], ME, T0).unwrap();
-        s.observe(ns, 0.05, ME).unwrap();
+        let ns = series_at(&s, n, &[] as &[&str], ME, T0).unwrap();
+        observe(&s.region(), ns, 0.05, || ME).unwrap();
         record_after_update(&r, ns, true, 0.05, b"n", T0 + 5).unwrap();
         mem
     }
@@ -413,9 +336,9 @@ pub(crate) mod tests {
             s.register(&app, ME).unwrap(),
         );
         for w in ["0", "1", "2", "3", "x"] {
-            let h = s.series_at(fw, &[w], ME, T0).unwrap();
+            let h = series_at(&s, fw, &[w], ME, T0).unwrap();
             gauge::set(&s.region(), h, 7.0).unwrap();
-            s.series_at(fa, &["q", w], ME, T0).unwrap();
+            series_at(&s, fa, &["q", w], ME, T0).unwrap();
         }
         let shown = |workers: Option<u32>, format: Format| {
             let sel = Selection {
@@ -469,7 +392,7 @@ pub(crate) mod tests {
                 ME,
             )
             .unwrap();
-        let h = s.series_at(f, &["local", "200"], ME, T0).unwrap();
+        let h = series_at(&s, f, &["local", "200"], ME, T0).unwrap();
         counter::inc(&s.region(), h, 2).unwrap();
         let id = Identity {
             labels: ConstLabels::parse(&["node_id=n-1", "dc=eu"], &[]).unwrap(),

@@ -2,7 +2,6 @@
 //! [`Sink`] trait each format implements.
 
 use super::native::NativeBuckets;
-use super::Scrape;
 pub use crate::metrics::exemplar::Exemplar;
 use crate::metrics::store::decode_key;
 use crate::metrics::MetricType;
@@ -141,13 +140,3 @@ pub fn label_values(key: &[u8]) -> impl Iterator<Item = &str> {
 /// A family's series as a collector hands them over: each one's key (its label
 /// values, see [`crate::metrics::store::encode_key`]) and point.
 pub type Series<'p> = [(Vec<u8>, Point<'p>)];
-
-/// Families a scrape reads rather than stores (client_rust's `Collector`): handed to
-/// the walk, which writes them after the zone's own, through the same sink.
-pub trait Collector {
-    /// Adds the families this collector writes for `scrape`, as (name, group): what
-    /// a selection may name.
-    fn families(&self, scrape: &Scrape<'_>, out: &mut Vec<(&'static str, &'static str)>);
-    /// Hands each of its families to `family`, in order, with its series.
-    fn collect(&self, scrape: &Scrape<'_>, family: &mut dyn FnMut(&Meta<'_>, &Series<'_>));
-}

@@ -31,7 +31,8 @@
 //!   must be a valid metric or group name (`400`). A group the location does not
 //!   serve is a `404`.
 
-use super::{Format, Selection};
+use super::scrape::Format;
+use super::select::Selection;
 use crate::metrics::family::{valid_group, valid_metric_name};
 
 /// Why a scrape request cannot be served as it asks (a bad query `400`, a group the
@@ -432,47 +433,47 @@ pub fn choose(accept: Option<&str>) -> (Option<Format>, Option<Fallback>) {
         // Nothing understandable: serve the default rather than refuse.
         return (Some(Format::Text), None);
     }
-    // (format, type, subtype, version, preference on a full tie)
-    let offers = [
-        (Format::Text, "text", "plain", "0.0.4", 1),
-        (
-            Format::OpenMetrics,
-            "application",
-            "openmetrics-text",
-            "1.0.0",
-            0,
-        ),
-        (Format::Protobuf, "application", PROTOBUF_SUBTYPE, "", 0),
-    ];
-    // (q, specificity, order, preference): the highest wins.
-    type Score = (f64, u8, i64, u8);
+    match (best_offer(&ranges), preferred_refusal(&ranges)) {
+        (Some((score, format, i)), refused) => match refused {
+            Some((r, why)) if r > score => (Some(format), Some(why)),
+            _ => (Some(format), escaping_unhonoured(&ranges[i])),
+        },
+        // client_golang's last resort: the text format.
+        (None, Some((_, why))) => (Some(Format::Text), Some(why)),
+        (None, None) => (None, None),
+    }
+}
+
+/// How a range and a format rank: (q, specificity, order, preference); the highest
+/// wins.
+type Score = (f64, u8, i64, u8);
+
+/// A format we serve by `Accept`: (format, type, subtype, version, preference on a
+/// full tie).
+type Offer = (Format, &'static str, &'static str, &'static str, u8);
+
+const OFFERS: [Offer; 3] = [
+    (Format::Text, "text", "plain", "0.0.4", 1),
+    (
+        Format::OpenMetrics,
+        "application",
+        "openmetrics-text",
+        "1.0.0",
+        0,
+    ),
+    (Format::Protobuf, "application", PROTOBUF_SUBTYPE, "", 0),
+];
+
+/// The offer the ranges prefer, with its score and the range that chose it.
+fn best_offer(ranges: &[Range]) -> Option<(Score, Format, usize)> {
     let mut best: Option<(Score, Format, usize)> = None;
-    for (format, t, sub, version, pref) in offers {
+    for offer in OFFERS {
+        let (format, .., pref) = offer;
         // The most specific range matching the offer gives its q (RFC 9110 12.5.1).
         let mut found: Option<(u8, f64, i64, usize)> = None;
         for (i, r) in ranges.iter().enumerate() {
-            let specificity = if format == Format::Protobuf {
-                if (r.t.as_str(), r.sub.as_str()) != (t, sub)
-                    || r.proto.as_deref() != Some(PROTOBUF_MESSAGE)
-                    || r.encoding.as_deref() != Some("delimited")
-                {
-                    continue;
-                }
-                3
-            } else if r.t == "*" {
-                0
-            } else if r.t != t {
+            let Some(specificity) = specificity(offer, r) else {
                 continue;
-            } else if r.sub == "*" {
-                1
-            } else if r.sub != sub {
-                continue;
-            } else {
-                match &r.version {
-                    None => 2,
-                    Some(v) if v == version => 3,
-                    Some(_) => continue,
-                }
             };
             if !matches!(found, Some((s, _, _, _)) if s >= specificity) {
                 found = Some((specificity, r.q, -(i as i64), i));
@@ -487,9 +488,39 @@ pub fn choose(accept: Option<&str>) -> (Option<Format>, Option<Fallback>) {
             }
         }
     }
-    // The preferred range we cannot honour as asked (it names all its parameters, so
-    // it is as specific as a range gets), if it beats what is served.
-    let refused = ranges
+    best
+}
+
+/// How specifically range `r` names `offer` (3: type, subtype and version, or
+/// protobuf's message and encoding; 0: `*/*`); `None` when it does not match it.
+fn specificity((format, t, sub, version, _): Offer, r: &Range) -> Option<u8> {
+    if format == Format::Protobuf {
+        let matches = (r.t.as_str(), r.sub.as_str()) == (t, sub)
+            && r.proto.as_deref() == Some(PROTOBUF_MESSAGE)
+            && r.encoding.as_deref() == Some("delimited");
+        return matches.then_some(3);
+    }
+    if r.t == "*" {
+        Some(0)
+    } else if r.t != t {
+        None
+    } else if r.sub == "*" {
+        Some(1)
+    } else if r.sub != sub {
+        None
+    } else {
+        match &r.version {
+            None => Some(2),
+            Some(v) if v == version => Some(3),
+            Some(_) => None,
+        }
+    }
+}
+
+/// The preferred range we cannot honour as asked (it names all its parameters, so it
+/// is as specific as a range gets), with its score, and why.
+fn preferred_refusal(ranges: &[Range]) -> Option<(Score, Fallback)> {
+    ranges
         .iter()
         .enumerate()
         .filter(|(_, r)| r.q > 0.0)
@@ -507,16 +538,7 @@ pub fn choose(accept: Option<&str>) -> (Option<Format>, Option<Fallback>) {
                 Some((s, _)) if s >= score => acc,
                 _ => Some((score, why)),
             },
-        );
-    match (best, refused) {
-        (Some((score, format, i)), refused) => match refused {
-            Some((r, why)) if r > score => (Some(format), Some(why)),
-            _ => (Some(format), escaping_unhonoured(&ranges[i])),
-        },
-        // client_golang's last resort: the text format.
-        (None, Some((_, why))) => (Some(Format::Text), Some(why)),
-        (None, None) => (None, None),
-    }
+        )
 }
 
 /// Whether `Accept-Encoding` allows gzip.

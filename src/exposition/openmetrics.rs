@@ -2,9 +2,9 @@
 //! OpenMetrics' headers, counters, `_created` lines and end marker.
 
 use super::model::{CounterValue, HistogramValue, SummaryValue};
+use super::model::{ExposedType, Meta, Sink};
 use super::number::{write_canonical, write_ms_as_seconds, Out};
 use super::text::Lines;
-use super::{ExposedType, Meta, Sink};
 use crate::metrics::family::counter_base;
 
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -95,29 +95,18 @@ impl Sink for OpenMetricsSink<'_> {
     }
 
     fn gauge(&mut self, m: &Meta<'_>, labels: &[u8], v: f64) {
-        self.lines.series(m, labels);
-        self.lines.gauge(m.name, v);
+        self.lines.gauge(m, labels, v);
     }
 
+    // A sum is a counter, never negative (or NaN): it is left out then, and a
+    // histogram shows `_count` if and only if it shows `_sum`.
     fn histogram(&mut self, m: &Meta<'_>, labels: &[u8], h: &HistogramValue<'_>) {
-        self.lines.series(m, labels);
-        self.lines.buckets(m.name, h);
-        // A sum is a counter, never negative (or NaN); a histogram shows `_count` if
-        // and only if it shows `_sum`.
-        if h.sum >= 0.0 {
-            self.lines.sum(m.name, h.sum);
-            self.lines.count(m.name, h.count);
-        }
+        self.lines.histogram(m, labels, h, h.sum >= 0.0);
         self.created(m.name, h.created);
     }
 
     fn summary(&mut self, m: &Meta<'_>, labels: &[u8], s: &SummaryValue<'_>) {
-        self.lines.series(m, labels);
-        self.lines.quantiles(m.name, s.quantiles);
-        if s.sum >= 0.0 {
-            self.lines.sum(m.name, s.sum);
-        }
-        self.lines.count(m.name, s.count);
+        self.lines.summary(m, labels, s, s.sum >= 0.0);
         self.created(m.name, s.created);
     }
 

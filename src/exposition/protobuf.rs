@@ -4,12 +4,12 @@
 //! in one message; what the text formats show is all here too (constant labels,
 //! creation times as `created_timestamp`, help, unit).
 
+use super::model::{label_values, ExposedType, Meta, Sink};
 use super::model::{CounterValue, Exemplar, HistogramValue, NativeHistogramValue, SummaryValue};
 use super::proto::{
     self, Bucket, BucketSpan, Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType,
     Quantile, Summary,
 };
-use super::{label_values, ExposedType, Meta, Sink};
 use prost::Message;
 
 pub const CONTENT_TYPE: &str =

@@ -4,10 +4,9 @@
 //! zone walker ([`super::walk()`]) reads each series once and every line of it derives
 //! from that read.
 
+use super::model::{label_values, Meta, Sink};
 use super::model::{CounterValue, Exemplar, HistogramValue, SummaryValue};
-use super::number::Out;
-pub use super::number::{write_canonical, write_f64, write_ms_as_seconds, write_u64};
-use super::{label_values, Meta, Sink};
+use super::number::{write_f64, write_ms_as_seconds, write_u64, Out};
 use crate::metrics::exemplar;
 use crate::metrics::histogram::SUMMARY_QUANTILES;
 
@@ -176,14 +175,48 @@ impl<'o> Lines<'o> {
         self.out.push(b'\n');
     }
 
-    pub(super) fn gauge(&mut self, name: &str, v: f64) {
-        self.value_line(name, "", None);
+    /// A gauge series: its one line.
+    pub(super) fn gauge(&mut self, m: &Meta<'_>, key: &[u8], v: f64) {
+        self.series(m, key);
+        self.value_line(m.name, "", None);
         write_f64(self.out, v);
         self.out.push(b'\n');
     }
 
+    /// A histogram series: its buckets, then `_sum` and `_count` if `with_sum`.
+    pub(super) fn histogram(
+        &mut self,
+        m: &Meta<'_>,
+        key: &[u8],
+        h: &HistogramValue<'_>,
+        with_sum: bool,
+    ) {
+        self.series(m, key);
+        self.buckets(m.name, h);
+        if with_sum {
+            self.sum(m.name, h.sum);
+            self.count(m.name, h.count);
+        }
+    }
+
+    /// A summary series: its quantiles, `_sum` if `with_sum`, then `_count`.
+    pub(super) fn summary(
+        &mut self,
+        m: &Meta<'_>,
+        key: &[u8],
+        s: &SummaryValue<'_>,
+        with_sum: bool,
+    ) {
+        self.series(m, key);
+        self.quantiles(m.name, s.quantiles);
+        if with_sum {
+            self.sum(m.name, s.sum);
+        }
+        self.count(m.name, s.count);
+    }
+
     /// `_bucket` lines, `+Inf` last.
-    pub(super) fn buckets(&mut self, name: &str, h: &HistogramValue<'_>) {
+    fn buckets(&mut self, name: &str, h: &HistogramValue<'_>) {
         let les = std::mem::take(&mut self.les);
         let at = |i: usize| h.exemplars.get(i).and_then(Option::as_ref);
         for (i, (le, c)) in les.iter().zip(h.cumulative).enumerate() {
@@ -199,7 +232,7 @@ impl<'o> Lines<'o> {
         self.out.push(b'\n');
     }
 
-    pub(super) fn quantiles(&mut self, name: &str, quantiles: &[f64]) {
+    fn quantiles(&mut self, name: &str, quantiles: &[f64]) {
         let qs = std::mem::take(&mut self.qs);
         for (q, v) in qs.iter().zip(quantiles) {
             self.value_line(name, "", Some(("quantile", q)));
@@ -209,13 +242,13 @@ impl<'o> Lines<'o> {
         self.qs = qs;
     }
 
-    pub(super) fn sum(&mut self, name: &str, sum: f64) {
+    fn sum(&mut self, name: &str, sum: f64) {
         self.value_line(name, "_sum", None);
         write_f64(self.out, sum);
         self.out.push(b'\n');
     }
 
-    pub(super) fn count(&mut self, name: &str, count: u64) {
+    fn count(&mut self, name: &str, count: u64) {
         self.value_line(name, "_count", None);
         write_u64(self.out, count);
         self.out.push(b'\n');
@@ -250,22 +283,15 @@ impl Sink for TextSink<'_> {
     }
 
     fn gauge(&mut self, m: &Meta<'_>, labels: &[u8], v: f64) {
-        self.lines.series(m, labels);
-        self.lines.gauge(m.name, v);
+        self.lines.gauge(m, labels, v);
     }
 
     fn histogram(&mut self, m: &Meta<'_>, labels: &[u8], h: &HistogramValue<'_>) {
-        self.lines.series(m, labels);
-        self.lines.buckets(m.name, h);
-        self.lines.sum(m.name, h.sum);
-        self.lines.count(m.name, h.count);
+        self.lines.histogram(m, labels, h, true);
     }
 
     fn summary(&mut self, m: &Meta<'_>, labels: &[u8], s: &SummaryValue<'_>) {
-        self.lines.series(m, labels);
-        self.lines.quantiles(m.name, s.quantiles);
-        self.lines.sum(m.name, s.sum);
-        self.lines.count(m.name, s.count);
+        self.lines.summary(m, labels, s, true);
     }
 
     fn end_family(&mut self, _m: &Meta<'_>) {}
@@ -276,9 +302,12 @@ impl Sink for TextSink<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::exposition::number::write_canonical;
     use crate::exposition::tests::render_string;
     use crate::exposition::{Scrape, Selection, StubStatus};
     use crate::metrics::family::QuantileMode;
+    use crate::metrics::store::observe;
+    use crate::metrics::store::tests::{series, series_at};
     use crate::metrics::Store;
     use crate::metrics::{counter, FamilySpec, HistogramSpec, MetricType};
     use crate::shm::region::heap_words;
@@ -382,13 +411,13 @@ mod tests {
                 ME,
             )
             .unwrap();
-        let ok = s.series(c, &["200"], ME).unwrap();
-        let quote = s.series(c, &["a\"b"], ME).unwrap();
+        let ok = series(&s, c, &["200"], ME).unwrap();
+        let quote = series(&s, c, &["a\"b"], ME).unwrap();
         counter::inc(&s.region(), ok, 3).unwrap();
         counter::add(&s.region(), quote, 0.5).unwrap();
-        let lat = s.series(h, &[] as &[&str], ME).unwrap();
+        let lat = series(&s, h, &[] as &[&str], ME).unwrap();
         for v in [0.05, 0.5, 5.0] {
-            s.observe(lat, v, ME).unwrap();
+            observe(&s.region(), lat, v, || ME).unwrap();
         }
         let mut out = String::new();
         write_zone(&mut out, &s, "z", None);
@@ -620,8 +649,8 @@ size_bytes_count 0
         });
         h.quantiles = QuantileMode::Beside;
         let f = s.register(&h, ME).unwrap();
-        let d = s.series_at(f, &[] as &[&str], ME, 2000).unwrap();
-        s.observe(d, -3.0, ME).unwrap();
+        let d = series_at(&s, f, &[] as &[&str], ME, 2000).unwrap();
+        observe(&s.region(), d, -3.0, || ME).unwrap();
         let out = render_string(&Scrape {
             format: crate::exposition::Format::OpenMetrics,
             selection: Selection {

@@ -3,12 +3,15 @@
 
 use super::const_labels::WithConstLabels;
 use super::model::{CounterValue, HistogramValue, NativeHistogramValue, SummaryValue};
+use super::model::{ExposedType, Meta, Point, Sink};
 use super::native::{Converter, NativeBuckets};
+use super::scrape::{Collector, Scrape};
 use super::select::worker_runs;
-use super::{Collector, ExposedType, Meta, NotFound, Point, Scrape, Sink};
+use super::select::NotFound;
 use crate::metrics::exemplar::{self, Exemplar};
 use crate::metrics::family::{FamilySpec, HistogramSpec, QuantileMode, QUANTILES_SUFFIX};
 use crate::metrics::histogram::{self, Snapshot, SUMMARY_QUANTILES};
+use crate::metrics::layout::COUNTER_WORDS;
 use crate::metrics::{counter, gauge, Family, MetricType, Store};
 use crate::shm::Offset;
 
@@ -191,7 +194,7 @@ impl Walker<'_, '_> {
             let h = store.series_values(rec);
             let point = if meta.declared == MetricType::Counter {
                 let (int, float) = counter::read(&r, h);
-                self.read_exemplars(h, counter::VALUE_WORDS);
+                self.read_exemplars(h, COUNTER_WORDS);
                 Point::Counter(CounterValue {
                     int,
                     float,

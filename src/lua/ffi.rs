@@ -6,9 +6,10 @@
 
 use super::slots;
 use crate::metrics::value::UpdateError;
-use crate::metrics::{counter, exemplar, gauge, histogram, Reason, Store};
+use crate::metrics::{counter, exemplar, gauge, store, Reason, Store};
 use crate::nginx::{request, zone};
 use ngx::ffi::ngx_http_request_t;
+use ngx::http::Request;
 
 #[inline(always)]
 fn with<F: FnOnce(&crate::shm::Region<'static>, u64) -> Result<(), UpdateError>>(
@@ -74,13 +75,7 @@ pub extern "C" fn ngx_prom_gauge_add(handle: u64, v: f64) -> i32 {
 
 #[no_mangle]
 pub extern "C" fn ngx_prom_histogram_observe(handle: u64, v: f64) -> i32 {
-    with(handle, |r, h| {
-        histogram::observe(r, h, v, |pointer, slots| {
-            Store::attach(*r)
-                .map_err(|_| UpdateError::BadHandle)?
-                .make_chunk(h, pointer, slots, zone::participant())
-        })
-    })
+    with(handle, |r, h| store::observe(r, h, v, zone::participant))
 }
 
 /// Milliseconds since the epoch from the coarse real-time clock (the vDSO's, no system
@@ -287,7 +282,7 @@ pub unsafe extern "C" fn ngx_prom_request_facts(
     }
     // SAFETY: per the contract.
     unsafe {
-        let f = request::facts(r);
+        let f = request::facts(Request::from_ngx_http_request(r.cast_mut()));
         *out = Facts {
             status: f64::from(f.status),
             request_ms: f.request_ms as f64,

@@ -1,94 +1,91 @@
 //! Small utilities the gateway's Lua code needs and LuaJIT lacks: JSON with explicit
 //! arrays and nulls, random UUIDs, UTF-8 checks and a printable form of hostile bytes.
 
-use mlua::{Lua, LuaSerdeExt, Result as LuaResult, Table, Value};
+use mlua::{Lua, LuaSerdeExt, LuaString, Result as LuaResult, Table, Value};
 
-/// Adds `json_decode`, `json_encode`, `null`, `array_mt` and `uuid` to the module table.
+/// Adds `json_decode`, `json_encode`, `utf8_valid`, `printable`, `null`, `array_mt`,
+/// `uuid`, `write_file_atomic` and `remove_stale_temporaries` to the module table.
 pub fn register(lua: &Lua, m: &Table) -> LuaResult<()> {
-    // json_decode(text) -> value | nil, err. Arrays get `array_mt`, JSON null is `null`.
-    // An integer a Lua number cannot hold exactly is an error naming where it is.
-    m.set(
-        "json_decode",
-        lua.create_function(|lua, text: mlua::LuaString| {
-            match serde_json::from_slice::<serde_json::Value>(&text.as_bytes()) {
-                Ok(v) => match crate::config::json_input::inexact_integer(&v) {
-                    None => Ok((Some(lua.to_value(&v)?), None)),
-                    Some(e) => Ok((None, Some(format!("invalid JSON: {e}")))),
-                },
-                Err(e) => Ok((None, Some(format!("invalid JSON: {e}")))),
-            }
-        })?,
-    )?;
-    // json_encode(value) -> text | nil, err. Tables with `array_mt` (or a non-empty
-    // sequence) become arrays; other tables objects, keys sorted.
-    m.set(
-        "json_encode",
-        lua.create_function(
-            |lua, v: Value| match lua.from_value::<serde_json::Value>(v) {
-                Ok(j) => Ok((Some(j.to_string()), None)),
-                Err(e) => Ok((None, Some(format!("cannot encode as JSON: {e}")))),
-            },
-        )?,
-    )?;
-    // utf8_valid(s) -> whether `s` is valid UTF-8.
-    m.set(
-        "utf8_valid",
-        lua.create_function(
-            |_, s: mlua::LuaString| Ok(std::str::from_utf8(&s.as_bytes()).is_ok()),
-        )?,
-    )?;
-    // printable(s) -> `s` safe to put in a log line, a header or an error message.
+    m.set("json_decode", lua.create_function(json_decode)?)?;
+    m.set("json_encode", lua.create_function(json_encode)?)?;
+    m.set("utf8_valid", lua.create_function(utf8_valid)?)?;
     m.set(
         "printable",
-        lua.create_function(|_, s: mlua::LuaString| Ok(printable(&s.as_bytes())))?,
+        lua.create_function(|_, s: LuaString| Ok(printable(&s.as_bytes())))?,
     )?;
     m.set("null", lua.null())?;
     m.set("array_mt", lua.array_metatable())?;
-    // uuid() -> a random (version 4) UUID string.
-    m.set(
-        "uuid",
-        lua.create_function(|_, ()| {
-            crate::config::identity::uuid_v4().map_err(mlua::Error::RuntimeError)
-        })?,
-    )?;
-    // write_file_atomic(path, contents[, may_rename]) -> true | nil, err: a temporary
-    // file beside `path`, fsync, rename over `path`, fsync of the directory. Readers see
-    // the old or the new contents, never a part. `may_rename()`, if given, is asked once
-    // the new contents are on disk: unless it returns true, `path` is left as it was.
-    m.set(
-        "write_file_atomic",
-        lua.create_function(
-            |_, (path, contents, may_rename): (String, mlua::LuaString, Option<mlua::Function>)| {
-                // 0600 whatever nginx's umask: the state decides what the gateway proxies
-                // and to whom, so no other local user may write (or read) it.
-                let at = std::path::Path::new(&path);
-                let fence = || match &may_rename {
-                    None => Ok(()),
-                    Some(f) => match f.call::<bool>(()) {
-                        Ok(true) => Ok(()),
-                        Ok(false) => Err(std::io::Error::other("the write was superseded")),
-                        Err(e) => Err(std::io::Error::other(e.to_string())),
-                    },
-                };
-                match crate::host::atomic_file::write_fenced(at, &contents.as_bytes(), 0o600, fence)
-                {
-                    Ok(()) => Ok((Some(true), None)),
-                    Err(e) => Ok((None, Some(format!("{path}: {e}")))),
-                }
-            },
-        )?,
-    )?;
-    // remove_stale_temporaries(path) -> n: removes what writers of `path` that died
-    // before their rename left beside it.
+    m.set("uuid", lua.create_function(uuid)?)?;
+    m.set("write_file_atomic", lua.create_function(write_file_atomic)?)?;
     m.set(
         "remove_stale_temporaries",
-        lua.create_function(|_, path: String| {
-            Ok(crate::host::atomic_file::remove_stale(
-                std::path::Path::new(&path),
-            ))
-        })?,
+        lua.create_function(remove_stale_temporaries)?,
     )?;
     Ok(())
+}
+
+/// json_decode(text) -> value | nil, err. Arrays get `array_mt`, JSON null is `null`.
+/// An integer a Lua number cannot hold exactly is an error naming where it is.
+fn json_decode(lua: &Lua, text: LuaString) -> LuaResult<(Option<Value>, Option<String>)> {
+    match serde_json::from_slice::<serde_json::Value>(&text.as_bytes()) {
+        Ok(v) => match crate::config::json_input::inexact_integer(&v) {
+            None => Ok((Some(lua.to_value(&v)?), None)),
+            Some(e) => Ok((None, Some(format!("invalid JSON: {e}")))),
+        },
+        Err(e) => Ok((None, Some(format!("invalid JSON: {e}")))),
+    }
+}
+
+/// json_encode(value) -> text | nil, err. Tables with `array_mt` (or a non-empty
+/// sequence) become arrays; other tables objects, keys sorted.
+fn json_encode(lua: &Lua, v: Value) -> LuaResult<(Option<String>, Option<String>)> {
+    match lua.from_value::<serde_json::Value>(v) {
+        Ok(j) => Ok((Some(j.to_string()), None)),
+        Err(e) => Ok((None, Some(format!("cannot encode as JSON: {e}")))),
+    }
+}
+
+/// utf8_valid(s) -> whether `s` is valid UTF-8.
+fn utf8_valid(_: &Lua, s: LuaString) -> LuaResult<bool> {
+    Ok(std::str::from_utf8(&s.as_bytes()).is_ok())
+}
+
+/// uuid() -> a random (version 4) UUID string.
+fn uuid(_: &Lua, (): ()) -> LuaResult<String> {
+    crate::config::identity::uuid_v4().map_err(mlua::Error::RuntimeError)
+}
+
+/// write_file_atomic(path, contents[, may_rename]) -> true | nil, err: a temporary
+/// file beside `path`, fsync, rename over `path`, fsync of the directory. Readers see
+/// the old or the new contents, never a part. `may_rename()`, if given, is asked once
+/// the new contents are on disk: unless it returns true, `path` is left as it was.
+fn write_file_atomic(
+    _: &Lua,
+    (path, contents, may_rename): (String, LuaString, Option<mlua::Function>),
+) -> LuaResult<(Option<bool>, Option<String>)> {
+    // 0600 whatever nginx's umask: the state decides what the gateway proxies and to
+    // whom, so no other local user may write (or read) it.
+    let at = std::path::Path::new(&path);
+    let fence = || match &may_rename {
+        None => Ok(()),
+        Some(f) => match f.call::<bool>(()) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(std::io::Error::other("the write was superseded")),
+            Err(e) => Err(std::io::Error::other(e.to_string())),
+        },
+    };
+    match crate::host::atomic_file::write_fenced(at, &contents.as_bytes(), 0o600, fence) {
+        Ok(()) => Ok((Some(true), None)),
+        Err(e) => Ok((None, Some(format!("{path}: {e}")))),
+    }
+}
+
+/// remove_stale_temporaries(path) -> n: removes what writers of `path` that died
+/// before their rename left beside it.
+fn remove_stale_temporaries(_: &Lua, path: String) -> LuaResult<usize> {
+    Ok(crate::host::atomic_file::remove_stale(
+        std::path::Path::new(&path),
+    ))
 }
 
 /// `bytes` with every control character, backslash and byte that is not part of valid

@@ -13,7 +13,7 @@ use super::value::{add_f64, check, load_f64, UpdateError};
 use crate::shm::{Offset, Region};
 use std::sync::atomic::Ordering::Relaxed;
 
-pub use super::layout::COUNTER_WORDS as VALUE_WORDS;
+use super::layout::COUNTER_WORDS;
 use super::layout::{COUNTER_FLOAT as FLOAT, COUNTER_INT as INT};
 /// Where the integer word stops taking increments (see the module's comment).
 const FOLD_AT: u64 = 1 << 63;
@@ -23,7 +23,7 @@ const WHOLE_BELOW: u64 = 1 << 53;
 
 #[inline(always)]
 pub fn inc(r: &Region<'_>, handle: u64, n: u64) -> Result<(), UpdateError> {
-    let h = check(r, handle, MetricType::Counter, VALUE_WORDS)?;
+    let h = check(r, handle, MetricType::Counter, COUNTER_WORDS)?;
     add_whole(r, h, n);
     Ok(())
 }
@@ -42,7 +42,7 @@ fn add_whole(r: &Region<'_>, h: Offset, n: u64) {
 
 #[inline(always)]
 pub fn add(r: &Region<'_>, handle: u64, v: f64) -> Result<(), UpdateError> {
-    let h = check(r, handle, MetricType::Counter, VALUE_WORDS)?;
+    let h = check(r, handle, MetricType::Counter, COUNTER_WORDS)?;
     // Whole, non-negative increments take the exact integer path. Whole: the value
     // survives a round trip through u64 (two conversions; `fract()` is a libm call on
     // x86-64 without SSE4.1 and cost 14 of this function's ~90 instructions).
@@ -61,7 +61,7 @@ pub fn add(r: &Region<'_>, handle: u64, v: f64) -> Result<(), UpdateError> {
 /// CPU time): the value lives in the float word, replaced in one store, so a reader
 /// never sees a half-written value.
 pub fn set_single_writer(r: &Region<'_>, handle: u64, v: f64) -> Result<(), UpdateError> {
-    let h = check(r, handle, MetricType::Counter, VALUE_WORDS)?;
+    let h = check(r, handle, MetricType::Counter, COUNTER_WORDS)?;
     if !(v >= 0.0 && v.is_finite()) {
         return Err(UpdateError::InvalidValue);
     }

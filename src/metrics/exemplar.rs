@@ -241,7 +241,7 @@ pub fn record_after_update(
         };
         super::histogram::value_words(HdrLayout::unpack(layout.load(Relaxed)))
     } else {
-        super::counter::VALUE_WORDS
+        super::layout::COUNTER_WORDS
     };
     record(r, h, values, histogram, v, id, now_ms)
 }

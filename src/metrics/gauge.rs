@@ -8,11 +8,11 @@ use crate::shm::{Offset, Region};
 use std::sync::atomic::Ordering::Relaxed;
 
 use super::layout::GAUGE_VALUE as VALUE;
-pub use super::layout::GAUGE_WORDS as VALUE_WORDS;
+use super::layout::GAUGE_WORDS;
 
 #[inline(always)]
 pub fn set(r: &Region<'_>, handle: u64, v: f64) -> Result<(), UpdateError> {
-    let h = check(r, handle, MetricType::Gauge, VALUE_WORDS)?;
+    let h = check(r, handle, MetricType::Gauge, GAUGE_WORDS)?;
     if v.is_nan() {
         return Err(UpdateError::InvalidValue);
     }
@@ -22,7 +22,7 @@ pub fn set(r: &Region<'_>, handle: u64, v: f64) -> Result<(), UpdateError> {
 
 #[inline(always)]
 pub fn add(r: &Region<'_>, handle: u64, v: f64) -> Result<(), UpdateError> {
-    let h = check(r, handle, MetricType::Gauge, VALUE_WORDS)?;
+    let h = check(r, handle, MetricType::Gauge, GAUGE_WORDS)?;
     let w = r.word(h + VALUE);
     let mut cur = w.load(Relaxed);
     loop {

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 /// [`next_generation`]). A block so serves at most 2^17 series; retiring it costs its
 /// bytes once per 2^17 deletes of that size (under 0.001% of what churn frees).
 const SERIES_MAGIC: u64 = 0x5e71_e5ab << 32;
-pub use super::layout::TAG_DISTANCE;
+use super::layout::TAG_DISTANCE;
 const GENERATIONS: u64 = 1 << 17;
 const LAST_GENERATION: u64 = GENERATIONS - 1;
 const GENERATION_SHIFT: u32 = 36;

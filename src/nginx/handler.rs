@@ -3,7 +3,7 @@
 //! decided by [`crate::exposition::negotiate`]; this file only collects the header
 //! values and the query string.
 
-use super::{conf_error, process, stub_status, zone, LocConf, MainConf, Module};
+use super::{conf_error, process, stub_status, zone, LocConf, Module};
 use super::{limits, render, request, response};
 use crate::config::access::{parse_rule, AccessRules};
 use crate::config::auth::{client_address, Credentials, Verdict};
@@ -28,17 +28,8 @@ directive! {
             Ok(v) => v,
             Err(msg) => return conf_error(cf, &format!("prometheus_metrics: {msg}")),
         };
-        // SAFETY: `cf` is valid; its main conf for this module exists inside http {}.
-        let (mcf, at) = unsafe {
-            let cf_ref = &*cf;
-            let Some(mcf) = Module::main_conf_mut(cf_ref) else {
-                return ngx::core::NGX_CONF_ERROR;
-            };
-            let file = (*cf_ref.conf_file).file.name.to_str().unwrap_or("?");
-            (
-                mcf as &mut MainConf,
-                format!("{file}:{}", (*cf_ref.conf_file).line),
-            )
+        let Some((mcf, at)) = super::main_conf_at(cf) else {
+            return ngx::core::NGX_CONF_ERROR;
         };
         mcf.references.push(zone::ZoneReference {
             zone: zone.clone(),

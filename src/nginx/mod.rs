@@ -515,6 +515,23 @@ pub(crate) fn add_phase_handler(
     Ok(())
 }
 
+/// This module's main configuration while a directive of `cf` is read, and where that
+/// directive is (`file:line`): what checks made once `http {}` is read name.
+pub(crate) fn main_conf_at(
+    cf: *mut ngx::ffi::ngx_conf_t,
+) -> Option<(&'static mut MainConf, String)> {
+    use ngx::http::HttpModuleMainConf;
+    // SAFETY: a directive handler's `cf` is the configuration being parsed and its
+    // `conf_file` the file being read, both valid for the call; nothing else holds our
+    // main conf during a directive handler.
+    let (mcf, file) = unsafe {
+        let cf = &*cf;
+        (Module::main_conf_mut(cf)?, &*cf.conf_file)
+    };
+    let name = file.file.name.to_str().unwrap_or("?");
+    Some((mcf, format!("{name}:{}", file.line)))
+}
+
 /// Logs a configuration error (nginx appends the file and line) and fails the directive.
 pub(crate) fn conf_error(cf: *mut ngx::ffi::ngx_conf_t, msg: &str) -> *mut std::ffi::c_char {
     ngx::ngx_conf_log_error!(ngx::ffi::NGX_LOG_EMERG, cf, "{}", msg);

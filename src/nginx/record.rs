@@ -2,20 +2,19 @@
 //! and the log-phase handler that records every request of a location that has a
 //! recorder, with no Lua run. What is recorded and how a label value is bounded is
 //! `config::record`; the series are found and made by the store's `find_or_make` and
-//! updated by `counter::inc` and `histogram::observe`, the paths the Lua API's FFI
+//! updated by `counter::inc` and `store::observe`, the paths the Lua API's FFI
 //! functions take.
 
 use super::{conf_error, request, zone, LocConf, Module};
 use crate::config::record::{self, Label, Record, FAMILIES};
-use crate::metrics::store::decode_key;
-use crate::metrics::store::Family;
+use crate::metrics::store::{self, decode_key, Family};
 use crate::metrics::value::UpdateError;
-use crate::metrics::{counter, histogram, Reason, Store};
+use crate::metrics::{counter, Reason, Store};
+use ngx::core::Status;
 use ngx::ffi::{
-    ngx_conf_t, ngx_http_compile_complex_value_t, ngx_http_complex_value_t, ngx_http_request_t,
-    ngx_int_t, ngx_str_t,
+    ngx_conf_t, ngx_http_compile_complex_value_t, ngx_http_complex_value_t, ngx_int_t, ngx_str_t,
 };
-use ngx::http::{HttpModuleLocationConf, HttpModuleServerConf, NgxHttpCoreModule};
+use ngx::http::{HttpModuleLocationConf, HttpModuleServerConf, NgxHttpCoreModule, Request};
 use std::borrow::Cow;
 use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::HashMap;
@@ -25,9 +24,9 @@ use std::rc::Rc;
 pub struct RecordConf {
     pub record: Record,
     /// One compiled complex value per `label=`, in the order of `record.labels`.
-    values: Vec<*mut ngx_http_complex_value_t>,
+    values: Vec<&'static ngx_http_complex_value_t>,
     /// `$upstream_cache_status`, compiled when `cache=on`.
-    cache_status: Option<*mut ngx_http_complex_value_t>,
+    cache_status: Option<&'static ngx_http_complex_value_t>,
     /// This worker's store and families, once registered (workers are single-threaded;
     /// the zone and the families live as long as the cycle).
     resolved: OnceCell<Resolved>,
@@ -230,15 +229,7 @@ directive! {
 /// refuses it when another recorder names the same families in the same zone with
 /// other labels or options (the zone would refuse one of them at run time).
 fn remember(cf: *mut ngx_conf_t, rec: &Record) -> Result<(), String> {
-    use ngx::http::HttpModuleMainConf;
-    // SAFETY: `cf` is the configuration being parsed; nothing else holds our main
-    // conf during a directive handler.
-    let (mcf, at) = unsafe {
-        let cf = &*cf;
-        let mcf = Module::main_conf_mut(cf).ok_or("no main configuration")?;
-        let file = (*cf.conf_file).file.name.to_str().unwrap_or("?");
-        (mcf, format!("{file}:{}", (*cf.conf_file).line))
-    };
+    let (mcf, at) = super::main_conf_at(cf).ok_or("no main configuration")?;
     let families = rec.families();
     for other in &mcf.records {
         if other.record.zone == rec.zone
@@ -288,8 +279,9 @@ pub(super) fn check_zones(mcf: &super::MainConf) -> Result<(), String> {
 }
 
 /// Compiles `value` as nginx's own directives do (`ngx_http_compile_complex_value`),
-/// into the configuration pool; `None` when nginx refuses it (it logged why).
-fn compile(cf: *mut ngx_conf_t, value: &str) -> Option<*mut ngx_http_complex_value_t> {
+/// into the configuration pool, which lives as long as the configuration (as the
+/// module's own configuration structs do); `None` when nginx refuses it (it logged why).
+fn compile(cf: *mut ngx_conf_t, value: &str) -> Option<&'static ngx_http_complex_value_t> {
     // SAFETY: `cf` is the configuration being parsed; its pool lives as long as the
     // configuration. The value's bytes are copied into the pool: nginx keeps pointers
     // into the source string. Both structs are zeroed first, as nginx's directives do
@@ -316,33 +308,28 @@ fn compile(cf: *mut ngx_conf_t, value: &str) -> Option<*mut ngx_http_complex_val
         if ngx::ffi::ngx_http_compile_complex_value(&mut ccv) != ngx::ffi::NGX_OK as ngx_int_t {
             return None;
         }
-        Some(cv)
+        Some(&*cv)
     }
 }
 
-/// The log-phase handler: records the request when its location has a recorder.
-pub(super) unsafe extern "C" fn log_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
-    // SAFETY: nginx calls log-phase handlers with the request being finished, valid
-    // for the call; its location configuration is this module's `LocConf`.
-    let lcf = unsafe { Module::location_conf(&*r) };
+// The log-phase handler: records the request when its location has a recorder.
+ngx::http_request_handler!(log_handler, |r: &mut Request| {
+    let lcf = Module::location_conf(r);
     if let Some(Some(Some(rc))) = lcf.map(|l| &l.record) {
-        // SAFETY: as above; this worker's event loop is the only thread here.
-        unsafe { record_request(r, rc, lcf.and_then(|l| l.record_location.as_deref())) };
+        record_request(r, rc, lcf.and_then(|l| l.record_location.as_deref()));
     }
-    ngx::ffi::NGX_OK as ngx_int_t
-}
+    Status::NGX_OK
+});
 
 /// The store and families of `rc` in this worker, registered on first use (again on
 /// a later request when the zone refused them: it may have room by then).
-fn resolve(r: *mut ngx_http_request_t, rc: &RecordConf) -> Option<&Resolved> {
+fn resolve<'c>(r: &Request, rc: &'c RecordConf) -> Option<&'c Resolved> {
     if let Some(res) = rc.resolved.get() {
         return Some(res);
     }
     let failed = |msg: String| {
         if !rc.logged.replace(true) {
-            // SAFETY: a live request's connection and its log are valid for the call.
-            let log = unsafe { (*(*r).connection).log };
-            ngx::ngx_log_error!(ngx::ffi::NGX_LOG_ERR, log, "prometheus_record: {}", msg);
+            ngx::ngx_log_error!(ngx::ffi::NGX_LOG_ERR, r.log(), "prometheus_record: {}", msg);
         }
         None
     };
@@ -368,9 +355,9 @@ fn resolve(r: *mut ngx_http_request_t, rc: &RecordConf) -> Option<&Resolved> {
     Some(rc.resolved.get_or_init(|| res))
 }
 
-/// # Safety
-/// `r` is the request in its log phase, on this worker's event loop.
-unsafe fn record_request(r: *mut ngx_http_request_t, rc: &RecordConf, location: Option<&str>) {
+/// Records request `r` (in its log phase, on this worker's event loop) in the
+/// families of `rc`.
+fn record_request(r: &Request, rc: &RecordConf, location: Option<&str>) {
     let Some(res) = resolve(r, rc) else {
         return;
     };
@@ -379,32 +366,9 @@ unsafe fn record_request(r: *mut ngx_http_request_t, rc: &RecordConf, location: 
         return;
     };
     let cache = &mut *cache;
-    // SAFETY: per the contract.
-    let facts = unsafe { request::facts(r) };
-    cache.key.clear();
-    let mut next_value = rc.values.iter();
-    for l in &rc.record.labels {
-        let v = match l {
-            // SAFETY: the request's server and location configurations are nginx's
-            // core module's, valid as long as the cycle.
-            Label::Server => unsafe { server_name(r) },
-            Label::Location => match location {
-                Some(name) => Cow::Borrowed(name.as_bytes()),
-                // SAFETY: as above.
-                None => unsafe { location_name(r) },
-            },
-            // SAFETY: as above.
-            Label::Method => Cow::Borrowed(method_name(unsafe { (*r).method })),
-            Label::Value { .. } => {
-                let Some(&cv) = next_value.next() else {
-                    return;
-                };
-                // SAFETY: `cv` was compiled for this configuration; the value is in the
-                // request pool, valid for the rest of the request.
-                unsafe { complex_value(r, cv) }
-            }
-        };
-        push_value(&mut cache.key, &v);
+    let facts = request::facts(r);
+    if !label_key(r, rc, location, &mut cache.key) {
+        return;
     }
     let labels = cache.key.len();
     let [requests, latency, upstream, received, sent, peer_requests, peer_duration, peer_failures, cache_family] =
@@ -426,11 +390,11 @@ unsafe fn record_request(r: *mut ngx_http_request_t, rc: &RecordConf, location: 
         key.truncate(labels);
     }
     cached(store, latency, &mut entry.latency, key, |r, h| {
-        observe(store, r, h, facts.request_ms as f64 / 1000.0)
+        store::observe(r, h, facts.request_ms as f64 / 1000.0, zone::participant)
     });
     if let Some(ms) = facts.upstream_ms {
         cached(store, upstream, &mut entry.upstream, key, |r, h| {
-            observe(store, r, h, ms as f64 / 1000.0)
+            store::observe(r, h, ms as f64 / 1000.0, zone::participant)
         });
     }
     cached(store, received, &mut entry.received, key, |r, h| {
@@ -440,8 +404,7 @@ unsafe fn record_request(r: *mut ngx_http_request_t, rc: &RecordConf, location: 
         counter::inc(r, h, facts.sent_bytes)
     });
     if let Some(cv) = rc.cache_status {
-        // SAFETY: compiled for this configuration; per the contract.
-        let status = unsafe { complex_value(r, cv) };
+        let status = complex_value(r, cv);
         if !status.is_empty() {
             push_value(key, &status);
             let mut none = 0;
@@ -454,62 +417,70 @@ unsafe fn record_request(r: *mut ngx_http_request_t, rc: &RecordConf, location: 
         }
     }
     if peer_requests.is_some() {
-        // SAFETY: per the contract.
-        unsafe { record_tries(r, store, [peer_requests, peer_duration, peer_failures], key) };
+        record_tries(r, store, [peer_requests, peer_duration, peer_failures], key);
     }
+}
+
+/// Encodes the label values of `rc`'s labels for request `r` into `key` (cleared
+/// first), as a series key; false when the configuration has fewer compiled values
+/// than `label=`s (it never has).
+fn label_key(r: &Request, rc: &RecordConf, location: Option<&str>, key: &mut Vec<u8>) -> bool {
+    key.clear();
+    let mut next_value = rc.values.iter();
+    for l in &rc.record.labels {
+        let v = match l {
+            Label::Server => server_name(r),
+            Label::Location => match location {
+                Some(name) => Cow::Borrowed(name.as_bytes()),
+                None => location_name(r),
+            },
+            Label::Method => Cow::Borrowed(method_name(r.as_ref().method)),
+            Label::Value { .. } => {
+                let Some(&cv) = next_value.next() else {
+                    return false;
+                };
+                complex_value(r, cv)
+            }
+        };
+        push_value(key, &v);
+    }
+    true
 }
 
 /// One update per try of an upstream peer, from the request's upstream states (what
 /// `$upstream_addr`, `$upstream_status` and `$upstream_response_time` print). `key` is
 /// a buffer to reuse for the series keys.
-///
-/// # Safety
-/// `r` is the request in its log phase.
-unsafe fn record_tries(
-    r: *mut ngx_http_request_t,
-    store: Store<'static>,
-    f: [Option<Family>; 3],
-    key: &mut Vec<u8>,
-) {
-    use ngx::ffi::{ngx_http_upstream_state_t, ngx_msec_t};
-    // SAFETY: per the contract: `upstream_states` is null or an array of states in the
-    // request pool; a state's `peer` is null (an internal redirect's mark, printed as
-    // " : ") or a name that lives as long as the upstream's configuration; the request's
-    // last upstream, when it has one, and its configuration's `host` likewise.
-    unsafe {
-        let states = (*r).upstream_states;
-        if states.is_null() || (*states).nelts == 0 {
-            return;
+fn record_tries(r: &Request, store: Store<'static>, f: [Option<Family>; 3], key: &mut Vec<u8>) {
+    use ngx::ffi::ngx_msec_t;
+    let states = request::upstream_states(r);
+    if states.is_empty() {
+        return;
+    }
+    let upstream = request::upstream_host(r).map_or(Cow::Borrowed(&b""[..]), record::label_value);
+    for (s, peer) in states
+        .iter()
+        .filter_map(|s| Some((s, request::peer_name(s)?)))
+    {
+        let status = s.status as u32;
+        key.clear();
+        push_value(key, &upstream);
+        push_value(key, &record::label_value(peer));
+        let peer = key.len();
+        let mut code = [0u8; 10];
+        push_value(
+            key,
+            record::status_value(status, record::Status::Code, &mut code),
+        );
+        cached(store, f[0], &mut 0, key, |r, h| counter::inc(r, h, 1));
+        key.truncate(peer);
+        if s.response_time != ngx_msec_t::MAX {
+            let secs = s.response_time as f64 / 1000.0;
+            cached(store, f[1], &mut 0, key, |r, h| {
+                store::observe(r, h, secs, zone::participant)
+            });
         }
-        let u = (*r).upstream;
-        let upstream = if u.is_null() || (*u).upstream.is_null() {
-            Cow::Borrowed(&b""[..])
-        } else {
-            str_value(Some((*(*u).upstream).host))
-        };
-        for s in (*states).as_slice::<ngx_http_upstream_state_t>() {
-            if s.peer.is_null() {
-                continue;
-            }
-            let status = s.status as u32;
-            key.clear();
-            push_value(key, &upstream);
-            push_value(key, &str_value(Some(*s.peer)));
-            let peer = key.len();
-            let mut code = [0u8; 10];
-            push_value(
-                key,
-                record::status_value(status, record::Status::Code, &mut code),
-            );
-            cached(store, f[0], &mut 0, key, |r, h| counter::inc(r, h, 1));
-            key.truncate(peer);
-            if s.response_time != ngx_msec_t::MAX {
-                let secs = s.response_time as f64 / 1000.0;
-                cached(store, f[1], &mut 0, key, |r, h| observe(store, r, h, secs));
-            }
-            if status == 0 || status >= 500 {
-                cached(store, f[2], &mut 0, key, |r, h| counter::inc(r, h, 1));
-            }
+        if status == 0 || status >= 500 {
+            cached(store, f[2], &mut 0, key, |r, h| counter::inc(r, h, 1));
         }
     }
 }
@@ -576,69 +547,27 @@ fn cached(
     store.count_error(Reason::StaleHandle);
 }
 
-fn observe(
-    store: Store<'static>,
-    region: &crate::shm::Region<'static>,
-    handle: u64,
-    v: f64,
-) -> Result<(), UpdateError> {
-    histogram::observe(region, handle, v, |pointer, slots| {
-        store.make_chunk(handle, pointer, slots, zone::participant())
+/// The value of `cv` (compiled for this configuration) for request `r`, bounded as a
+/// label value; empty when nginx cannot evaluate it.
+fn complex_value<'r>(r: &'r Request, cv: &ngx_http_complex_value_t) -> Cow<'r, [u8]> {
+    match r.get_complex_value(cv) {
+        Some(v) => record::label_value(v.as_bytes()),
+        None => Cow::Borrowed(b""),
+    }
+}
+
+/// The name of the request's `server` (its first `server_name`), as a label value.
+fn server_name(r: &Request) -> Cow<'static, [u8]> {
+    NgxHttpCoreModule::server_conf(r).map_or(Cow::Borrowed(b""), |c| {
+        record::label_value(c.server_name.as_bytes())
     })
 }
 
-/// # Safety
-/// `r` is a live request; `cv` a complex value compiled for its configuration.
-unsafe fn complex_value<'r>(
-    r: *mut ngx_http_request_t,
-    cv: *mut ngx_http_complex_value_t,
-) -> Cow<'r, [u8]> {
-    let mut out = ngx_str_t {
-        len: 0,
-        data: std::ptr::null_mut(),
-    };
-    // SAFETY: per the contract; on success `out` points at `len` bytes in the request
-    // pool (or the configuration, for a constant value).
-    unsafe {
-        if ngx::ffi::ngx_http_complex_value(r, cv, &mut out) != ngx::ffi::NGX_OK as ngx_int_t
-            || out.len == 0
-            || out.data.is_null()
-        {
-            return Cow::Borrowed(b"");
-        }
-        record::label_value(std::slice::from_raw_parts(out.data, out.len))
-    }
-}
-
-/// # Safety
-/// `r` is a live request.
-unsafe fn server_name<'r>(r: *mut ngx_http_request_t) -> Cow<'r, [u8]> {
-    // SAFETY: per the contract; the core module's server configuration of a request
-    // and its `server_name` live as long as the cycle.
-    let name = unsafe { NgxHttpCoreModule::server_conf(&*r).map(|c| c.server_name) };
-    // SAFETY: as above.
-    unsafe { str_value(name) }
-}
-
-/// # Safety
-/// `r` is a live request.
-unsafe fn location_name<'r>(r: *mut ngx_http_request_t) -> Cow<'r, [u8]> {
-    // SAFETY: per the contract; as for the server's name.
-    let name = unsafe { NgxHttpCoreModule::location_conf(&*r).map(|c| c.name) };
-    // SAFETY: as above.
-    unsafe { str_value(name) }
-}
-
-/// # Safety
-/// `s` describes readable bytes that live as long as the cycle, or is `None`.
-unsafe fn str_value<'r>(s: Option<ngx_str_t>) -> Cow<'r, [u8]> {
-    match s {
-        Some(s) if s.len > 0 && !s.data.is_null() => {
-            // SAFETY: per the contract.
-            record::label_value(unsafe { std::slice::from_raw_parts(s.data, s.len) })
-        }
-        _ => Cow::Borrowed(b""),
-    }
+/// The request's location as written in the configuration, as a label value.
+fn location_name(r: &Request) -> Cow<'static, [u8]> {
+    NgxHttpCoreModule::location_conf(r).map_or(Cow::Borrowed(b""), |c| {
+        record::label_value(c.name.as_bytes())
+    })
 }
 
 /// The name of a method nginx knows, `OTHER` otherwise: nginx accepts any method

@@ -35,12 +35,7 @@ pub fn peer_ip(r: &Request) -> Option<IpAddr> {
 
 /// The query string (after `?`, undecoded); empty when there is none.
 pub fn query(r: &Request) -> &[u8] {
-    let args = r.as_ref().args;
-    if args.len == 0 || args.data.is_null() {
-        return &[];
-    }
-    // SAFETY: `args` points into the request line, valid for the request's life.
-    unsafe { std::slice::from_raw_parts(args.data, args.len) }
+    r.as_ref().args.as_bytes()
 }
 
 /// The raw values of every request header `name` (any case), in order.
@@ -100,37 +95,47 @@ pub fn status(r: &ngx_http_request_t) -> u32 {
     }
 }
 
-/// # Safety
-/// `r` is a live request of the current worker, in or after its log phase.
-pub unsafe fn facts(r: *const ngx_http_request_t) -> RequestFacts {
-    // SAFETY: per the contract; `ngx_cached_time` always points at a valid slot.
+/// Facts of request `r`, in or after its log phase.
+pub fn facts(r: &Request) -> RequestFacts {
+    let req = r.as_ref();
+    // SAFETY: `ngx_cached_time` always points at a valid slot, updated only by this
+    // worker's event loop, which is running this call.
+    let now = unsafe { &*ngx::ffi::ngx_cached_time };
+    let ms = (now.sec - req.start_sec) * 1000 + now.msec as i64 - req.start_msec as i64;
+    let states = upstream_states(r);
+    let upstream_ms = (!states.is_empty()).then(|| {
+        states
+            .iter()
+            // (ngx_msec_t) -1 marks a try that never got a response.
+            .filter(|s| s.response_time != ngx_msec_t::MAX)
+            .map(|s| s.response_time as u64)
+            .sum()
+    });
+    let from_upstream = states
+        .last()
+        .is_some_and(|s| s.header_time != ngx_msec_t::MAX);
+    // SAFETY: a request's connection is valid for the request's life.
+    let sent = unsafe { (*r.connection()).sent };
+    RequestFacts {
+        status: status(req),
+        request_ms: ms.max(0) as u64,
+        upstream_ms,
+        from_upstream,
+        received_bytes: req.request_length.max(0) as u64,
+        sent_bytes: sent.max(0) as u64,
+    }
+}
+
+/// The request's upstream tries, in order (what `$upstream_addr`, `$upstream_status`
+/// and `$upstream_response_time` print); empty when it was not proxied.
+pub fn upstream_states(r: &Request) -> &[ngx_http_upstream_state_t] {
+    let states = r.as_ref().upstream_states;
+    // SAFETY: `upstream_states` is null or an array of states in the request pool,
+    // which lives as long as the request.
     unsafe {
-        let r = &*r;
-        let now = &*ngx::ffi::ngx_cached_time;
-        let ms = (now.sec - r.start_sec) * 1000 + now.msec as i64 - r.start_msec as i64;
-        let mut upstream_ms = None;
-        let mut from_upstream = false;
-        if !r.upstream_states.is_null() && (*r.upstream_states).nelts > 0 {
-            let states = (*r.upstream_states).as_slice::<ngx_http_upstream_state_t>();
-            let mut total = 0u64;
-            for s in states {
-                // (ngx_msec_t) -1 marks a try that never got a response.
-                if s.response_time != ngx_msec_t::MAX {
-                    total += s.response_time as u64;
-                }
-            }
-            upstream_ms = Some(total);
-            from_upstream = states
-                .last()
-                .is_some_and(|s| s.header_time != ngx_msec_t::MAX);
-        }
-        RequestFacts {
-            status: status(r),
-            request_ms: ms.max(0) as u64,
-            upstream_ms,
-            from_upstream,
-            received_bytes: r.request_length.max(0) as u64,
-            sent_bytes: (*r.connection).sent.max(0) as u64,
+        match states.as_ref() {
+            Some(a) if a.nelts > 0 => a.as_slice::<ngx_http_upstream_state_t>(),
+            _ => &[],
         }
     }
 }
@@ -201,4 +206,21 @@ unsafe fn request_id<'r>(r: *mut ngx_http_request_t) -> Option<&'r [u8]> {
         }
         Some(std::slice::from_raw_parts((*v).data, (*v).len() as usize))
     }
+}
+
+/// The peer a try went to, as `$upstream_addr` prints it; `None` for the mark an
+/// internal redirect leaves (printed as " : ").
+pub fn peer_name(s: &ngx_http_upstream_state_t) -> Option<&[u8]> {
+    // SAFETY: a state's `peer` is null or a name that lives as long as the upstream's
+    // configuration, longer than the request's states.
+    unsafe { s.peer.as_ref() }.map(|p| p.as_bytes())
+}
+
+/// The name of the `upstream {}` block (or the proxied host) of the request's last
+/// upstream; `None` when it was not proxied.
+pub fn upstream_host(r: &Request) -> Option<&[u8]> {
+    // SAFETY: the request's upstream, when it has one, and its configuration are
+    // valid for the request's life (the configuration for the cycle's).
+    let conf = unsafe { r.as_ref().upstream.as_ref()?.upstream.as_ref()? };
+    Some(conf.host.as_bytes())
 }

@@ -20,20 +20,20 @@ mod register;
 pub mod series;
 mod sweep;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use error::{Reason, RegisterError, SeriesError};
 use key::{bytes_to_f64s, f64s_to_bytes};
 pub use key::{decode_key, encode_key};
 pub use participant::Participant;
-pub use series::{Found, SeriesOptions};
+pub use series::{observe, Found, SeriesOptions};
 
 use super::family::{
     check_buckets, exposition_names, possible_owners, FamilySpec, HistogramSpec, MetricType,
     QuantileMode, MAX_LABEL_VALUE,
 };
 use super::value::UpdateError;
-use super::{counter, gauge, histogram, value};
+use super::{histogram, value};
 use crate::shm::{Arena, AttachError, Guard, Kind, Liveness, Offset, Region, Slot};
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 

@@ -19,6 +19,16 @@ pub(super) struct Shape {
     hist: Option<(HistogramSpec, HdrLayout)>,
 }
 
+/// A new series of one family as [`Store::find_or_make`] makes it: the family, the
+/// words it takes, its creation time, and who makes it (a freed block is reused only
+/// once every participant has moved on).
+pub(super) struct NewSeries<'p> {
+    family: Family,
+    shape: &'p Shape,
+    created_ms: u64,
+    p: Participant<'p>,
+}
+
 /// A series [`Store::find_or_make`] found or made.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Found {
@@ -124,13 +134,17 @@ impl<'a> Store<'a> {
         }
         self.check_label_values(f, values)?;
         let shape = self.value_words(f);
+        let new = NewSeries {
+            family: f,
+            shape: &shape,
+            created_ms,
+            p,
+        };
         let g = self.lock(p);
         if let Some(rec) = self.arena.lookup(f.id, &key) {
             return Ok((self.handle_of(rec), None));
         }
-        let make = |key: &[u8], overflow: bool| {
-            self.make_series(&g, p.alive, f, key, &shape, created_ms, overflow)
-        };
+        let make = |key: &[u8], overflow: bool| self.make_series(&g, &new, key, overflow);
         let zone_full = || SeriesError::ZoneFull {
             family: self.family_name(f),
         };
@@ -217,12 +231,12 @@ impl<'a> Store<'a> {
         let keeps = self.region().load(f.body + F_META) & register::META_EXEMPLARS != 0;
         match f.metric_type {
             MetricType::Counter => Shape {
-                values: counter::VALUE_WORDS,
+                values: COUNTER_WORDS,
                 exemplar_slots: u64::from(keeps),
                 hist: None,
             },
             MetricType::Gauge => Shape {
-                values: gauge::VALUE_WORDS,
+                values: GAUGE_WORDS,
                 exemplar_slots: 0,
                 hist: None,
             },
@@ -277,20 +291,22 @@ impl<'a> Store<'a> {
         encode_key(&vec![value; f.label_count])
     }
 
-    /// Makes a series of `f` with `key` (under the lock, once looked for); `overflow`:
+    /// Makes a series of `new.family` with `key` (under the lock, once looked for); `overflow`:
     /// the family's overflow series, made in the zone's reserve and not counted towards
     /// `max_series`.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn make_series(
         &self,
         g: &Guard<'_>,
-        alive: Liveness<'_>,
-        f: Family,
+        new: &NewSeries<'_>,
         key: &[u8],
-        shape: &Shape,
-        created_ms: u64,
         overflow: bool,
     ) -> Result<u64, crate::shm::Full> {
+        let NewSeries {
+            family: f,
+            shape,
+            created_ms,
+            p,
+        } = *new;
         let r = self.region();
         let (rec, body, generation, _reused) = loop {
             let (rec, body) = self.arena.make_keyed(
@@ -300,7 +316,7 @@ impl<'a> Store<'a> {
                 key,
                 S_VALUES as usize
                     + (shape.values + exemplar::area_words(shape.exemplar_slots)) as usize,
-                alive,
+                p.alive,
                 overflow,
             )?;
             // A reused block's tag word holds the generation its deleted series left;
@@ -340,39 +356,21 @@ impl<'a> Store<'a> {
     }
 }
 
-/// Shorthands of the tests (here and in the exposition's). The FFI path observes with
-/// [`histogram::observe`] and [`Store::make_chunk`] itself: attaching a store first
-/// would cost the hot path a header check.
-#[cfg(test)]
-impl Store<'_> {
-    /// Counts `v` in histogram series `handle`, making the chunk it falls in the first
-    /// time (see [`histogram::observe`]).
-    pub fn observe(&self, handle: u64, v: f64, p: Participant<'_>) -> Result<(), UpdateError> {
-        histogram::observe(&self.region(), handle, v, |pointer, slots| {
-            self.make_chunk(handle, pointer, slots, p)
-        })
-    }
-
-    pub fn series<V: AsRef<[u8]>>(
-        &self,
-        f: Family,
-        values: &[V],
-        p: Participant<'_>,
-    ) -> Result<u64, SeriesError> {
-        self.find_or_make(f, values, p, SeriesOptions::default())
-            .map(|s| s.handle)
-    }
-
-    pub fn series_at<V: AsRef<[u8]>>(
-        &self,
-        f: Family,
-        values: &[V],
-        p: Participant<'_>,
-        created_ms: u64,
-    ) -> Result<u64, SeriesError> {
-        let options = SeriesOptions {
-            created_ms: Some(created_ms),
-        };
-        self.find_or_make(f, values, p, options).map(|s| s.handle)
-    }
+/// Counts `v` in histogram series `handle` of the zone `r` holds: how every caller
+/// observes (the FFI, the recorder, the tests). A value's first miss in a chunk of its
+/// range makes the chunk under the zone lock (see [`Store::make_chunk`]); only then is
+/// the store attached and `participant` asked for, so the hot path pays for neither (an
+/// attach checks the zone's header; the glue's participant reads the pid).
+#[inline(always)]
+pub fn observe<'p>(
+    r: &Region<'_>,
+    handle: u64,
+    v: f64,
+    participant: impl FnOnce() -> Participant<'p>,
+) -> Result<(), UpdateError> {
+    histogram::observe(r, handle, v, |pointer, slots| {
+        Store::attach(*r)
+            .map_err(|_| UpdateError::BadHandle)?
+            .make_chunk(handle, pointer, slots, participant())
+    })
 }

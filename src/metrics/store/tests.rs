@@ -1,6 +1,6 @@
 use super::*;
-use crate::metrics::exemplar;
 use crate::metrics::family::DEFAULT_BUCKETS;
+use crate::metrics::{counter, exemplar};
 use crate::shm::region::heap_words;
 use std::sync::atomic::AtomicU64;
 
@@ -9,6 +9,33 @@ const ALIVE: &dyn Fn(u32) -> bool = &|_| true;
 /// Process `me`, with every lock owner alive.
 fn who(me: u32) -> Participant<'static> {
     Participant { me, alive: ALIVE }
+}
+
+/// The series of `f` with these label values, made now if missing: the tests'
+/// shorthand of [`Store::find_or_make`].
+pub(crate) fn series<V: AsRef<[u8]>>(
+    s: &Store<'_>,
+    f: Family,
+    values: &[V],
+    p: Participant<'_>,
+) -> Result<u64, SeriesError> {
+    s.find_or_make(f, values, p, SeriesOptions::default())
+        .map(|found| found.handle)
+}
+
+/// [`series`], made at `created_ms` if missing.
+pub(crate) fn series_at<V: AsRef<[u8]>>(
+    s: &Store<'_>,
+    f: Family,
+    values: &[V],
+    p: Participant<'_>,
+    created_ms: u64,
+) -> Result<u64, SeriesError> {
+    let options = SeriesOptions {
+        created_ms: Some(created_ms),
+    };
+    s.find_or_make(f, values, p, options)
+        .map(|found| found.handle)
 }
 
 fn counter_spec(name: &str, labels: &[&str]) -> FamilySpec {
@@ -34,16 +61,14 @@ fn a_counter_series_takes_72_bytes_plus_its_labels() {
         .unwrap();
     let before = s.arena().used_bytes();
     // 4 bytes of length and 4 of value: one word of key.
-    let h = s
-        .series_at(f, &["abcd"], who(1), 1_700_000_000_123)
-        .unwrap();
+    let h = series_at(&s, f, &["abcd"], who(1), 1_700_000_000_123).unwrap();
     // Header, chain, hash, owner; tag, sweep word, created time; two values.
     assert_eq!(s.arena().used_bytes() - before, 72 + 8);
     let (_, series) = &s.families()[0];
     assert_eq!(s.series_created_ms(series[0]), 1_700_000_000_123);
     assert_eq!(s.series_values(series[0]) as u64, h);
     // Found again, the creation time stays.
-    assert_eq!(s.series_at(f, &["abcd"], who(1), 5).unwrap(), h);
+    assert_eq!(series_at(&s, f, &["abcd"], who(1), 5).unwrap(), h);
     assert_eq!(s.series_created_ms(series[0]), 1_700_000_000_123);
 }
 
@@ -54,9 +79,7 @@ fn exemplars_cost_a_series_96_bytes_a_slot_and_apply_to_series_made_after() {
     let mut spec = counter_spec("c_total", &["k"]);
     let f = s.register(&spec, who(1)).unwrap();
     let before = s.arena().used_bytes();
-    let old = s
-        .series_at(f, &["abcd"], who(1), 1_700_000_000_123)
-        .unwrap();
+    let old = series_at(&s, f, &["abcd"], who(1), 1_700_000_000_123).unwrap();
     assert_eq!(s.arena().used_bytes() - before, 72 + 8);
     // Switched on in place: the next series gets an area (the family word and one
     // 12-word slot), the old one keeps none and ignores exemplars.
@@ -64,9 +87,7 @@ fn exemplars_cost_a_series_96_bytes_a_slot_and_apply_to_series_made_after() {
     s.register(&spec, who(1)).unwrap();
     assert!(s.spec(f).exemplars);
     let before = s.arena().used_bytes();
-    let new = s
-        .series_at(f, &["efgh"], who(1), 1_700_000_000_123)
-        .unwrap();
+    let new = series_at(&s, f, &["efgh"], who(1), 1_700_000_000_123).unwrap();
     assert_eq!(s.arena().used_bytes() - before, 72 + 8 + 8 + 96);
     let (_, series) = &s.families()[0];
     assert_eq!(s.series_created_ms(series[1]), 1_700_000_000_123);
@@ -76,19 +97,9 @@ fn exemplars_cost_a_series_96_bytes_a_slot_and_apply_to_series_made_after() {
         exemplar::record_after_update(&r, h, false, 1.0, b"t", 7).unwrap();
     }
     let mut out = Vec::new();
-    exemplar::read(
-        &r,
-        s.series_values(series[0]),
-        counter::VALUE_WORDS,
-        &mut out,
-    );
+    exemplar::read(&r, s.series_values(series[0]), COUNTER_WORDS, &mut out);
     assert!(out.is_empty());
-    exemplar::read(
-        &r,
-        s.series_values(series[1]),
-        counter::VALUE_WORDS,
-        &mut out,
-    );
+    exemplar::read(&r, s.series_values(series[1]), COUNTER_WORDS, &mut out);
     assert_eq!(out, vec![Some(exemplar::Exemplar::new("t", 1.0, 7))]);
     // A histogram: a slot per bucket and +Inf.
     let mut h = FamilySpec {
@@ -99,15 +110,15 @@ fn exemplars_cost_a_series_96_bytes_a_slot_and_apply_to_series_made_after() {
         ..counter_spec("x", &[])
     };
     let hf = s.register(&h, who(1)).unwrap();
-    let hs = s.series_at(hf, &[] as &[&str], who(1), 5).unwrap();
+    let hs = series_at(&s, hf, &[] as &[&str], who(1), 5).unwrap();
     let (_, series) = &s.families()[1];
     let values = histogram::value_words(h.histogram.as_ref().unwrap().layout().unwrap());
     exemplar::read(&r, s.series_values(series[0]), values, &mut out);
     assert_eq!(out.len(), DEFAULT_BUCKETS.len() + 1);
     // Values pick their bucket's slot from the family's current bounds.
-    s.observe(hs, 0.003, who(1)).unwrap();
+    observe(&s.region(), hs, 0.003, || who(1)).unwrap();
     exemplar::record_after_update(&r, hs, true, 0.003, b"low", 1).unwrap();
-    s.observe(hs, 100.0, who(1)).unwrap();
+    observe(&s.region(), hs, 100.0, || who(1)).unwrap();
     exemplar::record_after_update(&r, hs, true, 100.0, b"high", 2).unwrap();
     exemplar::read(&r, s.series_values(series[0]), values, &mut out);
     assert_eq!(out[0].unwrap().id(), "low");
@@ -218,7 +229,7 @@ fn register_is_idempotent_and_checks_shape() {
     assert_eq!(s.family(12345), None);
     assert_eq!(s.family(u64::from(a.id) + 1), None);
     assert_eq!(s.family(u64::MAX), None);
-    let series = s.series(a, &["200"], who(1)).unwrap();
+    let series = series(&s, a, &["200"], who(1)).unwrap();
     assert_eq!(s.family(series), None);
 }
 
@@ -229,19 +240,19 @@ fn series_are_shared_and_counted() {
     let f = s
         .register(&counter_spec("req_total", &["svc", "code"]), who(1))
         .unwrap();
-    let h1 = s.series(f, &["a", "200"], who(1)).unwrap();
-    let h2 = s.series(f, &["a", "200"], who(2)).unwrap();
-    let h3 = s.series(f, &["a", "500"], who(2)).unwrap();
+    let h1 = series(&s, f, &["a", "200"], who(1)).unwrap();
+    let h2 = series(&s, f, &["a", "200"], who(2)).unwrap();
+    let h3 = series(&s, f, &["a", "500"], who(2)).unwrap();
     assert_eq!(h1, h2);
     assert_ne!(h1, h3);
     assert_eq!(s.find_series(f, &["a", "500"]), Some(h3));
     counter::inc(&s.region(), h1, 3).unwrap();
     counter::inc(&s.region(), h2, 4).unwrap();
     assert_eq!(counter::read(&s.region(), h1 as Offset), (7, 0.0));
-    let e = s.series(f, &["a"], who(1)).unwrap_err();
+    let e = series(&s, f, &["a"], who(1)).unwrap_err();
     assert_eq!(e.reason(), Reason::LabelCount);
     assert_eq!(s.errors(Reason::LabelCount), 1);
-    let e = s.series(f, &[&b"\xff"[..], b"200"], who(1)).unwrap_err();
+    let e = series(&s, f, &[&b"\xff"[..], b"200"], who(1)).unwrap_err();
     assert!(
         e.to_string().contains("label \"svc\" is not valid UTF-8"),
         "{e}"
@@ -261,27 +272,27 @@ fn a_full_zone_refuses_new_series_and_keeps_old_ones() {
     // Once the zone is full, a new label set gets the family's overflow series
     // (made in the zone's reserve), and the refusal is counted.
     let overflow = loop {
-        let h = s.series(f, &[handles.len().to_string()], who(1)).unwrap();
+        let h = series(&s, f, &[handles.len().to_string()], who(1)).unwrap();
         if s.errors(Reason::ZoneFull) > 0 {
             break h;
         }
         handles.push(h);
     };
     assert_eq!(s.errors(Reason::ZoneFull), 1);
-    assert_eq!(s.series(f, &["another"], who(1)), Ok(overflow));
+    assert_eq!(series(&s, f, &["another"], who(1)), Ok(overflow));
     assert_eq!(s.errors(Reason::ZoneFull), 2);
     assert_eq!(s.find_series(f, &["__overflow__"]), Some(overflow));
     assert_eq!(s.series_count(f), handles.len() as u64);
     // A family without labels has no overflow series: refused.
     let g = s.register(&counter_spec("d", &[]), who(1));
     if let Ok(g) = g {
-        assert!(s.series(g, &[] as &[&str], who(1)).is_err());
+        assert!(series(&s, g, &[] as &[&str], who(1)).is_err());
     }
     for h in &handles {
         counter::inc(&s.region(), *h, 1).unwrap();
     }
     for (i, h) in handles.iter().enumerate() {
-        assert_eq!(s.series(f, &[i.to_string()], who(1)), Ok(*h));
+        assert_eq!(series(&s, f, &[i.to_string()], who(1)), Ok(*h));
         assert_eq!(counter::read(&s.region(), *h as Offset).0, 1);
     }
 }
@@ -293,28 +304,28 @@ fn series_limit_per_family() {
     let mut spec = counter_spec("c", &["i"]);
     spec.max_series = 2;
     let f = s.register(&spec, who(1)).unwrap();
-    let one = s.series(f, &["1"], who(1)).unwrap();
-    s.series(f, &["2"], who(1)).unwrap();
+    let one = series(&s, f, &["1"], who(1)).unwrap();
+    series(&s, f, &["2"], who(1)).unwrap();
     // Beyond the limit: the overflow series, every time; counted.
-    let over = s.series(f, &["3"], who(1)).unwrap();
-    assert_eq!(s.series(f, &["4"], who(1)), Ok(over));
+    let over = series(&s, f, &["3"], who(1)).unwrap();
+    assert_eq!(series(&s, f, &["4"], who(1)), Ok(over));
     assert_eq!(s.errors(Reason::SeriesLimit), 2);
     assert_eq!(s.find_series(f, &["__overflow__"]), Some(over));
-    assert_eq!(s.series(f, &["1"], who(1)), Ok(one));
+    assert_eq!(series(&s, f, &["1"], who(1)), Ok(one));
     assert_eq!(s.series_count(f), 2, "the overflow series is not counted");
     // A deleted series makes room; deleting the overflow series changes no count.
     assert!(s.delete_series(f, &["__overflow__"], who(1)));
     assert!(s.delete_series(f, &["2"], who(1)));
     assert_eq!(s.series_count(f), 1);
-    let three = s.series(f, &["3"], who(1)).unwrap();
+    let three = series(&s, f, &["3"], who(1)).unwrap();
     assert_ne!(three, over);
     // The overflow value is the family's to choose.
     let mut spec = counter_spec("o", &["a", "b"]);
     spec.max_series = 1;
     spec.overflow_value = "other".into();
     let o = s.register(&spec, who(1)).unwrap();
-    s.series(o, &["x", "y"], who(1)).unwrap();
-    let other = s.series(o, &["x", "z"], who(1)).unwrap();
+    series(&s, o, &["x", "y"], who(1)).unwrap();
+    let other = series(&s, o, &["x", "z"], who(1)).unwrap();
     assert_eq!(s.find_series(o, &["other", "other"]), Some(other));
     assert_eq!(
         s.overflow_series(o, who(1)),
@@ -326,7 +337,7 @@ fn series_limit_per_family() {
     spec.max_series = 1;
     let p = s.register(&spec, who(1)).unwrap();
     let errors = s.errors(Reason::SeriesLimit);
-    let made = s.series(p, &["__overflow__"], who(1)).unwrap();
+    let made = series(&s, p, &["__overflow__"], who(1)).unwrap();
     assert_eq!(s.series_count(p), 0);
     assert_eq!(
         s.overflow_series(p, who(1)),
@@ -336,8 +347,8 @@ fn series_limit_per_family() {
     assert_eq!(s.series_count(p), 0);
     let again = s.overflow_series(p, who(1)).unwrap().0;
     assert_eq!(s.series_count(p), 0);
-    s.series(p, &["1"], who(1)).unwrap();
-    assert_eq!(s.series(p, &["2"], who(1)), Ok(again));
+    series(&s, p, &["1"], who(1)).unwrap();
+    assert_eq!(series(&s, p, &["2"], who(1)), Ok(again));
     assert_eq!(s.errors(Reason::SeriesLimit), errors + 1);
     // A family without labels has none.
     let n = s.register(&counter_spec("n", &[]), who(1)).unwrap();
@@ -353,9 +364,9 @@ fn buckets_change_without_losing_counts() {
         ..FamilySpec::new("lat", MetricType::Histogram, &[])
     };
     let f = s.register(&spec, who(1)).unwrap();
-    let h = s.series(f, &[] as &[&str], who(1)).unwrap();
+    let h = series(&s, f, &[] as &[&str], who(1)).unwrap();
     for v in [0.001, 0.02, 0.3, 4.0] {
-        s.observe(h, v, who(1)).unwrap();
+        observe(&s.region(), h, v, || who(1)).unwrap();
     }
     s.set_buckets(f, &[0.01, 1.0], who(1)).unwrap();
     let spec2 = s.spec(f);
@@ -385,7 +396,7 @@ fn a_histogram_series_grows_by_chunks_made_once() {
     let s = Store::format(Region::new(&mem), 0).unwrap();
     let f = s.register(&histogram_spec("lat"), who(1)).unwrap();
     let before = s.arena().used_bytes();
-    let h = s.series(f, &[] as &[&str], who(1)).unwrap();
+    let h = series(&s, f, &[] as &[&str], who(1)).unwrap();
     // Header word, hash chain, hash, owner, an empty key; the tag, the sweep's word
     // and the created time; 3 parameter words, 40 chunk words (2,560 slots in
     // chunks of 64), the overflow count and the sum.
@@ -398,7 +409,7 @@ fn a_histogram_series_grows_by_chunks_made_once() {
                 for i in 0..5000u32 {
                     // 1 ms..~1.3 s: eleven powers of two of microseconds.
                     let v = 0.001 * 1.0015f64.powi(i as i32 % 4800);
-                    s.observe(h, v, who(1)).unwrap();
+                    observe(&s.region(), h, v, || who(1)).unwrap();
                 }
             });
         }
@@ -416,17 +427,20 @@ fn a_full_zone_refuses_new_chunks_and_keeps_count_and_sum_exact() {
     let mem = heap_words(super::super::super::shm::arena::MIN_ZONE_BYTES / 8);
     let s = Store::format(Region::new(&mem), 0).unwrap();
     let f = s.register(&histogram_spec("lat"), who(1)).unwrap();
-    let h = s.series(f, &[] as &[&str], who(1)).unwrap();
-    s.observe(h, 0.001, who(1)).unwrap();
+    let h = series(&s, f, &[] as &[&str], who(1)).unwrap();
+    observe(&s.region(), h, 0.001, || who(1)).unwrap();
     let c = s.register(&counter_spec("c", &["i"]), who(1)).unwrap();
     // Fill the zone: until new label sets go to the overflow series.
     let mut i = 0;
     while s.errors(Reason::ZoneFull) == 0 {
-        s.series(c, &[i.to_string()], who(1)).unwrap();
+        series(&s, c, &[i.to_string()], who(1)).unwrap();
         i += 1;
     }
-    assert_eq!(s.observe(h, 30.0, who(1)), Err(UpdateError::ZoneFull));
-    s.observe(h, 0.001, who(1)).unwrap();
+    assert_eq!(
+        observe(&s.region(), h, 30.0, || who(1)),
+        Err(UpdateError::ZoneFull)
+    );
+    observe(&s.region(), h, 0.001, || who(1)).unwrap();
     let snap = histogram::Snapshot::read(&s.region(), h as Offset, None);
     // The refused value is in _count, _sum and +Inf only: sums stay exact.
     assert_eq!((snap.count(), snap.overflow), (3, 1));
@@ -455,7 +469,7 @@ fn a_deleted_series_block_is_reused_and_its_handles_are_stale() {
     // One participant (a worker) that checked "a"'s handle and did not move on yet.
     let worker = s.join_epochs(who(2)).unwrap();
     let before_a = s.arena().used_bytes();
-    let a = s.series_at(f, &["a"], who(1), 1000).unwrap();
+    let a = series_at(&s, f, &["a"], who(1), 1000).unwrap();
     counter::inc(&r, a, 5).unwrap();
     let used = s.arena().used_bytes();
     assert!(s.delete_series(f, &["a"], who(1)));
@@ -466,12 +480,12 @@ fn a_deleted_series_block_is_reused_and_its_handles_are_stale() {
     // Before the worker moves on: a new block, and the freed one is counted as
     // waiting. After: the freed one, whatever the key (same size).
     assert_eq!(s.waiting_bytes(who(1)), used - before_a);
-    let b = s.series_at(f, &["b"], who(1), 2000).unwrap();
+    let b = series_at(&s, f, &["b"], who(1), 2000).unwrap();
     assert!(s.arena().used_bytes() > used);
     let used = s.arena().used_bytes();
     s.announce(worker);
     assert_eq!(s.waiting_bytes(who(1)), 0);
-    let c = s.series_at(f, &["c"], who(1), 3000).unwrap();
+    let c = series_at(&s, f, &["c"], who(1), 3000).unwrap();
     assert_eq!(s.arena().used_bytes(), used);
     assert_eq!(c & 0xffff_ffff, a & 0xffff_ffff, "same block");
     assert_ne!(c, a, "another generation");
@@ -495,7 +509,7 @@ fn a_deleted_series_block_is_reused_and_its_handles_are_stale() {
     assert_eq!(s.series_created_ms(series[0]), 3000);
     assert_eq!((s.series_count(f), s.arena().series()), (2, 2));
     // "a" again: a new series from zero.
-    let a2 = s.series_at(f, &["a"], who(1), 9000).unwrap();
+    let a2 = series_at(&s, f, &["a"], who(1), 9000).unwrap();
     assert_ne!(a2, a);
     assert_eq!(counter::read(&r, a2 as Offset).0, 0);
 }
@@ -512,7 +526,7 @@ fn a_stalled_participant_holds_reuse_back_then_lets_it_resume() {
     let busy = s.join_epochs(who(2)).unwrap();
     let stalled = s.join_epochs(who(3)).unwrap();
     // The stalled worker checked "a"'s handle and stopped before its add.
-    let a = s.series(f, &["a"], who(1)).unwrap();
+    let a = series(&s, f, &["a"], who(1)).unwrap();
     let a_at = a & 0xffff_ffff;
     assert!(s.delete_series(f, &["a"], who(1)));
     // Churn of counters and gauges of the same block sizes, far past any grace.
@@ -520,9 +534,9 @@ fn a_stalled_participant_holds_reuse_back_then_lets_it_resume() {
     for i in 0..2000 {
         let k = format!("k{i:05}");
         let h = if i % 2 == 0 {
-            s.series(f, &[k.as_str()], who(1)).unwrap()
+            series(&s, f, &[k.as_str()], who(1)).unwrap()
         } else {
-            s.series(g, &[k.as_str()], who(1)).unwrap()
+            series(&s, g, &[k.as_str()], who(1)).unwrap()
         };
         blocks.insert(h & 0xffff_ffff);
         assert!(s.delete_series(if i % 2 == 0 { f } else { g }, &[k.as_str()], who(1)));
@@ -539,7 +553,7 @@ fn a_stalled_participant_holds_reuse_back_then_lets_it_resume() {
     s.announce(stalled);
     assert_eq!(s.waiting_bytes(who(1)), 0);
     // ...and reuse resumes: a's block is taken again, zeroed.
-    let b = s.series(f, &["b"], who(1)).unwrap();
+    let b = series(&s, f, &["b"], who(1)).unwrap();
     assert_eq!(b & 0xffff_ffff, a_at, "the oldest free block first");
     assert_eq!(counter::read(&r, b as Offset), (0, 0.0));
     assert_eq!(counter::inc(&r, a, 1), Err(UpdateError::Stale));
@@ -566,12 +580,12 @@ fn a_block_that_used_up_its_generations_is_retired() {
     let f = s
         .register(&counter_spec("c_total", &["k"]), who(1))
         .unwrap();
-    let first = s.series(f, &["a"], who(1)).unwrap();
+    let first = series(&s, f, &["a"], who(1)).unwrap();
     let mut n = 1u64;
     // Nobody holds reuse back: the same block serves every generation.
     let last = loop {
         assert!(s.delete_series(f, &["a"], who(1)));
-        let h = s.series(f, &["a"], who(1)).unwrap();
+        let h = series(&s, f, &["a"], who(1)).unwrap();
         if h & 0xffff_ffff != first & 0xffff_ffff {
             break h;
         }
@@ -593,16 +607,19 @@ fn a_histograms_chunks_are_freed_and_reused_zeroed() {
     let mem = heap_words(1 << 15);
     let s = Store::format(Region::new(&mem), 0).unwrap();
     let f = s.register(&histogram_spec("lat"), who(1)).unwrap();
-    let a = s.series_at(f, &[] as &[&str], who(1), 0).unwrap();
+    let a = series_at(&s, f, &[] as &[&str], who(1), 0).unwrap();
     for v in [0.001, 0.01, 0.1, 1.0] {
-        s.observe(a, v, who(1)).unwrap();
+        observe(&s.region(), a, v, || who(1)).unwrap();
     }
     let used = s.arena().used_bytes();
     assert!(s.delete_series(f, &[] as &[&str], who(1)));
-    assert_eq!(s.observe(a, 0.1, who(1)), Err(UpdateError::Stale));
+    assert_eq!(
+        observe(&s.region(), a, 0.1, || who(1)),
+        Err(UpdateError::Stale)
+    );
     // Reused (no participant holds them back): the block and the same chunks, every
     // count back at zero.
-    let b = s.series_at(f, &[] as &[&str], who(1), 0).unwrap();
+    let b = series_at(&s, f, &[] as &[&str], who(1), 0).unwrap();
     assert_eq!(b & 0xffff_ffff, a & 0xffff_ffff);
     let snap = histogram::Snapshot::read(&s.region(), b as Offset, None);
     assert_eq!((snap.count(), snap.sum), (0, 0.0));
@@ -621,9 +638,9 @@ fn reset_and_delete_where_pick_their_series_only() {
         .register(&counter_spec("b_total", &["route"]), who(1))
         .unwrap();
     for (route, code) in [("r1", "200"), ("r1", "500"), ("r2", "200")] {
-        s.series(f, &[route, code], who(1)).unwrap();
+        series(&s, f, &[route, code], who(1)).unwrap();
     }
-    s.series(g, &["r1"], who(1)).unwrap();
+    series(&s, g, &["r1"], who(1)).unwrap();
     let r1 = encode_key(&["r1"]);
     let deleted = s.delete_where(f, who(1), |key| {
         decode_key(key).next() == decode_key(&r1).next()
@@ -651,10 +668,10 @@ fn delete_labelled_deletes_the_named_families_series_that_carry_every_label() {
         .register(&counter_spec("c_total", &["other"]), who(1))
         .unwrap();
     for (code, route) in [("200", "r1"), ("500", "r1"), ("200", "r2")] {
-        s.series(a, &[code, route], who(1)).unwrap();
+        series(&s, a, &[code, route], who(1)).unwrap();
     }
-    s.series(b, &["r1"], who(1)).unwrap();
-    s.series(c, &["r1"], who(1)).unwrap();
+    series(&s, b, &["r1"], who(1)).unwrap();
+    series(&s, c, &["r1"], who(1)).unwrap();
     let names = ["a_total", "b_total", "c_total", "not_registered"];
     // c_total has no label "route": none of its series carries it.
     assert_eq!(s.delete_labelled(&names, &[("route", "r1")], who(1)), 3);
@@ -697,7 +714,7 @@ fn churn_of_mixed_sizes_stays_within_a_bound() {
         x ^= x << 17;
         let len = 1 + (x % 120) as usize;
         let value = format!("{i:x}{}", "v".repeat(len));
-        s.series_at(f, &[value.as_str()], who(1), now).unwrap();
+        series_at(&s, f, &[value.as_str()], who(1), now).unwrap();
         alive.push_back(value);
         if alive.len() > 500 {
             let old = alive.pop_front().unwrap();
@@ -727,8 +744,8 @@ fn a_takeover_finishes_a_half_done_delete() {
     let f = s
         .register(&counter_spec("c_total", &["k"]), who(1))
         .unwrap();
-    let a = s.series_at(f, &["a"], who(1), 0).unwrap();
-    s.series_at(f, &["b"], who(1), 0).unwrap();
+    let a = series_at(&s, f, &["a"], who(1), 0).unwrap();
+    series_at(&s, f, &["b"], who(1), 0).unwrap();
     // Process 41 starts deleting "a" (handles dead, marked in progress, unlinked)
     // and dies holding the lock.
     assert!(s.begin_delete_and_keep_lock(a, who(41)));
@@ -736,17 +753,17 @@ fn a_takeover_finishes_a_half_done_delete() {
     // The next process takes the lock over and finishes: "a" is gone, its block
     // free for reuse, the counts right.
     let dead_41: &dyn Fn(u32) -> bool = &|pid| pid != 41;
-    let b2 = s
-        .series_at(
-            f,
-            &["c"],
-            Participant {
-                me: 7,
-                alive: dead_41,
-            },
-            0,
-        )
-        .unwrap();
+    let b2 = series_at(
+        &s,
+        f,
+        &["c"],
+        Participant {
+            me: 7,
+            alive: dead_41,
+        },
+        0,
+    )
+    .unwrap();
     assert_eq!(s.arena().lock_takeovers(), 1);
     assert_eq!(s.arena().deleting(), 0);
     assert_eq!(
@@ -769,7 +786,7 @@ fn stale_handles_never_reach_the_series_that_reuses_the_block() {
     let f = s
         .register(&counter_spec("c_total", &["k"]), who(1))
         .unwrap();
-    let a = s.series(f, &["a"], who(1)).unwrap();
+    let a = series(&s, f, &["a"], who(1)).unwrap();
     let stop = std::sync::atomic::AtomicBool::new(false);
     let (landed, stale) = (AtomicU64::new(0), AtomicU64::new(0));
     let b = std::thread::scope(|scope| {
@@ -793,7 +810,7 @@ fn stale_handles_never_reach_the_series_that_reuses_the_block() {
         while s.waiting_bytes(who(1)) > 0 {
             std::thread::yield_now();
         }
-        let b = s.series(f, &["b"], who(1)).unwrap();
+        let b = series(&s, f, &["b"], who(1)).unwrap();
         assert_eq!(b & 0xffff_ffff, a & 0xffff_ffff, "A's block");
         for _ in 0..100_000 {
             counter::inc(&r, b, 1).unwrap();
@@ -821,14 +838,14 @@ fn the_sweep_deletes_what_no_update_changed_for_expire_seconds() {
     hspec.expire_s = 10;
     let hf = s.register(&hspec, who(1)).unwrap();
     let t = 1_000_000_000;
-    let a = s.series_at(f, &["a"], who(1), t).unwrap();
-    s.series_at(f, &["b"], who(1), t).unwrap();
-    s.series_at(g, &["c"], who(1), t).unwrap();
-    let h = s.series_at(hf, &[] as &[&str], who(1), t).unwrap();
+    let a = series_at(&s, f, &["a"], who(1), t).unwrap();
+    series_at(&s, f, &["b"], who(1), t).unwrap();
+    series_at(&s, g, &["c"], who(1), t).unwrap();
+    let h = series_at(&s, hf, &[] as &[&str], who(1), t).unwrap();
     let sweep = |at: u64| s.sweep(1000, at, who(1));
     assert_eq!(sweep(t + 5_000), (3, 0));
     counter::inc(&r, a, 1).unwrap();
-    s.observe(h, 0.25, who(1)).unwrap();
+    observe(&s.region(), h, 0.25, || who(1)).unwrap();
     // b: nothing since its creation 12 s ago. a and h: updated since the last look.
     assert_eq!(sweep(t + 12_000), (3, 1));
     assert_eq!(s.find_series(f, &["b"]), None);
@@ -845,7 +862,7 @@ fn the_sweep_deletes_what_no_update_changed_for_expire_seconds() {
     spec.expire_s = 1;
     let w = s.register(&spec, who(1)).unwrap();
     for k in ["1", "2", "3"] {
-        s.series_at(w, &[k], who(1), t).unwrap();
+        series_at(&s, w, &[k], who(1), t).unwrap();
     }
     let mut deleted = 0;
     for _ in 0..40 {
