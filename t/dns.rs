@@ -103,13 +103,8 @@ fn peers(addresses: &[&str]) -> u16 {
                 for mut conn in listener.incoming().flatten() {
                     let me = me.clone();
                     std::thread::spawn(move || {
-                        let mut head = Vec::new();
-                        let mut buf = [0u8; 1024];
-                        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                            match conn.read(&mut buf) {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => head.extend_from_slice(&buf[..n]),
-                            }
+                        if !harness::head_is_whole(&harness::read_request_head(&mut conn)) {
+                            return;
                         }
                         let _ = write!(
                             conn,

@@ -236,14 +236,7 @@ fn fake_target(status: &'static str, body: &'static str) -> u16 {
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {
         for mut s in listener.incoming().flatten() {
-            let mut buf = [0u8; 4096];
-            let mut got = Vec::new();
-            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-                match s.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => got.extend_from_slice(&buf[..n]),
-                }
-            }
+            harness::read_request_head(&mut s);
             let _ = write!(
                 s,
                 "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\n\

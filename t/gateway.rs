@@ -971,14 +971,7 @@ impl Echo {
                     Ok((mut s, _)) => {
                         s.set_nonblocking(false).unwrap();
                         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-                        let mut head = Vec::new();
-                        let mut buf = [0u8; 4096];
-                        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                            match s.read(&mut buf) {
-                                Ok(0) | Err(_) => break,
-                                Ok(n) => head.extend_from_slice(&buf[..n]),
-                            }
-                        }
+                        let head = harness::read_request_head(&mut s);
                         let reply = format!(
                             "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                             head.len()
@@ -2186,14 +2179,7 @@ fn an_upstreams_own_errors_pass_through_as_sent() {
     // Answers "/<code>" with that status, its own reason phrase, headers and HTML.
     std::thread::spawn(move || {
         for mut conn in listener.incoming().flatten() {
-            let mut head = Vec::new();
-            let mut buf = [0u8; 4096];
-            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                match conn.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => head.extend_from_slice(&buf[..n]),
-                }
-            }
+            let head = harness::read_request_head(&mut conn);
             let line = String::from_utf8_lossy(&head).to_string();
             let code: String = line
                 .split(' ')

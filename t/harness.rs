@@ -642,6 +642,26 @@ pub fn pipelined(
     (responses, rest.to_vec())
 }
 
+/// What a test's own HTTP server reads of a request: bytes up to the end of its head
+/// (the blank line), or what came before the client closed or the read failed.
+/// [`head_is_whole`] tells the two apart.
+pub fn read_request_head(conn: &mut impl Read) -> Vec<u8> {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head_is_whole(&head) {
+        match conn.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    head
+}
+
+/// Whether `head` holds a request head's end (the blank line).
+pub fn head_is_whole(head: &[u8]) -> bool {
+    head.windows(4).any(|w| w == b"\r\n\r\n")
+}
+
 pub fn parse_response(raw: &[u8]) -> Response {
     let split = raw
         .windows(4)

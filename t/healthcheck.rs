@@ -53,13 +53,9 @@ fn serve(mut s: TcpStream, sh: Shared) {
         stop,
     } = sh;
     s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-    let mut head = Vec::new();
-    let mut buf = [0u8; 2048];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        match s.read(&mut buf) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => head.extend_from_slice(&buf[..n]),
-        }
+    let head = harness::read_request_head(&mut s);
+    if !harness::head_is_whole(&head) {
+        return;
     }
     let text = String::from_utf8_lossy(&head).into_owned();
     let probe = text.starts_with("GET /health ");

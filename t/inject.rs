@@ -195,19 +195,6 @@ impl Drop for Peer {
     }
 }
 
-/// Reads until the end of a request's head (or EOF); returns what was read.
-fn read_head(conn: &mut TcpStream) -> Vec<u8> {
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-        match conn.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-        }
-    }
-    got
-}
-
 fn reset(conn: TcpStream) {
     let _ = socket2::SockRef::from(&conn).set_linger(Some(Duration::ZERO));
     drop(conn);
@@ -246,11 +233,11 @@ fn serve(
     match &how {
         Behaviour::Hang => hold(conn, &how, now, stop, held),
         Behaviour::ResetAfterRequest => {
-            read_head(&mut conn);
+            crate::harness::read_request_head(&mut conn);
             reset(conn);
         }
         Behaviour::ResetMidRequest(n) => {
-            let head = read_head(&mut conn);
+            let head = crate::harness::read_request_head(&mut conn);
             let at = head.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(0) + 4;
             let mut body = head.len().saturating_sub(at);
             let mut buf = [0u8; 4096];
@@ -263,7 +250,7 @@ fn serve(
             reset(conn);
         }
         Behaviour::SendThenReset(bytes) => {
-            read_head(&mut conn);
+            crate::harness::read_request_head(&mut conn);
             let _ = conn.write_all(bytes);
             let _ = conn.flush();
             // Let the bytes leave before the RST, so the answer is cut, not lost.
@@ -271,13 +258,13 @@ fn serve(
             reset(conn);
         }
         Behaviour::SendThenClose(bytes) => {
-            read_head(&mut conn);
+            crate::harness::read_request_head(&mut conn);
             let _ = conn.write_all(bytes);
             let _ = conn.shutdown(Shutdown::Write);
             std::thread::sleep(Duration::from_millis(50));
         }
         Behaviour::SendThenHang(bytes) => {
-            read_head(&mut conn);
+            crate::harness::read_request_head(&mut conn);
             let _ = conn.write_all(bytes);
             hold(conn, &how, now, stop, held);
         }
