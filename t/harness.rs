@@ -922,8 +922,11 @@ pub fn render_gateway(prefix: &Path, vars: &[(&str, String)]) -> (String, [u16; 
         ("DECLARATIVE", String::new()),
         // Tests start from an empty configuration, not the demo's seed.
         ("SEED", String::new()),
-        // No test asks the machine's resolver (t/dns.rs runs one of its own).
+        // No test asks the machine's resolver (t/dns.rs runs one of its own). The names
+        // tests give services and targets are never answered there: a short try keeps
+        // a worker's exit from waiting out unanswered queries at every stop.
         ("DNS_RESOLVER", silent_resolver()),
+        ("DNS_TIMEOUT", "100".to_string()),
         // scripts/run.sh's metrics knobs, off.
         ("METRICS_HTTP", String::new()),
         ("METRICS_SERVER", String::new()),

@@ -71,6 +71,7 @@ fn serve(mut s: TcpStream, sh: Shared) {
         let now = hanging[0].fetch_add(1, Ordering::SeqCst) + 1;
         hanging[1].fetch_max(now, Ordering::SeqCst);
         s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+        let mut buf = [0u8; 256];
         while mode.load(Ordering::SeqCst) == HANG && !stop.load(Ordering::SeqCst) {
             match s.read(&mut buf) {
                 // The gateway gave up (its probe timed out): the connection is over.
