@@ -523,14 +523,7 @@ fn silent_or_garbage_resolvers_neither_block_nor_break_the_worker() {
     let dns = Dns::start("garbage", json!({ "mode": "drop", "records": {} }));
     let g = gateway("dns-garbage", &dns, &[("DNS_TIMEOUT", "3000".to_string())]);
     // One worker: the request served meanwhile is served by the worker that waits.
-    let conf = std::fs::read_to_string(g.nginx.prefix.join("nginx.conf")).unwrap();
-    assert!(conf.contains("worker_processes 2;"));
-    std::fs::write(
-        g.nginx.prefix.join("nginx.conf"),
-        conf.replace("worker_processes 2;", "worker_processes 1;"),
-    )
-    .unwrap();
-    g.nginx.reload_to(1);
+    g.nginx.reload_with_one_worker();
     service(
         &g,
         "local",

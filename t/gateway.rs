@@ -1570,14 +1570,7 @@ fn retired_workers_lose_their_series() {
     g.nginx.kill_worker(victim);
     lua_vm_series_follow_workers(&g, "after a worker crash");
     // Fewer workers: the ids no longer started retire too.
-    let conf = std::fs::read_to_string(g.nginx.prefix.join("nginx.conf")).unwrap();
-    assert!(conf.contains("worker_processes 2;"));
-    std::fs::write(
-        g.nginx.prefix.join("nginx.conf"),
-        conf.replace("worker_processes 2;", "worker_processes 1;"),
-    )
-    .unwrap();
-    g.nginx.reload_to(1);
+    g.nginx.reload_with_one_worker();
     lua_vm_series_follow_workers(&g, "after a reload to 1 worker");
     assert_eq!(lua_vm_pids(&g).len(), 1);
 }

@@ -339,6 +339,19 @@ impl Nginx {
         self.reload_to(2);
     }
 
+    /// The configuration in the prefix, its two workers made one, then reloaded.
+    pub fn reload_with_one_worker(&self) {
+        let path = self.prefix.join("nginx.conf");
+        let conf = std::fs::read_to_string(&path).unwrap();
+        assert!(conf.contains("worker_processes 2;"), "{conf}");
+        std::fs::write(
+            &path,
+            conf.replace("worker_processes 2;", "worker_processes 1;"),
+        )
+        .unwrap();
+        self.reload_to(1);
+    }
+
     /// `nginx -s reload` of a configuration that runs `workers` worker processes.
     pub fn reload_to(&self, workers: usize) {
         let before = self.worker_pids();

@@ -340,12 +340,7 @@ fn worker_process_metrics() {
 
     // Down to one worker: the zone keeps worker 1's last figures, but no scrape and no
     // format shows them any more (a sum over workers would count a process that is gone).
-    let conf = nginx
-        .conf
-        .replace("worker_processes 2;", "worker_processes 1;");
-    assert_ne!(conf, nginx.conf);
-    std::fs::write(nginx.prefix.join("nginx.conf"), conf).unwrap();
-    nginx.reload_to(1);
+    nginx.reload_with_one_worker();
     assert_eq!(nginx.worker_pids().len(), 1);
     let (text, samples) = scrape(metrics, "/process");
     let workers: std::collections::BTreeSet<&str> = samples
