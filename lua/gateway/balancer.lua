@@ -30,6 +30,7 @@ local function parse_target(t)
     if not host then host, port = t, 8000 end
     return host, tonumber(port)
 end
+_M.parse_target = parse_target
 
 -- The hosts of the targets `build` uses, for gateway.dns.track.
 function _M.hosts(snapshot, out)

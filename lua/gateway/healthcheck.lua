@@ -376,8 +376,7 @@ local function removed(gone)
             forget(key)
             -- A target named by a host name has health per address (gateway.balancer):
             -- the addresses its name last had.
-            local host = g.row.target:match("^%[?([^%]]+)%]?:%d+$") or g.row.target
-            local entry = dns.get(host)
+            local entry = dns.get((require("gateway.balancer").parse_target(g.row.target)))
             for _, ip in ipairs(entry and entry.addresses or EMPTY) do forget(key .. "|" .. ip) end
         end
     end
